@@ -1,0 +1,454 @@
+/**
+ * A gateway's own chain: validated appends, group commit, one signed checkpoint per block.
+ *
+ * append() checks an entry against the chain (roster membership, lock signature, strictly
+ * increasing counters per lock), queues it, and resolves only once the block that holds it is
+ * durable: written with the rest of its block in one LevelDB batch with sync. Concurrent appends
+ * share a block: the block is sealed `sealDelayMs` after its first entry arrived, at once when it
+ * reaches `maxBlockEntries`, and never while the previous block is still being written (entries
+ * arriving meanwhile wait for the next one). One Ed25519 signature and one fsync per block.
+ */
+import { EventEmitter } from 'node:events';
+import { OtiError, isOtiError } from './errors.js';
+import { Signer, toHex, verify, type KeyPair } from './crypto.js';
+import { encodeEntry, type Entry, type EntryInput } from './entry.js';
+import { leafHash, CompactRange } from './merkle.js';
+import { encodeBlockHeader, blockHash, ZERO_HASH, type BlockHeader } from './block.js';
+import { signCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
+import { sigStructure } from './cose.js';
+import { checkSigned, Roster, type SignedStatement, type SiteTrust } from './roster.js';
+import type { LedgerStore, ChainStore} from './store.js';
+import { hashIdKey, lockIdKey, type BatchOp, type ChainHead, CHUNK_SIZE } from './store.js';
+import type { SignaturePool } from './sigpool.js';
+import { bytesEqual } from './encoding.js';
+
+export const DEFAULT_SEAL_DELAY_MS = 5;
+export const DEFAULT_MAX_BLOCK_ENTRIES = 1024;
+
+export function chainOrigin(siteId: string, gatewayId: string): string {
+  return `oti/${siteId}/${gatewayId}`;
+}
+
+export interface ChainOptions {
+  readonly store: LedgerStore;
+  readonly trust: SiteTrust;
+  readonly gatewayId: string;
+  readonly key: KeyPair;
+  /** The site-signed enrolment of this gateway's key; required when the chain is new. */
+  readonly genesis?: SignedStatement;
+  /** Verifies lock signatures off the main thread; without it they are checked inline. */
+  readonly pool?: SignaturePool;
+  readonly sealDelayMs?: number;
+  readonly maxBlockEntries?: number;
+  readonly now?: () => number;
+}
+
+export interface AppendOptions {
+  /** The caller has already verified the lock signature against the enrolled key. */
+  readonly preverified?: boolean;
+}
+
+export interface AppendResult {
+  readonly index: number;
+  /** The entry's id: "<lock>:<counter>" for lock events, hex leaf hash otherwise. */
+  readonly id: string;
+  readonly leafHash: Uint8Array;
+  readonly block: number;
+  readonly entry: Entry;
+}
+
+export interface BlockEvent {
+  readonly header: BlockHeader;
+  readonly checkpoint: SignedCheckpoint;
+  readonly results: readonly AppendResult[];
+}
+
+interface Slot {
+  readonly bytes: Uint8Array;
+  readonly entry: Entry;
+  state: 'checking' | 'ready' | 'failed';
+  error?: Error;
+  /** The lock key its signature was checked against, if it was checked here. */
+  checkedKey?: Uint8Array | undefined;
+  resolve?: (r: AppendResult) => void;
+  reject?: (e: Error) => void;
+}
+
+interface Pending {
+  readonly bytes: Uint8Array;
+  readonly entry: Entry;
+  readonly idKey: Uint8Array | undefined;
+  readonly id: string | undefined;
+  readonly resolve: (r: AppendResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+export interface ChainEvents {
+  block: [BlockEvent];
+  error: [Error];
+}
+
+export class Chain extends EventEmitter<ChainEvents> {
+  readonly origin: string;
+  readonly cs: ChainStore;
+  readonly #opts: ChainOptions;
+  readonly #signer: Signer;
+  readonly #now: () => number;
+  readonly #sealDelayMs: number;
+  readonly #maxBlock: number;
+  /** Roster including entries admitted but not yet durable. */
+  #roster: Roster;
+  /** Last counter per lock including admitted entries. */
+  readonly #lockCtr = new Map<string, number>();
+  #admittedSize: number;
+  #pending: Pending[] = [];
+  readonly #admitQueue: Slot[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<void> | undefined;
+  #closed = false;
+  #failed: Error | undefined;
+  #lastBlockHash: Uint8Array;
+  #checkpoint: SignedCheckpoint | undefined;
+
+  private constructor(opts: ChainOptions, cs: ChainStore, roster: Roster, lastBlockHash: Uint8Array, checkpoint: SignedCheckpoint | undefined) {
+    super();
+    this.#opts = opts;
+    this.cs = cs;
+    this.origin = cs.origin;
+    this.#signer = new Signer(opts.key.seed);
+    this.#now = opts.now ?? Date.now;
+    this.#sealDelayMs = opts.sealDelayMs ?? DEFAULT_SEAL_DELAY_MS;
+    this.#maxBlock = opts.maxBlockEntries ?? DEFAULT_MAX_BLOCK_ENTRIES;
+    this.#roster = roster;
+    this.#admittedSize = cs.head.size;
+    this.#lastBlockHash = lastBlockHash;
+    this.#checkpoint = checkpoint;
+  }
+
+  /**
+   * Opens (or creates, with `genesis`) this gateway's chain. The last block is verified before
+   * anything is served: its entries against its root, its link, its checkpoint signature.
+   */
+  static async open(opts: ChainOptions): Promise<Chain> {
+    const origin = chainOrigin(opts.trust.siteId, opts.gatewayId);
+    const cs = await opts.store.chain(origin, 'self');
+    const roster = new Roster();
+    for (const m of await cs.rosterMembers()) roster.restore(m);
+    let lastHash: Uint8Array = ZERO_HASH;
+    let checkpoint: SignedCheckpoint | undefined;
+    if (cs.head.n >= 0) {
+      ({ hash: lastHash, checkpoint } = await verifyTail(cs, roster, opts.gatewayId));
+      const me = roster.get('gateway', opts.gatewayId);
+      if (me === undefined || !bytesEqual(me.key, opts.key.publicKey)) {
+        throw new OtiError('ERR_CHAIN_READ_ONLY', `chain ${origin} is signed by another key than the one given for gateway ${opts.gatewayId}`);
+      }
+    }
+    const chain = new Chain(opts, cs, roster, lastHash, checkpoint);
+    if (cs.head.size === 0) {
+      if (opts.genesis === undefined) throw new OtiError('ERR_ARGUMENT', `chain ${origin} is new: the gateway's signed enrolment (genesis) is required`);
+      await chain.append({ kind: 'roster', signed: opts.genesis });
+    }
+    return chain;
+  }
+
+  get size(): number {
+    return this.cs.head.size;
+  }
+
+  get head(): ChainHead {
+    return this.cs.head;
+  }
+
+  /** The checkpoint signed after the last durable block. */
+  get checkpoint(): SignedCheckpoint | undefined {
+    return this.#checkpoint;
+  }
+
+  get roster(): Roster {
+    return this.#roster;
+  }
+
+  get publicKey(): Uint8Array {
+    return this.#signer.publicKey;
+  }
+
+  get pendingCount(): number {
+    return this.#pending.length;
+  }
+
+  async append(input: EntryInput, opts: AppendOptions = {}): Promise<AppendResult> {
+    this.#assertWritable();
+    const { bytes, entry } = encodeEntry(input, this.#now());
+    // Entries are admitted in call order, whatever order their signature checks finish in, so
+    // that a lock's events keep the order in which they were handed over.
+    const slot: Slot = { bytes, entry, state: 'checking' };
+    this.#admitQueue.push(slot);
+    const done = new Promise<AppendResult>((resolve, reject) => {
+      slot.resolve = resolve;
+      slot.reject = reject;
+    });
+    try {
+      slot.checkedKey = await this.#precheck(entry, opts);
+      slot.state = 'ready';
+    } catch (e) {
+      slot.state = 'failed';
+      slot.error = e as Error;
+    }
+    this.#drainAdmitQueue();
+    return done;
+  }
+
+  /** The asynchronous checks: loading the lock's last counter, checking the lock signature. */
+  async #precheck(entry: Entry, opts: AppendOptions): Promise<Uint8Array | undefined> {
+    const body = entry.body;
+    if (body.kind !== 'lock-event') return undefined;
+    const lock = body.event.lock;
+    await this.lastCounter(lock);
+    if (body.prov === 'lock-signed' && opts.preverified !== true) {
+      const member = this.#lockMember(lock);
+      const task = { key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature };
+      const ok = this.#opts.pool !== undefined ? await this.#opts.pool.verify(task) : verify(task.key, task.msg, task.sig);
+      if (!ok) throw new OtiError('ERR_LOCK_SIGNATURE', `event ${lock}:${body.event.ctr} is not signed by the enrolled key of lock ${lock}`, { lock, ctr: body.event.ctr });
+      return member.key;
+    }
+    return undefined;
+  }
+
+  #drainAdmitQueue(): void {
+    while (this.#admitQueue.length > 0 && this.#admitQueue[0]!.state !== 'checking') {
+      const slot = this.#admitQueue.shift()!;
+      try {
+        if (slot.state === 'failed') throw slot.error!;
+        this.#assertWritable();
+        const checkedKey = slot.checkedKey;
+        const body = slot.entry.body;
+        // The roster may have changed while the signature was being checked.
+        if (checkedKey !== undefined && body.kind === 'lock-event' && !bytesEqual(this.#lockMember(body.event.lock).key, checkedKey)) {
+          throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${body.event.lock} changed key while its event was checked`, { lock: body.event.lock });
+        }
+        const { idKey, id } = this.#admit(slot.entry);
+        this.#pending.push({ bytes: slot.bytes, entry: slot.entry, idKey, id, resolve: slot.resolve!, reject: slot.reject! });
+        this.#admittedSize++;
+        this.#schedule();
+      } catch (e) {
+        slot.reject!(e as Error);
+      }
+    }
+  }
+
+  /** The index of an entry by id (see AppendResult.id), if it is durable. */
+  async indexOf(id: string): Promise<number | undefined> {
+    const m = /^([a-z0-9][a-z0-9._-]{0,63}):(0|[1-9][0-9]{0,15})$/.exec(id);
+    if (m !== null) return this.cs.indexOfId(lockIdKey(m[1]!, Number(m[2])));
+    if (/^[0-9a-f]{64}$/.test(id)) return this.cs.indexOfId(hashIdKey(Buffer.from(id, 'hex')));
+    throw new OtiError('ERR_ARGUMENT', 'an entry id is "<lock>:<counter>" or 64 hex digits');
+  }
+
+  /** Last counter admitted for a lock (durable or about to be), -1 if none. */
+  async lastCounter(lock: string): Promise<number> {
+    if (!this.#lockCtr.has(lock)) {
+      const last = await this.cs.lastLockCounter(lock);
+      if (!this.#lockCtr.has(lock)) this.#lockCtr.set(lock, last?.ctr ?? -1);
+    }
+    return this.#lockCtr.get(lock)!;
+  }
+
+  /** Seals what is pending and waits until every admitted entry is durable. */
+  async flush(): Promise<void> {
+    while (this.#pending.length > 0 || this.#writing !== undefined) {
+      if (this.#writing !== undefined) await this.#writing;
+      else this.#seal();
+    }
+    if (this.#failed !== undefined) throw this.#failed;
+  }
+
+  /** Stops taking appends, makes every admitted entry durable, then releases the chain. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.#closed = true;
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+    }
+  }
+
+  #assertWritable(): void {
+    if (this.#closed) throw new OtiError('ERR_APPEND_ABORTED', `chain ${this.origin} is closed`);
+    if (this.#failed !== undefined) throw new OtiError('ERR_APPEND_ABORTED', `chain ${this.origin} failed earlier: ${this.#failed.message}`, undefined, { cause: this.#failed });
+  }
+
+  #lockMember(lock: string): NonNullable<ReturnType<Roster['get']>> {
+    const member = this.#roster.get('lock', lock);
+    if (member === undefined || member.revoked) throw new OtiError('ERR_LOCK_UNKNOWN', `lock ${lock} is not enrolled in site ${this.#opts.trust.siteId}`, { lock });
+    return member;
+  }
+
+  /** Synchronous checks against the admitted state; updates it. Throws without side effects. */
+  #admit(entry: Entry): { idKey: Uint8Array | undefined; id: string | undefined } {
+    const body = entry.body;
+    if (this.#admittedSize === 0) {
+      const s = body.kind === 'roster' ? body.signed.statement : undefined;
+      if (s?.op !== 'enroll' || s.role !== 'gateway' || s.id !== this.#opts.gatewayId || !bytesEqual(s.key, this.#signer.publicKey)) {
+        throw new OtiError('ERR_ENTRY_INVALID', 'the first entry of a chain must enrol this gateway and its key');
+      }
+    }
+    switch (body.kind) {
+      case 'lock-event': {
+        const ev = body.event;
+        const member = this.#lockMember(ev.lock);
+        if (body.prov === 'unsigned' && !member.unsigned) throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${ev.lock} must sign its events`, { lock: ev.lock });
+        const last = this.#lockCtr.get(ev.lock) ?? -1;
+        if (ev.ctr <= last) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ev.ctr} of lock ${ev.lock} is not above the last stored ${last}`, { lock: ev.lock, ctr: ev.ctr, last });
+        this.#lockCtr.set(ev.lock, ev.ctr);
+        return { idKey: lockIdKey(ev.lock, ev.ctr), id: `${ev.lock}:${ev.ctr}` };
+      }
+      case 'roster': {
+        checkSigned(body.signed, this.#opts.trust);
+        const s = body.signed.statement;
+        if (s.role === 'gateway' && s.id === this.#opts.gatewayId && s.op !== 'enroll') {
+          throw new OtiError('ERR_ROSTER', 'a rotation or revocation of this gateway’s own key must go through its own key hand-over');
+        }
+        this.#roster.apply(body.signed);
+        return { idKey: undefined, id: undefined };
+      }
+      default:
+        return { idKey: undefined, id: undefined };
+    }
+  }
+
+  #schedule(): void {
+    if (this.#writing !== undefined) return;
+    if (this.#pending.length >= this.#maxBlock) {
+      this.#seal();
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        if (this.#writing === undefined) this.#seal();
+      }, this.#sealDelayMs);
+    }
+  }
+
+  #seal(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    if (this.#pending.length === 0) return;
+    const batch = this.#pending.splice(0, this.#maxBlock);
+    this.#writing = this.#write(batch).finally(() => {
+      this.#writing = undefined;
+      if (this.#pending.length > 0 && this.#failed === undefined) {
+        const waited = this.#pending.length >= this.#maxBlock;
+        if (waited) this.#seal();
+        else this.#schedule();
+      }
+    });
+  }
+
+  async #write(batch: Pending[]): Promise<void> {
+    const cs = this.cs;
+    const head = cs.head;
+    const first = head.size;
+    const n = head.n + 1;
+    const ops: BatchOp[] = [];
+    const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
+    const leaves: Uint8Array[] = [];
+    const rosterChanged = new Set<string>();
+    try {
+      for (const p of batch) {
+        const leaf = leafHash(p.bytes);
+        leaves.push(leaf);
+        range.append(leaf, (level, index, hash) => {
+          const op = cs.nodeOp(level, index, hash);
+          if (op !== undefined) ops.push(op);
+        });
+        if (p.entry.body.kind === 'roster') rosterChanged.add(`${p.entry.body.signed.statement.role}/${p.entry.body.signed.statement.id}`);
+      }
+      const tail = cs.entryOps(first, batch.map((p) => p.bytes), ops);
+      batch.forEach((p, i) => ops.push(cs.idOp(p.idKey ?? hashIdKey(leaves[i]!), first + i)));
+      for (const k of rosterChanged) {
+        const [role, id] = k.split('/') as ['gateway' | 'lock', string];
+        ops.push(cs.rosterOp(this.#roster.get(role, id)!));
+      }
+      const root = range.root();
+      const header: BlockHeader = { chain: this.origin, n, prev: this.#lastBlockHash, first, count: batch.length, root, time: this.#now() };
+      const headerBytes = encodeBlockHeader(header);
+      const hash = blockHash(headerBytes);
+      const checkpoint = signCheckpoint({ origin: this.origin, size: range.size, root, block: n, blockHash: hash }, this.#signer, this.origin);
+      ops.push(cs.blockOp(n, headerBytes, checkpoint));
+      const newHead: ChainHead = { n, size: range.size, peaks: [...range.peaks] };
+      ops.push(cs.headOp(newHead));
+      await this.#opts.store.write(ops);
+      cs.commit(newHead, tail);
+      this.#lastBlockHash = hash;
+      this.#checkpoint = checkpoint;
+      const results = batch.map((p, i) => {
+        const r: AppendResult = { index: first + i, id: p.id ?? toHex(leaves[i]!), leafHash: leaves[i]!, block: n, entry: p.entry };
+        p.resolve(r);
+        return r;
+      });
+      this.emit('block', { header, checkpoint, results });
+    } catch (e) {
+      // The admitted state ran ahead of the store; the chain cannot go on from here safely.
+      const err = isOtiError(e) ? e : new OtiError('ERR_APPEND_ABORTED', `writing block ${n} failed: ${(e as Error).message}`, undefined, { cause: e });
+      this.#failed = err;
+      for (const p of batch) p.reject(err);
+      for (const p of this.#pending.splice(0)) p.reject(err);
+      this.emit('error', err);
+    }
+  }
+}
+
+/**
+ * Checks the last block of a stored chain before the chain is used: the head agrees with the
+ * block, the block's entries hash to its root (starting from the stored subtree hashes before
+ * it), it links to the block before it, and its checkpoint is signed by the gateway's key.
+ */
+async function verifyTail(cs: ChainStore, roster: Roster, gatewayId: string): Promise<{ hash: Uint8Array; checkpoint: SignedCheckpoint }> {
+  const head = cs.head;
+  const corrupt = (why: string): OtiError => new OtiError('ERR_STORE_CORRUPT', `the last block of ${cs.origin} does not verify: ${why}`, { origin: cs.origin, block: head.n });
+  let block;
+  try {
+    block = await cs.getBlock(head.n);
+  } catch (e) {
+    throw corrupt((e as Error).message);
+  }
+  const h = block.header;
+  if (h.first + h.count !== head.size || h.n !== head.n || h.chain !== cs.origin) throw corrupt('its header does not match the head');
+  const rebuilt = await rebuildRange(cs, h.first);
+  for await (const { bytes } of cs.entries(h.first, head.size)) rebuilt.append(leafHash(bytes));
+  if (rebuilt.size !== head.size) throw corrupt('entries are missing');
+  if (!bytesEqual(rebuilt.root(), h.root)) throw corrupt('its entries do not hash to its root');
+  if (!bytesEqual(CompactRange.fromPeaks(head.size, [...head.peaks]).root(), h.root)) throw corrupt('the stored head disagrees with the block root');
+  if (h.n > 0) {
+    const prev = await cs.getBlock(h.n - 1);
+    if (!bytesEqual(blockHash(prev.headerBytes), h.prev)) throw corrupt('it does not link to the block before it');
+  } else if (!bytesEqual(h.prev, ZERO_HASH)) throw corrupt('block 0 must link to the zero hash');
+  const hash = blockHash(block.headerBytes);
+  const cp = block.checkpoint;
+  if (cp.origin !== cs.origin || cp.size !== head.size || !bytesEqual(cp.root, h.root) || cp.block !== h.n || !bytesEqual(cp.blockHash, hash)) throw corrupt('its checkpoint does not describe it');
+  const me = roster.get('gateway', gatewayId);
+  if (me === undefined) throw corrupt('the gateway is not in the stored roster');
+  try {
+    verifyCheckpoint(cp, cs.origin, me.key);
+  } catch {
+    throw corrupt('its checkpoint signature does not verify');
+  }
+  if (cs.tailChunk.length !== head.size % CHUNK_SIZE) throw corrupt('the last chunk does not match the head');
+  return { hash, checkpoint: cp };
+}
+
+/** The compact range of [0, size) rebuilt from the perfect subtrees the store can produce. */
+export async function rebuildRange(reader: { node(level: number, index: number): Promise<Uint8Array> }, size: number): Promise<CompactRange> {
+  const peaks: Uint8Array[] = [];
+  let pos = 0;
+  for (let level = 52; level >= 0; level--) {
+    const span = 2 ** level;
+    if (pos + span <= size) {
+      peaks.push(await reader.node(level, pos / span));
+      pos += span;
+    }
+  }
+  return CompactRange.fromPeaks(size, peaks);
+}

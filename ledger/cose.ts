@@ -1,0 +1,55 @@
+/**
+ * COSE_Sign1 (RFC 9052 §4.2) with EdDSA (alg -8, RFC 9053 §2.2), in the one profile locks use:
+ *
+ *   COSE_Sign1 = [ protected: bstr .cbor {1: -8}, unprotected: {}, payload: bstr, signature: bstr(64) ]
+ *
+ * untagged (the context says what it is), protected header exactly h'a10127', empty unprotected
+ * header, attached payload. Anything else is rejected rather than interpreted, so one event has
+ * exactly one encoding. The signature covers Sig_structure (RFC 9052 §4.4):
+ *
+ *   [ "Signature1", protected, external_aad = h'', payload ]
+ */
+import { encode, decode, bytesEqual, type CborValue } from './encoding.js';
+import { OtiError } from './errors.js';
+import type { Signer} from './crypto.js';
+import { verify, SIGNATURE_BYTES } from './crypto.js';
+
+export const COSE_PROTECTED_EDDSA = new Uint8Array([0xa1, 0x01, 0x27]);
+/** Largest COSE_Sign1 accepted: payload limit plus framing. */
+export const COSE_MAX_BYTES = 4096;
+
+export interface CoseSign1 {
+  readonly payload: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+export function sigStructure(payload: Uint8Array): Uint8Array {
+  return encode(['Signature1', COSE_PROTECTED_EDDSA, new Uint8Array(0), payload]);
+}
+
+export function coseSign1(signer: Signer, payload: Uint8Array): Uint8Array {
+  const signature = signer.sign(sigStructure(payload));
+  return encode([COSE_PROTECTED_EDDSA, {}, payload, signature]);
+}
+
+/** Strictly parses a COSE_Sign1 in our profile; does not verify the signature. */
+export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
+  const v: CborValue = decode(bytes, COSE_MAX_BYTES);
+  if (!Array.isArray(v) || v.length !== 4) throw new OtiError('ERR_ENCODING_SCHEMA', 'COSE_Sign1 must be an array of 4 items', { field: 'cose' });
+  const [prot, unprot, payload, signature] = v;
+  if (!(prot instanceof Uint8Array) || !bytesEqual(prot, COSE_PROTECTED_EDDSA)) {
+    throw new OtiError('ERR_ENCODING_SCHEMA', 'COSE_Sign1 protected header must be {1: -8} (EdDSA)', { field: 'cose.protected' });
+  }
+  if (unprot === null || typeof unprot !== 'object' || Array.isArray(unprot) || unprot instanceof Uint8Array || Object.keys(unprot).length !== 0) {
+    throw new OtiError('ERR_ENCODING_SCHEMA', 'COSE_Sign1 unprotected header must be an empty map', { field: 'cose.unprotected' });
+  }
+  if (!(payload instanceof Uint8Array)) throw new OtiError('ERR_ENCODING_SCHEMA', 'COSE_Sign1 payload must be attached bytes', { field: 'cose.payload' });
+  if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_BYTES) {
+    throw new OtiError('ERR_ENCODING_SCHEMA', 'COSE_Sign1 signature must be 64 bytes', { field: 'cose.signature' });
+  }
+  return { payload, signature };
+}
+
+export function verifyCoseSign1(publicKey: Uint8Array, cose: CoseSign1): boolean {
+  return verify(publicKey, sigStructure(cose.payload), cose.signature);
+}

@@ -1,0 +1,148 @@
+/**
+ * Ed25519 and SHA-256 for the hot paths, through node:crypto.
+ *
+ * Keys travel as raw bytes: a 32-byte public key and a 32-byte private seed (RFC 8032 §5.1.5).
+ * Node wants KeyObjects; building one costs far more than a verification, so public KeyObjects
+ * are cached by key bytes. Every byte argument is checked for type and length on entry, with an
+ * error that names the argument. `verify` returns false for a signature that does not verify or
+ * is malformed; it throws only for a malformed public key, which is a caller error.
+ *
+ * Every signature the project makes is domain-separated: the signed message starts with a
+ * context string naming its purpose (see `signedMessage`), except signed-note checkpoints,
+ * whose format (C2SP signed-note) already binds the origin line and key name.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import { OtiError } from './errors.js';
+
+export const PUBLIC_KEY_BYTES = 32;
+export const SEED_BYTES = 32;
+export const SIGNATURE_BYTES = 64;
+export const HASH_BYTES = 32;
+
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export interface KeyPair {
+  readonly publicKey: Uint8Array;
+  /** The 32-byte seed; keep it out of logs. */
+  readonly seed: Uint8Array;
+}
+
+export function checkBytes(name: string, value: unknown, length?: number): asserts value is Uint8Array {
+  if (!(value instanceof Uint8Array)) throw new OtiError('ERR_ARGUMENT', `${name} must be a Uint8Array`, { argument: name });
+  if (length !== undefined && value.length !== length) {
+    throw new OtiError('ERR_ARGUMENT', `${name} must be ${length} bytes, got ${value.length}`, { argument: name });
+  }
+}
+
+export function sha256(...parts: Uint8Array[]): Uint8Array {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+export function generateKeyPair(): KeyPair {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const pub = publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_ED25519_PREFIX.length);
+  const seed = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_ED25519_PREFIX.length);
+  return { publicKey: new Uint8Array(pub), seed: new Uint8Array(seed) };
+}
+
+export function keyPairFromSeed(seed: Uint8Array): KeyPair {
+  const signer = new Signer(seed);
+  return { publicKey: signer.publicKey, seed: new Uint8Array(seed) };
+}
+
+/** Holds a private key as a KeyObject so that signing in a loop does not re-import it. */
+export class Signer {
+  readonly publicKey: Uint8Array;
+  readonly #key: KeyObject;
+
+  constructor(seed: Uint8Array) {
+    checkBytes('seed', seed, SEED_BYTES);
+    this.#key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+    const spki = createPublicKey(this.#key).export({ format: 'der', type: 'spki' });
+    this.publicKey = new Uint8Array(spki.subarray(SPKI_ED25519_PREFIX.length));
+  }
+
+  /** Signs the raw message (pure Ed25519, RFC 8032). */
+  sign(message: Uint8Array): Uint8Array {
+    return new Uint8Array(nodeSign(null, message, this.#key));
+  }
+
+  /** Signs `context || 0x00 || message`; see signedMessage. */
+  signWithContext(context: SignatureContext, message: Uint8Array): Uint8Array {
+    return this.sign(signedMessage(context, message));
+  }
+
+  /** Redacted so that a logged Signer never shows key material. */
+  toJSON(): { publicKey: string } {
+    return { publicKey: Buffer.from(this.publicKey).toString('hex') };
+  }
+}
+
+const publicKeyCache = new Map<string, KeyObject>();
+const PUBLIC_KEY_CACHE_LIMIT = 4096;
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('latin1');
+  let key = publicKeyCache.get(id);
+  if (key === undefined) {
+    try {
+      key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' });
+    } catch (e) {
+      throw new OtiError('ERR_KEY_INVALID', 'publicKey is not a valid Ed25519 key', undefined, { cause: e });
+    }
+    if (publicKeyCache.size >= PUBLIC_KEY_CACHE_LIMIT) publicKeyCache.clear();
+    publicKeyCache.set(id, key);
+  }
+  return key;
+}
+
+/** Pure Ed25519 verification; false for any signature that does not verify. */
+export function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  checkBytes('publicKey', publicKey, PUBLIC_KEY_BYTES);
+  checkBytes('message', message);
+  checkBytes('signature', signature);
+  if (signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return nodeVerify(null, message, publicKeyObject(publicKey), signature);
+  } catch (e) {
+    if (e instanceof OtiError) throw e;
+    return false;
+  }
+}
+
+export function verifyWithContext(publicKey: Uint8Array, context: SignatureContext, message: Uint8Array, signature: Uint8Array): boolean {
+  return verify(publicKey, signedMessage(context, message), signature);
+}
+
+/**
+ * Context strings for domain separation. A signature made for one purpose can never be taken
+ * for another, because the signed bytes begin with a different string.
+ */
+export const SIGNATURE_CONTEXTS = ['OTI-v1 roster statement', 'OTI-v1 equivocation evidence', 'OTI-v1 backup'] as const;
+export type SignatureContext = (typeof SIGNATURE_CONTEXTS)[number];
+
+/** The bytes actually signed: ASCII context, one 0x00 byte, then the message. */
+export function signedMessage(context: SignatureContext, message: Uint8Array): Uint8Array {
+  return Buffer.concat([Buffer.from(context, 'ascii'), Buffer.of(0), message]);
+}
+
+/** Hex of the first 8 bytes of SHA-256(public key): what people compare on screens. */
+export function fingerprint(publicKey: Uint8Array): string {
+  checkBytes('publicKey', publicKey, PUBLIC_KEY_BYTES);
+  const h = Buffer.from(sha256(publicKey)).toString('hex').slice(0, 16);
+  return h.match(/..../g)!.join(':');
+}
+
+export function toHex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
+}
+
+export function fromHex(name: string, hex: string, length?: number): Uint8Array {
+  if (typeof hex !== 'string' || !/^([0-9a-f]{2})*$/i.test(hex)) throw new OtiError('ERR_ARGUMENT', `${name} must be hex`, { argument: name });
+  const b = new Uint8Array(Buffer.from(hex, 'hex'));
+  if (length !== undefined) checkBytes(name, b, length);
+  return b;
+}

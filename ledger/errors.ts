@@ -1,0 +1,61 @@
+/**
+ * Errors with stable codes. Callers and tests branch on `code`; `message` is for people and may
+ * change. Every code used anywhere in the project is listed here, so the catalogue in
+ * docs/PROTOCOL.md and this union cannot drift apart unnoticed (a test compares them).
+ */
+export const ERROR_CODES = {
+  // Encoding (strict, bounded decoding of anything hashed or signed)
+  ERR_ENCODING_TOO_LARGE: 'input is larger than the limit for its type',
+  ERR_ENCODING_MALFORMED: 'input is not well-formed CBOR',
+  ERR_ENCODING_NONCANONICAL: 'input is CBOR but not in deterministic (RFC 8949 §4.2.1) form',
+  ERR_ENCODING_TRAILING_BYTES: 'input has bytes after the first CBOR item',
+  ERR_ENCODING_SCHEMA: 'input does not match the expected structure',
+  ERR_ENCODING_VERSION: 'input has a version this implementation does not know',
+  // Keys and signatures
+  ERR_KEY_INVALID: 'a key has the wrong type or length',
+  ERR_KEY_FILE_PERMISSIONS: 'a private key file is readable by group or others',
+  ERR_KEY_FILE_FORMAT: 'a key file is not in the expected format',
+  ERR_KEY_PASSPHRASE: 'the passphrase is wrong or the key file was altered',
+  ERR_KEY_PASSPHRASE_REQUIRED: 'the key file is encrypted and no passphrase was given',
+  ERR_ARGUMENT: 'an argument has the wrong type or value',
+  ERR_SIGNATURE: 'a signature does not verify',
+  // Chain structure
+  ERR_CHECKPOINT_FORMAT: 'a checkpoint is not a well-formed signed note',
+  ERR_CHECKPOINT_SIGNATURE: 'no trusted signature on a checkpoint verifies',
+  ERR_CHECKPOINT_MISMATCH: 'a checkpoint does not match the chain it claims to describe',
+  ERR_BLOCK_LINK: 'a block does not link to the hash of the block before it',
+  ERR_BLOCK_INVALID: 'a block header is inconsistent with its entries',
+  ERR_ENTRY_INVALID: 'an entry is not valid in its position of the chain',
+  ERR_LOCK_SIGNATURE: 'a lock signature on an event does not verify',
+  ERR_LOCK_UNKNOWN: 'an event names a lock that is not in the roster',
+  ERR_ROSTER: 'a roster statement is not signed by a site key or is inconsistent',
+  ERR_PROOF_INVALID: 'a Merkle proof does not verify',
+  ERR_PROOF_RANGE: 'a proof was asked for positions outside the tree',
+  ERR_RECEIPT_INVALID: 'a receipt does not verify',
+  ERR_EQUIVOCATION: 'two signed checkpoints of one chain are not consistent',
+  // Storage
+  ERR_STORE_CLOSED: 'the store is not open',
+  ERR_STORE_CORRUPT: 'stored data fails verification and could not be repaired',
+  ERR_NOT_FOUND: 'no such item',
+  ERR_CHAIN_READ_ONLY: 'the chain is not writable here',
+  ERR_APPEND_ABORTED: 'the append was not made durable because the chain was closed or failed',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class OtiError extends Error {
+  readonly code: ErrorCode;
+  /** Structured details for logs and evidence; never contains key material. */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CODES[code], options);
+    this.name = 'OtiError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isOtiError(e: unknown, code?: ErrorCode): e is OtiError {
+  return e instanceof OtiError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,185 @@
+/**
+ * Roster statements: who belongs to a site. Each is signed by a site authority key and travels
+ * inside the chains as a roster entry, so any gateway or offline verifier can check gateways and
+ * locks with nothing but the site's public keys. docs/PROTOCOL.md §Roster statement.
+ *
+ *   statement = { "v": 1, "site": text, "op": "enroll" | "revoke" | "rotate",
+ *                 "role": "gateway" | "lock", "id": text, "key": bstr(32), "time": uint,
+ *                 ? "unsigned": true        (lock may send unsigned events; enroll only)
+ *                 ? "prev": bstr(32)        (the key being replaced; rotate only)
+ *                 ? "expires": uint }       (ms since 1970; gateway certificates)
+ *   signed    = { "stmt": bstr .cbor statement, "by": bstr(32) site key, "sig": bstr(64) }
+ *
+ * The signature is Ed25519 over "OTI-v1 roster statement" || 0x00 || stmt.
+ */
+import { decode, encode, type CborValue } from './encoding.js';
+import { OtiError } from './errors.js';
+import type { Signer} from './crypto.js';
+import { verifyWithContext, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, toHex } from './crypto.js';
+import { asMap, bool, bytes, ID_PATTERN, oneOf, optional, text, uint, version, schemaError } from './schema.js';
+
+export const ROSTER_MAX_BYTES = 1024;
+export type RosterOp = 'enroll' | 'revoke' | 'rotate';
+export type RosterRole = 'gateway' | 'lock';
+
+export interface RosterStatement {
+  site: string;
+  op: RosterOp;
+  role: RosterRole;
+  id: string;
+  key: Uint8Array;
+  time: number;
+  unsigned?: boolean;
+  prev?: Uint8Array;
+  expires?: number;
+}
+
+export interface SignedStatement {
+  readonly stmt: Uint8Array;
+  readonly by: Uint8Array;
+  readonly sig: Uint8Array;
+  readonly statement: RosterStatement;
+}
+
+const STMT_FIELDS = ['v', 'site', 'op', 'role', 'id', 'key', 'time', 'unsigned', 'prev', 'expires'];
+
+export function encodeStatement(s: RosterStatement): Uint8Array {
+  const m: { [k: string]: CborValue } = { v: 1, site: s.site, op: s.op, role: s.role, id: s.id, key: s.key, time: s.time };
+  if (s.unsigned !== undefined) m['unsigned'] = s.unsigned;
+  if (s.prev !== undefined) m['prev'] = s.prev;
+  if (s.expires !== undefined) m['expires'] = s.expires;
+  const b = encode(m);
+  decodeStatement(b);
+  return b;
+}
+
+export function decodeStatement(b: Uint8Array): RosterStatement {
+  const m = asMap(decode(b, ROSTER_MAX_BYTES), 'statement', STMT_FIELDS);
+  version(m, 'statement', 1);
+  const s: RosterStatement = {
+    site: text(m, 'site', 'statement', 64, ID_PATTERN),
+    op: oneOf(m, 'op', 'statement', ['enroll', 'revoke', 'rotate'] as const),
+    role: oneOf(m, 'role', 'statement', ['gateway', 'lock'] as const),
+    id: text(m, 'id', 'statement', 64, ID_PATTERN),
+    key: bytes(m, 'key', 'statement', PUBLIC_KEY_BYTES),
+    time: uint(m, 'time', 'statement'),
+  };
+  const unsigned = optional(m, 'unsigned', () => bool(m, 'unsigned', 'statement'));
+  if (unsigned !== undefined) {
+    if (unsigned !== true || s.op !== 'enroll' || s.role !== 'lock') throw schemaError('statement.unsigned', 'is only allowed as true on a lock enrolment');
+    s.unsigned = true;
+  }
+  const prev = optional(m, 'prev', () => bytes(m, 'prev', 'statement', PUBLIC_KEY_BYTES));
+  if ((prev !== undefined) !== (s.op === 'rotate')) throw schemaError('statement.prev', 'is required on rotate and not allowed otherwise');
+  if (prev !== undefined) s.prev = prev;
+  const expires = optional(m, 'expires', () => uint(m, 'expires', 'statement'));
+  if (expires !== undefined) s.expires = expires;
+  return s;
+}
+
+export function signStatement(site: Signer, s: RosterStatement): SignedStatement {
+  const stmt = encodeStatement(s);
+  return { stmt, by: site.publicKey, sig: site.signWithContext('OTI-v1 roster statement', stmt), statement: s };
+}
+
+export function encodeSigned(s: SignedStatement): Uint8Array {
+  return encode({ stmt: s.stmt, by: s.by, sig: s.sig });
+}
+
+export function signedFromCbor(v: CborValue, what = 'roster'): SignedStatement {
+  const m = asMap(v, what, ['stmt', 'by', 'sig']);
+  const stmt = bytes(m, 'stmt', what, undefined, ROSTER_MAX_BYTES);
+  const by = bytes(m, 'by', what, PUBLIC_KEY_BYTES);
+  const sig = bytes(m, 'sig', what, SIGNATURE_BYTES);
+  return { stmt, by, sig, statement: decodeStatement(stmt) };
+}
+
+export function decodeSigned(b: Uint8Array): SignedStatement {
+  return signedFromCbor(decode(b, ROSTER_MAX_BYTES + 256));
+}
+
+/** The site a verifier trusts: its id and the authority public keys (more than one across a rotation). */
+export interface SiteTrust {
+  readonly siteId: string;
+  readonly siteKeys: readonly Uint8Array[];
+}
+
+/** Checks the signature and that the signer is a trusted key of the statement's site. Throws ERR_ROSTER. */
+export function checkSigned(s: SignedStatement, trust: SiteTrust): void {
+  if (s.statement.site !== trust.siteId) {
+    throw new OtiError('ERR_ROSTER', `statement is for site ${s.statement.site}, expected ${trust.siteId}`, { site: s.statement.site });
+  }
+  const by = toHex(s.by);
+  if (!trust.siteKeys.some((k) => toHex(k) === by)) throw new OtiError('ERR_ROSTER', 'statement is signed by a key that is not a site authority key', { by });
+  if (!verifyWithContext(s.by, 'OTI-v1 roster statement', s.stmt, s.sig)) throw new OtiError('ERR_ROSTER', 'statement signature does not verify', { id: s.statement.id });
+}
+
+export interface Member {
+  role: RosterRole;
+  id: string;
+  key: Uint8Array;
+  revoked: boolean;
+  unsigned: boolean;
+  expires?: number;
+  /** Every signed statement about this member, oldest first (encoded SignedStatement). */
+  history: Uint8Array[];
+}
+
+/**
+ * The roster as seen at one point of a chain: applied statement by statement in chain order.
+ * apply() throws ERR_ROSTER for a statement that does not fit the current state (a rotate whose
+ * prev is not the current key, a revoke of an unknown member, re-enrolling a revoked member).
+ */
+export class Roster {
+  readonly #members = new Map<string, Member>();
+
+  static keyOf(role: RosterRole, id: string): string {
+    return `${role}/${id}`;
+  }
+
+  get(role: RosterRole, id: string): Member | undefined {
+    return this.#members.get(Roster.keyOf(role, id));
+  }
+
+  members(): IterableIterator<Member> {
+    return this.#members.values();
+  }
+
+  /** Returns what apply() would do, throwing ERR_ROSTER if the statement does not fit. */
+  check(s: RosterStatement): Member {
+    const cur = this.get(s.role, s.id);
+    switch (s.op) {
+      case 'enroll':
+        if (cur?.revoked === true) throw new OtiError('ERR_ROSTER', `${s.role} ${s.id} was revoked and cannot be enrolled again under that id`);
+        if (cur !== undefined && toHex(cur.key) !== toHex(s.key)) throw new OtiError('ERR_ROSTER', `${s.role} ${s.id} is enrolled with another key; use rotate`);
+        return { role: s.role, id: s.id, key: s.key, revoked: false, unsigned: s.unsigned === true, history: cur?.history ?? [], ...(s.expires !== undefined ? { expires: s.expires } : {}) };
+      case 'rotate':
+        if (cur === undefined || cur.revoked) throw new OtiError('ERR_ROSTER', `${s.role} ${s.id} is not enrolled`);
+        if (s.prev === undefined || toHex(cur.key) !== toHex(s.prev)) throw new OtiError('ERR_ROSTER', `rotate for ${s.role} ${s.id} does not name its current key`);
+        return { ...cur, key: s.key, ...(s.expires !== undefined ? { expires: s.expires } : {}) };
+      case 'revoke':
+        if (cur === undefined) throw new OtiError('ERR_ROSTER', `${s.role} ${s.id} is not enrolled`);
+        if (toHex(cur.key) !== toHex(s.key)) throw new OtiError('ERR_ROSTER', `revoke for ${s.role} ${s.id} names another key`);
+        return { ...cur, revoked: true };
+    }
+  }
+
+  /** Applies a signed statement (already checked with checkSigned) and records it in the member's history. */
+  apply(signed: SignedStatement): Member {
+    const m = this.check(signed.statement);
+    m.history = [...m.history, encodeSigned(signed)];
+    this.#members.set(Roster.keyOf(m.role, m.id), m);
+    return m;
+  }
+
+  /** Puts a member as stored (used when loading the roster saved at the head). */
+  restore(m: Member): void {
+    this.#members.set(Roster.keyOf(m.role, m.id), m);
+  }
+
+  clone(): Roster {
+    const r = new Roster();
+    for (const m of this.#members.values()) r.restore({ ...m });
+    return r;
+  }
+}

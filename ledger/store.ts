@@ -1,0 +1,379 @@
+/**
+ * LevelDB storage for chains (level, with one sublevel per chain and per index).
+ *
+ * Layout of one chain (sublevel "c" + origin), every key binary and big-endian so that LevelDB's
+ * order is numeric order:
+ *   k  chunk number (u64)            -> CBOR array of up to 16 entry byte strings: entries
+ *                                       [16c, 16c+16). Packing 16 entries per value keeps the
+ *                                       write path at about one LevelDB operation per entry.
+ *   n  level (u8) || index (u64)     -> 32-byte hash of a perfect subtree, for levels >= 4; lower
+ *                                       levels are recomputed from one chunk when a proof needs them
+ *   b  block number (u64)           -> CBOR { "header": bstr, "checkpoint": text }
+ *   i  entry id key                  -> entry index (u64): lock events by (lock id, 0x00, ctr u64),
+ *                                       other entries by 0x01 || leaf hash
+ *   r  role "/" id                   -> CBOR roster member as of the head
+ *   m  "head"                        -> CBOR { "n", "size", "peaks": [bstr] } as of the last block
+ * Everything a block changes is written in one LevelDB batch with sync, so a block is durable as
+ * a whole or not at all.
+ */
+import { Level } from 'level';
+import type { AbstractSublevel } from 'abstract-level';
+import { encode, decode, decodeTrusted, type CborValue } from './encoding.js';
+import { OtiError } from './errors.js';
+import { leafHash, nodeHash, CompactRange, type NodeReader } from './merkle.js';
+import { decodeBlockHeader, type BlockHeader } from './block.js';
+import { parseCheckpoint, type SignedCheckpoint } from './checkpoint.js';
+import { asMap, bytes, uint, text, type CborMap } from './schema.js';
+import type { Member } from './roster.js';
+
+export const CHUNK_BITS = 4;
+export const CHUNK_SIZE = 1 << CHUNK_BITS;
+/** Interior nodes at this level and above are stored; below it they are recomputed from a chunk. */
+export const STORED_NODE_LEVEL = CHUNK_BITS;
+
+type Bytes = Uint8Array;
+// The sublevels are created with 'view' encodings; this alias is what the code uses.
+type BinSub = AbstractSublevel<Level<Bytes, Bytes>, Uint8Array | Buffer | string, Bytes, Bytes>;
+
+export type BatchOp =
+  | { type: 'put'; sublevel: BinSub; key: Bytes; value: Bytes }
+  | { type: 'del'; sublevel: BinSub; key: Bytes };
+
+export interface ChainHead {
+  /** Number of the last block; -1 for an empty chain. */
+  readonly n: number;
+  readonly size: number;
+  readonly peaks: readonly Uint8Array[];
+}
+
+export interface StoredBlock {
+  readonly headerBytes: Uint8Array;
+  readonly header: BlockHeader;
+  readonly checkpoint: SignedCheckpoint;
+}
+
+export type ChainRole = 'self' | 'peer';
+
+const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
+
+export function u64(n: number): Bytes {
+  const b = Buffer.allocUnsafe(8);
+  b.writeUIntBE(0, 0, 2);
+  b.writeUIntBE(n, 2, 6);
+  if (n > 0xffffffffffff) b.writeBigUInt64BE(BigInt(n));
+  return b;
+}
+
+export function readU64(b: Bytes): number {
+  const v = Buffer.from(b.buffer, b.byteOffset, b.length).readBigUInt64BE(0);
+  return Number(v);
+}
+
+export function lockIdKey(lock: string, ctr: number): Bytes {
+  return Buffer.concat([Buffer.from(lock, 'utf8'), Buffer.of(0), u64(ctr)]);
+}
+
+export function hashIdKey(leaf: Bytes): Bytes {
+  return Buffer.concat([Buffer.of(1), leaf]);
+}
+
+/** Opens the database and hands out one ChainStore per chain origin. */
+export class LedgerStore {
+  readonly db: Level<Bytes, Bytes>;
+  readonly #chains: BinSub;
+  readonly #open = new Map<string, ChainStore>();
+
+  private constructor(db: Level<Bytes, Bytes>) {
+    this.db = db;
+    this.#chains = db.sublevel('chains', VIEW) as unknown as BinSub;
+  }
+
+  static async open(path: string): Promise<LedgerStore> {
+    const db = new Level<Bytes, Bytes>(path, VIEW);
+    try {
+      await db.open();
+    } catch (e) {
+      const cause = (e as { cause?: { message?: string } }).cause;
+      throw new OtiError('ERR_STORE_CORRUPT', `cannot open the ledger database at ${path}: ${cause?.message ?? (e as Error).message}`, { path }, { cause: e });
+    }
+    return new LedgerStore(db);
+  }
+
+  /** The chain store for `origin`; registers the chain (role self or peer) on first use. */
+  async chain(origin: string, role: ChainRole): Promise<ChainStore> {
+    let cs = this.#open.get(origin);
+    if (cs === undefined) {
+      const key = Buffer.from(origin, 'utf8');
+      const existing = await this.#chains.get(key);
+      if (existing === undefined) {
+        await this.db.batch([{ type: 'put', sublevel: this.#chains, key, value: encode({ role }) } as never], { sync: true });
+      } else {
+        const had = asMap(decode(existing, 64), 'chains', ['role'])['role'];
+        if (had !== role) throw new OtiError('ERR_CHAIN_READ_ONLY', `chain ${origin} is stored as a ${String(had)} chain, not ${role}`);
+      }
+      cs = new ChainStore(this, origin, role);
+      await cs.load();
+      this.#open.set(origin, cs);
+    }
+    return cs;
+  }
+
+  async listChains(): Promise<{ origin: string; role: ChainRole }[]> {
+    const out: { origin: string; role: ChainRole }[] = [];
+    for await (const [k, v] of this.#chains.iterator()) {
+      out.push({ origin: Buffer.from(k).toString('utf8'), role: asMap(decode(v, 64), 'chains', ['role'])['role'] as ChainRole });
+    }
+    return out;
+  }
+
+  sub(name: string[]): BinSub {
+    return this.db.sublevel(name, VIEW) as unknown as BinSub;
+  }
+
+  async write(ops: BatchOp[]): Promise<void> {
+    if (this.db.status !== 'open') throw new OtiError('ERR_STORE_CLOSED', 'the ledger database is not open');
+    await this.db.batch(ops as never, { sync: true });
+  }
+
+  async close(): Promise<void> {
+    this.#open.clear();
+    await this.db.close();
+  }
+}
+
+/**
+ * Reads and writes the stored parts of one chain. It knows nothing of signatures; Chain (our own
+ * chain) and the peer-sync code decide what is valid before they hand it operations to write.
+ */
+export class ChainStore implements NodeReader {
+  readonly origin: string;
+  readonly role: ChainRole;
+  readonly store: LedgerStore;
+  readonly chunks: BinSub;
+  readonly nodes: BinSub;
+  readonly blocks: BinSub;
+  readonly ids: BinSub;
+  readonly roster: BinSub;
+  readonly meta: BinSub;
+  #head: ChainHead = { n: -1, size: 0, peaks: [] };
+  /** Entries of the last, not yet full chunk, as stored; rewritten with the next block. */
+  #tailChunk: Bytes[] = [];
+  readonly #chunkCache = new Map<number, Bytes[]>();
+
+  constructor(store: LedgerStore, origin: string, role: ChainRole) {
+    this.store = store;
+    this.origin = origin;
+    this.role = role;
+    const base = ['c', origin];
+    this.chunks = store.sub([...base, 'k']);
+    this.nodes = store.sub([...base, 'n']);
+    this.blocks = store.sub([...base, 'b']);
+    this.ids = store.sub([...base, 'i']);
+    this.roster = store.sub([...base, 'r']);
+    this.meta = store.sub([...base, 'm']);
+  }
+
+  get head(): ChainHead {
+    return this.#head;
+  }
+
+  get tailChunk(): readonly Bytes[] {
+    return this.#tailChunk;
+  }
+
+  async load(): Promise<void> {
+    const h = await this.meta.get(Buffer.from('head'));
+    if (h === undefined) {
+      this.#head = { n: -1, size: 0, peaks: [] };
+      this.#tailChunk = [];
+      return;
+    }
+    const m = asMap(decodeTrusted(h) as CborValue, 'head', ['n', 'size', 'peaks']);
+    const peaks = m['peaks'];
+    if (!Array.isArray(peaks) || !peaks.every((p) => p instanceof Uint8Array && p.length === 32)) throw new OtiError('ERR_STORE_CORRUPT', `head of ${this.origin} is malformed`);
+    this.#head = { n: uint(m, 'n', 'head'), size: uint(m, 'size', 'head'), peaks: peaks as Uint8Array[] };
+    CompactRange.fromPeaks(this.#head.size, this.#head.peaks as Uint8Array[]);
+    const c = Math.floor(this.#head.size / CHUNK_SIZE);
+    this.#tailChunk = this.#head.size % CHUNK_SIZE === 0 ? [] : await this.readChunk(c);
+    if (this.#tailChunk.length !== this.#head.size % CHUNK_SIZE) throw new OtiError('ERR_STORE_CORRUPT', `the last chunk of ${this.origin} holds ${this.#tailChunk.length} entries, the head says ${this.#head.size % CHUNK_SIZE}`);
+  }
+
+  headOp(head: ChainHead): BatchOp {
+    return { type: 'put', sublevel: this.meta, key: Buffer.from('head'), value: encode({ n: head.n, size: head.size, peaks: [...head.peaks] }) };
+  }
+
+  /**
+   * Operations that store `entries` at positions [head.size, ...): rewritten tail chunk plus
+   * new chunks, and the interior nodes the range reports. Returns the new tail chunk, which
+   * the caller hands to commit() once the batch is durable.
+   */
+  entryOps(first: number, entries: readonly Bytes[], ops: BatchOp[]): Bytes[] {
+    if (first !== this.#head.size) throw new OtiError('ERR_ARGUMENT', `entries must start at ${this.#head.size}, not ${first}`);
+    let chunkNo = Math.floor(first / CHUNK_SIZE);
+    let chunk = [...this.#tailChunk];
+    for (const e of entries) {
+      chunk.push(e);
+      if (chunk.length === CHUNK_SIZE) {
+        ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encode(chunk) });
+        chunk = [];
+        chunkNo++;
+      }
+    }
+    if (chunk.length > 0) ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encode(chunk) });
+    return chunk;
+  }
+
+  nodeOp(level: number, index: number, hash: Bytes): BatchOp | undefined {
+    if (level < STORED_NODE_LEVEL) return undefined;
+    return { type: 'put', sublevel: this.nodes, key: Buffer.concat([Buffer.of(level), u64(index)]), value: hash };
+  }
+
+  blockOp(n: number, headerBytes: Bytes, checkpoint: SignedCheckpoint): BatchOp {
+    return { type: 'put', sublevel: this.blocks, key: u64(n), value: encode({ header: headerBytes, checkpoint: checkpoint.note }) };
+  }
+
+  idOp(key: Bytes, index: number): BatchOp {
+    return { type: 'put', sublevel: this.ids, key, value: u64(index) };
+  }
+
+  rosterOp(m: Member): BatchOp {
+    const v: CborMap = { role: m.role, id: m.id, key: m.key, revoked: m.revoked, unsigned: m.unsigned, history: m.history };
+    if (m.expires !== undefined) v['expires'] = m.expires;
+    return { type: 'put', sublevel: this.roster, key: Buffer.from(`${m.role}/${m.id}`, 'utf8'), value: encode(v) };
+  }
+
+  /** Called after the batch that held these changes is durable. */
+  commit(head: ChainHead, tailChunk: Bytes[]): void {
+    this.#head = head;
+    this.#tailChunk = tailChunk;
+    if (tailChunk.length > 0) this.#chunkCache.delete(Math.floor(head.size / CHUNK_SIZE));
+  }
+
+  async readChunk(c: number): Promise<Bytes[]> {
+    const cached = this.#chunkCache.get(c);
+    if (cached !== undefined) return cached;
+    const v = await this.chunks.get(u64(c));
+    if (v === undefined) return [];
+    const arr = decodeTrusted(v) as unknown;
+    if (!Array.isArray(arr) || !arr.every((x) => x instanceof Uint8Array)) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${c} of ${this.origin} is malformed`);
+    if (arr.length === CHUNK_SIZE) {
+      if (this.#chunkCache.size >= 64) this.#chunkCache.delete(this.#chunkCache.keys().next().value!);
+      this.#chunkCache.set(c, arr as Bytes[]);
+    }
+    return arr as Bytes[];
+  }
+
+  async getEntry(index: number): Promise<Bytes> {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.#head.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not in chain ${this.origin} of size ${this.#head.size}`);
+    const e = (await this.readChunk(Math.floor(index / CHUNK_SIZE)))[index % CHUNK_SIZE];
+    if (e === undefined) throw new OtiError('ERR_STORE_CORRUPT', `entry ${index} of ${this.origin} is missing`);
+    return e;
+  }
+
+  /** Entries [from, to) in order, reading chunk by chunk (bounded memory). */
+  async *entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Bytes }> {
+    if (from >= to) return;
+    const firstChunk = Math.floor(from / CHUNK_SIZE);
+    const lastChunk = Math.floor((to - 1) / CHUNK_SIZE);
+    let expect = firstChunk;
+    for await (const [k, v] of this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) })) {
+      const c = readU64(k);
+      if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+      expect++;
+      const arr = decodeTrusted(v) as Bytes[];
+      for (let j = 0; j < arr.length; j++) {
+        const index = c * CHUNK_SIZE + j;
+        if (index >= from && index < to) yield { index, bytes: arr[j]! };
+      }
+    }
+    if (expect !== lastChunk + 1) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+  }
+
+  async getBlock(n: number): Promise<StoredBlock> {
+    const v = await this.blocks.get(u64(n));
+    if (v === undefined) throw new OtiError('ERR_NOT_FOUND', `block ${n} is not in chain ${this.origin}`);
+    return parseStoredBlock(v);
+  }
+
+  async *blocksFrom(n: number, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<StoredBlock> {
+    for await (const v of this.blocks.values({ gte: u64(n), lte: u64(to) })) yield parseStoredBlock(v);
+  }
+
+  /** The block that contains entry `index` (binary search over block numbers). */
+  async blockOf(index: number): Promise<StoredBlock> {
+    let lo = 0;
+    let hi = this.#head.n;
+    while (lo <= hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const b = await this.getBlock(mid);
+      if (index < b.header.first) hi = mid - 1;
+      else if (index >= b.header.first + b.header.count) lo = mid + 1;
+      else return b;
+    }
+    throw new OtiError('ERR_NOT_FOUND', `entry ${index} is in no block of ${this.origin}`);
+  }
+
+  async indexOfId(key: Bytes): Promise<number | undefined> {
+    const v = await this.ids.get(key);
+    return v === undefined ? undefined : readU64(v);
+  }
+
+  /** The highest counter stored for a lock, with its entry index. */
+  async lastLockCounter(lock: string): Promise<{ ctr: number; index: number } | undefined> {
+    const prefix = Buffer.concat([Buffer.from(lock, 'utf8'), Buffer.of(0)]);
+    for await (const [k, v] of this.ids.iterator({ gte: prefix, lt: Buffer.concat([prefix, Buffer.alloc(8, 0xff), Buffer.of(0)]), reverse: true, limit: 1 })) {
+      return { ctr: readU64(Buffer.from(k).subarray(prefix.length)), index: readU64(v) };
+    }
+    return undefined;
+  }
+
+  async rosterMembers(): Promise<Member[]> {
+    const out: Member[] = [];
+    for await (const v of this.roster.values()) {
+      const m = asMap(decodeTrusted(v) as CborValue, 'member', ['role', 'id', 'key', 'revoked', 'unsigned', 'expires', 'history']);
+      const history = m['history'];
+      if (!Array.isArray(history) || !history.every((h) => h instanceof Uint8Array)) throw new OtiError('ERR_STORE_CORRUPT', 'roster member has no history');
+      const member: Member = {
+        role: text(m, 'role', 'member') as Member['role'],
+        id: text(m, 'id', 'member'),
+        key: bytes(m, 'key', 'member', 32),
+        revoked: m['revoked'] === true,
+        unsigned: m['unsigned'] === true,
+        history: history as Uint8Array[],
+      };
+      if (m['expires'] !== undefined) member.expires = uint(m, 'expires', 'member');
+      out.push(member);
+    }
+    return out;
+  }
+
+  // NodeReader: perfect-subtree hashes for proofs.
+  async node(level: number, index: number): Promise<Uint8Array> {
+    const span = 2 ** level;
+    if ((index + 1) * span > this.#head.size) throw new OtiError('ERR_PROOF_RANGE', `node ${level}/${index} is beyond size ${this.#head.size}`);
+    if (level >= STORED_NODE_LEVEL) {
+      const v = await this.nodes.get(Buffer.concat([Buffer.of(level), u64(index)]));
+      if (v === undefined) throw new OtiError('ERR_STORE_CORRUPT', `node ${level}/${index} of ${this.origin} is missing`);
+      return v;
+    }
+    const first = index * span;
+    const chunk = await this.readChunk(Math.floor(first / CHUNK_SIZE));
+    const off = first % CHUNK_SIZE;
+    let hashes = chunk.slice(off, off + span).map((e) => leafHash(e));
+    if (hashes.length !== span) throw new OtiError('ERR_STORE_CORRUPT', `chunk for node ${level}/${index} of ${this.origin} is short`);
+    while (hashes.length > 1) {
+      const next: Uint8Array[] = [];
+      for (let i = 0; i < hashes.length; i += 2) next.push(nodeHash(hashes[i]!, hashes[i + 1]!));
+      hashes = next;
+    }
+    return hashes[0]!;
+  }
+}
+
+export function parseStoredBlock(v: Bytes): StoredBlock {
+  const m = asMap(decodeTrusted(v) as CborValue, 'stored block', ['header', 'checkpoint']);
+  const headerBytes = bytes(m, 'header', 'stored block');
+  const cp = m['checkpoint'];
+  if (typeof cp !== 'string') throw new OtiError('ERR_STORE_CORRUPT', 'stored block has no checkpoint');
+  return { headerBytes, header: decodeBlockHeader(headerBytes), checkpoint: parseCheckpoint(cp) };
+}

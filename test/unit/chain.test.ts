@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeSite, enrollLock, signedEvent, openChain } from '../support/site.js';
+import { isOtiError } from '../../ledger/errors.js';
+import { rangeHash, verifyInclusion, leafHash } from '../../ledger/merkle.js';
+import { verifyCheckpoint } from '../../ledger/checkpoint.js';
+
+void test('concurrent appends share blocks, resolve once durable, and survive a reopen', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'front-door');
+  const oc = await openChain(t, site, { sealDelayMs: 10 });
+  await oc.chain.append({ kind: 'roster', signed: lock.statement });
+  const events = Array.from({ length: 300 }, () => signedEvent(lock));
+  const results = await Promise.all(events.map((cose) => oc.chain.append({ kind: 'lock-event', cose })));
+  assert.equal(oc.chain.size, 302);
+  const blocks = new Set(results.map((r) => r.block));
+  assert.ok(blocks.size < 300, `300 concurrent appends should share blocks, used ${blocks.size}`);
+  results.forEach((r, i) => {
+    assert.equal(r.index, 2 + i);
+    assert.equal(r.id, `front-door:${i + 1}`);
+  });
+  const cp = oc.chain.checkpoint!;
+  verifyCheckpoint(cp, oc.chain.origin, oc.gatewayKey.publicKey);
+  assert.deepEqual(cp.root, await rangeHash(oc.chain.cs, 0, 302));
+
+  const again = await oc.reopen();
+  assert.equal(again.chain.size, 302);
+  assert.equal(await again.chain.indexOf('front-door:17'), 18);
+  assert.equal(await again.chain.lastCounter('front-door'), 300);
+  const bytes = await again.chain.cs.getEntry(18);
+  assert.ok(verifyInclusion(leafHash(bytes), 18, 302, await import('../../ledger/merkle.js').then((m) => m.inclusionProof(again.chain.cs, 18, 302)), cp.root));
+  const r = await again.chain.append({ kind: 'lock-event', cose: signedEvent(lock) });
+  assert.equal(r.index, 302);
+});
+
+void test('append refuses unknown locks, bad signatures and counters that do not increase', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'back-door');
+  const stranger = enrollLock(site, 'stranger');
+  const oc = await openChain(t, site);
+  await assert.rejects(oc.chain.append({ kind: 'lock-event', cose: signedEvent(lock) }), (e) => isOtiError(e, 'ERR_LOCK_UNKNOWN'));
+  await oc.chain.append({ kind: 'roster', signed: lock.statement });
+  // signed by another lock's key
+  const forged = signedEvent({ ...stranger, id: 'back-door', ctr: 10 } as typeof stranger);
+  await assert.rejects(oc.chain.append({ kind: 'lock-event', cose: forged }), (e) => isOtiError(e, 'ERR_LOCK_SIGNATURE'));
+  const first = signedEvent(lock);
+  await oc.chain.append({ kind: 'lock-event', cose: first });
+  await assert.rejects(oc.chain.append({ kind: 'lock-event', cose: first }), (e) => isOtiError(e, 'ERR_ENTRY_INVALID'));
+  assert.equal(oc.chain.size, 3);
+});
