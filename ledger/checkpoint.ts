@@ -14,8 +14,8 @@
  * Ed25519, type 0x01). Unknown signature lines are kept and ignored, as the spec says.
  */
 import { OtiError } from './errors.js';
-import type { Signer} from './crypto.js';
-import { sha256, verify, checkBytes, HASH_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from './crypto.js';
+import type { Signer } from './crypto.js';
+import { type Ed25519Verify, sha256, verify, checkBytes, HASH_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from './crypto.js';
 import { bytesEqual } from './encoding.js';
 
 export const CHECKPOINT_MAX_BYTES = 4096;
@@ -115,11 +115,11 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
  * Verifies that the note carries a valid signature by `publicKey` under `keyName`.
  * Throws ERR_CHECKPOINT_SIGNATURE when none does.
  */
-export function verifyCheckpoint(cp: SignedCheckpoint, keyName: string, publicKey: Uint8Array): void {
+export function verifyCheckpoint(cp: SignedCheckpoint, keyName: string, publicKey: Uint8Array, ed25519: Ed25519Verify = verify): void {
   const kh = keyHash(keyName, publicKey);
   const msg = Buffer.from(cp.text, 'utf8');
   for (const s of cp.signatures) {
-    if (s.name === keyName && bytesEqual(s.keyHash, kh) && s.signature.length === SIGNATURE_BYTES && verify(publicKey, msg, s.signature)) return;
+    if (s.name === keyName && bytesEqual(s.keyHash, kh) && s.signature.length === SIGNATURE_BYTES && ed25519(publicKey, msg, s.signature)) return;
   }
   throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid signature by ${keyName} on checkpoint ${cp.origin} @ ${cp.size}`, { origin: cp.origin, size: cp.size });
 }

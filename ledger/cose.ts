@@ -11,8 +11,8 @@
  */
 import { encode, decode, bytesEqual, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
-import type { Signer} from './crypto.js';
-import { verify, SIGNATURE_BYTES } from './crypto.js';
+import type { Signer } from './crypto.js';
+import { verify, SIGNATURE_BYTES, type Ed25519Verify } from './crypto.js';
 
 export const COSE_PROTECTED_EDDSA = new Uint8Array([0xa1, 0x01, 0x27]);
 /** Largest COSE_Sign1 accepted: payload limit plus framing. */
@@ -50,6 +50,6 @@ export function parseCoseSign1(bytes: Uint8Array): CoseSign1 {
   return { payload, signature };
 }
 
-export function verifyCoseSign1(publicKey: Uint8Array, cose: CoseSign1): boolean {
-  return verify(publicKey, sigStructure(cose.payload), cose.signature);
+export function verifyCoseSign1(publicKey: Uint8Array, cose: CoseSign1, ed25519: Ed25519Verify = verify): boolean {
+  return ed25519(publicKey, sigStructure(cose.payload), cose.signature);
 }

@@ -99,6 +99,9 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
   return key;
 }
 
+/** An Ed25519 verification function: node:crypto's (verify below) or a pure-JS one such as @noble/ed25519. */
+export type Ed25519Verify = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
+
 /** Pure Ed25519 verification; false for any signature that does not verify. */
 export function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   checkBytes('publicKey', publicKey, PUBLIC_KEY_BYTES);
@@ -113,8 +116,8 @@ export function verify(publicKey: Uint8Array, message: Uint8Array, signature: Ui
   }
 }
 
-export function verifyWithContext(publicKey: Uint8Array, context: SignatureContext, message: Uint8Array, signature: Uint8Array): boolean {
-  return verify(publicKey, signedMessage(context, message), signature);
+export function verifyWithContext(publicKey: Uint8Array, context: SignatureContext, message: Uint8Array, signature: Uint8Array, ed25519: Ed25519Verify = verify): boolean {
+  return ed25519(publicKey, signedMessage(context, message), signature);
 }
 
 /**

@@ -14,8 +14,8 @@
  */
 import { decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
-import type { Signer} from './crypto.js';
-import { verifyWithContext, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, toHex } from './crypto.js';
+import type { Signer } from './crypto.js';
+import { verify, verifyWithContext, type Ed25519Verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, toHex } from './crypto.js';
 import { asMap, bool, bytes, ID_PATTERN, oneOf, optional, text, uint, version, schemaError } from './schema.js';
 
 export const ROSTER_MAX_BYTES = 1024;
@@ -105,13 +105,13 @@ export interface SiteTrust {
 }
 
 /** Checks the signature and that the signer is a trusted key of the statement's site. Throws ERR_ROSTER. */
-export function checkSigned(s: SignedStatement, trust: SiteTrust): void {
+export function checkSigned(s: SignedStatement, trust: SiteTrust, ed25519: Ed25519Verify = verify): void {
   if (s.statement.site !== trust.siteId) {
     throw new OtiError('ERR_ROSTER', `statement is for site ${s.statement.site}, expected ${trust.siteId}`, { site: s.statement.site });
   }
   const by = toHex(s.by);
   if (!trust.siteKeys.some((k) => toHex(k) === by)) throw new OtiError('ERR_ROSTER', 'statement is signed by a key that is not a site authority key', { by });
-  if (!verifyWithContext(s.by, 'OTI-v1 roster statement', s.stmt, s.sig)) throw new OtiError('ERR_ROSTER', 'statement signature does not verify', { id: s.statement.id });
+  if (!verifyWithContext(s.by, 'OTI-v1 roster statement', s.stmt, s.sig, ed25519)) throw new OtiError('ERR_ROSTER', 'statement signature does not verify', { id: s.statement.id });
 }
 
 export interface Member {

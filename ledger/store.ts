@@ -20,6 +20,7 @@ import { Level } from 'level';
 import type { AbstractSublevel } from 'abstract-level';
 import { encode, decode, decodeTrusted, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
+import { sha256 } from './crypto.js';
 import { leafHash, nodeHash, CompactRange, type NodeReader } from './merkle.js';
 import { decodeBlockHeader, type BlockHeader } from './block.js';
 import { parseCheckpoint, type SignedCheckpoint } from './checkpoint.js';
@@ -81,11 +82,13 @@ export function hashIdKey(leaf: Bytes): Bytes {
 export class LedgerStore {
   readonly db: Level<Bytes, Bytes>;
   readonly #chains: BinSub;
+  readonly #evidence: BinSub;
   readonly #open = new Map<string, ChainStore>();
 
   private constructor(db: Level<Bytes, Bytes>) {
     this.db = db;
     this.#chains = db.sublevel('chains', VIEW) as unknown as BinSub;
+    this.#evidence = db.sublevel('evidence', VIEW) as unknown as BinSub;
   }
 
   static async open(path: string): Promise<LedgerStore> {
@@ -133,6 +136,19 @@ export class LedgerStore {
   async write(ops: BatchOp[]): Promise<void> {
     if (this.db.status !== 'open') throw new OtiError('ERR_STORE_CLOSED', 'the ledger database is not open');
     await this.db.batch(ops as never, { sync: true });
+  }
+
+  /** Stores an evidence record (equivocation); idempotent. Returns its id (hex SHA-256). */
+  async recordEvidence(kind: string, record: Bytes): Promise<string> {
+    const id = Buffer.from(sha256(record)).toString('hex');
+    await this.write([{ type: 'put', sublevel: this.#evidence, key: Buffer.from(`${kind}/${id}`, 'utf8'), value: record }]);
+    return id;
+  }
+
+  async listEvidence(): Promise<{ key: string; record: Bytes }[]> {
+    const out: { key: string; record: Bytes }[] = [];
+    for await (const [k, v] of this.#evidence.iterator()) out.push({ key: Buffer.from(k).toString('utf8'), record: v });
+    return out;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,169 @@
+/**
+ * Receipts: one self-contained file that proves an entry is in a gateway's chain, checkable
+ * offline with nothing but the site's public keys. docs/PROTOCOL.md §Receipt.
+ *
+ *   receipt = { "v": 1, "type": "oti-receipt",
+ *               "entry": bstr,            the entry bytes (the leaf)
+ *               "index": uint,            its position in the chain
+ *               "proof": [* bstr(32)],    RFC 9162 inclusion proof in the checkpoint's tree
+ *               "checkpoint": text,       the signed checkpoint note
+ *               "gateway": [+ bstr],      the site-signed statements of the gateway, oldest first
+ *               ? "lock": [+ bstr] }      for lock events: the lock's site-signed statements
+ *
+ * Verification: the gateway statements are site-signed and for the checkpoint's gateway; the
+ * checkpoint carries a valid signature by one of the gateway's keys; the inclusion proof places
+ * the entry's leaf hash at `index` under the checkpoint's root; the entry decodes strictly; a
+ * lock-signed event's COSE signature verifies under one of the lock's registered keys.
+ */
+import { decode, encode } from './encoding.js';
+import { OtiError, isOtiError } from './errors.js';
+import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
+import { decodeEntry, type Entry } from './entry.js';
+import { leafHash, inclusionProof, verifyInclusion, MAX_PROOF_HASHES } from './merkle.js';
+import { parseCheckpoint, verifyCheckpoint, CHECKPOINT_MAX_BYTES, type SignedCheckpoint } from './checkpoint.js';
+import { verifyCoseSign1 } from './cose.js';
+import { checkSigned, decodeSigned, type SiteTrust } from './roster.js';
+import { parseOrigin } from './verify.js';
+import { asMap, uint, oneOf, version } from './schema.js';
+import type { Chain } from './chain.js';
+
+export const RECEIPT_MAX_BYTES = 64 * 1024;
+
+export interface ReceiptParts {
+  readonly entry: Uint8Array;
+  readonly index: number;
+  readonly proof: readonly Uint8Array[];
+  readonly checkpoint: string;
+  readonly gateway: readonly Uint8Array[];
+  readonly lock?: readonly Uint8Array[];
+}
+
+export interface VerifiedReceipt {
+  readonly entry: Entry;
+  readonly index: number;
+  readonly checkpoint: SignedCheckpoint;
+  readonly gatewayId: string;
+  /** 'lock-signed' when the lock's own signature was checked, 'unsigned' for an unsigned lock, 'gateway' otherwise. */
+  readonly provenance: 'lock-signed' | 'unsigned' | 'gateway';
+}
+
+export function encodeReceipt(r: ReceiptParts): Uint8Array {
+  const m: Record<string, Uint8Array | number | string | Uint8Array[]> = {
+    v: 1,
+    type: 'oti-receipt',
+    entry: r.entry,
+    index: r.index,
+    proof: [...r.proof],
+    checkpoint: r.checkpoint,
+    gateway: [...r.gateway],
+  };
+  if (r.lock !== undefined) m['lock'] = [...r.lock];
+  return encode(m);
+}
+
+export function decodeReceipt(b: Uint8Array): ReceiptParts {
+  const m = asMap(decode(b, RECEIPT_MAX_BYTES), 'receipt', ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock']);
+  version(m, 'receipt', 1);
+  oneOf(m, 'type', 'receipt', ['oti-receipt']);
+  const entry = m['entry'];
+  const proof = m['proof'];
+  const checkpoint = m['checkpoint'];
+  if (!(entry instanceof Uint8Array)) throw invalid('entry must be a byte string');
+  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES || !proof.every((p) => p instanceof Uint8Array && p.length === 32)) throw invalid('proof must be a list of 32-byte hashes');
+  if (typeof checkpoint !== 'string' || checkpoint.length > CHECKPOINT_MAX_BYTES) throw invalid('checkpoint must be a signed note');
+  const list = (k: string): Uint8Array[] | undefined => {
+    const v = m[k];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.length === 0 || v.length > 16 || !v.every((x) => x instanceof Uint8Array)) throw invalid(`${k} must be a list of 1 to 16 signed statements`);
+    return v as Uint8Array[];
+  };
+  const gateway = list('gateway');
+  if (gateway === undefined) throw invalid('gateway statements are missing');
+  const lock = list('lock');
+  return { entry, index: uint(m, 'index', 'receipt'), proof: proof as Uint8Array[], checkpoint, gateway, ...(lock !== undefined ? { lock } : {}) };
+}
+
+/** Verifies a receipt offline. Every failure is ERR_RECEIPT_INVALID with the underlying code in details. */
+export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed25519?: Ed25519Verify } = {}): VerifiedReceipt {
+  const ed = opts.ed25519 ?? nodeVerify;
+  try {
+    const r = decodeReceipt(bytes);
+    const checkpoint = parseCheckpoint(r.checkpoint);
+    const { siteId, gatewayId } = parseOrigin(checkpoint.origin);
+    if (siteId !== trust.siteId) throw invalid(`the checkpoint is of site ${siteId}, not ${trust.siteId}`);
+    const gatewayKeys = statementKeys(r.gateway, trust, ed, 'gateway', gatewayId);
+    if (!gatewayKeys.some((k) => trySig(() => verifyCheckpoint(checkpoint, checkpoint.origin, k, ed)))) {
+      throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `the checkpoint is not signed by a key of gateway ${gatewayId}`);
+    }
+    if (r.index >= checkpoint.size || !verifyInclusion(leafHash(r.entry), r.index, checkpoint.size, r.proof, checkpoint.root)) {
+      throw new OtiError('ERR_PROOF_INVALID', `the entry is not at position ${r.index} of the checkpoint's tree`);
+    }
+    const entry = decodeEntry(r.entry);
+    let provenance: VerifiedReceipt['provenance'] = 'gateway';
+    if (entry.body.kind === 'lock-event') {
+      if (r.lock === undefined) throw invalid('a lock event receipt must carry the lock statements');
+      const body = entry.body;
+      const lockKeys = statementKeys(r.lock, trust, ed, 'lock', body.event.lock);
+      if (body.prov === 'lock-signed') {
+        if (!lockKeys.some((k) => verifyCoseSign1(k, body.parsed, ed))) throw new OtiError('ERR_LOCK_SIGNATURE', `the event is not signed by a registered key of lock ${body.event.lock}`);
+        provenance = 'lock-signed';
+      } else {
+        provenance = 'unsigned';
+      }
+    } else if (r.lock !== undefined) {
+      throw invalid('lock statements are only for lock events');
+    }
+    return { entry, index: r.index, checkpoint, gatewayId, provenance };
+  } catch (e) {
+    if (isOtiError(e, 'ERR_RECEIPT_INVALID')) throw e;
+    const code = isOtiError(e) ? e.code : 'ERR_ENCODING_MALFORMED';
+    throw new OtiError('ERR_RECEIPT_INVALID', `receipt does not verify: ${(e as Error).message}`, { cause: code }, { cause: e });
+  }
+}
+
+/** Builds the receipt of entry `index` against the chain's latest checkpoint. */
+export async function receiptFor(chain: Chain, index: number): Promise<Uint8Array> {
+  const cp = chain.checkpoint;
+  if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
+  const entryBytes = await chain.cs.getEntry(index);
+  const entry = decodeEntry(entryBytes);
+  const gw = chain.roster.get('gateway', parseOrigin(chain.origin).gatewayId);
+  if (gw === undefined) throw new OtiError('ERR_STORE_CORRUPT', 'the gateway is not in its own roster');
+  let lock: Uint8Array[] | undefined;
+  if (entry.body.kind === 'lock-event') {
+    const m = chain.roster.get('lock', entry.body.event.lock);
+    if (m === undefined) throw new OtiError('ERR_STORE_CORRUPT', `lock ${entry.body.event.lock} is not in the roster`);
+    lock = m.history;
+  }
+  return encodeReceipt({
+    entry: entryBytes,
+    index,
+    proof: await inclusionProof(chain.cs, index, cp.size),
+    checkpoint: cp.note,
+    gateway: gw.history,
+    ...(lock !== undefined ? { lock } : {}),
+  });
+}
+
+function statementKeys(list: readonly Uint8Array[], trust: SiteTrust, ed: Ed25519Verify, role: 'gateway' | 'lock', id: string): Uint8Array[] {
+  return list.map((b) => {
+    const s = decodeSigned(b);
+    checkSigned(s, trust, ed);
+    if (s.statement.role !== role || s.statement.id !== id) throw invalid(`a ${role} statement is about ${s.statement.role} ${s.statement.id}, not ${id}`);
+    if (s.statement.op === 'revoke') throw invalid(`${role} ${id} statements include a revocation`);
+    return s.statement.key;
+  });
+}
+
+function trySig(f: () => void): boolean {
+  try {
+    f();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function invalid(msg: string): OtiError {
+  return new OtiError('ERR_RECEIPT_INVALID', msg);
+}

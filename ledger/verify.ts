@@ -1,0 +1,266 @@
+/**
+ * Verification of a chain, a range of blocks, or one block at a time as they arrive from a peer.
+ *
+ * ChainVerifier holds the state a verifier needs between blocks (the compact Merkle range, the
+ * hash of the last block, the roster, the last counter per lock) and checks each block fully:
+ * every entry decodes strictly and fits the chain's rules, the entries hash to the block's root,
+ * the block links to the previous one, and the block's checkpoint describes it and carries the
+ * gateway's signature. Lock signatures are collected and checked in batches, on worker threads
+ * when a SignaturePool is given; results are awaited with a bounded number of batches in flight,
+ * so memory stays bounded however long the chain is.
+ */
+import { OtiError, isOtiError } from './errors.js';
+import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
+import { decodeEntry, type Entry } from './entry.js';
+import { leafHash, CompactRange } from './merkle.js';
+import { blockHash, decodeBlockHeader, ZERO_HASH } from './block.js';
+import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
+import { sigStructure } from './cose.js';
+import { checkSigned, Roster, type SiteTrust } from './roster.js';
+import type { SignaturePool, SigTask } from './sigpool.js';
+import type { ChainStore } from './store.js';
+import { bytesEqual } from './encoding.js';
+import { rebuildRange } from './chain.js';
+
+const SIG_BATCH = 512;
+
+export interface VerifyOptions {
+  readonly trust: SiteTrust;
+  /** Checks lock signatures on worker threads; without it they are checked on this thread. */
+  readonly pool?: SignaturePool;
+  /** Ed25519 implementation for checks done on this thread (default node:crypto). */
+  readonly ed25519?: Ed25519Verify;
+  /** Called after each block with the running totals. */
+  readonly onProgress?: (p: VerifyProgress) => void;
+}
+
+export interface VerifyProgress {
+  readonly blocks: number;
+  readonly entries: number;
+  readonly size: number;
+  readonly lockSignatures: number;
+}
+
+export interface VerifyReport extends VerifyProgress {
+  readonly origin: string;
+  readonly root: Uint8Array;
+  readonly unsignedEvents: number;
+  readonly checkpoint: SignedCheckpoint | undefined;
+}
+
+/** Parses "oti/<site>/<gateway>". */
+export function parseOrigin(origin: string): { siteId: string; gatewayId: string } {
+  const m = /^oti\/([a-z0-9][a-z0-9._-]{0,63})\/([a-z0-9][a-z0-9._-]{0,63})$/.exec(origin);
+  if (m === null) throw new OtiError('ERR_CHECKPOINT_FORMAT', `origin ${origin} is not oti/<site>/<gateway>`);
+  return { siteId: m[1]!, gatewayId: m[2]! };
+}
+
+interface PendingSig {
+  readonly tasks: SigTask[];
+  readonly indexes: number[];
+}
+
+export class ChainVerifier {
+  readonly origin: string;
+  readonly gatewayId: string;
+  readonly #opts: VerifyOptions;
+  readonly #ed25519: Ed25519Verify;
+  #range: CompactRange;
+  #prevHash: Uint8Array;
+  #nextBlock: number;
+  #roster: Roster;
+  readonly #lockCtr = new Map<string, number>();
+  #batch: PendingSig = { tasks: [], indexes: [] };
+  readonly #inFlight: Promise<void>[] = [];
+  #blocks = 0;
+  #entries = 0;
+  #lockSignatures = 0;
+  #unsigned = 0;
+  #checkpoint: SignedCheckpoint | undefined;
+
+  constructor(origin: string, opts: VerifyOptions, start?: { range: CompactRange; prevHash: Uint8Array; nextBlock: number; roster: Roster }) {
+    const { siteId, gatewayId } = parseOrigin(origin);
+    if (siteId !== opts.trust.siteId) throw new OtiError('ERR_ROSTER', `chain ${origin} is not of site ${opts.trust.siteId}`);
+    this.origin = origin;
+    this.gatewayId = gatewayId;
+    this.#opts = opts;
+    this.#ed25519 = opts.ed25519 ?? nodeVerify;
+    this.#range = start?.range.clone() ?? CompactRange.empty();
+    this.#prevHash = start?.prevHash ?? ZERO_HASH;
+    this.#nextBlock = start?.nextBlock ?? 0;
+    this.#roster = start?.roster.clone() ?? new Roster();
+  }
+
+  get size(): number {
+    return this.#range.size;
+  }
+
+  get roster(): Roster {
+    return this.#roster;
+  }
+
+  get progress(): VerifyProgress {
+    return { blocks: this.#blocks, entries: this.#entries, size: this.#range.size, lockSignatures: this.#lockSignatures };
+  }
+
+  /**
+   * Checks one block. Structural checks throw at once; lock signature failures surface from
+   * this call or a later one, at the latest from finish().
+   */
+  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[]): Promise<void> {
+    const h = decodeBlockHeader(headerBytes);
+    const where = { origin: this.origin, block: h.n };
+    if (h.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} belongs to ${h.chain}, not ${this.origin}`, where);
+    if (h.n !== this.#nextBlock) throw new OtiError('ERR_BLOCK_LINK', `expected block ${this.#nextBlock}, got ${h.n}`, where);
+    if (!bytesEqual(h.prev, this.#prevHash)) throw new OtiError('ERR_BLOCK_LINK', `block ${h.n} does not link to the hash of block ${h.n - 1}`, where);
+    if (h.first !== this.#range.size || h.count !== entries.length) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} claims entries [${h.first}, +${h.count}) but ${entries.length} entries follow position ${this.#range.size}`, where);
+    // The checkpoint is signed by the gateway key in force when the block starts.
+    const gw = this.#roster.get('gateway', this.gatewayId);
+    const startKey = gw?.key;
+    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!);
+    const root = this.#range.root();
+    if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
+    const hash = blockHash(headerBytes);
+    if (checkpoint.origin !== this.origin || checkpoint.size !== this.#range.size || !bytesEqual(checkpoint.root, root) || checkpoint.block !== h.n || !bytesEqual(checkpoint.blockHash, hash)) {
+      throw new OtiError('ERR_CHECKPOINT_MISMATCH', `the checkpoint of block ${h.n} does not describe it`, where);
+    }
+    const key = startKey ?? this.#roster.get('gateway', this.gatewayId)?.key;
+    if (key === undefined || (gw !== undefined && gw.revoked)) throw new OtiError('ERR_ROSTER', `gateway ${this.gatewayId} is not enrolled at block ${h.n}`, where);
+    verifyCheckpoint(checkpoint, this.origin, key, this.#ed25519);
+    this.#prevHash = hash;
+    this.#nextBlock = h.n + 1;
+    this.#blocks++;
+    this.#checkpoint = checkpoint;
+    await this.#drain(false);
+    this.#opts.onProgress?.(this.progress);
+  }
+
+  /** Waits for every outstanding signature check; throws the first failure. */
+  async finish(): Promise<VerifyReport> {
+    await this.#drain(true);
+    return { origin: this.origin, ...this.progress, root: this.#range.root(), unsignedEvents: this.#unsigned, checkpoint: this.#checkpoint };
+  }
+
+  #addEntry(index: number, bytes: Uint8Array): void {
+    let entry: Entry;
+    try {
+      entry = decodeEntry(bytes);
+    } catch (e) {
+      if (isOtiError(e)) throw new OtiError(e.code, `entry ${index} of ${this.origin}: ${e.message}`, { ...e.details, index }, { cause: e });
+      throw e;
+    }
+    const body = entry.body;
+    const invalid = (why: string, code: 'ERR_ENTRY_INVALID' | 'ERR_LOCK_UNKNOWN' | 'ERR_LOCK_SIGNATURE' = 'ERR_ENTRY_INVALID'): OtiError =>
+      new OtiError(code, `entry ${index} of ${this.origin}: ${why}`, { origin: this.origin, index });
+    if (index === 0) {
+      const s = body.kind === 'roster' ? body.signed.statement : undefined;
+      if (s?.op !== 'enroll' || s.role !== 'gateway' || s.id !== this.gatewayId) throw invalid(`the first entry must enrol gateway ${this.gatewayId}`);
+    }
+    switch (body.kind) {
+      case 'roster':
+        try {
+          checkSigned(body.signed, this.#opts.trust, this.#ed25519);
+          this.#roster.apply(body.signed);
+        } catch (e) {
+          if (isOtiError(e)) throw new OtiError(e.code, `entry ${index} of ${this.origin}: ${e.message}`, { index }, { cause: e });
+          throw e;
+        }
+        break;
+      case 'lock-event': {
+        const ev = body.event;
+        const member = this.#roster.get('lock', ev.lock);
+        if (member === undefined || member.revoked) throw invalid(`lock ${ev.lock} is not enrolled here`, 'ERR_LOCK_UNKNOWN');
+        const last = this.#lockCtr.get(ev.lock);
+        if (last !== undefined && ev.ctr <= last) throw invalid(`counter ${ev.ctr} of lock ${ev.lock} does not increase (last ${last})`);
+        this.#lockCtr.set(ev.lock, ev.ctr);
+        if (body.prov === 'unsigned') {
+          if (!member.unsigned) throw invalid(`lock ${ev.lock} may not send unsigned events`, 'ERR_LOCK_SIGNATURE');
+          this.#unsigned++;
+        } else {
+          this.#batch.tasks.push({ key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature });
+          this.#batch.indexes.push(index);
+          this.#lockSignatures++;
+          if (this.#batch.tasks.length >= SIG_BATCH) this.#sendBatch();
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    this.#range.append(leafHash(bytes));
+    this.#entries++;
+  }
+
+  #sendBatch(): void {
+    const { tasks, indexes } = this.#batch;
+    if (tasks.length === 0) return;
+    this.#batch = { tasks: [], indexes: [] };
+    const check = (results: Uint8Array): void => {
+      const bad = results.findIndex((r) => r !== 1);
+      if (bad >= 0) throw new OtiError('ERR_LOCK_SIGNATURE', `entry ${indexes[bad]} of ${this.origin}: the lock signature does not verify`, { origin: this.origin, index: indexes[bad] });
+    };
+    if (this.#opts.pool === undefined) {
+      check(Uint8Array.from(tasks.map((t) => (this.#ed25519(t.key, t.msg, t.sig) ? 1 : 0))));
+      return;
+    }
+    const p = this.#opts.pool.verifyBatch(tasks).then(check);
+    p.catch(() => undefined); // observed by #drain
+    this.#inFlight.push(p);
+  }
+
+  async #drain(all: boolean): Promise<void> {
+    if (all) this.#sendBatch();
+    const limit = all ? 0 : Math.max(2, 2 * (this.#opts.pool?.size ?? 1));
+    while (this.#inFlight.length > limit) await this.#inFlight.shift();
+  }
+}
+
+export interface ChainRangeOptions extends VerifyOptions {
+  /** First block to check (default 0); the state before it is rebuilt from the store. */
+  readonly fromBlock?: number;
+  /** Last block to check (default the head). */
+  readonly toBlock?: number;
+}
+
+/**
+ * Verifies a stored chain, whole or a range of blocks, streaming block by block. For a range the
+ * state before it comes from the store: the subtree hashes (checked against the previous block's
+ * signed root), the previous block's hash, and the roster entries before the range; counters
+ * are checked for increase within the range.
+ */
+export async function verifyChain(cs: ChainStore, opts: ChainRangeOptions): Promise<VerifyReport> {
+  const from = opts.fromBlock ?? 0;
+  const to = opts.toBlock ?? cs.head.n;
+  let verifier: ChainVerifier;
+  if (from === 0) {
+    verifier = new ChainVerifier(cs.origin, opts);
+  } else {
+    const prev = await cs.getBlock(from - 1);
+    const range = await rebuildRange(cs, prev.header.first + prev.header.count);
+    if (!bytesEqual(range.root(), prev.header.root)) throw new OtiError('ERR_BLOCK_INVALID', `stored subtree hashes do not give the root of block ${from - 1}`);
+    const roster = new Roster();
+    for await (const { bytes } of cs.entries(0, range.size)) {
+      // Only roster entries matter here; they are rare, the rest is skipped without decoding.
+      if (!isRosterEntry(bytes)) continue;
+      const e = decodeEntry(bytes);
+      if (e.body.kind === 'roster') {
+        checkSigned(e.body.signed, opts.trust, opts.ed25519);
+        roster.apply(e.body.signed);
+      }
+    }
+    verifier = new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster });
+  }
+  for await (const block of cs.blocksFrom(from, to)) {
+    const entries: Uint8Array[] = [];
+    for await (const { bytes } of cs.entries(block.header.first, block.header.first + block.header.count)) entries.push(bytes);
+    await verifier.addBlock(block.headerBytes, block.checkpoint, entries);
+  }
+  if (verifier.progress.blocks !== to - from + 1) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${from}..${to} of ${cs.origin} are not all stored`);
+  return verifier.finish();
+}
+
+const ROSTER_MARKER = Buffer.from('kindfroster', 'latin1');
+/** Cheap pre-filter: a roster entry's bytes contain the text key "kind" followed by "roster". */
+function isRosterEntry(b: Uint8Array): boolean {
+  return Buffer.from(b.buffer, b.byteOffset, b.length).includes(ROSTER_MARKER);
+}
