@@ -100,6 +100,7 @@ export class Chain extends EventEmitter<ChainEvents> {
   #roster: Roster;
   /** Last counter per lock including admitted entries. */
   readonly #lockCtr = new Map<string, number>();
+  readonly #lockCtrLoading = new Map<string, Promise<void>>();
   #admittedSize: number;
   #pending: Pending[] = [];
   readonly #admitQueue: Slot[] = [];
@@ -246,10 +247,18 @@ export class Chain extends EventEmitter<ChainEvents> {
 
   /** Last counter admitted for a lock (durable or about to be), -1 if none. */
   async lastCounter(lock: string): Promise<number> {
-    if (!this.#lockCtr.has(lock)) {
-      const last = await this.cs.lastLockCounter(lock);
-      if (!this.#lockCtr.has(lock)) this.#lockCtr.set(lock, last?.ctr ?? -1);
+    const known = this.#lockCtr.get(lock);
+    if (known !== undefined) return known;
+    // One store lookup per lock, shared by every append that arrives while it runs.
+    let loading = this.#lockCtrLoading.get(lock);
+    if (loading === undefined) {
+      loading = this.cs.lastLockCounter(lock).then((last) => {
+        this.#lockCtrLoading.delete(lock);
+        if (!this.#lockCtr.has(lock)) this.#lockCtr.set(lock, last?.ctr ?? -1);
+      });
+      this.#lockCtrLoading.set(lock, loading);
     }
+    await loading;
     return this.#lockCtr.get(lock)!;
   }
 

@@ -23,8 +23,18 @@ export interface CoseSign1 {
   readonly signature: Uint8Array;
 }
 
+/** 0x84 (array of 4), "Signature1", h'a10127', h'' — the fixed start of every Sig_structure here. */
+const SIG_STRUCTURE_PREFIX = Buffer.from('846a5369676e61747572653143a1012740', 'hex');
+
+/** Sig_structure bytes: the fixed prefix, then the payload as a byte string (shortest-form head). */
 export function sigStructure(payload: Uint8Array): Uint8Array {
-  return encode(['Signature1', COSE_PROTECTED_EDDSA, new Uint8Array(0), payload]);
+  const n = payload.length;
+  const head = n < 24 ? [0x40 | n] : n < 0x100 ? [0x58, n] : n < 0x10000 ? [0x59, n >> 8, n & 0xff] : [0x5a, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+  const out = Buffer.allocUnsafe(SIG_STRUCTURE_PREFIX.length + head.length + n);
+  SIG_STRUCTURE_PREFIX.copy(out, 0);
+  out.set(head, SIG_STRUCTURE_PREFIX.length);
+  out.set(payload, SIG_STRUCTURE_PREFIX.length + head.length);
+  return out;
 }
 
 export function coseSign1(signer: Signer, payload: Uint8Array): Uint8Array {

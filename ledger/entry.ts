@@ -13,7 +13,7 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { decode, encode, type CborValue } from './encoding.js';
+import { cborHead, decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { decodeLockEvent, type LockEvent } from './lockevent.js';
@@ -46,30 +46,72 @@ export type EntryInput =
   | { kind: 'gap'; time?: number; source: string; start: number; end: number; reason: string }
   | { kind: 'health'; time?: number; source: string; status: string; detail?: string };
 
-/** Builds and checks the bytes of an entry. Throws a coded error for any invalid input. */
+/**
+ * Builds and checks an entry. Parts that come from outside (a lock's COSE_Sign1 or event, a
+ * roster statement) are decoded strictly here; the envelope is ours. Throws a coded error for
+ * any invalid input.
+ */
 export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array; entry: Entry } {
   const time = input.time ?? now;
   let body: CborMap;
+  let parsed: EntryBody;
   switch (input.kind) {
     case 'lock-event':
-      body = 'cose' in input ? { prov: 'lock-signed', cose: input.cose } : { prov: 'unsigned', event: input.unsignedEvent };
+      if ('cose' in input) {
+        const cose = checkedBytes(input.cose, COSE_MAX_BYTES, 'cose');
+        const p = parseCoseSign1(cose);
+        parsed = { kind: 'lock-event', prov: 'lock-signed', cose, parsed: p, event: decodeLockEvent(p.payload) };
+        body = { prov: 'lock-signed', cose };
+      } else {
+        const eventBytes = checkedBytes(input.unsignedEvent, COSE_MAX_BYTES, 'unsignedEvent');
+        parsed = { kind: 'lock-event', prov: 'unsigned', eventBytes, event: decodeLockEvent(eventBytes) };
+        body = { prov: 'unsigned', event: eventBytes };
+      }
       break;
-    case 'roster':
-      body = { signed: encodeSigned(input.signed) };
+    case 'roster': {
+      const signed = encodeSigned(input.signed);
+      parsed = { kind: 'roster', signed: decodeSigned(signed) };
+      body = { signed };
       break;
-    case 'gap':
-      body = 'lock' in input ? { lock: input.lock, from: input.from, to: input.to } : { source: input.source, start: input.start, end: input.end, reason: input.reason };
-      break;
-    case 'health':
-      body = { source: input.source, status: input.status };
-      if (input.detail !== undefined) body['detail'] = input.detail;
-      break;
-    default:
-      throw new OtiError('ERR_ARGUMENT', `unknown entry kind ${String((input as { kind: unknown }).kind)}`);
+    }
+    default: {
+      // Gap and health entries are small and rare: build them and read them back strictly.
+      const b: CborMap = input.kind === 'gap'
+        ? 'lock' in input ? { lock: input.lock, from: input.from, to: input.to } : { source: input.source, start: input.start, end: input.end, reason: input.reason }
+        : { source: input.source, status: input.status, ...(input.detail !== undefined ? { detail: input.detail } : {}) };
+      const bytes = encode({ v: 1, kind: input.kind, time, body: b });
+      if (bytes.length > ENTRY_MAX_BYTES) throw new OtiError('ERR_ENCODING_TOO_LARGE', `entry is ${bytes.length} bytes, limit is ${ENTRY_MAX_BYTES}`);
+      return { bytes, entry: decodeEntry(bytes) };
+    }
   }
-  const b = encode({ v: 1, kind: input.kind, time, body });
-  if (b.length > ENTRY_MAX_BYTES) throw new OtiError('ERR_ENCODING_TOO_LARGE', `entry is ${b.length} bytes, limit is ${ENTRY_MAX_BYTES}`);
-  return { bytes: b, entry: decodeEntry(b) };
+  if (!Number.isSafeInteger(time) || time < 0) throw schemaError('entry.time', 'must be a non-negative integer');
+  const bytes = parsed.kind === 'lock-event' ? encodeLockEventEntry(parsed, time) : encode({ v: 1, kind: input.kind, time, body });
+  if (bytes.length > ENTRY_MAX_BYTES) throw new OtiError('ERR_ENCODING_TOO_LARGE', `entry is ${bytes.length} bytes, limit is ${ENTRY_MAX_BYTES}`);
+  return { bytes, entry: { time, body: parsed } };
+}
+
+// {"v": 1, "body": ..., "kind": "lock-event", "time": ...} in deterministic key order:
+// "v" (61 76) < "body" (64 62..) < "kind" (64 6b..) < "time" (64 74..); and in the body
+// "cose" (64 63..) < "prov" (64 70..), "event" (65 ..) > "prov" (64 ..).
+const LE_START = Buffer.from('a4617601' + '64626f6479' + 'a2', 'hex');
+const LE_SIGNED_BODY_KEY = Buffer.from('64636f7365', 'hex');
+const LE_PROV_SIGNED = Buffer.from('6470726f76' + '6b6c6f636b2d7369676e6564', 'hex');
+const LE_PROV_UNSIGNED = Buffer.from('6470726f76' + '68756e7369676e6564', 'hex');
+const LE_EVENT_KEY = Buffer.from('656576656e74', 'hex');
+const LE_KIND_TIME = Buffer.from('646b696e64' + '6a6c6f636b2d6576656e74' + '6474696d65', 'hex');
+
+/** The lock-event entry, built by concatenation; equal to encode() of the same map (tested). */
+function encodeLockEventEntry(body: Extract<EntryBody, { kind: 'lock-event' }>, time: number): Uint8Array {
+  const inner = body.prov === 'lock-signed'
+    ? [LE_SIGNED_BODY_KEY, cborHead(2, body.cose.length), body.cose, LE_PROV_SIGNED]
+    : [LE_PROV_UNSIGNED, LE_EVENT_KEY, cborHead(2, body.eventBytes.length), body.eventBytes];
+  return Buffer.concat([LE_START, ...inner, LE_KIND_TIME, cborHead(0, time)]);
+}
+
+function checkedBytes(v: unknown, max: number, name: string): Uint8Array {
+  if (!(v instanceof Uint8Array)) throw new OtiError('ERR_ARGUMENT', `${name} must be a Uint8Array`);
+  if (v.length > max) throw new OtiError('ERR_ENCODING_TOO_LARGE', `${name} is ${v.length} bytes, limit is ${max}`);
+  return v;
 }
 
 export function decodeEntry(b: Uint8Array): Entry {

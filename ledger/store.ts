@@ -18,7 +18,7 @@
  */
 import { Level } from 'level';
 import type { AbstractSublevel } from 'abstract-level';
-import { encode, decode, decodeTrusted, type CborValue } from './encoding.js';
+import { encode, decode, decodeTrusted, fastEncode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { sha256 } from './crypto.js';
 import { leafHash, nodeHash, CompactRange, type NodeReader } from './merkle.js';
@@ -57,11 +57,11 @@ export type ChainRole = 'self' | 'peer';
 
 const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
 
+/** 8-byte big-endian key for a non-negative safe integer. */
 export function u64(n: number): Bytes {
   const b = Buffer.allocUnsafe(8);
-  b.writeUIntBE(0, 0, 2);
-  b.writeUIntBE(n, 2, 6);
-  if (n > 0xffffffffffff) b.writeBigUInt64BE(BigInt(n));
+  b.writeUInt32BE(Math.floor(n / 0x100000000), 0);
+  b.writeUInt32BE(n >>> 0, 4);
   return b;
 }
 
@@ -133,9 +133,19 @@ export class LedgerStore {
     return this.db.sublevel(name, VIEW) as unknown as BinSub;
   }
 
-  async write(ops: BatchOp[]): Promise<void> {
+  /**
+   * Writes the operations atomically and durably (one LevelDB write batch, sync). A chained
+   * batch is used because classic-level fills its native write batch op by op, which is several
+   * times cheaper than the array form for the ~1,000 operations of a full block.
+   */
+  async write(ops: readonly BatchOp[]): Promise<void> {
     if (this.db.status !== 'open') throw new OtiError('ERR_STORE_CLOSED', 'the ledger database is not open');
-    await this.db.batch(ops as never, { sync: true });
+    const batch = this.db.batch();
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value, { sublevel: op.sublevel as never });
+      else batch.del(op.key, { sublevel: op.sublevel as never });
+    }
+    await batch.write({ sync: true });
   }
 
   /** Stores an evidence record (equivocation); idempotent. Returns its id (hex SHA-256). */
@@ -230,12 +240,12 @@ export class ChainStore implements NodeReader {
     for (const e of entries) {
       chunk.push(e);
       if (chunk.length === CHUNK_SIZE) {
-        ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encode(chunk) });
+        ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: fastEncode.bytesArray(chunk) });
         chunk = [];
         chunkNo++;
       }
     }
-    if (chunk.length > 0) ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encode(chunk) });
+    if (chunk.length > 0) ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: fastEncode.bytesArray(chunk) });
     return chunk;
   }
 

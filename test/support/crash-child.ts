@@ -17,7 +17,9 @@
  *
  * A line is written only after the promise has resolved, so every line the parent reads names an
  * append the chain reported durable. Lines of resolved appends may be lost to the kill; that is
- * fine. On any failure (rejected append, chain error) it writes `FAIL ...` to stderr and exits 2.
+ * fine. On any failure (rejected append, chain error) it writes `FAIL ...` to stderr and exits 2;
+ * if its stdout is closed (the parent is gone) or it is not killed within OTI_CRASH_MAX_MS
+ * (default 60 s), it exits too.
  */
 import { writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -56,7 +58,10 @@ function writeAll(s: string): void {
       const n = writeSync(1, buf);
       buf = buf.subarray(n);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      // The parent is gone: nobody will kill us, so stop.
+      if (code === 'EPIPE') process.exit(3);
+      if (code !== 'EAGAIN') throw e;
     }
   }
 }
@@ -81,6 +86,12 @@ async function main(): Promise<void> {
   const [dbPath, keysPath] = process.argv.slice(2);
   if (dbPath === undefined || keysPath === undefined) throw new Error('usage: crash-child <db path> <keys file>');
   const inFlightTarget = Number(process.env['OTI_CRASH_INFLIGHT'] ?? 200);
+  // A watchdog, so that a child whose parent died without killing it does not run forever.
+  const maxMs = Number(process.env['OTI_CRASH_MAX_MS'] ?? 60_000);
+  setTimeout(() => {
+    writeSync(2, `FAIL watchdog: not killed within ${maxMs} ms\n`);
+    process.exit(4);
+  }, maxMs).unref();
   const keys = JSON.parse(await readFile(keysPath, 'utf8')) as CrashKeys;
   const trust = { siteId: keys.siteId, siteKeys: [fromHex('sitePublicKey', keys.sitePublicKey, 32)] };
   const genesis: SignedStatement = decodeSigned(fromHex('gatewayStatement', keys.gatewayStatement));

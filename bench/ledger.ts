@@ -1,0 +1,229 @@
+/**
+ * npm run bench:ledger — the ledger's throughput against the floor it competes with.
+ *
+ * Phases, each in a fresh child process so that memory figures are its own:
+ *   floor    raw LevelDB batch writes of the same entry bytes (same batch size, sync), and raw
+ *            node:crypto Ed25519 sign/verify on one thread
+ *   append   durable appends of pre-verified lock events; then appends with every lock
+ *            signature checked (worker pool); then grows the chain to BENCH_CHAIN_ENTRIES
+ *   verify   whole-chain verification with every lock signature checked (worker pool), with
+ *            peak RSS; receipt verification time (node:crypto and @noble/ed25519)
+ * Ratios are against the floor measured in the same run. Figures go to bench/results/ledger.json.
+ *
+ * Environment: BENCH_APPEND_ENTRIES (default 200000), BENCH_CHAIN_ENTRIES (default 1000000).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Level } from 'level';
+import * as ed from '@noble/ed25519';
+import { createHash } from 'node:crypto';
+import { generateKeyPair, keyPairFromSeed, Signer, verify, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
+import { signStatement, type SignedStatement, type SiteTrust } from '../ledger/roster.js';
+import { coseSign1 } from '../ledger/cose.js';
+import { encodeLockEvent } from '../ledger/lockevent.js';
+import { encodeEntry } from '../ledger/entry.js';
+import { LedgerStore } from '../ledger/store.js';
+import { Chain } from '../ledger/chain.js';
+import { SignaturePool } from '../ledger/sigpool.js';
+import { verifyChain } from '../ledger/verify.js';
+import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
+import { writeResults, round, peakRssMb } from './support.js';
+
+const APPEND_N = Number(process.env['BENCH_APPEND_ENTRIES'] ?? 200_000);
+const CHAIN_N = Number(process.env['BENCH_CHAIN_ENTRIES'] ?? 1_000_000);
+const LOCKS = 1000;
+const IN_FLIGHT = 8192;
+const BLOCK = 1024;
+
+interface Setup {
+  dir: string;
+  siteSeed: string;
+  gatewaySeed: string;
+  lockSeeds: string[];
+}
+
+function siteFrom(setup: Setup): { trust: SiteTrust; site: Signer; gateway: KeyPair; genesis: SignedStatement; locks: { id: string; signer: Signer; statement: SignedStatement }[] } {
+  const siteKey = keyPairFromSeed(fromHex('site', setup.siteSeed));
+  const site = new Signer(siteKey.seed);
+  const gateway = keyPairFromSeed(fromHex('gw', setup.gatewaySeed));
+  const t0 = 1_700_000_000_000;
+  const genesis = signStatement(site, { site: 'bench', op: 'enroll', role: 'gateway', id: 'gw-1', key: gateway.publicKey, time: t0 });
+  const locks = setup.lockSeeds.map((s, i) => {
+    const kp = keyPairFromSeed(fromHex('lock', s));
+    const id = `lock-${i}`;
+    return { id, signer: new Signer(kp.seed), statement: signStatement(site, { site: 'bench', op: 'enroll', role: 'lock', id, key: kp.publicKey, time: t0 }) };
+  });
+  return { trust: { siteId: 'bench', siteKeys: [siteKey.publicKey] }, site, gateway, genesis, locks };
+}
+
+/** Lock events, round robin over the locks, counters continuing from `start`. */
+function makeEvents(locks: { id: string; signer: Signer }[], from: number, count: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let k = from; k < from + count; k++) {
+    const lock = locks[k % locks.length]!;
+    const ctr = Math.floor(k / locks.length) + 1;
+    out.push(coseSign1(lock.signer, encodeLockEvent({ lock: lock.id, ctr, time: 1_700_000_000_000 + k, type: k % 2 === 0 ? 'unlocked' : 'locked', cred: Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8) })));
+  }
+  return out;
+}
+
+async function appendAll(chain: Chain, events: Uint8Array[], preverified: boolean): Promise<number> {
+  const t0 = performance.now();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < events.length) {
+      const cose = events[next++]!;
+      await chain.append({ kind: 'lock-event', cose }, { preverified });
+    }
+  };
+  await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+  return events.length / ((performance.now() - t0) / 1000);
+}
+
+async function phaseFloor(setup: Setup): Promise<Record<string, number>> {
+  const { locks } = siteFrom(setup);
+  const events = makeEvents(locks, 0, APPEND_N);
+  const entries = events.map((cose) => encodeEntry({ kind: 'lock-event', cose, time: 1_700_000_000_000 }, 0).bytes);
+  const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'raw'), { keyEncoding: 'view', valueEncoding: 'view' });
+  await db.open();
+  const t0 = performance.now();
+  for (let i = 0; i < entries.length; i += BLOCK) {
+    const ops = [];
+    for (let j = i; j < Math.min(i + BLOCK, entries.length); j++) {
+      const k = Buffer.alloc(8);
+      k.writeUInt32BE(j, 4);
+      ops.push({ type: 'put' as const, key: k, value: entries[j]! });
+    }
+    await db.batch(ops, { sync: true });
+  }
+  const rawLevel = entries.length / ((performance.now() - t0) / 1000);
+  await db.close();
+  const signer = new Signer(keyPairFromSeed(fromHex('gw', setup.gatewaySeed)).seed);
+  const msg = entries[0]!;
+  let t = performance.now();
+  const SIGN_N = 20_000;
+  const sigs: Uint8Array[] = [];
+  for (let i = 0; i < SIGN_N; i++) sigs.push(signer.sign(msg));
+  const signRate = SIGN_N / ((performance.now() - t) / 1000);
+  t = performance.now();
+  for (let i = 0; i < SIGN_N; i++) verify(signer.publicKey, msg, sigs[i]!);
+  const verifyRate = SIGN_N / ((performance.now() - t) / 1000);
+  return { raw_leveldb_batch_entries_per_s: round(rawLevel, 0), raw_ed25519_sign_per_s: round(signRate, 0), raw_ed25519_verify_per_s: round(verifyRate, 0), entry_bytes_avg: round(entries.reduce((a, e) => a + e.length, 0) / entries.length, 0) };
+}
+
+async function phaseAppend(setup: Setup): Promise<Record<string, number>> {
+  const { trust, gateway, genesis, locks } = siteFrom(setup);
+  const store = await LedgerStore.open(join(setup.dir, 'ledger'));
+  const pool = new SignaturePool();
+  const chain = await Chain.open({ store, trust, gatewayId: 'gw-1', key: gateway, genesis, pool, maxBlockEntries: BLOCK });
+  await Promise.all(locks.map((l) => chain.append({ kind: 'roster', signed: l.statement })));
+  let made = 0;
+  const pre = makeEvents(locks, made, APPEND_N);
+  made += APPEND_N;
+  const preRate = await appendAll(chain, pre, true);
+  const checked = makeEvents(locks, made, APPEND_N);
+  made += APPEND_N;
+  const checkedRate = await appendAll(chain, checked, false);
+  // Grow the chain for the verify phase (not timed).
+  while (made < CHAIN_N) {
+    const n = Math.min(100_000, CHAIN_N - made);
+    await appendAll(chain, makeEvents(locks, made, n), true);
+    made += n;
+  }
+  const size = chain.size;
+  await chain.close();
+  await pool.close();
+  await store.close();
+  return { append_preverified_entries_per_s: round(preRate, 0), append_checked_entries_per_s: round(checkedRate, 0), chain_entries: size, append_rss_peak_mb: peakRssMb() };
+}
+
+async function phaseVerify(setup: Setup): Promise<Record<string, number>> {
+  const { trust, gateway, genesis } = siteFrom(setup);
+  const store = await LedgerStore.open(join(setup.dir, 'ledger'));
+  const pool = new SignaturePool();
+  const chain = await Chain.open({ store, trust, gatewayId: 'gw-1', key: gateway, genesis });
+  const t0 = performance.now();
+  const report = await verifyChain(chain.cs, { trust, pool });
+  const verifyRate = report.entries / ((performance.now() - t0) / 1000);
+  const verifyRss = peakRssMb();
+  // Receipts: build a few, verify each many times with node:crypto and with @noble/ed25519.
+  const receipts: Uint8Array[] = [];
+  for (let i = 0; i < 20; i++) receipts.push(await receiptFor(chain, Math.floor(((i + 0.5) / 20) * chain.size)));
+  const R = 1000;
+  let t = performance.now();
+  for (let i = 0; i < R; i++) verifyReceipt(receipts[i % receipts.length]!, trust);
+  const receiptNodeUs = ((performance.now() - t) * 1000) / R;
+  ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
+  const nobleVerify = (pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean => ed.verify(sig, msg, pub);
+  const RN = 100;
+  t = performance.now();
+  for (let i = 0; i < RN; i++) verifyReceipt(receipts[i % receipts.length]!, trust, { ed25519: nobleVerify });
+  const receiptNobleUs = ((performance.now() - t) * 1000) / RN;
+  await chain.close();
+  await pool.close();
+  await store.close();
+  return {
+    verify_entries: report.entries,
+    verify_lock_signatures: report.lockSignatures,
+    verify_entries_per_s: round(verifyRate, 0),
+    verify_rss_peak_mb: verifyRss,
+    receipt_verify_us: round(receiptNodeUs, 0),
+    receipt_verify_noble_us: round(receiptNobleUs, 0),
+  };
+}
+
+function runPhase(phase: string, setupFile: string): Record<string, number> {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), phase, setupFile], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+  if (r.status !== 0) throw new Error(`phase ${phase} failed with status ${r.status}`);
+  const line = r.stdout.trim().split('\n').pop()!;
+  return JSON.parse(line) as Record<string, number>;
+}
+
+async function main(): Promise<void> {
+  const [phase, setupFile] = process.argv.slice(2);
+  if (phase !== undefined && setupFile !== undefined) {
+    const setup = JSON.parse(readFileSync(setupFile, 'utf8')) as Setup;
+    const fn = { floor: phaseFloor, append: phaseAppend, verify: phaseVerify }[phase];
+    if (fn === undefined) throw new Error(`unknown phase ${phase}`);
+    console.log(JSON.stringify(await fn(setup)));
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'oti-bench-ledger-'));
+  try {
+    const setup: Setup = { dir, siteSeed: toHex(generateKeyPair().seed), gatewaySeed: toHex(generateKeyPair().seed), lockSeeds: Array.from({ length: LOCKS }, () => toHex(generateKeyPair().seed)) };
+    const setupFile = join(dir, 'setup.json');
+    writeFileSync(setupFile, JSON.stringify(setup));
+    console.log(`ledger benchmark: ${APPEND_N} appends per mode, ${CHAIN_N}-entry chain, ${LOCKS} locks, blocks of up to ${BLOCK}`);
+    const floor = runPhase('floor', setupFile);
+    console.log('floor   ', floor);
+    const append = runPhase('append', setupFile);
+    console.log('append  ', append);
+    const ver = runPhase('verify', setupFile);
+    console.log('verify  ', ver);
+    const raw = floor['raw_leveldb_batch_entries_per_s']!;
+    const figures = {
+      ...floor,
+      ...append,
+      ...ver,
+      ratio_append_preverified_vs_raw_leveldb: round(append['append_preverified_entries_per_s']! / raw, 2),
+      ratio_append_checked_vs_raw_leveldb: round(append['append_checked_entries_per_s']! / raw, 2),
+      ratio_append_checked_vs_raw_verify_1_thread: round(append['append_checked_entries_per_s']! / floor['raw_ed25519_verify_per_s']!, 2),
+      ratio_verify_vs_raw_verify_1_thread: round(ver['verify_entries_per_s']! / floor['raw_ed25519_verify_per_s']!, 2),
+      target_append_preverified_met: append['append_preverified_entries_per_s']! >= 50_000,
+      target_append_checked_met: append['append_checked_entries_per_s']! >= 15_000,
+      target_verify_met: ver['verify_entries_per_s']! >= 25_000,
+      target_verify_rss_met: ver['verify_rss_peak_mb']! < 150,
+    };
+    const path = writeResults('ledger', figures);
+    console.log('\nresults:');
+    for (const [k, v] of Object.entries(figures)) console.log(`  ${k.padEnd(46)} ${String(v)}`);
+    console.log(`written to ${path}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
