@@ -1,0 +1,135 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import * as ed from '@noble/ed25519';
+import { makeSite, enrollLock, signedEvent, openChain, enrollGateway, tempDir } from '../support/site.js';
+import { isOtiError } from '../../ledger/errors.js';
+import { verifyChain } from '../../ledger/verify.js';
+import { SignaturePool } from '../../ledger/sigpool.js';
+import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
+import { compareWithChain, verifyEvidence, encodeEvidence, decodeEvidence } from '../../ledger/evidence.js';
+import { LedgerStore, u64 } from '../../ledger/store.js';
+import { Chain } from '../../ledger/chain.js';
+import { fastEncode, decodeTrusted } from '../../ledger/encoding.js';
+import { join } from 'node:path';
+
+ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
+const nobleVerify = (pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean => ed.verify(sig, msg, pub);
+
+async function populated(t: import('node:test').TestContext, events = 400) {
+  const site = makeSite();
+  const locks = [enrollLock(site, 'door-a'), enrollLock(site, 'door-b'), enrollLock(site, 'gate', { unsigned: true })];
+  const oc = await openChain(t, site, { sealDelayMs: 1, maxBlockEntries: 64 });
+  for (const l of locks) await oc.chain.append({ kind: 'roster', signed: l.statement });
+  const work: Promise<unknown>[] = [];
+  for (let i = 0; i < events; i++) {
+    const l = locks[i % 3]!;
+    if (l.id === 'gate') {
+      l.ctr++;
+      const { encodeLockEvent } = await import('../../ledger/lockevent.js');
+      work.push(oc.chain.append({ kind: 'lock-event', unsignedEvent: encodeLockEvent({ lock: 'gate', ctr: l.ctr, time: 1, type: 'door-ajar' }) }));
+    } else {
+      work.push(oc.chain.append({ kind: 'lock-event', cose: signedEvent(l) }));
+    }
+    if (i % 50 === 49) await Promise.all(work.splice(0));
+  }
+  await Promise.all(work);
+  return { site, locks, oc };
+}
+
+void test('a whole chain and a range verify, on worker threads and inline, with progress', async (t) => {
+  const { site, oc } = await populated(t);
+  const pool = new SignaturePool(2);
+  t.after(() => pool.close());
+  const seen: number[] = [];
+  const full = await verifyChain(oc.chain.cs, { trust: site.trust, pool, onProgress: (p) => seen.push(p.entries) });
+  assert.equal(full.entries, oc.chain.size);
+  assert.equal(full.unsignedEvents, 133);
+  assert.equal(full.lockSignatures, 267);
+  assert.deepEqual(full.root, oc.chain.checkpoint!.root);
+  assert.equal(seen.length, oc.chain.head.n + 1);
+  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!));
+  const inline = await verifyChain(oc.chain.cs, { trust: site.trust, ed25519: nobleVerify });
+  assert.deepEqual(inline.root, full.root);
+  const mid = Math.floor(oc.chain.head.n / 2);
+  const range = await verifyChain(oc.chain.cs, { trust: site.trust, pool, fromBlock: mid, toBlock: oc.chain.head.n });
+  assert.equal(range.blocks, oc.chain.head.n - mid + 1);
+  assert.deepEqual(range.root, full.root);
+});
+
+void test('a chain is refused under the wrong site keys', async (t) => {
+  const { oc } = await populated(t, 30);
+  const other = makeSite();
+  await assert.rejects(verifyChain(oc.chain.cs, { trust: { siteId: 'site-1', siteKeys: other.trust.siteKeys } }), (e) => isOtiError(e, 'ERR_ROSTER'));
+});
+
+void test('an entry rewritten on disk is found by verification, and the store refuses to open a corrupt tail', async (t) => {
+  const { site, oc } = await populated(t, 120);
+  const cs = oc.chain.cs;
+  // Rewrite one stored event inside chunk 2 with another valid event of the same lock.
+  const chunk = (decodeTrusted((await cs.chunks.get(u64(2)))!) as Uint8Array[]).slice();
+  const forged = (await cs.getEntry(2 * 16 + 7)).slice();
+  forged[forged.length - 1] = forged[forged.length - 1]! ^ 1; // the entry's time
+  chunk[7] = forged;
+  await oc.store.write([{ type: 'put', sublevel: cs.chunks, key: u64(2), value: fastEncode.bytesArray(chunk) }]);
+  const fresh = await oc.reopen();
+  await assert.rejects(verifyChain(fresh.chain.cs, { trust: site.trust }), (e) => isOtiError(e, 'ERR_BLOCK_INVALID'));
+
+  // Corrupt the last chunk: the chain must not open for use.
+  const last = Math.floor((fresh.chain.size - 1) / 16);
+  const tail = (decodeTrusted((await fresh.chain.cs.chunks.get(u64(last)))!) as Uint8Array[]).slice();
+  const e0 = tail[0]!.slice();
+  e0[e0.length - 1] = e0[e0.length - 1]! ^ 1;
+  tail[0] = e0;
+  await fresh.store.write([{ type: 'put', sublevel: fresh.chain.cs.chunks, key: u64(last), value: fastEncode.bytesArray(tail) }]);
+  await assert.rejects(fresh.reopen(), (e) => isOtiError(e, 'ERR_STORE_CORRUPT'));
+});
+
+void test('receipts verify offline with only the site keys, with node:crypto and with @noble/ed25519 alone', async (t) => {
+  const { site, oc } = await populated(t, 60);
+  for (const index of [0, 3, 10, oc.chain.size - 1]) {
+    const r = await receiptFor(oc.chain, index);
+    const a = verifyReceipt(r, site.trust);
+    const b = verifyReceipt(r, site.trust, { ed25519: nobleVerify });
+    assert.equal(a.index, index);
+    assert.equal(b.provenance, a.provenance);
+  }
+  const lockSigned = verifyReceipt(await receiptFor(oc.chain, 4), site.trust, { ed25519: nobleVerify });
+  assert.equal(lockSigned.provenance, 'lock-signed');
+  const r4 = await receiptFor(oc.chain, 4);
+  assert.throws(() => verifyReceipt(r4, makeSite().trust), (e: unknown) => isOtiError(e, 'ERR_RECEIPT_INVALID') && e.details?.['cause'] === 'ERR_ROSTER');
+});
+
+void test('two checkpoints of one chain that are not consistent make equivocation evidence', async (t) => {
+  const site = makeSite();
+  const gw = enrollGateway(site, 'gw-1');
+  const lock = enrollLock(site, 'door-a');
+  // The same gateway key writes two different histories (a restored backup that forked).
+  const mk = async (dir: string, n: number): Promise<{ store: LedgerStore; chain: Chain }> => {
+    const store = await LedgerStore.open(join(dir, 'ledger'));
+    const chain = await Chain.open({ store, trust: site.trust, gatewayId: 'gw-1', key: gw.key, genesis: gw.statement, sealDelayMs: 1 });
+    await chain.append({ kind: 'roster', signed: lock.statement });
+    for (let i = 0; i < n; i++) await chain.append({ kind: 'health', source: 'test', status: `${dir.slice(-4)}-${i}` });
+    t.after(async () => {
+      await chain.close();
+      await store.close();
+    });
+    return { store, chain };
+  };
+  const a = await mk(await tempDir(t), 5);
+  const b = await mk(await tempDir(t), 9);
+  const key = gw.key.publicKey;
+  const ev = await compareWithChain(b.chain.cs, b.chain.checkpoint!, a.chain.checkpoint!, key);
+  assert.ok(ev !== undefined);
+  assert.ok(verifyEvidence(ev, key));
+  assert.ok(verifyEvidence(decodeEvidence(encodeEvidence(ev)), key, nobleVerify));
+  const id = await b.store.recordEvidence('equivocation', encodeEvidence(ev));
+  assert.equal((await b.store.listEvidence())[0]!.key, `equivocation/${id}`);
+  // An honest older checkpoint of the same chain is consistent: no evidence.
+  const older = b.chain.checkpoint!;
+  await b.chain.append({ kind: 'health', source: 'test', status: 'later' });
+  assert.equal(await compareWithChain(b.chain.cs, b.chain.checkpoint!, older, key), undefined);
+  // Evidence does not verify under another key, nor when tampered.
+  assert.equal(verifyEvidence(ev, enrollGateway(site, 'x').key.publicKey), false);
+  assert.equal(verifyEvidence({ ...ev, root: ev.a.root }, key), false);
+});
