@@ -16,7 +16,7 @@ import { join } from 'node:path';
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
 const nobleVerify = (pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean => ed.verify(sig, msg, pub);
 
-async function populated(t: import('node:test').TestContext, events = 400) {
+async function populated(t: TestContext, events = 400) {
   const site = makeSite();
   const locks = [enrollLock(site, 'door-a'), enrollLock(site, 'door-b'), enrollLock(site, 'gate', { unsigned: true })];
   const oc = await openChain(t, site, { sealDelayMs: 1, maxBlockEntries: 64 });
