@@ -1,7 +1,7 @@
 /**
  * Blocks: the unit of group commit. Each block covers a run of consecutive entries, links the
  * previous block by hash, and records the Merkle root of the whole chain after its entries.
- * docs/PROTOCOL.md §Block.
+ * docs/PROTOCOL.md §Blocks.
  *
  *   header = { "v": 1, "chain": text (origin), "n": uint (block number, from 0),
  *              "prev": bstr(32) (hash of block n-1; 32 zero bytes for block 0),

@@ -1,6 +1,6 @@
 /**
  * Signed checkpoints in the C2SP tlog-checkpoint form, signed as C2SP signed notes
- * (https://c2sp.org/tlog-checkpoint, https://c2sp.org/signed-note). docs/PROTOCOL.md §Checkpoint.
+ * (https://c2sp.org/tlog-checkpoint, https://c2sp.org/signed-note). docs/PROTOCOL.md §Checkpoints.
  *
  *   <origin>\n
  *   <tree size, decimal>\n

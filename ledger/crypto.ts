@@ -7,9 +7,10 @@
  * error that names the argument. `verify` returns false for a signature that does not verify or
  * is malformed; it throws only for a malformed public key, which is a caller error.
  *
- * Every signature the project makes is domain-separated: the signed message starts with a
- * context string naming its purpose (see `signedMessage`), except signed-note checkpoints,
- * whose format (C2SP signed-note) already binds the origin line and key name.
+ * Every signature the project makes is domain-separated. Our own statements are signed over a
+ * context string naming their purpose (see `signedMessage`); the two standard formats carry
+ * their own separation: signed-note checkpoints bind the origin line and key name, and
+ * COSE_Sign1 lock signatures cover a Sig_structure that starts with "Signature1".
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { OtiError } from './errors.js';

@@ -1,6 +1,6 @@
 /**
  * Equivocation evidence: two checkpoints of one chain, both validly signed by the chain's
- * gateway, that cannot both be true. docs/PROTOCOL.md §Evidence.
+ * gateway, that cannot both be true. docs/PROTOCOL.md §Equivocation evidence.
  *
  *   evidence = { "v": 1, "type": "oti-equivocation", "origin": text,
  *                "a": text, "b": text,            the two signed notes, a.size <= b.size

@@ -1,6 +1,6 @@
 /**
  * Receipts: one self-contained file that proves an entry is in a gateway's chain, checkable
- * offline with nothing but the site's public keys. docs/PROTOCOL.md §Receipt.
+ * offline with nothing but the site's public keys. docs/PROTOCOL.md §Receipts.
  *
  *   receipt = { "v": 1, "type": "oti-receipt",
  *               "entry": bstr,            the entry bytes (the leaf)
@@ -70,7 +70,7 @@ export function decodeReceipt(b: Uint8Array): ReceiptParts {
   const checkpoint = m['checkpoint'];
   if (!(entry instanceof Uint8Array)) throw invalid('entry must be a byte string');
   if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES || !proof.every((p) => p instanceof Uint8Array && p.length === 32)) throw invalid('proof must be a list of 32-byte hashes');
-  if (typeof checkpoint !== 'string' || checkpoint.length > CHECKPOINT_MAX_BYTES) throw invalid('checkpoint must be a signed note');
+  if (typeof checkpoint !== 'string' || Buffer.byteLength(checkpoint, 'utf8') > CHECKPOINT_MAX_BYTES) throw invalid('checkpoint must be a signed note');
   const list = (k: string): Uint8Array[] | undefined => {
     const v = m[k];
     if (v === undefined) return undefined;
@@ -108,6 +108,8 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
         if (!lockKeys.some((k) => verifyCoseSign1(k, body.parsed, ed))) throw new OtiError('ERR_LOCK_SIGNATURE', `the event is not signed by a registered key of lock ${body.event.lock}`);
         provenance = 'lock-signed';
       } else {
+        const allowed = r.lock.some((b) => decodeSigned(b).statement.unsigned === true);
+        if (!allowed) throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${body.event.lock} is not registered as a lock that may send unsigned events`);
         provenance = 'unsigned';
       }
     } else if (r.lock !== undefined) {

@@ -1,7 +1,7 @@
 /**
  * Roster statements: who belongs to a site. Each is signed by a site authority key and travels
  * inside the chains as a roster entry, so any gateway or offline verifier can check gateways and
- * locks with nothing but the site's public keys. docs/PROTOCOL.md §Roster statement.
+ * locks with nothing but the site's public keys. docs/PROTOCOL.md §Roster statements and roster rules.
  *
  *   statement = { "v": 1, "site": text, "op": "enroll" | "revoke" | "rotate",
  *                 "role": "gateway" | "lock", "id": text, "key": bstr(32), "time": uint,
