@@ -103,7 +103,9 @@ export class Chain extends EventEmitter<ChainEvents> {
   readonly #lockCtrLoading = new Map<string, Promise<void>>();
   #admittedSize: number;
   #pending: Pending[] = [];
-  readonly #admitQueue: Slot[] = [];
+  /** Slots in call order; #admitHead is the first not yet admitted (a queue without shift()). */
+  #admitQueue: Slot[] = [];
+  #admitHead = 0;
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> | undefined;
   #closed = false;
@@ -216,8 +218,16 @@ export class Chain extends EventEmitter<ChainEvents> {
   }
 
   #drainAdmitQueue(): void {
-    while (this.#admitQueue.length > 0 && this.#admitQueue[0]!.state !== 'checking') {
-      const slot = this.#admitQueue.shift()!;
+    while (this.#admitHead < this.#admitQueue.length && this.#admitQueue[this.#admitHead]!.state !== 'checking') {
+      const slot = this.#admitQueue[this.#admitHead]!;
+      this.#admitQueue[this.#admitHead++] = undefined as unknown as Slot;
+      if (this.#admitHead === this.#admitQueue.length) {
+        this.#admitQueue = [];
+        this.#admitHead = 0;
+      } else if (this.#admitHead >= 4096 && this.#admitHead * 2 >= this.#admitQueue.length) {
+        this.#admitQueue = this.#admitQueue.slice(this.#admitHead);
+        this.#admitHead = 0;
+      }
       try {
         if (slot.state === 'failed') throw slot.error!;
         this.#assertWritable();

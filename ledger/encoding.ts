@@ -164,7 +164,7 @@ function checkItem(b: Uint8Array, pos: number, depth: number): number {
     case 2:
     case 3:
       if (val > len - p) throw malformed('string runs past the end of the input', pos);
-      if (major === 3 && !isUtf8(b.subarray(p, p + val))) throw noncanonical('text is not valid UTF-8', pos);
+      if (major === 3 && !isUtf8Range(b, p, p + val)) throw noncanonical('text is not valid UTF-8', pos);
       return p + val;
     case 4:
       if (val > len - p) throw malformed('array is longer than the input', pos);
@@ -176,8 +176,14 @@ function checkItem(b: Uint8Array, pos: number, depth: number): number {
       let prevEnd = -1;
       for (let i = 0; i < val; i++) {
         const kStart = p;
+        // Our profile: map keys are text, and never "__proto__" (a JavaScript decoder would turn
+        // that key into the object's prototype and hide it from every later check).
+        if (p < len && b[p]! >> 5 !== 3) throw noncanonical('map keys must be text strings', p);
         p = checkItem(b, p, depth + 1);
-        if (prevStart >= 0 && Buffer.compare(b.subarray(prevStart, prevEnd), b.subarray(kStart, p)) >= 0) {
+        if (p - kStart === 10 && Buffer.from(b.buffer, b.byteOffset + kStart + 1, 9).toString('latin1') === '__proto__') {
+          throw noncanonical('the map key "__proto__" is not allowed', kStart);
+        }
+        if (prevStart >= 0 && compareRanges(b, prevStart, prevEnd, kStart, p) >= 0) {
           throw noncanonical('map keys are not in strictly increasing bytewise order', kStart);
         }
         prevStart = kStart;
@@ -189,6 +195,22 @@ function checkItem(b: Uint8Array, pos: number, depth: number): number {
     default:
       throw noncanonical('tags are not allowed', pos);
   }
+}
+
+/** Bytewise comparison of b[as, ae) with b[bs, be), like Buffer.compare but without views. */
+function compareRanges(b: Uint8Array, as: number, ae: number, bs: number, be: number): number {
+  const n = Math.min(ae - as, be - bs);
+  for (let i = 0; i < n; i++) {
+    const d = b[as + i]! - b[bs + i]!;
+    if (d !== 0) return d;
+  }
+  return (ae - as) - (be - bs);
+}
+
+/** UTF-8 validity of b[s, e): ASCII is checked inline, anything else by isUtf8 on a view. */
+function isUtf8Range(b: Uint8Array, s: number, e: number): boolean {
+  for (let i = s; i < e; i++) if (b[i]! >= 0x80) return isUtf8(b.subarray(i, e));
+  return true;
 }
 
 /** The shortest-form CBOR head for a major type and argument (RFC 8949 §3, §4.2.1). */

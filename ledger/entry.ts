@@ -1,5 +1,5 @@
 /**
- * Chain entries: the leaves of a chain's Merkle tree. docs/PROTOCOL.md §Entry.
+ * Chain entries: the leaves of a chain's Merkle tree. docs/PROTOCOL.md §Entries.
  *
  *   entry = { "v": 1, "kind": text, "time": uint (gateway clock, ms since 1970), "body": map }
  *
@@ -16,7 +16,7 @@
 import { cborHead, decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
-import { decodeLockEvent, type LockEvent } from './lockevent.js';
+import { decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
 import { decodeSigned, type SignedStatement, ROSTER_MAX_BYTES, encodeSigned } from './roster.js';
 import { asMap, bytes, ID_PATTERN, oneOf, text, uint, version, schemaError, type CborMap } from './schema.js';
 
@@ -59,6 +59,13 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
     case 'lock-event':
       if ('cose' in input) {
         const cose = checkedBytes(input.cose, COSE_MAX_BYTES, 'cose');
+        if (Number.isSafeInteger(time) && time >= 0) {
+          // Common case: build the bytes, then read them back through the exact-match parser
+          // (views into our own copy, so the caller cannot change what was checked).
+          const built = Buffer.concat([LE_START, LE_SIGNED_BODY_KEY, cborHead(2, cose.length), cose, LE_PROV_SIGNED, LE_KIND_TIME, cborHead(0, time)]);
+          const fast = fastLockEventEntry(built);
+          if (fast !== undefined) return { bytes: built, entry: fast };
+        }
         const p = parseCoseSign1(cose);
         parsed = { kind: 'lock-event', prov: 'lock-signed', cose, parsed: p, event: decodeLockEvent(p.payload) };
         body = { prov: 'lock-signed', cose };
@@ -115,7 +122,177 @@ function checkedBytes(v: unknown, max: number, name: string): Uint8Array {
 }
 
 export function decodeEntry(b: Uint8Array): Entry {
-  return entryFromCbor(decode(b, ENTRY_MAX_BYTES));
+  return fastLockEventEntry(b) ?? entryFromCbor(decode(b, ENTRY_MAX_BYTES));
+}
+
+// Fast path for the common case, lock-event entries. Deterministic CBOR gives every valid
+// lock-event entry (and its COSE_Sign1 and lock event) exactly one encoding, so bytes that match
+// that encoding byte for byte are valid, and decode to exactly what the generic path would give.
+// The matchers below accept only such bytes and return undefined for anything else (including
+// every invalid input, and valid but less common shapes such as events with "ext"), which then
+// goes through the generic strict decoder and gets its usual coded error. Nothing is allocated
+// but the result objects; byte strings are views into the input, like the generic decoder's
+// copies they are never written to.
+
+/** Reads a shortest-form head of `major` at `p`; returns the argument, or -1 if not such a head. Sets headEnd. */
+let headEnd = 0;
+function readHead(b: Uint8Array, p: number, major: number): number {
+  const len = b.length;
+  if (p >= len) return -1;
+  const ib = b[p]!;
+  if (ib >> 5 !== major) return -1;
+  const ai = ib & 31;
+  if (ai < 24) {
+    headEnd = p + 1;
+    return ai;
+  }
+  if (ai === 24) {
+    if (p + 2 > len || b[p + 1]! < 24) return -1;
+    headEnd = p + 2;
+    return b[p + 1]!;
+  }
+  if (ai === 25) {
+    if (p + 3 > len) return -1;
+    const v = (b[p + 1]! << 8) | b[p + 2]!;
+    if (v < 0x100) return -1;
+    headEnd = p + 3;
+    return v;
+  }
+  if (ai === 26) {
+    if (p + 5 > len) return -1;
+    const v = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
+    if (v < 0x10000) return -1;
+    headEnd = p + 5;
+    return v;
+  }
+  if (ai === 27) {
+    if (p + 9 > len) return -1;
+    const hi = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
+    const lo = b[p + 5]! * 0x1000000 + ((b[p + 6]! << 16) | (b[p + 7]! << 8) | b[p + 8]!);
+    if (hi === 0 || hi > 0x1fffff) return -1;
+    headEnd = p + 9;
+    return hi * 0x100000000 + lo;
+  }
+  return -1;
+}
+
+function matchAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
+  if (p + lit.length > b.length) return false;
+  for (let i = 0; i < lit.length; i++) if (b[p + i] !== lit[i]) return false;
+  return true;
+}
+
+function view(b: Uint8Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset + start, end - start);
+}
+
+const COSE_FIXED = Uint8Array.of(0x84, 0x43, 0xa1, 0x01, 0x27, 0xa0);
+const EV_V1 = Uint8Array.of(0x61, 0x76, 0x01);
+const EV_CTR = Buffer.from('63637472', 'hex');
+const EV_CRED = Buffer.from('6463726564', 'hex');
+const EV_LOCK = Buffer.from('646c6f636b', 'hex');
+const EV_TIME = Buffer.from('6474696d65', 'hex');
+const EV_TYPE = Buffer.from('6474797065', 'hex');
+const EVENT_TYPE_SET: ReadonlyMap<string, EventType> = new Map(EVENT_TYPES.map((t) => [t, t]));
+
+/** An ID_PATTERN identifier as bytes: [a-z0-9] then [a-z0-9._-], 1 to 64 bytes. */
+function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
+  if (e - s < 1 || e - s > 64) return false;
+  for (let i = s; i < e; i++) {
+    const c = b[i]!;
+    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (i > s && (c === 0x2e || c === 0x5f || c === 0x2d));
+    if (!ok) return false;
+  }
+  return true;
+}
+
+function latin1(b: Uint8Array, s: number, e: number): string {
+  let out = '';
+  for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
+  return out;
+}
+
+/** A lock event without "ext" in its one deterministic encoding, or undefined. */
+function fastLockEvent(b: Uint8Array, s: number, e: number): LockEvent | undefined {
+  if (e - s > LOCK_EVENT_MAX_BYTES || e - s < 1) return undefined;
+  const mh = b[s]!;
+  if (mh !== 0xa5 && mh !== 0xa6) return undefined;
+  let p = s + 1;
+  if (!matchAt(b, p, EV_V1)) return undefined;
+  p += 3;
+  if (!matchAt(b, p, EV_CTR)) return undefined;
+  const ctr = readHead(b, p + 4, 0);
+  if (ctr < 0) return undefined;
+  p = headEnd;
+  let cred: Uint8Array | undefined;
+  if (mh === 0xa6) {
+    if (!matchAt(b, p, EV_CRED)) return undefined;
+    const n = readHead(b, p + 5, 2);
+    if (n < 1 || n > 64 || headEnd + n > e) return undefined;
+    cred = view(b, headEnd, headEnd + n);
+    p = headEnd + n;
+  }
+  if (!matchAt(b, p, EV_LOCK)) return undefined;
+  const ln = readHead(b, p + 5, 3);
+  if (ln < 1 || headEnd + ln > e || !isIdBytes(b, headEnd, headEnd + ln)) return undefined;
+  const lock = latin1(b, headEnd, headEnd + ln);
+  p = headEnd + ln;
+  if (!matchAt(b, p, EV_TIME)) return undefined;
+  const time = readHead(b, p + 5, 0);
+  if (time < 0) return undefined;
+  p = headEnd;
+  if (!matchAt(b, p, EV_TYPE)) return undefined;
+  const tn = readHead(b, p + 5, 3);
+  if (tn < 1 || tn > 32 || headEnd + tn !== e) return undefined;
+  const type = EVENT_TYPE_SET.get(latin1(b, headEnd, e));
+  if (type === undefined) return undefined;
+  const ev: LockEvent = { lock, ctr, time, type };
+  if (cred !== undefined) ev.cred = cred;
+  return ev;
+}
+
+/** A COSE_Sign1 in our profile ([h'a10127', {}, payload, sig64]) at [s, e) with its lock event, or undefined. */
+function fastCose(b: Uint8Array, s: number, e: number): { parsed: CoseSign1; event: LockEvent } | undefined {
+  if (e - s > COSE_MAX_BYTES || !matchAt(b, s, COSE_FIXED)) return undefined;
+  const n = readHead(b, s + 6, 2);
+  if (n < 0) return undefined;
+  const ps = headEnd;
+  const pe = ps + n;
+  if (pe + 66 !== e || b[pe] !== 0x58 || b[pe + 1] !== 0x40) return undefined;
+  const event = fastLockEvent(b, ps, pe);
+  if (event === undefined) return undefined;
+  return { parsed: { payload: view(b, ps, pe), signature: view(b, pe + 2, e) }, event };
+}
+
+/** A lock-event entry (either provenance) in its one deterministic encoding, or undefined. */
+function fastLockEventEntry(b: Uint8Array): Entry | undefined {
+  if (!(b instanceof Uint8Array) || b.length > ENTRY_MAX_BYTES || !matchAt(b, 0, LE_START)) return undefined;
+  let p = LE_START.length;
+  let body: EntryBody;
+  if (matchAt(b, p, LE_SIGNED_BODY_KEY)) {
+    const n = readHead(b, p + LE_SIGNED_BODY_KEY.length, 2);
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return undefined;
+    const cs = headEnd;
+    const ce = cs + n;
+    const c = fastCose(b, cs, ce);
+    if (c === undefined || !matchAt(b, ce, LE_PROV_SIGNED)) return undefined;
+    body = { kind: 'lock-event', prov: 'lock-signed', cose: view(b, cs, ce), parsed: c.parsed, event: c.event };
+    p = ce + LE_PROV_SIGNED.length;
+  } else if (matchAt(b, p, LE_PROV_UNSIGNED) && matchAt(b, p + LE_PROV_UNSIGNED.length, LE_EVENT_KEY)) {
+    const n = readHead(b, p + LE_PROV_UNSIGNED.length + LE_EVENT_KEY.length, 2);
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return undefined;
+    const es = headEnd;
+    const event = fastLockEvent(b, es, es + n);
+    if (event === undefined) return undefined;
+    body = { kind: 'lock-event', prov: 'unsigned', eventBytes: view(b, es, es + n), event };
+    p = es + n;
+  } else {
+    return undefined;
+  }
+  if (!matchAt(b, p, LE_KIND_TIME)) return undefined;
+  const time = readHead(b, p + LE_KIND_TIME.length, 0);
+  if (time < 0 || headEnd !== b.length) return undefined;
+  return { time, body };
 }
 
 export function entryFromCbor(v: CborValue): Entry {

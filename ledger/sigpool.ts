@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { verify } from './crypto.js';
 import { OtiError } from './errors.js';
+import { sigStructure } from './cose.js';
 
 export interface SigTask {
   readonly key: Uint8Array;
@@ -41,7 +42,10 @@ export class SignaturePool {
   }
 
   #spawn(): PoolWorker {
-    const worker = new Worker(new URL('./sigworker.js', import.meta.url));
+    // A worker only holds one packed batch and a cache of key objects at a time: a small heap
+    // keeps its share of the process's memory small (the defaults let each grow to tens of MB
+    // of garbage before collecting).
+    const worker = new Worker(new URL('./sigworker.js', import.meta.url), { resourceLimits: WORKER_LIMITS });
     const pw: PoolWorker = { worker, inFlight: 0, jobs: new Map() };
     worker.on('message', (m: { id: number; results: Uint8Array }) => {
       const job = pw.jobs.get(m.id);
@@ -50,9 +54,17 @@ export class SignaturePool {
       pw.inFlight--;
       job.resolve(m.results);
     });
-    worker.on('error', (e) => {
+    const fail = (e: Error): void => {
       for (const job of pw.jobs.values()) job.reject(e);
       pw.jobs.clear();
+      pw.inFlight = 0;
+      // Replace a worker that died, so that later batches do not wait on it forever.
+      const i = this.#workers.indexOf(pw);
+      if (i >= 0 && !this.#closed) this.#workers[i] = this.#spawn();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
+      if (!this.#closed) fail(new OtiError('ERR_SIGNATURE', `a signature worker exited with code ${code}`));
     });
     return pw;
   }
@@ -61,14 +73,27 @@ export class SignaturePool {
   async verifyBatch(tasks: readonly SigTask[]): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
     if (tasks.length === 0) return new Uint8Array(0);
-    if (this.size === 0) return verifyPacked(pack(tasks));
-    const buf = pack(tasks);
+    return this.verifyPackedBatch(pack(tasks));
+  }
+
+  /**
+   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred and
+   * must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
+   */
+  async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
+    if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
+    if (buf.length === 0) return new Uint8Array(0);
+    if (this.size === 0) return verifyPacked(buf);
     const pw = this.#workers.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const id = this.#nextId++;
     pw.inFlight++;
     return new Promise<Uint8Array>((resolve, reject) => {
       pw.jobs.set(id, { resolve, reject });
-      pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
+      if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
+        pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
+      } else {
+        pw.worker.postMessage({ id, buf });
+      }
     });
   }
 
@@ -108,6 +133,80 @@ export class SignaturePool {
   }
 }
 
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
+
+/** The fixed start of every COSE Sig_structure here (see cose.ts): sigStructure of an empty payload minus its 0x40 head. */
+const SIG_PREFIX = sigStructure(new Uint8Array(0)).subarray(0, -1);
+
+/**
+ * Packs items straight into the pool's batch layout as they come, so that a caller with many
+ * signatures allocates neither a task object nor a Sig_structure per item.
+ */
+export class SigPacker {
+  #buf: Uint8Array;
+  #dv: DataView;
+  #len = 0;
+  #count = 0;
+
+  constructor(capacity = 64 * 1024) {
+    this.#buf = new Uint8Array(capacity);
+    this.#dv = new DataView(this.#buf.buffer);
+  }
+
+  get count(): number {
+    return this.#count;
+  }
+
+  #reserve(n: number): void {
+    if (this.#len + n <= this.#buf.length) return;
+    const next = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + n));
+    next.set(this.#buf.subarray(0, this.#len));
+    this.#buf = next;
+    this.#dv = new DataView(next.buffer);
+  }
+
+  /** Adds a COSE_Sign1 check: the message is the Sig_structure over `payload`. */
+  addCose(key: Uint8Array, payload: Uint8Array, sig: Uint8Array): void {
+    if (key.length !== 32 || sig.length !== 64) throw new OtiError('ERR_ARGUMENT', 'key must be 32 bytes and sig 64 bytes');
+    const n = payload.length;
+    const headLen = n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
+    const msgLen = SIG_PREFIX.length + headLen + n;
+    this.#reserve(100 + msgLen);
+    const buf = this.#buf;
+    let o = this.#len;
+    this.#dv.setUint32(o, msgLen, true);
+    buf.set(key, o + 4);
+    buf.set(sig, o + 36);
+    o += 100;
+    buf.set(SIG_PREFIX, o);
+    o += SIG_PREFIX.length;
+    if (headLen === 1) buf[o++] = 0x40 | n;
+    else if (headLen === 2) {
+      buf[o++] = 0x58;
+      buf[o++] = n;
+    } else if (headLen === 3) {
+      buf[o++] = 0x59;
+      buf[o++] = n >> 8;
+      buf[o++] = n & 0xff;
+    } else {
+      buf[o++] = 0x5a;
+      this.#dv.setUint32(o, n, false);
+      o += 4;
+    }
+    buf.set(payload, o);
+    this.#len = o + n;
+    this.#count++;
+  }
+
+  /** The packed batch (a fresh, exactly sized buffer that can be transferred); resets the packer. */
+  take(): Uint8Array {
+    const out = this.#buf.slice(0, this.#len);
+    this.#len = 0;
+    this.#count = 0;
+    return out;
+  }
+}
+
 export function pack(tasks: readonly SigTask[]): Uint8Array {
   let total = 0;
   for (const t of tasks) total += 4 + 32 + 64 + t.msg.length;
@@ -125,17 +224,19 @@ export function pack(tasks: readonly SigTask[]): Uint8Array {
   return buf;
 }
 
-export function verifyPacked(buf: Uint8Array): Uint8Array {
+export function verifyPacked(buf: Uint8Array, ed25519: (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean = verify): Uint8Array {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const results: number[] = [];
+  let count = 0;
+  for (let o = 0; o < buf.length; o += 100 + dv.getUint32(o, true)) count++;
+  const results = new Uint8Array(count);
   let o = 0;
-  while (o < buf.length) {
+  for (let i = 0; i < count; i++) {
     const len = dv.getUint32(o, true);
     const key = buf.subarray(o + 4, o + 36);
     const sig = buf.subarray(o + 36, o + 100);
     const msg = buf.subarray(o + 100, o + 100 + len);
-    results.push(verify(key, msg, sig) ? 1 : 0);
+    results[i] = ed25519(key, msg, sig) ? 1 : 0;
     o += 100 + len;
   }
-  return Uint8Array.from(results);
+  return results;
 }

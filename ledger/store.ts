@@ -71,11 +71,20 @@ export function readU64(b: Bytes): number {
 }
 
 export function lockIdKey(lock: string, ctr: number): Bytes {
-  return Buffer.concat([Buffer.from(lock, 'utf8'), Buffer.of(0), u64(ctr)]);
+  const n = Buffer.byteLength(lock, 'utf8');
+  const b = Buffer.allocUnsafe(n + 9);
+  b.write(lock, 0, 'utf8');
+  b[n] = 0;
+  b.writeUInt32BE(Math.floor(ctr / 0x100000000), n + 1);
+  b.writeUInt32BE(ctr >>> 0, n + 5);
+  return b;
 }
 
 export function hashIdKey(leaf: Bytes): Bytes {
-  return Buffer.concat([Buffer.of(1), leaf]);
+  const b = Buffer.allocUnsafe(leaf.length + 1);
+  b[0] = 1;
+  b.set(leaf, 1);
+  return b;
 }
 
 /** Opens the database and hands out one ChainStore per chain origin. */
@@ -313,6 +322,39 @@ export class ChainStore implements NodeReader {
       }
     }
     if (expect !== lastChunk + 1) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+  }
+
+  /**
+   * Entries [from, to) as one array (for a block at a time: memory is the caller's bound). Reads
+   * the chunks with one iterator, many at a time, and checks that none is missing.
+   */
+  async entryRange(from: number, to: number): Promise<Bytes[]> {
+    const out: Bytes[] = [];
+    if (from >= to) return out;
+    const firstChunk = Math.floor(from / CHUNK_SIZE);
+    const lastChunk = Math.floor((to - 1) / CHUNK_SIZE);
+    let expect = firstChunk;
+    const it = this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) });
+    try {
+      for (;;) {
+        const rows = await it.nextv(256);
+        if (rows.length === 0) break;
+        for (const [k, v] of rows) {
+          const c = readU64(k);
+          if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+          expect++;
+          const arr = decodeTrusted(v) as Bytes[];
+          const base = c * CHUNK_SIZE;
+          const s = Math.max(0, from - base);
+          const e = Math.min(arr.length, to - base);
+          for (let j = s; j < e; j++) out.push(arr[j]!);
+        }
+      }
+    } finally {
+      await it.close();
+    }
+    if (expect !== lastChunk + 1) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+    return out;
   }
 
   async getBlock(n: number): Promise<StoredBlock> {

@@ -15,9 +15,8 @@ import { decodeEntry, type Entry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { blockHash, decodeBlockHeader, ZERO_HASH } from './block.js';
 import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
-import { sigStructure } from './cose.js';
 import { checkSigned, Roster, type SiteTrust } from './roster.js';
-import type { SignaturePool, SigTask } from './sigpool.js';
+import { SigPacker, verifyPacked, type SignaturePool } from './sigpool.js';
 import type { ChainStore } from './store.js';
 import { bytesEqual } from './encoding.js';
 import { rebuildRange } from './chain.js';
@@ -55,10 +54,6 @@ export function parseOrigin(origin: string): { siteId: string; gatewayId: string
   return { siteId: m[1]!, gatewayId: m[2]! };
 }
 
-interface PendingSig {
-  readonly tasks: SigTask[];
-  readonly indexes: number[];
-}
 
 export class ChainVerifier {
   readonly origin: string;
@@ -70,7 +65,9 @@ export class ChainVerifier {
   #nextBlock: number;
   #roster: Roster;
   readonly #lockCtr = new Map<string, number>();
-  #batch: PendingSig = { tasks: [], indexes: [] };
+  /** Lock signatures not yet sent: packed as they come, with the entry index of each. */
+  readonly #packer = new SigPacker();
+  #indexes: number[] = [];
   readonly #inFlight: Promise<void>[] = [];
   #blocks = 0;
   #entries = 0;
@@ -177,10 +174,10 @@ export class ChainVerifier {
           if (!member.unsigned) throw invalid(`lock ${ev.lock} may not send unsigned events`, 'ERR_LOCK_SIGNATURE');
           this.#unsigned++;
         } else {
-          this.#batch.tasks.push({ key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature });
-          this.#batch.indexes.push(index);
+          this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
+          this.#indexes.push(index);
           this.#lockSignatures++;
-          if (this.#batch.tasks.length >= SIG_BATCH) this.#sendBatch();
+          if (this.#indexes.length >= SIG_BATCH) this.#sendBatch();
         }
         break;
       }
@@ -192,18 +189,19 @@ export class ChainVerifier {
   }
 
   #sendBatch(): void {
-    const { tasks, indexes } = this.#batch;
-    if (tasks.length === 0) return;
-    this.#batch = { tasks: [], indexes: [] };
+    const indexes = this.#indexes;
+    if (indexes.length === 0) return;
+    this.#indexes = [];
+    const packed = this.#packer.take();
     const check = (results: Uint8Array): void => {
       const bad = results.findIndex((r) => r !== 1);
       if (bad >= 0) throw new OtiError('ERR_LOCK_SIGNATURE', `entry ${indexes[bad]} of ${this.origin}: the lock signature does not verify`, { origin: this.origin, index: indexes[bad] });
     };
     if (this.#opts.pool === undefined) {
-      check(Uint8Array.from(tasks.map((t) => (this.#ed25519(t.key, t.msg, t.sig) ? 1 : 0))));
+      check(verifyPacked(packed, this.#ed25519));
       return;
     }
-    const p = this.#opts.pool.verifyBatch(tasks).then(check);
+    const p = this.#opts.pool.verifyPackedBatch(packed).then(check);
     p.catch(() => undefined); // observed by #drain
     this.#inFlight.push(p);
   }
@@ -251,8 +249,7 @@ export async function verifyChain(cs: ChainStore, opts: ChainRangeOptions): Prom
     verifier = new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster });
   }
   for await (const block of cs.blocksFrom(from, to)) {
-    const entries: Uint8Array[] = [];
-    for await (const { bytes } of cs.entries(block.header.first, block.header.first + block.header.count)) entries.push(bytes);
+    const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
     await verifier.addBlock(block.headerBytes, block.checkpoint, entries);
   }
   if (verifier.progress.blocks !== to - from + 1) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${from}..${to} of ${cs.origin} are not all stored`);

@@ -108,6 +108,8 @@ void test('each non-deterministic or unsupported form has its code', () => {
     ['5a00010000', 'ERR_ENCODING_MALFORMED'], // bytes longer than the input
     ['9bffffffffffffffff', 'ERR_ENCODING_NONCANONICAL'], // array claiming 2^64-1 items
     ['1c', 'ERR_ENCODING_MALFORMED'], // reserved
+    ['a10101', 'ERR_ENCODING_NONCANONICAL'], // integer map key
+    ['a1695f5f70726f746f5f5fa0', 'ERR_ENCODING_NONCANONICAL'], // {"__proto__": {}}
     ['', 'ERR_ENCODING_MALFORMED'],
   ];
   for (const [h, code] of cases) assert.equal(codeOf(() => decode(hex(h), 1024)), code, h);
