@@ -436,7 +436,7 @@ async function verifyTail(cs: ChainStore, roster: Roster, gatewayId: string): Pr
   const h = block.header;
   if (h.first + h.count !== head.size || h.n !== head.n || h.chain !== cs.origin) throw corrupt('its header does not match the head');
   const rebuilt = await rebuildRange(cs, h.first);
-  for await (const { bytes } of cs.entries(h.first, head.size)) rebuilt.append(leafHash(bytes));
+  for (const bytes of await cs.entryRange(h.first, head.size)) rebuilt.append(leafHash(bytes));
   if (rebuilt.size !== head.size) throw corrupt('entries are missing');
   if (!bytesEqual(rebuilt.root(), h.root)) throw corrupt('its entries do not hash to its root');
   if (!bytesEqual(CompactRange.fromPeaks(head.size, [...head.peaks]).root(), h.root)) throw corrupt('the stored head disagrees with the block root');

@@ -66,16 +66,6 @@ export function decode(bytes: Uint8Array, maxBytes: number): CborValue {
   }
 }
 
-/** Like decode, for callers that only need to know it is canonical (e.g. fuzzing). */
-export function isCanonical(bytes: Uint8Array, maxBytes: number): boolean {
-  try {
-    decode(bytes, maxBytes);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Deepest nesting accepted; our formats nest at most 5 levels. */
 export const MAX_DEPTH = 16;
 
@@ -110,6 +100,77 @@ function noncanonical(msg: string, offset: number): OtiError {
   return new OtiError('ERR_ENCODING_NONCANONICAL', `${msg} at byte ${offset}`, { offset });
 }
 
+/** readHead's problems; an argument is never negative, so these cannot be mistaken for one. */
+export const HEAD_TRUNCATED = -1;
+export const HEAD_NOT_SHORTEST = -2;
+export const HEAD_BEYOND_SAFE = -3;
+export const HEAD_INDEFINITE = -4;
+export const HEAD_RESERVED = -5;
+
+/**
+ * Reads the CBOR head (initial byte and argument) at `p`, whatever its major type: returns the
+ * argument and sets `out.end` to the offset after the head, or returns one of the HEAD_*
+ * problems when the head is cut short, not in shortest form (RFC 8949 §4.2.1), beyond 2^53-1,
+ * indefinite, or reserved. No allocation: callers pass the same `out` object every time.
+ */
+export function readHead(b: Uint8Array, p: number, out: { end: number }): number {
+  const len = b.length;
+  if (p >= len) return HEAD_TRUNCATED;
+  const ai = b[p]! & 31;
+  if (ai < 24) {
+    out.end = p + 1;
+    return ai;
+  }
+  if (ai === 24) {
+    if (p + 2 > len) return HEAD_TRUNCATED;
+    const v = b[p + 1]!;
+    if (v < 24) return HEAD_NOT_SHORTEST;
+    out.end = p + 2;
+    return v;
+  }
+  if (ai === 25) {
+    if (p + 3 > len) return HEAD_TRUNCATED;
+    const v = (b[p + 1]! << 8) | b[p + 2]!;
+    if (v < 0x100) return HEAD_NOT_SHORTEST;
+    out.end = p + 3;
+    return v;
+  }
+  if (ai === 26) {
+    if (p + 5 > len) return HEAD_TRUNCATED;
+    const v = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
+    if (v < 0x10000) return HEAD_NOT_SHORTEST;
+    out.end = p + 5;
+    return v;
+  }
+  if (ai === 27) {
+    if (p + 9 > len) return HEAD_TRUNCATED;
+    const hi = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
+    const lo = b[p + 5]! * 0x1000000 + ((b[p + 6]! << 16) | (b[p + 7]! << 8) | b[p + 8]!);
+    if (hi === 0) return HEAD_NOT_SHORTEST;
+    if (hi > 0x1fffff) return HEAD_BEYOND_SAFE;
+    out.end = p + 9;
+    return hi * 0x100000000 + lo;
+  }
+  return ai === 31 ? HEAD_INDEFINITE : HEAD_RESERVED;
+}
+
+const headOut = { end: 0 };
+
+function headProblem(problem: number, pos: number): OtiError {
+  switch (problem) {
+    case HEAD_TRUNCATED:
+      return malformed('input ends inside a head', pos);
+    case HEAD_NOT_SHORTEST:
+      return noncanonical('integer or length not in shortest form', pos);
+    case HEAD_BEYOND_SAFE:
+      return noncanonical('integers beyond 2^53-1 are not allowed', pos);
+    case HEAD_INDEFINITE:
+      return noncanonical('indefinite lengths are not allowed', pos);
+    default:
+      return malformed('reserved additional information', pos);
+  }
+}
+
 /** Returns the offset just past the item starting at `pos`. */
 function checkItem(b: Uint8Array, pos: number, depth: number): number {
   if (depth > MAX_DEPTH) throw new OtiError('ERR_ENCODING_TOO_LARGE', `nesting deeper than ${MAX_DEPTH}`, { offset: pos });
@@ -123,38 +184,9 @@ function checkItem(b: Uint8Array, pos: number, depth: number): number {
     if (ai === 31) throw noncanonical('unexpected break', pos);
     throw noncanonical(ai >= 25 && ai <= 27 ? 'floats are not allowed' : 'simple values other than false, true and null are not allowed', pos);
   }
-  let val: number;
-  let p = pos + 1;
-  if (ai < 24) {
-    val = ai;
-  } else if (ai === 24) {
-    if (p + 1 > len) throw malformed('input ends inside a head', pos);
-    val = b[p]!;
-    p += 1;
-    if (val < 24) throw noncanonical('integer or length not in shortest form', pos);
-  } else if (ai === 25) {
-    if (p + 2 > len) throw malformed('input ends inside a head', pos);
-    val = (b[p]! << 8) | b[p + 1]!;
-    p += 2;
-    if (val < 0x100) throw noncanonical('integer or length not in shortest form', pos);
-  } else if (ai === 26) {
-    if (p + 4 > len) throw malformed('input ends inside a head', pos);
-    val = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
-    p += 4;
-    if (val < 0x10000) throw noncanonical('integer or length not in shortest form', pos);
-  } else if (ai === 27) {
-    if (p + 8 > len) throw malformed('input ends inside a head', pos);
-    const hi = b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
-    const lo = b[p + 4]! * 0x1000000 + ((b[p + 5]! << 16) | (b[p + 6]! << 8) | b[p + 7]!);
-    p += 8;
-    if (hi === 0) throw noncanonical('integer or length not in shortest form', pos);
-    if (hi > 0x1fffff) throw noncanonical('integers beyond 2^53-1 are not allowed', pos);
-    val = hi * 0x100000000 + lo;
-  } else if (ai === 31) {
-    throw noncanonical('indefinite lengths are not allowed', pos);
-  } else {
-    throw malformed('reserved additional information', pos);
-  }
+  const val = readHead(b, pos, headOut);
+  if (val < 0) throw headProblem(val, pos);
+  let p = headOut.end;
   switch (major) {
     case 0:
       return p;

@@ -13,7 +13,7 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { cborHead, decode, encode, type CborValue } from './encoding.js';
+import { cborHead, readHead as readCborHead, decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
@@ -136,44 +136,13 @@ export function decodeEntry(b: Uint8Array): Entry {
 
 /** Reads a shortest-form head of `major` at `p`; returns the argument, or -1 if not such a head. Sets headEnd. */
 let headEnd = 0;
+const headOut = { end: 0 };
 function readHead(b: Uint8Array, p: number, major: number): number {
-  const len = b.length;
-  if (p >= len) return -1;
-  const ib = b[p]!;
-  if (ib >> 5 !== major) return -1;
-  const ai = ib & 31;
-  if (ai < 24) {
-    headEnd = p + 1;
-    return ai;
-  }
-  if (ai === 24) {
-    if (p + 2 > len || b[p + 1]! < 24) return -1;
-    headEnd = p + 2;
-    return b[p + 1]!;
-  }
-  if (ai === 25) {
-    if (p + 3 > len) return -1;
-    const v = (b[p + 1]! << 8) | b[p + 2]!;
-    if (v < 0x100) return -1;
-    headEnd = p + 3;
-    return v;
-  }
-  if (ai === 26) {
-    if (p + 5 > len) return -1;
-    const v = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
-    if (v < 0x10000) return -1;
-    headEnd = p + 5;
-    return v;
-  }
-  if (ai === 27) {
-    if (p + 9 > len) return -1;
-    const hi = b[p + 1]! * 0x1000000 + ((b[p + 2]! << 16) | (b[p + 3]! << 8) | b[p + 4]!);
-    const lo = b[p + 5]! * 0x1000000 + ((b[p + 6]! << 16) | (b[p + 7]! << 8) | b[p + 8]!);
-    if (hi === 0 || hi > 0x1fffff) return -1;
-    headEnd = p + 9;
-    return hi * 0x100000000 + lo;
-  }
-  return -1;
+  if (p >= b.length || b[p]! >> 5 !== major) return -1;
+  const v = readCborHead(b, p, headOut);
+  if (v < 0) return -1;
+  headEnd = headOut.end;
+  return v;
 }
 
 function matchAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
