@@ -39,6 +39,17 @@ export const ERROR_CODES = {
   ERR_NOT_FOUND: 'no such item',
   ERR_CHAIN_READ_ONLY: 'the chain is not writable here',
   ERR_APPEND_ABORTED: 'the append was not made durable because the chain was closed or failed',
+  // Lock protocol and drivers
+  ERR_FRAME_CRC: 'the CRC-32 of a serial frame does not match its body',
+  ERR_FRAME_TOO_LARGE: 'a frame or message is longer than the protocol allows',
+  ERR_FRAME_MALFORMED: 'a frame is not valid COBS or is too short to hold a CRC',
+  ERR_FRAGMENT: 'a BLE fragment is out of sequence or its lengths disagree',
+  ERR_MESSAGE: 'a lock protocol message has an unknown type or wrong fields',
+  ERR_REPLAY: 'a lock event repeats a counter with different content or goes backwards',
+  ERR_OUT_OF_ORDER: 'a lock event arrived ahead of earlier events the lock still holds',
+  ERR_BUSY: 'the gateway cannot take the event now; the lock keeps it and resends',
+  ERR_DRIVER_UNAVAILABLE: 'a driver cannot run on this machine (no adapter, no device, missing support)',
+  ERR_DRIVER_STOPPED: 'the driver was stopped or its link to the lock went away',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,111 @@
+/**
+ * The seam between lock transports and the gateway: one small, promise-based interface that the
+ * serial driver, the BLE driver and the test fakes all implement, and whose contract is stated
+ * here so that each implementation (and each test suite run against them) can be held to it.
+ *
+ * Contract
+ * - `start()` resolves once the driver is running (its links may still be connecting: a serial
+ *   device that is absent is retried with backoff, not an error). It rejects with
+ *   ERR_DRIVER_UNAVAILABLE when the driver cannot run on this machine at all (no Bluetooth
+ *   support, for example); the reason is in the error and in `status()`. Calling it twice is an
+ *   error (ERR_ARGUMENT).
+ * - `events()` is the stream of received lock events, for one consumer. The driver buffers at most
+ *   a bounded number of events; while that buffer is full it stops reading from its links (locks
+ *   keep their events and resend them), so memory never grows with the lock's backlog. The stream
+ *   ends when the driver is stopped.
+ * - Every event must be answered exactly once with `ack()` (the event is durable in the ledger,
+ *   or was already) or `nack()` (refused, with a code; `retry` tells the lock whether to keep
+ *   it). The answer goes back over the link the event came in on. If that link has gone away
+ *   meanwhile the answer is dropped: the lock still holds the event and resends it, and the
+ *   gateway then recognises the duplicate. Neither call throws for a dead link.
+ * - `notices()`: what a technician or the ledger should know that is not an event (a frame that
+ *   failed its CRC, a lock that is not enrolled, a blind interval while an adapter was down). A
+ *   bounded stream: when nobody reads it, the oldest notices are dropped, never the events.
+ * - `stop()` stops reading, closes every link and ends both streams. Events handed out but not
+ *   yet answered stay with their locks. It resolves once every link is closed; it is idempotent.
+ * - No byte sequence from a link, and no failure of a device, may throw out of a driver or crash
+ *   the process: every such failure is a notice and a status change.
+ */
+import type { LockInfo } from './protocol.js';
+
+/** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
+export interface LinkRef {
+  readonly driver: string;
+  readonly link: string;
+}
+
+/** A lock event as received, before any check against the roster or the ledger. */
+export interface ReceivedEvent {
+  readonly from: LinkRef;
+  /** The lock id and counter claimed by the event (not yet verified). */
+  readonly lock: string;
+  readonly ctr: number;
+  /**
+   * The lowest counter the lock still holds (it has not yet been acknowledged). Counters below it
+   * that the gateway has never stored are gone from the lock: a gap.
+   */
+  readonly oldest: number;
+  /** The lock's COSE_Sign1 bytes (signed event) or bare event bytes (unsigned lock). */
+  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  /** What the lock said about itself on this link, if it said anything yet. */
+  readonly info: LockInfo | undefined;
+  /** Gateway clock (ms since 1970) when the last byte of the event arrived. */
+  readonly receivedAt: number;
+}
+
+export type DriverState = 'stopped' | 'starting' | 'running' | 'degraded' | 'unavailable';
+
+export interface LinkStatus {
+  readonly link: string;
+  readonly state: 'connecting' | 'open' | 'closed' | 'backoff';
+  /** The lock on the far side, once it has identified itself. */
+  readonly lock?: string;
+  /** Why the link is not open, when it is not. */
+  readonly reason?: string;
+  /** When the next reconnect attempt is due (ms since 1970), in backoff. */
+  readonly retryAt?: number;
+}
+
+export interface DriverStatus {
+  readonly driver: string;
+  readonly state: DriverState;
+  /** Why the driver is unavailable or degraded. */
+  readonly reason?: string;
+  readonly since: number;
+  readonly links: readonly LinkStatus[];
+  readonly counters: {
+    readonly framesIn: number;
+    readonly framesRejected: number;
+    readonly eventsIn: number;
+    readonly acksOut: number;
+    readonly nacksOut: number;
+    readonly reconnects: number;
+  };
+}
+
+export type DriverNotice =
+  /** A frame, fragment or message was refused; `code` is a stable error code. */
+  | { readonly kind: 'rejected'; readonly from: LinkRef; readonly code: string; readonly detail: string; readonly time: number }
+  /** A lock identified itself (info). The pipeline reports it when the lock is not enrolled. */
+  | { readonly kind: 'lock-seen'; readonly from: LinkRef; readonly info: LockInfo; readonly time: number }
+  /** A link opened or closed, an adapter changed state, a reconnect is scheduled. */
+  | { readonly kind: 'link'; readonly from: LinkRef; readonly state: LinkStatus['state']; readonly detail: string; readonly time: number }
+  /**
+   * The driver could not have received events between `start` and `end` (adapter powered off,
+   * a stalled scan, a device unplugged). The pipeline records it in the chain as a gap entry.
+   */
+  | { readonly kind: 'blind'; readonly driver: string; readonly start: number; readonly end: number; readonly reason: string; readonly time: number };
+
+export interface LockDriver {
+  /** A stable id, e.g. "serial:/dev/ttyUSB0" or "ble". */
+  readonly id: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  events(): AsyncIterable<ReceivedEvent>;
+  notices(): AsyncIterable<DriverNotice>;
+  /** The event is durable in the ledger as the entry with this leaf hash. */
+  ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void>;
+  /** The event is refused. `retry`: the lock keeps it and resends later (true) or drops it. */
+  nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void>;
+  status(): DriverStatus;
+}
