@@ -1,0 +1,266 @@
+/**
+ * A simulated lock that speaks the lock protocol (docs/PROTOCOL.md §Lock protocol) as lock
+ * firmware would: its own key and counter, a bounded resend buffer of unacknowledged events,
+ * in-order sending within the gateway's window, resends after a timeout, and faults on demand.
+ *
+ * The core is transport-free: `connect(send)` hands it a function that delivers one whole encoded
+ * message to the gateway, and `receive()` takes one whole message from the gateway. The serial
+ * link (SerialSimLink, framing over a pty) and the fake BLE peripheral wrap it. The demo, the
+ * tests and the benchmarks use it.
+ */
+import { EventEmitter } from 'node:events';
+import { Signer } from '../ledger/crypto.js';
+import { coseSign1 } from '../ledger/cose.js';
+import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
+import { OtiError } from '../ledger/errors.js';
+import { decodeGatewayMessage, encodeMessage, type LockInfo } from './protocol.js';
+
+export interface SimLockOptions {
+  readonly id: string;
+  /** 32-byte Ed25519 seed. Without one the lock cannot sign and sends bare events. */
+  readonly seed?: Uint8Array;
+  readonly fw?: string;
+  /** Unacknowledged events kept; on overflow the oldest is dropped (default 4096). */
+  readonly bufferSize?: number;
+  /** An event sent and not answered within this time is sent again (default 2000 ms). */
+  readonly resendMs?: number;
+  /** The counter of the next event (default 1). */
+  readonly firstCounter?: number;
+  readonly now?: () => number;
+}
+
+interface Held {
+  readonly ctr: number;
+  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  /** When it was last sent in this link session; 0 = not sent. */
+  sentAt: number;
+  /** Not to be sent before this time (after a nack with retry). */
+  notBefore: number;
+}
+
+export interface SimLockEvents {
+  ack: [ctr: number, entry: Uint8Array];
+  nack: [ctr: number, code: string, retry: boolean];
+  /** An event was dropped from a full resend buffer. */
+  overflow: [ctr: number];
+}
+
+export class SimLock extends EventEmitter<SimLockEvents> {
+  readonly id: string;
+  readonly publicKey: Uint8Array | undefined;
+  /** Acknowledged counters and the entry hash the gateway named for each. */
+  readonly acked = new Map<number, Uint8Array>();
+  /** Events sent so far, resends included. */
+  sent = 0;
+  private readonly signer: Signer | undefined;
+  private readonly fw: string;
+  private readonly bufferSize: number;
+  private readonly resendMs: number;
+  private readonly now: () => number;
+  private readonly buffer: Held[] = [];
+  /** Payloads of acknowledged events, kept briefly so that a replay can be staged. */
+  private readonly history: Held[] = [];
+  private nextCtr: number;
+  private send: ((message: Uint8Array) => void) | undefined;
+  private announceInfo = true;
+  private window = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private auto: NodeJS.Timeout | undefined;
+
+  constructor(opts: SimLockOptions) {
+    super();
+    this.id = opts.id;
+    this.signer = opts.seed === undefined ? undefined : new Signer(opts.seed);
+    this.publicKey = this.signer?.publicKey;
+    this.fw = opts.fw ?? 'sim-1.0';
+    this.bufferSize = opts.bufferSize ?? 4096;
+    this.resendMs = opts.resendMs ?? 2000;
+    this.nextCtr = opts.firstCounter ?? 1;
+    this.now = opts.now ?? Date.now;
+    if (this.bufferSize < 1 || this.nextCtr < 1) throw new OtiError('ERR_ARGUMENT', 'bufferSize and firstCounter must be at least 1');
+  }
+
+  info(): LockInfo {
+    return this.publicKey === undefined ? { lock: this.id, fw: this.fw } : { lock: this.id, fw: this.fw, key: this.publicKey };
+  }
+
+  /** Unacknowledged events held. */
+  get pending(): number {
+    return this.buffer.length;
+  }
+
+  /** The counter the next recorded event will get. */
+  get counter(): number {
+    return this.nextCtr;
+  }
+
+  get connected(): boolean {
+    return this.send !== undefined;
+  }
+
+  /** Records a new event (as the lock's hardware would) and sends it when the window allows. */
+  record(type: EventType = 'unlocked', cred?: Uint8Array): number {
+    const ctr = this.nextCtr++;
+    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(cred === undefined ? {} : { cred }) });
+    const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
+    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    while (this.buffer.length > this.bufferSize) {
+      const dropped = this.buffer.shift() as Held;
+      this.emit('overflow', dropped.ctr);
+    }
+    this.pump();
+    return ctr;
+  }
+
+  /** Records `rate` events per second until stopAuto(). */
+  startAuto(rate: number, types: readonly EventType[] = ['unlocked', 'locked']): void {
+    this.stopAuto();
+    let i = 0;
+    const period = 1000 / rate;
+    let due = this.now();
+    const tick = (): void => {
+      const t = this.now();
+      while (due <= t) {
+        this.record(types[i++ % types.length]);
+        due += period;
+      }
+      this.auto = setTimeout(tick, Math.max(1, due - this.now()));
+    };
+    this.auto = setTimeout(tick, Math.max(1, period));
+  }
+
+  stopAuto(): void {
+    clearTimeout(this.auto);
+    this.auto = undefined;
+  }
+
+  /** A link came up. The lock stays silent until the gateway's hello. */
+  connect(send: (message: Uint8Array) => void, opts: { announceInfo?: boolean } = {}): void {
+    this.disconnect();
+    this.send = send;
+    this.announceInfo = opts.announceInfo ?? true;
+    this.timer = setInterval(() => this.pump(), Math.max(5, this.resendMs / 4));
+    this.timer.unref();
+  }
+
+  /** The link went away: everything unacknowledged will be sent again on the next link. */
+  disconnect(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.send = undefined;
+    this.window = 0;
+    for (const h of this.buffer) h.sentAt = 0;
+  }
+
+  /** Stops everything (auto events and the link). */
+  close(): void {
+    this.stopAuto();
+    this.disconnect();
+  }
+
+  /** One whole message from the gateway. Bad messages are ignored, as firmware would. */
+  receive(message: Uint8Array): void {
+    let m;
+    try {
+      m = decodeGatewayMessage(message);
+    } catch {
+      return;
+    }
+    switch (m.t) {
+      case 'hello':
+        this.window = m.window;
+        for (const h of this.buffer) h.sentAt = 0;
+        if (this.announceInfo) this.send?.(encodeMessage({ t: 'info', info: this.info() }));
+        break;
+      case 'ack': {
+        if (m.lock !== this.id) return;
+        const i = this.indexOf(m.ctr);
+        if (i >= 0) {
+          const [h] = this.buffer.splice(i, 1);
+          this.remember(h as Held);
+        }
+        if (!this.acked.has(m.ctr)) {
+          this.acked.set(m.ctr, m.entry);
+          this.emit('ack', m.ctr, m.entry);
+        }
+        break;
+      }
+      case 'nack': {
+        if (m.lock !== this.id) return;
+        const i = this.indexOf(m.ctr);
+        if (i < 0) return;
+        const h = this.buffer[i] as Held;
+        if (m.retry) {
+          h.sentAt = 0;
+          h.notBefore = this.now() + this.resendMs;
+        } else {
+          this.buffer.splice(i, 1);
+        }
+        this.emit('nack', m.ctr, m.code, m.retry);
+        break;
+      }
+    }
+    this.pump();
+  }
+
+  // Faults on demand.
+
+  /** Skips `n` counters, as a lock whose log overflowed before it could send them. */
+  skip(n: number): void {
+    this.nextCtr += n;
+  }
+
+  /** Sends an already acknowledged event again (a replay, as an attacker or a buggy lock would). */
+  replay(ctr?: number): boolean {
+    const h = ctr === undefined ? this.history.at(-1) : this.history.find((x) => x.ctr === ctr);
+    if (h === undefined || this.send === undefined) return false;
+    this.send(this.eventMessage(h, h.ctr));
+    return true;
+  }
+
+  /** Sends an event with the counter of an acknowledged one but different content. */
+  forgeReplay(ctr: number): boolean {
+    if (this.send === undefined) return false;
+    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type: 'tamper' });
+    const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
+    this.send(this.eventMessage({ ctr, payload, sentAt: 0, notBefore: 0 }, ctr));
+    return true;
+  }
+
+  private indexOf(ctr: number): number {
+    // Answers nearly always concern the first few held events.
+    for (let i = 0; i < this.buffer.length; i++) if ((this.buffer[i] as Held).ctr === ctr) return i;
+    return -1;
+  }
+
+  private remember(h: Held): void {
+    this.history.push(h);
+    if (this.history.length > 64) this.history.shift();
+  }
+
+  private eventMessage(h: Held, oldest: number): Uint8Array {
+    return encodeMessage({ t: 'event', oldest, ...h.payload });
+  }
+
+  /** Sends what the window allows, strictly in counter order. */
+  private pump(): void {
+    const send = this.send;
+    if (send === undefined || this.window === 0 || this.buffer.length === 0) return;
+    const t = this.now();
+    const oldest = (this.buffer[0] as Held).ctr;
+    let inFlight = 0;
+    for (const h of this.buffer) {
+      if (inFlight >= this.window) break;
+      if (h.sentAt !== 0 && t - h.sentAt < this.resendMs) {
+        inFlight++;
+        continue;
+      }
+      if (h.notBefore > t) break;
+      h.sentAt = t;
+      inFlight++;
+      this.sent++;
+      send(this.eventMessage(h, oldest));
+      if (this.send !== send) return; // the link went away while sending
+    }
+  }
+}
