@@ -1,0 +1,65 @@
+/**
+ * Real kernel pty pairs for serial tests, made by socat: two linked paths whose bytes cross
+ * over, as a null-modem cable between the gateway's port and a lock's UART would.
+ * `restart()` kills socat and starts a new pair under the same paths: to both ends it looks like
+ * the cable was pulled and plugged back in.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface PtyPair {
+  /** The gateway's end. */
+  readonly gateway: string;
+  /** The lock's end. */
+  readonly lock: string;
+  /** Pulls the cable: both paths disappear until start(). */
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+async function exists(p: string): Promise<boolean> {
+  return access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function ptyPair(dir: string, name = 'pty'): Promise<PtyPair> {
+  const gateway = join(dir, `${name}-gw`);
+  const lock = join(dir, `${name}-lock`);
+  let proc: ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    proc = spawn('socat', [`pty,raw,echo=0,link=${gateway}`, `pty,raw,echo=0,link=${lock}`], { stdio: 'ignore' });
+    const p = proc;
+    const failed = new Promise<never>((_, reject) => p.once('error', reject));
+    for (let i = 0; i < 500; i++) {
+      if ((await Promise.race([Promise.all([exists(gateway), exists(lock)]), failed])).every(Boolean)) return;
+      await sleep(10);
+    }
+    throw new Error('socat did not create the pty pair within 5 s (is socat installed?)');
+  };
+  const kill = async (): Promise<void> => {
+    const p = proc;
+    proc = undefined;
+    if (p === undefined || p.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+    p.kill('SIGTERM');
+    await exited;
+    // socat removes its links on exit; wait until it has.
+    for (let i = 0; i < 200 && ((await exists(gateway)) || (await exists(lock))); i++) await sleep(10);
+  };
+  await start();
+  return {
+    gateway,
+    lock,
+    kill,
+    start,
+    restart: async () => {
+      await kill();
+      await start();
+    },
+  };
+}
