@@ -326,6 +326,7 @@ async function readConfigFile(path: string, origin: string): Promise<unknown> {
     if (e instanceof OtiError) throw e;
     throw new OtiError('ERR_CONFIG', `${origin}: the configuration file ${path} cannot be read: ${(e as Error).message}`, { key: 'config', allowed: 'an existing, readable file', got: path, origin }, { cause: e });
   }
+  // The file may have grown between stat and read.
   if (text.length > CONFIG_FILE_MAX_BYTES) throw wrong('config', `a regular file of at most ${CONFIG_FILE_MAX_BYTES} bytes`, path, origin);
   try {
     // An empty YAML file is an empty mapping: all defaults.
