@@ -50,6 +50,8 @@ export const ERROR_CODES = {
   ERR_BUSY: 'the gateway cannot take the event now; the lock keeps it and resends',
   ERR_DRIVER_UNAVAILABLE: 'a driver cannot run on this machine (no adapter, no device, missing support)',
   ERR_DRIVER_STOPPED: 'the driver was stopped or its link to the lock went away',
+  // Gateway runtime
+  ERR_CONFIG: 'the configuration has a wrong or unknown key',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
