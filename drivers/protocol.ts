@@ -12,9 +12,20 @@
  *     ack    { t: "ack", lock: id, ctr: uint, entry: bstr(32) }
  *     nack   { t: "nack", lock: id, ctr: uint, code: text(1..64), retry: bool }
  *
- * STUB: signatures fixed, bodies to be implemented (issue 3, codec).
+ * Decoding is strict and bounded: the CBOR profile of ledger/encoding.ts, exactly the fields
+ * listed (no more, no fewer), sizes checked before use. Failures are OtiErrors: ERR_ENCODING_*
+ * from the CBOR layer (including ERR_ENCODING_TOO_LARGE for an oversized message and
+ * ERR_ENCODING_VERSION for an unknown "v"), ERR_MESSAGE for an unknown type, a message sent in
+ * the wrong direction, or fields that are missing, extra or out of range, and the ledger's own
+ * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
+ * NOT verified here: the gateway does that against the roster before storing.
  */
-import { OtiError } from '../ledger/errors.js';
+import { encode, decode, type CborValue } from '../ledger/encoding.js';
+import { OtiError, isOtiError } from '../ledger/errors.js';
+import { asMap, bool, bytes, ID_PATTERN, text, uint, version, type CborMap } from '../ledger/schema.js';
+import { parseCoseSign1, COSE_MAX_BYTES } from '../ledger/cose.js';
+import { decodeLockEvent, LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
+import { PUBLIC_KEY_BYTES } from '../ledger/crypto.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Largest encoded message of any type. */
@@ -22,6 +33,12 @@ export const MESSAGE_MAX_BYTES = 4352;
 /** Largest encoded info message (it must fit one GATT attribute value, 512 bytes). */
 export const INFO_MAX_BYTES = 512;
 export const WINDOW_MAX = 64;
+/** Longest firmware text of an info message and longest code text of a nack, in characters. */
+export const TEXT_MAX = 64;
+/** What a nack's code must look like: an error code name (ledger/errors.ts), known or not. */
+export const CODE_PATTERN = /^ERR_[A-Z0-9_]+$/;
+/** Length of an ack's entry hash (SHA-256, an RFC 9162 leaf hash). */
+export const ENTRY_HASH_BYTES = 32;
 
 /** GATT: 128-bit UUIDs, in noble's form (lower case hex, no dashes). */
 export const SERVICE_UUID = '0f7e00015d1c4b8a9a3e6f7469676174';
@@ -31,6 +48,9 @@ export const ACK_CHAR_UUID = '0f7e00045d1c4b8a9a3e6f7469676174';
 /** Advertisement manufacturer data: company id 0xFFFF (test/unassigned, little-endian), "OT", flags. */
 export const ADV_COMPANY_ID = 0xffff;
 export const ADV_FLAG_PENDING = 0x01;
+/** "OT", the two bytes after the company id that mark an OTI lock's manufacturer data. */
+const ADV_MAGIC = [0x4f, 0x54] as const;
+const ADV_LENGTH = 5;
 
 export interface LockInfo {
   readonly lock: string;
@@ -59,31 +79,155 @@ export type MessageInput =
   | { readonly t: 'event'; readonly oldest: number; readonly cose: Uint8Array }
   | { readonly t: 'event'; readonly oldest: number; readonly event: Uint8Array };
 
-export function encodeMessage(_m: MessageInput): Uint8Array {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+const LOCK_TYPES: readonly string[] = ['info', 'event'];
+const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack'];
+
+/**
+ * Encodes a message. The result is decoded again before it is returned, so a bad field (or an
+ * event payload the gateway would refuse to parse) fails here, at the sender, with the same code
+ * a receiver would give, and no sender built on this can put an invalid message on the wire.
+ */
+export function encodeMessage(m: MessageInput): Uint8Array {
+  const b = encode(toCbor(m));
+  decodeMessage(b);
+  return b;
+}
+
+function toCbor(m: MessageInput): CborMap {
+  switch (m.t) {
+    case 'info': {
+      const out: CborMap = { t: 'info', v: PROTOCOL_VERSION, lock: m.info.lock, fw: m.info.fw };
+      if (m.info.key !== undefined) out['key'] = m.info.key;
+      return out;
+    }
+    case 'event':
+      return 'cose' in m ? { t: 'event', oldest: m.oldest, cose: m.cose } : { t: 'event', oldest: m.oldest, event: m.event };
+    case 'hello':
+      return { t: 'hello', v: PROTOCOL_VERSION, gw: m.gw, window: m.window };
+    case 'ack':
+      return { t: 'ack', lock: m.lock, ctr: m.ctr, entry: m.entry };
+    case 'nack':
+      return { t: 'nack', lock: m.lock, ctr: m.ctr, code: m.code, retry: m.retry };
+  }
 }
 
 /** Strict, bounded decode of any message; an event's payload is decoded to find lock and ctr. */
-export function decodeMessage(_b: Uint8Array): Message {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+export function decodeMessage(b: Uint8Array): Message {
+  const v = decode(b, MESSAGE_MAX_BYTES);
+  const t = messageType(v);
+  switch (t) {
+    case 'info':
+      if (b.length > INFO_MAX_BYTES) {
+        throw new OtiError('ERR_ENCODING_TOO_LARGE', `info message is ${b.length} bytes, limit is ${INFO_MAX_BYTES}`, { length: b.length, limit: INFO_MAX_BYTES });
+      }
+      return decodeInfo(v);
+    case 'event':
+      return decodeEvent(v);
+    case 'hello':
+      return fields(() => {
+        const m = asMap(v, 'hello', ['t', 'v', 'gw', 'window']);
+        version(m, 'hello', PROTOCOL_VERSION);
+        return { t: 'hello', gw: text(m, 'gw', 'hello', 64, ID_PATTERN), window: counted(m, 'window', 'hello', WINDOW_MAX) };
+      });
+    case 'ack':
+      return fields(() => {
+        const m = asMap(v, 'ack', ['t', 'lock', 'ctr', 'entry']);
+        return { t: 'ack', lock: text(m, 'lock', 'ack', 64, ID_PATTERN), ctr: counted(m, 'ctr', 'ack'), entry: bytes(m, 'entry', 'ack', ENTRY_HASH_BYTES) };
+      });
+    case 'nack':
+      return fields(() => {
+        const m = asMap(v, 'nack', ['t', 'lock', 'ctr', 'code', 'retry']);
+        return {
+          t: 'nack',
+          lock: text(m, 'lock', 'nack', 64, ID_PATTERN),
+          ctr: counted(m, 'ctr', 'nack'),
+          code: text(m, 'code', 'nack', TEXT_MAX, CODE_PATTERN),
+          retry: bool(m, 'retry', 'nack'),
+        };
+      });
+  }
 }
 
 /** decodeMessage, refusing gateway → lock messages (ERR_MESSAGE). */
-export function decodeLockMessage(_b: Uint8Array): LockMessage {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+export function decodeLockMessage(b: Uint8Array): LockMessage {
+  const m = decodeMessage(b);
+  if (m.t === 'info' || m.t === 'event') return m;
+  throw new OtiError('ERR_MESSAGE', `a "${m.t}" message goes from gateway to lock, not from a lock`, { t: m.t });
 }
 
 /** decodeMessage, refusing lock → gateway messages (ERR_MESSAGE). */
-export function decodeGatewayMessage(_b: Uint8Array): GatewayMessage {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+export function decodeGatewayMessage(b: Uint8Array): GatewayMessage {
+  const m = decodeMessage(b);
+  if (m.t === 'hello' || m.t === 'ack' || m.t === 'nack') return m;
+  throw new OtiError('ERR_MESSAGE', `an "${m.t}" message goes from lock to gateway, not from a gateway`, { t: m.t });
 }
 
 /** Manufacturer data for a lock's advertisement. */
-export function encodeAdvertisement(_pending: boolean): Uint8Array {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+export function encodeAdvertisement(pending: boolean): Uint8Array {
+  return Uint8Array.of(ADV_COMPANY_ID & 0xff, ADV_COMPANY_ID >> 8, ADV_MAGIC[0], ADV_MAGIC[1], pending ? ADV_FLAG_PENDING : 0);
 }
 
-/** Reads an advertisement's manufacturer data; undefined when it is not an OTI lock's. */
-export function parseAdvertisement(_manufacturerData: Uint8Array | undefined): { readonly pending: boolean } | undefined {
-  throw new OtiError('ERR_MESSAGE', 'not implemented');
+/**
+ * Reads an advertisement's manufacturer data; undefined when it is not an OTI lock's (wrong
+ * length, company id or magic). Flag bits other than ADV_FLAG_PENDING are reserved and ignored.
+ * Never throws.
+ */
+export function parseAdvertisement(manufacturerData: Uint8Array | undefined): { readonly pending: boolean } | undefined {
+  const d = manufacturerData;
+  if (!(d instanceof Uint8Array) || d.length !== ADV_LENGTH) return undefined;
+  if (d[0] !== (ADV_COMPANY_ID & 0xff) || d[1] !== ADV_COMPANY_ID >> 8 || d[2] !== ADV_MAGIC[0] || d[3] !== ADV_MAGIC[1]) return undefined;
+  return { pending: ((d[4] ?? 0) & ADV_FLAG_PENDING) !== 0 };
+}
+
+function messageType(v: CborValue): 'info' | 'event' | 'hello' | 'ack' | 'nack' {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) throw new OtiError('ERR_MESSAGE', 'a message must be a CBOR map', { field: 't' });
+  const t = v['t'];
+  if (typeof t !== 'string' || !(LOCK_TYPES.includes(t) || GATEWAY_TYPES.includes(t))) {
+    throw new OtiError('ERR_MESSAGE', `unknown message type ${typeof t === 'string' ? JSON.stringify(t.slice(0, 16)) : typeof t}`, { field: 't' });
+  }
+  return t as 'info' | 'event' | 'hello' | 'ack' | 'nack';
+}
+
+function decodeInfo(v: CborValue): LockMessage {
+  return fields(() => {
+    const m = asMap(v, 'info', ['t', 'v', 'lock', 'fw', 'key']);
+    version(m, 'info', PROTOCOL_VERSION);
+    const lock = text(m, 'lock', 'info', 64, ID_PATTERN);
+    const fw = text(m, 'fw', 'info', TEXT_MAX);
+    const info: LockInfo = m['key'] === undefined ? { lock, fw } : { lock, fw, key: bytes(m, 'key', 'info', PUBLIC_KEY_BYTES) };
+    return { t: 'info', info };
+  });
+}
+
+function decodeEvent(v: CborValue): EventMessage {
+  const { oldest, cose, event } = fields(() => {
+    const m = asMap(v, 'event', ['t', 'oldest', 'cose', 'event']);
+    const oldest = counted(m, 'oldest', 'event');
+    if ((m['cose'] === undefined) === (m['event'] === undefined)) {
+      throw new OtiError('ERR_MESSAGE', 'an event message carries exactly one of "cose" and "event"', { field: 'event.cose' });
+    }
+    return m['cose'] !== undefined ? { oldest, cose: bytes(m, 'cose', 'event', undefined, COSE_MAX_BYTES) } : { oldest, event: bytes(m, 'event', 'event', undefined, LOCK_EVENT_MAX_BYTES) };
+  });
+  const payload = cose !== undefined ? parseCoseSign1(cose).payload : (event as Uint8Array);
+  const { lock, ctr } = decodeLockEvent(payload);
+  if (ctr < 1) throw new OtiError('ERR_MESSAGE', 'event counters start at 1', { field: 'event.ctr', ctr });
+  if (oldest > ctr) throw new OtiError('ERR_MESSAGE', `oldest (${oldest}) is after the event's own counter (${ctr})`, { field: 'event.oldest', oldest, ctr });
+  return cose !== undefined ? { t: 'event', oldest, cose, lock, ctr } : { t: 'event', oldest, event: event as Uint8Array, lock, ctr };
+}
+
+/** A counter-like field: an integer from 1 to `max`. */
+function counted(m: CborMap, key: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
+  const n = uint(m, key, what, max);
+  if (n < 1) throw new OtiError('ERR_MESSAGE', `${what}.${key} must be an integer from 1 to ${max}`, { field: `${what}.${key}` });
+  return n;
+}
+
+/** Runs the field checks of one message; a structural failure there is ERR_MESSAGE (same details). */
+function fields<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (e) {
+    if (isOtiError(e, 'ERR_ENCODING_SCHEMA')) throw new OtiError('ERR_MESSAGE', e.message, e.details, { cause: e });
+    throw e;
+  }
 }
