@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { readFile } from 'node:fs/promises';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { OtiError, type ErrorCode } from '../../ledger/errors.js';
@@ -17,6 +18,7 @@ import {
   type GatewayMessage,
   type MessageInput,
 } from '../../drivers/protocol.js';
+import { makeLockVectors, lockVectorsJson, LOCK_VECTORS_URL } from '../support/make-lock-vectors.js';
 import { crc32, encodeFrame, fragment, FrameDecoder, Reassembler, type FrameResult } from '../../drivers/framing.js';
 
 function codeOf(f: () => unknown): string | undefined {
@@ -243,4 +245,27 @@ void test('fragment rejections', () => {
   assert.equal(code(Uint8Array.of(0xc0, 0, 1, 9)), 'ok');
   assert.equal(codeOf(() => fragment(msg, 3)), 'ERR_ARGUMENT');
   assert.equal(codeOf(() => fragment(new Uint8Array(0), 20)), 'ERR_ARGUMENT');
+});
+
+void test('the generator reproduces test/vectors/lock-protocol.json byte for byte, and the vectors decode', async () => {
+  const committed = await readFile(LOCK_VECTORS_URL, 'utf8');
+  assert.equal(lockVectorsJson(makeLockVectors()), committed, 'run `node dist/test/support/make-lock-vectors.js --write` and review the diff');
+  const v = JSON.parse(committed) as {
+    messages: Record<string, string>;
+    serialFrame: { body: string; frame: string };
+    fragmentsMtu23: { message: string; fragments: string[] };
+    invalid: { messages: { input: string; error: string }[]; frames: { input: string; error: string }[]; fragments: { fragments: string[]; error: string }[] };
+  };
+  const h = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
+  for (const [name, m] of Object.entries(v.messages)) assert.equal(decodeMessage(h(m)).t, name.replace(/Unsigned$/, ''));
+  assert.deepEqual(okBodies(new FrameDecoder(MESSAGE_MAX_BYTES).push(h(v.serialFrame.frame))), [h(v.serialFrame.body)]);
+  const ra = new Reassembler(MESSAGE_MAX_BYTES);
+  assert.deepEqual(v.fragmentsMtu23.fragments.map((f) => ra.push(h(f))).at(-1), { ok: true, message: h(v.fragmentsMtu23.message) });
+  for (const c of v.invalid.messages) assert.equal(codeOf(() => decodeMessage(h(c.input))), c.error);
+  for (const c of v.invalid.frames) assert.deepEqual(new FrameDecoder(MESSAGE_MAX_BYTES).push(h(c.input)).map((r) => (r.ok ? 'ok' : r.code)), [c.error]);
+  for (const c of v.invalid.fragments) {
+    const r = new Reassembler(MESSAGE_MAX_BYTES);
+    const last = c.fragments.map((f) => r.push(h(f))).at(-1);
+    assert.equal(last?.ok === false ? last.code : 'accepted', c.error);
+  }
 });
