@@ -228,3 +228,20 @@ void test('the real lazy noble import on this machine: unavailable with a reason
     await driver.stop();
   }
 });
+
+void test('a full event queue pauses the link; a bounded buffer, then a drop; nothing lost once the gateway reads again', async (t) => {
+  const s = setup(t, { eventQueue: 1, idleMs: 60000 });
+  const { sim } = s.lock('loading-bay', 23, 100);
+  for (let i = 0; i < 10; i++) sim.record();
+  const notices: DriverNotice[] = [];
+  void (async () => {
+    for await (const n of s.driver.notices()) notices.push(n);
+  })();
+  await s.driver.start();
+  // Nobody reads events: the lock's resends pile up in the link's bounded buffer until it is dropped.
+  await waitFor('link dropped while the gateway is busy', () => notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  void (async () => {
+    for await (const ev of s.driver.events()) await s.driver.ack(ev, new Uint8Array(32));
+  })();
+  await waitFor('all 10 acknowledged', () => allAcked(sim, 10));
+});
