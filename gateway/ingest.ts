@@ -1,0 +1,307 @@
+/**
+ * The ingest pipeline: driver → lock enrolled and signature valid → duplicate, replay or gap →
+ * durable append → ack to the lock → notifications (as events of this emitter).
+ *
+ * The rules are those of docs/PROTOCOL.md §Lock protocol, "Gateway processing":
+ * - (lock, ctr) is an event's identity. expected = last stored counter + 1 (1 for a new lock).
+ * - ctr < expected with the same payload as the stored (or in-flight) event: a duplicate, acked
+ *   again with the stored entry's hash and not stored again. Otherwise: a replay, refused
+ *   (ERR_REPLAY, retry=false) and recorded as a health entry (at most one per lock per minute).
+ * - ctr > expected: counters below the lock's `oldest` are gone from the lock and become one gap
+ *   entry; if the event is still ahead of what the lock holds, it is refused with
+ *   ERR_OUT_OF_ORDER (retry=true): the lock resends in order.
+ * - A lock that is not enrolled (or revoked) is refused with ERR_LOCK_UNKNOWN (retry=true, so the
+ *   lock keeps its events until a technician enrols it) and reported, never stored.
+ * - A bad lock signature: ERR_LOCK_SIGNATURE (retry=false), recorded like a replay.
+ * - The ack is sent only once the entry is durable.
+ *
+ * Signatures are checked as soon as an event arrives (in the worker pool when there is one), in
+ * parallel across events; each lock's events are then admitted to the chain strictly in arrival
+ * order. Memory is bounded by `queueLimit`: events between arrival and answer. At the limit the
+ * pipeline stops pulling from the drivers, whose own bounded queues then pause their links, and
+ * the locks keep their events.
+ */
+import { EventEmitter } from 'node:events';
+import type { Chain, AppendResult } from '../ledger/chain.js';
+import type { SignaturePool } from '../ledger/sigpool.js';
+import { parseCoseSign1, sigStructure } from '../ledger/cose.js';
+import { verify } from '../ledger/crypto.js';
+import { decodeEntry, type EntryInput } from '../ledger/entry.js';
+import { bytesEqual } from '../ledger/encoding.js';
+import { isOtiError, type ErrorCode } from '../ledger/errors.js';
+import { leafHash } from '../ledger/merkle.js';
+import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
+import type { LockInfo } from '../drivers/protocol.js';
+
+export interface IngestOptions {
+  readonly chain: Chain;
+  /** Checks lock signatures off the main thread; without it they are checked inline. */
+  readonly pool?: SignaturePool;
+  /** Events between arrival and answer before the pipeline stops pulling (default 1024). */
+  readonly queueLimit?: number;
+  readonly now?: () => number;
+}
+
+export interface IngestEvents {
+  /** An event arrived from a driver (before any check). */
+  received: [ev: ReceivedEvent];
+  /** An event is durable and its ack was sent. `latencyMs`: arrival to ack. */
+  committed: [ev: ReceivedEvent, result: AppendResult, latencyMs: number];
+  /** A duplicate was acknowledged again with the stored entry's hash. */
+  duplicate: [ev: ReceivedEvent, entry: Uint8Array];
+  /** An event was refused with this code. */
+  rejected: [ev: ReceivedEvent, code: ErrorCode, retry: boolean];
+  /** A lock that is not enrolled sent events or identified itself. */
+  unenrolled: [lock: string, info: LockInfo | undefined, from: LinkRef];
+  /** A gap, blind interval or health record was appended. */
+  recorded: [result: AppendResult];
+  /** A driver notice (frames rejected, links up and down, locks seen). */
+  notice: [notice: DriverNotice];
+  /** Something failed that is not an event's fault (the chain could not append, for example). */
+  fault: [error: Error];
+}
+
+interface LockState {
+  /** Last counter admitted (stored or about to be); undefined until loaded. */
+  last: number | undefined;
+  /** The previous event's admission; the next one waits for it. */
+  tail: Promise<void>;
+  /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
+  readonly inFlight: Map<number, { readonly payload: Uint8Array; readonly done: Promise<AppendResult> }>;
+  /** Rate limit for health records about this lock. */
+  lastRecord: number;
+  suppressed: number;
+}
+
+const RECORD_INTERVAL_MS = 60_000;
+const UNENROLLED_REPORT_MS = 60_000;
+
+export class Ingest extends EventEmitter<IngestEvents> {
+  private readonly chain: Chain;
+  private readonly pool: SignaturePool | undefined;
+  private readonly limit: number;
+  private readonly now: () => number;
+  private readonly locks = new Map<string, LockState>();
+  private readonly unenrolledSeen = new Map<string, number>();
+  private readonly loops: Promise<void>[] = [];
+  private readonly waiting: Array<() => void> = [];
+  private active = 0;
+  private closed = false;
+  private idle: (() => void) | undefined;
+
+  constructor(opts: IngestOptions) {
+    super();
+    this.chain = opts.chain;
+    this.pool = opts.pool;
+    this.limit = opts.queueLimit ?? 1024;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Events between arrival and answer. */
+  get depth(): number {
+    return this.active;
+  }
+
+  /** Consumes a started driver's events and notices until the driver stops or close(). */
+  attach(driver: LockDriver): void {
+    this.loops.push(this.pullEvents(driver), this.pullNotices(driver));
+  }
+
+  /** Stops pulling, and waits for every event taken to be answered. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.waiting.splice(0)) w();
+    if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+  }
+
+  private async pullEvents(driver: LockDriver): Promise<void> {
+    for await (const ev of driver.events()) {
+      if (this.closed) {
+        await driver.nack(ev, 'ERR_BUSY', true);
+        continue;
+      }
+      this.active++;
+      void this.handle(driver, ev).finally(() => this.release());
+      while (this.active >= this.limit && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+  }
+
+  private async pullNotices(driver: LockDriver): Promise<void> {
+    for await (const n of driver.notices()) {
+      this.emit('notice', n);
+      if (n.kind === 'blind' && !this.closed) {
+        this.record({ kind: 'gap', source: n.driver, start: n.start, end: n.end, reason: n.reason.slice(0, 512) });
+      } else if (n.kind === 'lock-seen') {
+        const m = this.chain.roster.get('lock', n.info.lock);
+        if (m === undefined || m.revoked) this.reportUnenrolled(n.info.lock, n.info, n.from);
+      }
+    }
+  }
+
+  private release(): void {
+    this.active--;
+    this.waiting.shift()?.();
+    if (this.active === 0) this.idle?.();
+  }
+
+  /** One event, from arrival to its answer. Never throws. */
+  private async handle(driver: LockDriver, ev: ReceivedEvent): Promise<void> {
+    this.emit('received', ev);
+    const member = this.chain.roster.get('lock', ev.lock);
+    if (member === undefined || member.revoked) {
+      this.reportUnenrolled(ev.lock, ev.info, ev.from);
+      return this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true);
+    }
+    const signed = 'cose' in ev.payload;
+    if (!signed && !member.unsigned) return this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false);
+    // Started now, so that a lock's events are checked in parallel and admitted in order.
+    const checked = this.checkSignature(ev, member.key);
+    const state = this.lockState(ev.lock);
+    let answer: Promise<void> = Promise.resolve();
+    const admitted = state.tail.then(async () => {
+      ({ answer } = await this.admit(driver, ev, state, await checked));
+    });
+    state.tail = admitted.catch(() => undefined);
+    try {
+      await admitted;
+      await answer;
+    } catch (e) {
+      this.emit('fault', e as Error);
+      await this.refuse(driver, ev, 'ERR_BUSY', true);
+    }
+  }
+
+  private async checkSignature(ev: ReceivedEvent, key: Uint8Array): Promise<boolean> {
+    if (!('cose' in ev.payload)) return true;
+    try {
+      const cose = parseCoseSign1(ev.payload.cose);
+      const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
+      return this.pool !== undefined ? await this.pool.verify(task) : verify(task.key, task.msg, task.sig);
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Decides an event's fate in its lock's order. Returns the promise of its answer (wrapped, so
+   * that awaiting the admission does not wait for it): the lock's next event waits only for this
+   * admission, not for durability.
+   */
+  private async admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean): Promise<{ answer: Promise<void> }> {
+    if (!signatureOk) {
+      this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
+      return { answer: this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false) };
+    }
+    state.last ??= Math.max(await this.chain.lastCounter(ev.lock), 0);
+    let expected = state.last + 1;
+    if (ev.ctr < expected) return { answer: this.earlier(driver, ev, state) };
+    if (ev.ctr > expected && ev.oldest > expected) {
+      // The lock no longer holds expected .. oldest-1: record them as missing, once.
+      const to = ev.oldest - 1;
+      this.record({ kind: 'gap', lock: ev.lock, from: expected, to });
+      state.last = to;
+      expected = ev.oldest;
+    }
+    if (ev.ctr > expected) return { answer: this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true) };
+    const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
+    const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
+    // Admitted in call order: a gap recorded just above goes in before this event.
+    const done = this.chain.append(input, { preverified: true });
+    state.last = ev.ctr;
+    state.inFlight.set(ev.ctr, { payload, done });
+    return { answer: this.afterAppend(driver, ev, state, done) };
+  }
+
+  private async afterAppend(driver: LockDriver, ev: ReceivedEvent, state: LockState, done: Promise<AppendResult>): Promise<void> {
+    try {
+      const result = await done;
+      await driver.ack(ev, result.leafHash);
+      this.emit('committed', ev, result, this.now() - ev.receivedAt);
+    } catch (e) {
+      // Not admitted after all: forget the optimistic counter so that it is read again.
+      state.last = undefined;
+      const code = isOtiError(e) ? e.code : 'ERR_BUSY';
+      if (code === 'ERR_APPEND_ABORTED' || !isOtiError(e)) {
+        if (!isOtiError(e)) this.emit('fault', e as Error);
+        await this.refuse(driver, ev, 'ERR_BUSY', true);
+      } else {
+        await this.refuse(driver, ev, code, false);
+      }
+    } finally {
+      state.inFlight.delete(ev.ctr);
+    }
+  }
+
+  /** An event at or below the last stored counter: a duplicate or a replay. */
+  private async earlier(driver: LockDriver, ev: ReceivedEvent, state: LockState): Promise<void> {
+    const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
+    const flying = state.inFlight.get(ev.ctr);
+    let entry: Uint8Array | undefined;
+    if (flying !== undefined) {
+      if (bytesEqual(flying.payload, payload)) entry = await flying.done.then((r) => r.leafHash, () => undefined);
+    } else {
+      entry = await this.storedHash(ev, payload);
+    }
+    if (entry !== undefined) {
+      await driver.ack(ev, entry);
+      this.emit('duplicate', ev, entry);
+      return;
+    }
+    this.recordAbout(ev.lock, state, 'replay', `counter ${ev.ctr} again, with other content or after it was recorded missing (last ${state.last ?? '?'})`);
+    return this.refuse(driver, ev, 'ERR_REPLAY', false);
+  }
+
+  /** The leaf hash of the stored event with this identity, if its payload is the same. */
+  private async storedHash(ev: ReceivedEvent, payload: Uint8Array): Promise<Uint8Array | undefined> {
+    const index = await this.chain.indexOf(`${ev.lock}:${ev.ctr}`);
+    if (index === undefined) return undefined;
+    const bytes = await this.chain.cs.getEntry(index);
+    const body = decodeEntry(bytes).body;
+    if (body.kind !== 'lock-event') return undefined;
+    const stored = body.prov === 'lock-signed' ? body.cose : body.eventBytes;
+    return bytesEqual(stored, payload) ? leafHash(bytes) : undefined;
+  }
+
+  private async refuse(driver: LockDriver, ev: ReceivedEvent, code: ErrorCode, retry: boolean): Promise<void> {
+    await driver.nack(ev, code, retry);
+    this.emit('rejected', ev, code, retry);
+  }
+
+  private lockState(lock: string): LockState {
+    let s = this.locks.get(lock);
+    if (s === undefined) {
+      s = { last: undefined, tail: Promise.resolve(), inFlight: new Map(), lastRecord: 0, suppressed: 0 };
+      this.locks.set(lock, s);
+    }
+    return s;
+  }
+
+  private reportUnenrolled(lock: string, info: LockInfo | undefined, from: LinkRef): void {
+    const t = this.now();
+    const last = this.unenrolledSeen.get(lock);
+    if (last !== undefined && t - last < UNENROLLED_REPORT_MS) return;
+    if (this.unenrolledSeen.size >= 1024) this.unenrolledSeen.clear();
+    this.unenrolledSeen.set(lock, t);
+    this.emit('unenrolled', lock, info, from);
+  }
+
+  /** A health record about a lock, at most one a minute per lock, counting what it held back. */
+  private recordAbout(lock: string, state: LockState, status: string, detail: string): void {
+    const t = this.now();
+    if (t - state.lastRecord < RECORD_INTERVAL_MS) {
+      state.suppressed++;
+      return;
+    }
+    const more = state.suppressed > 0 ? ` (and ${state.suppressed} more since the last record)` : '';
+    state.lastRecord = t;
+    state.suppressed = 0;
+    this.record({ kind: 'health', source: `lock:${lock}`, status, detail: `${detail}${more}` });
+  }
+
+  private record(input: EntryInput): void {
+    this.chain.append(input).then(
+      (r) => this.emit('recorded', r),
+      (e: unknown) => this.emit('fault', e as Error),
+    );
+  }
+}
