@@ -1,0 +1,93 @@
+/**
+ * The BLE driver suite that every radio runs (STYLE.md "one suite, many implementations"): the
+ * fake noble in test/unit/ble.test.ts and a real adapter with a real lock in
+ * hardware-test/ble.test.ts. A rig gives a started driver and, where it can, a way to make the
+ * lock record events and to read what the lock was told.
+ */
+import { test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import type { BleDriver } from '../../drivers/ble.js';
+import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
+
+export interface BleRig {
+  readonly driver: BleDriver;
+  /** The lock under test: its id or BLE address. */
+  readonly lock: string;
+  /** Makes the lock record `n` events, when the rig can (a simulated lock); returns their counters. */
+  readonly record?: (n: number) => number[];
+  /** The entry hash the lock received in an ack for `ctr`, when the rig can see it. */
+  readonly ackedEntry?: (ctr: number) => Uint8Array | undefined;
+  /** How many events to wait for when the rig cannot make any (a real lock operated by hand). */
+  readonly expect?: number;
+}
+
+/** The gateway side of a test: acks every event with a hash derived from (lock, ctr). */
+export interface Gateway {
+  readonly events: ReceivedEvent[];
+  readonly notices: DriverNotice[];
+  readonly done: Promise<void>;
+}
+
+export function entryFor(lock: string, ctr: number): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(`${lock}:${ctr}`).digest());
+}
+
+export function runGateway(driver: BleDriver): Gateway {
+  const events: ReceivedEvent[] = [];
+  const notices: DriverNotice[] = [];
+  const loop = async (): Promise<void> => {
+    for await (const ev of driver.events()) {
+      events.push(ev);
+      await driver.ack(ev, entryFor(ev.lock, ev.ctr));
+    }
+  };
+  const watch = async (): Promise<void> => {
+    for await (const n of driver.notices()) notices.push(n);
+  };
+  return { events, notices, done: Promise.all([loop(), watch()]).then(() => undefined) };
+}
+
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 30000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function mine(rig: BleRig, ev: ReceivedEvent): boolean {
+  return ev.lock === rig.lock || ev.from.link === rig.lock;
+}
+
+export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<BleRig>, timeoutMs = 30000): void {
+  void test(`${title}: events flow in and acks return`, async (t) => {
+    const rig = await makeRig(t);
+    const gw = runGateway(rig.driver);
+    const ctrs = rig.record?.(5) ?? [];
+    const want = rig.record === undefined ? (rig.expect ?? 1) : ctrs.length;
+    await waitFor('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
+    await waitFor('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
+    assert.ok(gw.notices.some((n) => n.kind === 'lock-seen'), 'the lock identified itself');
+    for (const ctr of ctrs) {
+      await waitFor(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
+      const ev = gw.events.find((e) => e.ctr === ctr);
+      assert.ok(ev !== undefined);
+      assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(ev.lock, ctr));
+    }
+    await rig.driver.stop();
+    await gw.done;
+  });
+
+  void test(`${title}: stop() is idempotent and ends both streams`, async (t) => {
+    const rig = await makeRig(t);
+    const gw = runGateway(rig.driver);
+    await Promise.all([rig.driver.stop(), rig.driver.stop()]);
+    await rig.driver.stop();
+    await gw.done;
+    const s = rig.driver.status();
+    assert.equal(s.state, 'stopped');
+    assert.equal(s.links.filter((l) => l.state === 'open' || l.state === 'connecting').length, 0);
+  });
+}
