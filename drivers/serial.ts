@@ -82,6 +82,8 @@ export class SerialDriver implements LockDriver {
   private retryTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private lastIo = 0;
+  /** Whether a lock has sent info since our last hello (see docs/PROTOCOL.md, link start). */
+  private infoSinceHello = false;
   private closedAt: number | undefined;
   private closeReason = 'not opened yet';
   /** Chunks received while the consumer is behind; at most one is buffered before pausing. */
@@ -115,7 +117,6 @@ export class SerialDriver implements LockDriver {
     if (this.started) return Promise.reject(new OtiError('ERR_ARGUMENT', `${this.id} was already started`));
     this.started = true;
     this.setState('starting');
-    this.closedAt = this.now();
     void this.connect();
     return Promise.resolve();
   }
@@ -227,13 +228,18 @@ export class SerialDriver implements LockDriver {
     this.link = { link: this.opts.path, state: 'open' };
     this.setState('running');
     this.notice({ kind: 'link', from: this.from(), state: 'open', detail: `opened at ${this.opts.baudRate} baud`, time: t });
-    // A leading delimiter flushes whatever partial frame the lock's receiver holds.
-    this.write(port, encodeFrame(encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }), true));
+    this.sendHello(port);
     clearInterval(this.probeTimer);
     this.probeTimer = setInterval(() => {
       if (this.port === port && port.isOpen && this.now() - this.lastIo >= this.opts.probeMs) this.write(port, PROBE);
     }, this.opts.probeMs);
     this.probeTimer.unref();
+  }
+
+  private sendHello(port: PortLike): void {
+    this.infoSinceHello = false;
+    // A leading delimiter flushes whatever partial frame the lock's receiver holds.
+    this.write(port, encodeFrame(encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }), true));
   }
 
   private lost(port: PortLike, reason: string): void {
@@ -303,6 +309,9 @@ export class SerialDriver implements LockDriver {
       return;
     }
     if (m.t === 'info') {
+      // An info that did not answer our hello means the lock came up after it: greet it again.
+      if (!this.infoSinceHello && this.port !== undefined) this.sendHello(this.port);
+      this.infoSinceHello = true;
       this.infos.set(m.info.lock, m.info);
       this.link = { ...this.link, lock: m.info.lock };
       this.notice({ kind: 'lock-seen', from: this.from(), info: m.info, time: this.now() });

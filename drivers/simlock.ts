@@ -134,11 +134,15 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.auto = undefined;
   }
 
-  /** A link came up. The lock stays silent until the gateway's hello. */
+  /**
+   * A link came up. With `announceInfo` (serial) the lock says who it is at once, so that a
+   * gateway that came up first learns of it and sends hello; events wait for that hello.
+   */
   connect(send: (message: Uint8Array) => void, opts: { announceInfo?: boolean } = {}): void {
     this.disconnect();
     this.send = send;
     this.announceInfo = opts.announceInfo ?? true;
+    if (this.announceInfo) send(encodeMessage({ t: 'info', info: this.info() }));
     this.timer = setInterval(() => this.pump(), Math.max(5, this.resendMs / 4));
     this.timer.unref();
   }
@@ -188,12 +192,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
       case 'nack': {
         if (m.lock !== this.id) return;
         const i = this.indexOf(m.ctr);
-        if (i < 0) return;
-        const h = this.buffer[i] as Held;
-        if (m.retry) {
+        const h = this.buffer[i];
+        if (h !== undefined && m.retry) {
           h.sentAt = 0;
           h.notBefore = this.now() + this.resendMs;
-        } else {
+        } else if (h !== undefined) {
           this.buffer.splice(i, 1);
         }
         this.emit('nack', m.ctr, m.code, m.retry);

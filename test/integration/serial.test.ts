@@ -157,10 +157,17 @@ void test('a replayed counter is refused and recorded; a repeated identical even
   await until('5 acked', () => lock.acked.size === 5);
   const nacks: [number, string, boolean][] = [];
   lock.on('nack', (ctr, code, retry) => nacks.push([ctr, code, retry]));
+  const duplicates: number[] = [];
+  r.ingest.on('duplicate', (ev, entry) => {
+    duplicates.push(ev.ctr);
+    assert.ok(bytesEqual(entry, lock.acked.get(ev.ctr) as Uint8Array), 'the duplicate is acked with the stored hash');
+  });
   const before = r.chain.size;
   assert.ok(lock.replay(3), 'identical resend of 3');
   assert.ok(lock.forgeReplay(2), 'other content under counter 2');
-  await until('replay refused', () => r.codes.includes('ERR_REPLAY'));
+  await until('replay refused', () => nacks.length > 0);
+  assert.deepEqual(nacks, [[2, 'ERR_REPLAY', false]]);
+  assert.deepEqual(duplicates, [3]);
   await until('health record', async () => (await bodies(r.chain, 'health')).length === 1);
   const health = (await bodies(r.chain, 'health'))[0];
   assert.ok(health !== undefined && health.kind === 'health' && health.source === 'lock:vault' && health.status === 'replay');
