@@ -23,6 +23,7 @@
  *   buffer; beyond it the link is dropped and the lock resends later.
  * - Repeated garbage from a link (more than `garbagePerMinute` rejections) drops it with backoff.
  */
+import { backoffDelay } from './backoff.js';
 import type { DriverNotice, DriverState, DriverStatus, LinkRef, LinkStatus, LockDriver, ReceivedEvent } from './driver.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import {
@@ -218,6 +219,8 @@ export class BleDriver implements LockDriver {
   private lastScanActivity = 0;
   /** Start of the current blind interval while the adapter is not poweredOn. */
   private blindSince: number | undefined;
+  /** A watchdog restart whose silence becomes a blind interval if advertisements come back. */
+  private stallSince: { since: number; reason: string } | undefined;
   private tick: NodeJS.Timeout | undefined;
   private readonly links = new Map<string, Link>();
   private readonly candidates = new Map<string, NoblePeripheral>();
@@ -415,14 +418,19 @@ export class BleDriver implements LockDriver {
     }
   }
 
-  /** Stops and starts the scan; the time since `silentSince` is reported as blind. */
-  private async restartScan(silentSince: number, reason: string): Promise<void> {
+  /**
+   * Stops and starts the scan. A scan that stopped is blind from `silentSince` at once. A scan
+   * that merely went quiet may have had nothing to hear (no lock in range): its silence counts as
+   * blind only when advertisements come back after the restart, which shows the scan had stalled.
+   */
+  private async restartScan(silentSince: number, reason: string, certain = true): Promise<void> {
     const noble = this.noble;
     if (noble === undefined || this.restarting || !this.scanWanted || this.stopping !== undefined) return;
     this.restarting = true;
     this.scanRestarts++;
     this.adapterNotice('open', `restarting scan: ${reason}`);
-    this.blind(silentSince, reason);
+    if (certain) this.blind(silentSince, reason);
+    else this.stallSince ??= { since: silentSince, reason };
     this.stoppingScan = true;
     try {
       await bounded(noble.stopScanningAsync(), STOP_WAIT_MS, 'scan stop');
@@ -438,7 +446,7 @@ export class BleDriver implements LockDriver {
   private housekeeping(): void {
     const t = this.now();
     if (this.scanWanted && !this.restarting && t - this.lastScanActivity >= this.scanWatchdogMs) {
-      void this.restartScan(this.lastScanActivity, `scan stalled: no advertisement for ${t - this.lastScanActivity} ms`);
+      void this.restartScan(this.lastScanActivity, `scan stalled: no advertisement for ${t - this.lastScanActivity} ms`, false);
     }
     for (const link of [...this.links.values()]) {
       if (link.state === 'open' && !link.pumping && link.outstanding === 0 && t - link.lastData >= this.idleMs) {
@@ -450,6 +458,10 @@ export class BleDriver implements LockDriver {
 
   private readonly onDiscover = (p: NoblePeripheral): void => {
     this.lastScanActivity = this.now();
+    if (this.stallSince !== undefined) {
+      this.blind(this.stallSince.since, this.stallSince.reason);
+      this.stallSince = undefined;
+    }
     let adv: { readonly pending: boolean } | undefined;
     try {
       adv = parseAdvertisement(p.advertisement.manufacturerData);
@@ -706,11 +718,10 @@ export class BleDriver implements LockDriver {
     });
   }
 
-  /** Exponential backoff with jitter: the base doubles per failure within min..max; the delay is 50–100 % of it. */
+  /** Per-peripheral exponential backoff with jitter (drivers/backoff.ts). */
   private scheduleRetry(id: string, link: string, reason: string): void {
     const attempts = (this.retries.get(id)?.attempts ?? 0) + 1;
-    const base = Math.min(this.backoff.maxMs, this.backoff.minMs * 2 ** Math.min(attempts - 1, 30));
-    const delay = Math.max(this.backoff.minMs, base * (0.5 + Math.random() * 0.5));
+    const delay = backoffDelay(attempts - 1, this.backoff.minMs, this.backoff.maxMs);
     this.retries.delete(id);
     this.retries.set(id, { link, attempts, retryAt: this.now() + delay, reason });
     if (this.retries.size > MAX_TRACKED) this.retries.delete(this.retries.keys().next().value as string);

@@ -125,7 +125,7 @@ void test('a stalled scan is restarted by the watchdog and reported as blind; so
   const before = s.driver.status().scan.restarts;
   s.fake.stallScan();
   await waitFor('watchdog restart', () => s.driver.status().scan.restarts > before);
-  assert.ok(ofKind(gw.notices, 'blind').length > 0);
+  await waitFor('blind once advertisements come back', () => ofKind(gw.notices, 'blind').length > 0);
   sim.record();
   await waitFor('event after restart', () => allAcked(sim, 1));
   const again = s.driver.status().scan.restarts;
@@ -133,6 +133,14 @@ void test('a stalled scan is restarted by the watchdog and reported as blind; so
   await waitFor('restart after unasked scanStop', () => s.driver.status().scan.restarts > again);
   sim.record();
   await waitFor('event after second restart', () => allAcked(sim, 2));
+});
+
+void test('a quiet site (no lock in range) restarts the scan but records no blind interval', async (t) => {
+  const s = setup(t, { scanWatchdogMs: 100 });
+  const gw = runGateway(s.driver);
+  await s.driver.start();
+  await waitFor('two watchdog restarts', () => s.driver.status().scan.restarts >= 2);
+  assert.equal(ofKind(gw.notices, 'blind').length, 0);
 });
 
 void test('a connect that hangs times out, backs off and is retried', async (t) => {
