@@ -50,6 +50,12 @@ export const ERROR_CODES = {
   ERR_BUSY: 'the gateway cannot take the event now; the lock keeps it and resends',
   ERR_DRIVER_UNAVAILABLE: 'a driver cannot run on this machine (no adapter, no device, missing support)',
   ERR_DRIVER_STOPPED: 'the driver was stopped or its link to the lock went away',
+  // MQTT broker and network
+  ERR_PORT_IN_USE: 'a network port is already in use',
+  ERR_MQTT_AUTH: 'an MQTT client gave no credentials or wrong ones',
+  ERR_MQTT_ACL: 'an MQTT client published or subscribed outside what its role allows',
+  ERR_MQTT_RATE: 'an MQTT client published faster than its rate limit',
+  ERR_MQTT_USERS_FILE: 'the MQTT users file is malformed or readable by group or others',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
