@@ -52,6 +52,12 @@ export const ERROR_CODES = {
   ERR_DRIVER_STOPPED: 'the driver was stopped or its link to the lock went away',
   // Gateway runtime
   ERR_CONFIG: 'the configuration has a wrong or unknown key',
+  // MQTT broker and network
+  ERR_PORT_IN_USE: 'a network port is already in use',
+  ERR_MQTT_AUTH: 'an MQTT client gave no credentials or wrong ones',
+  ERR_MQTT_ACL: 'an MQTT client published or subscribed outside what its role allows',
+  ERR_MQTT_RATE: 'an MQTT client published faster than its rate limit',
+  ERR_MQTT_USERS_FILE: 'the MQTT users file is malformed or readable by group or others',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
