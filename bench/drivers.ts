@@ -30,7 +30,7 @@ import { SerialDriver } from '../drivers/serial.js';
 import { SerialSimLink } from '../drivers/simlink.js';
 import { SimLock } from '../drivers/simlock.js';
 import { Ingest } from '../gateway/ingest.js';
-import { ptyPair, type PtyPair } from '../test/support/pty.js';
+import { ptyPair, type PtyPair } from '../drivers/pty.js';
 import { writeResults, round, percentile, peakRssMb } from './support.js';
 
 const FRAMES = Number(process.env['BENCH_FRAMES'] ?? 50_000);

@@ -1,77 +1,61 @@
 /**
- * `npm start`: the gateway process. At this stage it opens (or creates) the gateway's identity
- * and ledger in the data folder (Chain.open verifies the last block before anything is served),
- * reports the ledger's state, verifies the whole chain in the background (minutes on a long
- * chain, so it does not hold up start-up) and keeps the ledger open until SIGINT/SIGTERM, when
- * it flushes and closes it. A chain that fails verification stops the gateway. Later parts of the runtime
- * (drivers, broker, sync, API) start from here too.
- *
- * Data folder: $OTI_DATA_DIR, else ./data.
+ * `npm start`: the gateway process. Reads the configuration (docs/CONFIGURATION.md: defaults,
+ * file, OTI_* environment, flags), starts the runtime (gateway/runtime.ts) and stops it on
+ * SIGINT/SIGTERM within 5 seconds: stop taking events, answer what is in flight, flush the ledger,
+ * close the broker and the store. A configuration error, a busy port or an unwritable data folder
+ * stops start-up with a message that names what is wrong and exit code 1 (2 for a usage error).
  */
-import { resolve, join } from 'node:path';
-import { LedgerStore } from '../ledger/store.js';
-import { Chain } from '../ledger/chain.js';
-import { SignaturePool } from '../ledger/sigpool.js';
-import { verifyChain } from '../ledger/verify.js';
-import { fingerprint, toHex } from '../ledger/crypto.js';
+import { loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { Gateway } from './runtime.js';
 import { isOtiError } from '../ledger/errors.js';
-import { loadOrCreateIdentity } from './identity.js';
 
-async function main(): Promise<void> {
-  const dataDir = resolve(process.env['OTI_DATA_DIR'] ?? 'data');
-  const id = await loadOrCreateIdentity(dataDir, process.env['OTI_KEY_PASSPHRASE'] !== undefined ? { passphrase: process.env['OTI_KEY_PASSPHRASE'] } : {});
-  if (id.created) console.log(`created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${dataDir}`);
-  console.log(`data folder: ${dataDir}`);
-  const store = await LedgerStore.open(join(dataDir, 'ledger'));
-  const pool = new SignaturePool();
-  let chain: Chain | undefined;
-  let stopping = false;
-  try {
-    chain = await Chain.open({ store, trust: id.trust, gatewayId: id.gatewayId, key: id.key, genesis: id.enrolment, pool });
-    const cp = chain.checkpoint;
-    const locks = [...chain.roster.members()].filter((m) => m.role === 'lock' && !m.revoked).length;
-    console.log(`site ${id.trust.siteId}, gateway ${id.gatewayId} (key ${fingerprint(id.key.publicKey)})`);
-    console.log(`chain ${chain.origin}: ${chain.size} entries in ${chain.head.n + 1} blocks, ${locks} locks enrolled`);
-    if (cp !== undefined) console.log(`checkpoint: size ${cp.size}, root ${toHex(cp.root)}`);
-    console.log('ledger open; press Ctrl+C to stop');
-    const started = performance.now();
-    const upTo = chain.head.n;
-    verifyChain(chain.cs, { trust: id.trust, pool, toBlock: upTo }).then(
-      (report) => console.log(`verified ${report.entries} entries and ${report.lockSignatures} lock signatures in ${Math.round(performance.now() - started)} ms`),
-      (e: unknown) => {
-        if (stopping) return; // the pool and store were closed under it
-        console.error(`oti-gateway: the chain does not verify: ${(e as Error).message}${isOtiError(e) ? ` [${e.code}]` : ''}`);
-        process.exit(1);
-      },
-    );
-  } catch (e) {
-    await chain?.close().catch(() => undefined);
-    await pool.close();
-    await store.close();
-    throw e;
-  }
-  const open = chain;
-  const stop = async (signal: string): Promise<void> => {
-    stopping = true;
-    console.log(`${signal}: flushing the ledger and stopping`);
-    const timer = setTimeout(() => {
-      console.error('stop took longer than 5 s; exiting');
-      process.exit(1);
-    }, 5000);
-    timer.unref();
-    await open.close();
-    await pool.close();
-    await store.close();
-    process.exit(0);
-  };
-  process.once('SIGINT', (s) => void stop(s));
-  process.once('SIGTERM', (s) => void stop(s));
-  // Keep the process alive until a signal arrives.
-  setInterval(() => undefined, 1 << 30);
-}
+const STOP_LIMIT_MS = 5000;
 
-main().catch((e: unknown) => {
+function fail(e: unknown): never {
   if (isOtiError(e)) console.error(`oti-gateway: ${e.message} [${e.code}]`);
   else console.error('oti-gateway:', e);
-  process.exit(1);
-});
+  process.exit(isOtiError(e, 'ERR_CONFIG') ? 2 : 1);
+}
+
+async function main(): Promise<void> {
+  const { config, sources } = await loadConfig({ argv: process.argv.slice(2), env: process.env, cwd: process.cwd() });
+  const log = createLogger(config.log.level);
+  log.info({ sources }, `configuration from ${sources.join(', ')}`);
+  const passphrase = process.env['OTI_KEY_PASSPHRASE'];
+  let gateway: Gateway | undefined;
+  let stopping = false;
+  const stop = async (why: string, code: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${why}: stopping (taking no more events, flushing the ledger)`);
+    const timer = setTimeout(() => {
+      log.error(`stop took longer than ${STOP_LIMIT_MS / 1000} s; exiting`);
+      process.exit(1);
+    }, STOP_LIMIT_MS);
+    timer.unref();
+    try {
+      await gateway?.stop();
+      log.info('stopped');
+    } catch (e) {
+      log.error({ err: e }, 'stop failed');
+      code = 1;
+    }
+    log.flush();
+    process.exit(code);
+  };
+  process.once('SIGINT', (s) => void stop(s, 0));
+  process.once('SIGTERM', (s) => void stop(s, 0));
+  gateway = await Gateway.start(config, log, {
+    ...(passphrase !== undefined ? { passphrase } : {}),
+    onFatal: (e) => {
+      log.fatal({ err: e, code: isOtiError(e) ? e.code : undefined }, `the chain does not verify: ${e.message}`);
+      void stop('verification failure', 1);
+    },
+  });
+  if (stopping) return;
+  const s = gateway.status();
+  log.info({ site: s.site, gateway: s.gateway, chain: s.chain.origin, entries: s.chain.size }, `gateway ${s.gateway} of site ${s.site} running; press Ctrl+C to stop`);
+}
+
+main().catch(fail);

@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeSite, enrollLock, openChain, tempDir, type TestSite } from '../support/site.js';
-import { ptyPair, type PtyPair } from '../support/pty.js';
+import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialDriver } from '../../drivers/serial.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';

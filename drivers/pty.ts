@@ -1,12 +1,14 @@
 /**
- * Real kernel pty pairs for serial tests, made by socat: two linked paths whose bytes cross
- * over, as a null-modem cable between the gateway's port and a lock's UART would.
+ * Real kernel pty pairs, made by socat: two linked paths whose bytes cross over, as a
+ * null-modem cable between the gateway's port and a lock's UART would. The demo mode, the serial
+ * tests and the benchmarks connect simulated locks through them.
  * `restart()` kills socat and starts a new pair under the same paths: to both ends it looks like
  * the cable was pulled and plugged back in.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { OtiError } from '../ledger/errors.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface PtyPair {
@@ -34,12 +36,14 @@ export async function ptyPair(dir: string, name = 'pty'): Promise<PtyPair> {
   const start = async (): Promise<void> => {
     proc = spawn('socat', [`pty,raw,echo=0,link=${gateway}`, `pty,raw,echo=0,link=${lock}`], { stdio: 'ignore' });
     const p = proc;
-    const failed = new Promise<never>((_, reject) => p.once('error', reject));
+    const failed = new Promise<never>((_, reject) =>
+      p.once('error', (e) => reject(new OtiError('ERR_DRIVER_UNAVAILABLE', `cannot run socat: ${e.message} (apt-get install socat)`, undefined, { cause: e }))),
+    );
     for (let i = 0; i < 500; i++) {
       if ((await Promise.race([Promise.all([exists(gateway), exists(lock)]), failed])).every(Boolean)) return;
       await sleep(10);
     }
-    throw new Error('socat did not create the pty pair within 5 s (is socat installed?)');
+    throw new OtiError('ERR_DRIVER_UNAVAILABLE', 'socat did not create a pty pair within 5 s (is socat installed? apt-get install socat)');
   };
   const kill = async (): Promise<void> => {
     const p = proc;

@@ -1,0 +1,238 @@
+/**
+ * The gateway runtime: everything `npm start` runs, started in dependency order and stopped in
+ * the reverse one.
+ *
+ *   identity → ledger (store, chain, signature pool) → broker → notifications → drivers → ingest
+ *   → local API; plus the demo's simulated locks when configured.
+ *
+ * Stopping: the drivers stop taking events first (locks keep what is not acknowledged), the
+ * pipeline answers what it holds, the chain is flushed, then notifications, the API, the broker
+ * and the store close. The whole stop is bounded by the caller (main.ts gives it 5 s).
+ */
+import { join } from 'node:path';
+import { cpus } from 'node:os';
+import { LedgerStore } from '../ledger/store.js';
+import { Chain } from '../ledger/chain.js';
+import { SignaturePool } from '../ledger/sigpool.js';
+import { verifyChain } from '../ledger/verify.js';
+import { fingerprint } from '../ledger/crypto.js';
+import { OtiError, isOtiError } from '../ledger/errors.js';
+import type { LockDriver, DriverStatus } from '../drivers/driver.js';
+import { SerialDriver } from '../drivers/serial.js';
+import { BleDriver } from '../drivers/ble.js';
+import { Ingest } from './ingest.js';
+import { Broker } from './broker.js';
+import { TopicMap } from './topics.js';
+import { MqttNotifier } from './notify.js';
+import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
+import type { GatewayConfig } from './config.js';
+import type { Logger } from './log.js';
+import { Demo } from './demo.js';
+
+export interface GatewayStatus {
+  readonly site: string;
+  readonly gateway: string;
+  readonly key: string;
+  readonly startedAt: number;
+  readonly chain: { readonly origin: string; readonly size: number; readonly blocks: number; readonly checkpoint: string | undefined };
+  readonly ingest: { readonly depth: number };
+  readonly broker: { readonly port: number; readonly tlsPort?: number; readonly clients: number };
+  readonly drivers: readonly DriverStatus[];
+  readonly notifications: { readonly pending: number; readonly dropped: number };
+}
+
+export class Gateway {
+  readonly startedAt = Date.now();
+  private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
+  private stopping: Promise<void> | undefined;
+  readonly drivers: LockDriver[] = [];
+  identity!: Identity;
+  chain!: Chain;
+  broker!: Broker;
+  ingest!: Ingest;
+  notifier!: MqttNotifier;
+
+  private constructor(
+    readonly config: GatewayConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts everything; on failure, stops what had started and rethrows. */
+  static async start(config: GatewayConfig, log: Logger, opts: { passphrase?: string; onFatal?: (e: Error) => void } = {}): Promise<Gateway> {
+    const g = new Gateway(config, log);
+    try {
+      await g.run(opts);
+    } catch (e) {
+      await g.stop().catch(() => undefined);
+      throw e;
+    }
+    return g;
+  }
+
+  private onStop(name: string, close: () => Promise<void>): void {
+    this.closers.push({ name, close });
+  }
+
+  private async run(opts: { passphrase?: string; onFatal?: (e: Error) => void }): Promise<void> {
+    const { config, log } = this;
+    try {
+      await ensureDataDir(config.dataDir);
+    } catch (e) {
+      throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
+    }
+    const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
+    this.identity = id;
+    if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
+    log.info({ dataDir: config.dataDir, site: id.trust.siteId, gateway: id.gatewayId, key: fingerprint(id.key.publicKey) }, `data folder ${config.dataDir}`);
+
+    const store = await LedgerStore.open(join(config.dataDir, 'ledger'));
+    this.onStop('store', () => store.close());
+    const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)));
+    this.onStop('signature pool', () => pool.close());
+    const chain = await Chain.open({
+      store,
+      trust: id.trust,
+      gatewayId: id.gatewayId,
+      key: id.key,
+      genesis: id.enrolment,
+      pool,
+      sealDelayMs: config.ingest.sealDelayMs,
+      maxBlockEntries: config.ingest.maxBlockEntries,
+    });
+    this.chain = chain;
+    this.onStop('chain', () => chain.close());
+    log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
+    this.verifyInBackground(pool, opts.onFatal);
+
+    const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);
+    const b = config.broker;
+    this.broker = await Broker.start({
+      site: id.trust.siteId,
+      host: b.host,
+      port: b.port,
+      allowAnonymous: b.allowAnonymous,
+      maxMessageBytes: b.maxMessageBytes,
+      rateLimit: b.rateLimit,
+      ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
+      usersFile: b.usersFile,
+      haPrefix: config.notifications.homeAssistant.prefix,
+      logger: log.child({ part: 'broker' }),
+    });
+    this.onStop('broker', () => this.broker.close());
+    log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
+
+    this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit });
+    this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
+    this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
+    this.ingest.on('notice', (n) => {
+      if (n.kind === 'rejected') log.debug({ code: n.code, link: n.from.link }, n.detail);
+      else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
+      else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
+    });
+    if (config.notifications.mqtt.enabled) {
+      this.notifier = new MqttNotifier({
+        broker: this.broker,
+        topics,
+        chain,
+        ingest: this.ingest,
+        gatewayId: id.gatewayId,
+        homeAssistant: config.notifications.homeAssistant.enabled,
+        retentionS: config.notifications.statusRetentionS,
+        logger: log.child({ part: 'notify' }),
+      });
+      await this.notifier.start();
+      this.onStop('notifications', () => this.notifier.stop());
+    }
+    // Registered after the chain, so they stop before it: drivers first, then the pipeline.
+    this.onStop('ingest', () => this.ingest.close());
+    await this.startDrivers();
+    if (config.demo.locks > 0) {
+      const demo = await Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: this.broker.port });
+      this.onStop('demo', () => demo.stop());
+      for (const d of demo.drivers) await this.addDriver(d);
+      log.info(`demo: watch the notifications with: ${demo.watch}`);
+    }
+  }
+
+  private async startDrivers(): Promise<void> {
+    const { config, log } = this;
+    for (const p of config.serial.ports) {
+      await this.addDriver(
+        new SerialDriver({
+          path: p.path,
+          baudRate: p.baudRate,
+          maxFrameBytes: p.maxFrameBytes,
+          reconnectMinMs: p.reconnectMinMs,
+          reconnectMaxMs: p.reconnectMaxMs,
+          gatewayId: this.identity.gatewayId,
+          window: config.ingest.window,
+        }),
+      );
+    }
+    if (config.ble.enabled) {
+      const ble = new BleDriver({ gatewayId: this.identity.gatewayId, window: config.ingest.window, maxConnections: config.ble.maxConnections, scanWatchdogMs: config.ble.scanWatchdogMs });
+      try {
+        await this.addDriver(ble);
+      } catch (e) {
+        if (!isOtiError(e, 'ERR_DRIVER_UNAVAILABLE')) throw e;
+        log.warn({ driver: ble.id, reason: e.message }, `BLE driver unavailable: ${e.message}; the gateway runs on without it`);
+      }
+    } else {
+      log.info('BLE driver disabled by configuration (ble.enabled=false)');
+    }
+  }
+
+  /** Starts a driver and feeds it to the pipeline. Unavailable drivers stay listed in status. */
+  private async addDriver(d: LockDriver): Promise<void> {
+    this.drivers.push(d);
+    this.onStop(`driver ${d.id}`, () => d.stop());
+    await d.start();
+    this.ingest.attach(d);
+    this.log.info({ driver: d.id }, `driver ${d.id} started`);
+  }
+
+  private verifyInBackground(pool: SignaturePool, onFatal?: (e: Error) => void): void {
+    const started = performance.now();
+    const chain = this.chain;
+    verifyChain(chain.cs, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
+      (r) => this.log.info({ entries: r.entries, lockSignatures: r.lockSignatures, ms: Math.round(performance.now() - started) }, `verified ${r.entries} entries and ${r.lockSignatures} lock signatures`),
+      (e: unknown) => {
+        if (this.stopping !== undefined) return; // the pool and store were closed under it
+        onFatal?.(e as Error);
+      },
+    );
+  }
+
+  status(): GatewayStatus {
+    const cp = this.chain.checkpoint;
+    const bs = this.broker.stats();
+    return {
+      site: this.identity.trust.siteId,
+      gateway: this.identity.gatewayId,
+      key: fingerprint(this.identity.key.publicKey),
+      startedAt: this.startedAt,
+      chain: { origin: this.chain.origin, size: this.chain.size, blocks: this.chain.head.n + 1, checkpoint: cp?.note },
+      ingest: { depth: this.ingest.depth },
+      broker: { port: this.broker.port, ...(this.broker.tlsPort !== undefined ? { tlsPort: this.broker.tlsPort } : {}), clients: bs.clients },
+      drivers: this.drivers.map((d) => d.status()),
+      notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
+    };
+  }
+
+  /** Stops in reverse start order; each part is stopped even if an earlier one failed. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      let first: unknown;
+      for (const c of this.closers.reverse()) {
+        try {
+          await c.close();
+        } catch (e) {
+          this.log.error({ err: e, part: c.name }, `stopping ${c.name} failed`);
+          first ??= e;
+        }
+      }
+      if (first !== undefined) throw first;
+    })();
+    return this.stopping;
+  }
+}
