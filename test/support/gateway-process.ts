@@ -1,0 +1,77 @@
+/**
+ * The real gateway (`node dist/gateway/main.js`, what `npm start` runs) in a subprocess, for
+ * end-to-end tests: its JSON log lines are parsed as they come, so a test can wait for a message
+ * and read the ports it reports.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
+
+export interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+export interface GatewayProcess {
+  readonly proc: ChildProcess;
+  readonly logs: LogLine[];
+  /** Everything the process wrote to stderr. */
+  stderr(): string;
+  waitFor(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
+  /** Resolves with the exit code (or the signal's name) once the process has exited. */
+  exited: Promise<number | string>;
+}
+
+export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
+  const proc = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: LogLine[] = [];
+  let err = '';
+  let partial = '';
+  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    partial += chunk;
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) {
+      try {
+        logs.push(JSON.parse(l) as LogLine);
+      } catch {
+        logs.push({ level: 30, msg: l });
+      }
+    }
+  });
+  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<number | string>((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    proc,
+    logs,
+    stderr: () => err,
+    exited,
+    async waitFor(what, match, ms = 30_000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        const hit = logs.find(match);
+        if (hit !== undefined) return hit;
+        if (done) throw new Error(`the gateway exited before "${what}"; stderr: ${err.slice(-2000)}`);
+        if (Date.now() > end) throw new Error(`timed out waiting for "${what}"; last log lines: ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
+        await sleep(20);
+      }
+    },
+  };
+}
+
+/** A TCP port that was free a moment ago (bound to 0 and released). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const addr = srv.address();
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  if (addr === null || typeof addr === 'string') throw new Error('no port');
+  return addr.port;
+}
