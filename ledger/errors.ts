@@ -52,6 +52,7 @@ export const ERROR_CODES = {
   ERR_DRIVER_STOPPED: 'the driver was stopped or its link to the lock went away',
   // Gateway runtime
   ERR_CONFIG: 'the configuration has a wrong or unknown key',
+  ERR_PORT_IN_USE: 'a network port is already in use',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
