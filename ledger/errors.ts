@@ -53,6 +53,10 @@ export const ERROR_CODES = {
   // Gateway runtime
   ERR_CONFIG: 'the configuration has a wrong or unknown key',
   ERR_PORT_IN_USE: 'a network port is already in use',
+  // Local API
+  ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
+  ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
+  ERR_INTERNAL: 'an unexpected failure inside the gateway',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
