@@ -58,6 +58,10 @@ export const ERROR_CODES = {
   ERR_MQTT_ACL: 'an MQTT client published or subscribed outside what its role allows',
   ERR_MQTT_RATE: 'an MQTT client published faster than its rate limit',
   ERR_MQTT_USERS_FILE: 'the MQTT users file is malformed or readable by group or others',
+  // Local API
+  ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
+  ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
+  ERR_INTERNAL: 'an unexpected failure inside the gateway',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

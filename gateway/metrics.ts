@@ -1,0 +1,190 @@
+/**
+ * The gateway's Prometheus metrics, served by the local API at /metrics. docs/API.md §Metrics
+ * lists every metric; names follow the Prometheus conventions (a unit suffix in base units,
+ * `_total` for counters, snake case, one `oti_` prefix for everything including the default
+ * process metrics).
+ *
+ * Everything lives in this instance's own prom-client Registry (never the module-global one),
+ * so that two gateways in one test process do not share counters. Gauges whose value belongs to
+ * another part of the gateway (queue depth, chain heights, driver and peer states) are read from
+ * that part when Prometheus scrapes (prom-client `collect`), so they cannot go stale.
+ *
+ * One instance per process is intended: the default process metrics install a GC observer that
+ * lives as long as the process.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DriverStatus } from '../drivers/driver.js';
+import type { Ingest, IngestEvents } from './ingest.js';
+
+export const METRIC_PREFIX = 'oti_';
+
+/**
+ * Ack latency buckets in seconds: from 1 ms (one small block, fsync on a fast disk) to 1 s and
+ * more (an SD card under load), roughly 1-2.5-5 per decade.
+ */
+export const ACK_LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/** One stored chain and its number of entries. */
+export interface ChainHeight {
+  readonly origin: string;
+  readonly size: number;
+}
+
+/** One peer gateway and its state as the sync layer sees it (the states are the sync layer's). */
+export interface PeerState {
+  readonly peer: string;
+  readonly state: string;
+}
+
+/** Driver states in which a driver can take events. */
+const DRIVER_UP_STATES: ReadonlySet<DriverStatus['state']> = new Set(['running', 'degraded']);
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly #received: Counter;
+  readonly #committed: Counter;
+  readonly #duplicates: Counter;
+  readonly #rejected: Counter<'code'>;
+  readonly #recorded: Counter<'kind'>;
+  readonly #unenrolled: Counter;
+  readonly #notices: Counter<'driver' | 'kind'>;
+  readonly #faults: Counter;
+  readonly #ackLatency: Histogram;
+  readonly #ingests = new Set<Ingest>();
+  readonly #heights = new Map<string, number>();
+  #heightProvider: () => Iterable<ChainHeight> = () => [];
+  #driverProvider: () => readonly DriverStatus[] = () => [];
+  #peerProvider: () => readonly PeerState[] = () => [];
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
+    this.#received = new Counter({ name: 'oti_events_received_total', help: 'Lock events received from the drivers, before any check.', registers });
+    this.#committed = new Counter({ name: 'oti_events_committed_total', help: 'Lock events made durable in the chain and acknowledged.', registers });
+    this.#duplicates = new Counter({ name: 'oti_events_duplicate_total', help: 'Lock events already stored, acknowledged again and not stored twice.', registers });
+    this.#rejected = new Counter({ name: 'oti_events_rejected_total', help: 'Lock events refused, by error code.', labelNames: ['code'], registers });
+    this.#recorded = new Counter({ name: 'oti_entries_recorded_total', help: 'Gap and health entries the pipeline appended, by entry kind.', labelNames: ['kind'], registers });
+    this.#unenrolled = new Counter({ name: 'oti_unenrolled_lock_reports_total', help: 'Reports of a lock that is not enrolled (at most one per lock per minute).', registers });
+    this.#notices = new Counter({ name: 'oti_driver_notices_total', help: 'Driver notices (rejected frames, link changes, locks seen, blind intervals), by driver and kind.', labelNames: ['driver', 'kind'], registers });
+    this.#faults = new Counter({ name: 'oti_ingest_faults_total', help: 'Failures in the pipeline that are not an event\'s fault (the chain could not append).', registers });
+    this.#ackLatency = new Histogram({ name: 'oti_ack_latency_seconds', help: 'Time from the arrival of a lock event to its acknowledgement (durable).', buckets: [...ACK_LATENCY_BUCKETS], registers });
+    const ingests = this.#ingests;
+    new Gauge({
+      name: 'oti_ingest_queue_depth',
+      help: 'Lock events between arrival and answer.',
+      registers,
+      collect() {
+        let depth = 0;
+        for (const i of ingests) depth += i.depth;
+        this.set(depth);
+      },
+    });
+    const heights = (): Map<string, number> => {
+      const all = new Map(this.#heights);
+      for (const h of this.#heightProvider()) all.set(h.origin, h.size);
+      return all;
+    };
+    new Gauge({
+      name: 'oti_chain_entries',
+      help: 'Entries in each stored chain (this gateway\'s own and its peers\'), by chain origin.',
+      labelNames: ['chain'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [chain, size] of heights()) this.set({ chain }, size);
+      },
+    });
+    const drivers = (): readonly DriverStatus[] => this.#driverProvider();
+    new Gauge({
+      name: 'oti_driver_up',
+      help: 'Whether each driver can take events (1 when running or degraded, else 0), labelled with its state.',
+      labelNames: ['driver', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const d of drivers()) this.set({ driver: d.driver, state: d.state }, DRIVER_UP_STATES.has(d.state) ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'oti_driver_links_open',
+      help: 'Links of each driver that are open.',
+      labelNames: ['driver'],
+      registers,
+      collect() {
+        this.reset();
+        for (const d of drivers()) this.set({ driver: d.driver }, d.links.filter((l) => l.state === 'open').length);
+      },
+    });
+    const peers = (): readonly PeerState[] => this.#peerProvider();
+    new Gauge({
+      name: 'oti_peer_state',
+      help: 'One series per known peer gateway with value 1, labelled with its sync state.',
+      labelNames: ['peer', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of peers()) this.set({ peer: p.peer, state: p.state }, 1);
+      },
+    });
+  }
+
+  /**
+   * Counts what an ingest pipeline reports and reads its queue depth at each scrape. Returns a
+   * function that stops observing it.
+   */
+  observeIngest(ingest: Ingest): () => void {
+    const listeners = {
+      received: () => this.#received.inc(),
+      committed: (...[, , latencyMs]: IngestEvents['committed']) => {
+        this.#committed.inc();
+        this.#ackLatency.observe(Math.max(0, latencyMs) / 1000);
+      },
+      duplicate: () => this.#duplicates.inc(),
+      rejected: (...[, code]: IngestEvents['rejected']) => this.#rejected.inc({ code }),
+      recorded: (...[result]: IngestEvents['recorded']) => this.#recorded.inc({ kind: result.entry.body.kind }),
+      unenrolled: () => this.#unenrolled.inc(),
+      notice: (...[n]: IngestEvents['notice']) => this.#notices.inc({ driver: n.kind === 'blind' ? n.driver : n.from.driver, kind: n.kind }),
+      fault: () => this.#faults.inc(),
+    };
+    ingest.on('received', listeners.received);
+    ingest.on('committed', listeners.committed);
+    ingest.on('duplicate', listeners.duplicate);
+    ingest.on('rejected', listeners.rejected);
+    ingest.on('recorded', listeners.recorded);
+    ingest.on('unenrolled', listeners.unenrolled);
+    ingest.on('notice', listeners.notice);
+    ingest.on('fault', listeners.fault);
+    this.#ingests.add(ingest);
+    return () => {
+      ingest.off('received', listeners.received);
+      ingest.off('committed', listeners.committed);
+      ingest.off('duplicate', listeners.duplicate);
+      ingest.off('rejected', listeners.rejected);
+      ingest.off('recorded', listeners.recorded);
+      ingest.off('unenrolled', listeners.unenrolled);
+      ingest.off('notice', listeners.notice);
+      ingest.off('fault', listeners.fault);
+      this.#ingests.delete(ingest);
+    };
+  }
+
+  /** Sets the height of one chain; a provider's value for the same origin wins. */
+  setChainHeight(origin: string, size: number): void {
+    this.#heights.set(origin, size);
+  }
+
+  /** Reads the heights of the stored chains at each scrape (for example, own chain and peer chains). */
+  chainHeightsFrom(provider: () => Iterable<ChainHeight>): void {
+    this.#heightProvider = provider;
+  }
+
+  /** Reads the drivers' states at each scrape. */
+  driversFrom(provider: () => readonly DriverStatus[]): void {
+    this.#driverProvider = provider;
+  }
+
+  /** Reads the peers' states at each scrape (the sync layer provides them; none until then). */
+  peersFrom(provider: () => readonly PeerState[]): void {
+    this.#peerProvider = provider;
+  }
+}
