@@ -50,7 +50,10 @@ export const ATTEMPT_HEADER = 'x-oti-attempt';
 const USER_AGENT = 'oti-gateway-webhooks/1';
 
 /** One hook: the configuration item, plus where a hook without a cursor starts. */
-export type WebhookHook = Pick<WebhookConfig, 'url' | 'secret' | 'secretFile' | 'maxAttempts' | 'backoffMinMs' | 'backoffMaxMs' | 'timeoutMs'> & {
+export type WebhookHook = Pick<WebhookConfig, 'url' | 'maxAttempts' | 'backoffMinMs' | 'backoffMaxMs' | 'timeoutMs'> & {
+  /** Exactly one of secret and secretFile. */
+  readonly secret?: string | undefined;
+  readonly secretFile?: string | undefined;
   /** A hook with no cursor file yet starts at index 0 instead of the chain's current end. */
   readonly fromStart?: boolean;
 };
@@ -399,7 +402,7 @@ class HookWorker {
   }
 
   status(): WebhookStatus {
-    const state = this.#stopped ? 'stopped' : this.#disabled ? 'disabled' : this.#timer !== undefined ? 'backoff' : this.#running !== undefined ? 'delivering' : 'idle';
+    const state = this.#disabled ? 'disabled' : this.#stopped ? 'stopped' : this.#timer !== undefined ? 'backoff' : this.#running !== undefined ? 'delivering' : 'idle';
     return {
       id: this.id,
       url: this.url,
@@ -455,8 +458,8 @@ class HookWorker {
       } catch (e) {
         outcome = { ok: false, gone: false, error: isOtiError(e) ? `${e.code}: ${e.message}` : String(e) };
       }
-      if (this.#stopped) return;
       const batch = this.#batch;
+      // A 2xx is recorded even while stopping: the receiver has the batch.
       if (outcome.ok && batch !== undefined) {
         if (!(await this.#advance(batch.to + 1))) return this.#backoff(1, undefined);
         this.#delivered += batch.entries.length;
@@ -465,6 +468,7 @@ class HookWorker {
         continue;
       }
       if (outcome.ok) continue;
+      if (this.#stopped) return;
       this.#failed++;
       this.#lastError = outcome.error;
       const where = batch !== undefined ? { from: batch.from, to: batch.to, attempt: batch.attempts } : {};
