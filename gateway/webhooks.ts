@@ -260,6 +260,8 @@ function checkHook(h: WebhookHook, i: number): void {
     throw bad('url', 'is not a URL');
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad('url', 'must be http or https');
+  // fetch refuses URLs with credentials; a token belongs in the query or, better, the signature.
+  if (u.username !== '' || u.password !== '') throw bad('url', 'must not contain a user name or password');
   if ((h.secret === undefined) === (h.secretFile === undefined)) throw bad('secret', 'or secretFile must be given, not both');
   if (!Number.isSafeInteger(h.maxAttempts) || h.maxAttempts < 0) throw bad('maxAttempts', 'must be an integer ≥ 0');
   for (const k of ['backoffMinMs', 'backoffMaxMs', 'timeoutMs'] as const) {
@@ -438,7 +440,7 @@ class HookWorker {
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([running, new Promise<void>((resolve) => (grace = setTimeout(resolve, STOP_GRACE_MS)))]);
     clearTimeout(grace);
-    this.#abort?.abort(new OtiError('ERR_DRIVER_STOPPED', 'the webhook dispatcher is stopping'));
+    this.#abort?.abort();
     await running;
   }
 
