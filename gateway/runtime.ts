@@ -28,10 +28,17 @@ import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.j
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
 import { Demo } from './demo.js';
+import { GatewayMetrics } from './metrics.js';
+import { LocalApi } from './api.js';
+import { WebhookDispatcher } from './webhooks.js';
+import { createRequire } from 'node:module';
+
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 export interface GatewayStatus {
   readonly site: string;
   readonly gateway: string;
+  readonly version: string;
   readonly key: string;
   readonly startedAt: number;
   readonly chain: { readonly origin: string; readonly size: number; readonly blocks: number; readonly checkpoint: string | undefined };
@@ -39,6 +46,7 @@ export interface GatewayStatus {
   readonly broker: { readonly port: number; readonly tlsPort?: number; readonly clients: number };
   readonly drivers: readonly DriverStatus[];
   readonly notifications: { readonly pending: number; readonly dropped: number };
+  readonly webhooks: readonly { readonly url: string; readonly cursor: number; readonly behind: number; readonly state: string }[];
 }
 
 export class Gateway {
@@ -51,6 +59,9 @@ export class Gateway {
   broker!: Broker;
   ingest!: Ingest;
   notifier!: MqttNotifier;
+  metrics!: GatewayMetrics;
+  webhooks: WebhookDispatcher | undefined;
+  apiUrl = '';
 
   private constructor(
     readonly config: GatewayConfig,
@@ -101,6 +112,8 @@ export class Gateway {
     });
     this.chain = chain;
     this.onStop('chain', () => chain.close());
+    // A block that cannot be written stops the gateway: acks would otherwise wait forever.
+    chain.on('error', (e: Error) => opts.onFatal?.(e));
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     this.verifyInBackground(pool, opts.onFatal);
 
@@ -143,6 +156,17 @@ export class Gateway {
       await this.notifier.start();
       this.onStop('notifications', () => this.notifier.stop());
     }
+    this.metrics = new GatewayMetrics();
+    this.metrics.observeIngest(this.ingest);
+    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }]);
+    this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
+    if (config.webhooks.length > 0) {
+      const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
+      await hooks.start();
+      this.webhooks = hooks;
+      this.onStop('webhooks', () => hooks.stop());
+      log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
+    }
     // Registered after the chain, so they stop before it: drivers first, then the pipeline.
     this.onStop('ingest', () => this.ingest.close());
     await this.startDrivers();
@@ -152,6 +176,18 @@ export class Gateway {
       for (const d of demo.drivers) await this.addDriver(d);
       log.info(`demo: watch the notifications with: ${demo.watch}`);
     }
+    const api = await LocalApi.start({
+      host: config.api.host,
+      port: config.api.port,
+      token: config.api.token,
+      chain,
+      status: () => this.status(),
+      metrics: this.metrics,
+      logger: log.child({ part: 'api' }),
+    });
+    this.onStop('local API', () => api.close());
+    this.apiUrl = api.url;
+    log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
   }
 
   private async startDrivers(): Promise<void> {
@@ -209,6 +245,7 @@ export class Gateway {
     return {
       site: this.identity.trust.siteId,
       gateway: this.identity.gatewayId,
+      version: VERSION,
       key: fingerprint(this.identity.key.publicKey),
       startedAt: this.startedAt,
       chain: { origin: this.chain.origin, size: this.chain.size, blocks: this.chain.head.n + 1, checkpoint: cp?.note },
@@ -216,6 +253,7 @@ export class Gateway {
       broker: { port: this.broker.port, ...(this.broker.tlsPort !== undefined ? { tlsPort: this.broker.tlsPort } : {}), clients: bs.clients },
       drivers: this.drivers.map((d) => d.status()),
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
+      webhooks: (this.webhooks?.status() ?? []).map((h) => ({ url: h.url, cursor: h.cursor, behind: h.behind, state: h.state })),
     };
   }
 

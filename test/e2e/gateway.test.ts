@@ -112,7 +112,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
       '  ports:',
       ...ptys.map((p) => `    - { path: ${p.gateway}, reconnectMinMs: 50, reconnectMaxMs: 500 }`),
       'webhooks:',
-      `  - { url: "${hook.url}", secret: "${SECRET}", backoffMinMs: 50, backoffMaxMs: 500 }`,
+      `  - { url: "${hook.url}", secret: "${SECRET}", backoffMinMs: 100, backoffMaxMs: 1000 }`,
       '',
     ].join('\n'),
   );
@@ -137,14 +137,14 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   for (const l of links) l.start();
   for (const l of locks) l.startAuto(40);
 
-  await until('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 10));
+  await until('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 40));
   gw.proc.kill('SIGKILL');
   assert.equal(await gw.exited, 'SIGKILL');
   const ackedBeforeCrash = locks.map((l) => new Map(l.acked));
   await sleep(300);
   gw = startGateway(['--config', config]);
   await gw.waitFor('running again', running);
-  await until('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 10)));
+  await until('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 40)));
   for (const l of locks) l.stopAuto();
   await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
   const total = locks.reduce((n, l) => n + l.counter - 1, 0);
