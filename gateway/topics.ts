@@ -362,7 +362,7 @@ export function parseTopic(topic: string): TopicDescriptor | undefined {
   const p = topic.split('/');
   if (p[0] !== 'oti' || p.length < 4 || p.length > 6) return undefined;
   if (!p.every((seg, i) => i === 0 || seg.length > 0)) return undefined;
-  const [, site = '', section = '', a = '', b, c, d] = p;
+  const [, site = '', section = '', a = '', b, c] = p;
   if (!ID_PATTERN.test(site)) return undefined;
   const ok = (...ids: (string | undefined)[]): boolean => ids.every((x) => x !== undefined && ID_PATTERN.test(x));
   switch (section) {
@@ -382,10 +382,10 @@ export function parseTopic(topic: string): TopicDescriptor | undefined {
     case 'chain':
       if (!ok(a)) return undefined;
       if (p.length === 5 && b === 'checkpoint') return { kind: 'checkpoint', site, gateway: a };
-      if (p.length !== 6 || !ok(d)) return undefined;
-      if (c === 'cosig') return { kind: 'cosignature', site, gateway: a, witness: d as string };
-      if (c === 'req') return { kind: 'syncRequest', site, gateway: a, requester: d as string };
-      if (c === 'range') return { kind: 'syncRange', site, gateway: a, requester: d as string };
+      if (p.length !== 6 || !ok(c)) return undefined;
+      if (b === 'cosig') return { kind: 'cosignature', site, gateway: a, witness: c as string };
+      if (b === 'req') return { kind: 'syncRequest', site, gateway: a, requester: c as string };
+      if (b === 'range') return { kind: 'syncRange', site, gateway: a, requester: c as string };
       return undefined;
     default:
       return undefined;
