@@ -13,20 +13,18 @@
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
  *   ledger/errors.ts. The token is never logged, nor any request header.
  */
+import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Chain } from '../ledger/chain.js';
 import type { ChainStore } from '../ledger/store.js';
-import { decodeEntry, ENTRY_KINDS, type EntryKind } from '../ledger/entry.js';
+import { ENTRY_KINDS, type EntryKind } from '../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../ledger/lockevent.js';
-import { leafHash } from '../ledger/merkle.js';
 import { decodeReceipt, receiptFor } from '../ledger/receipt.js';
 import { parseCheckpoint } from '../ledger/checkpoint.js';
 import { ID_PATTERN } from '../ledger/schema.js';
-import { toHex } from '../ledger/crypto.js';
-import type { CborValue } from '../ledger/encoding.js';
 import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -46,7 +44,8 @@ const MAX_HEADER_BYTES = 8192;
 const MAX_CONNECTIONS = 64;
 
 /** JSON values, for the parts of /status that other modules provide. */
-export type JsonValue = string | number | boolean | null | readonly JsonValue[] | { readonly [k: string]: JsonValue | undefined };
+
+export type { EntryJson, JsonValue };
 
 /** What the runtime reports for /status; the API adds the chain's part itself. */
 export interface GatewayStatusJson {
@@ -75,8 +74,6 @@ export interface LocalApiOptions {
   readonly logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
 }
 
-/** One chain entry as JSON (docs/API.md §Entry). Kind-specific fields are present for their kind. */
-export type EntryJson = { readonly index: number; readonly id: string; readonly leafHash: string; readonly kind: EntryKind; readonly time: number } & Record<string, JsonValue>;
 
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
@@ -426,56 +423,6 @@ function matches(e: EntryJson, f: EventQuery): boolean {
   if (f.since !== undefined && e.time < f.since) return false;
   if (f.until !== undefined && e.time >= f.until) return false;
   return true;
-}
-
-/** An entry as JSON: its position, identity and decoded body (docs/API.md §Entry). */
-export function entryJson(index: number, bytes: Uint8Array): EntryJson {
-  const entry = decodeEntry(bytes);
-  const leaf = toHex(leafHash(bytes));
-  const b = entry.body;
-  const base = { index, leafHash: leaf, kind: b.kind, time: entry.time };
-  switch (b.kind) {
-    case 'lock-event': {
-      const ev = b.event;
-      return {
-        ...base,
-        id: `${ev.lock}:${ev.ctr}`,
-        provenance: b.prov,
-        lock: ev.lock,
-        ctr: ev.ctr,
-        type: ev.type,
-        lockTime: ev.time,
-        ...(ev.cred !== undefined ? { cred: toHex(ev.cred) } : {}),
-        ...(ev.ext !== undefined ? { ext: cborJson(ev.ext) } : {}),
-      };
-    }
-    case 'roster': {
-      const s = b.signed.statement;
-      return {
-        ...base,
-        id: leaf,
-        op: s.op,
-        role: s.role,
-        member: s.id,
-        key: toHex(s.key),
-        statementTime: s.time,
-        ...(s.unsigned !== undefined ? { unsigned: s.unsigned } : {}),
-        ...(s.expires !== undefined ? { expires: s.expires } : {}),
-      };
-    }
-    case 'gap':
-      return 'lock' in b ? { ...base, id: leaf, lock: b.lock, from: b.from, to: b.to } : { ...base, id: leaf, source: b.source, start: b.start, end: b.end, reason: b.reason };
-    case 'health':
-      return { ...base, id: leaf, source: b.source, status: b.status, ...(b.detail !== undefined ? { detail: b.detail } : {}) };
-  }
-}
-
-/** A decoded CBOR value as JSON: byte strings become hex text (the decoder bounds the depth). */
-function cborJson(v: CborValue): JsonValue {
-  if (v instanceof Uint8Array) return toHex(v);
-  if (Array.isArray(v)) return v.map(cborJson);
-  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, cborJson(x)]));
-  return v;
 }
 
 function decodeId(segment: string): string {

@@ -18,10 +18,10 @@
  * Read-modify-write is not locked: run one `oti mqtt user` command at a time.
  * No error, detail or log line made here contains a password or a hash.
  */
+import { writeFileAtomic } from '../ledger/keyfile.js';
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open } from 'node:fs/promises';
 import { OtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 
@@ -185,25 +185,5 @@ export async function removeMqttUser(path: string, username: string): Promise<bo
 
 async function writeUsers(path: string, users: readonly MqttUser[]): Promise<void> {
   const data = JSON.stringify({ format: USERS_FILE_FORMAT, version: USERS_FILE_VERSION, users }, null, 2) + '\n';
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(8).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx', FILE_MODE);
-  try {
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await writeFileAtomic(path, data, { mode: FILE_MODE, overwrite: true });
 }

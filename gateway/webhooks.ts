@@ -20,16 +20,14 @@
  * Secrets are never logged and never put in status(); URLs are shown without user info and with
  * the query replaced by `?…` (see redactUrl).
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { entryJson, type EntryJson } from './entry-json.js';
+import { writeFileAtomic } from '../ledger/keyfile.js';
+import { createHash, createHmac } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Chain } from '../ledger/chain.js';
-import { toHex } from '../ledger/crypto.js';
-import { decodeEntry, type Entry } from '../ledger/entry.js';
-import type { CborValue } from '../ledger/encoding.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
-import { leafHash } from '../ledger/merkle.js';
 import { receiptFor } from '../ledger/receipt.js';
 import type { WebhookConfig } from './config.js';
 
@@ -96,21 +94,11 @@ export interface WebhookStatus {
   readonly skipped: number;
 }
 
-/** One entry as delivered (docs/WEBHOOKS.md §Payload). */
-export type WebhookEntry = {
-  readonly index: number;
-  readonly id: string;
-  readonly leafHash: string;
-  readonly time: number;
+/** One entry as delivered (docs/WEBHOOKS.md §Payload): the API's entry JSON plus its receipt. */
+export type WebhookEntry = EntryJson & {
   /** The entry's receipt (ledger/receipt.ts) against the checkpoint current when it was sent, base64. */
   readonly receipt: string;
-} & (
-  | { readonly kind: 'lock-event'; readonly lock: string; readonly ctr: number; readonly type: string; readonly lockTime: number; readonly provenance: 'lock-signed' | 'unsigned'; readonly cred?: string; readonly ext?: JsonValue }
-  | { readonly kind: 'gap'; readonly lock: string; readonly from: number; readonly to: number }
-  | { readonly kind: 'gap'; readonly source: string; readonly start: number; readonly end: number; readonly reason: string }
-  | { readonly kind: 'health'; readonly source: string; readonly status: string; readonly detail?: string }
-  | { readonly kind: 'roster'; readonly op: string; readonly role: string; readonly member: string }
-);
+};
 
 export interface WebhookDelivery {
   readonly chain: string;
@@ -121,7 +109,6 @@ export interface WebhookDelivery {
   readonly entries: readonly WebhookEntry[];
 }
 
-type JsonValue = number | string | boolean | null | JsonValue[] | { [k: string]: JsonValue };
 
 /** `t=<ms>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. */
 export function signatureHeader(secret: string, t: number, body: string): string {
@@ -139,45 +126,7 @@ export function redactUrl(url: string): string {
   return `${u.protocol}//${u.host}${u.pathname}${u.search !== '' ? '?…' : ''}`;
 }
 
-/** CBOR values of a lock event's `ext` as JSON: byte strings become lower-case hex text. */
-function cborToJson(v: CborValue): JsonValue {
-  if (v instanceof Uint8Array) return toHex(v);
-  if (Array.isArray(v)) return v.map(cborToJson);
-  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, cborToJson(x)]));
-  return v;
-}
 
-/** The JSON form of one stored entry (its id as Chain's AppendResult.id). */
-export function entryJson(index: number, bytes: Uint8Array, entry: Entry, receipt: Uint8Array): WebhookEntry {
-  const leaf = toHex(leafHash(bytes));
-  const base = { index, leafHash: leaf, time: entry.time, receipt: Buffer.from(receipt).toString('base64') };
-  const b = entry.body;
-  switch (b.kind) {
-    case 'lock-event': {
-      const ev = b.event;
-      return {
-        ...base,
-        id: `${ev.lock}:${ev.ctr}`,
-        kind: 'lock-event',
-        lock: ev.lock,
-        ctr: ev.ctr,
-        type: ev.type,
-        lockTime: ev.time,
-        provenance: b.prov,
-        ...(ev.cred !== undefined ? { cred: toHex(ev.cred) } : {}),
-        ...(ev.ext !== undefined ? { ext: cborToJson(ev.ext) } : {}),
-      };
-    }
-    case 'gap':
-      return 'lock' in b ? { ...base, id: leaf, kind: 'gap', lock: b.lock, from: b.from, to: b.to } : { ...base, id: leaf, kind: 'gap', source: b.source, start: b.start, end: b.end, reason: b.reason };
-    case 'health':
-      return { ...base, id: leaf, kind: 'health', source: b.source, status: b.status, ...(b.detail !== undefined ? { detail: b.detail } : {}) };
-    case 'roster': {
-      const s = b.signed.statement;
-      return { ...base, id: leaf, kind: 'roster', op: s.op, role: s.role, member: s.id };
-    }
-  }
-}
 
 const silent: WebhookLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -333,31 +282,6 @@ function corruptCursor(file: string, why: string): OtiError {
   return new OtiError('ERR_STORE_CORRUPT', `webhook cursor ${file} is unusable: ${why}; delete it to restart that hook at the chain's end`, { file });
 }
 
-/** Temp file, fsync, rename over `file`, fsync the folder: the file is the old or the new one. */
-async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, file);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  if (process.platform !== 'win32') {
-    const d = await open(join(file, '..'), 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  }
-}
 
 interface WorkerOptions {
   readonly id: string;
@@ -446,7 +370,7 @@ class HookWorker {
 
   async saveCursor(): Promise<void> {
     const doc: CursorFile = { v: 1, chain: this.#o.chain.origin, url: this.url, next: this.cursor };
-    await writeFileAtomic(this.#o.file, `${JSON.stringify(doc)}\n`);
+    await writeFileAtomic(this.#o.file, `${JSON.stringify(doc)}\n`, { mode: 0o600, overwrite: true });
   }
 
   /** Delivers batches until caught up, stopped, disabled or waiting for a retry. Never throws. */
@@ -537,7 +461,7 @@ class HookWorker {
     const entries: WebhookEntry[] = [];
     let bytes = 0;
     for (const [i, raw] of (await chain.cs.entryRange(from, end)).entries()) {
-      const e = entryJson(from + i, raw, decodeEntry(raw), await receiptFor(chain, from + i));
+      const e: WebhookEntry = { ...entryJson(from + i, raw), receipt: Buffer.from(await receiptFor(chain, from + i)).toString('base64') };
       bytes += JSON.stringify(e).length + 1;
       if (entries.length > 0 && bytes > BATCH_MAX_BYTES) break;
       entries.push(e);

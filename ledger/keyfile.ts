@@ -580,7 +580,15 @@ function existsError(path: string): OtiError {
   });
 }
 
-/** Temp file in the same directory, fsync, then rename (overwrite) or link (no-clobber), fsync dir. */
+/**
+ * Writes a file so that a crash leaves either the old or the new one, never a torn one: a temp
+ * file in the same directory, fsync, then rename (overwrite) or link (no-clobber), fsync the
+ * directory. Used for key files, the MQTT users file and webhook cursors.
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string, opts: { mode: number; overwrite: boolean }): Promise<void> {
+  return writeAtomic(path, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, opts.mode, opts.overwrite);
+}
+
 async function writeAtomic(path: string, data: Uint8Array, mode: number, overwrite: boolean): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${randomBytes(8).toString('hex')}.tmp`);
