@@ -58,6 +58,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private readonly resendMs: number;
   private readonly now: () => number;
   private readonly buffer: Held[] = [];
+  /** Payloads signed ahead by prepare(), for the next counters in order. */
+  private readonly prepared: Held['payload'][] = [];
   /** Payloads of acknowledged events, kept briefly so that a replay can be staged. */
   private readonly history: Held[] = [];
   private nextCtr: number;
@@ -98,11 +100,21 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     return this.send !== undefined;
   }
 
+  /**
+   * Signs the next `n` events ahead of time, so that a benchmark measures the gateway and not the
+   * simulated locks' signing; record() uses them first (their lock time is when they were made).
+   */
+  prepare(n: number, types: readonly EventType[] = ['unlocked', 'locked']): void {
+    for (let i = 0; i < n; i++) {
+      const ctr = this.nextCtr + this.prepared.length;
+      this.prepared.push(this.payload(ctr, types[i % types.length] as EventType, undefined));
+    }
+  }
+
   /** Records a new event (as the lock's hardware would) and sends it when the window allows. */
   record(type: EventType = 'unlocked', cred?: Uint8Array): number {
     const ctr = this.nextCtr++;
-    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(cred === undefined ? {} : { cred }) });
-    const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
+    const payload = this.prepared.shift() ?? this.payload(ctr, type, cred);
     this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
     while (this.buffer.length > this.bufferSize) {
       const dropped = this.buffer.shift() as Held;
@@ -210,6 +222,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
 
   /** Skips `n` counters, as a lock whose log overflowed before it could send them. */
   skip(n: number): void {
+    this.prepared.length = 0;
     this.nextCtr += n;
   }
 
@@ -228,6 +241,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
     this.send(this.eventMessage({ ctr, payload, sentAt: 0, notBefore: 0 }, ctr));
     return true;
+  }
+
+  private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Held['payload'] {
+    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(cred === undefined ? {} : { cred }) });
+    return this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
   }
 
   private indexOf(ctr: number): number {

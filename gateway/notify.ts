@@ -34,7 +34,7 @@ export interface NotifierOptions {
   readonly gatewayId: string;
   readonly homeAssistant: boolean;
   readonly retentionS: number;
-  /** Retained per-event statuses kept at most (default 10,000). */
+  /** Retained per-event statuses kept at most (default 1,000). */
   readonly retainMax?: number;
   /** Notifications waiting to be published at most (default 20,000). */
   readonly queueMax?: number;
@@ -154,7 +154,7 @@ export class MqttNotifier {
     if (!this.retainedSet.has(topic)) {
       this.retainedSet.add(topic);
       this.retained.push({ topic, at: this.now() });
-      if (this.retained.length - this.retainedHead > (this.o.retainMax ?? 10_000)) await this.clearOldest();
+      if (this.retained.length - this.retainedHead > (this.o.retainMax ?? 1000)) await this.clearOldest();
     }
   }
 

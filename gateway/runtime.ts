@@ -151,6 +151,7 @@ export class Gateway {
         gatewayId: id.gatewayId,
         homeAssistant: config.notifications.homeAssistant.enabled,
         retentionS: config.notifications.statusRetentionS,
+        retainMax: config.notifications.statusRetainMax,
         logger: log.child({ part: 'notify' }),
       });
       await this.notifier.start();
