@@ -4,21 +4,23 @@
  *
  *   file      = magic "OTIBAK01" || u32 BE header length || header || ciphertext || tag(16)
  *   header    = UTF-8 JSON { "format": "oti-backup", "version": 1, "kdf": "scrypt", "N", "r",
- *               "p", "salt": b64(16), "cipher": "aes-256-gcm", "nonce": b64(12), "created" }
+ *               "p", "salt": b64(16), "cipher": "aes-256-gcm", "nonce": b64(12), "created",
+ *               "check": b64(HMAC-SHA256(key, "OTI-v1 backup passphrase check")[0..16]) }
  *   plaintext = record* || u16 0
  *   record    = u16 BE path length || path (UTF-8, relative, "/"-separated) || u32 BE mode
  *               || u64 BE size || size bytes
  *
  * The key is scrypt(NFC passphrase, salt, N, r, p) as for key files (ledger/keyfile.ts); the
  * header is the AEAD's associated data, so any change to it or to the ciphertext fails the tag.
- * Restore extracts into a temporary folder next to the target and moves it into place only
+ * The check value tells a wrong passphrase apart from an altered file before anything is
+ * decrypted. Restore extracts into a temporary folder next to the target and moves it into place only
  * after the tag verified: a wrong passphrase or an altered file (ERR_BACKUP) leaves nothing.
  *
  * Consistency: backup opens the ledger itself first, which takes LevelDB's exclusive lock, and
  * holds it while copying: a running gateway makes it fail with ERR_STORE_LOCKED (stop the
  * gateway; a backup is a few seconds of downtime), and nothing can write meanwhile.
  */
-import { createCipheriv, createDecipheriv, randomBytes, scrypt } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, lstat, access, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep, basename } from 'node:path';
@@ -44,6 +46,11 @@ interface Header {
   cipher: 'aes-256-gcm';
   nonce: string;
   created: string;
+  check: string;
+}
+
+function passphraseCheck(key: Buffer): string {
+  return createHmac('sha256', key).update('OTI-v1 backup passphrase check').digest().subarray(0, 16).toString('base64');
 }
 
 function deriveKey(passphrase: string, h: Header): Promise<Buffer> {
@@ -93,9 +100,10 @@ const backup: Command = {
     try {
       const files = await listFiles(data, (rel) => rel === 'ledger/LOCK');
       const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_BACKUP_PASSPHRASE', purpose: 'backup', confirm: true });
-      const header: Header = { format: 'oti-backup', version: 1, kdf: 'scrypt', ...SCRYPT, salt: randomBytes(16).toString('base64'), cipher: 'aes-256-gcm', nonce: randomBytes(12).toString('base64'), created: new Date().toISOString() };
+      const params = { format: 'oti-backup', version: 1, kdf: 'scrypt', ...SCRYPT, salt: randomBytes(16).toString('base64'), cipher: 'aes-256-gcm', nonce: randomBytes(12).toString('base64'), created: new Date().toISOString() } as const;
+      const key = await deriveKey(passphrase, { ...params, check: '' });
+      const header: Header = { ...params, check: passphraseCheck(key) };
       const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-      const key = await deriveKey(passphrase, header);
       const cipher = createCipheriv('aes-256-gcm', key, Buffer.from(header.nonce, 'base64'));
       key.fill(0);
       cipher.setAAD(headerBytes);
@@ -254,6 +262,10 @@ const restore: Command = {
     if (nonEmpty) await term.confirm(`Replace the data folder ${data} (it is moved aside) with the backup from ${header.created}?`, flag(p, 'yes'));
     const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_BACKUP_PASSPHRASE', purpose: 'backup' });
     const key = await deriveKey(passphrase, header);
+    if (!timingSafeEqual(Buffer.from(passphraseCheck(key), 'base64'), Buffer.from(header.check, 'base64'))) {
+      key.fill(0);
+      throw backupError(file, 'wrong passphrase');
+    }
     const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(header.nonce, 'base64'));
     key.fill(0);
     decipher.setAAD(headerBytes);
@@ -278,14 +290,14 @@ const restore: Command = {
       try {
         await ex.push(decipher.final());
       } catch {
-        throw backupError(file, 'wrong passphrase, or the file was altered');
+        throw backupError(file, 'the file was altered or is damaged (authentication tag mismatch)');
       }
       if (!ex.done) throw backupError(file, 'is truncated');
     } catch (e) {
       await ex.close();
       await rm(tmp, { recursive: true, force: true });
-      // A failing tag surfaces only at final(); records parsed before it may be garbage.
-      if (e instanceof OtiError && e.code !== 'ERR_BACKUP') throw backupError(file, `wrong passphrase, or the file was altered (${e.message})`);
+      // The tag is checked only at final(), so an altered file may first show as bad records.
+      if (e instanceof OtiError && e.code !== 'ERR_BACKUP') throw backupError(file, `the file was altered or is damaged (${e.message})`);
       throw e;
     } finally {
       bar.end();
@@ -313,7 +325,7 @@ function parseHeader(file: string, b: Buffer): Header {
   }
   const okN = typeof h.N === 'number' && Number.isInteger(Math.log2(h.N)) && h.N >= 2 ** 10 && h.N <= 2 ** 20;
   if (h.format !== 'oti-backup' || h.version !== 1 || h.kdf !== 'scrypt' || !okN || h.r !== 8 || h.p !== 1 || h.cipher !== 'aes-256-gcm') throw backupError(file, 'has an unknown header');
-  if (typeof h.salt !== 'string' || Buffer.from(h.salt, 'base64').length !== 16 || typeof h.nonce !== 'string' || Buffer.from(h.nonce, 'base64').length !== 12 || typeof h.created !== 'string') {
+  if (typeof h.salt !== 'string' || Buffer.from(h.salt, 'base64').length !== 16 || typeof h.nonce !== 'string' || Buffer.from(h.nonce, 'base64').length !== 12 || typeof h.created !== 'string' || typeof h.check !== 'string' || Buffer.from(h.check, 'base64').length !== 16) {
     throw backupError(file, 'has a malformed header');
   }
   return h as unknown as Header;
