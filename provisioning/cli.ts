@@ -55,7 +55,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const found = findCommand(argv);
   if (found === undefined) {
-    process.stderr.write(`oti: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}" [ERR_USAGE]\n\n${overview()}\n`);
+    process.stderr.write(`oti: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"; oti --help lists the commands [ERR_USAGE]\n`);
     return EXIT_USAGE;
   }
   const json = found.rest.includes('--json');

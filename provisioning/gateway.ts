@@ -74,7 +74,11 @@ const apply: Command = {
   summary: 'Apply a provisioning bundle to a gateway data folder now (what the gateway does on first start).',
   details: ['Checks the site signature, the expiry and the key, writes site.json and gateway.key (0600), then renames the bundle to <name>.applied. Stop the gateway first.'],
   positionals: [{ name: 'BUNDLE', help: 'the bundle file made by oti gateway enroll' }],
-  options: { ...DATA_OPTION, force: { type: 'boolean', help: 'replace an identity already in the data folder' }, ...BUNDLE_PASSPHRASE },
+  options: {
+    data: { type: 'string', value: 'DIR', help: 'the gateway data folder (e.g. /var/lib/oti-gateway)' },
+    force: { type: 'boolean', help: 'replace an identity already in the data folder' },
+    ...BUNDLE_PASSPHRASE,
+  },
   examples: ['sudo -u oti oti gateway apply-bundle /boot/firmware/oti-bundle.json --data /var/lib/oti-gateway', 'oti gateway apply-bundle gw-lobby.bundle.json --data ./data --json'],
   async run(p, term) {
     const bundlePath = p.positionals[0] as string;
