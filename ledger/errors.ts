@@ -62,6 +62,15 @@ export const ERROR_CODES = {
   ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
   ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
   ERR_INTERNAL: 'an unexpected failure inside the gateway',
+  // Provisioning CLI and installation
+  ERR_USAGE: 'a command line has an unknown option, a missing argument or a wrong value',
+  ERR_CANCELLED: 'the person at the terminal declined a confirmation',
+  ERR_BUNDLE: 'a provisioning bundle is malformed or does not enrol the key it carries',
+  ERR_BUNDLE_EXPIRED: 'the enrolment in a provisioning bundle has expired',
+  ERR_GATEWAY_UNREACHABLE: 'the gateway’s local API cannot be reached',
+  ERR_API: 'the gateway’s local API answered with an error',
+  ERR_STORE_LOCKED: 'the ledger database is open in another process (a running gateway)',
+  ERR_BACKUP: 'a backup file is malformed, or its passphrase is wrong',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

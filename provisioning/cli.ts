@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+/**
+ * `oti`: the command-line tool of installers and field technicians (docs/CLI.md).
+ *
+ * `oti <group> <command> [options]`; `oti --help` lists the commands, `oti <command> --help`
+ * explains one with examples. Results go to stdout (one JSON document with --json), progress and
+ * prompts to stderr, errors to stderr as "oti: <message> [CODE]" (and, with --json, as
+ * {"error": {"code", "message"}} on stdout). Exit codes: see provisioning/command.ts.
+ */
+import { isOtiError } from '../ledger/errors.js';
+import { EXIT_OK, EXIT_USAGE, exitCodeFor, formatHelp, parseCommand, type Command } from './command.js';
+import { Terminal } from './terminal.js';
+import { siteCommands } from './site.js';
+import { gatewayCommands } from './gateway.js';
+import { lockCommands } from './lock.js';
+import { rosterCommands } from './statements.js';
+import { opsCommands } from './ops.js';
+import { backupCommands } from './backup.js';
+import { doctorCommands } from './doctor.js';
+
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands];
+
+function overview(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    'oti: provision OTI gateways, sites and locks; diagnose and verify.',
+    '',
+    'Usage: oti <command> [options]     (oti <command> --help for its options and examples)',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    '',
+    'Common options: --help, --json. Exit codes: 0 ok, 1 failure, 2 usage error, 3 gateway unreachable.',
+    'No colour when stdout is not a terminal or NO_COLOR is set.',
+  ].join('\n');
+}
+
+/** The command whose name is the longest prefix of argv's words, and the remaining words. */
+function findCommand(argv: readonly string[]): { cmd: Command; rest: readonly string[] } | undefined {
+  let best: { cmd: Command; rest: readonly string[] } | undefined;
+  for (const cmd of COMMANDS) {
+    const words = cmd.name.split(' ');
+    if (words.every((w, i) => argv[i] === w) && (best === undefined || words.length > best.cmd.name.split(' ').length)) {
+      best = { cmd, rest: argv.slice(words.length) };
+    }
+  }
+  return best;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const term = new Terminal();
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(`${overview()}\n`);
+    return argv.length === 0 ? EXIT_USAGE : EXIT_OK;
+  }
+  const found = findCommand(argv);
+  if (found === undefined) {
+    process.stderr.write(`oti: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"; oti --help lists the commands [ERR_USAGE]\n`);
+    return EXIT_USAGE;
+  }
+  const json = found.rest.includes('--json');
+  try {
+    const p = parseCommand(found.cmd, found.rest);
+    if (p.help) {
+      process.stdout.write(`${formatHelp(found.cmd)}\n`);
+      return EXIT_OK;
+    }
+    const outcome = await found.cmd.run(p, term);
+    if (p.json) process.stdout.write(`${JSON.stringify(outcome.json, null, 2)}\n`);
+    else if (outcome.text.length > 0) process.stdout.write(`${outcome.text.join('\n')}\n`);
+    return outcome.exitCode ?? EXIT_OK;
+  } catch (e) {
+    const code = isOtiError(e) ? e.code : 'ERR_INTERNAL';
+    const message = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`oti: ${message} [${code}]\n`);
+    if (!isOtiError(e) && e instanceof Error && e.stack !== undefined && term.env('OTI_DEBUG') !== undefined) process.stderr.write(`${e.stack}\n`);
+    if (json) process.stdout.write(`${JSON.stringify({ error: { code, message } }, null, 2)}\n`);
+    return exitCodeFor(e);
+  }
+}
+
+// Exit explicitly: a loaded Bluetooth stack or an open socket would otherwise keep the process alive.
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`oti: ${String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,94 @@
+/**
+ * Opening a gateway's ledger from the CLI (`oti verify`, `oti lock list --data`, `oti backup`).
+ *
+ * LevelDB (classic-level) takes an exclusive lock on its folder: while the gateway runs, a
+ * second open fails with LEVEL_LOCKED, and the database has no read-only mode. Commands that
+ * only read may instead open a copy: the folder's files are copied without the LOCK file and
+ * the copy is opened. This is consistent because LevelDB never changes a table file once
+ * written, the log is append-only, and each block of the chain is one write batch: recovery of
+ * the copy drops a torn last batch, so the copy holds whole blocks up to some point. A table
+ * deleted by a compaction during the copy makes the copy fail; it is retried a few times.
+ */
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { LedgerStore } from '../ledger/store.js';
+import { OtiError, isOtiError } from '../ledger/errors.js';
+import { ID_PATTERN } from '../ledger/schema.js';
+import { chainOrigin } from '../ledger/chain.js';
+import type { SiteTrust } from '../ledger/roster.js';
+import { readSiteTrust } from './site.js';
+
+const COPY_ATTEMPTS = 5;
+
+export interface OpenedLedger {
+  readonly store: LedgerStore;
+  /** True when a copy was opened because the gateway holds the database. */
+  readonly copy: boolean;
+  close(): Promise<void>;
+}
+
+function isLocked(e: unknown): boolean {
+  let c: unknown = e;
+  for (let i = 0; i < 4 && c !== undefined && c !== null; i++) {
+    if ((c as { code?: unknown }).code === 'LEVEL_LOCKED') return true;
+    c = (c as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+/** Opens <dataDir>/ledger; when a running gateway holds it, a copy (if `copyIfLocked`) or ERR_STORE_LOCKED. */
+export async function openLedger(dataDir: string, opts: { copyIfLocked: boolean }): Promise<OpenedLedger> {
+  const path = join(dataDir, 'ledger');
+  try {
+    const store = await LedgerStore.open(path);
+    return { store, copy: false, close: () => store.close() };
+  } catch (e) {
+    if (!isLocked(e)) throw e;
+    if (!opts.copyIfLocked) {
+      throw new OtiError('ERR_STORE_LOCKED', `the ledger at ${path} is in use by a running gateway; stop it first (systemctl stop oti-gateway)`, { path });
+    }
+  }
+  let lastError: unknown;
+  for (let attempt = 0; attempt < COPY_ATTEMPTS; attempt++) {
+    const dir = await mkdtemp(join(tmpdir(), 'oti-ledger-copy-'));
+    try {
+      await cp(path, dir, { recursive: true, filter: (src) => !src.endsWith('/LOCK') });
+      const store = await LedgerStore.open(dir);
+      return {
+        store,
+        copy: true,
+        close: async () => {
+          await store.close();
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    } catch (e) {
+      lastError = e;
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  throw new OtiError('ERR_STORE_LOCKED', `could not take a consistent copy of the ledger at ${path} while the gateway runs; stop it and try again`, { path }, { cause: lastError });
+}
+
+/** The site trust and gateway id of a data folder (its site.json, as gateway/identity.ts writes it). */
+export async function readDataIdentity(dataDir: string): Promise<{ trust: SiteTrust; gatewayId: string; origin: string }> {
+  const trust = await readSiteTrust(dataDir);
+  const raw = JSON.parse(await readFile(join(dataDir, 'site.json'), 'utf8')) as { gatewayId?: unknown };
+  if (typeof raw.gatewayId !== 'string' || !ID_PATTERN.test(raw.gatewayId)) {
+    throw new OtiError('ERR_KEY_FILE_FORMAT', `${join(dataDir, 'site.json')}: gatewayId is missing; is this a gateway data folder?`);
+  }
+  return { trust, gatewayId: raw.gatewayId, origin: chainOrigin(trust.siteId, raw.gatewayId) };
+}
+
+/** Runs `f` with the ledger of `dataDir` open, closing it afterwards. */
+export async function withLedger<T>(dataDir: string, opts: { copyIfLocked: boolean }, f: (l: OpenedLedger) => Promise<T>): Promise<T> {
+  const l = await openLedger(dataDir, opts);
+  try {
+    return await f(l);
+  } finally {
+    await l.close().catch((e: unknown) => {
+      if (!isOtiError(e)) throw e;
+    });
+  }
+}

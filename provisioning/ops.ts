@@ -1,0 +1,224 @@
+/**
+ * Day-to-day commands: `oti status`, `oti events tail`, `oti verify`, `oti receipt`,
+ * `oti receipt verify`, `oti ports`.
+ *
+ * API contract used here (gateway/api.ts): GET /status → JSON object; GET /events with query
+ * `after` (cursor), `lock`, `limit` → { "events": [...], "next": cursor }; GET /receipts/<id>
+ * with Accept: application/cbor → the receipt bytes (ledger/receipt.ts).
+ */
+import { writeFile, readFile, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { OtiError, isOtiError } from '../ledger/errors.js';
+import { toHex } from '../ledger/crypto.js';
+import { verifyReceipt, RECEIPT_MAX_BYTES, type VerifiedReceipt } from '../ledger/receipt.js';
+import { verifyChain, type VerifyReport } from '../ledger/verify.js';
+import { SignaturePool } from '../ledger/sigpool.js';
+import { listPorts } from '../drivers/serial.js';
+import { ApiClient } from './api-client.js';
+import { API_OPTIONS, EXIT_FAILURE, flag, int, str, usage, type Command } from './command.js';
+import { readDataIdentity, withLedger } from './ledger-access.js';
+import { readSiteTrust } from './site.js';
+
+/** `key: value` lines for a JSON value, nested keys joined with dots. */
+function describeJson(v: unknown, prefix = ''): string[] {
+  if (v === null || typeof v !== 'object') return [`${prefix}: ${String(v)}`];
+  const entries = Array.isArray(v) ? v.map((x, i) => [String(i), x] as const) : Object.entries(v as Record<string, unknown>);
+  if (entries.length === 0) return [`${prefix}: ${Array.isArray(v) ? '[]' : '{}'}`];
+  return entries.flatMap(([k, x]) => describeJson(x, prefix === '' ? k : `${prefix}.${k}`));
+}
+
+const status: Command = {
+  name: 'status',
+  summary: 'Show a running gateway’s state: drivers, chain heights, queue, peers.',
+  options: { ...API_OPTIONS },
+  examples: ['oti status', 'oti status --api http://10.0.0.5:8433 --token $OTI_API_TOKEN --json'],
+  async run(p, term) {
+    const api = ApiClient.from(p, term);
+    const s = await api.json('/status');
+    return { json: s, text: [`gateway at ${api.base}`, ...describeJson(s).map((l) => `  ${l}`)] };
+  },
+};
+
+interface EventsPage {
+  events: Record<string, unknown>[];
+  next: unknown;
+}
+
+function eventLine(e: Record<string, unknown>): string {
+  const t = typeof e.time === 'number' ? new Date(e.time).toISOString() : '';
+  const what = ['id', 'lock', 'ctr', 'type', 'kind', 'prov'].filter((k) => e[k] !== undefined).map((k) => `${k}=${String(e[k])}`);
+  return `${t} ${what.join(' ')}`.trim();
+}
+
+const eventsTail: Command = {
+  name: 'events tail',
+  summary: 'Print events from a running gateway; with --follow, keep printing new ones as they come.',
+  options: {
+    lock: { type: 'string', value: 'LOCK', help: 'only this lock’s events' },
+    after: { type: 'string', value: 'CURSOR', help: 'start after this cursor (as printed with --json)' },
+    limit: { type: 'string', value: 'N', help: 'events per request (default 50)' },
+    follow: { type: 'boolean', short: 'f', help: 'keep polling for new events (Ctrl+C to stop); --json prints one JSON object per line' },
+    interval: { type: 'string', value: 'MS', help: 'with --follow: poll interval (default 1000)' },
+    ...API_OPTIONS,
+  },
+  examples: ['oti events tail --lock front-door', 'oti events tail --follow', 'oti events tail --follow --json | jq .type'],
+  async run(p, term) {
+    const api = ApiClient.from(p, term);
+    const limit = int(p, 'limit', 50, 1, 1000);
+    const interval = int(p, 'interval', 1000, 100, 600_000);
+    let cursor: unknown = str(p, 'after');
+    const page = async (): Promise<EventsPage> => {
+      const q = new URLSearchParams({ limit: String(limit) });
+      if (cursor !== undefined && cursor !== null) q.set('after', String(cursor));
+      const lock = str(p, 'lock');
+      if (lock !== undefined) q.set('lock', lock);
+      const v = (await api.json(`/events?${q.toString()}`)) as Partial<EventsPage>;
+      if (!Array.isArray(v.events)) throw new OtiError('ERR_API', 'GET /events: the answer has no events list');
+      return { events: v.events, next: v.next };
+    };
+    if (!flag(p, 'follow')) {
+      const r = await page();
+      return { json: r, text: r.events.length === 0 ? ['no events'] : r.events.map(eventLine) };
+    }
+    for (;;) {
+      const r = await page();
+      for (const e of r.events) process.stdout.write(`${p.json ? JSON.stringify(e) : eventLine(e)}\n`);
+      if (r.next !== undefined && r.next !== null) cursor = r.next;
+      if (r.events.length < limit) await sleep(interval);
+    }
+  },
+};
+
+const verify: Command = {
+  name: 'verify',
+  summary: 'Verify every chain in a gateway data folder (or one with --chain); exit 0 only if all verify.',
+  details: [
+    'Checks every block: entries, Merkle roots, links, checkpoint signatures, the roster and every lock signature, against the site keys in the data folder’s site.json (or --site-keys).',
+    'LevelDB allows one process at a time: while the gateway runs, a copy of the ledger is verified (up to the last complete block when the copy was taken). Stop the gateway to verify the live files.',
+  ],
+  options: {
+    data: { type: 'string', value: 'DIR', help: 'the gateway data folder' },
+    chain: { type: 'string', value: 'ORIGIN', help: 'only this chain, e.g. oti/acme-hq/gw-lobby' },
+    'site-keys': { type: 'string', value: 'FILE|HEX', help: 'trust these site keys instead of the data folder’s' },
+  },
+  examples: ['oti verify --data /var/lib/oti-gateway', 'oti verify --data ./data --chain oti/acme-hq/gw-hall --json'],
+  async run(p, term) {
+    const data = str(p, 'data', true);
+    const id = await readDataIdentity(data);
+    const keys = str(p, 'site-keys');
+    const trust = keys !== undefined ? await readSiteTrust(keys, id.trust.siteId) : id.trust;
+    const only = str(p, 'chain');
+    return withLedger(data, { copyIfLocked: true }, async ({ store, copy }) => {
+      const chains = (await store.listChains()).filter((c) => only === undefined || c.origin === only);
+      if (only !== undefined && chains.length === 0) throw new OtiError('ERR_NOT_FOUND', `no chain ${only} in ${data}`);
+      const pool = new SignaturePool();
+      const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string } }[] = [];
+      try {
+        for (const c of chains) {
+          const cs = await store.chain(c.origin, c.role);
+          const bar = term.progress(c.origin);
+          try {
+            const r = await verifyChain(cs, { trust, pool, onProgress: (pr) => bar.update(pr.size, cs.head.size, `${pr.lockSignatures} signatures`) });
+            results.push({ origin: c.origin, role: c.role, ok: true, report: { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root) } });
+          } catch (e) {
+            if (!isOtiError(e)) throw e;
+            results.push({ origin: c.origin, role: c.role, ok: false, error: { code: e.code, message: e.message } });
+          } finally {
+            bar.end();
+          }
+        }
+      } finally {
+        await pool.close();
+      }
+      const ok = results.every((r) => r.ok);
+      const text = [
+        ...(copy ? [term.yellow('the gateway is running: verified a copy of the ledger')] : []),
+        ...results.map((r) =>
+          r.ok
+            ? `${term.green('ok')}    ${r.origin} (${r.role}): ${r.report?.entries} entries, ${r.report?.blocks} blocks, ${r.report?.lockSignatures} lock signatures`
+            : `${term.red('FAIL')}  ${r.origin} (${r.role}): ${r.error?.message} [${r.error?.code}]`,
+        ),
+        results.length === 0 ? 'no chains in this data folder' : ok ? term.green('every chain verifies') : term.red('verification FAILED'),
+      ];
+      return { json: { ok, copy, chains: results }, text, exitCode: ok ? 0 : EXIT_FAILURE };
+    });
+  },
+};
+
+function receiptSummary(v: VerifiedReceipt): Record<string, unknown> {
+  const b = v.entry.body;
+  const base = { gateway: v.gatewayId, chain: v.checkpoint.origin, index: v.index, checkpointSize: v.checkpoint.size, checkpointRoot: toHex(v.checkpoint.root), provenance: v.provenance, kind: b.kind, recorded: new Date(v.entry.time).toISOString() };
+  if (b.kind === 'lock-event') return { ...base, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, lockTime: new Date(b.event.time).toISOString() };
+  if (b.kind === 'roster') return { ...base, op: b.signed.statement.op, role: b.signed.statement.role, id: b.signed.statement.id };
+  return base;
+}
+
+const receipt: Command = {
+  name: 'receipt',
+  summary: 'Fetch the receipt of an entry from a running gateway and write it to a file.',
+  details: [
+    'ID is "<lock>:<counter>" for a lock event, or an entry’s 64-hex id. The receipt (CBOR) proves the entry is in the gateway’s chain; anyone can check it offline with oti receipt verify and the site keys.',
+    'The receipt is also printed in base64 (a terminal QR code needs a QR library, not yet a dependency).',
+  ],
+  positionals: [{ name: 'ID', help: 'entry id, e.g. front-door:42' }],
+  options: { out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<ID>.receipt.cbor)' }, ...API_OPTIONS },
+  examples: ['oti receipt front-door:42', 'oti receipt front-door:42 --out /tmp/r.cbor --json'],
+  async run(p, term) {
+    const id = p.positionals[0] as string;
+    if (!/^[a-z0-9][a-z0-9._-]{0,63}:\d{1,16}$|^[0-9a-f]{64}$/.test(id)) throw usage('ID must be "<lock>:<counter>" or 64 hex digits');
+    const api = ApiClient.from(p, term);
+    const r = await api.request('GET', `/receipts/${encodeURIComponent(id)}`, { accept: 'application/cbor' });
+    if (r.body.length > RECEIPT_MAX_BYTES) throw new OtiError('ERR_API', `the receipt is larger than ${RECEIPT_MAX_BYTES} bytes`);
+    if (!r.type.includes('cbor')) throw new OtiError('ERR_API', `GET /receipts/${id}: expected application/cbor, got ${r.type || 'no content type'}`);
+    const out = str(p, 'out') ?? `${id.replace(/:/g, '-')}.receipt.cbor`;
+    await writeFile(out, r.body, { mode: 0o644 });
+    const b64 = Buffer.from(r.body).toString('base64');
+    return { json: { id, file: out, bytes: r.body.length, base64: b64 }, text: [`receipt of ${id} written to ${out} (${r.body.length} bytes)`, 'base64:', b64] };
+  },
+};
+
+const receiptVerify: Command = {
+  name: 'receipt verify',
+  summary: 'Check a receipt offline against the site’s public keys and say what it proves.',
+  positionals: [{ name: 'FILE', help: 'a receipt file (CBOR) from oti receipt' }],
+  options: {
+    'site-keys': { type: 'string', value: 'FILE|HEX', help: 'a site.json (site folder or gateway data folder), or site public key(s) in hex' },
+    site: { type: 'string', value: 'ID', help: 'the site id, when --site-keys is hex' },
+  },
+  examples: ['oti receipt verify front-door-42.receipt.cbor --site-keys ./acme-hq/site.json', 'oti receipt verify r.cbor --site-keys 3b6a27bc... --site acme-hq --json'],
+  async run(p) {
+    const file = p.positionals[0] as string;
+    const trust = await readSiteTrust(str(p, 'site-keys', true), str(p, 'site'));
+    const st = await stat(file).catch(() => undefined);
+    if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no file ${file}`);
+    if (st.size > RECEIPT_MAX_BYTES) throw new OtiError('ERR_RECEIPT_INVALID', `${file} is larger than a receipt can be`);
+    const v = verifyReceipt(new Uint8Array(await readFile(file)), trust);
+    const s = receiptSummary(v);
+    const what =
+      v.entry.body.kind === 'lock-event'
+        ? `lock ${String(s.lock)} event ${String(s.ctr)} (${String(s.type)}) at ${String(s.lockTime)}, ${v.provenance === 'lock-signed' ? 'signed by the lock’s enrolled key' : 'from a lock enrolled as unsigned (weaker provenance)'}`
+        : `a ${v.entry.body.kind} entry`;
+    return {
+      json: { ok: true, siteId: trust.siteId, ...s },
+      text: [
+        `receipt verifies for site ${trust.siteId}:`,
+        `  ${what}`,
+        `  is entry ${v.index} of chain ${v.checkpoint.origin}, recorded ${String(s.recorded)}`,
+        `  under checkpoint size ${v.checkpoint.size}, root ${String(s.checkpointRoot)}, signed by gateway ${v.gatewayId} (enrolled by the site)`,
+      ],
+    };
+  },
+};
+
+const ports: Command = {
+  name: 'ports',
+  summary: 'List the serial ports of this machine (for serial.ports in the configuration).',
+  options: {},
+  examples: ['oti ports', 'oti ports --json'],
+  async run() {
+    const list = await listPorts();
+    return { json: { ports: list }, text: list.length === 0 ? ['no serial ports found'] : list.map((x) => `${x.path}${x.manufacturer !== undefined ? `  ${x.manufacturer}` : ''}${x.serialNumber !== undefined ? `  serial ${x.serialNumber}` : ''}`) };
+  },
+};
+
+export const opsCommands: readonly Command[] = [status, eventsTail, verify, receipt, receiptVerify, ports];
