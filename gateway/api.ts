@@ -13,6 +13,7 @@
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
  *   ledger/errors.ts. The token is never logged, nor any request header.
  */
+import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } from './roster-admin.js';
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
@@ -216,7 +217,6 @@ export class LocalApi {
 
   async #route(req: IncomingMessage, target: string): Promise<Reply> {
     if (Buffer.byteLength(target, 'utf8') > MAX_URL_BYTES) throw new HttpError(414, 'ERR_ARGUMENT', `the request target is longer than ${MAX_URL_BYTES} bytes`, { param: 'url' });
-    if (req.method !== 'GET') throw new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `method ${String(req.method).slice(0, 16)} is not allowed; the API is read-only`, { method: String(req.method).slice(0, 16) }, { allow: 'GET' });
     let url: URL;
     try {
       url = new URL(target, 'http://api.invalid');
@@ -224,8 +224,15 @@ export class LocalApi {
       throw new HttpError(400, 'ERR_ARGUMENT', 'the request target is not a valid URL', { param: 'url' });
     }
     const path = url.pathname;
+    // Everything is read-only except submitting a site-signed roster statement.
+    const allow = path === '/roster' ? 'GET, POST' : 'GET';
+    if (!allow.split(', ').includes(String(req.method))) {
+      throw new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `method ${String(req.method).slice(0, 16)} is not allowed here`, { method: String(req.method).slice(0, 16) }, { allow });
+    }
     if (path === '/health') return this.#health();
     this.#authorize(req);
+    if (path === '/roster' && req.method === 'POST') return this.#rosterPost(req);
+    if (path === '/roster') return json(rosterListing(this.#opts.chain.roster));
     if (path === '/status') return json(this.#status());
     if (path === '/metrics') {
       const m = this.#opts.metrics.registry;
@@ -238,6 +245,25 @@ export class LocalApi {
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
     if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept);
     throw new HttpError(404, 'ERR_NOT_FOUND', 'no such endpoint', { path: safePath(path) });
+  }
+
+  /** POST /roster: one CBOR signed roster statement (from `oti lock enroll` and the like). */
+  async #rosterPost(req: IncomingMessage): Promise<Reply> {
+    const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim();
+    if (type !== 'application/cbor') throw new HttpError(415, 'ERR_ARGUMENT', 'the body must be application/cbor (a signed roster statement)', { param: 'content-type' });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > ROSTER_POST_MAX_BYTES) throw new HttpError(413, 'ERR_ENCODING_TOO_LARGE', `the body is larger than ${ROSTER_POST_MAX_BYTES} bytes`, { param: 'body' });
+      chunks.push(c as Buffer);
+    }
+    try {
+      return json(await handleRosterPost(this.#opts.chain, new Uint8Array(Buffer.concat(chunks))), 201);
+    } catch (e) {
+      if (!isOtiError(e)) throw e;
+      throw new HttpError(rosterStatus(e), e.code, e.message);
+    }
   }
 
   #authorize(req: IncomingMessage): void {

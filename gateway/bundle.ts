@@ -33,6 +33,7 @@
  * a gateway into a site of their own making; the site key fingerprints are printed on apply so
  * that an installer can compare them with the site's (docs/INSTALL.md).
  */
+import { writeFileAtomic } from '../ledger/keyfile.js';
 import { mkdtemp, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, toHex, type KeyPair, type Signer } from '../ledger/crypto.js';
@@ -287,17 +288,9 @@ function sameIdentity(existing: string, site: { siteId: string; gatewayId: strin
   }
 }
 
-/** Writes JSON to a temporary file, fsyncs it and renames it into place (mode 0644). */
+/** Writes JSON atomically (ledger/keyfile.ts writeFileAtomic), mode 0644 unless given. */
 export async function writeAtomicJson(path: string, value: unknown, mode = 0o644): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w', mode);
-  try {
-    await fh.writeFile(`${JSON.stringify(value, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
+  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, { mode, overwrite: true });
 }
 
 function bad(path: string, why: string): OtiError {

@@ -206,6 +206,9 @@ export const SCHEMA = section({
       ordered: [['backoffMinMs', 'backoffMaxMs']],
     },
   }),
+  provisioning: section({
+    bundle: path({ default: '/boot/oti-bundle.json', doc: 'Provisioning bundle from `oti gateway enroll`, applied on the first start (no identity yet) and renamed to *.applied.' }),
+  }),
   discovery: section({
     enabled: bool({ default: true, doc: 'Announce and find the site\'s gateways with mDNS (_oti._tcp).' }),
     backend: oneOf(['js', 'avahi'], { default: 'js', doc: 'mDNS implementation: built-in (js) or the system\'s Avahi daemon.' }),

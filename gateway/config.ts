@@ -29,7 +29,7 @@ export type StaticPeerConfig = GatewayConfig['discovery']['staticPeers'][number]
 /** Largest configuration file read. */
 export const CONFIG_FILE_MAX_BYTES = 1 << 20;
 /** OTI_ variables that are not configuration keys. */
-export const NON_CONFIG_ENV = ['OTI_CONFIG', 'OTI_KEY_PASSPHRASE'] as const;
+export const NON_CONFIG_ENV = ['OTI_CONFIG', 'OTI_KEY_PASSPHRASE', 'OTI_BUNDLE_PASSPHRASE'] as const;
 
 /** Where values come from: `origin` names the source in errors; relative paths resolve against `base`. */
 interface Source {

@@ -23,6 +23,7 @@ async function main(): Promise<void> {
   const log = createLogger(config.log.level);
   log.info({ sources }, `configuration from ${sources.join(', ')}`);
   const passphrase = process.env['OTI_KEY_PASSPHRASE'];
+  const bundlePassphrase = process.env['OTI_BUNDLE_PASSPHRASE'];
   let gateway: Gateway | undefined;
   let stopping = false;
   const stop = async (why: string, code: number): Promise<void> => {
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', (s) => void stop(s, 0));
   gateway = await Gateway.start(config, log, {
     ...(passphrase !== undefined ? { passphrase } : {}),
+    ...(bundlePassphrase !== undefined ? { bundlePassphrase } : {}),
     onFatal: (e) => {
       log.fatal({ err: e, code: isOtiError(e) ? e.code : undefined }, `the chain does not verify: ${e.message}`);
       void stop('verification failure', 1);

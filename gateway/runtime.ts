@@ -10,6 +10,8 @@
  * and the store close. The whole stop is bounded by the caller (main.ts gives it 5 s).
  */
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { applyBundle } from './bundle.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
@@ -49,6 +51,15 @@ export interface GatewayStatus {
   readonly webhooks: readonly { readonly url: string; readonly cursor: number; readonly behind: number; readonly state: string }[];
 }
 
+export interface StartOptions {
+  /** Passphrase of an encrypted gateway key file (OTI_KEY_PASSPHRASE). */
+  readonly passphrase?: string;
+  /** Passphrase of an encrypted key inside the provisioning bundle (OTI_BUNDLE_PASSPHRASE). */
+  readonly bundlePassphrase?: string;
+  /** Called when the chain fails verification or cannot be written: the gateway must stop. */
+  readonly onFatal?: (e: Error) => void;
+}
+
 export class Gateway {
   readonly startedAt = Date.now();
   private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
@@ -69,7 +80,7 @@ export class Gateway {
   ) {}
 
   /** Starts everything; on failure, stops what had started and rethrows. */
-  static async start(config: GatewayConfig, log: Logger, opts: { passphrase?: string; onFatal?: (e: Error) => void } = {}): Promise<Gateway> {
+  static async start(config: GatewayConfig, log: Logger, opts: StartOptions = {}): Promise<Gateway> {
     const g = new Gateway(config, log);
     try {
       await g.run(opts);
@@ -84,13 +95,14 @@ export class Gateway {
     this.closers.push({ name, close });
   }
 
-  private async run(opts: { passphrase?: string; onFatal?: (e: Error) => void }): Promise<void> {
+  private async run(opts: StartOptions): Promise<void> {
     const { config, log } = this;
     try {
       await ensureDataDir(config.dataDir);
     } catch (e) {
       throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
     }
+    await this.applyBundleOnFirstStart(opts.bundlePassphrase);
     const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
     this.identity = id;
     if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
@@ -189,6 +201,21 @@ export class Gateway {
     this.onStop('local API', () => api.close());
     this.apiUrl = api.url;
     log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
+  }
+
+  /**
+   * A gateway without an identity applies its provisioning bundle if there is one (an installer
+   * copied it to the SD card's boot partition). A bad, tampered or expired bundle stops start-up:
+   * falling back to a development site would run an unenrolled gateway. Once an identity exists
+   * the bundle is never looked at again (an old bundle that has since expired must not stop an
+   * enrolled gateway).
+   */
+  private async applyBundleOnFirstStart(passphrase: string | undefined): Promise<void> {
+    const bundle = this.config.provisioning.bundle;
+    if (existsSync(join(this.config.dataDir, 'site.json')) || !existsSync(bundle)) return;
+    const r = await applyBundle(bundle, this.config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
+    this.log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
+    if (r.appliedPath === undefined) this.log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
   }
 
   private async startDrivers(): Promise<void> {

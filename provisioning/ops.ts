@@ -6,6 +6,7 @@
  * `after` (cursor), `lock`, `limit` → { "events": [...], "next": cursor }; GET /receipts/<id>
  * with Accept: application/cbor → the receipt bytes (ledger/receipt.ts).
  */
+import { terminalQr } from './qr.js';
 import { writeFile, readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OtiError, isOtiError } from '../ledger/errors.js';
@@ -158,7 +159,7 @@ const receipt: Command = {
   summary: 'Fetch the receipt of an entry from a running gateway and write it to a file.',
   details: [
     'ID is "<lock>:<counter>" for a lock event, or an entry’s 64-hex id. The receipt (CBOR) proves the entry is in the gateway’s chain; anyone can check it offline with oti receipt verify and the site keys.',
-    'The receipt is also printed in base64 (a terminal QR code needs a QR library, not yet a dependency).',
+    'On a terminal wide enough the receipt is also shown as a QR code (its bytes in Base45, RFC 9285, for phone scanners); --json gives it in base64.',
   ],
   positionals: [{ name: 'ID', help: 'entry id, e.g. front-door:42' }],
   options: { out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<ID>.receipt.cbor)' }, ...API_OPTIONS },
@@ -173,7 +174,10 @@ const receipt: Command = {
     const out = str(p, 'out') ?? `${id.replace(/:/g, '-')}.receipt.cbor`;
     await writeFile(out, r.body, { mode: 0o644 });
     const b64 = Buffer.from(r.body).toString('base64');
-    return { json: { id, file: out, bytes: r.body.length, base64: b64 }, text: [`receipt of ${id} written to ${out} (${r.body.length} bytes)`, 'base64:', b64] };
+    const columns = process.stdout.isTTY ? process.stdout.columns : 0;
+    const qr = columns > 0 ? terminalQr(r.body, columns) : undefined;
+    const shown = qr !== undefined ? ['QR code (Base45):', qr] : columns > 0 ? ['(the terminal is too narrow for the QR code; widen it, or use the file)'] : [];
+    return { json: { id, file: out, bytes: r.body.length, base64: b64 }, text: [`receipt of ${id} written to ${out} (${r.body.length} bytes)`, ...shown] };
   },
 };
 

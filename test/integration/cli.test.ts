@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
-import { ptyPair } from '../support/pty.js';
+import { ptyPair } from '../../drivers/pty.js';
 import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { coseSign1 } from '../../ledger/cose.js';
@@ -447,18 +447,7 @@ void test('oti doctor: a pty pair with an echoing far end passes the loopback ch
   assert.ok((port?.remedy ?? '').length > 0);
 });
 
-/** Does the built gateway apply a provisioning bundle at start (config key provisioning.bundle)? */
-function runtimeAppliesBundles(): boolean {
-  try {
-    return readFileSync(join(ROOT, 'dist/gateway/config-schema.js'), 'utf8').includes('provisioning') && readFileSync(join(ROOT, 'dist/gateway/main.js'), 'utf8').includes('applyBundle');
-  } catch {
-    return false;
-  }
-}
-
-const FULL_FLOW_SKIP = runtimeAppliesBundles() ? false : 'the gateway runtime does not apply provisioning bundles yet (dist/gateway/main.js needs applyBundle and the provisioning.bundle key)';
-
-void test('full flow: site init → gateway enroll → gateway starts with the bundle → lock enroll → lock events → oti verify → oti receipt → oti receipt verify', { skip: FULL_FLOW_SKIP, timeout: 120_000 }, async (t) => {
+void test('full flow: site init → gateway enroll → gateway starts with the bundle → lock enroll → lock events → oti verify → oti receipt → oti receipt verify', { timeout: 120_000 }, async (t) => {
   const s = await makeSite(t);
   const boot = join(s.dir, 'boot');
   await mkdir(boot);
