@@ -62,6 +62,13 @@ export const ERROR_CODES = {
   ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
   ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
   ERR_INTERNAL: 'an unexpected failure inside the gateway',
+  // Peer discovery (mDNS announcements)
+  ERR_DISCOVERY_ANNOUNCEMENT: 'an mDNS announcement has missing, oversized or malformed TXT fields',
+  ERR_DISCOVERY_SITE: 'an mDNS announcement is for another site',
+  ERR_DISCOVERY_STALE: 'an mDNS announcement carries a timestamp too far from now',
+  ERR_DISCOVERY_SIGNATURE: 'an mDNS announcement signature does not verify with the key it advertises',
+  ERR_DISCOVERY_ENROLMENT: 'an mDNS announcement enrolment is not a site-signed statement enrolling that gateway and key',
+  ERR_DISCOVERY_REVOKED: 'an mDNS announcement comes from a revoked or superseded gateway key',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
