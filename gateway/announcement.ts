@@ -143,7 +143,7 @@ export function verifyAnnouncement(a: SignedAnnouncement, ctx: VerifyContext): S
   }
   const enrolment = enrolmentOf(a);
   if (ctx.signaturesVerified !== true) {
-    if (!verifyWithContext(a.key, ANNOUNCEMENT_CONTEXT, announcementMessage(a), a.sig)) {
+    if (!signatureVerifies(a)) {
       throw new OtiError('ERR_DISCOVERY_SIGNATURE', `announcement of ${a.gatewayId} is not signed by the key it advertises`, { gateway: a.gatewayId });
     }
     try {
@@ -164,6 +164,16 @@ export function verifyAnnouncement(a: SignedAnnouncement, ctx: VerifyContext): S
   if (problem !== undefined) throw new OtiError('ERR_DISCOVERY_ENROLMENT', `enrolment of ${a.gatewayId} does not fit: ${problem}`, { gateway: a.gatewayId });
   if (ctx.isRevoked?.(a.gatewayId, a.key) === true) throw new OtiError('ERR_DISCOVERY_REVOKED', `gateway ${a.gatewayId} is revoked or its key was replaced`, { gateway: a.gatewayId });
   return enrolment;
+}
+
+/** False also for a 32-byte key that is not a valid Ed25519 point (ERR_KEY_INVALID from the crypto boundary). */
+function signatureVerifies(a: SignedAnnouncement): boolean {
+  try {
+    return verifyWithContext(a.key, ANNOUNCEMENT_CONTEXT, announcementMessage(a), a.sig);
+  } catch (e) {
+    if (isOtiError(e, 'ERR_KEY_INVALID')) return false;
+    throw e;
+  }
 }
 
 function enrolmentOf(a: SignedAnnouncement): SignedStatement {

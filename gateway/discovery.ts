@@ -264,8 +264,9 @@ export class Discovery extends EventEmitter<{ peer: [Peer]; lost: [Peer]; reject
       verifyAnnouncement(a, { trust: this.#o.trust, now, staleMs: this.#staleMs, isRevoked: this.#o.isRevoked, signaturesVerified: known?.digest === digest });
       this.#accept(a, s, digest, known, now);
     } catch (e) {
-      if (!(e instanceof OtiError)) throw e;
-      this.#reject(e, s);
+      // A packet from the network must never take the process down: anything unexpected is a warning.
+      if (e instanceof OtiError) this.#reject(e, s);
+      else this.emit('warning', e as Error);
     }
   }
 

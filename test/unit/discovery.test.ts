@@ -352,6 +352,9 @@ void test('announcement codec: malformed TXT records are ERR_DISCOVERY_ANNOUNCEM
   // Keys are case-insensitive and only the first occurrence counts.
   const upper = good.map((s) => (s.toString().startsWith('gw=') ? Buffer.from(`GW=${s.toString().slice(3)}`) : s));
   assert.equal(decodeAnnouncement([...upper, Buffer.from('gw=someone-else')]).gatewayId, 'gw-1');
+  // A key that is not a curve point fails like a bad signature.
+  const notAPoint = decodeAnnouncement(edit('key', Buffer.alloc(32, 0xff).toString('base64url')));
+  assert.throws(() => verifyAnnouncement(notAPoint, { trust: site.trust, now: notAPoint.ts, staleMs: 1000 }), (e) => isOtiError(e, 'ERR_DISCOVERY_SIGNATURE'));
   // A signature over other bytes: changing any signed field breaks it.
   const moved = decodeAnnouncement(edit('port', '1884'));
   assert.throws(() => verifyAnnouncement(moved, { trust: site.trust, now: moved.ts, staleMs: 1000 }), (e) => isOtiError(e, 'ERR_DISCOVERY_SIGNATURE'));
