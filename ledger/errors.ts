@@ -71,6 +71,13 @@ export const ERROR_CODES = {
   ERR_API: 'the gateway’s local API answered with an error',
   ERR_STORE_LOCKED: 'the ledger database is open in another process (a running gateway)',
   ERR_BACKUP: 'a backup file is malformed, or its passphrase is wrong',
+  // Peer discovery (mDNS announcements)
+  ERR_DISCOVERY_ANNOUNCEMENT: 'an mDNS announcement has missing, oversized or malformed TXT fields',
+  ERR_DISCOVERY_SITE: 'an mDNS announcement is for another site',
+  ERR_DISCOVERY_STALE: 'an mDNS announcement carries a timestamp too far from now',
+  ERR_DISCOVERY_SIGNATURE: 'an mDNS announcement signature does not verify with the key it advertises',
+  ERR_DISCOVERY_ENROLMENT: 'an mDNS announcement enrolment is not a site-signed statement enrolling that gateway and key',
+  ERR_DISCOVERY_REVOKED: 'an mDNS announcement comes from a revoked or superseded gateway key',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
