@@ -12,6 +12,8 @@
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { applyBundle } from './bundle.js';
+import { Discovery } from './discovery.js';
+import { bytesEqual } from '../ledger/encoding.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
@@ -72,6 +74,7 @@ export class Gateway {
   notifier!: MqttNotifier;
   metrics!: GatewayMetrics;
   webhooks: WebhookDispatcher | undefined;
+  discovery: Discovery | undefined;
   apiUrl = '';
 
   private constructor(
@@ -146,6 +149,8 @@ export class Gateway {
     this.onStop('broker', () => this.broker.close());
     log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
 
+    if (config.discovery.enabled) await this.startDiscovery();
+
     this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
     this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
@@ -216,6 +221,38 @@ export class Gateway {
     const r = await applyBundle(bundle, this.config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
     this.log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
     if (r.appliedPath === undefined) this.log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
+  }
+
+  /**
+   * Finds the site's other gateways by signed mDNS announcements (gateway/discovery.ts); nothing
+   * is trusted on mDNS alone. Static peers from the configuration are handed to sync directly.
+   */
+  private async startDiscovery(): Promise<void> {
+    const { config, identity: id, log } = this;
+    const dlog = log.child({ part: 'discovery' });
+    const discovery = await Discovery.startWithFallback(
+      {
+        trust: id.trust,
+        gatewayId: id.gatewayId,
+        key: id.key,
+        enrolment: id.enrolment,
+        brokerPort: this.broker.port,
+        backend: config.discovery.backend,
+        staticPeers: config.discovery.staticPeers,
+        isRevoked: (gw, key) => {
+          const m = this.chain.roster.get('gateway', gw);
+          return m !== undefined && (m.revoked || !bytesEqual(m.key, key));
+        },
+      },
+      (e) => dlog.warn({ reason: e.message }, `Avahi backend unavailable (${e.message}); using the built-in mDNS responder`),
+    );
+    this.discovery = discovery;
+    this.onStop('discovery', () => discovery.stop());
+    discovery.on('peer', (p) => dlog.info({ via: p.via, gateway: p.gatewayId, host: p.host, port: p.port }, `peer ${p.gatewayId ?? p.host} at ${p.host}:${p.port} (${p.via})`));
+    discovery.on('lost', (p) => dlog.info({ gateway: p.gatewayId, host: p.host }, `peer ${p.gatewayId ?? p.host} lost`));
+    discovery.on('rejected', (r) => (r.reason === 'ERR_DISCOVERY_SITE' ? dlog.debug : dlog.warn).call(dlog, { code: r.reason, from: r.from, name: r.name }, r.detail));
+    discovery.on('warning', (e) => dlog.debug({ err: e }, 'mDNS'));
+    dlog.info(`announcing _oti._tcp (${config.discovery.backend}) and browsing for the site's gateways`);
   }
 
   private async startDrivers(): Promise<void> {
