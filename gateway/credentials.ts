@@ -68,23 +68,25 @@ export function verifyGatewayLogin(username: string, password: Uint8Array, o: Ve
   if (typeof username !== 'string' || !ID_PATTERN.test(username)) throw refuse('the username is not a gateway id');
   let cred: Uint8Array;
   let sig: Uint8Array;
-  let m;
   let enrolment: SignedStatement;
+  let site: string;
+  let gw: string;
+  let time: number;
   try {
     const outer = asMap(decode(password, CREDENTIAL_MAX_BYTES), 'credential token', ['v', 'cred', 'sig']);
     version(outer, 'credential token', 1);
     cred = bytes(outer, 'cred', 'credential token', undefined, CREDENTIAL_MAX_BYTES);
     sig = bytes(outer, 'sig', 'credential token', 64);
-    m = asMap(decode(cred, CREDENTIAL_MAX_BYTES), 'credential', ['v', 'site', 'gw', 'time', 'nonce', 'enrolment']);
+    const m = asMap(decode(cred, CREDENTIAL_MAX_BYTES), 'credential', ['v', 'site', 'gw', 'time', 'nonce', 'enrolment']);
     version(m, 'credential', 1);
     bytes(m, 'nonce', 'credential', NONCE_BYTES);
     enrolment = decodeSigned(bytes(m, 'enrolment', 'credential', undefined, ROSTER_MAX_BYTES + 256));
+    site = text(m, 'site', 'credential', 64, ID_PATTERN);
+    gw = text(m, 'gw', 'credential', 64, ID_PATTERN);
+    time = uint(m, 'time', 'credential');
   } catch (e) {
     throw refuse('malformed token', e);
   }
-  const site = text(m, 'site', 'credential', 64, ID_PATTERN);
-  const gw = text(m, 'gw', 'credential', 64, ID_PATTERN);
-  const time = uint(m, 'time', 'credential');
   if (site !== o.trust.siteId) throw refuse(`the credential is for site ${site}`);
   if (gw !== username) throw refuse('the credential names another gateway than the username');
   try {

@@ -264,7 +264,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#chain !== undefined && this.#onBlock !== undefined) this.#chain.off('block', this.#onBlock);
     for (const inbox of this.#inboxes.values()) this.#closeInbox(inbox);
     await Promise.all(this.#links.map((l) => l.client.endAsync(true).catch(() => undefined)));
-    await Promise.all([...this.#peers.values()].map((p) => p.pulling?.catch(() => undefined)));
+    await Promise.all([...this.#peers.values()].map((p) => p.pulling ?? Promise.resolve()));
   }
 
   // ---- links -------------------------------------------------------------------------------
@@ -365,7 +365,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     switch (d.kind) {
       case 'checkpoint':
         if (payload.length === 0) return;
-        if (d.gateway === me) void this.#guard(me, () => this.#onOwnCheckpoint(payload));
+        if (d.gateway === me) void this.#guard(me, () => Promise.resolve(this.#onOwnCheckpoint(payload)));
         else void this.#guard(d.gateway, () => this.#onCheckpoint(link, d.gateway, payload));
         return;
       case 'cosignature':
@@ -375,7 +375,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
         if (d.gateway === me && d.requester !== me) this.#queueServe(link, d.requester, payload);
         return;
       case 'syncRange':
-        if (d.requester === me) void this.#guard(d.gateway, () => this.#onRange(d.gateway, payload));
+        if (d.requester === me) void this.#guard(d.gateway, () => Promise.resolve(this.#onRange(d.gateway, payload)));
         return;
       case 'evidence':
         if (d.gateway !== me && payload.length > 0) void this.#guard(d.gateway, () => this.#onEvidence(d.gateway, payload));
@@ -398,7 +398,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#stopped) return;
     const code: ErrorCode = isOtiError(e) ? e.code : 'ERR_INTERNAL';
     const o = origin ?? (isOtiError(e) && typeof e.details?.['origin'] === 'string' ? e.details['origin'] : undefined);
-    this.#o.logger?.warn({ origin: o, peer, code }, `sync refused a message from ${peer}: ${(e as Error).message}`);
+    // Late copies of older checkpoints arrive routinely over several links: not worth a warning.
+    const level = code === 'ERR_SYNC_STALE' ? 'debug' : 'warn';
+    this.#o.logger?.[level]({ origin: o, peer, code }, `sync refused a message from ${peer}: ${(e as Error).message}`);
     this.emit('refused', { origin: o, peer, code, message: (e as Error).message });
   }
 
@@ -420,7 +422,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return r;
   }
 
-  async #onOwnCheckpoint(payload: Buffer): Promise<void> {
+  #onOwnCheckpoint(payload: Buffer): void {
     const cp = parseCheckpoint(payload);
     verifyCheckpoint(cp, this.origin, this.#o.key.publicKey);
     if (this.#ownRetained === undefined || cp.size > this.#ownRetained.size) this.#ownRetained = cp;
@@ -439,8 +441,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       if (cp.size <= replica.size) {
         const ev = await compareWithChain(replica.cs, replica.checkpoint!, cp, key);
         if (ev !== undefined) return this.#equivocation(ev, key);
-        // Consistent and not newer (a replay or a duplicate): nothing to fetch.
         peer.link ??= link;
+        // Consistent and already held: a duplicate (same size, from another link) is quietly
+        // cosigned; an older one is a replay and is refused.
+        if (cp.size < replica.size) throw new OtiError('ERR_SYNC_STALE', `checkpoint ${origin} @ ${cp.size} is older than the verified ${replica.size}`, { origin });
         this.#cosign(origin);
         return;
       }
@@ -596,7 +600,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     inbox.wake?.();
   }
 
-  async #onRange(responder: string, payload: Buffer): Promise<void> {
+  #onRange(responder: string, payload: Buffer): void {
     const msg = decodeRange(payload, this.#maxBytes);
     const inbox = this.#inboxes.get(msg.id);
     // A response to no open request (late, replayed or unasked) is dropped unread.

@@ -62,6 +62,8 @@ export const ERROR_CODES = {
   ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
   ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
   ERR_INTERNAL: 'an unexpected failure inside the gateway',
+  // Sync between gateways
+  ERR_SYNC_STALE: 'a peer announced a checkpoint older than the one already verified (a replay)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
