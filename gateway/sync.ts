@@ -133,7 +133,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   readonly #links: Link[] = [];
   readonly #peers = new Map<string, PeerState>();
   readonly #replicas = new Map<string, Promise<ChainReplica>>();
+  /** Replicas opened and known to hold (or be fetching) a peer chain of this site. */
+  readonly #settled = new Map<string, ChainReplica>();
   readonly #inboxes = new Map<number, Inbox>();
+  readonly #inboxLinks = new WeakMap<Inbox, Link>();
   readonly #serving = new Map<string, { busy: boolean; next: { link: Link; payload: Buffer } | undefined }>();
   /** Cosignatures of the own chain whose witness key is not known yet: latest per witness. */
   readonly #pendingCosigs = new Map<string, Buffer>();
@@ -203,7 +206,6 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return r;
   }
 
-  readonly #settled = new Map<string, ChainReplica>();
   #settledReplicas(): ChainReplica[] {
     return [...this.#settled.values()];
   }
@@ -308,7 +310,6 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     });
   }
 
-  #inboxLinks = new WeakMap<Inbox, Link>();
   #peerLinkOf(inbox: Inbox): Link | undefined {
     return this.#inboxLinks.get(inbox);
   }
