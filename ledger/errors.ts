@@ -78,6 +78,8 @@ export const ERROR_CODES = {
   ERR_DISCOVERY_SIGNATURE: 'an mDNS announcement signature does not verify with the key it advertises',
   ERR_DISCOVERY_ENROLMENT: 'an mDNS announcement enrolment is not a site-signed statement enrolling that gateway and key',
   ERR_DISCOVERY_REVOKED: 'an mDNS announcement comes from a revoked or superseded gateway key',
+  // Sync between gateways
+  ERR_SYNC_STALE: 'a peer announced a checkpoint older than the one already verified (a replay)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,173 @@
+/**
+ * npm run bench:sync — catch-up of a long chain from one gateway to another over loopback MQTT,
+ * against hypercore 10 replicating the same entry bytes between two in-process cores.
+ *
+ *   oti        gateway A holds a chain of BENCH_SYNC_ENTRIES signed lock events (default
+ *              100,000); gateway B starts empty and syncs it through A's embedded broker on
+ *              127.0.0.1, verifying every block, entry and lock signature (worker pool) before
+ *              storing it in LevelDB. Timed from B's start to the last block stored.
+ *   hypercore  the same entry bytes appended to a RAM core, replicated to a second RAM core over
+ *              an in-process stream (hypercore verifies its Merkle tree signatures); timed from
+ *              the start of replication to the last block downloaded.
+ * Prints entries/s of both, the ratio (target ≥ 10), and peak RSS of this process (both
+ * gateways live in it); writes bench/results/sync.json.
+ */
+import { createRequire } from 'node:module';
+import { cpus, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateKeyPair, Signer } from '../ledger/crypto.js';
+import { signStatement } from '../ledger/roster.js';
+import { coseSign1 } from '../ledger/cose.js';
+import { encodeLockEvent } from '../ledger/lockevent.js';
+import { LedgerStore } from '../ledger/store.js';
+import { Chain, chainOrigin } from '../ledger/chain.js';
+import { SignaturePool } from '../ledger/sigpool.js';
+import { Broker } from '../gateway/broker.js';
+import { SyncNode } from '../gateway/sync.js';
+import { gatewayCredentialVerifier } from '../gateway/credentials.js';
+import { writeResults, round, peakRssMb } from './support.js';
+
+const N = Number(process.env['BENCH_SYNC_ENTRIES'] ?? 100_000);
+const LOCKS = 100;
+const T0 = 1_700_000_000_000;
+
+/** The parts of hypercore 10 used here (it ships no types). */
+interface Core {
+  readonly key: Buffer;
+  readonly length: number;
+  readonly contiguousLength: number;
+  ready(): Promise<void>;
+  append(blocks: Buffer[]): Promise<unknown>;
+  replicate(initiator: boolean): NodeJS.ReadWriteStream;
+  update(opts?: { wait?: boolean }): Promise<boolean>;
+  download(range: { start: number; end: number }): { done(): Promise<void> };
+  close(): Promise<void>;
+}
+type CoreCtor = new (storage: unknown, key?: Buffer) => Core;
+const require = createRequire(import.meta.url);
+
+async function main(): Promise<void> {
+  const siteKey = generateKeyPair();
+  const site = new Signer(siteKey.seed);
+  const trust = { siteId: 'bench', siteKeys: [siteKey.publicKey] };
+  const dir = mkdtempSync(join(tmpdir(), 'oti-bench-sync-'));
+  const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)));
+  try {
+    const gws = ['gw-a', 'gw-b'].map((id) => {
+      const key = generateKeyPair();
+      return { id, key, enrolment: signStatement(site, { site: 'bench', op: 'enroll', role: 'gateway', id, key: key.publicKey, time: T0 }) };
+    });
+    const [ga, gb] = gws as [(typeof gws)[0], (typeof gws)[0]];
+    // Source chain: N signed events from LOCKS locks.
+    const storeA = await LedgerStore.open(join(dir, 'a'));
+    const chainA = await Chain.open({ store: storeA, trust, gatewayId: ga.id, key: ga.key, genesis: ga.enrolment, maxBlockEntries: 1024 });
+    const locks = Array.from({ length: LOCKS }, (_, i) => {
+      const k = generateKeyPair();
+      const id = `lock-${i}`;
+      return { id, signer: new Signer(k.seed), statement: signStatement(site, { site: 'bench', op: 'enroll', role: 'lock', id, key: k.publicKey, time: T0 }), ctr: 0 };
+    });
+    for (const l of locks) await chainA.append({ kind: 'roster', signed: l.statement });
+    let pending: Promise<unknown>[] = [];
+    for (let i = 0; chainA.size + pending.length < N; i++) {
+      const l = locks[i % LOCKS]!;
+      l.ctr++;
+      pending.push(chainA.append({ kind: 'lock-event', cose: coseSign1(l.signer, encodeLockEvent({ lock: l.id, ctr: l.ctr, time: T0 + i, type: 'unlocked' })) }, { preverified: true }));
+      if (pending.length >= 8192) {
+        await Promise.all(pending);
+        pending = [];
+      }
+    }
+    await Promise.all(pending);
+    await chainA.flush();
+    const total = chainA.size;
+    console.log(`source chain: ${total} entries in ${chainA.head.n + 1} blocks`);
+
+    const broker = await Broker.start({
+      site: 'bench',
+      host: '127.0.0.1',
+      port: 0,
+      allowAnonymous: false,
+      maxMessageBytes: 512 * 1024,
+      rateLimit: { messagesPerSecond: 10_000, burst: 10_000 },
+      verifyGatewayCredential: gatewayCredentialVerifier({ trust }),
+    });
+    const url = `mqtt://127.0.0.1:${broker.port}`;
+    const nodeA = new SyncNode({ store: storeA, trust, gatewayId: ga.id, key: ga.key, enrolment: ga.enrolment, brokers: [url], maxMessageBytes: 256 * 1024 });
+    await nodeA.start();
+    nodeA.attachChain(chainA);
+
+    const storeB = await LedgerStore.open(join(dir, 'b'));
+    const chainB = await Chain.open({ store: storeB, trust, gatewayId: gb.id, key: gb.key, genesis: gb.enrolment });
+    const nodeB = new SyncNode({ store: storeB, trust, gatewayId: gb.id, key: gb.key, enrolment: gb.enrolment, brokers: [url], pool, maxMessageBytes: 256 * 1024, windowEntries: 65_536 });
+    const origin = chainOrigin('bench', ga.id);
+    let lastReport = 0;
+    const started = performance.now();
+    const done = new Promise<void>((resolve) => {
+      nodeB.on('progress', (p) => {
+        if (p.origin !== origin) return;
+        if (performance.now() - lastReport > 2000) {
+          lastReport = performance.now();
+          console.log(`  catch-up: ${p.size}/${total} entries, ${p.entriesPerSecond} entries/s, ${p.remaining} remaining`);
+        }
+        if (p.size >= total) resolve();
+      });
+    });
+    nodeB.on('refused', (r) => console.error(`refused: ${r.code} ${r.message}`));
+    await nodeB.start();
+    nodeB.attachChain(chainB);
+    await done;
+    const otiSecs = (performance.now() - started) / 1000;
+    const otiRate = total / otiSecs;
+    const rssOti = peakRssMb();
+    console.log(`oti: ${total} entries verified and stored in ${round(otiSecs, 2)} s: ${Math.round(otiRate)} entries/s`);
+    const entries = await chainA.cs.entryRange(0, total);
+    await nodeB.stop();
+    await nodeA.stop();
+    await broker.close();
+    await chainB.close();
+    await chainA.close();
+    await storeB.close();
+    await storeA.close();
+
+    // Reference: hypercore 10 between two RAM cores.
+    const Hypercore = require('hypercore') as CoreCtor;
+    const RAM = require('random-access-memory') as unknown;
+    const src = new Hypercore(RAM);
+    await src.ready();
+    for (let i = 0; i < entries.length; i += 1024) await src.append(entries.slice(i, i + 1024).map((e) => Buffer.from(e)));
+    const dst = new Hypercore(RAM, src.key);
+    await dst.ready();
+    const hcStart = performance.now();
+    const s1 = src.replicate(true);
+    const s2 = dst.replicate(false);
+    s1.pipe(s2).pipe(s1);
+    await dst.update({ wait: true });
+    await dst.download({ start: 0, end: src.length }).done();
+    const hcSecs = (performance.now() - hcStart) / 1000;
+    const hcRate = dst.contiguousLength / hcSecs;
+    console.log(`hypercore 10: ${dst.contiguousLength} entries replicated in ${round(hcSecs, 2)} s: ${Math.round(hcRate)} entries/s`);
+    await dst.close();
+    await src.close();
+    const ratio = otiRate / hcRate;
+    console.log(`ratio oti / hypercore: ${round(ratio, 1)}× (target ≥ 10×); peak RSS ${peakRssMb()} MB (${rssOti} MB after the oti catch-up)`);
+    const path = writeResults('sync', {
+      entries: total,
+      oti_entries_per_s: Math.round(otiRate),
+      oti_seconds: round(otiSecs, 2),
+      oti_peak_rss_mb: rssOti,
+      hypercore_entries_per_s: Math.round(hcRate),
+      hypercore_seconds: round(hcSecs, 2),
+      ratio_oti_over_hypercore: round(ratio, 2),
+      target_ratio: 10,
+      peak_rss_mb: peakRssMb(),
+      signature_workers: pool.size,
+    });
+    console.log(`results: ${path}`);
+  } finally {
+    await pool.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,780 @@
+/**
+ * Chain sync between the gateways of a site, over MQTT. docs/SYNC.md (design) and
+ * docs/PROTOCOL.md §Sync (messages).
+ *
+ * A SyncNode holds one mqtt.js connection ("link") per broker it is given: in the mesh topology
+ * its own embedded broker and each peer's; with an external broker, that one broker. Every link
+ * runs the same code: the node publishes its own signed checkpoint (retained), answers range
+ * requests for any chain it holds, fetches what it lacks of peer chains and verifies it before
+ * storing (ledger/peer.ts), cosigns what it verified (gateway/witness.ts), counts the
+ * cosignatures of its own chain, and turns inconsistent checkpoints into equivocation evidence.
+ *
+ * Nothing a peer sends is trusted: checkpoints must carry the chain gateway's signature (the
+ * key from the chain's own site-signed roster), blocks are verified before they are stored, a
+ * range must extend the stored chain through a consistency proof from the stored checkpoint,
+ * and every message is decoded within a byte bound. A failure is reported as a 'refused' event
+ * with its error code and changes nothing stored; honest peers keep syncing meanwhile.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
+import { Signer, type KeyPair } from '../ledger/crypto.js';
+import { chainOrigin, type Chain, type BlockEvent } from '../ledger/chain.js';
+import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../ledger/checkpoint.js';
+import { compareWithChain, decodeEvidence, encodeEvidence, verifyEvidence, type Equivocation } from '../ledger/evidence.js';
+import { consistencyProof, rangeHash, verifyConsistency } from '../ledger/merkle.js';
+import { bytesEqual } from '../ledger/encoding.js';
+import { ChainReplica, type ReplicaBlock } from '../ledger/peer.js';
+import { parseOrigin } from '../ledger/verify.js';
+import type { LedgerStore, ChainStore } from '../ledger/store.js';
+import type { SignedStatement, SiteTrust } from '../ledger/roster.js';
+import type { SignaturePool } from '../ledger/sigpool.js';
+import { TopicMap } from './topics.js';
+import { makeGatewayCredential, type GatewayLogin } from './credentials.js';
+import { cosign, verifyCosignature, CoverageTracker } from './witness.js';
+import { BLOCK_FRAMING_BYTES, ENTRY_FRAMING_BYTES, MAX_REQUEST_ENTRIES, RANGE_OVERHEAD_BYTES, decodeRange, decodeRequest, encodeRange, encodeRequest, type RangeMessage } from './sync-wire.js';
+import { decodeBlockHeader } from '../ledger/block.js';
+import { blockedChains, blockChain } from './sync-flags.js';
+
+export const DEFAULT_SYNC_MESSAGE_BYTES = 256 * 1024;
+export const DEFAULT_WINDOW_ENTRIES = 16_384;
+export const DEFAULT_STALL_MS = 15_000;
+/** Entries of an incomplete block a fetch buffers at most (a block is at most this long). */
+const MAX_PENDING_ENTRIES = 65_536;
+
+export interface SyncOptions {
+  readonly store: LedgerStore;
+  readonly trust: SiteTrust;
+  readonly gatewayId: string;
+  readonly key: KeyPair;
+  readonly enrolment: SignedStatement;
+  /** MQTT URLs: the own embedded broker and each peer's (mesh), or one external broker. */
+  readonly brokers: readonly string[];
+  /** Extra mqtt.js options per connection (TLS `ca`, `rejectUnauthorized`, …). */
+  readonly mqtt?: Partial<IClientOptions>;
+  /** A fresh login for each (re)connection; default: a signed gateway credential. */
+  readonly login?: () => GatewayLogin;
+  readonly pool?: SignaturePool;
+  /** Largest range message sent (must fit the brokers' maxMessageBytes); default 256 KiB. */
+  readonly maxMessageBytes?: number;
+  /** Entries asked for per request (at most 65,536); default 16,384. */
+  readonly windowEntries?: number;
+  /** A request that brings nothing for this long is given up and retried later; default 15 s. */
+  readonly stallMs?: number;
+  /** Gateways whose cosignatures confirm (origin included); default a majority of the known gateways. */
+  readonly quorum?: number;
+  readonly logger?: Logger;
+  readonly now?: () => number;
+}
+
+export interface SyncProgress {
+  readonly origin: string;
+  readonly size: number;
+  /** Entries the responder announced beyond what is stored. */
+  readonly remaining: number;
+  readonly entriesPerSecond: number;
+}
+
+export interface SyncRefusal {
+  readonly origin: string | undefined;
+  /** The gateway whose message was refused (topic identity). */
+  readonly peer: string;
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+export interface SyncEvents {
+  progress: [SyncProgress];
+  /** A chain replica reached the size its responder holds. */
+  synced: [{ origin: string; size: number }];
+  refused: [SyncRefusal];
+  /** Equivocation evidence stored (and published when found here); the chain is refused from now on. */
+  evidence: [{ origin: string; id: string; reporter: string }];
+  /** A verified cosignature of this gateway's own chain. */
+  cosigned: [{ witness: string; size: number }];
+}
+
+interface Link {
+  readonly url: string;
+  readonly client: MqttClient;
+}
+
+interface PeerState {
+  readonly origin: string;
+  readonly gatewayId: string;
+  /** Largest checkpoint announced for the chain (verified when the key is known). */
+  target: SignedCheckpoint | undefined;
+  link: Link | undefined;
+  pulling: Promise<void> | undefined;
+  cosigned: number;
+}
+
+interface Inbox {
+  readonly id: number;
+  readonly responder: string;
+  readonly chain: string;
+  readonly queue: RangeMessage[];
+  wake: (() => void) | undefined;
+  closed: boolean;
+}
+
+export class SyncNode extends EventEmitter<SyncEvents> {
+  readonly origin: string;
+  readonly topics: TopicMap;
+  readonly coverage: CoverageTracker;
+  readonly #o: SyncOptions;
+  readonly #signer: Signer;
+  readonly #now: () => number;
+  readonly #maxBytes: number;
+  readonly #window: number;
+  readonly #stallMs: number;
+  readonly #links: Link[] = [];
+  readonly #peers = new Map<string, PeerState>();
+  readonly #replicas = new Map<string, Promise<ChainReplica>>();
+  /** Replicas opened and known to hold (or be fetching) a peer chain of this site. */
+  readonly #settled = new Map<string, ChainReplica>();
+  readonly #inboxes = new Map<number, Inbox>();
+  readonly #inboxLinks = new WeakMap<Inbox, Link>();
+  readonly #serving = new Map<string, { busy: boolean; next: { link: Link; payload: Buffer } | undefined }>();
+  /** Cosignatures of the own chain whose witness key is not known yet: latest per witness. */
+  readonly #pendingCosigs = new Map<string, Buffer>();
+  #blocked = new Set<string>();
+  #chain: Chain | undefined;
+  #onBlock: ((b: BlockEvent) => void) | undefined;
+  #ownRetained: SignedCheckpoint | undefined;
+  #seq = randomBytes(4).readUInt32BE(0) >>> 1;
+  #stopped = false;
+  #publishingCheckpoint = false;
+  #checkpointDirty = false;
+
+  constructor(opts: SyncOptions) {
+    super();
+    this.#o = opts;
+    this.origin = chainOrigin(opts.trust.siteId, opts.gatewayId);
+    this.topics = new TopicMap(opts.trust.siteId);
+    this.#signer = new Signer(opts.key.seed);
+    this.#now = opts.now ?? Date.now;
+    this.#maxBytes = opts.maxMessageBytes ?? DEFAULT_SYNC_MESSAGE_BYTES;
+    if (this.#maxBytes < RANGE_OVERHEAD_BYTES + 16 * 1024) throw new OtiError('ERR_ARGUMENT', `maxMessageBytes must be at least ${RANGE_OVERHEAD_BYTES + 16 * 1024}`, { argument: 'maxMessageBytes' });
+    this.#window = Math.min(MAX_REQUEST_ENTRIES, Math.max(1, opts.windowEntries ?? DEFAULT_WINDOW_ENTRIES));
+    this.#stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+    this.coverage = new CoverageTracker(opts.gatewayId, () => this.quorum);
+  }
+
+  /** Confirmation quorum, the origin included: configured, or a majority of the gateways known. */
+  get quorum(): number {
+    if (this.#o.quorum !== undefined) return this.#o.quorum;
+    return Math.floor(this.knownGateways().length / 2) + 1;
+  }
+
+  /** This gateway and every gateway whose chain it holds, unless revoked or refused. */
+  knownGateways(): string[] {
+    const out = new Set<string>([this.#o.gatewayId]);
+    for (const p of this.#peers.values()) if (!this.#blocked.has(p.origin) && p.target !== undefined) out.add(p.gatewayId);
+    for (const r of this.#settledReplicas()) {
+      const { gatewayId } = parseOrigin(r.origin);
+      const m = r.roster.get('gateway', gatewayId);
+      if (m !== undefined && !m.revoked && !this.#blocked.has(r.origin)) out.add(gatewayId);
+    }
+    return [...out];
+  }
+
+  /** True when this gateway's rosters list `gatewayId` as revoked or under another key (for credentials). */
+  isRefusedGateway(gatewayId: string, key: Uint8Array): boolean {
+    const rosters = [...this.#settledReplicas().map((r) => r.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    return rosters.some((r) => {
+      const m = r.get('gateway', gatewayId);
+      return m !== undefined && (m.revoked || !bytesEqual(m.key, key));
+    });
+  }
+
+  /** Origins refused after equivocation, until a technician clears them (sync-flags.ts). */
+  get blocked(): ReadonlySet<string> {
+    return this.#blocked;
+  }
+
+  /** The replica of a peer chain (opened on first use). */
+  replica(origin: string): Promise<ChainReplica> {
+    let r = this.#replicas.get(origin);
+    if (r === undefined) {
+      r = ChainReplica.open(this.#o.store, origin, origin === this.origin ? 'self' : 'peer', { trust: this.#o.trust, ...(this.#o.pool !== undefined ? { pool: this.#o.pool } : {}) });
+      this.#replicas.set(origin, r);
+      r.catch(() => this.#replicas.delete(origin));
+    }
+    return r;
+  }
+
+  #settledReplicas(): ChainReplica[] {
+    return [...this.#settled.values()];
+  }
+
+  /** Connects every link and subscribes; resolves once each link has connected once or failed. */
+  async start(): Promise<void> {
+    this.#blocked = await blockedChains(this.#o.store);
+    for (const { origin, role } of await this.#o.store.listChains()) {
+      if (role === 'peer' && origin.startsWith(`oti/${this.#o.trust.siteId}/`)) this.#settled.set(origin, await this.replica(origin));
+    }
+    await Promise.all(this.#o.brokers.map((url) => this.#connect(url)));
+  }
+
+  /**
+   * Starts serving and announcing the gateway's own chain (after Chain.open). Each new block's
+   * checkpoint is published retained on every link, the latest only when blocks come faster.
+   */
+  attachChain(chain: Chain): void {
+    if (chain.origin !== this.origin) throw new OtiError('ERR_ARGUMENT', `the chain is ${chain.origin}, this node syncs for ${this.origin}`);
+    this.#chain = chain;
+    this.#onBlock = () => this.#announce();
+    chain.on('block', this.#onBlock);
+    this.#announce();
+    for (const [witness, payload] of this.#pendingCosigs) void this.#guard(witness, () => this.#onCosignature(witness, payload));
+  }
+
+  /**
+   * Recovery after a restore or a re-flash: before the chain is opened for appending, asks the
+   * peers for this gateway's own chain beyond what is stored and stores every verified block
+   * (role "self"), so that Chain.open continues from the tip and never forks the chain.
+   * Peers are those whose retained checkpoints arrive within `settleMs` of subscribing, plus
+   * those whose chains are stored. Returns the size before and after.
+   */
+  async recoverOwnChain(opts: { timeoutMs: number; settleMs?: number }): Promise<{ before: number; after: number; peers: string[] }> {
+    const deadline = this.#now() + opts.timeoutMs;
+    const replica = await this.replica(this.origin);
+    const before = replica.size;
+    await this.#sleep(Math.min(opts.settleMs ?? 1000, opts.timeoutMs));
+    const peers = new Set<string>([...this.#peers.values()].map((p) => p.gatewayId));
+    for (const r of this.#settledReplicas()) peers.add(parseOrigin(r.origin).gatewayId);
+    peers.delete(this.#o.gatewayId);
+    for (const gw of peers) {
+      if (this.#now() >= deadline) break;
+      const link = this.#peers.get(chainOrigin(this.#o.trust.siteId, gw))?.link ?? this.#links.find((l) => l.client.connected);
+      if (link === undefined) break;
+      await this.#pull(this.origin, gw, link, deadline).catch((e: unknown) => this.#refuse(this.origin, gw, e));
+    }
+    const after = replica.size;
+    if (this.#ownRetained !== undefined && this.#ownRetained.size > after) {
+      this.#o.logger?.warn({ retained: this.#ownRetained.size, stored: after }, 'a retained checkpoint of this gateway’s chain is ahead of what the peers could give');
+    }
+    return { before, after, peers: [...peers] };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#chain !== undefined && this.#onBlock !== undefined) this.#chain.off('block', this.#onBlock);
+    for (const inbox of this.#inboxes.values()) this.#closeInbox(inbox);
+    await Promise.all(this.#links.map((l) => l.client.endAsync(true).catch(() => undefined)));
+    await Promise.all([...this.#peers.values()].map((p) => p.pulling ?? Promise.resolve()));
+  }
+
+  // ---- links -------------------------------------------------------------------------------
+
+  #login(): GatewayLogin {
+    return this.#o.login?.() ?? makeGatewayCredential({ siteId: this.#o.trust.siteId, gatewayId: this.#o.gatewayId, key: this.#o.key, enrolment: this.#o.enrolment, now: this.#now() });
+  }
+
+  #connect(url: string): Promise<void> {
+    const login = this.#login();
+    const client = connect(url, {
+      clientId: `oti-sync-${this.#o.gatewayId}-${randomBytes(4).toString('hex')}`,
+      username: login.username,
+      password: login.password,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      clean: true,
+      resubscribe: false,
+      ...this.#o.mqtt,
+    });
+    const link: Link = { url, client };
+    this.#links.push(link);
+    // A credential is fresh for 10 minutes: each reconnection logs in with a new one.
+    client.on('reconnect', () => {
+      client.options.password = this.#login().password;
+    });
+    client.on('message', (topic, payload) => this.#onMessage(link, topic, payload));
+    client.on('error', (e) => this.#o.logger?.debug({ url, err: e.message }, 'sync link error'));
+    client.on('close', () => {
+      for (const inbox of this.#inboxes.values()) if (this.#peerLinkOf(inbox) === link) this.#closeInbox(inbox);
+    });
+    client.on('connect', () => void this.#onConnect(link));
+    return new Promise((resolve) => {
+      const done = (): void => {
+        client.off('connect', done);
+        client.off('error', done);
+        resolve();
+      };
+      client.once('connect', done);
+      client.once('error', done);
+    });
+  }
+
+  #peerLinkOf(inbox: Inbox): Link | undefined {
+    return this.#inboxLinks.get(inbox);
+  }
+
+  async #onConnect(link: Link): Promise<void> {
+    const t = this.topics;
+    const me = this.#o.gatewayId;
+    const filters = [
+      `${t.root}/chain/+/checkpoint`,
+      `${t.root}/chain/${me}/cosig/+`,
+      `${t.root}/chain/${me}/req/+`,
+      `${t.root}/chain/+/range/${me}`,
+      `${t.root}/evidence/+`,
+    ];
+    try {
+      await link.client.subscribeAsync(filters, { qos: 1 });
+      if (this.#chain?.checkpoint !== undefined) await this.#publish(link, t.checkpoint(me), this.#chain.checkpoint.note, true);
+      for (const p of this.#peers.values()) if (p.cosigned > 0) this.#cosign(p.origin);
+    } catch (e) {
+      this.#o.logger?.warn({ url: link.url, err: (e as Error).message }, 'sync link could not subscribe');
+    }
+  }
+
+  async #publish(link: Link, topic: string, payload: Uint8Array | string, retain: boolean): Promise<void> {
+    if (!link.client.connected) return;
+    await link.client.publishAsync(topic, typeof payload === 'string' ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length), { qos: 1, retain });
+  }
+
+  async #publishAll(topic: string, payload: Uint8Array | string, retain: boolean): Promise<void> {
+    await Promise.all(this.#links.map((l) => this.#publish(l, topic, payload, retain).catch(() => undefined)));
+  }
+
+  /** Publishes the own chain's latest checkpoint; coalesces bursts (one publish in flight). */
+  #announce(): void {
+    if (this.#publishingCheckpoint) {
+      this.#checkpointDirty = true;
+      return;
+    }
+    const cp = this.#chain?.checkpoint;
+    if (cp === undefined || this.#stopped) return;
+    this.#publishingCheckpoint = true;
+    this.#checkpointDirty = false;
+    void this.#publishAll(this.topics.checkpoint(this.#o.gatewayId), cp.note, true).finally(() => {
+      this.#publishingCheckpoint = false;
+      if (this.#checkpointDirty) this.#announce();
+    });
+  }
+
+  #onMessage(link: Link, topic: string, payload: Buffer): void {
+    if (this.#stopped) return;
+    const d = this.topics.parse(topic);
+    if (d === undefined) return;
+    const me = this.#o.gatewayId;
+    switch (d.kind) {
+      case 'checkpoint':
+        if (payload.length === 0) return;
+        if (d.gateway === me) void this.#guard(me, () => Promise.resolve(this.#onOwnCheckpoint(payload)));
+        else void this.#guard(d.gateway, () => this.#onCheckpoint(link, d.gateway, payload));
+        return;
+      case 'cosignature':
+        if (d.gateway === me && payload.length > 0) void this.#guard(d.witness, () => this.#onCosignature(d.witness, payload));
+        return;
+      case 'syncRequest':
+        if (d.gateway === me && d.requester !== me) this.#queueServe(link, d.requester, payload);
+        return;
+      case 'syncRange':
+        if (d.requester === me) void this.#guard(d.gateway, () => Promise.resolve(this.#onRange(d.gateway, payload)));
+        return;
+      case 'evidence':
+        if (d.gateway !== me && payload.length > 0) void this.#guard(d.gateway, () => this.#onEvidence(d.gateway, payload));
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** Runs a handler; any failure becomes a 'refused' event (never an unhandled rejection). */
+  async #guard(peer: string, f: () => Promise<void>): Promise<void> {
+    try {
+      await f();
+    } catch (e) {
+      this.#refuse(undefined, peer, e);
+    }
+  }
+
+  #refuse(origin: string | undefined, peer: string, e: unknown): void {
+    if (this.#stopped) return;
+    const code: ErrorCode = isOtiError(e) ? e.code : 'ERR_INTERNAL';
+    const o = origin ?? (isOtiError(e) && typeof e.details?.['origin'] === 'string' ? e.details['origin'] : undefined);
+    // Late copies of older checkpoints arrive routinely over several links: not worth a warning.
+    const level = code === 'ERR_SYNC_STALE' ? 'debug' : 'warn';
+    this.#o.logger?.[level]({ origin: o, peer, code }, `sync refused a message from ${peer}: ${(e as Error).message}`);
+    this.emit('refused', { origin: o, peer, code, message: (e as Error).message });
+  }
+
+  // ---- checkpoints and fetching ------------------------------------------------------------
+
+  #peer(gw: string): PeerState {
+    const origin = chainOrigin(this.#o.trust.siteId, gw);
+    let p = this.#peers.get(origin);
+    if (p === undefined) {
+      p = { origin, gatewayId: gw, target: undefined, link: undefined, pulling: undefined, cosigned: 0 };
+      this.#peers.set(origin, p);
+    }
+    return p;
+  }
+
+  async #settledReplica(origin: string): Promise<ChainReplica> {
+    const r = await this.replica(origin);
+    if (origin !== this.origin) this.#settled.set(origin, r);
+    return r;
+  }
+
+  #onOwnCheckpoint(payload: Buffer): void {
+    const cp = parseCheckpoint(payload);
+    verifyCheckpoint(cp, this.origin, this.#o.key.publicKey);
+    if (this.#ownRetained === undefined || cp.size > this.#ownRetained.size) this.#ownRetained = cp;
+  }
+
+  async #onCheckpoint(link: Link, gw: string, payload: Buffer): Promise<void> {
+    const origin = chainOrigin(this.#o.trust.siteId, gw);
+    if (this.#blocked.has(origin)) throw new OtiError('ERR_EQUIVOCATION', `chain ${origin} is refused after equivocation`, { origin });
+    const cp = parseCheckpoint(payload);
+    if (cp.origin !== origin) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `a checkpoint of ${cp.origin} was published for ${origin}`, { origin });
+    const replica = await this.#settledReplica(origin);
+    const key = replica.gatewayKey(gw);
+    const peer = this.#peer(gw);
+    if (key !== undefined) {
+      verifyCheckpoint(cp, origin, key);
+      if (cp.size <= replica.size) {
+        const ev = await compareWithChain(replica.cs, replica.checkpoint!, cp, key);
+        if (ev !== undefined) return this.#equivocation(ev, key);
+        peer.link ??= link;
+        // Consistent and already held: a duplicate (same size, from another link) is quietly
+        // cosigned; an older one is a replay and is refused.
+        if (cp.size < replica.size) throw new OtiError('ERR_SYNC_STALE', `checkpoint ${origin} @ ${cp.size} is older than the verified ${replica.size}`, { origin });
+        this.#cosign(origin);
+        return;
+      }
+    }
+    if (peer.target === undefined || cp.size > peer.target.size) {
+      peer.target = cp;
+      peer.link = link;
+    }
+    this.#startPull(peer);
+  }
+
+  #startPull(peer: PeerState): void {
+    if (peer.pulling !== undefined || peer.link === undefined || this.#stopped) return;
+    const link = peer.link;
+    peer.pulling = this.#pull(peer.origin, peer.gatewayId, link, Number.POSITIVE_INFINITY)
+      .catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e))
+      .finally(() => {
+        peer.pulling = undefined;
+        void this.#afterPull(peer).catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e));
+      });
+  }
+
+  /** Once a pull ends: check the announced checkpoint against what is stored, cosign, or pull again. */
+  async #afterPull(peer: PeerState): Promise<void> {
+    if (this.#stopped || this.#blocked.has(peer.origin)) return;
+    const replica = await this.replica(peer.origin);
+    const target = peer.target;
+    if (target === undefined || replica.checkpoint === undefined) return;
+    const key = replica.gatewayKey(peer.gatewayId);
+    if (key === undefined) return;
+    verifyCheckpoint(target, peer.origin, key);
+    if (target.size <= replica.size) {
+      const ev = await compareWithChain(replica.cs, replica.checkpoint, target, key);
+      if (ev !== undefined) return this.#equivocation(ev, key);
+      this.emit('synced', { origin: peer.origin, size: replica.size });
+      this.#cosign(peer.origin);
+    }
+    this.#retryCosigs();
+  }
+
+  /**
+   * Pulls chain `origin` from `responder` window by window until the responder has nothing more
+   * (or `deadline`). Each window starts at the stored size; the responder proves that its tree
+   * extends the stored one (root at the stored size + consistency proof to its signed head)
+   * before any block is taken; blocks are verified and stored as they complete.
+   */
+  async #pull(origin: string, responder: string, link: Link, deadline: number): Promise<void> {
+    const replica = await this.#settledReplica(origin);
+    const { gatewayId } = parseOrigin(origin);
+    const started = this.#now();
+    const startSize = replica.size;
+    for (;;) {
+      if (this.#stopped || this.#blocked.has(origin) || this.#now() >= deadline) return;
+      const from = replica.size;
+      const id = (this.#seq = (this.#seq + 1) >>> 0);
+      const inbox: Inbox = { id, responder, chain: origin, queue: [], wake: undefined, closed: false };
+      this.#inboxes.set(id, inbox);
+      this.#inboxLinks.set(inbox, link);
+      let head: SignedCheckpoint | undefined;
+      let pending: Uint8Array[] = [];
+      let position = from;
+      try {
+        await this.#publish(link, this.topics.syncRequest(responder, this.#o.gatewayId), encodeRequest({ id, chain: origin, from, to: from + this.#window }), false);
+        let first = true;
+        for (;;) {
+          const msg = await this.#next(inbox, Math.min(this.#stallMs, Math.max(1, deadline - this.#now())));
+          if (msg === undefined) return; // stalled or link closed: retried on the next checkpoint
+          if (msg.chain !== origin || msg.first !== position) throw new OtiError('ERR_BLOCK_INVALID', `range for ${origin} starts at ${msg.first}, expected ${position}`, { origin });
+          if (first) {
+            first = false;
+            head = await this.#checkHead(replica, gatewayId, from, msg);
+            if (head === undefined) return;
+          }
+          pending = pending.length === 0 ? [...msg.entries] : pending.concat(msg.entries);
+          position += msg.entries.length;
+          const blocks: ReplicaBlock[] = [];
+          let used = 0;
+          for (const b of msg.blocks) {
+            const h = decodeBlockHeader(b.h);
+            if (h.count > pending.length - used) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} of ${origin} claims more entries than were sent`, { origin });
+            blocks.push({ headerBytes: b.h, checkpoint: parseCheckpoint(b.cp), entries: pending.slice(used, used + h.count) });
+            used += h.count;
+          }
+          pending = pending.slice(used);
+          if (pending.length > MAX_PENDING_ENTRIES) throw new OtiError('ERR_BLOCK_INVALID', `more than ${MAX_PENDING_ENTRIES} entries of ${origin} arrived without their block`, { origin });
+          if (blocks.length > 0) {
+            await replica.append(blocks);
+            const secs = Math.max(0.001, (this.#now() - started) / 1000);
+            this.emit('progress', { origin, size: replica.size, remaining: Math.max(0, head!.size - replica.size), entriesPerSecond: Math.round((replica.size - startSize) / secs) });
+          }
+          if (msg.end) break;
+        }
+      } finally {
+        this.#closeInbox(inbox);
+        this.#inboxes.delete(id);
+      }
+      if (replica.size <= from || head === undefined || head.size <= replica.size) {
+        if (replica.size > from || (head !== undefined && head.size <= replica.size)) this.emit('synced', { origin, size: replica.size });
+        return;
+      }
+    }
+  }
+
+  /**
+   * Checks the first message of a window: the responder's signed head, and, when something is
+   * stored already, that the responder's tree at the stored size has the stored root (a
+   * consistency proof ties it to the head). A proof that fails is the responder's fault
+   * (refused); a valid proof to another root is equivocation by the chain's gateway.
+   * Returns undefined when the responder has nothing beyond `from`.
+   */
+  async #checkHead(replica: ChainReplica, gatewayId: string, from: number, msg: RangeMessage): Promise<SignedCheckpoint | undefined> {
+    const origin = replica.origin;
+    if (msg.head === undefined) return undefined;
+    const head = parseCheckpoint(msg.head);
+    if (head.origin !== origin) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `the head sent for ${origin} is of ${head.origin}`, { origin });
+    const key = replica.gatewayKey(gatewayId);
+    if (key === undefined) return head.size > from ? head : undefined; // verified block by block from block 0
+    verifyCheckpoint(head, origin, key);
+    const ours = replica.checkpoint!;
+    if (head.size <= from) {
+      const ev = await compareWithChain(replica.cs, ours, head, key);
+      if (ev !== undefined) await this.#equivocation(ev, key);
+      return undefined;
+    }
+    if (msg.root === undefined || msg.proof === undefined || !verifyConsistency(from, head.size, msg.root, head.root, msg.proof)) {
+      throw new OtiError('ERR_PROOF_INVALID', `the responder did not prove that ${origin} @ ${head.size} extends the stored ${from} entries`, { origin });
+    }
+    if (!bytesEqual(msg.root, ours.root)) {
+      await this.#equivocation({ origin, a: ours, b: head, root: msg.root, proof: msg.proof }, key);
+      return undefined;
+    }
+    return head;
+  }
+
+  #next(inbox: Inbox, timeoutMs: number): Promise<RangeMessage | undefined> {
+    const ready = inbox.queue.shift();
+    if (ready !== undefined || inbox.closed) return Promise.resolve(ready);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        inbox.wake = undefined;
+        resolve(undefined);
+      }, timeoutMs);
+      inbox.wake = () => {
+        clearTimeout(timer);
+        inbox.wake = undefined;
+        resolve(inbox.queue.shift());
+      };
+    });
+  }
+
+  #closeInbox(inbox: Inbox): void {
+    inbox.closed = true;
+    inbox.wake?.();
+  }
+
+  #onRange(responder: string, payload: Buffer): void {
+    const msg = decodeRange(payload, this.#maxBytes);
+    const inbox = this.#inboxes.get(msg.id);
+    // A response to no open request (late, replayed or unasked) is dropped unread.
+    if (inbox === undefined || inbox.responder !== responder || inbox.closed) return;
+    inbox.queue.push(msg);
+    inbox.wake?.();
+  }
+
+  // ---- serving -----------------------------------------------------------------------------
+
+  /** One request served at a time per requester; a newer one waiting replaces an older one. */
+  #queueServe(link: Link, requester: string, payload: Buffer): void {
+    let s = this.#serving.get(requester);
+    if (s === undefined) {
+      s = { busy: false, next: undefined };
+      this.#serving.set(requester, s);
+    }
+    s.next = { link, payload };
+    if (s.busy) return;
+    s.busy = true;
+    void (async () => {
+      while (s.next !== undefined && !this.#stopped) {
+        const job = s.next;
+        s.next = undefined;
+        await this.#guard(requester, () => this.#serve(job.link, requester, job.payload));
+      }
+      s.busy = false;
+    })();
+  }
+
+  /** The store and latest checkpoint of a chain this gateway can serve. */
+  async #source(origin: string): Promise<{ cs: ChainStore; head: SignedCheckpoint } | undefined> {
+    if (this.#blocked.has(origin)) return undefined;
+    if (origin === this.origin) {
+      const c = this.#chain;
+      if (c !== undefined) return c.checkpoint === undefined ? undefined : { cs: c.cs, head: c.checkpoint };
+    }
+    let p: parseOriginResult;
+    try {
+      p = parseOrigin(origin);
+    } catch {
+      return undefined;
+    }
+    if (p.siteId !== this.#o.trust.siteId) return undefined;
+    const chains = await this.#o.store.listChains();
+    if (!chains.some((c) => c.origin === origin)) return undefined;
+    const r = await this.replica(origin);
+    return r.checkpoint === undefined ? undefined : { cs: r.cs, head: r.checkpoint };
+  }
+
+  async #serve(link: Link, requester: string, payload: Buffer): Promise<void> {
+    const req = decodeRequest(payload);
+    const topic = this.topics.syncRange(this.#o.gatewayId, requester);
+    const src = await this.#source(req.chain);
+    const empty = (head?: string): Promise<void> => this.#publish(link, topic, encodeRange({ id: req.id, chain: req.chain, first: req.from, entries: [], blocks: [], end: true, ...(head !== undefined ? { head } : {}) }), false);
+    if (src === undefined) return empty();
+    const { cs, head } = src;
+    const size = head.size;
+    if (req.from >= size) {
+      const proofPart = req.from === size ? { root: head.root, proof: [] } : {};
+      return this.#publish(link, topic, encodeRange({ id: req.id, chain: req.chain, first: req.from, entries: [], blocks: [], end: true, head: head.note, ...proofPart }), false);
+    }
+    let block = req.from === 0 ? await cs.getBlock(0) : await cs.blockOf(req.from);
+    if (block.header.first !== req.from) return empty(head.note);
+    const firstExtras = req.from > 0 ? { head: head.note, root: await rangeHash(cs, 0, req.from), proof: await consistencyProof(cs, req.from, size) } : { head: head.note };
+    const budget = this.#maxBytes - RANGE_OVERHEAD_BYTES;
+    let msg: { first: number; entries: Uint8Array[]; blocks: { h: Uint8Array; cp: string }[]; bytes: number } = { first: req.from, entries: [], blocks: [], bytes: 0 };
+    let sentFirst = false;
+    const flush = async (end: boolean): Promise<void> => {
+      const extras = sentFirst ? {} : firstExtras;
+      sentFirst = true;
+      await this.#publish(link, topic, encodeRange({ id: req.id, chain: req.chain, first: msg.first, entries: msg.entries, blocks: msg.blocks, end, ...extras }), false);
+      msg = { first: msg.first + msg.entries.length, entries: [], blocks: [], bytes: 0 };
+    };
+    let n = block.header.n;
+    const lastBlock = head.block;
+    for (;;) {
+      const h = block.header;
+      const entries = await cs.entryRange(h.first, h.first + h.count);
+      for (const e of entries) {
+        if (msg.bytes + e.length + ENTRY_FRAMING_BYTES > budget && msg.entries.length > 0) await flush(false);
+        msg.entries.push(e);
+        msg.bytes += e.length + ENTRY_FRAMING_BYTES;
+      }
+      const cpNote = block.checkpoint.note;
+      const extra = block.headerBytes.length + cpNote.length + BLOCK_FRAMING_BYTES;
+      if (msg.bytes + extra > budget) await flush(false);
+      msg.blocks.push({ h: block.headerBytes, cp: cpNote });
+      msg.bytes += extra;
+      n++;
+      if (n > lastBlock || h.first + h.count >= req.to || this.#stopped) break;
+      block = await cs.getBlock(n);
+    }
+    await flush(true);
+  }
+
+  // ---- witnessing --------------------------------------------------------------------------
+
+  /** Publishes this gateway's cosignature of the latest verified checkpoint of a peer chain. */
+  #cosign(origin: string): void {
+    const r = this.#settled.get(origin);
+    const peer = this.#peers.get(origin);
+    const cp = r?.checkpoint;
+    if (cp === undefined || peer === undefined || this.#blocked.has(origin)) return;
+    if (cp.size <= peer.cosigned && this.#links.every((l) => l.client.connected)) return;
+    peer.cosigned = Math.max(peer.cosigned, cp.size);
+    const note = cosign(cp, this.#signer, this.origin, Math.floor(this.#now() / 1000)).note;
+    void this.#publishAll(this.topics.cosignature(peer.gatewayId, this.#o.gatewayId), note, true);
+  }
+
+  async #onCosignature(witness: string, payload: Buffer): Promise<void> {
+    const chain = this.#chain;
+    if (chain === undefined) {
+      this.#pendingCosigs.set(witness, payload);
+      return;
+    }
+    const cp = parseCheckpoint(payload);
+    if (cp.origin !== this.origin) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `a cosignature for ${this.origin} carries a checkpoint of ${cp.origin}`);
+    verifyCheckpoint(cp, this.origin, this.#o.key.publicKey);
+    if (cp.size > chain.size) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `${witness} cosigned size ${cp.size} of a chain of ${chain.size} entries`);
+    const wOrigin = chainOrigin(this.#o.trust.siteId, witness);
+    const wr = await this.replica(wOrigin);
+    const wm = wr.roster.get('gateway', witness);
+    if (wm === undefined) {
+      this.#pendingCosigs.set(witness, payload); // checked once the witness's chain is known
+      return;
+    }
+    this.#pendingCosigs.delete(witness);
+    if (wm.revoked || this.#blocked.has(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused`);
+    const ts = verifyCosignature(cp, wOrigin, wm.key, Math.floor(this.#now() / 1000));
+    if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: this.origin });
+    this.coverage.record(witness, cp.size, ts);
+    this.emit('cosigned', { witness, size: cp.size });
+  }
+
+  /** Re-checks cosignatures that waited for their witness's key. */
+  #retryCosigs(): void {
+    if (this.#chain === undefined) return;
+    for (const [witness, payload] of this.#pendingCosigs) {
+      if (this.#settled.has(chainOrigin(this.#o.trust.siteId, witness))) void this.#guard(witness, () => this.#onCosignature(witness, payload));
+    }
+  }
+
+  // ---- equivocation ------------------------------------------------------------------------
+
+  async #equivocation(ev: Equivocation, key: Uint8Array): Promise<void> {
+    if (!verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `inconsistent checkpoints of ${ev.origin} did not make valid evidence`, { origin: ev.origin });
+    const bytes = encodeEvidence(ev);
+    const id = await this.#o.store.recordEvidence('equivocation', bytes);
+    await blockChain(this.#o.store, ev.origin, id, this.#now());
+    this.#blocked.add(ev.origin);
+    for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
+    this.#o.logger?.error({ origin: ev.origin, evidence: id }, `equivocation: ${ev.origin} signed two inconsistent checkpoints; its chain is refused until a technician clears it`);
+    await this.#publishAll(this.topics.evidence(this.#o.gatewayId), bytes, true);
+    this.emit('evidence', { origin: ev.origin, id, reporter: this.#o.gatewayId });
+    throw new OtiError('ERR_EQUIVOCATION', `${ev.origin} equivocated (evidence ${id})`, { origin: ev.origin, evidence: id });
+  }
+
+  async #onEvidence(reporter: string, payload: Buffer): Promise<void> {
+    const ev = decodeEvidence(payload);
+    const { siteId, gatewayId } = parseOrigin(ev.origin);
+    if (siteId !== this.#o.trust.siteId || this.#blocked.has(ev.origin)) return;
+    const key = ev.origin === this.origin ? this.#o.key.publicKey : (await this.replica(ev.origin)).gatewayKey(gatewayId);
+    if (key === undefined || !verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `evidence from ${reporter} against ${ev.origin} does not verify here`, { origin: ev.origin });
+    const id = await this.#o.store.recordEvidence('equivocation', payload);
+    await blockChain(this.#o.store, ev.origin, id, this.#now());
+    this.#blocked.add(ev.origin);
+    this.emit('evidence', { origin: ev.origin, id, reporter });
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+}
+
+type parseOriginResult = ReturnType<typeof parseOrigin>;

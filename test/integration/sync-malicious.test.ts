@@ -1,0 +1,164 @@
+/**
+ * A malicious peer against an honest gateway, over real MQTT on 127.0.0.1. gw-m is an enrolled
+ * gateway (it can log in and holds its key) driven by a raw mqtt.js client after an honest start:
+ * forged signatures, replayed old checkpoints, broken block links, a forged lock signature in a
+ * block it signed, a consistency proof that lies, equivocation, oversized and flooding messages.
+ * A gateway of another site cannot log in at all. Each attack is refused with its error code
+ * (and evidence for the equivocation), and honest sync from gw-a to gw-b works throughout.
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { connect, type MqttClient } from 'mqtt';
+import { chainOrigin } from '../../ledger/chain.js';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
+import { signCheckpoint, parseCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
+import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
+import { coseSign1 } from '../../ledger/cose.js';
+import { consistencyProof, rangeHash } from '../../ledger/merkle.js';
+import { encodeLockEvent } from '../../ledger/lockevent.js';
+import type { ErrorCode } from '../../ledger/errors.js';
+import { makeGatewayCredential } from '../../gateway/credentials.js';
+import { decodeRequest, encodeRange, type RangeMessage } from '../../gateway/sync-wire.js';
+import type { SyncRefusal } from '../../gateway/sync.js';
+import { listRefusedChains } from '../../gateway/sync-flags.js';
+import { enrollGateway, enrollLock, makeSite } from '../support/site.js';
+import { appendEvents, makeGateway, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
+
+const site = makeSite('site-1');
+const M_ORIGIN = chainOrigin(site.siteId, 'gw-m');
+
+function login(t: TestContext, url: string, username: string, password: Buffer): Promise<MqttClient> {
+  const client = connect(url, { username, password, reconnectPeriod: 0, clientId: `evil-${Math.random().toString(16).slice(2)}` });
+  t.after(() => client.endAsync(true));
+  return new Promise((resolve, reject) => {
+    client.once('connect', () => resolve(client));
+    client.once('error', reject);
+  });
+}
+
+/** The range messages an honest responder would send for a request, built from gw-m's store. */
+async function honestRange(m: TestGateway, payload: Buffer): Promise<RangeMessage> {
+  const req = decodeRequest(payload);
+  const cs = m.chain.cs;
+  const first = await cs.blockOf(req.from);
+  const blocks = [];
+  const entries: Uint8Array[] = [];
+  for await (const b of cs.blocksFrom(first.header.n)) {
+    entries.push(...(await cs.entryRange(b.header.first, b.header.first + b.header.count)));
+    blocks.push({ h: b.headerBytes, cp: b.checkpoint.note });
+  }
+  const size = m.chain.size;
+  return { id: req.id, chain: req.chain, first: req.from, entries, blocks, end: true, head: m.chain.checkpoint!.note, root: await rangeHash(cs, 0, req.from), proof: await consistencyProof(cs, req.from, size) };
+}
+
+void test('a malicious peer is refused case by case while honest sync keeps working', async (t) => {
+  const a = await makeGateway(t, site, 'gw-a');
+  const b = await makeGateway(t, site, 'gw-b', { rate: 300, maxMessageBytes: 512 * 1024 });
+  const m = await makeGateway(t, site, 'gw-m', { broker: false });
+  const lockA = enrollLock(site, 'lock-a');
+  const lockM = enrollLock(site, 'lock-m');
+  await appendEvents(a, lockA, 100);
+  await appendEvents(m, lockM, 100);
+  const urls = [a.url!, b.url!];
+  await startSync(a, site, urls);
+  const nb = await startSync(b, site, urls);
+  const refusals: SyncRefusal[] = [];
+  nb.on('refused', (r) => refusals.push(r));
+  const refused = (code: ErrorCode, n = 1): Promise<void> => until(nb, ['refused'], () => refusals.filter((r) => r.peer === 'gw-m' && r.code === code).length >= n, `a ${code} refusal`);
+
+  // Honest phase: gw-m syncs its chain to gw-b, then its sync node stops and the raw client takes over.
+  const nm = await startSync(m, site, [b.url!]);
+  await untilReplicated(nb, M_ORIGIN, m.chain.size);
+  await untilReplicated(nb, chainOrigin(site.siteId, 'gw-a'), a.chain.size);
+  await nm.stop();
+  const held = (await nb.replica(M_ORIGIN)).size;
+  const mLogin = (): Buffer => makeGatewayCredential({ siteId: site.siteId, gatewayId: 'gw-m', key: m.key, enrolment: m.enrolment }).password;
+  const evil = await login(t, b.url!, 'gw-m', mLogin());
+  const cpTopic = 'oti/site-1/chain/gw-m/checkpoint';
+  let answer: ((req: Buffer) => Promise<Buffer | undefined>) | undefined;
+  evil.on('message', (topic, payload) => {
+    if (topic.startsWith('oti/site-1/chain/gw-m/req/') && answer !== undefined) {
+      void answer(payload).then((reply) => (reply === undefined ? undefined : evil.publishAsync('oti/site-1/chain/gw-m/range/gw-b', reply, { qos: 1 })));
+    }
+  });
+  await evil.subscribeAsync(['oti/site-1/chain/gw-m/req/+', 'oti/site-1/evidence/gw-b'], { qos: 1 });
+
+  // A gateway of another site (its enrolment signed by a foreign key) cannot even log in.
+  const foreign = makeSite('site-1');
+  const stranger = enrollGateway(foreign, 'gw-z');
+  const foreignLogin = makeGatewayCredential({ siteId: site.siteId, gatewayId: 'gw-z', key: stranger.key, enrolment: stranger.statement });
+  await assert.rejects(login(t, b.url!, 'gw-z', foreignLogin.password), (e: Error & { code?: number }) => e.code === 4);
+
+  // Forged signature: a bigger checkpoint of gw-m's chain signed by some other key.
+  const cur = m.chain.checkpoint!;
+  const forged = signCheckpoint({ origin: M_ORIGIN, size: cur.size + 10, root: new Uint8Array(32).fill(7), block: cur.block + 1, blockHash: new Uint8Array(32).fill(8) }, new Signer(generateKeyPair().seed), M_ORIGIN);
+  await evil.publishAsync(cpTopic, forged.note, { qos: 1, retain: true });
+  await refused('ERR_CHECKPOINT_SIGNATURE');
+
+  // Replayed old checkpoint: validly signed, consistent, older than what gw-b verified.
+  const old = (await m.chain.cs.getBlock(1)).checkpoint;
+  await evil.publishAsync(cpTopic, old.note, { qos: 1, retain: true });
+  await refused('ERR_SYNC_STALE');
+
+  // Broken links: gw-m has new blocks, but serves them with a block that does not link.
+  await appendEvents(m, lockM, 20);
+  answer = async (req) => {
+    const r = await honestRange(m, req);
+    const h = decodeBlockHeader(r.blocks[0]!.h);
+    const broken = encodeBlockHeader({ ...h, prev: new Uint8Array(32).fill(9) });
+    return Buffer.from(encodeRange({ ...r, blocks: [{ h: broken, cp: r.blocks[0]!.cp }, ...r.blocks.slice(1)] }));
+  };
+  await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
+  await refused('ERR_BLOCK_LINK');
+
+  // A consistency proof that lies (a rewritten history it cannot prove): refused, no evidence.
+  answer = async (req) => Buffer.from(encodeRange({ ...(await honestRange(m, req)), root: new Uint8Array(32).fill(1) }));
+  await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
+  await refused('ERR_PROOF_INVALID');
+
+  // A block gw-m signed itself, holding a lock event whose signature is forged.
+  lockM.ctr++;
+  const badCose = coseSign1(new Signer(generateKeyPair().seed), encodeLockEvent({ lock: 'lock-m', ctr: lockM.ctr, time: 1_700_000_000_000, type: 'unlocked' }));
+  await m.chain.append({ kind: 'lock-event', cose: badCose }, { preverified: true });
+  answer = async (req) => Buffer.from(encodeRange(await honestRange(m, req)));
+  await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
+  await refused('ERR_LOCK_SIGNATURE');
+  assert.equal((await nb.replica(M_ORIGIN)).size, held, 'nothing of the refused ranges was stored');
+
+  // Equivocation: a second checkpoint of the held size with another root, signed by gw-m's key.
+  const replica = await nb.replica(M_ORIGIN);
+  const evidenceMsg = new Promise<Buffer>((resolve) => evil.on('message', (topic, p) => topic === 'oti/site-1/evidence/gw-b' && p.length > 0 && resolve(p)));
+  const twin = signCheckpoint({ origin: M_ORIGIN, size: replica.size, root: new Uint8Array(32).fill(3), block: replica.head.n, blockHash: new Uint8Array(32).fill(4) }, new Signer(m.key.seed), M_ORIGIN);
+  await evil.publishAsync(cpTopic, twin.note, { qos: 1, retain: true });
+  await refused('ERR_EQUIVOCATION');
+  const published = decodeEvidence(await evidenceMsg);
+  assert.equal(published.origin, M_ORIGIN);
+  assert.ok(verifyEvidence(published, m.key.publicKey));
+  const stored = await b.store.listEvidence();
+  assert.equal(stored.length, 1);
+  assert.ok(verifyEvidence(decodeEvidence(stored[0]!.record), m.key.publicKey));
+  assert.deepEqual((await listRefusedChains(b.store)).map((r) => r.origin), [M_ORIGIN]);
+  // From now on even gw-m's genuine checkpoint is refused.
+  const before = refusals.filter((r) => r.code === 'ERR_EQUIVOCATION').length;
+  await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
+  await refused('ERR_EQUIVOCATION', before + 1);
+  assert.equal(parseCheckpoint((await nb.replica(M_ORIGIN)).checkpoint!.note).size, held);
+
+  // Oversized: a packet over the broker's limit closes the connection before it is read.
+  const closed = new Promise<void>((resolve) => evil.once('close', () => resolve()));
+  evil.publish(cpTopic, Buffer.alloc(600 * 1024, 0x41), { qos: 0 });
+  await closed;
+
+  // Flooding: beyond the per-client rate, the broker cuts the client off.
+  const flooder = await login(t, b.url!, 'gw-m', mLogin());
+  const cut = new Promise<void>((resolve) => flooder.once('close', () => resolve()));
+  for (let i = 0; i < 2000 && flooder.connected; i++) flooder.publish(cpTopic, old.note, { qos: 0 });
+  await cut;
+  assert.ok(b.broker!.stats().refused >= 2);
+
+  // Honest sync went on: gw-a's new events reach gw-b, and gw-a was never refused.
+  await appendEvents(a, lockA, 200);
+  await untilReplicated(nb, chainOrigin(site.siteId, 'gw-a'), a.chain.size);
+  assert.equal(refusals.filter((r) => r.peer === 'gw-a').length, 0);
+});
