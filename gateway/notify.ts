@@ -22,6 +22,8 @@ import type { TopicMap, StatusMessage, EventMessage, LockStateMessage, Unenrolle
 import type { Ingest } from './ingest.js';
 import type { Chain, AppendResult, BlockEvent } from '../ledger/chain.js';
 import { receiptFor } from '../ledger/receipt.js';
+import { decodeEntry } from '../ledger/entry.js';
+import type { CoverageEvent } from './witness.js';
 import { toHex } from '../ledger/crypto.js';
 import type { ReceivedEvent } from '../drivers/driver.js';
 import type { Logger } from 'pino';
@@ -95,6 +97,27 @@ export class MqttNotifier {
     if (this.o.homeAssistant) await this.announceLocks();
     this.sweeper = setInterval(() => this.enqueue(() => this.sweep()), 10_000);
     this.sweeper.unref();
+  }
+
+  /**
+   * Sync's coverage of this gateway's own chain (gateway/witness.ts): entries [from, to) are now
+   * replicated to `peers` gateways, or confirmed by the quorum. Statuses are published for the
+   * lock events of that range whose retained status is still kept (at most retainMax of them).
+   */
+  coverage(ev: CoverageEvent): void {
+    this.enqueue(async () => {
+      const from = Math.max(ev.from, ev.to - (this.o.retainMax ?? 1000));
+      if (from >= ev.to) return;
+      const raws = await this.o.chain.cs.entryRange(from, ev.to);
+      for (const raw of raws) {
+        const body = decodeEntry(raw).body;
+        if (body.kind !== 'lock-event') continue;
+        const topic = this.o.topics.status(body.event.lock, body.event.ctr);
+        if (!this.retainedSet.has(topic)) continue;
+        const s = ev.state === 'replicated' ? { state: 'replicated' as const, peers: ev.peers } : { state: 'confirmed' as const, quorum: ev.quorum, cosigners: [...ev.cosigners] };
+        await this.publish(topic, { id: `${body.event.lock}:${body.event.ctr}`, at: this.now(), ...s } satisfies StatusMessage, true);
+      }
+    });
   }
 
   /** Publishes what is queued (for up to `waitMs`), then the offline state. */

@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { applyBundle } from './bundle.js';
 import { Discovery } from './discovery.js';
+import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync.js';
+import { gatewayCredentialVerifier } from './credentials.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
@@ -62,6 +64,18 @@ export interface StartOptions {
   readonly onFatal?: (e: Error) => void;
 }
 
+/** The address this process reaches its own broker at. */
+function localHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
+
+/** Resolves when `p` does or after `ms`, whichever is first (a peer that never answers). */
+async function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 export class Gateway {
   readonly startedAt = Date.now();
   private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
@@ -75,6 +89,7 @@ export class Gateway {
   metrics!: GatewayMetrics;
   webhooks: WebhookDispatcher | undefined;
   discovery: Discovery | undefined;
+  sync: SyncNode | undefined;
   apiUrl = '';
 
   private constructor(
@@ -115,6 +130,49 @@ export class Gateway {
     this.onStop('store', () => store.close());
     const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)));
     this.onStop('signature pool', () => pool.close());
+
+    const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);
+    const b = config.broker;
+    this.broker = await Broker.start({
+      site: id.trust.siteId,
+      host: b.host,
+      port: b.port,
+      allowAnonymous: b.allowAnonymous,
+      maxMessageBytes: b.maxMessageBytes,
+      rateLimit: b.rateLimit,
+      ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
+      usersFile: b.usersFile,
+      // Peer gateways log in with credentials signed by their own key (gateway/credentials.ts).
+      verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => this.sync?.isRefusedGateway(gw, key) ?? false }),
+      haPrefix: config.notifications.homeAssistant.prefix,
+      logger: log.child({ part: 'broker' }),
+    });
+    this.onStop('broker', () => this.broker.close());
+    log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
+
+    if (config.discovery.enabled) await this.startDiscovery();
+
+    // Sync: links to this gateway's broker and to each peer's; a restored or re-flashed gateway
+    // first recovers its own chain from the peers, so that it never forks it.
+    this.sync = new SyncNode({
+      store,
+      trust: id.trust,
+      gatewayId: id.gatewayId,
+      key: id.key,
+      enrolment: id.enrolment,
+      pool,
+      brokers: [`mqtt://${localHost(b.host)}:${this.broker.port}`, ...config.discovery.staticPeers.map((p) => `mqtt://${p.host}:${p.port}`)],
+      maxMessageBytes: Math.min(b.maxMessageBytes, DEFAULT_SYNC_MESSAGE_BYTES),
+      ...(config.sync.quorum !== undefined ? { quorum: config.sync.quorum } : {}),
+      logger: log.child({ part: 'sync' }),
+    });
+    const sync = this.sync;
+    this.onStop('sync', () => sync.stop());
+    await withTimeout(sync.start(), 10_000);
+    this.discovery?.on('peer', (p) => void sync.addBroker(`mqtt://${p.host}:${p.port}`));
+    for (const p of this.discovery?.peers() ?? []) void sync.addBroker(`mqtt://${p.host}:${p.port}`);
+    await this.recoverOwnChain(sync);
+
     const chain = await Chain.open({
       store,
       trust: id.trust,
@@ -131,25 +189,16 @@ export class Gateway {
     chain.on('error', (e: Error) => opts.onFatal?.(e));
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     this.verifyInBackground(pool, opts.onFatal);
-
-    const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);
-    const b = config.broker;
-    this.broker = await Broker.start({
-      site: id.trust.siteId,
-      host: b.host,
-      port: b.port,
-      allowAnonymous: b.allowAnonymous,
-      maxMessageBytes: b.maxMessageBytes,
-      rateLimit: b.rateLimit,
-      ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
-      usersFile: b.usersFile,
-      haPrefix: config.notifications.homeAssistant.prefix,
-      logger: log.child({ part: 'broker' }),
+    sync.attachChain(chain);
+    sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
+    sync.on('refused', (r) => log.warn({ origin: r.origin, peer: r.peer, code: r.code }, `sync refused ${r.origin ?? 'a message'} from ${r.peer}: ${r.message}`));
+    sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
+    let lastProgress = 0;
+    sync.on('progress', (p) => {
+      if (Date.now() - lastProgress < 2000) return;
+      lastProgress = Date.now();
+      log.info(p, `catching up ${p.origin}: ${p.size} entries, ${p.remaining} to go (${Math.round(p.entriesPerSecond)}/s)`);
     });
-    this.onStop('broker', () => this.broker.close());
-    log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
-
-    if (config.discovery.enabled) await this.startDiscovery();
 
     this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
@@ -173,6 +222,8 @@ export class Gateway {
       });
       await this.notifier.start();
       this.onStop('notifications', () => this.notifier.stop());
+      const notifier = this.notifier;
+      this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);
@@ -253,6 +304,22 @@ export class Gateway {
     discovery.on('rejected', (r) => (r.reason === 'ERR_DISCOVERY_SITE' ? dlog.debug : dlog.warn).call(dlog, { code: r.reason, from: r.from, name: r.name }, r.detail));
     discovery.on('warning', (e) => dlog.debug({ err: e }, 'mDNS'));
     dlog.info(`announcing _oti._tcp (${config.discovery.backend}) and browsing for the site's gateways`);
+  }
+
+  /**
+   * Asks the peers for this gateway's own chain before it appends anything. Peers are the
+   * static ones and those discovery finds within `sync.recoverWaitMs`; with none, start-up goes on.
+   */
+  private async recoverOwnChain(sync: SyncNode): Promise<void> {
+    const { config, log } = this;
+    const end = Date.now() + config.sync.recoverWaitMs;
+    while (config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0 && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0) return;
+    const r = await sync.recoverOwnChain({ timeoutMs: config.sync.recoverTimeoutMs });
+    if (r.after > r.before) log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
+    else log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
   }
 
   private async startDrivers(): Promise<void> {

@@ -220,6 +220,15 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   }
 
   /**
+   * Adds a peer's broker (found by discovery, or configured) to the links; no-op for one already
+   * linked. mqtt.js reconnects a link that drops, so a peer that comes back is resumed.
+   */
+  async addBroker(url: string): Promise<void> {
+    if (this.#stopped || this.#links.some((l) => l.url === url)) return;
+    await this.#connect(url);
+  }
+
+  /**
    * Starts serving and announcing the gateway's own chain (after Chain.open). Each new block's
    * checkpoint is published retained on every link, the latest only when blocks come faster.
    */
