@@ -20,7 +20,8 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, type CborValue } from '../ledger/encoding.js';
+import { encode, decode, cborHead, readHead, type CborValue } from '../ledger/encoding.js';
+import { fastLockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, version, type CborMap } from '../ledger/schema.js';
 import { parseCoseSign1, COSE_MAX_BYTES } from '../ledger/cose.js';
@@ -86,11 +87,73 @@ const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack'];
  * Encodes a message. The result is decoded again before it is returned, so a bad field (or an
  * event payload the gateway would refuse to parse) fails here, at the sender, with the same code
  * a receiver would give, and no sender built on this can put an invalid message on the wire.
+ * Acks, the gateway's one message per event, take a fixed-layout path whose fields are checked
+ * directly (a property test keeps it byte-identical to the general encoder).
  */
 export function encodeMessage(m: MessageInput): Uint8Array {
+  if (m.t === 'ack') return encodeAck(m.lock, m.ctr, m.entry);
+  if (m.t === 'event') {
+    // Laid out directly; checked by the same fast decoder a receiver uses (else the strict one).
+    const signed = 'cose' in m;
+    const payload = signed ? m.cose : m.event;
+    const b = Buffer.concat([EV_HEAD, signed ? EV_COSE : EV_EVENT, cborHead(2, payload.length), payload, EV_OLDEST, cborHead(0, m.oldest)]);
+    const out = new Uint8Array(b.buffer, b.byteOffset, b.length);
+    if (fastEvent(out) === undefined) decodeMessageStrict(out);
+    return out;
+  }
   const b = encode(toCbor(m));
   decodeMessage(b);
   return b;
+}
+
+// { "t": "ack", "ctr": uint, "lock": text, "entry": bstr(32) } in deterministic key order.
+const ACK_HEAD = Uint8Array.of(0xa4, 0x61, 0x74, 0x63, 0x61, 0x63, 0x6b, 0x63, 0x63, 0x74, 0x72);
+const ACK_LOCK = Uint8Array.of(0x64, 0x6c, 0x6f, 0x63, 0x6b);
+const ACK_ENTRY = Uint8Array.of(0x65, 0x65, 0x6e, 0x74, 0x72, 0x79, 0x58, ENTRY_HASH_BYTES);
+
+function encodeAck(lock: string, ctr: number, entry: Uint8Array): Uint8Array {
+  if (!ID_PATTERN.test(lock)) throw new OtiError('ERR_MESSAGE', 'ack.lock must be a lock id', { field: 'ack.lock' });
+  if (!Number.isSafeInteger(ctr) || ctr < 1) throw new OtiError('ERR_MESSAGE', 'ack.ctr must be an integer from 1', { field: 'ack.ctr' });
+  if (!(entry instanceof Uint8Array) || entry.length !== ENTRY_HASH_BYTES) throw new OtiError('ERR_MESSAGE', `ack.entry must be ${ENTRY_HASH_BYTES} bytes`, { field: 'ack.entry' });
+  const b = Buffer.concat([ACK_HEAD, cborHead(0, ctr), ACK_LOCK, cborHead(3, lock.length), Buffer.from(lock, 'latin1'), ACK_ENTRY, entry]);
+  return new Uint8Array(b.buffer, b.byteOffset, b.length);
+}
+
+// { "t": "event", "cose" | "event": bstr, "oldest": uint }: the key before the payload, and after.
+const EV_HEAD = Uint8Array.of(0xa3, 0x61, 0x74, 0x65, 0x65, 0x76, 0x65, 0x6e, 0x74);
+const EV_COSE = Uint8Array.of(0x64, 0x63, 0x6f, 0x73, 0x65);
+const EV_EVENT = Uint8Array.of(0x65, 0x65, 0x76, 0x65, 0x6e, 0x74);
+const EV_OLDEST = Uint8Array.of(0x66, 0x6f, 0x6c, 0x64, 0x65, 0x73, 0x74);
+
+function startsWithAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
+  if (p + lit.length > b.length) return false;
+  for (let i = 0; i < lit.length; i++) if (b[p + i] !== lit[i]) return false;
+  return true;
+}
+
+/**
+ * Event messages in their one deterministic encoding, decoded without building CBOR values;
+ * undefined for anything else, which then goes through the strict decoder (same result or a
+ * coded error). A property test keeps the two equal.
+ */
+function fastEvent(b: Uint8Array): EventMessage | undefined {
+  if (!startsWithAt(b, 0, EV_HEAD)) return undefined;
+  const signed = startsWithAt(b, EV_HEAD.length, EV_COSE);
+  if (!signed && !startsWithAt(b, EV_HEAD.length, EV_EVENT)) return undefined;
+  const out = { end: 0 };
+  const n = readHead(b, EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length), out);
+  if (n < 0 || b[EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length)]! >> 5 !== 2) return undefined;
+  const ps = out.end;
+  const pe = ps + n;
+  if (pe > b.length || !startsWithAt(b, pe, EV_OLDEST)) return undefined;
+  if (b[pe + EV_OLDEST.length]! >> 5 !== 0) return undefined;
+  const oldest = readHead(b, pe + EV_OLDEST.length, out);
+  if (oldest < 1 || out.end !== b.length) return undefined;
+  const payload = new Uint8Array(b.buffer, b.byteOffset + ps, n);
+  const fast = fastLockPayload(b, ps, pe, signed);
+  if (fast === undefined || fast.event.ctr < 1 || oldest > fast.event.ctr) return undefined;
+  const { lock, ctr } = fast.event;
+  return signed ? { t: 'event', oldest, cose: payload, lock, ctr } : { t: 'event', oldest, event: payload, lock, ctr };
 }
 
 function toCbor(m: MessageInput): CborMap {
@@ -111,8 +174,32 @@ function toCbor(m: MessageInput): CborMap {
   }
 }
 
+/** Acks in their one deterministic encoding, or undefined (then the strict decoder decides). */
+function fastAck(b: Uint8Array): GatewayMessage | undefined {
+  if (!startsWithAt(b, 0, ACK_HEAD) || b[ACK_HEAD.length]! >> 5 !== 0) return undefined;
+  const out = { end: 0 };
+  const ctr = readHead(b, ACK_HEAD.length, out);
+  if (ctr < 1 || !startsWithAt(b, out.end, ACK_LOCK) || b[out.end + ACK_LOCK.length]! >> 5 !== 3) return undefined;
+  const n = readHead(b, out.end + ACK_LOCK.length, out);
+  if (n < 1 || n > 64 || out.end + n > b.length) return undefined;
+  const lock = Buffer.from(b.buffer, b.byteOffset + out.end, n).toString('latin1');
+  if (!ID_PATTERN.test(lock)) return undefined;
+  const e = out.end + n;
+  if (!startsWithAt(b, e, ACK_ENTRY) || e + ACK_ENTRY.length + ENTRY_HASH_BYTES !== b.length) return undefined;
+  return { t: 'ack', lock, ctr, entry: new Uint8Array(b.buffer, b.byteOffset + e + ACK_ENTRY.length, ENTRY_HASH_BYTES) };
+}
+
 /** Strict, bounded decode of any message; an event's payload is decoded to find lock and ctr. */
 export function decodeMessage(b: Uint8Array): Message {
+  if (b.length <= MESSAGE_MAX_BYTES) {
+    const fast = fastEvent(b) ?? fastAck(b);
+    if (fast !== undefined) return fast;
+  }
+  return decodeMessageStrict(b);
+}
+
+/** decodeMessage without the event fast path (exported for the test that keeps them equal). */
+export function decodeMessageStrict(b: Uint8Array): Message {
   const v = decode(b, MESSAGE_MAX_BYTES);
   const t = messageType(v);
   switch (t) {

@@ -233,6 +233,18 @@ function fastCose(b: Uint8Array, s: number, e: number): { parsed: CoseSign1; eve
   return { parsed: { payload: view(b, ps, pe), signature: view(b, pe + 2, e) }, event };
 }
 
+/**
+ * The fast path for a lock's payload outside an entry (the lock protocol's event messages): a
+ * COSE_Sign1 (`signed`) or a bare event at [s, e) of `b`, in the one deterministic encoding the
+ * strict decoders accept, or undefined (then the caller uses the strict decoders, which either
+ * accept the same value or throw a coded error).
+ */
+export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean): { parsed: CoseSign1 | undefined; event: LockEvent } | undefined {
+  if (signed) return fastCose(b, s, e);
+  const event = fastLockEvent(b, s, e);
+  return event === undefined ? undefined : { parsed: undefined, event };
+}
+
 /** A lock-event entry (either provenance) in its one deterministic encoding, or undefined. */
 function fastLockEventEntry(b: Uint8Array): Entry | undefined {
   if (!(b instanceof Uint8Array) || b.length > ENTRY_MAX_BYTES || !matchAt(b, 0, LE_START)) return undefined;

@@ -10,6 +10,7 @@ import {
   decodeGatewayMessage,
   decodeLockMessage,
   decodeMessage,
+  decodeMessageStrict,
   encodeAdvertisement,
   encodeMessage,
   parseAdvertisement,
@@ -82,6 +83,52 @@ void test('info and event messages round-trip, event lock and ctr come from the 
     }),
     { numRuns: 50 },
   );
+});
+
+/** The COSE bytes inside an encoded signed event message. */
+function signedEventOf(message: Uint8Array): Uint8Array {
+  const m = decodeLockMessage(message);
+  assert.ok(m.t === 'event' && 'cose' in m);
+  return Uint8Array.from(m.cose);
+}
+
+void test('the fast paths (ack encoding, event decoding) agree with the general encoder and the strict decoder', () => {
+  fc.assert(
+    fc.property(id, fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), fc.uint8Array({ minLength: 32, maxLength: 32 }), (l, ctr, entry) => {
+      assert.deepEqual(encodeMessage({ t: 'ack', lock: l, ctr, entry }), encode({ t: 'ack', lock: l, ctr, entry }));
+    }),
+  );
+  lock.ctr = 0;
+  const signed = Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, cose: signedEvent(lock) }));
+  const bare = Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, event: encodeLockEvent({ lock: 'back-door', ctr: 3, time: 7, type: 'jammed', cred: Uint8Array.of(9) }) }));
+  const ack = Uint8Array.from(encodeMessage({ t: 'ack', lock: 'back-door', ctr: 300, entry: new Uint8Array(32).fill(5) }));
+  assert.deepEqual(Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, cose: signedEventOf(signed) })), Uint8Array.from(encode({ t: 'event', oldest: 1, cose: signedEventOf(signed) })));
+  fc.assert(
+    fc.property(fc.constantFrom(signed, bare, ack), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), fc.nat(8), (base, flips, cut) => {
+      const b = Uint8Array.from(base);
+      for (const [i, v] of flips) b[i % b.length] = v;
+      const m = b.subarray(0, b.length - (cut % 3 === 0 ? cut : 0));
+      const fast = ((): unknown => {
+        try {
+          return decodeMessage(m);
+        } catch (e) {
+          return (e as OtiError).code;
+        }
+      })();
+      const strict = ((): unknown => {
+        try {
+          return decodeMessageStrict(m);
+        } catch (e) {
+          return (e as OtiError).code;
+        }
+      })();
+      assert.deepEqual(fast, strict);
+    }),
+    { numRuns: 3000 },
+  );
+  assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'Bad Id', ctr: 1, entry: new Uint8Array(32) })), 'ERR_MESSAGE');
+  assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'ok', ctr: 0, entry: new Uint8Array(32) })), 'ERR_MESSAGE');
+  assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'ok', ctr: 1, entry: new Uint8Array(31) })), 'ERR_MESSAGE');
 });
 
 void test('message rejections carry codes', () => {
