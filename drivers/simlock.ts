@@ -14,6 +14,7 @@ import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/errors.js';
 import { decodeGatewayMessage, encodeMessage, type LockInfo } from './protocol.js';
+import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
 export interface SimLockOptions {
   readonly id: string;
@@ -27,6 +28,12 @@ export interface SimLockOptions {
   /** The counter of the next event (default 1). */
   readonly firstCounter?: number;
   readonly now?: () => number;
+  /**
+   * The site privacy public key (docs/PRIVACY.md). When given, the raw credential id passed to
+   * record() is sealed to it, with a fresh ephemeral key per event, before the event is signed;
+   * the raw id never leaves the lock.
+   */
+  readonly privacyKey?: PrivacyPublicKey;
 }
 
 interface Held {
@@ -57,6 +64,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private readonly bufferSize: number;
   private readonly resendMs: number;
   private readonly now: () => number;
+  private readonly privacyKey: PrivacyPublicKey | undefined;
   private readonly buffer: Held[] = [];
   /** Payloads signed ahead by prepare(), for the next counters in order. */
   private readonly prepared: Held['payload'][] = [];
@@ -79,6 +87,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.resendMs = opts.resendMs ?? 2000;
     this.nextCtr = opts.firstCounter ?? 1;
     this.now = opts.now ?? Date.now;
+    this.privacyKey = opts.privacyKey;
     if (this.bufferSize < 1 || this.nextCtr < 1) throw new OtiError('ERR_ARGUMENT', 'bufferSize and firstCounter must be at least 1');
   }
 
@@ -111,7 +120,10 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     }
   }
 
-  /** Records a new event (as the lock's hardware would) and sends it when the window allows. */
+  /**
+   * Records a new event (as the lock's hardware would) and sends it when the window allows.
+   * `cred` is the raw credential id; with a privacy key it is sealed (at most 31 bytes then).
+   */
   record(type: EventType = 'unlocked', cred?: Uint8Array): number {
     const ctr = this.nextCtr++;
     const payload = this.prepared.shift() ?? this.payload(ctr, type, cred);
@@ -244,7 +256,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Held['payload'] {
-    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(cred === undefined ? {} : { cred }) });
+    const sealed = cred === undefined || this.privacyKey === undefined ? cred : sealCredential(this.privacyKey, this.id, cred);
+    const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(sealed === undefined ? {} : { cred: sealed }) });
     return this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
   }
 

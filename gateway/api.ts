@@ -29,6 +29,8 @@ import { ID_PATTERN } from '../ledger/schema.js';
 import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
+import { decodeEntry } from '../ledger/entry.js';
+import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
 
 /** Longest request target (path and query) accepted, in bytes. */
 export const MAX_URL_BYTES = 2048;
@@ -73,7 +75,15 @@ export interface LocalApiOptions {
   /** Drivers (by id) that must be running or degraded for /health to be ok. Default: none. */
   readonly requiredDrivers?: readonly string[];
   readonly logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+  /**
+   * Privacy (docs/PRIVACY.md §Roles): with a keyring here, entries show pseudonyms to every
+   * reader and plaintext only to holders of the privacy token, which alone reaches /privacy/.
+   */
+  readonly privacy?: PrivacyApiOptions;
 }
+
+/** Who the caller is: an ordinary reader, or a privacy reader (api.privacyToken). */
+type Role = 'reader' | 'privacy';
 
 
 const LOOPBACK = new BlockList();
@@ -137,6 +147,7 @@ export class LocalApi {
   readonly #server: Server;
   readonly #opts: LocalApiOptions;
   readonly #tokenHash: Buffer | undefined;
+  readonly #privacyTokenHash: Buffer | undefined;
   readonly #onChainError: (e: Error) => void;
   #chainError: Error | undefined;
   #url = '';
@@ -145,6 +156,7 @@ export class LocalApi {
     this.#server = server;
     this.#opts = opts;
     this.#tokenHash = opts.token === undefined ? undefined : sha256(opts.token);
+    this.#privacyTokenHash = opts.privacy?.token === undefined ? undefined : sha256(opts.privacy.token);
     this.#onChainError = (e) => {
       this.#chainError = e;
       opts.logger?.error({ code: isOtiError(e) ? e.code : undefined }, 'the chain failed; /health reports unavailable');
@@ -225,12 +237,13 @@ export class LocalApi {
     }
     const path = url.pathname;
     // Everything is read-only except submitting a site-signed roster statement.
-    const allow = path === '/roster' ? 'GET, POST' : 'GET';
+    const allow = path === '/roster' ? 'GET, POST' : path.startsWith('/privacy/') ? 'GET, POST' : 'GET';
     if (!allow.split(', ').includes(String(req.method))) {
       throw new HttpError(405, 'ERR_METHOD_NOT_ALLOWED', `method ${String(req.method).slice(0, 16)} is not allowed here`, { method: String(req.method).slice(0, 16) }, { allow });
     }
     if (path === '/health') return this.#health();
-    this.#authorize(req);
+    const role = this.#authorize(req);
+    if (path.startsWith('/privacy/')) return this.#privacy(req, path, role);
     if (path === '/roster' && req.method === 'POST') return this.#rosterPost(req);
     if (path === '/roster') return json(rosterListing(this.#opts.chain.roster));
     if (path === '/status') return json(this.#status());
@@ -239,9 +252,9 @@ export class LocalApi {
       return { status: 200, type: m.contentType, body: await m.metrics() };
     }
     if (path === '/chains') return json({ chains: this.#chains() });
-    if (path === '/events') return json(await this.#events(url.searchParams));
+    if (path === '/events') return json(await this.#events(url.searchParams, role));
     const entry = /^\/events\/([^/]+)$/.exec(path);
-    if (entry !== null) return json(await this.#entry(decodeId(entry[1]!)));
+    if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
     if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept);
     throw new HttpError(404, 'ERR_NOT_FOUND', 'no such endpoint', { path: safePath(path) });
@@ -266,15 +279,51 @@ export class LocalApi {
     }
   }
 
-  #authorize(req: IncomingMessage): void {
-    const want = this.#tokenHash;
-    if (want === undefined) return;
+  #authorize(req: IncomingMessage): Role {
     const m = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
     // Both sides hashed to 32 bytes: the comparison takes the same time whatever the length or
     // content of what was sent.
-    if (m === null || !timingSafeEqual(sha256(m[1]!), want)) {
+    const sent = m === null ? undefined : sha256(m[1]!);
+    if (sent !== undefined && this.#privacyTokenHash !== undefined && timingSafeEqual(sent, this.#privacyTokenHash)) return 'privacy';
+    const want = this.#tokenHash;
+    if (want === undefined) return 'reader';
+    if (sent === undefined || !timingSafeEqual(sent, want)) {
       throw new HttpError(401, 'ERR_UNAUTHORIZED', 'a valid bearer token is required', undefined, { 'www-authenticate': 'Bearer realm="oti-gateway"' });
     }
+    return 'reader';
+  }
+
+  /** /privacy/...: privacy readers only (gateway/persons.ts). */
+  async #privacy(req: IncomingMessage, path: string, role: Role): Promise<Reply> {
+    const o = this.#opts.privacy;
+    if (o === undefined || role !== 'privacy') {
+      throw new HttpError(401, 'ERR_UNAUTHORIZED', 'the privacy token (api.privacyToken) is required', undefined, { 'www-authenticate': 'Bearer realm="oti-gateway-privacy"' });
+    }
+    const body = async (): Promise<Uint8Array> => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const c of req) {
+        size += (c as Buffer).length;
+        if (size > PERSON_POST_MAX_BYTES) throw new HttpError(413, 'ERR_ENCODING_TOO_LARGE', `the body is larger than ${PERSON_POST_MAX_BYTES} bytes`, { param: 'body' });
+        chunks.push(c as Buffer);
+      }
+      return new Uint8Array(Buffer.concat(chunks));
+    };
+    try {
+      const r = await privacyRoute(this.#opts.chain, o, String(req.method), path, body);
+      return json(r.json, r.status);
+    } catch (e) {
+      if (isOtiError(e, 'ERR_PRIVACY_ERASED')) throw new HttpError(410, e.code, e.message, e.details);
+      if (isOtiError(e, 'ERR_PRIVACY_OPEN')) throw new HttpError(409, e.code, e.message);
+      if (isOtiError(e) && e.code.startsWith('ERR_ENCODING_')) throw new HttpError(400, e.code, e.message);
+      throw e;
+    }
+  }
+
+  /** An entry as its reader may see it: pseudonyms for all, plaintext for privacy readers. */
+  async #view(e: EntryJson, bytes: Uint8Array, role: Role): Promise<EntryJson> {
+    const reader = this.#opts.privacy?.reader;
+    return reader === undefined ? e : reader.annotate(e, decodeEntry(bytes), role === 'privacy');
   }
 
   /** 200 when the chain is writable and every required driver can take events, else 503. */
@@ -321,7 +370,7 @@ export class LocalApi {
     return peer;
   }
 
-  async #events(q: URLSearchParams): Promise<{ items: EntryJson[]; next: number | null }> {
+  async #events(q: URLSearchParams, role: Role): Promise<{ items: EntryJson[]; next: number | null }> {
     const f = parseEventQuery(q);
     const cs = this.#store(f.chain);
     const size = cs.head.size;
@@ -341,7 +390,7 @@ export class LocalApi {
         if (f.order === 'asc') lo = index + 1;
         else hi = index;
         const e = entryJson(index, range[j]!);
-        if (matches(e, f)) items.push(e);
+        if (matches(e, f)) items.push(await this.#view(e, range[j]!, role));
       }
     }
     return { items, next: lo < hi ? (f.order === 'asc' ? lo - 1 : hi) : null };
@@ -359,10 +408,10 @@ export class LocalApi {
     return index;
   }
 
-  async #entry(id: string): Promise<EntryJson> {
+  async #entry(id: string, role: Role): Promise<EntryJson> {
     const index = await this.#indexOf(id);
     const bytes = await this.#opts.chain.cs.getEntry(index);
-    return { ...entryJson(index, bytes), entry: Buffer.from(bytes).toString('base64') };
+    return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 
   async #receipt(id: string, accept: string | undefined): Promise<Reply> {

@@ -146,6 +146,7 @@ export const SCHEMA = section({
     host: host('127.0.0.1', 'Address of the local HTTP API. Any non-loopback address needs api.token.'),
     port: port(8433, 'Port of the local HTTP API; 0 picks a free port.'),
     token: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token for the API; required when api.host is not a loopback address.' }),
+    privacyToken: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token of privacy officers (docs/PRIVACY.md): the only token that reaches /privacy/ and, with the privacy keyring in the data folder, sees plaintext. Must differ from api.token.' }),
   }),
   ingest: section({
     queueLimit: int({ min: 1, max: 1_048_576, default: 1024, doc: 'Events waiting for the ledger before acknowledgements wait (locks keep their events meanwhile).' }),

@@ -52,6 +52,9 @@ export function entryJson(index: number, bytes: Uint8Array): EntryJson {
       return 'lock' in b ? { ...base, id: leaf, lock: b.lock, from: b.from, to: b.to } : { ...base, id: leaf, source: b.source, start: b.start, end: b.end, reason: b.reason };
     case 'health':
       return { ...base, id: leaf, source: b.source, status: b.status, ...(b.detail !== undefined ? { detail: b.detail } : {}) };
+    case 'privacy':
+      // A random person id and ciphertext only (docs/PRIVACY.md); readers decrypt with the person key.
+      return { ...base, id: leaf, op: b.op, person: toHex(b.person), ...(b.op === 'person' ? { fields: toHex(b.fields) } : {}) };
   }
 }
 

@@ -30,6 +30,8 @@ import { decodeEntry, type EntryInput } from '../ledger/entry.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { leafHash } from '../ledger/merkle.js';
+import { decodeLockEvent } from '../ledger/lockevent.js';
+import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import type { LockInfo } from '../drivers/protocol.js';
 
@@ -40,6 +42,13 @@ export interface IngestOptions {
   /** Events between arrival and answer before the pipeline stops pulling (default 1024). */
   readonly queueLimit?: number;
   readonly now?: () => number;
+  /**
+   * Privacy (docs/PRIVACY.md): the ids of the site privacy keys. When given, an event whose
+   * `cred` is not a credential sealed under one of them is refused with
+   * ERR_PRIVACY_CLEAR_CREDENTIAL (retry=false) and a health record, so no clear credential
+   * reference is ever stored.
+   */
+  readonly privacyKeyIds?: readonly Uint8Array[];
 }
 
 export interface IngestEvents {
@@ -81,6 +90,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly pool: SignaturePool | undefined;
   private readonly limit: number;
   private readonly now: () => number;
+  private readonly privacyKeyIds: readonly Uint8Array[] | undefined;
   private readonly locks = new Map<string, LockState>();
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
@@ -95,6 +105,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.pool = opts.pool;
     this.limit = opts.queueLimit ?? 1024;
     this.now = opts.now ?? Date.now;
+    this.privacyKeyIds = opts.privacyKeyIds;
   }
 
   /** Events between arrival and answer. */
@@ -154,6 +165,10 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     const signed = 'cose' in ev.payload;
     if (!signed && !member.unsigned) return this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false);
+    if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
+      this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
+      return this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false);
+    }
     // Started now, so that a lock's events are checked in parallel and admitted in order.
     const checked = this.checkSignature(ev, member.key);
     const state = this.lockState(ev.lock);
@@ -304,4 +319,15 @@ export class Ingest extends EventEmitter<IngestEvents> {
       (e: unknown) => this.emit('fault', e as Error),
     );
   }
+}
+
+/** True when the event has no `cred` or a sealed one; undecodable events are left to the chain's checks. */
+function credentialSealed(ev: ReceivedEvent, keyIds: readonly Uint8Array[]): boolean {
+  let cred: Uint8Array | undefined;
+  try {
+    cred = decodeLockEvent('cose' in ev.payload ? parseCoseSign1(ev.payload.cose).payload : ev.payload.event).cred;
+  } catch {
+    return true;
+  }
+  return cred === undefined || isSealedCredential(cred, keyIds);
 }

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
   log.info({ sources }, `configuration from ${sources.join(', ')}`);
   const passphrase = process.env['OTI_KEY_PASSPHRASE'];
   const bundlePassphrase = process.env['OTI_BUNDLE_PASSPHRASE'];
+  const privacyPassphrase = process.env['OTI_PRIVACY_PASSPHRASE'];
   let gateway: Gateway | undefined;
   let stopping = false;
   const stop = async (why: string, code: number): Promise<void> => {
@@ -50,6 +51,7 @@ async function main(): Promise<void> {
   gateway = await Gateway.start(config, log, {
     ...(passphrase !== undefined ? { passphrase } : {}),
     ...(bundlePassphrase !== undefined ? { bundlePassphrase } : {}),
+    ...(privacyPassphrase !== undefined ? { privacyPassphrase } : {}),
     onFatal: (e) => {
       log.fatal({ err: e, code: isOtiError(e) ? e.code : undefined }, `the chain does not verify: ${e.message}`);
       void stop('verification failure', 1);

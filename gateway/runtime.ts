@@ -38,6 +38,12 @@ import { GatewayMetrics } from './metrics.js';
 import { LocalApi } from './api.js';
 import { WebhookDispatcher } from './webhooks.js';
 import { createRequire } from 'node:module';
+import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
+import { PersonKeyStore, PrivacyReader, applyStoredShreds, followChain } from './persons.js';
+
+/** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
+export const PRIVACY_PUBLIC_FILE = 'privacy.json';
+export const PRIVACY_KEYRING_FILE = 'privacy.key';
 
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
@@ -60,6 +66,8 @@ export interface StartOptions {
   readonly passphrase?: string;
   /** Passphrase of an encrypted key inside the provisioning bundle (OTI_BUNDLE_PASSPHRASE). */
   readonly bundlePassphrase?: string;
+  /** Passphrase of <dataDir>/privacy.key, the privacy keyring, if one is there (OTI_PRIVACY_PASSPHRASE). */
+  readonly privacyPassphrase?: string;
   /** Called when the chain fails verification or cannot be written: the gateway must stop. */
   readonly onFatal?: (e: Error) => void;
 }
@@ -200,7 +208,8 @@ export class Gateway {
       log.info(p, `catching up ${p.origin}: ${p.size} entries, ${p.remaining} to go (${Math.round(p.entriesPerSecond)}/s)`);
     });
 
-    this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit });
+    const privacy = await this.startPrivacy(opts.privacyPassphrase);
+    this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
     this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
     this.ingest.on('notice', (n) => {
@@ -252,6 +261,7 @@ export class Gateway {
       chain,
       status: () => this.status(),
       metrics: this.metrics,
+      privacy: { token: config.api.privacyToken, store: privacy.store, ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}) },
       logger: log.child({ part: 'api' }),
     });
     this.onStop('local API', () => api.close());
@@ -320,6 +330,43 @@ export class Gateway {
     const r = await sync.recoverOwnChain({ timeoutMs: config.sync.recoverTimeoutMs });
     if (r.after > r.before) log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
     else log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
+  }
+
+  /**
+   * Privacy (docs/PRIVACY.md): the person-key store follows the chain (a shred entry destroys the
+   * key here; stored shreds are applied again at start, in case of a crash in between). With
+   * <dataDir>/privacy.json only sealed credentials are accepted; with <dataDir>/privacy.key the
+   * gateway can also read plaintext for holders of api.privacyToken.
+   */
+  private async startPrivacy(passphrase: string | undefined): Promise<{ store: PersonKeyStore; keys?: readonly PrivacyPublicKey[]; reader?: PrivacyReader }> {
+    const { config, log, chain } = this;
+    const siteId = this.identity.trust.siteId;
+    if (config.api.privacyToken !== undefined && config.api.privacyToken === config.api.token) {
+      throw new OtiError('ERR_CONFIG', 'api.privacyToken must differ from api.token', { key: 'api.privacyToken' });
+    }
+    const store = await PersonKeyStore.open(config.dataDir);
+    const unfollow = followChain(chain, store, (e) => log.error({ err: e }, 'applying a privacy entry to the person-key store failed'));
+    this.onStop('person keys', () => Promise.resolve(unfollow()));
+    applyStoredShreds(chain, store).then(
+      (n) => {
+        if (n > 0) log.info({ destroyed: n }, `destroyed ${n} person key(s) whose erasure was recorded in the chain`);
+      },
+      (e: unknown) => log.error({ err: e }, 'applying stored erasures failed'),
+    );
+    const pubPath = join(config.dataDir, PRIVACY_PUBLIC_FILE);
+    if (!existsSync(pubPath)) return { store };
+    const pub = await readPublicPrivacyFile(pubPath);
+    if (pub.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${pubPath} is for site ${pub.siteId}, not ${siteId}`, { key: 'dataDir' });
+    const keyPath = join(config.dataDir, PRIVACY_KEYRING_FILE);
+    if (!existsSync(keyPath)) {
+      log.info({ key: Buffer.from(pub.current.id).toString('hex') }, 'privacy: only sealed credentials are accepted; this gateway cannot read them');
+      return { store, keys: pub.keys };
+    }
+    if (passphrase === undefined) throw new OtiError('ERR_KEY_PASSPHRASE_REQUIRED', `${keyPath} is encrypted: set OTI_PRIVACY_PASSPHRASE`, { path: keyPath });
+    const keyring = await readKeyringFile(keyPath, passphrase);
+    if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
+    log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
+    return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store) };
   }
 
   private async startDrivers(): Promise<void> {

@@ -10,18 +10,25 @@
  *   "gap":        { "lock": text, "from": uint, "to": uint }                 missing counters, inclusive
  *               | { "source": text, "start": uint, "end": uint, "reason": text }  a blind interval
  *   "health":     { "source": text, "status": text, ? "detail": text }
+ *   "privacy":    { "op": "person", "fields": bstr, "person": bstr(16) }   a person's fields, encrypted
+ *               | { "op": "shred", "person": bstr(16) }                      that person's key was destroyed
+ *                 (docs/PRIVACY.md; the bytes are ciphertext or random ids, never personal data)
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
 import { cborHead, readHead as readCborHead, decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
-import { decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
+import { CRED_MAX_BYTES, decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
 import { decodeSigned, type SignedStatement, ROSTER_MAX_BYTES, encodeSigned } from './roster.js';
 import { asMap, bytes, ID_PATTERN, oneOf, text, uint, version, schemaError, type CborMap } from './schema.js';
 
 export const ENTRY_MAX_BYTES = 8192;
-export const ENTRY_KINDS = ['lock-event', 'roster', 'gap', 'health'] as const;
+export const ENTRY_KINDS = ['lock-event', 'roster', 'gap', 'health', 'privacy'] as const;
+/** Size of a person id in privacy entries (ledger/privacy.ts PERSON_ID_BYTES). */
+const PERSON_ID_BYTES = 16;
+/** Largest encrypted person fields (ledger/privacy.ts PERSON_FIELDS_MAX_BYTES). */
+const PERSON_FIELDS_MAX_BYTES = 1024;
 export type EntryKind = (typeof ENTRY_KINDS)[number];
 
 export type EntryBody =
@@ -30,7 +37,11 @@ export type EntryBody =
   | { kind: 'roster'; signed: SignedStatement }
   | { kind: 'gap'; lock: string; from: number; to: number }
   | { kind: 'gap'; source: string; start: number; end: number; reason: string }
-  | { kind: 'health'; source: string; status: string; detail?: string };
+  | { kind: 'health'; source: string; status: string; detail?: string }
+  | PrivacyBody;
+
+/** A privacy entry: a person's encrypted fields, or the record that their key was destroyed. */
+export type PrivacyBody = { kind: 'privacy'; op: 'person'; person: Uint8Array; fields: Uint8Array } | { kind: 'privacy'; op: 'shred'; person: Uint8Array };
 
 export interface Entry {
   readonly time: number;
@@ -44,7 +55,8 @@ export type EntryInput =
   | { kind: 'roster'; time?: number; signed: SignedStatement }
   | { kind: 'gap'; time?: number; lock: string; from: number; to: number }
   | { kind: 'gap'; time?: number; source: string; start: number; end: number; reason: string }
-  | { kind: 'health'; time?: number; source: string; status: string; detail?: string };
+  | { kind: 'health'; time?: number; source: string; status: string; detail?: string }
+  | ({ time?: number } & PrivacyBody);
 
 /**
  * Builds and checks an entry. Parts that come from outside (a lock's COSE_Sign1 or event, a
@@ -82,10 +94,12 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
       break;
     }
     default: {
-      // Gap and health entries are small and rare: build them and read them back strictly.
+      // Gap, health and privacy entries are small and rare: build them and read them back strictly.
       const b: CborMap = input.kind === 'gap'
         ? 'lock' in input ? { lock: input.lock, from: input.from, to: input.to } : { source: input.source, start: input.start, end: input.end, reason: input.reason }
-        : { source: input.source, status: input.status, ...(input.detail !== undefined ? { detail: input.detail } : {}) };
+        : input.kind === 'privacy'
+          ? input.op === 'person' ? { op: 'person', person: input.person, fields: input.fields } : { op: 'shred', person: input.person }
+          : { source: input.source, status: input.status, ...(input.detail !== undefined ? { detail: input.detail } : {}) };
       const bytes = encode({ v: 1, kind: input.kind, time, body: b });
       if (bytes.length > ENTRY_MAX_BYTES) throw new OtiError('ERR_ENCODING_TOO_LARGE', `entry is ${bytes.length} bytes, limit is ${ENTRY_MAX_BYTES}`);
       return { bytes, entry: decodeEntry(bytes) };
@@ -197,7 +211,7 @@ function fastLockEvent(b: Uint8Array, s: number, e: number): LockEvent | undefin
   if (mh === 0xa6) {
     if (!matchAt(b, p, EV_CRED)) return undefined;
     const n = readHead(b, p + 5, 2);
-    if (n < 1 || n > 64 || headEnd + n > e) return undefined;
+    if (n < 1 || n > CRED_MAX_BYTES || headEnd + n > e) return undefined;
     cred = view(b, headEnd, headEnd + n);
     p = headEnd + n;
   }
@@ -324,6 +338,19 @@ export function entryFromCbor(v: CborValue): Entry {
       const bm = asMap(b, 'entry.body', ['source', 'status', 'detail']);
       body = { kind, source: text(bm, 'source', 'entry.body', 128), status: text(bm, 'status', 'entry.body', 128) };
       if (bm['detail'] !== undefined) body.detail = text(bm, 'detail', 'entry.body', 2048);
+      break;
+    }
+    case 'privacy': {
+      const op = oneOf(asMap(b, 'entry.body', ['op', 'person', 'fields']), 'op', 'entry.body', ['person', 'shred'] as const);
+      const bm = asMap(b, 'entry.body', op === 'person' ? ['op', 'person', 'fields'] : ['op', 'person']);
+      const person = bytes(bm, 'person', 'entry.body', PERSON_ID_BYTES);
+      if (op === 'person') {
+        const fields = bytes(bm, 'fields', 'entry.body', undefined, PERSON_FIELDS_MAX_BYTES);
+        if (fields.length === 0) throw schemaError('entry.body.fields', 'must not be empty');
+        body = { kind, op, person, fields };
+      } else {
+        body = { kind, op, person };
+      }
       break;
     }
   }

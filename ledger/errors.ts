@@ -80,6 +80,10 @@ export const ERROR_CODES = {
   ERR_DISCOVERY_REVOKED: 'an mDNS announcement comes from a revoked or superseded gateway key',
   // Sync between gateways
   ERR_SYNC_STALE: 'a peer announced a checkpoint older than the one already verified (a replay)',
+  // Privacy (docs/PRIVACY.md)
+  ERR_PRIVACY_OPEN: 'a sealed or encrypted item does not open: unknown key, wrong key, or altered bytes',
+  ERR_PRIVACY_CLEAR_CREDENTIAL: 'a lock event carries a credential reference that is not sealed to the site privacy key',
+  ERR_PRIVACY_ERASED: 'the person’s data key was destroyed (crypto-shredded); their fields cannot be read',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

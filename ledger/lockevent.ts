@@ -3,7 +3,8 @@
  * or send bare when their registration allows unsigned events. docs/PROTOCOL.md §Lock event.
  *
  *   { "v": 1, "lock": text, "ctr": uint, "time": uint (lock clock, ms since 1970),
- *     "type": text (one of EVENT_TYPES), ? "cred": bstr (1..64, an opaque credential reference),
+ *     "type": text (one of EVENT_TYPES), ? "cred": bstr (1..128, an opaque credential reference;
+ *     at a site with a privacy key, a sealed credential of 85 bytes, docs/PRIVACY.md),
  *     ? "ext": { text => any } (extensions, at most 1 KiB encoded) }
  *
  * (lock, ctr) identifies an event: the counter is per lock and strictly increasing.
@@ -26,6 +27,11 @@ export type EventType = (typeof EVENT_TYPES)[number];
 
 export const LOCK_EVENT_MAX_BYTES = 2048;
 const EXT_MAX_BYTES = 1024;
+/**
+ * Longest `cred`. Version 1 allowed 64 bytes; raised to 128 so that a sealed credential
+ * (ledger/privacy.ts, 85 bytes) fits. Every event valid before is still valid.
+ */
+export const CRED_MAX_BYTES = 128;
 const FIELDS = ['v', 'lock', 'ctr', 'time', 'type', 'cred', 'ext'] as const;
 
 export interface LockEvent {
@@ -61,7 +67,7 @@ export function lockEventFromCbor(v: CborValue): LockEvent {
     time: uint(m, 'time', 'event'),
     type: oneOf(m, 'type', 'event', EVENT_TYPES),
   };
-  const cred = optional(m, 'cred', () => bytes(m, 'cred', 'event', undefined, 64));
+  const cred = optional(m, 'cred', () => bytes(m, 'cred', 'event', undefined, CRED_MAX_BYTES));
   if (cred !== undefined) {
     if (cred.length === 0) throw schemaError('event.cred', 'must not be empty');
     ev.cred = cred;

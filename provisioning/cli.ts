@@ -17,8 +17,9 @@ import { rosterCommands } from './statements.js';
 import { opsCommands } from './ops.js';
 import { backupCommands } from './backup.js';
 import { doctorCommands } from './doctor.js';
+import { privacyCommands } from './privacy.js';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
