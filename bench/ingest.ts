@@ -14,7 +14,8 @@
  *            process's peak RSS (from /proc), the figure the 120 MB target is about
  *
  * Environment: BENCH_LOCKS (default 200), BENCH_SECONDS (per phase, default 10),
- * BENCH_PTY_LOCKS (default 10).
+ * BENCH_PTY_LOCKS (default 10), BENCH_PHASES (comma-separated subset of floor,offered,max,process;
+ * default all).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +42,7 @@ const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 200);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const PTY_LOCKS = Number(process.env['BENCH_PTY_LOCKS'] ?? 10);
 const WINDOW = 8;
+const PHASES = new Set((process.env['BENCH_PHASES'] ?? 'floor,offered,max,process').split(','));
 
 interface Rig {
   readonly chain: Chain;
@@ -193,17 +195,20 @@ async function realProcess(dir: string): Promise<Record<string, number>> {
   const ptys: PtyPair[] = [];
   for (let i = 0; i < PTY_LOCKS; i++) ptys.push(await ptyPair(dir, `pty-${i}`));
   const config = join(dir, 'gateway.yaml');
+  const apiPort = await freePort();
   writeFileSync(
     config,
-    [`dataDir: ${dataDir}`, `broker: { host: 127.0.0.1, port: ${await freePort()} }`, `api: { port: ${await freePort()} }`, 'ble: { enabled: false }', 'log: { level: warn }', 'serial:', '  ports:', ...ptys.map((p) => `    - { path: ${p.gateway}, baudRate: 921600 }`), ''].join('\n'),
+    [`dataDir: ${dataDir}`, `broker: { host: 127.0.0.1, port: ${await freePort()} }`, `api: { port: ${apiPort} }`, 'ble: { enabled: false }', 'log: { level: warn }', 'serial:', '  ports:', ...ptys.map((p) => `    - { path: ${p.gateway}, baudRate: 921600 }`), ''].join('\n'),
   );
   const gw = startGateway(['--config', config]);
-  const rssOf = (): number => {
+  /** VmRSS and its anonymous part (heap, stacks, LevelDB buffers; the rest is mapped files), MB. */
+  const rssOf = (): { rss: number; anon: number } => {
     try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${gw.proc.pid}/status`, 'utf8'));
-      return m ? Number(m[1]) / 1024 : 0;
+      const st = readFileSync(`/proc/${gw.proc.pid}/status`, 'utf8');
+      const kb = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(st)?.[1] ?? 0) / 1024;
+      return { rss: kb('VmRSS'), anon: kb('RssAnon') };
     } catch {
-      return 0;
+      return { rss: 0, anon: 0 };
     }
   };
   // The gateway logs at warn: wait until every pty is open on its side instead of for a log line.
@@ -233,9 +238,17 @@ async function realProcess(dir: string): Promise<Record<string, number>> {
     });
   }
   let rss = 0;
-  const sampler = setInterval(() => (rss = Math.max(rss, rssOf())), 100);
+  let anon = 0;
+  const sampler = setInterval(() => {
+    const r = rssOf();
+    rss = Math.max(rss, r.rss);
+    anon = Math.max(anon, r.anon);
+  }, 100);
   for (const l of locks) l.startAuto(1000 / PTY_LOCKS);
   await sleep(SECONDS * 1000);
+  // The gateway's own view of its memory, from its /metrics (prom-client's process metrics).
+  const metrics = await fetch(`http://127.0.0.1:${apiPort}/metrics`).then((r) => r.text(), () => '');
+  const gauge = (name: string): number => round(Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(metrics)?.[1] ?? NaN) / (1024 * 1024), 1);
   for (const l of locks) l.stopAuto();
   const deadline = Date.now() + 30_000;
   while (locks.some((l) => l.pending > 0) && Date.now() < deadline) await sleep(20);
@@ -253,40 +266,58 @@ async function realProcess(dir: string): Promise<Record<string, number>> {
     process_1000_events: latencies.length,
     process_1000_unacked_after_drain: unacked,
     process_1000_rss_peak_mb: round(rss, 1),
+    process_1000_rss_anon_peak_mb: round(anon, 1),
+    process_1000_heap_used_mb: gauge('oti_nodejs_heap_size_used_bytes'),
+    process_1000_heap_total_mb: gauge('oti_nodejs_heap_size_total_bytes'),
+    process_1000_external_mb: gauge('oti_nodejs_external_memory_bytes'),
   };
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'oti-bench-ingest-'));
 try {
   console.log(`ingest benchmark: ${LOCKS} in-process locks, ${SECONDS} s per phase; ${PTY_LOCKS} pty locks against the real gateway process`);
-  const f = await floor(dir);
-  console.log('floor   ', { append: Math.round(f.append), verify: Math.round(f.verify) });
-  const r = await rig(join(dir, 'inproc'));
-  const figures: Record<string, number> = { floor_append_preverified_per_s: Math.round(f.append), floor_raw_verify_per_s: Math.round(f.verify) };
-  for (const load of [100, 1000, 10_000]) {
-    const p = await phase(r, load);
-    console.log(`offered ${load}/s`, p);
-    figures[`offered_${load}_events_per_s`] = p.events_per_s;
-    figures[`offered_${load}_ack_p50_ms`] = p.p50_ms;
-    figures[`offered_${load}_ack_p99_ms`] = p.p99_ms;
-    figures[`offered_${load}_rss_mb`] = p.rss_mb;
+  const figures: Record<string, number> = {};
+  let f: { append: number; verify: number } | undefined;
+  if (PHASES.has('floor')) {
+    f = await floor(dir);
+    console.log('floor   ', { append: Math.round(f.append), verify: Math.round(f.verify) });
+    figures['floor_append_preverified_per_s'] = Math.round(f.append);
+    figures['floor_raw_verify_per_s'] = Math.round(f.verify);
   }
-  const max = await phase(r, 0);
-  console.log('max (closed loop)', max);
-  figures['max_events_per_s'] = max.events_per_s;
-  figures['max_ack_p50_ms'] = max.p50_ms;
-  figures['max_ack_p99_ms'] = max.p99_ms;
-  figures['ratio_max_vs_raw_append'] = round(max.events_per_s / f.append, 2);
-  figures['ratio_max_vs_raw_verify_one_core'] = round(max.events_per_s / f.verify, 2);
-  await close(r);
-  const p = await realProcess(join(dir, 'process'));
-  console.log('real process at 1000/s', p);
-  Object.assign(figures, p, { bench_rss_peak_mb: peakRssMb() });
+  if (PHASES.has('offered') || PHASES.has('max')) {
+    const r = await rig(join(dir, 'inproc'));
+    for (const load of PHASES.has('offered') ? [100, 1000, 10_000] : []) {
+      const p = await phase(r, load);
+      console.log(`offered ${load}/s`, p);
+      figures[`offered_${load}_events_per_s`] = p.events_per_s;
+      figures[`offered_${load}_ack_p50_ms`] = p.p50_ms;
+      figures[`offered_${load}_ack_p99_ms`] = p.p99_ms;
+      figures[`offered_${load}_rss_mb`] = p.rss_mb;
+    }
+    if (PHASES.has('max')) {
+      const max = await phase(r, 0);
+      console.log('max (closed loop)', max);
+      figures['max_events_per_s'] = max.events_per_s;
+      figures['max_ack_p50_ms'] = max.p50_ms;
+      figures['max_ack_p99_ms'] = max.p99_ms;
+      if (f !== undefined) {
+        figures['ratio_max_vs_raw_append'] = round(max.events_per_s / f.append, 2);
+        figures['ratio_max_vs_raw_verify_one_core'] = round(max.events_per_s / f.verify, 2);
+      }
+    }
+    await close(r);
+  }
+  if (PHASES.has('process')) {
+    const p = await realProcess(join(dir, 'process'));
+    console.log('real process at 1000/s', p);
+    Object.assign(figures, p);
+  }
+  figures['bench_rss_peak_mb'] = peakRssMb();
   const path = writeResults('ingest', figures);
   console.log('\nresults:');
   for (const [k, v] of Object.entries(figures)) console.log(`  ${k.padEnd(40)} ${String(v)}`);
   console.log(`written to ${path}`);
-  console.log(`targets: max ≥ 15000/s (${figures['max_events_per_s']}), p99 at 1000/s < 25 ms (in-process ${figures['offered_1000_ack_p99_ms']}, real process ${p['process_1000_ack_p99_ms']}), gateway RSS at 1000/s < 120 MB (${p['process_1000_rss_peak_mb']})`);
+  console.log(`targets: max ≥ 15000/s (${figures['max_events_per_s']}), p99 at 1000/s < 25 ms (in-process ${figures['offered_1000_ack_p99_ms']}, real process ${figures['process_1000_ack_p99_ms']}), gateway RSS at 1000/s < 120 MB (${figures['process_1000_rss_peak_mb']})`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
