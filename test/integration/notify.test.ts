@@ -1,0 +1,142 @@
+/**
+ * MQTT notifications (gateway/notify.ts) on a real embedded broker, seen by a real mqtt.js app
+ * client: each event's lifecycle (received → committed with a receipt that verifies offline →
+ * replicated → confirmed, or rejected), the events topic, the bolt state and Home Assistant
+ * discovery, unenrolled locks, the gateway's online/offline state, and the bounded retention of
+ * per-event statuses.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect, type MqttClient } from 'mqtt';
+import { makeSite, enrollLock, openChain, tempDir } from '../support/site.js';
+import { Broker } from '../../gateway/broker.js';
+import { TopicMap } from '../../gateway/topics.js';
+import { MqttNotifier } from '../../gateway/notify.js';
+import { Ingest } from '../../gateway/ingest.js';
+import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { InProcessDriver } from '../../drivers/inprocess.js';
+import { SimLock } from '../../drivers/simlock.js';
+import { verifyReceipt } from '../../ledger/receipt.js';
+
+async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function rig(t: TestContext, opts: { retainMax?: number } = {}) {
+  const s = makeSite('notify-site');
+  const { chain } = await openChain(t, s, { sealDelayMs: 1 });
+  const dir = await tempDir(t);
+  const usersFile = join(dir, 'users.json');
+  await addMqttUser(usersFile, 'app', 'app', 'app-password-1234');
+  const broker = await Broker.start({ site: s.siteId, host: '127.0.0.1', port: 0, allowAnonymous: false, maxMessageBytes: 262_144, rateLimit: { messagesPerSecond: 1000, burst: 2000 }, usersFile });
+  t.after(() => broker.close());
+  const topics = new TopicMap(s.siteId);
+  const ingest = new Ingest({ chain });
+  const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 4 });
+  await driver.start();
+  ingest.attach(driver);
+  const notifier = new MqttNotifier({ broker, topics, chain, ingest, gatewayId: 'gw-1', homeAssistant: true, retentionS: 3600, ...(opts.retainMax !== undefined ? { retainMax: opts.retainMax } : {}) });
+  await notifier.start();
+  t.after(async () => {
+    await driver.stop();
+    await ingest.close();
+    await notifier.stop();
+  });
+  const lockOf = async (id: string): Promise<SimLock> => {
+    const l = enrollLock(s, id);
+    await chain.append({ kind: 'roster', signed: l.statement });
+    const sim = new SimLock({ id, seed: l.key.seed, resendMs: 500 });
+    t.after(() => sim.close());
+    return sim;
+  };
+  return { s, chain, broker, topics, driver, notifier, lockOf };
+}
+
+/** An app client that records every message it receives, retained ones included. */
+async function app(t: TestContext, port: number, filters: string[]): Promise<{ client: MqttClient; got: { topic: string; payload: string; retain: boolean }[] }> {
+  const client = connect(`mqtt://127.0.0.1:${port}`, { username: 'app', password: 'app-password-1234', reconnectPeriod: 0 });
+  t.after(() => client.endAsync(true));
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  const got: { topic: string; payload: string; retain: boolean }[] = [];
+  client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString('utf8'), retain: packet.retain }));
+  await client.subscribeAsync(filters, { qos: 1 });
+  return { client, got };
+}
+
+void test('an event goes received → committed (with a receipt that verifies) → replicated → confirmed, and a late client can still ask', async (t) => {
+  const r = await rig(t);
+  const early = await app(t, r.broker.port, ['oti/notify-site/events/#', 'oti/notify-site/status/#', 'oti/notify-site/gateways/#', 'oti/notify-site/locks/#', 'oti/notify-site/lockstate/#', 'homeassistant/lock/#']);
+  const lock = await r.lockOf('front-door');
+  r.driver.connect(lock);
+  lock.record('locked');
+  await until('acked', () => lock.acked.size === 1);
+  const status = r.topics.status('front-door', 1);
+  await until('committed status', () => early.got.some((m) => m.topic === status && m.payload.includes('"committed"')));
+  const states = early.got.filter((m) => m.topic === status).map((m) => (JSON.parse(m.payload) as { state: string }).state);
+  assert.deepEqual(states, ['received', 'committed']);
+  const committed = JSON.parse(early.got.find((m) => m.topic === status && m.payload.includes('"committed"'))!.payload) as { receipt: string; entry: string };
+  const v = verifyReceipt(Buffer.from(committed.receipt, 'base64'), r.s.trust);
+  assert.equal(v.entry.body.kind, 'lock-event');
+  const ev = early.got.find((m) => m.topic === r.topics.event('front-door'));
+  assert.ok(ev !== undefined && !ev.retain);
+  assert.equal((JSON.parse(ev.payload) as { entry: string }).entry, committed.entry);
+  assert.ok(early.got.some((m) => m.topic === r.topics.lockState('front-door') && m.payload.includes('"LOCKED"')), 'bolt state for Home Assistant');
+  assert.ok(early.got.some((m) => m.topic === r.topics.haDiscovery('front-door')), 'Home Assistant discovery config');
+  assert.ok(early.got.some((m) => m.topic === r.topics.gatewayState('gw-1') && m.payload.includes('"online"')));
+
+  // Sync's coverage reports: replicated to one peer, then confirmed by a quorum of two.
+  const size = r.chain.size;
+  r.notifier.coverage({ state: 'replicated', from: 0, to: size, peers: 1, quorum: 2, cosigners: ['gw-2'] });
+  r.notifier.coverage({ state: 'confirmed', from: 0, to: size, peers: 1, quorum: 2, cosigners: ['gw-1', 'gw-2'] });
+  await until('confirmed', () => early.got.some((m) => m.topic === status && m.payload.includes('"confirmed"')));
+
+  // A client that connects now still gets the event's latest state, retained.
+  const late = await app(t, r.broker.port, [`oti/notify-site/status/#`]);
+  await until('retained status for the late client', () => late.got.some((m) => m.topic === status));
+  const last = late.got.find((m) => m.topic === status)!;
+  assert.ok(last.retain);
+  assert.deepEqual((JSON.parse(last.payload) as { state: string; cosigners: string[] }).cosigners, ['gw-1', 'gw-2']);
+});
+
+void test('a final refusal is the event\'s status; an unenrolled lock is reported with its key', async (t) => {
+  const r = await rig(t);
+  const watcher = await app(t, r.broker.port, ['oti/notify-site/status/#', 'oti/notify-site/locks/#']);
+  const lock = await r.lockOf('vault');
+  r.driver.connect(lock);
+  lock.record();
+  await until('acked', () => lock.acked.size === 1);
+  lock.forgeReplay(1);
+  await until('rejected status', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 1) && m.payload.includes('"rejected"')));
+  const stranger = new SimLock({ id: 'stranger', seed: new Uint8Array(32).fill(3) });
+  t.after(() => stranger.close());
+  r.driver.connect(stranger);
+  stranger.record();
+  await until('unenrolled report', () => watcher.got.some((m) => m.topic === r.topics.unenrolled('stranger')));
+  const report = JSON.parse(watcher.got.find((m) => m.topic === r.topics.unenrolled('stranger'))!.payload) as { key: string };
+  assert.equal(report.key, Buffer.from(stranger.publicKey!).toString('hex'));
+});
+
+void test('retained statuses are bounded: beyond statusRetainMax the oldest are cleared', async (t) => {
+  const r = await rig(t, { retainMax: 10 });
+  const lock = await r.lockOf('busy-door');
+  r.driver.connect(lock);
+  for (let i = 0; i < 30; i++) lock.record();
+  await until('all acked', () => lock.acked.size === 30);
+  await until('notifications published', () => r.notifier.pending === 0);
+  await sleep(200);
+  const late = await app(t, r.broker.port, ['oti/notify-site/status/#']);
+  await sleep(500);
+  const kept = new Set(late.got.filter((m) => m.retain && m.payload !== '').map((m) => m.topic));
+  assert.ok(kept.size <= 10, `at most 10 retained statuses, saw ${kept.size}`);
+  assert.ok(kept.has(r.topics.status('busy-door', 30)), 'the newest is kept');
+  assert.ok(!kept.has(r.topics.status('busy-door', 1)), 'the oldest was cleared');
+});
