@@ -10,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
+/** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
+export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=2'] as const;
 
 export interface LogLine {
   readonly level: number;
@@ -28,7 +30,7 @@ export interface GatewayProcess {
 }
 
 export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
-  const proc = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   let err = '';
   let partial = '';
