@@ -31,6 +31,7 @@ import { SignaturePool } from '../ledger/sigpool.js';
 import { verifyChain } from '../ledger/verify.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
 import { writeResults, round, peakRssMb } from './support.js';
+import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
 
 const APPEND_N = Number(process.env['BENCH_APPEND_ENTRIES'] ?? 200_000);
 const CHAIN_N = Number(process.env['BENCH_CHAIN_ENTRIES'] ?? 1_000_000);
@@ -140,14 +141,18 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number>> {
   return { append_preverified_entries_per_s: round(preRate, 0), append_checked_entries_per_s: round(checkedRate, 0), chain_entries: size, append_rss_peak_mb: peakRssMb() };
 }
 
-async function phaseVerify(setup: Setup): Promise<Record<string, number>> {
+async function phaseVerify(setup: Setup): Promise<Record<string, number | string>> {
   const { trust, gateway, genesis } = siteFrom(setup);
   const store = await LedgerStore.open(join(setup.dir, 'ledger'));
   const pool = new SignaturePool();
   const chain = await Chain.open({ store, trust, gatewayId: 'gw-1', key: gateway, genesis });
+  const rss = new RssSampler();
+  const cpu0 = cpuSnapshot();
   const t0 = performance.now();
   const report = await verifyChain(chain.cs, { trust, pool });
   const verifyRate = report.entries / ((performance.now() - t0) / 1000);
+  const cpu = prefixed('verify_', cpuSince(cpu0, report.entries));
+  const mem = prefixed('verify_', rss.stop());
   const verifyRss = peakRssMb();
   // Receipts: build a few, verify each many times with node:crypto and with @noble/ed25519.
   const receipts: Uint8Array[] = [];
@@ -170,16 +175,22 @@ async function phaseVerify(setup: Setup): Promise<Record<string, number>> {
     verify_lock_signatures: report.lockSignatures,
     verify_entries_per_s: round(verifyRate, 0),
     verify_rss_peak_mb: verifyRss,
+    ...mem,
+    ...cpu,
     receipt_verify_us: round(receiptNodeUs, 0),
     receipt_verify_noble_us: round(receiptNobleUs, 0),
   };
 }
 
-function runPhase(phase: string, setupFile: string): Record<string, number> {
+function prefixed<T>(prefix: string, figures: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(figures).map(([k, v]) => [prefix + k, v]));
+}
+
+function runPhase(phase: string, setupFile: string): Record<string, number | string> {
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), phase, setupFile], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`phase ${phase} failed with status ${r.status}`);
   const line = r.stdout.trim().split('\n').pop()!;
-  return JSON.parse(line) as Record<string, number>;
+  return JSON.parse(line) as Record<string, number | string>;
 }
 
 async function main(): Promise<void> {
@@ -203,19 +214,19 @@ async function main(): Promise<void> {
     console.log('append  ', append);
     const ver = runPhase('verify', setupFile);
     console.log('verify  ', ver);
-    const raw = floor['raw_leveldb_batch_entries_per_s']!;
+    const raw = Number(floor['raw_leveldb_batch_entries_per_s']);
     const figures = {
       ...floor,
       ...append,
       ...ver,
-      ratio_append_preverified_vs_raw_leveldb: round(append['append_preverified_entries_per_s']! / raw, 2),
-      ratio_append_checked_vs_raw_leveldb: round(append['append_checked_entries_per_s']! / raw, 2),
-      ratio_append_checked_vs_raw_verify_1_thread: round(append['append_checked_entries_per_s']! / floor['raw_ed25519_verify_per_s']!, 2),
-      ratio_verify_vs_raw_verify_1_thread: round(ver['verify_entries_per_s']! / floor['raw_ed25519_verify_per_s']!, 2),
-      target_append_preverified_met: append['append_preverified_entries_per_s']! >= 50_000,
-      target_append_checked_met: append['append_checked_entries_per_s']! >= 15_000,
-      target_verify_met: ver['verify_entries_per_s']! >= 25_000,
-      target_verify_rss_met: ver['verify_rss_peak_mb']! < 150,
+      ratio_append_preverified_vs_raw_leveldb: round(Number(append['append_preverified_entries_per_s']) / raw, 2),
+      ratio_append_checked_vs_raw_leveldb: round(Number(append['append_checked_entries_per_s']) / raw, 2),
+      ratio_append_checked_vs_raw_verify_1_thread: round(Number(append['append_checked_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
+      ratio_verify_vs_raw_verify_1_thread: round(Number(ver['verify_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
+      target_append_preverified_met: Number(append['append_preverified_entries_per_s']) >= 50_000,
+      target_append_checked_met: Number(append['append_checked_entries_per_s']) >= 15_000,
+      target_verify_met: Number(ver['verify_entries_per_s']) >= 25_000,
+      target_verify_rss_met: Number(ver['verify_rss_peak_mb']) < 150,
     };
     const path = writeResults('ledger', figures);
     console.log('\nresults:');

@@ -9,8 +9,10 @@
  *   hypercore  the same entry bytes appended to a RAM core, replicated to a second RAM core over
  *              an in-process stream (hypercore verifies its Merkle tree signatures); timed from
  *              the start of replication to the last block downloaded.
- * Prints entries/s of both, the ratio (target ≥ 10), and peak RSS of this process (both
- * gateways live in it); writes bench/results/sync.json.
+ * Prints entries/s of both, the ratio (target ≥ 10), peak RSS of this process (both gateways
+ * live in it) and the catch-up's CPU time per entry (whole process, main thread, busiest other
+ * threads: bench/measure.ts); writes bench/results/sync.json.
+ * Environment: BENCH_SYNC_ENTRIES, BENCH_SYNC_WORKERS (signature workers, default one per core).
  */
 import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
@@ -27,9 +29,12 @@ import { Broker } from '../gateway/broker.js';
 import { SyncNode } from '../gateway/sync.js';
 import { gatewayCredentialVerifier } from '../gateway/credentials.js';
 import { writeResults, round, peakRssMb } from './support.js';
+import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
 
 const N = Number(process.env['BENCH_SYNC_ENTRIES'] ?? 100_000);
 const LOCKS = 100;
+/** Signature workers of the receiving gateway (default one per core). */
+const WORKERS = Number(process.env['BENCH_SYNC_WORKERS'] ?? cpus().length);
 const T0 = 1_700_000_000_000;
 
 /** The parts of hypercore 10 used here (it ships no types). */
@@ -52,7 +57,7 @@ async function main(): Promise<void> {
   const site = new Signer(siteKey.seed);
   const trust = { siteId: 'bench', siteKeys: [siteKey.publicKey] };
   const dir = mkdtempSync(join(tmpdir(), 'oti-bench-sync-'));
-  const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)));
+  const pool = new SignaturePool(WORKERS);
   try {
     const gws = ['gw-a', 'gw-b'].map((id) => {
       const key = generateKeyPair();
@@ -102,6 +107,8 @@ async function main(): Promise<void> {
     const nodeB = new SyncNode({ store: storeB, trust, gatewayId: gb.id, key: gb.key, enrolment: gb.enrolment, brokers: [url], pool, maxMessageBytes: 256 * 1024, windowEntries: 65_536 });
     const origin = chainOrigin('bench', ga.id);
     let lastReport = 0;
+    const rss = new RssSampler();
+    const cpu0 = cpuSnapshot();
     const started = performance.now();
     const done = new Promise<void>((resolve) => {
       nodeB.on('progress', (p) => {
@@ -120,6 +127,9 @@ async function main(): Promise<void> {
     const otiSecs = (performance.now() - started) / 1000;
     const otiRate = total / otiSecs;
     const rssOti = peakRssMb();
+    const cpu = cpuSince(cpu0, total);
+    const mem = rss.stop();
+    console.log(`oti catch-up CPU (both gateways and the broker share this process): ${JSON.stringify({ ...cpu, ...mem })}`);
     console.log(`oti: ${total} entries verified and stored in ${round(otiSecs, 2)} s: ${Math.round(otiRate)} entries/s`);
     const entries = await chainA.cs.entryRange(0, total);
     await nodeB.stop();
@@ -156,6 +166,7 @@ async function main(): Promise<void> {
       oti_entries_per_s: Math.round(otiRate),
       oti_seconds: round(otiSecs, 2),
       oti_peak_rss_mb: rssOti,
+      ...Object.fromEntries(Object.entries({ ...cpu, ...mem }).map(([k, v]) => [`oti_${k}`, v])),
       hypercore_entries_per_s: Math.round(hcRate),
       hypercore_seconds: round(hcSecs, 2),
       ratio_oti_over_hypercore: round(ratio, 2),
