@@ -199,7 +199,8 @@ export class Gateway {
     this.verifyInBackground(pool, opts.onFatal);
     sync.attachChain(chain);
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
-    sync.on('refused', (r) => log.warn({ origin: r.origin, peer: r.peer, code: r.code }, `sync refused ${r.origin ?? 'a message'} from ${r.peer}: ${r.message}`));
+    // An older checkpoint is what a broker that was cut off still retains: refused, not alarming.
+    sync.on('refused', (r) => (r.code === 'ERR_SYNC_STALE' ? log.debug : log.warn).call(log, { origin: r.origin, peer: r.peer, code: r.code }, `sync refused ${r.origin ?? 'a message'} from ${r.peer}: ${r.message}`));
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
     let lastProgress = 0;
     sync.on('progress', (p) => {

@@ -99,7 +99,14 @@ export interface SyncEvents {
 interface Link {
   readonly url: string;
   readonly client: MqttClient;
+  /** A checkpoint publication on this link has not finished (or timed out) yet. */
+  announcing?: boolean;
+  /** A newer checkpoint arrived meanwhile: publish it when the current one is done. */
+  announceDirty?: boolean;
 }
+
+/** How long one link's checkpoint publication may hold up the next one on that link. */
+const ANNOUNCE_WAIT_MS = 5000;
 
 interface PeerState {
   readonly origin: string;
@@ -146,8 +153,6 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   #ownRetained: SignedCheckpoint | undefined;
   #seq = randomBytes(4).readUInt32BE(0) >>> 1;
   #stopped = false;
-  #publishingCheckpoint = false;
-  #checkpointDirty = false;
 
   constructor(opts: SyncOptions) {
     super();
@@ -352,18 +357,36 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   }
 
   /** Publishes the own chain's latest checkpoint; coalesces bursts (one publish in flight). */
+  /**
+   * Publishes the latest checkpoint on every link, each link on its own: a link whose broker
+   * went away (a QoS 1 publication then waits for its PUBACK until a reconnect that may never
+   * come) must not hold up the announcements on the others, nor later ones on itself for more
+   * than ANNOUNCE_WAIT_MS. (Re)connecting links publish the current checkpoint in #onConnect.
+   */
   #announce(): void {
-    if (this.#publishingCheckpoint) {
-      this.#checkpointDirty = true;
-      return;
-    }
+    if (this.#chain?.checkpoint === undefined || this.#stopped) return;
+    for (const link of this.#links) this.#announceOn(link);
+  }
+
+  #announceOn(link: Link): void {
     const cp = this.#chain?.checkpoint;
     if (cp === undefined || this.#stopped) return;
-    this.#publishingCheckpoint = true;
-    this.#checkpointDirty = false;
-    void this.#publishAll(this.topics.checkpoint(this.#o.gatewayId), cp.note, true).finally(() => {
-      this.#publishingCheckpoint = false;
-      if (this.#checkpointDirty) this.#announce();
+    if (link.announcing === true) {
+      link.announceDirty = true;
+      return;
+    }
+    link.announcing = true;
+    link.announceDirty = false;
+    let timer: NodeJS.Timeout | undefined;
+    const published = this.#publish(link, this.topics.checkpoint(this.#o.gatewayId), cp.note, true).catch(() => undefined);
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ANNOUNCE_WAIT_MS);
+      timer.unref();
+    });
+    void Promise.race([published, waited]).finally(() => {
+      clearTimeout(timer);
+      link.announcing = false;
+      if (link.announceDirty === true) this.#announceOn(link);
     });
   }
 

@@ -133,12 +133,20 @@ void test('three gateways in network namespaces discover each other, sync, survi
   // Stop all three cleanly once every replica has caught up with every chain's last block.
   await sleep(1000);
   // Wait until, for every origin, all replicas report the same (largest) size.
+  const report = (): string =>
+    gws.map((gw, i) => `${gw.id}: ${Array.from({ length: N }, (_, j) => (j === i ? '' : `${origin(j)}=${replicaOf(gw, origin(j))}`)).join(' ')} | ${gw.logs.filter((l) => String(l['part']) === 'sync' || l.msg.includes('sync')).slice(-4).map((l) => l.msg).join(' / ')}`).join('\n');
+  let done = false;
+  t.after(() => {
+    if (!done) t.diagnostic(report());
+  });
   await until(
     'all replicas converge',
     () => {
       for (let j = 0; j < N; j++) {
+        // Every peer holds the same size, and at least every event lock j had acknowledged
+        // (plus the gateway's enrolment and the lock's).
         const sizes = gws.flatMap((gw, i) => (i === j ? [] : [replicaOf(gw, origin(j))]));
-        if (sizes.some((x) => x !== sizes[0]) || (sizes[0] as number) <= 0) return false;
+        if (sizes.some((x) => x !== sizes[0]) || (sizes[0] as number) < (locks[j] as SimLock).acked.size + 2) return false;
       }
       return true;
     },
@@ -177,4 +185,5 @@ void test('three gateways in network namespaces discover each other, sync, survi
     const views = heads.map((h) => h.get(origin(j)));
     assert.ok(views.every((v) => v === views[0]), `every gateway holds the same ${origin(j)}: ${views.join(' ')}`);
   }
+  done = true;
 });
