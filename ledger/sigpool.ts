@@ -6,6 +6,12 @@
  * message, not one per signature. Layout per item: u32 message length (LE), 32-byte key,
  * 64-byte signature, message. Results come back as one byte per item (1 = valid).
  * With size 0 the pool verifies on the calling thread (small machines, tests).
+ *
+ * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
+ * calling thread (a worker's V8 isolate costs tens of MB of a Raspberry Pi's memory, and at a
+ * thousand events a second verification takes under a tenth of a core); when the signatures to
+ * check in one second pass `inlineMaxPerS` it starts its workers, and it stops them again after
+ * `idleMs` without work.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
@@ -30,15 +36,64 @@ interface PoolWorker {
   jobs: Map<number, Job>;
 }
 
+export interface ElasticOptions {
+  /** Signatures per second below which they are checked on the calling thread (default 2000). */
+  readonly inlineMaxPerS?: number;
+  /** Workers are stopped after this long without work (default 60 s). */
+  readonly idleMs?: number;
+}
+
 export class SignaturePool {
+  /** The most workers this pool runs. */
   readonly size: number;
   readonly #workers: PoolWorker[] = [];
+  readonly #elastic: Required<ElasticOptions> | undefined;
   #nextId = 0;
   #closed = false;
+  /** Signatures asked for in the current one-second window, and when it started. */
+  #windowCount = 0;
+  #windowStart = 0;
+  #lastWork = 0;
+  #reaper: NodeJS.Timeout | undefined;
 
-  constructor(size = Math.max(1, availableParallelism())) {
+  constructor(size = Math.max(1, availableParallelism()), elastic?: ElasticOptions) {
     this.size = size;
-    for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
+    this.#elastic = elastic === undefined ? undefined : { inlineMaxPerS: elastic.inlineMaxPerS ?? 2000, idleMs: elastic.idleMs ?? 60_000 };
+    if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
+  }
+
+  /** Workers running now. */
+  get running(): number {
+    return this.#workers.length;
+  }
+
+  /** Elastic pools: whether this batch goes to the workers (started if needed) or stays here. */
+  #useWorkers(items: number): boolean {
+    const e = this.#elastic;
+    if (e === undefined) return true;
+    const now = Date.now();
+    this.#lastWork = now;
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#windowCount = 0;
+    }
+    this.#windowCount += items;
+    if (this.#workers.length > 0) return true;
+    if (this.#windowCount <= e.inlineMaxPerS) return false;
+    for (let i = 0; i < this.size; i++) this.#workers.push(this.#spawn());
+    this.#reaper = setInterval(() => this.#reap(), Math.min(e.idleMs, 10_000));
+    this.#reaper.unref();
+    return true;
+  }
+
+  /** Stops an elastic pool's workers once they have been idle for idleMs. */
+  #reap(): void {
+    const e = this.#elastic;
+    if (e === undefined || Date.now() - this.#lastWork < e.idleMs || this.#workers.some((w) => w.inFlight > 0)) return;
+    clearInterval(this.#reaper);
+    this.#reaper = undefined;
+    const idle = this.#workers.splice(0);
+    for (const w of idle) void w.worker.terminate();
   }
 
   #spawn(): PoolWorker {
@@ -58,7 +113,8 @@ export class SignaturePool {
       for (const job of pw.jobs.values()) job.reject(e);
       pw.jobs.clear();
       pw.inFlight = 0;
-      // Replace a worker that died, so that later batches do not wait on it forever.
+      // Replace a worker that died, so that later batches do not wait on it forever (a worker
+      // stopped by an elastic pool's reaper is no longer in the list).
       const i = this.#workers.indexOf(pw);
       if (i >= 0 && !this.#closed) this.#workers[i] = this.#spawn();
     };
@@ -83,7 +139,7 @@ export class SignaturePool {
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
     if (buf.length === 0) return new Uint8Array(0);
-    if (this.size === 0) return verifyPacked(buf);
+    if (this.size === 0 || !this.#useWorkers(packedCount(buf))) return verifyPacked(buf);
     const pw = this.#workers.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const id = this.#nextId++;
     pw.inFlight++;
@@ -128,6 +184,7 @@ export class SignaturePool {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#reaper);
     await Promise.all(this.#workers.map((w) => w.worker.terminate()));
     this.#workers.length = 0;
   }
@@ -224,10 +281,17 @@ export function pack(tasks: readonly SigTask[]): Uint8Array {
   return buf;
 }
 
-export function verifyPacked(buf: Uint8Array, ed25519: (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean = verify): Uint8Array {
+/** How many items a packed batch holds. */
+function packedCount(buf: Uint8Array): number {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let count = 0;
   for (let o = 0; o < buf.length; o += 100 + dv.getUint32(o, true)) count++;
+  return count;
+}
+
+export function verifyPacked(buf: Uint8Array, ed25519: (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean = verify): Uint8Array {
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const count = packedCount(buf);
   const results = new Uint8Array(count);
   let o = 0;
   for (let i = 0; i < count; i++) {

@@ -1,0 +1,43 @@
+/** The signature pool's elastic mode: inline while light, workers when loaded, none when idle. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
+import { SignaturePool, type SigTask } from '../../ledger/sigpool.js';
+
+function tasks(n: number): SigTask[] {
+  const k = generateKeyPair();
+  const s = new Signer(k.seed);
+  return Array.from({ length: n }, (_, i) => {
+    const msg = Buffer.from(`event ${i}`);
+    const sig = s.sign(msg);
+    // Every seventh signature is broken: results must say so whichever thread checked it.
+    if (i % 7 === 3) sig[0] = (sig[0] as number) ^ 1;
+    return { key: k.publicKey, msg, sig };
+  });
+}
+
+const expected = (n: number): number[] => Array.from({ length: n }, (_, i) => (i % 7 === 3 ? 0 : 1));
+
+void test('an elastic pool checks a light load inline, starts its workers under load and stops them when idle', async (t) => {
+  const pool = new SignaturePool(2, { inlineMaxPerS: 50, idleMs: 300 });
+  t.after(() => pool.close());
+  assert.equal(pool.running, 0);
+  assert.deepEqual([...(await pool.verifyBatch(tasks(20)))], expected(20));
+  assert.equal(pool.running, 0, 'light load: no worker started');
+  assert.deepEqual([...(await pool.verifyBatch(tasks(200)))], expected(200));
+  assert.equal(pool.running, 2, 'past the inline limit: the workers run');
+  const single = await Promise.all(tasks(14).map((x) => pool.verify(x)));
+  assert.deepEqual(single.map((ok) => (ok ? 1 : 0)), expected(14));
+  const end = Date.now() + 10_000;
+  while (pool.running > 0 && Date.now() < end) await sleep(50);
+  assert.equal(pool.running, 0, 'idle: the workers were stopped');
+  assert.deepEqual([...(await pool.verifyBatch(tasks(10)))], expected(10), 'and light work goes on inline');
+});
+
+void test('a fixed pool keeps its workers', async (t) => {
+  const pool = new SignaturePool(1);
+  t.after(() => pool.close());
+  assert.equal(pool.running, 1);
+  assert.deepEqual([...(await pool.verifyBatch(tasks(30)))], expected(30));
+});
