@@ -26,7 +26,7 @@ import type { Chain, AppendResult } from '../ledger/chain.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
 import { parseCoseSign1, sigStructure } from '../ledger/cose.js';
 import { verify } from '../ledger/crypto.js';
-import { decodeEntry, type EntryInput } from '../ledger/entry.js';
+import { decodeEntry, fastLockPayload, type EntryInput } from '../ledger/entry.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { leafHash } from '../ledger/merkle.js';
@@ -189,7 +189,10 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private async checkSignature(ev: ReceivedEvent, key: Uint8Array): Promise<boolean> {
     if (!('cose' in ev.payload)) return true;
     try {
-      const cose = parseCoseSign1(ev.payload.cose);
+      const b = ev.payload.cose;
+      // The drivers hand over COSE_Sign1 bytes they decoded already: the fast reader takes the
+      // deterministic encoding they have; anything else goes through the strict parser.
+      const cose = fastLockPayload(b, 0, b.length, true)?.parsed ?? parseCoseSign1(b);
       const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
       return this.pool !== undefined ? await this.pool.verify(task) : verify(task.key, task.msg, task.sig);
     } catch {
