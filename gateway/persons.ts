@@ -17,7 +17,8 @@
  *
  *   POST /privacy/persons             CBOR { "key": bstr(85), "fields": bstr, "person": bstr(16) }
  *                                     → 201 { index, id, person }   (fields already encrypted)
- *   POST /privacy/persons/<hex>/erase → 200 { person, destroyed, index, id }
+ *   POST /privacy/persons/<hex>/erase → 200 { person, destroyed, index, id }; ERR_NOT_FOUND (404)
+ *                                       for an id with no key here and no person entry
  *   GET  /privacy/persons/<hex>       → 200 { person, fields } (needs the keyring here);
  *                                       ERR_PRIVACY_ERASED (410) after erasure
  */
@@ -295,6 +296,12 @@ export async function privacyRoute(chain: Chain, o: PrivacyApiOptions, method: s
   const erase = /^\/privacy\/persons\/([^/]+)\/erase$/.exec(path);
   if (method === 'POST' && erase !== null) {
     const person = parsePersonId(erase[1]!);
+    // An id with neither a key here nor a person entry in this chain is a mistyped or foreign id:
+    // recording a shred for it would report an erasure that erased nobody. A known person whose
+    // key is already gone (erased before, or a crash between destroying and recording) goes on.
+    if ((await o.store.get(person)) === undefined && (await findPerson(chain, person)) === undefined) {
+      throw new OtiError('ERR_NOT_FOUND', 'no such person in this chain', { person: toHex(person) });
+    }
     return { status: 200, json: { person: toHex(person), ...(await erasePerson(chain, o.store, person)) } };
   }
   const get = /^\/privacy\/persons\/([^/]+)$/.exec(path);
