@@ -82,8 +82,9 @@ export class SerialDriver implements LockDriver {
   private retryTimer: NodeJS.Timeout | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
   private lastIo = 0;
-  /** Whether a lock has sent info since our last hello (see docs/PROTOCOL.md, link start). */
+  /** Whether a lock has sent info since our last hello, and when that was (docs/PROTOCOL.md, link up). */
   private infoSinceHello = false;
+  private helloAt = 0;
   private closedAt: number | undefined;
   private closeReason = 'not opened yet';
   /** Chunks received while the consumer is behind; at most one is buffered before pausing. */
@@ -238,6 +239,7 @@ export class SerialDriver implements LockDriver {
 
   private sendHello(port: PortLike): void {
     this.infoSinceHello = false;
+    this.helloAt = this.now();
     // A leading delimiter flushes whatever partial frame the lock's receiver holds.
     this.write(port, encodeFrame(encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }), true));
   }
@@ -309,8 +311,11 @@ export class SerialDriver implements LockDriver {
       return;
     }
     if (m.t === 'info') {
-      // An info that did not answer our hello means the lock came up after it: greet it again.
-      if (!this.infoSinceHello && this.port !== undefined) this.sendHello(this.port);
+      // Greet the lock again when this is the first info since our hello (our hello may have been
+      // lost: the lock's port opened after it) or comes more than REHELLO_MS after it (the lock
+      // restarted; it repeats its info until greeted). The answer to that greeting arrives within
+      // REHELLO_MS and is not the first, so the exchange ends there.
+      if ((!this.infoSinceHello || this.now() - this.helloAt > REHELLO_MS) && this.port !== undefined) this.sendHello(this.port);
       this.infoSinceHello = true;
       this.infos.set(m.info.lock, m.info);
       this.link = { ...this.link, lock: m.info.lock };
@@ -337,6 +342,8 @@ export class SerialDriver implements LockDriver {
 }
 
 const PROBE = Uint8Array.of(0);
+/** An info this long after our hello is a lock announcing itself, not its answer. */
+const REHELLO_MS = 1000;
 /** Chunks waiting to be decoded before the port is paused. */
 const INBOX_PAUSE = 16;
 

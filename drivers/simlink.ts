@@ -67,6 +67,17 @@ export class SerialSimLink {
     this.ackDelayMs = ms;
   }
 
+  /**
+   * Restarts the lock's firmware while the line stays open (a watchdog reset): the lock forgets
+   * the session, announces itself again and waits for the gateway's hello.
+   */
+  restartLock(): void {
+    const port = this.port;
+    if (port === undefined) return;
+    this.lock.disconnect();
+    this.lock.connect((message) => this.send(port, message));
+  }
+
   /** Drops the link as an unplugged cable would, and reopens it after `ms`. */
   drop(ms = 200): void {
     this.lost();

@@ -16,6 +16,9 @@ import { OtiError } from '../ledger/errors.js';
 import { decodeGatewayMessage, encodeMessage, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
+/** A lock that has not been greeted repeats its info this often. */
+const ANNOUNCE_MS = 1000;
+
 export interface SimLockOptions {
   readonly id: string;
   /** 32-byte Ed25519 seed. Without one the lock cannot sign and sends bare events. */
@@ -75,6 +78,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private announceInfo = true;
   private window = 0;
   private timer: NodeJS.Timeout | undefined;
+  private announcer: NodeJS.Timeout | undefined;
   private auto: NodeJS.Timeout | undefined;
 
   constructor(opts: SimLockOptions) {
@@ -166,7 +170,12 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.disconnect();
     this.send = send;
     this.announceInfo = opts.announceInfo ?? true;
-    if (this.announceInfo) send(encodeMessage({ t: 'info', info: this.info() }));
+    if (this.announceInfo) {
+      // Announce until greeted: a hello may be lost while the other end is not listening yet.
+      send(encodeMessage({ t: 'info', info: this.info() }));
+      this.announcer = setInterval(() => this.window === 0 && this.send?.(encodeMessage({ t: 'info', info: this.info() })), ANNOUNCE_MS);
+      this.announcer.unref();
+    }
     this.timer = setInterval(() => this.pump(), Math.max(5, this.resendMs / 4));
     this.timer.unref();
   }
@@ -174,6 +183,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   /** The link went away: everything unacknowledged will be sent again on the next link. */
   disconnect(): void {
     clearInterval(this.timer);
+    clearInterval(this.announcer);
+    this.announcer = undefined;
     this.timer = undefined;
     this.send = undefined;
     this.window = 0;
@@ -197,6 +208,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     switch (m.t) {
       case 'hello':
         this.window = m.window;
+        clearInterval(this.announcer);
+        this.announcer = undefined;
         for (const h of this.buffer) h.sentAt = 0;
         if (this.announceInfo) this.send?.(encodeMessage({ t: 'info', info: this.info() }));
         break;

@@ -39,7 +39,8 @@ import { LocalApi } from './api.js';
 import { WebhookDispatcher } from './webhooks.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
-import { PersonKeyStore, PrivacyReader, applyStoredShreds, followChain } from './persons.js';
+import { PersonKeyStore, PrivacyReader, applyPrivacyEntry, applyStoredShreds, followChain } from './persons.js';
+import { decodeEntry } from '../ledger/entry.js';
 
 /** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
 export const PRIVACY_PUBLIC_FILE = 'privacy.json';
@@ -212,6 +213,19 @@ export class Gateway {
     });
 
     const privacy = await this.startPrivacy(opts.privacyPassphrase);
+    // Erasures recorded by other gateways reach this one with their chains: a person key held
+    // here (from a restored backup, say) is destroyed too.
+    const appliedTo = new Map<string, number>();
+    sync.on('synced', ({ origin, size }) => {
+      void (async () => {
+        const replica = await sync.replica(origin);
+        const from = appliedTo.get(origin) ?? 0;
+        appliedTo.set(origin, size);
+        for (let i = from; i < size; i += 1024) {
+          for (const raw of await replica.cs.entryRange(i, Math.min(size, i + 1024))) await applyPrivacyEntry(privacy.store, decodeEntry(raw));
+        }
+      })().catch((e: unknown) => log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
+    });
     this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
     this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
