@@ -7,14 +7,13 @@
  * Both end when `close()` is called: a waiting consumer gets `done`, waiting producers are
  * released with `false`.
  */
-export class EventQueue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private readonly producers: Array<() => void> = [];
-  private consumer: ((r: IteratorResult<T>) => void) | undefined;
-  private closed = false;
+abstract class SingleConsumerQueue<T> implements AsyncIterable<T> {
+  protected readonly items: T[] = [];
+  protected consumer: ((r: IteratorResult<T>) => void) | undefined;
+  protected closed = false;
   private iterated = false;
 
-  constructor(private readonly capacity: number) {}
+  constructor(protected readonly capacity: number) {}
 
   get length(): number {
     return this.items.length;
@@ -24,27 +23,21 @@ export class EventQueue<T> implements AsyncIterable<T> {
     return this.closed;
   }
 
-  /** Adds an item once there is room. Resolves false (and drops the item) if the queue closed. */
-  async put(item: T): Promise<boolean> {
-    while (!this.closed && this.consumer === undefined && this.items.length >= this.capacity) {
-      await new Promise<void>((resolve) => this.producers.push(resolve));
-    }
-    if (this.closed) return false;
+  /** Hands `item` to a waiting consumer; false when none is waiting. */
+  protected handOver(item: T): boolean {
     const c = this.consumer;
-    if (c !== undefined) {
-      this.consumer = undefined;
-      c({ value: item, done: false });
-    } else {
-      this.items.push(item);
-    }
+    if (c === undefined) return false;
+    this.consumer = undefined;
+    c({ value: item, done: false });
     return true;
   }
+
+  /** An item was taken or the consumer is waiting: room may have been made. */
+  protected abstract taken(): void;
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.items.length = 0;
-    for (const p of this.producers.splice(0)) p();
     const c = this.consumer;
     this.consumer = undefined;
     c?.({ value: undefined, done: true });
@@ -57,14 +50,13 @@ export class EventQueue<T> implements AsyncIterable<T> {
       next: () => {
         if (this.items.length > 0) {
           const value = this.items.shift() as T;
-          this.producers.shift()?.();
+          this.taken();
           return Promise.resolve({ value, done: false });
         }
         if (this.closed) return Promise.resolve({ value: undefined, done: true });
         return new Promise((resolve) => {
           this.consumer = resolve;
-          // A producer may be waiting for room although the queue is empty only at capacity 0.
-          this.producers.shift()?.();
+          this.taken();
         });
       },
       return: () => {
@@ -75,24 +67,37 @@ export class EventQueue<T> implements AsyncIterable<T> {
   }
 }
 
-export class NoticeQueue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private consumer: ((r: IteratorResult<T>) => void) | undefined;
-  private closed = false;
-  private iterated = false;
+export class EventQueue<T> extends SingleConsumerQueue<T> {
+  private readonly producers: Array<() => void> = [];
+
+  /** Adds an item once there is room. Resolves false (and drops the item) if the queue closed. */
+  async put(item: T): Promise<boolean> {
+    while (!this.closed && this.consumer === undefined && this.items.length >= this.capacity) {
+      await new Promise<void>((resolve) => this.producers.push(resolve));
+    }
+    if (this.closed) return false;
+    if (!this.handOver(item)) this.items.push(item);
+    return true;
+  }
+
+  protected taken(): void {
+    this.producers.shift()?.();
+  }
+
+  override close(): void {
+    if (this.closed) return;
+    this.items.length = 0;
+    super.close();
+    for (const p of this.producers.splice(0)) p();
+  }
+}
+
+export class NoticeQueue<T> extends SingleConsumerQueue<T> {
   /** Items dropped because nobody read them in time. */
   dropped = 0;
 
-  constructor(private readonly capacity: number) {}
-
   push(item: T): void {
-    if (this.closed) return;
-    const c = this.consumer;
-    if (c !== undefined) {
-      this.consumer = undefined;
-      c({ value: item, done: false });
-      return;
-    }
+    if (this.closed || this.handOver(item)) return;
     if (this.items.length >= this.capacity) {
       this.items.shift();
       this.dropped++;
@@ -100,29 +105,7 @@ export class NoticeQueue<T> implements AsyncIterable<T> {
     this.items.push(item);
   }
 
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    const c = this.consumer;
-    this.consumer = undefined;
-    c?.({ value: undefined, done: true });
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<T> {
-    if (this.iterated) throw new Error('a driver stream has one consumer');
-    this.iterated = true;
-    return {
-      next: () => {
-        if (this.items.length > 0) return Promise.resolve({ value: this.items.shift() as T, done: false });
-        if (this.closed) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => {
-          this.consumer = resolve;
-        });
-      },
-      return: () => {
-        this.close();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
+  protected taken(): void {
+    // Nothing waits for room: push() drops the oldest instead.
   }
 }

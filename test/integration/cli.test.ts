@@ -16,8 +16,7 @@ import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile, writeFile, readdir, stat, mkdir } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
@@ -34,50 +33,17 @@ import { isOtiError } from '../../ledger/errors.js';
 import { createBundle } from '../../gateway/bundle.js';
 import { loadOrCreateIdentity } from '../../gateway/identity.js';
 import { handleRosterPost, rosterListing, rosterStatus } from '../../gateway/roster-admin.js';
+import { oti as runOti, errorCode, ROOT, type Run } from '../support/oti-cli.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
-const CLI = join(ROOT, 'dist/provisioning/cli.js');
 const PASS = 'correct horse battery staple';
 const ANSI = /\u001b\[/;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  json<T = Record<string, unknown>>(): T;
-}
-
-/** Runs `oti args` with pipes (no TTY) and a clean environment plus `env`. */
-function oti(args: readonly string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const env: Record<string, string> = { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...opts.env };
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      assert.doesNotMatch(stdout, ANSI, `ANSI escape on stdout of oti ${args.join(' ')}`);
-      assert.doesNotMatch(stderr, ANSI, `ANSI escape on stderr of oti ${args.join(' ')}`);
-      resolvePromise({
-        code,
-        stdout,
-        stderr,
-        json<T>() {
-          try {
-            return JSON.parse(stdout) as T;
-          } catch {
-            throw new Error(`oti ${args.join(' ')} did not print JSON: ${stdout}\n${stderr}`);
-          }
-        },
-      });
-    });
-  });
-}
-
-function errorCode(r: Run): string | undefined {
-  return /\[(ERR_[A-Z_]+)\]\s*$/.exec(r.stderr.trim())?.[1];
+/** `oti` with the check every CLI test makes: no ANSI escapes when output is not a terminal. */
+async function oti(args: readonly string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  const r = await runOti(args, opts);
+  assert.doesNotMatch(r.stdout, ANSI, `ANSI escape on stdout of oti ${args.join(' ')}`);
+  assert.doesNotMatch(r.stderr, ANSI, `ANSI escape on stderr of oti ${args.join(' ')}`);
+  return r;
 }
 
 interface Site {

@@ -15,10 +15,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmod, copyFile, rename, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
@@ -27,9 +25,8 @@ import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
+import { oti as runOti, type Run } from '../support/oti-cli.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
-const CLI = join(ROOT, 'dist/provisioning/cli.js');
 const SITE_PASS = 'site passphrase for privacy api tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0001';
 const TOKEN = 'reader-token-0123456789abcdef';
@@ -39,23 +36,9 @@ const BOB = Buffer.from('BOB-CARD-000002');
 const NAME = 'Alice Privacy-Example';
 const WAIT_MS = 60_000;
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs the real `oti` binary with pipes (no TTY) and a clean environment plus `env`. */
+/** `oti args` run in `cwd` with `env`. */
 function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
+  return runOti(args, { cwd, env });
 }
 
 async function until(what: string, cond: () => boolean): Promise<void> {

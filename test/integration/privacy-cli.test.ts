@@ -12,10 +12,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
@@ -24,9 +22,8 @@ import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { boxKeyId, readPublicPrivacyFile, PRIVACY_KEY_BYTES } from '../../ledger/privacy.js';
+import { oti as runOti, errorCode, type Run } from '../support/oti-cli.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
-const CLI = join(ROOT, 'dist/provisioning/cli.js');
 const SITE_PASS = 'site passphrase for privacy cli tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0002';
 const TOKEN = 'reader-token-fedcba9876543210';
@@ -36,42 +33,9 @@ const BOB = Buffer.from('BOB-CARD-000002');
 const CAROL = Buffer.from('CAROL-CARD-0003');
 const COMMANDS = ['privacy init', 'privacy rotate', 'privacy person add', 'privacy erase', 'privacy show'];
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  json<T = Record<string, unknown>>(): T;
-}
-
-/** Runs the real `oti` binary with pipes (no TTY) and a clean environment plus `env`. */
+/** `oti args` run in `cwd` with `env`. */
 function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.on('error', rej);
-    child.on('close', (code) =>
-      res({
-        code,
-        stdout,
-        stderr,
-        json<T>() {
-          try {
-            return JSON.parse(stdout) as T;
-          } catch {
-            throw new Error(`oti ${args.join(' ')} did not print JSON: ${stdout}\n${stderr}`);
-          }
-        },
-      }),
-    );
-  });
-}
-
-/** The code at the end of the error line on stderr (`oti: ... [ERR_X]`). */
-function errorCode(r: Run): string | undefined {
-  return /\[(ERR_[A-Z_]+)\]\s*$/.exec(r.stderr.trim())?.[1];
+  return runOti(args, { cwd, env });
 }
 
 /** The code of a --json error document on stdout. */

@@ -7,11 +7,9 @@
  * the person key (also in an `oti backup` taken afterwards) and the whole chain still verifies.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { connect } from 'mqtt';
 import { Broker } from '../../gateway/broker.js';
 import { addMqttUser } from '../../gateway/mqtt-users.js';
@@ -29,8 +27,8 @@ import { decodeEntry } from '../../ledger/entry.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { PrivacyKeyring, encryptPersonFields, newPersonId, newPersonKey, wrapPersonKey } from '../../ledger/privacy.js';
 import { enrollLock, makeSite, openChain, tempDir } from '../support/site.js';
+import { oti, type Run } from '../support/oti-cli.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 const WAIT_MS = 30_000;
 const ALICE_CARD = 'ALICE-CARD-0001';
 const BOB_CARD = 'BOB-CARD-000002';
@@ -66,16 +64,8 @@ function waitFor(what: string, cond: () => boolean): Promise<void> {
   });
 }
 
-function runOti(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [join(ROOT, 'dist/provisioning/cli.js'), ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
+function runOti(args: readonly string[], env: Record<string, string>): Promise<Run> {
+  return oti(args, { env });
 }
 
 void test('no plaintext personal data in LevelDB files, the person store or MQTT; erasure is final and the chain still verifies', async (t) => {
