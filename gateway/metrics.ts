@@ -146,24 +146,13 @@ export class GatewayMetrics {
       notice: (...[n]: IngestEvents['notice']) => this.#notices.inc({ driver: n.kind === 'blind' ? n.driver : n.from.driver, kind: n.kind }),
       fault: () => this.#faults.inc(),
     };
-    ingest.on('received', listeners.received);
-    ingest.on('committed', listeners.committed);
-    ingest.on('duplicate', listeners.duplicate);
-    ingest.on('rejected', listeners.rejected);
-    ingest.on('recorded', listeners.recorded);
-    ingest.on('unenrolled', listeners.unenrolled);
-    ingest.on('notice', listeners.notice);
-    ingest.on('fault', listeners.fault);
+    // Every listener is registered under its event's name; the untyped view only serves the loop.
+    const events = ingest as unknown as { on(e: string, f: (...a: never[]) => void): unknown; off(e: string, f: (...a: never[]) => void): unknown };
+    const entries = Object.entries(listeners) as [string, (...a: never[]) => void][];
+    for (const [event, f] of entries) events.on(event, f);
     this.#ingests.add(ingest);
     return () => {
-      ingest.off('received', listeners.received);
-      ingest.off('committed', listeners.committed);
-      ingest.off('duplicate', listeners.duplicate);
-      ingest.off('rejected', listeners.rejected);
-      ingest.off('recorded', listeners.recorded);
-      ingest.off('unenrolled', listeners.unenrolled);
-      ingest.off('notice', listeners.notice);
-      ingest.off('fault', listeners.fault);
+      for (const [event, f] of entries) events.off(event, f);
       this.#ingests.delete(ingest);
     };
   }
