@@ -126,7 +126,13 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   const seen: string[] = [];
   const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/events/#`, '-t', `oti/${id.trust.siteId}/status/#`, '-v', '-i', 'e2e-watcher', '-q', '1', '-c']);
   t.after(() => sub.kill());
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => seen.push(...c.split('\n').filter((l) => l !== '')));
+  let partial = '';
+  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
+    // A line may arrive in two chunks: keep the unfinished end for the next one.
+    const lines = (partial + c).split('\n');
+    partial = lines.pop() ?? '';
+    seen.push(...lines.filter((l) => l !== ''));
+  });
 
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));
