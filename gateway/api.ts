@@ -192,7 +192,7 @@ export class LocalApi {
     if (addr === null || typeof addr === 'string') throw new OtiError('ERR_CONFIG', 'the API server has no TCP address');
     api.#url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
     opts.chain.on('error', api.#onChainError);
-    opts.logger?.info({ url: api.#url, auth: api.#tokenHash !== undefined }, 'local API listening');
+    opts.logger?.debug({ url: api.#url, auth: api.#tokenHash !== undefined }, 'local API listening');
     return api;
   }
 

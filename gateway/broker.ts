@@ -26,7 +26,7 @@ import { createServer as createTcpServer, type Server, type Socket } from 'node:
 import { createServer as createTlsServer } from 'node:tls';
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { OtiError, type ErrorCode } from '../ledger/errors.js';
+import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
@@ -137,7 +137,7 @@ export class Broker {
         s.on('error', (e) => log.error({ err: e.message }, 'MQTT listener error'));
         s.on('tlsClientError', (e: Error) => log.debug({ err: e.message }, 'TLS handshake failed'));
       }
-      log.info({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
+      log.debug({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
       return broker;
     } catch (e) {
       for (const s of servers) s.close();
@@ -246,7 +246,7 @@ export class Broker {
     });
     this.#principals.set(client, principal);
     this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
-    this.#log.info({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
+    this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
   }
 
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {
@@ -255,7 +255,9 @@ export class Broker {
         const role = await verifyMqttUser(await readMqttUsers(this.#opts.usersFile), username, password);
         if (role !== undefined) return { role, identity: username };
       } catch (e) {
-        this.#log.error({ code: (e as OtiError).code, err: (e as Error).message }, 'MQTT users file unreadable; app logins refused');
+        // No users file yet is normal (a new gateway; gateways log in with their own credentials).
+        if (isOtiError(e, 'ERR_NOT_FOUND')) this.#log.debug({ path: this.#opts.usersFile }, 'no MQTT users file: no app or read-only user can log in');
+        else this.#log.error({ code: (e as OtiError).code, err: (e as Error).message }, 'MQTT users file unreadable; app logins refused');
       }
     }
     const verify = this.#opts.verifyGatewayCredential;

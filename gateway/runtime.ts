@@ -339,11 +339,13 @@ export class Gateway {
    */
   private async recoverOwnChain(sync: SyncNode): Promise<void> {
     const { config, log } = this;
-    const end = Date.now() + config.sync.recoverWaitMs;
-    while (config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 100));
+    const none = (): boolean => config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0;
+    if (none() && this.discovery !== undefined && config.sync.recoverWaitMs > 0) {
+      log.info(`looking for the site's other gateways for up to ${config.sync.recoverWaitMs} ms before opening the chain, in case they hold a newer copy of it (sync.recoverWaitMs)`);
     }
-    if (config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0) return;
+    const end = Date.now() + config.sync.recoverWaitMs;
+    while (none() && this.discovery !== undefined && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    if (none()) return;
     const r = await sync.recoverOwnChain({ timeoutMs: config.sync.recoverTimeoutMs });
     if (r.after > r.before) log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
     else log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
