@@ -105,6 +105,8 @@ interface Link {
   announceDirty?: boolean;
 }
 
+/** After a pull that ended short of its target, the next attempt starts this much later. */
+const PULL_RETRY_MS = 1000;
 /** How long one link's checkpoint publication may hold up the next one on that link. */
 const ANNOUNCE_WAIT_MS = 5000;
 
@@ -491,6 +493,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   #startPull(peer: PeerState): void {
     if (peer.pulling !== undefined || peer.link === undefined || this.#stopped) return;
+    // The link the checkpoint came on may be down by now (a cut cable): any connected link
+    // reaches the responder, which listens for requests on every broker it is linked to.
+    if (!peer.link.client.connected) peer.link = this.#links.find((l) => l.client.connected) ?? peer.link;
     const link = peer.link;
     peer.pulling = this.#pull(peer.origin, peer.gatewayId, link, Number.POSITIVE_INFINITY)
       .catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e))
@@ -514,6 +519,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       if (ev !== undefined) return this.#equivocation(ev, key);
       this.emit('synced', { origin: peer.origin, size: replica.size });
       this.#cosign(peer.origin);
+    } else {
+      // The pull ended short of the announced checkpoint (it stalled, or its link went down):
+      // try again shortly rather than wait for a checkpoint that an idle peer may never send.
+      const retry = setTimeout(() => this.#startPull(peer), PULL_RETRY_MS);
+      retry.unref();
     }
     this.#retryCosigs();
   }
