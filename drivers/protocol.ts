@@ -94,16 +94,23 @@ export function encodeMessage(m: MessageInput): Uint8Array {
   if (m.t === 'ack') return encodeAck(m.lock, m.ctr, m.entry);
   if (m.t === 'event') {
     // Laid out directly; checked by the same fast decoder a receiver uses (else the strict one).
-    const signed = 'cose' in m;
-    const payload = signed ? m.cose : m.event;
-    const b = Buffer.concat([EV_HEAD, signed ? EV_COSE : EV_EVENT, cborHead(2, payload.length), payload, EV_OLDEST, cborHead(0, m.oldest)]);
-    const out = new Uint8Array(b.buffer, b.byteOffset, b.length);
+    const out = layoutEventMessage('cose' in m ? m.cose : m.event, 'cose' in m, m.oldest);
     if (fastEvent(out) === undefined) decodeMessageStrict(out);
     return out;
   }
   const b = encode(toCbor(m));
   decodeMessage(b);
   return b;
+}
+
+/**
+ * The bytes of an event message, laid out without checking the payload. encodeMessage checks
+ * them; a sender whose payloads come from encodeLockEvent/coseSign1 (which check what they
+ * make), like the simulated lock, may use this directly.
+ */
+export function layoutEventMessage(payload: Uint8Array, signed: boolean, oldest: number): Uint8Array {
+  const b = Buffer.concat([EV_HEAD, signed ? EV_COSE : EV_EVENT, cborHead(2, payload.length), payload, EV_OLDEST, cborHead(0, oldest)]);
+  return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
 // { "t": "ack", "ctr": uint, "lock": text, "entry": bstr(32) } in deterministic key order.

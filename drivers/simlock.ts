@@ -13,7 +13,7 @@ import { Signer } from '../ledger/crypto.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/errors.js';
-import { decodeGatewayMessage, encodeMessage, type LockInfo } from './protocol.js';
+import { decodeGatewayMessage, encodeMessage, layoutEventMessage, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
 /** A lock that has not been greeted repeats its info this often. */
@@ -286,7 +286,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private eventMessage(h: Held, oldest: number): Uint8Array {
-    return encodeMessage({ t: 'event', oldest, ...h.payload });
+    // The payload was made (and checked) by encodeLockEvent and coseSign1 in this lock.
+    return 'cose' in h.payload ? layoutEventMessage(h.payload.cose, true, oldest) : layoutEventMessage(h.payload.event, false, oldest);
   }
 
   /** Sends what the window allows, strictly in counter order. */
