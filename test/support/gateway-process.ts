@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
-export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=2'] as const;
+export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=4'] as const;
 
 export interface LogLine {
   readonly level: number;
