@@ -70,7 +70,7 @@ async function rig(dir: string): Promise<Rig> {
   for (let i = 0; i < LOCKS; i++) {
     const key = generateKeyPair();
     await chain.append({ kind: 'roster', signed: signStatement(site, { site: 'bench', op: 'enroll', role: 'lock', id: `lock-${i}`, key: key.publicKey, time: Date.now() }) });
-    const lock = new SimLock({ id: `lock-${i}`, seed: key.seed, resendMs: 30_000 });
+    const lock = new SimLock({ id: `lock-${i}`, seed: key.seed, resendMs: 30_000, rememberAcks: false });
     driver.connect(lock);
     locks.push(lock);
   }
@@ -212,14 +212,14 @@ async function realProcess(dir: string): Promise<Record<string, number>> {
     }
   };
   // The gateway logs at warn: wait until every pty is open on its side instead of for a log line.
-  const locks = keys.map((k, i) => new SimLock({ id: `pty-lock-${i}`, seed: k.seed, resendMs: 5000 }));
+  const locks = keys.map((k, i) => new SimLock({ id: `pty-lock-${i}`, seed: k.seed, resendMs: 5000, rememberAcks: false }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, baudRate: 921600 }));
   for (const l of links) l.start();
   const ready = Date.now() + 30_000;
   while (Date.now() < ready) {
     locks[0]?.record();
     await sleep(200);
-    if (locks.every((l) => l.connected) && (locks[0]?.acked.size ?? 0) > 0) break;
+    if (locks.every((l) => l.connected) && (locks[0]?.ackCount ?? 0) > 0) break;
   }
   const latencies: number[] = [];
   for (const l of locks) {
