@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { encode as cborgEncode, decode as cborgDecode, rfc8949EncodeOptions } from 'cborg';
 import { encode, decode, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/encoding.js';
-import { OtiError } from '../../ledger/errors.js';
 import { encodeEntry, decodeEntry } from '../../ledger/entry.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
+import { codeOf } from '../support/codes.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s/g, ''), 'hex'));
 
@@ -24,15 +24,6 @@ const cborValue: fc.Arbitrary<CborValue> = fc.letrec<{ v: CborValue }>((tie) => 
   ),
 })).v;
 
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (e) {
-    assert.ok(e instanceof OtiError, `expected an OtiError, got ${String(e)}`);
-    return e.code;
-  }
-}
 
 /** The reference: cborg strict decode, then cborg's own RFC 8949 encoding must give back the input. */
 function referenceAccepts(b: Uint8Array): boolean {

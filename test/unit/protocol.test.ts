@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import { readFile } from 'node:fs/promises';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { OtiError, type ErrorCode } from '../../ledger/errors.js';
+import type { OtiError, ErrorCode } from '../../ledger/errors.js';
 import { encode } from '../../ledger/encoding.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
@@ -21,16 +21,8 @@ import {
 } from '../../drivers/protocol.js';
 import { makeLockVectors, lockVectorsJson, LOCK_VECTORS_URL } from '../support/make-lock-vectors.js';
 import { crc32, encodeFrame, fragment, FrameDecoder, Reassembler, type FrameResult } from '../../drivers/framing.js';
+import { codeOf } from '../support/codes.js';
 
-function codeOf(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (e) {
-    assert.ok(e instanceof OtiError, `expected an OtiError, got ${String(e)}`);
-    return e.code;
-  }
-}
 
 const site = makeSite();
 const lock = enrollLock(site, 'front-door');
