@@ -16,7 +16,7 @@
 import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } from './roster-admin.js';
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { BlockList, isIP } from 'node:net';
+import { isLoopbackHost } from './config.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Chain } from '../ledger/chain.js';
@@ -86,17 +86,6 @@ export interface LocalApiOptions {
 type Role = 'reader' | 'privacy';
 
 
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-
-/** A loopback address or "localhost" (IPv4-mapped IPv6 addresses count as their IPv4 address). */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  const v4 = host.toLowerCase().startsWith('::ffff:') ? host.slice(7) : host;
-  if (isIP(v4) === 4) return LOOPBACK.check(v4, 'ipv4');
-  return isIP(host) === 6 && LOOPBACK.check(host, 'ipv6');
-}
 
 /** An error answer: the HTTP status and the coded error that becomes its body. */
 class HttpError extends Error {

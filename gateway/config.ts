@@ -12,7 +12,7 @@
  * paths against the working folder. The result is deeply frozen.
  */
 import { open } from 'node:fs/promises';
-import { isIP, isIPv4 } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { OtiError } from '../ledger/errors.js';
@@ -338,10 +338,16 @@ async function readConfigFile(path: string, origin: string): Promise<unknown> {
 
 // ---- Assembly ----
 
-function isLoopback(host: string): boolean {
-  if (host === 'localhost' || host === '::1') return true;
-  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
-  return isIPv4(v4) && v4.startsWith('127.');
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/** A loopback address or "localhost" (IPv4-mapped IPv6 addresses count as their IPv4 address). */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  const v4 = host.toLowerCase().startsWith('::ffff:') ? host.slice(7) : host;
+  if (isIP(v4) === 4) return LOOPBACK.check(v4, 'ipv4');
+  return isIP(host) === 6 && LOOPBACK.check(host, 'ipv6');
 }
 
 /** Defaults overlaid with the layers (later wins), cross-field rules checked, deeply frozen. */
@@ -369,7 +375,7 @@ function assemble(layers: readonly Layer[], cwd: string): GatewayConfig {
     throw wrong(missing, `set as well, because ${given} is set (TLS needs both)`, undefined, originOf(given));
   }
   if (tls.ca !== undefined && tls.cert === undefined) throw wrong('broker.tls.cert', 'set (with broker.tls.key) when broker.tls.ca is set', undefined, originOf('broker.tls.ca'));
-  if (c.api.token === undefined && !isLoopback(c.api.host)) {
+  if (c.api.token === undefined && !isLoopbackHost(c.api.host)) {
     throw wrong('api.token', `a token of at least 16 characters, required because api.host (${c.api.host}) is not a loopback address`, undefined, originOf('api.host'));
   }
   return c;
