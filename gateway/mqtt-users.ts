@@ -18,10 +18,8 @@
  * Read-modify-write is not locked: run one `oti mqtt user` command at a time.
  * No error, detail or log line made here contains a password or a hash.
  */
-import { writeFileAtomic } from '../ledger/keyfile.js';
+import { readBoundedFile, writeFileAtomic } from '../ledger/keyfile.js';
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { OtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 
@@ -51,35 +49,27 @@ function fileError(path: string, problem: string, details: Record<string, unknow
 
 /** Reads and checks the users file. A missing file is ERR_NOT_FOUND; anything else wrong is ERR_MQTT_USERS_FILE. */
 export async function readMqttUsers(path: string): Promise<MqttUser[]> {
-  let fh;
-  try {
-    fh = await open(path, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new OtiError('ERR_NOT_FOUND', `MQTT users file ${path} does not exist`, { path });
-    throw e;
-  }
+  const { bytes } = await readBoundedFile(path, {
+    maxBytes: USERS_FILE_MAX_BYTES,
+    private: true,
+    problem: (p, mode) => {
+      switch (p) {
+        case 'missing':
+          return new OtiError('ERR_NOT_FOUND', `MQTT users file ${path} does not exist`, { path });
+        case 'not-a-file':
+          return fileError(path, 'is not a regular file');
+        case 'permissions':
+          return fileError(path, `has mode ${mode}, which lets group or others read it; run chmod 600 ${path}`, { mode });
+        case 'too-large':
+          return fileError(path, `is larger than ${USERS_FILE_MAX_BYTES} bytes`);
+      }
+    },
+  });
   let text: string;
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw fileError(path, 'is not a regular file');
-    if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw fileError(path, `has mode ${mode}, which lets group or others read it; run chmod 600 ${path}`, { mode });
-    }
-    const buf = Buffer.alloc(USERS_FILE_MAX_BYTES + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0 || (n += bytesRead) === buf.length) break;
-    }
-    if (n > USERS_FILE_MAX_BYTES) throw fileError(path, `is larger than ${USERS_FILE_MAX_BYTES} bytes`);
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(0, n));
-    } catch {
-      throw fileError(path, 'is not UTF-8');
-    }
-  } finally {
-    await fh.close();
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw fileError(path, 'is not UTF-8');
   }
   let doc: unknown;
   try {

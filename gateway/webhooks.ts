@@ -21,10 +21,9 @@
  * the query replaced by `?…` (see redactUrl).
  */
 import { entryJson, type EntryJson } from './entry-json.js';
-import { writeFileAtomic } from '../ledger/keyfile.js';
+import { readBoundedFile, writeFileAtomic } from '../ledger/keyfile.js';
 import { createHash, createHmac } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Chain } from '../ledger/chain.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
@@ -221,27 +220,19 @@ function checkHook(h: WebhookHook, i: number): void {
 
 /** Reads a secret file (trimmed); warns when group or others can read it. Never logs the secret. */
 async function readSecretFile(path: string, key: string, log: WebhookLogger): Promise<string> {
-  let fh;
-  try {
-    fh = await open(path, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
-  } catch (e) {
-    throw new OtiError('ERR_CONFIG', `${key}: cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { key, path }, { cause: e });
-  }
-  let text: string;
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new OtiError('ERR_CONFIG', `${key}: ${path} is not a regular file`, { key, path });
-    if (st.size > SECRET_MAX_BYTES) throw new OtiError('ERR_CONFIG', `${key}: ${path} is larger than ${SECRET_MAX_BYTES} bytes`, { key, path });
-    if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-      log.warn({ key, path, mode: (st.mode & 0o777).toString(8) }, 'webhook secret file is readable by group or others; chmod 600 it');
-    }
-    const buf = Buffer.alloc(SECRET_MAX_BYTES + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > SECRET_MAX_BYTES) throw new OtiError('ERR_CONFIG', `${key}: ${path} is larger than ${SECRET_MAX_BYTES} bytes`, { key, path });
-    text = buf.subarray(0, bytesRead).toString('utf8').trim();
-    buf.fill(0);
-  } finally {
-    await fh.close();
+  const { bytes, mode } = await readBoundedFile(path, {
+    maxBytes: SECRET_MAX_BYTES,
+    private: false,
+    problem: (p) =>
+      p === 'missing'
+        ? new OtiError('ERR_CONFIG', `${key}: cannot open ${path}: ENOENT`, { key, path })
+        : new OtiError('ERR_CONFIG', `${key}: ${path} ${p === 'not-a-file' ? 'is not a regular file' : `is larger than ${SECRET_MAX_BYTES} bytes`}`, { key, path }),
+  });
+  const text = bytes.toString('utf8').trim();
+  bytes.fill(0);
+  // Readable by others is a warning here, not a refusal: the secret is the integrator's to manage.
+  if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
+    log.warn({ key, path, mode: mode.toString(8) }, 'webhook secret file is readable by group or others; chmod 600 it');
   }
   if (text.length < SECRET_MIN_CHARS) throw new OtiError('ERR_CONFIG', `${key}: the secret in ${path} is shorter than ${SECRET_MIN_CHARS} characters`, { key, path });
   return text;

@@ -492,55 +492,67 @@ function errnoCode(e: unknown): string | undefined {
   return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
 }
 
-/** Opens, checks and reads a key file, returning the parsed top-level object. */
-async function readDocument(path: string, isPrivate: boolean): Promise<Record<string, unknown>> {
+export type FileProblem = 'missing' | 'not-a-file' | 'permissions' | 'too-large';
+
+/**
+ * Reads a small file the safe way, for key files, the MQTT users file and secret files: opened
+ * with O_NONBLOCK (a FIFO at the path cannot hang the open; it is refused as not a regular file),
+ * checked to be a regular file, for a private file without group or other permission bits, and
+ * read to at most `maxBytes` (one byte past the limit is read, in case the file grew after
+ * fstat). The read buffer is zeroed. Each problem becomes the caller's own error through
+ * `problem`; `mode` is the octal mode for a permissions problem. Other I/O errors are thrown.
+ * Returns the bytes and the file's permission bits.
+ */
+export async function readBoundedFile(
+  path: string,
+  opts: { readonly maxBytes: number; readonly private: boolean; readonly problem: (p: FileProblem, mode?: string) => Error },
+): Promise<{ bytes: Buffer; mode: number }> {
   let fh: FileHandle;
   try {
-    // O_NONBLOCK so that a FIFO at `path` cannot hang the open; it is refused by the type check.
     fh = await open(path, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
   } catch (e) {
-    if (errnoCode(e) === 'ENOENT') throw new OtiError('ERR_NOT_FOUND', `key file ${path} does not exist`, { path }, { cause: e });
+    if (errnoCode(e) === 'ENOENT') throw opts.problem('missing');
     throw e;
   }
-  let bytes: Buffer;
   try {
     const st: Stats = await fh.stat();
-    if (!st.isFile()) throw new OtiError('ERR_KEY_FILE_FORMAT', `key file ${path} is not a regular file`, { path });
-    if (isPrivate && process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-      const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new OtiError(
-        'ERR_KEY_FILE_PERMISSIONS',
-        `key file ${path} has mode ${mode}, which lets group or others read it; run chmod 600 ${path}`,
-        { path, mode },
-      );
-    }
-    if (st.size > KEY_FILE_MAX_BYTES) {
-      throw new OtiError('ERR_KEY_FILE_FORMAT', `key file ${path} is ${st.size} bytes, more than the limit of ${KEY_FILE_MAX_BYTES}`, {
-        path,
-        size: st.size,
-        limit: KEY_FILE_MAX_BYTES,
-      });
-    }
-    // Read at most one byte past the limit, in case the file grew after fstat.
-    const buf = Buffer.alloc(KEY_FILE_MAX_BYTES + 1);
+    if (!st.isFile()) throw opts.problem('not-a-file');
+    if (opts.private && process.platform !== 'win32' && (st.mode & 0o077) !== 0) throw opts.problem('permissions', (st.mode & 0o777).toString(8).padStart(4, '0'));
+    if (st.size > opts.maxBytes) throw opts.problem('too-large');
+    const buf = Buffer.alloc(opts.maxBytes + 1);
     let n = 0;
     while (n < buf.length) {
       const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
       if (bytesRead === 0) break;
       n += bytesRead;
     }
-    if (n > KEY_FILE_MAX_BYTES) {
-      buf.fill(0);
-      throw new OtiError('ERR_KEY_FILE_FORMAT', `key file ${path} is more than the limit of ${KEY_FILE_MAX_BYTES} bytes`, {
-        path,
-        limit: KEY_FILE_MAX_BYTES,
-      });
-    }
-    bytes = Buffer.from(buf.subarray(0, n));
+    const out = n > opts.maxBytes ? undefined : Buffer.from(buf.subarray(0, n));
     buf.fill(0);
+    if (out === undefined) throw opts.problem('too-large');
+    return { bytes: out, mode: st.mode & 0o777 };
   } finally {
     await fh.close();
   }
+}
+
+/** Opens, checks and reads a key file, returning the parsed top-level object. */
+async function readDocument(path: string, isPrivate: boolean): Promise<Record<string, unknown>> {
+  const { bytes } = await readBoundedFile(path, {
+    maxBytes: KEY_FILE_MAX_BYTES,
+    private: isPrivate,
+    problem: (p, mode) => {
+      switch (p) {
+        case 'missing':
+          return new OtiError('ERR_NOT_FOUND', `key file ${path} does not exist`, { path });
+        case 'not-a-file':
+          return new OtiError('ERR_KEY_FILE_FORMAT', `key file ${path} is not a regular file`, { path });
+        case 'permissions':
+          return new OtiError('ERR_KEY_FILE_PERMISSIONS', `key file ${path} has mode ${mode}, which lets group or others read it; run chmod 600 ${path}`, { path, mode });
+        case 'too-large':
+          return new OtiError('ERR_KEY_FILE_FORMAT', `key file ${path} is more than the limit of ${KEY_FILE_MAX_BYTES} bytes`, { path, limit: KEY_FILE_MAX_BYTES });
+      }
+    },
+  });
   try {
     let text: string;
     try {

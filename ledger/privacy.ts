@@ -41,11 +41,10 @@
  * ciphertext, and so every hash over it, stays.
  */
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, scrypt, type KeyObject } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import { checkBytes, sha256, toHex } from './crypto.js';
 import { decode, encode, bytesEqual, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
-import { writeFileAtomic, MIN_SCRYPT_N, MAX_SCRYPT_N, DEFAULT_SCRYPT_N } from './keyfile.js';
+import { readBoundedFile, writeFileAtomic, MIN_SCRYPT_N, MAX_SCRYPT_N, DEFAULT_SCRYPT_N } from './keyfile.js';
 import { ID_PATTERN } from './schema.js';
 
 export const PRIVACY_KEY_BYTES = 32;
@@ -447,14 +446,18 @@ function parsePublicDocument(doc: unknown, format: string, extra: readonly strin
 
 /** Reads a JSON file of at most 64 KiB; private files must not be readable by group or others. */
 async function readJson(path: string, isPrivate: boolean): Promise<unknown> {
-  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') throw new OtiError('ERR_NOT_FOUND', `no privacy file at ${path}`, { path });
-    throw e;
+  const { bytes } = await readBoundedFile(path, {
+    maxBytes: FILE_MAX_BYTES,
+    private: isPrivate,
+    problem: (p) =>
+      p === 'missing'
+        ? new OtiError('ERR_NOT_FOUND', `no privacy file at ${path}`, { path })
+        : p === 'permissions'
+          ? new OtiError('ERR_KEY_FILE_PERMISSIONS', `${path} is readable by group or others; run chmod 600 ${path}`, { path })
+          : new OtiError('ERR_KEY_FILE_FORMAT', `${path} ${p === 'too-large' ? `is larger than ${FILE_MAX_BYTES} bytes` : 'is not a regular file'}`, { path }),
   });
-  if (st.size > FILE_MAX_BYTES) throw new OtiError('ERR_KEY_FILE_FORMAT', `${path} is larger than ${FILE_MAX_BYTES} bytes`, { path });
-  if (isPrivate && (st.mode & 0o077) !== 0) throw new OtiError('ERR_KEY_FILE_PERMISSIONS', `${path} is readable by group or others; run chmod 600 ${path}`, { path });
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch {
     throw new OtiError('ERR_KEY_FILE_FORMAT', `${path} is not JSON`, { path });
   }
