@@ -20,7 +20,7 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, cborHead, readHead, type CborValue } from '../ledger/encoding.js';
+import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/encoding.js';
 import { fastLockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, version, type CborMap } from '../ledger/schema.js';
@@ -132,11 +132,6 @@ const EV_COSE = Uint8Array.of(0x64, 0x63, 0x6f, 0x73, 0x65);
 const EV_EVENT = Uint8Array.of(0x65, 0x65, 0x76, 0x65, 0x6e, 0x74);
 const EV_OLDEST = Uint8Array.of(0x66, 0x6f, 0x6c, 0x64, 0x65, 0x73, 0x74);
 
-function startsWithAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
-  if (p + lit.length > b.length) return false;
-  for (let i = 0; i < lit.length; i++) if (b[p + i] !== lit[i]) return false;
-  return true;
-}
 
 /**
  * Event messages in their one deterministic encoding, decoded without building CBOR values;
@@ -144,15 +139,15 @@ function startsWithAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
  * coded error). A property test keeps the two equal.
  */
 function fastEvent(b: Uint8Array): EventMessage | undefined {
-  if (!startsWithAt(b, 0, EV_HEAD)) return undefined;
-  const signed = startsWithAt(b, EV_HEAD.length, EV_COSE);
-  if (!signed && !startsWithAt(b, EV_HEAD.length, EV_EVENT)) return undefined;
+  if (!matchAt(b, 0, EV_HEAD)) return undefined;
+  const signed = matchAt(b, EV_HEAD.length, EV_COSE);
+  if (!signed && !matchAt(b, EV_HEAD.length, EV_EVENT)) return undefined;
   const out = { end: 0 };
   const n = readHead(b, EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length), out);
   if (n < 0 || b[EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length)]! >> 5 !== 2) return undefined;
   const ps = out.end;
   const pe = ps + n;
-  if (pe > b.length || !startsWithAt(b, pe, EV_OLDEST)) return undefined;
+  if (pe > b.length || !matchAt(b, pe, EV_OLDEST)) return undefined;
   if (b[pe + EV_OLDEST.length]! >> 5 !== 0) return undefined;
   const oldest = readHead(b, pe + EV_OLDEST.length, out);
   if (oldest < 1 || out.end !== b.length) return undefined;
@@ -183,16 +178,16 @@ function toCbor(m: MessageInput): CborMap {
 
 /** Acks in their one deterministic encoding, or undefined (then the strict decoder decides). */
 function fastAck(b: Uint8Array): GatewayMessage | undefined {
-  if (!startsWithAt(b, 0, ACK_HEAD) || b[ACK_HEAD.length]! >> 5 !== 0) return undefined;
+  if (!matchAt(b, 0, ACK_HEAD) || b[ACK_HEAD.length]! >> 5 !== 0) return undefined;
   const out = { end: 0 };
   const ctr = readHead(b, ACK_HEAD.length, out);
-  if (ctr < 1 || !startsWithAt(b, out.end, ACK_LOCK) || b[out.end + ACK_LOCK.length]! >> 5 !== 3) return undefined;
+  if (ctr < 1 || !matchAt(b, out.end, ACK_LOCK) || b[out.end + ACK_LOCK.length]! >> 5 !== 3) return undefined;
   const n = readHead(b, out.end + ACK_LOCK.length, out);
   if (n < 1 || n > 64 || out.end + n > b.length) return undefined;
   const lock = Buffer.from(b.buffer, b.byteOffset + out.end, n).toString('latin1');
   if (!ID_PATTERN.test(lock)) return undefined;
   const e = out.end + n;
-  if (!startsWithAt(b, e, ACK_ENTRY) || e + ACK_ENTRY.length + ENTRY_HASH_BYTES !== b.length) return undefined;
+  if (!matchAt(b, e, ACK_ENTRY) || e + ACK_ENTRY.length + ENTRY_HASH_BYTES !== b.length) return undefined;
   return { t: 'ack', lock, ctr, entry: new Uint8Array(b.buffer, b.byteOffset + e + ACK_ENTRY.length, ENTRY_HASH_BYTES) };
 }
 

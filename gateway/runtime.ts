@@ -214,13 +214,17 @@ export class Gateway {
 
     const privacy = await this.startPrivacy(opts.privacyPassphrase);
     // Erasures recorded by other gateways reach this one with their chains: a person key held
-    // here (from a restored backup, say) is destroyed too.
+    // here (from a restored backup, say) is destroyed too. Only entries that arrive from now on
+    // are looked at (those stored earlier were looked at when they arrived), and only while this
+    // gateway holds any person key at all.
     const appliedTo = new Map<string, number>();
+    for (const { origin, role } of await store.listChains()) if (role === 'peer') appliedTo.set(origin, (await sync.replica(origin)).size);
     sync.on('synced', ({ origin, size }) => {
       void (async () => {
-        const replica = await sync.replica(origin);
         const from = appliedTo.get(origin) ?? 0;
         appliedTo.set(origin, size);
+        if (from >= size || (await privacy.store.list()).length === 0) return;
+        const replica = await sync.replica(origin);
         for (let i = from; i < size; i += 1024) {
           for (const raw of await replica.cs.entryRange(i, Math.min(size, i + 1024))) await applyPrivacyEntry(privacy.store, decodeEntry(raw));
         }

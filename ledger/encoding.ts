@@ -278,6 +278,13 @@ export const fastEncode = {
   },
 };
 
+/** Whether `b` holds the bytes of `lit` at position `p` (the fast paths' fixed-layout checks). */
+export function matchAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
+  if (p + lit.length > b.length) return false;
+  for (let i = 0; i < lit.length; i++) if (b[p + i] !== lit[i]) return false;
+  return true;
+}
+
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }

@@ -16,7 +16,7 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { cborHead, readHead as readCborHead, decode, encode, type CborValue } from './encoding.js';
+import { cborHead, matchAt, readHead as readCborHead, decode, encode, type CborValue } from './encoding.js';
 import { OtiError } from './errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { CRED_MAX_BYTES, decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
@@ -159,11 +159,6 @@ function readHead(b: Uint8Array, p: number, major: number): number {
   return v;
 }
 
-function matchAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
-  if (p + lit.length > b.length) return false;
-  for (let i = 0; i < lit.length; i++) if (b[p + i] !== lit[i]) return false;
-  return true;
-}
 
 function view(b: Uint8Array, start: number, end: number): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset + start, end - start);
