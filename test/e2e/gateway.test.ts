@@ -28,14 +28,8 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
+import { until } from '../support/wait.js';
 
-async function until(what: string, cond: () => boolean, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
 const SECRET = 'e2e-webhook-secret-0123456789';

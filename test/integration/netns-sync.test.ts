@@ -25,6 +25,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { verifyChain } from '../../ledger/verify.js';
+import { until as waitUntil } from '../support/wait.js';
 
 const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
 const N = 3;
@@ -37,13 +38,8 @@ interface Gw {
   readonly logs: { msg: string; [k: string]: unknown }[];
 }
 
-async function until(what: string, cond: () => boolean, ms = 90_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+/** Replication across namespaces can take a while: a longer default bound. */
+const until = (what: string, cond: () => boolean, ms = 90_000): Promise<void> => waitUntil(what, cond, ms);
 
 const skip = await netnsUnavailable();
 

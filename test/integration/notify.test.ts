@@ -19,14 +19,8 @@ import { addMqttUser } from '../../gateway/mqtt-users.js';
 import { InProcessDriver } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
+import { until } from '../support/wait.js';
 
-async function until(what: string, cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 async function rig(t: TestContext, opts: { retainMax?: number } = {}) {
   const s = makeSite('notify-site');

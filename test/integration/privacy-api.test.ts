@@ -17,7 +17,6 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, copyFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
@@ -26,6 +25,7 @@ import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
 import { oti as runOti, type Run } from '../support/oti-cli.js';
+import { until } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy api tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0001';
@@ -34,20 +34,12 @@ const PRIVACY_TOKEN = 'privacy-token-0123456789abcdef';
 const ALICE = Buffer.from('ALICE-CARD-0001');
 const BOB = Buffer.from('BOB-CARD-000002');
 const NAME = 'Alice Privacy-Example';
-const WAIT_MS = 60_000;
 
 /** `oti args` run in `cwd` with `env`. */
 function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
   return runOti(args, { cwd, env });
 }
 
-async function until(what: string, cond: () => boolean): Promise<void> {
-  const end = Date.now() + WAIT_MS;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 interface Answer {
   readonly status: number;

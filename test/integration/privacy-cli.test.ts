@@ -14,7 +14,6 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
@@ -23,6 +22,7 @@ import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { boxKeyId, readPublicPrivacyFile, PRIVACY_KEY_BYTES } from '../../ledger/privacy.js';
 import { oti as runOti, errorCode, type Run } from '../support/oti-cli.js';
+import { until } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy cli tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0002';
@@ -43,13 +43,6 @@ function jsonErrorCode(r: Run): string {
   return r.json<{ error: { code: string } }>().error.code;
 }
 
-async function until(what: string, cond: () => boolean): Promise<void> {
-  const end = Date.now() + 60_000;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 const PRIV_ENV = { OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS };
 

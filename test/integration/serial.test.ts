@@ -18,14 +18,8 @@ import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
 import { bytesEqual } from '../../ledger/encoding.js';
 import type { DriverNotice } from '../../drivers/driver.js';
+import { until } from '../support/wait.js';
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 interface Rig {
   readonly chain: Chain;

@@ -6,19 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { makeSite, enrollLock, openChain, signedEvent, type TestLock } from '../support/site.js';
 import { GatewayMetrics } from '../../gateway/metrics.js';
 import { Ingest } from '../../gateway/ingest.js';
 import type { DriverNotice, DriverStatus, LockDriver, ReceivedEvent } from '../../drivers/driver.js';
+import { until } from '../support/wait.js';
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A driver whose events are pushed by the test; acks can be held back until `release()`. */
 class FakeDriver implements LockDriver {
