@@ -12,12 +12,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeSite, enrollGateway, enrollLock, tempDir } from '../support/site.js';
-import type { CrashKeys } from '../support/crash-child.js';
+import { childSite, tempDir } from '../support/site.js';
 import { LedgerStore, type StoredBlock } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { toHex, fromHex } from '../../ledger/crypto.js';
-import { encodeSigned, decodeSigned } from '../../ledger/roster.js';
+import { decodeSigned } from '../../ledger/roster.js';
 import { CompactRange, leafHash, inclusionProof, verifyInclusion } from '../../ledger/merkle.js';
 import { blockHash, ZERO_HASH } from '../../ledger/block.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
@@ -176,17 +175,7 @@ void test('acknowledged appends survive SIGKILL at random moments; the chain ver
   const dir = await tempDir(t, 'oti-crash-');
   const dbPath = join(dir, 'ledger');
   const keysPath = join(dir, 'keys.json');
-  const site = makeSite('crash-site');
-  const gw = enrollGateway(site, 'gw-1');
-  const locks = Array.from({ length: LOCKS }, (_, i) => enrollLock(site, `lock-${i}`));
-  const keys: CrashKeys = {
-    siteId: site.siteId,
-    sitePublicKey: toHex(site.siteKey.publicKey),
-    gatewayId: 'gw-1',
-    gatewaySeed: toHex(gw.key.seed),
-    gatewayStatement: toHex(encodeSigned(gw.statement)),
-    locks: locks.map((l) => ({ id: l.id, seed: toHex(l.key.seed), statement: toHex(encodeSigned(l.statement)) })),
-  };
+  const { site, gw, keys } = childSite('crash-site', LOCKS);
   await writeFile(keysPath, JSON.stringify(keys));
 
   const live = new Set<ChildProcess>();

@@ -15,13 +15,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { makeSite, enrollGateway, enrollLock, signedEvent, openChain, tempDir, type TestSite, type TestLock } from '../support/site.js';
-import type { CrashKeys } from '../support/crash-child.js';
+import { childSite, makeSite, enrollLock, signedEvent, openChain, tempDir, type TestSite, type TestLock } from '../support/site.js';
 import { WebhookDispatcher, hookId, type WebhookDelivery, type WebhookHook, type WebhookStatus } from '../../gateway/webhooks.js';
 import { Chain } from '../../ledger/chain.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { toHex } from '../../ledger/crypto.js';
-import { encodeSigned } from '../../ledger/roster.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { leafHash } from '../../ledger/merkle.js';
@@ -381,17 +379,7 @@ void test('SIGKILL of a process that appends and delivers loses no committed ent
   const dbPath = join(dir, 'ledger');
   const keysPath = join(dir, 'keys.json');
   const cursorDir = join(dir, 'cursors');
-  const site = makeSite('crash-site');
-  const gw = enrollGateway(site, 'gw-1');
-  const locks = [enrollLock(site, 'lock-0'), enrollLock(site, 'lock-1'), enrollLock(site, 'lock-2')];
-  const keys: CrashKeys = {
-    siteId: site.siteId,
-    sitePublicKey: toHex(site.siteKey.publicKey),
-    gatewayId: 'gw-1',
-    gatewaySeed: toHex(gw.key.seed),
-    gatewayStatement: toHex(encodeSigned(gw.statement)),
-    locks: locks.map((l) => ({ id: l.id, seed: toHex(l.key.seed), statement: toHex(encodeSigned(l.statement)) })),
-  };
+  const { site, gw, keys } = childSite('crash-site', 3);
   await writeFile(keysPath, JSON.stringify(keys));
   const rx = new Receiver(SECRET);
   await rx.listen(t);

@@ -3,12 +3,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
-import { signStatement, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
+import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
+import { encodeSigned, signStatement, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent, type EventType, type LockEvent } from '../../ledger/lockevent.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain, type ChainOptions } from '../../ledger/chain.js';
+import type { CrashKeys } from './crash-child.js';
 
 export interface TestSite {
   readonly siteId: string;
@@ -89,4 +90,23 @@ async function openAt(t: TestContext, s: TestSite, path: string, gatewayKey: Key
       return openAt(t, s, path, gatewayKey, genesis, { ...extra, ...more });
     },
   };
+}
+
+/**
+ * A site with gateway gw-1 and `lockCount` locks (lock-0, lock-1, …), and the key file the
+ * child-process tests hand to their child (CrashKeys, support/crash-child.ts).
+ */
+export function childSite(siteId: string, lockCount: number): { site: TestSite; gw: { key: KeyPair; statement: SignedStatement }; keys: CrashKeys } {
+  const site = makeSite(siteId);
+  const gw = enrollGateway(site, 'gw-1');
+  const locks = Array.from({ length: lockCount }, (_, i) => enrollLock(site, `lock-${i}`));
+  const keys: CrashKeys = {
+    siteId: site.siteId,
+    sitePublicKey: toHex(site.siteKey.publicKey),
+    gatewayId: 'gw-1',
+    gatewaySeed: toHex(gw.key.seed),
+    gatewayStatement: toHex(encodeSigned(gw.statement)),
+    locks: locks.map((l) => ({ id: l.id, seed: toHex(l.key.seed), statement: toHex(encodeSigned(l.statement)) })),
+  };
+  return { site, gw, keys };
 }
