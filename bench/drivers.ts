@@ -17,12 +17,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { generateKeyPair, Signer, verify, type KeyPair } from '../ledger/crypto.js';
+import { generateKeyPair, Signer, verify } from '../ledger/crypto.js';
 import { coseSign1, parseCoseSign1, sigStructure } from '../ledger/cose.js';
 import { encodeLockEvent } from '../ledger/lockevent.js';
-import { signStatement, type SiteTrust } from '../ledger/roster.js';
-import { LedgerStore } from '../ledger/store.js';
-import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { encodeFrame, FrameDecoder } from '../drivers/framing.js';
 import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES } from '../drivers/protocol.js';
@@ -31,36 +28,12 @@ import { SerialSimLink } from '../drivers/simlink.js';
 import { SimLock } from '../drivers/simlock.js';
 import { Ingest } from '../gateway/ingest.js';
 import { ptyPair, type PtyPair } from '../drivers/pty.js';
-import { writeResults, round, percentile, peakRssMb } from './support.js';
+import { writeResults, round, percentile, peakRssMb, benchChain } from './support.js';
 
 const FRAMES = Number(process.env['BENCH_FRAMES'] ?? 50_000);
 const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 16);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const RATE = Number(process.env['BENCH_RATE'] ?? 0);
-
-interface Site {
-  readonly trust: SiteTrust;
-  readonly site: Signer;
-  readonly gw: KeyPair;
-}
-
-function makeSite(): Site {
-  const siteKey = generateKeyPair();
-  return { trust: { siteId: 'bench', siteKeys: [siteKey.publicKey] }, site: new Signer(siteKey.seed), gw: generateKeyPair() };
-}
-
-async function openChain(s: Site, dir: string, pool?: SignaturePool): Promise<{ store: LedgerStore; chain: Chain }> {
-  const store = await LedgerStore.open(join(dir, 'ledger'));
-  const genesis = signStatement(s.site, { site: 'bench', op: 'enroll', role: 'gateway', id: 'gw', key: s.gw.publicKey, time: Date.now() });
-  const chain = await Chain.open({ store, trust: s.trust, gatewayId: 'gw', key: s.gw, genesis, ...(pool ? { pool } : {}) });
-  return { store, chain };
-}
-
-async function enrol(s: Site, chain: Chain, id: string): Promise<KeyPair> {
-  const key = generateKeyPair();
-  await chain.append({ kind: 'roster', signed: signStatement(s.site, { site: 'bench', op: 'enroll', role: 'lock', id, key: key.publicKey, time: Date.now() }) });
-  return key;
-}
 
 function codec(): Record<string, number> {
   const signers = Array.from({ length: 16 }, () => new Signer(generateKeyPair().seed));
@@ -117,10 +90,11 @@ function codec(): Record<string, number> {
 }
 
 /** Raw durable appends of lock-signed events, pre-verified, as many in flight as the e2e run has. */
-async function floorAppend(s: Site, dir: string): Promise<number> {
-  const { store, chain } = await openChain(s, dir);
+async function floorAppend(dir: string): Promise<number> {
+  const bc = await benchChain(dir);
+  const chain = bc.chain;
   const signers: Signer[] = [];
-  for (let i = 0; i < LOCKS; i++) signers.push(new Signer((await enrol(s, chain, `lock-${i}`)).seed));
+  for (let i = 0; i < LOCKS; i++) signers.push(new Signer((await bc.enrolLock(`lock-${i}`)).seed));
   const n = 20_000;
   const coses = Array.from({ length: n }, (_, i) => coseSign1(signers[i % LOCKS] as Signer, encodeLockEvent({ lock: `lock-${i % LOCKS}`, ctr: Math.floor(i / LOCKS) + 1, time: Date.now(), type: 'unlocked' })));
   const t0 = performance.now();
@@ -134,14 +108,14 @@ async function floorAppend(s: Site, dir: string): Promise<number> {
   };
   await Promise.all(Array.from({ length: window }, worker));
   const rate = n / ((performance.now() - t0) / 1000);
-  await chain.close();
-  await store.close();
+  await bc.close();
   return rate;
 }
 
-async function endToEnd(s: Site, dir: string): Promise<Record<string, number>> {
+async function endToEnd(dir: string): Promise<Record<string, number>> {
   const pool = new SignaturePool(1);
-  const { store, chain } = await openChain(s, dir, pool);
+  const bc = await benchChain(join(dir, 'ledger'), pool);
+  const chain = bc.chain;
   const ingest = new Ingest({ chain, pool, queueLimit: 1024 });
   const ptys: PtyPair[] = [];
   const drivers: SerialDriver[] = [];
@@ -149,7 +123,7 @@ async function endToEnd(s: Site, dir: string): Promise<Record<string, number>> {
   const locks: SimLock[] = [];
   const latencies: number[] = [];
   for (let i = 0; i < LOCKS; i++) {
-    const key = await enrol(s, chain, `lock-${i}`);
+    const key = await bc.enrolLock(`lock-${i}`);
     const pty = await ptyPair(dir, `p${i}`);
     ptys.push(pty);
     const driver = new SerialDriver({ path: pty.gateway, gatewayId: 'gw', window: 8, baudRate: 921600 });
@@ -210,8 +184,7 @@ async function endToEnd(s: Site, dir: string): Promise<Record<string, number>> {
   await Promise.all(links.map((l) => l.close()));
   await Promise.all(drivers.map((d) => d.stop()));
   await ingest.close();
-  await chain.close();
-  await store.close();
+  await bc.close();
   await pool.close();
   await Promise.all(ptys.map((p) => p.kill()));
   latencies.sort((a, b) => a - b);
@@ -230,9 +203,8 @@ try {
   console.log(`drivers benchmark: ${FRAMES} frames; ${LOCKS} simulated locks on ptys for ${SECONDS} s (${RATE === 0 ? 'closed loop, window 8' : `${RATE} events/s each`})`);
   const c = codec();
   console.log('codec   ', c);
-  const s = makeSite();
-  const floor = await floorAppend(s, join(dir, 'floor'));
-  const e = await endToEnd(s, join(dir, 'e2e'));
+  const floor = await floorAppend(join(dir, 'floor', 'ledger'));
+  const e = await endToEnd(join(dir, 'e2e'));
   console.log('end2end ', e);
   const figures = {
     ...c,

@@ -36,7 +36,7 @@ import { Ingest } from '../gateway/ingest.js';
 import { loadOrCreateIdentity } from '../gateway/identity.js';
 import { readKeyFile } from '../ledger/keyfile.js';
 import { startGateway, freePort } from '../test/support/gateway-process.js';
-import { writeResults, round, percentile, peakRssMb } from './support.js';
+import { writeResults, round, percentile, peakRssMb, benchChain } from './support.js';
 
 const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 1000);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
@@ -54,22 +54,16 @@ interface Rig {
 }
 
 async function rig(dir: string): Promise<Rig> {
-  const siteKey = generateKeyPair();
-  const site = new Signer(siteKey.seed);
-  const gw = generateKeyPair();
-  const trust = { siteId: 'bench', siteKeys: [siteKey.publicKey] };
-  const store = await LedgerStore.open(join(dir, 'ledger'));
   const pool = new SignaturePool(2);
-  const genesis = signStatement(site, { site: 'bench', op: 'enroll', role: 'gateway', id: 'gw', key: gw.publicKey, time: Date.now() });
-  const chain = await Chain.open({ store, trust, gatewayId: 'gw', key: gw, genesis, pool });
+  const bc = await benchChain(join(dir, 'ledger'), pool);
+  const { chain, store } = bc;
   const ingest = new Ingest({ chain, pool, queueLimit: 4096 });
   const driver = new InProcessDriver({ gatewayId: 'gw', window: WINDOW });
   await driver.start();
   ingest.attach(driver);
   const locks: SimLock[] = [];
   for (let i = 0; i < LOCKS; i++) {
-    const key = generateKeyPair();
-    await chain.append({ kind: 'roster', signed: signStatement(site, { site: 'bench', op: 'enroll', role: 'lock', id: `lock-${i}`, key: key.publicKey, time: Date.now() }) });
+    const key = await bc.enrolLock(`lock-${i}`);
     const lock = new SimLock({ id: `lock-${i}`, seed: key.seed, resendMs: 30_000, rememberAcks: false });
     driver.connect(lock);
     locks.push(lock);
@@ -144,18 +138,10 @@ async function phase(r: Rig, rate: number): Promise<{ events_per_s: number; p50_
 }
 
 async function floor(dir: string): Promise<{ append: number; verify: number }> {
-  const siteKey = generateKeyPair();
-  const site = new Signer(siteKey.seed);
-  const gw = generateKeyPair();
-  const store = await LedgerStore.open(join(dir, 'floor'));
-  const genesis = signStatement(site, { site: 'bench', op: 'enroll', role: 'gateway', id: 'gw', key: gw.publicKey, time: Date.now() });
-  const chain = await Chain.open({ store, trust: { siteId: 'bench', siteKeys: [siteKey.publicKey] }, gatewayId: 'gw', key: gw, genesis });
+  const bc = await benchChain(join(dir, 'floor'));
+  const chain = bc.chain;
   const keys: KeyPair[] = [];
-  for (let i = 0; i < 100; i++) {
-    const k = generateKeyPair();
-    keys.push(k);
-    await chain.append({ kind: 'roster', signed: signStatement(site, { site: 'bench', op: 'enroll', role: 'lock', id: `lock-${i}`, key: k.publicKey, time: Date.now() }) });
-  }
+  for (let i = 0; i < 100; i++) keys.push(await bc.enrolLock(`lock-${i}`));
   const n = 30_000;
   const signers = keys.map((k) => new Signer(k.seed));
   const coses = Array.from({ length: n }, (_, i) => coseSign1(signers[i % 100] as Signer, encodeLockEvent({ lock: `lock-${i % 100}`, ctr: Math.floor(i / 100) + 1, time: Date.now(), type: 'unlocked' })));
@@ -174,8 +160,7 @@ async function floor(dir: string): Promise<{ append: number; verify: number }> {
     }),
   );
   const appendRate = n / ((performance.now() - t) / 1000);
-  await chain.close();
-  await store.close();
+  await bc.close();
   return { append: appendRate, verify: verifyRate };
 }
 
