@@ -71,15 +71,24 @@ export interface IngestEvents {
 }
 
 interface LockState {
+  readonly lock: string;
   /** Last counter admitted (stored or about to be); undefined until loaded. */
   last: number | undefined;
-  /** The previous event's admission; the next one waits for it. */
-  tail: Promise<void>;
+  loading: boolean;
+  /** Events waiting for admission, in arrival order; each is admitted once its check is done. */
+  readonly queue: Waiting[];
   /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
   readonly inFlight: Map<number, { readonly payload: Uint8Array; readonly done: Promise<AppendResult> }>;
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
+}
+
+/** An event whose signature is being checked (ok undefined) or has been. */
+interface Waiting {
+  readonly driver: LockDriver;
+  readonly ev: ReceivedEvent;
+  ok: boolean | undefined;
 }
 
 const RECORD_INTERVAL_MS = 60_000;
@@ -132,7 +141,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
         continue;
       }
       this.active++;
-      void this.handle(driver, ev).finally(() => this.release());
+      this.handle(driver, ev);
       while (this.active >= this.limit && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
     }
   }
@@ -155,38 +164,57 @@ export class Ingest extends EventEmitter<IngestEvents> {
     if (this.active === 0) this.idle?.();
   }
 
-  /** One event, from arrival to its answer. Never throws. */
-  private async handle(driver: LockDriver, ev: ReceivedEvent): Promise<void> {
+  /**
+   * One event, from arrival to its answer (then release()). Never throws. The signature check
+   * starts at once, so that a lock's events are checked in parallel; they are admitted in order.
+   */
+  private handle(driver: LockDriver, ev: ReceivedEvent): void {
     this.emit('received', ev);
     const member = this.chain.roster.get('lock', ev.lock);
     if (member === undefined || member.revoked) {
       this.reportUnenrolled(ev.lock, ev.info, ev.from);
-      return this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true);
+      return this.answer(this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true));
     }
     const signed = 'cose' in ev.payload;
-    if (!signed && !member.unsigned) return this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false);
+    if (!signed && !member.unsigned) return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
       this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
-      return this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false);
+      return this.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
     }
-    // Started now, so that a lock's events are checked in parallel and admitted in order.
-    const checked = this.checkSignature(ev, member.key);
     const state = this.lockState(ev.lock);
-    let answer: Promise<void> = Promise.resolve();
-    const admitted = state.tail.then(async () => {
-      ({ answer } = await this.admit(driver, ev, state, await checked));
-    });
-    state.tail = admitted.catch(() => undefined);
-    try {
-      await admitted;
-      await answer;
-    } catch (e) {
-      this.emit('fault', e as Error);
-      await this.refuse(driver, ev, 'ERR_BUSY', true);
+    const w: Waiting = { driver, ev, ok: undefined };
+    state.queue.push(w);
+    const checked = this.checkSignature(ev, member.key);
+    if (typeof checked === 'boolean') {
+      w.ok = checked;
+      this.admitReady(state);
+    } else {
+      checked.then(
+        (ok) => {
+          w.ok = ok;
+          this.admitReady(state);
+        },
+        () => {
+          w.ok = false;
+          this.admitReady(state);
+        },
+      );
     }
   }
 
-  private async checkSignature(ev: ReceivedEvent, key: Uint8Array): Promise<boolean> {
+  /** Releases an event's place in the pipeline once its answer went out. */
+  private answer(p: Promise<void>): void {
+    p.then(
+      () => this.release(),
+      (e: unknown) => {
+        this.emit('fault', e as Error);
+        this.release();
+      },
+    );
+  }
+
+  /** A boolean when known at once (no pool, or unsigned); else the pool's answer. */
+  private checkSignature(ev: ReceivedEvent, key: Uint8Array): boolean | Promise<boolean> {
     if (!('cose' in ev.payload)) return true;
     try {
       const b = ev.payload.cose;
@@ -194,25 +222,53 @@ export class Ingest extends EventEmitter<IngestEvents> {
       // deterministic encoding they have; anything else goes through the strict parser.
       const cose = fastLockPayload(b, 0, b.length, true)?.parsed ?? parseCoseSign1(b);
       const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
-      return this.pool !== undefined ? await this.pool.verify(task) : verify(task.key, task.msg, task.sig);
+      return this.pool !== undefined ? this.pool.verify(task) : verify(task.key, task.msg, task.sig);
     } catch {
       return false;
     }
   }
 
-  /**
-   * Decides an event's fate in its lock's order. Returns the promise of its answer (wrapped, so
-   * that awaiting the admission does not wait for it): the lock's next event waits only for this
-   * admission, not for durability.
-   */
-  private async admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean): Promise<{ answer: Promise<void> }> {
+  /** Admits the lock's events whose checks are done, in arrival order, up to the first still checked. */
+  private admitReady(state: LockState): void {
+    if (state.last === undefined) {
+      if (state.loading) return;
+      // The lock's last stored counter, once (again after a failed append).
+      state.loading = true;
+      this.chain.lastCounter(state.lock).then(
+        (last) => {
+          state.loading = false;
+          state.last ??= Math.max(last, 0);
+          this.admitReady(state);
+        },
+        (e: unknown) => {
+          state.loading = false;
+          this.emit('fault', e as Error);
+          for (const w of state.queue.splice(0)) this.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+        },
+      );
+      return;
+    }
+    const q = state.queue;
+    while (q.length > 0 && q[0]!.ok !== undefined && state.last !== undefined) {
+      const w = q.shift()!;
+      try {
+        this.admit(w.driver, w.ev, state, w.ok!);
+      } catch (e) {
+        this.emit('fault', e as Error);
+        this.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+      }
+    }
+    if (q.length > 0 && state.last === undefined) this.admitReady(state);
+  }
+
+  /** Decides an event's fate in its lock's order (state.last is known). */
+  private admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean): void {
     if (!signatureOk) {
       this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
-      return { answer: this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false) };
+      return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     }
-    state.last ??= Math.max(await this.chain.lastCounter(ev.lock), 0);
-    let expected = state.last + 1;
-    if (ev.ctr < expected) return { answer: this.earlier(driver, ev, state) };
+    let expected = state.last! + 1;
+    if (ev.ctr < expected) return this.answer(this.earlier(driver, ev, state));
     if (ev.ctr > expected && ev.oldest > expected) {
       // The lock no longer holds expected .. oldest-1: record them as missing, once.
       const to = ev.oldest - 1;
@@ -220,34 +276,41 @@ export class Ingest extends EventEmitter<IngestEvents> {
       state.last = to;
       expected = ev.oldest;
     }
-    if (ev.ctr > expected) return { answer: this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true) };
+    if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     // Admitted in call order: a gap recorded just above goes in before this event.
     const done = this.chain.append(input, { preverified: true });
     state.last = ev.ctr;
-    state.inFlight.set(ev.ctr, { payload, done });
-    return { answer: this.afterAppend(driver, ev, state, done) };
-  }
-
-  private async afterAppend(driver: LockDriver, ev: ReceivedEvent, state: LockState, done: Promise<AppendResult>): Promise<void> {
-    try {
-      const result = await done;
-      await driver.ack(ev, result.leafHash);
-      this.emit('committed', ev, result, this.now() - ev.receivedAt);
-    } catch (e) {
-      // Not admitted after all: forget the optimistic counter so that it is read again.
-      state.last = undefined;
-      const code = isOtiError(e) ? e.code : 'ERR_BUSY';
-      if (code === 'ERR_APPEND_ABORTED' || !isOtiError(e)) {
-        if (!isOtiError(e)) this.emit('fault', e as Error);
-        await this.refuse(driver, ev, 'ERR_BUSY', true);
-      } else {
-        await this.refuse(driver, ev, code, false);
-      }
-    } finally {
-      state.inFlight.delete(ev.ctr);
-    }
+    const flying = { payload, done };
+    state.inFlight.set(ev.ctr, flying);
+    done.then(
+      (result) => {
+        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
+        driver.ack(ev, result.leafHash).then(
+          () => {
+            this.emit('committed', ev, result, this.now() - ev.receivedAt);
+            this.release();
+          },
+          (e: unknown) => {
+            this.emit('fault', e as Error);
+            this.release();
+          },
+        );
+      },
+      (e: unknown) => {
+        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
+        // Not admitted after all: forget the optimistic counter so that it is read again.
+        state.last = undefined;
+        const code = isOtiError(e) ? e.code : 'ERR_BUSY';
+        if (code === 'ERR_APPEND_ABORTED' || !isOtiError(e)) {
+          if (!isOtiError(e)) this.emit('fault', e as Error);
+          this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+        } else {
+          this.answer(this.refuse(driver, ev, code, false));
+        }
+      },
+    );
   }
 
   /** An event at or below the last stored counter: a duplicate or a replay. */
@@ -288,7 +351,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { last: undefined, tail: Promise.resolve(), inFlight: new Map(), lastRecord: 0, suppressed: 0 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0 };
       this.locks.set(lock, s);
     }
     return s;

@@ -179,42 +179,65 @@ export class Chain extends EventEmitter<ChainEvents> {
     return this.#pending.length;
   }
 
-  async append(input: EntryInput, opts: AppendOptions = {}): Promise<AppendResult> {
-    this.#assertWritable();
-    const { bytes, entry } = encodeEntry(input, this.#now());
+  append(input: EntryInput, opts: AppendOptions = {}): Promise<AppendResult> {
+    let slot: Slot;
+    try {
+      this.#assertWritable();
+      const { bytes, entry } = encodeEntry(input, this.#now());
+      slot = { bytes, entry, state: 'checking' };
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     // Entries are admitted in call order, whatever order their signature checks finish in, so
     // that a lock's events keep the order in which they were handed over.
-    const slot: Slot = { bytes, entry, state: 'checking' };
     this.#admitQueue.push(slot);
     const done = new Promise<AppendResult>((resolve, reject) => {
       slot.resolve = resolve;
       slot.reject = reject;
     });
-    try {
-      slot.checkedKey = await this.#precheck(entry, opts);
+    const checking = this.#precheck(slot.entry, opts);
+    if (checking === undefined) {
+      // Nothing to wait for (the common case: a known lock's pre-verified event).
       slot.state = 'ready';
-    } catch (e) {
-      slot.state = 'failed';
-      slot.error = e as Error;
+      this.#drainAdmitQueue();
+    } else {
+      checking.then(
+        (key) => {
+          slot.checkedKey = key;
+          slot.state = 'ready';
+          this.#drainAdmitQueue();
+        },
+        (e: unknown) => {
+          slot.state = 'failed';
+          slot.error = e as Error;
+          this.#drainAdmitQueue();
+        },
+      );
     }
-    this.#drainAdmitQueue();
     return done;
   }
 
-  /** The asynchronous checks: loading the lock's last counter, checking the lock signature. */
-  async #precheck(entry: Entry, opts: AppendOptions): Promise<Uint8Array | undefined> {
+  /**
+   * The asynchronous checks: loading the lock's last counter, checking the lock signature.
+   * Undefined when there is nothing to wait for; else the key the signature was checked against.
+   */
+  #precheck(entry: Entry, opts: AppendOptions): Promise<Uint8Array | undefined> | undefined {
     const body = entry.body;
     if (body.kind !== 'lock-event') return undefined;
+    const mustVerify = body.prov === 'lock-signed' && opts.preverified !== true;
+    if (!mustVerify && this.#lockCtr.has(body.event.lock)) return undefined;
+    return this.#precheckAsync(body, mustVerify);
+  }
+
+  async #precheckAsync(body: Extract<Entry['body'], { kind: 'lock-event' }>, mustVerify: boolean): Promise<Uint8Array | undefined> {
     const lock = body.event.lock;
     await this.lastCounter(lock);
-    if (body.prov === 'lock-signed' && opts.preverified !== true) {
-      const member = this.#lockMember(lock);
-      const task = { key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature };
-      const ok = this.#opts.pool !== undefined ? await this.#opts.pool.verify(task) : verify(task.key, task.msg, task.sig);
-      if (!ok) throw new OtiError('ERR_LOCK_SIGNATURE', `event ${lock}:${body.event.ctr} is not signed by the enrolled key of lock ${lock}`, { lock, ctr: body.event.ctr });
-      return member.key;
-    }
-    return undefined;
+    if (!mustVerify || body.prov !== 'lock-signed') return undefined;
+    const member = this.#lockMember(lock);
+    const task = { key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature };
+    const ok = this.#opts.pool !== undefined ? await this.#opts.pool.verify(task) : verify(task.key, task.msg, task.sig);
+    if (!ok) throw new OtiError('ERR_LOCK_SIGNATURE', `event ${lock}:${body.event.ctr} is not signed by the enrolled key of lock ${lock}`, { lock, ctr: body.event.ctr });
+    return member.key;
   }
 
   #drainAdmitQueue(): void {
