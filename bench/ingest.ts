@@ -57,7 +57,8 @@ async function rig(dir: string): Promise<Rig> {
   const pool = new SignaturePool(2);
   const bc = await benchChain(join(dir, 'ledger'), pool);
   const { chain, store } = bc;
-  const ingest = new Ingest({ chain, pool, queueLimit: 4096 });
+  // The gateway's defaults: queue limit, seal delay, block size.
+  const ingest = new Ingest({ chain, pool });
   const driver = new InProcessDriver({ gatewayId: 'gw', window: WINDOW });
   await driver.start();
   ingest.attach(driver);

@@ -11,6 +11,7 @@
  * also have a compact string form for the environment and flags). A leaf with a `default` is
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
+import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -149,7 +150,7 @@ export const SCHEMA = section({
     privacyToken: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token of privacy officers (docs/PRIVACY.md): the only token that reaches /privacy/ and, with the privacy keyring in the data folder, sees plaintext. Must differ from api.token.' }),
   }),
   ingest: section({
-    queueLimit: int({ min: 1, max: 1_048_576, default: 1024, doc: 'Events waiting for the ledger before acknowledgements wait (locks keep their events meanwhile).' }),
+    queueLimit: int({ min: 1, max: 1_048_576, default: DEFAULT_QUEUE_LIMIT, doc: 'Events waiting for the ledger before acknowledgements wait (locks keep their events meanwhile).' }),
     window: int({ min: 1, max: 64, default: 8, doc: 'Events one lock may have in flight (not yet acknowledged).' }),
     sealDelayMs: int({ min: 0, max: 1000, default: 5, doc: 'Longest a block waits for more events before it is sealed.' }),
     maxBlockEntries: int({ min: 1, max: 65536, default: 1024, doc: 'Most entries in one block (one signature, one durable write).' }),

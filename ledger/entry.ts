@@ -171,7 +171,6 @@ const EV_CRED = Buffer.from('6463726564', 'hex');
 const EV_LOCK = Buffer.from('646c6f636b', 'hex');
 const EV_TIME = Buffer.from('6474696d65', 'hex');
 const EV_TYPE = Buffer.from('6474797065', 'hex');
-const EVENT_TYPE_SET: ReadonlyMap<string, EventType> = new Map(EVENT_TYPES.map((t) => [t, t]));
 
 /** An ID_PATTERN identifier as bytes: [a-z0-9] then [a-z0-9._-], 1 to 64 bytes. */
 function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
@@ -184,10 +183,17 @@ function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
   return true;
 }
 
+/** Bytes already checked to be ASCII, as a string (one native copy, no intermediate strings). */
+const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
 function latin1(b: Uint8Array, s: number, e: number): string {
-  let out = '';
-  for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
-  return out;
+  return latin1Slice.call(b, s, e);
+}
+
+/** The event type whose UTF-8 bytes are b[s, e), compared in place; undefined if none. */
+const EVENT_TYPE_BYTES: ReadonlyArray<readonly [Uint8Array, EventType]> = EVENT_TYPES.map((t) => [Buffer.from(t, 'latin1'), t] as const);
+function eventTypeAt(b: Uint8Array, s: number, e: number): EventType | undefined {
+  for (const [bytes, t] of EVENT_TYPE_BYTES) if (bytes.length === e - s && matchAt(b, s, bytes)) return t;
+  return undefined;
 }
 
 /** A lock event without "ext" in its one deterministic encoding, or undefined. */
@@ -222,7 +228,7 @@ function fastLockEvent(b: Uint8Array, s: number, e: number): LockEvent | undefin
   if (!matchAt(b, p, EV_TYPE)) return undefined;
   const tn = readHead(b, p + 5, 3);
   if (tn < 1 || tn > 32 || headEnd + tn !== e) return undefined;
-  const type = EVENT_TYPE_SET.get(latin1(b, headEnd, e));
+  const type = eventTypeAt(b, headEnd, e);
   if (type === undefined) return undefined;
   const ev: LockEvent = { lock, ctr, time, type };
   if (cred !== undefined) ev.cred = cred;

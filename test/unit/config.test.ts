@@ -46,7 +46,7 @@ void test('defaults: every key filled, paths resolved against the working folder
   assert.deepEqual(c.broker.rateLimit, { messagesPerSecond: 500, burst: 1000 });
   assert.deepEqual(c.broker.tls, { port: 8883, cert: undefined, key: undefined, ca: undefined });
   assert.deepEqual(c.api, { host: '127.0.0.1', port: 8433, token: undefined, privacyToken: undefined });
-  assert.deepEqual(c.ingest, { queueLimit: 1024, window: 8, sealDelayMs: 5, maxBlockEntries: 1024 });
+  assert.deepEqual(c.ingest, { queueLimit: 4096, window: 8, sealDelayMs: 5, maxBlockEntries: 1024 });
   assert.deepEqual(c.serial.ports, []);
   assert.deepEqual(c.ble, { enabled: true, maxConnections: 4, scanWatchdogMs: 30000, adapter: undefined });
   assert.deepEqual(c.notifications, { mqtt: { enabled: true }, statusRetentionS: 86400, statusRetainMax: 1000, homeAssistant: { enabled: false, prefix: 'homeassistant' } });
