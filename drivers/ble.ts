@@ -665,6 +665,7 @@ export class BleDriver implements LockDriver {
         ctr: m.ctr,
         oldest: m.oldest,
         payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
+        decoded: m.decoded,
         info: link.info,
         receivedAt: this.now(),
       };

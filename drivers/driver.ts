@@ -27,6 +27,7 @@
  *   the process: every such failure is a notice and a status change.
  */
 import type { LockInfo } from './protocol.js';
+import type { LockPayload } from '../ledger/entry.js';
 
 /** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
 export interface LinkRef {
@@ -47,6 +48,8 @@ export interface ReceivedEvent {
   readonly oldest: number;
   /** The lock's COSE_Sign1 bytes (signed event) or bare event bytes (unsigned lock). */
   readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  /** The payload as the driver decoded it (the protocol decoder's `decoded`), so the pipeline need not decode it again. */
+  readonly decoded?: LockPayload | undefined;
   /** What the lock said about itself on this link, if it said anything yet. */
   readonly info: LockInfo | undefined;
   /** Gateway clock (ms since 1970) when the last byte of the event arrived. */

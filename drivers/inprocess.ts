@@ -141,6 +141,7 @@ export class InProcessDriver implements LockDriver {
           ctr: m.ctr,
           oldest: m.oldest,
           payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
+          decoded: m.decoded,
           info: link.info,
           receivedAt: Date.now(),
         };

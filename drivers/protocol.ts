@@ -21,11 +21,11 @@
  * NOT verified here: the gateway does that against the roster before storing.
  */
 import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/encoding.js';
-import { fastLockPayload } from '../ledger/entry.js';
+import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, version, type CborMap } from '../ledger/schema.js';
-import { parseCoseSign1, COSE_MAX_BYTES } from '../ledger/cose.js';
-import { decodeLockEvent, LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
+import { COSE_MAX_BYTES } from '../ledger/cose.js';
+import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
 import { PUBLIC_KEY_BYTES } from '../ledger/crypto.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -60,9 +60,10 @@ export interface LockInfo {
   readonly key?: Uint8Array;
 }
 
+/** `decoded`: the payload as decoded to find lock and ctr, for the pipeline to use rather than decode it again. */
 export type EventMessage =
-  | { readonly t: 'event'; readonly oldest: number; readonly cose: Uint8Array; readonly lock: string; readonly ctr: number }
-  | { readonly t: 'event'; readonly oldest: number; readonly event: Uint8Array; readonly lock: string; readonly ctr: number };
+  | { readonly t: 'event'; readonly oldest: number; readonly cose: Uint8Array; readonly lock: string; readonly ctr: number; readonly decoded: LockPayload }
+  | { readonly t: 'event'; readonly oldest: number; readonly event: Uint8Array; readonly lock: string; readonly ctr: number; readonly decoded: LockPayload };
 
 /** `lock` and `ctr` of an event message are read from its payload when decoding, not sent twice. */
 export type LockMessage = { readonly t: 'info'; readonly info: LockInfo } | EventMessage;
@@ -151,11 +152,10 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
   if (b[pe + EV_OLDEST.length]! >> 5 !== 0) return undefined;
   const oldest = readHead(b, pe + EV_OLDEST.length, out);
   if (oldest < 1 || out.end !== b.length) return undefined;
-  const payload = new Uint8Array(b.buffer, b.byteOffset + ps, n);
-  const fast = fastLockPayload(b, ps, pe, signed);
-  if (fast === undefined || fast.event.ctr < 1 || oldest > fast.event.ctr) return undefined;
-  const { lock, ctr } = fast.event;
-  return signed ? { t: 'event', oldest, cose: payload, lock, ctr } : { t: 'event', oldest, event: payload, lock, ctr };
+  const decoded = fastLockPayload(b, ps, pe, signed);
+  if (decoded === undefined || decoded.event.ctr < 1 || oldest > decoded.event.ctr) return undefined;
+  const { lock, ctr } = decoded.event;
+  return signed ? { t: 'event', oldest, cose: decoded.bytes, lock, ctr, decoded } : { t: 'event', oldest, event: decoded.bytes, lock, ctr, decoded };
 }
 
 function toCbor(m: MessageInput): CborMap {
@@ -297,11 +297,11 @@ function decodeEvent(v: CborValue): EventMessage {
     }
     return m['cose'] !== undefined ? { oldest, cose: bytes(m, 'cose', 'event', undefined, COSE_MAX_BYTES) } : { oldest, event: bytes(m, 'event', 'event', undefined, LOCK_EVENT_MAX_BYTES) };
   });
-  const payload = cose !== undefined ? parseCoseSign1(cose).payload : (event as Uint8Array);
-  const { lock, ctr } = decodeLockEvent(payload);
+  const decoded = decodeLockPayload(cose ?? (event as Uint8Array), cose !== undefined);
+  const { lock, ctr } = decoded.event;
   if (ctr < 1) throw new OtiError('ERR_MESSAGE', 'event counters start at 1', { field: 'event.ctr', ctr });
   if (oldest > ctr) throw new OtiError('ERR_MESSAGE', `oldest (${oldest}) is after the event's own counter (${ctr})`, { field: 'event.oldest', oldest, ctr });
-  return cose !== undefined ? { t: 'event', oldest, cose, lock, ctr } : { t: 'event', oldest, event: event as Uint8Array, lock, ctr };
+  return cose !== undefined ? { t: 'event', oldest, cose, lock, ctr, decoded } : { t: 'event', oldest, event: event as Uint8Array, lock, ctr, decoded };
 }
 
 /** A counter-like field: an integer from 1 to `max`. */

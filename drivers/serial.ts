@@ -329,6 +329,7 @@ export class SerialDriver implements LockDriver {
       ctr: m.ctr,
       oldest: m.oldest,
       payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
+      decoded: m.decoded,
       info: this.infos.get(m.lock),
       receivedAt: this.now(),
     };

@@ -24,13 +24,12 @@
 import { EventEmitter } from 'node:events';
 import type { Chain, AppendResult } from '../ledger/chain.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
-import { parseCoseSign1, sigStructure } from '../ledger/cose.js';
+import { sigStructure } from '../ledger/cose.js';
 import { verify } from '../ledger/crypto.js';
-import { decodeEntry, fastLockPayload, type EntryInput } from '../ledger/entry.js';
+import { decodeEntry, decodeLockPayload, type EntryInput, type LockPayload } from '../ledger/entry.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { leafHash } from '../ledger/merkle.js';
-import { decodeLockEvent } from '../ledger/lockevent.js';
 import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import type { LockInfo } from '../drivers/protocol.js';
@@ -224,10 +223,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private checkSignature(ev: ReceivedEvent, key: Uint8Array): boolean | Promise<boolean> {
     if (!('cose' in ev.payload)) return true;
     try {
-      const b = ev.payload.cose;
-      // The drivers hand over COSE_Sign1 bytes they decoded already: the fast reader takes the
-      // deterministic encoding they have; anything else goes through the strict parser.
-      const cose = fastLockPayload(b, 0, b.length, true)?.parsed ?? parseCoseSign1(b);
+      const cose = payloadOf(ev).parsed!;
       const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
       return this.pool !== undefined ? this.pool.verify(task) : verify(task.key, task.msg, task.sig);
     } catch {
@@ -285,7 +281,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
-    const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
+    const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose, decoded: ev.decoded } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     // Admitted in call order: a gap recorded just above goes in before this event.
     const done = this.chain.append(input, { preverified: true });
     state.last = ev.ctr;
@@ -394,11 +390,18 @@ export class Ingest extends EventEmitter<IngestEvents> {
   }
 }
 
+/** The event's payload decoded: the driver's decoding when it has one for these bytes (else decoded here; throws if invalid). */
+function payloadOf(ev: ReceivedEvent): LockPayload {
+  const signed = 'cose' in ev.payload;
+  const bytes = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
+  return ev.decoded !== undefined && ev.decoded.bytes === bytes && (ev.decoded.parsed !== undefined) === signed ? ev.decoded : decodeLockPayload(bytes, signed);
+}
+
 /** True when the event has no `cred` or a sealed one; undecodable events are left to the chain's checks. */
 function credentialSealed(ev: ReceivedEvent, keyIds: readonly Uint8Array[]): boolean {
   let cred: Uint8Array | undefined;
   try {
-    cred = decodeLockEvent('cose' in ev.payload ? parseCoseSign1(ev.payload.cose).payload : ev.payload.event).cred;
+    cred = payloadOf(ev).event.cred;
   } catch {
     return true;
   }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { encode as cborgEncode, decode as cborgDecode, rfc8949EncodeOptions } from 'cborg';
 import { encode, decode, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/encoding.js';
-import { encodeEntry, decodeEntry } from '../../ledger/entry.js';
+import { encodeEntry, decodeEntry, decodeLockPayload, LockPayload } from '../../ledger/entry.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { codeOf } from '../support/codes.js';
@@ -133,4 +133,38 @@ void test('the fast encoders produce exactly what the generic encoder does', () 
     }),
     { numRuns: 300 },
   );
+});
+
+void test('an entry built from a decoded payload equals one built from the bytes alone; a look-alike is not trusted', () => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'door');
+  fc.assert(
+    fc.property(fc.maxSafeNat(), fc.boolean(), fc.nat(3), (time, withCred, at) => {
+      const cose = signedEvent(lock, 'unlocked', withCred ? {} : { cred: undefined });
+      // The payload as a driver hands it over: a view inside a larger received buffer.
+      const frame = new Uint8Array(at + cose.length + 2);
+      frame.set(cose, at);
+      const inFrame = frame.subarray(at, at + cose.length);
+      const decoded = decodeLockPayload(inFrame, true);
+      const plain = encodeEntry({ kind: 'lock-event', time, cose: inFrame }, 0);
+      const fast = encodeEntry({ kind: 'lock-event', time, cose: inFrame, decoded }, 0);
+      assert.deepEqual(Buffer.from(fast.bytes), Buffer.from(plain.bytes));
+      assert.deepEqual(fast.entry, decodeEntry(fast.bytes));
+      // The entry's views point into its own bytes, not the frame.
+      frame.fill(0);
+      assert.deepEqual(fast.entry, decodeEntry(fast.bytes));
+    }),
+    { numRuns: 200 },
+  );
+  // A decoding of other bytes, or an object merely shaped like one, is ignored.
+  const a = signedEvent(lock);
+  const b = signedEvent(lock);
+  const other = decodeLockPayload(b, true);
+  const ctrOf = (decoded: LockPayload): number => {
+    const body = encodeEntry({ kind: 'lock-event', time: 1, cose: a, decoded }, 0).entry.body;
+    return body.kind === 'lock-event' ? body.event.ctr : -1;
+  };
+  assert.equal(ctrOf(other), lock.ctr - 1);
+  assert.equal(ctrOf({ bytes: a, parsed: other.parsed, event: other.event } as unknown as LockPayload), lock.ctr - 1);
+  assert.equal(codeOf(() => new LockPayload(Symbol('LockPayload'), a, other.parsed, other.event)), 'ERR_ARGUMENT');
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { OtiError, ErrorCode } from '../../ledger/errors.js';
 import { encode } from '../../ledger/encoding.js';
-import { encodeLockEvent } from '../../ledger/lockevent.js';
+import { decodeLockEvent, encodeLockEvent } from '../../ledger/lockevent.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
 import {
   decodeGatewayMessage,
@@ -66,11 +66,22 @@ void test('info and event messages round-trip, event lock and ctr come from the 
         lock.ctr = ctr - 1;
         const cose = Uint8Array.from(signedEvent(lock));
         const m = decodeLockMessage(encodeMessage({ t: 'event', oldest, cose }));
-        assert.deepEqual(m, { t: 'event', oldest, cose, lock: 'front-door', ctr });
+        assert.ok(m.t === 'event');
+        const { decoded, ...rest } = m;
+        assert.deepEqual(rest, { t: 'event', oldest, cose, lock: 'front-door', ctr });
+        // The payload as decoded on the way: these very bytes, their signature and event.
+        assert.equal(decoded.bytes, rest.cose);
+        assert.deepEqual({ ...decoded.event }, decodeLockEvent(decoded.parsed!.payload));
+        assert.equal(decoded.event.ctr, ctr);
       } else {
         const event = Uint8Array.from(encodeLockEvent({ lock: 'back-door', ctr, time: 1_700_000_000_000, type: 'locked' }));
         const m = decodeLockMessage(encodeMessage({ t: 'event', oldest, event }));
-        assert.deepEqual(m, { t: 'event', oldest, event, lock: 'back-door', ctr });
+        assert.ok(m.t === 'event');
+        const { decoded, ...rest } = m;
+        assert.deepEqual(rest, { t: 'event', oldest, event, lock: 'back-door', ctr });
+        assert.equal(decoded.bytes, rest.event);
+        assert.equal(decoded.parsed, undefined);
+        assert.deepEqual({ ...decoded.event }, { lock: 'back-door', ctr, time: 1_700_000_000_000, type: 'locked' });
       }
     }),
     { numRuns: 50 },
