@@ -83,11 +83,11 @@ interface LockState {
   suppressed: number;
 }
 
-/** An event whose signature is being checked (ok undefined) or has been. */
+/** An event whose signature is being checked (ok undefined) or has been ('unchecked': the check itself failed). */
 interface Waiting {
   readonly driver: LockDriver;
   readonly ev: ReceivedEvent;
-  ok: boolean | undefined;
+  ok: boolean | 'unchecked' | undefined;
 }
 
 /**
@@ -175,18 +175,15 @@ export class Ingest extends EventEmitter<IngestEvents> {
    * starts at once, so that a lock's events are checked in parallel; they are admitted in order.
    */
   private handle(driver: LockDriver, ev: ReceivedEvent): void {
-    this.emit('received', ev);
-    const member = this.chain.roster.get('lock', ev.lock);
-    if (member === undefined || member.revoked) {
-      this.reportUnenrolled(ev.lock, ev.info, ev.from);
-      return this.answer(this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true));
+    let member;
+    try {
+      member = this.screen(driver, ev);
+    } catch (e) {
+      // A listener threw: the event is still answered, and its place released.
+      this.emit('fault', e as Error);
+      return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
     }
-    const signed = 'cose' in ev.payload;
-    if (!signed && !member.unsigned) return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
-    if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
-      this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
-      return this.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
-    }
+    if (member === undefined) return;
     const state = this.lockState(ev.lock);
     const w: Waiting = { driver, ev, ok: undefined };
     state.queue.push(w);
@@ -200,12 +197,40 @@ export class Ingest extends EventEmitter<IngestEvents> {
           w.ok = ok;
           this.admitReady(state);
         },
-        () => {
-          w.ok = false;
+        (e: unknown) => {
+          // The pool failed, not the event: the lock keeps it and sends it again.
+          this.emit('fault', e as Error);
+          w.ok = 'unchecked';
           this.admitReady(state);
         },
       );
     }
+  }
+
+  /**
+   * The checks before the signature: the lock's enrolment and what it allows. Answers and returns
+   * undefined when refused; the answer is the last thing done, so a listener that throws leaves
+   * the event unanswered for handle() to answer.
+   */
+  private screen(driver: LockDriver, ev: ReceivedEvent): { readonly key: Uint8Array } | undefined {
+    this.emit('received', ev);
+    const member = this.chain.roster.get('lock', ev.lock);
+    if (member === undefined || member.revoked) {
+      this.reportUnenrolled(ev.lock, ev.info, ev.from);
+      this.answer(this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true));
+      return undefined;
+    }
+    const signed = 'cose' in ev.payload;
+    if (!signed && !member.unsigned) {
+      this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
+      return undefined;
+    }
+    if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
+      this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
+      this.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
+      return undefined;
+    }
+    return member;
   }
 
   /** Releases an event's place in the pipeline once its answer went out. */
@@ -265,7 +290,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   }
 
   /** Decides an event's fate in its lock's order (state.last is known). */
-  private admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean): void {
+  private admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean | 'unchecked'): void {
+    if (signatureOk === 'unchecked') return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
     if (!signatureOk) {
       this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
       return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
@@ -281,7 +307,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
-    const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose, decoded: ev.decoded } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
+    const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     // Admitted in call order: a gap recorded just above goes in before this event.
     const done = this.chain.append(input, { preverified: true });
     state.last = ev.ctr;
@@ -290,16 +316,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     done.then(
       (result) => {
         if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
-        driver.ack(ev, result.leafHash).then(
-          () => {
-            this.emit('committed', ev, result, this.now() - ev.receivedAt);
-            this.release();
-          },
-          (e: unknown) => {
-            this.emit('fault', e as Error);
-            this.release();
-          },
-        );
+        this.answer(this.acked(driver, ev, result));
       },
       (e: unknown) => {
         if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
@@ -314,6 +331,12 @@ export class Ingest extends EventEmitter<IngestEvents> {
         }
       },
     );
+  }
+
+  /** Acks a durable event. A throwing driver or listener becomes a rejection (answer() reports it). */
+  private async acked(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): Promise<void> {
+    await driver.ack(ev, result.leafHash);
+    this.emit('committed', ev, result, this.now() - ev.receivedAt);
   }
 
   /** An event at or below the last stored counter: a duplicate or a replay. */

@@ -50,7 +50,7 @@ export interface Entry {
 
 /** What a caller hands to Chain.append: an entry before it has bytes. */
 export type EntryInput =
-  | { kind: 'lock-event'; time?: number; cose: Uint8Array; /** These bytes as decodeLockPayload() gave them, if at hand. */ decoded?: LockPayload | undefined }
+  | { kind: 'lock-event'; time?: number; cose: Uint8Array }
   | { kind: 'lock-event'; time?: number; unsignedEvent: Uint8Array }
   | { kind: 'roster'; time?: number; signed: SignedStatement }
   | { kind: 'gap'; time?: number; lock: string; from: number; to: number }
@@ -72,8 +72,6 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
       if ('cose' in input) {
         const cose = checkedBytes(input.cose, COSE_MAX_BYTES, 'cose');
         if (Number.isSafeInteger(time) && time >= 0) {
-          const made = input.decoded === undefined ? undefined : signedEntryFromDecoded(cose, input.decoded, time);
-          if (made !== undefined) return made;
           // Common case: build the bytes, then read them back through the exact-match parser
           // (views into our own copy, so the caller cannot change what was checked).
           const built = Buffer.concat([LE_START, LE_SIGNED_BODY_KEY, cborHead(2, cose.length), cose, LE_PROV_SIGNED, LE_KIND_TIME, cborHead(0, time)]);
@@ -185,10 +183,10 @@ function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
   return true;
 }
 
-/** Bytes already checked to be ASCII, as a string (one native copy, no intermediate strings). */
-const latin1Slice = Buffer.prototype.latin1Slice as (this: Uint8Array, start: number, end: number) => string;
 function latin1(b: Uint8Array, s: number, e: number): string {
-  return latin1Slice.call(b, s, e);
+  let out = '';
+  for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
+  return out;
 }
 
 /** The event type whose UTF-8 bytes are b[s, e), compared in place; undefined if none. */
@@ -250,82 +248,41 @@ function fastCose(b: Uint8Array, s: number, e: number): { parsed: CoseSign1; eve
   return { parsed: { payload: view(b, ps, pe), signature: view(b, pe + 2, e) }, event };
 }
 
-const MADE_HERE = Symbol('LockPayload');
-
 /**
- * A lock's payload (a COSE_Sign1 or a bare lock event) as this module decoded it from exactly
- * `bytes`. Only this module makes them, so encodeEntry can take one instead of decoding the
- * same bytes again: the drivers decode each event message once, and the pipeline and the chain
- * use that. (Like any bytes handed to the ledger, `bytes` must not be written to afterwards.)
+ * A lock's payload (a COSE_Sign1 or a bare lock event) decoded from exactly `bytes`: the lock
+ * protocol decoders make one per event message, and the pipeline checks the signature with it
+ * instead of decoding the payload again. (The chain still decodes its own copy of the bytes.)
  */
-export class LockPayload {
-  readonly #madeHere = true;
+export interface LockPayload {
   readonly bytes: Uint8Array;
   readonly parsed: CoseSign1 | undefined;
   readonly event: LockEvent;
-
-  constructor(token: symbol, bytes: Uint8Array, parsed: CoseSign1 | undefined, event: LockEvent) {
-    if (token !== MADE_HERE) throw new OtiError('ERR_ARGUMENT', 'a LockPayload comes from decodeLockPayload()');
-    this.bytes = bytes;
-    this.parsed = parsed;
-    this.event = event;
-  }
-
-  /** True for a LockPayload made by this module (not merely shaped like one). */
-  static madeHere(x: unknown): x is LockPayload {
-    return typeof x === 'object' && x !== null && #madeHere in x;
-  }
 }
 
 /**
  * The fast path for a lock's payload outside an entry (the lock protocol's event messages): a
  * COSE_Sign1 (`signed`) or a bare event at [s, e) of `b`, in the one deterministic encoding the
  * strict decoders accept, or undefined (then the caller uses the strict decoders, which either
- * accept the same value or throw a coded error). `bytes` of the result is a view of [s, e).
+ * accept the same value or throw a coded error). `bytes` of the result is `b` itself when [s, e)
+ * is the whole of it, else a view of [s, e).
  */
 export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean): LockPayload | undefined {
+  const bytes = (): Uint8Array => (s === 0 && e === b.length ? b : view(b, s, e));
   if (signed) {
     const c = fastCose(b, s, e);
-    return c === undefined ? undefined : new LockPayload(MADE_HERE, view(b, s, e), c.parsed, c.event);
+    return c === undefined ? undefined : { bytes: bytes(), parsed: c.parsed, event: c.event };
   }
   const event = fastLockEvent(b, s, e);
-  return event === undefined ? undefined : new LockPayload(MADE_HERE, view(b, s, e), undefined, event);
+  return event === undefined ? undefined : { bytes: bytes(), parsed: undefined, event };
 }
 
-/** A lock's COSE_Sign1 (`signed`) or bare event, decoded strictly: a coded error if invalid. */
+/** A lock's COSE_Sign1 (`signed`) or bare event `b`, decoded strictly: a coded error if invalid. `bytes` is `b`. */
 export function decodeLockPayload(b: Uint8Array, signed: boolean): LockPayload {
   const fast = fastLockPayload(b, 0, b.length, signed);
   if (fast !== undefined) return fast;
-  if (!signed) return new LockPayload(MADE_HERE, b, undefined, decodeLockEvent(b));
+  if (!signed) return { bytes: b, parsed: undefined, event: decodeLockEvent(b) };
   const parsed = parseCoseSign1(b);
-  return new LockPayload(MADE_HERE, b, parsed, decodeLockEvent(parsed.payload));
-}
-
-/** `v`, a view inside `from`, as the same bytes inside `to` where `from` was copied at `at`; undefined if not inside. */
-function rebase(v: Uint8Array, from: Uint8Array, to: Uint8Array, at: number): Uint8Array | undefined {
-  const off = v.byteOffset - from.byteOffset;
-  if (v.buffer !== from.buffer || off < 0 || off + v.length > from.length) return undefined;
-  return view(to, at + off, at + off + v.length);
-}
-
-/**
- * The signed lock-event entry for a payload decoded here, built without decoding it again: the
- * body's byte strings are views into the new entry bytes. Undefined when the payload is not one
- * of ours for these very bytes (then encodeEntry decodes them).
- */
-function signedEntryFromDecoded(cose: Uint8Array, d: unknown, time: number): { bytes: Uint8Array; entry: Entry } | undefined {
-  if (!LockPayload.madeHere(d) || d.bytes !== cose || d.parsed === undefined || d.event.ext !== undefined) return undefined;
-  const head = cborHead(2, cose.length);
-  const bytes = Buffer.concat([LE_START, LE_SIGNED_BODY_KEY, head, cose, LE_PROV_SIGNED, LE_KIND_TIME, cborHead(0, time)]);
-  if (bytes.length > ENTRY_MAX_BYTES) return undefined;
-  const at = LE_START.length + LE_SIGNED_BODY_KEY.length + head.length;
-  const payload = rebase(d.parsed.payload, cose, bytes, at);
-  const signature = rebase(d.parsed.signature, cose, bytes, at);
-  const cred = d.event.cred === undefined ? undefined : rebase(d.event.cred, cose, bytes, at);
-  if (payload === undefined || signature === undefined || (d.event.cred !== undefined && cred === undefined)) return undefined;
-  const { lock, ctr, time: evTime, type } = d.event;
-  const event: LockEvent = cred === undefined ? { lock, ctr, time: evTime, type } : { lock, ctr, time: evTime, type, cred };
-  return { bytes, entry: { time, body: { kind: 'lock-event', prov: 'lock-signed', cose: view(bytes, at, at + cose.length), parsed: { payload, signature }, event } } };
+  return { bytes: b, parsed, event: decodeLockEvent(parsed.payload) };
 }
 
 /** A lock-event entry (either provenance) in its one deterministic encoding, or undefined. */

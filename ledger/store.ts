@@ -63,7 +63,7 @@ const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
  * read through (sync serving a peer, a whole-chain verify) ends up mapped whole: a 1 GB store is
  * 1 GB of RSS. LevelDB's smallest table cache (74 files, 64 of them tables) and smallest tables
  * (1 MiB) bound that to about 64 MB, at no measurable cost to append or verify rates
- * (bench:ledger: 147 -> 105 MB of mapped files while verifying a 1,000,000-entry chain).
+ * (bench:ledger: 147 -> 105-108 MB of mapped files while verifying a 1,000,000-entry chain).
  * docs/DECISIONS.md §Memory.
  */
 export const STORE_TABLE_CACHE_FILES = 74;

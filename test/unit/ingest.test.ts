@@ -1,0 +1,82 @@
+/**
+ * The ingest pipeline's own guarantees, against a real chain and a driver at the hardware edge:
+ * every event is answered exactly once and its place released, even when a listener or the
+ * signature pool fails; a lock's events are admitted in order whatever order their checks end in.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeSite, enrollLock, openChain, signedEvent } from '../support/site.js';
+import { FakeDriver } from '../support/fake-driver.js';
+import { until } from '../support/wait.js';
+import { Ingest } from '../../gateway/ingest.js';
+import type { SignaturePool, SigTask } from '../../ledger/sigpool.js';
+import { verify } from '../../ledger/crypto.js';
+
+async function rig(t: Parameters<typeof openChain>[0], pool?: SignaturePool) {
+  const site = makeSite();
+  const { chain } = await openChain(t, site, { sealDelayMs: 1 });
+  const lock = enrollLock(site, 'front');
+  await chain.append({ kind: 'roster', signed: lock.statement });
+  const driver = new FakeDriver();
+  const ingest = new Ingest({ chain, ...(pool !== undefined ? { pool } : {}) });
+  const faults: Error[] = [];
+  ingest.on('fault', (e) => faults.push(e));
+  ingest.attach(driver);
+  t.after(async () => {
+    await driver.stop();
+    await ingest.close();
+  });
+  return { chain, lock, driver, ingest, faults };
+}
+
+void test('a listener that throws does not leave an event unanswered or its place taken', async (t) => {
+  const { lock, driver, ingest, faults } = await rig(t);
+  let throwOn: 'received' | 'committed' | undefined = 'committed';
+  ingest.on('committed', () => {
+    if (throwOn === 'committed') throw new Error('committed listener failed');
+  });
+  ingest.on('received', () => {
+    if (throwOn === 'received') throw new Error('received listener failed');
+  });
+  driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('the first answer', () => driver.answers.length === 1);
+  // Acked (it is durable) and released; the listener's failure is a fault, not a second answer.
+  assert.deepEqual(driver.answers[0], { lock: 'front', ctr: 1, ok: true });
+  await until('depth back to 0', () => ingest.depth === 0);
+  assert.match(faults[0]?.message ?? '', /committed listener failed/);
+  throwOn = 'received';
+  driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('the second answer', () => driver.answers.length === 2);
+  // Nothing was checked: the lock keeps the event and sends it again.
+  assert.deepEqual(driver.answers[1], { lock: 'front', ctr: 2, ok: false, code: 'ERR_BUSY' });
+  await until('depth back to 0', () => ingest.depth === 0);
+  throwOn = undefined;
+  driver.push(lock, signedEvent(lock, 'locked', { ctr: 2 }), 2);
+  await until('the third answer', () => driver.answers.length === 3);
+  assert.deepEqual(driver.answers[2], { lock: 'front', ctr: 2, ok: true });
+  await ingest.close();
+  assert.equal(ingest.depth, 0);
+});
+
+void test('checks that end out of order still admit in order; a failing pool asks the lock to resend', async (t) => {
+  // A pool that answers in reverse order of asking, or fails, on demand.
+  const asked: { task: SigTask; resolve: (ok: boolean) => void; reject: (e: Error) => void }[] = [];
+  const pool = {
+    verify: (task: SigTask) => new Promise<boolean>((resolve, reject) => asked.push({ task, resolve, reject })),
+  } as unknown as SignaturePool;
+  const { chain, lock, driver, ingest, faults } = await rig(t, pool);
+  for (let i = 0; i < 5; i++) driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('five checks asked', () => asked.length === 5);
+  for (const a of asked.splice(0).reverse()) a.resolve(verify(a.task.key, a.task.msg, a.task.sig));
+  await until('five acks', () => driver.answers.length === 5);
+  assert.deepEqual(driver.answers.map((a) => `${a.ctr} ${a.ok}`), ['1 true', '2 true', '3 true', '4 true', '5 true']);
+  const stored = await chain.cs.entryRange(chain.size - 5, chain.size);
+  assert.equal(stored.length, 5);
+  driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('a sixth check asked', () => asked.length === 1);
+  asked.pop()!.reject(new Error('worker died'));
+  await until('the sixth answer', () => driver.answers.length === 6);
+  assert.deepEqual(driver.answers[5], { lock: 'front', ctr: 6, ok: false, code: 'ERR_BUSY' });
+  assert.match(faults[0]?.message ?? '', /worker died/);
+  await until('depth back to 0', () => ingest.depth === 0);
+});
