@@ -230,6 +230,10 @@ export const SCHEMA = section({
     quorum: int({ min: 1, max: 1000, doc: 'Gateways whose cosignatures confirm an event; a majority of the site\'s gateways when unset.' }),
     recoverWaitMs: int({ min: 0, max: 60_000, default: 3000, doc: 'At start, how long to wait for discovery to find a peer to check this gateway\'s own chain with (0: only static peers).' }),
     recoverTimeoutMs: int({ min: 1000, max: 600_000, default: 15_000, doc: 'At start, how long recovering this gateway\'s own chain from peers may take.' }),
+    lockSignatures: oneOf(['audit', 'before-storing'] as const, {
+      default: 'audit',
+      doc: 'When the lock signatures in peer chains are checked: after storing, by a background audit that must pass before a checkpoint is cosigned (audit), or before storing (before-storing, a catch-up then runs at the speed of Ed25519). Every other check comes before storing either way.',
+    }),
   }),
   demo: section({
     locks: int({ min: 0, max: 1000, default: 0, doc: `Simulated locks on ptys (\`--demo\` alone means ${DEMO_FLAG_LOCKS}).` }),

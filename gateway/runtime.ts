@@ -175,6 +175,7 @@ export class Gateway {
       brokers: [`mqtt://${localHost(b.host)}:${this.broker.port}`, ...config.discovery.staticPeers.map((p) => `mqtt://${p.host}:${p.port}`)],
       maxMessageBytes: Math.min(b.maxMessageBytes, DEFAULT_SYNC_MESSAGE_BYTES),
       ...(config.sync.quorum !== undefined ? { quorum: config.sync.quorum } : {}),
+      lockSignatures: config.sync.lockSignatures,
       logger: log.child({ part: 'sync' }),
     });
     const sync = this.sync;

@@ -65,6 +65,11 @@ export interface SyncOptions {
   readonly stallMs?: number;
   /** Gateways whose cosignatures confirm (origin included); default a majority of the known gateways. */
   readonly quorum?: number;
+  /**
+   * When the lock signatures of peer chains are checked: 'audit' (default), after storing, by
+   * ChainReplica.audit() on the pool, before anything is cosigned; or 'before-storing'.
+   */
+  readonly lockSignatures?: 'audit' | 'before-storing';
   readonly logger?: Logger;
   readonly now?: () => number;
 }
@@ -94,6 +99,8 @@ export interface SyncEvents {
   evidence: [{ origin: string; id: string; reporter: string }];
   /** A verified cosignature of this gateway's own chain. */
   cosigned: [{ witness: string; size: number }];
+  /** The lock signatures of a peer chain are checked up to `size` (its audit; see lockSignatures). */
+  audited: [{ origin: string; size: number }];
 }
 
 interface Link {
@@ -150,6 +157,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   /** Cosignatures of the own chain whose witness key is not known yet: latest per witness. */
   readonly #pendingCosigs = new Map<string, Buffer>();
   #blocked = new Set<string>();
+  /** Peer chains whose audit is running, asked for again meanwhile, or failed (not pulled further). */
+  readonly #auditing = new Set<string>();
+  readonly #auditAgain = new Set<string>();
+  readonly #auditFailed = new Set<string>();
   #chain: Chain | undefined;
   #onBlock: ((b: BlockEvent) => void) | undefined;
   #ownRetained: SignedCheckpoint | undefined;
@@ -206,7 +217,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   replica(origin: string): Promise<ChainReplica> {
     let r = this.#replicas.get(origin);
     if (r === undefined) {
-      r = ChainReplica.open(this.#o.store, origin, origin === this.origin ? 'self' : 'peer', { trust: this.#o.trust, ...(this.#o.pool !== undefined ? { pool: this.#o.pool } : {}) });
+      const role = origin === this.origin ? 'self' : 'peer';
+      // The own chain, recovered from peers, is checked whole before it is stored.
+      const lockSignatures = role === 'peer' ? (this.#o.lockSignatures ?? 'audit') : 'before-storing';
+      r = ChainReplica.open(this.#o.store, origin, role, { trust: this.#o.trust, lockSignatures, ...(this.#o.pool !== undefined ? { pool: this.#o.pool } : {}) });
       this.#replicas.set(origin, r);
       r.catch(() => this.#replicas.delete(origin));
     }
@@ -223,6 +237,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     for (const { origin, role } of await this.#o.store.listChains()) {
       if (role === 'peer' && origin.startsWith(`oti/${this.#o.trust.siteId}/`)) this.#settled.set(origin, await this.replica(origin));
     }
+    // Audits a restart interrupted.
+    for (const origin of this.#settled.keys()) this.#audit(origin);
     await Promise.all(this.#o.brokers.map((url) => this.#connect(url)));
   }
 
@@ -501,6 +517,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       .catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e))
       .finally(() => {
         peer.pulling = undefined;
+        // The audit of what was stored comes after the pull, so that a catch-up is not slowed by it.
+        this.#audit(peer.origin);
         void this.#afterPull(peer).catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e));
       });
   }
@@ -540,7 +558,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const started = this.#now();
     const startSize = replica.size;
     for (;;) {
-      if (this.#stopped || this.#blocked.has(origin) || this.#now() >= deadline) return;
+      if (this.#stopped || this.#blocked.has(origin) || this.#auditFailed.has(origin) || this.#now() >= deadline) return;
       const from = replica.size;
       const id = (this.#seq = (this.#seq + 1) >>> 0);
       const inbox: Inbox = { id, responder, chain: origin, queue: [], wake: undefined, closed: false };
@@ -740,6 +758,43 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     await flush(true);
   }
 
+  // ---- auditing ----------------------------------------------------------------------------
+
+  /**
+   * Runs the audit of a peer replica's lock signatures in the background, once a pull has ended
+   * (one run at a time per replica; a run covers what was stored meanwhile), then cosigns what
+   * it passed. A failure is
+   * a refusal of that gateway's chain: nothing beyond it is cosigned, it is not pulled further,
+   * and a restart finds it again.
+   */
+  #audit(origin: string): void {
+    if (this.#auditing.has(origin) || this.#stopped) {
+      if (!this.#stopped) this.#auditAgain.add(origin);
+      return;
+    }
+    this.#auditing.add(origin);
+    void this.replica(origin)
+      .then(async (r) => {
+        const before = r.audited.size;
+        const state = await r.audit();
+        if (state.size > before) {
+          this.emit('audited', { origin, size: state.size });
+          this.#cosign(origin);
+        }
+        if (state.failure !== undefined && !this.#auditFailed.has(origin)) {
+          this.#auditFailed.add(origin);
+          this.#refuse(origin, parseOrigin(origin).gatewayId, state.failure);
+        }
+      })
+      .catch((e: unknown) => {
+        if (!this.#stopped) this.#o.logger?.warn({ origin, err: (e as Error).message }, `audit of ${origin} stopped: ${(e as Error).message}`);
+      })
+      .finally(() => {
+        this.#auditing.delete(origin);
+        if (this.#auditAgain.delete(origin)) this.#audit(origin);
+      });
+  }
+
   // ---- witnessing --------------------------------------------------------------------------
 
   /** Publishes this gateway's cosignature of the latest verified checkpoint of a peer chain. */
@@ -748,6 +803,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const peer = this.#peers.get(origin);
     const cp = r?.checkpoint;
     if (cp === undefined || peer === undefined || this.#blocked.has(origin)) return;
+    // Only what the audit passed: a cosignature vouches for the lock signatures too.
+    if (r!.audited.size < cp.size) return;
     if (cp.size <= peer.cosigned && this.#links.every((l) => l.client.connected)) return;
     peer.cosigned = Math.max(peer.cosigned, cp.size);
     const note = cosign(cp, this.#signer, this.origin, Math.floor(this.#now() / 1000)).note;

@@ -5,18 +5,25 @@
  * chain (ledger/store.ts). Used for peer chains (role "peer") and, when a gateway recovers its
  * own chain from peers after a restore, for its own chain (role "self") before Chain.open.
  *
+ * With `lockSignatures: 'audit'` the blocks are stored once everything but the lock signatures
+ * verifies (every entry against the block root and the gateway's signed checkpoint, the roster,
+ * the counters), and audit() checks the lock signatures of what is stored afterwards, in order,
+ * on the worker pool, keeping its watermark in the store. A catch-up is then bound by hashing
+ * and storage instead of one Ed25519 verification per entry; what the audit has not passed is
+ * not cosigned (gateway/sync.ts). docs/SYNC.md §Verification.
+ *
  * Between sessions the verifier is rebuilt from the store (compact range from the stored peaks,
  * hash of the last block, roster as of the head) and, for each lock first seen in a session, the
  * last stored counter is checked too, so counters increase across resumptions as within one.
  */
-import { OtiError } from './errors.js';
+import { OtiError, isOtiError } from './errors.js';
 import { decodeEntry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
-import { ChainVerifier, type VerifyOptions } from './verify.js';
-import { hashIdKey, lockIdKey, type BatchOp, type ChainHead, type ChainRole, type ChainStore, type LedgerStore } from './store.js';
+import { ChainVerifier, verifierAt, type VerifyOptions } from './verify.js';
+import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainHead, type ChainRole, type ChainStore, type LedgerStore } from './store.js';
 import type { SignaturePool } from './sigpool.js';
 
 export interface ReplicaBlock {
@@ -28,7 +35,21 @@ export interface ReplicaBlock {
 export interface ReplicaOptions {
   readonly trust: SiteTrust;
   readonly pool?: SignaturePool;
+  /** When lock signatures are checked: before storing (default), or by audit() after. */
+  readonly lockSignatures?: 'before-storing' | 'audit';
 }
+
+/** Where the audit of a replica's lock signatures stands. */
+export interface AuditState {
+  /** Entries whose lock signatures have been checked, from the start of the chain. */
+  readonly size: number;
+  /** The first failure; the audit stops there (and finds it again after a restart). */
+  readonly failure: Error | undefined;
+}
+
+const AUDITED_KEY = Buffer.from('audited');
+/** Blocks checked between two saves of the audit watermark. */
+const AUDIT_SAVE_BLOCKS = 64;
 
 export class ChainReplica {
   readonly cs: ChainStore;
@@ -39,12 +60,25 @@ export class ChainReplica {
   /** Locks whose stored last counter was already compared in this session. */
   readonly #checkedLocks = new Set<string>();
   #busy: Promise<void> = Promise.resolve();
+  readonly #auditing: boolean;
+  /** Audit: the next block to check, the entries checked, the running verifier and run, the failure. */
+  #auditBlock: number;
+  #auditSize: number;
+  #auditor: ChainVerifier | undefined;
+  #auditRun: Promise<AuditState> | undefined;
+  #auditFailure: Error | undefined;
+  /** Whether the watermark is in the store (else it goes in with the first blocks stored). */
+  #auditSaved: boolean;
 
-  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined) {
+  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, audit: { block: number; size: number; saved: boolean } | undefined) {
     this.cs = cs;
     this.#opts = opts;
     this.#roster = roster;
     this.#checkpoint = checkpoint;
+    this.#auditing = audit !== undefined;
+    this.#auditBlock = audit?.block ?? 0;
+    this.#auditSize = audit?.size ?? 0;
+    this.#auditSaved = audit?.saved ?? true;
   }
 
   static async open(store: LedgerStore, origin: string, role: ChainRole, opts: ReplicaOptions): Promise<ChainReplica> {
@@ -52,7 +86,15 @@ export class ChainReplica {
     const roster = new Roster();
     for (const m of await cs.rosterMembers()) roster.restore(m);
     const checkpoint = cs.head.n >= 0 ? (await cs.getBlock(cs.head.n)).checkpoint : undefined;
-    return new ChainReplica(cs, { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) }, roster, checkpoint);
+    let audit: { block: number; size: number; saved: boolean } | undefined;
+    if (opts.lockSignatures === 'audit') {
+      const saved = await cs.meta.get(AUDITED_KEY);
+      // A chain stored before audits existed had its lock signatures checked before storing.
+      const block = saved === undefined ? cs.head.n + 1 : Math.min(readU64(saved), cs.head.n + 1);
+      audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined };
+    }
+    const vopts: VerifyOptions = { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) };
+    return new ChainReplica(cs, audit !== undefined ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, audit);
   }
 
   get origin(): string {
@@ -136,11 +178,54 @@ export class ChainReplica {
     for (let i = 0; i < blocks.length; i++) ops.push(cs.blockOp(head.n + 1 + i, blocks[i]!.headerBytes, blocks[i]!.checkpoint));
     const newHead: ChainHead = { n: lastN, size: range.size, peaks: [...range.peaks] };
     ops.push(cs.headOp(newHead));
+    if (!this.#auditSaved) ops.push({ type: 'put', sublevel: cs.meta, key: AUDITED_KEY, value: u64(this.#auditBlock) });
     await cs.store.write(ops);
+    this.#auditSaved = true;
     cs.commit(newHead, tail);
     this.#checkpoint = last.checkpoint;
     this.#roster = v.roster.clone();
     this.#verifier = v;
+  }
+
+  /** The audit of lock signatures: everything stored when they are checked before storing. */
+  get audited(): AuditState {
+    return this.#auditing ? { size: this.#auditSize, failure: this.#auditFailure } : { size: this.size, failure: undefined };
+  }
+
+  /**
+   * Checks the lock signatures of the stored blocks not audited yet, in order, and saves the
+   * watermark as it goes. One run at a time (a call during a run gets that run). Resolves with
+   * the state reached; a signature that fails stops the audit there for good (state.failure).
+   */
+  audit(): Promise<AuditState> {
+    if (!this.#auditing || this.#auditFailure !== undefined) return Promise.resolve(this.audited);
+    this.#auditRun ??= this.#audit().finally(() => (this.#auditRun = undefined));
+    return this.#auditRun;
+  }
+
+  async #audit(): Promise<AuditState> {
+    const opts: VerifyOptions = { ...this.#opts, lockSignatures: true };
+    while (this.#auditBlock <= this.cs.head.n && this.#auditFailure === undefined) {
+      try {
+        this.#auditor ??= await verifierAt(this.cs, opts, this.#auditBlock);
+        const to = Math.min(this.cs.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
+        for await (const block of this.cs.blocksFrom(this.#auditBlock, to)) {
+          const entries = await this.cs.entryRange(block.header.first, block.header.first + block.header.count);
+          await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries);
+        }
+        await this.#auditor.finish();
+        await this.cs.store.write([{ type: 'put', sublevel: this.cs.meta, key: AUDITED_KEY, value: u64(to + 1) }]);
+        this.#auditBlock = to + 1;
+        this.#auditSize = this.#auditor.size;
+      } catch (e) {
+        this.#auditor = undefined;
+        // Only a verification failure stops the audit for good; the store closing or failing
+        // to read is for the caller (the next run starts again from the watermark).
+        if (!isOtiError(e) || e.code === 'ERR_STORE_CLOSED' || e.code === 'ERR_STORE_CORRUPT') throw e;
+        this.#auditFailure = e as Error;
+      }
+    }
+    return this.audited;
   }
 
   /** A lock's first event in this session must be above the counter stored before it. */
@@ -162,4 +247,10 @@ export class ChainReplica {
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     return new ChainVerifier(this.origin, this.#opts, { range, prevHash: head.n >= 0 ? blockHash(last.headerBytes) : ZERO_HASH, nextBlock: head.n + 1, roster: this.#roster });
   }
+}
+
+/** Entries in the chain up to and including block n. */
+async function sizeAfter(cs: ChainStore, n: number): Promise<number> {
+  const h = (await cs.getBlock(n)).header;
+  return h.first + h.count;
 }

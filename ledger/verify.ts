@@ -31,6 +31,12 @@ export interface VerifyOptions {
   readonly ed25519?: Ed25519Verify;
   /** Called after each block with the running totals. */
   readonly onProgress?: (p: VerifyProgress) => void;
+  /**
+   * Whether lock signatures are checked (default true). False holds lock events to every other
+   * rule (decoding, enrolment, counters, unsigned only where allowed) and leaves their Ed25519
+   * signatures to a later pass: ChainReplica's audit (ledger/peer.ts).
+   */
+  readonly lockSignatures?: boolean;
 }
 
 export interface VerifyProgress {
@@ -173,7 +179,7 @@ export class ChainVerifier {
         if (body.prov === 'unsigned') {
           if (!member.unsigned) throw invalid(`lock ${ev.lock} may not send unsigned events`, 'ERR_LOCK_SIGNATURE');
           this.#unsigned++;
-        } else {
+        } else if (this.#opts.lockSignatures !== false) {
           this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
           this.#indexes.push(index);
           this.#lockSignatures++;
@@ -229,31 +235,36 @@ export interface ChainRangeOptions extends VerifyOptions {
 export async function verifyChain(cs: ChainStore, opts: ChainRangeOptions): Promise<VerifyReport> {
   const from = opts.fromBlock ?? 0;
   const to = opts.toBlock ?? cs.head.n;
-  let verifier: ChainVerifier;
-  if (from === 0) {
-    verifier = new ChainVerifier(cs.origin, opts);
-  } else {
-    const prev = await cs.getBlock(from - 1);
-    const range = await rebuildRange(cs, prev.header.first + prev.header.count);
-    if (!bytesEqual(range.root(), prev.header.root)) throw new OtiError('ERR_BLOCK_INVALID', `stored subtree hashes do not give the root of block ${from - 1}`);
-    const roster = new Roster();
-    for await (const { bytes } of cs.entries(0, range.size)) {
-      // Only roster entries matter here; they are rare, the rest is skipped without decoding.
-      if (!isRosterEntry(bytes)) continue;
-      const e = decodeEntry(bytes);
-      if (e.body.kind === 'roster') {
-        checkSigned(e.body.signed, opts.trust, opts.ed25519);
-        roster.apply(e.body.signed);
-      }
-    }
-    verifier = new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster });
-  }
+  const verifier = await verifierAt(cs, opts, from);
   for await (const block of cs.blocksFrom(from, to)) {
     const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
     await verifier.addBlock(block.headerBytes, block.checkpoint, entries);
   }
   if (verifier.progress.blocks !== to - from + 1) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${from}..${to} of ${cs.origin} are not all stored`);
   return verifier.finish();
+}
+
+/**
+ * A verifier ready to check a stored chain from block `from` on: for block 0 a fresh one; else
+ * its state before that block comes from the store: the subtree hashes (checked against the
+ * previous block's signed root), the previous block's hash, and the roster entries before it.
+ */
+export async function verifierAt(cs: ChainStore, opts: VerifyOptions, from: number): Promise<ChainVerifier> {
+  if (from === 0) return new ChainVerifier(cs.origin, opts);
+  const prev = await cs.getBlock(from - 1);
+  const range = await rebuildRange(cs, prev.header.first + prev.header.count);
+  if (!bytesEqual(range.root(), prev.header.root)) throw new OtiError('ERR_BLOCK_INVALID', `stored subtree hashes do not give the root of block ${from - 1}`);
+  const roster = new Roster();
+  for await (const { bytes } of cs.entries(0, range.size)) {
+    // Only roster entries matter here; they are rare, the rest is skipped without decoding.
+    if (!isRosterEntry(bytes)) continue;
+    const e = decodeEntry(bytes);
+    if (e.body.kind === 'roster') {
+      checkSigned(e.body.signed, opts.trust, opts.ed25519);
+      roster.apply(e.body.signed);
+    }
+  }
+  return new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster });
 }
 
 const ROSTER_MARKER = Buffer.from('kindfroster', 'latin1');

@@ -2,9 +2,10 @@
  * A malicious peer against an honest gateway, over real MQTT on 127.0.0.1. gw-m is an enrolled
  * gateway (it can log in and holds its key) driven by a raw mqtt.js client after an honest start:
  * forged signatures, replayed old checkpoints, broken block links, a forged lock signature in a
- * block it signed, a consistency proof that lies, equivocation, oversized and flooding messages.
- * A gateway of another site cannot log in at all. Each attack is refused with its error code
- * (and evidence for the equivocation), and honest sync from gw-a to gw-b works throughout.
+ * block it signed (stored, then refused by the audit of lock signatures and never cosigned), a
+ * consistency proof that lies, equivocation, oversized and flooding messages. A gateway of
+ * another site cannot log in at all. Each attack is refused with its error code (and evidence
+ * for the equivocation), and honest sync from gw-a to gw-b works throughout.
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -117,14 +118,28 @@ void test('a malicious peer is refused case by case while honest sync keeps work
   await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
   await refused('ERR_PROOF_INVALID');
 
-  // A block gw-m signed itself, holding a lock event whose signature is forged.
+  assert.equal((await nb.replica(M_ORIGIN)).size, held, 'nothing of the refused ranges was stored');
+
+  // A block gw-m signed itself, holding a lock event whose signature is forged. Everything else
+  // in it verifies against gw-m's signed checkpoint, so it is stored; the audit of the lock
+  // signatures then refuses the chain, and gw-b cosigns nothing from the forged entry on.
+  const cosigned: number[] = [];
+  evil.on('message', (topic, p) => topic === 'oti/site-1/chain/gw-m/cosig/gw-b' && p.length > 0 && cosigned.push(Number(p.toString('utf8').split('\n')[1])));
+  await evil.subscribeAsync('oti/site-1/chain/gw-m/cosig/gw-b', { qos: 1 });
   lockM.ctr++;
   const badCose = coseSign1(new Signer(generateKeyPair().seed), encodeLockEvent({ lock: 'lock-m', ctr: lockM.ctr, time: 1_700_000_000_000, type: 'unlocked' }));
   await m.chain.append({ kind: 'lock-event', cose: badCose }, { preverified: true });
+  const forgedAt = m.chain.size - 1;
   answer = async (req) => Buffer.from(encodeRange(await honestRange(m, req)));
   await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
   await refused('ERR_LOCK_SIGNATURE');
-  assert.equal((await nb.replica(M_ORIGIN)).size, held, 'nothing of the refused ranges was stored');
+  const audited = (await nb.replica(M_ORIGIN)).audited;
+  assert.equal((await nb.replica(M_ORIGIN)).size, m.chain.size, 'stored once all but the lock signatures verified');
+  assert.equal((audited.failure as Error & { code?: string }).code, 'ERR_LOCK_SIGNATURE');
+  assert.match(audited.failure!.message, new RegExp(`entry ${forgedAt} of ${M_ORIGIN}`));
+  assert.ok(audited.size <= forgedAt, `the audit stopped before the forged entry (at ${audited.size})`);
+  assert.ok(cosigned.length > 0 && cosigned.every((n) => n <= forgedAt), `gw-b cosigned only sizes up to ${forgedAt}: ${cosigned.join(', ')}`);
+  const storedSize = m.chain.size;
 
   // Equivocation: a second checkpoint of the held size with another root, signed by gw-m's key.
   const replica = await nb.replica(M_ORIGIN);
@@ -143,7 +158,7 @@ void test('a malicious peer is refused case by case while honest sync keeps work
   const before = refusals.filter((r) => r.code === 'ERR_EQUIVOCATION').length;
   await evil.publishAsync(cpTopic, m.chain.checkpoint!.note, { qos: 1, retain: true });
   await refused('ERR_EQUIVOCATION', before + 1);
-  assert.equal(parseCheckpoint((await nb.replica(M_ORIGIN)).checkpoint!.note).size, held);
+  assert.equal(parseCheckpoint((await nb.replica(M_ORIGIN)).checkpoint!.note).size, storedSize);
 
   // Oversized: a packet over the broker's limit closes the connection before it is read.
   const closed = new Promise<void>((resolve) => evil.once('close', () => resolve()));

@@ -1,0 +1,113 @@
+/**
+ * ChainReplica with lockSignatures 'audit': blocks are stored once everything but the lock
+ * signatures verifies, and audit() checks those afterwards, in order, keeping its watermark in
+ * the store across restarts; a forged lock signature stops the audit at its entry. Real LevelDB
+ * stores on disk; the source is a real chain.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { makeSite, enrollLock, openChain, signedEvent, tempDir, type TestSite } from '../support/site.js';
+import { ChainReplica, type ReplicaBlock } from '../../ledger/peer.js';
+import { LedgerStore } from '../../ledger/store.js';
+import type { Chain } from '../../ledger/chain.js';
+import { coseSign1 } from '../../ledger/cose.js';
+import { encodeLockEvent } from '../../ledger/lockevent.js';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
+import { SignaturePool } from '../../ledger/sigpool.js';
+
+async function blocksOf(chain: Chain, from: number, to = chain.head.n): Promise<ReplicaBlock[]> {
+  const out: ReplicaBlock[] = [];
+  for await (const b of chain.cs.blocksFrom(from, to)) out.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await chain.cs.entryRange(b.header.first, b.header.first + b.header.count) });
+  return out;
+}
+
+/** A source chain of `blocks` blocks of `per` events; `forge` names events (1-based, over all) whose signature is forged. */
+async function source(t: TestContext, site: TestSite, blocks: number, per: number, forge: ReadonlySet<number> = new Set()): Promise<Chain> {
+  const { chain } = await openChain(t, site, { sealDelayMs: 1 });
+  const lock = enrollLock(site, 'door');
+  await chain.append({ kind: 'roster', signed: lock.statement });
+  const forger = new Signer(generateKeyPair().seed);
+  let n = 0;
+  for (let b = 0; b < blocks; b++) {
+    const batch: Promise<unknown>[] = [];
+    for (let i = 0; i < per; i++) {
+      n++;
+      const cose = forge.has(n) ? coseSign1(forger, encodeLockEvent({ lock: 'door', ctr: ++lock.ctr, time: 1_700_000_000_000, type: 'unlocked' })) : signedEvent(lock);
+      batch.push(chain.append({ kind: 'lock-event', cose }, { preverified: true }));
+    }
+    await Promise.all(batch);
+    await chain.flush();
+  }
+  return chain;
+}
+
+async function replicaStore(t: TestContext): Promise<string> {
+  return join(await tempDir(t), 'replica');
+}
+
+void test('an audited replica stores first, then checks every lock signature in order and remembers how far it got', async (t) => {
+  const site = makeSite();
+  const chain = await source(t, site, 6, 20);
+  const path = await replicaStore(t);
+  const pool = new SignaturePool(1);
+  t.after(() => pool.close());
+  let store = await LedgerStore.open(path);
+  let r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  const all = await blocksOf(chain, 0);
+  await r.append(all.slice(0, 4));
+  assert.equal(r.size, (await chain.cs.getBlock(3)).header.first + (await chain.cs.getBlock(3)).header.count);
+  assert.deepEqual(r.audited, { size: 0, failure: undefined }, 'nothing audited before audit()');
+  // Closed before any audit: the replica comes back with nothing audited (not taken for an old, pre-audit replica).
+  await store.close();
+  store = await LedgerStore.open(path);
+  r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  assert.equal(r.audited.size, 0);
+  assert.deepEqual(await r.audit(), { size: r.size, failure: undefined });
+  // More blocks; after a restart the audit goes on from its watermark.
+  await r.append(all.slice(4));
+  assert.ok(r.audited.size < r.size);
+  await store.close();
+  store = await LedgerStore.open(path);
+  r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  const before = r.audited.size;
+  assert.ok(before > 0 && before < r.size, `resumes from ${before}`);
+  assert.deepEqual(await r.audit(), { size: chain.size, failure: undefined });
+  await store.close();
+  // A replica kept with signatures checked before storing counts as audited whole.
+  const path2 = await replicaStore(t);
+  const store2 = await LedgerStore.open(path2);
+  t.after(() => store2.close());
+  const full = await ChainReplica.open(store2, chain.origin, 'peer', { trust: site.trust });
+  await full.append(all);
+  assert.deepEqual(full.audited, { size: chain.size, failure: undefined });
+  const reopened = await ChainReplica.open(store2, chain.origin, 'peer', { trust: site.trust, lockSignatures: 'audit' });
+  assert.deepEqual(reopened.audited, { size: chain.size, failure: undefined });
+});
+
+void test('a forged lock signature is stored with its block but stops the audit at its entry, before and after a restart', async (t) => {
+  const site = makeSite();
+  const chain = await source(t, site, 5, 10, new Set([33]));
+  const forgedAt = 2 + 32; // genesis, the lock's enrolment, then events 1..32
+  const path = await replicaStore(t);
+  const pool = new SignaturePool(1);
+  t.after(() => pool.close());
+  let store = await LedgerStore.open(path);
+  t.after(() => store.close());
+  // Checked before storing, the block is refused whole.
+  const strict = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool });
+  await assert.rejects(strict.append(await blocksOf(chain, 0)), (e: Error & { code?: string }) => e.code === 'ERR_LOCK_SIGNATURE' && e.message.includes(`entry ${forgedAt} `));
+  assert.equal(strict.size, 0);
+  await store.close();
+  store = await LedgerStore.open(await replicaStore(t));
+  let r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  await r.append(await blocksOf(chain, 0));
+  assert.equal(r.size, chain.size);
+  const state = await r.audit();
+  assert.equal((state.failure as Error & { code?: string }).code, 'ERR_LOCK_SIGNATURE');
+  assert.match(state.failure!.message, new RegExp(`entry ${forgedAt} `));
+  assert.ok(state.size <= forgedAt);
+  assert.equal((await r.audit()).failure, state.failure, 'a failed audit stays failed');
+  r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  assert.equal((await r.audit()).failure?.message, state.failure!.message, 'found again after a restart');
+});
