@@ -114,6 +114,8 @@ interface Link {
 
 /** After a pull that ended short of its target, the next attempt starts this much later. */
 const PULL_RETRY_MS = 1000;
+/** After an audit was interrupted by something other than the chain (a worker died), the next try. */
+const AUDIT_RETRY_MS = 5000;
 /** How long one link's checkpoint publication may hold up the next one on that link. */
 const ANNOUNCE_WAIT_MS = 5000;
 
@@ -159,6 +161,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   #blocked = new Set<string>();
   /** Peer chains whose audit is running, asked for again meanwhile, or failed (not pulled further). */
   readonly #auditing = new Set<string>();
+  readonly #auditRuns = new Map<string, Promise<void>>();
   readonly #auditAgain = new Set<string>();
   readonly #auditFailed = new Set<string>();
   #chain: Chain | undefined;
@@ -187,14 +190,19 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return Math.floor(this.knownGateways().length / 2) + 1;
   }
 
+  /** Refused: after equivocation (until a technician clears it) or a failed audit of its lock signatures. */
+  #refused(origin: string): boolean {
+    return this.#blocked.has(origin) || this.#auditFailed.has(origin);
+  }
+
   /** This gateway and every gateway whose chain it holds, unless revoked or refused. */
   knownGateways(): string[] {
     const out = new Set<string>([this.#o.gatewayId]);
-    for (const p of this.#peers.values()) if (!this.#blocked.has(p.origin) && p.target !== undefined) out.add(p.gatewayId);
+    for (const p of this.#peers.values()) if (!this.#refused(p.origin) && p.target !== undefined) out.add(p.gatewayId);
     for (const r of this.#settledReplicas()) {
       const { gatewayId } = parseOrigin(r.origin);
       const m = r.roster.get('gateway', gatewayId);
-      if (m !== undefined && !m.revoked && !this.#blocked.has(r.origin)) out.add(gatewayId);
+      if (m !== undefined && !m.revoked && !this.#refused(r.origin)) out.add(gatewayId);
     }
     return [...out];
   }
@@ -299,6 +307,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     for (const inbox of this.#inboxes.values()) this.#closeInbox(inbox);
     await Promise.all(this.#links.map((l) => l.client.endAsync(true).catch(() => undefined)));
     await Promise.all([...this.#peers.values()].map((p) => p.pulling ?? Promise.resolve()));
+    // Running audits stop at their next block; their watermarks keep what was checked.
+    for (const origin of this.#auditRuns.keys()) void this.replica(origin).then((r) => r.stopAudit(), () => undefined);
+    await Promise.all(this.#auditRuns.values());
   }
 
   // ---- links -------------------------------------------------------------------------------
@@ -508,7 +519,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   }
 
   #startPull(peer: PeerState): void {
-    if (peer.pulling !== undefined || peer.link === undefined || this.#stopped) return;
+    if (peer.pulling !== undefined || peer.link === undefined || this.#stopped || this.#refused(peer.origin)) return;
     // The link the checkpoint came on may be down by now (a cut cable): any connected link
     // reaches the responder, which listens for requests on every broker it is linked to.
     if (!peer.link.client.connected) peer.link = this.#links.find((l) => l.client.connected) ?? peer.link;
@@ -525,7 +536,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   /** Once a pull ends: check the announced checkpoint against what is stored, cosign, or pull again. */
   async #afterPull(peer: PeerState): Promise<void> {
-    if (this.#stopped || this.#blocked.has(peer.origin)) return;
+    if (this.#stopped || this.#refused(peer.origin)) return;
     const replica = await this.replica(peer.origin);
     const target = peer.target;
     if (target === undefined || replica.checkpoint === undefined) return;
@@ -558,7 +569,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const started = this.#now();
     const startSize = replica.size;
     for (;;) {
-      if (this.#stopped || this.#blocked.has(origin) || this.#auditFailed.has(origin) || this.#now() >= deadline) return;
+      if (this.#stopped || this.#refused(origin) || this.#now() >= deadline) return;
       const from = replica.size;
       const id = (this.#seq = (this.#seq + 1) >>> 0);
       const inbox: Inbox = { id, responder, chain: origin, queue: [], wake: undefined, closed: false };
@@ -694,7 +705,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   /** The store and latest checkpoint of a chain this gateway can serve. */
   async #source(origin: string): Promise<{ cs: ChainStore; head: SignedCheckpoint } | undefined> {
-    if (this.#blocked.has(origin)) return undefined;
+    if (this.#refused(origin)) return undefined;
     if (origin === this.origin) {
       const c = this.#chain;
       if (c !== undefined) return c.checkpoint === undefined ? undefined : { cs: c.cs, head: c.checkpoint };
@@ -773,7 +784,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       return;
     }
     this.#auditing.add(origin);
-    void this.replica(origin)
+    const run = this.replica(origin)
       .then(async (r) => {
         const before = r.audited.size;
         const state = await r.audit();
@@ -787,12 +798,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
         }
       })
       .catch((e: unknown) => {
-        if (!this.#stopped) this.#o.logger?.warn({ origin, err: (e as Error).message }, `audit of ${origin} stopped: ${(e as Error).message}`);
+        if (this.#stopped) return;
+        // Not the chain's fault (a signature worker died, the store is busy): try again later.
+        this.#o.logger?.warn({ origin, err: (e as Error).message }, `audit of ${origin} interrupted, retried in ${AUDIT_RETRY_MS / 1000} s: ${(e as Error).message}`);
+        const retry = setTimeout(() => this.#audit(origin), AUDIT_RETRY_MS);
+        retry.unref();
       })
       .finally(() => {
         this.#auditing.delete(origin);
+        this.#auditRuns.delete(origin);
         if (this.#auditAgain.delete(origin)) this.#audit(origin);
       });
+    this.#auditRuns.set(origin, run);
   }
 
   // ---- witnessing --------------------------------------------------------------------------
@@ -802,9 +819,12 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const r = this.#settled.get(origin);
     const peer = this.#peers.get(origin);
     const cp = r?.checkpoint;
-    if (cp === undefined || peer === undefined || this.#blocked.has(origin)) return;
+    if (cp === undefined || peer === undefined || this.#refused(origin)) return;
     // Only what the audit passed: a cosignature vouches for the lock signatures too.
-    if (r!.audited.size < cp.size) return;
+    if (r!.audited.size < cp.size) {
+      this.#audit(origin);
+      return;
+    }
     if (cp.size <= peer.cosigned && this.#links.every((l) => l.client.connected)) return;
     peer.cosigned = Math.max(peer.cosigned, cp.size);
     const note = cosign(cp, this.#signer, this.origin, Math.floor(this.#now() / 1000)).note;
@@ -829,7 +849,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       return;
     }
     this.#pendingCosigs.delete(witness);
-    if (wm.revoked || this.#blocked.has(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused`);
+    if (wm.revoked || this.#refused(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused`);
     const ts = verifyCosignature(cp, wOrigin, wm.key, Math.floor(this.#now() / 1000));
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: this.origin });
     this.coverage.record(witness, cp.size, ts);

@@ -16,7 +16,7 @@
  * hash of the last block, roster as of the head) and, for each lock first seen in a session, the
  * last stored counter is checked too, so counters increase across resumptions as within one.
  */
-import { OtiError, isOtiError } from './errors.js';
+import { OtiError, isOtiError, type ErrorCode } from './errors.js';
 import { decodeEntry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
@@ -50,6 +50,8 @@ export interface AuditState {
 const AUDITED_KEY = Buffer.from('audited');
 /** Blocks checked between two saves of the audit watermark. */
 const AUDIT_SAVE_BLOCKS = 64;
+/** What the stored blocks themselves are wrong about: an audit that finds one stops there. */
+const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_BLOCK_INVALID', 'ERR_BLOCK_LINK', 'ERR_CHECKPOINT_MISMATCH', 'ERR_CHECKPOINT_SIGNATURE', 'ERR_ROSTER']);
 
 export class ChainReplica {
   readonly cs: ChainStore;
@@ -60,6 +62,7 @@ export class ChainReplica {
   /** Locks whose stored last counter was already compared in this session. */
   readonly #checkedLocks = new Set<string>();
   #busy: Promise<void> = Promise.resolve();
+  /** Whether lock signatures are left to the audit (mode 'audit'). */
   readonly #auditing: boolean;
   /** Audit: the next block to check, the entries checked, the running verifier and run, the failure. */
   #auditBlock: number;
@@ -69,16 +72,17 @@ export class ChainReplica {
   #auditFailure: Error | undefined;
   /** Whether the watermark is in the store (else it goes in with the first blocks stored). */
   #auditSaved: boolean;
+  #auditStop = false;
 
-  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, audit: { block: number; size: number; saved: boolean } | undefined) {
+  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, mode: 'before-storing' | 'audit', audit: { block: number; size: number; saved: boolean }) {
     this.cs = cs;
     this.#opts = opts;
     this.#roster = roster;
     this.#checkpoint = checkpoint;
-    this.#auditing = audit !== undefined;
-    this.#auditBlock = audit?.block ?? 0;
-    this.#auditSize = audit?.size ?? 0;
-    this.#auditSaved = audit?.saved ?? true;
+    this.#auditing = mode === 'audit';
+    this.#auditBlock = audit.block;
+    this.#auditSize = audit.size;
+    this.#auditSaved = audit.saved;
   }
 
   static async open(store: LedgerStore, origin: string, role: ChainRole, opts: ReplicaOptions): Promise<ChainReplica> {
@@ -86,15 +90,15 @@ export class ChainReplica {
     const roster = new Roster();
     for (const m of await cs.rosterMembers()) roster.restore(m);
     const checkpoint = cs.head.n >= 0 ? (await cs.getBlock(cs.head.n)).checkpoint : undefined;
-    let audit: { block: number; size: number; saved: boolean } | undefined;
-    if (opts.lockSignatures === 'audit') {
-      const saved = await cs.meta.get(AUDITED_KEY);
-      // A chain stored before audits existed had its lock signatures checked before storing.
-      const block = saved === undefined ? cs.head.n + 1 : Math.min(readU64(saved), cs.head.n + 1);
-      audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined };
-    }
+    // The audit watermark, in either mode: a replica switched from 'audit' to 'before-storing'
+    // still has to audit what it stored unaudited. A chain stored before audits existed (and a
+    // new one) has nothing unaudited.
+    const saved = await cs.meta.get(AUDITED_KEY);
+    const block = saved === undefined ? cs.head.n + 1 : Math.min(readU64(saved), cs.head.n + 1);
+    const audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined };
     const vopts: VerifyOptions = { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) };
-    return new ChainReplica(cs, audit !== undefined ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, audit);
+    const mode = opts.lockSignatures ?? 'before-storing';
+    return new ChainReplica(cs, mode === 'audit' ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, mode, audit);
   }
 
   get origin(): string {
@@ -178,18 +182,27 @@ export class ChainReplica {
     for (let i = 0; i < blocks.length; i++) ops.push(cs.blockOp(head.n + 1 + i, blocks[i]!.headerBytes, blocks[i]!.checkpoint));
     const newHead: ChainHead = { n: lastN, size: range.size, peaks: [...range.peaks] };
     ops.push(cs.headOp(newHead));
-    if (!this.#auditSaved) ops.push({ type: 'put', sublevel: cs.meta, key: AUDITED_KEY, value: u64(this.#auditBlock) });
+    // Blocks checked whole move the watermark along, when it is level with the stored head;
+    // else it stays where the audit has to go on from.
+    const level = !this.#auditing && this.#auditFailure === undefined && this.#auditBlock === head.n + 1;
+    const watermark = level ? lastN + 1 : this.#auditBlock;
+    if (level || !this.#auditSaved) ops.push({ type: 'put', sublevel: cs.meta, key: AUDITED_KEY, value: u64(watermark) });
     await cs.store.write(ops);
     this.#auditSaved = true;
+    if (level) {
+      this.#auditBlock = watermark;
+      this.#auditSize = newHead.size;
+      this.#auditor = undefined;
+    }
     cs.commit(newHead, tail);
     this.#checkpoint = last.checkpoint;
     this.#roster = v.roster.clone();
     this.#verifier = v;
   }
 
-  /** The audit of lock signatures: everything stored when they are checked before storing. */
+  /** How far the lock signatures of the stored entries have been checked (before storing, or by audit()). */
   get audited(): AuditState {
-    return this.#auditing ? { size: this.#auditSize, failure: this.#auditFailure } : { size: this.size, failure: undefined };
+    return { size: this.#auditSize, failure: this.#auditFailure };
   }
 
   /**
@@ -198,30 +211,43 @@ export class ChainReplica {
    * the state reached; a signature that fails stops the audit there for good (state.failure).
    */
   audit(): Promise<AuditState> {
-    if (!this.#auditing || this.#auditFailure !== undefined) return Promise.resolve(this.audited);
+    if (this.#auditFailure !== undefined || this.#auditBlock > this.cs.head.n) return Promise.resolve(this.audited);
     this.#auditRun ??= this.#audit().finally(() => (this.#auditRun = undefined));
     return this.#auditRun;
   }
 
+  /** Stops a running audit at the next block (for shutdown); audit() starts it again. */
+  stopAudit(): void {
+    this.#auditStop = true;
+  }
+
   async #audit(): Promise<AuditState> {
+    this.#auditStop = false;
     const opts: VerifyOptions = { ...this.#opts, lockSignatures: true };
-    while (this.#auditBlock <= this.cs.head.n && this.#auditFailure === undefined) {
+    while (this.#auditBlock <= this.cs.head.n && this.#auditFailure === undefined && !this.#auditStop) {
       try {
         this.#auditor ??= await verifierAt(this.cs, opts, this.#auditBlock);
         const to = Math.min(this.cs.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
+        let last = this.#auditBlock - 1;
         for await (const block of this.cs.blocksFrom(this.#auditBlock, to)) {
+          if (this.#auditStop) break;
           const entries = await this.cs.entryRange(block.header.first, block.header.first + block.header.count);
           await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries);
+          last = block.header.n;
         }
         await this.#auditor.finish();
-        await this.cs.store.write([{ type: 'put', sublevel: this.cs.meta, key: AUDITED_KEY, value: u64(to + 1) }]);
-        this.#auditBlock = to + 1;
-        this.#auditSize = this.#auditor.size;
+        if (last < this.#auditBlock) break;
+        const size = await sizeAfter(this.cs, last);
+        if (this.#auditor.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${this.#auditBlock}..${last} of ${this.origin} do not hold ${size} entries`);
+        await this.cs.store.write([{ type: 'put', sublevel: this.cs.meta, key: AUDITED_KEY, value: u64(last + 1) }]);
+        this.#auditBlock = last + 1;
+        this.#auditSize = size;
       } catch (e) {
         this.#auditor = undefined;
-        // Only a verification failure stops the audit for good; the store closing or failing
-        // to read is for the caller (the next run starts again from the watermark).
-        if (!isOtiError(e) || e.code === 'ERR_STORE_CLOSED' || e.code === 'ERR_STORE_CORRUPT') throw e;
+        // Only a verification failure stops the audit for good; anything else (the store
+        // closing, a signature worker dying) is for the caller, and the next run starts again
+        // from the watermark.
+        if (!isOtiError(e) || !AUDIT_FAILURES.has(e.code)) throw e;
         this.#auditFailure = e as Error;
       }
     }

@@ -15,6 +15,7 @@ import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { SignaturePool } from '../../ledger/sigpool.js';
+import { OtiError } from '../../ledger/errors.js';
 
 async function blocksOf(chain: Chain, from: number, to = chain.head.n): Promise<ReplicaBlock[]> {
   const out: ReplicaBlock[] = [];
@@ -110,4 +111,56 @@ void test('a forged lock signature is stored with its block but stops the audit 
   assert.equal((await r.audit()).failure, state.failure, 'a failed audit stays failed');
   r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
   assert.equal((await r.audit()).failure?.message, state.failure!.message, 'found again after a restart');
+});
+
+void test('switched to checking before storing, a replica still audits what it stored unaudited', async (t) => {
+  const site = makeSite();
+  // Blocks: the gateway's enrolment, the lock's, then ten events each; event 5 (entry 6) is forged.
+  const chain = await source(t, site, 6, 10, new Set([5]));
+  const all = await blocksOf(chain, 0);
+  const path = await replicaStore(t);
+  let store = await LedgerStore.open(path);
+  t.after(() => store.close());
+  const audited = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, lockSignatures: 'audit' });
+  await audited.append(all.slice(0, 3));
+  await store.close();
+  store = await LedgerStore.open(path);
+  const strict = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, lockSignatures: 'before-storing' });
+  // Nothing is taken as checked that was not, and blocks checked whole do not jump the watermark.
+  assert.equal(strict.audited.size, 0);
+  await strict.append(all.slice(3, 4));
+  assert.equal(strict.audited.size, 0);
+  const state = await strict.audit();
+  assert.equal((state.failure as Error & { code?: string }).code, 'ERR_LOCK_SIGNATURE');
+  assert.match(state.failure!.message, /entry 6 /);
+  assert.ok(state.size <= 6);
+});
+
+void test('an audit interrupted by a failing signature worker is not a verdict on the chain', async (t) => {
+  const site = makeSite();
+  const chain = await source(t, site, 3, 10);
+  const store = await LedgerStore.open(await replicaStore(t));
+  t.after(() => store.close());
+  const real = new SignaturePool(1);
+  t.after(() => real.close());
+  let fail = true;
+  const pool = new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop === 'verifyPackedBatch') {
+        return (buf: Uint8Array) => {
+          if (fail) {
+            fail = false;
+            return Promise.reject(new OtiError('ERR_SIGNATURE', 'a signature worker exited'));
+          }
+          return target.verifyPackedBatch(buf);
+        };
+      }
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  });
+  const r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
+  await r.append(await blocksOf(chain, 0));
+  await assert.rejects(r.audit(), (e: Error & { code?: string }) => e.code === 'ERR_SIGNATURE');
+  assert.deepEqual(r.audited, { size: 0, failure: undefined });
+  assert.deepEqual(await r.audit(), { size: chain.size, failure: undefined });
 });
