@@ -114,8 +114,9 @@ interface Link {
 
 /** After a pull that ended short of its target, the next attempt starts this much later. */
 const PULL_RETRY_MS = 1000;
-/** After an audit was interrupted by something other than the chain (a worker died), the next try. */
+/** After an audit was interrupted by something other than the chain (a worker died), the next try; doubled up to the max. */
 const AUDIT_RETRY_MS = 5000;
+const AUDIT_RETRY_MAX_MS = 300_000;
 /** How long one link's checkpoint publication may hold up the next one on that link. */
 const ANNOUNCE_WAIT_MS = 5000;
 
@@ -162,6 +163,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   /** Peer chains whose audit is running, asked for again meanwhile, or failed (not pulled further). */
   readonly #auditing = new Set<string>();
   readonly #auditRuns = new Map<string, Promise<void>>();
+  /** Retries waiting after an interrupted audit, and the delay of the next one. */
+  readonly #auditRetries = new Map<string, NodeJS.Timeout>();
+  readonly #auditDelay = new Map<string, number>();
   readonly #auditAgain = new Set<string>();
   readonly #auditFailed = new Set<string>();
   #chain: Chain | undefined;
@@ -307,6 +311,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     for (const inbox of this.#inboxes.values()) this.#closeInbox(inbox);
     await Promise.all(this.#links.map((l) => l.client.endAsync(true).catch(() => undefined)));
     await Promise.all([...this.#peers.values()].map((p) => p.pulling ?? Promise.resolve()));
+    for (const retry of this.#auditRetries.values()) clearTimeout(retry);
+    this.#auditRetries.clear();
     // Running audits stop at their next block; their watermarks keep what was checked.
     for (const origin of this.#auditRuns.keys()) void this.replica(origin).then((r) => r.stopAudit(), () => undefined);
     await Promise.all(this.#auditRuns.values());
@@ -579,7 +585,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       let pending: Uint8Array[] = [];
       let position = from;
       try {
-        await this.#publish(link, this.topics.syncRequest(responder, this.#o.gatewayId), encodeRequest({ id, chain: origin, from, to: from + this.#window }), false);
+        // Not awaited: a QoS 1 publication on a link that went away waits for a reconnect that
+        // may never come (and stop() would wait on it). The answer, a stall, or stop() ends the wait.
+        this.#publish(link, this.topics.syncRequest(responder, this.#o.gatewayId), encodeRequest({ id, chain: origin, from, to: from + this.#window }), false).catch(() => this.#closeInbox(inbox));
         let first = true;
         for (;;) {
           const msg = await this.#next(inbox, Math.min(this.#stallMs, Math.max(1, deadline - this.#now())));
@@ -779,8 +787,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
    * and a restart finds it again.
    */
   #audit(origin: string): void {
-    if (this.#auditing.has(origin) || this.#stopped) {
-      if (!this.#stopped) this.#auditAgain.add(origin);
+    if (this.#stopped) return;
+    // A run going on, or a retry waiting after an interruption: this request is served by it.
+    if (this.#auditing.has(origin) || this.#auditRetries.has(origin)) {
+      if (this.#auditing.has(origin)) this.#auditAgain.add(origin);
       return;
     }
     this.#auditing.add(origin);
@@ -788,6 +798,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       .then(async (r) => {
         const before = r.audited.size;
         const state = await r.audit();
+        this.#auditDelay.delete(origin);
         if (state.size > before) {
           this.emit('audited', { origin, size: state.size });
           this.#cosign(origin);
@@ -799,10 +810,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       })
       .catch((e: unknown) => {
         if (this.#stopped) return;
-        // Not the chain's fault (a signature worker died, the store is busy): try again later.
-        this.#o.logger?.warn({ origin, err: (e as Error).message }, `audit of ${origin} interrupted, retried in ${AUDIT_RETRY_MS / 1000} s: ${(e as Error).message}`);
-        const retry = setTimeout(() => this.#audit(origin), AUDIT_RETRY_MS);
+        // Not the chain's fault (a signature worker died, the store failed): one retry, later
+        // each time it fails again (up to AUDIT_RETRY_MAX_MS); requests meanwhile wait for it.
+        const delay = Math.min(AUDIT_RETRY_MAX_MS, this.#auditDelay.get(origin) ?? AUDIT_RETRY_MS);
+        this.#auditDelay.set(origin, delay * 2);
+        this.#o.logger?.warn({ origin, err: (e as Error).message }, `audit of ${origin} interrupted, retried in ${delay / 1000} s: ${(e as Error).message}`);
+        this.#auditAgain.delete(origin);
+        const retry = setTimeout(() => {
+          this.#auditRetries.delete(origin);
+          this.#audit(origin);
+        }, delay);
         retry.unref();
+        this.#auditRetries.set(origin, retry);
       })
       .finally(() => {
         this.#auditing.delete(origin);

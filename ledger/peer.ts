@@ -236,7 +236,10 @@ export class ChainReplica {
           last = block.header.n;
         }
         await this.#auditor.finish();
-        if (last < this.#auditBlock) break;
+        if (last < this.#auditBlock) {
+          if (this.#auditStop) break;
+          throw new OtiError('ERR_STORE_CORRUPT', `block ${this.#auditBlock} of ${this.origin} is missing below its head`);
+        }
         const size = await sizeAfter(this.cs, last);
         if (this.#auditor.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${this.#auditBlock}..${last} of ${this.origin} do not hold ${size} entries`);
         await this.cs.store.write([{ type: 'put', sublevel: this.cs.meta, key: AUDITED_KEY, value: u64(last + 1) }]);

@@ -185,6 +185,12 @@ export class SignaturePool {
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#reaper);
+    // Jobs still in the workers are answered (refused), so that nobody waits on them forever.
+    const closed = new OtiError('ERR_SIGNATURE', 'the signature pool was closed before this batch was checked');
+    for (const pw of this.#workers) {
+      for (const job of pw.jobs.values()) job.reject(closed);
+      pw.jobs.clear();
+    }
     await Promise.all(this.#workers.map((w) => w.worker.terminate()));
     this.#workers.length = 0;
   }

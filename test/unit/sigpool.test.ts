@@ -41,3 +41,16 @@ void test('a fixed pool keeps its workers', async (t) => {
   assert.equal(pool.running, 1);
   assert.deepEqual([...(await pool.verifyBatch(tasks(30)))], expected(30));
 });
+
+void test('closing a pool answers the batches still in its workers', async () => {
+  const pool = new SignaturePool(1);
+  const pending = pool.verifyBatch(tasks(5000));
+  const outcome = pending.then(
+    (r) => `checked ${r.length}`,
+    (e: Error & { code?: string }) => e.code,
+  );
+  await pool.close();
+  // Either the worker finished first, or the batch is refused: never left waiting.
+  const answer = await Promise.race([outcome, sleep(2000).then(() => 'still waiting')]);
+  assert.ok(answer === 'checked 5000' || answer === 'ERR_SIGNATURE', answer);
+});
