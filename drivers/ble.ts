@@ -24,7 +24,7 @@
  * - Repeated garbage from a link (more than `garbagePerMinute` rejections) drops it with backoff.
  */
 import { backoffDelay } from './backoff.js';
-import type { DriverNotice, DriverState, DriverStatus, LinkRef, LinkStatus, LockDriver, ReceivedEvent } from './driver.js';
+import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import {
   ACK_CHAR_UUID,
@@ -659,16 +659,7 @@ export class BleDriver implements LockDriver {
         this.reject(link, 'ERR_MESSAGE', `event of lock ${m.lock} on the link of lock ${link.info.lock}`);
         return undefined;
       }
-      return {
-        from: link.ref,
-        lock: m.lock,
-        ctr: m.ctr,
-        oldest: m.oldest,
-        payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
-        decoded: m.decoded,
-        info: link.info,
-        receivedAt: this.now(),
-      };
+      return receivedEvent(m, link.ref, link.info, this.now());
     } catch (e) {
       this.reject(link, isOtiError(e) ? e.code : 'ERR_MESSAGE', messageOf(e));
       return undefined;

@@ -26,7 +26,7 @@
  * - No byte sequence from a link, and no failure of a device, may throw out of a driver or crash
  *   the process: every such failure is a notice and a status change.
  */
-import type { LockInfo } from './protocol.js';
+import type { EventMessage, LockInfo } from './protocol.js';
 import type { LockPayload } from '../ledger/entry.js';
 
 /** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
@@ -54,6 +54,11 @@ export interface ReceivedEvent {
   readonly info: LockInfo | undefined;
   /** Gateway clock (ms since 1970) when the last byte of the event arrived. */
   readonly receivedAt: number;
+}
+
+/** The ReceivedEvent for a decoded event message, as every driver hands it to the pipeline. */
+export function receivedEvent(m: EventMessage, from: LinkRef, info: LockInfo | undefined, receivedAt: number): ReceivedEvent {
+  return { from, lock: m.lock, ctr: m.ctr, oldest: m.oldest, payload: 'cose' in m ? { cose: m.cose } : { event: m.event }, decoded: m.decoded, info, receivedAt };
 }
 
 export type DriverState = 'stopped' | 'starting' | 'running' | 'degraded' | 'unavailable';

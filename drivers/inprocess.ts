@@ -8,7 +8,7 @@
 import { OtiError } from '../ledger/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { decodeLockMessage, encodeMessage, type LockInfo } from './protocol.js';
-import type { DriverNotice, DriverState, DriverStatus, LockDriver, ReceivedEvent } from './driver.js';
+import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import type { SimLock } from './simlock.js';
 
 interface Link {
@@ -135,16 +135,7 @@ export class InProcessDriver implements LockDriver {
           continue;
         }
         this.counters.eventsIn++;
-        const ev: ReceivedEvent = {
-          from: { driver: this.id, link: link.lock.id },
-          lock: m.lock,
-          ctr: m.ctr,
-          oldest: m.oldest,
-          payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
-          decoded: m.decoded,
-          info: link.info,
-          receivedAt: Date.now(),
-        };
+        const ev = receivedEvent(m, { driver: this.id, link: link.lock.id }, link.info, Date.now());
         this.sessions.set(ev, link.session);
         await this.events_.put(ev);
       }

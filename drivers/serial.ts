@@ -18,7 +18,7 @@ import { OtiError } from '../ledger/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { FrameDecoder, encodeFrame } from './framing.js';
 import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, type LockInfo } from './protocol.js';
-import type { DriverNotice, DriverState, DriverStatus, LinkRef, LinkStatus, LockDriver, ReceivedEvent } from './driver.js';
+import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { Backoff } from './backoff.js';
 
 /** The part of a serialport SerialPort stream this driver uses; tests may hand in another. */
@@ -323,16 +323,7 @@ export class SerialDriver implements LockDriver {
       return;
     }
     this.counters.eventsIn++;
-    const ev: ReceivedEvent = {
-      from: this.from(),
-      lock: m.lock,
-      ctr: m.ctr,
-      oldest: m.oldest,
-      payload: 'cose' in m ? { cose: m.cose } : { event: m.event },
-      decoded: m.decoded,
-      info: this.infos.get(m.lock),
-      receivedAt: this.now(),
-    };
+    const ev = receivedEvent(m, this.from(), this.infos.get(m.lock), this.now());
     this.sessions.set(ev, session);
     const port = this.port;
     const full = this.eventQueue.length >= this.opts.queueSize;
