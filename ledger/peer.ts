@@ -17,8 +17,7 @@
  * last stored counter is checked too, so counters increase across resumptions as within one.
  */
 import { OtiError, isOtiError, type ErrorCode } from './errors.js';
-import { decodeEntry } from './entry.js';
-import { leafHash, CompactRange } from './merkle.js';
+import { CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
@@ -151,16 +150,17 @@ export class ChainReplica {
     const all: Uint8Array[] = [];
     const rosterChanged = new Set<string>();
     for (const b of blocks) {
-      await v.addBlock(b.headerBytes, b.checkpoint, b.entries);
-      for (const bytes of b.entries) {
+      // The verifier's leaf hashes and decodings serve the store operations too.
+      const checked = await v.addBlock(b.headerBytes, b.checkpoint, b.entries);
+      for (let k = 0; k < b.entries.length; k++) {
+        const bytes = b.entries[k]!;
         const index = range.size;
-        const leaf = leafHash(bytes);
+        const leaf = checked.leaves[k]!;
         range.append(leaf, (level, i, hash) => {
           const op = cs.nodeOp(level, i, hash);
           if (op !== undefined) ops.push(op);
         });
-        // Entries decoded cleanly in addBlock, so this cannot throw.
-        const body = decodeEntry(bytes).body;
+        const body = checked.entries[k]!.body;
         if (body.kind === 'lock-event') {
           await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
           ops.push(cs.idOp(lockIdKey(body.event.lock, body.event.ctr), index));

@@ -46,6 +46,12 @@ export interface VerifyProgress {
   readonly lockSignatures: number;
 }
 
+/** What addBlock() worked out for each entry of the block: its leaf hash and its decoding. */
+export interface CheckedBlock {
+  readonly leaves: Uint8Array[];
+  readonly entries: Entry[];
+}
+
 export interface VerifyReport extends VerifyProgress {
   readonly origin: string;
   readonly root: Uint8Array;
@@ -110,7 +116,7 @@ export class ChainVerifier {
    * Checks one block. Structural checks throw at once; lock signature failures surface from
    * this call or a later one, at the latest from finish().
    */
-  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[]): Promise<void> {
+  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[]): Promise<CheckedBlock> {
     const h = decodeBlockHeader(headerBytes);
     const where = { origin: this.origin, block: h.n };
     if (h.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} belongs to ${h.chain}, not ${this.origin}`, where);
@@ -120,7 +126,8 @@ export class ChainVerifier {
     // The checkpoint is signed by the gateway key in force when the block starts.
     const gw = this.#roster.get('gateway', this.gatewayId);
     const startKey = gw?.key;
-    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!);
+    const checked: CheckedBlock = { leaves: [], entries: [] };
+    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!, checked);
     const root = this.#range.root();
     if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
     const hash = blockHash(headerBytes);
@@ -136,6 +143,7 @@ export class ChainVerifier {
     this.#checkpoint = checkpoint;
     await this.#drain(false);
     this.#opts.onProgress?.(this.progress);
+    return checked;
   }
 
   /** Waits for every outstanding signature check; throws the first failure. */
@@ -144,7 +152,7 @@ export class ChainVerifier {
     return { origin: this.origin, ...this.progress, root: this.#range.root(), unsignedEvents: this.#unsigned, checkpoint: this.#checkpoint };
   }
 
-  #addEntry(index: number, bytes: Uint8Array): void {
+  #addEntry(index: number, bytes: Uint8Array, out: CheckedBlock): void {
     let entry: Entry;
     try {
       entry = decodeEntry(bytes);
@@ -190,7 +198,10 @@ export class ChainVerifier {
       default:
         break;
     }
-    this.#range.append(leafHash(bytes));
+    const leaf = leafHash(bytes);
+    this.#range.append(leaf);
+    out.leaves.push(leaf);
+    out.entries.push(entry);
     this.#entries++;
   }
 
