@@ -17,7 +17,7 @@
  * BENCH_PTY_LOCKS (default 10), BENCH_PHASES (comma-separated subset of floor,offered,max,process;
  * default all).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -35,7 +35,7 @@ import { ptyPair, type PtyPair } from '../drivers/pty.js';
 import { Ingest } from '../gateway/ingest.js';
 import { loadOrCreateIdentity } from '../gateway/identity.js';
 import { readKeyFile } from '../ledger/keyfile.js';
-import { startGateway, freePort } from '../test/support/gateway-process.js';
+import { startGateway, freePort, writeGatewayConfig } from '../test/support/gateway-process.js';
 import { writeResults, round, percentile, peakRssMb, benchChain } from './support.js';
 
 const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 1000);
@@ -182,10 +182,14 @@ async function realProcess(dir: string): Promise<Record<string, number>> {
   for (let i = 0; i < PTY_LOCKS; i++) ptys.push(await ptyPair(dir, `pty-${i}`));
   const config = join(dir, 'gateway.yaml');
   const apiPort = await freePort();
-  writeFileSync(
-    config,
-    [`dataDir: ${dataDir}`, `broker: { host: 127.0.0.1, port: ${await freePort()} }`, `api: { port: ${apiPort} }`, 'ble: { enabled: false }', 'log: { level: warn }', 'serial:', '  ports:', ...ptys.map((p) => `    - { path: ${p.gateway}, baudRate: 921600 }`), ''].join('\n'),
-  );
+  await writeGatewayConfig(config, {
+    dataDir,
+    broker: { host: '127.0.0.1', port: await freePort() },
+    api: { port: apiPort },
+    serialPorts: ptys.map((p) => p.gateway),
+    portSettings: { baudRate: 921600 },
+    more: { log: { level: 'warn' } },
+  });
   const gw = startGateway(['--config', config]);
   /** VmRSS and its anonymous part (heap, stacks, LevelDB buffers; the rest is mapped files), MB. */
   const rssOf = (): { rss: number; anon: number } => {

@@ -15,7 +15,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -94,22 +94,14 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   t.after(() => Promise.all(ptys.map((p) => p.kill())));
   const brokerPort = await freePort();
   const apiPort = await freePort();
-  const config = join(dir, 'gateway.yaml');
-  await writeFile(
-    config,
-    [
-      `dataDir: ${dataDir}`,
-      `broker: { host: 127.0.0.1, port: ${brokerPort} }`,
-      `api: { port: ${apiPort} }`,
-      'ble: { enabled: false }',
-      'serial:',
-      '  ports:',
-      ...ptys.map((p) => `    - { path: ${p.gateway}, reconnectMinMs: 50, reconnectMaxMs: 500 }`),
-      'webhooks:',
-      `  - { url: "${hook.url}", secret: "${SECRET}", backoffMinMs: 100, backoffMaxMs: 1000 }`,
-      '',
-    ].join('\n'),
-  );
+  const config = await writeGatewayConfig(join(dir, 'gateway.yaml'), {
+    dataDir,
+    broker: { host: '127.0.0.1', port: brokerPort },
+    api: { port: apiPort },
+    serialPorts: ptys.map((p) => p.gateway),
+    portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
+    more: { webhooks: [{ url: hook.url, secret: SECRET, backoffMinMs: 100, backoffMaxMs: 1000 }] },
+  });
   let gw: GatewayProcess = startGateway(['--config', config]);
   t.after(() => {
     gw.proc.kill('SIGKILL');

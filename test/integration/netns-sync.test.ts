@@ -26,6 +26,7 @@ import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { until as waitUntil } from '../support/wait.js';
+import { writeGatewayConfig } from '../support/gateway-process.js';
 
 const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
 const N = 3;
@@ -75,11 +76,14 @@ void test('three gateways in network namespaces discover each other, sync, survi
     await store.close();
     const pty = await ptyPair(dir, `pty-${i}`);
     ptys.push(pty);
-    const config = join(dir, `${id}.yaml`);
-    await writeFile(
-      config,
-      [`dataDir: ${dataDir}`, 'broker: { host: 0.0.0.0, port: 1883 }', 'api: { port: 8433 }', 'ble: { enabled: false }', 'sync: { recoverWaitMs: 0 }', 'serial:', '  ports:', `    - { path: ${pty.gateway}, reconnectMinMs: 100, reconnectMaxMs: 1000 }`, ''].join('\n'),
-    );
+    const config = await writeGatewayConfig(join(dir, `${id}.yaml`), {
+      dataDir,
+      broker: { host: '0.0.0.0', port: 1883 },
+      api: { port: 8433 },
+      serialPorts: [pty.gateway],
+      portSettings: { reconnectMinMs: 100, reconnectMaxMs: 1000 },
+      more: { sync: { recoverWaitMs: 0 } },
+    });
     const gw: Gw = { id, dataDir, config, logs: [] };
     gws.push(gw);
     const lock = new SimLock({ id: `lock-${i}`, seed: lockKey.seed, resendMs: 1000 });

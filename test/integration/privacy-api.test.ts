@@ -15,10 +15,10 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -98,21 +98,13 @@ void test('privacy role over HTTP: sealed credentials and pseudonyms for api.tok
   t.after(() => Promise.all([sealing.kill(), legacy.kill()]));
   const apiPort = await freePort();
   const base = `http://127.0.0.1:${apiPort}`;
-  const config = join(dir, 'gateway.yaml');
-  await writeFile(
-    config,
-    [
-      `dataDir: ${data}`,
-      'broker: { host: 127.0.0.1, port: 0 }',
-      `api: { port: ${apiPort}, token: "${TOKEN}", privacyToken: "${PRIVACY_TOKEN}" }`,
-      'ble: { enabled: false }',
-      'serial:',
-      '  ports:',
-      `    - { path: ${sealing.gateway}, reconnectMinMs: 50, reconnectMaxMs: 500 }`,
-      `    - { path: ${legacy.gateway}, reconnectMinMs: 50, reconnectMaxMs: 500 }`,
-      '',
-    ].join('\n'),
-  );
+  const config = await writeGatewayConfig(join(dir, 'gateway.yaml'), {
+    dataDir: data,
+    broker: { host: '127.0.0.1', port: 0 },
+    api: { port: apiPort, token: TOKEN, privacyToken: PRIVACY_TOKEN },
+    serialPorts: [sealing.gateway, legacy.gateway],
+    portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
+  });
   const gateways: GatewayProcess[] = [];
   const start = (env: Record<string, string>): GatewayProcess => {
     const gw = startGateway(['--config', config], env);

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -133,20 +133,13 @@ void test('person add / erase / show against the real gateway, bad inputs refuse
   t.after(() => pty.kill());
   const apiPort = await freePort();
   const api = ['--api', `http://127.0.0.1:${apiPort}`];
-  const config = join(dir, 'gateway.yaml');
-  await writeFile(
-    config,
-    [
-      `dataDir: ${data}`,
-      'broker: { host: 127.0.0.1, port: 0 }',
-      `api: { port: ${apiPort}, token: "${TOKEN}", privacyToken: "${PRIVACY_TOKEN}" }`,
-      'ble: { enabled: false }',
-      'serial:',
-      '  ports:',
-      `    - { path: ${pty.gateway}, reconnectMinMs: 50, reconnectMaxMs: 500 }`,
-      '',
-    ].join('\n'),
-  );
+  const config = await writeGatewayConfig(join(dir, 'gateway.yaml'), {
+    dataDir: data,
+    broker: { host: '127.0.0.1', port: 0 },
+    api: { port: apiPort, token: TOKEN, privacyToken: PRIVACY_TOKEN },
+    serialPorts: [pty.gateway],
+    portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
+  });
   let gw: GatewayProcess | undefined;
   t.after(() => gw?.proc.kill('SIGKILL'));
   const startGw = async (): Promise<void> => {

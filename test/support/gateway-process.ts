@@ -8,6 +8,8 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { writeFile } from 'node:fs/promises';
+import { stringify } from 'yaml';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
@@ -76,4 +78,31 @@ export async function freePort(): Promise<number> {
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   if (addr === null || typeof addr === 'string') throw new Error('no port');
   return addr.port;
+}
+
+/** What a test or benchmark gateway's configuration file says (docs/CONFIGURATION.md). */
+export interface TestGatewayConfig {
+  readonly dataDir: string;
+  readonly broker: { readonly host: string; readonly port: number };
+  readonly api: Readonly<Record<string, string | number>>;
+  /** The gateway ends of the locks' serial lines (ptys). */
+  readonly serialPorts: readonly string[];
+  /** Settings given to every serial port (reconnect bounds, baud rate). */
+  readonly portSettings?: Readonly<Record<string, number>>;
+  /** Other top-level sections (webhooks, sync, log, …). */
+  readonly more?: Readonly<Record<string, unknown>>;
+}
+
+/** Writes a gateway configuration file (YAML, BLE off, as on a machine without Bluetooth) and returns its path. */
+export async function writeGatewayConfig(path: string, c: TestGatewayConfig): Promise<string> {
+  const doc = {
+    dataDir: c.dataDir,
+    broker: c.broker,
+    api: c.api,
+    ble: { enabled: false },
+    serial: { ports: c.serialPorts.map((p) => ({ path: p, ...c.portSettings })) },
+    ...c.more,
+  };
+  await writeFile(path, stringify(doc));
+  return path;
 }
