@@ -22,6 +22,7 @@ import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { verifyChain } from '../ledger/verify.js';
 import { fingerprint } from '../ledger/crypto.js';
+import { ED25519_VERIFIER } from '../ledger/ed25519.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
@@ -200,6 +201,8 @@ export class Gateway {
     // A block that cannot be written stops the gateway: acks would otherwise wait forever.
     chain.on('error', (e: Error) => opts.onFatal?.(e));
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
+    if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
+    else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
     this.verifyInBackground(pool, opts.onFatal);
     sync.attachChain(chain);
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));

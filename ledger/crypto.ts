@@ -1,19 +1,19 @@
 /**
- * Ed25519 and SHA-256 for the hot paths, through node:crypto.
+ * Ed25519 and SHA-256 for the hot paths: signing and hashing through node:crypto, verification
+ * through ledger/ed25519.ts (libsodium where its addon loads, else node:crypto, one rule).
  *
  * Keys travel as raw bytes: a 32-byte public key and a 32-byte private seed (RFC 8032 §5.1.5).
- * Node wants KeyObjects; building one costs far more than a verification, so public KeyObjects
- * are cached by key bytes. Every byte argument is checked for type and length on entry, with an
- * error that names the argument. `verify` returns false for a signature that does not verify or
- * is malformed; it throws only for a malformed public key, which is a caller error.
+ * Every byte argument is checked for type and length on entry, with an error that names the
+ * argument. `verify` returns false for a signature that does not verify or is malformed.
  *
  * Every signature the project makes is domain-separated. Our own statements are signed over a
  * context string naming their purpose (see `signedMessage`); the two standard formats carry
  * their own separation: signed-note checkpoints bind the origin line and key name, and
  * COSE_Sign1 lock signatures cover a Sig_structure that starts with "Signature1".
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
 import { OtiError } from './errors.js';
+import { verifyEd25519, type Ed25519Verify } from './ed25519.js';
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SEED_BYTES = 32;
@@ -82,39 +82,20 @@ export class Signer {
   }
 }
 
-const publicKeyCache = new Map<string, KeyObject>();
-const PUBLIC_KEY_CACHE_LIMIT = 4096;
+/** Ed25519 verification under the project's rule, on libsodium or node:crypto (ledger/ed25519.ts). */
+export type { Ed25519Verify };
 
-function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('latin1');
-  let key = publicKeyCache.get(id);
-  if (key === undefined) {
-    try {
-      key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, publicKey]), format: 'der', type: 'spki' });
-    } catch (e) {
-      throw new OtiError('ERR_KEY_INVALID', 'publicKey is not a valid Ed25519 key', undefined, { cause: e });
-    }
-    if (publicKeyCache.size >= PUBLIC_KEY_CACHE_LIMIT) publicKeyCache.clear();
-    publicKeyCache.set(id, key);
-  }
-  return key;
-}
-
-/** An Ed25519 verification function: node:crypto's (verify below) or a pure-JS one such as @noble/ed25519. */
-export type Ed25519Verify = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
-
-/** Pure Ed25519 verification; false for any signature that does not verify. */
+/**
+ * Ed25519 verification under the project's rule (docs/PROTOCOL.md §Signatures): false for any
+ * signature that is not valid, including one under a key that is not a point of large order;
+ * ERR_ARGUMENT only for arguments of the wrong type or a key of the wrong length.
+ */
 export function verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   checkBytes('publicKey', publicKey, PUBLIC_KEY_BYTES);
   checkBytes('message', message);
   checkBytes('signature', signature);
   if (signature.length !== SIGNATURE_BYTES) return false;
-  try {
-    return nodeVerify(null, message, publicKeyObject(publicKey), signature);
-  } catch (e) {
-    if (e instanceof OtiError) throw e;
-    return false;
-  }
+  return verifyEd25519(publicKey, message, signature);
 }
 
 export function verifyWithContext(publicKey: Uint8Array, context: SignatureContext, message: Uint8Array, signature: Uint8Array, ed25519: Ed25519Verify = verify): boolean {

@@ -15,7 +15,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { verify } from './crypto.js';
+import { verifyEd25519, type Ed25519Verify } from './ed25519.js';
 import { OtiError } from './errors.js';
 import { sigStructure } from './cose.js';
 
@@ -295,7 +295,7 @@ function packedCount(buf: Uint8Array): number {
   return count;
 }
 
-export function verifyPacked(buf: Uint8Array, ed25519: (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean = verify): Uint8Array {
+export function verifyPacked(buf: Uint8Array, ed25519: Ed25519Verify = verifyEd25519): Uint8Array {
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const count = packedCount(buf);
   const results = new Uint8Array(count);

@@ -27,7 +27,7 @@ export interface VerifyOptions {
   readonly trust: SiteTrust;
   /** Checks lock signatures on worker threads; without it they are checked on this thread. */
   readonly pool?: SignaturePool;
-  /** Ed25519 implementation for checks done on this thread (default node:crypto). */
+  /** Ed25519 implementation for checks done on this thread (default ledger/ed25519.ts: libsodium or node:crypto). */
   readonly ed25519?: Ed25519Verify;
   /** Called after each block with the running totals. */
   readonly onProgress?: (p: VerifyProgress) => void;
