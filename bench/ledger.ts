@@ -2,17 +2,19 @@
  * npm run bench:ledger — the ledger's throughput against the floor it competes with.
  *
  * Phases, each in a fresh child process so that memory figures are its own:
- *   floor    raw LevelDB batch writes of the same entry bytes (same batch size, sync), and raw
- *            node:crypto Ed25519 sign/verify on one thread
+ *   floor    raw LevelDB batch writes of the same entry bytes (same batch size, sync), raw
+ *            node:crypto Ed25519 signing, and raw verification on one thread with this machine's
+ *            verifier (libsodium where it loads) and with node:crypto
  *   append   durable appends of pre-verified lock events; then appends with every lock
  *            signature checked (worker pool); then grows the chain to BENCH_CHAIN_ENTRIES
- *   verify   whole-chain verification with every lock signature checked (worker pool), with
- *            peak RSS; receipt verification time (node:crypto and @noble/ed25519)
+ *   verify   whole-chain verification with every lock signature checked, as users run it: the
+ *            `oti verify` command in a process of its own, its peak RSS read from /proc; then
+ *            receipt verification time (this machine's verifier and @noble/ed25519)
  * Ratios are against the floor measured in the same run. Figures go to bench/results/ledger.json.
  *
  * Environment: BENCH_APPEND_ENTRIES (default 200000), BENCH_CHAIN_ENTRIES (default 1000000).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { Level } from 'level';
 import * as ed from '@noble/ed25519';
 import { createHash } from 'node:crypto';
-import { generateKeyPair, keyPairFromSeed, Signer, verify, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
+import { generateKeyPair, keyPairFromSeed, Signer, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
+import { ED25519_VERIFIER, verifyEd25519, verifyWithOpenssl, type Ed25519Verify } from '../ledger/ed25519.js';
 import { signStatement, type SignedStatement, type SiteTrust } from '../ledger/roster.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent } from '../ledger/lockevent.js';
@@ -28,10 +31,9 @@ import { encodeEntry } from '../ledger/entry.js';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
-import { verifyChain } from '../ledger/verify.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
 import { writeResults, round, peakRssMb } from './support.js';
-import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
+import { processCpuMs, RssSampler } from './measure.js';
 
 const APPEND_N = Number(process.env['BENCH_APPEND_ENTRIES'] ?? 200_000);
 const CHAIN_N = Number(process.env['BENCH_CHAIN_ENTRIES'] ?? 1_000_000);
@@ -84,7 +86,7 @@ async function appendAll(chain: Chain, events: Uint8Array[], preverified: boolea
   return events.length / ((performance.now() - t0) / 1000);
 }
 
-async function phaseFloor(setup: Setup): Promise<Record<string, number>> {
+async function phaseFloor(setup: Setup): Promise<Record<string, number | string>> {
   const { locks } = siteFrom(setup);
   const events = makeEvents(locks, 0, APPEND_N);
   const entries = events.map((cose) => encodeEntry({ kind: 'lock-event', cose, time: 1_700_000_000_000 }, 0).bytes);
@@ -109,10 +111,19 @@ async function phaseFloor(setup: Setup): Promise<Record<string, number>> {
   const sigs: Uint8Array[] = [];
   for (let i = 0; i < SIGN_N; i++) sigs.push(signer.sign(msg));
   const signRate = SIGN_N / ((performance.now() - t) / 1000);
-  t = performance.now();
-  for (let i = 0; i < SIGN_N; i++) verify(signer.publicKey, msg, sigs[i]!);
-  const verifyRate = SIGN_N / ((performance.now() - t) / 1000);
-  return { raw_leveldb_batch_entries_per_s: round(rawLevel, 0), raw_ed25519_sign_per_s: round(signRate, 0), raw_ed25519_verify_per_s: round(verifyRate, 0), entry_bytes_avg: round(entries.reduce((a, e) => a + e.length, 0) / entries.length, 0) };
+  const verifyRate = (f: Ed25519Verify): number => {
+    const t0 = performance.now();
+    for (let i = 0; i < SIGN_N; i++) f(signer.publicKey, msg, sigs[i]!);
+    return SIGN_N / ((performance.now() - t0) / 1000);
+  };
+  return {
+    raw_leveldb_batch_entries_per_s: round(rawLevel, 0),
+    raw_ed25519_sign_per_s: round(signRate, 0),
+    raw_ed25519_verify_per_s: round(verifyRate(verifyEd25519), 0),
+    raw_ed25519_verifier: ED25519_VERIFIER.name,
+    raw_node_crypto_verify_per_s: round(verifyRate(verifyWithOpenssl), 0),
+    entry_bytes_avg: round(entries.reduce((a, e) => a + e.length, 0) / entries.length, 0),
+  };
 }
 
 async function phaseAppend(setup: Setup): Promise<Record<string, number>> {
@@ -141,20 +152,58 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number>> {
   return { append_preverified_entries_per_s: round(preRate, 0), append_checked_entries_per_s: round(checkedRate, 0), chain_entries: size, append_rss_peak_mb: peakRssMb() };
 }
 
+/**
+ * Whole-chain verification as a user runs it: `oti verify --data DIR` in its own process, with the
+ * node flags of the CLI's first line, sampled from outside (RSS from /proc, CPU from its stat).
+ */
+async function verifyWithCli(setup: Setup): Promise<Record<string, number | string>> {
+  const { trust } = siteFrom(setup);
+  writeFileSync(join(setup.dir, 'site.json'), JSON.stringify({ siteId: trust.siteId, siteKeys: trust.siteKeys.map(toHex), gatewayId: 'gw-1' }));
+  const cli = fileURLToPath(new URL('../provisioning/cli.js', import.meta.url));
+  const flags = nodeFlagsOf(cli);
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [...flags, cli, 'verify', '--data', setup.dir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const rss = new RssSampler(50, child.pid);
+  let cpuMs = 0;
+  const cpuTimer = setInterval(() => (cpuMs = Math.max(cpuMs, processCpuMs(child.pid!))), 50);
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const wallS = (performance.now() - t0) / 1000;
+  clearInterval(cpuTimer);
+  const mem = rss.stop();
+  if (code !== 0) throw new Error(`oti verify exited with ${code}: ${out}`);
+  const result = JSON.parse(out) as { ok: boolean; chains: { report: { entries: number; lockSignatures: number } }[] };
+  const report = result.chains[0]!.report;
+  return {
+    verify_command: `node ${flags.join(' ')} oti verify`,
+    verify_entries: report.entries,
+    verify_lock_signatures: report.lockSignatures,
+    verify_entries_per_s: round(report.entries / wallS, 0),
+    verify_wall_s: round(wallS, 2),
+    verify_cpu_s: round(cpuMs / 1000, 2),
+    verify_cpu_cores_busy: round(cpuMs / 1000 / wallS, 2),
+    verify_cpu_us_per_entry: round((cpuMs * 1000) / report.entries, 1),
+    verify_rss_peak_mb: mem.rss_peak_mb,
+    verify_rss_anon_peak_mb: mem.rss_anon_peak_mb,
+    verify_rss_file_peak_mb: mem.rss_file_peak_mb,
+  };
+}
+
+/** The node options on a script's `#!/usr/bin/env -S node …` line. */
+function nodeFlagsOf(script: string): string[] {
+  const first = readFileSync(script, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env (?:-S )?node((?: --?[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  if (m === null) throw new Error(`${script}: unexpected first line ${first}`);
+  return m[1]!.split(' ').filter((f) => f !== '');
+}
+
 async function phaseVerify(setup: Setup): Promise<Record<string, number | string>> {
+  const cli = await verifyWithCli(setup);
+  // Receipts: build a few, verify each many times with this machine's verifier and with @noble/ed25519.
   const { trust, gateway, genesis } = siteFrom(setup);
   const store = await LedgerStore.open(join(setup.dir, 'ledger'));
-  const pool = new SignaturePool();
   const chain = await Chain.open({ store, trust, gatewayId: 'gw-1', key: gateway, genesis });
-  const rss = new RssSampler();
-  const cpu0 = cpuSnapshot();
-  const t0 = performance.now();
-  const report = await verifyChain(chain.cs, { trust, pool });
-  const verifyRate = report.entries / ((performance.now() - t0) / 1000);
-  const cpu = prefixed('verify_', cpuSince(cpu0, report.entries));
-  const mem = prefixed('verify_', rss.stop());
-  const verifyRss = peakRssMb();
-  // Receipts: build a few, verify each many times with node:crypto and with @noble/ed25519.
   const receipts: Uint8Array[] = [];
   for (let i = 0; i < 20; i++) receipts.push(await receiptFor(chain, Math.floor(((i + 0.5) / 20) * chain.size)));
   const R = 1000;
@@ -168,22 +217,8 @@ async function phaseVerify(setup: Setup): Promise<Record<string, number | string
   for (let i = 0; i < RN; i++) verifyReceipt(receipts[i % receipts.length]!, trust, { ed25519: nobleVerify });
   const receiptNobleUs = ((performance.now() - t) * 1000) / RN;
   await chain.close();
-  await pool.close();
   await store.close();
-  return {
-    verify_entries: report.entries,
-    verify_lock_signatures: report.lockSignatures,
-    verify_entries_per_s: round(verifyRate, 0),
-    verify_rss_peak_mb: verifyRss,
-    ...mem,
-    ...cpu,
-    receipt_verify_us: round(receiptNodeUs, 0),
-    receipt_verify_noble_us: round(receiptNobleUs, 0),
-  };
-}
-
-function prefixed<T>(prefix: string, figures: Record<string, T>): Record<string, T> {
-  return Object.fromEntries(Object.entries(figures).map(([k, v]) => [prefix + k, v]));
+  return { ...cli, receipt_verify_us: round(receiptNodeUs, 0), receipt_verify_noble_us: round(receiptNobleUs, 0) };
 }
 
 function runPhase(phase: string, setupFile: string): Record<string, number | string> {
@@ -223,6 +258,7 @@ async function main(): Promise<void> {
       ratio_append_checked_vs_raw_leveldb: round(Number(append['append_checked_entries_per_s']) / raw, 2),
       ratio_append_checked_vs_raw_verify_1_thread: round(Number(append['append_checked_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
       ratio_verify_vs_raw_verify_1_thread: round(Number(ver['verify_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
+      ratio_verify_vs_raw_node_crypto_verify_1_thread: round(Number(ver['verify_entries_per_s']) / Number(floor['raw_node_crypto_verify_per_s']), 2),
       target_append_preverified_met: Number(append['append_preverified_entries_per_s']) >= 50_000,
       target_append_checked_met: Number(append['append_checked_entries_per_s']) >= 15_000,
       target_verify_met: Number(ver['verify_entries_per_s']) >= 25_000,

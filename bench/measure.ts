@@ -82,13 +82,20 @@ export function cpuSince(start: CpuSnapshot, units: number): Record<string, numb
   return out;
 }
 
-/** Samples RSS every `everyMs` until stopped; reports the peaks of anonymous and file-backed RSS. */
+/**
+ * Samples the RSS of this process (or of process `pid`) every `everyMs` until stopped; reports the
+ * kernel's own peak (VmHWM, exact however seldom it is sampled) and the peaks of anonymous and
+ * file-backed RSS.
+ */
 export class RssSampler {
+  #peak = 0;
   #anon = 0;
   #file = 0;
+  readonly #path: string;
   readonly #timer: NodeJS.Timeout;
 
-  constructor(everyMs = 50) {
+  constructor(everyMs = 50, pid?: number) {
+    this.#path = `/proc/${pid ?? 'self'}/status`;
     this.sample();
     this.#timer = setInterval(() => this.sample(), everyMs);
     this.#timer.unref();
@@ -97,19 +104,31 @@ export class RssSampler {
   sample(): void {
     let status: string;
     try {
-      status = readFileSync('/proc/self/status', 'utf8');
+      status = readFileSync(this.#path, 'utf8');
     } catch {
       return;
     }
     const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+    this.#peak = Math.max(this.#peak, kb('VmHWM'));
     this.#anon = Math.max(this.#anon, kb('RssAnon'));
     this.#file = Math.max(this.#file, kb('RssFile'));
   }
 
-  /** Stops sampling; peak anonymous and file-backed RSS in MB (each peak on its own). */
-  stop(): { rss_anon_peak_mb: number; rss_file_peak_mb: number } {
+  /** Stops sampling; peak RSS, and peak anonymous and file-backed RSS (each peak on its own), in MB. */
+  stop(): { rss_peak_mb: number; rss_anon_peak_mb: number; rss_file_peak_mb: number } {
     this.sample();
     clearInterval(this.#timer);
-    return { rss_anon_peak_mb: round(this.#anon / 1024, 1), rss_file_peak_mb: round(this.#file / 1024, 1) };
+    return { rss_peak_mb: round(this.#peak / 1024, 1), rss_anon_peak_mb: round(this.#anon / 1024, 1), rss_file_peak_mb: round(this.#file / 1024, 1) };
+  }
+}
+
+/** utime + stime of process `pid` so far, in ms (Linux; 0 elsewhere or once it has ended). */
+export function processCpuMs(pid: number): number {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
+  } catch {
+    return 0;
   }
 }

@@ -140,7 +140,7 @@ export class Gateway {
     this.onStop('store', () => store.close());
     // Elastic: signatures are checked on the main thread while the load is light, on worker
     // threads (started then, stopped when idle) when it is not (ledger/sigpool.ts).
-    const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)), { inlineMaxPerS: 2000, idleMs: 60_000 });
+    const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)), { elastic: { inlineMaxPerS: 2000, idleMs: 60_000 } });
     this.onStop('signature pool', () => pool.close());
 
     const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);

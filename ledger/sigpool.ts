@@ -7,6 +7,11 @@
  * 64-byte signature, message. Results come back as one byte per item (1 = valid).
  * With size 0 the pool verifies on the calling thread (small machines, tests).
  *
+ * A pool that shares with its caller (`callerShare`, for tools whose thread has nothing else to
+ * do, such as `oti verify`) verifies a batch on the calling thread whenever each worker already
+ * has one batch running and one waiting: with n cores, n - 1 workers and the caller keep them all
+ * busy, one V8 isolate fewer than n workers.
+ *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
  * calling thread (a worker's V8 isolate costs tens of MB of a Raspberry Pi's memory, and at a
  * thousand events a second verification takes under a tenth of a core); when the signatures to
@@ -43,11 +48,19 @@ export interface ElasticOptions {
   readonly idleMs?: number;
 }
 
+export interface PoolOptions {
+  /** Start workers only under load, and stop them when idle (see above). */
+  readonly elastic?: ElasticOptions;
+  /** Verify on the calling thread too, when every worker has a batch waiting (not with `elastic`). */
+  readonly callerShare?: boolean;
+}
+
 export class SignaturePool {
   /** The most workers this pool runs. */
   readonly size: number;
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
+  readonly #callerShare: boolean;
   #nextId = 0;
   #closed = false;
   /** Signatures asked for in the current one-second window, and when it started. */
@@ -56,10 +69,18 @@ export class SignaturePool {
   #lastWork = 0;
   #reaper: NodeJS.Timeout | undefined;
 
-  constructor(size = Math.max(1, availableParallelism()), elastic?: ElasticOptions) {
+  constructor(size = Math.max(1, availableParallelism()), opts: PoolOptions = {}) {
+    const elastic = opts.elastic;
+    if (elastic !== undefined && opts.callerShare === true) throw new OtiError('ERR_ARGUMENT', 'a signature pool is elastic or shares with its caller, not both');
     this.size = size;
     this.#elastic = elastic === undefined ? undefined : { inlineMaxPerS: elastic.inlineMaxPerS ?? 2000, idleMs: elastic.idleMs ?? 60_000 };
+    this.#callerShare = opts.callerShare === true;
     if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
+  }
+
+  /** For a pool that shares with its caller: whether each worker has a batch running and one waiting. */
+  #workersFull(): boolean {
+    return this.#callerShare && this.#workers.every((w) => w.inFlight >= 2);
   }
 
   /** Workers running now. */
@@ -139,7 +160,7 @@ export class SignaturePool {
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
     if (buf.length === 0) return new Uint8Array(0);
-    if (this.size === 0 || !this.#useWorkers(packedCount(buf))) return verifyPacked(buf);
+    if (this.size === 0 || this.#workersFull() || !this.#useWorkers(packedCount(buf))) return verifyPacked(buf);
     const pw = this.#workers.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const id = this.#nextId++;
     pw.inFlight++;

@@ -9,6 +9,7 @@
 import { terminalQr } from './qr.js';
 import { writeFile, readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { availableParallelism } from 'node:os';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { toHex } from '../ledger/crypto.js';
 import { verifyReceipt, RECEIPT_MAX_BYTES, type VerifiedReceipt } from '../ledger/receipt.js';
@@ -112,7 +113,9 @@ const verify: Command = {
     return withLedger(data, { copyIfLocked: true }, async ({ store, copy }) => {
       const chains = (await store.listChains()).filter((c) => only === undefined || c.origin === only);
       if (only !== undefined && chains.length === 0) throw new OtiError('ERR_NOT_FOUND', `no chain ${only} in ${data}`);
-      const pool = new SignaturePool();
+      // The workers and this thread (idle but for reading and hashing) share the checks: one
+      // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory).
+      const pool = new SignaturePool(Math.max(1, availableParallelism() - 1), { callerShare: true });
       const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string } }[] = [];
       try {
         for (const c of chains) {

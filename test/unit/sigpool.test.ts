@@ -1,4 +1,4 @@
-/** The signature pool's elastic mode: inline while light, workers when loaded, none when idle. */
+/** The signature pool: elastic (inline while light, workers when loaded, none when idle), fixed, sharing with its caller. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,7 +20,7 @@ function tasks(n: number): SigTask[] {
 const expected = (n: number): number[] => Array.from({ length: n }, (_, i) => (i % 7 === 3 ? 0 : 1));
 
 void test('an elastic pool checks a light load inline, starts its workers under load and stops them when idle', async (t) => {
-  const pool = new SignaturePool(2, { inlineMaxPerS: 50, idleMs: 300 });
+  const pool = new SignaturePool(2, { elastic: { inlineMaxPerS: 50, idleMs: 300 } });
   t.after(() => pool.close());
   assert.equal(pool.running, 0);
   assert.deepEqual([...(await pool.verifyBatch(tasks(20)))], expected(20));
@@ -53,4 +53,22 @@ void test('closing a pool answers the batches still in its workers', async () =>
   // Either the worker finished first, or the batch is refused: never left waiting.
   const answer = await Promise.race([outcome, sleep(2000).then(() => 'still waiting')]);
   assert.ok(answer === 'checked 5000' || answer === 'ERR_SIGNATURE', answer);
+});
+
+void test('a pool that shares with its caller checks a batch itself once each worker has one running and one waiting', async (t) => {
+  const pool = new SignaturePool(1, { callerShare: true });
+  t.after(() => pool.close());
+  const batches = [tasks(2000), tasks(2000), tasks(50)];
+  const [first, second, third] = batches.map((b) => pool.verifyBatch(b)) as [Promise<Uint8Array>, Promise<Uint8Array>, Promise<Uint8Array>];
+  // The third was checked on this thread before verifyBatch returned; the worker's answers can
+  // only arrive after this turn of the event loop.
+  assert.equal(await Promise.race([third.then(() => 'caller'), first.then(() => 'worker'), second.then(() => 'worker')]), 'caller');
+  assert.deepEqual([...(await third)], expected(50));
+  assert.deepEqual([...(await first)], expected(2000));
+  assert.deepEqual([...(await second)], expected(2000));
+  // With the worker free again, the next batch goes to it.
+  const next = pool.verifyBatch(tasks(2000));
+  assert.equal(await Promise.race([next.then(() => 'worker'), Promise.resolve().then(() => 'not yet')]), 'not yet');
+  assert.deepEqual([...(await next)], expected(2000));
+  assert.throws(() => new SignaturePool(1, { callerShare: true, elastic: {} }), /elastic or shares/);
 });
