@@ -3,7 +3,8 @@
  *
  * codec     serial frames of lock-signed events: decoded (COBS, CRC-32, strict CBOR, COSE) per
  *           second, and decoded + signature-verified per second; against the floor of raw
- *           node:crypto verification of the same signatures on one thread.
+ *           verification of the same signatures on one thread (the gateway's verifier,
+ *           ledger/ed25519.ts: libsodium where it loads, else node:crypto).
  * end2end   simulated locks on real kernel ptys (socat) → serial drivers → ingest pipeline →
  *           durable LevelDB chain (signatures in the worker pool) → acks back over the ptys:
  *           events/s and the ack latency each lock sees (from recording the event to its ack),

@@ -3,7 +3,8 @@
  * locks to durable acks.
  *
  * floor      raw durable appends of pre-verified events (no protocol, no signature checks) and raw
- *            node:crypto verification on one thread, measured in the same run
+ *            verification on one thread with the gateway's verifier (libsodium where it loads),
+ *            measured in the same run
  * offered    in-process transport (the protocol codec without a wire) → ingest pipeline →
  *            LevelDB chain with signatures checked in the worker pool → acks: achieved rate and
  *            ack latency p50/p99 (from the lock recording the event to the lock holding its ack)

@@ -84,8 +84,8 @@ export function cpuSince(start: CpuSnapshot, units: number): Record<string, numb
 
 /**
  * Samples the RSS of this process (or of process `pid`) every `everyMs` until stopped; reports the
- * kernel's own peak (VmHWM, exact however seldom it is sampled) and the peaks of anonymous and
- * file-backed RSS.
+ * kernel's own peak (VmHWM: exact up to the last sample, which for another process may come up
+ * to `everyMs` before it exits) and the peaks of anonymous and file-backed RSS.
  */
 export class RssSampler {
   #peak = 0;

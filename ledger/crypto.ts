@@ -86,7 +86,7 @@ export class Signer {
 export type { Ed25519Verify };
 
 /**
- * Ed25519 verification under the project's rule (docs/PROTOCOL.md §Signatures): false for any
+ * Ed25519 verification under the project's rule (docs/PROTOCOL.md §Keys and signatures): false for any
  * signature that is not valid, including one under a key that is not a point of large order;
  * ERR_ARGUMENT only for arguments of the wrong type or a key of the wrong length.
  */

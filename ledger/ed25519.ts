@@ -1,7 +1,8 @@
 /**
  * Ed25519 verification: one rule, two native implementations.
  *
- * The rule (docs/PROTOCOL.md §Signatures) is libsodium's: a signature R || S by public key A
+ * The rule (docs/PROTOCOL.md §Keys and signatures) is libsodium's (1.0.20, as bundled in
+ * sodium-native 4.3.2; test/vectors/ed25519-rule.json would show a later one that differs): a signature R || S by public key A
  * over M is valid when S < L, A is a canonical encoding (y < p) of a point that is not of small
  * order, R is not the encoding of a point of small order, and encode([S]B - [k]A) equals R byte
  * for byte, k = SHA-512(R || A || M) mod L (the cofactorless equation of RFC 8032 §5.1.7).
@@ -14,6 +15,10 @@
  *   equation but accepts keys and R of small order; the checks on A and R below are made first,
  *   so both implementations accept exactly the same signatures. Gateways of one site may run on
  *   different machines, and a signature one of them stored must never be refused by another.
+ *
+ * OTI_ED25519_VERIFIER=node-crypto in the environment makes a process (and its workers) use
+ * node:crypto even where libsodium loads: for a machine whose addon is suspect, and for tests of
+ * the fallback path.
  *
  * Signing stays on node:crypto (ledger/crypto.ts): it is fast enough and keeps key handling in one
  * place. The pure-JS @noble/ed25519 remains the portable second implementation used in tests.
@@ -96,9 +101,14 @@ function keyObject(publicKey: Uint8Array): KeyObject | null {
   return key;
 }
 
-/** The rule on node:crypto. Arguments must be a 32-byte key and a 64-byte signature. */
+/** Whether the key and signature have the lengths of Ed25519's (the raw verifiers below check). */
+function rightLengths(publicKey: Uint8Array, signature: Uint8Array): boolean {
+  return publicKey.length === 32 && signature.length === 64;
+}
+
+/** The rule on node:crypto; false for a key or signature of the wrong length. */
 export const verifyWithOpenssl: Ed25519Verify = (publicKey, message, signature) => {
-  if (!passesEncodingChecks(publicKey, signature)) return false;
+  if (!rightLengths(publicKey, signature) || !passesEncodingChecks(publicKey, signature)) return false;
   const key = keyObject(publicKey);
   if (key === null) return false;
   try {
@@ -113,9 +123,10 @@ interface Sodium {
 }
 
 function loadSodium(): { verify: Ed25519Verify } | { unavailable: string } {
+  if (process.env['OTI_ED25519_VERIFIER'] === 'node-crypto') return { unavailable: 'OTI_ED25519_VERIFIER=node-crypto' };
   try {
     const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
-    return { verify: (publicKey, message, signature) => sodium.crypto_sign_verify_detached(signature, message, publicKey) };
+    return { verify: (publicKey, message, signature) => rightLengths(publicKey, signature) && sodium.crypto_sign_verify_detached(signature, message, publicKey) };
   } catch (e) {
     return { unavailable: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
   }
@@ -123,7 +134,7 @@ function loadSodium(): { verify: Ed25519Verify } | { unavailable: string } {
 
 const sodium = loadSodium();
 
-/** The rule on libsodium, or undefined where sodium-native has no addon for this machine. */
+/** The rule on libsodium (false for wrong lengths), or undefined where sodium-native has no addon for this machine. */
 export const verifyWithSodium: Ed25519Verify | undefined = 'verify' in sodium ? sodium.verify : undefined;
 
 /** Which implementation `verifyEd25519` uses in this process, and why libsodium is not used if so. */

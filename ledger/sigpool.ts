@@ -7,10 +7,11 @@
  * 64-byte signature, message. Results come back as one byte per item (1 = valid).
  * With size 0 the pool verifies on the calling thread (small machines, tests).
  *
- * A pool that shares with its caller (`callerShare`, for tools whose thread has nothing else to
- * do, such as `oti verify`) verifies a batch on the calling thread whenever each worker already
- * has one batch running and one waiting: with n cores, n - 1 workers and the caller keep them all
- * busy, one V8 isolate fewer than n workers.
+ * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
+ * do, such as `oti verify`) verifies a batch on the calling thread when each worker already has
+ * one batch running and one waiting (at most one batch in n + 1, see #callersTurn): with n cores,
+ * n - 1 workers and the caller keep them all busy, one V8 isolate fewer than n workers. With size
+ * 0 it verifies everything on the calling thread.
  *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
  * calling thread (a worker's V8 isolate costs tens of MB of a Raspberry Pi's memory, and at a
@@ -20,7 +21,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { verifyEd25519, type Ed25519Verify } from './ed25519.js';
+import { packedCount, verifyPacked } from './sigbatch.js';
 import { OtiError } from './errors.js';
 import { sigStructure } from './cose.js';
 
@@ -61,6 +62,9 @@ export class SignaturePool {
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
   readonly #callerShare: boolean;
+  /** Batches sent to workers since the caller last checked one itself. */
+  #sentSinceCaller = 0;
+  #callerBatches = 0;
   #nextId = 0;
   #closed = false;
   /** Signatures asked for in the current one-second window, and when it started. */
@@ -78,9 +82,22 @@ export class SignaturePool {
     if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
   }
 
-  /** For a pool that shares with its caller: whether each worker has a batch running and one waiting. */
-  #workersFull(): boolean {
-    return this.#callerShare && this.#workers.every((w) => w.inFlight >= 2);
+  /**
+   * For a pool that shares with its caller: whether this batch is the caller's. It is when each
+   * worker has a batch running and one waiting, and the workers were given at least one batch
+   * each since the caller last took one. The counts only fall when the event loop turns, so
+   * without the second condition a caller sending many batches in one turn would keep all but
+   * the first 2n; with it the caller takes at most one batch in n + 1.
+   */
+  #callersTurn(): boolean {
+    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => w.inFlight >= 2)) return false;
+    this.#sentSinceCaller = 0;
+    return true;
+  }
+
+  /** Batches checked on the calling thread so far (inline by an elastic pool, or the caller's share). */
+  get callerBatches(): number {
+    return this.#callerBatches;
   }
 
   /** Workers running now. */
@@ -160,10 +177,14 @@ export class SignaturePool {
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
     if (buf.length === 0) return new Uint8Array(0);
-    if (this.size === 0 || this.#workersFull() || !this.#useWorkers(packedCount(buf))) return verifyPacked(buf);
+    if (this.size === 0 || this.#callersTurn() || !this.#useWorkers(packedCount(buf))) {
+      this.#callerBatches++;
+      return verifyPacked(buf);
+    }
     const pw = this.#workers.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
     const id = this.#nextId++;
     pw.inFlight++;
+    this.#sentSinceCaller++;
     return new Promise<Uint8Array>((resolve, reject) => {
       pw.jobs.set(id, { resolve, reject });
       if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
@@ -308,26 +329,4 @@ export function pack(tasks: readonly SigTask[]): Uint8Array {
   return buf;
 }
 
-/** How many items a packed batch holds. */
-function packedCount(buf: Uint8Array): number {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  let count = 0;
-  for (let o = 0; o < buf.length; o += 100 + dv.getUint32(o, true)) count++;
-  return count;
-}
-
-export function verifyPacked(buf: Uint8Array, ed25519: Ed25519Verify = verifyEd25519): Uint8Array {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const count = packedCount(buf);
-  const results = new Uint8Array(count);
-  let o = 0;
-  for (let i = 0; i < count; i++) {
-    const len = dv.getUint32(o, true);
-    const key = buf.subarray(o + 4, o + 36);
-    const sig = buf.subarray(o + 36, o + 100);
-    const msg = buf.subarray(o + 100, o + 100 + len);
-    results[i] = ed25519(key, msg, sig) ? 1 : 0;
-    o += 100 + len;
-  }
-  return results;
-}
+export { verifyPacked } from './sigbatch.js';

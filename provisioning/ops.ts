@@ -115,7 +115,7 @@ const verify: Command = {
       if (only !== undefined && chains.length === 0) throw new OtiError('ERR_NOT_FOUND', `no chain ${only} in ${data}`);
       // The workers and this thread (idle but for reading and hashing) share the checks: one
       // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory).
-      const pool = new SignaturePool(Math.max(1, availableParallelism() - 1), { callerShare: true });
+      const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true });
       const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string } }[] = [];
       try {
         for (const c of chains) {

@@ -1,6 +1,6 @@
 /**
  * Deterministic generator of test/vectors/ed25519-rule.json: signatures on the edges of the
- * Ed25519 verification rule (docs/PROTOCOL.md §Signatures), where implementations disagree.
+ * Ed25519 verification rule (docs/PROTOCOL.md §Keys and signatures), where implementations disagree.
  * Each vector says whether the rule accepts it (by construction), and records what OpenSSL alone
  * (node:crypto without the rule's encoding checks) and @noble/ed25519's default verification
  * (ZIP-215 decoding, cofactored equation) answer. They are built with @noble/ed25519's curve arithmetic from fixed
@@ -132,6 +132,15 @@ export function makeRuleVectors(): { source: string; vectors: RuleVector[] } {
   const S4 = 1234567890123456789n;
   const m4 = new TextEncoder().encode('oti: the key is the neutral point');
   add({ name: 'key of small order (neutral point)', publicKey: hex(A4), message: hex(m4), signature: hex(sig(G.multiply(S4).toBytes(), S4)), valid: false, why: 'a key of small order verifies a signature on anything; OpenSSL alone accepts it' });
+
+  // 4b. The neutral point under two other encodings: x = 0 with the sign bit set, and y = p + 1.
+  for (const [what, enc] of [
+    ['sign bit set', '0100000000000000000000000000000000000000000000000000000000000080'],
+    ['y = p + 1, not canonical', 'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f'],
+  ] as const) {
+    const m = new TextEncoder().encode(`oti: the key is the neutral point, ${what}`);
+    add({ name: `key of small order (neutral point, ${what})`, publicKey: enc, message: hex(m), signature: hex(sig(G.multiply(S4).toBytes(), S4)), valid: false, why: 'another encoding of the neutral point as key; OpenSSL alone accepts it' });
+  }
 
   // 5. A = [a]B + T8 and R = -[k]T8: with S = k a the equation holds and R has order 8 (or 4, 2).
   const a5 = 0x5eedn;

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import * as ed from '@noble/ed25519';
 import fc from 'fast-check';
@@ -115,4 +118,39 @@ void test('property: both implementations agree on honest signatures and on any 
     }),
     { numRuns: 300 },
   );
+});
+
+void test('OTI_ED25519_VERIFIER=node-crypto: a process and its signature workers verify on node:crypto under the same rule', (t) => {
+  // A child process, so that the override is read at load time as in real use; a script file,
+  // because workers inherit the parent's node options and --input-type would stop them.
+  const dir = mkdtempSync(join(tmpdir(), 'oti-ed25519-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const script = join(dir, 'fallback.mjs');
+  writeFileSync(
+    script,
+    `import { ED25519_VERIFIER } from ${JSON.stringify(new URL('../../ledger/ed25519.js', import.meta.url).href)};
+     import { SignaturePool } from ${JSON.stringify(new URL('../../ledger/sigpool.js', import.meta.url).href)};
+     const vectors = ${RULE_TEXT.trim()}.vectors;
+     const hex = (h) => new Uint8Array(Buffer.from(h, 'hex'));
+     const pool = new SignaturePool(1);
+     const results = await pool.verifyBatch(vectors.map((v) => ({ key: hex(v.publicKey), msg: hex(v.message), sig: hex(v.signature) })));
+     await pool.close();
+     console.log(JSON.stringify({ verifier: ED25519_VERIFIER, results: [...results] }));`,
+  );
+  const out = execFileSync(process.execPath, [script], { env: { PATH: process.env['PATH'], OTI_ED25519_VERIFIER: 'node-crypto' }, encoding: 'utf8' });
+  const r = JSON.parse(out) as { verifier: { name: string; sodiumUnavailable?: string }; results: number[] };
+  assert.deepEqual(r.verifier, { name: 'node:crypto', sodiumUnavailable: 'OTI_ED25519_VERIFIER=node-crypto' });
+  assert.deepEqual(r.results, RULE.map((v) => (v.valid ? 1 : 0)), 'the worker checked on node:crypto with the encoding checks');
+});
+
+void test('the raw verifiers say false for a key or signature of the wrong length', () => {
+  const v = RULE[0]!;
+  const [k, m, s] = [hex(v.publicKey), hex(v.message), hex(v.signature)];
+  for (const [name, f] of IMPLEMENTATIONS) {
+    assert.equal(f(k, m, s), true, name);
+    assert.equal(f(new Uint8Array([...k, 0]), m, s), false, `${name}: 33-byte key`);
+    assert.equal(f(k.subarray(0, 31), m, s), false, `${name}: 31-byte key`);
+    assert.equal(f(k, m, new Uint8Array([...s, 0])), false, `${name}: 65-byte signature`);
+    assert.equal(f(k, m, s.subarray(0, 63)), false, `${name}: 63-byte signature`);
+  }
 });

@@ -58,17 +58,32 @@ void test('closing a pool answers the batches still in its workers', async () =>
 void test('a pool that shares with its caller checks a batch itself once each worker has one running and one waiting', async (t) => {
   const pool = new SignaturePool(1, { callerShare: true });
   t.after(() => pool.close());
-  const batches = [tasks(2000), tasks(2000), tasks(50)];
-  const [first, second, third] = batches.map((b) => pool.verifyBatch(b)) as [Promise<Uint8Array>, Promise<Uint8Array>, Promise<Uint8Array>];
-  // The third was checked on this thread before verifyBatch returned; the worker's answers can
-  // only arrive after this turn of the event loop.
+  const [first, second, third] = [tasks(2000), tasks(2000), tasks(50)].map((b) => pool.verifyBatch(b)) as [Promise<Uint8Array>, Promise<Uint8Array>, Promise<Uint8Array>];
+  assert.equal(pool.callerBatches, 1, 'the third batch was the caller\'s');
+  // It was checked before verifyBatch returned: it settles before any answer from the worker,
+  // which can only arrive after this turn of the event loop.
   assert.equal(await Promise.race([third.then(() => 'caller'), first.then(() => 'worker'), second.then(() => 'worker')]), 'caller');
   assert.deepEqual([...(await third)], expected(50));
   assert.deepEqual([...(await first)], expected(2000));
   assert.deepEqual([...(await second)], expected(2000));
   // With the worker free again, the next batch goes to it.
-  const next = pool.verifyBatch(tasks(2000));
-  assert.equal(await Promise.race([next.then(() => 'worker'), Promise.resolve().then(() => 'not yet')]), 'not yet');
-  assert.deepEqual([...(await next)], expected(2000));
+  assert.deepEqual([...(await pool.verifyBatch(tasks(300)))], expected(300));
+  assert.equal(pool.callerBatches, 1, 'a free worker gets the batch');
   assert.throws(() => new SignaturePool(1, { callerShare: true, elastic: {} }), /elastic or shares/);
+});
+
+void test('a caller sending many batches in one turn keeps at most one in n + 1', async (t) => {
+  for (const workers of [1, 2]) {
+    const pool = new SignaturePool(workers, { callerShare: true });
+    t.after(() => pool.close());
+    const batches = Array.from({ length: 12 }, () => pool.verifyBatch(tasks(100)));
+    // 2 per worker first, then the caller's one in n + 1.
+    const expectedCaller = Math.ceil((12 - 2 * workers) / (workers + 1));
+    assert.equal(pool.callerBatches, expectedCaller, `${workers} worker(s)`);
+    for (const b of batches) assert.deepEqual([...(await b)], expected(100));
+  }
+  const none = new SignaturePool(0, { callerShare: true });
+  assert.deepEqual([...(await none.verifyBatch(tasks(20)))], expected(20));
+  assert.equal(none.callerBatches, 1, 'no worker: everything on the caller');
+  await none.close();
 });
