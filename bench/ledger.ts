@@ -29,7 +29,7 @@ import { signStatement, type SignedStatement, type SiteTrust } from '../ledger/r
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent } from '../ledger/lockevent.js';
 import { encodeEntry } from '../ledger/entry.js';
-import { LedgerStore } from '../ledger/store.js';
+import { LedgerStore, STORE_TABLE_BYTES, STORE_TABLE_CACHE_FILES } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
@@ -155,7 +155,9 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number | string
   // catches up between bursts. Settle it, so that the verify phase measures verification rather
   // than LevelDB compacting beside it (which costs it about 6 MB more RSS and some CPU).
   const t = performance.now();
-  const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'ledger'), { keyEncoding: 'view', valueEncoding: 'view' });
+  // With the store's own table options: tables written with LevelDB's default size (2 MB) would
+  // double what the bounded table cache keeps mapped.
+  const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'ledger'), { keyEncoding: 'view', valueEncoding: 'view', maxOpenFiles: STORE_TABLE_CACHE_FILES, maxFileSize: STORE_TABLE_BYTES });
   await db.open();
   // On Node, level's Level is classic-level's ClassicLevel, which has these two.
   const native = db as unknown as { getProperty(p: string): string; compactRange(start: Uint8Array, end: Uint8Array): Promise<void> };
