@@ -16,9 +16,9 @@
  * Environment: BENCH_APPEND_ENTRIES (default 200000), BENCH_CHAIN_ENTRIES (default 1000000).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Level } from 'level';
 import * as ed from '@noble/ed25519';
@@ -175,17 +175,20 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number | string
 }
 
 /**
- * Whole-chain verification as a user runs it: `oti verify --data DIR` in its own process, with the
- * node flags of the CLI's first line, sampled from outside every 50 ms (RSS from /proc, CPU from
+ * Whole-chain verification as a user runs it: `oti verify --data DIR` in its own process, launched
+ * by the CLI's first line, sampled from outside every 50 ms (RSS from /proc, CPU from
  * its stat): what happens in its last 50 ms, as it closes the store and exits, is not seen.
  */
 async function verifyWithCli(setup: Setup): Promise<Record<string, number | string>> {
   const { trust } = siteFrom(setup);
   writeFileSync(join(setup.dir, 'site.json'), JSON.stringify({ siteId: trust.siteId, siteKeys: trust.siteKeys.map(toHex), gatewayId: 'gw-1' }));
   const cli = fileURLToPath(new URL('../provisioning/cli.js', import.meta.url));
-  const flags = nodeFlagsOf(cli);
+  // Run as an installed `oti` is: the file itself, so that its first line (#!/usr/bin/env -S …)
+  // chooses the environment and node options; this node first on the PATH.
+  chmodSync(cli, 0o755);
+  const launch = readFileSync(cli, 'utf8').split('\n', 1)[0]!;
   const t0 = performance.now();
-  const child = spawn(process.execPath, [...flags, cli, 'verify', '--data', setup.dir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(cli, ['verify', '--data', setup.dir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}` } });
   const pid = child.pid;
   if (pid === undefined) throw new Error('oti verify did not start');
   const rss = new RssSampler(50, pid);
@@ -202,7 +205,7 @@ async function verifyWithCli(setup: Setup): Promise<Record<string, number | stri
   const result = JSON.parse(out) as { ok: boolean; chains: { report: { entries: number; lockSignatures: number } }[] };
   const report = result.chains[0]!.report;
   return {
-    verify_command: `node ${flags.join(' ')} oti verify`,
+    verify_command: `${launch} oti verify`,
     verify_entries: report.entries,
     verify_lock_signatures: report.lockSignatures,
     verify_entries_per_s: round(report.entries / wallS, 0),
@@ -214,14 +217,6 @@ async function verifyWithCli(setup: Setup): Promise<Record<string, number | stri
     verify_rss_anon_peak_mb: mem.rss_anon_peak_mb,
     verify_rss_file_peak_mb: mem.rss_file_peak_mb,
   };
-}
-
-/** The node options on a script's `#!/usr/bin/env -S node …` line. */
-function nodeFlagsOf(script: string): string[] {
-  const first = readFileSync(script, 'utf8').split('\n', 1)[0]!;
-  const m = /^#!\/usr\/bin\/env (?:-S )?node((?: --?[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
-  if (m === null) throw new Error(`${script}: unexpected first line ${first}`);
-  return m[1]!.split(' ').filter((f) => f !== '');
 }
 
 async function phaseVerify(setup: Setup): Promise<Record<string, number | string>> {

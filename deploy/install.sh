@@ -75,8 +75,8 @@ if [ -L "$BASE/current" ]; then
 fi
 ln -sfn "$dest" "$BASE/current.new" && mv -T "$BASE/current.new" "$BASE/current"
 
-# The node options of dist/provisioning/cli.js's first line (a smaller V8 heap, docs/DECISIONS.md §Memory).
-printf '#!/bin/sh\nexec /usr/bin/node --optimize-for-size %s/current/dist/provisioning/cli.js "$@"\n' "$BASE" > /usr/local/bin/oti
+# The environment and node options of dist/provisioning/cli.js's first line (docs/DECISIONS.md §Memory).
+printf '#!/bin/sh\nexec env MALLOC_ARENA_MAX=2 /usr/bin/node --optimize-for-size %s/current/dist/provisioning/cli.js "$@"\n' "$BASE" > /usr/local/bin/oti
 chmod 0755 /usr/local/bin/oti
 install -m 0644 "$dest/deploy/oti-gateway.service" "$UNIT"
 systemctl enable oti-gateway >/dev/null

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --optimize-for-size
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --optimize-for-size
 /**
  * `oti`: the command-line tool of installers and field technicians (docs/CLI.md).
  *
@@ -7,8 +7,9 @@
  * prompts to stderr, errors to stderr as "oti: <message> [CODE]" (and, with --json, as
  * {"error": {"code", "message"}} on stdout). Exit codes: see provisioning/command.ts.
  *
- * Node runs it with --optimize-for-size (the first line; deploy/install.sh's /usr/local/bin/oti
- * passes the same): V8 then keeps its heap close to what is live, which holds `oti verify` of a
+ * Node runs it with --optimize-for-size, and glibc with at most two malloc arenas (the first
+ * line; deploy/install.sh's /usr/local/bin/oti passes the same): V8 keeps its heap close to what
+ * is live and idle threads keep no arena of their own, which holds `oti verify` of a
  * 1,000,000-entry chain under 150 MB of RSS on two cores (docs/DECISIONS.md §Memory).
  */
 import { isOtiError } from '../ledger/errors.js';

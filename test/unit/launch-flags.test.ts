@@ -31,15 +31,18 @@ void test('the gateway runs with the same node options from npm start, npm run d
   assert.deepEqual(flagsBefore(exec, 'dist/gateway/main.js'), expected, 'deploy/oti-gateway.service');
 });
 
-void test('oti runs with the same node options from its first line and from the installed wrapper', () => {
+void test('oti runs with the same environment and node options from its first line and from the installed wrapper', () => {
   const shebang = read('provisioning/cli.ts').split('\n', 1)[0]!;
-  const m = /^#!\/usr\/bin\/env -S node((?:\s+--?[\w-]+(?:=\S+)?)*)$/.exec(shebang);
+  const m = /^#!\/usr\/bin\/env -S((?: [A-Z_]+=\S+)*) node((?:\s+--?[\w-]+(?:=\S+)?)*)$/.exec(shebang);
   assert.ok(m !== null, `unexpected first line: ${shebang}`);
-  const fromShebang = m[1]!.trim().split(/\s+/);
+  const env = m[1]!.trim();
+  const fromShebang = m[2]!.trim().split(/\s+/);
   assert.ok(fromShebang.includes('--optimize-for-size'));
+  assert.equal(env, 'MALLOC_ARENA_MAX=2');
   const wrapper = read('deploy/install.sh')
     .split('\n')
     .find((l) => l.includes('> /usr/local/bin/oti'));
   assert.ok(wrapper !== undefined, 'deploy/install.sh writes /usr/local/bin/oti');
+  assert.ok(wrapper.includes(`exec env ${env} /usr/bin/node `), `the wrapper sets ${env}: ${wrapper}`);
   assert.deepEqual(flagsBefore(wrapper, 'dist/provisioning/cli.js'), fromShebang);
 });
