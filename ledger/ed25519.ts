@@ -16,9 +16,9 @@
  *   so both implementations accept exactly the same signatures. Gateways of one site may run on
  *   different machines, and a signature one of them stored must never be refused by another.
  *
- * OTI_ED25519_VERIFIER=node-crypto in the environment makes a process (and its workers) use
- * node:crypto even where libsodium loads: for a machine whose addon is suspect, and for tests of
- * the fallback path.
+ * OTI_ED25519_VERIFIER=node-crypto (or node:crypto) in the environment makes a process (and its
+ * workers) use node:crypto even where libsodium loads: for a machine whose addon is suspect, and
+ * for tests of the fallback path.
  *
  * Signing stays on node:crypto (ledger/crypto.ts): it is fast enough and keeps key handling in one
  * place. The pure-JS @noble/ed25519 remains the portable second implementation used in tests.
@@ -123,7 +123,8 @@ interface Sodium {
 }
 
 function loadSodium(): { verify: Ed25519Verify } | { unavailable: string } {
-  if (process.env['OTI_ED25519_VERIFIER'] === 'node-crypto') return { unavailable: 'OTI_ED25519_VERIFIER=node-crypto' };
+  const override = process.env['OTI_ED25519_VERIFIER'];
+  if (override === 'node-crypto' || override === 'node:crypto') return { unavailable: `OTI_ED25519_VERIFIER=${override}` };
   try {
     const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
     return { verify: (publicKey, message, signature) => rightLengths(publicKey, signature) && sodium.crypto_sign_verify_detached(signature, message, publicKey) };

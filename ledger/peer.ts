@@ -232,7 +232,7 @@ export class ChainReplica {
         for await (const block of this.cs.blocksFrom(this.#auditBlock, to)) {
           if (this.#auditStop) break;
           const entries = await this.cs.entryRange(block.header.first, block.header.first + block.header.count);
-          await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries);
+          await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries, false);
           last = block.header.n;
         }
         await this.#auditor.finish();

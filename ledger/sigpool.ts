@@ -14,7 +14,7 @@
  * 0 it verifies everything on the calling thread.
  *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
- * calling thread (a worker's V8 isolate costs tens of MB of a Raspberry Pi's memory, and at a
+ * calling thread (a worker's V8 isolate costs about 10 MB of a Raspberry Pi's memory, and at a
  * thousand events a second verification takes under a tenth of a core); when the signatures to
  * check in one second pass `inlineMaxPerS` it starts its workers, and it stops them again after
  * `idleMs` without work.
@@ -106,9 +106,10 @@ export class SignaturePool {
   }
 
   /** Elastic pools: whether this batch goes to the workers (started if needed) or stays here. */
-  #useWorkers(items: number): boolean {
+  #useWorkers(buf: Uint8Array): boolean {
     const e = this.#elastic;
     if (e === undefined) return true;
+    const items = packedCount(buf);
     const now = Date.now();
     this.#lastWork = now;
     if (now - this.#windowStart >= 1000) {
@@ -156,7 +157,7 @@ export class SignaturePool {
       const i = this.#workers.indexOf(pw);
       if (i >= 0 && !this.#closed) this.#workers[i] = this.#spawn();
     };
-    worker.on('error', fail);
+    worker.on('error', (e) => fail(new OtiError('ERR_SIGNATURE', `a signature worker failed: ${e.message}`, undefined, { cause: e })));
     worker.on('exit', (code) => {
       if (!this.#closed) fail(new OtiError('ERR_SIGNATURE', `a signature worker exited with code ${code}`));
     });
@@ -177,7 +178,7 @@ export class SignaturePool {
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
     if (buf.length === 0) return new Uint8Array(0);
-    if (this.size === 0 || this.#callersTurn() || !this.#useWorkers(packedCount(buf))) {
+    if (this.size === 0 || this.#callersTurn() || !this.#useWorkers(buf)) {
       this.#callerBatches++;
       return verifyPacked(buf);
     }

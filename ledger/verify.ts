@@ -48,11 +48,11 @@ export interface VerifyProgress {
 
 /** What addBlock() worked out for each entry of the block: its leaf hash and its decoding. */
 export interface CheckedBlock {
-  readonly leaves: Uint8Array[];
-  readonly entries: Entry[];
+  readonly leaves: readonly Uint8Array[];
+  readonly entries: readonly Entry[];
 }
 
-const NOTHING_COLLECTED: CheckedBlock = Object.freeze({ leaves: Object.freeze([]) as unknown as Uint8Array[], entries: Object.freeze([]) as unknown as Entry[] });
+const NOTHING_COLLECTED: CheckedBlock = Object.freeze({ leaves: Object.freeze([]), entries: Object.freeze([]) });
 
 export interface VerifyReport extends VerifyProgress {
   readonly origin: string;
@@ -130,7 +130,7 @@ export class ChainVerifier {
     // The checkpoint is signed by the gateway key in force when the block starts.
     const gw = this.#roster.get('gateway', this.gatewayId);
     const startKey = gw?.key;
-    const checked: CheckedBlock | undefined = collect ? { leaves: [], entries: [] } : undefined;
+    const checked: { leaves: Uint8Array[]; entries: Entry[] } | undefined = collect ? { leaves: [], entries: [] } : undefined;
     for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!, checked);
     const root = this.#range.root();
     if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
@@ -156,7 +156,7 @@ export class ChainVerifier {
     return { origin: this.origin, ...this.progress, root: this.#range.root(), unsignedEvents: this.#unsigned, checkpoint: this.#checkpoint };
   }
 
-  #addEntry(index: number, bytes: Uint8Array, out: CheckedBlock | undefined): void {
+  #addEntry(index: number, bytes: Uint8Array, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined): void {
     let entry: Entry;
     try {
       entry = decodeEntry(bytes);

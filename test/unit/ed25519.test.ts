@@ -132,15 +132,21 @@ void test('OTI_ED25519_VERIFIER=node-crypto: a process and its signature workers
      import { SignaturePool } from ${JSON.stringify(new URL('../../ledger/sigpool.js', import.meta.url).href)};
      const vectors = ${RULE_TEXT.trim()}.vectors;
      const hex = (h) => new Uint8Array(Buffer.from(h, 'hex'));
+     import { Worker } from 'node:worker_threads';
      const pool = new SignaturePool(1);
      const results = await pool.verifyBatch(vectors.map((v) => ({ key: hex(v.publicKey), msg: hex(v.message), sig: hex(v.signature) })));
      await pool.close();
-     console.log(JSON.stringify({ verifier: ED25519_VERIFIER, results: [...results] }));`,
+     // What a worker started like the pool's sees.
+     const probe = new Worker(${JSON.stringify(`import { parentPort } from 'node:worker_threads'; import { ED25519_VERIFIER } from ${JSON.stringify(new URL('../../ledger/ed25519.js', import.meta.url).href)}; parentPort.postMessage(ED25519_VERIFIER);`)}, { eval: true });
+     const inWorker = await new Promise((resolve) => probe.once('message', resolve));
+     await probe.terminate();
+     console.log(JSON.stringify({ verifier: ED25519_VERIFIER, inWorker, results: [...results] }));`,
   );
   const out = execFileSync(process.execPath, [script], { env: { PATH: process.env['PATH'], OTI_ED25519_VERIFIER: 'node-crypto' }, encoding: 'utf8' });
-  const r = JSON.parse(out) as { verifier: { name: string; sodiumUnavailable?: string }; results: number[] };
+  const r = JSON.parse(out) as { verifier: { name: string; sodiumUnavailable?: string }; inWorker: { name: string }; results: number[] };
   assert.deepEqual(r.verifier, { name: 'node:crypto', sodiumUnavailable: 'OTI_ED25519_VERIFIER=node-crypto' });
-  assert.deepEqual(r.results, RULE.map((v) => (v.valid ? 1 : 0)), 'the worker checked on node:crypto with the encoding checks');
+  assert.equal(r.inWorker.name, 'node:crypto', 'a worker thread sees the override too');
+  assert.deepEqual(r.results, RULE.map((v) => (v.valid ? 1 : 0)), 'the pool checked the vectors under the rule');
 });
 
 void test('the raw verifiers say false for a key or signature of the wrong length', () => {
