@@ -9,6 +9,7 @@ import { checkSerialPort } from './checks/serial.js';
 import { checkDataDir, checkFsync } from './checks/storage.js';
 import { checkClockYear, checkNtp } from './checks/clock.js';
 import { checkBrokerPort, checkMulticast } from './checks/network.js';
+import { checkSignatureVerifier } from './checks/crypto.js';
 import { result, type CheckResult } from './checks/result.js';
 import type { NobleLike } from '../drivers/noble-types.js';
 
@@ -39,6 +40,7 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckResult[]> {
   const dir = await checkDataDir(o.dataDir);
   add(dir);
   add(dir.status === 'fail' ? result('storage fsync', 'skip', 'the data folder is not usable') : await checkFsync(o.dataDir, o.fsyncFiles));
+  add(checkSignatureVerifier());
   add(checkClockYear((o.now ?? Date.now)()));
   add(await checkNtp());
   if (o.serialPorts.length === 0) add(result('serial', 'skip', 'no serial ports configured (serial.ports, or --serial PATH)'));

@@ -16,7 +16,7 @@ function line(term: Terminal, r: CheckResult): string {
 
 const doctor: Command = {
   name: 'doctor',
-  summary: 'Check this gateway: data folder, storage fsync latency, clock, serial ports, Bluetooth, multicast, broker port.',
+  summary: 'Check this gateway: data folder, storage fsync latency, signature verifier, clock, serial ports, Bluetooth, multicast, broker port.',
   details: [
     'Reads the gateway configuration (--config, or OTI_CONFIG and OTI_* variables) for the data folder, serial ports and broker port; flags override it.',
     'Each check says PASS, WARN, FAIL (with a remedy) or SKIP (with the reason, e.g. no Bluetooth adapter). Exit code 1 when any check fails.',

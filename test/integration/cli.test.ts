@@ -402,6 +402,7 @@ void test('oti doctor: a pty pair with an echoing far end passes the loopback ch
   assert.ok(['pass', 'warn'].includes(by('storage fsync')?.status ?? ''), 'fsync measured');
   assert.equal(by('bluetooth')?.status, 'skip');
   assert.equal(by('clock')?.status, 'pass');
+  assert.equal(by('signature verifier')?.status, 'pass', 'libsodium on this machine');
   for (const c of checks) if (c.status === 'fail' || c.status === 'warn') assert.ok(c.remedy !== undefined && c.remedy !== '', `${c.name} has a remedy`);
 
   const bad = await oti(['doctor', '--data', join(dir, 'data'), '--serial', join(dir, 'no-such-tty'), '--no-ble', '--fsync-files', '2', '--json']);
