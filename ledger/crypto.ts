@@ -13,7 +13,7 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
 import { OtiError } from './errors.js';
-import { verifyEd25519, type Ed25519Verify } from './ed25519.js';
+import { SPKI_ED25519_PREFIX, verifyEd25519, type Ed25519Verify } from './ed25519.js';
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SEED_BYTES = 32;
@@ -21,7 +21,6 @@ export const SIGNATURE_BYTES = 64;
 export const HASH_BYTES = 32;
 
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 export interface KeyPair {
   readonly publicKey: Uint8Array;

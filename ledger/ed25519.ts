@@ -81,7 +81,8 @@ export function passesEncodingChecks(publicKey: Uint8Array, signature: Uint8Arra
   return isCanonicalScalar(signature, 32) && !isSmallOrder(signature, 0) && isCanonicalY(publicKey) && !isSmallOrder(publicKey, 0);
 }
 
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+/** DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410), up to the 32 key bytes. */
+export const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 const keyObjects = new Map<string, KeyObject | null>();
 const KEY_OBJECT_CACHE_LIMIT = 4096;
 

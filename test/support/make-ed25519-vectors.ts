@@ -14,13 +14,13 @@ import { createHash, createPublicKey, verify } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import * as ed from '@noble/ed25519';
+import { SPKI_ED25519_PREFIX } from '../../ledger/ed25519.js';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
 
 /** The group order L. */
 export const L = 2n ** 252n + 27742317777372353535851937790883648493n;
 const G = ed.Point.BASE;
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 const I = ed.Point.ZERO;
 
 export interface RuleVector {
@@ -38,7 +38,8 @@ export interface RuleVector {
 }
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const le = (n: bigint): Uint8Array => {
+/** n as 32 little-endian bytes. */
+export const le = (n: bigint): Uint8Array => {
   const b = new Uint8Array(32);
   for (let i = 0; i < 32; i++) b[i] = Number((n >> BigInt(8 * i)) & 0xffn);
   return b;

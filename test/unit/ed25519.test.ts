@@ -9,7 +9,7 @@ import * as ed from '@noble/ed25519';
 import fc from 'fast-check';
 import { ED25519_VERIFIER, passesEncodingChecks, SMALL_ORDER_ENCODINGS, verifyEd25519, verifyWithOpenssl, verifyWithSodium } from '../../ledger/ed25519.js';
 import { Signer, verify } from '../../ledger/crypto.js';
-import { L, nobleDefault, opensslAlone, ruleVectorsJson, torsionPoints, type RuleVector } from '../support/make-ed25519-vectors.js';
+import { L, le, nobleDefault, opensslAlone, ruleVectorsJson, torsionPoints, type RuleVector } from '../support/make-ed25519-vectors.js';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
 
@@ -20,12 +20,6 @@ const RFC8032 = (JSON.parse(readFileSync(new URL('../../../test/vectors/rfc8032.
 
 /** Both implementations of the rule on this machine (libsodium only where its addon loads). */
 const IMPLEMENTATIONS: [string, (k: Uint8Array, m: Uint8Array, s: Uint8Array) => boolean][] = [['node:crypto', verifyWithOpenssl], ...(verifyWithSodium === undefined ? [] : [['libsodium', verifyWithSodium] as [string, typeof verifyWithOpenssl]])];
-
-const le = (n: bigint): Uint8Array => {
-  const b = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) b[i] = Number((n >> BigInt(8 * i)) & 0xffn);
-  return b;
-};
 
 void test('libsodium is the verifier on the machines sodium-native ships an addon for', () => {
   if (process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64')) {
