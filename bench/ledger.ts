@@ -29,7 +29,7 @@ import { signStatement, type SignedStatement, type SiteTrust } from '../ledger/r
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent } from '../ledger/lockevent.js';
 import { encodeEntry } from '../ledger/entry.js';
-import { LedgerStore, STORE_TABLE_BYTES, STORE_TABLE_CACHE_FILES } from '../ledger/store.js';
+import { LedgerStore, STORE_TABLE_OPTIONS } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
@@ -157,7 +157,7 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number | string
   // some CPU). The store is opened with its own table options: tables written at LevelDB's default
   // size would double what the bounded table cache keeps mapped.
   const t = performance.now();
-  const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'ledger'), { keyEncoding: 'view', valueEncoding: 'view', maxOpenFiles: STORE_TABLE_CACHE_FILES, maxFileSize: STORE_TABLE_BYTES });
+  const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'ledger'), { keyEncoding: 'view', valueEncoding: 'view', ...STORE_TABLE_OPTIONS });
   await db.open();
   // On Node, level's Level is classic-level's ClassicLevel, which has getProperty.
   const native = db as unknown as { getProperty(p: string): string };
@@ -186,8 +186,7 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number | string
  * by the CLI's first line, sampled from outside every 50 ms (RSS from /proc, CPU from
  * its stat): what happens in its last 50 ms, as it closes the store and exits, is not seen.
  */
-async function verifyWithCli(setup: Setup): Promise<Record<string, number | string>> {
-  const { trust } = siteFrom(setup);
+async function verifyWithCli(setup: Setup, trust: SiteTrust): Promise<Record<string, number | string>> {
   writeFileSync(join(setup.dir, 'site.json'), JSON.stringify({ siteId: trust.siteId, siteKeys: trust.siteKeys.map(toHex), gatewayId: 'gw-1' }));
   const cli = fileURLToPath(new URL('../provisioning/cli.js', import.meta.url));
   // Run as an installed `oti` is: the file itself, so that its first line (#!/usr/bin/env -S …)
@@ -227,9 +226,9 @@ async function verifyWithCli(setup: Setup): Promise<Record<string, number | stri
 }
 
 async function phaseVerify(setup: Setup): Promise<Record<string, number | string>> {
-  const cli = await verifyWithCli(setup);
-  // Receipts: build a few, verify each many times with this machine's verifier and with @noble/ed25519.
   const { trust, gateway, genesis } = siteFrom(setup);
+  const cli = await verifyWithCli(setup, trust);
+  // Receipts: build a few, verify each many times with this machine's verifier and with @noble/ed25519.
   const store = await LedgerStore.open(join(setup.dir, 'ledger'));
   const chain = await Chain.open({ store, trust, gatewayId: 'gw-1', key: gateway, genesis });
   const receipts: Uint8Array[] = [];

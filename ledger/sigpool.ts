@@ -329,5 +329,3 @@ export function pack(tasks: readonly SigTask[]): Uint8Array {
   }
   return buf;
 }
-
-export { verifyPacked } from './sigbatch.js';

@@ -68,7 +68,8 @@ const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
  */
 export const STORE_TABLE_CACHE_FILES = 74;
 export const STORE_TABLE_BYTES = 1024 * 1024;
-const TABLES = { maxOpenFiles: STORE_TABLE_CACHE_FILES, maxFileSize: STORE_TABLE_BYTES } as const;
+/** The LevelDB options above, for anything that opens a store's folder with level directly. */
+export const STORE_TABLE_OPTIONS = { maxOpenFiles: STORE_TABLE_CACHE_FILES, maxFileSize: STORE_TABLE_BYTES } as const;
 
 /** 8-byte big-endian key for a non-negative safe integer. */
 export function u64(n: number): Bytes {
@@ -114,7 +115,7 @@ export class LedgerStore {
   }
 
   static async open(path: string): Promise<LedgerStore> {
-    const db = new Level<Bytes, Bytes>(path, { ...VIEW, ...TABLES });
+    const db = new Level<Bytes, Bytes>(path, { ...VIEW, ...STORE_TABLE_OPTIONS });
     try {
       await db.open();
     } catch (e) {
