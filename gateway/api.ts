@@ -19,6 +19,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isLoopbackHost } from './config.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { HealthBoard } from './health.js';
 import type { Chain } from '../ledger/chain.js';
 import type { ChainStore } from '../ledger/store.js';
 import { ENTRY_KINDS, type EntryKind } from '../ledger/entry.js';
@@ -74,6 +75,8 @@ export interface LocalApiOptions {
   readonly peers?: () => readonly ChainStore[];
   /** Drivers (by id) that must be running or degraded for /health to be ok. Default: none. */
   readonly requiredDrivers?: readonly string[];
+  /** The gateway's health conditions (gateway/health.ts), shown by /health and /status. */
+  readonly health?: HealthBoard;
   readonly logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
   /**
    * Privacy (docs/PRIVACY.md §Roles): with a keyring here, entries show pseudonyms to every
@@ -315,7 +318,10 @@ export class LocalApi {
     return reader === undefined ? e : reader.annotate(e, decodeEntry(bytes), role === 'privacy');
   }
 
-  /** 200 when the chain is writable and every required driver can take events, else 503. */
+  /**
+   * 200 when the chain is writable, every required driver can take events and no health
+   * condition is raised; else 503 with the problems (condition ids) and the conditions themselves.
+   */
   #health(): Reply {
     const problems: string[] = [];
     if (this.#chainError !== undefined) problems.push('chain');
@@ -327,7 +333,11 @@ export class LocalApi {
         if (state !== 'running' && state !== 'degraded') problems.push(`driver:${id}`);
       }
     }
-    return problems.length === 0 ? json({ status: 'ok' }) : json({ status: 'unavailable', problems }, 503);
+    const board = this.#opts.health;
+    const conditions = board?.list() ?? [];
+    if (problems.length === 0 && conditions.length === 0) return json({ status: 'ok' });
+    const status = problems.length > 0 ? 'unavailable' : (board?.status ?? 'degraded');
+    return json({ status, problems: [...problems, ...conditions.map((c) => c.id)], conditions }, 503);
   }
 
   #status(): Record<string, unknown> {
@@ -340,6 +350,7 @@ export class LocalApi {
       uptimeSeconds: Math.max(0, Math.floor((Date.now() - s.startedAt) / 1000)),
       chain: { origin: chain.origin, size: chain.size, blocks: chain.head.n + 1, checkpoint: chain.checkpoint?.note ?? null, failed: this.#chainError !== undefined },
       drivers: s.drivers,
+      health: { status: this.#opts.health?.status ?? 'ok', conditions: this.#opts.health?.list() ?? [] },
       ...(s.broker !== undefined ? { broker: s.broker } : {}),
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
     };

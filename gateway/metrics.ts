@@ -15,6 +15,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { Ingest, IngestEvents } from './ingest.js';
+import type { HealthCondition } from './health.js';
 
 export const METRIC_PREFIX = 'oti_';
 
@@ -55,6 +56,7 @@ export class GatewayMetrics {
   #heightProvider: () => Iterable<ChainHeight> = () => [];
   #driverProvider: () => readonly DriverStatus[] = () => [];
   #peerProvider: () => readonly PeerState[] = () => [];
+  #healthProvider: () => readonly HealthCondition[] = () => [];
 
   constructor() {
     const registers = [this.registry];
@@ -126,6 +128,17 @@ export class GatewayMetrics {
         for (const p of peers()) this.set({ peer: p.peer, state: p.state }, 1);
       },
     });
+    const conditions = (): readonly HealthCondition[] => this.#healthProvider();
+    new Gauge({
+      name: 'oti_health_condition',
+      help: 'One series per raised health condition with value 1, labelled with its id, level and code (none when healthy).',
+      labelNames: ['condition', 'level', 'code'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of conditions()) this.set({ condition: c.id, level: c.level, code: c.code }, 1);
+      },
+    });
   }
 
   /**
@@ -175,5 +188,10 @@ export class GatewayMetrics {
   /** Reads the peers' states at each scrape (the sync layer provides them; none until then). */
   peersFrom(provider: () => readonly PeerState[]): void {
     this.#peerProvider = provider;
+  }
+
+  /** Reads the raised health conditions (gateway/health.ts) at each scrape. */
+  healthFrom(provider: () => readonly HealthCondition[]): void {
+    this.#healthProvider = provider;
   }
 }

@@ -36,6 +36,7 @@ import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
 import { Demo } from './demo.js';
 import { GatewayMetrics } from './metrics.js';
+import { HealthBoard } from './health.js';
 import { LocalApi } from './api.js';
 import { WebhookDispatcher } from './webhooks.js';
 import { createRequire } from 'node:module';
@@ -91,6 +92,8 @@ export class Gateway {
   private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
   private stopping: Promise<void> | undefined;
   readonly drivers: LockDriver[] = [];
+  /** Every part reports what stops it doing its job here; /health, /status and metrics read it. */
+  readonly health = new HealthBoard();
   identity!: Identity;
   chain!: Chain;
   broker!: Broker;
@@ -263,6 +266,7 @@ export class Gateway {
     this.metrics.observeIngest(this.ingest);
     this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }]);
     this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
+    this.metrics.healthFrom(() => this.health.list());
     if (config.webhooks.length > 0) {
       const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
       await hooks.start();
@@ -286,6 +290,7 @@ export class Gateway {
       chain,
       status: () => this.status(),
       metrics: this.metrics,
+      health: this.health,
       privacy: { token: config.api.privacyToken, store: privacy.store, ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}) },
       logger: log.child({ part: 'api' }),
     });

@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   ERR_STORE_CORRUPT: 'stored data fails verification and could not be repaired',
   ERR_NOT_FOUND: 'no such item',
   ERR_CHAIN_READ_ONLY: 'the chain is not writable here',
+  ERR_DISK_FULL: 'the disk holding the data folder is full (or over quota); writes wait for space',
   ERR_APPEND_ABORTED: 'the append was not made durable because the chain was closed or failed',
   // Lock protocol and drivers
   ERR_FRAME_CRC: 'the CRC-32 of a serial frame does not match its body',

@@ -7,6 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, openChain, signedEvent, type TestSite } from '../support/site.js';
 import { LocalApi, SCAN_BUDGET, type GatewayStatusJson, type LocalApiOptions } from '../../gateway/api.js';
+import { HealthBoard } from '../../gateway/health.js';
 import { GatewayMetrics } from '../../gateway/metrics.js';
 import { Ingest } from '../../gateway/ingest.js';
 import type { Chain } from '../../ledger/chain.js';
@@ -295,6 +296,34 @@ void test('status, chains, health with a required driver', async (t) => {
   assert.deepEqual(chains.body.chains, [{ origin: chain.origin, role: 'self', size: chain.size }, { origin: 'oti/site-1/gw-2', role: 'peer', size: 0 }]);
   const empty = await getJson<Page>(`${api.url}/events?chain=${encodeURIComponent('oti/site-1/gw-2')}`);
   assert.deepEqual(empty.body, { items: [], next: null });
+});
+
+void test('health conditions: raised and cleared on the board, shown by /health, /status and the metrics', async (t) => {
+  const { chain } = await fixture(t);
+  const health = new HealthBoard();
+  const metrics = new GatewayMetrics();
+  metrics.healthFrom(() => health.list());
+  const { api } = await startApi(t, chain, { health, metrics });
+  assert.equal((await getJson<{ status: string }>(`${api.url}/health`)).body.status, 'ok');
+  assert.equal(health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', 'the disk is full'), true);
+  assert.equal(health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', 'the disk is full'), false);
+  const degraded = await getJson<{ status: string; problems: string[]; conditions: { id: string; level: string; code: string; reason: string }[] }>(`${api.url}/health`);
+  assert.equal(degraded.status, 503);
+  assert.equal(degraded.body.status, 'degraded');
+  assert.deepEqual(degraded.body.problems, ['disk-full']);
+  assert.deepEqual(degraded.body.conditions.map((c) => [c.id, c.level, c.code, c.reason]), [['disk-full', 'degraded', 'ERR_DISK_FULL', 'the disk is full']]);
+  health.raise('ledger-read-only', 'unavailable', 'ERR_CHAIN_READ_ONLY', 'read-only');
+  assert.equal((await getJson<{ status: string }>(`${api.url}/health`)).body.status, 'unavailable');
+  const s = await getJson<{ health: { status: string; conditions: { id: string }[] } }>(`${api.url}/status`);
+  assert.equal(s.body.health.status, 'unavailable');
+  assert.deepEqual(s.body.health.conditions.map((c) => c.id), ['disk-full', 'ledger-read-only']);
+  const text = await (await fetch(`${api.url}/metrics`)).text();
+  assert.match(text, /oti_health_condition\{condition="disk-full",level="degraded",code="ERR_DISK_FULL"\} 1/);
+  assert.equal(health.clear('disk-full'), true);
+  assert.equal(health.clear('ledger-read-only'), true);
+  assert.equal(health.clear('ledger-read-only'), false);
+  assert.equal((await getJson<{ status: string }>(`${api.url}/health`)).body.status, 'ok');
+  assert.doesNotMatch(await (await fetch(`${api.url}/metrics`)).text(), /oti_health_condition\{/);
 });
 
 /** Prometheus text exposition: `name{labels} value` per sample (comments skipped). */
