@@ -19,7 +19,9 @@
  * parallel across events; each lock's events are then admitted to the chain strictly in arrival
  * order. Memory is bounded by `queueLimit`: events between arrival and answer. At the limit the
  * pipeline stops pulling from the drivers, whose own bounded queues then pause their links, and
- * the locks keep their events.
+ * the locks keep their events. pause() stops the pulling the same way (the runtime pauses while
+ * the disk is full: the events taken wait for the ledger and are acked once durable, the rest
+ * stay with the locks) until resume().
  */
 import { EventEmitter } from 'node:events';
 import type { Chain, AppendResult } from '../ledger/chain.js';
@@ -112,6 +114,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly waiting: Array<() => void> = [];
   private active = 0;
   private closed = false;
+  private paused = false;
   private idle: (() => void) | undefined;
 
   constructor(opts: IngestOptions) {
@@ -133,6 +136,21 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.loops.push(this.pullEvents(driver), this.pullNotices(driver));
   }
 
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Takes no more events from the drivers until resume(); the events already taken go on. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    for (const w of this.waiting.splice(0)) w();
+  }
+
   /** Stops pulling, and waits for every event taken to be answered. */
   async close(): Promise<void> {
     this.closed = true;
@@ -148,7 +166,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       }
       this.active++;
       this.handle(driver, ev);
-      while (this.active >= this.limit && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
+      while ((this.active >= this.limit || this.paused) && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
     }
   }
 

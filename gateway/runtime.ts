@@ -139,7 +139,7 @@ export class Gateway {
     if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
     log.info({ dataDir: config.dataDir, site: id.trust.siteId, gateway: id.gatewayId, key: fingerprint(id.key.publicKey) }, `data folder ${config.dataDir}`);
 
-    const store = await LedgerStore.open(join(config.dataDir, 'ledger'));
+    const store = await this.openStore(join(config.dataDir, 'ledger'));
     this.onStop('store', () => store.close());
     // Elastic: signatures are checked on the main thread while the load is light, on worker
     // threads (started then, stopped when idle) when it is not (ledger/sigpool.ts).
@@ -202,7 +202,10 @@ export class Gateway {
     this.chain = chain;
     this.onStop('chain', () => chain.close());
     // A block that cannot be written stops the gateway: acks would otherwise wait forever.
-    chain.on('error', (e: Error) => opts.onFatal?.(e));
+    chain.on('error', (e: Error) => {
+      // While stopping, a block that waited for disk space is given up: not a failure.
+      if (this.stopping === undefined) opts.onFatal?.(e);
+    });
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
@@ -274,8 +277,11 @@ export class Gateway {
       this.onStop('webhooks', () => hooks.stop());
       log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
     }
+    this.pauseWhileDiskFull(store, this.ingest);
     // Registered after the chain, so they stop before it: drivers first, then the pipeline.
     this.onStop('ingest', () => this.ingest.close());
+    // Runs just before the pipeline stops: events waiting for disk space are given up (not acked, so the locks keep them).
+    this.onStop('writes waiting for disk space', () => Promise.resolve(store.stopWaiting()));
     await this.startDrivers();
     if (config.demo.locks > 0) {
       const demo = await Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: this.broker.port });
@@ -438,13 +444,58 @@ export class Gateway {
     this.log.info({ driver: d.id }, `driver ${d.id} started`);
   }
 
+  /**
+   * Opens the ledger; on a full disk, waits for space (logged once, health degraded) instead of
+   * failing: a gateway restarted by its service manager would otherwise fail again and again.
+   */
+  private async openStore(path: string): Promise<LedgerStore> {
+    let waited = false;
+    const store = await LedgerStore.open(path, {
+      waitForSpace: (e) => {
+        waited = true;
+        this.log.warn({ code: e.code, path }, `${e.message}; start-up waits for space (free some on that disk)`);
+        this.health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', e.message);
+      },
+    });
+    if (waited) {
+      this.log.info({ path }, 'there is space on the disk again: start-up goes on');
+      this.health.clear('disk-full');
+    }
+    return store;
+  }
+
+  /**
+   * A full disk pauses the pipeline: the store holds the block it could not write until there
+   * is space (and writes it then), the pipeline takes no more events (the locks keep them), and
+   * health says why. Both resume by themselves once the store has written again.
+   */
+  private pauseWhileDiskFull(store: LedgerStore, ingest: Ingest): void {
+    store.on('disk-full', (e) => {
+      this.log.warn({ code: e.code, path: store.path }, `${e.message}; taking no new events until then (the locks keep them)`);
+      this.health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', e.message);
+      ingest.pause();
+    });
+    store.on('disk-space', () => {
+      this.log.info({ path: store.path }, 'there is space on the disk again: the ledger was reopened and takes events again');
+      this.health.clear('disk-full');
+      ingest.resume();
+    });
+  }
+
   private verifyInBackground(pool: SignaturePool, onFatal?: (e: Error) => void): void {
     const started = performance.now();
     const chain = this.chain;
+    const store = chain.cs.store;
+    const generation = store.generation;
     verifyChain(chain.cs, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
       (r) => this.log.info({ entries: r.entries, lockSignatures: r.lockSignatures, ms: Math.round(performance.now() - started) }, `verified ${r.entries} entries and ${r.lockSignatures} lock signatures`),
       (e: unknown) => {
         if (this.stopping !== undefined) return; // the pool and store were closed under it
+        if (!isOtiError(e) && (store.waitingForSpace || store.generation !== generation)) {
+          // The store was reopened after a full disk, closing the verification's iterators.
+          this.verifyInBackground(pool, onFatal);
+          return;
+        }
         onFatal?.(e as Error);
       },
     );

@@ -7,6 +7,10 @@
  * share a block: the block is sealed `sealDelayMs` after its first entry arrived, at once when it
  * reaches `maxBlockEntries`, and never while the previous block is still being written (entries
  * arriving meanwhile wait for the next one). One Ed25519 signature and one fsync per block.
+ *
+ * A block that cannot be written fails the chain (every later append is refused), except for a
+ * full disk: the store then holds the write until there is space (ledger/store.ts), so appends
+ * simply take longer and nothing is acknowledged before it is durable.
  */
 import { EventEmitter } from 'node:events';
 import { OtiError, isOtiError } from './errors.js';
@@ -432,8 +436,12 @@ export class Chain extends EventEmitter<ChainEvents> {
       });
       this.emit('block', { header, checkpoint, results });
     } catch (e) {
-      // The admitted state ran ahead of the store; the chain cannot go on from here safely.
-      const err = isOtiError(e) ? e : new OtiError('ERR_APPEND_ABORTED', `writing block ${n} failed: ${(e as Error).message}`, undefined, { cause: e });
+      // The admitted state ran ahead of the store; the chain cannot go on from here safely. (A
+      // full disk does not come here: the store waits for space and writes the block then.)
+      // Whatever the cause, the entries were not made durable: ERR_APPEND_ABORTED, which asks
+      // the lock to keep its event and send it again, with the cause's code in the message.
+      const why = isOtiError(e) ? `${e.message} [${e.code}]` : (e as Error).message;
+      const err = new OtiError('ERR_APPEND_ABORTED', `writing block ${n} failed: ${why}`, { block: n, ...(isOtiError(e) ? { cause: e.code } : {}) }, { cause: e });
       this.#failed = err;
       for (const p of batch) p.reject(err);
       for (const p of this.#pending.splice(0)) p.reject(err);

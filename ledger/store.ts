@@ -15,7 +15,21 @@
  *   m  "head"                        -> CBOR { "n", "size", "peaks": [bstr] } as of the last block
  * Everything a block changes is written in one LevelDB batch with sync, so a block is durable as
  * a whole or not at all.
+ *
+ * A full disk (or quota) is not a failure of the store: a write that fails for lack of space
+ * waits for space and is then made again (write() resolves only once it is durable), and so does
+ * every write issued meanwhile. The store reports the wait as events ('disk-full' once, then
+ * 'disk-space'), probes the folder with a bounded backoff (ledger/diskspace.ts), and once there
+ * is room closes and reopens the database before writing again: after a failed write LevelDB
+ * either refuses every later write (a failed sync is recorded as a background error, db_impl.cc
+ * DBImpl::Write) or has part of a record in its log, which only a reopen (a new log file, the
+ * old one replayed up to its last whole record) puts behind it. The same wait applies to
+ * opening a store on a full disk when open() is asked to wait.
  */
+import { EventEmitter } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Level } from 'level';
 import type { AbstractSublevel } from 'abstract-level';
 import { encode, decode, decodeTrusted, fastEncode, type CborValue } from './encoding.js';
@@ -26,6 +40,7 @@ import { decodeBlockHeader, type BlockHeader } from './block.js';
 import { parseCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { asMap, bytes, uint, text, type CborMap } from './schema.js';
 import type { Member } from './roster.js';
+import { isDiskFull, probeSpace, spaceRetryDelay } from './diskspace.js';
 
 export const CHUNK_BITS = 4;
 export const CHUNK_SIZE = 1 << CHUNK_BITS;
@@ -101,28 +116,83 @@ export function hashIdKey(leaf: Bytes): Bytes {
   return b;
 }
 
+export interface StoreOpenOptions {
+  /**
+   * Wait for space when the disk is full at opening, instead of failing with ERR_DISK_FULL;
+   * called once, with that error, when the wait begins.
+   */
+  readonly waitForSpace?: (e: OtiError) => void;
+}
+
+export interface StoreEvents {
+  /** A write failed for lack of space: writes wait from now on (emitted once per episode). */
+  'disk-full': [error: OtiError];
+  /**
+   * There is space again and the database was reopened: the waiting writes are made. (Had it
+   * failed to reopen, every write fails from now on with ERR_STORE_CORRUPT.)
+   */
+  'disk-space': [];
+}
+
 /** Opens the database and hands out one ChainStore per chain origin. */
-export class LedgerStore {
+export class LedgerStore extends EventEmitter<StoreEvents> {
   readonly db: Level<Bytes, Bytes>;
+  readonly path: string;
   readonly #chains: BinSub;
   readonly #evidence: BinSub;
   readonly #open = new Map<string, ChainStore>();
+  /** Every sublevel handed out, by name: reopened with the database. */
+  readonly #subs = new Map<string, BinSub>();
+  /** Set while writes wait for disk space; resolves true once they may be made again. */
+  #waiting: Promise<boolean> | undefined;
+  #giveUp: OtiError | undefined;
+  readonly #stop = new AbortController();
+  /** Counts reopenings, so that a long reader can tell its iterators were closed under it. */
+  #generation = 0;
 
-  private constructor(db: Level<Bytes, Bytes>) {
+  private constructor(db: Level<Bytes, Bytes>, path: string) {
+    super();
     this.db = db;
-    this.#chains = db.sublevel('chains', VIEW) as unknown as BinSub;
-    this.#evidence = db.sublevel('evidence', VIEW) as unknown as BinSub;
+    this.path = path;
+    this.#chains = this.sub(['chains']);
+    this.#evidence = this.sub(['evidence']);
   }
 
-  static async open(path: string): Promise<LedgerStore> {
+  /**
+   * Opens (creating it, mode 0700, if needed) the database at `path`. A full disk fails with
+   * ERR_DISK_FULL, or waits for space with `opts.waitForSpace`; any other failure is
+   * ERR_STORE_CORRUPT.
+   */
+  static async open(path: string, opts: StoreOpenOptions = {}): Promise<LedgerStore> {
     const db = new Level<Bytes, Bytes>(path, { ...VIEW, ...STORE_TABLE_OPTIONS });
-    try {
-      await db.open();
-    } catch (e) {
-      const cause = (e as { cause?: { message?: string } }).cause;
-      throw new OtiError('ERR_STORE_CORRUPT', `cannot open the ledger database at ${path}: ${cause?.message ?? (e as Error).message}`, { path }, { cause: e });
+    let attempt = 0;
+    for (;;) {
+      try {
+        // LevelDB would create it 0755; the ledger is as private as the data folder around it.
+        await mkdir(path, { recursive: true, mode: 0o700 });
+        await db.open();
+        return new LedgerStore(db, path);
+      } catch (e) {
+        const cause = (e as { cause?: { message?: string } }).cause;
+        const why = cause?.message ?? (e as Error).message;
+        if (!(await isDiskFull(e, dirname(path)))) throw new OtiError('ERR_STORE_CORRUPT', `cannot open the ledger database at ${path}: ${why}`, { path }, { cause: e });
+        const full = diskFullError(path, why, e);
+        if (opts.waitForSpace === undefined) throw full;
+        if (attempt === 0) opts.waitForSpace(full);
+        while (!(await waitForSpace(dirname(path), attempt))) attempt++;
+        attempt++;
+      }
     }
-    return new LedgerStore(db);
+  }
+
+  /** True while writes wait for disk space. */
+  get waitingForSpace(): boolean {
+    return this.#waiting !== undefined;
+  }
+
+  /** How many times the database was reopened (after a full disk); iterators opened before are closed. */
+  get generation(): number {
+    return this.#generation;
   }
 
   /** The chain store for `origin`; registers the chain (role self or peer) on first use. */
@@ -132,7 +202,7 @@ export class LedgerStore {
       const key = Buffer.from(origin, 'utf8');
       const existing = await this.#chains.get(key);
       if (existing === undefined) {
-        await this.db.batch([{ type: 'put', sublevel: this.#chains, key, value: encode({ role }) } as never], { sync: true });
+        await this.write([{ type: 'put', sublevel: this.#chains, key, value: encode({ role }) }]);
       } else {
         const had = asMap(decode(existing, 64), 'chains', ['role'])['role'];
         if (had !== role) throw new OtiError('ERR_CHAIN_READ_ONLY', `chain ${origin} is stored as a ${String(had)} chain, not ${role}`);
@@ -153,7 +223,13 @@ export class LedgerStore {
   }
 
   sub(name: string[]): BinSub {
-    return this.db.sublevel(name, VIEW) as unknown as BinSub;
+    const key = JSON.stringify(name);
+    let s = this.#subs.get(key);
+    if (s === undefined) {
+      s = this.db.sublevel(name, VIEW) as unknown as BinSub;
+      this.#subs.set(key, s);
+    }
+    return s;
   }
 
   /**
@@ -162,7 +238,88 @@ export class LedgerStore {
    * times cheaper than the array form for the ~1,000 operations of a full block.
    */
   async write(ops: readonly BatchOp[]): Promise<void> {
-    if (this.db.status !== 'open') throw new OtiError('ERR_STORE_CLOSED', 'the ledger database is not open');
+    for (;;) {
+      if (this.#waiting !== undefined) await this.#waiting;
+      if (this.#giveUp !== undefined) throw this.#giveUp;
+      if (this.db.status !== 'open') throw new OtiError('ERR_STORE_CLOSED', 'the ledger database is not open');
+      try {
+        await this.#writeBatch(ops);
+        return;
+      } catch (e) {
+        if (this.#waiting !== undefined) {
+          // Another write found the disk full meanwhile: wait with it, then try again.
+          await this.#waiting;
+          continue;
+        }
+        // Set at once, before the classification awaits anything, so that no other write goes
+        // to a log that may now hold part of this record.
+        this.#waiting = this.#afterFailedWrite(e);
+        if (!(await this.#waiting)) throw e;
+      }
+    }
+  }
+
+  /**
+   * After a failed write: false when the disk is not full (the write fails as it did); else
+   * waits until there is space and the database has been reopened, and resolves true (or
+   * false once stopWaiting() gave up). Never rejects.
+   */
+  async #afterFailedWrite(e: unknown): Promise<boolean> {
+    const dir = dirname(this.path);
+    try {
+      if (!(await isDiskFull(e, dir))) return false;
+      this.emit('disk-full', diskFullError(this.path, (e as Error).message, e));
+      for (let attempt = 0; ; attempt++) {
+        const space = await waitForSpace(dir, attempt, this.#stop.signal);
+        if (this.#giveUp !== undefined) return false;
+        if (space && (await this.#reopen())) break;
+        if (this.#giveUp !== undefined) return false;
+      }
+      this.emit('disk-space');
+      return true;
+    } catch (err) {
+      this.#fail(err);
+      return false;
+    } finally {
+      this.#waiting = undefined;
+    }
+  }
+
+  /** Closes and reopens the database and its sublevels; false when the disk is still too full to open it. */
+  async #reopen(): Promise<boolean> {
+    if (this.db.status === 'open') await this.db.close();
+    try {
+      const opening = this.db.open();
+      // Opened along with the database, so that their reads wait for it instead of failing.
+      const subs = [...this.#subs.values()].map((s) => s.open());
+      await opening;
+      await Promise.all(subs);
+      this.#generation++;
+      return true;
+    } catch (e) {
+      if (await isDiskFull(e, dirname(this.path))) return false;
+      this.#fail(e);
+      return false;
+    }
+  }
+
+  /** The database could not be brought back after a full disk: every write fails from now on. */
+  #fail(e: unknown): void {
+    const err = new OtiError('ERR_STORE_CORRUPT', `cannot reopen the ledger database at ${this.path} after the disk was full: ${(e as Error).message}`, { path: this.path }, { cause: e });
+    this.#giveUp ??= err;
+  }
+
+  /**
+   * Stops waiting for disk space (the gateway is stopping): writes that wait, and every later
+   * one, fail with ERR_DISK_FULL; nothing they held was made durable.
+   */
+  stopWaiting(): void {
+    if (this.#waiting === undefined) return;
+    this.#giveUp ??= new OtiError('ERR_DISK_FULL', `the disk holding ${this.path} is still full; gave up waiting for space`, { path: this.path });
+    this.#stop.abort();
+  }
+
+  async #writeBatch(ops: readonly BatchOp[]): Promise<void> {
     // Keys are prefixed here with the sublevel's own prefixKey() and written to the root
     // database: the same bytes as a put through the sublevel, at about a quarter of the cost
     // per operation (abstract-level's sublevel option re-validates and re-encodes each one).
@@ -189,9 +346,27 @@ export class LedgerStore {
   }
 
   async close(): Promise<void> {
+    this.stopWaiting();
     this.#open.clear();
     await this.db.close();
   }
+}
+
+function diskFullError(path: string, why: string, cause: unknown): OtiError {
+  return new OtiError('ERR_DISK_FULL', `the disk holding the ledger ${path} is full (or over quota): ${why}; writes wait until there is space again`, { path }, { cause });
+}
+
+/**
+ * Sleeps the backoff for `attempt`, then probes the folder: true when it takes writes again,
+ * false when it does not yet or `signal` ended the wait.
+ */
+async function waitForSpace(dir: string, attempt: number, signal?: AbortSignal): Promise<boolean> {
+  try {
+    await sleep(spaceRetryDelay(attempt), undefined, signal !== undefined ? { signal } : {});
+  } catch {
+    return false;
+  }
+  return probeSpace(dir).catch(() => false);
 }
 
 /**
