@@ -202,10 +202,7 @@ export class Gateway {
     this.chain = chain;
     this.onStop('chain', () => chain.close());
     // A block that cannot be written stops the gateway: acks would otherwise wait forever.
-    chain.on('error', (e: Error) => {
-      // While stopping, a block that waited for disk space is given up: not a failure.
-      if (this.stopping === undefined) opts.onFatal?.(e);
-    });
+    chain.on('error', (e: Error) => opts.onFatal?.(e));
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');

@@ -437,15 +437,18 @@ export class Chain extends EventEmitter<ChainEvents> {
       this.emit('block', { header, checkpoint, results });
     } catch (e) {
       // The admitted state ran ahead of the store; the chain cannot go on from here safely. (A
-      // full disk does not come here: the store waits for space and writes the block then.)
-      // Whatever the cause, the entries were not made durable: ERR_APPEND_ABORTED, which asks
-      // the lock to keep its event and send it again, with the cause's code in the message.
+      // full disk does not come here: the store waits for space and writes the block then,
+      // unless told to stop waiting, which ends the chain like close().) Whatever the cause,
+      // the entries were not made durable: ERR_APPEND_ABORTED, which asks the lock to keep its
+      // event and send it again, with the cause's code in the message.
       const why = isOtiError(e) ? `${e.message} [${e.code}]` : (e as Error).message;
       const err = new OtiError('ERR_APPEND_ABORTED', `writing block ${n} failed: ${why}`, { block: n, ...(isOtiError(e) ? { cause: e.code } : {}) }, { cause: e });
-      this.#failed = err;
+      const gaveUp = isOtiError(e, 'ERR_DISK_FULL');
+      if (gaveUp) this.#closed = true;
+      else this.#failed = err;
       for (const p of batch) p.reject(err);
       for (const p of this.#pending.splice(0)) p.reject(err);
-      this.emit('error', err);
+      if (!gaveUp) this.emit('error', err);
     }
   }
 }

@@ -254,7 +254,7 @@ export class LedgerStore extends EventEmitter<StoreEvents> {
         // Set at once, before the classification awaits anything, so that no other write goes
         // to a log that may now hold part of this record.
         this.#waiting = this.#afterFailedWrite(e);
-        if (!(await this.#waiting)) throw e;
+        if (!(await this.#waiting)) throw this.#giveUp ?? e;
       }
     }
   }

@@ -93,24 +93,29 @@ async function gatewayConfig(dir: string, dataDir: string, ptys: readonly PtyPai
   return { config, apiPort };
 }
 
-void test('a full disk pauses ingest without losing or acking anything, and it resumes by itself once there is space', { timeout: 240_000 }, async (t) => {
-  const onTeardown = teardown(t);
-  const dir = await smallDisk(t, onTeardown);
-  if (dir === undefined) return;
+interface Running {
+  readonly id: Identity;
+  readonly dataDir: string;
+  readonly filler: string;
+  readonly apiPort: number;
+  readonly gw: GatewayProcess;
+  readonly locks: readonly SimLock[];
+}
+
+/** The gateway on the small disk, with three simulated locks on ptys recording 40 events/s each. */
+async function gatewayWithLocks(dir: string, onTeardown: (step: () => unknown) => void): Promise<Running> {
   const dataDir = join(dir, 'tmpfs', 'data');
-  const filler = join(dir, 'tmpfs', 'filler');
   const { id, lockKeys } = await prepare(dataDir, 3);
   const ptys: PtyPair[] = [];
   for (let i = 0; i < lockKeys.length; i++) ptys.push(await ptyPair(dir, `door-${i}`));
   onTeardown(() => Promise.all(ptys.map((p) => p.kill())));
   const { config, apiPort } = await gatewayConfig(dir, dataDir, ptys);
-  const gw: GatewayProcess = startGateway(['--config', config]);
+  const gw = startGateway(['--config', config]);
   onTeardown(async () => {
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
   await gw.waitFor('running', running);
-
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));
   onTeardown(async () => {
@@ -119,14 +124,51 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
   });
   for (const l of links) l.start();
   for (const l of locks) l.startAuto(40);
+  return { id, dataDir, filler: join(dir, 'tmpfs', 'filler'), apiPort, gw, locks };
+}
+
+/** /health answers 503 degraded with the disk-full condition. */
+async function degradedByFullDisk(apiPort: number): Promise<boolean> {
+  const h = await health(apiPort);
+  return h.httpStatus === 503 && h.body.status === 'degraded' && (h.body.conditions ?? []).some((c) => c.id === 'disk-full' && c.code === 'ERR_DISK_FULL' && c.level === 'degraded');
+}
+
+/** Every event a lock holds an ack for is in the stopped gateway's chain, named by the ack, and the chain verifies. */
+async function checkLedger(r: Running, allStored: boolean): Promise<void> {
+  const store = await LedgerStore.open(join(r.dataDir, 'ledger'));
+  try {
+    const cs = await store.chain(`oti/${r.id.trust.siteId}/${r.id.gatewayId}`, 'self');
+    const stored = new Map<string, string>();
+    for (let i = 0; i < cs.head.size; i++) {
+      const bytes = await cs.getEntry(i);
+      const body = decodeEntry(bytes).body;
+      if (body.kind === 'lock-event') stored.set(`${body.event.lock}:${body.event.ctr}`, toHex(leafHash(bytes)));
+    }
+    for (const l of r.locks) {
+      assert.ok(l.acked.size > 0);
+      for (const [ctr, entry] of l.acked) assert.equal(stored.get(`${l.id}:${ctr}`), toHex(entry), `the acknowledged ${l.id}:${ctr} is stored`);
+      if (allStored) for (let c = 1; c < l.counter; c++) assert.ok(stored.has(`${l.id}:${c}`), `${l.id}:${c} is stored`);
+    }
+    const report = await verifyChain(cs, { trust: r.id.trust });
+    assert.equal(report.entries, cs.head.size);
+  } finally {
+    await store.close();
+  }
+  const verified = await oti(['verify', '--data', r.dataDir]);
+  assert.equal(verified.code, 0, `oti verify: ${verified.stdout}${verified.stderr}`);
+}
+
+void test('a full disk pauses ingest without losing or acking anything, and it resumes by itself once there is space', { timeout: 240_000 }, async (t) => {
+  const onTeardown = teardown(t);
+  const dir = await smallDisk(t, onTeardown);
+  if (dir === undefined) return;
+  const r = await gatewayWithLocks(dir, onTeardown);
+  const { gw, locks, apiPort, filler } = r;
   await until('events acknowledged before the disk fills', () => locks.every((l) => l.acked.size > 20));
 
   // The disk fills up under load.
   await fillDisk(filler);
-  await until('/health says degraded: the disk is full', async () => {
-    const h = await health(apiPort);
-    return h.httpStatus === 503 && h.body.status === 'degraded' && (h.body.conditions ?? []).some((c) => c.id === 'disk-full' && c.code === 'ERR_DISK_FULL' && c.level === 'degraded');
-  });
+  await until('/health says degraded: the disk is full', () => degradedByFullDisk(apiPort));
   const metrics = await (await fetch(`http://127.0.0.1:${apiPort}/metrics`)).text();
   assert.match(metrics, /oti_health_condition\{condition="disk-full",level="degraded",code="ERR_DISK_FULL"\} 1/);
   // Paused: the locks go on recording, nothing more is acknowledged (nothing is durable).
@@ -153,26 +195,22 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
   assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);
 
   // Every acknowledged event is in the chain, named by its ack, and the chain verifies.
-  const store = await LedgerStore.open(join(dataDir, 'ledger'));
-  try {
-    const cs = await store.chain(`oti/${id.trust.siteId}/${id.gatewayId}`, 'self');
-    const stored = new Map<string, string>();
-    for (let i = 0; i < cs.head.size; i++) {
-      const bytes = await cs.getEntry(i);
-      const body = decodeEntry(bytes).body;
-      if (body.kind === 'lock-event') stored.set(`${body.event.lock}:${body.event.ctr}`, toHex(leafHash(bytes)));
-    }
-    for (const l of locks) {
-      for (const [ctr, entry] of l.acked) assert.equal(stored.get(`${l.id}:${ctr}`), toHex(entry), `the acknowledged ${l.id}:${ctr} is stored`);
-      for (let c = 1; c < l.counter; c++) assert.ok(stored.has(`${l.id}:${c}`), `${l.id}:${c} is stored`);
-    }
-    const report = await verifyChain(cs, { trust: id.trust });
-    assert.equal(report.entries, cs.head.size);
-  } finally {
-    await store.close();
-  }
-  const verified = await oti(['verify', '--data', dataDir]);
-  assert.equal(verified.code, 0, `oti verify: ${verified.stdout}${verified.stderr}`);
+  await checkLedger(r, true);
+});
+
+void test('SIGTERM while the disk is full stops the gateway cleanly; everything acknowledged is stored', { timeout: 240_000 }, async (t) => {
+  const onTeardown = teardown(t);
+  const dir = await smallDisk(t, onTeardown);
+  if (dir === undefined) return;
+  const r = await gatewayWithLocks(dir, onTeardown);
+  await until('events acknowledged before the disk fills', () => r.locks.every((l) => l.acked.size > 20));
+  await fillDisk(r.filler);
+  await until('/health says degraded: the disk is full', () => degradedByFullDisk(r.apiPort));
+  r.gw.proc.kill('SIGTERM');
+  assert.equal(await r.gw.exited, 0, `a clean stop, within its bound; stderr: ${r.gw.stderr()}`);
+  for (const l of r.locks) l.stopAuto();
+  await removeFiller(r.filler);
+  await checkLedger(r, false);
 });
 
 void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not ERR_STORE_CORRUPT) and then starts', { timeout: 120_000 }, async (t) => {

@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeSite, enrollLock, signedEvent, openChain } from '../support/site.js';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makeSite, enrollLock, signedEvent, openChain, tempDir } from '../support/site.js';
+import { LedgerStore } from '../../ledger/store.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { rangeHash, verifyInclusion, leafHash } from '../../ledger/merkle.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
@@ -47,4 +50,11 @@ void test('append refuses unknown locks, bad signatures and counters that do not
   await oc.chain.append({ kind: 'lock-event', cose: first });
   await assert.rejects(oc.chain.append({ kind: 'lock-event', cose: first }), (e) => isOtiError(e, 'ERR_ENTRY_INVALID'));
   assert.equal(oc.chain.size, 3);
+});
+
+void test('the ledger folder is created 0700, as private as the data folder around it', async (t) => {
+  const path = join(await tempDir(t), 'data', 'ledger');
+  const store = await LedgerStore.open(path);
+  t.after(() => store.close());
+  assert.equal((await stat(path)).mode & 0o777, 0o700);
 });
