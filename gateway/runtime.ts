@@ -235,7 +235,7 @@ export class Gateway {
         for (let i = from; i < size; i += 1024) {
           for (const raw of await replica.cs.entryRange(i, Math.min(size, i + 1024))) await applyPrivacyEntry(privacy.store, decodeEntry(raw));
         }
-      })().catch((e: unknown) => log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
+      })().catch((e: unknown) => this.stopping === undefined && log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
     });
     this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
@@ -386,7 +386,8 @@ export class Gateway {
       (n) => {
         if (n > 0) log.info({ destroyed: n }, `destroyed ${n} person key(s) whose erasure was recorded in the chain`);
       },
-      (e: unknown) => log.error({ err: e }, 'applying stored erasures failed'),
+      // Stopping closes the store under it (a chain that fails verification stops the gateway at once).
+      (e: unknown) => this.stopping === undefined && log.error({ err: e }, 'applying stored erasures failed'),
     );
     const pubPath = join(config.dataDir, PRIVACY_PUBLIC_FILE);
     if (!existsSync(pubPath)) return { store };

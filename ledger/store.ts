@@ -33,7 +33,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Level } from 'level';
 import type { AbstractSublevel } from 'abstract-level';
 import { encode, decode, decodeTrusted, fastEncode, type CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
+import { OtiError, isOtiError } from './errors.js';
 import { sha256 } from './crypto.js';
 import { leafHash, nodeHash, CompactRange, type NodeReader } from './merkle.js';
 import { decodeBlockHeader, type BlockHeader } from './block.js';
@@ -200,7 +200,7 @@ export class LedgerStore extends EventEmitter<StoreEvents> {
     let cs = this.#open.get(origin);
     if (cs === undefined) {
       const key = Buffer.from(origin, 'utf8');
-      const existing = await this.#chains.get(key);
+      const existing = await named(`the registration of chain ${origin}`, () => this.#chains.get(key));
       if (existing === undefined) {
         await this.write([{ type: 'put', sublevel: this.#chains, key, value: encode({ role }) }]);
       } else {
@@ -214,12 +214,14 @@ export class LedgerStore extends EventEmitter<StoreEvents> {
     return cs;
   }
 
-  async listChains(): Promise<{ origin: string; role: ChainRole }[]> {
-    const out: { origin: string; role: ChainRole }[] = [];
-    for await (const [k, v] of this.#chains.iterator()) {
-      out.push({ origin: Buffer.from(k).toString('utf8'), role: asMap(decode(v, 64), 'chains', ['role'])['role'] as ChainRole });
-    }
-    return out;
+  listChains(): Promise<{ origin: string; role: ChainRole }[]> {
+    return named(`the list of chains in ${this.path}`, async () => {
+      const out: { origin: string; role: ChainRole }[] = [];
+      for await (const [k, v] of this.#chains.iterator()) {
+        out.push({ origin: Buffer.from(k).toString('utf8'), role: asMap(decode(v, 64), 'chains', ['role'])['role'] as ChainRole });
+      }
+      return out;
+    });
   }
 
   sub(name: string[]): BinSub {
@@ -410,7 +412,7 @@ export class ChainStore implements NodeReader {
   }
 
   async load(): Promise<void> {
-    const h = await this.meta.get(Buffer.from('head'));
+    const h = await named(`the head of ${this.origin}`, () => this.meta.get(Buffer.from('head')));
     if (h === undefined) {
       this.#head = { n: -1, size: 0, peaks: [] };
       this.#tailChunk = [];
@@ -480,10 +482,15 @@ export class ChainStore implements NodeReader {
   async readChunk(c: number): Promise<Bytes[]> {
     const cached = this.#chunkCache.get(c);
     if (cached !== undefined) return cached;
-    const v = await this.chunks.get(u64(c));
+    const what = this.#chunkName(c, 0, Number.MAX_SAFE_INTEGER);
+    let v: Bytes | undefined;
+    try {
+      v = await this.chunks.get(u64(c));
+    } catch (e) {
+      throw readFailed(what, e);
+    }
     if (v === undefined) return [];
-    const arr = decodeTrusted(v) as unknown;
-    if (!Array.isArray(arr) || !arr.every((x) => x instanceof Uint8Array)) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${c} of ${this.origin} is malformed`);
+    const arr = decodeChunk(v, what);
     if (arr.length === CHUNK_SIZE) {
       if (this.#chunkCache.size >= 64) this.#chunkCache.delete(this.#chunkCache.keys().next().value!);
       this.#chunkCache.set(c, arr as Bytes[]);
@@ -504,15 +511,27 @@ export class ChainStore implements NodeReader {
     const firstChunk = Math.floor(from / CHUNK_SIZE);
     const lastChunk = Math.floor((to - 1) / CHUNK_SIZE);
     let expect = firstChunk;
-    for await (const [k, v] of this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) })) {
-      const c = readU64(k);
-      if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
-      expect++;
-      const arr = decodeTrusted(v) as Bytes[];
-      for (let j = 0; j < arr.length; j++) {
-        const index = c * CHUNK_SIZE + j;
-        if (index >= from && index < to) yield { index, bytes: arr[j]! };
+    const it = this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) });
+    try {
+      for (;;) {
+        let row: [Bytes, Bytes] | undefined;
+        try {
+          row = await it.next();
+        } catch (e) {
+          throw readFailed(this.#chunkName(expect, from, to), e);
+        }
+        if (row === undefined) break;
+        const c = readU64(row[0]);
+        if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+        expect++;
+        const arr = decodeChunk(row[1], this.#chunkName(c, from, to));
+        for (let j = 0; j < arr.length; j++) {
+          const index = c * CHUNK_SIZE + j;
+          if (index >= from && index < to) yield { index, bytes: arr[j]! };
+        }
       }
+    } finally {
+      await it.close();
     }
     if (expect !== lastChunk + 1) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
   }
@@ -530,13 +549,18 @@ export class ChainStore implements NodeReader {
     const it = this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) });
     try {
       for (;;) {
-        const rows = await it.nextv(256);
+        let rows: [Bytes, Bytes][];
+        try {
+          rows = await it.nextv(256);
+        } catch (e) {
+          throw readFailed(this.#chunkName(expect, from, to), e);
+        }
         if (rows.length === 0) break;
         for (const [k, v] of rows) {
           const c = readU64(k);
           if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
           expect++;
-          const arr = decodeTrusted(v) as Bytes[];
+          const arr = decodeChunk(v, this.#chunkName(c, from, to));
           const base = c * CHUNK_SIZE;
           const s = Math.max(0, from - base);
           const e = Math.min(arr.length, to - base);
@@ -550,14 +574,44 @@ export class ChainStore implements NodeReader {
     return out;
   }
 
-  async getBlock(n: number): Promise<StoredBlock> {
-    const v = await this.blocks.get(u64(n));
-    if (v === undefined) throw new OtiError('ERR_NOT_FOUND', `block ${n} is not in chain ${this.origin}`);
-    return parseStoredBlock(v);
+  /** Names chunk c by the entries it holds (within [from, to)), for errors. */
+  #chunkName(c: number, from: number, to: number): string {
+    const first = Math.max(from, c * CHUNK_SIZE);
+    const last = Math.min(to, (c + 1) * CHUNK_SIZE) - 1;
+    return `entries ${first}..${last} of ${this.origin} (chunk ${c})`;
   }
 
+  async getBlock(n: number): Promise<StoredBlock> {
+    let v: Bytes | undefined;
+    try {
+      v = await this.blocks.get(u64(n));
+    } catch (e) {
+      throw readFailed(`stored block ${n} of ${this.origin}`, e);
+    }
+    if (v === undefined) throw new OtiError('ERR_NOT_FOUND', `block ${n} is not in chain ${this.origin}`);
+    return parseStoredBlock(v, `stored block ${n} of ${this.origin}`);
+  }
+
+  /** Blocks n..to in order; a block that cannot be read or parsed fails with an error that names it. */
   async *blocksFrom(n: number, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<StoredBlock> {
-    for await (const v of this.blocks.values({ gte: u64(n), lte: u64(to) })) yield parseStoredBlock(v);
+    let next = n;
+    const it = this.blocks.iterator({ gte: u64(n), lte: u64(to) });
+    try {
+      for (;;) {
+        let row: [Bytes, Bytes] | undefined;
+        try {
+          row = await it.next();
+        } catch (e) {
+          // LevelDB reads a table block of many keys at once: the one wanted is the next one.
+          throw readFailed(`stored block ${next} of ${this.origin}`, e);
+        }
+        if (row === undefined) return;
+        next = readU64(row[0]) + 1;
+        yield parseStoredBlock(row[1], `stored block ${next - 1} of ${this.origin}`);
+      }
+    } finally {
+      await it.close();
+    }
   }
 
   /** The block that contains entry `index` (binary search over block numbers). */
@@ -575,20 +629,26 @@ export class ChainStore implements NodeReader {
   }
 
   async indexOfId(key: Bytes): Promise<number | undefined> {
-    const v = await this.ids.get(key);
+    const v = await named(`the entry index of ${this.origin}`, () => this.ids.get(key));
     return v === undefined ? undefined : readU64(v);
   }
 
   /** The highest counter stored for a lock, with its entry index. */
-  async lastLockCounter(lock: string): Promise<{ ctr: number; index: number } | undefined> {
+  lastLockCounter(lock: string): Promise<{ ctr: number; index: number } | undefined> {
     const prefix = Buffer.concat([Buffer.from(lock, 'utf8'), Buffer.of(0)]);
-    for await (const [k, v] of this.ids.iterator({ gte: prefix, lt: Buffer.concat([prefix, Buffer.alloc(8, 0xff), Buffer.of(0)]), reverse: true, limit: 1 })) {
-      return { ctr: readU64(Buffer.from(k).subarray(prefix.length)), index: readU64(v) };
-    }
-    return undefined;
+    return named(`the entry index of ${this.origin} (lock ${lock})`, async () => {
+      for await (const [k, v] of this.ids.iterator({ gte: prefix, lt: Buffer.concat([prefix, Buffer.alloc(8, 0xff), Buffer.of(0)]), reverse: true, limit: 1 })) {
+        return { ctr: readU64(Buffer.from(k).subarray(prefix.length)), index: readU64(v) };
+      }
+      return undefined;
+    });
   }
 
-  async rosterMembers(): Promise<Member[]> {
+  rosterMembers(): Promise<Member[]> {
+    return named(`the stored roster of ${this.origin}`, () => this.#rosterMembers());
+  }
+
+  async #rosterMembers(): Promise<Member[]> {
     const out: Member[] = [];
     for await (const v of this.roster.values()) {
       const m = asMap(decodeTrusted(v) as CborValue, 'member', ['role', 'id', 'key', 'revoked', 'unsigned', 'expires', 'history']);
@@ -613,7 +673,7 @@ export class ChainStore implements NodeReader {
     const span = 2 ** level;
     if ((index + 1) * span > this.#head.size) throw new OtiError('ERR_PROOF_RANGE', `node ${level}/${index} is beyond size ${this.#head.size}`);
     if (level >= STORED_NODE_LEVEL) {
-      const v = await this.nodes.get(Buffer.concat([Buffer.of(level), u64(index)]));
+      const v = await named(`node ${level}/${index} of ${this.origin}`, () => this.nodes.get(Buffer.concat([Buffer.of(level), u64(index)])));
       if (v === undefined) throw new OtiError('ERR_STORE_CORRUPT', `node ${level}/${index} of ${this.origin} is missing`);
       return v;
     }
@@ -631,10 +691,64 @@ export class ChainStore implements NodeReader {
   }
 }
 
-export function parseStoredBlock(v: Bytes): StoredBlock {
-  const m = asMap(decodeTrusted(v) as CborValue, 'stored block', ['header', 'checkpoint']);
-  const headerBytes = bytes(m, 'header', 'stored block');
+/** A stored chunk's entries; `what` names it in the error when it is not an array of byte strings. */
+function decodeChunk(v: Bytes, what: string): Bytes[] {
+  let arr: unknown;
+  try {
+    arr = decodeTrusted(v);
+  } catch (e) {
+    throw readFailed(`${what} is malformed`, e);
+  }
+  if (!Array.isArray(arr) || arr.length > CHUNK_SIZE || !arr.every((x) => x instanceof Uint8Array)) throw new OtiError('ERR_STORE_CORRUPT', `${what} is malformed: not an array of up to ${CHUNK_SIZE} entries`);
+  return arr as Bytes[];
+}
+
+/** Parses a stored block; `what` names it ("stored block 14 of oti/site/gw") in any error. */
+export function parseStoredBlock(v: Bytes, what = 'stored block'): StoredBlock {
+  let m: CborMap;
+  let headerBytes: Bytes;
+  try {
+    m = asMap(decodeTrusted(v) as CborValue, 'stored block', ['header', 'checkpoint']);
+    headerBytes = bytes(m, 'header', 'stored block');
+  } catch (e) {
+    throw readFailed(`${what} is malformed`, e);
+  }
   const cp = m['checkpoint'];
-  if (typeof cp !== 'string') throw new OtiError('ERR_STORE_CORRUPT', 'stored block has no checkpoint');
-  return { headerBytes, header: decodeBlockHeader(headerBytes), checkpoint: parseCheckpoint(cp) };
+  if (typeof cp !== 'string') throw new OtiError('ERR_STORE_CORRUPT', `${what} has no checkpoint`);
+  let header: BlockHeader;
+  try {
+    header = decodeBlockHeader(headerBytes);
+  } catch (e) {
+    throw readFailed(`${what}: its header`, e);
+  }
+  let checkpoint: SignedCheckpoint;
+  try {
+    checkpoint = parseCheckpoint(cp);
+  } catch (e) {
+    throw readFailed(`${what}: its checkpoint`, e);
+  }
+  return { headerBytes, header, checkpoint };
+}
+
+/** Runs a read; an error it throws is named by `what` (readFailed). */
+async function named<T>(what: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (e) {
+    throw readFailed(what, e);
+  }
+}
+
+/**
+ * A read of stored data failed: the same error named by what was read (coded errors keep their
+ * code; LevelDB's corruption and I/O errors become ERR_STORE_CORRUPT). Errors about the database
+ * itself (closed, closing) are returned unchanged.
+ */
+export function readFailed(what: string, e: unknown): unknown {
+  if (isOtiError(e)) return new OtiError(e.code, `${what}: ${e.message}`, { ...e.details, what }, { cause: e });
+  const code = (e as { code?: unknown }).code;
+  if (code === 'LEVEL_CORRUPTION' || code === 'LEVEL_IO_ERROR') {
+    return new OtiError('ERR_STORE_CORRUPT', `${what} cannot be read: LevelDB reports "${(e as Error).message}"`, { what }, { cause: e });
+  }
+  return e;
 }
