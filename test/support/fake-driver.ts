@@ -22,6 +22,11 @@ export class FakeDriver implements LockDriver {
     this.#wakeEvents?.();
   }
 
+  /** Events pushed and not yet taken by the pipeline. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
   hold(): void {
     this.#gate = new Promise((resolve) => (this.#open = resolve));
   }

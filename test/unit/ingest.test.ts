@@ -80,3 +80,19 @@ void test('checks that end out of order still admit in order; a failing pool ask
   assert.match(faults[0]?.message ?? '', /worker died/);
   await until('depth back to 0', () => ingest.depth === 0);
 });
+
+void test('a paused pipeline takes no more events (they stay with the driver) until resumed', async (t) => {
+  const { lock, driver, ingest } = await rig(t);
+  driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('the first answer', () => driver.answers.length === 1);
+  ingest.pause();
+  assert.ok(ingest.isPaused);
+  // The pull that was already waiting takes one more event; the rest stay with the driver.
+  for (let i = 0; i < 3; i++) driver.push(lock, signedEvent(lock), lock.ctr);
+  await until('the event already pulled is answered', () => driver.answers.length === 2 && ingest.depth === 0);
+  assert.equal(driver.queued, 2);
+  ingest.resume();
+  await until('the rest answered', () => driver.answers.length === 4);
+  assert.ok(driver.answers.every((a) => a.ok));
+  assert.equal(driver.queued, 0);
+});
