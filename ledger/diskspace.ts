@@ -3,10 +3,12 @@
  *
  * Node's own file operations fail with `code` ENOSPC (no space left) or EDQUOT (over quota).
  * LevelDB does not pass errno on: classic-level reports every failed write as LEVEL_IO_ERROR
- * with LevelDB's text. Rather than read that text, a failed LevelDB write is classified by
- * asking the file system itself (probeSpace): if the folder cannot take a small synced write,
- * or has less than MIN_FREE_BYTES available, the disk is full. Any other I/O error stays what
- * it was.
+ * with LevelDB's text, `IO error: <file>: <strerror(errno)>`. A failed LevelDB write is a full
+ * disk when the file system says so now (probeSpace: the folder has less than MIN_FREE_BYTES
+ * available, or cannot take a small synced write), or when that text ends with strerror of
+ * ENOSPC or EDQUOT: a compaction that failed for lack of space has removed its partial output
+ * by the time the write that reports it fails, so the probe alone would miss it. Any other I/O
+ * error stays what it was.
  */
 import { open, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -37,12 +39,15 @@ export function hasSpaceErrno(e: unknown): boolean {
   return false;
 }
 
-/** True when `e`, or an error in its `cause` chain, is an I/O error reported by LevelDB. */
-function isStoreIoError(e: unknown): boolean {
+/** strerror(3) of ENOSPC and EDQUOT (glibc and musl), as LevelDB puts them at the end of its I/O errors. */
+const SPACE_STRERROR = /: (no space left on device|disk quota exceeded)$/i;
+
+/** The LevelDB I/O error in `e`'s `cause` chain, if there is one. */
+function storeIoError(e: unknown): Error | undefined {
   for (let c: unknown = e, depth = 0; c !== undefined && c !== null && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
-    if ((c as { code?: unknown }).code === 'LEVEL_IO_ERROR') return true;
+    if ((c as { code?: unknown }).code === 'LEVEL_IO_ERROR') return c as Error;
   }
-  return false;
+  return undefined;
 }
 
 /**
@@ -73,11 +78,13 @@ export async function probeSpace(dir: string): Promise<boolean> {
 
 /**
  * Whether a failed write into `dir` failed because the disk is full: an ENOSPC/EDQUOT error, or
- * a LevelDB I/O error while the folder has no room (probeSpace).
+ * a LevelDB I/O error that says so or comes while the folder has no room (probeSpace).
  */
 export async function isDiskFull(e: unknown, dir: string): Promise<boolean> {
   if (hasSpaceErrno(e)) return true;
-  if (!isStoreIoError(e)) return false;
+  const io = storeIoError(e);
+  if (io === undefined) return false;
+  if (SPACE_STRERROR.test(io.message)) return true;
   try {
     return !(await probeSpace(dir));
   } catch {
