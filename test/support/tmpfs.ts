@@ -20,7 +20,8 @@ export async function mountTmpfs(dir: string, sizeMiB: number): Promise<{ path: 
   try {
     await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m,mode=0700`, 'tmpfs', path]);
   } catch (e) {
-    return `cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): ${((e as { stderr?: string }).stderr ?? (e as Error).message).trim()}`;
+    const why = ((e as { stderr?: string }).stderr ?? (e as Error).message).trim().split('\n')[0];
+    return `cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): ${why}`;
   }
   return {
     path,
