@@ -168,7 +168,8 @@ export class LedgerStore extends EventEmitter<StoreEvents> {
     let attempt = 0;
     for (;;) {
       try {
-        // LevelDB would create it 0755; the ledger is as private as the data folder around it.
+        // classic-level would create it (and its parents, as here) 0755; the ledger is as private
+        // as the data folder around it.
         await mkdir(path, { recursive: true, mode: 0o700 });
         await db.open();
         return new LedgerStore(db, path);
