@@ -165,7 +165,9 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
       await until(`${gw.id} finds ${other.id}`, () => has(gw, new RegExp(`^peer ${other.id} at `)) !== undefined);
       const found = has(gw, new RegExp(`^peer ${other.id} at `)) as Line;
       const ms = found.time - gw.startedAt;
-      t.diagnostic(`${gw.id} found ${other.id} ${ms} ms after its start`);
+      const announcing = has(gw, /^announcing _oti\._tcp/) as Line;
+      const otherAnnouncing = has(other, /^announcing _oti\._tcp/) as Line;
+      t.diagnostic(`${gw.id} found ${other.id} ${ms} ms after its process started, ${found.time - announcing.time} ms after its discovery started, ${found.time - otherAnnouncing.time} ms after ${other.id}'s did`);
       assert.ok(ms < PERIODIC_ANNOUNCEMENT_MS, `${gw.id} found ${other.id} from the start-up announcements (${ms} ms), not a periodic one`);
     }
   }
@@ -208,6 +210,22 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
     await copyFile(`${b.bundle}.keep`, b.bundle);
     await applyBundle(b.bundle, b.dataDir, { now: Date.now() });
   }, 'data folder wiped, bundle applied again');
+
+  // Link up: B starts with its link down; when it comes back, B browses and announces again
+  // and finds A and C within seconds, not at their next periodic announcement.
+  await stop(b);
+  await topo.cut(1);
+  start(topo, b);
+  await until('B running without its link', () => running(b), 60_000);
+  assert.equal(has(b, /^peer /), undefined, 'no peer while the link is down');
+  await topo.restore(1);
+  const restoredAt = Date.now();
+  for (const other of [a, c]) {
+    await until(`B finds ${other.id} after the link came up`, () => has(b, new RegExp(`^peer ${other.id} at `)) !== undefined);
+    const ms = (has(b, new RegExp(`^peer ${other.id} at `)) as Line).time - restoredAt;
+    t.diagnostic(`after link up, B found ${other.id} in ${ms} ms`);
+    assert.ok(ms < PERIODIC_ANNOUNCEMENT_MS / 2, `B found ${other.id} ${ms} ms after the link came up`);
+  }
 
   for (const gw of all) gw.lock.stopAuto();
   for (const gw of all) await stop(gw);
