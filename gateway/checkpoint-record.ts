@@ -129,3 +129,36 @@ export class CheckpointRecord {
     }
   }
 }
+
+/** The size in a record file, unchecked (undefined without a readable one); checked at start. */
+async function recordedSize(dataDir: string): Promise<number | undefined> {
+  try {
+    const doc = JSON.parse(await readFile(join(dataDir, LAST_CHECKPOINT_FILE), 'utf8')) as { checkpoint?: unknown };
+    return typeof doc.checkpoint === 'string' ? parseCheckpoint(doc.checkpoint).size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * After a restore into `to` of a data folder that was `from`: when both are the same gateway and
+ * `from` recorded a longer chain, its record is kept (copied over the restored one), so that the
+ * restored, older ledger is recovered from peers before anything is appended rather than forking
+ * the chain. Returns the size kept, or undefined when the restored record stays.
+ */
+export async function keepNewerRecord(from: string, to: string): Promise<number | undefined> {
+  const same = async (): Promise<boolean> => {
+    try {
+      const [a, b] = await Promise.all([readFile(join(from, 'site.json'), 'utf8'), readFile(join(to, 'site.json'), 'utf8')]);
+      const x = JSON.parse(a) as Record<string, unknown>;
+      const y = JSON.parse(b) as Record<string, unknown>;
+      return x['siteId'] === y['siteId'] && x['gatewayId'] === y['gatewayId'];
+    } catch {
+      return false;
+    }
+  };
+  const older = await recordedSize(from);
+  if (older === undefined || !(await same()) || older <= ((await recordedSize(to)) ?? -1)) return undefined;
+  await writeFileAtomic(join(to, LAST_CHECKPOINT_FILE), await readFile(join(from, LAST_CHECKPOINT_FILE)), { mode: 0o600, overwrite: true });
+  return older;
+}
