@@ -37,7 +37,7 @@ import { writeFileAtomic } from '../ledger/keyfile.js';
 import { mkdtemp, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, toHex, type KeyPair, type Signer } from '../ledger/crypto.js';
-import { readKeyFile, writeKeyFile, KEY_FILE_MAX_BYTES } from '../ledger/keyfile.js';
+import { readKeyFile, writeKeyFile, moveAside, KEY_FILE_MAX_BYTES } from '../ledger/keyfile.js';
 import { checkSigned, decodeSigned, encodeSigned, signStatement, type SignedStatement } from '../ledger/roster.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
@@ -195,7 +195,9 @@ export async function applyBundle(bundlePath: string, dataDir: string, opts: App
   }
   if (!alreadyApplied) {
     try {
-      await writeKeyFile(join(dataDir, 'gateway.key'), key, { label: `gateway ${b.gatewayId}`, overwrite: opts.replace === true });
+      // --force replaces an identity, but never writes over its key: the old one is moved aside.
+      if (opts.replace === true) await moveAside(join(dataDir, 'gateway.key'));
+      await writeKeyFile(join(dataDir, 'gateway.key'), key, { label: `gateway ${b.gatewayId}` });
     } finally {
       key.seed.fill(0);
     }

@@ -228,7 +228,7 @@ export const SCHEMA = section({
   }),
   sync: section({
     quorum: int({ min: 1, max: 1000, doc: 'Gateways whose cosignatures confirm an event; a majority of the site\'s gateways when unset.' }),
-    recoverWaitMs: int({ min: 0, max: 60_000, default: 3000, doc: 'At start, how long to wait for discovery to find a peer to check this gateway\'s own chain with (0: only static peers).' }),
+    recoverWaitMs: int({ min: 0, max: 60_000, default: 3000, doc: 'At start, how long to wait for discovery to find a peer to check this gateway\'s own chain with (0: only static peers). A ledger behind the last checkpoint this gateway signed waits for peers without limit (docs/SYNC.md §Recovery of the own chain).' }),
     recoverTimeoutMs: int({ min: 1000, max: 600_000, default: 15_000, doc: 'At start, how long recovering this gateway\'s own chain from peers may take.' }),
     lockSignatures: oneOf(['audit', 'before-storing'] as const, {
       default: 'audit',

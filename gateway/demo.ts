@@ -5,7 +5,8 @@
  * Each demo lock gets a pty pair (socat), a serial driver on the gateway's end and a simulated
  * lock on the other, recording `demo.rate` events per second. The locks are enrolled with the
  * development site's authority key (the demo refuses to run on an enrolled site, whose authority
- * key is not on the gateway); their keys stay in <data>/demo/ so that a restart continues their
+ * key is not on the gateway: there, `oti lock simulate` runs a simulated lock that the installer
+ * enrols like a real one); their keys stay in <data>/demo/ so that a restart continues their
  * counters instead of replaying them.
  */
 import { join } from 'node:path';
@@ -44,7 +45,12 @@ export class Demo {
     try {
       site = new Signer((await readKeyFile(join(config.dataDir, 'dev-site.key'))).seed);
     } catch (e) {
-      throw new OtiError('ERR_CONFIG', 'demo mode needs the development site created by a first start without a bundle; this gateway is enrolled in a real site', { key: 'demo.locks', allowed: '0 on an enrolled gateway', got: config.demo.locks, origin: 'demo.locks' }, { cause: e });
+      throw new OtiError(
+        'ERR_CONFIG',
+        'demo mode needs the development site created by a first start without a bundle; this gateway is enrolled in a real site, whose authority key is not on the gateway: drive simulated locks with oti lock simulate and enrol them with oti lock enroll (docs/CONFIGURATION.md §Simulated locks on an enrolled site)',
+        { key: 'demo.locks', allowed: '0 on an enrolled gateway', got: config.demo.locks, origin: 'demo.locks' },
+        { cause: e },
+      );
     }
     const demo = new Demo(log);
     try {

@@ -17,7 +17,9 @@
  *  'rejected' an announcement failed a check; `reason` is a stable error code. Repeats of the
  *             same rejection (same sender, instance and reason) are reported once a minute;
  *  'warning'  the backend met something worth a debug log line (an undecodable packet, an
- *             interface it could not join); discovery carries on.
+ *             interface it could not join); discovery carries on;
+ *  'fault'    checking an announcement failed unexpectedly (a bug or a part not ready, never the
+ *             sender's fault): the sender is not taken as a peer, so this is worth an error line.
  *
  * The mDNS work is done by a backend: the built-in one (gateway/mdns-js.ts) or the system's
  * Avahi daemon (gateway/mdns-avahi.ts), which may be unavailable: see startWithFallback.
@@ -144,7 +146,7 @@ interface PeerState {
   digest: string;
 }
 
-export class Discovery extends EventEmitter<{ peer: [Peer]; lost: [Peer]; rejected: [Rejection]; warning: [Error] }> {
+export class Discovery extends EventEmitter<{ peer: [Peer]; lost: [Peer]; rejected: [Rejection]; warning: [Error]; fault: [Error] }> {
   readonly #o: DiscoveryOptions;
   readonly #signer: Signer;
   readonly #now: () => number;
@@ -264,9 +266,9 @@ export class Discovery extends EventEmitter<{ peer: [Peer]; lost: [Peer]; reject
       verifyAnnouncement(a, { trust: this.#o.trust, now, staleMs: this.#staleMs, isRevoked: this.#o.isRevoked, signaturesVerified: known?.digest === digest });
       this.#accept(a, s, digest, known, now);
     } catch (e) {
-      // A packet from the network must never take the process down: anything unexpected is a warning.
+      // A packet from the network must never take the process down; anything unexpected is a fault.
       if (e instanceof OtiError) this.#reject(e, s);
-      else this.emit('warning', e as Error);
+      else this.emit('fault', e as Error);
     }
   }
 

@@ -6,15 +6,19 @@
  *   <data>/gateway.key      the gateway's private key file (0600)
  *   <data>/dev-site.key     only for a development site created on first start (0600)
  *
- * With no identity yet, a development site is created (its authority key stays in the data
- * folder, which is only acceptable for development; installers enrol real gateways with `oti`).
+ * A development site is created only when the folder holds no identity at all: none of these
+ * files, no last-checkpoint record and no ledger (its authority key stays in the data folder,
+ * which is only acceptable for development; installers enrol real gateways with `oti`). A folder
+ * that holds part of an identity stops start-up with ERR_IDENTITY_INCOMPLETE naming the missing
+ * file and the remedy; no key file is ever written over (a lost site.json must not cost the
+ * gateway its key, and with it its chain).
  */
-import { mkdir, readFile, writeFile, rename, access } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { mkdir, readFile, access } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { generateKeyPair, Signer, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
-import { readKeyFile, writeKeyFile } from '../ledger/keyfile.js';
+import { readKeyFile, writeKeyFile, writeFileAtomic } from '../ledger/keyfile.js';
 import { signStatement, encodeSigned, decodeSigned, type SignedStatement, type SiteTrust } from '../ledger/roster.js';
 import { OtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
@@ -27,6 +31,14 @@ export interface Identity {
   /** True when this start created a development site. */
   readonly created: boolean;
 }
+
+/** The site id of a development site made on first start. */
+export const DEV_SITE_ID = 'dev-site';
+export const SITE_FILE = 'site.json';
+export const GATEWAY_KEY_FILE = 'gateway.key';
+export const DEV_SITE_KEY_FILE = 'dev-site.key';
+/** The last-checkpoint record (gateway/checkpoint-record.ts) and the ledger: they too mean an identity existed. */
+const TRACES = [SITE_FILE, GATEWAY_KEY_FILE, DEV_SITE_KEY_FILE, 'last-checkpoint.json', 'ledger'];
 
 interface SiteFile {
   siteId: string;
@@ -44,24 +56,40 @@ export async function ensureDataDir(dir: string): Promise<void> {
   }
 }
 
-/** Loads the identity from `dir`, creating a development site and gateway when there is none. */
+/**
+ * Loads the identity from `dir`; creates a development site and gateway when the folder holds
+ * no trace of one. Throws ERR_IDENTITY_INCOMPLETE when a file of an existing identity is missing.
+ */
 export async function loadOrCreateIdentity(dir: string, opts: { passphrase?: string } = {}): Promise<Identity> {
   await ensureDataDir(dir);
-  const sitePath = join(dir, 'site.json');
-  let raw: string | undefined;
-  try {
-    raw = await readFile(sitePath, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  if (raw === undefined) return createDevIdentity(dir, sitePath);
+  const sitePath = join(dir, SITE_FILE);
+  if (!TRACES.some((f) => existsSync(join(dir, f)))) return createDevIdentity(dir, sitePath);
+  const raw = await readIdentityFile(sitePath);
   const f = parseSiteFile(raw, sitePath);
-  const key = await readKeyFile(join(dir, 'gateway.key'), opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
+  const keyPath = join(dir, GATEWAY_KEY_FILE);
+  if (!existsSync(keyPath)) throw incomplete(keyPath, 'restore it from a backup (oti backup restore); without it this gateway cannot extend its chain');
+  if (f.siteId === DEV_SITE_ID && !existsSync(join(dir, DEV_SITE_KEY_FILE))) {
+    throw incomplete(join(dir, DEV_SITE_KEY_FILE), 'restore it from a backup, or move the data folder aside to start a new development site');
+  }
+  const key = await readKeyFile(keyPath, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
   const enrolment = decodeSigned(fromHex('enrolment', f.enrolment));
   if (toHex(enrolment.statement.key) !== toHex(key.publicKey)) {
-    throw new OtiError('ERR_KEY_FILE_FORMAT', `${sitePath}: the enrolment is for another key than ${join(dir, 'gateway.key')}`);
+    throw new OtiError('ERR_KEY_FILE_FORMAT', `${sitePath}: the enrolment is for another key than ${keyPath}`);
   }
   return { trust: { siteId: f.siteId, siteKeys: f.siteKeys.map((k) => fromHex('siteKeys', k, 32)) }, gatewayId: f.gatewayId, key, enrolment, created: false };
+}
+
+async function readIdentityFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    throw incomplete(path, 'restore it from a backup (oti backup restore), or move the data folder aside and apply this gateway\'s provisioning bundle again (oti gateway apply-bundle)');
+  }
+}
+
+function incomplete(path: string, remedy: string): OtiError {
+  return new OtiError('ERR_IDENTITY_INCOMPLETE', `${path} is missing, but the data folder holds the rest of a gateway identity: ${remedy}; nothing was changed`, { path });
 }
 
 function parseSiteFile(raw: string, path: string): SiteFile {
@@ -83,14 +111,13 @@ function parseSiteFile(raw: string, path: string): SiteFile {
 async function createDevIdentity(dir: string, sitePath: string): Promise<Identity> {
   const siteKey = generateKeyPair();
   const key = generateKeyPair();
-  const siteId = 'dev-site';
+  const siteId = DEV_SITE_ID;
   const gatewayId = (hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '') || 'gateway').slice(0, 64);
   const enrolment = signStatement(new Signer(siteKey.seed), { site: siteId, op: 'enroll', role: 'gateway', id: gatewayId, key: key.publicKey, time: Date.now() });
-  await writeKeyFile(join(dir, 'dev-site.key'), siteKey, { label: `development site authority ${siteId}`, overwrite: true });
-  await writeKeyFile(join(dir, 'gateway.key'), key, { label: `gateway ${gatewayId}`, overwrite: true });
+  // Never over an existing file: writeKeyFile and writeFileAtomic refuse one.
+  await writeKeyFile(join(dir, DEV_SITE_KEY_FILE), siteKey, { label: `development site authority ${siteId}` });
+  await writeKeyFile(join(dir, GATEWAY_KEY_FILE), key, { label: `gateway ${gatewayId}` });
   const f: SiteFile = { siteId, siteKeys: [toHex(siteKey.publicKey)], gatewayId, enrolment: toHex(encodeSigned(enrolment)) };
-  const tmp = `${sitePath}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(f, null, 2)}\n`, { mode: 0o644 });
-  await rename(tmp, sitePath);
+  await writeFileAtomic(sitePath, `${JSON.stringify(f, null, 2)}\n`, { mode: 0o644, overwrite: false });
   return { trust: { siteId, siteKeys: [siteKey.publicKey] }, gatewayId, key, enrolment, created: true };
 }

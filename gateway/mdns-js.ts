@@ -17,6 +17,10 @@
  *  not collide between gateways.
  * Browser: queries for the service type on start, after 1 s and 3 s (§5.2), and passes every TXT
  * record named `<label>._oti._tcp.local` it hears, in answers or additional records, to the sink.
+ * Link up: every LINK_CHECK_MS the interfaces' IPv4 addresses are compared with the last look (an
+ * interface without carrier is not listed); when one appears, the group is joined on it and the
+ * query schedule and the announcements start again, so peers are found within seconds of a cable
+ * or Wi-Fi coming back rather than at the next periodic announcement (RFC 6762 §8.3, §5.2).
  */
 import { networkInterfaces } from 'node:os';
 import type { RemoteInfo } from 'node:dgram';
@@ -35,6 +39,8 @@ export interface JsMdnsOptions {
 
 const QUERY_SCHEDULE_MS = [0, 1000, 3000];
 const ANNOUNCE_REPEAT_MS = 1000;
+/** How often the interfaces are looked at for a link that came up. */
+const LINK_CHECK_MS = 2000;
 
 export class JsMdnsBackend implements MdnsBackend {
   readonly #opts: JsMdnsOptions;
@@ -43,6 +49,8 @@ export class JsMdnsBackend implements MdnsBackend {
   #ad: Advertisement | undefined;
   readonly #timers = new Set<NodeJS.Timeout>();
   #pendingAnswer = false;
+  #links = new Set<string>();
+  #linkTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: JsMdnsOptions = {}) {
     this.#opts = opts;
@@ -76,7 +84,29 @@ export class JsMdnsBackend implements MdnsBackend {
     mdns.on('warning', (e: Error) => sink.warning(e));
     mdns.on('query', (q) => this.#onQuery(q.questions, q.answers));
     mdns.on('response', (r, rinfo) => this.#onResponse([...r.answers, ...r.additionals], rinfo));
-    for (const ms of QUERY_SCHEDULE_MS) this.#later(ms, () => mdns.query([{ name: SERVICE_TYPE, type: 'PTR' }]));
+    this.#browse();
+    this.#links = new Set(this.#addresses());
+    this.#linkTimer = setInterval(() => this.#checkLinks(), LINK_CHECK_MS);
+  }
+
+  /** Queries for the service type on the §5.2 schedule. */
+  #browse(): void {
+    for (const ms of QUERY_SCHEDULE_MS) this.#later(ms, () => this.#mdns?.query([{ name: SERVICE_TYPE, type: 'PTR' }]));
+  }
+
+  /** A new address means a link came up: join the group there, browse and announce again. */
+  #checkLinks(): void {
+    const now = new Set(this.#addresses());
+    const up = [...now].some((a) => !this.#links.has(a));
+    this.#links = now;
+    if (!up || this.#mdns === undefined) return;
+    // multicast-dns joins the group on interfaces it has not joined yet (its typings omit update).
+    (this.#mdns as makeMdns.MulticastDNS & { update(): void }).update();
+    this.#browse();
+    if (this.#ad !== undefined) {
+      this.#send(this.#ad);
+      this.#later(ANNOUNCE_REPEAT_MS, () => this.#ad !== undefined && this.#send(this.#ad));
+    }
   }
 
   publish(ad: Advertisement): void {
@@ -87,6 +117,7 @@ export class JsMdnsBackend implements MdnsBackend {
   }
 
   async stop(goodbye?: Advertisement): Promise<void> {
+    clearInterval(this.#linkTimer);
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     const mdns = this.#mdns;

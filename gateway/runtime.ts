@@ -1,9 +1,12 @@
 /**
  * The gateway runtime: everything `npm start` runs, started in dependency order and stopped in
- * the reverse one.
+ * the reverse one. The order is explicit, and each part is given what it needs when it is made:
  *
- *   identity → ledger (store, chain, signature pool) → broker → notifications → drivers → ingest
- *   → local API; plus the demo's simulated locks when configured.
+ *   identity (Gateway.start, before the Gateway exists) → store, signature pool → broker → sync
+ *   (no chain yet) → discovery (its revocation check reads the rosters sync holds) → recovery of
+ *   the own chain (gateway/recovery.ts: peers first; read-only while the ledger is behind the
+ *   last-checkpoint record) → chain → notifications → drivers → ingest → local API; plus the
+ *   demo's simulated locks when configured.
  *
  * Stopping: the drivers stop taking events first (locks keep what is not acknowledged), the
  * pipeline answers what it holds, the chain is flushed, then notifications, the API, the broker
@@ -15,7 +18,6 @@ import { applyBundle } from './bundle.js';
 import { Discovery } from './discovery.js';
 import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync.js';
 import { gatewayCredentialVerifier } from './credentials.js';
-import { bytesEqual } from '../ledger/encoding.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
@@ -32,6 +34,9 @@ import { Broker } from './broker.js';
 import { TopicMap } from './topics.js';
 import { MqttNotifier } from './notify.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
+import { CheckpointRecord, readLastCheckpoint } from './checkpoint-record.js';
+import { recoverBeforeAppending } from './recovery.js';
+import { startWaitingApi } from './waiting-api.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
 import { Demo } from './demo.js';
@@ -87,6 +92,21 @@ async function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * A gateway without an identity applies its provisioning bundle if there is one (an installer
+ * copied it to the SD card's boot partition). A bad, tampered or expired bundle stops start-up:
+ * falling back to a development site would run an unenrolled gateway. Once an identity exists
+ * the bundle is never looked at again (an old bundle that has since expired must not stop an
+ * enrolled gateway).
+ */
+async function applyBundleOnFirstStart(config: GatewayConfig, log: Logger, passphrase: string | undefined): Promise<void> {
+  const bundle = config.provisioning.bundle;
+  if (existsSync(join(config.dataDir, 'site.json')) || !existsSync(bundle)) return;
+  const r = await applyBundle(bundle, config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
+  log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
+  if (r.appliedPath === undefined) log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
+}
+
 export class Gateway {
   readonly startedAt = Date.now();
   private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
@@ -94,8 +114,9 @@ export class Gateway {
   readonly drivers: LockDriver[] = [];
   /** Every part reports what stops it doing its job here; /health, /status and metrics read it. */
   readonly health = new HealthBoard();
-  identity!: Identity;
-  chain!: Chain;
+  /** Aborted by stop(): a start-up that waits (for the ledger) gives up. */
+  readonly #stopSignal = new AbortController();
+  #chain: Chain | undefined;
   broker!: Broker;
   ingest!: Ingest;
   notifier!: MqttNotifier;
@@ -108,11 +129,12 @@ export class Gateway {
   private constructor(
     readonly config: GatewayConfig,
     private readonly log: Logger,
+    readonly identity: Identity,
   ) {}
 
   /** Starts everything; on failure, stops what had started and rethrows. */
   static async start(config: GatewayConfig, log: Logger, opts: StartOptions = {}): Promise<Gateway> {
-    const g = new Gateway(config, log);
+    const g = new Gateway(config, log, await Gateway.loadIdentity(config, log, opts));
     try {
       await g.run(opts);
     } catch (e) {
@@ -122,23 +144,32 @@ export class Gateway {
     return g;
   }
 
-  private onStop(name: string, close: () => Promise<void>): void {
-    this.closers.push({ name, close });
+  /** The own chain, once start-up has opened it (ERR_LEDGER_LOST before: the ledger is not ready). */
+  get chain(): Chain {
+    if (this.#chain === undefined) throw new OtiError('ERR_LEDGER_LOST', 'the chain is not open (the gateway is starting or waiting for its ledger)');
+    return this.#chain;
   }
 
-  private async run(opts: StartOptions): Promise<void> {
-    const { config, log } = this;
+  /** The data folder, a provisioning bundle applied on first start, and the identity. */
+  private static async loadIdentity(config: GatewayConfig, log: Logger, opts: StartOptions): Promise<Identity> {
     try {
       await ensureDataDir(config.dataDir);
     } catch (e) {
       throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
     }
-    await this.applyBundleOnFirstStart(opts.bundlePassphrase);
+    await applyBundleOnFirstStart(config, log, opts.bundlePassphrase);
     const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
-    this.identity = id;
     if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
     log.info({ dataDir: config.dataDir, site: id.trust.siteId, gateway: id.gatewayId, key: fingerprint(id.key.publicKey) }, `data folder ${config.dataDir}`);
+    return id;
+  }
 
+  private onStop(name: string, close: () => Promise<void>): void {
+    this.closers.push({ name, close });
+  }
+
+  private async run(opts: StartOptions): Promise<void> {
+    const { config, log, identity: id } = this;
     const store = await this.openStore(join(config.dataDir, 'ledger'));
     this.onStop('store', () => store.close());
     // Elastic: signatures are checked on the main thread while the load is light, on worker
@@ -165,7 +196,11 @@ export class Gateway {
     this.onStop('broker', () => this.broker.close());
     log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
 
-    if (config.discovery.enabled) await this.startDiscovery();
+    // The last checkpoint this gateway signed, recorded outside the ledger (checkpoint-record.ts).
+    const origin = `oti/${id.trust.siteId}/${id.gatewayId}`;
+    const lastCheckpoint = await readLastCheckpoint(config.dataDir, origin, id.key.publicKey);
+    const record = new CheckpointRecord(config.dataDir, lastCheckpoint, (e) => log.warn({ err: e }, `could not write ${config.dataDir}/last-checkpoint.json (retrying; checkpoints are published once it is written)`));
+    this.onStop('last-checkpoint record', () => record.close());
 
     // Sync: links to this gateway's broker and to each peer's; a restored or re-flashed gateway
     // first recovers its own chain from the peers, so that it never forks it.
@@ -181,13 +216,30 @@ export class Gateway {
       ...(config.sync.quorum !== undefined ? { quorum: config.sync.quorum } : {}),
       lockSignatures: config.sync.lockSignatures,
       logger: log.child({ part: 'sync' }),
+      // A checkpoint reaches peers only once recorded: never ahead of the record.
+      beforeAnnounce: (cp) => record.covering(cp.size),
     });
     const sync = this.sync;
     this.onStop('sync', () => sync.stop());
+    // Discovery after sync, whose rosters its revocation check reads (no chain is open yet).
+    if (config.discovery.enabled) this.discovery = await this.startDiscovery(sync);
     await withTimeout(sync.start(), 10_000);
     this.discovery?.on('peer', (p) => void sync.addBroker(`mqtt://${p.host}:${p.port}`));
     for (const p of this.discovery?.peers() ?? []) void sync.addBroker(`mqtt://${p.host}:${p.port}`);
-    await this.recoverOwnChain(sync);
+    const recovery = await recoverBeforeAppending({
+      sync,
+      discovery: this.discovery,
+      staticPeers: config.discovery.staticPeers.length,
+      record: lastCheckpoint,
+      dataDir: config.dataDir,
+      publicKey: id.key.publicKey,
+      waitMs: config.sync.recoverWaitMs,
+      timeoutMs: config.sync.recoverTimeoutMs,
+      health: this.health,
+      log,
+      signal: this.#stopSignal.signal,
+      whileReadOnly: () => this.startWaitingApi(),
+    });
 
     const chain = await Chain.open({
       store,
@@ -199,14 +251,18 @@ export class Gateway {
       sealDelayMs: config.ingest.sealDelayMs,
       maxBlockEntries: config.ingest.maxBlockEntries,
     });
-    this.chain = chain;
+    this.#chain = chain;
     this.onStop('chain', () => chain.close());
+    // From here on the record follows the chain (after an accepted loss, from what it holds).
+    if (chain.checkpoint !== undefined) record.note(chain.checkpoint);
+    chain.on('block', (b) => record.note(b.checkpoint));
+    if (recovery === 'loss-accepted') log.warn({ entries: chain.size }, `chain ${chain.origin} continues from ${chain.size} entries after the accepted loss`);
     // A block that cannot be written stops the gateway: acks would otherwise wait forever.
     chain.on('error', (e: Error) => opts.onFatal?.(e));
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
-    this.verifyInBackground(pool, opts.onFatal);
+    this.verifyInBackground(chain, pool, opts.onFatal);
     sync.attachChain(chain);
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
     // An older checkpoint is what a broker that was cut off still retains: refused, not alarming.
@@ -219,7 +275,7 @@ export class Gateway {
       log.info(p, `catching up ${p.origin}: ${p.size} entries, ${p.remaining} to go (${Math.round(p.entriesPerSecond)}/s)`);
     });
 
-    const privacy = await this.startPrivacy(opts.privacyPassphrase);
+    const privacy = await this.startPrivacy(chain, opts.privacyPassphrase);
     // Erasures recorded by other gateways reach this one with their chains: a person key held
     // here (from a restored backup, say) is destroyed too. Only entries that arrive from now on
     // are looked at (those stored earlier were looked at when they arrived), and only while this
@@ -302,26 +358,19 @@ export class Gateway {
     log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
   }
 
-  /**
-   * A gateway without an identity applies its provisioning bundle if there is one (an installer
-   * copied it to the SD card's boot partition). A bad, tampered or expired bundle stops start-up:
-   * falling back to a development site would run an unenrolled gateway. Once an identity exists
-   * the bundle is never looked at again (an old bundle that has since expired must not stop an
-   * enrolled gateway).
-   */
-  private async applyBundleOnFirstStart(passphrase: string | undefined): Promise<void> {
-    const bundle = this.config.provisioning.bundle;
-    if (existsSync(join(this.config.dataDir, 'site.json')) || !existsSync(bundle)) return;
-    const r = await applyBundle(bundle, this.config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
-    this.log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
-    if (r.appliedPath === undefined) this.log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
+  /** While the ledger is lost: /health (503, with the reason) on the API's address, nothing else. */
+  private async startWaitingApi(): Promise<{ close(): Promise<void> }> {
+    const { config, log, health } = this;
+    const api = await startWaitingApi({ host: config.api.host, port: config.api.port, health, reason: () => health.list().find((c) => c.code === 'ERR_LEDGER_LOST')?.reason ?? 'waiting for the ledger' });
+    log.warn({ url: api.url }, `local API on ${api.url} answers /health with 503 (ledger lost) and nothing else until the ledger is back`);
+    return api;
   }
 
   /**
    * Finds the site's other gateways by signed mDNS announcements (gateway/discovery.ts); nothing
    * is trusted on mDNS alone. Static peers from the configuration are handed to sync directly.
    */
-  private async startDiscovery(): Promise<void> {
+  private async startDiscovery(sync: SyncNode): Promise<Discovery> {
     const { config, identity: id, log } = this;
     const dlog = log.child({ part: 'discovery' });
     const discovery = await Discovery.startWithFallback(
@@ -333,38 +382,19 @@ export class Gateway {
         brokerPort: this.broker.port,
         backend: config.discovery.backend,
         staticPeers: config.discovery.staticPeers,
-        isRevoked: (gw, key) => {
-          const m = this.chain.roster.get('gateway', gw);
-          return m !== undefined && (m.revoked || !bytesEqual(m.key, key));
-        },
+        // The rosters sync holds (peer chains, and the own chain once open).
+        isRevoked: (gw, key) => sync.isRefusedGateway(gw, key),
       },
       (e) => dlog.warn({ reason: e.message }, `Avahi backend unavailable (${e.message}); using the built-in mDNS responder`),
     );
-    this.discovery = discovery;
     this.onStop('discovery', () => discovery.stop());
     discovery.on('peer', (p) => dlog.info({ via: p.via, gateway: p.gatewayId, host: p.host, port: p.port }, `peer ${p.gatewayId ?? p.host} at ${p.host}:${p.port} (${p.via})`));
     discovery.on('lost', (p) => dlog.info({ gateway: p.gatewayId, host: p.host }, `peer ${p.gatewayId ?? p.host} lost`));
     discovery.on('rejected', (r) => (r.reason === 'ERR_DISCOVERY_SITE' ? dlog.debug : dlog.warn).call(dlog, { code: r.reason, from: r.from, name: r.name }, r.detail));
     discovery.on('warning', (e) => dlog.debug({ err: e }, 'mDNS'));
+    discovery.on('fault', (e) => dlog.error({ err: e }, `an mDNS announcement could not be checked: ${e.message}`));
     dlog.info(`announcing _oti._tcp (${config.discovery.backend}) and browsing for the site's gateways`);
-  }
-
-  /**
-   * Asks the peers for this gateway's own chain before it appends anything. Peers are the
-   * static ones and those discovery finds within `sync.recoverWaitMs`; with none, start-up goes on.
-   */
-  private async recoverOwnChain(sync: SyncNode): Promise<void> {
-    const { config, log } = this;
-    const none = (): boolean => config.discovery.staticPeers.length === 0 && (this.discovery?.peers().length ?? 0) === 0;
-    if (none() && this.discovery !== undefined && config.sync.recoverWaitMs > 0) {
-      log.info(`looking for the site's other gateways for up to ${config.sync.recoverWaitMs} ms before opening the chain, in case they hold a newer copy of it (sync.recoverWaitMs)`);
-    }
-    const end = Date.now() + config.sync.recoverWaitMs;
-    while (none() && this.discovery !== undefined && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-    if (none()) return;
-    const r = await sync.recoverOwnChain({ timeoutMs: config.sync.recoverTimeoutMs });
-    if (r.after > r.before) log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
-    else log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
+    return discovery;
   }
 
   /**
@@ -373,8 +403,8 @@ export class Gateway {
    * <dataDir>/privacy.json only sealed credentials are accepted; with <dataDir>/privacy.key the
    * gateway can also read plaintext for holders of api.privacyToken.
    */
-  private async startPrivacy(passphrase: string | undefined): Promise<{ store: PersonKeyStore; keys?: readonly PrivacyPublicKey[]; reader?: PrivacyReader }> {
-    const { config, log, chain } = this;
+  private async startPrivacy(chain: Chain, passphrase: string | undefined): Promise<{ store: PersonKeyStore; keys?: readonly PrivacyPublicKey[]; reader?: PrivacyReader }> {
+    const { config, log } = this;
     const siteId = this.identity.trust.siteId;
     if (config.api.privacyToken !== undefined && config.api.privacyToken === config.api.token) {
       throw new OtiError('ERR_CONFIG', 'api.privacyToken must differ from api.token', { key: 'api.privacyToken' });
@@ -480,9 +510,8 @@ export class Gateway {
     });
   }
 
-  private verifyInBackground(pool: SignaturePool, onFatal?: (e: Error) => void): void {
+  private verifyInBackground(chain: Chain, pool: SignaturePool, onFatal?: (e: Error) => void): void {
     const started = performance.now();
-    const chain = this.chain;
     const store = chain.cs.store;
     const generation = store.generation;
     verifyChain(chain.cs, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
@@ -491,7 +520,7 @@ export class Gateway {
         if (this.stopping !== undefined) return; // the pool and store were closed under it
         if (!isOtiError(e) && (store.waitingForSpace || store.generation !== generation)) {
           // The store was reopened after a full disk, closing the verification's iterators.
-          this.verifyInBackground(pool, onFatal);
+          this.verifyInBackground(chain, pool, onFatal);
           return;
         }
         onFatal?.(e as Error);
@@ -519,6 +548,7 @@ export class Gateway {
 
   /** Stops in reverse start order; each part is stopped even if an earlier one failed. */
   stop(): Promise<void> {
+    this.#stopSignal.abort();
     this.stopping ??= (async () => {
       let first: unknown;
       for (const c of this.closers.reverse()) {

@@ -72,6 +72,12 @@ export interface SyncOptions {
   readonly lockSignatures?: 'audit' | 'before-storing';
   readonly logger?: Logger;
   readonly now?: () => number;
+  /**
+   * Awaited before a checkpoint of the own chain is published: the gateway records it outside
+   * the ledger first (gateway/checkpoint-record.ts), so it never signs one inconsistent with a
+   * checkpoint a peer has seen, even after losing its ledger.
+   */
+  readonly beforeAnnounce?: (cp: SignedCheckpoint) => Promise<void>;
 }
 
 export interface SyncProgress {
@@ -375,7 +381,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     ];
     try {
       await link.client.subscribeAsync(filters, { qos: 1 });
-      if (this.#chain?.checkpoint !== undefined) await this.#publish(link, t.checkpoint(me), this.#chain.checkpoint.note, true);
+      if (this.#chain?.checkpoint !== undefined) await this.#publishOwn(link, this.#chain.checkpoint);
       for (const p of this.#peers.values()) if (p.cosigned > 0) this.#cosign(p.origin);
     } catch (e) {
       this.#o.logger?.warn({ url: link.url, err: (e as Error).message }, 'sync link could not subscribe');
@@ -385,6 +391,12 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   async #publish(link: Link, topic: string, payload: Uint8Array | string, retain: boolean): Promise<void> {
     if (!link.client.connected) return;
     await link.client.publishAsync(topic, typeof payload === 'string' ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length), { qos: 1, retain });
+  }
+
+  /** Publishes a checkpoint of the own chain (retained), once it is recorded (beforeAnnounce). */
+  async #publishOwn(link: Link, cp: SignedCheckpoint): Promise<void> {
+    await this.#o.beforeAnnounce?.(cp);
+    await this.#publish(link, this.topics.checkpoint(this.#o.gatewayId), cp.note, true);
   }
 
   async #publishAll(topic: string, payload: Uint8Array | string, retain: boolean): Promise<void> {
@@ -413,7 +425,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     link.announcing = true;
     link.announceDirty = false;
     let timer: NodeJS.Timeout | undefined;
-    const published = this.#publish(link, this.topics.checkpoint(this.#o.gatewayId), cp.note, true).catch(() => undefined);
+    const published = this.#publishOwn(link, cp).catch(() => undefined);
     const waited = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, ANNOUNCE_WAIT_MS);
       timer.unref();
@@ -716,7 +728,13 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#refused(origin)) return undefined;
     if (origin === this.origin) {
       const c = this.#chain;
-      if (c !== undefined) return c.checkpoint === undefined ? undefined : { cs: c.cs, head: c.checkpoint };
+      if (c !== undefined) {
+        const head = c.checkpoint;
+        if (head === undefined) return undefined;
+        // What is served is as good as published: recorded first (beforeAnnounce).
+        await this.#o.beforeAnnounce?.(head);
+        return { cs: c.cs, head };
+      }
     }
     let p: parseOriginResult;
     try {

@@ -105,7 +105,7 @@ export function verifyWithContext(publicKey: Uint8Array, context: SignatureConte
  * Context strings for domain separation. A signature made for one purpose can never be taken
  * for another, because the signed bytes begin with a different string.
  */
-export const SIGNATURE_CONTEXTS = ['OTI-v1 roster statement', 'OTI-v1 equivocation evidence', 'OTI-v1 backup', 'OTI-v1 mdns announcement', 'OTI-v1 broker credential'] as const;
+export const SIGNATURE_CONTEXTS = ['OTI-v1 roster statement', 'OTI-v1 equivocation evidence', 'OTI-v1 backup', 'OTI-v1 mdns announcement', 'OTI-v1 broker credential', 'OTI-v1 ledger decision'] as const;
 export type SignatureContext = (typeof SIGNATURE_CONTEXTS)[number];
 
 /** The bytes actually signed: ASCII context, one 0x00 byte, then the message. */

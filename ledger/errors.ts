@@ -85,6 +85,9 @@ export const ERROR_CODES = {
   ERR_PRIVACY_OPEN: 'a sealed or encrypted item does not open: unknown key, wrong key, or altered bytes',
   ERR_PRIVACY_CLEAR_CREDENTIAL: 'a lock event carries a credential reference that is not sealed to the site privacy key',
   ERR_PRIVACY_ERASED: 'the person’s data key was destroyed (crypto-shredded); their fields cannot be read',
+  // Identity and ledger recovery (docs/SYNC.md §Recovery)
+  ERR_IDENTITY_INCOMPLETE: 'the data folder holds part of a gateway identity: a file of it is missing',
+  ERR_LEDGER_LOST: 'the ledger is missing or shorter than the last checkpoint this gateway signed; nothing is appended until it is recovered or an operator accepts the loss',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

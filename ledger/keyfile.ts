@@ -641,3 +641,21 @@ async function writeAtomic(path: string, data: Uint8Array, mode: number, overwri
     }
   }
 }
+
+/**
+ * Moves an existing file aside, to `<path>.replaced-<UTC time>` (never over another file), so that
+ * a replaced key stays on disk: no code path writes over a key file (`--force` of the CLI moves
+ * the old one aside first). Returns the new path, or undefined when there was no file.
+ */
+export async function moveAside(path: string): Promise<string | undefined> {
+  const aside = `${path}.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  try {
+    await link(path, aside);
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined;
+    if (errnoCode(e) === 'EEXIST') throw existsError(aside);
+    throw e;
+  }
+  await unlink(path);
+  return aside;
+}

@@ -27,6 +27,7 @@ import { dirname, join, relative, sep, basename } from 'node:path';
 import { OtiError } from '../ledger/errors.js';
 import { flag, str, type Command } from './command.js';
 import { openLedger } from './ledger-access.js';
+import { keepNewerRecord } from '../gateway/checkpoint-record.js';
 
 const MAGIC = Buffer.from('OTIBAK01', 'latin1');
 const HEADER_MAX = 4096;
@@ -224,7 +225,7 @@ const restore: Command = {
   summary: 'Restore a gateway data folder from a backup file (checks the passphrase and integrity first).',
   details: [
     'Stop the gateway first. An existing data folder is kept as <DIR>.before-restore-<time> (with --force and a confirmation).',
-    'A gateway restored from an older backup must not append before it recovers its newer chain tip from peers (docs/DECISIONS.md).',
+    'A gateway restored from an older backup must not append before it recovers its newer chain tip from peers: the replaced folder’s last-checkpoint.json is kept when it records a longer chain of the same gateway (docs/SYNC.md §Recovery of the own chain).',
   ],
   positionals: [{ name: 'FILE', help: 'a backup written by oti backup' }],
   options: {
@@ -311,8 +312,18 @@ const restore: Command = {
         await rm(data, { recursive: true });
       }
     }
+    // The replaced folder's record of a longer chain is kept: the older ledger is then recovered
+    // from peers before the gateway appends (docs/SYNC.md §Recovery of the own chain).
+    const keptRecord = movedAside !== undefined ? await keepNewerRecord(movedAside, tmp) : undefined;
     await rename(tmp, data);
-    return { json: { data, files: ex.count, movedAside: movedAside ?? null, created: header.created }, text: [`restored ${ex.count} files into ${data} (backup of ${header.created})`, ...(movedAside !== undefined ? [`the previous data folder is in ${movedAside}`] : [])] };
+    return {
+      json: { data, files: ex.count, movedAside: movedAside ?? null, created: header.created, keptRecord: keptRecord ?? null },
+      text: [
+        `restored ${ex.count} files into ${data} (backup of ${header.created})`,
+        ...(movedAside !== undefined ? [`the previous data folder is in ${movedAside}`] : []),
+        ...(keptRecord !== undefined ? [`kept its last-checkpoint record (${keptRecord} entries): the gateway recovers the newer entries from its peers before it appends, and waits for them (ERR_LEDGER_LOST) if none has them`] : []),
+      ],
+    };
   },
 };
 

@@ -23,8 +23,10 @@ import { opsCommands } from './ops.js';
 import { backupCommands } from './backup.js';
 import { doctorCommands } from './doctor.js';
 import { privacyCommands } from './privacy.js';
+import { ledgerCommands } from './ledger.js';
+import { simulateCommands } from './simulate.js';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -6,6 +6,7 @@
 import { access, open } from 'node:fs/promises';
 import { fingerprint } from '../ledger/crypto.js';
 import { OtiError } from '../ledger/errors.js';
+import { moveAside } from '../ledger/keyfile.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { applyBundle, createBundle, BUNDLE_MAX_BYTES } from '../gateway/bundle.js';
 import { flag, parseDuration, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
@@ -33,7 +34,7 @@ const enroll: Command = {
     expires: { type: 'string', value: 'DURATION', help: 'how long the enrolment is valid: 30d (default), 12h, 2w...' },
     out: { type: 'string', value: 'FILE', help: 'bundle file to write (default ./<GW>.bundle.json)' },
     encrypt: { type: 'boolean', help: 'encrypt the gateway key in the bundle under a passphrase' },
-    force: { type: 'boolean', help: 'overwrite an existing bundle file' },
+    force: { type: 'boolean', help: 'replace an existing bundle file (the old one is moved aside to <file>.replaced-<time>)' },
     ...SITE_DIR_OPTION,
     ...PASSPHRASE_OPTIONS,
     ...BUNDLE_PASSPHRASE,
@@ -49,7 +50,9 @@ const enroll: Command = {
     const site = await unlockSite(p, term);
     const passphrase = flag(p, 'encrypt') ? await bundlePassphrase(p, term, true) : undefined;
     const { bundle, statement } = await createBundle({ site: site.signer, siteId: site.siteId, siteKeys: site.siteKeys, gatewayId: id, validForMs, now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
-    const fh = await open(out, force ? 'w' : 'wx', 0o600);
+    // A bundle holds a gateway key: --force moves the old one aside, never writes over it.
+    if (force) await moveAside(out);
+    const fh = await open(out, 'wx', 0o600);
     try {
       await fh.chmod(0o600);
       await fh.writeFile(`${JSON.stringify(bundle, null, 2)}\n`);
@@ -76,7 +79,7 @@ const apply: Command = {
   positionals: [{ name: 'BUNDLE', help: 'the bundle file made by oti gateway enroll' }],
   options: {
     data: { type: 'string', value: 'DIR', help: 'the gateway data folder (e.g. /var/lib/oti-gateway)' },
-    force: { type: 'boolean', help: 'replace an identity already in the data folder' },
+    force: { type: 'boolean', help: 'replace an identity already in the data folder (the old gateway.key is moved aside to gateway.key.replaced-<time>)' },
     ...BUNDLE_PASSPHRASE,
   },
   examples: ['sudo -u oti oti gateway apply-bundle /boot/firmware/oti-bundle.json --data /var/lib/oti-gateway', 'oti gateway apply-bundle gw-lobby.bundle.json --data ./data --json'],

@@ -17,6 +17,7 @@ import { encode } from '../ledger/encoding.js';
 import { toHex } from '../ledger/crypto.js';
 import { decodeEntry } from '../ledger/entry.js';
 import { OtiError } from '../ledger/errors.js';
+import { moveAside } from '../ledger/keyfile.js';
 import {
   PrivacyKeyring,
   encryptPersonFields,
@@ -85,7 +86,9 @@ const init: Command = {
     const exists = await access(keyPath).then(() => true, () => false);
     if (exists && !flag(p, 'force')) throw new OtiError('ERR_ARGUMENT', `${keyPath} exists; refusing to replace the privacy keyring (use --force)`, { path: keyPath });
     const keyring = PrivacyKeyring.generate(trust.siteId);
-    await writeKeyringFile(keyPath, keyring, await passphrase(p, term, true), { overwrite: flag(p, 'force') });
+    // The old keyring is moved aside, never written over.
+    if (flag(p, 'force')) await moveAside(keyPath);
+    await writeKeyringFile(keyPath, keyring, await passphrase(p, term, true));
     await writePublicPrivacyFile(join(dir, PUBLIC_FILE), keyring);
     const id = toHex(keyring.current.id);
     return { json: { siteId: trust.siteId, keyId: id, publicKey: toHex(keyring.current.publicKey) }, text: [`privacy keyring of ${term.bold(trust.siteId)} created: key ${id}`, `  secret: ${keyPath} (encrypted)`, `  public: ${join(dir, PUBLIC_FILE)} (copy it to every gateway data folder)`] };

@@ -11,7 +11,7 @@
 import { mkdir, readFile, access, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, Signer, toHex } from '../ledger/crypto.js';
-import { readKeyFile, writeKeyFile } from '../ledger/keyfile.js';
+import { readKeyFile, writeKeyFile, moveAside } from '../ledger/keyfile.js';
 import { OtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import type { SiteTrust } from '../ledger/roster.js';
@@ -95,7 +95,7 @@ const siteInit: Command = {
   options: {
     site: { type: 'string', value: 'ID', help: 'site id (lower case letters, digits, . _ -; at most 64)' },
     out: { type: 'string', value: 'DIR', help: 'folder to create (default ./site)' },
-    force: { type: 'boolean', help: 'replace an existing site in DIR (its old key is lost)' },
+    force: { type: 'boolean', help: 'replace an existing site in DIR (its old key is moved aside to site.key.replaced-<time>)' },
     ...PASSPHRASE_OPTIONS,
   },
   examples: ['oti site init --site acme-hq --out ./acme-hq', 'OTI_PASSPHRASE=... oti site init --site acme-hq --out ./acme-hq --json'],
@@ -114,7 +114,9 @@ const siteInit: Command = {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const pair = generateKeyPair();
     try {
-      await writeKeyFile(keyPath, pair, { passphrase, label: `site authority ${siteId}`, overwrite: force });
+      // The old key is moved aside, never written over.
+      if (force) await moveAside(keyPath);
+      await writeKeyFile(keyPath, pair, { passphrase, label: `site authority ${siteId}` });
     } finally {
       pair.seed.fill(0);
     }

@@ -1,0 +1,96 @@
+/**
+ * The last-checkpoint record (gateway/checkpoint-record.ts) and the operator's decision about a
+ * lost ledger (gateway/ledger-decision.ts), on real files.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
+import { signCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
+import { isOtiError } from '../../ledger/errors.js';
+import { CheckpointRecord, readLastCheckpoint, LAST_CHECKPOINT_FILE } from '../../gateway/checkpoint-record.js';
+import { lossAccepted, writeLedgerDecision, LEDGER_DECISION_FILE } from '../../gateway/ledger-decision.js';
+import { tempDir } from '../support/site.js';
+import { oti } from '../support/oti-cli.js';
+import { loadOrCreateIdentity } from '../../gateway/identity.js';
+
+const ORIGIN = 'oti/site-1/gw-1';
+const key = generateKeyPair();
+const signer = new Signer(key.seed);
+
+function checkpoint(size: number, origin = ORIGIN): SignedCheckpoint {
+  const root = new Uint8Array(32).fill(size % 256);
+  return signCheckpoint({ origin, size, root, block: size, blockHash: new Uint8Array(32).fill(1) }, signer, origin);
+}
+
+void test('the record follows the newest checkpoint; covering() waits until it is on disk', async (t) => {
+  const dir = await tempDir(t, 'oti-record-');
+  assert.equal(await readLastCheckpoint(dir, ORIGIN, key.publicKey), undefined);
+  const errors: Error[] = [];
+  const r = new CheckpointRecord(dir, undefined, (e) => errors.push(e));
+  let covered = false;
+  const waiting = r.covering(7).then(() => (covered = true));
+  r.note(checkpoint(3));
+  await r.covering(3);
+  assert.equal(covered, false, 'not covered by a smaller checkpoint');
+  assert.equal((await readLastCheckpoint(dir, ORIGIN, key.publicKey))?.size, 3);
+  r.note(checkpoint(5));
+  r.note(checkpoint(9));
+  await waiting;
+  assert.equal(covered, true);
+  await r.close();
+  assert.equal((await readLastCheckpoint(dir, ORIGIN, key.publicKey))?.size, 9, 'the newest one was written');
+  assert.deepEqual(errors, []);
+});
+
+void test('a record that is altered, of another chain or signed by another key stops start-up with a code naming the file', async (t) => {
+  const dir = await tempDir(t, 'oti-record-');
+  const r = new CheckpointRecord(dir, undefined, () => undefined);
+  r.note(checkpoint(4));
+  await r.close();
+  const path = join(dir, LAST_CHECKPOINT_FILE);
+  const good = await readFile(path, 'utf8');
+  await assert.rejects(readLastCheckpoint(dir, ORIGIN, generateKeyPair().publicKey), (e: unknown) => isOtiError(e, 'ERR_CHECKPOINT_SIGNATURE') && e.message.includes(path));
+  await assert.rejects(readLastCheckpoint(dir, 'oti/site-1/gw-2', key.publicKey), (e: unknown) => isOtiError(e) && e.message.includes(path));
+  await writeFile(path, good.replace('\\n4\\n', '\\n40\\n'));
+  await assert.rejects(readLastCheckpoint(dir, ORIGIN, key.publicKey), (e: unknown) => isOtiError(e, 'ERR_CHECKPOINT_SIGNATURE'));
+  await writeFile(path, '{not json');
+  await assert.rejects(readLastCheckpoint(dir, ORIGIN, key.publicKey), (e: unknown) => isOtiError(e, 'ERR_CHECKPOINT_FORMAT'));
+});
+
+void test('a decision accepts the loss only for the record it names, signed by the gateway key', async (t) => {
+  const dir = await tempDir(t, 'oti-decision-');
+  const record = checkpoint(12);
+  assert.equal(await lossAccepted(dir, record, key.publicKey), false, 'no decision file');
+  await writeLedgerDecision(dir, record, key.seed, Date.now());
+  assert.equal(await lossAccepted(dir, record, key.publicKey), true);
+  assert.equal(await lossAccepted(dir, checkpoint(13), key.publicKey), false, 'another record');
+  assert.equal(await lossAccepted(dir, record, generateKeyPair().publicKey), false, 'another key');
+  const path = join(dir, LEDGER_DECISION_FILE);
+  const doc = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  await writeFile(path, JSON.stringify({ ...doc, time: Number(doc['time']) + 1 }));
+  assert.equal(await lossAccepted(dir, record, key.publicKey), false, 'altered');
+});
+
+void test('oti restore over a folder that recorded a longer chain keeps that record', { timeout: 60_000 }, async (t) => {
+  const dir = await tempDir(t, 'oti-restore-record-');
+  const data = join(dir, 'data');
+  const id = await loadOrCreateIdentity(data);
+  const origin = `oti/${id.trust.siteId}/${id.gatewayId}`;
+  const own = new Signer(id.key.seed);
+  const cp = (size: number): SignedCheckpoint => signCheckpoint({ origin, size, root: new Uint8Array(32).fill(size), block: size, blockHash: new Uint8Array(32) }, own, origin);
+  const write = async (size: number): Promise<void> => {
+    const r = new CheckpointRecord(data, undefined, () => undefined);
+    r.note(cp(size));
+    await r.close();
+  };
+  await write(10);
+  const env = { OTI_BACKUP_PASSPHRASE: 'a backup passphrase' };
+  assert.equal((await oti(['backup', '--data', data, '--out', join(dir, 'gw.otibak')], { env })).code, 0);
+  await write(25);
+  const r = await oti(['restore', join(dir, 'gw.otibak'), '--data', data, '--force', '--yes', '--json'], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { keptRecord: number }).keptRecord, 25);
+  assert.equal((await readLastCheckpoint(data, origin, id.key.publicKey))?.size, 25, 'the record of the longer chain was kept');
+});
