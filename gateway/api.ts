@@ -4,7 +4,8 @@
  * for every endpoint, parameter, status code and error code; this file implements it.
  *
  * - Bound to loopback by default. When a token is configured, every endpoint but /health needs
- *   `Authorization: Bearer <token>` (RFC 6750 §2.1), compared in constant time; a missing or
+ *   `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme in any case, RFC 9110 §11.1),
+ *   compared in constant time; a missing or
  *   wrong token gets 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3). A non-loopback address
  *   without a token is refused at start (ERR_CONFIG).
  * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out, and a
@@ -272,7 +273,8 @@ export class LocalApi {
   }
 
   #authorize(req: IncomingMessage): Role {
-    const m = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
+    // The auth scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are Bearer.
+    const m = /^Bearer ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
     // Both sides hashed to 32 bytes: the comparison takes the same time whatever the length or
     // content of what was sent.
     const sent = m === null ? undefined : sha256(m[1]!);

@@ -5,6 +5,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { makeSite, enrollLock, openChain, signedEvent, type TestSite } from '../support/site.js';
 import { LocalApi, SCAN_BUDGET, type GatewayStatusJson, type LocalApiOptions } from '../../gateway/api.js';
 import { HealthBoard } from '../../gateway/health.js';
@@ -16,6 +18,8 @@ import { verifyReceipt } from '../../ledger/receipt.js';
 import { isOtiError } from '../../ledger/errors.js';
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
+
+const execFileP = promisify(execFile);
 
 const T0 = 1_700_000_000_000;
 const TOKEN = 'a-token-of-some-length-0123456789';
@@ -255,6 +259,15 @@ void test('a token guards every endpoint but /health', async (t) => {
     assert.equal(res.status, 200, path);
     await res.arrayBuffer();
   }
+});
+
+void test('the auth scheme is case-insensitive (RFC 9110 §11.1): curl with bearer, BEARER and BeArEr gets in', async (t) => {
+  const { chain } = await fixture(t);
+  const { api } = await startApi(t, chain, { token: TOKEN });
+  const curl = async (auth: string): Promise<string> => (await execFileP('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: ${auth}`, `${api.url}/status`])).stdout;
+  for (const scheme of ['Bearer', 'bearer', 'BEARER', 'BeArEr']) assert.equal(await curl(`${scheme} ${TOKEN}`), '200', scheme);
+  assert.equal(await curl(`bearer ${TOKEN}x`), '401', 'a wrong token is still refused whatever the case of the scheme');
+  assert.equal(await curl(`bearerx ${TOKEN}`), '401');
 });
 
 void test('start-up refusals: a non-loopback host without a token, a port in use', async (t) => {
