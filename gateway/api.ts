@@ -8,7 +8,9 @@
  *   compared in constant time; a missing or
  *   wrong token gets 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3). A non-loopback address
  *   without a token is refused at start (ERR_CONFIG).
- * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out, and a
+ * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out (checked
+ *   every TIMEOUT_CHECK_MS), open connections are capped in all and per remote address
+ *   (gateway/connection-cap.ts), and a
  *   listing scans at most SCAN_BUDGET entries per request, reading the chain in ranges of
  *   SCAN_RANGE entries, so no request loads the chain into memory.
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
@@ -18,6 +20,7 @@ import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } 
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isLoopbackHost } from './config.js';
+import { capConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HealthBoard } from './health.js';
@@ -45,8 +48,12 @@ export const MAX_LIMIT = 1000;
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * How often Node.js checks the header and request timeouts of open connections. Its default
+ * (30 s) let a slow client keep a connection for up to 40 s against a 10 s header limit.
+ */
+const TIMEOUT_CHECK_MS = 1_000;
 const MAX_HEADER_BYTES = 8192;
-const MAX_CONNECTIONS = 64;
 
 /** JSON values, for the parts of /status that other modules provide. */
 
@@ -78,6 +85,10 @@ export interface LocalApiOptions {
   readonly requiredDrivers?: readonly string[];
   /** The gateway's health conditions (gateway/health.ts), shown by /health and /status. */
   readonly health?: HealthBoard;
+  /** Open connections in all (default DEFAULT_MAX_CONNECTIONS); more get 503 ERR_TOO_MANY_CONNECTIONS. */
+  readonly maxConnections?: number;
+  /** Open connections from one remote address (default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS). */
+  readonly maxConnectionsPerAddress?: number;
   readonly logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
   /**
    * Privacy (docs/PRIVACY.md §Roles): with a keyring here, entries show pseudonyms to every
@@ -164,8 +175,21 @@ export class LocalApi {
     if ((opts.token === undefined || opts.token === '') && !isLoopbackHost(opts.host)) {
       throw new OtiError('ERR_CONFIG', `the API on ${opts.host} (not a loopback address) needs a token`, { key: 'api.token' });
     }
-    const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS });
-    server.maxConnections = MAX_CONNECTIONS;
+    const server = createServer({
+      maxHeaderSize: MAX_HEADER_BYTES,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    });
+    capConnections(server, {
+      total: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      perAddress: opts.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+      onRefused: (reason, address) => {
+        opts.metrics.apiConnectionRefused(reason);
+        opts.logger?.debug({ reason, address }, 'API connection refused: too many open connections');
+      },
+    });
     const api = new LocalApi(server, opts);
     server.on('request', (req, res) => void api.#serve(req, res));
     await new Promise<void>((resolve, reject) => {

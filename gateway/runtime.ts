@@ -287,6 +287,8 @@ export class Gateway {
       host: config.api.host,
       port: config.api.port,
       token: config.api.token,
+      maxConnections: config.api.maxConnections,
+      maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
       chain,
       status: () => this.status(),
       metrics: this.metrics,
