@@ -51,6 +51,7 @@ export class GatewayMetrics {
   readonly #notices: Counter<'driver' | 'kind'>;
   readonly #faults: Counter;
   readonly #apiRefused: Counter<'reason'>;
+  readonly #copiesRefused: Counter<'code'>;
   readonly #ackLatency: Histogram;
   readonly #ingests = new Set<Ingest>();
   readonly #heights = new Map<string, number>();
@@ -71,6 +72,7 @@ export class GatewayMetrics {
     this.#notices = new Counter({ name: 'oti_driver_notices_total', help: 'Driver notices (rejected frames, link changes, locks seen, blind intervals), by driver and kind.', labelNames: ['driver', 'kind'], registers });
     this.#faults = new Counter({ name: 'oti_ingest_faults_total', help: 'Failures in the pipeline that are not an event\'s fault (the chain could not append).', registers });
     this.#apiRefused = new Counter({ name: 'oti_api_connections_refused_total', help: 'Local API connections refused at once because a connection cap was reached, by cap (address or total).', labelNames: ['reason'], registers });
+    this.#copiesRefused = new Counter({ name: 'oti_committed_copies_refused_total', help: 'Later copies of committed events refused (replays, damaged signatures), by error code; the committed status is left alone.', labelNames: ['code'], registers });
     this.#ackLatency = new Histogram({ name: 'oti_ack_latency_seconds', help: 'Time from the arrival of a lock event to its acknowledgement (durable).', buckets: [...ACK_LATENCY_BUCKETS], registers });
     const ingests = this.#ingests;
     new Gauge({
@@ -200,5 +202,10 @@ export class GatewayMetrics {
   /** Counts a local API connection refused by a connection cap (gateway/connection-cap.ts). */
   apiConnectionRefused(reason: 'address' | 'total'): void {
     this.#apiRefused.inc({ reason });
+  }
+
+  /** Counts a refused later copy of a committed event (gateway/notify.ts). */
+  committedCopyRefused(code: string): void {
+    this.#copiesRefused.inc({ code });
   }
 }

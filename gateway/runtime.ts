@@ -255,6 +255,7 @@ export class Gateway {
         homeAssistant: config.notifications.homeAssistant.enabled,
         retentionS: config.notifications.statusRetentionS,
         retainMax: config.notifications.statusRetainMax,
+        onRefusedCopy: (code) => this.metrics.committedCopyRefused(code),
         logger: log.child({ part: 'notify' }),
       });
       await this.notifier.start();

@@ -101,15 +101,27 @@ void test('an event goes received â†’ committed (with a receipt that verifies) â
   assert.deepEqual((JSON.parse(last.payload) as { state: string; cosigners: string[] }).cosigners, ['gw-1', 'gw-2']);
 });
 
-void test('a final refusal is the event\'s status; an unenrolled lock is reported with its key', async (t) => {
+void test('a final refusal is the status of an event the chain does not hold; a refused later copy of a committed event goes to its own topic; an unenrolled lock is reported with its key', async (t) => {
   const r = await rig(t);
-  const watcher = await app(t, r.broker.port, ['oti/notify-site/status/#', 'oti/notify-site/locks/#']);
+  const watcher = await app(t, r.broker.port, ['oti/notify-site/status/#', 'oti/notify-site/locks/#', 'oti/notify-site/refused/#']);
   const lock = await r.lockOf('vault');
   r.driver.connect(lock);
   lock.record();
   await until('acked', () => lock.acked.size === 1);
+  // Counters 2 to 4 never reach the gateway; 5 is committed after them.
+  lock.skip(3);
+  lock.record();
+  await until('acked', () => lock.acked.size === 2);
+  lock.forgeReplay(3);
+  await until('rejected status of an event never committed', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 3) && m.payload.includes('"rejected"')));
   lock.forgeReplay(1);
-  await until('rejected status', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 1) && m.payload.includes('"rejected"')));
+  await until('refused copy reported', () => watcher.got.some((m) => m.topic === r.topics.refused('vault', 1)));
+  const refused = watcher.got.find((m) => m.topic === r.topics.refused('vault', 1))!;
+  assert.equal(refused.retain, false);
+  assert.deepEqual({ ...(JSON.parse(refused.payload) as object), at: 0 }, { id: 'vault:1', at: 0, code: 'ERR_REPLAY', index: (await r.chain.indexOf('vault:1'))! });
+  const states = watcher.got.filter((m) => m.topic === r.topics.status('vault', 1)).map((m) => (JSON.parse(m.payload) as { state: string }).state);
+  assert.deepEqual(states, ['received', 'committed'], 'the committed status is not overwritten');
+  assert.equal(r.notifier.refusedCopies, 1);
   const stranger = new SimLock({ id: 'stranger', seed: new Uint8Array(32).fill(3) });
   t.after(() => stranger.close());
   r.driver.connect(stranger);
