@@ -146,3 +146,35 @@ void test('retained statuses are bounded: beyond statusRetainMax the oldest are 
   assert.ok(kept.has(r.topics.status('busy-door', 30)), 'the newest is kept');
   assert.ok(!kept.has(r.topics.status('busy-door', 1)), 'the oldest was cleared');
 });
+
+void test('at start the notifier rebuilds, from the chain, the newest statusRetainMax committed statuses and each lock\'s bolt state', async (t) => {
+  const r = await rig(t, { retainMax: 10 });
+  const lock = await r.lockOf('side-door');
+  r.driver.connect(lock);
+  for (let i = 0; i < 30; i++) lock.record(i === 27 ? 'jammed' : i % 2 === 0 ? 'unlocked' : 'locked');
+  await until('all acked', () => lock.acked.size === 30);
+  // A new broker knows nothing, as after a restart; a new notifier on the same chain fills it.
+  const dir = await tempDir(t);
+  const usersFile = join(dir, 'users.json');
+  await addMqttUser(usersFile, 'app', 'app', 'app-password-1234');
+  const broker = await Broker.start({ site: r.s.siteId, host: '127.0.0.1', port: 0, allowAnonymous: false, maxMessageBytes: 262_144, rateLimit: { messagesPerSecond: 1000, burst: 2000 }, usersFile });
+  t.after(() => broker.close());
+  const ingest = new Ingest({ chain: r.chain });
+  const notifier = new MqttNotifier({ broker, topics: r.topics, chain: r.chain, ingest, gatewayId: 'gw-1', homeAssistant: false, retentionS: 3600, retainMax: 10 });
+  await notifier.start();
+  t.after(() => notifier.stop());
+  await until('the rebuild published', () => notifier.pending === 0 && notifier.published > 0);
+  const late = await app(t, broker.port, ['oti/notify-site/status/#', 'oti/notify-site/lockstate/#']);
+  await until('retained messages received', () => late.got.length >= 11);
+  await sleep(300);
+  const statuses = late.got.filter((m) => m.topic.startsWith('oti/notify-site/status/'));
+  assert.deepEqual(statuses.map((m) => m.topic).sort(), Array.from({ length: 10 }, (_, i) => r.topics.status('side-door', 21 + i)).sort(), 'the newest 10, no more');
+  for (const m of statuses) {
+    assert.ok(m.retain);
+    const s = JSON.parse(m.payload) as { state: string; receipt: string };
+    assert.equal(s.state, 'committed');
+    assert.equal(verifyReceipt(Buffer.from(s.receipt, 'base64'), r.s.trust).entry.body.kind, 'lock-event');
+  }
+  const bolt = late.got.find((m) => m.topic === r.topics.lockState('side-door'));
+  assert.equal((JSON.parse(bolt!.payload) as { id: string }).id, 'side-door:30', 'the last bolt event (30 locked, after 28 jammed)');
+});
