@@ -187,7 +187,7 @@ export const SCHEMA = section({
       enabled: bool({ default: true, doc: 'Publish events and per-event status on the broker.' }),
     }),
     statusRetentionS: int({ min: 1, max: 31_536_000, default: 86_400, doc: 'How long a retained per-event status stays on the broker.' }),
-    statusRetainMax: int({ min: 10, max: 1_000_000, default: 1000, doc: 'Most retained per-event statuses kept on the broker; the oldest are cleared first (older events: local API).' }),
+    statusRetainMax: int({ min: 10, max: 1_000_000, default: 1000, doc: 'Most retained per-event statuses kept on the broker; the oldest are cleared first (older events: local API). Also how many are rebuilt from the ledger at start.' }),
     homeAssistant: section({
       enabled: bool({ default: false, doc: 'Publish Home Assistant MQTT discovery so locks appear as entities.' }),
       prefix: str({ format: 'text', minLength: 1, maxLength: 128, default: 'homeassistant', doc: 'Home Assistant discovery topic prefix.' }),
