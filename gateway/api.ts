@@ -190,8 +190,15 @@ export class LocalApi {
         opts.logger?.debug({ reason, address }, 'API connection refused: too many open connections');
       },
     });
+    // Node.js applies the header limit only once a request's first byte has come: a connection
+    // that sends nothing would stay open for good. An idle timer closes it after the same 10 s;
+    // once a request arrives, the request and keep-alive limits take over.
+    server.timeout = HEADERS_TIMEOUT_MS;
     const api = new LocalApi(server, opts);
-    server.on('request', (req, res) => void api.#serve(req, res));
+    server.on('request', (req, res) => {
+      req.socket.setTimeout(0);
+      void api.#serve(req, res);
+    });
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException): void => {
         if (e.code === 'EADDRINUSE') reject(new OtiError('ERR_PORT_IN_USE', `port ${opts.port} on ${opts.host} is already in use (api.port)`, { key: 'api.port', host: opts.host, port: opts.port }, { cause: e }));

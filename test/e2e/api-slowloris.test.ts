@@ -2,7 +2,8 @@
  * A slowloris attack on the real gateway's local API (issue 13, item 6): many connections from
  * one address, each trickling header bytes and never finishing its request. The connection caps
  * (api.maxConnectionsPerAddress) must leave room for everyone else, /health must keep answering,
- * and the server must close every slow connection once the documented 10 s header limit has passed.
+ * and the server must close every slow connection once the documented 10 s header limit has passed,
+ * and every connection that sends nothing at all after the same time.
  * The attacker uses 127.0.0.2, the health probe 127.0.0.1 (all of 127/8 is loopback on Linux).
  */
 import { test } from 'node:test';
@@ -27,6 +28,15 @@ interface Slow {
   readonly socket: Socket;
   received: string;
   closed: boolean;
+}
+
+/** A connection from `from` that sends nothing at all. */
+function silentClient(port: number, from: string): Slow {
+  const socket = connect({ host: '127.0.0.1', port, localAddress: from });
+  const silent: Slow = { socket, received: '', closed: false };
+  socket.on('error', () => undefined);
+  socket.on('close', () => (silent.closed = true));
+  return silent;
 }
 
 /** A connection that sends a request line, then one header byte every 500 ms, forever. */
@@ -65,6 +75,9 @@ void test('slowloris on the API: one address gets at most its cap (503 ERR_TOO_M
   t.after(() => attack.forEach((s) => s.socket.destroy()));
   const startedAt = Date.now();
   for (let i = 0; i < ATTACK_SOCKETS; i++) attack.push(slowClient(port));
+  // Connections that never send a byte are not requests yet; they must not stay either.
+  const silent = [silentClient(port, '127.0.0.3'), silentClient(port, '127.0.0.3')];
+  t.after(() => silent.forEach((s) => s.socket.destroy()));
   const refused = (): Slow[] => attack.filter((s) => s.received.startsWith('HTTP/1.1 503'));
   await until('the connections over the per-address cap are refused', () => refused().length === ATTACK_SOCKETS - PER_ADDRESS, 30_000).catch((e: Error) => {
     throw new Error(`${e.message}: ${refused().length} refused, ${attack.filter((s) => s.closed).length} closed`);
@@ -84,6 +97,7 @@ void test('slowloris on the API: one address gets at most its cap (503 ERR_TOO_M
     throw new Error(`${e.message}: ${attack.filter((s) => !s.closed).length} of ${ATTACK_SOCKETS} still open ${Date.now() - startedAt} ms after they connected`);
   });
   for (const s of attack.filter((a) => !a.received.startsWith('HTTP/1.1 503'))) assert.match(s.received, /^HTTP\/1\.1 408/, 'a slow connection ends with 408 Request Timeout');
+  await until('the server closes the silent connections', () => silent.every((s) => s.closed), Math.max(1, HEADER_LIMIT_MS + SLACK_MS - (Date.now() - startedAt)));
 
   const metrics = await execFileP('curl', ['-s', `${url}/metrics`]);
   assert.match(metrics.stdout, new RegExp(`oti_api_connections_refused_total\\{reason="address"\\} ${ATTACK_SOCKETS - PER_ADDRESS}`));
