@@ -192,11 +192,12 @@ export class LocalApi {
     });
     // Node.js applies the header limit only once a request's first byte has come: a connection
     // that sends nothing would stay open for good. An idle timer closes it after the same 10 s;
-    // once a request arrives, the request and keep-alive limits take over.
+    // while a request is answered, after REQUEST_TIMEOUT_MS without progress either way (a
+    // client that stops reading its answer); between requests, keepAliveTimeout applies.
     server.timeout = HEADERS_TIMEOUT_MS;
     const api = new LocalApi(server, opts);
     server.on('request', (req, res) => {
-      req.socket.setTimeout(0);
+      req.socket.setTimeout(REQUEST_TIMEOUT_MS);
       void api.#serve(req, res);
     });
     await new Promise<void>((resolve, reject) => {
