@@ -272,6 +272,20 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     return true;
   }
 
+  /**
+   * Sends an acknowledged event again with one bit of its signature flipped (anyone on the line
+   * can do this without the lock's key). False for an unsigned lock.
+   */
+  replayFlipped(ctr: number): boolean {
+    const h = this.history.find((x) => x.ctr === ctr);
+    if (h === undefined || this.send === undefined || !('cose' in h.payload)) return false;
+    const cose = Uint8Array.from(h.payload.cose);
+    // COSE_Sign1 ends with its 64-byte signature.
+    cose[cose.length - 1]! ^= 0x01;
+    this.send(this.eventMessage({ ctr, payload: { cose }, sentAt: 0, notBefore: 0 }, ctr));
+    return true;
+  }
+
   /** Sends an event with the counter of an acknowledged one but different content. */
   forgeReplay(ctr: number): boolean {
     if (this.send === undefined) return false;

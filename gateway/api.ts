@@ -4,10 +4,13 @@
  * for every endpoint, parameter, status code and error code; this file implements it.
  *
  * - Bound to loopback by default. When a token is configured, every endpoint but /health needs
- *   `Authorization: Bearer <token>` (RFC 6750 §2.1), compared in constant time; a missing or
+ *   `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme in any case, RFC 9110 §11.1),
+ *   compared in constant time; a missing or
  *   wrong token gets 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3). A non-loopback address
  *   without a token is refused at start (ERR_CONFIG).
- * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out, and a
+ * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out (checked
+ *   every TIMEOUT_CHECK_MS), open connections are capped in all and per remote address
+ *   (gateway/connection-cap.ts), and a
  *   listing scans at most SCAN_BUDGET entries per request, reading the chain in ranges of
  *   SCAN_RANGE entries, so no request loads the chain into memory.
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
@@ -17,6 +20,7 @@ import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } 
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isLoopbackHost } from './config.js';
+import { capConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HealthBoard } from './health.js';
@@ -44,8 +48,12 @@ export const MAX_LIMIT = 1000;
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * How often Node.js checks the header and request timeouts of open connections. Its default
+ * (30 s) let a slow client keep a connection for up to 40 s against a 10 s header limit.
+ */
+const TIMEOUT_CHECK_MS = 1_000;
 const MAX_HEADER_BYTES = 8192;
-const MAX_CONNECTIONS = 64;
 
 /** JSON values, for the parts of /status that other modules provide. */
 
@@ -77,6 +85,10 @@ export interface LocalApiOptions {
   readonly requiredDrivers?: readonly string[];
   /** The gateway's health conditions (gateway/health.ts), shown by /health and /status. */
   readonly health?: HealthBoard;
+  /** Open connections in all (default DEFAULT_MAX_CONNECTIONS); more get 503 ERR_TOO_MANY_CONNECTIONS. */
+  readonly maxConnections?: number;
+  /** Open connections from one remote address (default DEFAULT_MAX_CONNECTIONS_PER_ADDRESS). */
+  readonly maxConnectionsPerAddress?: number;
   readonly logger?: Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
   /**
    * Privacy (docs/PRIVACY.md §Roles): with a keyring here, entries show pseudonyms to every
@@ -163,10 +175,31 @@ export class LocalApi {
     if ((opts.token === undefined || opts.token === '') && !isLoopbackHost(opts.host)) {
       throw new OtiError('ERR_CONFIG', `the API on ${opts.host} (not a loopback address) needs a token`, { key: 'api.token' });
     }
-    const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS });
-    server.maxConnections = MAX_CONNECTIONS;
+    const server = createServer({
+      maxHeaderSize: MAX_HEADER_BYTES,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    });
+    capConnections(server, {
+      total: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      perAddress: opts.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+      onRefused: (reason, address) => {
+        opts.metrics.apiConnectionRefused(reason);
+        opts.logger?.debug({ reason, address }, 'API connection refused: too many open connections');
+      },
+    });
+    // Node.js applies the header limit only once a request's first byte has come: a connection
+    // that sends nothing would stay open for good. An idle timer closes it after the same 10 s;
+    // while a request is answered, after REQUEST_TIMEOUT_MS without progress either way (a
+    // client that stops reading its answer); between requests, keepAliveTimeout applies.
+    server.timeout = HEADERS_TIMEOUT_MS;
     const api = new LocalApi(server, opts);
-    server.on('request', (req, res) => void api.#serve(req, res));
+    server.on('request', (req, res) => {
+      req.socket.setTimeout(REQUEST_TIMEOUT_MS);
+      void api.#serve(req, res);
+    });
     await new Promise<void>((resolve, reject) => {
       const onError = (e: NodeJS.ErrnoException): void => {
         if (e.code === 'EADDRINUSE') reject(new OtiError('ERR_PORT_IN_USE', `port ${opts.port} on ${opts.host} is already in use (api.port)`, { key: 'api.port', host: opts.host, port: opts.port }, { cause: e }));
@@ -272,7 +305,8 @@ export class LocalApi {
   }
 
   #authorize(req: IncomingMessage): Role {
-    const m = /^Bearer ([\x21-\x7e]+)$/.exec(req.headers.authorization ?? '');
+    // The auth scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are Bearer.
+    const m = /^Bearer ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
     // Both sides hashed to 32 bytes: the comparison takes the same time whatever the length or
     // content of what was sent.
     const sent = m === null ? undefined : sha256(m[1]!);

@@ -12,6 +12,7 @@
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
 import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -148,6 +149,8 @@ export const SCHEMA = section({
     port: port(8433, 'Port of the local HTTP API; 0 picks a free port.'),
     token: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token for the API; required when api.host is not a loopback address.' }),
     privacyToken: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token of privacy officers (docs/PRIVACY.md): the only token that reaches /privacy/ and, with the privacy keyring in the data folder, sees plaintext. Must differ from api.token.' }),
+    maxConnections: int({ min: 1, max: 4096, default: DEFAULT_MAX_CONNECTIONS, doc: 'Open connections to the API in all; more are answered 503 ERR_TOO_MANY_CONNECTIONS and closed.' }),
+    maxConnectionsPerAddress: int({ min: 1, max: 4096, default: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, doc: 'Open connections to the API from one remote address, so one client cannot take every slot; more are answered 503 ERR_TOO_MANY_CONNECTIONS and closed.' }),
   }),
   ingest: section({
     queueLimit: int({ min: 1, max: 1_048_576, default: DEFAULT_QUEUE_LIMIT, doc: 'Events waiting for the ledger before acknowledgements wait (locks keep their events meanwhile).' }),
@@ -184,7 +187,7 @@ export const SCHEMA = section({
       enabled: bool({ default: true, doc: 'Publish events and per-event status on the broker.' }),
     }),
     statusRetentionS: int({ min: 1, max: 31_536_000, default: 86_400, doc: 'How long a retained per-event status stays on the broker.' }),
-    statusRetainMax: int({ min: 10, max: 1_000_000, default: 1000, doc: 'Most retained per-event statuses kept on the broker; the oldest are cleared first (older events: local API).' }),
+    statusRetainMax: int({ min: 10, max: 1_000_000, default: 1000, doc: 'Most retained per-event statuses kept on the broker; the oldest are cleared first (older events: local API). Also how many are rebuilt from the ledger at start.' }),
     homeAssistant: section({
       enabled: bool({ default: false, doc: 'Publish Home Assistant MQTT discovery so locks appear as entities.' }),
       prefix: str({ format: 'text', minLength: 1, maxLength: 128, default: 'homeassistant', doc: 'Home Assistant discovery topic prefix.' }),

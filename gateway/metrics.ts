@@ -50,6 +50,8 @@ export class GatewayMetrics {
   readonly #unenrolled: Counter;
   readonly #notices: Counter<'driver' | 'kind'>;
   readonly #faults: Counter;
+  readonly #apiRefused: Counter<'reason'>;
+  readonly #copiesRefused: Counter<'code'>;
   readonly #ackLatency: Histogram;
   readonly #ingests = new Set<Ingest>();
   readonly #heights = new Map<string, number>();
@@ -69,6 +71,8 @@ export class GatewayMetrics {
     this.#unenrolled = new Counter({ name: 'oti_unenrolled_lock_reports_total', help: 'Reports of a lock that is not enrolled (at most one per lock per minute).', registers });
     this.#notices = new Counter({ name: 'oti_driver_notices_total', help: 'Driver notices (rejected frames, link changes, locks seen, blind intervals), by driver and kind.', labelNames: ['driver', 'kind'], registers });
     this.#faults = new Counter({ name: 'oti_ingest_faults_total', help: 'Failures in the pipeline that are not an event\'s fault (the chain could not append).', registers });
+    this.#apiRefused = new Counter({ name: 'oti_api_connections_refused_total', help: 'Local API connections refused at once because a connection cap was reached, by cap (address or total).', labelNames: ['reason'], registers });
+    this.#copiesRefused = new Counter({ name: 'oti_committed_copies_refused_total', help: 'Later copies of committed events refused (replays, damaged signatures), by error code; the committed status is left alone.', labelNames: ['code'], registers });
     this.#ackLatency = new Histogram({ name: 'oti_ack_latency_seconds', help: 'Time from the arrival of a lock event to its acknowledgement (durable).', buckets: [...ACK_LATENCY_BUCKETS], registers });
     const ingests = this.#ingests;
     new Gauge({
@@ -193,5 +197,15 @@ export class GatewayMetrics {
   /** Reads the raised health conditions (gateway/health.ts) at each scrape. */
   healthFrom(provider: () => readonly HealthCondition[]): void {
     this.#healthProvider = provider;
+  }
+
+  /** Counts a local API connection refused by a connection cap (gateway/connection-cap.ts). */
+  apiConnectionRefused(reason: 'address' | 'total'): void {
+    this.#apiRefused.inc({ reason });
+  }
+
+  /** Counts a refused later copy of a committed event (gateway/notify.ts). */
+  committedCopyRefused(code: string): void {
+    this.#copiesRefused.inc({ code });
   }
 }

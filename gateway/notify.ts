@@ -4,7 +4,12 @@
  *
  * - `oti/<site>/status/<lock>/<ctr>` (retained): received → committed (with its receipt) or
  *   rejected (a final refusal only; a refusal the lock will retry is not the event's fate).
- *   Issue 5's sync adds replicated and confirmed.
+ *   Issue 5's sync adds replicated and confirmed. A committed event's status only moves
+ *   forward: before publishing received or rejected, the notifier asks the chain whether the
+ *   event is stored; if it is, a later arrival publishes nothing and a refused later copy goes
+ *   to `oti/<site>/refused/<lock>/<ctr>` instead.
+ * - At start, the retained statuses and lock states are rebuilt from the chain
+ *   (gateway/status-rebuild.ts), since the broker keeps them in memory only.
  * - `oti/<site>/events/<lock>`: each committed event, once.
  * - `oti/<site>/lockstate/<lock>` (retained) and, when enabled, Home Assistant discovery.
  * - `oti/<site>/locks/unenrolled/<lock>` (retained): a lock that needs enrolling.
@@ -18,7 +23,7 @@
  * API and the receipts.
  */
 import type { Broker } from './broker.js';
-import type { TopicMap, StatusMessage, EventMessage, LockStateMessage, UnenrolledLockMessage } from './topics.js';
+import type { TopicMap, StatusMessage, EventMessage, LockStateMessage, UnenrolledLockMessage, RefusedCopyMessage } from './topics.js';
 import type { Ingest } from './ingest.js';
 import type { Chain, AppendResult, BlockEvent } from '../ledger/chain.js';
 import { receiptFor } from '../ledger/receipt.js';
@@ -27,6 +32,8 @@ import type { CoverageEvent } from './witness.js';
 import { toHex } from '../ledger/crypto.js';
 import type { ReceivedEvent } from '../drivers/driver.js';
 import type { Logger } from 'pino';
+import { BOLT_STATE, lastBoltState, recentLockEvents, type CommittedEvent } from './status-rebuild.js';
+import { isOtiError } from '../ledger/errors.js';
 
 export interface NotifierOptions {
   readonly broker: Broker;
@@ -42,16 +49,18 @@ export interface NotifierOptions {
   readonly queueMax?: number;
   readonly logger?: Logger;
   readonly now?: () => number;
+  /** Told of each refused later copy of a committed event (for oti_committed_copies_refused_total). */
+  readonly onRefusedCopy?: (code: string) => void;
 }
 
 type Job = () => Promise<void>;
-
-const BOLT_STATE: Partial<Record<string, LockStateMessage['state']>> = { locked: 'LOCKED', unlocked: 'UNLOCKED', jammed: 'JAMMED' };
 
 export class MqttNotifier {
   /** Notifications dropped because the queue was full. */
   dropped = 0;
   published = 0;
+  /** Later copies of committed events refused (published on the refused topic). */
+  refusedCopies = 0;
   private readonly o: NotifierOptions;
   private readonly now: () => number;
   private readonly queue: Job[] = [];
@@ -81,10 +90,17 @@ export class MqttNotifier {
       emitter.on(event, f);
       this.listeners.push(() => emitter.off(event, f));
     };
-    on(ingest, 'received', (ev: ReceivedEvent) => this.enqueue(() => this.status(ev.lock, ev.ctr, { state: 'received' })));
+    // Queued first, so the rebuilt statuses are on the broker before anything new.
+    this.enqueue(() => this.rebuild());
+    on(ingest, 'received', (ev: ReceivedEvent) => {
+      // Looked up as the copy arrives, before it could be committed itself: was the event
+      // committed before this copy came? A failed lookup counts as yes (publish nothing).
+      const before = this.committedIndex(ev.lock, ev.ctr).catch(() => -1);
+      this.enqueue(() => this.arrived(ev, before));
+    });
     on(ingest, 'committed', (ev: ReceivedEvent, r: AppendResult) => this.enqueue(() => this.committed(ev, r)));
     on(ingest, 'rejected', (ev: ReceivedEvent, code: string, retry: boolean) => {
-      if (!retry) this.enqueue(() => this.status(ev.lock, ev.ctr, { state: 'rejected', code }));
+      if (!retry) this.enqueue(() => this.refused(ev, code));
     });
     on(ingest, 'unenrolled', (lock: string, info: { key?: Uint8Array; fw: string } | undefined, from: { driver: string }) =>
       this.enqueue(() => this.unenrolled(lock, info, from.driver)),
@@ -170,15 +186,82 @@ export class MqttNotifier {
     await this.o.broker.publish(topic, JSON.stringify(payload), { qos: 1, retain });
   }
 
-  private async status(lock: string, ctr: number, s: { state: 'received' } | { state: 'rejected'; code: string } | { state: 'committed'; index: number; entry: string; receipt: string }): Promise<void> {
+  private async status(lock: string, ctr: number, s: { state: 'received' } | { state: 'rejected'; code: string } | { state: 'committed'; index: number; entry: string; receipt: string }, at = this.now()): Promise<void> {
     const topic = this.o.topics.status(lock, ctr);
-    const msg: StatusMessage = { id: `${lock}:${ctr}`, at: this.now(), ...s };
+    const msg: StatusMessage = { id: `${lock}:${ctr}`, at, ...s };
     await this.publish(topic, msg, true);
     if (!this.retainedSet.has(topic)) {
       this.retainedSet.add(topic);
-      this.retained.push({ topic, at: this.now() });
+      this.retained.push({ topic, at });
       if (this.retained.length - this.retainedHead > (this.o.retainMax ?? 1000)) await this.clearOldest();
     }
+  }
+
+  /** The chain index of `<lock>:<ctr>` when the event is committed (durable) here. */
+  private async committedIndex(lock: string, ctr: number): Promise<number | undefined> {
+    try {
+      return await this.o.chain.indexOf(`${lock}:${ctr}`);
+    } catch (e) {
+      // An id that cannot be in the chain (the event was refused for it).
+      if (isOtiError(e, 'ERR_ARGUMENT')) return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * An event arrived: `received`, unless it was committed before this copy arrived (a lock's
+   * retry after a lost ack, or someone else's copy): its status has moved on.
+   */
+  private async arrived(ev: ReceivedEvent, committedBefore: Promise<number | undefined>): Promise<void> {
+    if ((await committedBefore) !== undefined) return;
+    await this.status(ev.lock, ev.ctr, { state: 'received' });
+  }
+
+  /**
+   * A final refusal: the event's fate when the chain does not hold it; for a later copy of a
+   * committed event, a message on the refused topic, leaving the committed status alone.
+   */
+  private async refused(ev: ReceivedEvent, code: string): Promise<void> {
+    const index = await this.committedIndex(ev.lock, ev.ctr);
+    if (index === undefined) {
+      await this.status(ev.lock, ev.ctr, { state: 'rejected', code });
+      return;
+    }
+    this.refusedCopies++;
+    this.o.onRefusedCopy?.(code);
+    await this.publish(this.o.topics.refused(ev.lock, ev.ctr), { id: `${ev.lock}:${ev.ctr}`, at: this.now(), code, index } satisfies RefusedCopyMessage, false);
+  }
+
+  /**
+   * Publishes again, from the chain, what the broker lost when the gateway stopped: the
+   * committed statuses of the recent events (as many and as old as retention allows) and each
+   * enrolled lock's bolt state.
+   */
+  private async rebuild(): Promise<void> {
+    const max = this.o.retainMax ?? 1000;
+    const events = await recentLockEvents(this.o.chain, max, this.now() - this.o.retentionS * 1000, 4 * max);
+    for (const ev of events) await this.rebuildStatus(ev);
+    let locks = 0;
+    for (const m of [...this.o.chain.roster.members()]) {
+      if (m.role !== 'lock' || m.revoked) continue;
+      const state = await lastBoltState(this.o.chain, m.id);
+      if (state === undefined) continue;
+      await this.publish(this.o.topics.lockState(m.id), state, true);
+      locks++;
+    }
+    this.o.logger?.info({ statuses: events.length, lockStates: locks }, `retained statuses rebuilt from the ledger: ${events.length} events, ${locks} lock states`);
+  }
+
+  private async rebuildStatus(ev: CommittedEvent): Promise<void> {
+    let receipt: string;
+    try {
+      receipt = Buffer.from(await receiptFor(this.o.chain, ev.index)).toString('base64');
+    } catch (e) {
+      // Not covered by a checkpoint: nothing to prove it with, so no status either.
+      if (isOtiError(e, 'ERR_NOT_FOUND')) return;
+      throw e;
+    }
+    await this.status(ev.lock, ev.ctr, { state: 'committed', index: ev.index, entry: ev.entry, receipt }, ev.time);
   }
 
   private async committed(ev: ReceivedEvent, r: AppendResult): Promise<void> {

@@ -311,6 +311,7 @@ export class Gateway {
         homeAssistant: config.notifications.homeAssistant.enabled,
         retentionS: config.notifications.statusRetentionS,
         retainMax: config.notifications.statusRetainMax,
+        onRefusedCopy: (code) => this.metrics.committedCopyRefused(code),
         logger: log.child({ part: 'notify' }),
       });
       await this.notifier.start();
@@ -346,6 +347,8 @@ export class Gateway {
       host: config.api.host,
       port: config.api.port,
       token: config.api.token,
+      maxConnections: config.api.maxConnections,
+      maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
       chain,
       status: () => this.status(),
       metrics: this.metrics,

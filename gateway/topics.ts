@@ -58,6 +58,22 @@ export type StatusMessage =
   | (StatusBase & { state: 'confirmed'; quorum: number; cosigners: string[] })
   | (StatusBase & { state: 'rejected'; code: string });
 
+/**
+ * `oti/<site>/refused/<lock>/<ctr>` (not retained): a later copy of an event already committed
+ * was refused (a replay with other content, a copy with a bad signature, ...). The event's own
+ * status is left as it is: a committed event's status only moves forward.
+ */
+export interface RefusedCopyMessage {
+  /** The committed event, `<lock>:<ctr>`. */
+  id: string;
+  /** Gateway clock, ms since 1970. */
+  at: number;
+  /** Why the copy was refused (an error code). */
+  code: string;
+  /** The committed event's index in the chain. */
+  index: number;
+}
+
 /** `oti/<site>/gateways/<gw>/state` (retained). */
 export interface GatewayStateMessage {
   state: 'online' | 'offline';
@@ -116,7 +132,8 @@ export type TopicDescriptor =
   | { kind: 'syncRange'; site: string; gateway: string; requester: string }
   | { kind: 'evidence'; site: string; gateway: string }
   | { kind: 'haDiscovery'; prefix: string; lock: string }
-  | { kind: 'haCommand'; prefix: string; lock: string };
+  | { kind: 'haCommand'; prefix: string; lock: string }
+  | { kind: 'refused'; site: string; lock: string; ctr: number };
 
 export type TopicKind = TopicDescriptor['kind'];
 
@@ -134,6 +151,7 @@ export interface TopicPayloads {
   evidence: Uint8Array;
   haDiscovery: HaLockConfig;
   haCommand: string;
+  refused: RefusedCopyMessage;
 }
 
 export interface TopicInfo {
@@ -161,6 +179,7 @@ export const TOPIC_TABLE: readonly TopicInfo[] = [
   { kind: 'evidence', pattern: 'oti/<site>/evidence/<gw>', qos: 1, retain: true, payload: 'binary (CBOR, see docs/PROTOCOL.md)', publisher: 'gateway <gw>' },
   { kind: 'haDiscovery', pattern: '<prefix>/lock/oti_<lock>/config', qos: 1, retain: true, payload: 'JSON HaLockConfig', publisher: 'gateway (local)' },
   { kind: 'haCommand', pattern: '<prefix>/lock/oti_<lock>/set', qos: 0, retain: false, payload: 'text (ignored)', publisher: 'Home Assistant (app role)' },
+  { kind: 'refused', pattern: 'oti/<site>/refused/<lock>/<ctr>', qos: 1, retain: false, payload: 'JSON RefusedCopyMessage', publisher: 'gateway (local)' },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -238,6 +257,9 @@ export class TopicMap {
   haCommand(lock: string): string {
     return `${this.haPrefix}/lock/${HA_OBJECT_PREFIX}${id('lock', lock)}/set`;
   }
+  refused(lock: string, counter: number): string {
+    return `${this.root}/refused/${id('lock', lock)}/${ctr(counter)}`;
+  }
 
   /** The topic a descriptor names (the inverse of parse for descriptors of this site and prefix). */
   build(d: TopicDescriptor): string {
@@ -254,6 +276,7 @@ export class TopicMap {
       case 'evidence': return this.evidence(d.gateway);
       case 'haDiscovery': return this.haDiscovery(d.lock);
       case 'haCommand': return this.haCommand(d.lock);
+      case 'refused': return this.refused(d.lock, d.ctr);
     }
   }
 
@@ -332,7 +355,7 @@ export class TopicMap {
   /** The filters a role may read, as MQTT filters. */
   readable(role: Role): string[] {
     const r = this.root;
-    const forApps = [`${r}/events/#`, `${r}/status/#`, `${r}/gateways/#`, `${r}/lockstate/#`, `${this.haPrefix}/lock/#`];
+    const forApps = [`${r}/events/#`, `${r}/status/#`, `${r}/gateways/#`, `${r}/lockstate/#`, `${this.haPrefix}/lock/#`, `${r}/refused/#`];
     switch (role) {
       case 'local':
       case 'gateway':
@@ -369,8 +392,9 @@ export function parseTopic(topic: string): TopicDescriptor | undefined {
     case 'events':
       return p.length === 4 && ok(a) ? { kind: 'event', site, lock: a } : undefined;
     case 'status':
+    case 'refused':
       if (p.length !== 5 || !ok(a) || b === undefined || !CTR_PATTERN.test(b)) return undefined;
-      return Number(b) <= MAX_CTR ? { kind: 'status', site, lock: a, ctr: Number(b) } : undefined;
+      return Number(b) <= MAX_CTR ? { kind: section, site, lock: a, ctr: Number(b) } : undefined;
     case 'gateways':
       return p.length === 5 && ok(a) && b === 'state' ? { kind: 'gatewayState', site, gateway: a } : undefined;
     case 'locks':

@@ -5,6 +5,10 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { connect, type Socket } from 'node:net';
+import { until } from '../support/wait.js';
 import { makeSite, enrollLock, openChain, signedEvent, type TestSite } from '../support/site.js';
 import { LocalApi, SCAN_BUDGET, type GatewayStatusJson, type LocalApiOptions } from '../../gateway/api.js';
 import { HealthBoard } from '../../gateway/health.js';
@@ -16,6 +20,8 @@ import { verifyReceipt } from '../../ledger/receipt.js';
 import { isOtiError } from '../../ledger/errors.js';
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
+
+const execFileP = promisify(execFile);
 
 const T0 = 1_700_000_000_000;
 const TOKEN = 'a-token-of-some-length-0123456789';
@@ -257,6 +263,15 @@ void test('a token guards every endpoint but /health', async (t) => {
   }
 });
 
+void test('the auth scheme is case-insensitive (RFC 9110 §11.1): curl with bearer, BEARER and BeArEr gets in', async (t) => {
+  const { chain } = await fixture(t);
+  const { api } = await startApi(t, chain, { token: TOKEN });
+  const curl = async (auth: string): Promise<string> => (await execFileP('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: ${auth}`, `${api.url}/status`])).stdout;
+  for (const scheme of ['Bearer', 'bearer', 'BEARER', 'BeArEr']) assert.equal(await curl(`${scheme} ${TOKEN}`), '200', scheme);
+  assert.equal(await curl(`bearer ${TOKEN}x`), '401', 'a wrong token is still refused whatever the case of the scheme');
+  assert.equal(await curl(`bearerx ${TOKEN}`), '401');
+});
+
 void test('start-up refusals: a non-loopback host without a token, a port in use', async (t) => {
   const { chain } = await fixture(t);
   const metrics = new GatewayMetrics();
@@ -368,4 +383,27 @@ void test('/metrics: Prometheus text with the documented metrics, counters move 
   const after = await scrape();
   assert.equal(after.samples.get('oti_events_received_total'), 2);
   assert.equal(after.samples.get('oti_events_rejected_total{code="ERR_LOCK_UNKNOWN"}'), 1);
+});
+
+void test('the overall connection cap: beyond api.maxConnections a connection gets 503 ERR_TOO_MANY_CONNECTIONS, and a slot frees when one closes', async (t) => {
+  const { chain } = await fixture(t);
+  const { api } = await startApi(t, chain, { maxConnections: 3, maxConnectionsPerAddress: 10 });
+  const { port } = new URL(api.url);
+  const open = (): Promise<Socket> =>
+    new Promise((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: Number(port) }, () => resolve(s));
+      s.once('error', reject);
+    });
+  const idle = [await open(), await open(), await open()];
+  t.after(() => idle.forEach((s) => s.destroy()));
+  const over = await fetch(`${api.url}/health`).catch((e: Error) => e);
+  assert.ok(!(over instanceof Error), 'the refusal is an HTTP answer');
+  assert.equal(over.status, 503);
+  const body = (await over.json()) as { error: { code: string; details: { key: string; limit: number } } };
+  assert.equal(body.error.code, 'ERR_TOO_MANY_CONNECTIONS');
+  assert.deepEqual(body.error.details, { limit: 3, key: 'api.maxConnections' });
+  const closed = new Promise((resolve) => idle[0]!.once('close', resolve));
+  idle[0]!.destroy();
+  await closed;
+  await until('a slot is free again', async () => (await fetch(`${api.url}/health`, { headers: { connection: 'close' } })).status === 200);
 });

@@ -101,15 +101,27 @@ void test('an event goes received â†’ committed (with a receipt that verifies) â
   assert.deepEqual((JSON.parse(last.payload) as { state: string; cosigners: string[] }).cosigners, ['gw-1', 'gw-2']);
 });
 
-void test('a final refusal is the event\'s status; an unenrolled lock is reported with its key', async (t) => {
+void test('a final refusal is the status of an event the chain does not hold; a refused later copy of a committed event goes to its own topic; an unenrolled lock is reported with its key', async (t) => {
   const r = await rig(t);
-  const watcher = await app(t, r.broker.port, ['oti/notify-site/status/#', 'oti/notify-site/locks/#']);
+  const watcher = await app(t, r.broker.port, ['oti/notify-site/status/#', 'oti/notify-site/locks/#', 'oti/notify-site/refused/#']);
   const lock = await r.lockOf('vault');
   r.driver.connect(lock);
   lock.record();
   await until('acked', () => lock.acked.size === 1);
+  // Counters 2 to 4 never reach the gateway; 5 is committed after them.
+  lock.skip(3);
+  lock.record();
+  await until('acked', () => lock.acked.size === 2);
+  lock.forgeReplay(3);
+  await until('rejected status of an event never committed', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 3) && m.payload.includes('"rejected"')));
   lock.forgeReplay(1);
-  await until('rejected status', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 1) && m.payload.includes('"rejected"')));
+  await until('refused copy reported', () => watcher.got.some((m) => m.topic === r.topics.refused('vault', 1)));
+  const refused = watcher.got.find((m) => m.topic === r.topics.refused('vault', 1))!;
+  assert.equal(refused.retain, false);
+  assert.deepEqual({ ...(JSON.parse(refused.payload) as object), at: 0 }, { id: 'vault:1', at: 0, code: 'ERR_REPLAY', index: (await r.chain.indexOf('vault:1'))! });
+  const states = watcher.got.filter((m) => m.topic === r.topics.status('vault', 1)).map((m) => (JSON.parse(m.payload) as { state: string }).state);
+  assert.deepEqual(states, ['received', 'committed'], 'the committed status is not overwritten');
+  assert.equal(r.notifier.refusedCopies, 1);
   const stranger = new SimLock({ id: 'stranger', seed: new Uint8Array(32).fill(3) });
   t.after(() => stranger.close());
   r.driver.connect(stranger);
@@ -133,4 +145,36 @@ void test('retained statuses are bounded: beyond statusRetainMax the oldest are 
   assert.ok(kept.size <= 10, `at most 10 retained statuses, saw ${kept.size}`);
   assert.ok(kept.has(r.topics.status('busy-door', 30)), 'the newest is kept');
   assert.ok(!kept.has(r.topics.status('busy-door', 1)), 'the oldest was cleared');
+});
+
+void test('at start the notifier rebuilds, from the chain, the newest statusRetainMax committed statuses and each lock\'s bolt state', async (t) => {
+  const r = await rig(t, { retainMax: 10 });
+  const lock = await r.lockOf('side-door');
+  r.driver.connect(lock);
+  for (let i = 0; i < 30; i++) lock.record(i === 27 ? 'jammed' : i % 2 === 0 ? 'unlocked' : 'locked');
+  await until('all acked', () => lock.acked.size === 30);
+  // A new broker knows nothing, as after a restart; a new notifier on the same chain fills it.
+  const dir = await tempDir(t);
+  const usersFile = join(dir, 'users.json');
+  await addMqttUser(usersFile, 'app', 'app', 'app-password-1234');
+  const broker = await Broker.start({ site: r.s.siteId, host: '127.0.0.1', port: 0, allowAnonymous: false, maxMessageBytes: 262_144, rateLimit: { messagesPerSecond: 1000, burst: 2000 }, usersFile });
+  t.after(() => broker.close());
+  const ingest = new Ingest({ chain: r.chain });
+  const notifier = new MqttNotifier({ broker, topics: r.topics, chain: r.chain, ingest, gatewayId: 'gw-1', homeAssistant: false, retentionS: 3600, retainMax: 10 });
+  await notifier.start();
+  t.after(() => notifier.stop());
+  await until('the rebuild published', () => notifier.pending === 0 && notifier.published > 0);
+  const late = await app(t, broker.port, ['oti/notify-site/status/#', 'oti/notify-site/lockstate/#']);
+  await until('retained messages received', () => late.got.length >= 11);
+  await sleep(300);
+  const statuses = late.got.filter((m) => m.topic.startsWith('oti/notify-site/status/'));
+  assert.deepEqual(statuses.map((m) => m.topic).sort(), Array.from({ length: 10 }, (_, i) => r.topics.status('side-door', 21 + i)).sort(), 'the newest 10, no more');
+  for (const m of statuses) {
+    assert.ok(m.retain);
+    const s = JSON.parse(m.payload) as { state: string; receipt: string };
+    assert.equal(s.state, 'committed');
+    assert.equal(verifyReceipt(Buffer.from(s.receipt, 'base64'), r.s.trust).entry.body.kind, 'lock-event');
+  }
+  const bolt = late.got.find((m) => m.topic === r.topics.lockState('side-door'));
+  assert.equal((JSON.parse(bolt!.payload) as { id: string }).id, 'side-door:30', 'the last bolt event (30 locked, after 28 jammed)');
 });

@@ -33,6 +33,11 @@ export interface GatewayProcess {
 
 export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
   const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return followGateway(proc);
+}
+
+/** Follows a gateway started some other way (e.g. by `npm start`): its log lines and its exit. */
+export function followGateway(proc: ChildProcess): GatewayProcess {
   const logs: LogLine[] = [];
   let err = '';
   let partial = '';

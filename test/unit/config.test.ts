@@ -45,7 +45,7 @@ void test('defaults: every key filled, paths resolved against the working folder
   assert.deepEqual([c.broker.host, c.broker.port, c.broker.allowAnonymous, c.broker.maxMessageBytes], ['0.0.0.0', 1883, false, 262144]);
   assert.deepEqual(c.broker.rateLimit, { messagesPerSecond: 500, burst: 1000 });
   assert.deepEqual(c.broker.tls, { port: 8883, cert: undefined, key: undefined, ca: undefined });
-  assert.deepEqual(c.api, { host: '127.0.0.1', port: 8433, token: undefined, privacyToken: undefined });
+  assert.deepEqual(c.api, { host: '127.0.0.1', port: 8433, token: undefined, privacyToken: undefined, maxConnections: 64, maxConnectionsPerAddress: 16 });
   assert.deepEqual(c.ingest, { queueLimit: 4096, window: 8, sealDelayMs: 5, maxBlockEntries: 1024 });
   assert.deepEqual(c.serial.ports, []);
   assert.deepEqual(c.ble, { enabled: true, maxConnections: 4, scanWatchdogMs: 30000, adapter: undefined });
