@@ -6,8 +6,10 @@
  *   authorized). A username is looked up in the users file (gateway/mqtt-users.ts) and then, if
  *   it is not there, given to `verifyGatewayCredential`; a wrong password or unknown user gets
  *   CONNACK 4 (bad user name or password). With no verifier configured, no gateway can log in.
- * - Client ids belong to the principal that first used them while its session lives, so one
- *   principal cannot take over (MQTT 3.1.1 §3.1.4-2) another's connection or session: CONNACK 2.
+ * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
+ *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
+ * - Persistent sessions are bounded (gateway/mqtt-sessions.ts, gateway/mqtt-persistence.ts): a
+ *   cap per principal, an expiry once offline, and a capped queue per session.
  * - ACLs from gateway/topics.ts. A refused SUBSCRIBE filter gets return code 0x80 (§3.9.3). A
  *   refused PUBLISH closes the connection without acknowledging it, the one way MQTT 3.1.1
  *   offers to refuse a publish (MQTT-3.3.5-2); the message reaches no subscriber.
@@ -30,7 +32,9 @@ import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
-import { FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket } from './mqtt-limits.js';
+import { DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type SessionCaps } from './mqtt-limits.js';
+import { BoundedPersistence } from './mqtt-persistence.js';
+import { SessionRegistry } from './mqtt-sessions.js';
 
 /** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
 export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
@@ -44,6 +48,8 @@ export interface BrokerOptions {
   /** Largest MQTT control packet accepted, counted as its Remaining Length (variable header + payload). */
   maxMessageBytes: number;
   rateLimit: { messagesPerSecond: number; burst: number };
+  /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
+  sessions?: SessionCaps;
   /** A second listener speaking MQTT over TLS; `cert`, `key` and `ca` are paths to PEM files. */
   tls?: { port: number; cert: string; key: string; ca?: string };
   /** The users file of apps and read-only clients (gateway/mqtt-users.ts), read at each login. */
@@ -60,6 +66,14 @@ export interface BrokerStats {
   messagesIn: number;
   /** Logins, publishes, subscriptions and oversized packets refused. */
   refused: number;
+  /** Persistent sessions held (connected or not). */
+  sessions: number;
+  /** Persistent sessions discarded: over a principal's cap, or offline past the expiry. */
+  sessionsDiscarded: { cap: number; expired: number };
+  /** Messages queued for persistent sessions, and their bytes. */
+  queued: { messages: number; bytes: number };
+  /** Queued messages dropped (oldest first) because a session's queue was full. */
+  queueDropped: number;
 }
 
 interface Principal {
@@ -68,7 +82,7 @@ interface Principal {
 }
 
 /** MQTT 3.1.1 Table 3.1: CONNACK return codes used here. */
-const CONNACK_IDENTIFIER_REJECTED = 2;
+const CONNACK_SERVER_UNAVAILABLE = 3;
 const CONNACK_BAD_CREDENTIALS = 4;
 const CONNACK_NOT_AUTHORIZED = 5;
 /** How long close() waits for clients to go before cutting their sockets. */
@@ -88,15 +102,22 @@ export class Broker {
   readonly #log: Logger;
   readonly #principals = new WeakMap<Client, Principal>();
   readonly #buckets = new WeakMap<Client, TokenBucket>();
-  /** Client id → the principal whose connection or session holds it. */
-  readonly #owners = new Map<string, { key: string; client: Client }>();
+  readonly #persistence: BoundedPersistence;
+  readonly #sessions: SessionRegistry;
+  readonly #discarded = { cap: 0, expired: 0 };
+  readonly #expiryTimer: NodeJS.Timeout;
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
   #messagesIn = 0;
   #refused = 0;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, servers: Server[], ports: { port: number; tlsPort?: number }) {
+  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, persistence: BoundedPersistence, servers: Server[], ports: { port: number; tlsPort?: number }) {
     this.#opts = opts;
+    const caps = opts.sessions ?? DEFAULT_SESSION_CAPS;
+    this.#persistence = persistence;
+    this.#sessions = new SessionRegistry({ maxPerPrincipal: caps.maxPerPrincipal, expiryMs: caps.expiryS * 1000 });
+    this.#expiryTimer = setInterval(() => this.#expire(), Math.min(60_000, Math.max(250, caps.expiryS * 250)));
+    this.#expiryTimer.unref();
     this.topics = topics;
     this.#aedes = aedes;
     this.#servers = servers;
@@ -113,7 +134,10 @@ export class Broker {
     checkOptions(opts);
     const topics = new TopicMap(opts.site, opts.haPrefix);
     const tlsFiles = opts.tls === undefined ? undefined : await readTlsFiles(opts.tls);
-    const aedes = new Aedes({ connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
+    const caps = opts.sessions ?? DEFAULT_SESSION_CAPS;
+    const persistence = new BoundedPersistence({ maxMessages: caps.maxQueuedMessages, maxBytes: caps.maxQueuedBytes });
+    // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
+    const aedes = new Aedes({ persistence: persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
     const servers: Server[] = [];
     const log = opts.logger ?? pino({ level: 'silent' });
     // Connections that arrive before the broker object exists are dropped.
@@ -130,7 +154,7 @@ export class Broker {
         servers.push(secure);
         tlsPort = await listen(secure, opts.host, opts.tls.port);
       }
-      const broker = new Broker(opts, log, topics, aedes, servers, tlsPort === undefined ? { port } : { port, tlsPort });
+      const broker = new Broker(opts, log, topics, aedes, persistence, servers, tlsPort === undefined ? { port } : { port, tlsPort });
       broker.#install();
       onSocket = (socket) => broker.#accept(socket);
       for (const s of servers) {
@@ -147,7 +171,15 @@ export class Broker {
   }
 
   stats(): BrokerStats {
-    return { clients: this.#aedes.connectedClients, messagesIn: this.#messagesIn, refused: this.#refused };
+    return {
+      clients: this.#aedes.connectedClients,
+      messagesIn: this.#messagesIn,
+      refused: this.#refused,
+      sessions: this.#sessions.size,
+      sessionsDiscarded: { ...this.#discarded },
+      queued: this.#persistence.queued(),
+      queueDropped: this.#persistence.dropped,
+    };
   }
 
   /**
@@ -176,6 +208,7 @@ export class Broker {
   }
 
   async #close(): Promise<void> {
+    clearInterval(this.#expiryTimer);
     const serversClosed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -222,11 +255,11 @@ export class Broker {
 
   async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     const remote = (client.conn as Partial<FrameLimit>).remoteAddress;
-    const refuse = (returnCode: number, why: string): AuthError => {
+    const refuse = (returnCode: number, why: string, code: ErrorCode = 'ERR_MQTT_AUTH'): AuthError => {
       this.#refused++;
       // Never log the password; the username helps a technician find a misconfigured client.
-      this.#log.warn({ clientId: client.id, username, remote, returnCode }, 'MQTT login refused: %s', why);
-      return Object.assign(new OtiError('ERR_MQTT_AUTH', why, { returnCode }), { returnCode });
+      this.#log.warn({ clientId: client.id, username, remote, returnCode, code }, 'MQTT login refused: %s', why);
+      return Object.assign(new OtiError(code, why, { returnCode }), { returnCode });
     };
     let principal: Principal | undefined;
     if (username === undefined) {
@@ -236,17 +269,41 @@ export class Broker {
       principal = await this.#checkCredentials(username, password ?? Buffer.alloc(0));
       if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
     }
-    const key = `${principal.role}:${principal.identity}`;
-    const owner = this.#owners.get(client.id);
-    if (owner !== undefined && owner.key !== key) throw refuse(CONNACK_IDENTIFIER_REJECTED, 'the client id belongs to another principal');
-    this.#owners.set(client.id, { key, client });
-    client.conn.once('close', () => {
-      // A clean session ends with its connection; a persistent one keeps its id reserved.
-      if (client.clean && this.#owners.get(client.id)?.client === client) this.#owners.delete(client.id);
-    });
+    await this.#openSession(client, principal, refuse);
     this.#principals.set(client, principal);
     this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
     this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
+  }
+
+  /**
+   * Client ids are scoped to the principal: aedes keys sessions by `<role>:<identity>:<client id>`,
+   * so two principals using the same client id have two sessions and never reach, take over or
+   * lock out each other's. Within one principal, MQTT's takeover applies (§3.1.4-2).
+   */
+  async #openSession(client: Client, principal: Principal, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<void> {
+    const owner = `${principal.role}:${principal.identity}`;
+    const id = `${owner}:${client.id}`;
+    client.id = id;
+    if (client.clean) {
+      if (this.#sessions.forget(id)) await this.#persistence.dropSession(id);
+      return;
+    }
+    const discard = this.#sessions.open(owner, id, client);
+    if (discard === undefined) throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
+    for (const old of discard) await this.#discard(old, 'cap');
+    client.conn.once('close', () => this.#sessions.closed(id, client, Date.now()));
+  }
+
+  async #discard(id: string, reason: 'cap' | 'expired'): Promise<void> {
+    this.#discarded[reason]++;
+    this.#log.info({ clientId: id, reason }, 'MQTT persistent session discarded');
+    await this.#persistence.dropSession(id);
+  }
+
+  #expire(): void {
+    for (const id of this.#sessions.expire(Date.now())) {
+      this.#discard(id, 'expired').catch((e: unknown) => this.#log.error({ clientId: id, err: (e as Error).message }, 'cannot discard an expired MQTT session'));
+    }
   }
 
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {

@@ -12,6 +12,7 @@
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
 import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
+import { DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -142,6 +143,12 @@ export const SCHEMA = section({
       ca: path({ doc: 'PEM CA bundle to verify client certificates; needs cert and key.' }),
     }),
     usersFile: path({ default: '<dataDir>/mqtt-users.json', doc: 'Broker app and read-only credentials.' }),
+    sessions: section({
+      maxPerPrincipal: int({ min: 1, max: 1000, default: DEFAULT_SESSION_CAPS.maxPerPrincipal, doc: 'Persistent sessions (clean session off) one user or gateway may hold; a new one discards its longest-offline one, or is refused (CONNACK 3) when all are connected.' }),
+      expiryS: int({ min: 1, max: 31_536_000, default: DEFAULT_SESSION_CAPS.expiryS, doc: 'Seconds an offline persistent session is kept before it is discarded with its queue.' }),
+      maxQueuedMessages: int({ min: 1, max: 1_000_000, default: DEFAULT_SESSION_CAPS.maxQueuedMessages, doc: 'Messages queued for one persistent session; the oldest are dropped (and counted) beyond.' }),
+      maxQueuedBytes: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_SESSION_CAPS.maxQueuedBytes, doc: 'Bytes (payload and topic) queued for one persistent session; the oldest are dropped beyond.' }),
+    }),
   }),
   api: section({
     host: host('127.0.0.1', 'Address of the local HTTP API. Any non-loopback address needs api.token.'),

@@ -123,3 +123,18 @@ export class TokenBucket {
     return true;
   }
 }
+
+/** Bounds on persistent sessions (clean session off); see docs/MQTT.md §Limits. */
+export interface SessionCaps {
+  /** Persistent sessions one principal may hold; its longest-offline one is discarded for a new one. */
+  readonly maxPerPrincipal: number;
+  /** Seconds an offline persistent session is kept. */
+  readonly expiryS: number;
+  /** Messages queued for one session; the oldest are dropped beyond. */
+  readonly maxQueuedMessages: number;
+  /** Bytes (payload and topic) queued for one session; the oldest are dropped beyond. */
+  readonly maxQueuedBytes: number;
+}
+
+/** Defaults of `broker.sessions.*` (gateway/config-schema.ts uses them too). */
+export const DEFAULT_SESSION_CAPS: SessionCaps = { maxPerPrincipal: 8, expiryS: 86_400, maxQueuedMessages: 1000, maxQueuedBytes: 1_048_576 };
