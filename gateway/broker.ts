@@ -30,9 +30,10 @@ import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
 import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
-import { TopicMap, TOPIC_TABLE, type Role, type TopicKind } from './topics.js';
+import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
-import { DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type SessionCaps } from './mqtt-limits.js';
+import { DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type RetainedCapsConfig, type SessionCaps } from './mqtt-limits.js';
+import { RetainedQuota } from './mqtt-retained.js';
 import { BoundedPersistence } from './mqtt-persistence.js';
 import { SessionRegistry } from './mqtt-sessions.js';
 
@@ -50,6 +51,14 @@ export interface BrokerOptions {
   rateLimit: { messagesPerSecond: number; burst: number };
   /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
   sessions?: SessionCaps;
+  /** Caps on retained messages per principal; DEFAULT_RETAINED_CAPS when not given. */
+  retained?: RetainedCapsConfig;
+  /**
+   * Whether a gateway id is on the site's roster (and not revoked). A peer gateway may retain
+   * messages under another gateway's chain only when that gateway is; without this function,
+   * only under its own.
+   */
+  isRosterGateway?: (gatewayId: string) => boolean;
   /** A second listener speaking MQTT over TLS; `cert`, `key` and `ca` are paths to PEM files. */
   tls?: { port: number; cert: string; key: string; ca?: string };
   /** The users file of apps and read-only clients (gateway/mqtt-users.ts), read at each login. */
@@ -74,6 +83,10 @@ export interface BrokerStats {
   queued: { messages: number; bytes: number };
   /** Queued messages dropped (oldest first) because a session's queue was full. */
   queueDropped: number;
+  /** Retained messages clients hold on the broker (the gateway's own not counted), and their bytes. */
+  retained: { messages: number; bytes: number };
+  /** Client publishes refused, by error code. */
+  publishesRefused: Record<string, number>;
 }
 
 interface Principal {
@@ -106,6 +119,8 @@ export class Broker {
   readonly #sessions: SessionRegistry;
   readonly #discarded = { cap: 0, expired: 0 };
   readonly #expiryTimer: NodeJS.Timeout;
+  readonly #retained: RetainedQuota;
+  readonly #publishesRefused: Record<string, number> = {};
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
   #messagesIn = 0;
   #refused = 0;
@@ -118,6 +133,8 @@ export class Broker {
     this.#sessions = new SessionRegistry({ maxPerPrincipal: caps.maxPerPrincipal, expiryMs: caps.expiryS * 1000 });
     this.#expiryTimer = setInterval(() => this.#expire(), Math.min(60_000, Math.max(250, caps.expiryS * 250)));
     this.#expiryTimer.unref();
+    const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
+    this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
     this.topics = topics;
     this.#aedes = aedes;
     this.#servers = servers;
@@ -179,6 +196,8 @@ export class Broker {
       sessionsDiscarded: { ...this.#discarded },
       queued: this.#persistence.queued(),
       queueDropped: this.#persistence.dropped,
+      retained: this.#retained.total(),
+      publishesRefused: { ...this.#publishesRefused },
     };
   }
 
@@ -198,6 +217,7 @@ export class Broker {
     }
     if (this.#closing !== undefined) return Promise.reject(new OtiError('ERR_STORE_CLOSED', 'the broker is closed'));
     const packet: PublishPacket = { cmd: 'publish', topic, payload: body, qos: opts.qos, retain: opts.retain, dup: false };
+    if (opts.retain) this.#retained.release(topic);
     return new Promise((resolve, reject) => this.#aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
   }
 
@@ -332,6 +352,7 @@ export class Broker {
     const principal = client === null ? undefined : this.#principals.get(client);
     const refuse = (code: ErrorCode, why: string): OtiError => {
       this.#refused++;
+      this.#publishesRefused[code] = (this.#publishesRefused[code] ?? 0) + 1;
       this.#log.warn({ clientId: client?.id, role: principal?.role, identity: principal?.identity, topic: packet.topic, code }, 'MQTT publish refused: %s', why);
       return new OtiError(code, why, { topic: packet.topic });
     };
@@ -339,10 +360,31 @@ export class Broker {
     // A will is published while its client closes; it is not counted against the rate.
     if (!client.closed && this.#buckets.get(client)?.take() !== true) return refuse('ERR_MQTT_RATE', 'over the rate limit');
     if (!this.topics.mayPublish(principal.role, principal.identity, packet.topic)) return refuse('ERR_MQTT_ACL', 'topic not allowed for this role');
-    const kind = this.topics.parse(packet.topic)?.kind;
-    if (packet.retain && kind !== undefined && this.#retainOf.get(kind) !== true) return refuse('ERR_MQTT_ACL', 'this topic is never retained');
+    const d = this.topics.parse(packet.topic);
+    if (packet.retain && d !== undefined) {
+      const why = this.#refuseRetained(principal, d, packet);
+      if (why !== undefined) return refuse(why.code, why.message);
+    }
     this.#messagesIn++;
     return null;
+  }
+
+  /**
+   * A retained publish is refused on a topic that is never retained, under the chain of a gateway
+   * that is not on the roster (anyone could otherwise fill the broker with invented chains), and
+   * over the principal's retained caps.
+   */
+  #refuseRetained(principal: Principal, d: TopicDescriptor, packet: PublishPacket): { code: ErrorCode; message: string } | undefined {
+    if (this.#retainOf.get(d.kind) !== true) return { code: 'ERR_MQTT_ACL', message: 'this topic is never retained' };
+    if ('gateway' in d && d.gateway !== principal.identity && this.#opts.isRosterGateway?.(d.gateway) !== true) {
+      return { code: 'ERR_MQTT_ACL', message: `gateway ${d.gateway} is not on the roster: nothing is retained under its chain` };
+    }
+    const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    const over = this.#retained.admit(`${principal.role}:${principal.identity}`, packet.topic, bytes);
+    if (over === undefined) return undefined;
+    const caps = this.#opts.retained ?? DEFAULT_RETAINED_CAPS;
+    const cap = over === 'messages' ? `${caps.maxPerPrincipal} retained messages` : `${caps.maxBytesPerPrincipal} bytes of retained messages`;
+    return { code: 'ERR_MQTT_RETAINED', message: `over the cap of ${cap} per principal` };
   }
 
   #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {

@@ -12,7 +12,7 @@
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
 import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
-import { DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
+import { DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -148,6 +148,10 @@ export const SCHEMA = section({
       expiryS: int({ min: 1, max: 31_536_000, default: DEFAULT_SESSION_CAPS.expiryS, doc: 'Seconds an offline persistent session is kept before it is discarded with its queue.' }),
       maxQueuedMessages: int({ min: 1, max: 1_000_000, default: DEFAULT_SESSION_CAPS.maxQueuedMessages, doc: 'Messages queued for one persistent session; the oldest are dropped (and counted) beyond.' }),
       maxQueuedBytes: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_SESSION_CAPS.maxQueuedBytes, doc: 'Bytes (payload and topic) queued for one persistent session; the oldest are dropped beyond.' }),
+    }),
+    retained: section({
+      maxPerPrincipal: int({ min: 1, max: 100_000, default: DEFAULT_RETAINED_CAPS.maxPerPrincipal, doc: 'Retained messages one client principal (a peer gateway) may hold on the broker; one more is refused (ERR_MQTT_RETAINED) and closes its connection.' }),
+      maxBytesPerPrincipal: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_RETAINED_CAPS.maxBytesPerPrincipal, doc: 'Payload bytes of the retained messages one client principal may hold; over it the publish is refused (ERR_MQTT_RETAINED).' }),
     }),
   }),
   api: section({

@@ -138,3 +138,11 @@ export interface SessionCaps {
 
 /** Defaults of `broker.sessions.*` (gateway/config-schema.ts uses them too). */
 export const DEFAULT_SESSION_CAPS: SessionCaps = { maxPerPrincipal: 8, expiryS: 86_400, maxQueuedMessages: 1000, maxQueuedBytes: 1_048_576 };
+
+/** Caps on retained messages per principal (`broker.retained.*`); see docs/MQTT.md §Limits. */
+export interface RetainedCapsConfig {
+  readonly maxPerPrincipal: number;
+  readonly maxBytesPerPrincipal: number;
+}
+
+export const DEFAULT_RETAINED_CAPS: RetainedCapsConfig = { maxPerPrincipal: 64, maxBytesPerPrincipal: 1_048_576 };

@@ -160,6 +160,9 @@ export class Gateway {
       usersFile: b.usersFile,
       // Peer gateways log in with credentials signed by their own key (gateway/credentials.ts).
       verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => this.sync?.isRefusedGateway(gw, key) ?? false }),
+      // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
+      isRosterGateway: (gw) => this.sync?.isRosterGateway(gw) ?? false,
+      retained: b.retained,
       haPrefix: config.notifications.homeAssistant.prefix,
       logger: log.child({ part: 'broker' }),
     });

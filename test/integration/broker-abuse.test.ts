@@ -139,3 +139,63 @@ void test('client-id squatting: a read-only user cannot lock the app user out of
   assert.ok(ha.client.connected && again.client.connected);
   assert.equal(broker.stats().clients, 2);
 });
+
+const GW = { username: 'gw:gw-a', password: 'gateway-credential-a' };
+const verifyGatewayCredential: BrokerOptions['verifyGatewayCredential'] = (username, password) =>
+  Promise.resolve(username === GW.username && password.toString() === GW.password ? { gatewayId: 'gw-a' } : undefined);
+
+/** The topics retained on the broker under `filter`, as a new subscriber sees them. */
+async function retainedTopics(t: TestContext, broker: Broker, filter: string): Promise<string[]> {
+  const { client } = await open(t, broker, { ...GW, clean: true });
+  const got: string[] = [];
+  client.on('message', (topic, _payload, packet) => {
+    if (packet.retain) got.push(topic);
+  });
+  // The retained messages are sent before the SUBACK's callback runs; a marker published after
+  // the subscription arrives behind them.
+  await client.subscribeAsync(filter, { qos: 1 });
+  const marker = broker.topics.gatewayState('gw-marker');
+  await client.subscribeAsync(marker, { qos: 1 });
+  const seen = new Promise<void>((resolve) => client.on('message', (topic) => topic === marker && resolve()));
+  await broker.publish(marker, '{}', { qos: 1, retain: false });
+  await seen;
+  await client.endAsync();
+  return got.sort();
+}
+
+/** Publishes and resolves true when acknowledged, false when the broker closed the connection instead. */
+function accepted(client: MqttClient, topic: string, payload: string | Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    client.once('close', () => resolve(false));
+    client.publish(topic, payload, { qos: 1, retain: true }, (err) => resolve(err === undefined || err === null));
+  });
+}
+
+void test('retained flood: a gateway credential cannot retain under invented chains, and its retained messages are capped', async (t) => {
+  const broker = await startBroker(t, {
+    verifyGatewayCredential,
+    isRosterGateway: (gw) => gw === 'gw-b' || gw === 'gw-c',
+    retained: { maxPerPrincipal: 3, maxBytesPerPrincipal: 2048 },
+  });
+  const login = async (): Promise<MqttClient> => (await open(t, broker, { ...GW, clean: true })).client;
+  // As in the issue: cosignatures under invented chain ids.
+  for (let i = 0; i < 3; i++) assert.equal(await accepted(await login(), broker.topics.cosignature(`fake-gw-${i}`, 'gw-a'), 'x'.repeat(500)), false);
+  // Its own topics and chains on the roster, up to the count cap.
+  const gw = await login();
+  assert.equal(await accepted(gw, broker.topics.gatewayState('gw-a'), '{"state":"online","at":1}'), true);
+  assert.equal(await accepted(gw, broker.topics.cosignature('gw-b', 'gw-a'), 'x'.repeat(500)), true);
+  assert.equal(await accepted(gw, broker.topics.checkpoint('gw-a'), 'x'.repeat(500)), true);
+  assert.equal(await accepted(gw, broker.topics.cosignature('gw-c', 'gw-a'), 'x'.repeat(10)), false);
+  // Replacing its own message counts the new size only; going over the byte cap is refused.
+  const again = await login();
+  assert.equal(await accepted(again, broker.topics.checkpoint('gw-a'), 'x'.repeat(1000)), true);
+  assert.equal(await accepted(again, broker.topics.checkpoint('gw-a'), 'x'.repeat(1600)), false);
+  // Clearing frees a slot.
+  const third = await login();
+  assert.equal(await accepted(third, broker.topics.cosignature('gw-b', 'gw-a'), ''), true);
+  assert.equal(await accepted(third, broker.topics.cosignature('gw-c', 'gw-a'), 'x'.repeat(10)), true);
+  const s = broker.stats();
+  assert.deepEqual(s.publishesRefused, { ERR_MQTT_ACL: 3, ERR_MQTT_RETAINED: 2 });
+  assert.deepEqual(s.retained, { messages: 3, bytes: 25 + 1000 + 10 });
+  assert.deepEqual(await retainedTopics(t, broker, `oti/${SITE}/#`), [broker.topics.checkpoint('gw-a'), broker.topics.cosignature('gw-c', 'gw-a'), broker.topics.gatewayState('gw-a')].sort());
+});
