@@ -6,6 +6,9 @@
  *   authorized). A username is looked up in the users file (gateway/mqtt-users.ts) and then, if
  *   it is not there, given to `verifyGatewayCredential`; a wrong password or unknown user gets
  *   CONNACK 4 (bad user name or password). With no verifier configured, no gateway can log in.
+ *   Failed logins are budgeted per source address and overall, and credential checks (scrypt on
+ *   the libuv threadpool, which LevelDB shares) run one at a time with a short line
+ *   (gateway/mqtt-login-guard.ts): past the budgets CONNACK 5 or 3, unchecked.
  * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
  *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
  * - Persistent sessions are bounded (gateway/mqtt-sessions.ts, gateway/mqtt-persistence.ts): a
@@ -13,6 +16,8 @@
  * - ACLs from gateway/topics.ts. A refused SUBSCRIBE filter gets return code 0x80 (§3.9.3). A
  *   refused PUBLISH closes the connection without acknowledging it, the one way MQTT 3.1.1
  *   offers to refuse a publish (MQTT-3.3.5-2); the message reaches no subscriber.
+ * - Retained messages: only under chains of gateways on the roster, capped per principal
+ *   (gateway/mqtt-retained.ts).
  * - Limits: every control packet larger than `maxMessageBytes` (its Remaining Length) closes the
  *   connection before the packet is buffered (gateway/mqtt-limits.ts); a client that publishes
  *   beyond its token bucket (`rateLimit`) is disconnected at the first publish over the limit.
@@ -32,7 +37,8 @@ import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
-import { DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type RetainedCapsConfig, type SessionCaps } from './mqtt-limits.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './mqtt-limits.js';
+import { LoginGuard } from './mqtt-login-guard.js';
 import { RetainedQuota } from './mqtt-retained.js';
 import { BoundedPersistence } from './mqtt-persistence.js';
 import { SessionRegistry } from './mqtt-sessions.js';
@@ -53,6 +59,8 @@ export interface BrokerOptions {
   sessions?: SessionCaps;
   /** Caps on retained messages per principal; DEFAULT_RETAINED_CAPS when not given. */
   retained?: RetainedCapsConfig;
+  /** Bounds on credential checks and failed logins; DEFAULT_LOGIN_LIMITS when not given. */
+  login?: LoginLimits;
   /**
    * Whether a gateway id is on the site's roster (and not revoked). A peer gateway may retain
    * messages under another gateway's chain only when that gateway is; without this function,
@@ -87,6 +95,8 @@ export interface BrokerStats {
   retained: { messages: number; bytes: number };
   /** Client publishes refused, by error code. */
   publishesRefused: Record<string, number>;
+  /** Logins refused, by error code. */
+  loginsRefused: Record<string, number>;
 }
 
 interface Principal {
@@ -121,6 +131,9 @@ export class Broker {
   readonly #expiryTimer: NodeJS.Timeout;
   readonly #retained: RetainedQuota;
   readonly #publishesRefused: Record<string, number> = {};
+  readonly #loginsRefused: Record<string, number> = {};
+  readonly #guard: LoginGuard;
+  readonly #warnedAt = new Map<ErrorCode, number>();
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
   #messagesIn = 0;
   #refused = 0;
@@ -134,6 +147,7 @@ export class Broker {
     this.#expiryTimer = setInterval(() => this.#expire(), Math.min(60_000, Math.max(250, caps.expiryS * 250)));
     this.#expiryTimer.unref();
     const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
+    this.#guard = new LoginGuard(opts.login ?? DEFAULT_LOGIN_LIMITS);
     this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
     this.topics = topics;
     this.#aedes = aedes;
@@ -198,6 +212,7 @@ export class Broker {
       queueDropped: this.#persistence.dropped,
       retained: this.#retained.total(),
       publishesRefused: { ...this.#publishesRefused },
+      loginsRefused: { ...this.#loginsRefused },
     };
   }
 
@@ -277,8 +292,10 @@ export class Broker {
     const remote = (client.conn as Partial<FrameLimit>).remoteAddress;
     const refuse = (returnCode: number, why: string, code: ErrorCode = 'ERR_MQTT_AUTH'): AuthError => {
       this.#refused++;
+      this.#loginsRefused[code] = (this.#loginsRefused[code] ?? 0) + 1;
       // Never log the password; the username helps a technician find a misconfigured client.
-      this.#log.warn({ clientId: client.id, username, remote, returnCode, code }, 'MQTT login refused: %s', why);
+      // Refusals by the flood guard are logged at warn once a minute per code, then at debug.
+      this.#log[this.#quiet(code) ? 'debug' : 'warn']({ clientId: client.id, username, remote, returnCode, code }, 'MQTT login refused: %s', why);
       return Object.assign(new OtiError(code, why, { returnCode }), { returnCode });
     };
     let principal: Principal | undefined;
@@ -286,13 +303,40 @@ export class Broker {
       if (!this.#opts.allowAnonymous) throw refuse(CONNACK_NOT_AUTHORIZED, 'anonymous clients are not allowed');
       principal = { role: 'readonly', identity: ANONYMOUS };
     } else {
-      principal = await this.#checkCredentials(username, password ?? Buffer.alloc(0));
-      if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
+      principal = await this.#guardedCheck(username, password ?? Buffer.alloc(0), remote ?? 'unknown', refuse);
     }
     await this.#openSession(client, principal, refuse);
     this.#principals.set(client, principal);
     this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
     this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
+  }
+
+  /** A credential check behind the failed-login guard (gateway/mqtt-login-guard.ts). */
+  async #guardedCheck(username: string, password: Buffer, remote: string, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<Principal> {
+    const ticket = this.#guard.admit(remote);
+    if (ticket === 'address') throw refuse(CONNACK_NOT_AUTHORIZED, `too many failed logins from ${remote} in the last minute`, 'ERR_MQTT_LOGIN_RATE');
+    if (ticket === 'total') throw refuse(CONNACK_SERVER_UNAVAILABLE, 'too many failed logins in the last minute', 'ERR_MQTT_LOGIN_RATE');
+    let principal: Principal | undefined;
+    try {
+      principal = await this.#guard.check(() => this.#checkCredentials(username, password));
+    } catch (e) {
+      ticket.succeeded();
+      if (isOtiError(e, 'ERR_MQTT_BUSY')) throw refuse(CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_BUSY');
+      throw e;
+    }
+    if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
+    ticket.succeeded();
+    return principal;
+  }
+
+  /** True when a flood-guard refusal with `code` was already logged at warn in the last minute. */
+  #quiet(code: ErrorCode): boolean {
+    if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY') return false;
+    const now = Date.now();
+    const last = this.#warnedAt.get(code);
+    if (last !== undefined && now - last < 60_000) return true;
+    this.#warnedAt.set(code, now);
+    return false;
   }
 
   /**

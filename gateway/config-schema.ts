@@ -12,7 +12,7 @@
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
 import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
-import { DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -152,6 +152,13 @@ export const SCHEMA = section({
     retained: section({
       maxPerPrincipal: int({ min: 1, max: 100_000, default: DEFAULT_RETAINED_CAPS.maxPerPrincipal, doc: 'Retained messages one client principal (a peer gateway) may hold on the broker; one more is refused (ERR_MQTT_RETAINED) and closes its connection.' }),
       maxBytesPerPrincipal: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_RETAINED_CAPS.maxBytesPerPrincipal, doc: 'Payload bytes of the retained messages one client principal may hold; over it the publish is refused (ERR_MQTT_RETAINED).' }),
+    }),
+    login: section({
+      maxConcurrentChecks: int({ min: 1, max: 64, default: DEFAULT_LOGIN_LIMITS.maxConcurrentChecks, doc: 'MQTT credential checks (scrypt on the libuv threadpool, which LevelDB shares) running at once.' }),
+      maxPendingChecks: int({ min: 0, max: 10_000, default: DEFAULT_LOGIN_LIMITS.maxPendingChecks, doc: 'MQTT logins waiting for a credential check; one more is refused with CONNACK 3 (ERR_MQTT_BUSY).' }),
+      failuresPerMinutePerAddress: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress, doc: 'Failed MQTT logins per minute (and burst) from one source address; beyond, its logins are refused unchecked with CONNACK 5 (ERR_MQTT_LOGIN_RATE).' }),
+      failuresPerMinute: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinute, doc: 'Failed MQTT logins per minute (and burst) from all addresses; beyond, logins are refused unchecked with CONNACK 3 (ERR_MQTT_LOGIN_RATE).' }),
+      trackedAddresses: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.trackedAddresses, doc: 'Source addresses whose failed logins are remembered; the least recently seen is forgotten first.' }),
     }),
   }),
   api: section({

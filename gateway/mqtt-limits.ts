@@ -122,6 +122,11 @@ export class TokenBucket {
     this.#tokens -= 1;
     return true;
   }
+
+  /** Gives back a token taken for something that turned out not to count (never above `burst`). */
+  give(): void {
+    this.#tokens = Math.min(this.burst, this.#tokens + 1);
+  }
 }
 
 /** Bounds on persistent sessions (clean session off); see docs/MQTT.md §Limits. */
@@ -146,3 +151,19 @@ export interface RetainedCapsConfig {
 }
 
 export const DEFAULT_RETAINED_CAPS: RetainedCapsConfig = { maxPerPrincipal: 64, maxBytesPerPrincipal: 1_048_576 };
+
+/** Bounds on login attempts (`broker.login.*`); see docs/MQTT.md §Limits. */
+export interface LoginLimits {
+  /** Credential checks (scrypt on the libuv threadpool, users file read) running at once. */
+  readonly maxConcurrentChecks: number;
+  /** Logins waiting for a check; one more is refused with CONNACK 3 (ERR_MQTT_BUSY). */
+  readonly maxPendingChecks: number;
+  /** Failed logins per minute from one source address (also the burst). */
+  readonly failuresPerMinutePerAddress: number;
+  /** Failed logins per minute from all addresses together (also the burst). */
+  readonly failuresPerMinute: number;
+  /** Source addresses whose failures are remembered; the least recently seen is forgotten first. */
+  readonly trackedAddresses: number;
+}
+
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = { maxConcurrentChecks: 1, maxPendingChecks: 32, failuresPerMinutePerAddress: 10, failuresPerMinute: 30, trackedAddresses: 4096 };

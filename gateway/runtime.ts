@@ -163,6 +163,7 @@ export class Gateway {
       // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
       isRosterGateway: (gw) => this.sync?.isRosterGateway(gw) ?? false,
       retained: b.retained,
+      login: b.login,
       haPrefix: config.notifications.homeAssistant.prefix,
       logger: log.child({ part: 'broker' }),
     });

@@ -11,6 +11,7 @@ import { addMqttUser } from '../../gateway/mqtt-users.js';
 import { GatewayMetrics } from '../../gateway/metrics.js';
 import { tempDir } from '../support/site.js';
 import { until } from '../support/wait.js';
+import { connackFrom } from '../support/mqtt-connect.js';
 
 const SITE = 'site-1';
 const APP = { username: 'ha', password: 'app-secret-1' };
@@ -198,4 +199,34 @@ void test('retained flood: a gateway credential cannot retain under invented cha
   assert.deepEqual(s.publishesRefused, { ERR_MQTT_ACL: 3, ERR_MQTT_RETAINED: 2 });
   assert.deepEqual(s.retained, { messages: 3, bytes: 25 + 1000 + 10 });
   assert.deepEqual(await retainedTopics(t, broker, `oti/${SITE}/#`), [broker.topics.checkpoint('gw-a'), broker.topics.cosignature('gw-c', 'gw-a'), broker.topics.gatewayState('gw-a')].sort());
+});
+
+function connackFromTo(broker: Broker, localAddress: string, username: string, password: string): Promise<number> {
+  return connackFrom(broker.port, localAddress, username, password, WAIT_MS);
+}
+
+const tally = (codes: number[]): Record<number, number> => codes.reduce<Record<number, number>>((t, c) => ({ ...t, [c]: (t[c] ?? 0) + 1 }), {});
+
+void test('failed-login flood: one address is cut off unhashed after its budget, others still log in', async (t) => {
+  const broker = await startBroker(t, { login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16 } });
+  const flood = await Promise.all(Array.from({ length: 50 }, () => connackFromTo(broker, '127.0.0.1', APP.username, 'wrong')));
+  // Five wrong passwords checked (CONNACK 4), the other 45 refused before any hashing (CONNACK 5).
+  assert.deepEqual(tally(flood), { 4: 5, 5: 45 });
+  assert.deepEqual(broker.stats().loginsRefused, { ERR_MQTT_AUTH: 5, ERR_MQTT_LOGIN_RATE: 45 });
+  // The right password from another address is accepted; successes do not use up the budget.
+  for (let i = 0; i < 10; i++) assert.equal(await connackFromTo(broker, '127.0.0.2', APP.username, APP.password), 0);
+});
+
+void test('failed-login flood: the overall budget and the waiting line refuse with CONNACK 3', async (t) => {
+  const limits = { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 100, failuresPerMinute: 4, trackedAddresses: 64 };
+  const broker = await startBroker(t, { login: limits });
+  const spread = await Promise.all(Array.from({ length: 20 }, (_, i) => connackFromTo(broker, `127.0.1.${i + 1}`, READER.username, 'wrong')));
+  assert.deepEqual(tally(spread), { 3: 16, 4: 4 });
+  const busy = await startBroker(t, { login: { ...limits, failuresPerMinute: 1000, maxPendingChecks: 3 } });
+  const queued = tally(await Promise.all(Array.from({ length: 100 }, () => connackFromTo(busy, '127.0.0.3', READER.username, 'wrong'))));
+  // One check runs and three wait; logins arriving while the line is full are told the server is
+  // busy. How many arrive while it is full depends on the machine, so only the split is checked.
+  assert.ok((queued[3] ?? 0) > 0 && (queued[4] ?? 0) >= 4, JSON.stringify(queued));
+  assert.equal((queued[3] ?? 0) + (queued[4] ?? 0), 100);
+  assert.deepEqual(busy.stats().loginsRefused, { ERR_MQTT_AUTH: queued[4], ERR_MQTT_BUSY: queued[3] });
 });
