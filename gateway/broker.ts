@@ -11,7 +11,7 @@
  *   (gateway/mqtt-login-guard.ts): past the budgets CONNACK 5 or 3, unchecked.
  * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
  *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
- * - Persistent sessions are bounded (gateway/mqtt-sessions.ts, gateway/mqtt-persistence.ts): a
+ * - Persistent sessions are bounded (gateway/broker-sessions.ts and the files it names): a
  *   cap per principal, an expiry once offline, and a capped queue per session.
  * - ACLs from gateway/topics.ts. A refused SUBSCRIBE filter gets return code 0x80 (§3.9.3). A
  *   refused PUBLISH closes the connection without acknowledging it, the one way MQTT 3.1.1
@@ -40,8 +40,7 @@ import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
 import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './mqtt-limits.js';
 import { LoginGuard } from './mqtt-login-guard.js';
 import { RetainedQuota } from './mqtt-retained.js';
-import { BoundedPersistence } from './mqtt-persistence.js';
-import { SessionRegistry } from './mqtt-sessions.js';
+import { BrokerSessions, type SessionStats } from './broker-sessions.js';
 
 /** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
 export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
@@ -77,20 +76,12 @@ export interface BrokerOptions {
   logger?: Logger;
 }
 
-export interface BrokerStats {
+export interface BrokerStats extends SessionStats {
   clients: number;
   /** Client publishes accepted. */
   messagesIn: number;
   /** Logins, publishes, subscriptions and oversized packets refused. */
   refused: number;
-  /** Persistent sessions held (connected or not). */
-  sessions: number;
-  /** Persistent sessions discarded: over a principal's cap, or offline past the expiry. */
-  sessionsDiscarded: { cap: number; expired: number };
-  /** Messages queued for persistent sessions, and their bytes. */
-  queued: { messages: number; bytes: number };
-  /** Queued messages dropped (oldest first) because a session's queue was full. */
-  queueDropped: number;
   /** Retained messages clients hold on the broker (the gateway's own not counted), and their bytes. */
   retained: { messages: number; bytes: number };
   /** Client publishes refused, by error code. */
@@ -125,10 +116,7 @@ export class Broker {
   readonly #log: Logger;
   readonly #principals = new WeakMap<Client, Principal>();
   readonly #buckets = new WeakMap<Client, TokenBucket>();
-  readonly #persistence: BoundedPersistence;
-  readonly #sessions: SessionRegistry;
-  readonly #discarded = { cap: 0, expired: 0 };
-  readonly #expiryTimer: NodeJS.Timeout;
+  readonly #sessions: BrokerSessions;
   readonly #retained: RetainedQuota;
   readonly #publishesRefused: Record<string, number> = {};
   readonly #loginsRefused: Record<string, number> = {};
@@ -139,13 +127,9 @@ export class Broker {
   #refused = 0;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, persistence: BoundedPersistence, servers: Server[], ports: { port: number; tlsPort?: number }) {
+  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, sessions: BrokerSessions, servers: Server[], ports: { port: number; tlsPort?: number }) {
     this.#opts = opts;
-    const caps = opts.sessions ?? DEFAULT_SESSION_CAPS;
-    this.#persistence = persistence;
-    this.#sessions = new SessionRegistry({ maxPerPrincipal: caps.maxPerPrincipal, expiryMs: caps.expiryS * 1000 });
-    this.#expiryTimer = setInterval(() => this.#expire(), Math.min(60_000, Math.max(250, caps.expiryS * 250)));
-    this.#expiryTimer.unref();
+    this.#sessions = sessions;
     const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
     this.#guard = new LoginGuard(opts.login ?? DEFAULT_LOGIN_LIMITS);
     this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
@@ -165,12 +149,11 @@ export class Broker {
     checkOptions(opts);
     const topics = new TopicMap(opts.site, opts.haPrefix);
     const tlsFiles = opts.tls === undefined ? undefined : await readTlsFiles(opts.tls);
-    const caps = opts.sessions ?? DEFAULT_SESSION_CAPS;
-    const persistence = new BoundedPersistence({ maxMessages: caps.maxQueuedMessages, maxBytes: caps.maxQueuedBytes });
-    // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
-    const aedes = new Aedes({ persistence: persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
-    const servers: Server[] = [];
     const log = opts.logger ?? pino({ level: 'silent' });
+    const sessions = new BrokerSessions(opts.sessions ?? DEFAULT_SESSION_CAPS, log);
+    // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
+    const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
+    const servers: Server[] = [];
     // Connections that arrive before the broker object exists are dropped.
     let onSocket = (socket: Socket): void => void socket.destroy();
     const accept = (socket: Socket): void => onSocket(socket);
@@ -185,7 +168,7 @@ export class Broker {
         servers.push(secure);
         tlsPort = await listen(secure, opts.host, opts.tls.port);
       }
-      const broker = new Broker(opts, log, topics, aedes, persistence, servers, tlsPort === undefined ? { port } : { port, tlsPort });
+      const broker = new Broker(opts, log, topics, aedes, sessions, servers, tlsPort === undefined ? { port } : { port, tlsPort });
       broker.#install();
       onSocket = (socket) => broker.#accept(socket);
       for (const s of servers) {
@@ -195,6 +178,7 @@ export class Broker {
       log.debug({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
       return broker;
     } catch (e) {
+      sessions.close();
       for (const s of servers) s.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       throw e;
@@ -206,10 +190,7 @@ export class Broker {
       clients: this.#aedes.connectedClients,
       messagesIn: this.#messagesIn,
       refused: this.#refused,
-      sessions: this.#sessions.size,
-      sessionsDiscarded: { ...this.#discarded },
-      queued: this.#persistence.queued(),
-      queueDropped: this.#persistence.dropped,
+      ...this.#sessions.stats(),
       retained: this.#retained.total(),
       publishesRefused: { ...this.#publishesRefused },
       loginsRefused: { ...this.#loginsRefused },
@@ -243,7 +224,7 @@ export class Broker {
   }
 
   async #close(): Promise<void> {
-    clearInterval(this.#expiryTimer);
+    this.#sessions.close();
     const serversClosed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -305,7 +286,9 @@ export class Broker {
     } else {
       principal = await this.#guardedCheck(username, password ?? Buffer.alloc(0), remote ?? 'unknown', refuse);
     }
-    await this.#openSession(client, principal, refuse);
+    if (!(await this.#sessions.open(client, `${principal.role}:${principal.identity}`))) {
+      throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
+    }
     this.#principals.set(client, principal);
     this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
     this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
@@ -337,37 +320,6 @@ export class Broker {
     if (last !== undefined && now - last < 60_000) return true;
     this.#warnedAt.set(code, now);
     return false;
-  }
-
-  /**
-   * Client ids are scoped to the principal: aedes keys sessions by `<role>:<identity>:<client id>`,
-   * so two principals using the same client id have two sessions and never reach, take over or
-   * lock out each other's. Within one principal, MQTT's takeover applies (§3.1.4-2).
-   */
-  async #openSession(client: Client, principal: Principal, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<void> {
-    const owner = `${principal.role}:${principal.identity}`;
-    const id = `${owner}:${client.id}`;
-    client.id = id;
-    if (client.clean) {
-      if (this.#sessions.forget(id)) await this.#persistence.dropSession(id);
-      return;
-    }
-    const discard = this.#sessions.open(owner, id, client);
-    if (discard === undefined) throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
-    for (const old of discard) await this.#discard(old, 'cap');
-    client.conn.once('close', () => this.#sessions.closed(id, client, Date.now()));
-  }
-
-  async #discard(id: string, reason: 'cap' | 'expired'): Promise<void> {
-    this.#discarded[reason]++;
-    this.#log.info({ clientId: id, reason }, 'MQTT persistent session discarded');
-    await this.#persistence.dropSession(id);
-  }
-
-  #expire(): void {
-    for (const id of this.#sessions.expire(Date.now())) {
-      this.#discard(id, 'expired').catch((e: unknown) => this.#log.error({ clientId: id, err: (e as Error).message }, 'cannot discard an expired MQTT session'));
-    }
   }
 
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {
