@@ -16,7 +16,7 @@
  * flood      the real process at 1,000 events/s, after 2 s of warm-up: ack p99 for
  *            BENCH_FLOOD_SECONDS of plain load, then for BENCH_FLOOD_SECONDS while
  *            BENCH_FLOOD_CLIENTS clients (from BENCH_FLOOD_ADDRESSES loopback addresses, in a
- *            child process) send MQTT logins with wrong passwords as fast as they are answered;
+ *            child process at nice 19) send MQTT logins with wrong passwords as fast as they are answered;
  *            the ratio of the two p99s (goal ≤ 2) and the CONNACK codes (4 checked and wrong,
  *            5 over the address's budget, 3 over the overall budget or too many waiting).
  *            BENCH_FLOOD_UNGUARDED=1 repeats it with the login limits lifted, to compare
