@@ -103,6 +103,8 @@ async function main(): Promise<void> {
       maxMessageBytes: 512 * 1024,
       rateLimit: { messagesPerSecond: 10_000, burst: 10_000 },
       verifyGatewayCredential: gatewayCredentialVerifier({ trust }),
+      // Both gateways are on the site's roster: each may retain cosignatures of the other's chain.
+      isRosterGateway: (gw) => gw === ga.id || gw === gb.id,
     });
     const url = `mqtt://127.0.0.1:${broker.port}`;
     const nodeA = new SyncNode({ store: storeA, trust, gatewayId: ga.id, key: ga.key, enrolment: ga.enrolment, brokers: [url], maxMessageBytes: 256 * 1024 });

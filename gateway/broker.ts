@@ -6,11 +6,18 @@
  *   authorized). A username is looked up in the users file (gateway/mqtt-users.ts) and then, if
  *   it is not there, given to `verifyGatewayCredential`; a wrong password or unknown user gets
  *   CONNACK 4 (bad user name or password). With no verifier configured, no gateway can log in.
- * - Client ids belong to the principal that first used them while its session lives, so one
- *   principal cannot take over (MQTT 3.1.1 §3.1.4-2) another's connection or session: CONNACK 2.
+ *   Failed logins are budgeted per source address and overall, and credential checks (scrypt on
+ *   the libuv threadpool, which LevelDB shares) run one at a time with a short line
+ *   (gateway/mqtt-login-guard.ts): past the budgets CONNACK 5 or 3, unchecked.
+ * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
+ *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
+ * - Persistent sessions are bounded (gateway/broker-sessions.ts and the files it names): a
+ *   cap per principal, an expiry once offline, and a capped queue per session.
  * - ACLs from gateway/topics.ts. A refused SUBSCRIBE filter gets return code 0x80 (§3.9.3). A
  *   refused PUBLISH closes the connection without acknowledging it, the one way MQTT 3.1.1
  *   offers to refuse a publish (MQTT-3.3.5-2); the message reaches no subscriber.
+ * - Retained messages: only under chains of gateways on the roster, capped per principal
+ *   (gateway/mqtt-retained.ts).
  * - Limits: every control packet larger than `maxMessageBytes` (its Remaining Length) closes the
  *   connection before the packet is buffered (gateway/mqtt-limits.ts); a client that publishes
  *   beyond its token bucket (`rateLimit`) is disconnected at the first publish over the limit.
@@ -28,9 +35,12 @@ import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
 import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
-import { TopicMap, TOPIC_TABLE, type Role, type TopicKind } from './topics.js';
+import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './mqtt-users.js';
-import { FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket } from './mqtt-limits.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './mqtt-limits.js';
+import { LoginGuard } from './mqtt-login-guard.js';
+import { RetainedQuota } from './mqtt-retained.js';
+import { BrokerSessions, type SessionStats } from './broker-sessions.js';
 
 /** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
 export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
@@ -44,6 +54,18 @@ export interface BrokerOptions {
   /** Largest MQTT control packet accepted, counted as its Remaining Length (variable header + payload). */
   maxMessageBytes: number;
   rateLimit: { messagesPerSecond: number; burst: number };
+  /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
+  sessions?: SessionCaps;
+  /** Caps on retained messages per principal; DEFAULT_RETAINED_CAPS when not given. */
+  retained?: RetainedCapsConfig;
+  /** Bounds on credential checks and failed logins; DEFAULT_LOGIN_LIMITS when not given. */
+  login?: LoginLimits;
+  /**
+   * Whether a gateway id is on the site's roster (and not revoked). A peer gateway may retain
+   * messages under another gateway's chain only when that gateway is; without this function,
+   * only under its own.
+   */
+  isRosterGateway?: (gatewayId: string) => boolean;
   /** A second listener speaking MQTT over TLS; `cert`, `key` and `ca` are paths to PEM files. */
   tls?: { port: number; cert: string; key: string; ca?: string };
   /** The users file of apps and read-only clients (gateway/mqtt-users.ts), read at each login. */
@@ -54,12 +76,18 @@ export interface BrokerOptions {
   logger?: Logger;
 }
 
-export interface BrokerStats {
+export interface BrokerStats extends SessionStats {
   clients: number;
   /** Client publishes accepted. */
   messagesIn: number;
   /** Logins, publishes, subscriptions and oversized packets refused. */
   refused: number;
+  /** Retained messages clients hold on the broker (the gateway's own not counted), and their bytes. */
+  retained: { messages: number; bytes: number };
+  /** Client publishes refused, by error code. */
+  publishesRefused: Record<string, number>;
+  /** Logins refused, by error code. */
+  loginsRefused: Record<string, number>;
 }
 
 interface Principal {
@@ -68,7 +96,7 @@ interface Principal {
 }
 
 /** MQTT 3.1.1 Table 3.1: CONNACK return codes used here. */
-const CONNACK_IDENTIFIER_REJECTED = 2;
+const CONNACK_SERVER_UNAVAILABLE = 3;
 const CONNACK_BAD_CREDENTIALS = 4;
 const CONNACK_NOT_AUTHORIZED = 5;
 /** How long close() waits for clients to go before cutting their sockets. */
@@ -88,15 +116,23 @@ export class Broker {
   readonly #log: Logger;
   readonly #principals = new WeakMap<Client, Principal>();
   readonly #buckets = new WeakMap<Client, TokenBucket>();
-  /** Client id → the principal whose connection or session holds it. */
-  readonly #owners = new Map<string, { key: string; client: Client }>();
+  readonly #sessions: BrokerSessions;
+  readonly #retained: RetainedQuota;
+  readonly #publishesRefused: Record<string, number> = {};
+  readonly #loginsRefused: Record<string, number> = {};
+  readonly #guard: LoginGuard;
+  readonly #warnedAt = new Map<ErrorCode, number>();
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
   #messagesIn = 0;
   #refused = 0;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, servers: Server[], ports: { port: number; tlsPort?: number }) {
+  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, sessions: BrokerSessions, servers: Server[], ports: { port: number; tlsPort?: number }) {
     this.#opts = opts;
+    this.#sessions = sessions;
+    const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
+    this.#guard = new LoginGuard(opts.login ?? DEFAULT_LOGIN_LIMITS);
+    this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
     this.topics = topics;
     this.#aedes = aedes;
     this.#servers = servers;
@@ -113,9 +149,11 @@ export class Broker {
     checkOptions(opts);
     const topics = new TopicMap(opts.site, opts.haPrefix);
     const tlsFiles = opts.tls === undefined ? undefined : await readTlsFiles(opts.tls);
-    const aedes = new Aedes({ connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
-    const servers: Server[] = [];
     const log = opts.logger ?? pino({ level: 'silent' });
+    const sessions = new BrokerSessions(opts.sessions ?? DEFAULT_SESSION_CAPS, log);
+    // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
+    const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
+    const servers: Server[] = [];
     // Connections that arrive before the broker object exists are dropped.
     let onSocket = (socket: Socket): void => void socket.destroy();
     const accept = (socket: Socket): void => onSocket(socket);
@@ -130,7 +168,7 @@ export class Broker {
         servers.push(secure);
         tlsPort = await listen(secure, opts.host, opts.tls.port);
       }
-      const broker = new Broker(opts, log, topics, aedes, servers, tlsPort === undefined ? { port } : { port, tlsPort });
+      const broker = new Broker(opts, log, topics, aedes, sessions, servers, tlsPort === undefined ? { port } : { port, tlsPort });
       broker.#install();
       onSocket = (socket) => broker.#accept(socket);
       for (const s of servers) {
@@ -140,6 +178,7 @@ export class Broker {
       log.debug({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
       return broker;
     } catch (e) {
+      sessions.close();
       for (const s of servers) s.close();
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       throw e;
@@ -147,7 +186,15 @@ export class Broker {
   }
 
   stats(): BrokerStats {
-    return { clients: this.#aedes.connectedClients, messagesIn: this.#messagesIn, refused: this.#refused };
+    return {
+      clients: this.#aedes.connectedClients,
+      messagesIn: this.#messagesIn,
+      refused: this.#refused,
+      ...this.#sessions.stats(),
+      retained: this.#retained.total(),
+      publishesRefused: { ...this.#publishesRefused },
+      loginsRefused: { ...this.#loginsRefused },
+    };
   }
 
   /**
@@ -166,6 +213,7 @@ export class Broker {
     }
     if (this.#closing !== undefined) return Promise.reject(new OtiError('ERR_STORE_CLOSED', 'the broker is closed'));
     const packet: PublishPacket = { cmd: 'publish', topic, payload: body, qos: opts.qos, retain: opts.retain, dup: false };
+    if (opts.retain) this.#retained.release(topic);
     return new Promise((resolve, reject) => this.#aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
   }
 
@@ -176,6 +224,7 @@ export class Broker {
   }
 
   async #close(): Promise<void> {
+    this.#sessions.close();
     const serversClosed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -222,31 +271,55 @@ export class Broker {
 
   async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     const remote = (client.conn as Partial<FrameLimit>).remoteAddress;
-    const refuse = (returnCode: number, why: string): AuthError => {
+    const refuse = (returnCode: number, why: string, code: ErrorCode = 'ERR_MQTT_AUTH'): AuthError => {
       this.#refused++;
+      this.#loginsRefused[code] = (this.#loginsRefused[code] ?? 0) + 1;
       // Never log the password; the username helps a technician find a misconfigured client.
-      this.#log.warn({ clientId: client.id, username, remote, returnCode }, 'MQTT login refused: %s', why);
-      return Object.assign(new OtiError('ERR_MQTT_AUTH', why, { returnCode }), { returnCode });
+      // Refusals by the flood guard are logged at warn once a minute per code, then at debug.
+      this.#log[this.#quiet(code) ? 'debug' : 'warn']({ clientId: client.id, username, remote, returnCode, code }, 'MQTT login refused: %s', why);
+      return Object.assign(new OtiError(code, why, { returnCode }), { returnCode });
     };
     let principal: Principal | undefined;
     if (username === undefined) {
       if (!this.#opts.allowAnonymous) throw refuse(CONNACK_NOT_AUTHORIZED, 'anonymous clients are not allowed');
       principal = { role: 'readonly', identity: ANONYMOUS };
     } else {
-      principal = await this.#checkCredentials(username, password ?? Buffer.alloc(0));
-      if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
+      principal = await this.#guardedCheck(username, password ?? Buffer.alloc(0), remote ?? 'unknown', refuse);
     }
-    const key = `${principal.role}:${principal.identity}`;
-    const owner = this.#owners.get(client.id);
-    if (owner !== undefined && owner.key !== key) throw refuse(CONNACK_IDENTIFIER_REJECTED, 'the client id belongs to another principal');
-    this.#owners.set(client.id, { key, client });
-    client.conn.once('close', () => {
-      // A clean session ends with its connection; a persistent one keeps its id reserved.
-      if (client.clean && this.#owners.get(client.id)?.client === client) this.#owners.delete(client.id);
-    });
+    if (!(await this.#sessions.open(client, `${principal.role}:${principal.identity}`))) {
+      throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
+    }
     this.#principals.set(client, principal);
     this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
     this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
+  }
+
+  /** A credential check behind the failed-login guard (gateway/mqtt-login-guard.ts). */
+  async #guardedCheck(username: string, password: Buffer, remote: string, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<Principal> {
+    const ticket = this.#guard.admit(remote);
+    if (ticket === 'address') throw refuse(CONNACK_NOT_AUTHORIZED, `too many failed logins from ${remote} in the last minute`, 'ERR_MQTT_LOGIN_RATE');
+    if (ticket === 'total') throw refuse(CONNACK_SERVER_UNAVAILABLE, 'too many failed logins in the last minute', 'ERR_MQTT_LOGIN_RATE');
+    let principal: Principal | undefined;
+    try {
+      principal = await this.#guard.check(() => this.#checkCredentials(username, password));
+    } catch (e) {
+      ticket.succeeded();
+      if (isOtiError(e, 'ERR_MQTT_BUSY')) throw refuse(CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_BUSY');
+      throw e;
+    }
+    if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
+    ticket.succeeded();
+    return principal;
+  }
+
+  /** True when a flood-guard refusal with `code` was already logged at warn in the last minute. */
+  #quiet(code: ErrorCode): boolean {
+    if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY') return false;
+    const now = Date.now();
+    const last = this.#warnedAt.get(code);
+    if (last !== undefined && now - last < 60_000) return true;
+    this.#warnedAt.set(code, now);
+    return false;
   }
 
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {
@@ -275,6 +348,7 @@ export class Broker {
     const principal = client === null ? undefined : this.#principals.get(client);
     const refuse = (code: ErrorCode, why: string): OtiError => {
       this.#refused++;
+      this.#publishesRefused[code] = (this.#publishesRefused[code] ?? 0) + 1;
       this.#log.warn({ clientId: client?.id, role: principal?.role, identity: principal?.identity, topic: packet.topic, code }, 'MQTT publish refused: %s', why);
       return new OtiError(code, why, { topic: packet.topic });
     };
@@ -282,10 +356,31 @@ export class Broker {
     // A will is published while its client closes; it is not counted against the rate.
     if (!client.closed && this.#buckets.get(client)?.take() !== true) return refuse('ERR_MQTT_RATE', 'over the rate limit');
     if (!this.topics.mayPublish(principal.role, principal.identity, packet.topic)) return refuse('ERR_MQTT_ACL', 'topic not allowed for this role');
-    const kind = this.topics.parse(packet.topic)?.kind;
-    if (packet.retain && kind !== undefined && this.#retainOf.get(kind) !== true) return refuse('ERR_MQTT_ACL', 'this topic is never retained');
+    const d = this.topics.parse(packet.topic);
+    if (packet.retain && d !== undefined) {
+      const why = this.#refuseRetained(principal, d, packet);
+      if (why !== undefined) return refuse(why.code, why.message);
+    }
     this.#messagesIn++;
     return null;
+  }
+
+  /**
+   * A retained publish is refused on a topic that is never retained, under the chain of a gateway
+   * that is not on the roster (anyone could otherwise fill the broker with invented chains), and
+   * over the principal's retained caps.
+   */
+  #refuseRetained(principal: Principal, d: TopicDescriptor, packet: PublishPacket): { code: ErrorCode; message: string } | undefined {
+    if (this.#retainOf.get(d.kind) !== true) return { code: 'ERR_MQTT_ACL', message: 'this topic is never retained' };
+    if ('gateway' in d && d.gateway !== principal.identity && this.#opts.isRosterGateway?.(d.gateway) !== true) {
+      return { code: 'ERR_MQTT_ACL', message: `gateway ${d.gateway} is not on the roster: nothing is retained under its chain` };
+    }
+    const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    const over = this.#retained.admit(`${principal.role}:${principal.identity}`, packet.topic, bytes);
+    if (over === undefined) return undefined;
+    const caps = this.#opts.retained ?? DEFAULT_RETAINED_CAPS;
+    const cap = over === 'messages' ? `${caps.maxPerPrincipal} retained messages` : `${caps.maxBytesPerPrincipal} bytes of retained messages`;
+    return { code: 'ERR_MQTT_RETAINED', message: `over the cap of ${cap} per principal` };
   }
 
   #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {

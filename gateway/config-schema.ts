@@ -13,6 +13,7 @@
  */
 import { DEFAULT_QUEUE_LIMIT } from './ingest.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from './mqtt-limits.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -143,6 +144,23 @@ export const SCHEMA = section({
       ca: path({ doc: 'PEM CA bundle to verify client certificates; needs cert and key.' }),
     }),
     usersFile: path({ default: '<dataDir>/mqtt-users.json', doc: 'Broker app and read-only credentials.' }),
+    sessions: section({
+      maxPerPrincipal: int({ min: 1, max: 1000, default: DEFAULT_SESSION_CAPS.maxPerPrincipal, doc: 'Persistent sessions (clean session off) one user or gateway may hold; a new one discards its longest-offline one, or is refused (CONNACK 3) when all are connected.' }),
+      expiryS: int({ min: 1, max: 31_536_000, default: DEFAULT_SESSION_CAPS.expiryS, doc: 'Seconds an offline persistent session is kept before it is discarded with its queue.' }),
+      maxQueuedMessages: int({ min: 1, max: 1_000_000, default: DEFAULT_SESSION_CAPS.maxQueuedMessages, doc: 'Messages queued for one persistent session; the oldest are dropped (and counted) beyond.' }),
+      maxQueuedBytes: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_SESSION_CAPS.maxQueuedBytes, doc: 'Bytes (payload and topic) queued for one persistent session; the oldest are dropped beyond.' }),
+    }),
+    retained: section({
+      maxPerPrincipal: int({ min: 1, max: 100_000, default: DEFAULT_RETAINED_CAPS.maxPerPrincipal, doc: 'Retained messages one client principal (a peer gateway) may hold on the broker; one more is refused (ERR_MQTT_RETAINED) and closes its connection.' }),
+      maxBytesPerPrincipal: int({ min: 1024, max: 1_073_741_824, default: DEFAULT_RETAINED_CAPS.maxBytesPerPrincipal, doc: 'Payload bytes of the retained messages one client principal may hold; over it the publish is refused (ERR_MQTT_RETAINED).' }),
+    }),
+    login: section({
+      maxConcurrentChecks: int({ min: 1, max: 64, default: DEFAULT_LOGIN_LIMITS.maxConcurrentChecks, doc: 'MQTT credential checks (scrypt on the libuv threadpool, which LevelDB shares) running at once.' }),
+      maxPendingChecks: int({ min: 0, max: 10_000, default: DEFAULT_LOGIN_LIMITS.maxPendingChecks, doc: 'MQTT logins waiting for a credential check; one more is refused with CONNACK 3 (ERR_MQTT_BUSY).' }),
+      failuresPerMinutePerAddress: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress, doc: 'Failed MQTT logins per minute (and burst) from one source address; beyond, its logins are refused unchecked with CONNACK 5 (ERR_MQTT_LOGIN_RATE).' }),
+      failuresPerMinute: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinute, doc: 'Failed MQTT logins per minute (and burst) from all addresses; beyond, logins are refused unchecked with CONNACK 3 (ERR_MQTT_LOGIN_RATE).' }),
+      trackedAddresses: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.trackedAddresses, doc: 'Source addresses whose failed logins are remembered; the least recently seen is forgotten first.' }),
+    }),
   }),
   api: section({
     host: host('127.0.0.1', 'Address of the local HTTP API. Any non-loopback address needs api.token.'),

@@ -16,6 +16,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { DriverStatus } from '../drivers/driver.js';
 import type { Ingest, IngestEvents } from './ingest.js';
 import type { HealthCondition } from './health.js';
+import type { BrokerStats } from './broker.js';
 
 export const METRIC_PREFIX = 'oti_';
 
@@ -59,6 +60,7 @@ export class GatewayMetrics {
   #driverProvider: () => readonly DriverStatus[] = () => [];
   #peerProvider: () => readonly PeerState[] = () => [];
   #healthProvider: () => readonly HealthCondition[] = () => [];
+  #brokerProvider: (() => BrokerStats) | undefined;
 
   constructor() {
     const registers = [this.registry];
@@ -143,6 +145,7 @@ export class GatewayMetrics {
         for (const c of conditions()) this.set({ condition: c.id, level: c.level, code: c.code }, 1);
       },
     });
+    this.#brokerMetrics(registers);
   }
 
   /**
@@ -192,6 +195,53 @@ export class GatewayMetrics {
   /** Reads the peers' states at each scrape (the sync layer provides them; none until then). */
   peersFrom(provider: () => readonly PeerState[]): void {
     this.#peerProvider = provider;
+  }
+
+  /** Reads the broker's sessions, queues and refusals (gateway/broker.ts) at each scrape. */
+  brokerFrom(provider: () => BrokerStats): void {
+    this.#brokerProvider = provider;
+  }
+
+  /** The broker's figures, read at each scrape; none until brokerFrom is called. */
+  #brokerMetrics(registers: Registry[]): void {
+    const stats = (): BrokerStats | undefined => this.#brokerProvider?.();
+    const gauge = (name: string, help: string, read: (s: BrokerStats) => number): void => {
+      new Gauge({
+        name, help, registers,
+        collect() {
+          const s = stats();
+          if (s !== undefined) this.set(read(s));
+        },
+      });
+    };
+    const counter = (name: string, help: string, label: string, read: (s: BrokerStats) => Record<string, number>): void => {
+      new Counter({
+        name, help, labelNames: [label], registers,
+        collect() {
+          const s = stats();
+          if (s === undefined) return;
+          this.reset();
+          for (const [value, n] of Object.entries(read(s))) this.inc({ [label]: value }, n);
+        },
+      });
+    };
+    gauge('oti_mqtt_sessions', 'Persistent MQTT sessions (clean session off) the broker holds, connected or not.', (s) => s.sessions);
+    gauge('oti_mqtt_queued_messages', 'Messages queued on the broker for persistent sessions.', (s) => s.queued.messages);
+    gauge('oti_mqtt_queued_bytes', 'Bytes (payload and topic) queued on the broker for persistent sessions.', (s) => s.queued.bytes);
+    new Counter({
+      name: 'oti_mqtt_queue_dropped_total', help: 'Queued MQTT messages dropped, oldest first, because a session\'s queue was full.', registers,
+      collect() {
+        const s = stats();
+        if (s === undefined) return;
+        this.reset();
+        this.inc(s.queueDropped);
+      },
+    });
+    gauge('oti_mqtt_retained_client_messages', 'Retained messages clients (peer gateways) hold on the broker; the gateway\'s own are not counted.', (s) => s.retained.messages);
+    gauge('oti_mqtt_retained_client_bytes', 'Payload bytes of the retained messages clients hold on the broker.', (s) => s.retained.bytes);
+    counter('oti_mqtt_publishes_refused_total', 'Client publishes the broker refused (the connection is closed), by error code.', 'code', (s) => s.publishesRefused);
+    counter('oti_mqtt_logins_refused_total', 'MQTT logins refused, by error code (ERR_MQTT_AUTH wrong credentials, ERR_MQTT_LOGIN_RATE too many failures, ERR_MQTT_BUSY too many checks waiting, ERR_MQTT_SESSIONS).', 'code', (s) => s.loginsRefused);
+    counter('oti_mqtt_sessions_discarded_total', 'Persistent MQTT sessions discarded, by reason: over the principal\'s cap, or offline past the expiry.', 'reason', (s) => s.sessionsDiscarded);
   }
 
   /** Reads the raised health conditions (gateway/health.ts) at each scrape. */

@@ -122,4 +122,48 @@ export class TokenBucket {
     this.#tokens -= 1;
     return true;
   }
+
+  /** Gives back a token taken for something that turned out not to count (never above `burst`). */
+  give(): void {
+    this.#tokens = Math.min(this.burst, this.#tokens + 1);
+  }
 }
+
+/** Bounds on persistent sessions (clean session off); see docs/MQTT.md §Limits. */
+export interface SessionCaps {
+  /** Persistent sessions one principal may hold; its longest-offline one is discarded for a new one. */
+  readonly maxPerPrincipal: number;
+  /** Seconds an offline persistent session is kept. */
+  readonly expiryS: number;
+  /** Messages queued for one session; the oldest are dropped beyond. */
+  readonly maxQueuedMessages: number;
+  /** Bytes (payload and topic) queued for one session; the oldest are dropped beyond. */
+  readonly maxQueuedBytes: number;
+}
+
+/** Defaults of `broker.sessions.*` (gateway/config-schema.ts uses them too). */
+export const DEFAULT_SESSION_CAPS: SessionCaps = { maxPerPrincipal: 8, expiryS: 86_400, maxQueuedMessages: 1000, maxQueuedBytes: 1_048_576 };
+
+/** Caps on retained messages per principal (`broker.retained.*`); see docs/MQTT.md §Limits. */
+export interface RetainedCapsConfig {
+  readonly maxPerPrincipal: number;
+  readonly maxBytesPerPrincipal: number;
+}
+
+export const DEFAULT_RETAINED_CAPS: RetainedCapsConfig = { maxPerPrincipal: 64, maxBytesPerPrincipal: 1_048_576 };
+
+/** Bounds on login attempts (`broker.login.*`); see docs/MQTT.md §Limits. */
+export interface LoginLimits {
+  /** Credential checks (scrypt on the libuv threadpool, users file read) running at once. */
+  readonly maxConcurrentChecks: number;
+  /** Logins waiting for a check; one more is refused with CONNACK 3 (ERR_MQTT_BUSY). */
+  readonly maxPendingChecks: number;
+  /** Failed logins per minute from one source address (also the burst). */
+  readonly failuresPerMinutePerAddress: number;
+  /** Failed logins per minute from all addresses together (also the burst). */
+  readonly failuresPerMinute: number;
+  /** Source addresses whose failures are remembered; the least recently seen is forgotten first. */
+  readonly trackedAddresses: number;
+}
+
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = { maxConcurrentChecks: 1, maxPendingChecks: 32, failuresPerMinutePerAddress: 10, failuresPerMinute: 30, trackedAddresses: 4096 };

@@ -186,10 +186,15 @@ export class Gateway {
       allowAnonymous: b.allowAnonymous,
       maxMessageBytes: b.maxMessageBytes,
       rateLimit: b.rateLimit,
+      sessions: b.sessions,
       ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
       usersFile: b.usersFile,
       // Peer gateways log in with credentials signed by their own key (gateway/credentials.ts).
       verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => this.sync?.isRefusedGateway(gw, key) ?? false }),
+      // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
+      isRosterGateway: (gw) => this.sync?.isRosterGateway(gw) ?? false,
+      retained: b.retained,
+      login: b.login,
       haPrefix: config.notifications.homeAssistant.prefix,
       logger: log.child({ part: 'broker' }),
     });
@@ -324,6 +329,7 @@ export class Gateway {
     this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }]);
     this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
     this.metrics.healthFrom(() => this.health.list());
+    this.metrics.brokerFrom(() => this.broker.stats());
     if (config.webhooks.length > 0) {
       const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
       await hooks.start();

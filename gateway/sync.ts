@@ -226,6 +226,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     });
   }
 
+  /**
+   * True for this gateway itself (its enrolment was checked at start, even before its chain is
+   * open), and when one of its rosters lists `gatewayId` and none lists it as revoked (for the
+   * broker's retained messages).
+   */
+  isRosterGateway(gatewayId: string): boolean {
+    if (gatewayId === this.#o.gatewayId) return true;
+    const rosters = [...this.#settledReplicas().map((r) => r.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    const members = rosters.map((r) => r.get('gateway', gatewayId)).filter((m) => m !== undefined);
+    return members.length > 0 && members.every((m) => !m.revoked);
+  }
+
   /** Origins refused after equivocation, until a technician clears them (sync-flags.ts). */
   get blocked(): ReadonlySet<string> {
     return this.#blocked;

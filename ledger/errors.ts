@@ -59,6 +59,10 @@ export const ERROR_CODES = {
   ERR_MQTT_ACL: 'an MQTT client published or subscribed outside what its role allows',
   ERR_MQTT_RATE: 'an MQTT client published faster than its rate limit',
   ERR_MQTT_USERS_FILE: 'the MQTT users file is malformed or readable by group or others',
+  ERR_MQTT_SESSIONS: 'an MQTT principal holds as many persistent sessions as it may, all connected',
+  ERR_MQTT_RETAINED: 'an MQTT client went over its cap on retained messages (count or bytes)',
+  ERR_MQTT_LOGIN_RATE: 'too many failed MQTT logins from one address, or from all, in the last minute',
+  ERR_MQTT_BUSY: 'the broker is checking as many MQTT passwords as it may queue; try again',
   // Local API
   ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
   ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',

@@ -50,6 +50,7 @@ export async function makeGateway(t: TestContext, s: TestSite, id: string, opts:
       maxMessageBytes: opts.maxMessageBytes ?? 512 * 1024,
       rateLimit: { messagesPerSecond: opts.rate ?? 2000, burst: opts.rate ?? 2000 },
       verifyGatewayCredential: gatewayCredentialVerifier({ trust: s.trust, isRefused: (gw, k) => g.node?.isRefusedGateway(gw, k) ?? false }),
+      isRosterGateway: (gw) => g.node?.isRosterGateway(gw) ?? false,
     });
     g.broker = broker;
     (g as { url: string }).url = `mqtt://127.0.0.1:${broker.port}`;

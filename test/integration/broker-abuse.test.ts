@@ -1,0 +1,232 @@
+/**
+ * The embedded broker under abuse (issue 13, items 2 to 5), over real sockets on 127.0.0.1 with
+ * mqtt.js clients. Every test counts outcomes (messages kept, dropped, refused), never time.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { Broker, type BrokerOptions } from '../../gateway/broker.js';
+import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { GatewayMetrics } from '../../gateway/metrics.js';
+import { tempDir } from '../support/site.js';
+import { until } from '../support/wait.js';
+import { connackFrom } from '../support/mqtt-connect.js';
+
+const SITE = 'site-1';
+const APP = { username: 'ha', password: 'app-secret-1' };
+const READER = { username: 'demo', password: 'reader-secret-1' };
+const WAIT_MS = 20_000;
+
+async function startBroker(t: TestContext, over: Partial<BrokerOptions> = {}): Promise<Broker> {
+  const dir = await tempDir(t);
+  const usersFile = join(dir, 'mqtt-users.json');
+  await addMqttUser(usersFile, APP.username, 'app', APP.password);
+  await addMqttUser(usersFile, READER.username, 'readonly', READER.password);
+  const broker = await Broker.start({
+    site: SITE,
+    host: '127.0.0.1',
+    port: 0,
+    allowAnonymous: false,
+    maxMessageBytes: 4096,
+    rateLimit: { messagesPerSecond: 1000, burst: 1000 },
+    usersFile,
+    ...over,
+  });
+  t.after(() => broker.close());
+  return broker;
+}
+
+/** Connects; resolves with the client and its CONNACK once accepted, rejects with the error (`code` = CONNACK code). */
+function open(t: TestContext, broker: Broker, opts: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean }> {
+  const client = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, connectTimeout: WAIT_MS, ...opts });
+  t.after(() => client.endAsync(true));
+  return new Promise((resolve, reject) => {
+    client.once('connect', (connack) => resolve({ client, sessionPresent: connack.sessionPresent }));
+    client.once('error', reject);
+    client.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+}
+
+async function refusedWith(p: Promise<unknown>, code: number): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.equal((e as { code?: unknown }).code, code);
+    return true;
+  });
+}
+
+/** Collects the ctr of every event message a client receives. */
+function collect(client: MqttClient): number[] {
+  const got: number[] = [];
+  client.on('message', (_topic, payload) => got.push((JSON.parse(payload.toString()) as { ctr: number }).ctr));
+  return got;
+}
+
+const publishEvents = async (broker: Broker, from: number, to: number): Promise<void> => {
+  for (let ctr = from; ctr <= to; ctr++) await broker.publish(broker.topics.event('lock-1'), JSON.stringify({ ctr }), { qos: 1, retain: false });
+};
+
+const persistent = (clientId: string, who: { username: string; password: string }): IClientOptions => ({ ...who, clientId, clean: false });
+
+void test('abandoned persistent sessions: queues keep their newest messages, a principal keeps its newest sessions', async (t) => {
+  const caps = { maxPerPrincipal: 3, expiryS: 3600, maxQueuedMessages: 20, maxQueuedBytes: 1 << 20 };
+  const broker = await startBroker(t, { sessions: caps });
+  // As in the issue: the read-only user opens persistent sessions on events at QoS 1 and leaves.
+  for (let i = 0; i < 5; i++) {
+    const { client } = await open(t, broker, persistent(`abandoned-${i}`, READER));
+    await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
+    await client.endAsync();
+  }
+  await until('the sessions to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await publishEvents(broker, 1, 100);
+  const s = broker.stats();
+  assert.equal(s.sessions, 3);
+  assert.deepEqual(s.sessionsDiscarded, { cap: 2, expired: 0 });
+  assert.deepEqual({ messages: s.queued.messages, dropped: s.queueDropped }, { messages: 3 * 20, dropped: 3 * 80 });
+  const metrics = new GatewayMetrics();
+  metrics.brokerFrom(() => broker.stats());
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^oti_mqtt_queue_dropped_total 240$/m);
+  assert.match(text, /^oti_mqtt_queued_messages 60$/m);
+  assert.match(text, /^oti_mqtt_sessions_discarded_total\{reason="cap"\} 2$/m);
+  // A kept session comes back and gets the 20 newest events, nothing older.
+  const back = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, ...persistent('abandoned-4', READER) });
+  t.after(() => back.endAsync(true));
+  const got = collect(back);
+  await until('the queued events', () => got.length >= 20, WAIT_MS);
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => 81 + i));
+  // A discarded one starts empty.
+  const { sessionPresent } = await open(t, broker, persistent('abandoned-0', READER));
+  assert.equal(sessionPresent, false);
+});
+
+void test('an offline persistent session expires and its queue is freed', async (t) => {
+  const broker = await startBroker(t, { sessions: { maxPerPrincipal: 8, expiryS: 1, maxQueuedMessages: 1000, maxQueuedBytes: 1 << 20 } });
+  const { client } = await open(t, broker, persistent('short-lived', READER));
+  await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
+  await client.endAsync();
+  await until('the session to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await publishEvents(broker, 1, 10);
+  assert.equal(broker.stats().queued.messages, 10);
+  await until('the session to expire', () => broker.stats().sessionsDiscarded.expired === 1, WAIT_MS);
+  assert.deepEqual({ sessions: broker.stats().sessions, queued: broker.stats().queued.messages }, { sessions: 0, queued: 0 });
+  const again = await open(t, broker, persistent('short-lived', READER));
+  assert.equal(again.sessionPresent, false);
+});
+
+void test('at its cap with every session connected, a principal\'s next persistent session is refused with CONNACK 3', async (t) => {
+  const broker = await startBroker(t, { sessions: { maxPerPrincipal: 2, expiryS: 3600, maxQueuedMessages: 10, maxQueuedBytes: 1 << 20 } });
+  await open(t, broker, persistent('one', READER));
+  await open(t, broker, persistent('two', READER));
+  await refusedWith(open(t, broker, persistent('three', READER)), 3);
+  // Another principal and clean sessions are not affected.
+  await open(t, broker, persistent('three', APP));
+  await open(t, broker, { ...READER, clientId: 'three', clean: true });
+});
+
+void test('client-id squatting: a read-only user cannot lock the app user out of its client id', async (t) => {
+  const broker = await startBroker(t);
+  const squatter = await open(t, broker, persistent('home-assistant', READER));
+  await squatter.client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
+  await squatter.client.endAsync();
+  await until('the squatter to leave', () => broker.stats().clients === 0, WAIT_MS);
+  await publishEvents(broker, 1, 3);
+  // The app user gets its own, empty session under the same client id, not the squatter's.
+  const ha = await open(t, broker, persistent('home-assistant', APP));
+  assert.equal(ha.sessionPresent, false);
+  // While both are connected, neither takes over the other.
+  const again = await open(t, broker, persistent('home-assistant', READER));
+  assert.equal(again.sessionPresent, true);
+  assert.ok(ha.client.connected && again.client.connected);
+  assert.equal(broker.stats().clients, 2);
+});
+
+const GW = { username: 'gw:gw-a', password: 'gateway-credential-a' };
+const verifyGatewayCredential: BrokerOptions['verifyGatewayCredential'] = (username, password) =>
+  Promise.resolve(username === GW.username && password.toString() === GW.password ? { gatewayId: 'gw-a' } : undefined);
+
+/** The topics retained on the broker under `filter`, as a new subscriber sees them. */
+async function retainedTopics(t: TestContext, broker: Broker, filter: string): Promise<string[]> {
+  const { client } = await open(t, broker, { ...GW, clean: true });
+  const got: string[] = [];
+  client.on('message', (topic, _payload, packet) => {
+    if (packet.retain) got.push(topic);
+  });
+  // The retained messages are sent before the SUBACK's callback runs; a marker published after
+  // the subscription arrives behind them.
+  await client.subscribeAsync(filter, { qos: 1 });
+  const marker = broker.topics.gatewayState('gw-marker');
+  await client.subscribeAsync(marker, { qos: 1 });
+  const seen = new Promise<void>((resolve) => client.on('message', (topic) => topic === marker && resolve()));
+  await broker.publish(marker, '{}', { qos: 1, retain: false });
+  await seen;
+  await client.endAsync();
+  return got.sort();
+}
+
+/** Publishes and resolves true when acknowledged, false when the broker closed the connection instead. */
+function accepted(client: MqttClient, topic: string, payload: string | Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    client.once('close', () => resolve(false));
+    client.publish(topic, payload, { qos: 1, retain: true }, (err) => resolve(err === undefined || err === null));
+  });
+}
+
+void test('retained flood: a gateway credential cannot retain under invented chains, and its retained messages are capped', async (t) => {
+  const broker = await startBroker(t, {
+    verifyGatewayCredential,
+    isRosterGateway: (gw) => gw === 'gw-b' || gw === 'gw-c',
+    retained: { maxPerPrincipal: 3, maxBytesPerPrincipal: 2048 },
+  });
+  const login = async (): Promise<MqttClient> => (await open(t, broker, { ...GW, clean: true })).client;
+  // As in the issue: cosignatures under invented chain ids.
+  for (let i = 0; i < 3; i++) assert.equal(await accepted(await login(), broker.topics.cosignature(`fake-gw-${i}`, 'gw-a'), 'x'.repeat(500)), false);
+  // Its own topics and chains on the roster, up to the count cap.
+  const gw = await login();
+  assert.equal(await accepted(gw, broker.topics.gatewayState('gw-a'), '{"state":"online","at":1}'), true);
+  assert.equal(await accepted(gw, broker.topics.cosignature('gw-b', 'gw-a'), 'x'.repeat(500)), true);
+  assert.equal(await accepted(gw, broker.topics.checkpoint('gw-a'), 'x'.repeat(500)), true);
+  assert.equal(await accepted(gw, broker.topics.cosignature('gw-c', 'gw-a'), 'x'.repeat(10)), false);
+  // Replacing its own message counts the new size only; going over the byte cap is refused.
+  const again = await login();
+  assert.equal(await accepted(again, broker.topics.checkpoint('gw-a'), 'x'.repeat(1000)), true);
+  assert.equal(await accepted(again, broker.topics.checkpoint('gw-a'), 'x'.repeat(1600)), false);
+  // Clearing frees a slot.
+  const third = await login();
+  assert.equal(await accepted(third, broker.topics.cosignature('gw-b', 'gw-a'), ''), true);
+  assert.equal(await accepted(third, broker.topics.cosignature('gw-c', 'gw-a'), 'x'.repeat(10)), true);
+  const s = broker.stats();
+  assert.deepEqual(s.publishesRefused, { ERR_MQTT_ACL: 3, ERR_MQTT_RETAINED: 2 });
+  assert.deepEqual(s.retained, { messages: 3, bytes: 25 + 1000 + 10 });
+  assert.deepEqual(await retainedTopics(t, broker, `oti/${SITE}/#`), [broker.topics.checkpoint('gw-a'), broker.topics.cosignature('gw-c', 'gw-a'), broker.topics.gatewayState('gw-a')].sort());
+});
+
+function connackFromTo(broker: Broker, localAddress: string, username: string, password: string): Promise<number> {
+  return connackFrom(broker.port, localAddress, username, password, WAIT_MS);
+}
+
+const tally = (codes: number[]): Record<number, number> => codes.reduce<Record<number, number>>((t, c) => ({ ...t, [c]: (t[c] ?? 0) + 1 }), {});
+
+void test('failed-login flood: one address is cut off unhashed after its budget, others still log in', async (t) => {
+  const broker = await startBroker(t, { login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16 } });
+  const flood = await Promise.all(Array.from({ length: 50 }, () => connackFromTo(broker, '127.0.0.1', APP.username, 'wrong')));
+  // Five wrong passwords checked (CONNACK 4), the other 45 refused before any hashing (CONNACK 5).
+  assert.deepEqual(tally(flood), { 4: 5, 5: 45 });
+  assert.deepEqual(broker.stats().loginsRefused, { ERR_MQTT_AUTH: 5, ERR_MQTT_LOGIN_RATE: 45 });
+  // The right password from another address is accepted; successes do not use up the budget.
+  for (let i = 0; i < 10; i++) assert.equal(await connackFromTo(broker, '127.0.0.2', APP.username, APP.password), 0);
+});
+
+void test('failed-login flood: the overall budget and the waiting line refuse with CONNACK 3', async (t) => {
+  const limits = { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 100, failuresPerMinute: 4, trackedAddresses: 64 };
+  const broker = await startBroker(t, { login: limits });
+  const spread = await Promise.all(Array.from({ length: 20 }, (_, i) => connackFromTo(broker, `127.0.1.${i + 1}`, READER.username, 'wrong')));
+  assert.deepEqual(tally(spread), { 3: 16, 4: 4 });
+  const busy = await startBroker(t, { login: { ...limits, failuresPerMinute: 1000, maxPendingChecks: 3 } });
+  const queued = tally(await Promise.all(Array.from({ length: 100 }, () => connackFromTo(busy, '127.0.0.3', READER.username, 'wrong'))));
+  // One check runs and three wait; logins arriving while the line is full are told the server is
+  // busy. How many arrive while it is full depends on the machine, so only the split is checked.
+  assert.ok((queued[3] ?? 0) > 0 && (queued[4] ?? 0) >= 4, JSON.stringify(queued));
+  assert.equal((queued[3] ?? 0) + (queued[4] ?? 0), 100);
+  assert.deepEqual(busy.stats().loginsRefused, { ERR_MQTT_AUTH: queued[4], ERR_MQTT_BUSY: queued[3] });
+});

@@ -1,0 +1,64 @@
+/**
+ * The broker's session store: aedes-persistence's own abstract suite (every persistence must pass
+ * it), then the bounds on outgoing queues.
+ */
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+import { BoundedPersistence, type StoredPacket } from '../../gateway/mqtt-persistence.js';
+
+const require = createRequire(import.meta.url);
+const abstractPersistence = require('aedes-persistence/abstract.js') as (opts: { test: typeof test; persistence: () => unknown; testAsync: boolean }) => void;
+
+abstractPersistence({ test, persistence: () => new BoundedPersistence({ maxMessages: 1000, maxBytes: 1 << 20 }), testAsync: true });
+
+let counter = 0;
+const message = (bytes: number): StoredPacket & { qos: number } => ({ cmd: 'publish', brokerId: 'b', brokerCounter: ++counter, topic: 't', payload: Buffer.alloc(bytes), qos: 1 });
+
+async function streamed(p: BoundedPersistence, id: string): Promise<StoredPacket[]> {
+  const out: StoredPacket[] = [];
+  for await (const x of p.outgoingStream({ id })) out.push(x as StoredPacket);
+  return out;
+}
+
+void test('a full queue drops its oldest messages and counts them', async () => {
+  const p = new BoundedPersistence({ maxMessages: 3, maxBytes: 1 << 20 });
+  const sent = Array.from({ length: 5 }, () => message(10));
+  for (const m of sent) await p.outgoingEnqueueCombi([{ clientId: 'c1' }, { clientId: 'c2' }], m);
+  assert.deepEqual((await streamed(p, 'c1')).map((m) => m.brokerCounter), sent.slice(2).map((m) => m.brokerCounter));
+  assert.equal(p.dropped, 4);
+  assert.deepEqual(p.queued(), { messages: 6, bytes: 6 * 11 });
+});
+
+void test('the byte cap drops the oldest messages too, and a message over it is not kept', async () => {
+  const p = new BoundedPersistence({ maxMessages: 100, maxBytes: 250 });
+  for (let i = 0; i < 3; i++) await p.outgoingEnqueue({ clientId: 'c' }, message(99));
+  assert.equal(p.queueLength('c'), 2);
+  assert.equal(p.dropped, 1);
+  await p.outgoingEnqueue({ clientId: 'c' }, message(300));
+  assert.equal(p.queueLength('c'), 0);
+  assert.equal(p.dropped, 4);
+  assert.deepEqual(p.queued(), { messages: 0, bytes: 0 });
+});
+
+void test('an acknowledgement of a dropped message clears nothing and raises nothing', async () => {
+  const p = new BoundedPersistence({ maxMessages: 1, maxBytes: 1 << 20 });
+  const first = message(1);
+  await p.outgoingEnqueue({ clientId: 'c' }, first);
+  await p.outgoingUpdate({ id: 'c' }, { ...first, messageId: 7 });
+  await p.outgoingEnqueue({ clientId: 'c' }, message(1));
+  await p.outgoingUpdate({ id: 'c' }, { ...first, messageId: 7 });
+  assert.equal(await p.outgoingClearMessageId({ id: 'c' }, { cmd: 'puback', messageId: 7 }), undefined);
+  assert.equal(p.queueLength('c'), 1);
+});
+
+void test('dropSession forgets the queue and the subscriptions of a client id', async () => {
+  const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
+  await p.setup({ id: 'broker-1' });
+  await p.addSubscriptions({ id: 'c' }, [{ topic: 'a/#', qos: 1 }]);
+  await p.outgoingEnqueue({ clientId: 'c' }, message(1));
+  await p.dropSession('c');
+  assert.equal(p.queueLength('c'), 0);
+  assert.deepEqual(await p.subscriptionsByClient({ id: 'c' }), []);
+  assert.deepEqual(await p.subscriptionsByTopic('a/b'), []);
+});
