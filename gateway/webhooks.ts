@@ -466,8 +466,12 @@ class HookWorker {
     const t = this.#o.now();
     const delivery: WebhookDelivery = { chain: this.#o.chain.origin, from: batch.from, to: batch.to, deliveredAt: t, entries: batch.entries };
     const body = JSON.stringify(delivery);
+    // One controller per attempt, aborted by stop() or by its own timer. Not
+    // AbortSignal.any([…, AbortSignal.timeout(ms)]): on Node 20 nothing holds the timeout signal
+    // strongly, so a garbage collection can drop it and the attempt then never times out.
     const abort = new AbortController();
     this.#abort = abort;
+    const timer = setTimeout(() => abort.abort(new DOMException(`timeout after ${this.#o.hook.timeoutMs} ms`, 'TimeoutError')), this.#o.hook.timeoutMs);
     try {
       const res = await this.#o.fetch(this.#o.hook.url, {
         method: 'POST',
@@ -480,7 +484,7 @@ class HookWorker {
         },
         body,
         redirect: 'manual',
-        signal: AbortSignal.any([abort.signal, AbortSignal.timeout(this.#o.hook.timeoutMs)]),
+        signal: abort.signal,
       });
       // The answer's body is not used; cancelling it frees the connection.
       await res.body?.cancel().catch(() => undefined);
@@ -497,6 +501,7 @@ class HookWorker {
       const error = err.name === 'TimeoutError' ? `timeout after ${this.#o.hook.timeoutMs} ms` : err.name === 'AbortError' ? 'aborted' : (err.cause?.code ?? err.name);
       return { ok: false, gone: false, error };
     } finally {
+      clearTimeout(timer);
       this.#abort = undefined;
     }
   }
