@@ -31,6 +31,7 @@ import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../ledger/entry.js';
+import type { WebhookStatus } from './webhooks.js';
 import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
 
 /** Longest request target (path and query) accepted, in bytes. */
@@ -61,6 +62,8 @@ export interface GatewayStatusJson {
   readonly drivers: readonly DriverStatus[];
   readonly broker?: JsonValue;
   readonly peers?: JsonValue;
+  /** Per webhook: cursor, lag, state, last attempt and error (gateway/webhooks.ts WebhookStatus). */
+  readonly webhooks?: readonly WebhookStatus[];
 }
 
 export interface LocalApiOptions {
@@ -353,6 +356,7 @@ export class LocalApi {
       health: { status: this.#opts.health?.status ?? 'ok', conditions: this.#opts.health?.list() ?? [] },
       ...(s.broker !== undefined ? { broker: s.broker } : {}),
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
+      webhooks: s.webhooks ?? [],
     };
   }
 

@@ -16,6 +16,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { DriverStatus } from '../drivers/driver.js';
 import type { Ingest, IngestEvents } from './ingest.js';
 import type { HealthCondition } from './health.js';
+import { registerWebhookMetrics } from './webhook-metrics.js';
+import type { WebhookStatus } from './webhooks.js';
 
 export const METRIC_PREFIX = 'oti_';
 
@@ -193,5 +195,10 @@ export class GatewayMetrics {
   /** Reads the raised health conditions (gateway/health.ts) at each scrape. */
   healthFrom(provider: () => readonly HealthCondition[]): void {
     this.#healthProvider = provider;
+  }
+
+  /** Registers the webhook gauges (gateway/webhook-metrics.ts); `provider` is read at each scrape. */
+  webhooksFrom(provider: () => readonly WebhookStatus[]): void {
+    registerWebhookMetrics(this.registry, provider);
   }
 }

@@ -38,7 +38,7 @@ import { Demo } from './demo.js';
 import { GatewayMetrics } from './metrics.js';
 import { HealthBoard } from './health.js';
 import { LocalApi } from './api.js';
-import { WebhookDispatcher } from './webhooks.js';
+import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
 import { PersonKeyStore, PrivacyReader, applyPrivacyEntry, applyStoredShreds, followChain } from './persons.js';
@@ -61,7 +61,8 @@ export interface GatewayStatus {
   readonly broker: { readonly port: number; readonly tlsPort?: number; readonly clients: number };
   readonly drivers: readonly DriverStatus[];
   readonly notifications: { readonly pending: number; readonly dropped: number };
-  readonly webhooks: readonly { readonly url: string; readonly cursor: number; readonly behind: number; readonly state: string }[];
+  /** Per hook (docs/WEBHOOKS.md §Status): cursor, lag (`behind`), state, last attempt and error, counts. */
+  readonly webhooks: readonly WebhookStatus[];
 }
 
 export interface StartOptions {
@@ -271,6 +272,7 @@ export class Gateway {
       const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
       await hooks.start();
       this.webhooks = hooks;
+      this.metrics.webhooksFrom(() => hooks.status());
       this.onStop('webhooks', () => hooks.stop());
       log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
     }
@@ -464,7 +466,7 @@ export class Gateway {
       broker: { port: this.broker.port, ...(this.broker.tlsPort !== undefined ? { tlsPort: this.broker.tlsPort } : {}), clients: bs.clients },
       drivers: this.drivers.map((d) => d.status()),
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
-      webhooks: (this.webhooks?.status() ?? []).map((h) => ({ url: h.url, cursor: h.cursor, behind: h.behind, state: h.state })),
+      webhooks: this.webhooks?.status() ?? [],
     };
   }
 

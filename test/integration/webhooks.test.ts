@@ -354,8 +354,8 @@ void test('bad cursor files and secret files are refused with their codes', { ti
   const short = join(dir, 'short');
   await writeFile(short, 'abc\n', { mode: 0o600 });
   await assert.rejects(new WebhookDispatcher({ chain, hooks: [hook('http://127.0.0.1:9/b', { secret: undefined, secretFile: short })], cursorDir: dir }).start(), (e) => isOtiError(e, 'ERR_CONFIG'));
-  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook(url), hook(url)], cursorDir: dir }), (e) => isOtiError(e, 'ERR_ARGUMENT'));
-  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook('ftp://127.0.0.1/x')], cursorDir: dir }), (e) => isOtiError(e, 'ERR_ARGUMENT'));
+  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook(url), hook(url)], cursorDir: dir }), (e) => isOtiError(e, 'ERR_CONFIG'));
+  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook('ftp://127.0.0.1/x')], cursorDir: dir }), (e) => isOtiError(e, 'ERR_CONFIG'));
 });
 
 void test('secrets, URL credentials and query tokens never reach the logs or status', { timeout: 120_000 }, async (t) => {
@@ -386,7 +386,7 @@ void test('secrets, URL credentials and query tokens never reach the logs or sta
   // fetch cannot send URL credentials, so such a URL is refused, without echoing the password.
   assert.throws(
     () => new WebhookDispatcher({ chain, hooks: [hook(u.toString())], cursorDir: dir }),
-    (e) => isOtiError(e, 'ERR_ARGUMENT') && !`${e.message}${JSON.stringify(e.details)}`.includes(password),
+    (e) => isOtiError(e, 'ERR_CONFIG') && !`${e.message}${JSON.stringify(e.details)}`.includes(password),
   );
   const url = `${rx.url}?token=${queryToken}`;
   const d = await dispatcher(t, chain, join(dir, 'cursors'), [hook(url, { secret: undefined, secretFile })], { logger });
