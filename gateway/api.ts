@@ -309,16 +309,21 @@ export class LocalApi {
       return json(r.json, r.status);
     } catch (e) {
       if (isOtiError(e, 'ERR_PRIVACY_ERASED')) throw new HttpError(410, e.code, e.message, e.details);
+      if (isOtiError(e, 'ERR_PRIVACY_NO_KEY')) throw new HttpError(409, e.code, e.message, e.details);
       if (isOtiError(e, 'ERR_PRIVACY_OPEN')) throw new HttpError(409, e.code, e.message);
       if (isOtiError(e) && e.code.startsWith('ERR_ENCODING_')) throw new HttpError(400, e.code, e.message);
       throw e;
     }
   }
 
-  /** An entry as its reader may see it: pseudonyms for all, plaintext for privacy readers. */
-  async #view(e: EntryJson, bytes: Uint8Array, role: Role): Promise<EntryJson> {
+  /**
+   * An entry as its reader may see it: as stored for ordinary readers, with pseudonyms and person
+   * fields for privacy readers. Ordinary readers get no pseudonym: with one lock's key they could
+   * seal chosen PINs and read the pseudonyms back, a dictionary attack (docs/PRIVACY.md §Limits).
+   */
+  async #view(e: EntryJson, bytes: Uint8Array, role: Role, origin?: string): Promise<EntryJson> {
     const reader = this.#opts.privacy?.reader;
-    return reader === undefined ? e : reader.annotate(e, decodeEntry(bytes), role === 'privacy');
+    return reader === undefined || role !== 'privacy' ? e : reader.annotate(e, decodeEntry(bytes), true, origin);
   }
 
   /**
@@ -394,7 +399,7 @@ export class LocalApi {
         if (f.order === 'asc') lo = index + 1;
         else hi = index;
         const e = entryJson(index, range[j]!);
-        if (matches(e, f)) items.push(await this.#view(e, range[j]!, role));
+        if (matches(e, f)) items.push(await this.#view(e, range[j]!, role, cs.origin));
       }
     }
     return { items, next: lo < hi ? (f.order === 'asc' ? lo - 1 : hi) : null };

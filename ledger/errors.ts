@@ -85,6 +85,7 @@ export const ERROR_CODES = {
   ERR_PRIVACY_OPEN: 'a sealed or encrypted item does not open: unknown key, wrong key, or altered bytes',
   ERR_PRIVACY_CLEAR_CREDENTIAL: 'a lock event carries a credential reference that is not sealed to the site privacy key',
   ERR_PRIVACY_ERASED: 'the person’s data key was destroyed (crypto-shredded); their fields cannot be read',
+  ERR_PRIVACY_NO_KEY: 'this gateway holds no key for the person (not erased): only the gateway that recorded the person holds it',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
