@@ -385,7 +385,7 @@ function assemble(layers: readonly Layer[], cwd: string): GatewayConfig {
   }
   // The API speaks plain HTTP: the privacy token, and the plaintext it unlocks, must not cross a network.
   if (c.api.privacyToken !== undefined && !isLoopbackHost(c.api.host)) {
-    throw wrong('api.privacyToken', `unset, because api.host (${c.api.host}) is not a loopback address and the API has no TLS: put a TLS proxy on this machine in front of api.host 127.0.0.1 (docs/PRIVACY.md §Roles)`, undefined, originOf('api.privacyToken'));
+    throw wrong('api.privacyToken', `unset, because api.host (${c.api.host}) is not a loopback address and the API has no TLS: put a TLS proxy on this machine in front of api.host 127.0.0.1 (docs/PRIVACY.md §Roles)`, c.api.privacyToken, originOf('api.privacyToken'), true);
   }
   return c;
 }
