@@ -35,6 +35,7 @@ import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../ledger/entry.js';
+import type { WebhookStatus } from './webhooks.js';
 import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
 
 /** Longest request target (path and query) accepted, in bytes. */
@@ -69,6 +70,8 @@ export interface GatewayStatusJson {
   readonly drivers: readonly DriverStatus[];
   readonly broker?: JsonValue;
   readonly peers?: JsonValue;
+  /** Per webhook: cursor, lag, state, last attempt and error (gateway/webhooks.ts WebhookStatus). */
+  readonly webhooks?: readonly WebhookStatus[];
 }
 
 export interface LocalApiOptions {
@@ -340,16 +343,21 @@ export class LocalApi {
       return json(r.json, r.status);
     } catch (e) {
       if (isOtiError(e, 'ERR_PRIVACY_ERASED')) throw new HttpError(410, e.code, e.message, e.details);
+      if (isOtiError(e, 'ERR_PRIVACY_NO_KEY')) throw new HttpError(409, e.code, e.message, e.details);
       if (isOtiError(e, 'ERR_PRIVACY_OPEN')) throw new HttpError(409, e.code, e.message);
       if (isOtiError(e) && e.code.startsWith('ERR_ENCODING_')) throw new HttpError(400, e.code, e.message);
       throw e;
     }
   }
 
-  /** An entry as its reader may see it: pseudonyms for all, plaintext for privacy readers. */
-  async #view(e: EntryJson, bytes: Uint8Array, role: Role): Promise<EntryJson> {
+  /**
+   * An entry as its reader may see it: as stored for ordinary readers, with pseudonyms and person
+   * fields for privacy readers. Ordinary readers get no pseudonym: with one lock's key they could
+   * seal chosen PINs and read the pseudonyms back, a dictionary attack (docs/PRIVACY.md §Limits).
+   */
+  async #view(e: EntryJson, bytes: Uint8Array, role: Role, origin?: string): Promise<EntryJson> {
     const reader = this.#opts.privacy?.reader;
-    return reader === undefined ? e : reader.annotate(e, decodeEntry(bytes), role === 'privacy');
+    return reader === undefined || role !== 'privacy' ? e : reader.annotate(e, decodeEntry(bytes), true, origin);
   }
 
   /**
@@ -387,6 +395,7 @@ export class LocalApi {
       health: { status: this.#opts.health?.status ?? 'ok', conditions: this.#opts.health?.list() ?? [] },
       ...(s.broker !== undefined ? { broker: s.broker } : {}),
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
+      webhooks: s.webhooks ?? [],
     };
   }
 
@@ -424,7 +433,7 @@ export class LocalApi {
         if (f.order === 'asc') lo = index + 1;
         else hi = index;
         const e = entryJson(index, range[j]!);
-        if (matches(e, f)) items.push(await this.#view(e, range[j]!, role));
+        if (matches(e, f)) items.push(await this.#view(e, range[j]!, role, cs.origin));
       }
     }
     return { items, next: lo < hi ? (f.order === 'asc' ? lo - 1 : hi) : null };

@@ -166,7 +166,7 @@ export const SCHEMA = section({
     host: host('127.0.0.1', 'Address of the local HTTP API. Any non-loopback address needs api.token.'),
     port: port(8433, 'Port of the local HTTP API; 0 picks a free port.'),
     token: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token for the API; required when api.host is not a loopback address.' }),
-    privacyToken: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token of privacy officers (docs/PRIVACY.md): the only token that reaches /privacy/ and, with the privacy keyring in the data folder, sees plaintext. Must differ from api.token.' }),
+    privacyToken: str({ format: 'text', minLength: SECRET_MIN, maxLength: 4096, secret: true, doc: 'Bearer token of privacy officers (docs/PRIVACY.md): the only token that reaches /privacy/ and, with the privacy keyring in the data folder, sees plaintext. Must differ from api.token. Refused when api.host is not a loopback address (the API has no TLS).' }),
     maxConnections: int({ min: 1, max: 4096, default: DEFAULT_MAX_CONNECTIONS, doc: 'Open connections to the API in all; more are answered 503 ERR_TOO_MANY_CONNECTIONS and closed.' }),
     maxConnectionsPerAddress: int({ min: 1, max: 4096, default: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, doc: 'Open connections to the API from one remote address, so one client cannot take every slot; more are answered 503 ERR_TOO_MANY_CONNECTIONS and closed.' }),
   }),
@@ -293,7 +293,7 @@ export function describe(f: LeafField): string {
       return `one of ${f.values.join(', ')}`;
     case 'string':
       if (f.format === 'host') return 'a host name or IP address';
-      if (f.format === 'url') return 'an http or https URL';
+      if (f.format === 'url') return 'an http or https URL without a user name or password';
       return f.minLength > 1 ? `a string of ${f.minLength}..${f.maxLength} characters` : `a non-empty string of at most ${f.maxLength} characters`;
     case 'path':
       return 'a file or folder path';

@@ -47,8 +47,12 @@ type Layer = Map<string, Setting>;
 
 const SHOW_MAX = 80;
 
+const URL_USER_INFO = /^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i;
+
 function shown(value: unknown, secret: boolean): unknown {
   if (secret && typeof value === 'string') return `(hidden, ${value.length} characters)`;
+  // A URL's user info may hold a password: never echo it.
+  if (typeof value === 'string' && URL_USER_INFO.test(value)) value = value.replace(URL_USER_INFO, '$1(user info hidden)@');
   if (typeof value === 'string' && value.length > SHOW_MAX) return `${value.slice(0, SHOW_MAX)}…`;
   if (value !== null && typeof value === 'object') return Array.isArray(value) ? '(a list)' : '(a mapping)';
   return value;
@@ -106,7 +110,8 @@ const NUMBER_TEXT = /^[+-]?(?:\d{1,16}(?:\.\d{0,16})?|\.\d{1,16})(?:e[+-]?\d{1,3
 function isUrl(s: string): boolean {
   try {
     const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    // No user info: fetch refuses to send it; a token belongs in the query, or better the signature.
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.username === '' && u.password === '';
   } catch {
     return false;
   }
@@ -377,6 +382,10 @@ function assemble(layers: readonly Layer[], cwd: string): GatewayConfig {
   if (tls.ca !== undefined && tls.cert === undefined) throw wrong('broker.tls.cert', 'set (with broker.tls.key) when broker.tls.ca is set', undefined, originOf('broker.tls.ca'));
   if (c.api.token === undefined && !isLoopbackHost(c.api.host)) {
     throw wrong('api.token', `a token of at least 16 characters, required because api.host (${c.api.host}) is not a loopback address`, undefined, originOf('api.host'));
+  }
+  // The API speaks plain HTTP: the privacy token, and the plaintext it unlocks, must not cross a network.
+  if (c.api.privacyToken !== undefined && !isLoopbackHost(c.api.host)) {
+    throw wrong('api.privacyToken', `unset, because api.host (${c.api.host}) is not a loopback address and the API has no TLS: put a TLS proxy on this machine in front of api.host 127.0.0.1 (docs/PRIVACY.md §Roles)`, c.api.privacyToken, originOf('api.privacyToken'), true);
   }
   return c;
 }

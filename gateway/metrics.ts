@@ -17,6 +17,8 @@ import type { DriverStatus } from '../drivers/driver.js';
 import type { Ingest, IngestEvents } from './ingest.js';
 import type { HealthCondition } from './health.js';
 import type { BrokerStats } from './broker.js';
+import { registerWebhookMetrics } from './webhook-metrics.js';
+import type { WebhookStatus } from './webhooks.js';
 
 export const METRIC_PREFIX = 'oti_';
 
@@ -257,5 +259,10 @@ export class GatewayMetrics {
   /** Counts a refused later copy of a committed event (gateway/notify.ts). */
   committedCopyRefused(code: string): void {
     this.#copiesRefused.inc({ code });
+  }
+
+  /** Registers the webhook gauges (gateway/webhook-metrics.ts); `provider` is read at each scrape. */
+  webhooksFrom(provider: () => readonly WebhookStatus[]): void {
+    registerWebhookMetrics(this.registry, provider);
   }
 }

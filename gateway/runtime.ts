@@ -43,11 +43,10 @@ import { Demo } from './demo.js';
 import { GatewayMetrics } from './metrics.js';
 import { HealthBoard } from './health.js';
 import { LocalApi } from './api.js';
-import { WebhookDispatcher } from './webhooks.js';
+import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
-import { PersonKeyStore, PrivacyReader, applyPrivacyEntry, applyStoredShreds, followChain } from './persons.js';
-import { decodeEntry } from '../ledger/entry.js';
+import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './persons.js';
 
 /** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
 export const PRIVACY_PUBLIC_FILE = 'privacy.json';
@@ -66,7 +65,8 @@ export interface GatewayStatus {
   readonly broker: { readonly port: number; readonly tlsPort?: number; readonly clients: number };
   readonly drivers: readonly DriverStatus[];
   readonly notifications: { readonly pending: number; readonly dropped: number };
-  readonly webhooks: readonly { readonly url: string; readonly cursor: number; readonly behind: number; readonly state: string }[];
+  /** Per hook (docs/WEBHOOKS.md §Status): cursor, lag (`behind`), state, last attempt and error, counts. */
+  readonly webhooks: readonly WebhookStatus[];
 }
 
 export interface StartOptions {
@@ -281,23 +281,24 @@ export class Gateway {
     });
 
     const privacy = await this.startPrivacy(chain, opts.privacyPassphrase);
-    // Erasures recorded by other gateways reach this one with their chains: a person key held
-    // here (from a restored backup, say) is destroyed too. Only entries that arrive from now on
-    // are looked at (those stored earlier were looked at when they arrived), and only while this
-    // gateway holds any person key at all.
+    // Every erasure recorded in a chain held here, this gateway's own (recovered from the peers
+    // after a restore) and the peers', is applied before anything is served: a person key from a
+    // restored backup is destroyed and the erasure marked. Erasures arriving later with the peers'
+    // chains are applied as they arrive.
+    const peerOrigins = (await store.listChains()).filter((c) => c.role === 'peer').map((c) => c.origin);
     const appliedTo = new Map<string, number>();
-    for (const { origin, role } of await store.listChains()) if (role === 'peer') appliedTo.set(origin, (await sync.replica(origin)).size);
+    for (const origin of peerOrigins) appliedTo.set(origin, (await sync.replica(origin)).size);
     sync.on('synced', ({ origin, size }) => {
       void (async () => {
         const from = appliedTo.get(origin) ?? 0;
         appliedTo.set(origin, size);
-        if (from >= size || (await privacy.store.list()).length === 0) return;
         const replica = await sync.replica(origin);
-        for (let i = from; i < size; i += 1024) {
-          for (const raw of await replica.cs.entryRange(i, Math.min(size, i + 1024))) await applyPrivacyEntry(privacy.store, decodeEntry(raw));
-        }
+        for (let i = from; i < size; i += 1024) await applyPrivacyEntries(privacy.store, await replica.cs.entryRange(i, Math.min(size, i + 1024)));
       })().catch((e: unknown) => this.stopping === undefined && log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
     });
+    let destroyed = await applyStoredShreds(chain, privacy.store);
+    for (const origin of peerOrigins) destroyed += await applyStoredShreds(await sync.replica(origin), privacy.store);
+    if (destroyed > 0) log.info({ destroyed }, `destroyed ${destroyed} person key(s) whose erasure is recorded in the chains held here`);
     this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
     this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
@@ -334,6 +335,7 @@ export class Gateway {
       const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
       await hooks.start();
       this.webhooks = hooks;
+      this.metrics.webhooksFrom(() => hooks.status());
       this.onStop('webhooks', () => hooks.stop());
       log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
     }
@@ -359,7 +361,12 @@ export class Gateway {
       status: () => this.status(),
       metrics: this.metrics,
       health: this.health,
-      privacy: { token: config.api.privacyToken, store: privacy.store, ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}) },
+      privacy: {
+        token: config.api.privacyToken,
+        store: privacy.store,
+        ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}),
+        replicas: async () => Promise.all((await store.listChains()).filter((c) => c.role === 'peer').map(async (c) => sync.replica(c.origin))),
+      },
       logger: log.child({ part: 'api' }),
     });
     this.onStop('local API', () => api.close());
@@ -408,7 +415,7 @@ export class Gateway {
 
   /**
    * Privacy (docs/PRIVACY.md): the person-key store follows the chain (a shred entry destroys the
-   * key here; stored shreds are applied again at start, in case of a crash in between). With
+   * key here and marks the erasure; run() applies the stored shreds before serving). With
    * <dataDir>/privacy.json only sealed credentials are accepted; with <dataDir>/privacy.key the
    * gateway can also read plaintext for holders of api.privacyToken.
    */
@@ -421,13 +428,6 @@ export class Gateway {
     const store = await PersonKeyStore.open(config.dataDir);
     const unfollow = followChain(chain, store, (e) => log.error({ err: e }, 'applying a privacy entry to the person-key store failed'));
     this.onStop('person keys', () => Promise.resolve(unfollow()));
-    applyStoredShreds(chain, store).then(
-      (n) => {
-        if (n > 0) log.info({ destroyed: n }, `destroyed ${n} person key(s) whose erasure was recorded in the chain`);
-      },
-      // Stopping closes the store under it (a chain that fails verification stops the gateway at once).
-      (e: unknown) => this.stopping === undefined && log.error({ err: e }, 'applying stored erasures failed'),
-    );
     const pubPath = join(config.dataDir, PRIVACY_PUBLIC_FILE);
     if (!existsSync(pubPath)) return { store };
     const pub = await readPublicPrivacyFile(pubPath);
@@ -441,7 +441,7 @@ export class Gateway {
     const keyring = await readKeyringFile(keyPath, passphrase);
     if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
     log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
-    return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store) };
+    return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store, chain.origin) };
   }
 
   private async startDrivers(): Promise<void> {
@@ -551,7 +551,7 @@ export class Gateway {
       broker: { port: this.broker.port, ...(this.broker.tlsPort !== undefined ? { tlsPort: this.broker.tlsPort } : {}), clients: bs.clients },
       drivers: this.drivers.map((d) => d.status()),
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
-      webhooks: (this.webhooks?.status() ?? []).map((h) => ({ url: h.url, cursor: h.cursor, behind: h.behind, state: h.state })),
+      webhooks: this.webhooks?.status() ?? [],
     };
   }
 

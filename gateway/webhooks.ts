@@ -83,6 +83,10 @@ export interface WebhookStatus {
   readonly behind: number;
   readonly state: 'idle' | 'delivering' | 'backoff' | 'disabled' | 'stopped';
   readonly lastError?: string;
+  /** When the last attempt (POST) started (ms since 1970), if any since start. */
+  readonly lastAttemptAt?: number;
+  /** When a receiver last answered 2xx (ms since 1970), if ever since start. */
+  readonly lastDeliveredAt?: number;
   /** When the next retry is due (ms since 1970), during a backoff. */
   readonly nextAttemptAt?: number;
   /** Entries delivered (2xx) since start. */
@@ -152,7 +156,7 @@ export class WebhookDispatcher {
     opts.hooks.forEach((h, i) => {
       checkHook(h, i);
       const id = hookId(h.url);
-      if (ids.has(id)) throw new OtiError('ERR_ARGUMENT', `webhooks[${i}] repeats the URL of an earlier hook`, { argument: `webhooks[${i}].url` });
+      if (ids.has(id)) throw new OtiError('ERR_CONFIG', `webhooks[${i}] repeats the URL of an earlier hook`, { key: `webhooks[${i}].url` });
       ids.add(id);
     });
     this.#hooks = opts.hooks;
@@ -200,7 +204,7 @@ export class WebhookDispatcher {
 }
 
 function checkHook(h: WebhookHook, i: number): void {
-  const bad = (key: string, why: string): OtiError => new OtiError('ERR_ARGUMENT', `webhooks[${i}].${key} ${why}`, { argument: `webhooks[${i}].${key}` });
+  const bad = (key: string, why: string): OtiError => new OtiError('ERR_CONFIG', `webhooks[${i}].${key} ${why}`, { key: `webhooks[${i}].${key}` });
   let u: URL;
   try {
     u = new URL(h.url);
@@ -308,6 +312,8 @@ class HookWorker {
   #stopped = false;
   #disabled = false;
   #lastError: string | undefined;
+  #lastAttemptAt: number | undefined;
+  #lastDeliveredAt: number | undefined;
   #delivered = 0;
   #failed = 0;
   #skipped = 0;
@@ -327,6 +333,8 @@ class HookWorker {
       behind: this.#o.chain.size - this.cursor,
       state,
       ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}),
+      ...(this.#lastAttemptAt !== undefined ? { lastAttemptAt: this.#lastAttemptAt } : {}),
+      ...(this.#lastDeliveredAt !== undefined ? { lastDeliveredAt: this.#lastDeliveredAt } : {}),
       ...(this.#nextAttemptAt !== undefined ? { nextAttemptAt: this.#nextAttemptAt } : {}),
       delivered: this.#delivered,
       failed: this.#failed,
@@ -380,6 +388,7 @@ class HookWorker {
       if (outcome.ok && batch !== undefined) {
         if (!(await this.#advance(batch.to + 1))) return this.#backoff(1, undefined);
         this.#delivered += batch.entries.length;
+        this.#lastDeliveredAt = this.#o.now();
         this.#lastError = undefined;
         this.#batch = undefined;
         continue;
@@ -464,10 +473,15 @@ class HookWorker {
   async #post(batch: Batch): Promise<Outcome> {
     batch.attempts++;
     const t = this.#o.now();
+    this.#lastAttemptAt = t;
     const delivery: WebhookDelivery = { chain: this.#o.chain.origin, from: batch.from, to: batch.to, deliveredAt: t, entries: batch.entries };
     const body = JSON.stringify(delivery);
+    // One controller per attempt, aborted by stop() or by its own timer. Not
+    // AbortSignal.any([…, AbortSignal.timeout(ms)]): on Node 20 nothing holds the timeout signal
+    // strongly, so a garbage collection can drop it and the attempt then never times out.
     const abort = new AbortController();
     this.#abort = abort;
+    const timer = setTimeout(() => abort.abort(new DOMException(`timeout after ${this.#o.hook.timeoutMs} ms`, 'TimeoutError')), this.#o.hook.timeoutMs);
     try {
       const res = await this.#o.fetch(this.#o.hook.url, {
         method: 'POST',
@@ -480,7 +494,7 @@ class HookWorker {
         },
         body,
         redirect: 'manual',
-        signal: AbortSignal.any([abort.signal, AbortSignal.timeout(this.#o.hook.timeoutMs)]),
+        signal: abort.signal,
       });
       // The answer's body is not used; cancelling it frees the connection.
       await res.body?.cancel().catch(() => undefined);
@@ -497,6 +511,7 @@ class HookWorker {
       const error = err.name === 'TimeoutError' ? `timeout after ${this.#o.hook.timeoutMs} ms` : err.name === 'AbortError' ? 'aborted' : (err.cause?.code ?? err.name);
       return { ok: false, gone: false, error };
     } finally {
+      clearTimeout(timer);
       this.#abort = undefined;
     }
   }

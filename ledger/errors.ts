@@ -93,6 +93,7 @@ export const ERROR_CODES = {
   // Identity and ledger recovery (docs/SYNC.md §Recovery)
   ERR_IDENTITY_INCOMPLETE: 'the data folder holds part of a gateway identity: a file of it is missing',
   ERR_LEDGER_LOST: 'the ledger is missing or shorter than the last checkpoint this gateway signed; nothing is appended until it is recovered or an operator accepts the loss',
+  ERR_PRIVACY_NO_KEY: 'this gateway holds no key for the person (not erased): only the gateway that recorded the person holds it',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -22,8 +22,10 @@ export interface ApiResponse {
 export class ApiClient {
   readonly base: string;
   readonly #token: string | undefined;
+  /** Where the token came from, named when the gateway refuses it (401/403). */
+  readonly #tokenHint: string;
 
-  constructor(base: string, token: string | undefined) {
+  constructor(base: string, token: string | undefined, tokenHint = '--token or OTI_API_TOKEN') {
     let url: URL;
     try {
       url = new URL(base);
@@ -33,6 +35,7 @@ export class ApiClient {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage('--api must be an http or https URL');
     this.base = url.toString().replace(/\/$/, '');
     this.#token = token;
+    this.#tokenHint = tokenHint;
   }
 
   static from(p: Parsed, term: Terminal): ApiClient {
@@ -56,7 +59,7 @@ export class ApiClient {
     const body = new Uint8Array(await res.arrayBuffer());
     if (body.length > MAX_BODY) throw new OtiError('ERR_API', `the gateway's answer is larger than ${MAX_BODY} bytes`);
     const type = res.headers.get('content-type') ?? '';
-    if (res.status < 200 || res.status > 299) throw apiError(method, path, res.status, type, body);
+    if (res.status < 200 || res.status > 299) throw apiError(method, path, res.status, type, body, this.#tokenHint);
     return { status: res.status, type, body };
   }
 
@@ -70,7 +73,7 @@ export class ApiClient {
   }
 }
 
-function apiError(method: string, path: string, status: number, type: string, body: Uint8Array): OtiError {
+function apiError(method: string, path: string, status: number, type: string, body: Uint8Array, tokenHint: string): OtiError {
   let code: string | undefined;
   let message: string | undefined;
   if (type.includes('json')) {
@@ -85,7 +88,7 @@ function apiError(method: string, path: string, status: number, type: string, bo
     }
   }
   const what = `${method} ${path}: the gateway answered ${status}${message !== undefined ? `: ${message.slice(0, 300)}` : ''}${code !== undefined ? ` [${code}]` : ''}`;
-  if (status === 401 || status === 403) return new OtiError('ERR_API', `${what} (check --token or OTI_API_TOKEN)`, { status, code });
+  if (status === 401 || status === 403) return new OtiError('ERR_API', `${what} (check ${tokenHint})`, { status, code });
   if (status === 404) return new OtiError('ERR_NOT_FOUND', what, { status, code });
   return new OtiError('ERR_API', what, { status, code });
 }

@@ -5,7 +5,8 @@
  *   privacy rotate       a new current key; old keys kept for history; person keys re-wrapped (--data)
  *   privacy person add   encrypts a person's fields here, posts ciphertext + wrapped key to the gateway
  *   privacy erase        destroys a person's key at the gateway and records the erasure
- *   privacy show         reads a data folder with the keyring: pseudonyms, or plaintext (--plaintext)
+ *   privacy show         reads a data folder with the keyring: pseudonyms; with --plaintext the fields
+ *                        of the persons whose key it holds, "(erased)" or "(no key here: held by …)"
  *
  * Person commands talk to the gateway with the privacy token (api.privacyToken), given with
  * --token or $OTI_PRIVACY_TOKEN. The keyring passphrase comes from --passphrase-file, else
@@ -67,7 +68,7 @@ async function unlockKeyring(p: Parsed, term: Terminal): Promise<PrivacyKeyring>
 function privacyApi(p: Parsed, term: Terminal): ApiClient {
   const token = str(p, 'token') ?? term.env('OTI_PRIVACY_TOKEN');
   if (token === undefined) throw usage('the privacy token is needed: --token or $OTI_PRIVACY_TOKEN');
-  return new ApiClient(str(p, 'api') ?? term.env('OTI_API_URL') ?? DEFAULT_API, token);
+  return new ApiClient(str(p, 'api') ?? term.env('OTI_API_URL') ?? DEFAULT_API, token, 'the privacy token: --token or OTI_PRIVACY_TOKEN, api.privacyToken in the gateway configuration');
 }
 
 const init: Command = {
@@ -176,31 +177,49 @@ const show: Command = {
   name: 'privacy show',
   summary: 'Read a gateway data folder with the privacy keyring: pseudonyms, or plaintext with --plaintext.',
   details: ['Works on a running gateway’s folder (it reads a copy of the ledger).'],
-  options: { ...KEYRING_OPTIONS, data: { type: 'string', value: 'DIR', help: 'the gateway data folder' }, plaintext: { type: 'boolean', help: 'also show raw credential ids and decrypted person fields' } },
+  options: { ...KEYRING_OPTIONS, data: { type: 'string', value: 'DIR', help: 'the gateway data folder' }, plaintext: { type: 'boolean', help: 'also show the decrypted fields of the persons whose key this folder holds, and which gateway holds each person\'s key' } },
   examples: ['oti privacy show --site-dir ./acme-hq --data /var/lib/oti-gateway --plaintext --json'],
   async run(p, term) {
     const data = str(p, 'data', true);
     const keyring = await unlockKeyring(p, term);
     const trust = await readSiteTrust(data);
-    const reader = new PrivacyReader(keyring, await PersonKeyStore.open(data));
     const ledger = await openLedger(data, { copyIfLocked: true });
     const items: (EntryJson & { chain: string })[] = [];
+    // Erasures recorded in any chain here: a folder written before erasure markers existed, or
+    // copied while a shred was on its way, still shows those persons as erased.
+    const shredded = new Set<string>();
     try {
       const chains = (await ledger.store.listChains()).filter((c) => c.origin.startsWith(chainOrigin(trust.siteId, '')));
+      const own = chains.find((c) => c.role !== 'peer')?.origin;
+      const reader = new PrivacyReader(keyring, await PersonKeyStore.open(data), own);
       for (const { origin, role } of chains) {
         const cs = await ledger.store.chain(origin, role);
         for await (const { index, bytes } of cs.entries(0, cs.head.size)) {
           const entry = decodeEntry(bytes);
+          if (entry.body.kind === 'privacy' && entry.body.op === 'shred') shredded.add(Buffer.from(entry.body.person).toString('hex'));
           if (entry.body.kind !== 'lock-event' && entry.body.kind !== 'privacy') continue;
-          items.push({ chain: origin, ...(await reader.annotate(entryJson(index, bytes), entry, flag(p, 'plaintext'))) });
+          items.push({ chain: origin, ...(await reader.annotate(entryJson(index, bytes), entry, flag(p, 'plaintext'), origin)) });
         }
       }
     } finally {
       await ledger.close();
     }
-    const text = items.map((e) => `${e.chain} ${e.index} ${e.id} ${String(e['type'] ?? e['op'] ?? '')} ${String(e['pseudonym'] ?? e['person'] ?? '')}${e['credential'] !== undefined ? ` cred=${String(e['credential'])}` : ''}${e['personFields'] !== undefined ? ` ${JSON.stringify(e['personFields'])}` : ''}${e['erased'] === true ? ' (erased)' : ''}`);
-    return { json: { items }, text };
+    const shown = items.map((e) => (e['keyHeldHere'] === false && shredded.has(String(e['person'])) ? { ...withoutKey(e, 'keyHeldHere'), erased: true } : e));
+    return { json: { items: shown }, text: shown.map(showLine) };
   },
 };
+
+/** One line of `oti privacy show`: where, what, and for a person who holds the key and what is left. */
+function showLine(e: EntryJson & { chain: string }): string {
+  const person = e['personFields'] !== undefined ? ` ${JSON.stringify(e['personFields'])}` : e['erased'] === true ? ' (erased)' : e['keyHeldHere'] === false ? ` (no key here: held by ${String(e['keyHolder'])})` : '';
+  const holder = e['keyHolder'] !== undefined && e['keyHeldHere'] !== false ? ` key at ${String(e['keyHolder'])}` : '';
+  return `${e.chain} ${e.index} ${e.id} ${String(e['type'] ?? e['op'] ?? '')} ${String(e['pseudonym'] ?? e['person'] ?? '')}${holder}${person}`;
+}
+
+function withoutKey<T extends Record<string, unknown>>(o: T, key: string): T {
+  const copy = { ...o };
+  delete copy[key];
+  return copy;
+}
 
 export const privacyCommands: readonly Command[] = [init, rotate, personAdd, erase, show];

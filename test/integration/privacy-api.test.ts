@@ -4,8 +4,10 @@
  * with the real `oti` binary (site init, gateway enroll, apply-bundle, privacy init), simulated
  * locks on real kernel ptys, and plain HTTP requests.
  *
- * - With api.token, events show the sealed credential and its pseudonym (the gateway holds the
- *   keyring), never the raw id; with api.privacyToken the raw id appears.
+ * - With api.token, events show the sealed credential only: no pseudonym (a PIN oracle for whoever
+ *   holds a lock's key) and no raw id. With api.privacyToken they show the pseudonym, person
+ *   entries the decrypted fields, the key holder and the pseudonym of the person's credential; no
+ *   raw id on events, so after erasure nothing yields the person's credential or fields.
  * - /privacy/... refuses api.token and no token (ERR_UNAUTHORIZED) and serves the privacy token.
  * - A person added with `oti privacy person add` is readable by the privacy role, then erased
  *   (ERR_PRIVACY_ERASED afterwards), and `oti verify` still passes on the data folder.
@@ -91,7 +93,7 @@ async function prepare(t: TestContext): Promise<{ dir: string; data: string }> {
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
 
-void test('privacy role over HTTP: sealed credentials and pseudonyms for api.token, plaintext for api.privacyToken, persons added and erased, clear credentials refused', { timeout: 240_000 }, async (t) => {
+void test('privacy role over HTTP: sealed credentials only for api.token, pseudonyms and person fields for api.privacyToken, persons added and erased, clear credentials refused', { timeout: 240_000 }, async (t) => {
   const { dir, data } = await prepare(t);
   const sealing = await ptyPair(dir, 'sealing');
   const legacy = await ptyPair(dir, 'legacy');
@@ -150,18 +152,17 @@ void test('privacy role over HTTP: sealed credentials and pseudonyms for api.tok
   assert.deepEqual(nacks[0], { ctr: 1, code: 'ERR_PRIVACY_CLEAR_CREDENTIAL', retry: false });
   assert.equal(old.acked.size, 0, 'the clear credential was never acknowledged');
 
-  // The ordinary reader: the sealed box and a pseudonym, never the raw id.
+  // The ordinary reader: the sealed box only; no pseudonym (it would be an oracle for chosen PINs
+  // sealed with a lock's key) and never the raw id.
   const readerView = await call(base, '/events?kind=lock-event&limit=1000', TOKEN);
   assert.equal(readerView.status, 200);
   const seen = (readerView.body['items'] as Item[]).filter((e) => e['lock'] === 'front-door');
   assert.equal(seen.length, 3);
   for (const e of seen) {
     assert.equal(Buffer.from(String(e['cred']), 'hex').length, SEALED_CRED_BYTES, 'the stored cred is the sealed box');
-    assert.match(String(e['pseudonym']), /^[0-9a-f]{32}$/);
+    assert.equal(e['pseudonym'], undefined, 'api.token must not get pseudonyms (a PIN oracle)');
     assert.equal(e['credential'], undefined, 'api.token must not see the raw credential id');
   }
-  assert.equal(seen[0]!['pseudonym'], seen[2]!['pseudonym'], 'one person, one pseudonym');
-  assert.notEqual(seen[0]!['pseudonym'], seen[1]!['pseudonym']);
   for (const raw of [ALICE, BOB]) {
     assert.ok(!readerView.text.includes(raw.toString('hex')) && !readerView.text.includes(raw.toString('latin1')), 'no raw id anywhere in the reader answer');
   }
@@ -169,12 +170,15 @@ void test('privacy role over HTTP: sealed credentials and pseudonyms for api.tok
   // The same entry by id, for both roles.
   const one = await call(base, '/events/front-door:1', TOKEN);
   assert.equal(one.body['credential'], undefined);
-  assert.equal((await call(base, '/events/front-door:1', PRIVACY_TOKEN)).body['credential'], ALICE.toString('hex'));
+  assert.equal((await call(base, '/events/front-door:1', PRIVACY_TOKEN)).body['credential'], undefined);
 
-  // The privacy reader: the raw ids.
+  // The privacy reader: pseudonyms on events too, never a raw id (a raw id is readable only in the
+  // fields of a person whose key is held, so erasure takes it away: docs/PRIVACY.md §Roles).
   const privView = (await events(base, PRIVACY_TOKEN)).filter((e) => e['lock'] === 'front-door' && e.kind === 'lock-event');
-  assert.deepEqual(privView.map((e) => e['credential']), [ALICE, BOB, ALICE].map((b) => b.toString('hex')));
-  assert.deepEqual(privView.map((e) => e['pseudonym']), seen.map((e) => e['pseudonym']));
+  assert.deepEqual(privView.map((e) => e['credential']), [undefined, undefined, undefined]);
+  for (const e of privView) assert.match(String(e['pseudonym']), /^[0-9a-f]{32}$/);
+  assert.equal(privView[0]!['pseudonym'], privView[2]!['pseudonym'], 'one person, one pseudonym');
+  assert.notEqual(privView[0]!['pseudonym'], privView[1]!['pseudonym']);
 
   // /privacy/ is for the privacy token only.
   const someone = '00112233445566778899aabbccddeeff';
@@ -210,7 +214,10 @@ void test('privacy role over HTTP: sealed credentials and pseudonyms for api.tok
   assert.equal(entryAsReader?.kind, 'privacy');
   assert.equal(entryAsReader['personFields'], undefined, 'api.token must not see person fields');
   assert.ok(!JSON.stringify(entryAsReader).includes(NAME));
-  assert.deepEqual((await events(base, PRIVACY_TOKEN)).find((e) => e.index === index)?.['personFields'], { name: NAME, cred: ALICE.toString('hex') });
+  const entryAsPrivacy = (await events(base, PRIVACY_TOKEN)).find((e) => e.index === index);
+  assert.deepEqual(entryAsPrivacy?.['personFields'], { name: NAME, cred: ALICE.toString('hex') });
+  assert.equal(entryAsPrivacy['keyHolder'], 'gw-1', 'the person entry says which gateway holds the key');
+  assert.deepEqual(entryAsPrivacy['pseudonyms'], [privView[0]!['pseudonym']], "the person's credential pseudonym finds their events");
 
   // Erasure through the endpoint: the key goes, a shred entry is recorded, the fields are gone.
   const erased = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
@@ -219,9 +226,13 @@ void test('privacy role over HTTP: sealed credentials and pseudonyms for api.tok
   const gone = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
   assert.equal(gone.status, 410);
   assert.equal(errorCode(gone), 'ERR_PRIVACY_ERASED');
-  const after = (await events(base, PRIVACY_TOKEN)).find((e) => e.index === index);
+  const afterAll = await call(base, '/events?limit=1000', PRIVACY_TOKEN);
+  const after = (afterAll.body['items'] as Item[]).find((e) => e.index === index);
   assert.equal(after?.['erased'], true);
   assert.equal(after['personFields'], undefined);
+  assert.equal(after['keyHeldHere'], undefined, 'erased, not merely "no key here"');
+  // Nothing the privacy token reads yields the erased person's credential or fields any more.
+  for (const secret of [ALICE.toString('hex'), ALICE.toString('latin1'), NAME]) assert.ok(!afterAll.text.includes(secret), `${secret} is still readable after erasure`);
   const again = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
   assert.equal(again.status, 200, 'erasure is idempotent');
   assert.equal(again.body['destroyed'], false);

@@ -14,6 +14,8 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { childSite, makeSite, enrollLock, signedEvent, openChain, tempDir, type TestSite, type TestLock } from '../support/site.js';
 import { WebhookDispatcher, hookId, type WebhookDelivery, type WebhookHook, type WebhookStatus } from '../../gateway/webhooks.js';
@@ -248,6 +250,30 @@ void test('a POST that times out is retried', { timeout: 120_000 }, async (t) =>
   assert.ok(only(d).failed >= 1);
 });
 
+/** The garbage collector, exposed in this process (as `node --expose-gc` would). */
+function forcedGc(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+void test('a receiver that never answers is timed out on every attempt, even with frequent garbage collection', { timeout: 120_000 }, async (t) => {
+  // Issue 15: AbortSignal.timeout() inside AbortSignal.any() can be collected on Node 20 and then
+  // never fires, so a hanging attempt held its hook for ever. Collect every 20 ms to provoke it.
+  const gc = forcedGc();
+  const collector = setInterval(gc, 20);
+  t.after(() => clearInterval(collector));
+  const s = makeSite();
+  const { chain } = await openChain(t, s);
+  const rx = new Receiver(SECRET);
+  await rx.listen(t);
+  rx.behaviour = (n) => (n < 3 ? 'hang' : 200);
+  const d = await dispatcher(t, chain, await tempDir(t), [hook(rx.url, { timeoutMs: 300 })]);
+  await appendEvents(chain, s, [enrollLock(s, 'lock-a')], 3);
+  await rx.waitForAll(() => chain.size);
+  assert.deepEqual(rx.received.slice(0, 4).map((r) => r.attempt), [1, 2, 3, 4]);
+  assert.equal(only(d).failed, 3);
+});
+
 void test('410 Gone disables the hook; others go on', { timeout: 120_000 }, async (t) => {
   const s = makeSite();
   const { chain } = await openChain(t, s);
@@ -328,8 +354,8 @@ void test('bad cursor files and secret files are refused with their codes', { ti
   const short = join(dir, 'short');
   await writeFile(short, 'abc\n', { mode: 0o600 });
   await assert.rejects(new WebhookDispatcher({ chain, hooks: [hook('http://127.0.0.1:9/b', { secret: undefined, secretFile: short })], cursorDir: dir }).start(), (e) => isOtiError(e, 'ERR_CONFIG'));
-  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook(url), hook(url)], cursorDir: dir }), (e) => isOtiError(e, 'ERR_ARGUMENT'));
-  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook('ftp://127.0.0.1/x')], cursorDir: dir }), (e) => isOtiError(e, 'ERR_ARGUMENT'));
+  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook(url), hook(url)], cursorDir: dir }), (e) => isOtiError(e, 'ERR_CONFIG'));
+  assert.throws(() => new WebhookDispatcher({ chain, hooks: [hook('ftp://127.0.0.1/x')], cursorDir: dir }), (e) => isOtiError(e, 'ERR_CONFIG'));
 });
 
 void test('secrets, URL credentials and query tokens never reach the logs or status', { timeout: 120_000 }, async (t) => {
@@ -360,7 +386,7 @@ void test('secrets, URL credentials and query tokens never reach the logs or sta
   // fetch cannot send URL credentials, so such a URL is refused, without echoing the password.
   assert.throws(
     () => new WebhookDispatcher({ chain, hooks: [hook(u.toString())], cursorDir: dir }),
-    (e) => isOtiError(e, 'ERR_ARGUMENT') && !`${e.message}${JSON.stringify(e.details)}`.includes(password),
+    (e) => isOtiError(e, 'ERR_CONFIG') && !`${e.message}${JSON.stringify(e.details)}`.includes(password),
   );
   const url = `${rx.url}?token=${queryToken}`;
   const d = await dispatcher(t, chain, join(dir, 'cursors'), [hook(url, { secret: undefined, secretFile })], { logger });

@@ -160,5 +160,11 @@ void test('person-key store: keys wrapped at rest, erasure destroys them, rotati
   assert.equal(await store.destroy(person), true);
   assert.equal(await store.destroy(person), false, 'idempotent');
   await assert.rejects(stat(file));
+  // A missing key is "no key held here" until an erasure is recorded: then it is "erased".
+  assert.equal(await store.state(person), 'absent');
+  await assert.rejects(reader.fields(person, fields), (e) => isOtiError(e, 'ERR_PRIVACY_NO_KEY'));
+  await store.markErased(person);
+  assert.equal(await store.state(person), 'erased');
   await assert.rejects(reader.fields(person, fields), (e) => isOtiError(e, 'ERR_PRIVACY_ERASED'));
+  assert.deepEqual(await store.list(), [], 'an erasure marker is not a key');
 });
