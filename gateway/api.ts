@@ -61,6 +61,8 @@ export interface GatewayStatusJson {
   readonly drivers: readonly DriverStatus[];
   readonly broker?: JsonValue;
   readonly peers?: JsonValue;
+  /** Site-wide sync state: quorum, confirmed size, compromised gateways, stored evidence. */
+  readonly sync?: JsonValue;
 }
 
 export interface LocalApiOptions {
@@ -353,6 +355,7 @@ export class LocalApi {
       health: { status: this.#opts.health?.status ?? 'ok', conditions: this.#opts.health?.list() ?? [] },
       ...(s.broker !== undefined ? { broker: s.broker } : {}),
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
+      ...(s.sync !== undefined ? { sync: s.sync } : {}),
     };
   }
 

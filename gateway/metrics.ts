@@ -35,6 +35,14 @@ export interface ChainHeight {
 export interface PeerState {
   readonly peer: string;
   readonly state: string;
+  /** Entries it announced that are not stored here yet (oti_peer_lag_entries). */
+  readonly lag?: number;
+}
+
+/** What observeSync listens to (gateway/sync.ts SyncNode). */
+export interface SyncEventSource {
+  on(event: 'refused', f: (r: { peer: string; code: string }) => void): unknown;
+  on(event: 'evidence', f: (e: { origin: string }) => void): unknown;
 }
 
 /** Driver states in which a driver can take events. */
@@ -57,6 +65,8 @@ export class GatewayMetrics {
   #driverProvider: () => readonly DriverStatus[] = () => [];
   #peerProvider: () => readonly PeerState[] = () => [];
   #healthProvider: () => readonly HealthCondition[] = () => [];
+  readonly #syncRefusals: Counter<'peer' | 'code'>;
+  readonly #evidence: Counter<'chain'>;
 
   constructor() {
     const registers = [this.registry];
@@ -128,6 +138,18 @@ export class GatewayMetrics {
         for (const p of peers()) this.set({ peer: p.peer, state: p.state }, 1);
       },
     });
+    new Gauge({
+      name: 'oti_peer_lag_entries',
+      help: 'Entries each peer gateway announced that are not stored here yet.',
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of peers()) if (p.lag !== undefined) this.set({ peer: p.peer }, p.lag);
+      },
+    });
+    this.#syncRefusals = new Counter({ name: 'oti_sync_refusals_total', help: 'Sync messages refused, by the peer that sent them and error code (the log shows them rate-limited).', labelNames: ['peer', 'code'], registers });
+    this.#evidence = new Counter({ name: 'oti_sync_evidence_total', help: 'Equivocation evidence stored (found here or received), by chain.', labelNames: ['chain'], registers });
     const conditions = (): readonly HealthCondition[] => this.#healthProvider();
     new Gauge({
       name: 'oti_health_condition',
@@ -188,6 +210,12 @@ export class GatewayMetrics {
   /** Reads the peers' states at each scrape (the sync layer provides them; none until then). */
   peersFrom(provider: () => readonly PeerState[]): void {
     this.#peerProvider = provider;
+  }
+
+  /** Counts the sync layer's refusals and evidence. */
+  observeSync(sync: SyncEventSource): void {
+    sync.on('refused', (r) => this.#syncRefusals.inc({ peer: r.peer, code: r.code }));
+    sync.on('evidence', (e) => this.#evidence.inc({ chain: e.origin }));
   }
 
   /** Reads the raised health conditions (gateway/health.ts) at each scrape. */

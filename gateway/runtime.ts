@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { applyBundle } from './bundle.js';
 import { Discovery } from './discovery.js';
 import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync.js';
+import type { EvidenceView, PeerView } from './sync-view.js';
 import { gatewayCredentialVerifier } from './credentials.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { cpus } from 'node:os';
@@ -62,6 +63,9 @@ export interface GatewayStatus {
   readonly drivers: readonly DriverStatus[];
   readonly notifications: { readonly pending: number; readonly dropped: number };
   readonly webhooks: readonly { readonly url: string; readonly cursor: number; readonly behind: number; readonly state: string }[];
+  /** The other gateways as sync sees them, and the site's sync state (docs/API.md §GET /status). */
+  readonly peers?: readonly PeerView[];
+  readonly sync?: { readonly quorum: number; readonly confirmed: number; readonly compromised: readonly string[]; readonly evidence: readonly EvidenceView[] };
 }
 
 export interface StartOptions {
@@ -209,8 +213,7 @@ export class Gateway {
     this.verifyInBackground(pool, opts.onFatal);
     sync.attachChain(chain);
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
-    // An older checkpoint is what a broker that was cut off still retains: refused, not alarming.
-    sync.on('refused', (r) => (r.code === 'ERR_SYNC_STALE' ? log.debug : log.warn).call(log, { origin: r.origin, peer: r.peer, code: r.code }, `sync refused ${r.origin ?? 'a message'} from ${r.peer}: ${r.message}`));
+    // Refusals are logged by the sync node itself, rate-limited (gateway/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
     let lastProgress = 0;
     sync.on('progress', (p) => {
@@ -264,7 +267,9 @@ export class Gateway {
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);
-    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }]);
+    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }, ...sync.storedChains().map((cs) => ({ origin: cs.origin, size: cs.head.size }))]);
+    this.metrics.peersFrom(() => sync.peerViews().map((p) => ({ peer: p.gateway, state: p.state, lag: p.lag })));
+    this.metrics.observeSync(sync);
     this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
     this.metrics.healthFrom(() => this.health.list());
     if (config.webhooks.length > 0) {
@@ -289,6 +294,7 @@ export class Gateway {
       token: config.api.token,
       chain,
       status: () => this.status(),
+      peers: () => sync.storedChains(),
       metrics: this.metrics,
       health: this.health,
       privacy: { token: config.api.privacyToken, store: privacy.store, ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}) },
@@ -465,6 +471,7 @@ export class Gateway {
       drivers: this.drivers.map((d) => d.status()),
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
       webhooks: (this.webhooks?.status() ?? []).map((h) => ({ url: h.url, cursor: h.cursor, behind: h.behind, state: h.state })),
+      ...(this.sync !== undefined ? { peers: this.sync.peerViews(), sync: { quorum: this.sync.quorum, confirmed: this.sync.coverage.confirmedSize, compromised: this.sync.compromised(), evidence: this.sync.evidence() } } : {}),
     };
   }
 

@@ -23,8 +23,9 @@ import { opsCommands } from './ops.js';
 import { backupCommands } from './backup.js';
 import { doctorCommands } from './doctor.js';
 import { privacyCommands } from './privacy.js';
+import { evidenceCommands } from './evidence.js';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...evidenceCommands];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
