@@ -129,6 +129,8 @@ const PULL_BACKOFF_MAX_MS = 60_000;
 /** The gateway state on the gateways topic: at most one publication per this, and one at least every STATE_REFRESH_MS. */
 const STATE_MIN_MS = 2000;
 const STATE_REFRESH_MS = 30_000;
+/** Own checkpoints remembered for recognising their echoes (older ones are checked against the chain). */
+const MADE_KEPT = 64;
 /** Peers whose refusals are kept for the status (the topic names are not all real gateways). */
 const MAX_REFUSAL_RECORDS = 256;
 
@@ -192,6 +194,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   readonly #refusalLog = new RefusalLog();
   /** A checkpoint signed with this gateway's key, larger than its chain: compared once the chain gets there. */
   #ownAhead: SignedCheckpoint | undefined;
+  /** The latest checkpoints this gateway made (size → root), so that their echoes are recognised without hashing. */
+  readonly #made = new Map<number, Uint8Array>();
   #stateTimer: NodeJS.Timeout | undefined;
   #stateAt = 0;
   #chain: Chain | undefined;
@@ -302,10 +306,12 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (chain.origin !== this.origin) throw new OtiError('ERR_ARGUMENT', `the chain is ${chain.origin}, this node syncs for ${this.origin}`);
     this.#chain = chain;
     this.#onBlock = () => {
+      this.#rememberMade(chain.checkpoint);
       this.#announce();
       if (this.#ownAhead !== undefined && this.#ownAhead.size <= (chain.checkpoint?.size ?? 0)) void this.#guard(this.#o.gatewayId, () => this.#checkOwn(this.#ownAhead!));
     };
     chain.on('block', this.#onBlock);
+    this.#rememberMade(chain.checkpoint);
     this.#announce();
     if (this.#ownRetained !== undefined) void this.#guard(this.#o.gatewayId, () => this.#checkOwn(this.#ownRetained!));
     this.#scheduleState();
@@ -565,6 +571,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       this.#ownAhead = undefined;
       await this.#checkOwn(pending);
     }
+    const made = this.#made.get(cp.size);
+    if (made !== undefined && bytesEqual(cp.root, made)) return;
     if (cp.size === ours.size && bytesEqual(cp.root, ours.root)) return;
     const ev = await compareWithChain(this.#chain!.cs, ours, cp, this.#o.key.publicKey);
     if (ev !== undefined) await this.#equivocation(ev, this.#o.key.publicKey);
@@ -991,6 +999,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   async #equivocation(ev: Equivocation, key: Uint8Array): Promise<void> {
     if (!verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `inconsistent checkpoints of ${ev.origin} did not make valid evidence`, { origin: ev.origin });
+    // Found twice at once (two checks in flight): the first one stands, one record per chain.
+    if (this.#blocked.has(ev.origin)) throw new OtiError('ERR_EQUIVOCATION', `chain ${ev.origin} is refused after equivocation`, { origin: ev.origin });
     const bytes = encodeEvidence(ev);
     const id = await this.#storeEvidence(ev, bytes, this.#o.gatewayId);
     for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
@@ -1008,6 +1018,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (siteId !== this.#o.trust.siteId || this.#blocked.has(ev.origin)) return;
     const key = ev.origin === this.origin ? this.#o.key.publicKey : (await this.replica(ev.origin)).gatewayKey(gatewayId);
     if (key === undefined || !verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `evidence from ${reporter} against ${ev.origin} does not verify here`, { origin: ev.origin });
+    if (this.#blocked.has(ev.origin)) return;
     const id = await this.#storeEvidence(ev, payload, reporter);
     for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
     // Passed on to every broker this gateway is linked to, so that every gateway and app of the site gets it.
@@ -1017,12 +1028,19 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     this.#scheduleState();
   }
 
+  #rememberMade(cp: SignedCheckpoint | undefined): void {
+    if (cp === undefined) return;
+    this.#made.set(cp.size, cp.root);
+    if (this.#made.size > MADE_KEPT) this.#made.delete(this.#made.keys().next().value!);
+  }
+
   /** Stores evidence and the refused flag of its chain; returns its id. */
   async #storeEvidence(ev: Equivocation, bytes: Uint8Array, reporter: string): Promise<string> {
+    // Flagged before the first await, so that a second finding meanwhile stops at the check above.
+    this.#blocked.add(ev.origin);
     const id = await this.#o.store.recordEvidence('equivocation', bytes);
     const at = this.#now();
     await blockChain(this.#o.store, ev.origin, id, at, reporter);
-    this.#blocked.add(ev.origin);
     this.#evidence.set(id, evidenceView(id, ev, reporter, at, true));
     return id;
   }
@@ -1040,7 +1058,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
         continue;
       }
       const flag = flags.find((f) => f.evidence === id);
-      this.#evidence.set(id, evidenceView(id, ev, flag?.reporter ?? null, flag?.at ?? null, flag !== undefined));
+      this.#evidence.set(id, evidenceView(id, ev, flag?.reporter ?? null, flag?.at ?? null, this.#blocked.has(ev.origin)));
     }
   }
 
@@ -1083,11 +1101,17 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     let state: PeerSyncState;
     if (this.#blocked.has(origin)) state = 'equivocated';
     else if (this.#auditFailed.has(origin)) state = 'refused';
-    else if (r?.roster.get('gateway', gw)?.revoked === true) state = 'revoked';
+    else if (this.#revokedHere(gw)) state = 'revoked';
     else if (p?.pulling !== undefined || lag > 0) state = 'syncing';
     else if (announced === null) state = 'waiting';
     else state = 'synced';
     return { gateway: gw, origin, state, size, announced, lag, lastContact: this.#contact.get(gw) ?? null, cosignedOurs, refusal: this.#refusals.get(gw) ?? null, evidence: flag?.id ?? null };
+  }
+
+  /** Whether any roster held here (its own chain's, a replica's) lists the gateway as revoked. */
+  #revokedHere(gw: string): boolean {
+    const rosters = [...this.#settledReplicas().map((x) => x.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    return rosters.some((x) => x.get('gateway', gw)?.revoked === true);
   }
 
   /** What this gateway publishes, retained, on oti/<site>/gateways/<gw>/state on every broker it is linked to. */

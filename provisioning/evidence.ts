@@ -28,7 +28,7 @@ export interface StoredEvidence {
   readonly b: { readonly size: number; readonly root: string };
   /** Whether it verifies with a key the site's rosters (as stored here) gave that gateway. */
   readonly verifies: boolean;
-  /** The chain is refused because of it (false once cleared). */
+  /** Its chain is refused (false once cleared). */
   readonly refused: boolean;
   readonly reporter: string | null;
   readonly at: number | null;
@@ -73,7 +73,7 @@ export async function readEvidence(store: LedgerStore): Promise<StoredEvidence[]
       a: { size: ev.a.size, root: toHex(ev.a.root) },
       b: { size: ev.b.size, root: toHex(ev.b.root) },
       verifies: keys.some((k) => verifyEvidence(ev, k)),
-      refused: flagged !== undefined,
+      refused: flags.some((f) => f.origin === ev.origin),
       reporter: flagged?.reporter ?? null,
       at: flagged?.at ?? null,
     });

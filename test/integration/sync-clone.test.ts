@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { chainOrigin, Chain } from '../../ledger/chain.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
@@ -62,7 +64,14 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   const lock = enrollLock(site, 'lock-c');
   await appendEvents(c, lock, 30);
   const urls = [a.url!, b.url!, c.url!];
-  const na = await startSync(a, site, urls);
+  const logged: { msg: string; peer?: string; code?: string }[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      logged.push(JSON.parse(chunk.toString('utf8')) as (typeof logged)[number]);
+      done();
+    },
+  });
+  const na = await startSync(a, site, urls, { logger: pino({ level: 'warn' }, sink) });
   const nb = await startSync(b, site, urls);
   await startSync(c, site, urls);
   await untilReplicated(na, C, c.chain.size);
@@ -113,4 +122,18 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   assert.ok(refusedA.filter((r) => r.code === 'ERR_PROOF_INVALID').length <= 3, `ERR_PROOF_INVALID refusals: ${refusedA.filter((r) => r.code === 'ERR_PROOF_INVALID').length}`);
   // gw-a and gw-b, unaffected, still count each other.
   assert.deepEqual(na.knownGateways().sort(), ['gw-a', 'gw-b']);
+
+  // gw-c (both copies) keeps cosigning gw-a's chain: each cosignature is refused and counted, but
+  // logged once (rate-limited), not once or twice per cosignature.
+  const lockA = enrollLock(site, 'lock-a');
+  const fromC = (): SyncRefusal[] => refusedA.filter((r) => r.peer === 'gw-c' && r.code === 'ERR_ROSTER');
+  for (let round = 0; round < 4 && fromC().length < 4; round++) {
+    const before = fromC().length;
+    await appendEvents(a, lockA, 3);
+    await until(na, ['refused'], () => fromC().length > before, 'gw-c cosigns again and is refused');
+  }
+  assert.ok(fromC().length >= 4, `refusals of gw-c's cosignatures: ${fromC().length}`);
+  const lines = logged.filter((l) => l.peer === 'gw-c' && l.code === 'ERR_ROSTER');
+  assert.equal(lines.length, 1, `logged: ${lines.map((l) => l.msg).join(' | ')}`);
+  assert.equal(na.peerViews().find((p) => p.gateway === 'gw-c')!.refusal!.count >= fromC().length, true);
 });
