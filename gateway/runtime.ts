@@ -264,6 +264,8 @@ export class Gateway {
       this.onStop('notifications', () => this.notifier.stop());
       const notifier = this.notifier;
       this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
+      // The notifier's plain "online" on the own broker is followed by sync's fuller state.
+      this.sync.refreshState();
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);

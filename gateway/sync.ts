@@ -1126,6 +1126,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     };
   }
 
+  /** Publishes the gateway state again soon (e.g. after something else set a plainer one on the own broker). */
+  refreshState(): void {
+    this.#scheduleState();
+  }
+
   /** Publishes the gateway state soon (at most once per STATE_MIN_MS), and again every STATE_REFRESH_MS. */
   #scheduleState(): void {
     if (this.#stopped || this.#chain === undefined) return;
