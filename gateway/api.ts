@@ -72,6 +72,8 @@ export interface GatewayStatusJson {
   readonly peers?: JsonValue;
   /** Per webhook: cursor, lag, state, last attempt and error (gateway/webhooks.ts WebhookStatus). */
   readonly webhooks?: readonly WebhookStatus[];
+  /** Site-wide sync state: quorum, confirmed size, compromised gateways, stored evidence. */
+  readonly sync?: JsonValue;
 }
 
 export interface LocalApiOptions {
@@ -396,6 +398,7 @@ export class LocalApi {
       ...(s.broker !== undefined ? { broker: s.broker } : {}),
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
       webhooks: s.webhooks ?? [],
+      ...(s.sync !== undefined ? { sync: s.sync } : {}),
     };
   }
 

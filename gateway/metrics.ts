@@ -38,6 +38,14 @@ export interface ChainHeight {
 export interface PeerState {
   readonly peer: string;
   readonly state: string;
+  /** Entries it announced that are not stored here yet (oti_peer_lag_entries). */
+  readonly lag?: number;
+}
+
+/** What observeSync listens to (gateway/sync.ts SyncNode). */
+export interface SyncEventSource {
+  on(event: 'refused', f: (r: { peer: string; code: string }) => void): unknown;
+  on(event: 'evidence', f: (e: { origin: string }) => void): unknown;
 }
 
 /** Driver states in which a driver can take events. */
@@ -63,6 +71,8 @@ export class GatewayMetrics {
   #peerProvider: () => readonly PeerState[] = () => [];
   #healthProvider: () => readonly HealthCondition[] = () => [];
   #brokerProvider: (() => BrokerStats) | undefined;
+  readonly #syncRefusals: Counter<'peer' | 'code'>;
+  readonly #evidence: Counter<'chain'>;
 
   constructor() {
     const registers = [this.registry];
@@ -136,6 +146,18 @@ export class GatewayMetrics {
         for (const p of peers()) this.set({ peer: p.peer, state: p.state }, 1);
       },
     });
+    new Gauge({
+      name: 'oti_peer_lag_entries',
+      help: 'Entries each peer gateway announced that are not stored here yet.',
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of peers()) if (p.lag !== undefined) this.set({ peer: p.peer }, p.lag);
+      },
+    });
+    this.#syncRefusals = new Counter({ name: 'oti_sync_refusals_total', help: 'Sync messages refused, by the peer that sent them and error code (the log shows them rate-limited).', labelNames: ['peer', 'code'], registers });
+    this.#evidence = new Counter({ name: 'oti_sync_evidence_total', help: 'Equivocation evidence stored (found here or received), by chain.', labelNames: ['chain'], registers });
     const conditions = (): readonly HealthCondition[] => this.#healthProvider();
     new Gauge({
       name: 'oti_health_condition',
@@ -244,6 +266,12 @@ export class GatewayMetrics {
     counter('oti_mqtt_publishes_refused_total', 'Client publishes the broker refused (the connection is closed), by error code.', 'code', (s) => s.publishesRefused);
     counter('oti_mqtt_logins_refused_total', 'MQTT logins refused, by error code (ERR_MQTT_AUTH wrong credentials, ERR_MQTT_LOGIN_RATE too many failures, ERR_MQTT_BUSY too many checks waiting, ERR_MQTT_SESSIONS).', 'code', (s) => s.loginsRefused);
     counter('oti_mqtt_sessions_discarded_total', 'Persistent MQTT sessions discarded, by reason: over the principal\'s cap, or offline past the expiry.', 'reason', (s) => s.sessionsDiscarded);
+  }
+
+  /** Counts the sync layer's refusals and evidence. */
+  observeSync(sync: SyncEventSource): void {
+    sync.on('refused', (r) => this.#syncRefusals.inc({ peer: r.peer, code: r.code }));
+    sync.on('evidence', (e) => this.#evidence.inc({ chain: e.origin }));
   }
 
   /** Reads the raised health conditions (gateway/health.ts) at each scrape. */

@@ -117,7 +117,8 @@ export class MqttNotifier {
 
   /**
    * Sync's coverage of this gateway's own chain (gateway/witness.ts): entries [from, to) are now
-   * replicated to `peers` gateways, or confirmed by the quorum. Statuses are published for the
+   * replicated (held and verified by `peers` ≥ 1 other gateways, named in `cosigners`), or
+   * confirmed by the quorum; each stage comes once per entry. Statuses are published for the
    * lock events of that range whose retained status is still kept (at most retainMax of them).
    */
   coverage(ev: CoverageEvent): void {
@@ -130,7 +131,7 @@ export class MqttNotifier {
         if (body.kind !== 'lock-event') continue;
         const topic = this.o.topics.status(body.event.lock, body.event.ctr);
         if (!this.retainedSet.has(topic)) continue;
-        const s = ev.state === 'replicated' ? { state: 'replicated' as const, peers: ev.peers } : { state: 'confirmed' as const, quorum: ev.quorum, cosigners: [...ev.cosigners] };
+        const s = ev.state === 'replicated' ? { state: 'replicated' as const, peers: ev.peers, cosigners: [...ev.cosigners] } : { state: 'confirmed' as const, quorum: ev.quorum, cosigners: [...ev.cosigners] };
         await this.publish(topic, { id: `${body.event.lock}:${body.event.ctr}`, at: this.now(), ...s } satisfies StatusMessage, true);
       }
     });

@@ -17,6 +17,7 @@ import { existsSync } from 'node:fs';
 import { applyBundle } from './bundle.js';
 import { Discovery } from './discovery.js';
 import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync.js';
+import type { EvidenceView, PeerView } from './sync-view.js';
 import { gatewayCredentialVerifier } from './credentials.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
@@ -67,6 +68,9 @@ export interface GatewayStatus {
   readonly notifications: { readonly pending: number; readonly dropped: number };
   /** Per hook (docs/WEBHOOKS.md §Status): cursor, lag (`behind`), state, last attempt and error, counts. */
   readonly webhooks: readonly WebhookStatus[];
+  /** The other gateways as sync sees them, and the site's sync state (docs/API.md §GET /status). */
+  readonly peers?: readonly PeerView[];
+  readonly sync?: { readonly quorum: number; readonly confirmed: number; readonly compromised: readonly string[]; readonly evidence: readonly EvidenceView[] };
 }
 
 export interface StartOptions {
@@ -270,8 +274,7 @@ export class Gateway {
     this.verifyInBackground(chain, pool, opts.onFatal);
     sync.attachChain(chain);
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
-    // An older checkpoint is what a broker that was cut off still retains: refused, not alarming.
-    sync.on('refused', (r) => (r.code === 'ERR_SYNC_STALE' ? log.debug : log.warn).call(log, { origin: r.origin, peer: r.peer, code: r.code }, `sync refused ${r.origin ?? 'a message'} from ${r.peer}: ${r.message}`));
+    // Refusals are logged by the sync node itself, rate-limited (gateway/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
     let lastProgress = 0;
     sync.on('progress', (p) => {
@@ -324,10 +327,14 @@ export class Gateway {
       this.onStop('notifications', () => this.notifier.stop());
       const notifier = this.notifier;
       this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
+      // The notifier's plain "online" on the own broker is followed by sync's fuller state.
+      this.sync.refreshState();
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);
-    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }]);
+    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }, ...sync.storedChains().map((cs) => ({ origin: cs.origin, size: cs.head.size }))]);
+    this.metrics.peersFrom(() => sync.peerViews().map((p) => ({ peer: p.gateway, state: p.state, lag: p.lag })));
+    this.metrics.observeSync(sync);
     this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
     this.metrics.healthFrom(() => this.health.list());
     this.metrics.brokerFrom(() => this.broker.stats());
@@ -359,6 +366,7 @@ export class Gateway {
       maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
       chain,
       status: () => this.status(),
+      peers: () => sync.storedChains(),
       metrics: this.metrics,
       health: this.health,
       privacy: {
@@ -552,6 +560,7 @@ export class Gateway {
       drivers: this.drivers.map((d) => d.status()),
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
       webhooks: this.webhooks?.status() ?? [],
+      ...(this.sync !== undefined ? { peers: this.sync.peerViews(), sync: { quorum: this.sync.quorum, confirmed: this.sync.coverage.confirmedSize, compromised: this.sync.compromised(), evidence: this.sync.evidence() } } : {}),
     };
   }
 

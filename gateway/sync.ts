@@ -31,12 +31,14 @@ import { parseOrigin } from '../ledger/verify.js';
 import type { LedgerStore, ChainStore } from '../ledger/store.js';
 import type { SignedStatement, SiteTrust } from '../ledger/roster.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
-import { TopicMap } from './topics.js';
+import { TopicMap, type GatewayStateMessage } from './topics.js';
 import { makeGatewayCredential, type GatewayLogin } from './credentials.js';
 import { cosign, verifyCosignature, CoverageTracker } from './witness.js';
 import { BLOCK_FRAMING_BYTES, ENTRY_FRAMING_BYTES, MAX_REQUEST_ENTRIES, RANGE_OVERHEAD_BYTES, decodeRange, decodeRequest, encodeRange, encodeRequest, type RangeMessage } from './sync-wire.js';
 import { decodeBlockHeader } from '../ledger/block.js';
-import { blockedChains, blockChain } from './sync-flags.js';
+import { blockChain, listRefusedChains } from './sync-flags.js';
+import { RefusalLog } from './refusal-log.js';
+import type { EvidenceView, PeerRefusal, PeerSyncState, PeerView } from './sync-view.js';
 
 export const DEFAULT_SYNC_MESSAGE_BYTES = 256 * 1024;
 export const DEFAULT_WINDOW_ENTRIES = 16_384;
@@ -103,6 +105,8 @@ export interface SyncEvents {
   refused: [SyncRefusal];
   /** Equivocation evidence stored (and published when found here); the chain is refused from now on. */
   evidence: [{ origin: string; id: string; reporter: string }];
+  /** The sync view of the peers changed (a pull ended, a refusal, evidence): see peerViews(). */
+  peers: [];
   /** A verified cosignature of this gateway's own chain. */
   cosigned: [{ witness: string; size: number }];
   /** The lock signatures of a peer chain are checked up to `size` (its audit; see lockSignatures). */
@@ -125,6 +129,16 @@ const AUDIT_RETRY_MS = 5000;
 const AUDIT_RETRY_MAX_MS = 300_000;
 /** How long one link's checkpoint publication may hold up the next one on that link. */
 const ANNOUNCE_WAIT_MS = 5000;
+/** A pull that is refused (a bad proof, a bad block) is tried again after this, doubled each time up to the max. */
+const PULL_BACKOFF_MS = 1000;
+const PULL_BACKOFF_MAX_MS = 60_000;
+/** The gateway state on the gateways topic: at most one publication per this, and one at least every STATE_REFRESH_MS. */
+const STATE_MIN_MS = 2000;
+const STATE_REFRESH_MS = 30_000;
+/** Own checkpoints remembered for recognising their echoes (older ones are checked against the chain). */
+const MADE_KEPT = 64;
+/** Peers whose refusals are kept for the status (the topic names are not all real gateways). */
+const MAX_REFUSAL_RECORDS = 256;
 
 interface PeerState {
   readonly origin: string;
@@ -134,6 +148,10 @@ interface PeerState {
   link: Link | undefined;
   pulling: Promise<void> | undefined;
   cosigned: number;
+  /** Pulls refused in a row, and when the next may start (see PULL_BACKOFF_MS). */
+  failures: number;
+  retryAt: number;
+  retry: NodeJS.Timeout | undefined;
 }
 
 interface Inbox {
@@ -174,6 +192,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   readonly #auditDelay = new Map<string, number>();
   readonly #auditAgain = new Set<string>();
   readonly #auditFailed = new Set<string>();
+  /** Evidence stored here, by id (loaded at start, added as found or received). */
+  readonly #evidence = new Map<string, EvidenceView>();
+  /** Last verified message per gateway, and the last refusal of each peer's messages. */
+  readonly #contact = new Map<string, number>();
+  readonly #refusals = new Map<string, PeerRefusal>();
+  readonly #refusalLog = new RefusalLog();
+  /** A checkpoint signed with this gateway's key, larger than its chain: compared once the chain gets there. */
+  #ownAhead: SignedCheckpoint | undefined;
+  /** The latest checkpoints this gateway made (size → root), so that their echoes are recognised without hashing. */
+  readonly #made = new Map<number, Uint8Array>();
+  #stateTimer: NodeJS.Timeout | undefined;
+  #stateAt = 0;
   #chain: Chain | undefined;
   #onBlock: ((b: BlockEvent) => void) | undefined;
   #ownRetained: SignedCheckpoint | undefined;
@@ -257,13 +287,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return r;
   }
 
-  #settledReplicas(): ChainReplica[] {
+  /** The stores of the peer chains held here (GET /chains, /events?chain=, oti_chain_entries). */
+  storedChains(): ChainStore[] {
+    return this.#settledReplicas().map((r) => r.cs);
+  }
+
+    #settledReplicas(): ChainReplica[] {
     return [...this.#settled.values()];
   }
 
   /** Connects every link and subscribes; resolves once each link has connected once or failed. */
   async start(): Promise<void> {
-    this.#blocked = await blockedChains(this.#o.store);
+    await this.#loadEvidence();
     for (const { origin, role } of await this.#o.store.listChains()) {
       if (role === 'peer' && origin.startsWith(`oti/${this.#o.trust.siteId}/`)) this.#settled.set(origin, await this.replica(origin));
     }
@@ -288,9 +323,16 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   attachChain(chain: Chain): void {
     if (chain.origin !== this.origin) throw new OtiError('ERR_ARGUMENT', `the chain is ${chain.origin}, this node syncs for ${this.origin}`);
     this.#chain = chain;
-    this.#onBlock = () => this.#announce();
+    this.#onBlock = () => {
+      this.#rememberMade(chain.checkpoint);
+      this.#announce();
+      if (this.#ownAhead !== undefined && this.#ownAhead.size <= (chain.checkpoint?.size ?? 0)) void this.#guard(this.#o.gatewayId, () => this.#checkOwn(this.#ownAhead!));
+    };
     chain.on('block', this.#onBlock);
+    this.#rememberMade(chain.checkpoint);
     this.#announce();
+    if (this.#ownRetained !== undefined) void this.#guard(this.#o.gatewayId, () => this.#checkOwn(this.#ownRetained!));
+    this.#scheduleState();
     for (const [witness, payload] of this.#pendingCosigs) void this.#guard(witness, () => this.#onCosignature(witness, payload));
   }
 
@@ -325,6 +367,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    clearTimeout(this.#stateTimer);
+    for (const p of this.#peers.values()) clearTimeout(p.retry);
+    await this.#publishOffline();
     if (this.#chain !== undefined && this.#onBlock !== undefined) this.#chain.off('block', this.#onBlock);
     for (const inbox of this.#inboxes.values()) this.#closeInbox(inbox);
     await Promise.all(this.#links.map((l) => l.client.endAsync(true).catch(() => undefined)));
@@ -352,6 +397,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       connectTimeout: 10_000,
       clean: true,
       resubscribe: false,
+      will: { topic: this.topics.gatewayState(this.#o.gatewayId), payload: Buffer.from(JSON.stringify({ state: 'offline', at: this.#now() })), qos: 1, retain: true },
       ...this.#o.mqtt,
     });
     const link: Link = { url, client };
@@ -395,6 +441,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       await link.client.subscribeAsync(filters, { qos: 1 });
       if (this.#chain?.checkpoint !== undefined) await this.#publishOwn(link, this.#chain.checkpoint);
       for (const p of this.#peers.values()) if (p.cosigned > 0) this.#cosign(p.origin);
+      if (this.#chain !== undefined) await this.#publish(link, t.gatewayState(me), JSON.stringify(this.gatewayState()), true);
     } catch (e) {
       this.#o.logger?.warn({ url: link.url, err: (e as Error).message }, 'sync link could not subscribe');
     }
@@ -457,7 +504,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     switch (d.kind) {
       case 'checkpoint':
         if (payload.length === 0) return;
-        if (d.gateway === me) void this.#guard(me, () => Promise.resolve(this.#onOwnCheckpoint(payload)));
+        if (d.gateway === me) void this.#guard(me, () => this.#onOwnCheckpoint(payload));
         else void this.#guard(d.gateway, () => this.#onCheckpoint(link, d.gateway, payload));
         return;
       case 'cosignature':
@@ -470,7 +517,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
         if (d.requester === me) void this.#guard(d.gateway, () => Promise.resolve(this.#onRange(d.gateway, payload)));
         return;
       case 'evidence':
-        if (d.gateway !== me && payload.length > 0) void this.#guard(d.gateway, () => this.#onEvidence(d.gateway, payload));
+        // From `me` too: another copy of this gateway may have found it (its own echo is already stored, so skipped).
+        if (payload.length > 0) void this.#guard(d.gateway, () => this.#onEvidence(d.gateway, payload));
         return;
       default:
         return;
@@ -490,10 +538,18 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#stopped) return;
     const code: ErrorCode = isOtiError(e) ? e.code : 'ERR_INTERNAL';
     const o = origin ?? (isOtiError(e) && typeof e.details?.['origin'] === 'string' ? e.details['origin'] : undefined);
+    const message = (e as Error).message;
+    const now = this.#now();
     // Late copies of older checkpoints arrive routinely over several links: not worth a warning.
     const level = code === 'ERR_SYNC_STALE' ? 'debug' : 'warn';
-    this.#o.logger?.[level]({ origin: o, peer, code }, `sync refused a message from ${peer}: ${(e as Error).message}`);
-    this.emit('refused', { origin: o, peer, code, message: (e as Error).message });
+    if (level === 'warn') this.#recordRefusal(peer, code, message, now);
+    // The same refusal again and again (a peer that keeps sending what is refused) is logged once a minute, counted in between.
+    const admitted = level === 'debug' ? { suppressed: 0 } : this.#refusalLog.admit(peer, code, now);
+    if (admitted !== undefined) {
+      const more = admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more like it since the last such line)` : '';
+      this.#o.logger?.[level]({ origin: o, peer, code, suppressed: admitted.suppressed }, `sync refused a message from ${peer}: ${message}${more}`);
+    }
+    this.emit('refused', { origin: o, peer, code, message });
   }
 
   // ---- checkpoints and fetching ------------------------------------------------------------
@@ -502,7 +558,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const origin = chainOrigin(this.#o.trust.siteId, gw);
     let p = this.#peers.get(origin);
     if (p === undefined) {
-      p = { origin, gatewayId: gw, target: undefined, link: undefined, pulling: undefined, cosigned: 0 };
+      p = { origin, gatewayId: gw, target: undefined, link: undefined, pulling: undefined, cosigned: 0, failures: 0, retryAt: 0, retry: undefined };
       this.#peers.set(origin, p);
     }
     return p;
@@ -514,10 +570,36 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return r;
   }
 
-  #onOwnCheckpoint(payload: Buffer): void {
+  async #onOwnCheckpoint(payload: Buffer): Promise<void> {
     const cp = parseCheckpoint(payload);
     verifyCheckpoint(cp, this.origin, this.#o.key.publicKey);
     if (this.#ownRetained === undefined || cp.size > this.#ownRetained.size) this.#ownRetained = cp;
+    await this.#checkOwn(cp);
+  }
+
+  /**
+   * A checkpoint signed with this gateway's key (its own echo, a retained one, or one a witness
+   * cosigned) must be one this gateway made: one that does not match its chain is proof that the
+   * key signs elsewhere too (a copy of this gateway's data folder runs somewhere): evidence
+   * against its own chain. One larger than the chain is compared once the chain gets there.
+   */
+  async #checkOwn(cp: SignedCheckpoint): Promise<void> {
+    const ours = this.#chain?.checkpoint;
+    if (ours === undefined || this.#blocked.has(this.origin)) return;
+    if (cp.size > ours.size) {
+      if (this.#ownAhead === undefined || cp.size < this.#ownAhead.size || this.#ownAhead.size <= ours.size) this.#ownAhead = cp;
+      return;
+    }
+    if (this.#ownAhead !== undefined && this.#ownAhead.size <= ours.size && this.#ownAhead !== cp) {
+      const pending = this.#ownAhead;
+      this.#ownAhead = undefined;
+      await this.#checkOwn(pending);
+    }
+    const made = this.#made.get(cp.size);
+    if (made !== undefined && bytesEqual(cp.root, made)) return;
+    if (cp.size === ours.size && bytesEqual(cp.root, ours.root)) return;
+    const ev = await compareWithChain(this.#chain!.cs, ours, cp, this.#o.key.publicKey);
+    if (ev !== undefined) await this.#equivocation(ev, this.#o.key.publicKey);
   }
 
   async #onCheckpoint(link: Link, gw: string, payload: Buffer): Promise<void> {
@@ -530,6 +612,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const peer = this.#peer(gw);
     if (key !== undefined) {
       verifyCheckpoint(cp, origin, key);
+      this.#contact.set(gw, this.#now());
       if (cp.size <= replica.size) {
         const ev = await compareWithChain(replica.cs, replica.checkpoint!, cp, key);
         if (ev !== undefined) return this.#equivocation(ev, key);
@@ -550,13 +633,33 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   #startPull(peer: PeerState): void {
     if (peer.pulling !== undefined || peer.link === undefined || this.#stopped || this.#refused(peer.origin)) return;
+    // After refused pulls, the next waits (doubling): a peer that keeps failing is not asked 3 times a second.
+    const wait = peer.retryAt - this.#now();
+    if (wait > 0) {
+      peer.retry ??= setTimeout(() => {
+        peer.retry = undefined;
+        this.#startPull(peer);
+      }, wait).unref();
+      return;
+    }
     // The link the checkpoint came on may be down by now (a cut cable): any connected link
     // reaches the responder, which listens for requests on every broker it is linked to.
     if (!peer.link.client.connected) peer.link = this.#links.find((l) => l.client.connected) ?? peer.link;
     const link = peer.link;
     peer.pulling = this.#pull(peer.origin, peer.gatewayId, link, Number.POSITIVE_INFINITY)
-      .catch((e: unknown) => this.#refuse(peer.origin, peer.gatewayId, e))
+      .then(
+        () => {
+          peer.failures = 0;
+          peer.retryAt = 0;
+        },
+        (e: unknown) => {
+          peer.retryAt = this.#now() + Math.min(PULL_BACKOFF_MAX_MS, PULL_BACKOFF_MS * 2 ** Math.min(16, peer.failures));
+          peer.failures++;
+          this.#refuse(peer.origin, peer.gatewayId, e);
+        },
+      )
       .finally(() => {
+        this.#scheduleState();
         peer.pulling = undefined;
         // The audit of what was stored comes after the pull, so that a catch-up is not slowed by it.
         this.#audit(peer.origin);
@@ -709,6 +812,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const inbox = this.#inboxes.get(msg.id);
     // A response to no open request (late, replayed or unasked) is dropped unread.
     if (inbox === undefined || inbox.responder !== responder || inbox.closed) return;
+    this.#contact.set(responder, this.#now());
     inbox.queue.push(msg);
     inbox.wake?.();
   }
@@ -774,8 +878,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       return this.#publish(link, topic, encodeRange({ id: req.id, chain: req.chain, first: req.from, entries: [], blocks: [], end: true, head: head.note, ...proofPart }), false);
     }
     let block = req.from === 0 ? await cs.getBlock(0) : await cs.blockOf(req.from);
-    if (block.header.first !== req.from) return empty(head.note);
     const firstExtras = req.from > 0 ? { head: head.note, root: await rangeHash(cs, 0, req.from), proof: await consistencyProof(cs, req.from, size) } : { head: head.note };
+    // A size that is no block boundary here: the requester holds another tree of this chain (a
+    // fork by a second copy of its gateway). Blocks cannot start there, but the root at that size
+    // and its proof to the head can: with them the requester holds evidence instead of retrying.
+    if (block.header.first !== req.from) return this.#publish(link, topic, encodeRange({ id: req.id, chain: req.chain, first: req.from, entries: [], blocks: [], end: true, ...firstExtras }), false);
     const budget = this.#maxBytes - RANGE_OVERHEAD_BYTES;
     let msg: { first: number; entries: Uint8Array[]; blocks: { h: Uint8Array; cp: string }[]; bytes: number } = { first: req.from, entries: [], blocks: [], bytes: 0 };
     let sentFirst = false;
@@ -889,7 +996,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const cp = parseCheckpoint(payload);
     if (cp.origin !== this.origin) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `a cosignature for ${this.origin} carries a checkpoint of ${cp.origin}`);
     verifyCheckpoint(cp, this.origin, this.#o.key.publicKey);
-    if (cp.size > chain.size) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `${witness} cosigned size ${cp.size} of a chain of ${chain.size} entries`);
+    if (this.#blocked.has(this.origin)) return; // this gateway's key signs elsewhere too: nothing it counts is confirmed
+    // A cosigned checkpoint this gateway did not make is evidence that its key is used elsewhere.
+    await this.#checkOwn(cp);
+    const made = chain.checkpoint?.size ?? 0;
+    if (cp.size > made) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `${witness} cosigned size ${cp.size} of a chain of ${made} entries: a checkpoint this gateway has not made (checked again once its chain gets there)`);
     const wOrigin = chainOrigin(this.#o.trust.siteId, witness);
     const wr = await this.replica(wOrigin);
     const wm = wr.roster.get('gateway', witness);
@@ -901,6 +1012,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (wm.revoked || this.#refused(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused`);
     const ts = verifyCosignature(cp, wOrigin, wm.key, Math.floor(this.#now() / 1000));
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: this.origin });
+    this.#contact.set(witness, this.#now());
     this.coverage.record(witness, cp.size, ts);
     this.emit('cosigned', { witness, size: cp.size });
   }
@@ -917,14 +1029,16 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   async #equivocation(ev: Equivocation, key: Uint8Array): Promise<void> {
     if (!verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `inconsistent checkpoints of ${ev.origin} did not make valid evidence`, { origin: ev.origin });
+    // Found twice at once (two checks in flight): the first one stands, one record per chain.
+    if (this.#blocked.has(ev.origin)) throw new OtiError('ERR_EQUIVOCATION', `chain ${ev.origin} is refused after equivocation`, { origin: ev.origin });
     const bytes = encodeEvidence(ev);
-    const id = await this.#o.store.recordEvidence('equivocation', bytes);
-    await blockChain(this.#o.store, ev.origin, id, this.#now());
-    this.#blocked.add(ev.origin);
+    const id = await this.#storeEvidence(ev, bytes, this.#o.gatewayId);
     for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
-    this.#o.logger?.error({ origin: ev.origin, evidence: id }, `equivocation: ${ev.origin} signed two inconsistent checkpoints; its chain is refused until a technician clears it`);
+    const self = ev.origin === this.origin ? ' (this gateway: its key signs elsewhere too, e.g. a copy of its data folder runs on another device)' : '';
+    this.#o.logger?.error({ origin: ev.origin, evidence: id }, `equivocation: ${ev.origin} signed two inconsistent checkpoints${self}; its chain is refused until a technician re-keys the gateway and clears it (docs/SYNC.md §Equivocation)`);
     await this.#publishAll(this.topics.evidence(this.#o.gatewayId), bytes, true);
     this.emit('evidence', { origin: ev.origin, id, reporter: this.#o.gatewayId });
+    this.#scheduleState();
     throw new OtiError('ERR_EQUIVOCATION', `${ev.origin} equivocated (evidence ${id})`, { origin: ev.origin, evidence: id });
   }
 
@@ -934,10 +1048,147 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (siteId !== this.#o.trust.siteId || this.#blocked.has(ev.origin)) return;
     const key = ev.origin === this.origin ? this.#o.key.publicKey : (await this.replica(ev.origin)).gatewayKey(gatewayId);
     if (key === undefined || !verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `evidence from ${reporter} against ${ev.origin} does not verify here`, { origin: ev.origin });
-    const id = await this.#o.store.recordEvidence('equivocation', payload);
-    await blockChain(this.#o.store, ev.origin, id, this.#now());
-    this.#blocked.add(ev.origin);
+    if (this.#blocked.has(ev.origin)) return;
+    const id = await this.#storeEvidence(ev, payload, reporter);
+    for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
+    // Passed on to every broker this gateway is linked to, so that every gateway and app of the site gets it.
+    await this.#publishAll(this.topics.evidence(this.#o.gatewayId), payload, true);
+    this.#o.logger?.error({ origin: ev.origin, evidence: id, reporter }, `equivocation: ${reporter} holds evidence that ${ev.origin} signed two inconsistent checkpoints; its chain is refused until a technician re-keys the gateway and clears it (docs/SYNC.md §Equivocation)`);
     this.emit('evidence', { origin: ev.origin, id, reporter });
+    this.#scheduleState();
+  }
+
+  #rememberMade(cp: SignedCheckpoint | undefined): void {
+    if (cp === undefined) return;
+    this.#made.set(cp.size, cp.root);
+    if (this.#made.size > MADE_KEPT) this.#made.delete(this.#made.keys().next().value!);
+  }
+
+  /** Stores evidence and the refused flag of its chain; returns its id. */
+  async #storeEvidence(ev: Equivocation, bytes: Uint8Array, reporter: string): Promise<string> {
+    // Flagged before the first await, so that a second finding meanwhile stops at the check above.
+    this.#blocked.add(ev.origin);
+    const id = await this.#o.store.recordEvidence('equivocation', bytes);
+    const at = this.#now();
+    await blockChain(this.#o.store, ev.origin, id, at, reporter);
+    this.#evidence.set(id, evidenceView(id, ev, reporter, at, true));
+    return id;
+  }
+
+  /** The refused flags and the evidence records of the store. */
+  async #loadEvidence(): Promise<void> {
+    const flags = await listRefusedChains(this.#o.store);
+    this.#blocked = new Set(flags.map((f) => f.origin));
+    for (const { key, record } of await this.#o.store.listEvidence()) {
+      const id = key.slice(key.indexOf('/') + 1);
+      let ev: Equivocation;
+      try {
+        ev = decodeEvidence(record);
+      } catch {
+        continue;
+      }
+      const flag = flags.find((f) => f.evidence === id);
+      this.#evidence.set(id, evidenceView(id, ev, flag?.reporter ?? null, flag?.at ?? null, this.#blocked.has(ev.origin)));
+    }
+  }
+
+  /** Evidence stored here, newest last. */
+  evidence(): EvidenceView[] {
+    return [...this.#evidence.values()];
+  }
+
+  /** Gateways of the site whose key signed two inconsistent checkpoints (refused until cleared). */
+  compromised(): string[] {
+    return [...this.#blocked].map((o) => parseOrigin(o).gatewayId).sort();
+  }
+
+  #recordRefusal(peer: string, code: ErrorCode, message: string, at: number): void {
+    const prev = this.#refusals.get(peer);
+    if (prev === undefined && this.#refusals.size >= MAX_REFUSAL_RECORDS) return;
+    this.#refusals.set(peer, { code, message, at, count: (prev?.count ?? 0) + 1 });
+    if (prev === undefined || prev.code !== code) this.#scheduleState();
+  }
+
+  /** Every other gateway of the site known here: from its checkpoints, its stored chain, refusals or evidence. */
+  peerViews(): PeerView[] {
+    const ids = new Set<string>();
+    for (const p of this.#peers.values()) ids.add(p.gatewayId);
+    for (const o of this.#settled.keys()) ids.add(parseOrigin(o).gatewayId);
+    for (const o of this.#blocked) ids.add(parseOrigin(o).gatewayId);
+    ids.delete(this.#o.gatewayId);
+    const cosigs = new Map(this.coverage.witnesses().map((w) => [w.witness, w.size]));
+    return [...ids].sort().map((gw) => this.#peerView(gw, cosigs.get(gw) ?? null));
+  }
+
+  #peerView(gw: string, cosignedOurs: number | null): PeerView {
+    const origin = chainOrigin(this.#o.trust.siteId, gw);
+    const p = this.#peers.get(origin);
+    const r = this.#settled.get(origin);
+    const size = r?.size ?? 0;
+    const announced = p?.target?.size ?? null;
+    const lag = Math.max(0, (announced ?? size) - size);
+    const flag = [...this.#evidence.values()].reverse().find((e) => e.origin === origin && e.refused);
+    let state: PeerSyncState;
+    if (this.#blocked.has(origin)) state = 'equivocated';
+    else if (this.#auditFailed.has(origin)) state = 'refused';
+    else if (this.#revokedHere(gw)) state = 'revoked';
+    else if (p?.pulling !== undefined || lag > 0) state = 'syncing';
+    else if (announced === null) state = 'waiting';
+    else state = 'synced';
+    return { gateway: gw, origin, state, size, announced, lag, lastContact: this.#contact.get(gw) ?? null, cosignedOurs, refusal: this.#refusals.get(gw) ?? null, evidence: flag?.id ?? null };
+  }
+
+  /** Whether any roster held here (its own chain's, a replica's) lists the gateway as revoked. */
+  #revokedHere(gw: string): boolean {
+    const rosters = [...this.#settledReplicas().map((x) => x.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    return rosters.some((x) => x.get('gateway', gw)?.revoked === true);
+  }
+
+  /** What this gateway publishes, retained, on oti/<site>/gateways/<gw>/state on every broker it is linked to. */
+  gatewayState(): GatewayStateMessage {
+    return {
+      state: 'online',
+      at: this.#now(),
+      chain: { origin: this.origin, size: this.#chain?.size ?? 0 },
+      compromised: this.compromised(),
+      peers: this.peerViews(),
+      evidence: this.evidence(),
+    };
+  }
+
+  /** Publishes the gateway state again soon (e.g. after something else set a plainer one on the own broker). */
+  refreshState(): void {
+    this.#scheduleState();
+  }
+
+  /** Publishes the gateway state soon (at most once per STATE_MIN_MS), and again every STATE_REFRESH_MS. */
+  #scheduleState(): void {
+    if (this.#stopped || this.#chain === undefined) return;
+    this.emit('peers');
+    const due = Math.max(0, this.#stateAt + STATE_MIN_MS - this.#now());
+    if (this.#stateTimer !== undefined && due > 0) return;
+    clearTimeout(this.#stateTimer);
+    this.#stateTimer = setTimeout(() => {
+      this.#stateTimer = undefined;
+      this.#stateAt = this.#now();
+      void this.#publishAll(this.topics.gatewayState(this.#o.gatewayId), JSON.stringify(this.gatewayState()), true);
+      this.#stateTimer = setTimeout(() => {
+        this.#stateTimer = undefined;
+        this.#scheduleState();
+      }, STATE_REFRESH_MS).unref();
+    }, due).unref();
+  }
+
+  /** Sets the gateway state to offline on every broker before the links close (the will covers a crash). */
+  async #publishOffline(): Promise<void> {
+    const payload = JSON.stringify({ state: 'offline', at: this.#now() });
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 1000);
+      timer.unref();
+    });
+    await Promise.race([this.#publishAll(this.topics.gatewayState(this.#o.gatewayId), payload, true), waited]);
+    clearTimeout(timer);
   }
 
   #sleep(ms: number): Promise<void> {
@@ -946,3 +1197,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 }
 
 type parseOriginResult = ReturnType<typeof parseOrigin>;
+
+function evidenceView(id: string, ev: Equivocation, reporter: string | null, at: number | null, refused: boolean): EvidenceView {
+  const cp = (c: SignedCheckpoint): { size: number; root: string } => ({ size: c.size, root: Buffer.from(c.root).toString('hex') });
+  return { id, origin: ev.origin, gateway: parseOrigin(ev.origin).gatewayId, reporter, at, a: cp(ev.a), b: cp(ev.b), refused };
+}

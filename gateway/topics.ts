@@ -8,6 +8,7 @@
  * and lock segment matches ID_PATTERN (ledger/schema.ts), so no segment can hold `/`, `+` or `#`
  * (MQTT 3.1.1 §4.7.1: those are the level separator and the wildcards).
  */
+import type { EvidenceView, PeerView } from './sync-view.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import type { EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/errors.js';
@@ -54,7 +55,7 @@ interface StatusBase {
 export type StatusMessage =
   | (StatusBase & { state: 'received' })
   | (StatusBase & { state: 'committed'; index: number; entry: string; /** base64 of the CBOR receipt */ receipt: string })
-  | (StatusBase & { state: 'replicated'; peers: number })
+  | (StatusBase & { state: 'replicated'; peers: number; cosigners: string[] })
   | (StatusBase & { state: 'confirmed'; quorum: number; cosigners: string[] })
   | (StatusBase & { state: 'rejected'; code: string });
 
@@ -78,6 +79,14 @@ export interface RefusedCopyMessage {
 export interface GatewayStateMessage {
   state: 'online' | 'offline';
   at: number;
+  /** With `online`, from the sync layer (docs/MQTT.md §Gateway state): its own chain, … */
+  chain?: { origin: string; size: number };
+  /** … the gateways of the site refused for equivocation (their key signs elsewhere too), … */
+  compromised?: string[];
+  /** … every other gateway as it sees it, … */
+  peers?: PeerView[];
+  /** … and the evidence it stores. */
+  evidence?: EvidenceView[];
 }
 
 /** `oti/<site>/locks/unenrolled/<lock>` (retained): a lock that talks to the gateway but is not enrolled. */

@@ -54,17 +54,22 @@ export function verifyCosignature(cp: SignedCheckpoint, witnessName: string, pub
   return undefined;
 }
 
-/** A range of the origin's own chain that reached a new level of replication. */
+/**
+ * A range of the origin's own chain that reached the next stage of its lifecycle
+ * (docs/MQTT.md §Event lifecycle): `replicated` once at least one other gateway holds it, has
+ * verified it (lock signatures included) and cosigned a checkpoint covering it; `confirmed` once
+ * the origin and quorum − 1 other gateways have signed such a checkpoint. Each stage is reached
+ * once per entry; with quorum 2 one cosignature reaches both (replicated first).
+ */
 export interface CoverageEvent {
-  /** replicated: held and cosigned by `peers` other gateways; confirmed: a quorum reached. */
   readonly state: 'replicated' | 'confirmed';
   /** Entries [from, to) of the chain. */
   readonly from: number;
   readonly to: number;
-  /** Other gateways that cosigned a checkpoint of size ≥ to. */
+  /** Other gateways that cosigned a checkpoint of size ≥ to (so far). */
   readonly peers: number;
   readonly quorum: number;
-  /** The gateways counted, the origin first for a confirmation. */
+  /** Every gateway known so far to hold the whole range: for a confirmation the origin first, then the witnesses. */
   readonly cosigners: readonly string[];
 }
 
@@ -74,19 +79,17 @@ export interface CoverageEvents {
 
 /**
  * Tracks, for the origin's own chain, the largest checkpoint size each witness has cosigned,
- * and emits one CoverageEvent per newly covered range and level: memory is one number per
- * witness and per level, whatever the number of events (no per-event timers or sets).
+ * and emits one CoverageEvent per newly covered range and stage: memory is one number per
+ * witness and two per chain, whatever the number of events (no per-event timers or sets).
  *
- * Level k (k = 1..witnesses) covers [0, the k-th largest cosigned size). The origin's own
- * signature counts towards the quorum: entries are confirmed when origin + (quorum − 1)
- * witnesses have signed a checkpoint including them.
+ * Replicated covers [0, the largest cosigned size); confirmed covers [0, the (quorum − 1)-th
+ * largest), at least one witness: the origin's own signature counts towards the quorum.
  */
 export class CoverageTracker extends EventEmitter<CoverageEvents> {
   readonly origin: string;
   readonly #quorum: () => number;
   readonly #best = new Map<string, { size: number; time: number }>();
-  /** covered[k-1]: size already announced for level k. */
-  readonly #covered: number[] = [];
+  #replicated = 0;
   #confirmed = 0;
 
   constructor(originGateway: string, quorum: () => number) {
@@ -100,6 +103,10 @@ export class CoverageTracker extends EventEmitter<CoverageEvents> {
     return [...this.#best].map(([witness, b]) => ({ witness, ...b }));
   }
 
+  get replicatedSize(): number {
+    return this.#replicated;
+  }
+
   get confirmedSize(): number {
     return this.#confirmed;
   }
@@ -111,20 +118,21 @@ export class CoverageTracker extends EventEmitter<CoverageEvents> {
     this.#best.set(witness, { size, time: timestampS });
     const ranked = [...this.#best].sort((a, b) => b[1].size - a[1].size);
     const quorum = Math.max(1, this.#quorum());
-    for (let k = 1; k <= ranked.length; k++) {
-      const to = ranked[k - 1]![1].size;
-      const from = this.#covered[k - 1] ?? 0;
-      if (to <= from) continue;
-      this.#covered[k - 1] = to;
-      const cosigners = ranked.slice(0, k).map(([w]) => w);
-      const confirmed = k + 1 >= quorum;
-      if (confirmed && to > this.#confirmed) {
-        const start = Math.max(from, this.#confirmed);
-        this.#confirmed = to;
-        this.emit('coverage', { state: 'confirmed', from: start, to, peers: k, quorum, cosigners: [this.origin, ...cosigners] });
-      } else if (!confirmed) {
-        this.emit('coverage', { state: 'replicated', from, to, peers: k, quorum, cosigners });
-      }
+    const holding = (to: number): string[] => ranked.filter(([, b]) => b.size >= to).map(([w]) => w);
+    const top = ranked[0]![1].size;
+    if (top > this.#replicated) {
+      const from = this.#replicated;
+      this.#replicated = top;
+      const cosigners = holding(top);
+      this.emit('coverage', { state: 'replicated', from, to: top, peers: cosigners.length, quorum, cosigners });
+    }
+    const needed = Math.max(1, quorum - 1);
+    const to = ranked.length >= needed ? ranked[needed - 1]![1].size : 0;
+    if (to > this.#confirmed) {
+      const from = this.#confirmed;
+      this.#confirmed = to;
+      const cosigners = holding(to);
+      this.emit('coverage', { state: 'confirmed', from, to, peers: cosigners.length, quorum, cosigners: [this.origin, ...cosigners] });
     }
   }
 }

@@ -25,8 +25,9 @@ import { doctorCommands } from './doctor.js';
 import { privacyCommands } from './privacy.js';
 import { ledgerCommands } from './ledger.js';
 import { simulateCommands } from './simulate.js';
+import { evidenceCommands } from './evidence.js';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

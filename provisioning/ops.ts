@@ -20,6 +20,7 @@ import { ApiClient } from './api-client.js';
 import { API_OPTIONS, EXIT_FAILURE, flag, int, str, usage, type Command } from './command.js';
 import { readDataIdentity, withLedger } from './ledger-access.js';
 import { readSiteTrust } from './site.js';
+import { evidenceLine, readEvidence } from './evidence.js';
 
 /** `key: value` lines for a JSON value, nested keys joined with dots. */
 function describeJson(v: unknown, prefix = ''): string[] {
@@ -27,6 +28,22 @@ function describeJson(v: unknown, prefix = ''): string[] {
   const entries = Array.isArray(v) ? v.map((x, i) => [String(i), x] as const) : Object.entries(v as Record<string, unknown>);
   if (entries.length === 0) return [`${prefix}: ${Array.isArray(v) ? '[]' : '{}'}`];
   return entries.flatMap(([k, x]) => describeJson(x, prefix === '' ? k : `${prefix}.${k}`));
+}
+
+/** One line per peer gateway and the site's compromised gateways, from GET /status's peers and sync. */
+function syncSummary(s: unknown): string[] {
+  const o = (s ?? {}) as { peers?: unknown; sync?: { compromised?: unknown; evidence?: unknown } };
+  const out: string[] = [];
+  const compromised = Array.isArray(o.sync?.compromised) ? (o.sync.compromised as unknown[]).map(String) : [];
+  if (compromised.length > 0) out.push(`  COMPROMISED (refused for equivocation, see oti evidence list): ${compromised.join(', ')}`);
+  for (const p of Array.isArray(o.peers) ? (o.peers as Record<string, unknown>[]) : []) {
+    const contact = typeof p.lastContact === 'number' ? `last contact ${new Date(p.lastContact).toISOString()}` : 'no contact since start';
+    const r = p.refusal as { code?: unknown; count?: unknown } | null | undefined;
+    const refusal = r !== null && r !== undefined ? `, ${String(r.count)} refused (last ${String(r.code)})` : '';
+    const ev = typeof p.evidence === 'string' ? `, evidence ${p.evidence.slice(0, 16)}` : '';
+    out.push(`  peer ${String(p.gateway)}: ${String(p.state)}, ${String(p.size)} entries stored, lag ${String(p.lag)}, ${contact}${refusal}${ev}`);
+  }
+  return out;
 }
 
 const status: Command = {
@@ -37,7 +54,7 @@ const status: Command = {
   async run(p, term) {
     const api = ApiClient.from(p, term);
     const s = await api.json('/status');
-    return { json: s, text: [`gateway at ${api.base}`, ...describeJson(s).map((l) => `  ${l}`)] };
+    return { json: s, text: [`gateway at ${api.base}`, ...syncSummary(s), ...describeJson(s).map((l) => `  ${l}`)] };
   },
 };
 
@@ -97,6 +114,7 @@ const verify: Command = {
   details: [
     'Checks every block: entries, Merkle roots, links, checkpoint signatures, the roster and every lock signature, against the site keys in the data folder’s site.json (or --site-keys).',
     'LevelDB allows one process at a time: while the gateway runs, a copy of the ledger is verified (up to the last complete block when the copy was taken). Stop the gateway to verify the live files.',
+    'A chain the gateway refuses after equivocation (two inconsistent checkpoints signed with its gateway’s key) is REFUSED, not ok, even when its blocks verify; the stored evidence is listed (oti evidence list, docs/SYNC.md §Equivocation).',
   ],
   options: {
     data: { type: 'string', value: 'DIR', help: 'the gateway data folder' },
@@ -116,14 +134,19 @@ const verify: Command = {
       // The workers and this thread (idle but for reading and hashing) share the checks: one
       // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory).
       const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true });
-      const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string } }[] = [];
+      const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string }; refused?: { evidence: string; reporter: string | null } }[] = [];
+      const evidence = await readEvidence(store);
       try {
         for (const c of chains) {
           const cs = await store.chain(c.origin, c.role);
           const bar = term.progress(c.origin);
           try {
             const r = await verifyChain(cs, { trust, pool, onProgress: (pr) => bar.update(pr.size, cs.head.size, `${pr.lockSignatures} signatures`) });
-            results.push({ origin: c.origin, role: c.role, ok: true, report: { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root) } });
+            const report = { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root) };
+            // Its blocks verify, but its gateway's key signed another, inconsistent tree too: not ok.
+            const ev = evidence.find((e) => e.origin === c.origin && e.refused);
+            if (ev !== undefined) results.push({ origin: c.origin, role: c.role, ok: false, report, error: { code: 'ERR_EQUIVOCATION', message: `its blocks verify, but the site refuses it: its gateway's key signed an inconsistent checkpoint too (evidence ${ev.id.slice(0, 16)})` }, refused: { evidence: ev.id, reporter: ev.reporter } });
+            else results.push({ origin: c.origin, role: c.role, ok: true, report });
           } catch (e) {
             if (!isOtiError(e)) throw e;
             results.push({ origin: c.origin, role: c.role, ok: false, error: { code: e.code, message: e.message } });
@@ -140,11 +163,12 @@ const verify: Command = {
         ...results.map((r) =>
           r.ok
             ? `${term.green('ok')}    ${r.origin} (${r.role}): ${r.report?.entries} entries, ${r.report?.blocks} blocks, ${r.report?.lockSignatures} lock signatures`
-            : `${term.red('FAIL')}  ${r.origin} (${r.role}): ${r.error?.message} [${r.error?.code}]`,
+            : `${term.red(r.refused !== undefined ? 'REFUSED' : 'FAIL')}  ${r.origin} (${r.role}): ${r.error?.message} [${r.error?.code}]`,
         ),
-        results.length === 0 ? 'no chains in this data folder' : ok ? term.green('every chain verifies') : term.red('verification FAILED'),
+        ...evidence.map(evidenceLine),
+        results.length === 0 ? 'no chains in this data folder' : ok ? term.green('every chain verifies') : term.red(results.some((r) => r.refused !== undefined) && results.every((r) => r.ok || r.refused !== undefined) ? 'verification FAILED: the site refuses a chain for equivocation' : 'verification FAILED'),
       ];
-      return { json: { ok, copy, chains: results }, text, exitCode: ok ? 0 : EXIT_FAILURE };
+      return { json: { ok, copy, chains: results, evidence }, text, exitCode: ok ? 0 : EXIT_FAILURE };
     });
   },
 };

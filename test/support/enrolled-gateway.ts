@@ -1,0 +1,43 @@
+/**
+ * A gateway data folder as an installer leaves it: a bundle from the site authority applied
+ * (gateway/bundle.ts), optionally a lock enrolled in its chain, and an app user in its broker's
+ * users file (for mosquitto_sub). For tests that run the real gateway process on a site of
+ * several gateways.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createBundle, applyBundle } from '../../gateway/bundle.js';
+import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { generateKeyPair, type KeyPair } from '../../ledger/crypto.js';
+import { signStatement } from '../../ledger/roster.js';
+import { LedgerStore } from '../../ledger/store.js';
+import { Chain } from '../../ledger/chain.js';
+import type { TestSite } from './site.js';
+
+export const APP_USER = { username: 'watcher', password: 'watcher-password-123' } as const;
+
+export interface EnrolledGateway {
+  readonly id: string;
+  readonly dataDir: string;
+  /** The lock enrolled in its chain (when asked for). */
+  readonly lock?: { readonly id: string; readonly key: KeyPair };
+}
+
+export async function enrolledGateway(dir: string, s: TestSite, id: string, opts: { lock?: string } = {}): Promise<EnrolledGateway> {
+  const dataDir = join(dir, id);
+  const { bundle } = await createBundle({ site: s.site, siteId: s.siteId, siteKeys: s.trust.siteKeys, gatewayId: id, validForMs: 86_400_000, now: Date.now() });
+  const bundlePath = join(dir, `${id}.bundle.json`);
+  await writeFile(bundlePath, JSON.stringify(bundle));
+  await applyBundle(bundlePath, dataDir, { now: Date.now() });
+  await addMqttUser(join(dataDir, 'mqtt-users.json'), APP_USER.username, 'app', APP_USER.password);
+  if (opts.lock === undefined) return { id, dataDir };
+  const key = generateKeyPair();
+  const ident = await loadOrCreateIdentity(dataDir);
+  const store = await LedgerStore.open(join(dataDir, 'ledger'));
+  const chain = await Chain.open({ store, trust: ident.trust, gatewayId: id, key: ident.key, genesis: ident.enrolment });
+  await chain.append({ kind: 'roster', signed: signStatement(s.site, { site: s.siteId, op: 'enroll', role: 'lock', id: opts.lock, key: key.publicKey, time: Date.now() }) });
+  await chain.close();
+  await store.close();
+  return { id, dataDir, lock: { id: opts.lock, key } };
+}
