@@ -24,7 +24,7 @@
  * - Repeated garbage from a link (more than `garbagePerMinute` rejections) drops it with backoff.
  */
 import { backoffDelay } from './backoff.js';
-import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { ackFor, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import {
   ACK_CHAR_UUID,
@@ -38,7 +38,7 @@ import {
   encodeMessage,
   parseAdvertisement,
 } from './protocol.js';
-import type { LockInfo } from './protocol.js';
+import { PROTOCOL_VERSION, readUnacceptableEvent, type LockInfo } from './protocol.js';
 import { Reassembler, fragment } from './framing.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types.js';
@@ -300,13 +300,13 @@ export class BleDriver implements LockDriver {
     if (!(entry instanceof Uint8Array) || entry.length !== 32) throw new OtiError('ERR_ARGUMENT', 'entry must be a 32-byte hash');
     const link = this.answer(ev);
     if (link === undefined) return;
-    if (await this.send(link, encodeMessage({ t: 'ack', lock: ev.lock, ctr: ev.ctr, entry }), 'ack')) this.counters.acksOut++;
+    if (await this.send(link, encodeMessage(ackFor(ev, entry)), 'ack')) this.counters.acksOut++;
   }
 
   async nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
     const link = this.answer(ev);
     if (link === undefined) return;
-    if (await this.send(link, encodeMessage({ t: 'nack', lock: ev.lock, ctr: ev.ctr, code, retry }), 'nack')) this.counters.nacksOut++;
+    if (await this.send(link, encodeMessage(nackFor(ev, code, retry)), 'nack')) this.counters.nacksOut++;
   }
 
   status(): BleDriverStatus {
@@ -541,7 +541,7 @@ export class BleDriver implements LockDriver {
 
     link.events.on('data', link.onData);
     await this.gatt(link, link.events.subscribeAsync(), 'subscribe');
-    await this.write(link, encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }));
+    await this.write(link, encodeMessage({ t: 'hello', v: link.info?.v ?? PROTOCOL_VERSION, gw: this.opts.gatewayId, window: this.opts.window }));
     link.state = 'open';
     link.lastData = this.now();
     this.retries.delete(p.id);
@@ -642,6 +642,7 @@ export class BleDriver implements LockDriver {
 
   /** One fragment in; an event out when it completed an event message. Never throws. */
   private take(link: Link, frag: Uint8Array): ReceivedEvent | undefined {
+    let message: Uint8Array | undefined;
     try {
       const r = link.reassembler.push(frag);
       if (r === undefined) return undefined;
@@ -649,6 +650,7 @@ export class BleDriver implements LockDriver {
         this.reject(link, r.code, r.detail);
         return undefined;
       }
+      message = r.message;
       const m = decodeLockMessage(r.message);
       if (m.t === 'info') {
         link.info = m.info;
@@ -661,6 +663,9 @@ export class BleDriver implements LockDriver {
       }
       return receivedEvent(m, link.ref, link.info, this.now());
     } catch (e) {
+      // An event the gateway can never accept, naming its lock and counter: refused for good by the pipeline.
+      const u = message !== undefined ? readUnacceptableEvent(message, e) : undefined;
+      if (u !== undefined && (link.info === undefined || u.lock === link.info.lock)) return unacceptableEvent(u, link.ref, link.info, this.now());
       this.reject(link, isOtiError(e) ? e.code : 'ERR_MESSAGE', messageOf(e));
       return undefined;
     }

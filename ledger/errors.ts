@@ -85,6 +85,13 @@ export const ERROR_CODES = {
   ERR_PRIVACY_OPEN: 'a sealed or encrypted item does not open: unknown key, wrong key, or altered bytes',
   ERR_PRIVACY_CLEAR_CREDENTIAL: 'a lock event carries a credential reference that is not sealed to the site privacy key',
   ERR_PRIVACY_ERASED: 'the person’s data key was destroyed (crypto-shredded); their fields cannot be read',
+  // Lock protocol refusals (docs/PROTOCOL.md §Flow)
+  ERR_EVENT_INVALID: 'a lock event message carries a payload that is not a valid lock event; it can never be accepted',
+  ERR_LOCK_REVOKED: 'the lock’s enrolment was revoked; nothing from it will be accepted again',
+  ERR_LOCK_KEY: 'the lock announced a key other than its enrolled one; it must be enrolled again with the new key',
+  ERR_WINDOW: 'a lock had more events unanswered than the window of the gateway’s hello allows',
+  ERR_PROTOCOL_VERSION: 'a lock announced a lock protocol version the gateway does not speak',
+  ERR_LINK_SHARED: 'a second lock spoke on a serial line; serial lines are point-to-point',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
