@@ -39,6 +39,7 @@ import {
   parseAdvertisement,
 } from './protocol.js';
 import { PROTOCOL_VERSION, readUnacceptableEvent, type LockInfo } from './protocol.js';
+import { Outstanding } from './window.js';
 import { Reassembler, fragment } from './framing.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types.js';
@@ -149,6 +150,8 @@ class Link {
   pumping = false;
   /** Events handed out on this link and not yet answered. */
   outstanding = 0;
+  /** The distinct events among them, held to hello.window (docs/PROTOCOL.md §Flow, the window). */
+  readonly inWindow = new Outstanding();
   /** Serialises writes so that the fragments of two messages never interleave. */
   writes: Promise<void> = Promise.resolve();
   /** Times of recent rejections, for the garbage limit. */
@@ -590,6 +593,7 @@ export class BleDriver implements LockDriver {
     if (link === undefined) return undefined;
     this.origins.delete(ev);
     link.outstanding--;
+    link.inWindow.answered(ev);
     link.lastData = this.now();
     return link.closed ? undefined : link;
   }
@@ -633,6 +637,11 @@ export class BleDriver implements LockDriver {
         link.outstanding++;
         this.origins.set(ev, link);
         this.counters.eventsIn++;
+        if (!link.inWindow.admit(ev, this.opts.window)) {
+          this.notice({ kind: 'rejected', from: link.ref, code: 'ERR_WINDOW', detail: `event ${ev.lock}:${ev.ctr} with ${this.opts.window} events unanswered`, time: this.now() });
+          await this.nack(ev, 'ERR_WINDOW', true);
+          continue;
+        }
         if (!(await this.eventQ.put(ev))) return;
       }
     } finally {

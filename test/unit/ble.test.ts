@@ -253,3 +253,32 @@ void test('a full event queue pauses the link; a bounded buffer, then a drop; no
   })();
   await waitFor('all 10 acknowledged', () => allAcked(sim, 10));
 });
+
+void test('events beyond the window are nacked ERR_WINDOW with retry over BLE too (docs/PROTOCOL.md §Flow, the window)', async (t) => {
+  const s = setup(t);
+  const seed = randomBytes(32);
+  const sim = new SimLock({ id: 'eager', seed, resendMs: 60_000 });
+  t.after(() => sim.close());
+  s.fake.addLock(sim, { mtu: 185 });
+  const nacks: [number, string, boolean][] = [];
+  sim.on('nack', (ctr, code, retry) => nacks.push([ctr, code, retry]));
+  const notices: DriverNotice[] = [];
+  const held: number[] = [];
+  // A gateway that takes events and answers none of them yet: the window fills.
+  void (async () => {
+    for await (const ev of s.driver.events()) held.push(ev.ctr);
+  })();
+  void (async () => {
+    for await (const n of s.driver.notices()) notices.push(n);
+  })();
+  await s.driver.start();
+  sim.record(); // pending: the gateway connects, greets it and takes event 1
+  await waitFor('event 1 taken', () => held.length === 1 && sim.greeted);
+  const maker = new SimLock({ id: 'eager', seed });
+  for (let i = 0; i < 6; i++) maker.record();
+  for (let c = 2; c <= 6; c++) assert.ok(sim.inject(maker.payloadOf(c)!, 1));
+  await waitFor('two refused', () => nacks.length === 2);
+  assert.deepEqual(nacks, [[5, 'ERR_WINDOW', true], [6, 'ERR_WINDOW', true]]);
+  assert.deepEqual(held, [1, 2, 3, 4]);
+  assert.equal(ofKind(notices, 'rejected').filter((n) => n.code === 'ERR_WINDOW').length, 2);
+});
