@@ -38,7 +38,7 @@ import {
   encodeMessage,
   parseAdvertisement,
 } from './protocol.js';
-import { PROTOCOL_VERSION, readUnacceptableEvent, type LockInfo } from './protocol.js';
+import { PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';
 import { Outstanding } from './window.js';
 import { Reassembler, fragment } from './framing.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
@@ -306,6 +306,12 @@ export class BleDriver implements LockDriver {
     if (await this.send(link, encodeMessage(ackFor(ev, entry)), 'ack')) this.counters.acksOut++;
   }
 
+  /** A `refuse` on the link a lock's info came in on (docs/PROTOCOL.md §Flow, refusals at info). */
+  async refuseLink(from: LinkRef, code: string, retry: boolean): Promise<void> {
+    const link = [...this.links.values()].find((l) => l.ref.link === from.link && !l.closed);
+    if (link !== undefined) await this.send(link, encodeMessage({ t: 'refuse', code, retry, versions: PROTOCOL_VERSIONS }), 'refuse');
+  }
+
   async nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
     const link = this.answer(ev);
     if (link === undefined) return;
@@ -538,7 +544,11 @@ export class BleDriver implements LockDriver {
 
     const raw = await this.gatt(link, info.readAsync(), 'info read');
     const lockInfo = this.readInfo(link, raw);
-    if (lockInfo === undefined) throw new OtiError('ERR_MESSAGE', 'the info characteristic holds no valid info message');
+    if (lockInfo === 'version') {
+      // Tell the lock which versions this gateway speaks before leaving it (docs/PROTOCOL.md §Versions).
+      await this.send(link, encodeMessage({ t: 'refuse', code: 'ERR_PROTOCOL_VERSION', retry: false, versions: PROTOCOL_VERSIONS }), 'refuse');
+    }
+    if (lockInfo === undefined || lockInfo === 'version') throw new OtiError('ERR_MESSAGE', 'the info characteristic holds no valid info message');
     link.info = lockInfo;
     this.notice({ kind: 'lock-seen', from: link.ref, info: lockInfo, time: this.now() });
 
@@ -551,7 +561,8 @@ export class BleDriver implements LockDriver {
     this.notice({ kind: 'link', from: link.ref, state: 'open', detail: `lock ${lockInfo.lock}, ATT MTU ${mtu}`, time: this.now() });
   }
 
-  private readInfo(link: Link, raw: Uint8Array): LockInfo | undefined {
+  /** The info, or 'version' when it announces a version this gateway does not speak (rejected either way). */
+  private readInfo(link: Link, raw: Uint8Array): LockInfo | 'version' | undefined {
     this.counters.framesIn++;
     if (raw.length > INFO_MAX_BYTES) {
       this.reject(link, 'ERR_FRAME_TOO_LARGE', `info value of ${raw.length} bytes`);
@@ -563,6 +574,7 @@ export class BleDriver implements LockDriver {
       this.reject(link, 'ERR_MESSAGE', `info characteristic holds a ${m.t} message`);
     } catch (e) {
       this.reject(link, isOtiError(e) ? e.code : 'ERR_MESSAGE', messageOf(e));
+      if (isOtiError(e, 'ERR_PROTOCOL_VERSION')) return 'version';
     }
     return undefined;
   }

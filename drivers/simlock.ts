@@ -104,6 +104,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   readonly protocol: number;
   /** The last refuse the gateway sent (code), if any. */
   refusal: string | undefined;
+  private refusedForGood = false;
 
   constructor(opts: SimLockOptions) {
     super();
@@ -220,6 +221,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.timer = undefined;
     this.send = undefined;
     this.window = 0;
+    this.refusedForGood = false;
     for (const h of this.buffer) h.sentAt = 0;
   }
 
@@ -244,7 +246,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
           if (this.announceInfo) this.send?.(encodeMessage({ t: 'info', info: this.info() }));
           return;
         }
-        this.refusal = undefined;
+        // Refused for good on this link: a later hello changes nothing until the link comes up again.
+        if (this.refusedForGood) return;
         this.window = m.window;
         clearInterval(this.announcer);
         this.announcer = undefined;
@@ -289,6 +292,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
         this.refusal = m.code;
         // Refused for good: nothing more is sent on this link (the events are kept).
         if (!m.retry) {
+          this.refusedForGood = true;
           this.window = 0;
           clearInterval(this.announcer);
           this.announcer = undefined;

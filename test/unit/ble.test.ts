@@ -282,3 +282,28 @@ void test('events beyond the window are nacked ERR_WINDOW with retry over BLE to
   assert.deepEqual(held, [1, 2, 3, 4]);
   assert.equal(ofKind(notices, 'rejected').filter((n) => n.code === 'ERR_WINDOW').length, 2);
 });
+
+void test('a refusal at info reaches the lock over BLE as a refuse message, and a refusal for good keeps it from sending', async (t) => {
+  const s = setup(t);
+  const { sim } = s.lock('gone', 185);
+  const refused: [string, boolean][] = [];
+  sim.on('refused', (code, retry) => refused.push([code, retry]));
+  const events: number[] = [];
+  void (async () => {
+    for await (const ev of s.driver.events()) events.push(ev.ctr);
+  })();
+  // What the ingest pipeline does for a revoked lock's info (gateway/ingest.ts, screenInfo).
+  void (async () => {
+    for await (const n of s.driver.notices()) if (n.kind === 'lock-seen') await s.driver.refuseLink(n.from, 'ERR_LOCK_REVOKED', false);
+  })();
+  await s.driver.start();
+  sim.record();
+  await waitFor('refused', () => refused.length > 0);
+  assert.deepEqual(refused[0], ['ERR_LOCK_REVOKED', false]);
+  const before = events.length;
+  const sent = sim.sent;
+  sim.record();
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(sim.sent, sent, 'refused for good at info: the lock sends nothing more on that link');
+  assert.equal(events.length, before);
+});
