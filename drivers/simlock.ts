@@ -102,8 +102,6 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private announcer: NodeJS.Timeout | undefined;
   private auto: NodeJS.Timeout | undefined;
   readonly protocol: number;
-  /** The last refuse the gateway sent (code), if any. */
-  refusal: string | undefined;
   private refusedForGood = false;
 
   constructor(opts: SimLockOptions) {
@@ -289,7 +287,6 @@ export class SimLock extends EventEmitter<SimLockEvents> {
       case 'refuse':
         // Version 1 firmware does not know this message: it drops it as an unknown type.
         if (this.protocol < BOUND_ANSWERS_VERSION) return;
-        this.refusal = m.code;
         // Refused for good: nothing more is sent on this link (the events are kept).
         if (!m.retry) {
           this.refusedForGood = true;
