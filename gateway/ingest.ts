@@ -39,7 +39,7 @@ import { isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { leafHash } from '../ledger/merkle.js';
 import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
-import { ANSWER_DEADLINE_MS, type LockInfo } from '../drivers/protocol.js';
+import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
 import { RefusedCounters } from './refusals.js';
 
 export interface IngestOptions {
@@ -197,7 +197,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
     if (refusal === undefined) return;
     this.reportUnenrolled(info.lock, info, from);
     this.emit('notice', { kind: 'rejected', from, code: refusal[0], detail: refusal[2], time: this.now() });
-    await driver.refuseLink?.(from, refusal[0], refusal[1]);
+    // A version 1 lock does not know refuse (docs/PROTOCOL.md §Versions): it learns the code from its nacks.
+    if ((info.v ?? 1) >= BOUND_ANSWERS_VERSION) await driver.refuseLink?.(from, refusal[0], refusal[1]);
   }
 
   private release(): void {
