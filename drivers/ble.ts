@@ -24,7 +24,7 @@
  * - Repeated garbage from a link (more than `garbagePerMinute` rejections) drops it with backoff.
  */
 import { backoffDelay } from './backoff.js';
-import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { ackFor, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import {
   ACK_CHAR_UUID,
@@ -38,7 +38,8 @@ import {
   encodeMessage,
   parseAdvertisement,
 } from './protocol.js';
-import type { LockInfo } from './protocol.js';
+import { PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';
+import { Outstanding } from './window.js';
 import { Reassembler, fragment } from './framing.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types.js';
@@ -149,6 +150,8 @@ class Link {
   pumping = false;
   /** Events handed out on this link and not yet answered. */
   outstanding = 0;
+  /** The distinct events among them, held to hello.window (docs/PROTOCOL.md §Flow, the window). */
+  readonly inWindow = new Outstanding();
   /** Serialises writes so that the fragments of two messages never interleave. */
   writes: Promise<void> = Promise.resolve();
   /** Times of recent rejections, for the garbage limit. */
@@ -300,13 +303,19 @@ export class BleDriver implements LockDriver {
     if (!(entry instanceof Uint8Array) || entry.length !== 32) throw new OtiError('ERR_ARGUMENT', 'entry must be a 32-byte hash');
     const link = this.answer(ev);
     if (link === undefined) return;
-    if (await this.send(link, encodeMessage({ t: 'ack', lock: ev.lock, ctr: ev.ctr, entry }), 'ack')) this.counters.acksOut++;
+    if (await this.send(link, encodeMessage(ackFor(ev, entry)), 'ack')) this.counters.acksOut++;
+  }
+
+  /** A `refuse` on the link a lock's info came in on (docs/PROTOCOL.md §Flow, refusals at info). */
+  async refuseLink(from: LinkRef, code: string, retry: boolean): Promise<void> {
+    const link = [...this.links.values()].find((l) => l.ref.link === from.link && !l.closed);
+    if (link !== undefined) await this.send(link, encodeMessage({ t: 'refuse', code, retry, versions: PROTOCOL_VERSIONS }), 'refuse');
   }
 
   async nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
     const link = this.answer(ev);
     if (link === undefined) return;
-    if (await this.send(link, encodeMessage({ t: 'nack', lock: ev.lock, ctr: ev.ctr, code, retry }), 'nack')) this.counters.nacksOut++;
+    if (await this.send(link, encodeMessage(nackFor(ev, code, retry)), 'nack')) this.counters.nacksOut++;
   }
 
   status(): BleDriverStatus {
@@ -535,20 +544,25 @@ export class BleDriver implements LockDriver {
 
     const raw = await this.gatt(link, info.readAsync(), 'info read');
     const lockInfo = this.readInfo(link, raw);
-    if (lockInfo === undefined) throw new OtiError('ERR_MESSAGE', 'the info characteristic holds no valid info message');
+    if (lockInfo === 'version') {
+      // Tell the lock which versions this gateway speaks before leaving it (docs/PROTOCOL.md §Versions).
+      await this.send(link, encodeMessage({ t: 'refuse', code: 'ERR_PROTOCOL_VERSION', retry: false, versions: PROTOCOL_VERSIONS }), 'refuse');
+    }
+    if (lockInfo === undefined || lockInfo === 'version') throw new OtiError('ERR_MESSAGE', 'the info characteristic holds no valid info message');
     link.info = lockInfo;
     this.notice({ kind: 'lock-seen', from: link.ref, info: lockInfo, time: this.now() });
 
     link.events.on('data', link.onData);
     await this.gatt(link, link.events.subscribeAsync(), 'subscribe');
-    await this.write(link, encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }));
+    await this.write(link, encodeMessage({ t: 'hello', v: link.info?.v ?? PROTOCOL_VERSION, gw: this.opts.gatewayId, window: this.opts.window }));
     link.state = 'open';
     link.lastData = this.now();
     this.retries.delete(p.id);
     this.notice({ kind: 'link', from: link.ref, state: 'open', detail: `lock ${lockInfo.lock}, ATT MTU ${mtu}`, time: this.now() });
   }
 
-  private readInfo(link: Link, raw: Uint8Array): LockInfo | undefined {
+  /** The info, or 'version' when it announces a version this gateway does not speak (rejected either way). */
+  private readInfo(link: Link, raw: Uint8Array): LockInfo | 'version' | undefined {
     this.counters.framesIn++;
     if (raw.length > INFO_MAX_BYTES) {
       this.reject(link, 'ERR_FRAME_TOO_LARGE', `info value of ${raw.length} bytes`);
@@ -560,6 +574,7 @@ export class BleDriver implements LockDriver {
       this.reject(link, 'ERR_MESSAGE', `info characteristic holds a ${m.t} message`);
     } catch (e) {
       this.reject(link, isOtiError(e) ? e.code : 'ERR_MESSAGE', messageOf(e));
+      if (isOtiError(e, 'ERR_PROTOCOL_VERSION')) return 'version';
     }
     return undefined;
   }
@@ -590,6 +605,7 @@ export class BleDriver implements LockDriver {
     if (link === undefined) return undefined;
     this.origins.delete(ev);
     link.outstanding--;
+    link.inWindow.answered(ev);
     link.lastData = this.now();
     return link.closed ? undefined : link;
   }
@@ -633,6 +649,11 @@ export class BleDriver implements LockDriver {
         link.outstanding++;
         this.origins.set(ev, link);
         this.counters.eventsIn++;
+        if (!link.inWindow.admit(ev, this.opts.window)) {
+          this.notice({ kind: 'rejected', from: link.ref, code: 'ERR_WINDOW', detail: `event ${ev.lock}:${ev.ctr} with ${this.opts.window} events unanswered`, time: this.now() });
+          await this.nack(ev, 'ERR_WINDOW', true);
+          continue;
+        }
         if (!(await this.eventQ.put(ev))) return;
       }
     } finally {
@@ -642,6 +663,7 @@ export class BleDriver implements LockDriver {
 
   /** One fragment in; an event out when it completed an event message. Never throws. */
   private take(link: Link, frag: Uint8Array): ReceivedEvent | undefined {
+    let message: Uint8Array | undefined;
     try {
       const r = link.reassembler.push(frag);
       if (r === undefined) return undefined;
@@ -649,6 +671,7 @@ export class BleDriver implements LockDriver {
         this.reject(link, r.code, r.detail);
         return undefined;
       }
+      message = r.message;
       const m = decodeLockMessage(r.message);
       if (m.t === 'info') {
         link.info = m.info;
@@ -661,6 +684,9 @@ export class BleDriver implements LockDriver {
       }
       return receivedEvent(m, link.ref, link.info, this.now());
     } catch (e) {
+      // An event the gateway can never accept, naming its lock and counter: refused for good by the pipeline.
+      const u = message !== undefined ? readUnacceptableEvent(message, e) : undefined;
+      if (u !== undefined && (link.info === undefined || u.lock === link.info.lock)) return unacceptableEvent(u, link.ref, link.info, this.now());
       this.reject(link, isOtiError(e) ? e.code : 'ERR_MESSAGE', messageOf(e));
       return undefined;
     }

@@ -26,7 +26,7 @@
  * - No byte sequence from a link, and no failure of a device, may throw out of a driver or crash
  *   the process: every such failure is a notice and a status change.
  */
-import type { EventMessage, LockInfo } from './protocol.js';
+import { BOUND_ANSWERS_VERSION, eventHash, type EventMessage, type LockInfo, type MessageInput, type UnacceptableEvent } from './protocol.js';
 import type { LockPayload } from '../ledger/entry.js';
 
 /** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
@@ -54,11 +54,41 @@ export interface ReceivedEvent {
   readonly info: LockInfo | undefined;
   /** Gateway clock (ms since 1970) when the last byte of the event arrived. */
   readonly receivedAt: number;
+  /**
+   * Set when the payload is not a valid lock event (the strict decoder's code and message): the
+   * gateway can never accept it and refuses it with ERR_EVENT_INVALID. `decoded` is then absent.
+   */
+  readonly invalid?: { readonly code: string; readonly detail: string };
 }
 
 /** The ReceivedEvent for a decoded event message, as every driver hands it to the pipeline. */
 export function receivedEvent(m: EventMessage, from: LinkRef, info: LockInfo | undefined, receivedAt: number): ReceivedEvent {
   return { from, lock: m.lock, ctr: m.ctr, oldest: m.oldest, payload: 'cose' in m ? { cose: m.cose } : { event: m.event }, decoded: m.decoded, info, receivedAt };
+}
+
+/** The ReceivedEvent for an event message the gateway can never accept (see ReceivedEvent.invalid). */
+export function unacceptableEvent(u: UnacceptableEvent, from: LinkRef, info: LockInfo | undefined, receivedAt: number): ReceivedEvent {
+  return { from, lock: u.lock, ctr: u.ctr, oldest: u.oldest, payload: u.payload, info, receivedAt, invalid: { code: u.code, detail: u.detail } };
+}
+
+/** The payload bytes of an event as the lock sent them (what `ev` of an answer hashes). */
+export function payloadBytes(ev: ReceivedEvent): Uint8Array {
+  return 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
+}
+
+/** `ev` for an answer to this event: present when the lock announced version 2 (docs/PROTOCOL.md §Messages). */
+function bound(ev: ReceivedEvent): { ev?: Uint8Array } {
+  return (ev.info?.v ?? 1) >= BOUND_ANSWERS_VERSION ? { ev: eventHash(payloadBytes(ev)) } : {};
+}
+
+/** The ack a driver sends for this event, in the version its lock speaks. */
+export function ackFor(ev: ReceivedEvent, entry: Uint8Array): MessageInput {
+  return { t: 'ack', ...bound(ev), lock: ev.lock, ctr: ev.ctr, entry };
+}
+
+/** The nack a driver sends for this event, in the version its lock speaks. */
+export function nackFor(ev: ReceivedEvent, code: string, retry: boolean): MessageInput {
+  return { t: 'nack', ...bound(ev), lock: ev.lock, ctr: ev.ctr, code, retry };
 }
 
 export type DriverState = 'stopped' | 'starting' | 'running' | 'degraded' | 'unavailable';
@@ -115,5 +145,10 @@ export interface LockDriver {
   ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void>;
   /** The event is refused. `retry`: the lock keeps it and resends later (true) or drops it. */
   nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void>;
+  /**
+   * Refuses what a lock said in its info (a `refuse` message on that link): an unknown, revoked
+   * or re-keyed lock. Optional: a driver without it leaves the lock to learn from its nacks.
+   */
+  refuseLink?(from: LinkRef, code: string, retry: boolean): Promise<void>;
   status(): DriverStatus;
 }

@@ -8,7 +8,7 @@
 import { OtiError } from '../ledger/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { decodeLockMessage, encodeMessage, type LockInfo } from './protocol.js';
-import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { ackFor, nackFor, receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import type { SimLock } from './simlock.js';
 
 interface Link {
@@ -62,7 +62,8 @@ export class InProcessDriver implements LockDriver {
     const link: Link = { lock, info: undefined, backlog: [], draining: false, session: (old?.session ?? 0) + 1 };
     this.links.set(lock.id, link);
     lock.connect((m) => this.fromLock(link, m), { announceInfo: true });
-    lock.receive(encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }));
+    // In the version the lock announces (its info is already on its way to fromLock).
+    lock.receive(encodeMessage({ t: 'hello', v: lock.info().v ?? 1, gw: this.opts.gatewayId, window: this.opts.window }));
   }
 
   disconnect(lock: SimLock): void {
@@ -82,12 +83,12 @@ export class InProcessDriver implements LockDriver {
   }
 
   ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void> {
-    if (this.toLock(ev, () => encodeMessage({ t: 'ack', lock: ev.lock, ctr: ev.ctr, entry }))) this.counters.acksOut++;
+    if (this.toLock(ev, () => encodeMessage(ackFor(ev, entry)))) this.counters.acksOut++;
     return Promise.resolve();
   }
 
   nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
-    if (this.toLock(ev, () => encodeMessage({ t: 'nack', lock: ev.lock, ctr: ev.ctr, code, retry }))) this.counters.nacksOut++;
+    if (this.toLock(ev, () => encodeMessage(nackFor(ev, code, retry)))) this.counters.nacksOut++;
     return Promise.resolve();
   }
 

@@ -4,13 +4,17 @@
  * serial (framing.ts: COBS + CRC-32) and BLE (framing.ts: fragments over GATT).
  *
  *   lock → gateway
- *     info   { t: "info", v: 1, lock: id, fw: text(1..64), ? key: bstr(32) }
+ *     info   { t: "info", v: 1 | 2, lock: id, fw: text(1..64), ? key: bstr(32) }
  *     event  { t: "event", oldest: uint, cose: bstr }     a lock-signed event (COSE_Sign1)
  *     event  { t: "event", oldest: uint, event: bstr }    an unsigned lock's bare event
  *   gateway → lock
- *     hello  { t: "hello", v: 1, gw: id, window: uint(1..64) }
- *     ack    { t: "ack", lock: id, ctr: uint, entry: bstr(32) }
- *     nack   { t: "nack", lock: id, ctr: uint, code: text(1..64), retry: bool }
+ *     hello  { t: "hello", v: 1 | 2, gw: id, window: uint(1..64) }
+ *     ack    { t: "ack", ? ev: bstr(32), lock: id, ctr: uint, entry: bstr(32) }
+ *     nack   { t: "nack", ? ev: bstr(32), lock: id, ctr: uint, code: text(1..64), retry: bool }
+ *     refuse { t: "refuse", code: text(1..64), retry: bool, versions: [+ uint] }
+ *
+ * Version 2 of the lock protocol adds `ev` (SHA-256 of the event payload answered) to acks and
+ * nacks, sent only to a lock whose info announced v 2, and the refuse message (an answer to info).
  *
  * Decoding is strict and bounded: the CBOR profile of ledger/encoding.ts, exactly the fields
  * listed (no more, no fewer), sizes checked before use. Failures are OtiErrors: ERR_ENCODING_*
@@ -23,12 +27,19 @@
 import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/encoding.js';
 import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
-import { asMap, bool, bytes, ID_PATTERN, text, uint, version, type CborMap } from '../ledger/schema.js';
+import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
-import { PUBLIC_KEY_BYTES } from '../ledger/crypto.js';
+import { PUBLIC_KEY_BYTES, sha256 } from '../ledger/crypto.js';
 
+/** The lock protocol version a lock speaks unless it announces another (the first one). */
 export const PROTOCOL_VERSION = 1;
+/** The lock protocol versions this implementation speaks, oldest first; the last is the newest. */
+export const PROTOCOL_VERSIONS: readonly number[] = [1, 2];
+/** The version that binds answers to the event payload (`ev`) and knows `refuse`. */
+export const BOUND_ANSWERS_VERSION = 2;
+/** The gateway answers every event message it has read within this time (docs/PROTOCOL.md §Flow, answers). */
+export const ANSWER_DEADLINE_MS = 10_000;
 /** Largest encoded message of any type. */
 export const MESSAGE_MAX_BYTES = 4352;
 /** Largest encoded info message (it must fit one GATT attribute value, 512 bytes). */
@@ -38,6 +49,8 @@ export const WINDOW_MAX = 64;
 export const TEXT_MAX = 64;
 /** What a nack's code must look like: an error code name (ledger/errors.ts), known or not. */
 export const CODE_PATTERN = /^ERR_[A-Z0-9_]+$/;
+/** Length of the `ev` of an ack or nack: SHA-256 of the event payload it answers. */
+export const EVENT_HASH_BYTES = 32;
 /** Length of an ack's entry hash (SHA-256, an RFC 9162 leaf hash). */
 export const ENTRY_HASH_BYTES = 32;
 
@@ -54,6 +67,8 @@ const ADV_MAGIC = [0x4f, 0x54] as const;
 const ADV_LENGTH = 5;
 
 export interface LockInfo {
+  /** The lock protocol version the lock announced (absent: 1). */
+  readonly v?: number;
   readonly lock: string;
   readonly fw: string;
   /** The lock's Ed25519 public key; absent for a lock that cannot sign. */
@@ -68,10 +83,12 @@ export type EventMessage =
 /** `lock` and `ctr` of an event message are read from its payload when decoding, not sent twice. */
 export type LockMessage = { readonly t: 'info'; readonly info: LockInfo } | EventMessage;
 
+/** `v` of hello: absent means 1. `ev` of ack and nack (version 2): SHA-256 of the payload answered. */
 export type GatewayMessage =
-  | { readonly t: 'hello'; readonly gw: string; readonly window: number }
-  | { readonly t: 'ack'; readonly lock: string; readonly ctr: number; readonly entry: Uint8Array }
-  | { readonly t: 'nack'; readonly lock: string; readonly ctr: number; readonly code: string; readonly retry: boolean };
+  | { readonly t: 'hello'; readonly v?: number; readonly gw: string; readonly window: number }
+  | { readonly t: 'ack'; readonly ev?: Uint8Array; readonly lock: string; readonly ctr: number; readonly entry: Uint8Array }
+  | { readonly t: 'nack'; readonly ev?: Uint8Array; readonly lock: string; readonly ctr: number; readonly code: string; readonly retry: boolean }
+  | { readonly t: 'refuse'; readonly code: string; readonly retry: boolean; readonly versions: readonly number[] };
 
 export type Message = LockMessage | GatewayMessage;
 
@@ -82,7 +99,7 @@ export type MessageInput =
   | { readonly t: 'event'; readonly oldest: number; readonly event: Uint8Array };
 
 const LOCK_TYPES: readonly string[] = ['info', 'event'];
-const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack'];
+const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack', 'refuse'];
 
 /**
  * Encodes a message. The result is decoded again before it is returned, so a bad field (or an
@@ -92,7 +109,7 @@ const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack'];
  * directly (a property test keeps it byte-identical to the general encoder).
  */
 export function encodeMessage(m: MessageInput): Uint8Array {
-  if (m.t === 'ack') return encodeAck(m.lock, m.ctr, m.entry);
+  if (m.t === 'ack' && m.ev === undefined) return encodeAck(m.lock, m.ctr, m.entry);
   if (m.t === 'event') {
     // Laid out directly; checked by the same fast decoder a receiver uses (else the strict one).
     const out = layoutEventMessage('cose' in m ? m.cose : m.event, 'cose' in m, m.oldest);
@@ -161,18 +178,20 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
 function toCbor(m: MessageInput): CborMap {
   switch (m.t) {
     case 'info': {
-      const out: CborMap = { t: 'info', v: PROTOCOL_VERSION, lock: m.info.lock, fw: m.info.fw };
+      const out: CborMap = { t: 'info', v: m.info.v ?? PROTOCOL_VERSION, lock: m.info.lock, fw: m.info.fw };
       if (m.info.key !== undefined) out['key'] = m.info.key;
       return out;
     }
     case 'event':
       return 'cose' in m ? { t: 'event', oldest: m.oldest, cose: m.cose } : { t: 'event', oldest: m.oldest, event: m.event };
     case 'hello':
-      return { t: 'hello', v: PROTOCOL_VERSION, gw: m.gw, window: m.window };
+      return { t: 'hello', v: m.v ?? PROTOCOL_VERSION, gw: m.gw, window: m.window };
     case 'ack':
-      return { t: 'ack', lock: m.lock, ctr: m.ctr, entry: m.entry };
+      return { t: 'ack', lock: m.lock, ctr: m.ctr, entry: m.entry, ...(m.ev === undefined ? {} : { ev: m.ev }) };
     case 'nack':
-      return { t: 'nack', lock: m.lock, ctr: m.ctr, code: m.code, retry: m.retry };
+      return { t: 'nack', lock: m.lock, ctr: m.ctr, code: m.code, retry: m.retry, ...(m.ev === undefined ? {} : { ev: m.ev }) };
+    case 'refuse':
+      return { t: 'refuse', code: m.code, retry: m.retry, versions: [...m.versions] };
   }
 }
 
@@ -212,27 +231,35 @@ export function decodeMessageStrict(b: Uint8Array): Message {
       return decodeInfo(v);
     case 'event':
       return decodeEvent(v);
-    case 'hello':
+    case 'hello': {
+      const hv = spokenVersion(v, 'hello');
       return fields(() => {
         const m = asMap(v, 'hello', ['t', 'v', 'gw', 'window']);
-        version(m, 'hello', PROTOCOL_VERSION);
-        return { t: 'hello', gw: text(m, 'gw', 'hello', 64, ID_PATTERN), window: counted(m, 'window', 'hello', WINDOW_MAX) };
+        return { t: 'hello', ...(hv === PROTOCOL_VERSION ? {} : { v: hv }), gw: text(m, 'gw', 'hello', 64, ID_PATTERN), window: counted(m, 'window', 'hello', WINDOW_MAX) };
       });
+    }
     case 'ack':
       return fields(() => {
-        const m = asMap(v, 'ack', ['t', 'lock', 'ctr', 'entry']);
-        return { t: 'ack', lock: text(m, 'lock', 'ack', 64, ID_PATTERN), ctr: counted(m, 'ctr', 'ack'), entry: bytes(m, 'entry', 'ack', ENTRY_HASH_BYTES) };
+        const m = asMap(v, 'ack', ['t', 'ev', 'lock', 'ctr', 'entry']);
+        const ev = m['ev'] === undefined ? {} : { ev: bytes(m, 'ev', 'ack', EVENT_HASH_BYTES) };
+        return { t: 'ack', ...ev, lock: text(m, 'lock', 'ack', 64, ID_PATTERN), ctr: counted(m, 'ctr', 'ack'), entry: bytes(m, 'entry', 'ack', ENTRY_HASH_BYTES) };
       });
     case 'nack':
       return fields(() => {
-        const m = asMap(v, 'nack', ['t', 'lock', 'ctr', 'code', 'retry']);
+        const m = asMap(v, 'nack', ['t', 'ev', 'lock', 'ctr', 'code', 'retry']);
         return {
           t: 'nack',
+          ...(m['ev'] === undefined ? {} : { ev: bytes(m, 'ev', 'nack', EVENT_HASH_BYTES) }),
           lock: text(m, 'lock', 'nack', 64, ID_PATTERN),
           ctr: counted(m, 'ctr', 'nack'),
           code: text(m, 'code', 'nack', TEXT_MAX, CODE_PATTERN),
           retry: bool(m, 'retry', 'nack'),
         };
+      });
+    case 'refuse':
+      return fields(() => {
+        const m = asMap(v, 'refuse', ['t', 'code', 'retry', 'versions']);
+        return { t: 'refuse', code: text(m, 'code', 'refuse', TEXT_MAX, CODE_PATTERN), retry: bool(m, 'retry', 'refuse'), versions: versionList(m) };
       });
   }
 }
@@ -247,8 +274,70 @@ export function decodeLockMessage(b: Uint8Array): LockMessage {
 /** decodeMessage, refusing lock → gateway messages (ERR_MESSAGE). */
 export function decodeGatewayMessage(b: Uint8Array): GatewayMessage {
   const m = decodeMessage(b);
-  if (m.t === 'hello' || m.t === 'ack' || m.t === 'nack') return m;
+  if (m.t === 'hello' || m.t === 'ack' || m.t === 'nack' || m.t === 'refuse') return m;
   throw new OtiError('ERR_MESSAGE', `an "${m.t}" message goes from lock to gateway, not from a gateway`, { t: m.t });
+}
+
+/** `ev` of a version 2 ack or nack: SHA-256 of the payload bytes (the value of "cose" or "event"). */
+export function eventHash(payload: Uint8Array): Uint8Array {
+  return sha256(payload);
+}
+
+/** An event message the gateway can never accept, read only as far as needed to refuse it. */
+export interface UnacceptableEvent {
+  readonly lock: string;
+  readonly ctr: number;
+  readonly oldest: number;
+  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  /** Why the strict decoder refused it (its code and message). */
+  readonly code: string;
+  readonly detail: string;
+}
+
+/**
+ * For a message the strict decoder refused with `error`: when it is an event message whose
+ * envelope is sound (a map of "t": "event", "oldest" ≥ 1 and exactly one of "cose"/"event" as a
+ * byte string) and whose payload still names a lock (a valid id) and a counter ≥ `oldest`, the
+ * event is one the gateway can never accept and answers with ERR_EVENT_INVALID. Undefined when
+ * the message cannot be read that far (then nobody can be answered). Never throws.
+ */
+export function readUnacceptableEvent(b: Uint8Array, error: unknown): UnacceptableEvent | undefined {
+  try {
+    const v = decode(b, MESSAGE_MAX_BYTES);
+    if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array || v['t'] !== 'event') return undefined;
+    const keys = Object.keys(v).sort().join(',');
+    const oldest = v['oldest'];
+    const bytesOf = (x: CborValue | undefined): Uint8Array | undefined => (x instanceof Uint8Array && x.length > 0 ? x : undefined);
+    const cose = bytesOf(v['cose']);
+    const event = bytesOf(v['event']);
+    if (typeof oldest !== 'number' || oldest < 1 || (keys !== 'cose,oldest,t' && keys !== 'event,oldest,t')) return undefined;
+    const named = nameOf(cose ?? event!, cose !== undefined);
+    if (named === undefined || named.ctr < oldest) return undefined;
+    const e = error as { code?: unknown; message?: unknown };
+    return {
+      ...named,
+      oldest,
+      payload: cose !== undefined ? { cose } : { event: event! },
+      code: typeof e?.code === 'string' ? e.code : 'ERR_MESSAGE',
+      detail: typeof e?.message === 'string' ? e.message.slice(0, 512) : 'invalid event payload',
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `lock` and `ctr` of a payload read loosely (a COSE_Sign1-like array, or a bare map). */
+function nameOf(payload: Uint8Array, signed: boolean): { lock: string; ctr: number } | undefined {
+  let v = decode(payload, MESSAGE_MAX_BYTES);
+  if (signed) {
+    if (!Array.isArray(v) || v.length !== 4 || !(v[2] instanceof Uint8Array)) return undefined;
+    v = decode(v[2], MESSAGE_MAX_BYTES);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) return undefined;
+  const lock = v['lock'];
+  const ctr = v['ctr'];
+  if (typeof lock !== 'string' || !ID_PATTERN.test(lock) || typeof ctr !== 'number' || !Number.isSafeInteger(ctr) || ctr < 1) return undefined;
+  return { lock, ctr };
 }
 
 /** Manufacturer data for a lock's advertisement. */
@@ -268,24 +357,53 @@ export function parseAdvertisement(manufacturerData: Uint8Array | undefined): { 
   return { pending: ((d[4] ?? 0) & ADV_FLAG_PENDING) !== 0 };
 }
 
-function messageType(v: CborValue): 'info' | 'event' | 'hello' | 'ack' | 'nack' {
+function messageType(v: CborValue): 'info' | 'event' | 'hello' | 'ack' | 'nack' | 'refuse' {
   if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) throw new OtiError('ERR_MESSAGE', 'a message must be a CBOR map', { field: 't' });
   const t = v['t'];
   if (typeof t !== 'string' || !(LOCK_TYPES.includes(t) || GATEWAY_TYPES.includes(t))) {
     throw new OtiError('ERR_MESSAGE', `unknown message type ${typeof t === 'string' ? JSON.stringify(t.slice(0, 16)) : typeof t}`, { field: 't' });
   }
-  return t as 'info' | 'event' | 'hello' | 'ack' | 'nack';
+  return t as 'info' | 'event' | 'hello' | 'ack' | 'nack' | 'refuse';
 }
 
 function decodeInfo(v: CborValue): LockMessage {
+  // The version first: another version may have other fields.
+  const iv = spokenVersion(v, 'info');
   return fields(() => {
     const m = asMap(v, 'info', ['t', 'v', 'lock', 'fw', 'key']);
-    version(m, 'info', PROTOCOL_VERSION);
     const lock = text(m, 'lock', 'info', 64, ID_PATTERN);
     const fw = text(m, 'fw', 'info', TEXT_MAX);
-    const info: LockInfo = m['key'] === undefined ? { lock, fw } : { lock, fw, key: bytes(m, 'key', 'info', PUBLIC_KEY_BYTES) };
+    const base = iv === PROTOCOL_VERSION ? { lock, fw } : { v: iv, lock, fw };
+    const info: LockInfo = m['key'] === undefined ? base : { ...base, key: bytes(m, 'key', 'info', PUBLIC_KEY_BYTES) };
     return { t: 'info', info };
   });
+}
+
+/**
+ * The "v" of an info or hello: a version this implementation speaks, else ERR_PROTOCOL_VERSION
+ * (with the version in the details when it is an integer) before any other field is read.
+ */
+function spokenVersion(v: CborValue, what: string): number {
+  const n = (v as CborMap)['v'];
+  if (typeof n === 'number' && PROTOCOL_VERSIONS.includes(n)) return n;
+  throw new OtiError('ERR_PROTOCOL_VERSION', `${what}.v is ${String(n)}; this implementation speaks lock protocol versions ${PROTOCOL_VERSIONS.join(', ')}`, {
+    field: `${what}.v`,
+    ...(typeof n === 'number' ? { v: n } : {}),
+  });
+}
+
+/** refuse.versions: 1 to 8 distinct versions, each 1..255, in increasing order. */
+function versionList(m: CborMap): number[] {
+  const a = m['versions'];
+  if (!Array.isArray(a) || a.length < 1 || a.length > 8) throw new OtiError('ERR_MESSAGE', 'refuse.versions must list 1 to 8 versions', { field: 'refuse.versions' });
+  const out: number[] = [];
+  for (const x of a) {
+    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 1 || x > 255 || (out.length > 0 && x <= out.at(-1)!)) {
+      throw new OtiError('ERR_MESSAGE', 'refuse.versions must be increasing integers from 1 to 255', { field: 'refuse.versions' });
+    }
+    out.push(x);
+  }
+  return out;
 }
 
 function decodeEvent(v: CborValue): EventMessage {

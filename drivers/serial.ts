@@ -12,13 +12,18 @@
  *   'rejected' notice and the decoder resynchronises at the next delimiter.
  * - While the event stream is full the port is paused, so the kernel and the lock hold the
  *   backlog instead of this process.
+ * - A line is point-to-point (docs/PROTOCOL.md §Serial line): one lock. A second lock id heard
+ *   on the line is an ERR_LINK_SHARED notice. The link speaks the version of the lock's info;
+ *   an info of a version this gateway does not speak is answered with `refuse`
+ *   ERR_PROTOCOL_VERSION. More distinct events unanswered than the window are nacked ERR_WINDOW.
  */
 import { readdir } from 'node:fs/promises';
 import { OtiError } from '../ledger/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { FrameDecoder, encodeFrame } from './framing.js';
-import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, type LockInfo } from './protocol.js';
-import { receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';
+import { Outstanding } from './window.js';
+import { ackFor, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { Backoff } from './backoff.js';
 
 /** The part of a serialport SerialPort stream this driver uses; tests may hand in another. */
@@ -57,7 +62,8 @@ export interface SerialDriverOptions {
 
 const defaultOpenPort: OpenPort = async (path, baudRate) => {
   const { SerialPort } = await import('serialport');
-  return new SerialPort({ path, baudRate, autoOpen: false });
+  // 8N1 and no flow control (docs/PROTOCOL.md §Serial line), stated rather than left to defaults.
+  return new SerialPort({ path, baudRate, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, autoOpen: false });
 };
 
 export class SerialDriver implements LockDriver {
@@ -85,6 +91,11 @@ export class SerialDriver implements LockDriver {
   /** Whether a lock has sent info since our last hello, and when that was (docs/PROTOCOL.md, link up). */
   private infoSinceHello = false;
   private helloAt = 0;
+  /** The lock heard on this line in this session, and the protocol version of the last hello. */
+  private lineLock: string | undefined;
+  private helloVersion = PROTOCOL_VERSION;
+  /** Distinct events handed out in this session and not yet answered (hello.window). */
+  private readonly outstanding = new Outstanding();
   private closedAt: number | undefined;
   private closeReason = 'not opened yet';
   /** Chunks received while the consumer is behind; at most one is buffered before pausing. */
@@ -150,12 +161,23 @@ export class SerialDriver implements LockDriver {
   }
 
   ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void> {
-    if (this.send(ev, encodeMessage({ t: 'ack', lock: ev.lock, ctr: ev.ctr, entry }))) this.counters.acksOut++;
+    if (this.sessions.get(ev) === this.session) this.outstanding.answered(ev);
+    if (this.send(ev, encodeMessage(ackFor(ev, entry)))) this.counters.acksOut++;
     return Promise.resolve();
   }
 
   nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
-    if (this.send(ev, encodeMessage({ t: 'nack', lock: ev.lock, ctr: ev.ctr, code, retry }))) this.counters.nacksOut++;
+    if (this.sessions.get(ev) === this.session) this.outstanding.answered(ev);
+    if (this.send(ev, encodeMessage(nackFor(ev, code, retry)))) this.counters.nacksOut++;
+    return Promise.resolve();
+  }
+
+  refuseLink(from: LinkRef, code: string, retry: boolean): Promise<void> {
+    const port = this.port;
+    if (port !== undefined && port.isOpen && from.driver === this.id) {
+      this.write(port, encodeFrame(encodeMessage({ t: 'refuse', code, retry, versions: PROTOCOL_VERSIONS })));
+      this.counters.nacksOut++;
+    }
     return Promise.resolve();
   }
 
@@ -209,6 +231,8 @@ export class SerialDriver implements LockDriver {
     }
     const session = ++this.session;
     this.port = port;
+    this.lineLock = undefined;
+    this.outstanding.clear();
     this.decoder.reset();
     this.inbox.length = 0;
     this.backoff.reset();
@@ -229,7 +253,7 @@ export class SerialDriver implements LockDriver {
     this.link = { link: this.opts.path, state: 'open' };
     this.setState('running');
     this.notice({ kind: 'link', from: this.from(), state: 'open', detail: `opened at ${this.opts.baudRate} baud`, time: t });
-    this.sendHello(port);
+    this.sendHello(port, PROTOCOL_VERSION);
     clearInterval(this.probeTimer);
     this.probeTimer = setInterval(() => {
       if (this.port === port && port.isOpen && this.now() - this.lastIo >= this.opts.probeMs) this.write(port, PROBE);
@@ -237,11 +261,13 @@ export class SerialDriver implements LockDriver {
     this.probeTimer.unref();
   }
 
-  private sendHello(port: PortLike): void {
+  /** `v`: the version the lock announced (1 before it has). */
+  private sendHello(port: PortLike, v: number): void {
     this.infoSinceHello = false;
     this.helloAt = this.now();
+    this.helloVersion = v;
     // A leading delimiter flushes whatever partial frame the lock's receiver holds.
-    this.write(port, encodeFrame(encodeMessage({ t: 'hello', gw: this.opts.gatewayId, window: this.opts.window }), true));
+    this.write(port, encodeFrame(encodeMessage({ t: 'hello', v, gw: this.opts.gatewayId, window: this.opts.window }), true));
   }
 
   private lost(port: PortLike, reason: string): void {
@@ -305,26 +331,48 @@ export class SerialDriver implements LockDriver {
     try {
       m = decodeLockMessage(body);
     } catch (e) {
+      const unacceptable = readUnacceptableEvent(body, e);
+      if (unacceptable !== undefined) {
+        // Never acceptable, but it names its lock and counter: the pipeline refuses it for good.
+        return this.handOut(unacceptableEvent(unacceptable, this.from(), this.infos.get(unacceptable.lock), this.now()), session);
+      }
       this.counters.framesRejected++;
       const code = e instanceof OtiError ? e.code : 'ERR_MESSAGE';
       this.notice({ kind: 'rejected', from: this.from(), code, detail: (e as Error).message, time: this.now() });
+      if (code === 'ERR_PROTOCOL_VERSION' && this.port !== undefined) await this.refuseLink(this.from(), code, false);
       return;
     }
-    if (m.t === 'info') {
-      // Greet the lock again when this is the first info since our hello (our hello may have been
-      // lost: the lock's port opened after it) or comes more than REHELLO_MS after it (the lock
-      // restarted; it repeats its info until greeted). The answer to that greeting arrives within
-      // REHELLO_MS and is not the first, so the exchange ends there.
-      if ((!this.infoSinceHello || this.now() - this.helloAt > REHELLO_MS) && this.port !== undefined) this.sendHello(this.port);
-      this.infoSinceHello = true;
-      this.infos.set(m.info.lock, m.info);
-      this.link = { ...this.link, lock: m.info.lock };
-      this.notice({ kind: 'lock-seen', from: this.from(), info: m.info, time: this.now() });
-      return;
+    if (m.t === 'info') return this.onInfo(m.info);
+    await this.handOut(receivedEvent(m, this.from(), this.infos.get(m.lock), this.now()), session);
+  }
+
+  private onInfo(info: LockInfo): void {
+    const v = info.v ?? PROTOCOL_VERSION;
+    // Greet the lock again when this is the first info since our hello (our hello may have been
+    // lost: the lock's port opened after it), comes more than REHELLO_MS after it (the lock
+    // restarted; it repeats its info until greeted), or announces another version than our
+    // hello spoke. The answer to that greeting arrives within REHELLO_MS, is not the first and
+    // has the version just greeted, so the exchange ends there.
+    if ((!this.infoSinceHello || this.now() - this.helloAt > REHELLO_MS || v !== this.helloVersion) && this.port !== undefined) this.sendHello(this.port, v);
+    this.infoSinceHello = true;
+    if (this.lineLock !== undefined && this.lineLock !== info.lock) {
+      this.notice({ kind: 'rejected', from: this.from(), code: 'ERR_LINK_SHARED', detail: `lock ${info.lock} spoke on the line of lock ${this.lineLock}; a serial line carries one lock`, time: this.now() });
     }
+    this.lineLock = info.lock;
+    this.infos.set(info.lock, info);
+    this.link = { ...this.link, lock: info.lock };
+    this.notice({ kind: 'lock-seen', from: this.from(), info, time: this.now() });
+  }
+
+  /** An event to the pipeline, unless it is beyond the window (then nacked ERR_WINDOW here). */
+  private async handOut(ev: ReceivedEvent, session: number): Promise<void> {
     this.counters.eventsIn++;
-    const ev = receivedEvent(m, this.from(), this.infos.get(m.lock), this.now());
     this.sessions.set(ev, session);
+    if (!this.outstanding.admit(ev, this.opts.window)) {
+      this.notice({ kind: 'rejected', from: this.from(), code: 'ERR_WINDOW', detail: `event ${ev.lock}:${ev.ctr} with ${this.opts.window} events unanswered`, time: this.now() });
+      await this.nack(ev, 'ERR_WINDOW', true);
+      return;
+    }
     const port = this.port;
     const full = this.eventQueue.length >= this.opts.queueSize;
     if (full) port?.pause();

@@ -19,7 +19,7 @@ export interface SerialSimLinkOptions {
 
 const defaultOpenPort: OpenPort = async (path, baudRate) => {
   const { SerialPort } = await import('serialport');
-  return new SerialPort({ path, baudRate, autoOpen: false });
+  return new SerialPort({ path, baudRate, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, autoOpen: false });
 };
 
 export class SerialSimLink {

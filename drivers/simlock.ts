@@ -7,13 +7,18 @@
  * message to the gateway, and `receive()` takes one whole message from the gateway. The serial
  * link (SerialSimLink, framing over a pty) and the fake BLE peripheral wrap it. The demo, the
  * tests and the benchmarks use it.
+ *
+ * It speaks lock protocol version 2 unless told otherwise: it acts on an ack or nack only when
+ * its `ev` is the hash of the event it holds, so an answer about other bytes (a forged frame
+ * under its id and counter) never makes it drop an event.
  */
 import { EventEmitter } from 'node:events';
 import { Signer } from '../ledger/crypto.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/errors.js';
-import { decodeGatewayMessage, encodeMessage, layoutEventMessage, type LockInfo } from './protocol.js';
+import { encode, bytesEqual } from '../ledger/encoding.js';
+import { BOUND_ANSWERS_VERSION, decodeGatewayMessage, encodeMessage, eventHash, layoutEventMessage, PROTOCOL_VERSIONS, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
 /** A lock that has not been greeted repeats its info this often. */
@@ -42,6 +47,8 @@ export interface SimLockOptions {
    * the raw id never leaves the lock.
    */
   readonly privacyKey?: PrivacyPublicKey;
+  /** The lock protocol version it speaks and announces (default the newest, 2). */
+  readonly protocol?: number;
 }
 
 interface Held {
@@ -51,6 +58,8 @@ interface Held {
   sentAt: number;
   /** Not to be sent before this time (after a nack with retry). */
   notBefore: number;
+  /** `ev` of the answers about it (version 2): SHA-256 of the payload bytes, made when first needed. */
+  hash?: Uint8Array;
 }
 
 export interface SimLockEvents {
@@ -58,6 +67,10 @@ export interface SimLockEvents {
   nack: [ctr: number, code: string, retry: boolean];
   /** An event was dropped from a full resend buffer. */
   overflow: [ctr: number];
+  /** The gateway refused what the lock said in its info. */
+  refused: [code: string, retry: boolean, versions: readonly number[]];
+  /** An ack or nack whose `ev` names other bytes than the event held under its counter: ignored. */
+  foreign: [ctr: number, code: string | undefined];
 }
 
 export class SimLock extends EventEmitter<SimLockEvents> {
@@ -88,6 +101,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private timer: NodeJS.Timeout | undefined;
   private announcer: NodeJS.Timeout | undefined;
   private auto: NodeJS.Timeout | undefined;
+  readonly protocol: number;
+  private refusedForGood = false;
 
   constructor(opts: SimLockOptions) {
     super();
@@ -101,11 +116,13 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.now = opts.now ?? Date.now;
     this.rememberAcks = opts.rememberAcks ?? true;
     this.privacyKey = opts.privacyKey;
+    this.protocol = opts.protocol ?? PROTOCOL_VERSIONS.at(-1)!;
     if (this.bufferSize < 1 || this.nextCtr < 1) throw new OtiError('ERR_ARGUMENT', 'bufferSize and firstCounter must be at least 1');
   }
 
   info(): LockInfo {
-    return this.publicKey === undefined ? { lock: this.id, fw: this.fw } : { lock: this.id, fw: this.fw, key: this.publicKey };
+    const base = this.protocol === 1 ? { lock: this.id, fw: this.fw } : { v: this.protocol, lock: this.id, fw: this.fw };
+    return this.publicKey === undefined ? base : { ...base, key: this.publicKey };
   }
 
   /** Unacknowledged events held. */
@@ -120,6 +137,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
 
   get connected(): boolean {
     return this.send !== undefined;
+  }
+
+  /** Whether the gateway greeted it (a hello in its version) on this link: events may flow. */
+  get greeted(): boolean {
+    return this.window > 0;
   }
 
   /**
@@ -197,6 +219,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.timer = undefined;
     this.send = undefined;
     this.window = 0;
+    this.refusedForGood = false;
     for (const h of this.buffer) h.sentAt = 0;
   }
 
@@ -216,6 +239,13 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     }
     switch (m.t) {
       case 'hello':
+        // A greeting in another version is an answer to an earlier info: ours gets its own hello.
+        if ((m.v ?? 1) !== this.protocol) {
+          if (this.announceInfo) this.send?.(encodeMessage({ t: 'info', info: this.info() }));
+          return;
+        }
+        // Refused for good on this link: a later hello changes nothing until the link comes up again.
+        if (this.refusedForGood) return;
         this.window = m.window;
         clearInterval(this.announcer);
         this.announcer = undefined;
@@ -224,6 +254,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
         break;
       case 'ack': {
         if (m.lock !== this.id) return;
+        if (!this.about(m.ctr, m.ev, undefined)) return;
         const i = this.indexOf(m.ctr);
         if (i >= 0) {
           const [h] = this.buffer.splice(i, 1);
@@ -241,6 +272,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
       }
       case 'nack': {
         if (m.lock !== this.id) return;
+        if (!this.about(m.ctr, m.ev, m.code)) return;
         const i = this.indexOf(m.ctr);
         const h = this.buffer[i];
         if (h !== undefined && m.retry) {
@@ -252,8 +284,38 @@ export class SimLock extends EventEmitter<SimLockEvents> {
         this.emit('nack', m.ctr, m.code, m.retry);
         break;
       }
+      case 'refuse':
+        // Version 1 firmware does not know this message: it drops it as an unknown type.
+        if (this.protocol < BOUND_ANSWERS_VERSION) return;
+        // Refused for good: nothing more is sent on this link (the events are kept).
+        if (!m.retry) {
+          this.refusedForGood = true;
+          this.window = 0;
+          clearInterval(this.announcer);
+          this.announcer = undefined;
+        }
+        this.emit('refused', m.code, m.retry, m.versions);
+        return;
     }
     this.pump();
+  }
+
+  /**
+   * Version 2: whether an answer concerns the bytes this lock sent under that counter (its `ev`
+   * is their hash). An answer for a counter no longer held concerns nothing held and is let
+   * through (a repeated ack); one about other bytes is reported and ignored.
+   */
+  private about(ctr: number, ev: Uint8Array | undefined, code: string | undefined): boolean {
+    if (this.protocol < BOUND_ANSWERS_VERSION) return true;
+    const h = this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr);
+    if (ev !== undefined && (h === undefined || bytesEqual(this.hashOf(h), ev))) return true;
+    this.emit('foreign', ctr, code);
+    return false;
+  }
+
+  private hashOf(h: Held): Uint8Array {
+    h.hash ??= eventHash('cose' in h.payload ? h.payload.cose : h.payload.event);
+    return h.hash;
   }
 
   // Faults on demand.
@@ -284,6 +346,39 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     cose[cose.length - 1]! ^= 0x01;
     this.send(this.eventMessage({ ctr, payload: { cose }, sentAt: 0, notBefore: 0 }, ctr));
     return true;
+  }
+
+  /**
+   * Records an event the gateway can never accept (an `ext` of `extBytes` bytes, over the 1,024
+   * allowed), signed like any other, at the next counter; it is held and sent like any other.
+   */
+  recordInvalid(extBytes = 1100): number {
+    const ctr = this.nextCtr++;
+    this.prepared.length = 0;
+    const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
+    const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
+    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    this.pump();
+    return ctr;
+  }
+
+  /** Sends one event message with these payload bytes as they are (a forged or altered frame on its line). */
+  inject(payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array }, oldest: number): boolean {
+    if (this.send === undefined) return false;
+    this.send('cose' in payload ? layoutEventMessage(payload.cose, true, oldest) : layoutEventMessage(payload.event, false, oldest));
+    return true;
+  }
+
+  /** Sends an info announcing protocol version `v` as it is (a lock of another version). */
+  announce(v: number): boolean {
+    if (this.send === undefined) return false;
+    this.send(encode({ t: 'info', v, fw: this.fw, lock: this.id }));
+    return true;
+  }
+
+  /** The payload bytes held or acknowledged under a counter (for tests that alter them). */
+  payloadOf(ctr: number): { readonly cose: Uint8Array } | { readonly event: Uint8Array } | undefined {
+    return (this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr))?.payload;
   }
 
   /** Sends an event with the counter of an acknowledged one but different content. */

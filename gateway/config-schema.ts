@@ -178,7 +178,7 @@ export const SCHEMA = section({
   }),
   serial: section({
     ports: list({
-      doc: 'Serial (RS-485/UART) lines with locks on them.',
+      doc: 'Serial (RS-485/UART) lines, one lock on each (point to point, 8N1, no flow control: docs/PROTOCOL.md §Serial line).',
       maxItems: 64,
       item: {
         name: 'SerialPort',

@@ -49,7 +49,7 @@ export function entryJson(index: number, bytes: Uint8Array): EntryJson {
       };
     }
     case 'gap':
-      return 'lock' in b ? { ...base, id: leaf, lock: b.lock, from: b.from, to: b.to } : { ...base, id: leaf, source: b.source, start: b.start, end: b.end, reason: b.reason };
+      return 'lock' in b ? { ...base, id: leaf, lock: b.lock, from: b.from, to: b.to, ...(b.code !== undefined ? { code: b.code } : {}) } : { ...base, id: leaf, source: b.source, start: b.start, end: b.end, reason: b.reason };
     case 'health':
       return { ...base, id: leaf, source: b.source, status: b.status, ...(b.detail !== undefined ? { detail: b.detail } : {}) };
     case 'privacy':

@@ -10,10 +10,17 @@
  * - ctr > expected: counters below the lock's `oldest` are gone from the lock and become one gap
  *   entry; if the event is still ahead of what the lock holds, it is refused with
  *   ERR_OUT_OF_ORDER (retry=true): the lock resends in order.
- * - A lock that is not enrolled (or revoked) is refused with ERR_LOCK_UNKNOWN (retry=true, so the
- *   lock keeps its events until a technician enrols it) and reported, never stored.
- * - A bad lock signature: ERR_LOCK_SIGNATURE (retry=false), recorded like a replay.
- * - The ack is sent only once the entry is durable.
+ * - A lock that is not enrolled is refused with ERR_LOCK_UNKNOWN (retry=true, so the lock keeps
+ *   its events until a technician enrols it) and reported, never stored. A revoked lock:
+ *   ERR_LOCK_REVOKED (retry=false), reported the same way. Both are also refused at info.
+ * - A payload that is not a valid lock event: ERR_EVENT_INVALID (retry=false), recorded.
+ * - A bad lock signature: ERR_LOCK_SIGNATURE (retry=false), recorded like a replay; but when the
+ *   lock's info announced another key than the enrolled one, ERR_LOCK_KEY (retry=true): the lock
+ *   keeps its events until it is enrolled again with its new key (reported at info).
+ * - Counters refused for good that the lock's `oldest` later skips are recorded as a gap with
+ *   the refusal code, not as lost at the lock.
+ * - The ack is sent only once the entry is durable; an event not durable within the answer
+ *   deadline gets a nack ERR_BUSY (retry=true) first, and its ack when it becomes durable.
  *
  * Signatures are checked as soon as an event arrives (in the worker pool when there is one), in
  * parallel across events; each lock's events are then admitted to the chain strictly in arrival
@@ -27,14 +34,15 @@ import { EventEmitter } from 'node:events';
 import type { Chain, AppendResult } from '../ledger/chain.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
 import { sigStructure } from '../ledger/cose.js';
-import { verify } from '../ledger/crypto.js';
+import { fingerprint, verify } from '../ledger/crypto.js';
 import { decodeEntry, decodeLockPayload, type EntryInput, type LockPayload } from '../ledger/entry.js';
 import { bytesEqual } from '../ledger/encoding.js';
 import { isOtiError, type ErrorCode } from '../ledger/errors.js';
 import { leafHash } from '../ledger/merkle.js';
 import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
-import type { LockInfo } from '../drivers/protocol.js';
+import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
+import { RefusedCounters } from './refusals.js';
 
 export interface IngestOptions {
   readonly chain: Chain;
@@ -50,6 +58,8 @@ export interface IngestOptions {
    * reference is ever stored.
    */
   readonly privacyKeyIds?: readonly Uint8Array[];
+  /** An event not durable this long after arrival is nacked ERR_BUSY (retry=true) meanwhile (default ANSWER_DEADLINE_MS). */
+  readonly answerDeadlineMs?: number;
 }
 
 export interface IngestEvents {
@@ -83,12 +93,16 @@ interface LockState {
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
+  /** Counters refused for good, for telling refusals from losses in gaps. */
+  readonly refused: RefusedCounters;
 }
 
 /** An event whose signature is being checked (ok undefined) or has been ('unchecked': the check itself failed). */
 interface Waiting {
   readonly driver: LockDriver;
   readonly ev: ReceivedEvent;
+  /** The enrolled key of the lock. */
+  readonly key: Uint8Array;
   ok: boolean | 'unchecked' | undefined;
 }
 
@@ -108,6 +122,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly limit: number;
   private readonly now: () => number;
   private readonly privacyKeyIds: readonly Uint8Array[] | undefined;
+  private readonly answerDeadlineMs: number;
   private readonly locks = new Map<string, LockState>();
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
@@ -124,6 +139,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.limit = opts.queueLimit ?? DEFAULT_QUEUE_LIMIT;
     this.now = opts.now ?? Date.now;
     this.privacyKeyIds = opts.privacyKeyIds;
+    this.answerDeadlineMs = opts.answerDeadlineMs ?? ANSWER_DEADLINE_MS;
   }
 
   /** Events between arrival and answer. */
@@ -176,10 +192,31 @@ export class Ingest extends EventEmitter<IngestEvents> {
       if (n.kind === 'blind' && !this.closed) {
         this.record({ kind: 'gap', source: n.driver, start: n.start, end: n.end, reason: n.reason.slice(0, 512) });
       } else if (n.kind === 'lock-seen') {
-        const m = this.chain.roster.get('lock', n.info.lock);
-        if (m === undefined || m.revoked) this.reportUnenrolled(n.info.lock, n.info, n.from);
+        await this.screenInfo(driver, n.info, n.from);
       }
     }
+  }
+
+  /**
+   * What a lock says in its info, against the roster: not enrolled (ERR_LOCK_UNKNOWN, retry),
+   * revoked (ERR_LOCK_REVOKED), or announcing another key than the enrolled one (ERR_LOCK_KEY,
+   * retry: enrol it again). Each is reported like an unenrolled lock and refused on its link; a
+   * different key is also recorded in the chain (a health entry, rate-limited per lock).
+   */
+  private async screenInfo(driver: LockDriver, info: LockInfo, from: LinkRef): Promise<void> {
+    const m = this.chain.roster.get('lock', info.lock);
+    let refusal: [code: ErrorCode, retry: boolean, detail: string] | undefined;
+    if (m === undefined) refusal = ['ERR_LOCK_UNKNOWN', true, `lock ${info.lock} is not enrolled`];
+    else if (m.revoked) refusal = ['ERR_LOCK_REVOKED', false, `lock ${info.lock} was revoked`];
+    else if (info.key !== undefined && !bytesEqual(info.key, m.key)) {
+      refusal = ['ERR_LOCK_KEY', true, `lock ${info.lock} announced key ${fingerprint(info.key)}, enrolled is ${fingerprint(m.key)}`];
+      this.recordAbout(info.lock, this.lockState(info.lock), 'key-mismatch', refusal[2]);
+    }
+    if (refusal === undefined) return;
+    this.reportUnenrolled(info.lock, info, from);
+    this.emit('notice', { kind: 'rejected', from, code: refusal[0], detail: refusal[2], time: this.now() });
+    // A version 1 lock does not know refuse (docs/PROTOCOL.md §Versions): it learns the code from its nacks.
+    if ((info.v ?? 1) >= BOUND_ANSWERS_VERSION) await driver.refuseLink?.(from, refusal[0], refusal[1]);
   }
 
   private release(): void {
@@ -203,7 +240,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { driver, ev, ok: undefined };
+    const w: Waiting = { driver, ev, key: member.key, ok: undefined };
     state.queue.push(w);
     const checked = this.checkSignature(ev, member.key);
     if (typeof checked === 'boolean') {
@@ -235,7 +272,13 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const member = this.chain.roster.get('lock', ev.lock);
     if (member === undefined || member.revoked) {
       this.reportUnenrolled(ev.lock, ev.info, ev.from);
-      this.answer(this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true));
+      this.answer(member === undefined ? this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true) : this.refuse(driver, ev, 'ERR_LOCK_REVOKED', false));
+      return undefined;
+    }
+    if (ev.invalid !== undefined) {
+      const state = this.lockState(ev.lock);
+      this.recordAbout(ev.lock, state, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
+      this.answer(this.refuse(driver, ev, 'ERR_EVENT_INVALID', false));
       return undefined;
     }
     const signed = 'cose' in ev.payload;
@@ -298,7 +341,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     while (q.length > 0 && q[0]!.ok !== undefined && state.last !== undefined) {
       const w = q.shift()!;
       try {
-        this.admit(w.driver, w.ev, state, w.ok!);
+        this.admit(w, state);
       } catch (e) {
         this.emit('fault', e as Error);
         this.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
@@ -308,35 +351,43 @@ export class Ingest extends EventEmitter<IngestEvents> {
   }
 
   /** Decides an event's fate in its lock's order (state.last is known). */
-  private admit(driver: LockDriver, ev: ReceivedEvent, state: LockState, signatureOk: boolean | 'unchecked'): void {
-    if (signatureOk === 'unchecked') return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
-    if (!signatureOk) {
+  private admit(w: Waiting, state: LockState): void {
+    const { driver, ev } = w;
+    if (w.ok === 'unchecked') return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+    if (!w.ok) {
+      if (ev.info?.key !== undefined && !bytesEqual(ev.info.key, w.key)) {
+        // Signed with the key its info announced, not the enrolled one: kept until enrolled again.
+        return this.answer(this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
+      }
       this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
       return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     }
     let expected = state.last! + 1;
     if (ev.ctr < expected) return this.answer(this.earlier(driver, ev, state));
     if (ev.ctr > expected && ev.oldest > expected) {
-      // The lock no longer holds expected .. oldest-1: record them as missing, once.
+      // The lock no longer holds expected .. oldest-1: record them as missing, once; those this
+      // gateway refused for good as refused (with the code), the rest as lost at the lock.
       const to = ev.oldest - 1;
-      this.record({ kind: 'gap', lock: ev.lock, from: expected, to });
+      for (const run of state.refused.split(expected, to)) this.record({ kind: 'gap', lock: ev.lock, ...run });
       state.last = to;
       expected = ev.oldest;
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
-    const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     // Admitted in call order: a gap recorded just above goes in before this event.
     const done = this.chain.append(input, { preverified: true });
     state.last = ev.ctr;
-    const flying = { payload, done };
+    const flying = { payload: eventBytes(ev), done };
     state.inFlight.set(ev.ctr, flying);
+    const busy = this.busyAfterDeadline(driver, ev);
     done.then(
       (result) => {
+        clearTimeout(busy);
         if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
         this.answer(this.acked(driver, ev, result));
       },
       (e: unknown) => {
+        clearTimeout(busy);
         if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
         // Not admitted after all: forget the optimistic counter so that it is read again.
         state.last = undefined;
@@ -351,15 +402,35 @@ export class Ingest extends EventEmitter<IngestEvents> {
     );
   }
 
+  /**
+   * The answer deadline: a nack ERR_BUSY (retry=true) if the event is not durable by then. The
+   * lock keeps the event; the ack follows when the entry is durable, and a resend meanwhile is
+   * recognised as a duplicate and answered with that ack.
+   */
+  private busyAfterDeadline(driver: LockDriver, ev: ReceivedEvent): NodeJS.Timeout {
+    const wait = Math.max(0, ev.receivedAt + this.answerDeadlineMs - this.now());
+    const t = setTimeout(() => {
+      driver.nack(ev, 'ERR_BUSY', true).then(
+        () => this.emit('rejected', ev, 'ERR_BUSY', true),
+        (e: unknown) => this.emit('fault', e as Error),
+      );
+    }, wait);
+    t.unref();
+    return t;
+  }
+
   /** Acks a durable event. A throwing driver or listener becomes a rejection (answer() reports it). */
   private async acked(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): Promise<void> {
     await driver.ack(ev, result.leafHash);
     this.emit('committed', ev, result, this.now() - ev.receivedAt);
   }
 
-  /** An event at or below the last stored counter: a duplicate or a replay. */
+  /**
+   * An event at or below the last stored counter: a duplicate (the same lock-event bytes as the
+   * stored or in-flight one; its signature was verified before) or a replay.
+   */
   private async earlier(driver: LockDriver, ev: ReceivedEvent, state: LockState): Promise<void> {
-    const payload = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
+    const payload = eventBytes(ev);
     const flying = state.inFlight.get(ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
@@ -383,11 +454,15 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const bytes = await this.chain.cs.getEntry(index);
     const body = decodeEntry(bytes).body;
     if (body.kind !== 'lock-event') return undefined;
-    const stored = body.prov === 'lock-signed' ? body.cose : body.eventBytes;
+    const stored = body.prov === 'lock-signed' ? body.parsed.payload : body.eventBytes;
     return bytesEqual(stored, payload) ? leafHash(bytes) : undefined;
   }
 
   private async refuse(driver: LockDriver, ev: ReceivedEvent, code: ErrorCode, retry: boolean): Promise<void> {
+    // Remembered for the gap its `oldest` will skip (a revoked lock sends nothing more; a replay is behind).
+    if (!retry && code !== 'ERR_REPLAY' && code !== 'ERR_LOCK_REVOKED' && this.chain.roster.get('lock', ev.lock) !== undefined) {
+      this.lockState(ev.lock).refused.note(ev.ctr, code);
+    }
     await driver.nack(ev, code, retry);
     this.emit('rejected', ev, code, retry);
   }
@@ -395,7 +470,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0, refused: new RefusedCounters() };
       this.locks.set(lock, s);
     }
     return s;
@@ -436,6 +511,11 @@ function payloadOf(ev: ReceivedEvent): LockPayload {
   const signed = 'cose' in ev.payload;
   const bytes = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
   return ev.decoded !== undefined && ev.decoded.bytes === bytes && (ev.decoded.parsed !== undefined) === signed ? ev.decoded : decodeLockPayload(bytes, signed);
+}
+
+/** The lock-event bytes of an event: the COSE payload, or the bare event (what "identical" compares). */
+function eventBytes(ev: ReceivedEvent): Uint8Array {
+  return 'cose' in ev.payload ? payloadOf(ev).parsed!.payload : ev.payload.event;
 }
 
 /** True when the event has no `cred` or a sealed one; undecodable events are left to the chain's checks. */

@@ -306,7 +306,8 @@ export class Gateway {
     this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
     this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
     this.ingest.on('notice', (n) => {
-      if (n.kind === 'rejected') log.debug({ code: n.code, link: n.from.link }, n.detail);
+      // A frame refused is routine (debug); a lock a technician must see to is a warning (docs/PROTOCOL.md §Flow).
+      if (n.kind === 'rejected') (TECHNICIAN_CODES.has(n.code) ? log.warn : log.debug).call(log, { code: n.code, link: n.from.link }, n.detail);
       else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
       else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
     });
@@ -582,3 +583,6 @@ export class Gateway {
     return this.stopping;
   }
 }
+
+/** Driver and ingest notices that need a technician (a re-keyed, revoked or newer lock, a shared line): logged as warnings. */
+const TECHNICIAN_CODES: ReadonlySet<string> = new Set(['ERR_LOCK_KEY', 'ERR_LOCK_REVOKED', 'ERR_PROTOCOL_VERSION', 'ERR_LINK_SHARED']);

@@ -7,7 +7,8 @@
  *   "lock-event": { "prov": "lock-signed", "cose": bstr (COSE_Sign1 over the lock event) }
  *               | { "prov": "unsigned",    "event": bstr (the lock event, bare) }
  *   "roster":     { "signed": bstr (a site-signed roster statement) }
- *   "gap":        { "lock": text, "from": uint, "to": uint }                 missing counters, inclusive
+ *   "gap":        { "lock": text, "from": uint, "to": uint, ? "code": text }  missing counters, inclusive;
+ *                 with "code": refused by the gateway with that code (retry false), not lost at the lock
  *               | { "source": text, "start": uint, "end": uint, "reason": text }  a blind interval
  *   "health":     { "source": text, "status": text, ? "detail": text }
  *   "privacy":    { "op": "person", "fields": bstr, "person": bstr(16) }   a person's fields, encrypted
@@ -24,6 +25,9 @@ import { decodeSigned, type SignedStatement, ROSTER_MAX_BYTES, encodeSigned } fr
 import { asMap, bytes, ID_PATTERN, oneOf, text, uint, version, schemaError, type CborMap } from './schema.js';
 
 export const ENTRY_MAX_BYTES = 8192;
+/** `code` of a gap of the lock form: an error code name, as in a nack. */
+const REFUSAL_CODE_PATTERN = /^ERR_[A-Z0-9_]+$/;
+
 export const ENTRY_KINDS = ['lock-event', 'roster', 'gap', 'health', 'privacy'] as const;
 /** Size of a person id in privacy entries (ledger/privacy.ts PERSON_ID_BYTES). */
 const PERSON_ID_BYTES = 16;
@@ -35,7 +39,7 @@ export type EntryBody =
   | { kind: 'lock-event'; prov: 'lock-signed'; cose: Uint8Array; parsed: CoseSign1; event: LockEvent }
   | { kind: 'lock-event'; prov: 'unsigned'; eventBytes: Uint8Array; event: LockEvent }
   | { kind: 'roster'; signed: SignedStatement }
-  | { kind: 'gap'; lock: string; from: number; to: number }
+  | { kind: 'gap'; lock: string; from: number; to: number; code?: string }
   | { kind: 'gap'; source: string; start: number; end: number; reason: string }
   | { kind: 'health'; source: string; status: string; detail?: string }
   | PrivacyBody;
@@ -53,7 +57,7 @@ export type EntryInput =
   | { kind: 'lock-event'; time?: number; cose: Uint8Array }
   | { kind: 'lock-event'; time?: number; unsignedEvent: Uint8Array }
   | { kind: 'roster'; time?: number; signed: SignedStatement }
-  | { kind: 'gap'; time?: number; lock: string; from: number; to: number }
+  | { kind: 'gap'; time?: number; lock: string; from: number; to: number; code?: string }
   | { kind: 'gap'; time?: number; source: string; start: number; end: number; reason: string }
   | { kind: 'health'; time?: number; source: string; status: string; detail?: string }
   | ({ time?: number } & PrivacyBody);
@@ -96,7 +100,7 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
     default: {
       // Gap, health and privacy entries are small and rare: build them and read them back strictly.
       const b: CborMap = input.kind === 'gap'
-        ? 'lock' in input ? { lock: input.lock, from: input.from, to: input.to } : { source: input.source, start: input.start, end: input.end, reason: input.reason }
+        ? 'lock' in input ? { lock: input.lock, from: input.from, to: input.to, ...(input.code !== undefined ? { code: input.code } : {}) } : { source: input.source, start: input.start, end: input.end, reason: input.reason }
         : input.kind === 'privacy'
           ? input.op === 'person' ? { op: 'person', person: input.person, fields: input.fields } : { op: 'shred', person: input.person }
           : { source: input.source, status: input.status, ...(input.detail !== undefined ? { detail: input.detail } : {}) };
@@ -344,13 +348,14 @@ export function entryFromCbor(v: CborValue): Entry {
       break;
     }
     case 'gap': {
-      const bm = asMap(b, 'entry.body', ['lock', 'from', 'to', 'source', 'start', 'end', 'reason']);
+      const bm = asMap(b, 'entry.body', ['lock', 'from', 'to', 'code', 'source', 'start', 'end', 'reason']);
       if ('lock' in bm) {
-        asMap(b, 'entry.body', ['lock', 'from', 'to']);
+        asMap(b, 'entry.body', ['lock', 'from', 'to', 'code']);
         const from = uint(bm, 'from', 'entry.body');
         const to = uint(bm, 'to', 'entry.body');
         if (to < from) throw schemaError('entry.body.to', 'must not be less than from');
         body = { kind, lock: text(bm, 'lock', 'entry.body', 64, ID_PATTERN), from, to };
+        if (bm['code'] !== undefined) body.code = text(bm, 'code', 'entry.body', 64, REFUSAL_CODE_PATTERN);
       } else {
         asMap(b, 'entry.body', ['source', 'start', 'end', 'reason']);
         const start = uint(bm, 'start', 'entry.body');

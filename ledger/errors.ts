@@ -94,6 +94,13 @@ export const ERROR_CODES = {
   ERR_IDENTITY_INCOMPLETE: 'the data folder holds part of a gateway identity: a file of it is missing',
   ERR_LEDGER_LOST: 'the ledger is missing or shorter than the last checkpoint this gateway signed; nothing is appended until it is recovered or an operator accepts the loss',
   ERR_PRIVACY_NO_KEY: 'this gateway holds no key for the person (not erased): only the gateway that recorded the person holds it',
+  // Lock protocol refusals (docs/PROTOCOL.md §Flow)
+  ERR_EVENT_INVALID: 'a lock event message carries a payload that is not a valid lock event; it can never be accepted',
+  ERR_LOCK_REVOKED: 'the lock’s enrolment was revoked; nothing from it will be accepted again',
+  ERR_LOCK_KEY: 'the lock announced a key other than its enrolled one; it must be enrolled again with the new key',
+  ERR_WINDOW: 'a lock had more events unanswered than the window of the gateway’s hello allows',
+  ERR_PROTOCOL_VERSION: 'a lock announced a lock protocol version the gateway does not speak',
+  ERR_LINK_SHARED: 'a second lock spoke on a serial line; serial lines are point-to-point',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -4,98 +4,12 @@
  * the cable is pulled and plugged back 20 times mid-stream without losing or doubling anything,
  * and each protocol fault gets its documented answer.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeSite, enrollLock, openChain, tempDir, type TestSite } from '../support/site.js';
-import { ptyPair, type PtyPair } from '../../drivers/pty.js';
-import { SerialDriver } from '../../drivers/serial.js';
-import { SerialSimLink } from '../../drivers/simlink.js';
-import { SimLock } from '../../drivers/simlock.js';
-import { Ingest } from '../../gateway/ingest.js';
-import type { Chain } from '../../ledger/chain.js';
-import { decodeEntry } from '../../ledger/entry.js';
-import { leafHash } from '../../ledger/merkle.js';
+import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js';
 import { bytesEqual } from '../../ledger/encoding.js';
-import type { DriverNotice } from '../../drivers/driver.js';
 import { until } from '../support/wait.js';
-
-
-interface Rig {
-  readonly chain: Chain;
-  readonly pty: PtyPair;
-  readonly driver: SerialDriver;
-  readonly ingest: Ingest;
-  readonly notices: DriverNotice[];
-  readonly codes: string[];
-  readonly site: TestSite;
-  lock(id: string, opts?: { unsigned?: boolean; enrolled?: boolean; bufferSize?: number }): Promise<{ lock: SimLock; link: SerialSimLink }>;
-}
-
-async function rig(t: TestContext): Promise<Rig> {
-  const site = makeSite();
-  const { chain } = await openChain(t, site, { sealDelayMs: 2 });
-  const pty = await ptyPair(await tempDir(t));
-  t.after(() => pty.kill());
-  const driver = new SerialDriver({ path: pty.gateway, gatewayId: 'gw-1', window: 8, reconnectMinMs: 20, reconnectMaxMs: 200, probeMs: 100 });
-  const ingest = new Ingest({ chain });
-  const notices: DriverNotice[] = [];
-  const codes: string[] = [];
-  ingest.on('notice', (n) => notices.push(n));
-  ingest.on('rejected', (_ev, code) => codes.push(code));
-  ingest.on('fault', (e) => assert.fail(e));
-  await driver.start();
-  ingest.attach(driver);
-  t.after(async () => {
-    await driver.stop();
-    await ingest.close();
-  });
-  return {
-    chain,
-    pty,
-    driver,
-    ingest,
-    notices,
-    codes,
-    site,
-    async lock(id, opts = {}) {
-      const enrolled = enrollLock(site, id, { unsigned: opts.unsigned === true });
-      if (opts.enrolled !== false) await chain.append({ kind: 'roster', signed: enrolled.statement });
-      const lock = new SimLock({ id, ...(opts.unsigned === true ? {} : { seed: enrolled.key.seed }), resendMs: 300, ...(opts.bufferSize === undefined ? {} : { bufferSize: opts.bufferSize }) });
-      const link = new SerialSimLink(lock, { path: pty.lock, reopenMs: 20 });
-      link.start();
-      t.after(async () => {
-        lock.close();
-        await link.close();
-      });
-      return { lock, link };
-    },
-  };
-}
-
-/** Every stored event of a lock, by counter, with its leaf hash; fails on a counter stored twice. */
-async function storedEvents(chain: Chain, lock: string): Promise<Map<number, Uint8Array>> {
-  await chain.flush();
-  const out = new Map<number, Uint8Array>();
-  for (let i = 0; i < chain.size; i++) {
-    const bytes = await chain.cs.getEntry(i);
-    const body = decodeEntry(bytes).body;
-    if (body.kind !== 'lock-event' || body.event.lock !== lock) continue;
-    assert.ok(!out.has(body.event.ctr), `counter ${body.event.ctr} stored twice`);
-    out.set(body.event.ctr, leafHash(bytes));
-  }
-  return out;
-}
-
-async function bodies(chain: Chain, kind: string): Promise<ReturnType<typeof decodeEntry>['body'][]> {
-  await chain.flush();
-  const out = [];
-  for (let i = 0; i < chain.size; i++) {
-    const body = decodeEntry(await chain.cs.getEntry(i)).body;
-    if (body.kind === kind) out.push(body);
-  }
-  return out;
-}
 
 void test('events flow from a lock over a pty and every ack names the durable entry', async (t) => {
   const r = await rig(t);
@@ -154,6 +68,9 @@ void test('a replayed counter is refused and recorded; a repeated identical even
   await until('5 acked', () => lock.acked.size === 5);
   const nacks: [number, string, boolean][] = [];
   lock.on('nack', (ctr, code, retry) => nacks.push([ctr, code, retry]));
+  // The answer to the forged content names those bytes (ev), not the lock's event 2: ignored.
+  const foreign: [number, string | undefined][] = [];
+  lock.on('foreign', (ctr, code) => foreign.push([ctr, code]));
   const duplicates: number[] = [];
   r.ingest.on('duplicate', (ev, entry) => {
     duplicates.push(ev.ctr);
@@ -162,8 +79,10 @@ void test('a replayed counter is refused and recorded; a repeated identical even
   const before = r.chain.size;
   assert.ok(lock.replay(3), 'identical resend of 3');
   assert.ok(lock.forgeReplay(2), 'other content under counter 2');
-  await until('replay refused', () => nacks.length > 0);
-  assert.deepEqual(nacks, [[2, 'ERR_REPLAY', false]]);
+  await until('replay refused', () => foreign.length > 0);
+  assert.deepEqual(foreign, [[2, 'ERR_REPLAY']]);
+  assert.deepEqual(nacks, [], 'no answer the lock acts on');
+  assert.deepEqual(r.codes, ['ERR_REPLAY']);
   assert.deepEqual(duplicates, [3]);
   await until('health record', async () => (await bodies(r.chain, 'health')).length === 1);
   const health = (await bodies(r.chain, 'health'))[0];

@@ -15,7 +15,8 @@ import { encode } from '../../ledger/encoding.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
-import { decodeMessage, encodeAdvertisement, encodeMessage, MESSAGE_MAX_BYTES, type MessageInput } from '../../drivers/protocol.js';
+import { decodeLockMessage, decodeMessage, encodeAdvertisement, encodeMessage, eventHash, layoutEventMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSIONS, readUnacceptableEvent, type MessageInput } from '../../drivers/protocol.js';
+import { ackFor, nackFor, receivedEvent, unacceptableEvent, type ReceivedEvent } from '../../drivers/driver.js';
 import { encodeFrame, fragment, FrameDecoder, Reassembler } from '../../drivers/framing.js';
 
 /** 2023-11-14T22:13:20Z in ms since 1970, as in test/support/make-vectors.ts. */
@@ -37,6 +38,17 @@ export function makeLockVectors(): Record<string, unknown> {
     ack: { t: 'ack', lock: 'front-door', ctr: 7, entry: new Uint8Array(32).fill(0xe7) },
     nack: { t: 'nack', lock: 'front-door', ctr: 7, code: 'ERR_OUT_OF_ORDER', retry: true },
   };
+  // Version 2: the lock announces it; hello answers in it; acks and nacks carry `ev`.
+  const infoV2 = { v: 2, lock: 'front-door', fw: '2.0.0', key: lockKey.publicKey };
+  const eventMessage = encodeMessage(inputs['event']!);
+  const m = decodeLockMessage(eventMessage);
+  if (m.t !== 'event') throw new Error('vector self-check failed: event');
+  const received = receivedEvent(m, { driver: 'vectors', link: 'vectors' }, infoV2, T0);
+  inputs['infoV2'] = { t: 'info', info: infoV2 };
+  inputs['helloV2'] = { t: 'hello', v: 2, gw: 'gw-1', window: 8 };
+  inputs['ackV2'] = ackFor(received, new Uint8Array(32).fill(0xe7));
+  inputs['nackV2'] = nackFor(received, 'ERR_OUT_OF_ORDER', true);
+  inputs['refuse'] = { t: 'refuse', code: 'ERR_PROTOCOL_VERSION', retry: false, versions: PROTOCOL_VERSIONS };
   const messages = Object.fromEntries(Object.entries(inputs).map(([k, m]) => [k, hex(encodeMessage(m))]));
   const event = unhex(messages['event'] as string);
   const hello = unhex(messages['hello'] as string);
@@ -50,7 +62,10 @@ export function makeLockVectors(): Record<string, unknown> {
     ['oldest after ctr', { t: 'event', oldest: 4, event: bare }],
     ['oldest 0', { t: 'event', oldest: 0, event: bare }],
     ['both cose and event', { t: 'event', oldest: 3, cose: unhex('00'), event: bare }],
-    ['unknown version', { t: 'hello', v: 2, gw: 'gw-1', window: 8 }],
+    ['unknown version', { t: 'hello', v: 3, gw: 'gw-1', window: 8 }],
+    ['info of an unknown version', { t: 'info', v: 3, fw: '3.0', lock: 'front-door' }],
+    ['ev of 31 bytes', { t: 'ack', ev: new Uint8Array(31), ctr: 7, lock: 'front-door', entry: new Uint8Array(32) }],
+    ['refuse without versions', { t: 'refuse', code: 'ERR_LOCK_KEY', retry: true, versions: new Array<number>() }],
   ] as const;
   const invalid = invalidMessages.map(([description, v]) => rejection(description, encode(v), (b) => decodeMessage(b)));
   // A map head with a 1-byte length argument for 4 pairs is not the shortest form.
@@ -80,6 +95,43 @@ export function makeLockVectors(): Record<string, unknown> {
     serialFrame: { body: messages['hello'], frame: hex(frame), leading: hex(encodeFrame(hello, true)) },
     fragmentsMtu23: { message: messages['event'], maxFragment: 20, fragments: frags.map(hex) },
     invalid: { messages: invalid, frames: frameInvalid, fragments: fragmentInvalid },
+    refusals: refusals(signer, received),
+  };
+}
+
+/**
+ * The gateway's answers to events and infos it refuses (docs/PROTOCOL.md §Flow), to a lock that
+ * speaks version 2, made by the functions the drivers use: each with its code and retry, and
+ * for an event the SHA-256 of its payload that the answer's `ev` carries.
+ */
+function refusals(signer: Signer, received: ReceivedEvent): Record<string, unknown> {
+  const payload = received.payload as { cose: Uint8Array };
+  // An event with an `ext` of 1,100 bytes (over 1,024): never acceptable, still naming lock and counter.
+  const tooBig = encode({ v: 1, ctr: 8, ext: { pad: new Uint8Array(1100) }, lock: 'front-door', time: T0 + 8_000, type: 'unlocked' });
+  const invalidMessage = layoutEventMessage(coseSign1(signer, tooBig), true, 8);
+  let error: unknown;
+  try {
+    decodeMessage(invalidMessage);
+  } catch (e) {
+    error = e;
+  }
+  const u = readUnacceptableEvent(invalidMessage, error);
+  if (!isOtiError(error) || u === undefined) throw new Error('vector self-check failed: the invalid event was accepted or cannot be named');
+  const invalid = unacceptableEvent(u, received.from, received.info, T0);
+  const nack = (ev: ReceivedEvent, code: string, retry: boolean): Record<string, unknown> => ({ code, retry, ev: hex(eventHash('cose' in ev.payload ? ev.payload.cose : ev.payload.event)), answer: hex(encodeMessage(nackFor(ev, code, retry))) });
+  const refuse = (code: string, retry: boolean): Record<string, unknown> => ({ code, retry, answer: hex(encodeMessage({ t: 'refuse', code, retry, versions: PROTOCOL_VERSIONS })) });
+  return {
+    eventInvalid: { description: 'an event whose ext is 1,100 bytes: refused for good', message: hex(invalidMessage), decoderError: error.code, ...nack(invalid, 'ERR_EVENT_INVALID', false) },
+    revoked: { description: 'an event of a revoked lock', ...nack(received, 'ERR_LOCK_REVOKED', false) },
+    keyMismatchEvent: { description: 'an event signed with the key the info announced, not the enrolled one', ...nack(received, 'ERR_LOCK_KEY', true) },
+    window: { description: 'an event beyond the window', ...nack(received, 'ERR_WINDOW', true) },
+    busy: { description: 'an event not durable within the answer deadline', ...nack(received, 'ERR_BUSY', true) },
+    signature: { description: 'an event whose signature does not verify', ...nack(received, 'ERR_LOCK_SIGNATURE', false) },
+    ackOfEvent: { description: 'the ack of messages.event to a version 2 lock', ev: hex(eventHash(payload.cose)), answer: hex(encodeMessage(ackFor(received, new Uint8Array(32).fill(0xe7)))) },
+    infoVersion: { description: 'an info of a version the gateway does not speak', ...refuse('ERR_PROTOCOL_VERSION', false) },
+    infoUnknown: { description: 'an info of a lock that is not enrolled', ...refuse('ERR_LOCK_UNKNOWN', true) },
+    infoRevoked: { description: 'an info of a revoked lock', ...refuse('ERR_LOCK_REVOKED', false) },
+    infoKey: { description: 'an info announcing another key than the enrolled one', ...refuse('ERR_LOCK_KEY', true) },
   };
 }
 

@@ -253,3 +253,57 @@ void test('a full event queue pauses the link; a bounded buffer, then a drop; no
   })();
   await waitFor('all 10 acknowledged', () => allAcked(sim, 10));
 });
+
+void test('events beyond the window are nacked ERR_WINDOW with retry over BLE too (docs/PROTOCOL.md §Flow, the window)', async (t) => {
+  const s = setup(t);
+  const seed = randomBytes(32);
+  const sim = new SimLock({ id: 'eager', seed, resendMs: 60_000 });
+  t.after(() => sim.close());
+  s.fake.addLock(sim, { mtu: 185 });
+  const nacks: [number, string, boolean][] = [];
+  sim.on('nack', (ctr, code, retry) => nacks.push([ctr, code, retry]));
+  const notices: DriverNotice[] = [];
+  const held: number[] = [];
+  // A gateway that takes events and answers none of them yet: the window fills.
+  void (async () => {
+    for await (const ev of s.driver.events()) held.push(ev.ctr);
+  })();
+  void (async () => {
+    for await (const n of s.driver.notices()) notices.push(n);
+  })();
+  await s.driver.start();
+  sim.record(); // pending: the gateway connects, greets it and takes event 1
+  await waitFor('event 1 taken', () => held.length === 1 && sim.greeted);
+  const maker = new SimLock({ id: 'eager', seed });
+  for (let i = 0; i < 6; i++) maker.record();
+  for (let c = 2; c <= 6; c++) assert.ok(sim.inject(maker.payloadOf(c)!, 1));
+  await waitFor('two refused', () => nacks.length === 2);
+  assert.deepEqual(nacks, [[5, 'ERR_WINDOW', true], [6, 'ERR_WINDOW', true]]);
+  assert.deepEqual(held, [1, 2, 3, 4]);
+  assert.equal(ofKind(notices, 'rejected').filter((n) => n.code === 'ERR_WINDOW').length, 2);
+});
+
+void test('a refusal at info reaches the lock over BLE as a refuse message, and a refusal for good keeps it from sending', async (t) => {
+  const s = setup(t);
+  const { sim } = s.lock('gone', 185);
+  const refused: [string, boolean][] = [];
+  sim.on('refused', (code, retry) => refused.push([code, retry]));
+  const events: number[] = [];
+  void (async () => {
+    for await (const ev of s.driver.events()) events.push(ev.ctr);
+  })();
+  // What the ingest pipeline does for a revoked lock's info (gateway/ingest.ts, screenInfo).
+  void (async () => {
+    for await (const n of s.driver.notices()) if (n.kind === 'lock-seen') await s.driver.refuseLink(n.from, 'ERR_LOCK_REVOKED', false);
+  })();
+  await s.driver.start();
+  sim.record();
+  await waitFor('refused', () => refused.length > 0);
+  assert.deepEqual(refused[0], ['ERR_LOCK_REVOKED', false]);
+  const before = events.length;
+  const sent = sim.sent;
+  sim.record();
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(sim.sent, sent, 'refused for good at info: the lock sends nothing more on that link');
+  assert.equal(events.length, before);
+});

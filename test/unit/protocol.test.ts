@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import type { OtiError, ErrorCode } from '../../ledger/errors.js';
-import { encode } from '../../ledger/encoding.js';
+import { decode, encode } from '../../ledger/encoding.js';
+import { sha256 } from '../../ledger/crypto.js';
 import { decodeLockEvent, encodeLockEvent } from '../../ledger/lockevent.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
 import {
@@ -28,15 +29,24 @@ const site = makeSite();
 const lock = enrollLock(site, 'front-door');
 
 const id = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,20}$/);
+const hash = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const gatewayMessage: fc.Arbitrary<GatewayMessage> = fc.oneof(
   fc.record({ t: fc.constant('hello' as const), gw: id, window: fc.integer({ min: 1, max: WINDOW_MAX }) }, { noNullPrototype: true }),
-  fc.record({ t: fc.constant('ack' as const), lock: id, ctr: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), entry: fc.uint8Array({ minLength: 32, maxLength: 32 }) }, { noNullPrototype: true }),
+  fc.record({ t: fc.constant('hello' as const), v: fc.constant(2), gw: id, window: fc.integer({ min: 1, max: WINDOW_MAX }) }, { noNullPrototype: true }),
+  fc.record({ t: fc.constant('ack' as const), ev: hash, lock: id, ctr: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), entry: hash }, { noNullPrototype: true, requiredKeys: ['t', 'lock', 'ctr', 'entry'] }),
   fc.record({
     t: fc.constant('nack' as const),
+    ev: hash,
     lock: id,
     ctr: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
     code: fc.stringMatching(/^ERR_[A-Z0-9_]{1,20}$/),
     retry: fc.boolean(),
+  }, { noNullPrototype: true, requiredKeys: ['t', 'lock', 'ctr', 'code', 'retry'] }),
+  fc.record({
+    t: fc.constant('refuse' as const),
+    code: fc.stringMatching(/^ERR_[A-Z0-9_]{1,20}$/),
+    retry: fc.boolean(),
+    versions: fc.uniqueArray(fc.integer({ min: 1, max: 255 }), { minLength: 1, maxLength: 8 }).map((a) => a.sort((x, y) => x - y)),
   }, { noNullPrototype: true }),
 );
 
@@ -157,7 +167,14 @@ void test('message rejections carry codes', () => {
   assert.equal(codeOf(() => decodeMessage(raw({ t: 'bye' }))), 'ERR_MESSAGE');
   assert.equal(codeOf(() => decodeMessage(raw({ t: 'hello', v: 1, gw: 'g', window: 1, x: 1 }))), 'ERR_MESSAGE');
   assert.equal(codeOf(() => decodeMessage(raw({ t: 'hello', v: 1, gw: 'g' }))), 'ERR_MESSAGE');
-  assert.equal(codeOf(() => decodeMessage(raw({ t: 'hello', v: 2, gw: 'g', window: 1 }))), 'ERR_ENCODING_VERSION');
+  // Versions: 1 and 2 are spoken; any other is refused before the other fields are read.
+  assert.equal(decodeMessage(raw({ t: 'hello', v: 2, gw: 'g', window: 1 })).t, 'hello');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'hello', v: 3, gw: 'g', window: 1 }))), 'ERR_PROTOCOL_VERSION');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'info', v: 3, lock: 'a', other: 'field' }))), 'ERR_PROTOCOL_VERSION');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'info', v: 0, lock: 'a', fw: 'x' }))), 'ERR_PROTOCOL_VERSION');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'ack', ev: new Uint8Array(31), lock: 'a', ctr: 1, entry: new Uint8Array(32) }))), 'ERR_MESSAGE');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'refuse', code: 'ERR_X', retry: false, versions: [] }))), 'ERR_MESSAGE');
+  assert.equal(codeOf(() => decodeMessage(raw({ t: 'refuse', code: 'ERR_X', retry: false, versions: [2, 1] }))), 'ERR_MESSAGE');
   assert.equal(codeOf(() => decodeMessage(raw({ t: 'event', oldest: 1, event, cose: event }))), 'ERR_MESSAGE');
   assert.equal(codeOf(() => decodeMessage(raw([1]))), 'ERR_MESSAGE');
   assert.equal(codeOf(() => decodeMessage(raw({ t: 'nack', lock: 'a', ctr: 1, code: 'ERR_X', retry: 1 }))), 'ERR_MESSAGE');
@@ -305,13 +322,29 @@ void test('the generator reproduces test/vectors/lock-protocol.json byte for byt
     serialFrame: { body: string; frame: string };
     fragmentsMtu23: { message: string; fragments: string[] };
     invalid: { messages: { input: string; error: string }[]; frames: { input: string; error: string }[]; fragments: { fragments: string[]; error: string }[] };
+    refusals: Record<string, { answer: string; code?: string; retry?: boolean; ev?: string; message?: string; decoderError?: string }>;
   };
   const h = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
-  for (const [name, m] of Object.entries(v.messages)) assert.equal(decodeMessage(h(m)).t, name.replace(/Unsigned$/, ''));
+  for (const [name, m] of Object.entries(v.messages)) assert.equal(decodeMessage(h(m)).t, name.replace(/[A-Z].*$/, ''));
   assert.deepEqual(okBodies(new FrameDecoder(MESSAGE_MAX_BYTES).push(h(v.serialFrame.frame))), [h(v.serialFrame.body)]);
   const ra = new Reassembler(MESSAGE_MAX_BYTES);
   assert.deepEqual(v.fragmentsMtu23.fragments.map((f) => ra.push(h(f))).at(-1), { ok: true, message: h(v.fragmentsMtu23.message) });
   for (const c of v.invalid.messages) assert.equal(codeOf(() => decodeMessage(h(c.input))), c.error);
+  // Refusals: each answer decodes to its code and retry, and a nack's ev is SHA-256 of the payload answered.
+  for (const [name, r] of Object.entries(v.refusals)) {
+    const m = decodeGatewayMessage(h(r.answer));
+    if (m.t === 'ack') {
+      assert.deepEqual(m.ev, h(r.ev!), name);
+      continue;
+    }
+    assert.ok(m.t === 'nack' || m.t === 'refuse', name);
+    assert.deepEqual([m.code, m.retry], [r.code, r.retry], name);
+    if (m.t === 'nack') assert.deepEqual(m.ev, h(r.ev!), name);
+  }
+  const bad = v.refusals['eventInvalid']!;
+  assert.equal(codeOf(() => decodeMessage(h(bad.message!))), bad.decoderError);
+  const cose = (decode(h(bad.message!), MESSAGE_MAX_BYTES) as Record<string, Uint8Array>)['cose']!;
+  assert.deepEqual(Uint8Array.from(sha256(cose)), h(bad.ev!));
   for (const c of v.invalid.frames) assert.deepEqual(new FrameDecoder(MESSAGE_MAX_BYTES).push(h(c.input)).map((r) => (r.ok ? 'ok' : r.code)), [c.error]);
   for (const c of v.invalid.fragments) {
     const r = new Reassembler(MESSAGE_MAX_BYTES);

@@ -9,6 +9,7 @@ import { SignaturePool } from '../../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { compareWithChain, verifyEvidence, encodeEvidence, decodeEvidence } from '../../ledger/evidence.js';
 import { LedgerStore, u64 } from '../../ledger/store.js';
+import { decodeEntry } from '../../ledger/entry.js';
 import { Chain } from '../../ledger/chain.js';
 import { fastEncode, decodeTrusted } from '../../ledger/encoding.js';
 import { join } from 'node:path';
@@ -132,4 +133,18 @@ void test('two checkpoints of one chain that are not consistent make equivocatio
   // Evidence does not verify under another key, nor when tampered.
   assert.equal(verifyEvidence(ev, enrollGateway(site, 'x').key.publicKey), false);
   assert.equal(verifyEvidence({ ...ev, root: ev.a.root }, key), false);
+});
+
+void test('a gap of the lock form with a refusal code (docs/PROTOCOL.md §Entries) verifies in the chain and in a receipt; a malformed code is refused', async (t) => {
+  const { site, oc } = await populated(t, 6);
+  const refused = await oc.chain.append({ kind: 'gap', lock: 'door-a', from: 3, to: 4, code: 'ERR_EVENT_INVALID' });
+  const lost = await oc.chain.append({ kind: 'gap', lock: 'door-a', from: 5, to: 5 });
+  await oc.chain.flush();
+  const report = await verifyChain(oc.chain.cs, { trust: site.trust, ed25519: nobleVerify });
+  assert.equal(report.entries, oc.chain.size);
+  const r = verifyReceipt(await receiptFor(oc.chain, refused.index), site.trust, { ed25519: nobleVerify });
+  assert.equal(r.provenance, 'gateway');
+  assert.deepEqual(decodeEntry(await oc.chain.cs.getEntry(refused.index)).body, { kind: 'gap', lock: 'door-a', from: 3, to: 4, code: 'ERR_EVENT_INVALID' });
+  assert.deepEqual(decodeEntry(await oc.chain.cs.getEntry(lost.index)).body, { kind: 'gap', lock: 'door-a', from: 5, to: 5 });
+  await assert.rejects(oc.chain.append({ kind: 'gap', lock: 'door-a', from: 6, to: 6, code: 'not a code' }), (e: unknown) => isOtiError(e, 'ERR_ENCODING_SCHEMA'));
 });
