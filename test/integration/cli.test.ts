@@ -239,7 +239,7 @@ async function apiServer(t: TestContext, data: string): Promise<{ url: string; c
           const b = decodeEntry(await chain.cs.getEntry(i)).body;
           if (b.kind === 'lock-event') events.push({ index: i, id: `${b.event.lock}:${b.event.ctr}`, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, time: b.event.time });
         }
-        return send(res, 200, { events, next: chain.size - 1 });
+        return send(res, 200, { items: events, next: null });
       }
       const m = /^\/receipts\/(.+)$/.exec(url.pathname);
       if (m !== null) {
@@ -287,7 +287,7 @@ void test('lock enroll/list/rotate/revoke, status, events, receipt and receipt v
   const status = await oti(['status', '--json', ...A]);
   assert.equal(status.json<{ chain: { size: number } }>().chain.size, api.chain.size);
   const events = await oti(['events', 'tail', '--lock', 'front-door', '--json', ...A]);
-  assert.deepEqual(events.json<{ events: { ctr: number }[] }>().events.map((e) => e.ctr), [1, 2, 3, 4, 5]);
+  assert.deepEqual(events.json<{ items: { ctr: number }[] }>().items.map((e) => e.ctr), [1, 2, 3, 4, 5]);
 
   const receipt = await oti(['receipt', 'front-door:3', '--out', 'r3.cbor', '--json', ...A], { cwd: g.dir });
   assert.equal(receipt.code, 0, receipt.stderr);
