@@ -31,6 +31,7 @@ import { Ingest } from './ingest.js';
 import { Broker } from './broker.js';
 import { TopicMap } from './topics.js';
 import { MqttNotifier } from './notify.js';
+import { HomeAssistantBridge } from './homeassistant.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
@@ -252,7 +253,6 @@ export class Gateway {
         chain,
         ingest: this.ingest,
         gatewayId: id.gatewayId,
-        homeAssistant: config.notifications.homeAssistant.enabled,
         retentionS: config.notifications.statusRetentionS,
         retainMax: config.notifications.statusRetainMax,
         logger: log.child({ part: 'notify' }),
@@ -261,6 +261,12 @@ export class Gateway {
       this.onStop('notifications', () => this.notifier.stop());
       const notifier = this.notifier;
       this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
+    }
+    if (config.notifications.mqtt.enabled && config.notifications.homeAssistant.enabled) {
+      const ha = new HomeAssistantBridge({ out: this.broker, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
+      await ha.start();
+      await this.broker.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      this.onStop('Home Assistant', () => ha.stop());
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);
