@@ -32,6 +32,7 @@ import { Broker } from './broker.js';
 import { TopicMap } from './topics.js';
 import { MqttNotifier } from './notify.js';
 import { HomeAssistantBridge } from './homeassistant.js';
+import { ExternalBroker, FanOut } from './mqtt-out.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
@@ -246,9 +247,12 @@ export class Gateway {
       else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
       else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
     });
+    // Notifications go to the embedded broker, an external one, or both (gateway/mqtt-out.ts).
+    const ext = config.notifications.mqtt.enabled ? await this.startExternalBroker(topics, id.gatewayId) : undefined;
+    const out = ext === undefined ? this.broker : config.notifications.externalBroker.mode === 'instead' ? ext : new FanOut([this.broker, ext]);
     if (config.notifications.mqtt.enabled) {
       this.notifier = new MqttNotifier({
-        broker: this.broker,
+        broker: out,
         topics,
         chain,
         ingest: this.ingest,
@@ -263,9 +267,14 @@ export class Gateway {
       this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
     }
     if (config.notifications.mqtt.enabled && config.notifications.homeAssistant.enabled) {
-      const ha = new HomeAssistantBridge({ out: this.broker, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
+      const ha = new HomeAssistantBridge({ out, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
       await ha.start();
-      await this.broker.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      if (out !== ext) await this.broker.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      if (ext !== undefined) {
+        await ext.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+        // A broker that restarted may have lost the retained configs: publish them again.
+        ext.on('connect', () => ha.birth('online'));
+      }
       this.onStop('Home Assistant', () => ha.stop());
     }
     this.metrics = new GatewayMetrics();
@@ -405,6 +414,16 @@ export class Gateway {
     if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
     log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
     return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store) };
+  }
+
+  /** The external broker of `notifications.externalBroker`, when a URL is set; closed after the notifications stop. */
+  private async startExternalBroker(topics: TopicMap, gatewayId: string): Promise<ExternalBroker | undefined> {
+    const c = this.config.notifications.externalBroker;
+    if (c.url === undefined) return undefined;
+    const ext = await ExternalBroker.start({ ...c, url: c.url }, { topics, gatewayId, logger: this.log.child({ part: 'external-broker' }) });
+    this.onStop('external broker', () => ext.close());
+    this.log.info({ url: ext.url, mode: c.mode }, `notifications go to the external MQTT broker ${ext.url} ${c.mode === 'instead' ? 'instead of' : 'beside'} the embedded one`);
+    return ext;
   }
 
   private async startDrivers(): Promise<void> {

@@ -85,6 +85,8 @@ export const ERROR_CODES = {
   ERR_PRIVACY_OPEN: 'a sealed or encrypted item does not open: unknown key, wrong key, or altered bytes',
   ERR_PRIVACY_CLEAR_CREDENTIAL: 'a lock event carries a credential reference that is not sealed to the site privacy key',
   ERR_PRIVACY_ERASED: 'the person’s data key was destroyed (crypto-shredded); their fields cannot be read',
+  // Notifications to an external MQTT broker (docs/MQTT.md §External broker)
+  ERR_MQTT_BACKLOG: 'notifications waiting for the external MQTT broker reached notifications.externalBroker.maxPending; new ones are dropped',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
