@@ -6,13 +6,16 @@
  *   <data>/gateway.key      the gateway's private key file (0600)
  *   <data>/dev-site.key     only for a development site created on first start (0600)
  *
- * With no identity yet, a development site is created (its authority key stays in the data
- * folder, which is only acceptable for development; installers enrol real gateways with `oti`).
+ * With no identity yet, a development site `dev-site-<6 random hex digits>` is created (its
+ * authority key stays in the data folder, which is only acceptable for development; installers
+ * enrol real gateways with `oti`). Each development gateway is its own site, so several on one
+ * network do not take each other for peers of the same site.
  */
 import { mkdir, readFile, writeFile, rename, access } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { generateKeyPair, Signer, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
 import { readKeyFile, writeKeyFile } from '../ledger/keyfile.js';
 import { signStatement, encodeSigned, decodeSigned, type SignedStatement, type SiteTrust } from '../ledger/roster.js';
@@ -83,7 +86,8 @@ function parseSiteFile(raw: string, path: string): SiteFile {
 async function createDevIdentity(dir: string, sitePath: string): Promise<Identity> {
   const siteKey = generateKeyPair();
   const key = generateKeyPair();
-  const siteId = 'dev-site';
+  // Random, so that two development gateways on one network are two sites and do not warn about each other.
+  const siteId = `dev-site-${randomBytes(3).toString('hex')}`;
   const gatewayId = (hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '') || 'gateway').slice(0, 64);
   const enrolment = signStatement(new Signer(siteKey.seed), { site: siteId, op: 'enroll', role: 'gateway', id: gatewayId, key: key.publicKey, time: Date.now() });
   await writeKeyFile(join(dir, 'dev-site.key'), siteKey, { label: `development site authority ${siteId}`, overwrite: true });

@@ -60,6 +60,7 @@ async function main(): Promise<void> {
   if (stopping) return;
   const s = gateway.status();
   log.info({ site: s.site, gateway: s.gateway, chain: s.chain.origin, entries: s.chain.size }, `gateway ${s.gateway} of site ${s.site} running; press Ctrl+C to stop`);
+  if (gateway.nextSteps !== undefined) log.info({ nextSteps: gateway.nextSteps }, `next steps (shown on the first start only):\n  ${gateway.nextSteps.join('\n  ')}`);
 }
 
 main().catch(fail);

@@ -33,6 +33,7 @@ import { TopicMap } from './topics.js';
 import { MqttNotifier } from './notify.js';
 import { HomeAssistantBridge } from './homeassistant.js';
 import { ExternalBroker, FanOut } from './mqtt-out.js';
+import { nextSteps } from './next-steps.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
@@ -106,6 +107,8 @@ export class Gateway {
   discovery: Discovery | undefined;
   sync: SyncNode | undefined;
   apiUrl = '';
+  /** On the first start (identity created or bundle applied): what to try next, to print once. */
+  nextSteps: string[] | undefined;
 
   private constructor(
     readonly config: GatewayConfig,
@@ -135,7 +138,7 @@ export class Gateway {
     } catch (e) {
       throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
     }
-    await this.applyBundleOnFirstStart(opts.bundlePassphrase);
+    const bundleApplied = await this.applyBundleOnFirstStart(opts.bundlePassphrase);
     const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
     this.identity = id;
     if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
@@ -292,11 +295,13 @@ export class Gateway {
     // Registered after the chain, so they stop before it: drivers first, then the pipeline.
     this.onStop('ingest', () => this.ingest.close());
     await this.startDrivers();
+    let demoWatch: string | undefined;
     if (config.demo.locks > 0) {
       const demo = await Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: this.broker.port });
       this.onStop('demo', () => demo.stop());
       for (const d of demo.drivers) await this.addDriver(d);
       log.info(`demo: watch the notifications with: ${demo.watch}`);
+      demoWatch = demo.watch;
     }
     const api = await LocalApi.start({
       host: config.api.host,
@@ -311,6 +316,9 @@ export class Gateway {
     });
     this.onStop('local API', () => api.close());
     this.apiUrl = api.url;
+    if (id.created || bundleApplied) {
+      this.nextSteps = nextSteps({ site: id.trust.siteId, apiUrl: api.url, brokerHost: localHost(b.host), brokerPort: this.broker.port, usersFile: b.usersFile, development: id.created, demoWatch, cwd: process.cwd() });
+    }
     log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
   }
 
@@ -321,12 +329,14 @@ export class Gateway {
    * the bundle is never looked at again (an old bundle that has since expired must not stop an
    * enrolled gateway).
    */
-  private async applyBundleOnFirstStart(passphrase: string | undefined): Promise<void> {
+  /** True when a bundle was applied. */
+  private async applyBundleOnFirstStart(passphrase: string | undefined): Promise<boolean> {
     const bundle = this.config.provisioning.bundle;
-    if (existsSync(join(this.config.dataDir, 'site.json')) || !existsSync(bundle)) return;
+    if (existsSync(join(this.config.dataDir, 'site.json')) || !existsSync(bundle)) return false;
     const r = await applyBundle(bundle, this.config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
     this.log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
     if (r.appliedPath === undefined) this.log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
+    return true;
   }
 
   /**
