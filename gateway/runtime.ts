@@ -34,6 +34,7 @@ import { MqttNotifier } from './notify.js';
 import { HomeAssistantBridge } from './homeassistant.js';
 import { ExternalBroker, FanOut } from './mqtt-out.js';
 import { nextSteps } from './next-steps.js';
+import { checkPortsFree, type PortUse } from './port-check.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from './log.js';
@@ -133,6 +134,8 @@ export class Gateway {
 
   private async run(opts: StartOptions): Promise<void> {
     const { config, log } = this;
+    // Before anything is written (a development site, an applied bundle): a busy port stops here.
+    await checkPortsFree(this.listenPorts());
     try {
       await ensureDataDir(config.dataDir);
     } catch (e) {
@@ -424,6 +427,16 @@ export class Gateway {
     if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
     log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
     return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store) };
+  }
+
+  /** The ports this gateway listens on, with their configuration keys. */
+  private listenPorts(): PortUse[] {
+    const { broker: b, api } = this.config;
+    return [
+      { key: 'broker.port', host: b.host, port: b.port },
+      ...(b.tls.cert !== undefined && b.tls.key !== undefined ? [{ key: 'broker.tls.port', host: b.host, port: b.tls.port }] : []),
+      { key: 'api.port', host: api.host, port: api.port },
+    ];
   }
 
   /** The external broker of `notifications.externalBroker`, when a URL is set; closed after the notifications stop. */

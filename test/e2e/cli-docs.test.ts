@@ -82,7 +82,8 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   await run('site init', ['--site', 'acme', '--out', 'site']);
   await run('privacy init', ['--site-dir', 'site', '--json']);
   await run('gateway enroll', ['--site-dir', 'site', '--id', 'gw-door', '--out', 'gw-door.bundle.json']);
-  await run('gateway apply-bundle', ['gw-door.bundle.json', '--data', 'data']);
+  const applied = await run('gateway apply-bundle', ['gw-door.bundle.json', '--data', 'data']);
+  assert.match(applied.stdout, /compare them with the site key fingerprint that oti site init printed$/m);
   await copyFile(join(dir, 'site', 'privacy.json'), join(dir, 'data', 'privacy.json'));
 
   // The gateway, with one lock on a serial line.
@@ -115,6 +116,14 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   for (let i = 0; i < 5; i++) lock.record(i % 2 === 0 ? 'unlocked' : 'locked');
   await until('five events acknowledged', () => lock.acked.size === 5);
 
+  // Enrolling it again with the same key records nothing and says so.
+  const sizeBefore = (await run('status', ['--json', ...api])).json<{ chain: { size: number } }>().chain.size;
+  const again = await run('lock enroll', ['--site-dir', 'site', '--id', 'front-door', '--key', toHex(lockKey.publicKey), '--yes', ...api]);
+  assert.match(again.stdout, /already enrolled with this key/);
+  assert.equal((await run('status', ['--json', ...api])).json<{ chain: { size: number } }>().chain.size, sizeBefore, 'no duplicate roster entry');
+  // A gateway error's code is printed once.
+  const missing = await run('receipt', ['no-such-lock:1', ...api], 1);
+  assert.equal(missing.stderr.match(/ERR_NOT_FOUND/g)?.length, 1, missing.stderr);
   const listed = await run('lock list', ['--json', ...api]);
   assert.ok(listed.json<{ members: { id: string }[] }>().members.some((m) => m.id === 'front-door'));
   await run('lock enroll', ['--site-dir', 'site', '--id', 'back-door', '--key', toHex(generateKeyPair().publicKey), '--yes', '--out', 'back-door.cbor']);

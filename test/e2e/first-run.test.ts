@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { tempDir } from '../support/site.js';
 import { startGateway, type GatewayProcess } from '../support/gateway-process.js';
 import { ROOT } from '../support/oti-cli.js';
@@ -71,4 +72,14 @@ void test('a first start makes a development site of its own and prints next ste
   assert.equal(restart.site, first.site);
   assert.equal(restart.steps, undefined, 'the next steps are printed once');
   await stop(again);
+});
+
+void test('the gateway answers --help and --version before reading any configuration, and writes nothing', async (t) => {
+  const dir = await tempDir(t, 'oti-first-');
+  const help = await run(process.execPath, [join(ROOT, 'dist', 'gateway', 'main.js'), '--help'], { env: { ...process.env, OTI_DATA_DIR: join(dir, 'data') } });
+  assert.match(help.stdout, /^Usage: npm start -- /m);
+  assert.match(help.stdout, /^ {2}broker\.port +OTI_BROKER_PORT$/m);
+  const version = await run(process.execPath, [join(ROOT, 'dist', 'gateway', 'main.js'), '--version']);
+  assert.match(version.stdout, /^oti-gateway \d+\.\d+\.\d+\n$/);
+  assert.equal(existsSync(join(dir, 'data')), false);
 });

@@ -114,6 +114,12 @@ void test('site init writes an encrypted key and public site.json, refuses to ov
   assert.equal(errorCode(again), 'ERR_ARGUMENT');
   const noPass = await oti(['site', 'init', '--site', 'other', '--out', 'other'], { cwd: s.dir });
   assert.equal(noPass.code, 2);
+  // The key that signs the whole site is not guarded by a one-character passphrase.
+  const short = await oti(['site', 'init', '--site', 'other', '--out', 'other'], { cwd: s.dir, env: { OTI_PASSPHRASE: 'x' } });
+  assert.equal(short.code, 2);
+  assert.equal(errorCode(short), 'ERR_USAGE');
+  assert.match(short.stderr, /at least 12 characters/);
+  assert.equal(existsSync(join(s.dir, 'other', 'site.key')), false);
   const forced = await oti(['site', 'init', '--site', 'acme', '--out', 'site', '--force', '--json'], { cwd: s.dir, env: s.env });
   assert.equal(forced.code, 0);
   assert.notEqual(forced.json<{ siteKey: string }>().siteKey, info.siteKeys[0]);
