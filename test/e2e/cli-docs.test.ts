@@ -154,7 +154,9 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   ran.add('ble scan');
   const doctor = await runOti(['doctor', '--config', config, '--no-ble', '--fsync-files', '5', '--json'], { cwd: dir });
   assert.ok(doctor.code === 0 || doctor.code === 1, `oti doctor: ${doctor.stderr}`);
-  assert.ok(Array.isArray(doctor.json<{ checks: unknown[] }>().checks));
+  const checks = doctor.json<{ checks: { name: string; status: string }[] }>().checks;
+  assert.equal(checks.find((c) => c.name === 'gateway running')?.status, 'pass', 'doctor sees the running gateway');
+  assert.equal(checks.find((c) => c.name === 'identity')?.status, 'pass', 'and its identity');
   ran.add('doctor');
 
   // MQTT users, taken up by the running broker at the next login.
