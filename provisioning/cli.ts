@@ -24,9 +24,10 @@ import { backupCommands } from './backup.js';
 import { doctorCommands } from './doctor.js';
 import { privacyCommands } from './privacy.js';
 import { mqttCommands } from './mqtt.js';
+import { completionCommand } from './completion.js';
 import { createRequire } from 'node:module';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...mqttCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...mqttCommands, completionCommand(() => COMMANDS)];
 
 /** The package's version (package.json), for `oti --version`. */
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;

@@ -8,7 +8,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { copyFile, readFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
@@ -158,6 +159,11 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.equal(checks.find((c) => c.name === 'gateway running')?.status, 'pass', 'doctor sees the running gateway');
   assert.equal(checks.find((c) => c.name === 'identity')?.status, 'pass', 'and its identity');
   ran.add('doctor');
+
+  // Shell completion: a script bash accepts, which completes what oti has.
+  const completion = await run('completion', ['bash']);
+  const typed = await promisify(execFile)('bash', ['-c', `${completion.stdout}\nCOMP_WORDS=(oti mqtt user ''); COMP_CWORD=3; _oti; echo "\${COMPREPLY[*]}"`]);
+  assert.match(typed.stdout, /\badd\b.*\blist\b.*\bpasswd\b.*\bremove\b/);
 
   // MQTT users, taken up by the running broker at the next login.
   const users = ['--file', join(dir, 'data', 'mqtt-users.json')];
