@@ -173,7 +173,7 @@ export class Broker {
    * Hands the gateway, in-process, each message a client publishes on `topic` (a topic of the
    * map, no wildcard; the ACLs have let it through). Used for Home Assistant's birth message.
    */
-  listen(topic: string, handler: (payload: Buffer) => void): Promise<void> {
+  onMessage(topic: string, handler: (payload: Buffer) => void): Promise<void> {
     if (this.topics.parse(topic) === undefined) return Promise.reject(new OtiError('ERR_ARGUMENT', `${topic} is not a topic of the map`, { argument: 'topic', topic }));
     return new Promise((resolve) =>
       this.#aedes.subscribe(

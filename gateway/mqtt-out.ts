@@ -148,7 +148,7 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
   }
 
   /** Subscribes (again after each reconnection) to `topic`, delivered as `message` events. */
-  async listen(topic: string, handler: (payload: Buffer) => void): Promise<void> {
+  async onMessage(topic: string, handler: (payload: Buffer) => void): Promise<void> {
     this.on('message', (t, payload) => {
       if (t === topic) handler(payload);
     });

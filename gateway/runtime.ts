@@ -275,9 +275,9 @@ export class Gateway {
     if (config.notifications.mqtt.enabled && config.notifications.homeAssistant.enabled) {
       const ha = new HomeAssistantBridge({ out, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
       await ha.start();
-      if (out !== ext) await this.broker.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      if (out !== ext) await this.broker.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
       if (ext !== undefined) {
-        await ext.listen(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+        await ext.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
         // A broker that restarted may have lost the retained configs: publish them again.
         ext.on('connect', () => ha.birth('online'));
       }
