@@ -302,7 +302,8 @@ export class LocalApi {
       chunks.push(c as Buffer);
     }
     try {
-      return json(await handleRosterPost(this.#opts.chain, new Uint8Array(Buffer.concat(chunks))), 201);
+      const recorded = await handleRosterPost(this.#opts.chain, new Uint8Array(Buffer.concat(chunks)));
+      return json(recorded, recorded.index === null ? 200 : 201);
     } catch (e) {
       if (!isOtiError(e)) throw e;
       throw new HttpError(rosterStatus(e), e.code, e.message);

@@ -217,6 +217,24 @@ export class Broker {
     return new Promise((resolve, reject) => this.#aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
   }
 
+  /**
+   * Hands the gateway, in-process, each message a client publishes on `topic` (a topic of the
+   * map, no wildcard; the ACLs have let it through). Used for Home Assistant's birth message.
+   */
+  onMessage(topic: string, handler: (payload: Buffer) => void): Promise<void> {
+    if (this.topics.parse(topic) === undefined) return Promise.reject(new OtiError('ERR_ARGUMENT', `${topic} is not a topic of the map`, { argument: 'topic', topic }));
+    return new Promise((resolve) =>
+      this.#aedes.subscribe(
+        topic,
+        (packet, done) => {
+          handler(Buffer.from(packet.payload));
+          done();
+        },
+        () => resolve(),
+      ),
+    );
+  }
+
   /** Stops listening, disconnects every client and resolves within 2 s. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= this.#close();

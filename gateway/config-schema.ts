@@ -210,6 +210,17 @@ export const SCHEMA = section({
       enabled: bool({ default: false, doc: 'Publish Home Assistant MQTT discovery so locks appear as entities.' }),
       prefix: str({ format: 'text', minLength: 1, maxLength: 128, default: 'homeassistant', doc: 'Home Assistant discovery topic prefix.' }),
     }),
+    externalBroker: section({
+      url: str({ format: 'text', minLength: 1, maxLength: 2048, doc: 'mqtt:// or mqtts:// URL of an external broker (Mosquitto, EMQX) that gets the notifications too (mode beside) or alone (mode instead); off when unset.' }),
+      mode: oneOf(['beside', 'instead'], { default: 'beside', doc: 'beside: notifications go to the embedded broker and the external one; instead: only to the external one (the embedded broker still serves sync).' }),
+      username: str({ format: 'text', minLength: 1, maxLength: 256, doc: 'User name on the external broker.' }),
+      passwordFile: path({ doc: 'File whose first line is the password on the external broker (0600).' }),
+      clientId: str({ format: 'text', minLength: 1, maxLength: 128, doc: 'MQTT client id on the external broker (default oti-<site>-<gateway>).' }),
+      ca: path({ doc: 'PEM CA bundle that verifies the external broker’s certificate (mqtts://; the system CAs otherwise).' }),
+      cert: path({ doc: 'PEM client certificate, for brokers that authenticate clients by certificate; needs key.' }),
+      key: path({ doc: 'PEM private key of the client certificate; needs cert.' }),
+      maxPending: int({ min: 1, max: 100_000, default: 1000, doc: 'Notifications waiting for the external broker at most (while it is unreachable); beyond, new ones are dropped and counted.' }),
+    }),
   }),
   webhooks: list({
     doc: 'HTTP endpoints that receive every event (signed, retried, at least once).',

@@ -11,12 +11,15 @@
  * which is only acceptable for development; installers enrol real gateways with `oti`). A folder
  * that holds part of an identity stops start-up with ERR_IDENTITY_INCOMPLETE naming the missing
  * file and the remedy; no key file is ever written over (a lost site.json must not cost the
- * gateway its key, and with it its chain).
+ * gateway its key, and with it its chain). Each development gateway is its own site
+ * (`dev-site-<6 random hex digits>`), so several on one network do not take each other for
+ * peers of the same site.
  */
 import { mkdir, readFile, access } from 'node:fs/promises';
 import { constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { generateKeyPair, Signer, toHex, fromHex, type KeyPair } from '../ledger/crypto.js';
 import { readKeyFile, writeKeyFile, writeFileAtomic } from '../ledger/keyfile.js';
 import { signStatement, encodeSigned, decodeSigned, type SignedStatement, type SiteTrust } from '../ledger/roster.js';
@@ -34,6 +37,11 @@ export interface Identity {
 
 /** The site id of a development site made on first start. */
 export const DEV_SITE_ID = 'dev-site';
+
+/** A development site's id: `dev-site` (made before sites got a suffix) or `dev-site-<6 hex digits>`. */
+export function isDevSiteId(siteId: string): boolean {
+  return siteId === DEV_SITE_ID || /^dev-site-[0-9a-f]{6}$/.test(siteId);
+}
 export const SITE_FILE = 'site.json';
 export const GATEWAY_KEY_FILE = 'gateway.key';
 export const DEV_SITE_KEY_FILE = 'dev-site.key';
@@ -68,7 +76,7 @@ export async function loadOrCreateIdentity(dir: string, opts: { passphrase?: str
   const f = parseSiteFile(raw, sitePath);
   const keyPath = join(dir, GATEWAY_KEY_FILE);
   if (!existsSync(keyPath)) throw incomplete(keyPath, 'restore it from a backup (oti backup restore); without it this gateway cannot extend its chain');
-  if (f.siteId === DEV_SITE_ID && !existsSync(join(dir, DEV_SITE_KEY_FILE))) {
+  if (isDevSiteId(f.siteId) && !existsSync(join(dir, DEV_SITE_KEY_FILE))) {
     throw incomplete(join(dir, DEV_SITE_KEY_FILE), 'restore it from a backup, or move the data folder aside to start a new development site');
   }
   const key = await readKeyFile(keyPath, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
@@ -111,7 +119,8 @@ function parseSiteFile(raw: string, path: string): SiteFile {
 async function createDevIdentity(dir: string, sitePath: string): Promise<Identity> {
   const siteKey = generateKeyPair();
   const key = generateKeyPair();
-  const siteId = DEV_SITE_ID;
+  // Random, so that two development gateways on one network are two sites and do not warn about each other.
+  const siteId = `${DEV_SITE_ID}-${randomBytes(3).toString('hex')}`;
   const gatewayId = (hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-').replace(/^[^a-z0-9]+/, '') || 'gateway').slice(0, 64);
   const enrolment = signStatement(new Signer(siteKey.seed), { site: siteId, op: 'enroll', role: 'gateway', id: gatewayId, key: key.publicKey, time: Date.now() });
   // Never over an existing file: writeKeyFile and writeFileAtomic refuse one.

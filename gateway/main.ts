@@ -9,6 +9,7 @@ import { loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { Gateway } from './runtime.js';
 import { isOtiError } from '../ledger/errors.js';
+import { infoRequest } from './usage.js';
 
 const STOP_LIMIT_MS = 5000;
 
@@ -19,6 +20,11 @@ function fail(e: unknown): never {
 }
 
 async function main(): Promise<void> {
+  const info = infoRequest(process.argv.slice(2));
+  if (info !== undefined) {
+    process.stdout.write(`${info}\n`);
+    return;
+  }
   const { config, sources } = await loadConfig({ argv: process.argv.slice(2), env: process.env, cwd: process.cwd() });
   const log = createLogger(config.log.level);
   log.info({ sources }, `configuration from ${sources.join(', ')}`);
@@ -60,6 +66,7 @@ async function main(): Promise<void> {
   if (stopping) return;
   const s = gateway.status();
   log.info({ site: s.site, gateway: s.gateway, chain: s.chain.origin, entries: s.chain.size }, `gateway ${s.gateway} of site ${s.site} running; press Ctrl+C to stop`);
+  if (gateway.nextSteps !== undefined) log.info({ nextSteps: gateway.nextSteps }, `next steps (shown on the first start only):\n  ${gateway.nextSteps.join('\n  ')}`);
 }
 
 main().catch(fail);

@@ -7,7 +7,7 @@
  *
  * ```
  * { "format": "oti-mqtt-users", "version": 1,
- *   "users": [ { "username": "<id>", "role": "app" | "readonly",
+ *   "users": [ { "username": "<id>", "role": "app" | "readonly" | "homeassistant",
  *                "salt": "<base64, 16 bytes>", "hash": "<base64, 32 bytes>" } ] }
  * ```
  *
@@ -26,7 +26,8 @@ import { ID_PATTERN } from '../ledger/schema.js';
 export const USERS_FILE_FORMAT = 'oti-mqtt-users';
 export const USERS_FILE_VERSION = 1;
 export const USERS_FILE_MAX_BYTES = 1024 * 1024;
-export const MQTT_USER_ROLES = ['app', 'readonly'] as const;
+/** `homeassistant`: what Home Assistant's MQTT integration does (docs/MQTT.md §Roles). */
+export const MQTT_USER_ROLES = ['app', 'readonly', 'homeassistant'] as const;
 export type MqttUserRole = (typeof MQTT_USER_ROLES)[number];
 /** MQTT 3.1.1 §3.1.3.5 allows up to 65535 bytes; more than this is not a password anyone types. */
 export const MAX_PASSWORD_BYTES = 1024;
@@ -176,4 +177,15 @@ export async function removeMqttUser(path: string, username: string): Promise<bo
 async function writeUsers(path: string, users: readonly MqttUser[]): Promise<void> {
   const data = JSON.stringify({ format: USERS_FILE_FORMAT, version: USERS_FILE_VERSION, users }, null, 2) + '\n';
   await writeFileAtomic(path, data, { mode: FILE_MODE, overwrite: true });
+}
+
+/**
+ * Sets a new password for `username`, keeping its role (`oti mqtt user passwd`). A user that is
+ * not in the file (or no file) is ERR_NOT_FOUND.
+ */
+export async function setMqttUserPassword(path: string, username: string, password: string): Promise<void> {
+  const users = await readOrEmpty(path);
+  const user = users.find((u) => u.username === username);
+  if (user === undefined) throw new OtiError('ERR_NOT_FOUND', `there is no MQTT user ${username} in ${path}`, { username });
+  await addMqttUser(path, username, user.role, password, { replace: true });
 }

@@ -11,7 +11,7 @@
  * - At start, the retained statuses and lock states are rebuilt from the chain
  *   (gateway/status-rebuild.ts), since the broker keeps them in memory only.
  * - `oti/<site>/events/<lock>`: each committed event, once.
- * - `oti/<site>/lockstate/<lock>` (retained) and, when enabled, Home Assistant discovery.
+ * - `oti/<site>/lockstate/<lock>` (retained); Home Assistant discovery is gateway/homeassistant.ts.
  * - `oti/<site>/locks/unenrolled/<lock>` (retained): a lock that needs enrolling.
  * - `oti/<site>/gateways/<gw>/state` (retained): online while running, offline after stop.
  *
@@ -22,10 +22,10 @@
  * so the broker's retained store stays bounded; older events remain available from the local
  * API and the receipts.
  */
-import type { Broker } from './broker.js';
+import type { MqttPublisher } from './homeassistant.js';
 import type { TopicMap, StatusMessage, EventMessage, LockStateMessage, UnenrolledLockMessage, RefusedCopyMessage } from './topics.js';
 import type { Ingest } from './ingest.js';
-import type { Chain, AppendResult, BlockEvent } from '../ledger/chain.js';
+import type { Chain, AppendResult } from '../ledger/chain.js';
 import { receiptFor } from '../ledger/receipt.js';
 import { decodeEntry } from '../ledger/entry.js';
 import type { CoverageEvent } from './witness.js';
@@ -36,12 +36,12 @@ import { BOLT_STATE, lastBoltState, recentLockEvents, type CommittedEvent } from
 import { isOtiError } from '../ledger/errors.js';
 
 export interface NotifierOptions {
-  readonly broker: Broker;
+  /** The embedded broker, an external one (gateway/mqtt-out.ts), or both. */
+  readonly broker: MqttPublisher;
   readonly topics: TopicMap;
   readonly chain: Chain;
   readonly ingest: Ingest;
   readonly gatewayId: string;
-  readonly homeAssistant: boolean;
   readonly retentionS: number;
   /** Retained per-event statuses kept at most (default 1,000). */
   readonly retainMax?: number;
@@ -72,7 +72,6 @@ export class MqttNotifier {
   private retainedHead = 0;
   private readonly retainedSet = new Set<string>();
   private sweeper: NodeJS.Timeout | undefined;
-  private readonly haAnnounced = new Set<string>();
   private readonly listeners: Array<() => void> = [];
 
   constructor(opts: NotifierOptions) {
@@ -85,7 +84,7 @@ export class MqttNotifier {
   }
 
   async start(): Promise<void> {
-    const { ingest, chain } = this.o;
+    const { ingest } = this.o;
     const on = <A extends unknown[]>(emitter: { on(e: string, f: (...a: A) => void): unknown; off(e: string, f: (...a: A) => void): unknown }, event: string, f: (...a: A) => void): void => {
       emitter.on(event, f);
       this.listeners.push(() => emitter.off(event, f));
@@ -105,12 +104,7 @@ export class MqttNotifier {
     on(ingest, 'unenrolled', (lock: string, info: { key?: Uint8Array; fw: string } | undefined, from: { driver: string }) =>
       this.enqueue(() => this.unenrolled(lock, info, from.driver)),
     );
-    on(chain, 'block', (b: BlockEvent) => {
-      if (!this.o.homeAssistant) return;
-      for (const r of b.results) if (r.entry.body.kind === 'roster' && r.entry.body.signed.statement.role === 'lock') this.enqueue(() => this.announceLocks());
-    });
     await this.o.broker.publish(this.o.topics.gatewayState(this.o.gatewayId), JSON.stringify({ state: 'online', at: this.now() }), { qos: 1, retain: true });
-    if (this.o.homeAssistant) await this.announceLocks();
     this.sweeper = setInterval(() => this.enqueue(() => this.sweep()), 10_000);
     this.sweeper.unref();
   }
@@ -298,20 +292,6 @@ export class MqttNotifier {
       seenAt: this.now(),
     };
     await this.publish(this.o.topics.unenrolled(lock), msg, true);
-  }
-
-  private async announceLocks(): Promise<void> {
-    for (const m of this.o.chain.roster.members()) {
-      if (m.role !== 'lock') continue;
-      const topic = this.o.topics.haDiscovery(m.id);
-      if (m.revoked) {
-        if (this.haAnnounced.delete(m.id)) await this.o.broker.publish(topic, '', { qos: 1, retain: true });
-        continue;
-      }
-      if (this.haAnnounced.has(m.id)) continue;
-      this.haAnnounced.add(m.id);
-      await this.publish(topic, this.o.topics.haLockConfig(m.id, this.o.gatewayId), true);
-    }
   }
 
   /** Clears retained statuses older than the retention time. */

@@ -12,7 +12,7 @@
  */
 import { fingerprint, toHex } from '../ledger/crypto.js';
 import { OtiError, isOtiError, type ErrorCode } from '../ledger/errors.js';
-import { decodeSigned, ROSTER_MAX_BYTES, type Roster } from '../ledger/roster.js';
+import { decodeSigned, ROSTER_MAX_BYTES, type Roster, type RosterStatement } from '../ledger/roster.js';
 import type { Chain } from '../ledger/chain.js';
 
 /** Largest POST /roster body: one signed statement. */
@@ -37,13 +37,22 @@ export interface RosterListingMember {
  * statement), ERR_ROSTER (not signed by a site key, wrong site, or does not fit the roster:
  * unknown member, wrong current key, revoked id), ERR_APPEND_ABORTED (chain closing).
  */
-export async function handleRosterPost(chain: Chain, body: Uint8Array): Promise<{ index: number; id: string }> {
+export async function handleRosterPost(chain: Chain, body: Uint8Array): Promise<{ index: number; id: string } | { index: null; id: null; unchanged: true }> {
   if (!(body instanceof Uint8Array) || body.length === 0 || body.length > ROSTER_POST_MAX_BYTES) {
     throw new OtiError('ERR_ARGUMENT', `the body must be one CBOR signed statement of 1..${ROSTER_POST_MAX_BYTES} bytes`);
   }
   const signed = decodeSigned(body);
+  // Enrolling a member again exactly as it is enrolled changes nothing: nothing is recorded.
+  if (changesNothing(chain.roster, signed.statement)) return { index: null, id: null, unchanged: true };
   const r = await chain.append({ kind: 'roster', signed });
   return { index: r.index, id: r.id };
+}
+
+/** An enrol statement for a current member with the same key, provenance and expiry. */
+function changesNothing(roster: Roster, s: RosterStatement): boolean {
+  if (s.op !== 'enroll') return false;
+  const m = roster.get(s.role, s.id);
+  return m !== undefined && !m.revoked && toHex(m.key) === toHex(s.key) && m.unsigned === (s.unsigned === true) && m.expires === s.expires;
 }
 
 /** The roster for GET /roster and `oti lock list`. */

@@ -34,6 +34,10 @@ import { Ingest } from './ingest.js';
 import { Broker } from './broker.js';
 import { TopicMap } from './topics.js';
 import { MqttNotifier } from './notify.js';
+import { HomeAssistantBridge } from './homeassistant.js';
+import { ExternalBroker, FanOut } from './mqtt-out.js';
+import { nextSteps } from './next-steps.js';
+import { checkPortsFree, type PortUse } from './port-check.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import { CheckpointRecord, readLastCheckpoint } from './checkpoint-record.js';
 import { recoverBeforeAppending } from './recovery.js';
@@ -103,12 +107,23 @@ async function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
  * the bundle is never looked at again (an old bundle that has since expired must not stop an
  * enrolled gateway).
  */
-async function applyBundleOnFirstStart(config: GatewayConfig, log: Logger, passphrase: string | undefined): Promise<void> {
+async function applyBundleOnFirstStart(config: GatewayConfig, log: Logger, passphrase: string | undefined): Promise<boolean> {
   const bundle = config.provisioning.bundle;
-  if (existsSync(join(config.dataDir, 'site.json')) || !existsSync(bundle)) return;
+  if (existsSync(join(config.dataDir, 'site.json')) || !existsSync(bundle)) return false;
   const r = await applyBundle(bundle, config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
   log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
   if (r.appliedPath === undefined) log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
+  return true;
+}
+
+/** The ports the gateway listens on, with the configuration key that sets each. */
+function listenPorts(config: GatewayConfig): PortUse[] {
+  const { broker: b, api } = config;
+  return [
+    { key: 'broker.port', host: b.host, port: b.port },
+    ...(b.tls.cert !== undefined && b.tls.key !== undefined ? [{ key: 'broker.tls.port', host: b.host, port: b.tls.port }] : []),
+    { key: 'api.port', host: api.host, port: api.port },
+  ];
 }
 
 export class Gateway {
@@ -129,16 +144,21 @@ export class Gateway {
   discovery: Discovery | undefined;
   sync: SyncNode | undefined;
   apiUrl = '';
+  /** On the first start (identity created or bundle applied): what to try next, to print once. */
+  nextSteps: string[] | undefined;
 
   private constructor(
     readonly config: GatewayConfig,
     private readonly log: Logger,
     readonly identity: Identity,
+    /** This start made the identity (a development site, or a bundle applied): next steps are printed. */
+    private readonly firstStart: boolean,
   ) {}
 
   /** Starts everything; on failure, stops what had started and rethrows. */
   static async start(config: GatewayConfig, log: Logger, opts: StartOptions = {}): Promise<Gateway> {
-    const g = new Gateway(config, log, await Gateway.loadIdentity(config, log, opts));
+    const { identity, firstStart } = await Gateway.loadIdentity(config, log, opts);
+    const g = new Gateway(config, log, identity, firstStart);
     try {
       await g.run(opts);
     } catch (e) {
@@ -155,17 +175,19 @@ export class Gateway {
   }
 
   /** The data folder, a provisioning bundle applied on first start, and the identity. */
-  private static async loadIdentity(config: GatewayConfig, log: Logger, opts: StartOptions): Promise<Identity> {
+  private static async loadIdentity(config: GatewayConfig, log: Logger, opts: StartOptions): Promise<{ identity: Identity; firstStart: boolean }> {
+    // Before anything is written (a development site, an applied bundle): a busy port stops here.
+    await checkPortsFree(listenPorts(config));
     try {
       await ensureDataDir(config.dataDir);
     } catch (e) {
       throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
     }
-    await applyBundleOnFirstStart(config, log, opts.bundlePassphrase);
+    const bundleApplied = await applyBundleOnFirstStart(config, log, opts.bundlePassphrase);
     const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
     if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
     log.info({ dataDir: config.dataDir, site: id.trust.siteId, gateway: id.gatewayId, key: fingerprint(id.key.publicKey) }, `data folder ${config.dataDir}`);
-    return id;
+    return { identity: id, firstStart: id.created || bundleApplied };
   }
 
   private onStop(name: string, close: () => Promise<void>): void {
@@ -311,14 +333,16 @@ export class Gateway {
       else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
       else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
     });
+    // Notifications go to the embedded broker, an external one, or both (gateway/mqtt-out.ts).
+    const ext = config.notifications.mqtt.enabled ? await this.startExternalBroker(topics, id.gatewayId) : undefined;
+    const out = ext === undefined ? this.broker : config.notifications.externalBroker.mode === 'instead' ? ext : new FanOut([this.broker, ext]);
     if (config.notifications.mqtt.enabled) {
       this.notifier = new MqttNotifier({
-        broker: this.broker,
+        broker: out,
         topics,
         chain,
         ingest: this.ingest,
         gatewayId: id.gatewayId,
-        homeAssistant: config.notifications.homeAssistant.enabled,
         retentionS: config.notifications.statusRetentionS,
         retainMax: config.notifications.statusRetainMax,
         onRefusedCopy: (code) => this.metrics.committedCopyRefused(code),
@@ -330,6 +354,17 @@ export class Gateway {
       this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
       // The notifier's plain "online" on the own broker is followed by sync's fuller state.
       this.sync.refreshState();
+    }
+    if (config.notifications.mqtt.enabled && config.notifications.homeAssistant.enabled) {
+      const ha = new HomeAssistantBridge({ out, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
+      await ha.start();
+      if (out !== ext) await this.broker.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      if (ext !== undefined) {
+        await ext.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+        // A broker that restarted may have lost the retained configs: publish them again.
+        ext.on('connect', () => ha.birth('online'));
+      }
+      this.onStop('Home Assistant', () => ha.stop());
     }
     this.metrics = new GatewayMetrics();
     this.metrics.observeIngest(this.ingest);
@@ -353,11 +388,13 @@ export class Gateway {
     // Runs just before the pipeline stops: events waiting for disk space are given up (not acked, so the locks keep them).
     this.onStop('writes waiting for disk space', () => Promise.resolve(store.stopWaiting()));
     await this.startDrivers();
+    let demoWatch: string | undefined;
     if (config.demo.locks > 0) {
       const demo = await Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: this.broker.port });
       this.onStop('demo', () => demo.stop());
       for (const d of demo.drivers) await this.addDriver(d);
       log.info(`demo: watch the notifications with: ${demo.watch}`);
+      demoWatch = demo.watch;
     }
     const api = await LocalApi.start({
       host: config.api.host,
@@ -380,6 +417,9 @@ export class Gateway {
     });
     this.onStop('local API', () => api.close());
     this.apiUrl = api.url;
+    if (this.firstStart) {
+      this.nextSteps = nextSteps({ site: id.trust.siteId, apiUrl: api.url, brokerHost: localHost(b.host), brokerPort: this.broker.port, usersFile: b.usersFile, development: id.created, demoWatch, cwd: process.cwd() });
+    }
     log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
   }
 
@@ -451,6 +491,17 @@ export class Gateway {
     if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
     log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
     return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store, chain.origin) };
+  }
+
+  /** The ports this gateway listens on, with their configuration keys. */
+  /** The external broker of `notifications.externalBroker`, when a URL is set; closed after the notifications stop. */
+  private async startExternalBroker(topics: TopicMap, gatewayId: string): Promise<ExternalBroker | undefined> {
+    const c = this.config.notifications.externalBroker;
+    if (c.url === undefined) return undefined;
+    const ext = await ExternalBroker.start({ ...c, url: c.url }, { topics, gatewayId, logger: this.log.child({ part: 'external-broker' }) });
+    this.onStop('external broker', () => ext.close());
+    this.log.info({ url: ext.url, mode: c.mode }, `notifications go to the external MQTT broker ${ext.url} ${c.mode === 'instead' ? 'instead of' : 'beside'} the embedded one`);
+    return ext;
   }
 
   private async startDrivers(): Promise<void> {

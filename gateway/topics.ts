@@ -15,8 +15,11 @@ import { OtiError } from '../ledger/errors.js';
 
 export const DEFAULT_HA_PREFIX = 'homeassistant';
 
-/** Who is connected: the gateway process itself, a peer gateway, an integration app, a read-only client. */
-export type Role = 'local' | 'gateway' | 'app' | 'readonly';
+/**
+ * Who is connected: the gateway process itself, a peer gateway, an integration app, a read-only
+ * client, or Home Assistant's MQTT integration.
+ */
+export type Role = 'local' | 'gateway' | 'app' | 'readonly' | 'homeassistant';
 
 // ---------------------------------------------------------------------------------------------
 // Payloads (JSON unless stated otherwise)
@@ -108,22 +111,46 @@ export interface LockStateMessage {
 }
 
 /**
- * `<prefix>/lock/oti_<lock>/config` (retained): Home Assistant MQTT lock discovery. The gateway
- * reports locks, it does not drive them: commands sent to `command_topic` are ignored.
+ * `oti/<site>/lockinfo/<lock>` (retained): what the gateway last learnt about a lock besides its
+ * bolt, the state topic of its Home Assistant battery, tamper and connectivity entities. `null`
+ * is "not known yet" (Home Assistant shows unknown).
  */
-export interface HaLockConfig {
+export interface LockInfoMessage {
+  lock: string;
+  /** `low` once the lock has reported a `battery-low` event (no lock event reports it back to normal). */
+  battery: 'low' | null;
+  /** true once the lock has reported a `tamper` event. */
+  tamper: true | null;
+  /** The lock's link to this gateway: online while it is open or the lock's frames arrive. */
+  link: 'online' | 'offline' | null;
+  /** The firmware the lock reported in its info, when it has. */
+  fw: string | null;
+  at: number;
+}
+
+/** The Home Assistant entities of one lock, and the MQTT platform (component) of each. */
+export const HA_ENTITIES = { event: 'event', bolt: 'sensor', battery: 'binary_sensor', tamper: 'binary_sensor', link: 'binary_sensor' } as const;
+export type HaEntity = keyof typeof HA_ENTITIES;
+
+/**
+ * `<prefix>/<component>/oti_<lock>/<entity>/config` (retained): Home Assistant MQTT discovery of
+ * one entity of a lock (gateway/homeassistant.ts builds them; docs/MQTT.md §Home Assistant).
+ */
+export interface HaDiscoveryConfig {
   name: string;
   unique_id: string;
-  object_id: string;
   state_topic: string;
   value_template: string;
-  command_topic: string;
-  availability_topic: string;
-  availability_template: string;
-  state_locked: 'LOCKED';
-  state_unlocked: 'UNLOCKED';
-  state_jammed: 'JAMMED';
-  device: { identifiers: string[]; name: string; manufacturer: string };
+  availability: { topic: string; value_template: string }[];
+  device: { identifiers: string[]; name: string; manufacturer: string; model: string; sw_version?: string };
+  origin: { name: string; sw_version: string };
+  qos: 1;
+  device_class?: string;
+  entity_category?: 'diagnostic';
+  event_types?: string[];
+  options?: string[];
+  payload_on?: string;
+  payload_off?: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,8 +167,9 @@ export type TopicDescriptor =
   | { kind: 'syncRequest'; site: string; gateway: string; requester: string }
   | { kind: 'syncRange'; site: string; gateway: string; requester: string }
   | { kind: 'evidence'; site: string; gateway: string }
-  | { kind: 'haDiscovery'; prefix: string; lock: string }
-  | { kind: 'haCommand'; prefix: string; lock: string }
+  | { kind: 'lockInfo'; site: string; lock: string }
+  | { kind: 'haDiscovery'; prefix: string; lock: string; entity: HaEntity }
+  | { kind: 'haStatus'; prefix: string }
   | { kind: 'refused'; site: string; lock: string; ctr: number };
 
 export type TopicKind = TopicDescriptor['kind'];
@@ -158,8 +186,9 @@ export interface TopicPayloads {
   syncRequest: Uint8Array;
   syncRange: Uint8Array;
   evidence: Uint8Array;
-  haDiscovery: HaLockConfig;
-  haCommand: string;
+  lockInfo: LockInfoMessage;
+  haDiscovery: HaDiscoveryConfig;
+  haStatus: string;
   refused: RefusedCopyMessage;
 }
 
@@ -186,8 +215,10 @@ export const TOPIC_TABLE: readonly TopicInfo[] = [
   { kind: 'syncRequest', pattern: 'oti/<site>/chain/<gw>/req/<requester>', qos: 1, retain: false, payload: 'binary (CBOR range request to <gw>, see docs/PROTOCOL.md)', publisher: 'gateway <requester>' },
   { kind: 'syncRange', pattern: 'oti/<site>/chain/<gw>/range/<requester>', qos: 1, retain: false, payload: 'binary (CBOR range from <gw>, see docs/PROTOCOL.md)', publisher: 'gateway <gw>' },
   { kind: 'evidence', pattern: 'oti/<site>/evidence/<gw>', qos: 1, retain: true, payload: 'binary (CBOR, see docs/PROTOCOL.md)', publisher: 'gateway <gw>' },
-  { kind: 'haDiscovery', pattern: '<prefix>/lock/oti_<lock>/config', qos: 1, retain: true, payload: 'JSON HaLockConfig', publisher: 'gateway (local)' },
-  { kind: 'haCommand', pattern: '<prefix>/lock/oti_<lock>/set', qos: 0, retain: false, payload: 'text (ignored)', publisher: 'Home Assistant (app role)' },
+  { kind: 'lockInfo', pattern: 'oti/<site>/lockinfo/<lock>', qos: 1, retain: true, payload: 'JSON LockInfoMessage', publisher: 'gateway (local)' },
+  { kind: 'haDiscovery', pattern: '<prefix>/<component>/oti_<lock>/<entity>/config', qos: 1, retain: true, payload: 'JSON HaDiscoveryConfig', publisher: 'gateway (local)' },
+  // Home Assistant publishes its birth and last will here, not retained by default; a retained one is accepted.
+  { kind: 'haStatus', pattern: '<prefix>/status', qos: 0, retain: true, payload: 'text: online or offline', publisher: 'Home Assistant (homeassistant role)' },
   { kind: 'refused', pattern: 'oti/<site>/refused/<lock>/<ctr>', qos: 1, retain: false, payload: 'JSON RefusedCopyMessage', publisher: 'gateway (local)' },
 ];
 
@@ -199,6 +230,14 @@ const CTR_PATTERN = /^(0|[1-9][0-9]{0,15})$/;
 /** Home Assistant discovery prefix: one or more levels of `[A-Za-z0-9_-]`. */
 const HA_PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,64}(\/[A-Za-z0-9_-]{1,64}){0,3}$/;
 const HA_OBJECT_PREFIX = 'oti_';
+
+/**
+ * A lock id as a Home Assistant discovery node id: those allow only `[a-zA-Z0-9_-]`, so a `.`
+ * is written `D` (ids are lower case, so the mapping is one to one).
+ */
+function haNode(lock: string): string {
+  return `${HA_OBJECT_PREFIX}${lock.replaceAll('.', 'D')}`;
+}
 
 function id(what: string, v: string): string {
   if (typeof v !== 'string' || !ID_PATTERN.test(v)) {
@@ -260,11 +299,16 @@ export class TopicMap {
   evidence(gateway: string): string {
     return `${this.root}/evidence/${id('gateway', gateway)}`;
   }
-  haDiscovery(lock: string): string {
-    return `${this.haPrefix}/lock/${HA_OBJECT_PREFIX}${id('lock', lock)}/config`;
+  lockInfo(lock: string): string {
+    return `${this.root}/lockinfo/${id('lock', lock)}`;
   }
-  haCommand(lock: string): string {
-    return `${this.haPrefix}/lock/${HA_OBJECT_PREFIX}${id('lock', lock)}/set`;
+  haDiscovery(lock: string, entity: HaEntity): string {
+    if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
+    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${haNode(id('lock', lock))}/${entity}/config`;
+  }
+  /** Home Assistant's birth and last-will topic. */
+  haStatus(): string {
+    return `${this.haPrefix}/status`;
   }
   refused(lock: string, counter: number): string {
     return `${this.root}/refused/${id('lock', lock)}/${ctr(counter)}`;
@@ -283,29 +327,11 @@ export class TopicMap {
       case 'syncRequest': return this.syncRequest(d.gateway, d.requester);
       case 'syncRange': return this.syncRange(d.gateway, d.requester);
       case 'evidence': return this.evidence(d.gateway);
-      case 'haDiscovery': return this.haDiscovery(d.lock);
-      case 'haCommand': return this.haCommand(d.lock);
+      case 'lockInfo': return this.lockInfo(d.lock);
+      case 'haDiscovery': return this.haDiscovery(d.lock, d.entity);
+      case 'haStatus': return this.haStatus();
       case 'refused': return this.refused(d.lock, d.ctr);
     }
-  }
-
-  /** The Home Assistant discovery payload for a lock, pointing at its lockstate topic. */
-  haLockConfig(lock: string, gateway: string): HaLockConfig {
-    const object = `${HA_OBJECT_PREFIX}${id('lock', lock)}`;
-    return {
-      name: lock,
-      unique_id: `oti_${this.site}_${lock}`,
-      object_id: object,
-      state_topic: this.lockState(lock),
-      value_template: '{{ value_json.state }}',
-      command_topic: this.haCommand(lock),
-      availability_topic: this.gatewayState(gateway),
-      availability_template: "{{ 'online' if value_json.state == 'online' else 'offline' }}",
-      state_locked: 'LOCKED',
-      state_unlocked: 'UNLOCKED',
-      state_jammed: 'JAMMED',
-      device: { identifiers: [`oti_${this.site}_${lock}`], name: `Lock ${lock}`, manufacturer: 'OTI' },
-    };
   }
 
   /**
@@ -329,7 +355,7 @@ export class TopicMap {
     if (d === undefined) return false;
     switch (role) {
       case 'local':
-        return d.kind !== 'haCommand';
+        return d.kind !== 'haStatus';
       case 'gateway':
         switch (d.kind) {
           case 'gatewayState':
@@ -344,8 +370,9 @@ export class TopicMap {
           default:
             return false;
         }
+      case 'homeassistant':
+        return d.kind === 'haStatus';
       case 'app':
-        return d.kind === 'haCommand';
       case 'readonly':
         return false;
     }
@@ -364,8 +391,13 @@ export class TopicMap {
   /** The filters a role may read, as MQTT filters. */
   readable(role: Role): string[] {
     const r = this.root;
-    const forApps = [`${r}/events/#`, `${r}/status/#`, `${r}/gateways/#`, `${r}/lockstate/#`, `${this.haPrefix}/lock/#`, `${r}/refused/#`];
+    const p = this.haPrefix;
+    // Home Assistant's discovery subscriptions, exactly as its MQTT integration makes them.
+    const discovery = [`${p}/+/+/config`, `${p}/+/+/+/config`];
+    const forApps = [`${r}/events/#`, `${r}/status/#`, `${r}/gateways/#`, `${r}/lockstate/#`, `${r}/lockinfo/#`, `${r}/refused/#`, ...discovery];
     switch (role) {
+      case 'homeassistant':
+        return [...forApps, `${p}/status`];
       case 'local':
       case 'gateway':
         return [`${r}/#`];
@@ -378,14 +410,13 @@ export class TopicMap {
 }
 
 function parseHa(prefix: string, rest: string[]): TopicDescriptor | undefined {
-  if (rest.length !== 3 || rest[0] !== 'lock') return undefined;
-  const object = rest[1] ?? '';
-  if (!object.startsWith(HA_OBJECT_PREFIX)) return undefined;
-  const lock = object.slice(HA_OBJECT_PREFIX.length);
-  if (!ID_PATTERN.test(lock)) return undefined;
-  if (rest[2] === 'config') return { kind: 'haDiscovery', prefix, lock };
-  if (rest[2] === 'set') return { kind: 'haCommand', prefix, lock };
-  return undefined;
+  if (rest.length === 1 && rest[0] === 'status') return { kind: 'haStatus', prefix };
+  if (rest.length !== 4 || rest[3] !== 'config') return undefined;
+  const [component, node = '', entity = ''] = rest;
+  if (!Object.hasOwn(HA_ENTITIES, entity) || HA_ENTITIES[entity as HaEntity] !== component) return undefined;
+  if (!node.startsWith(HA_OBJECT_PREFIX) || node.includes('.')) return undefined;
+  const lock = node.slice(HA_OBJECT_PREFIX.length).replaceAll('D', '.');
+  return ID_PATTERN.test(lock) ? { kind: 'haDiscovery', prefix, lock, entity: entity as HaEntity } : undefined;
 }
 
 /** Any `oti/<site>/...` topic of the map as a descriptor, whatever the site; undefined otherwise. */
@@ -410,6 +441,8 @@ export function parseTopic(topic: string): TopicDescriptor | undefined {
       return p.length === 5 && a === 'unenrolled' && ok(b) ? { kind: 'unenrolled', site, lock: b as string } : undefined;
     case 'lockstate':
       return p.length === 4 && ok(a) ? { kind: 'lockState', site, lock: a } : undefined;
+    case 'lockinfo':
+      return p.length === 4 && ok(a) ? { kind: 'lockInfo', site, lock: a } : undefined;
     case 'evidence':
       return p.length === 4 && ok(a) ? { kind: 'evidence', site, gateway: a } : undefined;
     case 'chain':

@@ -10,6 +10,7 @@ import { checkDataDir, checkFsync } from './checks/storage.js';
 import { checkClockYear, checkNtp } from './checks/clock.js';
 import { checkBrokerPort, checkMulticast } from './checks/network.js';
 import { checkSignatureVerifier } from './checks/crypto.js';
+import { checkIdentity, checkGatewayRunning } from './checks/identity.js';
 import { result, type CheckResult } from './checks/result.js';
 import type { NobleLike } from '../drivers/noble-types.js';
 
@@ -27,6 +28,8 @@ export interface DoctorOptions {
   readonly fsyncFiles: number;
   readonly now?: () => number;
   readonly loadNoble?: () => Promise<NobleLike>;
+  /** The gateway's local API, to tell whether it runs (`http://127.0.0.1:8433`). */
+  readonly apiUrl?: string;
   /** Called as each check finishes (for live output). */
   readonly onResult?: (r: CheckResult) => void;
 }
@@ -39,7 +42,9 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckResult[]> {
   };
   const dir = await checkDataDir(o.dataDir);
   add(dir);
-  add(dir.status === 'fail' ? result('storage fsync', 'skip', 'the data folder is not usable') : await checkFsync(o.dataDir, o.fsyncFiles));
+  add(dir.status === 'fail' || dir.data?.['missing'] === true ? result('storage fsync', 'skip', 'the data folder is not usable or does not exist yet') : await checkFsync(o.dataDir, o.fsyncFiles));
+  if (dir.data?.['missing'] !== true) add(await checkIdentity(o.dataDir, (o.now ?? Date.now)()));
+  if (o.apiUrl !== undefined) add(await checkGatewayRunning(o.apiUrl));
   add(checkSignatureVerifier());
   add(checkClockYear((o.now ?? Date.now)()));
   add(await checkNtp());

@@ -101,6 +101,8 @@ export const ERROR_CODES = {
   ERR_WINDOW: 'a lock had more events unanswered than the window of the gateway’s hello allows',
   ERR_PROTOCOL_VERSION: 'a lock announced a lock protocol version the gateway does not speak',
   ERR_LINK_SHARED: 'a second lock spoke on a serial line; serial lines are point-to-point',
+  // Notifications to an external MQTT broker (docs/MQTT.md §External broker)
+  ERR_MQTT_BACKLOG: 'notifications waiting for the external MQTT broker reached notifications.externalBroker.maxPending; new ones are dropped',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

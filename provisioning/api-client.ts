@@ -87,8 +87,9 @@ function apiError(method: string, path: string, status: number, type: string, bo
       // not JSON after all: the status says enough
     }
   }
-  const what = `${method} ${path}: the gateway answered ${status}${message !== undefined ? `: ${message.slice(0, 300)}` : ''}${code !== undefined ? ` [${code}]` : ''}`;
-  if (status === 401 || status === 403) return new OtiError('ERR_API', `${what} (check ${tokenHint})`, { status, code });
-  if (status === 404) return new OtiError('ERR_NOT_FOUND', what, { status, code });
-  return new OtiError('ERR_API', what, { status, code });
+  // The gateway's own code is shown unless it is the code this error carries anyway (printed once, by oti).
+  const ours = status === 404 ? 'ERR_NOT_FOUND' : 'ERR_API';
+  const what = `${method} ${path}: the gateway answered ${status}${message !== undefined ? `: ${message.slice(0, 300)}` : ''}${code !== undefined && code !== ours ? ` [${code}]` : ''}`;
+  if (status === 401 || status === 403) return new OtiError(ours, `${what} (check ${tokenHint})`, { status, code });
+  return new OtiError(ours, what, { status, code });
 }

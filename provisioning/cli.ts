@@ -26,22 +26,49 @@ import { privacyCommands } from './privacy.js';
 import { ledgerCommands } from './ledger.js';
 import { simulateCommands } from './simulate.js';
 import { evidenceCommands } from './evidence.js';
+import { mqttCommands } from './mqtt.js';
+import { completionCommand } from './completion.js';
+import { createRequire } from 'node:module';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands, ...mqttCommands, completionCommand(() => COMMANDS)];
+
+/** The package's version (package.json), for `oti --version`. */
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+function commandTable(cmds: readonly Command[]): string[] {
+  const width = Math.max(...cmds.map((c) => c.name.length)) + 2;
+  return cmds.map((c) => `  ${c.name.padEnd(width)}${c.summary}`);
+}
 
 function overview(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
   return [
-    'oti: provision OTI gateways, sites and locks; diagnose and verify.',
+    `oti ${VERSION}: provision OTI gateways, sites and locks; diagnose and verify.`,
     '',
     'Usage: oti <command> [options]     (oti <command> --help for its options and examples)',
     '',
     'Commands:',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    ...commandTable(COMMANDS),
     '',
-    'Common options: --help, --json. Exit codes: 0 ok, 1 failure, 2 usage error, 3 gateway unreachable.',
+    'Common options: --help, --json, --version. Exit codes: 0 ok, 1 failure, 2 usage error, 3 gateway unreachable.',
     'No colour when stdout is not a terminal or NO_COLOR is set.',
   ].join('\n');
+}
+
+/**
+ * The commands of a group when argv names a group and nothing more (`oti lock`, `oti mqtt user
+ * --help`): those whose name starts with its words.
+ */
+function groupOf(argv: readonly string[]): { words: string[]; cmds: Command[] } | undefined {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  const cmds = COMMANDS.filter((c) => {
+    const w = c.name.split(' ');
+    return w.length > words.length && words.every((x, i) => w[i] === x);
+  });
+  return words.length > 0 && cmds.length > 0 ? { words, cmds } : undefined;
+}
+
+function groupHelp(g: { words: string[]; cmds: Command[] }): string {
+  return [`Usage: oti ${g.words.join(' ')} <command> [options]     (oti ${g.words.join(' ')} <command> --help for its options and examples)`, '', 'Commands:', ...commandTable(g.cmds)].join('\n');
 }
 
 /** The command whose name is the longest prefix of argv's words, and the remaining words. */
@@ -62,7 +89,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`${overview()}\n`);
     return argv.length === 0 ? EXIT_USAGE : EXIT_OK;
   }
+  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
+    process.stdout.write(argv.includes('--json') ? `${JSON.stringify({ version: VERSION })}\n` : `oti ${VERSION}\n`);
+    return EXIT_OK;
+  }
   const found = findCommand(argv);
+  const group = found === undefined ? groupOf(argv) : undefined;
+  if (group !== undefined) {
+    // `oti lock --help` lists the group; `oti lock` alone is a usage error that shows the same list.
+    const asked = argv.includes('--help') || argv.includes('-h');
+    (asked ? process.stdout : process.stderr).write(`${asked ? '' : `oti: "${group.words.join(' ')}" needs a command [ERR_USAGE]\n`}${groupHelp(group)}\n`);
+    return asked ? EXIT_OK : EXIT_USAGE;
+  }
   if (found === undefined) {
     process.stderr.write(`oti: unknown command "${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}"; oti --help lists the commands [ERR_USAGE]\n`);
     return EXIT_USAGE;

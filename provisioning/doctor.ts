@@ -16,10 +16,11 @@ function line(term: Terminal, r: CheckResult): string {
 
 const doctor: Command = {
   name: 'doctor',
-  summary: 'Check this gateway: data folder, storage fsync latency, signature verifier, clock, serial ports, Bluetooth, multicast, broker port.',
+  summary: 'Check this gateway: data folder, identity and enrolment expiry, whether it runs, storage fsync latency, signature verifier, clock, serial ports, Bluetooth, multicast, broker port.',
   details: [
     'Reads the gateway configuration (--config, or OTI_CONFIG and OTI_* variables) for the data folder, serial ports and broker port; flags override it.',
     'Each check says PASS, WARN, FAIL (with a remedy) or SKIP (with the reason, e.g. no Bluetooth adapter). Exit code 1 when any check fails.',
+    'It writes nothing but its short-lived fsync test files: a missing data folder is reported, not created.',
     'Run it as the gateway user (sudo -u oti oti doctor) so that permissions are checked as the gateway sees them.',
   ],
   options: {
@@ -31,6 +32,7 @@ const doctor: Command = {
     'ble-seconds': { type: 'string', value: 'N', help: 'Bluetooth scan time (default 3)' },
     'broker-port': { type: 'string', value: 'N', help: 'MQTT port to check (default: broker.port)' },
     'fsync-files': { type: 'string', value: 'N', help: 'files written for the fsync latency (default 50)' },
+    api: { type: 'string', value: 'URL', help: 'the gateway’s local API, to tell whether it runs (default: api.host and api.port of the configuration)' },
   },
   examples: ['sudo -u oti oti doctor --config /etc/oti-gateway/config.yaml', 'oti doctor --serial /dev/ttyUSB0:57600 --loopback', 'oti doctor --data ./data --no-ble --json'],
   async run(p, term) {
@@ -55,6 +57,7 @@ const doctor: Command = {
       brokerHost: config.broker.host,
       brokerPort: int(p, 'broker-port', config.broker.port, 1, 65535),
       fsyncFiles: int(p, 'fsync-files', 50, 1, 10000),
+      apiUrl: str(p, 'api') ?? `http://${config.api.host === '0.0.0.0' ? '127.0.0.1' : config.api.host.includes(':') ? `[${config.api.host}]` : config.api.host}:${config.api.port}`,
       onResult: (r) => {
         if (live) process.stdout.write(`${line(term, r)}\n`);
       },

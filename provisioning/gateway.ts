@@ -102,7 +102,7 @@ const apply: Command = {
       json: r,
       text: [
         `${r.alreadyApplied ? 'already applied' : 'applied'}: gateway ${term.bold(r.gatewayId)} of site ${r.siteId} in ${data}`,
-        `  gateway key ${r.gatewayKeyFingerprint}; site key(s) ${r.siteKeyFingerprints.join(', ')} — compare with the site’s`,
+        `  gateway key ${r.gatewayKeyFingerprint}; site key(s) ${r.siteKeyFingerprints.join(', ')} — compare them with the site key fingerprint that oti site init printed`,
         r.appliedPath !== undefined ? `  bundle renamed to ${r.appliedPath}` : term.yellow(`  could not rename ${bundlePath}; delete it so it is not applied again`),
       ],
     };

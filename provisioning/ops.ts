@@ -2,8 +2,9 @@
  * Day-to-day commands: `oti status`, `oti events tail`, `oti verify`, `oti receipt`,
  * `oti receipt verify`, `oti ports`.
  *
- * API contract used here (gateway/api.ts): GET /status → JSON object; GET /events with query
- * `after` (cursor), `lock`, `limit` → { "events": [...], "next": cursor }; GET /receipts/<id>
+ * API contract used here (gateway/api.ts, docs/API.md): GET /status → JSON object; GET /events
+ * with query `after` (cursor), `lock`, `limit` → { "items": [...], "next": index | null };
+ * GET /receipts/<id>
  * with Accept: application/cbor → the receipt bytes (ledger/receipt.ts).
  */
 import { terminalQr } from './qr.js';
@@ -58,14 +59,15 @@ const status: Command = {
   },
 };
 
+/** One page of GET /events (docs/API.md §GET /events): `next` null means the end of the chain for now. */
 interface EventsPage {
-  events: Record<string, unknown>[];
-  next: unknown;
+  items: Record<string, unknown>[];
+  next: number | null;
 }
 
 function eventLine(e: Record<string, unknown>): string {
   const t = typeof e.time === 'number' ? new Date(e.time).toISOString() : '';
-  const what = ['id', 'lock', 'ctr', 'type', 'kind', 'prov'].filter((k) => e[k] !== undefined).map((k) => `${k}=${String(e[k])}`);
+  const what = ['id', 'lock', 'ctr', 'type', 'kind', 'provenance'].filter((k) => e[k] !== undefined).map((k) => `${k}=${String(e[k])}`);
   return `${t} ${what.join(' ')}`.trim();
 }
 
@@ -92,18 +94,21 @@ const eventsTail: Command = {
       const lock = str(p, 'lock');
       if (lock !== undefined) q.set('lock', lock);
       const v = (await api.json(`/events?${q.toString()}`)) as Partial<EventsPage>;
-      if (!Array.isArray(v.events)) throw new OtiError('ERR_API', 'GET /events: the answer has no events list');
-      return { events: v.events, next: v.next };
+      if (!Array.isArray(v.items) || (v.next !== null && typeof v.next !== 'number')) throw new OtiError('ERR_API', 'GET /events: the answer has no items list and next cursor');
+      return { items: v.items, next: v.next };
     };
     if (!flag(p, 'follow')) {
       const r = await page();
-      return { json: r, text: r.events.length === 0 ? ['no events'] : r.events.map(eventLine) };
+      return { json: r, text: r.items.length === 0 ? ['no events'] : r.items.map(eventLine) };
     }
     for (;;) {
       const r = await page();
-      for (const e of r.events) process.stdout.write(`${p.json ? JSON.stringify(e) : eventLine(e)}\n`);
-      if (r.next !== undefined && r.next !== null) cursor = r.next;
-      if (r.events.length < limit) await sleep(interval);
+      for (const e of r.items) process.stdout.write(`${p.json ? JSON.stringify(e) : eventLine(e)}\n`);
+      // next: null is the end of the chain for now; read on after the last item printed.
+      const last = r.items.at(-1)?.index;
+      if (r.next !== null) cursor = r.next;
+      else if (typeof last === 'number') cursor = last;
+      if (r.next === null) await sleep(interval);
     }
   },
 };

@@ -19,6 +19,8 @@ import { writeAtomicJson } from '../gateway/bundle.js';
 import { flag, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 
+/** The site key signs every enrolment of the site: its passphrase has at least this many characters. */
+export const SITE_PASSPHRASE_MIN = 12;
 export const SITE_KEY_FILE = 'site.key';
 export const SITE_FILE = 'site.json';
 const SITE_FILE_MAX = 64 * 1024;
@@ -90,7 +92,7 @@ const siteInit: Command = {
   details: [
     'Writes <out>/site.key (0600, encrypted with scrypt + AES-256-GCM) and <out>/site.json (public).',
     'Keep the site folder offline; gateways only ever receive bundles made from it.',
-    'The passphrase is asked twice on a terminal; scripts set OTI_PASSPHRASE or --passphrase-file.',
+    'The passphrase (at least 12 characters) is asked twice on a terminal; scripts set OTI_PASSPHRASE or --passphrase-file.',
   ],
   options: {
     site: { type: 'string', value: 'ID', help: 'site id (lower case letters, digits, . _ -; at most 64)' },
@@ -110,7 +112,7 @@ const siteInit: Command = {
       () => false,
     );
     if (exists && !force) throw new OtiError('ERR_ARGUMENT', `${keyPath} exists; refusing to overwrite a site key (use --force to replace it)`, { path: keyPath });
-    const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_PASSPHRASE', purpose: `site authority key of ${siteId}`, confirm: true });
+    const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_PASSPHRASE', purpose: `site authority key of ${siteId}`, confirm: true, minLength: SITE_PASSPHRASE_MIN });
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const pair = generateKeyPair();
     try {

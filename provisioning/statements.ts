@@ -80,7 +80,8 @@ export async function deliver(p: Parsed, term: Terminal, signed: SignedStatement
   }
   const api = ApiClient.from(p, term);
   const r = await api.request('POST', '/roster', { body: encodeSigned(signed), type: 'application/cbor' });
-  const v = JSON.parse(Buffer.from(r.body).toString('utf8')) as { index?: unknown; id?: unknown };
+  const v = JSON.parse(Buffer.from(r.body).toString('utf8')) as { index?: unknown; id?: unknown; unchanged?: unknown };
+  if (v.unchanged === true) return { json: { ...base, index: null, entry: null, unchanged: true }, text: [`${s.role} ${s.id} is already enrolled with this key at ${api.base}: nothing was recorded`] };
   return { json: { ...base, index: v.index, entry: v.id }, text: [`${summary}: recorded in the chain of ${api.base} at entry ${String(v.index)}`] };
 }
 

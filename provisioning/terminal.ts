@@ -19,6 +19,8 @@ export interface PassphraseSource {
   readonly purpose: string;
   /** Ask twice on a terminal (new secrets). */
   readonly confirm?: boolean;
+  /** Fewest characters accepted, from any source (for a new secret that guards much). */
+  readonly minLength?: number;
 }
 
 export class Terminal {
@@ -77,14 +79,20 @@ export class Terminal {
    * (twice when `confirm`) when stdin is a terminal. ERR_USAGE when none is available.
    */
   async passphrase(src: PassphraseSource): Promise<string> {
-    if (src.file !== undefined) return readPassphraseFile(src.file);
+    const min = src.minLength ?? 1;
+    const long = (v: string, from: string): string => {
+      if ([...v].length < min) throw new OtiError('ERR_USAGE', `the passphrase for the ${src.purpose} (${from}) must be at least ${min} characters; nothing was written`);
+      return v;
+    };
+    if (src.file !== undefined) return long(await readPassphraseFile(src.file), src.file);
     const fromEnv = this.env(src.env);
-    if (fromEnv !== undefined) return fromEnv;
+    if (fromEnv !== undefined) return long(fromEnv, src.env);
     if (process.stdin.isTTY !== true) {
       throw new OtiError('ERR_USAGE', `a passphrase for the ${src.purpose} is needed: set ${src.env}, pass --passphrase-file, or run on a terminal`);
     }
     const first = await this.#readLine(`Passphrase for the ${src.purpose}: `, true);
     if (first === '') throw new OtiError('ERR_USAGE', 'the passphrase must not be empty');
+    long(first, 'typed');
     if (src.confirm === true) {
       const again = await this.#readLine('Again, to confirm: ', true);
       if (again !== first) throw new OtiError('ERR_USAGE', 'the two passphrases differ; nothing was written');

@@ -1,12 +1,12 @@
 /**
- * Storage: the data folder exists (or can be created), is writable and private, and small
+ * Storage: the data folder exists (the check creates nothing), is writable and private, and small
  * writes with fsync are fast enough for the ledger's one-fsync-per-block group commit. An SD
  * card with a p99 fsync above WARN_P99_MS slows acknowledgements; above FAIL_P99_MS it cannot
  * sustain a busy site.
  */
-import { access, mkdir, open, rm, stat, mkdtemp } from 'node:fs/promises';
+import { access, open, rm, stat, mkdtemp } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { result, why, type CheckResult } from './result.js';
 
@@ -17,9 +17,17 @@ function percentile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
 }
 
+/** Checks the data folder without creating it: a missing one is reported (the gateway creates it on its first start). */
 export async function checkDataDir(dir: string): Promise<CheckResult> {
+  const exists = await stat(dir).then(() => true, () => false);
+  if (!exists) {
+    const parent = dirname(dir);
+    const writable = await access(parent, constants.W_OK).then(() => true, () => false);
+    return writable
+      ? result('data folder', 'warn', `${dir} does not exist yet; the gateway creates it on its first start`, `start the gateway once, or create it for the gateway user: install -d -o oti -g oti -m 0700 ${dir}`, { missing: true })
+      : result('data folder', 'fail', `${dir} does not exist and ${parent} is not writable by this user`, `create it for the gateway user: install -d -o oti -g oti -m 0700 ${dir}`, { missing: true });
+  }
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     await access(dir, constants.W_OK | constants.R_OK);
   } catch (e) {
     return result('data folder', 'fail', `${dir} cannot be created or written: ${why(e)}`, `create it for the gateway user: install -d -o oti -g oti -m 0700 ${dir}`);

@@ -13,6 +13,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
@@ -201,6 +202,8 @@ void test('start-up refuses a busy port with ERR_PORT_IN_USE', async (t) => {
   assert.equal(await gw.exited, 1);
   assert.match(gw.stderr(), /ERR_PORT_IN_USE/);
   assert.match(gw.stderr(), new RegExp(String(port)));
+  assert.match(gw.stderr(), /--broker\.port N/, 'the message names the flag that changes it');
+  assert.equal(existsSync(join(dir, 'data', 'site.json')), false, 'no development site was created');
 });
 
 void test('start-up refuses a data folder it cannot write', async (t) => {

@@ -114,6 +114,12 @@ void test('site init writes an encrypted key and public site.json, refuses to ov
   assert.equal(errorCode(again), 'ERR_ARGUMENT');
   const noPass = await oti(['site', 'init', '--site', 'other', '--out', 'other'], { cwd: s.dir });
   assert.equal(noPass.code, 2);
+  // The key that signs the whole site is not guarded by a one-character passphrase.
+  const short = await oti(['site', 'init', '--site', 'other', '--out', 'other'], { cwd: s.dir, env: { OTI_PASSPHRASE: 'x' } });
+  assert.equal(short.code, 2);
+  assert.equal(errorCode(short), 'ERR_USAGE');
+  assert.match(short.stderr, /at least 12 characters/);
+  assert.equal(existsSync(join(s.dir, 'other', 'site.key')), false);
   const forced = await oti(['site', 'init', '--site', 'acme', '--out', 'site', '--force', '--json'], { cwd: s.dir, env: s.env });
   assert.equal(forced.code, 0);
   assert.notEqual(forced.json<{ siteKey: string }>().siteKey, info.siteKeys[0]);
@@ -239,7 +245,7 @@ async function apiServer(t: TestContext, data: string): Promise<{ url: string; c
           const b = decodeEntry(await chain.cs.getEntry(i)).body;
           if (b.kind === 'lock-event') events.push({ index: i, id: `${b.event.lock}:${b.event.ctr}`, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, time: b.event.time });
         }
-        return send(res, 200, { events, next: chain.size - 1 });
+        return send(res, 200, { items: events, next: null });
       }
       const m = /^\/receipts\/(.+)$/.exec(url.pathname);
       if (m !== null) {
@@ -287,7 +293,7 @@ void test('lock enroll/list/rotate/revoke, status, events, receipt and receipt v
   const status = await oti(['status', '--json', ...A]);
   assert.equal(status.json<{ chain: { size: number } }>().chain.size, api.chain.size);
   const events = await oti(['events', 'tail', '--lock', 'front-door', '--json', ...A]);
-  assert.deepEqual(events.json<{ events: { ctr: number }[] }>().events.map((e) => e.ctr), [1, 2, 3, 4, 5]);
+  assert.deepEqual(events.json<{ items: { ctr: number }[] }>().items.map((e) => e.ctr), [1, 2, 3, 4, 5]);
 
   const receipt = await oti(['receipt', 'front-door:3', '--out', 'r3.cbor', '--json', ...A], { cwd: g.dir });
   assert.equal(receipt.code, 0, receipt.stderr);
@@ -394,6 +400,7 @@ void test('oti doctor: a pty pair with an echoing far end passes the loopback ch
   t.after(() => new Promise<void>((r) => (far.isOpen ? far.close(() => r()) : r())));
   await new Promise<void>((r) => (far.isOpen ? r() : far.once('open', () => r())));
 
+  await mkdir(join(dir, 'data'), { mode: 0o700 });
   const ok = await oti(['doctor', '--data', join(dir, 'data'), '--serial', pty.gateway, '--loopback', '--no-ble', '--fsync-files', '5', '--json']);
   const checks = ok.json<{ checks: { name: string; status: string; remedy?: string }[] }>().checks;
   const by = (name: string): { status: string; remedy?: string } | undefined => checks.find((c) => c.name === name);
@@ -465,4 +472,39 @@ void test('full flow: site init → gateway enroll → gateway starts with the b
   const rv = await oti(['receipt', 'verify', 'r.cbor', '--site-keys', 'site', '--json'], { cwd: s.dir });
   assert.equal(rv.code, 0, rv.stderr);
   assert.equal(rv.json<{ ctr: number }>().ctr, 7);
+});
+
+void test('oti doctor creates nothing, checks the identity and its enrolment expiry, and says whether the gateway runs', { timeout: 60_000 }, async (t) => {
+  const dir = await tempDir(t, 'oti-doctor-');
+  const down = `http://127.0.0.1:${await new Promise<number>((r) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const p = (srv.address() as AddressInfo).port;
+      srv.close(() => r(p));
+    });
+  })}`;
+  const common = ['--no-ble', '--fsync-files', '2', '--api', down, '--json'];
+  type Checks = { checks: { name: string; status: string; detail: string; remedy?: string }[] };
+  const by = (r: Run, name: string): { status: string; detail: string } | undefined => r.json<Checks>().checks.find((c) => c.name === name);
+
+  const missing = await oti(['doctor', '--data', join(dir, 'data'), ...common]);
+  assert.equal(by(missing, 'data folder')?.status, 'warn');
+  assert.equal(existsSync(join(dir, 'data')), false, 'doctor created no data folder');
+  assert.equal(by(missing, 'gateway running')?.status, 'warn', 'nothing answers: the gateway is not running');
+
+  const s = await makeSite(t);
+  assert.equal((await oti(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-ok', '--out', 'ok.json'], { cwd: s.dir, env: s.env })).code, 0);
+  assert.equal((await oti(['gateway', 'apply-bundle', 'ok.json', '--data', 'ok'], { cwd: s.dir })).code, 0);
+  const fine = await oti(['doctor', '--data', join(s.dir, 'ok'), ...common]);
+  assert.equal(by(fine, 'identity')?.status, 'pass', by(fine, 'identity')?.detail);
+  assert.match(by(fine, 'identity')?.detail ?? '', /gateway gw-ok of site acme/);
+
+  // An enrolment that has expired since it was applied fails.
+  assert.equal((await oti(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-old', '--expires', '2s', '--out', 'old.json'], { cwd: s.dir, env: s.env })).code, 0);
+  assert.equal((await oti(['gateway', 'apply-bundle', 'old.json', '--data', 'old'], { cwd: s.dir })).code, 0);
+  await sleep(2100);
+  const expired = await oti(['doctor', '--data', join(s.dir, 'old'), ...common]);
+  assert.equal(expired.code, 1);
+  assert.equal(by(expired, 'identity')?.status, 'fail');
+  assert.match(by(expired, 'identity')?.detail ?? '', /expired/);
 });

@@ -1,8 +1,7 @@
 /**
  * MQTT notifications (gateway/notify.ts) on a real embedded broker, seen by a real mqtt.js app
  * client: each event's lifecycle (received → committed with a receipt that verifies offline →
- * replicated → confirmed, or rejected), the events topic, the bolt state and Home Assistant
- * discovery, unenrolled locks, the gateway's online/offline state, and the bounded retention of
+ * replicated → confirmed, or rejected), the events topic, the bolt state, unenrolled locks, the gateway's online/offline state, and the bounded retention of
  * per-event statuses.
  */
 import { test, type TestContext } from 'node:test';
@@ -35,7 +34,7 @@ async function rig(t: TestContext, opts: { retainMax?: number } = {}) {
   const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 4 });
   await driver.start();
   ingest.attach(driver);
-  const notifier = new MqttNotifier({ broker, topics, chain, ingest, gatewayId: 'gw-1', homeAssistant: true, retentionS: 3600, ...(opts.retainMax !== undefined ? { retainMax: opts.retainMax } : {}) });
+  const notifier = new MqttNotifier({ broker, topics, chain, ingest, gatewayId: 'gw-1', retentionS: 3600, ...(opts.retainMax !== undefined ? { retainMax: opts.retainMax } : {}) });
   await notifier.start();
   t.after(async () => {
     await driver.stop();
@@ -68,7 +67,7 @@ async function app(t: TestContext, port: number, filters: string[]): Promise<{ c
 
 void test('an event goes received → committed (with a receipt that verifies) → replicated → confirmed, and a late client can still ask', async (t) => {
   const r = await rig(t);
-  const early = await app(t, r.broker.port, ['oti/notify-site/events/#', 'oti/notify-site/status/#', 'oti/notify-site/gateways/#', 'oti/notify-site/locks/#', 'oti/notify-site/lockstate/#', 'homeassistant/lock/#']);
+  const early = await app(t, r.broker.port, ['oti/notify-site/events/#', 'oti/notify-site/status/#', 'oti/notify-site/gateways/#', 'oti/notify-site/locks/#', 'oti/notify-site/lockstate/#']);
   const lock = await r.lockOf('front-door');
   r.driver.connect(lock);
   lock.record('locked');
@@ -84,7 +83,6 @@ void test('an event goes received → committed (with a receipt that verifies) �
   assert.ok(ev !== undefined && !ev.retain);
   assert.equal((JSON.parse(ev.payload) as { entry: string }).entry, committed.entry);
   assert.ok(early.got.some((m) => m.topic === r.topics.lockState('front-door') && m.payload.includes('"LOCKED"')), 'bolt state for Home Assistant');
-  assert.ok(early.got.some((m) => m.topic === r.topics.haDiscovery('front-door')), 'Home Assistant discovery config');
   assert.ok(early.got.some((m) => m.topic === r.topics.gatewayState('gw-1') && m.payload.includes('"online"')));
 
   // Sync's coverage reports: replicated to one peer, then confirmed by a quorum of two.
@@ -160,7 +158,7 @@ void test('at start the notifier rebuilds, from the chain, the newest statusReta
   const broker = await Broker.start({ site: r.s.siteId, host: '127.0.0.1', port: 0, allowAnonymous: false, maxMessageBytes: 262_144, rateLimit: { messagesPerSecond: 1000, burst: 2000 }, usersFile });
   t.after(() => broker.close());
   const ingest = new Ingest({ chain: r.chain });
-  const notifier = new MqttNotifier({ broker, topics: r.topics, chain: r.chain, ingest, gatewayId: 'gw-1', homeAssistant: false, retentionS: 3600, retainMax: 10 });
+  const notifier = new MqttNotifier({ broker, topics: r.topics, chain: r.chain, ingest, gatewayId: 'gw-1', retentionS: 3600, retainMax: 10 });
   await notifier.start();
   t.after(() => notifier.stop());
   await until('the rebuild published', () => notifier.pending === 0 && notifier.published > 0);

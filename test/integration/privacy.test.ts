@@ -100,7 +100,7 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   await client.subscribeAsync(['events', 'status', 'gateways', 'lockstate', 'locks'].map((x) => `oti/site-1/${x}/#`), { qos: 1 });
 
   const ingest = new Ingest({ chain, privacyKeyIds: keyring.publicKeys.map((k) => k.id) });
-  const notifier = new MqttNotifier({ broker, topics: new TopicMap('site-1', 'homeassistant'), chain, ingest, gatewayId: 'gw-1', homeAssistant: false, retentionS: 3600 });
+  const notifier = new MqttNotifier({ broker, topics: new TopicMap('site-1', 'homeassistant'), chain, ingest, gatewayId: 'gw-1', retentionS: 3600 });
   await notifier.start();
   t.after(() => notifier.stop());
   const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 8 });

@@ -49,7 +49,7 @@ void test('defaults: every key filled, paths resolved against the working folder
   assert.deepEqual(c.ingest, { queueLimit: 4096, window: 8, sealDelayMs: 5, maxBlockEntries: 1024 });
   assert.deepEqual(c.serial.ports, []);
   assert.deepEqual(c.ble, { enabled: true, maxConnections: 4, scanWatchdogMs: 30000, adapter: undefined });
-  assert.deepEqual(c.notifications, { mqtt: { enabled: true }, statusRetentionS: 86400, statusRetainMax: 1000, homeAssistant: { enabled: false, prefix: 'homeassistant' } });
+  assert.deepEqual(c.notifications, { mqtt: { enabled: true }, statusRetentionS: 86400, statusRetainMax: 1000, homeAssistant: { enabled: false, prefix: 'homeassistant' }, externalBroker: { url: undefined, mode: 'beside', username: undefined, passwordFile: undefined, clientId: undefined, ca: undefined, cert: undefined, key: undefined, maxPending: 1000 } });
   assert.deepEqual(c.webhooks, []);
   assert.deepEqual(c.discovery, { enabled: true, backend: 'js', staticPeers: [] });
   assert.equal(c.sync.quorum, undefined);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { filterWithin, isValidFilter, parseTopic, TOPIC_TABLE, TopicMap, type Role, type TopicDescriptor } from '../../gateway/topics.js';
+import { filterWithin, isValidFilter, parseTopic, HA_ENTITIES, TOPIC_TABLE, TopicMap, type HaEntity, type Role, type TopicDescriptor } from '../../gateway/topics.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 
@@ -23,8 +23,9 @@ const descriptorArb: fc.Arbitrary<TopicDescriptor> = fc.oneof(
   fc.tuple(idArb, idArb).map(([gateway, requester]) => ({ kind: 'syncRequest', site: SITE, gateway, requester }) as const),
   fc.tuple(idArb, idArb).map(([gateway, requester]) => ({ kind: 'syncRange', site: SITE, gateway, requester }) as const),
   idArb.map((gateway) => ({ kind: 'evidence', site: SITE, gateway }) as const),
-  idArb.map((lock) => ({ kind: 'haDiscovery', prefix: 'homeassistant', lock }) as const),
-  idArb.map((lock) => ({ kind: 'haCommand', prefix: 'homeassistant', lock }) as const),
+  idArb.map((lock) => ({ kind: 'lockInfo', site: SITE, lock }) as const),
+  fc.tuple(idArb, fc.constantFrom(...(Object.keys(HA_ENTITIES) as HaEntity[]))).map(([lock, entity]) => ({ kind: 'haDiscovery', prefix: 'homeassistant', lock, entity }) as const),
+  fc.constant({ kind: 'haStatus', prefix: 'homeassistant' } as const),
 );
 
 void test('every descriptor builds a topic that parses back to it', () => {
@@ -85,11 +86,16 @@ void test('publish rules by role', () => {
     ['app', 'app1', map.event('l'), false],
     ['app', 'app1', map.status('l', 1), false],
     ['app', 'app1', map.checkpoint('app1'), false],
-    ['app', 'app1', map.haCommand('l'), true],
-    ['readonly', 'r', map.haCommand('l'), false],
+    ['app', 'app1', map.haStatus(), false],
+    ['readonly', 'r', map.haStatus(), false],
+    ['homeassistant', 'ha', map.haStatus(), true],
+    ['homeassistant', 'ha', map.haDiscovery('l', 'event'), false],
+    ['homeassistant', 'ha', map.event('l'), false],
+    ['local', 'local', map.haStatus(), false],
+    ['local', 'local', map.lockInfo('l'), true],
     ['readonly', 'r', map.event('l'), false],
     ['local', 'local', map.event('l'), true],
-    ['local', 'local', map.haDiscovery('l'), true],
+    ['local', 'local', map.haDiscovery('l', 'battery'), true],
     ['local', 'local', 'oti/site-1/unknown', false],
     ['local', 'local', '$SYS/x', false],
   ];
@@ -110,6 +116,18 @@ void test('subscribe rules by role, wildcards included', () => {
     ['app', 'oti/site-1/gateways/+/state', true],
     ['app', 'homeassistant/#', false],
     ['app', 'homeassistant/lock/+/config', true],
+    ['app', 'homeassistant/status', false],
+    // Home Assistant's own subscriptions (its MQTT integration, discovery on), and its state topics.
+    ['homeassistant', 'homeassistant/+/+/config', true],
+    ['homeassistant', 'homeassistant/+/+/+/config', true],
+    ['homeassistant', 'homeassistant/status', true],
+    ['homeassistant', 'oti/site-1/lockstate/l', true],
+    ['homeassistant', 'oti/site-1/lockinfo/l', true],
+    ['homeassistant', 'oti/site-1/events/l', true],
+    ['homeassistant', 'oti/site-1/gateways/gw-a/state', true],
+    ['homeassistant', 'homeassistant/#', false],
+    ['homeassistant', 'oti/site-1/locks/#', false],
+    ['homeassistant', 'oti/site-1/chain/#', false],
     ['app', 'oti/site-1/#', false],
     ['app', 'oti/site-1/+/lock-1', false],
     ['app', 'oti/site-1/chain/#', false],
@@ -155,9 +173,9 @@ void test('every topic of the map is documented in docs/MQTT.md', async () => {
   for (const row of TOPIC_TABLE) assert.ok(doc.includes(`\`${row.pattern}\``), row.pattern);
 });
 
-void test('the Home Assistant config points at topics of the map', () => {
-  const c = map.haLockConfig('lock-1', 'gw-a');
-  assert.deepEqual(map.parse(c.state_topic), { kind: 'lockState', site: SITE, lock: 'lock-1' });
-  assert.deepEqual(map.parse(c.command_topic), { kind: 'haCommand', prefix: 'homeassistant', lock: 'lock-1' });
-  assert.deepEqual(map.parse(c.availability_topic), { kind: 'gatewayState', site: SITE, gateway: 'gw-a' });
+void test('a lock id with dots maps one to one onto a Home Assistant node id', () => {
+  const topic = map.haDiscovery('door.2.b', 'tamper');
+  assert.equal(topic, 'homeassistant/binary_sensor/oti_doorD2Db/tamper/config');
+  assert.deepEqual(map.parse(topic), { kind: 'haDiscovery', prefix: 'homeassistant', lock: 'door.2.b', entity: 'tamper' });
+  assert.equal(map.parse('homeassistant/sensor/oti_door/tamper/config'), undefined, 'the component must be the entity’s');
 });
