@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFile, readFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
@@ -90,13 +90,16 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   // The gateway, with one lock on a serial line.
   const pty = await ptyPair(dir, 'door');
   t.after(() => pty.kill());
+  // A second line, for a lock simulated with `oti lock simulate`.
+  const simPty = await ptyPair(dir, 'sim');
+  t.after(() => simPty.kill());
   const apiPort = await freePort();
   const api = ['--api', `http://127.0.0.1:${apiPort}`, '--token', TOKEN];
   const config = await writeGatewayConfig(join(dir, 'gateway.yaml'), {
     dataDir: join(dir, 'data'),
     broker: { host: '127.0.0.1', port: 0 },
     api: { port: apiPort, token: TOKEN, privacyToken: PRIVACY_TOKEN },
-    serialPorts: [pty.gateway],
+    serialPorts: [pty.gateway, simPty.gateway],
     portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
     more: { discovery: { enabled: false } },
   });
@@ -148,6 +151,13 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   await writeFile(join(dir, 'gw-spare.cbor'), Buffer.from(enrolment, 'hex'));
   await run('roster submit', ['gw-spare.cbor', ...api]);
   await run('gateway revoke', ['--site-dir', 'site', '--id', 'gw-spare', '--yes', ...api]);
+  // A simulated lock on an enrolled site: its key (kept in its state file) enrolled first, then
+  // it runs until two of its events are acknowledged.
+  const simKey = generateKeyPair();
+  await writeFile(join(dir, 'sim-1.simlock.json'), `${JSON.stringify({ seed: toHex(simKey.seed), next: 1 })}\n`, { mode: 0o600 });
+  await run('lock enroll', ['--site-dir', 'site', '--id', 'sim-1', '--key', toHex(simKey.publicKey), '--yes', ...api]);
+  const simulated = await run('lock simulate', ['--id', 'sim-1', '--port', simPty.lock, '--rate', '20', '--count', '2', '--json']);
+  assert.ok(simulated.json<{ acked: number; next: number }>().acked >= 2);
   await run('ports', ['--json']);
   // No Bluetooth adapter here: a failure with its reason, never a usage error.
   const ble = await runOti(['ble', 'scan', '--seconds', '1'], { cwd: dir });
@@ -190,9 +200,16 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.equal(await gw.exited, 0, gw.stderr());
   gw = undefined;
   await run('privacy show', ['--site-dir', 'site', '--data', 'data', '--json']);
+  // No equivocation on this site: nothing stored, nothing to clear.
+  assert.deepEqual((await run('evidence list', ['--data', 'data', '--json'])).json<{ compromised: unknown[]; evidence: unknown[] }>(), { compromised: [], evidence: [] });
+  assert.equal(errorCode(await run('evidence clear', ['--data', 'data', '--gateway', 'gw-spare', '--yes'], 1)), 'ERR_NOT_FOUND');
   await run('backup', ['--data', 'data', '--out', 'gw-door.otibak']);
   await run('restore', ['gw-door.otibak', '--data', 'restored']);
   assert.equal((await run('verify', ['--data', 'restored', '--json'])).json<{ ok: boolean }>().ok, true);
+  // A gateway whose ledger is gone and cannot be recovered: the operator accepts the loss.
+  await rm(join(dir, 'restored', 'ledger'), { recursive: true });
+  const accepted = await run('ledger accept-loss', ['--data', 'restored', '--yes', '--json']);
+  assert.ok(accepted.json<{ recordSize: number }>().recordSize > 0);
 
   assert.deepEqual([...ran].sort(), documented, 'every documented command was run');
 });
