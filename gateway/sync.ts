@@ -116,6 +116,9 @@ export interface SyncEvents {
 interface Link {
   readonly url: string;
   readonly client: MqttClient;
+  /** Settles once the link's first subscription is acknowledged: retained messages come right after. */
+  readonly subscribed: Promise<void>;
+  readonly markSubscribed: () => void;
   /** A checkpoint publication on this link has not finished (or timed out) yet. */
   announcing?: boolean;
   /** A newer checkpoint arrived meanwhile: publish it when the current one is done. */
@@ -347,7 +350,13 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const deadline = this.#now() + opts.timeoutMs;
     const replica = await this.replica(this.origin);
     const before = replica.size;
-    await this.#sleep(Math.min(opts.settleMs ?? 1000, opts.timeoutMs));
+    // The settle window starts once every link has subscribed (the brokers send their retained
+    // checkpoints right after the SUBACK), so a slow connection does not eat it; an unreachable
+    // broker holds it up for at most half the time allowed.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.#links.map((l) => l.subscribed)), new Promise<void>((resolve) => (bound = setTimeout(resolve, opts.timeoutMs / 2)))]);
+    clearTimeout(bound);
+    await this.#sleep(Math.min(opts.settleMs ?? 1000, Math.max(0, deadline - this.#now())));
     const peers = new Set<string>([...this.#peers.values()].map((p) => p.gatewayId));
     for (const r of this.#settledReplicas()) peers.add(parseOrigin(r.origin).gatewayId);
     peers.delete(this.#o.gatewayId);
@@ -400,7 +409,9 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       will: { topic: this.topics.gatewayState(this.#o.gatewayId), payload: Buffer.from(JSON.stringify({ state: 'offline', at: this.#now() })), qos: 1, retain: true },
       ...this.#o.mqtt,
     });
-    const link: Link = { url, client };
+    let markSubscribed = (): void => undefined;
+    const subscribed = new Promise<void>((resolve) => (markSubscribed = resolve));
+    const link: Link = { url, client, subscribed, markSubscribed };
     this.#links.push(link);
     // A credential is fresh for 10 minutes: each reconnection logs in with a new one.
     client.on('reconnect', () => {
@@ -439,6 +450,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     ];
     try {
       await link.client.subscribeAsync(filters, { qos: 1 });
+      link.markSubscribed();
       if (this.#chain?.checkpoint !== undefined) await this.#publishOwn(link, this.#chain.checkpoint);
       for (const p of this.#peers.values()) if (p.cosigned > 0) this.#cosign(p.origin);
       if (this.#chain !== undefined) await this.#publish(link, t.gatewayState(me), JSON.stringify(this.gatewayState()), true);
