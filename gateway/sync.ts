@@ -29,7 +29,7 @@ import { bytesEqual } from '../ledger/encoding.js';
 import { ChainReplica, type ReplicaBlock } from '../ledger/peer.js';
 import { parseOrigin } from '../ledger/verify.js';
 import type { LedgerStore, ChainStore } from '../ledger/store.js';
-import type { SignedStatement, SiteTrust } from '../ledger/roster.js';
+import type { Roster, SignedStatement, SiteTrust } from '../ledger/roster.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
 import { TopicMap, type GatewayStateMessage } from './topics.js';
 import { makeGatewayCredential, type GatewayLogin } from './credentials.js';
@@ -208,6 +208,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   #stateTimer: NodeJS.Timeout | undefined;
   #stateAt = 0;
   #chain: Chain | undefined;
+  /** The own chain as stored, until the chain is attached (its roster, see #rosters). */
+  #self: ChainReplica | undefined;
   #onBlock: ((b: BlockEvent) => void) | undefined;
   #ownRetained: SignedCheckpoint | undefined;
   #seq = randomBytes(4).readUInt32BE(0) >>> 1;
@@ -252,7 +254,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   /** True when this gateway's rosters list `gatewayId` as revoked or under another key (for credentials). */
   isRefusedGateway(gatewayId: string, key: Uint8Array): boolean {
-    const rosters = [...this.#settledReplicas().map((r) => r.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    const rosters = this.#rosters();
     return rosters.some((r) => {
       const m = r.get('gateway', gatewayId);
       return m !== undefined && (m.revoked || !bytesEqual(m.key, key));
@@ -266,7 +268,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
    */
   isRosterGateway(gatewayId: string): boolean {
     if (gatewayId === this.#o.gatewayId) return true;
-    const rosters = [...this.#settledReplicas().map((r) => r.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    const rosters = this.#rosters();
     const members = rosters.map((r) => r.get('gateway', gatewayId)).filter((m) => m !== undefined);
     return members.length > 0 && members.every((m) => !m.revoked);
   }
@@ -299,9 +301,20 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return [...this.#settled.values()];
   }
 
+  /**
+   * Every roster held here: the peer chains' and this gateway's own. Before the chain is attached
+   * (start-up waits for the recovery of the own chain, gateway/recovery.ts), the own roster is the
+   * stored one: a gateway revoked there is refused during that wait too.
+   */
+  #rosters(): Roster[] {
+    const own = this.#chain?.roster ?? this.#self?.roster;
+    return [...this.#settledReplicas().map((r) => r.roster), ...(own !== undefined ? [own] : [])];
+  }
+
   /** Connects every link and subscribes; resolves once each link has connected once or failed. */
   async start(): Promise<void> {
     await this.#loadEvidence();
+    if (this.#chain === undefined) this.#self = await this.replica(this.origin);
     for (const { origin, role } of await this.#o.store.listChains()) {
       if (role === 'peer' && origin.startsWith(`oti/${this.#o.trust.siteId}/`)) this.#settled.set(origin, await this.replica(origin));
     }
@@ -326,6 +339,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   attachChain(chain: Chain): void {
     if (chain.origin !== this.origin) throw new OtiError('ERR_ARGUMENT', `the chain is ${chain.origin}, this node syncs for ${this.origin}`);
     this.#chain = chain;
+    this.#self = undefined;
     this.#onBlock = () => {
       this.#rememberMade(chain.checkpoint);
       this.#announce();
@@ -1041,6 +1055,10 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   async #equivocation(ev: Equivocation, key: Uint8Array): Promise<void> {
     if (!verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `inconsistent checkpoints of ${ev.origin} did not make valid evidence`, { origin: ev.origin });
+    const { gatewayId } = parseOrigin(ev.origin);
+    if (this.#keyWithdrawn(gatewayId, key)) {
+      throw new OtiError('ERR_ROSTER', `inconsistent checkpoints of ${ev.origin}, signed with a key of ${gatewayId} that is revoked or replaced here: not refused again (docs/SYNC.md §Equivocation)`, { origin: ev.origin });
+    }
     // Found twice at once (two checks in flight): the first one stands, one record per chain.
     if (this.#blocked.has(ev.origin)) throw new OtiError('ERR_EQUIVOCATION', `chain ${ev.origin} is refused after equivocation`, { origin: ev.origin });
     const bytes = encodeEvidence(ev);
@@ -1061,6 +1079,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     const key = ev.origin === this.origin ? this.#o.key.publicKey : (await this.replica(ev.origin)).gatewayKey(gatewayId);
     if (key === undefined || !verifyEvidence(ev, key)) throw new OtiError('ERR_PROOF_INVALID', `evidence from ${reporter} against ${ev.origin} does not verify here`, { origin: ev.origin });
     if (this.#blocked.has(ev.origin)) return;
+    if (this.#keyWithdrawn(gatewayId, key)) {
+      // Retained on the brokers of gateways that have not cleared it yet: already dealt with here.
+      this.#o.logger?.debug({ origin: ev.origin, reporter }, `evidence from ${reporter} against ${ev.origin}: the key that signed it is revoked or replaced here, nothing more to refuse`);
+      return;
+    }
     const id = await this.#storeEvidence(ev, payload, reporter);
     for (const inbox of this.#inboxes.values()) if (inbox.chain === ev.origin) this.#closeInbox(inbox);
     // Passed on to every broker this gateway is linked to, so that every gateway and app of the site gets it.
@@ -1074,6 +1097,16 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (cp === undefined) return;
     this.#made.set(cp.size, cp.root);
     if (this.#made.size > MADE_KEPT) this.#made.delete(this.#made.keys().next().value!);
+  }
+
+  /**
+   * The technician's path (docs/SYNC.md §Equivocation) ends with `oti evidence clear` once a
+   * roster held here revokes the gateway or gives it another key: evidence signed with that key
+   * (the same evidence again, retained on gateways not cleared yet, or a new finding) refuses
+   * nothing more. The command's rule (provisioning/evidence.ts), from the rosters sync holds.
+   */
+  #keyWithdrawn(gatewayId: string, key: Uint8Array): boolean {
+    return this.isRefusedGateway(gatewayId, key);
   }
 
   /** Stores evidence and the refused flag of its chain; returns its id. */
@@ -1152,7 +1185,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
 
   /** Whether any roster held here (its own chain's, a replica's) lists the gateway as revoked. */
   #revokedHere(gw: string): boolean {
-    const rosters = [...this.#settledReplicas().map((x) => x.roster), ...(this.#chain !== undefined ? [this.#chain.roster] : [])];
+    const rosters = this.#rosters();
     return rosters.some((x) => x.get('gateway', gw)?.revoked === true);
   }
 

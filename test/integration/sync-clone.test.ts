@@ -16,8 +16,10 @@ import { LedgerStore } from '../../ledger/store.js';
 import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
 import { Broker } from '../../gateway/broker.js';
 import { gatewayCredentialVerifier } from '../../gateway/credentials.js';
-import type { SyncRefusal } from '../../gateway/sync.js';
-import { listRefusedChains } from '../../gateway/sync-flags.js';
+import { clearRefusedChain, listRefusedChains } from '../../gateway/sync-flags.js';
+import { SyncNode, type SyncRefusal } from '../../gateway/sync.js';
+import { signStatement } from '../../ledger/roster.js';
+import { until as waitFor } from '../support/wait.js';
 import { enrollLock, makeSite, tempDir } from '../support/site.js';
 import { appendEvents, makeGateway, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
 
@@ -136,4 +138,34 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   const lines = logged.filter((l) => l.peer === 'gw-c' && l.code === 'ERR_ROSTER');
   assert.equal(lines.length, 1, `logged: ${lines.map((l) => l.msg).join(' | ')}`);
   assert.equal(na.peerViews().find((p) => p.gateway === 'gw-c')!.refusal!.count >= fromC().length, true);
+
+  // The technician's path on gw-a: both copies of gw-c off the network, gw-c revoked in gw-a's
+  // chain, gw-a stopped and its flag cleared (oti evidence clear). gw-b has not cleared yet: its
+  // broker, and gw-a's, still retain the evidence. gw-a's sync starts before its chain is open
+  // (the start-up waits there to recover its own chain): the revocation it stored counts already,
+  // and the retained evidence does not refuse gw-c again, then or once the chain is attached.
+  await c.node?.stop();
+  await copy.node?.stop();
+  await a.chain.append({ kind: 'roster', signed: c.enrolment });
+  await a.chain.append({ kind: 'roster', signed: signStatement(site.site, { site: site.siteId, op: 'revoke', role: 'gateway', id: 'gw-c', key: c.key.publicKey, time: Date.now() }) });
+  await na.stop();
+  assert.equal(await clearRefusedChain(a.store, C), true);
+  const seen: { origin?: string; reporter?: string }[] = [];
+  const debugSink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      seen.push(JSON.parse(chunk.toString('utf8')) as (typeof seen)[number]);
+      done();
+    },
+  });
+  const restarted = new SyncNode({ store: a.store, trust: site.trust, gatewayId: 'gw-a', key: a.key, enrolment: a.enrolment, brokers: [a.url!, b.url!], stallMs: 5000, logger: pino({ level: 'debug' }, debugSink) });
+  a.node = restarted;
+  await restarted.start();
+  assert.equal(restarted.isRefusedGateway('gw-c', c.key.publicKey), true, 'gw-c, revoked in the stored chain, is refused before the chain is open');
+  await waitFor('the retained evidence against gw-c to reach the restarted gw-a', () => seen.some((l) => l.origin === C && l.reporter !== undefined));
+  assert.deepEqual(restarted.compromised(), [], 'not refused again before the chain is open');
+  assert.equal(restarted.peerViews().find((p) => p.gateway === 'gw-c')?.state, 'revoked');
+  restarted.attachChain(a.chain);
+  assert.deepEqual(restarted.compromised(), []);
+  assert.equal(restarted.peerViews().find((p) => p.gateway === 'gw-c')?.state, 'revoked');
+  assert.ok(restarted.evidence().some((e) => e.origin === C && !e.refused), 'the evidence stays stored, marked cleared');
 });
