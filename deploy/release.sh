@@ -6,12 +6,14 @@
 # dist/, the production dependencies only (a copy of node_modules pruned with --omit=dev,
 # nothing run or compiled), and per native module only the prebuilt addons of its architecture,
 # checked by their ELF headers (deploy/native-check.ts). $OTI_RELEASE_VERSION overrides the
-# package version (a rebuilt artifact for an upgrade).
+# package version (a rebuilt artifact for an upgrade); $OTI_RELEASE_DEB_COMPRESSION the .deb's
+# compression (xz, the default, is the smallest; gzip is several times faster to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 OUT="$ROOT/release"
 ARCHS="${OTI_RELEASE_ARCHS:-amd64 arm64 armhf}"
+DEB_COMPRESSION="${OTI_RELEASE_DEB_COMPRESSION:-xz}"
 VERSION="${OTI_RELEASE_VERSION:-$(node -p 'require("./package.json").version')}"
 
 npx tsc -p tsconfig.json
@@ -67,7 +69,7 @@ Description: OTI Gateway: signed, tamper-evident lock event ledger for smart-loc
  /etc/oti-gateway and its data in /var/lib/oti-gateway. Needs Node.js 20 or later, from
  NodeSource, nodejs.org or Debian 13; Debian 12 ships Node.js 18 (docs/INSTALL.md).
 CONTROL
-  dpkg-deb --root-owner-group -Zxz -b "$d" "$OUT/oti-gateway_${VERSION}_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group "-Z$DEB_COMPRESSION" -b "$d" "$OUT/oti-gateway_${VERSION}_${arch}.deb" >/dev/null
 }
 
 for arch in $ARCHS; do
