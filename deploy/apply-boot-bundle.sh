@@ -15,7 +15,7 @@ for b in /boot/firmware/oti-bundle.json /boot/oti-bundle.json; do
   fi
   install -d -m 0700 -o oti -g oti "$DATA"
   # An encrypted bundle needs OTI_BUNDLE_PASSPHRASE (from /etc/oti-gateway/env).
-  /usr/bin/node "$RELEASE/dist/provisioning/cli.js" gateway apply-bundle "$b" --data "$DATA"
+  "$RELEASE/bin/oti" gateway apply-bundle "$b" --data "$DATA"
   chown -R oti:oti "$DATA"
   rm -f "$b.applied" "$b"
   echo "oti-gateway: applied $b to $DATA and removed it from the boot partition" >&2

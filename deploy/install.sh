@@ -1,13 +1,15 @@
 #!/bin/sh
-# Installs or upgrades the OTI gateway on Raspberry Pi OS / Debian (docs/INSTALL.md).
+# Installs or upgrades the OTI gateway from a release tarball (docs/INSTALL.md §3b; the Debian
+# package is the usual way, §3a).
 #
-#   sudo deploy/install.sh            install this release (the folder holding dist/ and
-#                                     node_modules/, i.e. after `npm ci && npm run build`)
-#   sudo deploy/install.sh --rollback switch back to the previous release
+#   sudo oti-gateway/deploy/install.sh            install this unpacked release
+#                                                 (oti-gateway-<version>-linux-<arch>.tar.gz)
+#   sudo deploy/install.sh --rollback             switch back to the previous release
 #
 # Layout: /opt/oti-gateway/releases/<version>-<time>/ (read-only, root), the symlinks
 # /opt/oti-gateway/current and /opt/oti-gateway/previous, /usr/local/bin/oti, the unit
-# /etc/systemd/system/oti-gateway.service, /etc/oti-gateway/ (config), and the data folder
+# /etc/systemd/system/oti-gateway.service (deploy/oti-gateway.service with the Debian package's
+# /usr/lib/oti-gateway replaced by /opt/oti-gateway/current), /etc/oti-gateway/ (config), and the data folder
 # /var/lib/oti-gateway (0700, user oti). The three newest releases are kept.
 set -eu
 
@@ -40,10 +42,13 @@ if [ "${1:-}" = "--rollback" ]; then
 fi
 
 SRC="$(cd "$(dirname "$0")/.." && pwd)"
-[ -f "$SRC/dist/gateway/main.js" ] && [ -d "$SRC/node_modules" ] || die "$SRC has no dist/ or node_modules/: run npm ci && npm run build first"
-command -v node >/dev/null || die "node is not installed (Node.js 20 or later)"
-major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$major" -ge 20 ] || die "Node.js $major is too old; 20 or later is needed"
+# A release tree (npm run release), not a checkout: production dependencies and addons of one
+# architecture only, recorded in RELEASE and NATIVE.txt.
+[ -f "$SRC/RELEASE" ] && [ -x "$SRC/bin/oti" ] && [ -f "$SRC/dist/gateway/main.js" ] || die "$SRC is not a release tree: unpack a release (npm run release makes them), do not install a checkout"
+arch="$(dpkg --print-architecture 2>/dev/null || uname -m)"
+grep -q "linux-$arch " "$SRC/RELEASE" || die "$(cat "$SRC/RELEASE") is not for this machine ($arch)"
+# The check the gateway's start makes (bin/oti-node): Node.js 20+ on PATH, /usr/local/bin included.
+"$SRC/bin/oti-node" -e '' || die "install Node.js 20 or later first (docs/INSTALL.md §1)"
 for pkg in bluez; do
   dpkg -s "$pkg" >/dev/null 2>&1 || echo "install.sh: note: package $pkg is not installed (apt-get install $pkg)" >&2
 done
@@ -60,12 +65,11 @@ if [ ! -f "$CONF/config.yaml" ]; then
   chmod 0644 "$CONF/config.yaml"
 fi
 
-version="$(node -p "require('$SRC/package.json').version")"
+version="$(cut -d' ' -f2 "$SRC/RELEASE")"
 dest="$BASE/releases/$version-$(date -u +%Y%m%dT%H%M%SZ)"
 install -d -m 0755 "$BASE/releases"
 mkdir "$dest"
-cp -a "$SRC/package.json" "$SRC/dist" "$SRC/node_modules" "$SRC/deploy" "$SRC/docs" "$dest/"
-[ -f "$SRC/package-lock.json" ] && cp -a "$SRC/package-lock.json" "$dest/"
+cp -a "$SRC/." "$dest/"
 chown -R root:root "$dest"
 chmod -R go-w "$dest"
 
@@ -75,10 +79,9 @@ if [ -L "$BASE/current" ]; then
 fi
 ln -sfn "$dest" "$BASE/current.new" && mv -T "$BASE/current.new" "$BASE/current"
 
-# The environment and node options of dist/provisioning/cli.js's first line (docs/DECISIONS.md §Memory).
-printf '#!/bin/sh\nexec env MALLOC_ARENA_MAX=2 /usr/bin/node --optimize-for-size %s/current/dist/provisioning/cli.js "$@"\n' "$BASE" > /usr/local/bin/oti
-chmod 0755 /usr/local/bin/oti
-install -m 0644 "$dest/deploy/oti-gateway.service" "$UNIT"
+ln -sfn "$BASE/current/bin/oti" /usr/local/bin/oti
+sed "s|/usr/lib/oti-gateway|$BASE/current|g" "$dest/deploy/oti-gateway.service" > "$UNIT"
+chmod 0644 "$UNIT"
 systemctl enable oti-gateway >/dev/null
 restart_if_running
 

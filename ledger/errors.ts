@@ -103,6 +103,7 @@ export const ERROR_CODES = {
   ERR_LINK_SHARED: 'a second lock spoke on a serial line; serial lines are point-to-point',
   // Notifications to an external MQTT broker (docs/MQTT.md §External broker)
   ERR_MQTT_BACKLOG: 'notifications waiting for the external MQTT broker reached notifications.externalBroker.maxPending; new ones are dropped',
+  ERR_NODE_VERSION: 'the installed release found no Node.js 20 or later to run on (bin/oti-node, docs/INSTALL.md)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

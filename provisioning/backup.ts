@@ -17,16 +17,17 @@
  * after the tag verified: a wrong passphrase or an altered file (ERR_BACKUP) leaves nothing.
  *
  * Consistency: backup opens the ledger itself first, which takes LevelDB's exclusive lock, and
- * holds it while copying: a running gateway makes it fail with ERR_STORE_LOCKED (stop the
- * gateway; a backup is a few seconds of downtime), and nothing can write meanwhile.
+ * holds it while copying, so nothing can write meanwhile. When a running gateway holds the lock,
+ * the backup is written from a consistent copy of the data folder instead (`snapshotDataDir`,
+ * the same copy `oti verify` opens): whole blocks up to the moment of the copy.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, lstat, access, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep, basename } from 'node:path';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/errors.js';
 import { flag, str, type Command } from './command.js';
-import { openLedger } from './ledger-access.js';
+import { openLedger, snapshotDataDir, type OpenedLedger } from './ledger-access.js';
 import { keepNewerRecord } from '../gateway/checkpoint-record.js';
 
 const MAGIC = Buffer.from('OTIBAK01', 'latin1');
@@ -80,26 +81,42 @@ async function listFiles(root: string, skip: (rel: string) => boolean): Promise<
   return out.sort();
 }
 
+/**
+ * The folder to read a backup from: `data` itself with its ledger held open (so no process writes
+ * it meanwhile), or, when a running gateway holds the ledger, a consistent copy of it.
+ */
+async function holdDataDir(data: string): Promise<{ dir: string; live: boolean; close(): Promise<void> }> {
+  let ledger: OpenedLedger | undefined;
+  try {
+    ledger = await access(join(data, 'ledger')).then(
+      () => openLedger(data, { copyIfLocked: false }),
+      () => undefined,
+    );
+  } catch (e) {
+    if (!isOtiError(e, 'ERR_STORE_LOCKED')) throw e;
+    const snap = await snapshotDataDir(data);
+    return { dir: snap.dir, live: true, close: () => snap.close() };
+  }
+  return { dir: data, live: false, close: async () => ledger?.close() };
+}
+
 const backup: Command = {
   name: 'backup',
   summary: 'Write the gateway data folder (keys, identity, ledger) to one passphrase-encrypted file.',
-  details: ['Stop the gateway first (systemctl stop oti-gateway): the ledger must not change during the copy, and LevelDB admits one process at a time.'],
+  details: ['Works while the gateway runs: the ledger is then copied as `oti verify` copies it (whole blocks up to the moment of the copy) and the backup is written from that copy, in the temporary folder ($TMPDIR), which needs room for one copy of the data folder.'],
   options: {
     data: { type: 'string', value: 'DIR', help: 'the gateway data folder' },
     out: { type: 'string', value: 'FILE', help: 'the backup file to write (0600)' },
     force: { type: 'boolean', help: 'overwrite FILE if it exists' },
     'passphrase-file': { type: 'string', value: 'FILE', help: 'backup passphrase from FILE (else $OTI_BACKUP_PASSPHRASE, else a prompt)' },
   },
-  examples: ['sudo systemctl stop oti-gateway && sudo -u oti oti backup --data /var/lib/oti-gateway --out /media/usb/gw-lobby.otibak', 'OTI_BACKUP_PASSPHRASE=... oti backup --data ./data --out gw.otibak --json'],
+  examples: ['sudo -u oti oti backup --data /var/lib/oti-gateway --out /media/usb/gw-lobby.otibak', 'OTI_BACKUP_PASSPHRASE=... oti backup --data ./data --out gw.otibak --json'],
   async run(p, term) {
     const data = str(p, 'data', true);
     const out = str(p, 'out', true);
-    const ledger = await access(join(data, 'ledger')).then(
-      () => openLedger(data, { copyIfLocked: false }),
-      () => undefined,
-    );
+    const source = await holdDataDir(data);
     try {
-      const files = await listFiles(data, (rel) => rel === 'ledger/LOCK');
+      const files = await listFiles(source.dir, (rel) => rel === 'ledger/LOCK');
       const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_BACKUP_PASSPHRASE', purpose: 'backup', confirm: true });
       const params = { format: 'oti-backup', version: 1, kdf: 'scrypt', ...SCRYPT, salt: randomBytes(16).toString('base64'), cipher: 'aes-256-gcm', nonce: randomBytes(12).toString('base64'), created: new Date().toISOString() } as const;
       const key = await deriveKey(passphrase, { ...params, check: '' });
@@ -114,11 +131,11 @@ const backup: Command = {
         const len = Buffer.alloc(4);
         len.writeUInt32BE(headerBytes.length);
         await fh.write(Buffer.concat([MAGIC, len, headerBytes]));
-        const sizes = await Promise.all(files.map(async (f) => (await stat(join(data, f))).size));
+        const sizes = await Promise.all(files.map(async (f) => (await stat(join(source.dir, f))).size));
         const grand = sizes.reduce((a, b) => a + b, 0);
         const bar = term.progress('backup');
         for (const [i, rel] of files.entries()) {
-          const st = await stat(join(data, rel));
+          const st = await stat(join(source.dir, rel));
           const name = Buffer.from(rel, 'utf8');
           const rec = Buffer.alloc(2 + name.length + 4 + 8);
           rec.writeUInt16BE(name.length, 0);
@@ -128,7 +145,7 @@ const backup: Command = {
           await fh.write(cipher.update(rec));
           let copied = 0;
           if (st.size > 0) {
-            for await (const chunk of createReadStream(join(data, rel), { start: 0, end: st.size - 1 })) {
+            for await (const chunk of createReadStream(join(source.dir, rel), { start: 0, end: st.size - 1 })) {
               copied += (chunk as Buffer).length;
               await fh.write(cipher.update(chunk as Buffer));
             }
@@ -147,9 +164,9 @@ const backup: Command = {
         throw e;
       }
       await fh.close();
-      return { json: { data, out, files: files.length, bytes: total }, text: [`backed up ${files.length} files (${total} bytes) from ${data} to ${out} (encrypted, 0600)`] };
+      return { json: { data, out, files: files.length, bytes: total, live: source.live }, text: [`backed up ${files.length} files (${total} bytes) from ${data}${source.live ? ' (a copy taken while the gateway runs)' : ''} to ${out} (encrypted, 0600)`] };
     } finally {
-      await ledger?.close();
+      await source.close();
     }
   },
 };

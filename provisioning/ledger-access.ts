@@ -9,8 +9,8 @@
  * the copy drops a torn last batch, so the copy holds whole blocks up to some point. A table
  * deleted by a compaction during the copy makes the copy fail; it is retried a few times.
  */
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { cp, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
 import { OtiError, isOtiError } from '../ledger/errors.js';
@@ -49,26 +49,58 @@ export async function openLedger(dataDir: string, opts: { copyIfLocked: boolean 
       throw new OtiError('ERR_STORE_LOCKED', `the ledger at ${path} is in use by a running gateway; stop it first (systemctl stop oti-gateway)`, { path });
     }
   }
+  const { store, dir } = await openCopy(path);
+  return {
+    store,
+    copy: true,
+    close: async () => {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Copies the ledger at `path` (without its LOCK) into a new folder under `parent` and opens the copy. */
+async function openCopy(path: string, parent = tmpdir()): Promise<{ store: LedgerStore; dir: string }> {
   let lastError: unknown;
   for (let attempt = 0; attempt < COPY_ATTEMPTS; attempt++) {
-    const dir = await mkdtemp(join(tmpdir(), 'oti-ledger-copy-'));
+    const dir = await mkdtemp(join(parent, 'oti-ledger-copy-'));
     try {
       await cp(path, dir, { recursive: true, filter: (src) => !src.endsWith('/LOCK') });
-      const store = await LedgerStore.open(dir);
-      return {
-        store,
-        copy: true,
-        close: async () => {
-          await store.close();
-          await rm(dir, { recursive: true, force: true });
-        },
-      };
+      return { store: await LedgerStore.open(dir), dir };
     } catch (e) {
       lastError = e;
       await rm(dir, { recursive: true, force: true });
     }
   }
   throw new OtiError('ERR_STORE_LOCKED', `could not take a consistent copy of the ledger at ${path} while the gateway runs; stop it and try again`, { path }, { cause: lastError });
+}
+
+export interface DataSnapshot {
+  /** A data folder holding a consistent copy of the live one. */
+  readonly dir: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A copy of a running gateway's data folder (`oti backup`): first every file outside ledger/,
+ * then the ledger copied as `openLedger` does, opened once (LevelDB's recovery keeps whole
+ * blocks) and closed. In that order the ledger is never older than the identity and the
+ * last-checkpoint record beside it, so the copy starts without waiting for peers.
+ */
+export async function snapshotDataDir(dataDir: string): Promise<DataSnapshot> {
+  const dir = await mkdtemp(join(tmpdir(), 'oti-data-copy-'));
+  const close = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  try {
+    await cp(dataDir, dir, { recursive: true, filter: (src) => relative(dataDir, src) !== 'ledger' });
+    const copy = await openCopy(join(dataDir, 'ledger'), dir);
+    await copy.store.close();
+    await rename(copy.dir, join(dir, 'ledger'));
+    return { dir, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
 }
 
 /** The site trust and gateway id of a data folder (its site.json, as gateway/identity.ts writes it). */

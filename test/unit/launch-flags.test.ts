@@ -1,7 +1,7 @@
 /**
  * The node options the gateway and the CLI run with are written where each is launched:
- * package.json's scripts, the systemd unit, the CLI's first line and the /usr/local/bin/oti
- * wrapper that deploy/install.sh writes. They must not drift apart.
+ * package.json's scripts, the systemd unit's wrapper (deploy/bin/oti-gateway), the CLI's first
+ * line and the installed `oti` wrapper (deploy/bin/oti). They must not drift apart.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,6 +10,12 @@ import { GATEWAY_NODE_FLAGS } from '../support/gateway-process.js';
 
 const root = new URL('../../../', import.meta.url);
 const read = (path: string): string => readFileSync(new URL(path, root), 'utf8');
+/** The line of a deploy/bin wrapper that runs `script`, with bin/oti-node (which execs node) as node. */
+const wrapperLine = (path: string, script: string): string | undefined =>
+  read(path)
+    .split('\n')
+    .find((l) => !l.startsWith('#') && l.includes(script))
+    ?.replace('"$here/oti-node"', 'node');
 
 /** The node options between `node` (or /usr/bin/node) and the script path in a command line. */
 function flagsBefore(line: string, script: string): string[] {
@@ -27,8 +33,10 @@ void test('the gateway runs with the same node options from npm start, npm run d
   const exec = read('deploy/oti-gateway.service')
     .split('\n')
     .find((l) => l.startsWith('ExecStart='));
-  assert.ok(exec !== undefined);
-  assert.deepEqual(flagsBefore(exec, 'dist/gateway/main.js'), expected, 'deploy/oti-gateway.service');
+  assert.equal(exec, 'ExecStart=/usr/lib/oti-gateway/bin/oti-gateway', 'the unit starts the release wrapper');
+  const wrapper = wrapperLine('deploy/bin/oti-gateway', 'dist/gateway/main.js');
+  assert.ok(wrapper !== undefined);
+  assert.deepEqual(flagsBefore(wrapper, 'dist/gateway/main.js'), expected, 'deploy/bin/oti-gateway');
 });
 
 void test('oti runs with the same environment and node options from its first line and from the installed wrapper', () => {
@@ -39,10 +47,8 @@ void test('oti runs with the same environment and node options from its first li
   const fromShebang = m[2]!.trim().split(/\s+/);
   assert.ok(fromShebang.includes('--optimize-for-size'));
   assert.equal(env, 'MALLOC_ARENA_MAX=2');
-  const wrapper = read('deploy/install.sh')
-    .split('\n')
-    .find((l) => l.includes('> /usr/local/bin/oti'));
-  assert.ok(wrapper !== undefined, 'deploy/install.sh writes /usr/local/bin/oti');
-  assert.ok(wrapper.includes(`exec env ${env} /usr/bin/node `), `the wrapper sets ${env}: ${wrapper}`);
+  const wrapper = wrapperLine('deploy/bin/oti', 'dist/provisioning/cli.js');
+  assert.ok(wrapper !== undefined, 'deploy/bin/oti runs dist/provisioning/cli.js');
+  assert.ok(wrapper.startsWith(`${env} exec node `), `the wrapper sets ${env}: ${wrapper}`);
   assert.deepEqual(flagsBefore(wrapper, 'dist/provisioning/cli.js'), fromShebang);
 });
