@@ -103,6 +103,7 @@ export const ERROR_CODES = {
   ERR_LINK_SHARED: 'a second lock spoke on a serial line; serial lines are point-to-point',
   // Notifications to an external MQTT broker (docs/MQTT.md §External broker)
   ERR_MQTT_BACKLOG: 'notifications waiting for the external MQTT broker reached notifications.externalBroker.maxPending; new ones are dropped',
+  ERR_ROSTER_COMMITMENT: 'roster statements do not match the roster a checkpoint commits to (a statement such as a revocation left out, added or changed)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
