@@ -171,7 +171,7 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
   } catch (e) {
     if (isOtiError(e, 'ERR_RECEIPT_INVALID')) throw e;
     const code = isOtiError(e) ? e.code : 'ERR_ENCODING_MALFORMED';
-    throw new OtiError('ERR_RECEIPT_INVALID', `receipt does not verify: ${(e as Error).message}`, { cause: code }, { cause: e });
+    throw new OtiError('ERR_RECEIPT_INVALID', `receipt does not verify: ${(e as Error).message} (${code})`, { cause: code }, { cause: e });
   }
 }
 
