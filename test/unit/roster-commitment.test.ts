@@ -17,6 +17,10 @@ import { Roster, signStatement } from '../../ledger/roster.js';
 import { RosterTree } from '../../ledger/roster-commitment.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import type { OpenedChain } from '../support/site.js';
+import { tempDir } from '../support/site.js';
+import { ChainReplica } from '../../ledger/peer.js';
+import { LedgerStore } from '../../ledger/store.js';
+import { join } from 'node:path';
 
 const LEGACY = JSON.parse(readFileSync(new URL('../../../test/vectors/protocol-1.0.json', import.meta.url), 'utf8')) as {
   site: string;
@@ -111,6 +115,28 @@ void test('a chain whose checkpoints drop the commitment after carrying it is re
   const verifier = new ChainVerifier(oc.chain.origin, { trust: site.trust });
   for (const b of blocks.slice(0, -1)) await verifier.addBlock(b.headerBytes, b.checkpoint, b.entries);
   await assert.rejects(verifier.addBlock(last.headerBytes, dropped, last.entries), (e) => isOtiError(e, 'ERR_CHECKPOINT_MISMATCH'));
+});
+
+void test('a replica (sync) refuses a lying commitment and a dropped one, also after reopening its store', async (t) => {
+  const { site, oc } = await revokedLock(t);
+  const blocks = await storedBlocks(oc);
+  const last = blocks.at(-1)!;
+  const cp = last.checkpoint;
+  const signer = new Signer(oc.gatewayKey.seed);
+  const dropped = signCheckpoint({ origin: cp.origin, size: cp.size, root: cp.root, block: cp.block, blockHash: cp.blockHash }, signer, oc.chain.origin);
+  const lying = signCheckpoint({ ...cp, roster: { size: cp.roster!.size, root: new Uint8Array(32).fill(7) } }, signer, oc.chain.origin);
+  const path = join(await tempDir(t), 'replica');
+  let store = await LedgerStore.open(path);
+  let replica = await ChainReplica.open(store, oc.chain.origin, 'peer', { trust: site.trust });
+  await replica.append(blocks.slice(0, -1));
+  await store.close();
+  store = await LedgerStore.open(path);
+  t.after(() => store.close());
+  replica = await ChainReplica.open(store, oc.chain.origin, 'peer', { trust: site.trust });
+  await assert.rejects(replica.append([{ ...last, checkpoint: lying }]), (e) => isOtiError(e, 'ERR_ROSTER_COMMITMENT'));
+  await assert.rejects(replica.append([{ ...last, checkpoint: dropped }]), (e) => isOtiError(e, 'ERR_CHECKPOINT_MISMATCH'));
+  await replica.append([last]);
+  assert.equal(replica.size, oc.chain.size);
 });
 
 void test('a chain and a receipt from before the commitment (protocol 1.0 vectors) verify and say they carry none', async () => {
