@@ -271,6 +271,14 @@ export const SCHEMA = section({
     locks: int({ min: 0, max: 1000, default: 0, doc: `Simulated locks on ptys (\`--demo\` alone means ${DEMO_FLAG_LOCKS}).` }),
     rate: num({ min: 0.01, max: 10_000, default: 2, doc: 'Events per second per simulated lock.' }),
   }),
+  witness: section({
+    http: section({
+      enabled: bool({ default: false, doc: 'Serve C2SP tlog-witness POST /add-checkpoint on a listener of its own, so the site\'s gateways and standard log clients get this gateway\'s cosignature of the site chains it replicates (docs/SYNC.md §Witnessing over HTTP).' }),
+      host: host('0.0.0.0', 'Address of the add-checkpoint listener (it has no token: the checkpoint signature is its only authentication, as the spec says).'),
+      port: port(8434, 'Port of the add-checkpoint listener; 0 picks a free port.'),
+      maxConnections: int({ min: 1, max: 4096, default: 64, doc: 'Open connections to the add-checkpoint listener; more are refused. Each request body is at most 6,964 bytes (the spec\'s 63 proof lines and a 4,096-byte note) and requests are answered one at a time.' }),
+    }),
+  }),
 });
 
 // ---- The configuration type, inferred from SCHEMA ----

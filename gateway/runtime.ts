@@ -52,6 +52,8 @@ import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
 import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './persons.js';
+import { startWitnessListener, siteLogKeys } from './witness-listener.js';
+import { Signer } from '../ledger/crypto.js';
 
 /** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
 export const PRIVACY_PUBLIC_FILE = 'privacy.json';
@@ -295,6 +297,12 @@ export class Gateway {
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
     this.verifyInBackground(chain, pool, opts.onFatal);
     sync.attachChain(chain);
+    if (config.witness.http.enabled) {
+      const w = config.witness.http;
+      const listener = await startWitnessListener({ host: w.host, port: w.port, maxConnections: w.maxConnections, dataDir: config.dataDir, name: chain.origin, signer: new Signer(id.key.seed), keyFor: siteLogKeys(sync, chain.origin) });
+      this.onStop('witness', () => listener.close());
+      log.info({ url: listener.url }, `tlog-witness: POST ${listener.url}/add-checkpoint`);
+    }
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
     // Refusals are logged by the sync node itself, rate-limited (gateway/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
