@@ -5,9 +5,12 @@
  * names (200 with a cosignature line checked here from tlog-cosignature, 400, 403, 404, 409 with
  * the recorded size as text/x.tlog.size, 422), and the record survives a restart.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ed from '@noble/ed25519';
 import { makeSite, tempDir } from '../support/site.js';
@@ -18,7 +21,9 @@ import { loadOrCreateIdentity } from '../../gateway/identity.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { consistencyProof } from '../../ledger/merkle.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
-import { parseCheckpoint, signCheckpoint } from '../../ledger/checkpoint.js';
+import { parseCheckpoint, signCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
+import { verifyConsistency } from '../../ledger/merkle.js';
+import { encodeSigned, signStatement } from '../../ledger/roster.js';
 import { chainOrigin } from '../../ledger/chain.js';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
@@ -141,4 +146,110 @@ void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoin
   const after = await post(body(0, [], cps.two));
   assert.equal(after.status, 409);
   assert.equal(after.text, '2\n');
+});
+
+/**
+ * A tiny witness written from the spec (tlog-witness add-checkpoint, tlog-cosignature v1 with
+ * node:crypto Ed25519), trusting one log key. Returns its URL, key name and public key hex.
+ */
+async function tinyWitness(t: TestContext, logKey: Uint8Array): Promise<{ url: string; name: string; key: string; cosigned: () => number }> {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const pub = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(-32));
+  const name = 'witness.test/tiny';
+  const keyId = sha256(Buffer.from(`${name}\n`), Uint8Array.of(0x04), pub).subarray(0, 4);
+  const state = new Map<string, { size: number; root: Uint8Array }>();
+  let last = 0;
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const answer = (status: number, body: string, type = 'text/plain'): void => {
+        res.writeHead(status, { 'content-type': type });
+        res.end(body);
+      };
+      const text = Buffer.concat(chunks).toString('utf8');
+      const split = text.indexOf('\n\n');
+      const head = text.slice(0, split).split('\n');
+      const old = Number(head[0]!.slice(4));
+      const proof = head.slice(1).map((l) => new Uint8Array(Buffer.from(l, 'base64')));
+      const cp = parseCheckpoint(text.slice(split + 2));
+      try {
+        verifyCheckpoint(cp, cp.origin, logKey);
+      } catch {
+        return answer(403, 'bad signature\n');
+      }
+      if (old > cp.size) return answer(400, 'old above size\n');
+      const known = state.get(cp.origin);
+      if (old !== (known?.size ?? 0)) return answer(409, `${known?.size ?? 0}\n`, 'text/x.tlog.size');
+      if (old > 0 && !verifyConsistency(old, cp.size, known!.root, cp.root, proof)) return answer(422, 'bad proof\n');
+      state.set(cp.origin, { size: cp.size, root: cp.root });
+      last = cp.size;
+      const time = Math.floor(Date.now() / 1000);
+      const ts = Buffer.alloc(8);
+      ts.writeBigUInt64BE(BigInt(time));
+      const sig = cryptoSign(null, Buffer.from(`cosignature/v1\ntime ${time}\n${cp.text}`), privateKey);
+      answer(200, `\u2014 ${name} ${Buffer.concat([keyId, ts, sig]).toString('base64')}\n`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const addr = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${addr.port}`, name, key: Buffer.from(pub).toString('hex'), cosigned: () => last };
+}
+
+void test('a gateway pushes its checkpoints to external witnesses (a spec-written one and a peer gateway) and confirms only with k of them', { timeout: 240_000 }, async (t) => {
+  const dir = await tempDir(t, 'oti-tlog-push-');
+  const a = await enrolledGateway(dir, s, 'gw-a', { lock: 'door-1' });
+  const b = await enrolledGateway(dir, s, 'gw-b');
+  const aKey = (await loadOrCreateIdentity(a.dataDir)).key.publicKey;
+  const bKey = (await loadOrCreateIdentity(b.dataDir)).key.publicKey;
+  const originA = chainOrigin(s.siteId, 'gw-a');
+  const originB = chainOrigin(s.siteId, 'gw-b');
+  const tiny = await tinyWitness(t, aKey);
+  const ports = { a: { broker: await freePort(), api: await freePort() }, b: { broker: await freePort(), api: await freePort(), witness: await freePort() } };
+  const procs: GatewayProcess[] = [];
+  t.after(async () => {
+    for (const p of procs) p.proc.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+  });
+  const start = async (id: 'a' | 'b', witness: Record<string, unknown>): Promise<void> => {
+    const g = id === 'a' ? a : b;
+    const other = id === 'a' ? ports.b : ports.a;
+    const config = await writeGatewayConfig(join(dir, `${g.id}.yaml`), {
+      dataDir: g.dataDir,
+      broker: { host: '127.0.0.1', port: ports[id].broker },
+      api: { port: ports[id].api },
+      serialPorts: [],
+      more: { discovery: { enabled: false, staticPeers: [{ host: '127.0.0.1', port: other.broker }] }, sync: { quorum: 2 }, witness },
+    });
+    const p = startGateway(['--config', config]);
+    procs.push(p);
+    await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+  };
+  await start('b', { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } });
+  await start('a', {
+    external: [
+      { url: tiny.url, name: tiny.name, key: tiny.key },
+      { url: `http://127.0.0.1:${ports.b.witness}`, name: originB, key: Buffer.from(bKey).toString('hex') },
+    ],
+    externalQuorum: 2,
+  });
+  await until('gw-b holds gw-a\'s chain', async () => {
+    const j = (await (await fetch(`http://127.0.0.1:${ports.b.api}/chains`)).json()) as { chains: { origin: string; size: number }[] };
+    return j.chains.some((c) => c.origin === originA && c.size >= 2);
+  }, 120_000);
+  // A new block of gw-a (a lock enrolled through its API) goes to both witnesses.
+  const lock = signStatement(s.site, { site: s.siteId, op: 'enroll', role: 'lock', id: 'door-2', key: generateKeyPair().publicKey, time: Date.now() });
+  const posted = await fetch(`http://127.0.0.1:${ports.a.api}/roster`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: encodeSigned(lock) });
+  assert.ok(posted.ok, `POST /roster: ${posted.status}`);
+  const sizeA = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${ports.a.api}/chains`)).json()) as { chains: { origin: string; size: number }[] }).chains.find((c) => c.origin === originA)!.size;
+  const size = await sizeA();
+  assert.equal(size, 3);
+  await until('gw-a confirms its chain with the site quorum and both external witnesses', async () => {
+    const st = (await (await fetch(`http://127.0.0.1:${ports.a.api}/status`)).json()) as { sync: { confirmed: number } };
+    return st.sync.confirmed === size;
+  }, 120_000);
+  assert.equal(tiny.cosigned(), size, 'the spec-written witness cosigned the latest checkpoint');
+  const state = JSON.parse(await readFile(join(b.dataDir, 'witness-state.json'), 'utf8')) as { logs: Record<string, { size: number }> };
+  assert.equal(state.logs[originA]?.size, size, 'gw-b cosigned it over HTTP');
 });
