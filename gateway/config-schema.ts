@@ -271,6 +271,28 @@ export const SCHEMA = section({
     locks: int({ min: 0, max: 1000, default: 0, doc: `Simulated locks on ptys (\`--demo\` alone means ${DEMO_FLAG_LOCKS}).` }),
     rate: num({ min: 0.01, max: 10_000, default: 2, doc: 'Events per second per simulated lock.' }),
   }),
+  witness: section({
+    http: section({
+      enabled: bool({ default: false, doc: 'Serve C2SP tlog-witness POST /add-checkpoint on a listener of its own, so the site\'s gateways and standard log clients get this gateway\'s cosignature of the site chains it replicates (docs/SYNC.md §Witnessing over HTTP).' }),
+      host: host('0.0.0.0', 'Address of the add-checkpoint listener (it has no token: the checkpoint signature is its only authentication, as the spec says).'),
+      port: port(8434, 'Port of the add-checkpoint listener; 0 picks a free port.'),
+      maxConnections: int({ min: 1, max: 4096, default: 64, doc: 'Open connections to the add-checkpoint listener; more are refused. Each request body is at most 6,964 bytes (the spec\'s 63 proof lines and a 4,096-byte note) and requests are answered one at a time.' }),
+    }),
+    external: list({
+      doc: 'External C2SP tlog-witnesses this gateway pushes its checkpoints to (POST <url>/add-checkpoint); their cosignatures count toward confirmation (witness.externalQuorum). docs/SYNC.md §External witnesses.',
+      maxItems: 16,
+      item: {
+        name: 'ExternalWitness',
+        fields: {
+          url: str({ format: 'url', minLength: 1, maxLength: 2048, required: true, doc: 'The witness\'s submission prefix (http or https); add-checkpoint is POSTed to <url>/add-checkpoint.' }),
+          name: str({ format: 'text', minLength: 1, maxLength: 255, required: true, doc: 'The witness\'s key name, as in its cosignature lines.' }),
+          key: str({ format: 'text', minLength: 64, maxLength: 64, required: true, doc: 'The witness\'s Ed25519 public key, 64 hex digits.' }),
+        },
+      },
+    }),
+    externalQuorum: int({ min: 0, max: 16, default: 0, doc: 'k of the k-of-n policy: an event is confirmed only once k of witness.external have cosigned a checkpoint covering it, besides the sync.quorum of the site\'s gateways (0: external cosignatures are collected but not required).' }),
+    pushTimeoutMs: int({ min: 100, max: 120_000, default: 10_000, doc: 'Time one add-checkpoint request to an external witness may take; one request per witness is in flight, a failed one is retried with the next block.' }),
+  }),
 });
 
 // ---- The configuration type, inferred from SCHEMA ----

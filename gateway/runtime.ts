@@ -52,6 +52,9 @@ import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
 import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './persons.js';
+import { startWitnessListener, siteLogKeys } from './witness-listener.js';
+import { WitnessPusher, externalWitnesses } from './witness-push.js';
+import { Signer } from '../ledger/crypto.js';
 
 /** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
 export const PRIVACY_PUBLIC_FILE = 'privacy.json';
@@ -235,7 +238,9 @@ export class Gateway {
 
     // Sync: links to this gateway's broker and to each peer's; a restored or re-flashed gateway
     // first recovers its own chain from the peers, so that it never forks it.
+    const externals = externalWitnesses(config.witness);
     this.sync = new SyncNode({
+      externalQuorum: config.witness.externalQuorum,
       store,
       trust: id.trust,
       gatewayId: id.gatewayId,
@@ -295,6 +300,25 @@ export class Gateway {
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
     this.verifyInBackground(chain, pool, opts.onFatal);
     sync.attachChain(chain);
+    if (config.witness.http.enabled) {
+      const w = config.witness.http;
+      const listener = await startWitnessListener({ host: w.host, port: w.port, maxConnections: w.maxConnections, dataDir: config.dataDir, name: chain.origin, signer: new Signer(id.key.seed), keyFor: siteLogKeys(sync, chain.origin) });
+      this.onStop('witness', () => listener.close());
+      log.info({ url: listener.url }, `tlog-witness: POST ${listener.url}/add-checkpoint`);
+    }
+    if (externals.length > 0) {
+      const pusher = new WitnessPusher({
+        chain,
+        witnesses: externals,
+        timeoutMs: config.witness.pushTimeoutMs,
+        beforeAnnounce: (cp) => record.covering(cp.size),
+        onCosigned: (witness, size, ts) => sync.coverage.recordExternal(witness, size, ts),
+        logger: log.child({ part: 'witness' }),
+      });
+      this.onStop('witness-push', () => Promise.resolve(pusher.close()));
+      if (chain.checkpoint !== undefined) pusher.offer(chain.checkpoint);
+      chain.on('block', (b) => pusher.offer(b.checkpoint));
+    }
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
     // Refusals are logged by the sync node itself, rate-limited (gateway/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));

@@ -67,6 +67,8 @@ export interface SyncOptions {
   readonly stallMs?: number;
   /** Gateways whose cosignatures confirm (origin included); default a majority of the known gateways. */
   readonly quorum?: number;
+  /** External witnesses (witness.external) whose cosignatures confirmation also needs (witness.externalQuorum). */
+  readonly externalQuorum?: number;
   /**
    * When the lock signatures of peer chains are checked: 'audit' (default), after storing, by
    * ChainReplica.audit() on the pool, before anything is cosigned; or 'before-storing'.
@@ -226,7 +228,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#maxBytes < RANGE_OVERHEAD_BYTES + 16 * 1024) throw new OtiError('ERR_ARGUMENT', `maxMessageBytes must be at least ${RANGE_OVERHEAD_BYTES + 16 * 1024}`, { argument: 'maxMessageBytes' });
     this.#window = Math.min(MAX_REQUEST_ENTRIES, Math.max(1, opts.windowEntries ?? DEFAULT_WINDOW_ENTRIES));
     this.#stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
-    this.coverage = new CoverageTracker(opts.gatewayId, () => this.quorum);
+    this.coverage = new CoverageTracker(opts.gatewayId, () => this.quorum, () => opts.externalQuorum ?? 0);
   }
 
   /** Confirmation quorum, the origin included: configured, or a majority of the gateways known. */

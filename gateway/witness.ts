@@ -88,14 +88,27 @@ export interface CoverageEvents {
 export class CoverageTracker extends EventEmitter<CoverageEvents> {
   readonly origin: string;
   readonly #quorum: () => number;
+  readonly #externalQuorum: () => number;
   readonly #best = new Map<string, { size: number; time: number }>();
+  /** Sizes cosigned by external witnesses (C2SP tlog-witness, gateway/witness-push.ts). */
+  readonly #external = new Map<string, { size: number; time: number }>();
   #replicated = 0;
   #confirmed = 0;
 
-  constructor(originGateway: string, quorum: () => number) {
+  /** `externalQuorum`: external witnesses that must also have cosigned for confirmation (k of witness.external). */
+  constructor(originGateway: string, quorum: () => number, externalQuorum: () => number = () => 0) {
     super();
     this.origin = originGateway;
     this.#quorum = quorum;
+    this.#externalQuorum = externalQuorum;
+  }
+
+  /** Records a verified cosignature by an external witness; confirmation then also needs k of them. */
+  recordExternal(witness: string, size: number, timestampS: number): void {
+    const prev = this.#external.get(witness);
+    if (prev !== undefined && (prev.size >= size || prev.time > timestampS)) return;
+    this.#external.set(witness, { size, time: timestampS });
+    this.#confirm();
   }
 
   /** Sizes cosigned per witness (for status output). */
@@ -126,13 +139,25 @@ export class CoverageTracker extends EventEmitter<CoverageEvents> {
       const cosigners = holding(top);
       this.emit('coverage', { state: 'replicated', from, to: top, peers: cosigners.length, quorum, cosigners });
     }
+    this.#confirm();
+  }
+
+  /** Confirmed: origin + quorum − 1 site witnesses, and k external witnesses when k > 0. */
+  #confirm(): void {
+    const quorum = Math.max(1, this.#quorum());
+    const ranked = [...this.#best].sort((a, b) => b[1].size - a[1].size);
     const needed = Math.max(1, quorum - 1);
-    const to = ranked.length >= needed ? ranked[needed - 1]![1].size : 0;
+    const siteTo = ranked.length >= needed ? ranked[needed - 1]![1].size : 0;
+    const k = this.#externalQuorum();
+    const external = [...this.#external].sort((a, b) => b[1].size - a[1].size);
+    const externalTo = k <= 0 ? siteTo : external.length >= k ? external[k - 1]![1].size : 0;
+    const to = Math.min(siteTo, externalTo);
     if (to > this.#confirmed) {
       const from = this.#confirmed;
       this.#confirmed = to;
-      const cosigners = holding(to);
-      this.emit('coverage', { state: 'confirmed', from, to, peers: cosigners.length, quorum, cosigners: [this.origin, ...cosigners] });
+      const cosigners = ranked.filter(([, b]) => b.size >= to).map(([w]) => w);
+      const externals = k > 0 ? external.filter(([, b]) => b.size >= to).map(([w]) => w) : [];
+      this.emit('coverage', { state: 'confirmed', from, to, peers: cosigners.length, quorum, cosigners: [this.origin, ...cosigners, ...externals] });
     }
   }
 }

@@ -24,6 +24,7 @@ import { checkSigned, Roster, type SignedStatement, type SiteTrust } from './ros
 import type { LedgerStore, ChainStore} from './store.js';
 import { hashIdKey, lockIdKey, type BatchOp, type ChainHead, CHUNK_SIZE } from './store.js';
 import type { SignaturePool } from './sigpool.js';
+import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './encoding.js';
 
 export const DEFAULT_SEAL_DELAY_MS = 5;
@@ -116,6 +117,10 @@ export class Chain extends EventEmitter<ChainEvents> {
   #failed: Error | undefined;
   #lastBlockHash: Uint8Array;
   #checkpoint: SignedCheckpoint | undefined;
+  /** The roster as of the last durable block (#roster runs ahead with admitted entries). */
+  readonly #sealedRoster: Roster;
+  /** Snapshot of #sealedRoster's commitment tree, the one #checkpoint names. */
+  #rosterTree: RosterTree;
 
   private constructor(opts: ChainOptions, cs: ChainStore, roster: Roster, lastBlockHash: Uint8Array, checkpoint: SignedCheckpoint | undefined) {
     super();
@@ -130,6 +135,8 @@ export class Chain extends EventEmitter<ChainEvents> {
     this.#admittedSize = cs.head.size;
     this.#lastBlockHash = lastBlockHash;
     this.#checkpoint = checkpoint;
+    this.#sealedRoster = roster.clone();
+    this.#rosterTree = new RosterTree(this.#sealedRoster);
   }
 
   /**
@@ -169,6 +176,14 @@ export class Chain extends EventEmitter<ChainEvents> {
   /** The checkpoint signed after the last durable block. */
   get checkpoint(): SignedCheckpoint | undefined {
     return this.#checkpoint;
+  }
+
+  /**
+   * The last checkpoint and the roster commitment tree of the same block, taken together, so
+   * proofs made from the tree match the checkpoint's `oti-roster` line.
+   */
+  get sealed(): { readonly checkpoint: SignedCheckpoint | undefined; readonly rosterTree: RosterTree } {
+    return { checkpoint: this.#checkpoint, rosterTree: this.#rosterTree };
   }
 
   get roster(): Roster {
@@ -409,19 +424,24 @@ export class Chain extends EventEmitter<ChainEvents> {
           const op = cs.nodeOp(level, index, hash);
           if (op !== undefined) ops.push(op);
         });
-        if (p.entry.body.kind === 'roster') rosterChanged.add(`${p.entry.body.signed.statement.role}/${p.entry.body.signed.statement.id}`);
+        if (p.entry.body.kind === 'roster') {
+          rosterChanged.add(`${p.entry.body.signed.statement.role}/${p.entry.body.signed.statement.id}`);
+          this.#sealedRoster.apply(p.entry.body.signed);
+        }
       }
       const tail = cs.entryOps(first, batch.map((p) => p.bytes), ops);
       batch.forEach((p, i) => ops.push(cs.idOp(p.idKey ?? hashIdKey(leaves[i]!), first + i)));
       for (const k of rosterChanged) {
         const [role, id] = k.split('/') as ['gateway' | 'lock', string];
-        ops.push(cs.rosterOp(this.#roster.get(role, id)!));
+        ops.push(cs.rosterOp(this.#sealedRoster.get(role, id)!));
       }
       const root = range.root();
       const header: BlockHeader = { chain: this.origin, n, prev: this.#lastBlockHash, first, count: batch.length, root, time: this.#now() };
       const headerBytes = encodeBlockHeader(header);
       const hash = blockHash(headerBytes);
-      const checkpoint = signCheckpoint({ origin: this.origin, size: range.size, root, block: n, blockHash: hash }, this.#signer, this.origin);
+      const rosterTree = rosterChanged.size > 0 ? new RosterTree(this.#sealedRoster) : this.#rosterTree;
+      const roster = await rosterTree.digest();
+      const checkpoint = signCheckpoint({ origin: this.origin, size: range.size, root, block: n, blockHash: hash, roster }, this.#signer, this.origin);
       ops.push(cs.blockOp(n, headerBytes, checkpoint));
       const newHead: ChainHead = { n, size: range.size, peaks: [...range.peaks] };
       ops.push(cs.headOp(newHead));
@@ -429,6 +449,7 @@ export class Chain extends EventEmitter<ChainEvents> {
       cs.commit(newHead, tail);
       this.#lastBlockHash = hash;
       this.#checkpoint = checkpoint;
+      this.#rosterTree = rosterTree;
       const results = batch.map((p, i) => {
         const r: AppendResult = { index: first + i, id: p.id ?? toHex(leaves[i]!), leafHash: leaves[i]!, block: n, entry: p.entry };
         p.resolve(r);

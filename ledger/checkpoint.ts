@@ -6,6 +6,7 @@
  *   <tree size, decimal>\n
  *   <root hash, base64 std with padding>\n
  *   oti-block <block number, decimal> <block hash, base64>\n     (extension line)
+ *   oti-roster <members, decimal> <roster root, base64>\n       (extension line, from protocol 1.1 on)
  *   \n
  *   — <key name> <base64(key hash[4] || ed25519 signature[64])>\n   (one line per signature)
  *
@@ -17,6 +18,7 @@ import { OtiError } from './errors.js';
 import type { Signer } from './crypto.js';
 import { type Ed25519Verify, sha256, verify, checkBytes, HASH_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from './crypto.js';
 import { bytesEqual } from './encoding.js';
+import type { RosterDigest } from './roster-commitment.js';
 
 export const CHECKPOINT_MAX_BYTES = 4096;
 const MAX_SIGNATURES = 16;
@@ -28,6 +30,8 @@ export interface CheckpointBody {
   readonly root: Uint8Array;
   readonly block: number;
   readonly blockHash: Uint8Array;
+  /** The roster commitment (ledger/roster-commitment.ts); absent in checkpoints signed before it existed. */
+  readonly roster?: RosterDigest | undefined;
 }
 
 export interface NoteSignature {
@@ -58,7 +62,14 @@ export function checkpointText(b: CheckpointBody): string {
   checkBytes('root', b.root, HASH_BYTES);
   checkBytes('blockHash', b.blockHash, HASH_BYTES);
   if (!Number.isSafeInteger(b.size) || b.size < 0 || !Number.isSafeInteger(b.block) || b.block < 0) throw new OtiError('ERR_ARGUMENT', 'size and block must be non-negative integers');
-  return `${b.origin}\n${b.size}\n${b64(b.root)}\noti-block ${b.block} ${b64(b.blockHash)}\n`;
+  return `${b.origin}\n${b.size}\n${b64(b.root)}\noti-block ${b.block} ${b64(b.blockHash)}\n${rosterLine(b.roster)}`;
+}
+
+function rosterLine(r: RosterDigest | undefined): string {
+  if (r === undefined) return '';
+  checkBytes('roster root', r.root, HASH_BYTES);
+  if (!Number.isSafeInteger(r.size) || r.size < 1) throw new OtiError('ERR_ARGUMENT', 'the roster commitment must name at least one member');
+  return `oti-roster ${r.size} ${b64(r.root)}\n`;
 }
 
 export function signCheckpoint(b: CheckpointBody, signer: Signer, keyName: string): SignedCheckpoint {
@@ -90,14 +101,15 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
   const text = s.slice(0, split + 1);
   const sigPart = s.slice(split + 2);
   const lines = text.slice(0, -1).split('\n');
-  if (lines.length !== 4) throw fmt(`checkpoint body must have 4 lines, has ${lines.length}`);
-  const [origin, sizeLine, rootLine, ext] = lines as [string, string, string, string];
+  if (lines.length !== 4 && lines.length !== 5) throw fmt(`checkpoint body must have 4 or 5 lines, has ${lines.length}`);
+  const [origin, sizeLine, rootLine, ext, rosterExt] = lines as [string, string, string, string, string | undefined];
   if (!ORIGIN_PATTERN.test(origin)) throw fmt('origin line is not printable ASCII without spaces');
   if (!/^(0|[1-9][0-9]{0,15})$/.test(sizeLine) || !Number.isSafeInteger(Number(sizeLine))) throw fmt('tree size is not a canonical decimal integer');
   const root = unb64(rootLine, HASH_BYTES, 'root hash');
   const m = /^oti-block (0|[1-9][0-9]{0,15}) (\S+)$/.exec(ext);
   if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('extension line must be "oti-block <n> <hash>"');
   const blockHash = unb64(m[2]!, HASH_BYTES, 'block hash');
+  const roster = rosterExt === undefined ? undefined : parseRosterLine(rosterExt);
   if (!sigPart.endsWith('\n')) throw fmt('signature block must end with a newline');
   const sigLines = sigPart.slice(0, -1).split('\n');
   if (sigLines.length === 0 || sigLines.length > MAX_SIGNATURES) throw fmt(`note must carry 1 to ${MAX_SIGNATURES} signatures`);
@@ -108,7 +120,13 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
     if (blob.length < 5) throw fmt('signature is too short');
     return { name: sm[1]!, keyHash: blob.subarray(0, 4), signature: blob.subarray(4) };
   });
-  return { origin, size: Number(sizeLine), root, block: Number(m[1]), blockHash, text, signatures, note: s };
+  return { origin, size: Number(sizeLine), root, block: Number(m[1]), blockHash, ...(roster !== undefined ? { roster } : {}), text, signatures, note: s };
+}
+
+function parseRosterLine(line: string): RosterDigest {
+  const m = /^oti-roster ([1-9][0-9]{0,15}) ([A-Za-z0-9+/=]+)$/.exec(line);
+  if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('second extension line must be "oti-roster <members> <root>"');
+  return { size: Number(m[1]), root: unb64(m[2]!, HASH_BYTES, 'roster root') };
 }
 
 /**

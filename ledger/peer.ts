@@ -274,7 +274,7 @@ export class ChainReplica {
     if (head.n < 0) return new ChainVerifier(this.origin, this.#opts);
     const last = await this.cs.getBlock(head.n);
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
-    return new ChainVerifier(this.origin, this.#opts, { range, prevHash: head.n >= 0 ? blockHash(last.headerBytes) : ZERO_HASH, nextBlock: head.n + 1, roster: this.#roster });
+    return new ChainVerifier(this.origin, this.#opts, { range, prevHash: head.n >= 0 ? blockHash(last.headerBytes) : ZERO_HASH, nextBlock: head.n + 1, roster: this.#roster, rosterCommitted: last.checkpoint.roster !== undefined });
   }
 }
 

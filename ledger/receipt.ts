@@ -10,6 +10,12 @@
  *               "gateway": [+ bstr],      the site-signed statements of the gateway, oldest first
  *               ? "lock": [+ bstr] }      for lock events: the lock's site-signed statements
  *
+ * Version 2 is for checkpoints that carry the roster commitment (`oti-roster` line) and adds
+ *               "gatewayAt": [uint, [* bstr(32)]]   the gateway member's leaf index and inclusion proof
+ *               ? "lockAt": [uint, [* bstr(32)]]    the same for the lock (lock events)
+ * so the statements are shown to be all the chain held about gateway and lock at the checkpoint:
+ * a revocation cannot be left out (ERR_ROSTER_COMMITMENT).
+ *
  * Verification: the gateway statements are site-signed and for the checkpoint's gateway; the
  * checkpoint carries a valid signature by one of the gateway's keys; the inclusion proof places
  * the entry's leaf hash at `index` under the checkpoint's root; the entry decodes strictly; a
@@ -26,6 +32,7 @@ import { checkSigned, decodeSigned, type SiteTrust } from './roster.js';
 import { parseOrigin } from './verify.js';
 import { asMap, uint, oneOf, version } from './schema.js';
 import type { Chain } from './chain.js';
+import { verifyMember, type MemberProof, type RosterDigest } from './roster-commitment.js';
 
 export const RECEIPT_MAX_BYTES = 64 * 1024;
 
@@ -36,6 +43,9 @@ export interface ReceiptParts {
   readonly checkpoint: string;
   readonly gateway: readonly Uint8Array[];
   readonly lock?: readonly Uint8Array[];
+  /** Version 2: where the gateway's and the lock's statements sit in the checkpoint's roster commitment. */
+  readonly gatewayAt?: MemberProof;
+  readonly lockAt?: MemberProof;
 }
 
 export interface VerifiedReceipt {
@@ -45,11 +55,17 @@ export interface VerifiedReceipt {
   readonly gatewayId: string;
   /** 'lock-signed' when the lock's own signature was checked, 'unsigned' for an unsigned lock, 'gateway' otherwise. */
   readonly provenance: 'lock-signed' | 'unsigned' | 'gateway';
+  /**
+   * 'committed' when the checkpoint commits to the roster and the statements were shown complete
+   * (no revocation of gateway or lock at or before the checkpoint); 'uncommitted' for a checkpoint
+   * signed before the roster commitment existed: a revocation could then have been left out.
+   */
+  readonly roster: 'committed' | 'uncommitted';
 }
 
 export function encodeReceipt(r: ReceiptParts): Uint8Array {
-  const m: Record<string, Uint8Array | number | string | Uint8Array[]> = {
-    v: 1,
+  const m: Record<string, Uint8Array | number | string | Uint8Array[] | (number | Uint8Array[])[]> = {
+    v: r.gatewayAt !== undefined ? 2 : 1,
     type: 'oti-receipt',
     entry: r.entry,
     index: r.index,
@@ -58,12 +74,15 @@ export function encodeReceipt(r: ReceiptParts): Uint8Array {
     gateway: [...r.gateway],
   };
   if (r.lock !== undefined) m['lock'] = [...r.lock];
+  if (r.gatewayAt !== undefined) m['gatewayAt'] = [r.gatewayAt.index, [...r.gatewayAt.proof]];
+  if (r.lockAt !== undefined) m['lockAt'] = [r.lockAt.index, [...r.lockAt.proof]];
   return encode(m);
 }
 
 export function decodeReceipt(b: Uint8Array): ReceiptParts {
-  const m = asMap(decode(b, RECEIPT_MAX_BYTES), 'receipt', ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock']);
-  version(m, 'receipt', 1);
+  const m = asMap(decode(b, RECEIPT_MAX_BYTES), 'receipt', ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock', 'gatewayAt', 'lockAt']);
+  const v2 = m['v'] === 2;
+  if (!v2) version(m, 'receipt', 1);
   oneOf(m, 'type', 'receipt', ['oti-receipt']);
   const entry = m['entry'];
   const proof = m['proof'];
@@ -80,7 +99,39 @@ export function decodeReceipt(b: Uint8Array): ReceiptParts {
   const gateway = list('gateway');
   if (gateway === undefined) throw invalid('gateway statements are missing');
   const lock = list('lock');
-  return { entry, index: uint(m, 'index', 'receipt'), proof: proof as Uint8Array[], checkpoint, gateway, ...(lock !== undefined ? { lock } : {}) };
+  const gatewayAt = memberProof(m['gatewayAt'], 'gatewayAt');
+  const lockAt = memberProof(m['lockAt'], 'lockAt');
+  if (v2 !== (gatewayAt !== undefined)) throw invalid(v2 ? 'a version 2 receipt must carry gatewayAt' : 'gatewayAt and lockAt are only in version 2 receipts');
+  if ((lockAt !== undefined) !== (v2 && lock !== undefined)) throw invalid('lockAt goes with the lock statements of a version 2 receipt');
+  return {
+    entry, index: uint(m, 'index', 'receipt'), proof: proof as Uint8Array[], checkpoint, gateway,
+    ...(lock !== undefined ? { lock } : {}),
+    ...(gatewayAt !== undefined ? { gatewayAt } : {}),
+    ...(lockAt !== undefined ? { lockAt } : {}),
+  };
+}
+
+function memberProof(v: unknown, what: string): MemberProof | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length !== 2 || !Number.isSafeInteger(v[0]) || (v[0] as number) < 0) throw invalid(`${what} must be [index, proof]`);
+  const proof: unknown = v[1];
+  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES || !proof.every((p) => p instanceof Uint8Array && p.length === 32)) throw invalid(`${what} proof must be a list of 32-byte hashes`);
+  return { index: v[0] as number, proof: proof as Uint8Array[] };
+}
+
+/**
+ * The statements carried must be the members' whole histories in the roster the checkpoint
+ * commits to; a checkpoint without the commitment leaves that unproven ('uncommitted').
+ */
+function checkRoster(r: ReceiptParts, digest: RosterDigest | undefined, gatewayId: string, lockId: string | undefined): VerifiedReceipt['roster'] {
+  if (digest === undefined) {
+    if (r.gatewayAt !== undefined) throw invalid('the receipt carries roster proofs but its checkpoint commits to no roster');
+    return 'uncommitted';
+  }
+  if (r.gatewayAt === undefined) throw new OtiError('ERR_ROSTER_COMMITMENT', 'the checkpoint commits to a roster but the receipt does not show where its statements are in it');
+  verifyMember('gateway', gatewayId, r.gateway, r.gatewayAt, digest);
+  if (lockId !== undefined && r.lock !== undefined && r.lockAt !== undefined) verifyMember('lock', lockId, r.lock, r.lockAt, digest);
+  return 'committed';
 }
 
 /** Verifies a receipt offline. Every failure is ERR_RECEIPT_INVALID with the underlying code in details. */
@@ -99,6 +150,7 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
       throw new OtiError('ERR_PROOF_INVALID', `the entry is not at position ${r.index} of the checkpoint's tree`);
     }
     const entry = decodeEntry(r.entry);
+    const roster = checkRoster(r, checkpoint.roster, gatewayId, entry.body.kind === 'lock-event' ? entry.body.event.lock : undefined);
     let provenance: VerifiedReceipt['provenance'] = 'gateway';
     if (entry.body.kind === 'lock-event') {
       if (r.lock === undefined) throw invalid('a lock event receipt must carry the lock statements');
@@ -115,25 +167,26 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
     } else if (r.lock !== undefined) {
       throw invalid('lock statements are only for lock events');
     }
-    return { entry, index: r.index, checkpoint, gatewayId, provenance };
+    return { entry, index: r.index, checkpoint, gatewayId, provenance, roster };
   } catch (e) {
     if (isOtiError(e, 'ERR_RECEIPT_INVALID')) throw e;
     const code = isOtiError(e) ? e.code : 'ERR_ENCODING_MALFORMED';
-    throw new OtiError('ERR_RECEIPT_INVALID', `receipt does not verify: ${(e as Error).message}`, { cause: code }, { cause: e });
+    throw new OtiError('ERR_RECEIPT_INVALID', `receipt does not verify: ${(e as Error).message} (${code})`, { cause: code }, { cause: e });
   }
 }
 
 /** Builds the receipt of entry `index` against the chain's latest checkpoint. */
 export async function receiptFor(chain: Chain, index: number): Promise<Uint8Array> {
-  const cp = chain.checkpoint;
+  const { checkpoint: cp, rosterTree } = chain.sealed;
   if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
   const entryBytes = await chain.cs.getEntry(index);
   const entry = decodeEntry(entryBytes);
-  const gw = chain.roster.get('gateway', parseOrigin(chain.origin).gatewayId);
+  const gatewayId = parseOrigin(chain.origin).gatewayId;
+  const gw = rosterTree.member('gateway', gatewayId);
   if (gw === undefined) throw new OtiError('ERR_STORE_CORRUPT', 'the gateway is not in its own roster');
-  let lock: Uint8Array[] | undefined;
+  let lock: readonly Uint8Array[] | undefined;
   if (entry.body.kind === 'lock-event') {
-    const m = chain.roster.get('lock', entry.body.event.lock);
+    const m = rosterTree.member('lock', entry.body.event.lock);
     if (m === undefined) throw new OtiError('ERR_STORE_CORRUPT', `lock ${entry.body.event.lock} is not in the roster`);
     lock = m.history;
   }
@@ -144,6 +197,8 @@ export async function receiptFor(chain: Chain, index: number): Promise<Uint8Arra
     checkpoint: cp.note,
     gateway: gw.history,
     ...(lock !== undefined ? { lock } : {}),
+    ...(cp.roster !== undefined ? { gatewayAt: await rosterTree.proof('gateway', gatewayId) } : {}),
+    ...(cp.roster !== undefined && entry.body.kind === 'lock-event' ? { lockAt: await rosterTree.proof('lock', entry.body.event.lock) } : {}),
   });
 }
 
@@ -152,7 +207,7 @@ function statementKeys(list: readonly Uint8Array[], trust: SiteTrust, ed: Ed2551
     const s = decodeSigned(b);
     checkSigned(s, trust, ed);
     if (s.statement.role !== role || s.statement.id !== id) throw invalid(`a ${role} statement is about ${s.statement.role} ${s.statement.id}, not ${id}`);
-    if (s.statement.op === 'revoke') throw invalid(`${role} ${id} statements include a revocation`);
+    if (s.statement.op === 'revoke') throw new OtiError(role === 'lock' ? 'ERR_LOCK_REVOKED' : 'ERR_ROSTER', `${role} ${id} was revoked at or before the checkpoint`, { role, id });
     return s.statement.key;
   });
 }

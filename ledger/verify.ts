@@ -21,6 +21,7 @@ import { verifyPacked } from './sigbatch.js';
 import type { ChainStore } from './store.js';
 import { bytesEqual } from './encoding.js';
 import { rebuildRange } from './chain.js';
+import { RosterTree, type RosterDigest } from './roster-commitment.js';
 
 const SIG_BATCH = 512;
 
@@ -89,8 +90,12 @@ export class ChainVerifier {
   #lockSignatures = 0;
   #unsigned = 0;
   #checkpoint: SignedCheckpoint | undefined;
+  /** Whether an earlier checkpoint of this chain carried the roster commitment (later ones must too). */
+  #rosterCommitted: boolean;
+  /** The commitment of #roster, worked out when a checkpoint needs it; cleared when the roster changes. */
+  #rosterDigest: RosterDigest | undefined;
 
-  constructor(origin: string, opts: VerifyOptions, start?: { range: CompactRange; prevHash: Uint8Array; nextBlock: number; roster: Roster }) {
+  constructor(origin: string, opts: VerifyOptions, start?: { range: CompactRange; prevHash: Uint8Array; nextBlock: number; roster: Roster; rosterCommitted?: boolean }) {
     const { siteId, gatewayId } = parseOrigin(origin);
     if (siteId !== opts.trust.siteId) throw new OtiError('ERR_ROSTER', `chain ${origin} is not of site ${opts.trust.siteId}`);
     this.origin = origin;
@@ -101,6 +106,7 @@ export class ChainVerifier {
     this.#prevHash = start?.prevHash ?? ZERO_HASH;
     this.#nextBlock = start?.nextBlock ?? 0;
     this.#roster = start?.roster.clone() ?? new Roster();
+    this.#rosterCommitted = start?.rosterCommitted ?? false;
   }
 
   get size(): number {
@@ -142,6 +148,7 @@ export class ChainVerifier {
     const key = startKey ?? this.#roster.get('gateway', this.gatewayId)?.key;
     if (key === undefined || (gw !== undefined && gw.revoked)) throw new OtiError('ERR_ROSTER', `gateway ${this.gatewayId} is not enrolled at block ${h.n}`, where);
     verifyCheckpoint(checkpoint, this.origin, key, this.#ed25519);
+    await this.#checkRosterCommitment(checkpoint, where);
     this.#prevHash = hash;
     this.#nextBlock = h.n + 1;
     this.#blocks++;
@@ -149,6 +156,22 @@ export class ChainVerifier {
     await this.#drain(false);
     this.#opts.onProgress?.(this.progress);
     return checked ?? NOTHING_COLLECTED;
+  }
+
+  /**
+   * A checkpoint's `oti-roster` line must name the roster after its block; once a chain's
+   * checkpoints carry it, every later one must (docs/PROTOCOL.md §Roster commitment).
+   */
+  async #checkRosterCommitment(cp: SignedCheckpoint, where: { origin: string; block: number }): Promise<void> {
+    if (cp.roster === undefined) {
+      if (this.#rosterCommitted) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `the checkpoint of block ${cp.block} drops the roster commitment earlier checkpoints of ${this.origin} carry`, where);
+      return;
+    }
+    this.#rosterDigest ??= await new RosterTree(this.#roster).digest();
+    if (cp.roster.size !== this.#rosterDigest.size || !bytesEqual(cp.roster.root, this.#rosterDigest.root)) {
+      throw new OtiError('ERR_ROSTER_COMMITMENT', `the checkpoint of block ${cp.block} commits to another roster than the chain holds after it`, where);
+    }
+    this.#rosterCommitted = true;
   }
 
   /** Waits for every outstanding signature check; throws the first failure. */
@@ -177,6 +200,7 @@ export class ChainVerifier {
         try {
           checkSigned(body.signed, this.#opts.trust, this.#ed25519);
           this.#roster.apply(body.signed);
+          this.#rosterDigest = undefined;
         } catch (e) {
           if (isOtiError(e)) throw new OtiError(e.code, `entry ${index} of ${this.origin}: ${e.message}`, { index }, { cause: e });
           throw e;
@@ -280,7 +304,7 @@ export async function verifierAt(cs: ChainStore, opts: VerifyOptions, from: numb
       roster.apply(e.body.signed);
     }
   }
-  return new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster });
+  return new ChainVerifier(cs.origin, opts, { range, prevHash: blockHash(prev.headerBytes), nextBlock: from, roster, rosterCommitted: prev.checkpoint.roster !== undefined });
 }
 
 const ROSTER_MARKER = Buffer.from('kindfroster', 'latin1');

@@ -139,7 +139,7 @@ const verify: Command = {
       // The workers and this thread (idle but for reading and hashing) share the checks: one
       // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory).
       const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true });
-      const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string }; error?: { code: string; message: string }; refused?: { evidence: string; reporter: string | null } }[] = [];
+      const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string; rosterCommitted: boolean }; error?: { code: string; message: string }; refused?: { evidence: string; reporter: string | null } }[] = [];
       const evidence = await readEvidence(store);
       try {
         for (const c of chains) {
@@ -147,7 +147,7 @@ const verify: Command = {
           const bar = term.progress(c.origin);
           try {
             const r = await verifyChain(cs, { trust, pool, onProgress: (pr) => bar.update(pr.size, cs.head.size, `${pr.lockSignatures} signatures`) });
-            const report = { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root) };
+            const report = { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root), rosterCommitted: r.checkpoint?.roster !== undefined };
             // Its blocks verify, but its gateway's key signed another, inconsistent tree too: not ok.
             const ev = evidence.find((e) => e.origin === c.origin && e.refused);
             if (ev !== undefined) results.push({ origin: c.origin, role: c.role, ok: false, report, error: { code: 'ERR_EQUIVOCATION', message: `its blocks verify, but the site refuses it: its gateway's key signed an inconsistent checkpoint too (evidence ${ev.id.slice(0, 16)})` }, refused: { evidence: ev.id, reporter: ev.reporter } });
@@ -167,7 +167,7 @@ const verify: Command = {
         ...(copy ? [term.yellow('the gateway is running: verified a copy of the ledger')] : []),
         ...results.map((r) =>
           r.ok
-            ? `${term.green('ok')}    ${r.origin} (${r.role}): ${r.report?.entries} entries, ${r.report?.blocks} blocks, ${r.report?.lockSignatures} lock signatures`
+            ? `${term.green('ok')}    ${r.origin} (${r.role}): ${r.report?.entries} entries, ${r.report?.blocks} blocks, ${r.report?.lockSignatures} lock signatures${r.report?.rosterCommitted === true ? ', roster committed' : ', roster not committed (checkpoints before protocol 1.1)'}`
             : `${term.red(r.refused !== undefined ? 'REFUSED' : 'FAIL')}  ${r.origin} (${r.role}): ${r.error?.message} [${r.error?.code}]`,
         ),
         ...evidence.map(evidenceLine),
@@ -180,7 +180,7 @@ const verify: Command = {
 
 function receiptSummary(v: VerifiedReceipt): Record<string, unknown> {
   const b = v.entry.body;
-  const base = { gateway: v.gatewayId, chain: v.checkpoint.origin, index: v.index, checkpointSize: v.checkpoint.size, checkpointRoot: toHex(v.checkpoint.root), provenance: v.provenance, kind: b.kind, recorded: new Date(v.entry.time).toISOString() };
+  const base = { gateway: v.gatewayId, chain: v.checkpoint.origin, index: v.index, checkpointSize: v.checkpoint.size, checkpointRoot: toHex(v.checkpoint.root), provenance: v.provenance, roster: v.roster, kind: b.kind, recorded: new Date(v.entry.time).toISOString() };
   if (b.kind === 'lock-event') return { ...base, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, lockTime: new Date(b.event.time).toISOString() };
   if (b.kind === 'roster') return { ...base, op: b.signed.statement.op, role: b.signed.statement.role, id: b.signed.statement.id };
   return base;
@@ -241,6 +241,9 @@ const receiptVerify: Command = {
         `  ${what}`,
         `  is entry ${v.index} of chain ${v.checkpoint.origin}, recorded ${String(s.recorded)}`,
         `  under checkpoint size ${v.checkpoint.size}, root ${String(s.checkpointRoot)}, signed by gateway ${v.gatewayId} (enrolled by the site)`,
+        v.roster === 'committed'
+          ? '  the checkpoint commits to the roster: neither the gateway nor the lock was revoked at or before it'
+          : '  roster NOT committed: the checkpoint predates the roster commitment (protocol 1.0), so a revocation could have been left out',
       ],
     };
   },

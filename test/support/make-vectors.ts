@@ -29,6 +29,8 @@ import { keyHash, signCheckpoint, verifyCheckpoint } from '../../ledger/checkpoi
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain, chainOrigin, type AppendResult } from '../../ledger/chain.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
+import { memberLeafData } from '../../ledger/roster-commitment.js';
+import { bytesEqual } from '../../ledger/encoding.js';
 import { compareWithChain, encodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
 import { verifyChain } from '../../ledger/verify.js';
 
@@ -208,7 +210,12 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
     // Receipt of front-door:1.
     const receipt = await receiptFor(chain, incIndex);
     const verified = verifyReceipt(receipt, trust);
-    check(verified.provenance === 'lock-signed', 'receipt');
+    check(verified.provenance === 'lock-signed' && verified.roster === 'committed', 'receipt');
+    const rosterTree = chain.sealed.rosterTree;
+    const rosterDigest = await rosterTree.digest();
+    check(final.roster !== undefined && bytesEqual(final.roster.root, rosterDigest.root), 'roster commitment');
+    const rosterMembers = [...chain.roster.members()].map((m) => ({ role: m.role, id: m.id, leafData: memberLeafData(m.role, m.id, m.history) }));
+    rosterMembers.sort((a, b) => Buffer.compare(Buffer.from(`${a.role}\0${a.id}`), Buffer.from(`${b.role}\0${b.id}`)));
 
     // Equivocation: the gateway key also signed a checkpoint of size 5 whose root is not the
     // root of the first 5 entries of its chain.
@@ -267,6 +274,13 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
       entryId: 'front-door:1',
       siteKey: hex(siteKey.publicKey),
       receipt: hex(receipt),
+    };
+    out['rosterCommitment'] = {
+      description: 'the roster commitment of the last checkpoint: its members in (role, id) order, each leaf data = CBOR [role, id, [signed statements]], leaf hash = SHA-256(0x00 || leaf data), RFC 9162 root',
+      members: rosterMembers.map((m) => ({ role: m.role, id: m.id, leafData: hex(m.leafData), leafHash: hex(leafHash(m.leafData)) })),
+      size: rosterDigest.size,
+      root: hex(rosterDigest.root),
+      gatewayProof: (await rosterTree.proof('gateway', GATEWAY_ID)).proof.map(hex),
     };
     out['evidence'] = {
       description: 'equivocation: checkpoint a (size 5) and checkpoint b (block 3, size 10) are both signed by gw-1, but b commits to another root at size 5',

@@ -58,3 +58,18 @@ void test('older or smaller cosignatures change nothing', () => {
   assert.equal(got.length, 2);
   assert.deepEqual(t.witnesses(), [{ witness: 'gw-a', size: 10, time: 5 }]);
 });
+
+void test('with witness.externalQuorum k, confirmation also waits for k external witnesses, up to the smallest size they all reached', () => {
+  const t = new CoverageTracker('gw-c', () => 2, () => 2);
+  const got: CoverageEvent[] = [];
+  t.on('coverage', (e) => got.push(e));
+  t.record('gw-a', 10, 1);
+  assert.deepEqual(got.map((e) => e.state), ['replicated'], 'the site quorum alone does not confirm');
+  t.recordExternal('witness.example/w1', 10, 1);
+  assert.equal(t.confirmedSize, 0, 'one external witness of two');
+  t.recordExternal('witness.example/w2', 6, 1);
+  assert.equal(t.confirmedSize, 6);
+  assert.deepEqual(got.at(-1), { state: 'confirmed', from: 0, to: 6, peers: 1, quorum: 2, cosigners: ['gw-c', 'gw-a', 'witness.example/w1', 'witness.example/w2'] });
+  t.recordExternal('witness.example/w2', 12, 2);
+  assert.equal(t.confirmedSize, 10, 'bounded by the site quorum');
+});

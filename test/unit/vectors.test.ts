@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as ed from '@noble/ed25519';
-import { decode as plainDecode } from 'cborg';
+import { decode as plainDecode, encode as plainEncode } from 'cborg';
 import { makeVectors, vectorsJson } from '../support/make-vectors.js';
 import { decode, encode } from '../../ledger/encoding.js';
 import { isOtiError, ERROR_CODES } from '../../ledger/errors.js';
@@ -198,6 +198,7 @@ interface Note {
   root: Uint8Array;
   block: number;
   blockHash: Uint8Array;
+  roster: { size: number; root: Uint8Array } | undefined;
   sigs: { name: string; blob: Uint8Array }[];
 }
 
@@ -206,10 +207,13 @@ function parseNote(note: string): Note {
   assert.ok(split > 0, 'note has a blank line');
   const text = note.slice(0, split + 1);
   const lines = text.slice(0, -1).split('\n');
-  assert.equal(lines.length, 4, 'checkpoint body has 4 lines');
-  const [origin, size, root, ext] = lines as [string, string, string, string];
+  assert.ok(lines.length === 4 || lines.length === 5, 'checkpoint body has 4 or 5 lines');
+  const [origin, size, root, ext, rosterExt] = lines as [string, string, string, string, string | undefined];
   const m = /^oti-block (0|[1-9][0-9]*) ([A-Za-z0-9+/=]+)$/.exec(ext);
   assert.ok(m !== null, 'extension line');
+  const rm = rosterExt === undefined ? undefined : /^oti-roster ([1-9][0-9]*) ([A-Za-z0-9+/=]+)$/.exec(rosterExt);
+  assert.ok(rm !== null, 'roster extension line');
+  const roster = rm === undefined ? undefined : { size: Number(rm[1]), root: new Uint8Array(Buffer.from(rm[2]!, 'base64')) };
   const sigs = note
     .slice(split + 2, -1)
     .split('\n')
@@ -218,7 +222,7 @@ function parseNote(note: string): Note {
       assert.ok(s !== null, 'signature line');
       return { name: s[1]!, blob: new Uint8Array(Buffer.from(s[2]!, 'base64')) };
     });
-  return { text, origin, size: Number(size), root: new Uint8Array(Buffer.from(root, 'base64')), block: Number(m[1]), blockHash: new Uint8Array(Buffer.from(m[2]!, 'base64')), sigs };
+  return { text, origin, size: Number(size), root: new Uint8Array(Buffer.from(root, 'base64')), block: Number(m[1]), blockHash: new Uint8Array(Buffer.from(m[2]!, 'base64')), roster, sigs };
 }
 
 function noteSignedBy(note: Note, name: string, publicKey: Uint8Array): boolean {
@@ -260,7 +264,7 @@ function statementKeys(list: unknown, siteId: string, siteKeys: readonly Uint8Ar
 function verifyReceiptFromDocument(receipt: Uint8Array, siteId: string, siteKeys: readonly Uint8Array[]): { provenance: string; lock?: string; ctr?: number } {
   // 1. the receipt map
   const r = mapOf(receipt);
-  assert.equal(r['v'], 1);
+  assert.ok(r['v'] === 1 || r['v'] === 2);
   assert.equal(r['type'], 'oti-receipt');
   const entry = bytesOf(r['entry'], 'entry');
   const index = r['index'];
@@ -281,6 +285,13 @@ function verifyReceiptFromDocument(receipt: Uint8Array, siteId: string, siteKeys
   // 7-8. the entry and, for a lock event, the lock's own signature
   const e = mapOf(entry);
   assert.equal(e['v'], 1);
+  // 9. the roster commitment: version 2 and each member's statements are its leaf in the roster tree
+  assert.equal(r['v'], note.roster === undefined ? 1 : 2, 'receipt version follows the checkpoint');
+  if (note.roster !== undefined) {
+    const lockId = e['kind'] === 'lock-event' ? (mapOf(lockPayloadOf(e['body'] as Plain))['lock'] as string) : undefined;
+    assert.ok(memberInRoster(note.roster, 'gateway', gatewayId, r['gateway'], r['gatewayAt']), 'gateway statements complete');
+    if (lockId !== undefined) assert.ok(memberInRoster(note.roster, 'lock', lockId, r['lock'], r['lockAt']), 'lock statements complete');
+  }
   if (e['kind'] !== 'lock-event') {
     assert.equal(r['lock'], undefined);
     return { provenance: 'gateway' };
@@ -299,6 +310,40 @@ function verifyReceiptFromDocument(receipt: Uint8Array, siteId: string, siteKeys
   const event = mapOf(bytesOf(body['event'], 'event'));
   statementKeys(r['lock'], siteId, siteKeys, 'lock', event['lock'] as string);
   return { provenance: 'unsigned', lock: event['lock'] as string, ctr: event['ctr'] as number };
+}
+
+/** §Roster commitment from the entries: members' statements in chain order, leaves ordered by (role, id). */
+function rosterDigestOf(entries: readonly Uint8Array[]): { size: number; root: Uint8Array } {
+  const histories = new Map<string, { role: string; id: string; statements: Uint8Array[] }>();
+  for (const bytes of entries) {
+    const e = mapOf(bytes);
+    if (e['kind'] !== 'roster') continue;
+    const signed = bytesOf((e['body'] as Plain)['signed'], 'signed');
+    const st = mapOf(bytesOf(mapOf(signed)['stmt'], 'stmt'));
+    const key = `${String(st['role'])}\0${String(st['id'])}`;
+    const h = histories.get(key) ?? { role: st['role'] as string, id: st['id'] as string, statements: [] };
+    h.statements.push(signed);
+    histories.set(key, h);
+  }
+  const keys = [...histories.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const leaves = keys.map((k) => {
+    const h = histories.get(k)!;
+    return leafOf(plainEncode([h.role, h.id, h.statements]));
+  });
+  return { size: leaves.length, root: mth(leaves) };
+}
+
+/** The event payload of a lock-event body: the COSE payload when lock-signed, else the event. */
+function lockPayloadOf(body: Plain): Uint8Array {
+  if (body['prov'] !== 'lock-signed') return bytesOf(body['event'], 'event');
+  return bytesOf((plainDecode(bytesOf(body['cose'], 'cose')) as unknown[])[2], 'payload');
+}
+
+/** §Roster commitment: leaf = SHA-256(0x00 || CBOR [role, id, statements]) at `at[0]` under the committed root. */
+function memberInRoster(roster: { size: number; root: Uint8Array }, role: string, id: string, statements: unknown, at: unknown): boolean {
+  assert.ok(Array.isArray(statements) && Array.isArray(at) && at.length === 2 && Array.isArray(at[1]), `${role} proof`);
+  const leaf = leafOf(plainEncode([role, id, statements]));
+  return inclusionOk(leaf, at[0] as number, roster.size, at[1] as Uint8Array[], roster.root);
 }
 
 /** Rows `| \`NAME\` | text |` of the table under a level-2 heading of docs/PROTOCOL.md. */
@@ -407,7 +452,8 @@ void test('hashes recomputed from the documented rules', () => {
     assert.deepEqual(h['root'], hex(b.root));
     const hash = sha256(ascii('OTI-v1 block'), Uint8Array.of(0), hex(b.header));
     assert.equal(toHex(hash), b.blockHash);
-    const text = `${V.origin}\n${size}\n${Buffer.from(hex(b.root)).toString('base64')}\noti-block ${b.n} ${Buffer.from(hash).toString('base64')}\n`;
+    const roster = rosterDigestOf(V.entries.slice(0, size).map((e) => hex(e.entry)));
+    const text = `${V.origin}\n${size}\n${Buffer.from(hex(b.root)).toString('base64')}\noti-block ${b.n} ${Buffer.from(hash).toString('base64')}\noti-roster ${roster.size} ${Buffer.from(roster.root).toString('base64')}\n`;
     assert.equal(b.checkpointText, text);
     const kh = keyHashOf(V.checkpointKey.name, hex(V.checkpointKey.publicKey));
     assert.equal(toHex(kh), V.checkpointKey.keyHash);
