@@ -37,6 +37,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../ledger/entry.js';
 import type { WebhookStatus } from './webhooks.js';
 import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
+import { TLOG_PREFIX, tlogRoute } from './tlog-routes.js';
 
 /** Longest request target (path and query) accepted, in bytes. */
 export const MAX_URL_BYTES = 2048;
@@ -146,6 +147,7 @@ interface Reply {
   readonly status: number;
   readonly type: string;
   readonly body: string | Uint8Array;
+  readonly headers?: Record<string, string>;
 }
 
 function json(value: unknown, status = 200): Reply {
@@ -253,7 +255,7 @@ export class LocalApi {
     }
     this.#opts.logger?.debug({ method: req.method, path: safePath(target), status: reply.status }, 'API request');
     if (res.destroyed) return;
-    res.writeHead(reply.status, { 'content-type': reply.type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers });
+    res.writeHead(reply.status, { 'content-type': reply.type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...reply.headers, ...headers });
     res.end(reply.body);
   }
 
@@ -283,6 +285,7 @@ export class LocalApi {
     }
     if (path === '/chains') return json({ chains: this.#chains() });
     if (path === '/events') return json(await this.#events(url.searchParams, role));
+    if (path.startsWith(TLOG_PREFIX)) return tlogRoute(path, [this.#opts.chain.cs, ...(this.#opts.peers?.() ?? [])]);
     const entry = /^\/events\/([^/]+)$/.exec(path);
     if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);

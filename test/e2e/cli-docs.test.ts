@@ -141,6 +141,10 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.equal(verified.json<{ ctr: number }>().ctr, 3);
   const chains = await run('verify', ['--data', 'data', '--json']);
   assert.equal(chains.json<{ ok: boolean }>().ok, true);
+  const exported = await run('export', ['--data', 'data', '--out', 'tlog', '--json']);
+  const tree = exported.json<{ chains: { origin: string; size: number }[] }>().chains[0]!;
+  assert.ok(tree.size > 0);
+  assert.match(await readFile(join(dir, 'tlog', tree.origin, 'checkpoint'), 'utf8'), new RegExp(`^${tree.origin}\n${tree.size}\n`));
   await run('lock rotate', ['--site-dir', 'site', '--id', 'back-door', '--key', toHex(generateKeyPair().publicKey), '--yes', ...api]);
   await run('lock revoke', ['--site-dir', 'site', '--id', 'back-door', '--yes', ...api]);
   await run('gateway enroll', ['--site-dir', 'site', '--id', 'gw-spare', '--out', 'gw-spare.bundle.json']);

@@ -1,0 +1,162 @@
+/**
+ * The chain in C2SP tlog-tiles, checked by an implementation nobody here wrote (issue 19.1, 19.6):
+ * Google's golang.org/x/mod/sumdb/note and sumdb/tlog, from Debian's golang-golang-x-mod-dev,
+ * built from test/support/go-tlog/ in GOPATH mode. Against the real gateway process (demo locks
+ * on real ptys filling its chain) and against an `oti export` tree served by a plain static HTTP
+ * server, the Go program verifies the checkpoint's signature with a signed-note verifier key
+ * computed here from the gateway's key, proves and checks every entry's inclusion from the hash
+ * tiles and entry bundles, and checks that an older checkpoint is consistent with the newer one.
+ * Skipped, saying why, when `go` or the Debian Go packages are missing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { join, normalize } from 'node:path';
+import { promisify } from 'node:util';
+import { tempDir } from '../support/site.js';
+import { startGateway } from '../support/gateway-process.js';
+import { oti, ROOT } from '../support/oti-cli.js';
+import { until } from '../support/wait.js';
+import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { keyHash, parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeBlockHeader } from '../../ledger/block.js';
+import { decodeBundle } from '../../ledger/tiles.js';
+
+const run = promisify(execFile);
+const GOPATH = '/usr/share/gocode';
+
+function missingGo(): string | undefined {
+  if (spawnSync('go', ['version']).status !== 0) return '`go` is not installed (apt-get install golang-go golang-golang-x-mod-dev)';
+  if (!existsSync(join(GOPATH, 'src/golang.org/x/mod/sumdb/tlog'))) return `golang.org/x/mod is not in ${GOPATH} (apt-get install golang-golang-x-mod-dev)`;
+  return undefined;
+}
+
+/** Builds test/support/go-tlog in a temp GOPATH-mode tree; returns the binary's path. */
+async function buildGoTlog(dir: string): Promise<string> {
+  const src = join(dir, 'src', 'gotlog');
+  await mkdir(src, { recursive: true });
+  await copyFile(join(ROOT, 'test', 'support', 'go-tlog', 'main.go'), join(src, 'main.go'));
+  const bin = join(dir, 'go-tlog');
+  await run('go', ['build', '-o', bin, '.'], { cwd: src, env: { ...process.env, GO111MODULE: 'off', GOPATH, GOCACHE: join(dir, 'gocache'), GOFLAGS: '' } });
+  return bin;
+}
+
+interface GoResult {
+  origin: string;
+  size: number;
+  included: number;
+  oldSize?: number;
+  consistent: boolean;
+  oldIncluded?: number;
+}
+
+async function goTlog(bin: string, args: string[]): Promise<GoResult> {
+  const { stdout } = await run(bin, args);
+  return JSON.parse(stdout) as GoResult;
+}
+
+/** A static file server for a folder (what any web server does with an `oti export` tree). */
+async function serveDir(root: string): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    const path = normalize(join(root, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)));
+    readFile(path).then(
+      (b) => res.writeHead(200).end(b),
+      () => res.writeHead(404).end(),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const addr = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${addr.port}`, server };
+}
+
+async function size(api: string): Promise<number> {
+  const chains = ((await (await fetch(`${api}/chains`)).json()) as { chains: { size: number }[] }).chains;
+  return chains[0]?.size ?? 0;
+}
+
+const skip = missingGo();
+
+void test('Go sumdb/note and sumdb/tlog verify the checkpoint, every entry and consistency, from the live API and from an oti export tree', { timeout: 240_000, skip }, async (t) => {
+  const dir = await tempDir(t, 'oti-tlog-interop-');
+  const bin = await buildGoTlog(dir);
+  const data = join(dir, 'data');
+  const gw = startGateway(['--demo.locks', '4', '--demo.rate', '50', '--dataDir', data, '--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false', '--discovery.enabled', 'false']);
+  t.after(() => gw.proc.kill('SIGKILL'));
+  const api = String((await gw.waitFor('API', (l) => l.msg.startsWith('local API on ')))['url']);
+  // Past one full tile of entries, so that full and partial tiles at levels 0 and 1 are all used.
+  await until('the chain holds 300 entries', async () => (await size(api)) >= 300, 120_000);
+
+  const id = await loadOrCreateIdentity(data);
+  const origin = `oti/${id.trust.siteId}/${id.gatewayId}`;
+  const prefix = `${api}/tlog/${origin}`;
+  const vkey = `${origin}+${Buffer.from(keyHash(origin, id.key.publicKey)).toString('hex')}+${Buffer.concat([Buffer.of(1), id.key.publicKey]).toString('base64')}`;
+
+  const oldRes = await fetch(`${prefix}/checkpoint`);
+  assert.equal(oldRes.status, 200);
+  assert.match(String(oldRes.headers.get('cache-control')), /max-age=5\b/);
+  const oldNote = await oldRes.text();
+  const old = parseCheckpoint(oldNote);
+  verifyCheckpoint(old, origin, id.key.publicKey);
+  const oldPath = join(dir, 'old-checkpoint');
+  await writeFile(oldPath, oldNote);
+  await until('the chain grows past the old checkpoint by a full tile', async () => (await size(api)) >= old.size + 300, 120_000);
+
+  // Caching: full tiles are immutable, partial ones are not; nothing beyond the tree is served.
+  const full = await fetch(`${prefix}/tile/0/000`);
+  assert.equal(full.status, 200);
+  assert.equal(full.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+  assert.equal((await full.arrayBuffer()).byteLength, 256 * 32);
+  const partial = await fetch(`${prefix}/tile/1/000.p/1`);
+  assert.equal(partial.status, 200);
+  assert.match(String(partial.headers.get('cache-control')), /max-age=5\b/);
+  assert.equal((await fetch(`${prefix}/tile/entries/x999/000`)).status, 404);
+  assert.equal((await fetch(`${prefix}/tile/0/0`)).status, 404, 'only the canonical path of a tile is served');
+  assert.equal((await fetch(`${api}/tlog/oti/no-such/chain/checkpoint`)).status, 404);
+
+  const live = await goTlog(bin, ['-prefix', prefix, '-vkey', vkey, '-old', oldPath, '-old-inclusion']);
+  assert.equal(live.origin, origin);
+  assert.ok(live.size >= old.size + 300, `live tree of ${live.size}`);
+  assert.equal(live.included, live.size, 'every entry proven included from the live API');
+  assert.equal(live.oldSize, old.size);
+  assert.equal(live.consistent, true);
+  assert.equal(live.oldIncluded, old.size, 'every entry proven against the old checkpoint with its narrower partial tiles');
+
+  // A key with another name is refused by Go's verifier: the signature check is real.
+  await assert.rejects(goTlog(bin, ['-prefix', prefix, '-vkey', vkey.replace(`${origin}+`, `${origin}x+`)]), /checkpoint signature|verifier key/);
+
+  const out = join(dir, 'export');
+  const exp = await oti(['export', '--data', data, '--out', out, '--json']);
+  assert.equal(exp.code, 0, exp.stderr);
+  const report = (JSON.parse(exp.stdout) as { chains: { origin: string; size: number; blocks: number }[] }).chains[0]!;
+  assert.equal(report.origin, origin);
+  const { url, server } = await serveDir(out);
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const exported = await goTlog(bin, ['-prefix', `${url}/${origin}`, '-vkey', vkey, '-old', oldPath]);
+  assert.equal(exported.size, report.size);
+  assert.equal(exported.included, report.size, 'every entry proven included from the exported tree');
+  assert.equal(exported.consistent, true);
+
+  // Beyond the Merkle tree: block bundles hold each block's header and its signed checkpoint.
+  const blocks = decodeBundle(await readFile(join(out, origin, 'oti', 'blocks', report.blocks >= 256 ? '000' : `000.p/${report.blocks}`)));
+  assert.equal(blocks.length, 2 * Math.min(256, report.blocks));
+  let next = 0;
+  for (let i = 0; i < blocks.length; i += 2) {
+    const header = decodeBlockHeader(blocks[i]!);
+    const cp = parseCheckpoint(blocks[i + 1]!);
+    verifyCheckpoint(cp, origin, id.key.publicKey);
+    assert.equal(header.n, i / 2);
+    assert.equal(header.first, next);
+    assert.equal(cp.block, header.n);
+    assert.equal(cp.size, header.first + header.count);
+    next = header.first + header.count;
+  }
+  // Stopped here, so that the data folder is not written while the test's cleanup removes it.
+  gw.proc.kill('SIGKILL');
+  await gw.exited;
+});
