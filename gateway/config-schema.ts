@@ -271,6 +271,17 @@ export const SCHEMA = section({
     locks: int({ min: 0, max: 1000, default: 0, doc: `Simulated locks on ptys (\`--demo\` alone means ${DEMO_FLAG_LOCKS}).` }),
     rate: num({ min: 0.01, max: 10_000, default: 2, doc: 'Events per second per simulated lock.' }),
   }),
+  uplink: section({
+    url: str({ format: 'text', minLength: 1, maxLength: 2048, doc: 'mqtt:// or mqtts:// URL of the central broker that gets this gateway\'s own chain for the fleet archive (docs/ARCHIVE.md); off when unset.' }),
+    username: str({ format: 'text', minLength: 1, maxLength: 256, doc: 'User name on the central broker.' }),
+    passwordFile: path({ doc: 'File whose first line is the password on the central broker (0600).' }),
+    clientId: str({ format: 'text', minLength: 1, maxLength: 128, doc: 'MQTT client id on the central broker (default oti-uplink-<site>-<gateway>).' }),
+    ca: path({ doc: 'PEM CA bundle that verifies the central broker’s certificate (mqtts://; the system CAs otherwise).' }),
+    cert: path({ doc: 'PEM client certificate for the central broker; needs key.' }),
+    key: path({ doc: 'PEM private key of the client certificate; needs cert.' }),
+    topicPrefix: str({ format: 'text', minLength: 1, maxLength: 128, default: 'oti-fleet', doc: 'Topic prefix on the central broker: blocks go to <prefix>/<site>/<gateway>/block.' }),
+    window: int({ min: 1, max: 1024, default: 16, doc: 'Blocks published and not yet acknowledged by the central broker at most; the rest wait in the ledger.' }),
+  }),
 });
 
 // ---- The configuration type, inferred from SCHEMA ----
