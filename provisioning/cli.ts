@@ -27,10 +27,11 @@ import { ledgerCommands } from './ledger.js';
 import { simulateCommands } from './simulate.js';
 import { evidenceCommands } from './evidence.js';
 import { mqttCommands } from './mqtt.js';
+import { archiveCommands } from './archive.js';
 import { completionCommand } from './completion.js';
 import { createRequire } from 'node:module';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands, ...mqttCommands, completionCommand(() => COMMANDS)];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands, ...mqttCommands, ...archiveCommands, completionCommand(() => COMMANDS)];
 
 /** The package's version (package.json), for `oti --version`. */
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;

@@ -222,6 +222,23 @@ void test('fleet tier: gateways uplink their chains to Mosquitto, the archive ve
   assert.equal(cli.code, 0, cli.stderr);
   assert.throws(() => verifyReceipt(receipt.bytes, { siteId: siteA, siteKeys: [generateKeyPair().publicKey] }), { code: 'ERR_RECEIPT_INVALID' });
 
+  // The same questions with the real oti binary.
+  const cliApi = ['--archive', `http://127.0.0.1:${arch.port}`, '--token', TOKEN];
+  const cliEvents = await oti(['archive', 'events', '--lock', lock, '--limit', '1000', '--json', ...cliApi]);
+  assert.equal(cliEvents.code, 0, cliEvents.stderr);
+  assert.deepEqual(cliEvents.json<typeof history>().items.map((e) => e.index), history.items.map((e) => e.index));
+  const cliChains = await oti(['archive', 'chains', '--json', ...cliApi]);
+  assert.deepEqual(cliChains.json<{ chains: { origin: string }[] }>().chains.map((c) => c.origin).sort(), [finalA.chain.origin, finalB.chain.origin].sort());
+  const cliGaps = await oti(['archive', 'gaps', '--site', siteA, '--from', '2020-01-01', '--json', ...cliApi]);
+  assert.equal(cliGaps.code, 0, cliGaps.stderr);
+  assert.ok(Array.isArray(cliGaps.json<{ items: unknown[] }>().items));
+  const cliReceipt = await oti(['archive', 'receipt', ev.origin, String(ev.index), '--out', join(dir, 'cli.receipt.cbor'), ...cliApi]);
+  assert.equal(cliReceipt.code, 0, cliReceipt.stderr);
+  assert.equal((await oti(['receipt', 'verify', join(dir, 'cli.receipt.cbor'), '--site-keys', join(a.data, 'site.json')])).code, 0);
+  const refused = await oti(['archive', 'events', '--site', siteA, ...cliApi.slice(0, 2), '--token', 'wrong']);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /ERR_UNAUTHORIZED/);
+
   // The API: a token is required; injection-shaped parameters are refused with a code, never run.
   assert.equal((await api(arch.port, `/v1/events?site=${siteA}`, 'wrong-token')).status, 401);
   for (const q of [`site=${encodeURIComponent("x' OR '1'='1")}`, `lock=${encodeURIComponent('a"; DROP TABLE entries; --')}`, `site=${siteA}&from=${encodeURIComponent('0 OR 1=1')}`, `site=${siteA}&after=${encodeURIComponent("') OR 1=1 --")}`, `site=${siteA}&limit=100000000`]) {
