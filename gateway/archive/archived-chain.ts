@@ -20,6 +20,7 @@ import { verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint
 import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
 import { bytesEqual } from '../../ledger/encoding.js';
+import type { SignaturePool } from '../../ledger/sigpool.js';
 import { writeBlock } from './block-writer.js';
 
 export type AcceptResult = 'archived' | 'duplicate';
@@ -32,19 +33,22 @@ export class ArchivedChain {
   readonly gatewayId: string;
   readonly #pool: Pool;
   readonly #trust: SiteTrust;
+  readonly #sigPool: SignaturePool | undefined;
   #verifier: ChainVerifier | undefined;
   /** Locks whose stored last counter was compared in this session. */
   readonly #checkedLocks = new Set<string>();
   /** Blocks stored before this session's verifier started (its block numbers start there). */
   #base = 0;
 
-  constructor(pool: Pool, origin: string, trust: SiteTrust) {
+  /** `sigPool` checks lock signatures on worker threads (ledger/sigpool.ts); without it, on this thread. */
+  constructor(pool: Pool, origin: string, trust: SiteTrust, sigPool?: SignaturePool) {
     const { siteId, gatewayId } = parseOrigin(origin);
     this.origin = origin;
     this.siteId = siteId;
     this.gatewayId = gatewayId;
     this.#pool = pool;
     this.#trust = trust;
+    this.#sigPool = sigPool;
   }
 
   /**
@@ -109,7 +113,7 @@ export class ArchivedChain {
     const last = (blocks as { n: number | string; header: Buffer }[])[0];
     this.#base = 0;
     if (last === undefined) {
-      this.#verifier = new ChainVerifier(this.origin, { trust: this.#trust });
+      this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions());
       return this.#verifier;
     }
     const head = decodeBlockHeader(last.header);
@@ -123,8 +127,12 @@ export class ArchivedChain {
       roster.apply(s);
     }
     this.#base = head.n + 1;
-    this.#verifier = new ChainVerifier(this.origin, { trust: this.#trust }, { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster });
+    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster });
     return this.#verifier;
+  }
+
+  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool } {
+    return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
   /** The subtree peaks of the archived entries [0, size), read a page at a time. */

@@ -22,7 +22,8 @@ import { oti } from '../support/oti-cli.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import type { SiteTrust } from '../../ledger/roster.js';
 import { decodeRange, encodeRange } from '../../gateway/sync-wire.js';
-import { fromHex, generateKeyPair, Signer } from '../../ledger/crypto.js';
+import { fromHex, generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
+import { readKeyFile } from '../../ledger/keyfile.js';
 import { blockHash, decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
 import { signCheckpoint } from '../../ledger/checkpoint.js';
 
@@ -144,6 +145,15 @@ function forgedNext(last: Buffer): Buffer {
   return Buffer.from(encodeRange({ id: 0, chain: m.chain, first: prev.first + prev.count, entries, blocks: [{ h: header, cp: cp.note }], end: true }));
 }
 
+/** Another block of the same number as `last`, with its checkpoint signed by the gateway's own key: equivocation. */
+function equivocating(last: Buffer, gatewayKey: KeyPair): Buffer {
+  const m = decodeRange(last, 1 << 20);
+  const h = decodeBlockHeader(m.blocks[0]!.h);
+  const header = encodeBlockHeader({ ...h, time: h.time + 1 });
+  const cp = signCheckpoint({ origin: m.chain, size: h.first + h.count, root: h.root, block: h.n, blockHash: blockHash(header) }, new Signer(gatewayKey.seed), m.chain);
+  return Buffer.from(encodeRange({ ...m, blocks: [{ h: header, cp: cp.note }] }));
+}
+
 /** mosquitto_pub of a binary payload (from a file) with QoS 1, as the uplink user. */
 async function pub(broker: TlsMosquitto, topic: string, payload: Buffer): Promise<void> {
   const dir = dirname(broker.caFile);
@@ -255,7 +265,14 @@ void test('fleet tier: gateways uplink their chains to Mosquitto, the archive ve
   await pub(broker, topicB, lastB);
   const evidence = async (): Promise<{ code: string }[]> => ((await api(arch.port, `/v1/evidence?site=${originB.split('/')[1]}`)).body as { evidence: { code: string }[] }).evidence;
   await until('the forgery is kept as evidence', async () => (await evidence()).length >= 1);
-  assert.equal((await evidence())[0]!.code, 'ERR_CHECKPOINT_SIGNATURE');
+  assert.deepEqual((await evidence()).map((e) => e.code), ['ERR_CHECKPOINT_SIGNATURE']);
+  // The same block number with other content, signed with B's own gateway key (a copied key, say): equivocation, kept as evidence.
+  await pub(broker, topicB, equivocating(lastB, await readKeyFile(join(dir, 'gw-b', 'gateway.key'))));
+  await until('the equivocation is kept as evidence', async () => (await evidence()).some((e) => e.code === 'ERR_EQUIVOCATION'));
+  // A message on an injection-shaped topic names no site: dropped and counted, nothing written, nothing run.
+  const refusedBefore = ((await api(arch.port, '/v1/intake')).body as { refused: number }).refused;
+  await pub(broker, "oti-fleet/x'; DROP TABLE entries; --/gw/block", lastB);
+  await until('the injection-shaped topic is refused', async () => ((await api(arch.port, '/v1/intake')).body as { refused: number }).refused > refusedBefore);
   await until('the duplicate is counted', async () => ((await api(arch.port, '/v1/intake')).body as { duplicates: number }).duplicates >= 1);
   assert.deepEqual(await archived(db, originB), { entries: finalB.chain.size, blocks: finalB.chain.blocks, maxIdx: finalB.chain.size - 1 });
 });

@@ -6,12 +6,11 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { TestContext } from 'node:test';
 import { createConnection, type Connection } from 'mysql2/promise';
-import { tempDir } from './site.js';
 import { freePort } from './gateway-process.js';
 
 export interface TestMariaDb {
@@ -26,13 +25,19 @@ export interface TestMariaDb {
   readonly proc: ChildProcess;
 }
 
-export async function startMariaDb(t: TestContext, database = 'oti_archive'): Promise<TestMariaDb> {
-  const dir = await tempDir(t, 'oti-mariadb-');
+/** Where cleanups go: a node:test TestContext, or a benchmark's own list. */
+export interface Teardown {
+  after(fn: () => unknown): void;
+}
+
+export async function startMariaDb(t: Teardown, database = 'oti_archive', opts: { bufferPool?: string } = {}): Promise<TestMariaDb> {
+  const dir = await mkdtemp(join(tmpdir(), 'oti-mariadb-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
   const data = join(dir, 'data');
   const socket = join(dir, 'mariadb.sock');
   await promisify(execFile)('mariadb-install-db', ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--user=root'], { maxBuffer: 16 * 1024 * 1024 });
   const port = await freePort();
-  const proc = spawn('mariadbd', ['--no-defaults', `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--user=root', `--pid-file=${join(dir, 'mariadb.pid')}`, '--innodb-buffer-pool-size=32M', '--skip-name-resolve', '--log-error='], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn('mariadbd', ['--no-defaults', `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--user=root', `--pid-file=${join(dir, 'mariadb.pid')}`, `--innodb-buffer-pool-size=${opts.bufferPool ?? '32M'}`, '--skip-name-resolve', '--log-error='], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   t.after(async () => {
