@@ -36,6 +36,7 @@ import type { DriverStatus } from '../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../ledger/entry.js';
 import type { WebhookStatus } from './webhooks.js';
+import type { UplinkStatus } from './uplink.js';
 import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
 import { TLOG_PREFIX, tlogRoute } from './tlog-routes.js';
 
@@ -75,6 +76,8 @@ export interface GatewayStatusJson {
   readonly webhooks?: readonly WebhookStatus[];
   /** Site-wide sync state: quorum, confirmed size, compromised gateways, stored evidence. */
   readonly sync?: JsonValue;
+  /** The uplink to the central broker, when configured: cursor, lag (`behind`), connection (docs/ARCHIVE.md §Uplink). */
+  readonly uplink?: UplinkStatus;
 }
 
 export interface LocalApiOptions {
@@ -403,6 +406,7 @@ export class LocalApi {
       ...(s.peers !== undefined ? { peers: s.peers } : {}),
       webhooks: s.webhooks ?? [],
       ...(s.sync !== undefined ? { sync: s.sync } : {}),
+      ...(s.uplink !== undefined ? { uplink: s.uplink } : {}),
     };
   }
 

@@ -293,6 +293,17 @@ export const SCHEMA = section({
     externalQuorum: int({ min: 0, max: 16, default: 0, doc: 'k of the k-of-n policy: an event is confirmed only once k of witness.external have cosigned a checkpoint covering it, besides the sync.quorum of the site\'s gateways (0: external cosignatures are collected but not required).' }),
     pushTimeoutMs: int({ min: 100, max: 120_000, default: 10_000, doc: 'Time one add-checkpoint request to an external witness may take; one request per witness is in flight, a failed one is retried with the next block.' }),
   }),
+  uplink: section({
+    url: str({ format: 'text', minLength: 1, maxLength: 2048, doc: 'mqtt:// or mqtts:// URL of the central broker that gets this gateway\'s own chain for the fleet archive (docs/ARCHIVE.md); off when unset.' }),
+    username: str({ format: 'text', minLength: 1, maxLength: 256, doc: 'User name on the central broker.' }),
+    passwordFile: path({ doc: 'File whose first line is the password on the central broker (0600).' }),
+    clientId: str({ format: 'text', minLength: 1, maxLength: 128, doc: 'MQTT client id on the central broker (default oti-uplink-<site>-<gateway>).' }),
+    ca: path({ doc: 'PEM CA bundle that verifies the central broker’s certificate (mqtts://; the system CAs otherwise).' }),
+    cert: path({ doc: 'PEM client certificate for the central broker; needs key.' }),
+    key: path({ doc: 'PEM private key of the client certificate; needs cert.' }),
+    topicPrefix: str({ format: 'text', minLength: 1, maxLength: 128, default: 'oti-fleet', doc: 'Topic prefix on the central broker: blocks go to <prefix>/<site>/<gateway>/block.' }),
+    window: int({ min: 1, max: 1024, default: 16, doc: 'Blocks published and not yet acknowledged by the central broker at most; the rest wait in the ledger.' }),
+  }),
 });
 
 // ---- The configuration type, inferred from SCHEMA ----

@@ -12,6 +12,7 @@
  * One instance per process is intended: the default process metrics install a GC observer that
  * lives as long as the process.
  */
+import type { UplinkStatus } from './uplink.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DriverStatus } from '../drivers/driver.js';
 import type { Ingest, IngestEvents } from './ingest.js';
@@ -292,5 +293,13 @@ export class GatewayMetrics {
   /** Registers the webhook gauges (gateway/webhook-metrics.ts); `provider` is read at each scrape. */
   webhooksFrom(provider: () => readonly WebhookStatus[]): void {
     registerWebhookMetrics(this.registry, provider);
+  }
+
+  /** The uplink's lag and pushes (docs/ARCHIVE.md §Uplink). */
+  uplinkFrom(provider: () => UplinkStatus): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'oti_uplink_behind_blocks', help: 'Blocks of the own chain not yet acknowledged by the central broker.', registers, collect() { this.set(provider().behind); } });
+    new Gauge({ name: 'oti_uplink_pushed_blocks', help: 'Blocks acknowledged by the central broker since start.', registers, collect() { this.set(provider().pushed); } });
+    new Gauge({ name: 'oti_uplink_connected', help: 'Whether the uplink is connected to the central broker (1) or not (0).', registers, collect() { this.set(provider().connected ? 1 : 0); } });
   }
 }

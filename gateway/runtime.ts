@@ -49,6 +49,7 @@ import { GatewayMetrics } from './metrics.js';
 import { HealthBoard } from './health.js';
 import { LocalApi } from './api.js';
 import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
+import { Uplink, type UplinkStatus } from './uplink.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
 import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './persons.js';
@@ -78,6 +79,8 @@ export interface GatewayStatus {
   /** The other gateways as sync sees them, and the site's sync state (docs/API.md §GET /status). */
   readonly peers?: readonly PeerView[];
   readonly sync?: { readonly quorum: number; readonly confirmed: number; readonly compromised: readonly string[]; readonly evidence: readonly EvidenceView[] };
+  /** The push of the own chain to the central broker, when `uplink.url` is set (docs/ARCHIVE.md §Uplink). */
+  readonly uplink?: UplinkStatus;
 }
 
 export interface StartOptions {
@@ -144,6 +147,7 @@ export class Gateway {
   notifier!: MqttNotifier;
   metrics!: GatewayMetrics;
   webhooks: WebhookDispatcher | undefined;
+  uplink: Uplink | undefined;
   discovery: Discovery | undefined;
   sync: SyncNode | undefined;
   apiUrl = '';
@@ -406,6 +410,12 @@ export class Gateway {
       this.onStop('webhooks', () => hooks.stop());
       log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
     }
+    if (config.uplink.url !== undefined) {
+      const up = await Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }) });
+      this.uplink = up;
+      this.metrics.uplinkFrom(() => up.status());
+      this.onStop('uplink', () => up.stop());
+    }
     this.pauseWhileDiskFull(store, this.ingest);
     // Registered after the chain, so they stop before it: drivers first, then the pipeline.
     this.onStop('ingest', () => this.ingest.close());
@@ -637,6 +647,7 @@ export class Gateway {
       notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
       webhooks: this.webhooks?.status() ?? [],
       ...(this.sync !== undefined ? { peers: this.sync.peerViews(), sync: { quorum: this.sync.quorum, confirmed: this.sync.coverage.confirmedSize, compromised: this.sync.compromised(), evidence: this.sync.evidence() } } : {}),
+      ...(this.uplink !== undefined ? { uplink: this.uplink.status() } : {}),
     };
   }
 

@@ -1,0 +1,126 @@
+/**
+ * The archive's HTTP API (node:http, GET only; docs/ARCHIVE.md §HTTP API). Every request needs
+ * `Authorization: Bearer <token>` (the token file's first line), compared in constant time.
+ * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/errors.ts.
+ *
+ *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
+ *   GET /v1/gaps?site=&from=&to=&after=&limit=
+ *   GET /v1/chains[?site=]
+ *   GET /v1/evidence?site=&limit=
+ *   GET /v1/receipt?origin=&index=                             (application/cbor)
+ *   GET /v1/intake                                             (what the intake counted)
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { parseOrigin } from '../../ledger/verify.js';
+import { checkId, checkTime, type ArchiveQueries } from './queries.js';
+import type { IntakeCounts } from './uplink-intake.js';
+
+const MAX_URL_BYTES = 2048;
+const DEFAULT_LIMIT = 100;
+
+export interface ArchiveApiOptions {
+  readonly queries: ArchiveQueries;
+  readonly token: string;
+  readonly pageMax: number;
+  readonly counts: () => IntakeCounts & { connected: boolean };
+  readonly logger: Logger;
+}
+
+const STATUS: Partial<Record<string, number>> = { ERR_UNAUTHORIZED: 401, ERR_NOT_FOUND: 404, ERR_METHOD_NOT_ALLOWED: 405, ERR_ARGUMENT: 400, ERR_PROOF_RANGE: 400, ERR_CHECKPOINT_FORMAT: 400 };
+
+export class ArchiveApi {
+  readonly #server: Server;
+  readonly #o: ArchiveApiOptions;
+  readonly #tokenHash: Buffer;
+
+  constructor(o: ArchiveApiOptions) {
+    this.#o = o;
+    this.#tokenHash = createHash('sha256').update(o.token).digest();
+    this.#server = createServer((req, res) => void this.#serve(req, res));
+    this.#server.headersTimeout = 10_000;
+    this.#server.requestTimeout = 30_000;
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => resolve());
+    });
+    const a = this.#server.address();
+    return typeof a === 'object' && a !== null ? a.port : port;
+  }
+
+  close(): Promise<void> {
+    this.#server.closeAllConnections();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      if (req.method !== 'GET') throw new OtiError('ERR_METHOD_NOT_ALLOWED', 'the archive API answers GET only');
+      this.#authorize(req);
+      if ((req.url ?? '').length > MAX_URL_BYTES) throw new OtiError('ERR_ARGUMENT', `the request target is over ${MAX_URL_BYTES} bytes`);
+      const url = new URL(req.url ?? '/', 'http://archive');
+      const q = (k: string): string | undefined => url.searchParams.get(k) ?? undefined;
+      const limit = this.#limit(q('limit'));
+      const site = checkId('site', q('site'));
+      switch (url.pathname) {
+        case '/v1/events':
+          return json(res, await this.#o.queries.events({ ...opt('site', site), ...opt('lock', checkId('lock', q('lock'))), ...opt('type', q('type')), ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
+        case '/v1/gaps':
+          if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
+          return json(res, await this.#o.queries.gaps({ site, ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
+        case '/v1/chains':
+          return json(res, { chains: await this.#o.queries.chains(site) });
+        case '/v1/evidence':
+          if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
+          return json(res, { evidence: await this.#o.queries.evidence({ site, limit }) });
+        case '/v1/receipt': {
+          const origin = q('origin') ?? '';
+          parseOrigin(origin);
+          const index = checkTime('index', q('index'));
+          if (index === undefined) throw new OtiError('ERR_ARGUMENT', 'index: required');
+          const bytes = await this.#o.queries.receipt(origin, index);
+          res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': bytes.length });
+          res.end(bytes);
+          return;
+        }
+        case '/v1/intake':
+          return json(res, this.#o.counts());
+        default:
+          throw new OtiError('ERR_NOT_FOUND', `no endpoint ${url.pathname}`);
+      }
+    } catch (e) {
+      const err = isOtiError(e) ? e : new OtiError('ERR_INTERNAL', 'the archive failed to answer');
+      if (!isOtiError(e)) this.#o.logger.error({ err: (e as Error).message }, `archive API: ${(e as Error).message}`);
+      const status = STATUS[err.code] ?? (isOtiError(e) ? 400 : 500);
+      res.writeHead(status, { 'content-type': 'application/json', ...(status === 401 ? { 'www-authenticate': 'Bearer realm="oti-archive"' } : {}) });
+      res.end(JSON.stringify({ error: { code: err.code, message: err.message } }));
+    }
+  }
+
+  #authorize(req: IncomingMessage): void {
+    const m = /^Bearer ([\x21-\x7e]+)$/i.exec(req.headers.authorization ?? '');
+    const sent = m === null ? undefined : createHash('sha256').update(m[1]!).digest();
+    if (sent === undefined || !timingSafeEqual(sent, this.#tokenHash)) throw new OtiError('ERR_UNAUTHORIZED', 'a valid bearer token is required');
+  }
+
+  #limit(v: string | undefined): number {
+    if (v === undefined) return Math.min(DEFAULT_LIMIT, this.#o.pageMax);
+    if (!/^\d{1,6}$/.test(v) || Number(v) < 1 || Number(v) > this.#o.pageMax) throw new OtiError('ERR_ARGUMENT', `limit: must be from 1 to ${this.#o.pageMax}`);
+    return Number(v);
+  }
+}
+
+function opt<T>(k: string, v: T | undefined): { [x: string]: T } {
+  return v === undefined ? {} : { [k]: v };
+}
+
+function json(res: ServerResponse, body: unknown): void {
+  const s = JSON.stringify(body);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}

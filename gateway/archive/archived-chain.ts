@@ -1,0 +1,153 @@
+/**
+ * One chain as the archive holds it, verified as any third party would (docs/ARCHIVE.md
+ * §Verification): every block goes through ledger/verify.ts's ChainVerifier (link to the
+ * previous block, entries against the block root, the gateway's checkpoint signature with the
+ * key the site's roster gives it, roster statements signed by the site's authority keys, lock
+ * signatures, enrolment, counters) before a row is written.
+ *
+ * The verifier's state is rebuilt from the database when the chain is first seen after a start
+ * (the subtree peaks from the stored entries, checked against the last block's signed root; the
+ * last block's hash; the roster from the stored statements, each checked again) and after any
+ * refusal, so a refused block leaves nothing behind. Counters are compared with the last stored
+ * counter of each lock the first time a session sees the lock, so they increase across restarts
+ * as within one.
+ */
+import type { Pool } from 'mysql2/promise';
+import { OtiError } from '../../ledger/errors.js';
+import { ChainVerifier, parseOrigin } from '../../ledger/verify.js';
+import { blockHash, decodeBlockHeader } from '../../ledger/block.js';
+import { verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
+import { CompactRange, leafHash } from '../../ledger/merkle.js';
+import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
+import { bytesEqual } from '../../ledger/encoding.js';
+import type { SignaturePool } from '../../ledger/sigpool.js';
+import { writeBlock } from './block-writer.js';
+
+export type AcceptResult = 'archived' | 'duplicate';
+
+const LEAF_PAGE = 4096;
+
+export class ArchivedChain {
+  readonly origin: string;
+  readonly siteId: string;
+  readonly gatewayId: string;
+  readonly #pool: Pool;
+  readonly #trust: SiteTrust;
+  readonly #sigPool: SignaturePool | undefined;
+  #verifier: ChainVerifier | undefined;
+  /** Locks whose stored last counter was compared in this session. */
+  readonly #checkedLocks = new Set<string>();
+  /** Blocks stored before this session's verifier started (its block numbers start there). */
+  #base = 0;
+
+  /** `sigPool` checks lock signatures on worker threads (ledger/sigpool.ts); without it, on this thread. */
+  constructor(pool: Pool, origin: string, trust: SiteTrust, sigPool?: SignaturePool) {
+    const { siteId, gatewayId } = parseOrigin(origin);
+    this.origin = origin;
+    this.siteId = siteId;
+    this.gatewayId = gatewayId;
+    this.#pool = pool;
+    this.#trust = trust;
+    this.#sigPool = sigPool;
+  }
+
+  /**
+   * Verifies and archives one block. A block already archived is a duplicate when it is the
+   * same block, and equivocation (ERR_EQUIVOCATION) when another block of that number carries a
+   * valid checkpoint signature of the gateway. Any other failure throws the verifier's code.
+   */
+  async accept(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[]): Promise<AcceptResult> {
+    const verifier = await this.#ready();
+    const header = decodeBlockHeader(headerBytes);
+    const next = this.#base + verifier.progress.blocks;
+    const where = { origin: this.origin, block: header.n };
+    if (header.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${header.n} belongs to ${header.chain}, not ${this.origin}`, where);
+    if (header.n < next) return this.#already(header.n, headerBytes, checkpoint, verifier);
+    if (header.n > next) throw new OtiError('ERR_BLOCK_LINK', `expected block ${next} of ${this.origin}, got ${header.n}`, where);
+    // A forged checkpoint is refused before the verifier's state is touched (a refusal inside it costs a rebuild).
+    const key = verifier.roster.get('gateway', this.gatewayId)?.key;
+    if (key !== undefined) verifyCheckpoint(checkpoint, this.origin, key);
+    try {
+      const checked = await verifier.addBlock(headerBytes, checkpoint, entries);
+      await verifier.finish();
+      await this.#checkCounters(checked.entries);
+      await writeBlock(this.#pool, { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes, header, blockHash: blockHash(headerBytes), checkpoint, entries, decoded: checked.entries }, Date.now());
+      return 'archived';
+    } catch (e) {
+      // The verifier may hold part of the refused block: start again from what is stored.
+      this.#verifier = undefined;
+      throw e;
+    }
+  }
+
+  async #already(n: number, headerBytes: Uint8Array, checkpoint: SignedCheckpoint, verifier: ChainVerifier): Promise<AcceptResult> {
+    const [rows] = await this.#pool.execute('SELECT block_hash FROM blocks WHERE origin = ? AND n = ?', [this.origin, n]);
+    const stored = (rows as { block_hash: Buffer }[])[0]?.block_hash;
+    if (stored !== undefined && bytesEqual(stored, blockHash(headerBytes))) return 'duplicate';
+    const where = { origin: this.origin, block: n };
+    if (checkpoint.origin !== this.origin || checkpoint.block !== n || !bytesEqual(checkpoint.blockHash, blockHash(headerBytes))) throw new OtiError('ERR_CHECKPOINT_MISMATCH', `the checkpoint sent with block ${n} does not describe it`, where);
+    const key = verifier.roster.get('gateway', this.gatewayId)?.key;
+    if (key === undefined) throw new OtiError('ERR_ROSTER', `gateway ${this.gatewayId} is not enrolled in its chain`, where);
+    verifyCheckpoint(checkpoint, this.origin, key);
+    throw new OtiError('ERR_EQUIVOCATION', `block ${n} of ${this.origin} differs from the archived one, and both carry the gateway's signature`, { origin: this.origin, block: n });
+  }
+
+  async #checkCounters(entries: readonly { body: { kind: string } }[]): Promise<void> {
+    const first = new Map<string, number>();
+    for (const e of entries) {
+      const b = e.body as { kind: string; event?: { lock: string; ctr: number } };
+      if (b.kind === 'lock-event' && b.event !== undefined && !this.#checkedLocks.has(b.event.lock) && !first.has(b.event.lock)) first.set(b.event.lock, b.event.ctr);
+    }
+    for (const [lock, ctr] of first) {
+      const [rows] = await this.#pool.execute('SELECT MAX(ctr) AS c FROM entries WHERE origin = ? AND lock_id = ?', [this.origin, lock]);
+      const last = (rows as { c: number | string | null }[])[0]?.c;
+      if (last !== null && last !== undefined && ctr <= Number(last)) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ctr} of lock ${lock} does not increase (last archived ${last})`, { origin: this.origin, lock });
+    }
+    for (const lock of first.keys()) this.#checkedLocks.add(lock);
+  }
+
+  async #ready(): Promise<ChainVerifier> {
+    if (this.#verifier !== undefined) return this.#verifier;
+    this.#checkedLocks.clear();
+    const [blocks] = await this.#pool.execute('SELECT n, header FROM blocks WHERE origin = ? ORDER BY n DESC LIMIT 1', [this.origin]);
+    const last = (blocks as { n: number | string; header: Buffer }[])[0];
+    this.#base = 0;
+    if (last === undefined) {
+      this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions());
+      return this.#verifier;
+    }
+    const head = decodeBlockHeader(last.header);
+    const range = await this.#storedRange(head.first + head.count);
+    if (!bytesEqual(range.root(), head.root)) throw new OtiError('ERR_STORE_CORRUPT', `the archived entries of ${this.origin} do not hash to the root of block ${head.n}`, { origin: this.origin });
+    const roster = new Roster();
+    const [stmts] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? ORDER BY idx', [this.origin]);
+    for (const r of stmts as { statement: Buffer }[]) {
+      const s = decodeSigned(r.statement);
+      checkSigned(s, this.#trust);
+      roster.apply(s);
+    }
+    this.#base = head.n + 1;
+    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster });
+    return this.#verifier;
+  }
+
+  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool } {
+    return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
+  }
+
+  /** The subtree peaks of the archived entries [0, size), read a page at a time. */
+  async #storedRange(size: number): Promise<CompactRange> {
+    const range = CompactRange.empty();
+    while (range.size < size) {
+      const [rows] = await this.#pool.execute('SELECT idx, bytes FROM entries WHERE origin = ? AND idx >= ? ORDER BY idx LIMIT ' + String(LEAF_PAGE), [this.origin, range.size]);
+      const page = rows as { idx: number | string; bytes: Buffer }[];
+      if (page.length === 0) break;
+      for (const r of page) {
+        if (Number(r.idx) !== range.size) throw new OtiError('ERR_STORE_CORRUPT', `entry ${range.size} of ${this.origin} is missing from the archive`, { origin: this.origin });
+        range.append(leafHash(r.bytes));
+      }
+    }
+    if (range.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `the archive holds ${range.size} entries of ${this.origin}, its blocks say ${size}`, { origin: this.origin });
+    return range;
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The archive's configuration file (YAML or JSON; docs/ARCHIVE.md §Configuration). Every key is
+ * checked here; an error is ERR_CONFIG naming the key.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { parse } from 'yaml';
+import { OtiError } from '../../ledger/errors.js';
+import { fromHex } from '../../ledger/crypto.js';
+import { ID_PATTERN } from '../../ledger/schema.js';
+import type { SiteTrust } from '../../ledger/roster.js';
+
+export interface ArchiveConfig {
+  readonly broker: { readonly url: string; readonly username?: string; readonly passwordFile?: string; readonly clientId: string; readonly ca?: string; readonly cert?: string; readonly key?: string; readonly topicPrefix: string };
+  readonly mysql: { readonly host?: string; readonly port?: number; readonly socket?: string; readonly user: string; readonly passwordFile?: string; readonly database: string; readonly connections: number };
+  readonly sites: readonly SiteTrust[];
+  readonly api: { readonly host: string; readonly port: number; readonly tokenFile: string; readonly pageMax: number };
+  /** Largest uplink message taken (bytes); bigger ones are refused as evidence-less noise. */
+  readonly maxMessageBytes: number;
+  /** Evidence rows kept per chain origin at most; beyond, refusals are only counted and logged. */
+  readonly maxEvidencePerChain: number;
+}
+
+export const DEFAULTS = { clientId: 'oti-archive', topicPrefix: 'oti-fleet', apiHost: '127.0.0.1', apiPort: 8480, pageMax: 1000, connections: 4, maxMessageBytes: 4 * 1024 * 1024, maxEvidencePerChain: 1000 } as const;
+
+type Obj = Record<string, unknown>;
+
+function bad(key: string, why: string): OtiError {
+  return new OtiError('ERR_CONFIG', `archive configuration ${key}: ${why}`, { key });
+}
+
+function obj(v: unknown, key: string, allowed: readonly string[]): Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(key, 'must be a mapping');
+  for (const k of Object.keys(v)) if (!allowed.includes(k)) throw bad(`${key}.${k}`, `unknown key (known: ${allowed.join(', ')})`);
+  return v as Obj;
+}
+
+function str(o: Obj, k: string, key: string, dflt?: string): string {
+  const v = o[k] ?? dflt;
+  if (typeof v !== 'string' || v.length === 0 || v.length > 2048) throw bad(`${key}.${k}`, 'must be a non-empty text');
+  return v;
+}
+
+function optStr(o: Obj, k: string, key: string): string | undefined {
+  return o[k] === undefined ? undefined : str(o, k, key);
+}
+
+function int(o: Obj, k: string, key: string, min: number, max: number, dflt?: number): number {
+  const v = o[k] ?? dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`${key}.${k}`, `must be a whole number from ${min} to ${max}`);
+  return v;
+}
+
+function site(v: unknown, i: number): SiteTrust {
+  const key = `sites[${i}]`;
+  const o = obj(v, key, ['siteId', 'siteKeys', 'gatewayId', 'enrolment']);
+  const siteId = str(o, 'siteId', key);
+  if (!ID_PATTERN.test(siteId)) throw bad(`${key}.siteId`, 'must be a site id');
+  const keys = o['siteKeys'];
+  if (!Array.isArray(keys) || keys.length === 0 || keys.length > 16 || !keys.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))) throw bad(`${key}.siteKeys`, 'must be a list of 1 to 16 hex Ed25519 public keys');
+  return { siteId, siteKeys: (keys as string[]).map((k, j) => fromHex(`${key}.siteKeys[${j}]`, k, 32)) };
+}
+
+/** Parses a configuration document; relative paths are against `base`. */
+export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
+  const top = obj(doc, '(top)', ['broker', 'mysql', 'sites', 'siteFiles', 'api', 'maxMessageBytes', 'maxEvidencePerChain']);
+  const p = (s: string | undefined): string | undefined => (s === undefined ? undefined : resolve(base, s));
+  const b = obj(top['broker'], 'broker', ['url', 'username', 'passwordFile', 'clientId', 'ca', 'cert', 'key', 'topicPrefix']);
+  const m = obj(top['mysql'], 'mysql', ['host', 'port', 'socket', 'user', 'passwordFile', 'database', 'connections']);
+  const a = obj(top['api'] ?? {}, 'api', ['host', 'port', 'tokenFile', 'pageMax']);
+  const sitesRaw = top['sites'] ?? [];
+  if (!Array.isArray(sitesRaw) || sitesRaw.length > 100_000) throw bad('sites', 'must be a list of { siteId, siteKeys } (the site.json of a gateway of the site will do)');
+  const opt = <T>(k: string, v: T | undefined): { [x: string]: T } => (v === undefined ? {} : { [k]: v });
+  return {
+    broker: {
+      url: str(b, 'url', 'broker'),
+      ...opt('username', optStr(b, 'username', 'broker')),
+      ...opt('passwordFile', p(optStr(b, 'passwordFile', 'broker'))),
+      clientId: str(b, 'clientId', 'broker', DEFAULTS.clientId),
+      ...opt('ca', p(optStr(b, 'ca', 'broker'))),
+      ...opt('cert', p(optStr(b, 'cert', 'broker'))),
+      ...opt('key', p(optStr(b, 'key', 'broker'))),
+      topicPrefix: str(b, 'topicPrefix', 'broker', DEFAULTS.topicPrefix),
+    },
+    mysql: {
+      ...opt('host', optStr(m, 'host', 'mysql')),
+      ...opt('port', m['port'] === undefined ? undefined : int(m, 'port', 'mysql', 1, 65535)),
+      ...opt('socket', p(optStr(m, 'socket', 'mysql'))),
+      user: str(m, 'user', 'mysql'),
+      ...opt('passwordFile', p(optStr(m, 'passwordFile', 'mysql'))),
+      database: str(m, 'database', 'mysql'),
+      connections: int(m, 'connections', 'mysql', 1, 256, DEFAULTS.connections),
+    },
+    sites: sitesRaw.map(site),
+    api: { host: str(a, 'host', 'api', DEFAULTS.apiHost), port: int(a, 'port', 'api', 0, 65535, DEFAULTS.apiPort), tokenFile: p(str(a, 'tokenFile', 'api'))!, pageMax: int(a, 'pageMax', 'api', 1, 100_000, DEFAULTS.pageMax) },
+    maxMessageBytes: int(top, 'maxMessageBytes', '(top)', 1024, 256 * 1024 * 1024, DEFAULTS.maxMessageBytes),
+    maxEvidencePerChain: int(top, 'maxEvidencePerChain', '(top)', 0, 10_000_000, DEFAULTS.maxEvidencePerChain),
+  };
+}
+
+/** Reads the configuration file; `siteFiles` entries (paths to a gateway's site.json) join `sites`. */
+export async function loadArchiveConfig(path: string): Promise<ArchiveConfig> {
+  let doc: unknown;
+  try {
+    doc = parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new OtiError('ERR_CONFIG', `archive configuration ${path}: ${(e as Error).message}`, { key: '(file)' });
+  }
+  const top = doc as Obj;
+  const files = top?.['siteFiles'];
+  if (files !== undefined) {
+    if (!Array.isArray(files) || !files.every((f) => typeof f === 'string')) throw bad('siteFiles', 'must be a list of paths');
+    const extra = await Promise.all((files as string[]).map(async (f) => JSON.parse(await readFile(resolve(dirname(path), f), 'utf8')) as unknown));
+    doc = { ...top, sites: [...((top['sites'] as unknown[] | undefined) ?? []), ...extra] };
+    delete (doc as Obj)['siteFiles'];
+  }
+  return parseArchiveConfig(doc, dirname(path));
+}

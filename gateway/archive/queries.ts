@@ -1,0 +1,236 @@
+/**
+ * The questions people ask the archive (docs/ARCHIVE.md §Queries): events by site, lock, time
+ * range and type; coverage gaps by site and period; a lock's history (events of one lock); the
+ * chain state per site; evidence; and a receipt for any archived entry.
+ *
+ * Every listing is keyset-paginated on (time, origin, idx) with an opaque cursor, at most
+ * `pageMax` rows a page, each page one indexed range scan. Parameters are checked here (ids
+ * against the id pattern, times as whole numbers) and always bound as statement parameters.
+ */
+import type { Pool } from 'mysql2/promise';
+import { OtiError } from '../../ledger/errors.js';
+import { ID_PATTERN } from '../../ledger/schema.js';
+import { EVENT_TYPES } from '../../ledger/lockevent.js';
+import { CompactRange, inclusionProof, leafHash, type NodeReader } from '../../ledger/merkle.js';
+import { parseCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeEntry } from '../../ledger/entry.js';
+import { encodeReceipt } from '../../ledger/receipt.js';
+import { parseOrigin } from '../../ledger/verify.js';
+
+export interface Page<T> {
+  readonly items: readonly T[];
+  /** Give it as `after` for the next page; absent on the last page. */
+  readonly next?: string;
+}
+
+export interface EventQuery {
+  readonly site?: string;
+  readonly lock?: string;
+  readonly type?: string;
+  readonly from?: number;
+  readonly to?: number;
+  readonly after?: string;
+  readonly limit: number;
+}
+
+export interface ArchivedEvent {
+  readonly origin: string;
+  readonly index: number;
+  readonly block: number;
+  readonly site: string;
+  readonly gateway: string;
+  readonly time: number;
+  readonly lock: string;
+  readonly ctr: number;
+  readonly type: string;
+  readonly eventTime: number;
+  readonly provenance: string;
+  /** The credential reference as the lock sent it (sealed at a site with a privacy key), hex. */
+  readonly credential?: string;
+  readonly status: string;
+}
+
+function usage(key: string, why: string): OtiError {
+  return new OtiError('ERR_ARGUMENT', `${key}: ${why}`, { argument: key });
+}
+
+export function checkId(key: string, v: string | undefined): string | undefined {
+  if (v !== undefined && !ID_PATTERN.test(v)) throw usage(key, 'must be an id (a-z, 0-9, . _ -, at most 64)');
+  return v;
+}
+
+export function checkTime(key: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,16}$/.test(v)) throw usage(key, 'must be a time in ms since 1970');
+  return Number(v);
+}
+
+interface Cursor {
+  readonly time: number;
+  readonly origin: string;
+  readonly idx: number;
+}
+
+function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify([c.time, c.origin, c.idx])).toString('base64url');
+}
+
+function decodeCursor(s: string | undefined): Cursor | undefined {
+  if (s === undefined) return undefined;
+  try {
+    const [time, origin, idx] = JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as unknown[];
+    if (typeof time === 'number' && typeof origin === 'string' && typeof idx === 'number' && Number.isSafeInteger(time) && Number.isSafeInteger(idx)) {
+      parseOrigin(origin);
+      return { time, origin, idx };
+    }
+  } catch {
+    // falls through to the refusal
+  }
+  throw usage('after', 'is not a cursor this archive gave');
+}
+
+/** WHERE fragments shared by the listings: fixed SQL text, values in `args`. */
+function keyset(after: Cursor | undefined, where: string[], args: (string | number)[]): void {
+  if (after === undefined) return;
+  where.push('(time > ? OR (time = ? AND (origin > ? OR (origin = ? AND idx > ?))))');
+  args.push(after.time, after.time, after.origin, after.origin, after.idx);
+}
+
+function range(q: { from?: number; to?: number }, where: string[], args: (string | number)[]): void {
+  if (q.from !== undefined) {
+    where.push('time >= ?');
+    args.push(q.from);
+  }
+  if (q.to !== undefined) {
+    where.push('time < ?');
+    args.push(q.to);
+  }
+}
+
+function page<R extends { time: number | string; origin: string; idx: number | string }, T>(rows: R[], limit: number, map: (r: R) => T): Page<T> {
+  const more = rows.length > limit;
+  const items = rows.slice(0, limit);
+  const last = items[items.length - 1];
+  return { items: items.map(map), ...(more && last !== undefined ? { next: encodeCursor({ time: Number(last.time), origin: last.origin, idx: Number(last.idx) }) } : {}) };
+}
+
+export class ArchiveQueries {
+  readonly #pool: Pool;
+
+  constructor(pool: Pool) {
+    this.#pool = pool;
+  }
+
+  async events(q: EventQuery): Promise<Page<ArchivedEvent>> {
+    if (q.site === undefined && q.lock === undefined) throw usage('site', 'give a site or a lock');
+    if (q.type !== undefined && !(EVENT_TYPES as readonly string[]).includes(q.type)) throw usage('type', `must be one of ${EVENT_TYPES.join(', ')}`);
+    const where = ["kind = 'lock-event'"];
+    const args: (string | number)[] = [];
+    if (q.site !== undefined) {
+      where.push('site_id = ?');
+      args.push(q.site);
+    }
+    if (q.lock !== undefined) {
+      where.push('lock_id = ?');
+      args.push(q.lock);
+    }
+    if (q.type !== undefined) {
+      where.push('event_type = ?');
+      args.push(q.type);
+    }
+    range(q, where, args);
+    keyset(decodeCursor(q.after), where, args);
+    const sql = `SELECT origin, idx, block_n, site_id, gateway_id, time, lock_id, ctr, event_type, event_time, provenance, credential, status FROM entries WHERE ${where.join(' AND ')} ORDER BY time, origin, idx LIMIT ${q.limit + 1}`;
+    const [rows] = await this.#pool.execute(sql, args);
+    type R = { origin: string; idx: string | number; block_n: string | number; site_id: string; gateway_id: string; time: string | number; lock_id: string; ctr: string | number; event_type: string; event_time: string | number; provenance: string; credential: Buffer | null; status: string };
+    return page(rows as R[], q.limit, (r) => ({
+      origin: r.origin,
+      index: Number(r.idx),
+      block: Number(r.block_n),
+      site: r.site_id,
+      gateway: r.gateway_id,
+      time: Number(r.time),
+      lock: r.lock_id,
+      ctr: Number(r.ctr),
+      type: r.event_type,
+      eventTime: Number(r.event_time),
+      provenance: r.provenance,
+      ...(r.credential !== null ? { credential: r.credential.toString('hex') } : {}),
+      status: r.status,
+    }));
+  }
+
+  async gaps(q: { site: string; from?: number; to?: number; after?: string; limit: number }): Promise<Page<Record<string, unknown>>> {
+    const where = ['site_id = ?'];
+    const args: (string | number)[] = [q.site];
+    range(q, where, args);
+    keyset(decodeCursor(q.after), where, args);
+    const [rows] = await this.#pool.execute(`SELECT origin, idx, time, lock_id, from_ctr, to_ctr, source, start_ms, end_ms, reason FROM gaps WHERE ${where.join(' AND ')} ORDER BY time, origin, idx LIMIT ${q.limit + 1}`, args);
+    type R = { origin: string; idx: number | string; time: number | string; lock_id: string | null; from_ctr: number | string | null; to_ctr: number | string | null; source: string | null; start_ms: number | string | null; end_ms: number | string | null; reason: string | null };
+    return page(rows as R[], q.limit, (r) =>
+      r.lock_id !== null
+        ? { origin: r.origin, index: Number(r.idx), time: Number(r.time), lock: r.lock_id, from: Number(r.from_ctr), to: Number(r.to_ctr), ...(r.reason !== null ? { code: r.reason } : {}) }
+        : { origin: r.origin, index: Number(r.idx), time: Number(r.time), source: r.source, start: Number(r.start_ms), end: Number(r.end_ms), reason: r.reason },
+    );
+  }
+
+  /** Per chain of the site (or of every site): blocks, size, last checkpoint, when it was archived, evidence held. */
+  async chains(site: string | undefined): Promise<Record<string, unknown>[]> {
+    const [rows] = await this.#pool.execute(
+      `SELECT c.origin, c.site_id, c.gateway_id, c.blocks, c.size, c.checkpoint, c.head_time, c.archived_at, (SELECT COUNT(*) FROM evidence e WHERE e.origin = c.origin) AS evidence
+       FROM chains c ${site === undefined ? '' : 'WHERE c.site_id = ?'} ORDER BY c.origin LIMIT 10000`,
+      site === undefined ? [] : [site],
+    );
+    type R = { origin: string; site_id: string; gateway_id: string; blocks: number | string; size: number | string; checkpoint: string; head_time: number | string; archived_at: number | string; evidence: number | string };
+    return (rows as R[]).map((r) => ({ origin: r.origin, site: r.site_id, gateway: r.gateway_id, blocks: Number(r.blocks), size: Number(r.size), checkpoint: r.checkpoint, headTime: Number(r.head_time), archivedAt: Number(r.archived_at), evidence: Number(r.evidence) }));
+  }
+
+  async evidence(q: { site: string; limit: number }): Promise<Record<string, unknown>[]> {
+    const [rows] = await this.#pool.execute(`SELECT id, origin, block_n, code, message, received_at, LENGTH(payload) AS bytes FROM evidence WHERE site_id = ? ORDER BY id DESC LIMIT ${q.limit}`, [q.site]);
+    type R = { id: number | string; origin: string; block_n: number | string | null; code: string; message: string; received_at: number | string; bytes: number | string };
+    return (rows as R[]).map((r) => ({ id: Number(r.id), origin: r.origin, ...(r.block_n !== null ? { block: Number(r.block_n) } : {}), code: r.code, message: r.message, receivedAt: Number(r.received_at), bytes: Number(r.bytes) }));
+  }
+
+  /**
+   * The receipt of entry `index` of chain `origin` (ledger/receipt.ts): the entry, its inclusion
+   * proof in the chain's last archived checkpoint (signed by the gateway), the gateway's and the
+   * lock's site-signed statements as archived. It verifies offline like a gateway's.
+   */
+  async receipt(origin: string, index: number): Promise<Uint8Array> {
+    const { gatewayId } = parseOrigin(origin);
+    const [chains] = await this.#pool.execute('SELECT checkpoint FROM chains WHERE origin = ?', [origin]);
+    const note = (chains as { checkpoint: string }[])[0]?.checkpoint;
+    if (note === undefined) throw new OtiError('ERR_NOT_FOUND', `chain ${origin} is not archived`);
+    const cp = parseCheckpoint(note);
+    if (index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
+    const [entryRows] = await this.#pool.execute('SELECT bytes FROM entries WHERE origin = ? AND idx = ?', [origin, index]);
+    const entryBytes = (entryRows as { bytes: Buffer }[])[0]?.bytes;
+    if (entryBytes === undefined) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
+    const entry = decodeEntry(entryBytes);
+    const gateway = await this.#statements(origin, 'gateway', gatewayId);
+    const lock = entry.body.kind === 'lock-event' ? await this.#statements(origin, 'lock', entry.body.event.lock) : undefined;
+    return encodeReceipt({ entry: entryBytes, index, proof: await inclusionProof(this.#reader(origin), index, cp.size), checkpoint: note, gateway, ...(lock !== undefined ? { lock } : {}) });
+  }
+
+  /** The site-signed statements about a member in the chain, oldest first (as a gateway's receipt carries them). */
+  async #statements(origin: string, role: string, id: string): Promise<Uint8Array[]> {
+    const [rows] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? AND role = ? AND member_id = ? ORDER BY idx LIMIT 16', [origin, role, id]);
+    return (rows as { statement: Buffer }[]).map((r) => new Uint8Array(r.statement));
+  }
+
+  /** Tree nodes from the archived entries: a node is the root of its 2^level leaves. */
+  #reader(origin: string): NodeReader {
+    return {
+      node: async (level: number, index: number): Promise<Uint8Array> => {
+        const start = index * 2 ** level;
+        const end = start + 2 ** level;
+        const [rows] = await this.#pool.execute('SELECT bytes FROM entries WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx', [origin, start, end]);
+        const leaves = rows as { bytes: Buffer }[];
+        if (leaves.length !== end - start) throw new OtiError('ERR_STORE_CORRUPT', `entries [${start}, ${end}) of ${origin} are not all archived`);
+        const r = CompactRange.empty();
+        for (const l of leaves) r.append(leafHash(l.bytes));
+        return r.root();
+      },
+    };
+  }
+}

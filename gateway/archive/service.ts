@@ -1,0 +1,63 @@
+/**
+ * The archive's parts put together (gateway/archive/main.ts runs it): the MySQL/MariaDB pool with
+ * its schema brought up to date, the trusted sites recorded, the intake from the central broker,
+ * and the HTTP API. Stopped in reverse order.
+ */
+import { createPool, type Pool } from 'mysql2/promise';
+import type { Logger } from '../log.js';
+import { OtiError } from '../../ledger/errors.js';
+import { toHex } from '../../ledger/crypto.js';
+import { readConfigFile } from '../uplink.js';
+import type { ArchiveConfig } from './config.js';
+import { migrate } from './schema.js';
+import { UplinkIntake } from './uplink-intake.js';
+import { ArchiveQueries } from './queries.js';
+import { ArchiveApi } from './api.js';
+
+async function firstLine(key: string, path: string): Promise<string> {
+  const line = (await readConfigFile(key, path, true)).toString('utf8').split(/\r?\n/)[0] ?? '';
+  if (line.length === 0) throw new OtiError('ERR_CONFIG', `${key}: ${path} is empty`, { key });
+  return line;
+}
+
+export async function openPool(c: ArchiveConfig['mysql']): Promise<Pool> {
+  const password = c.passwordFile === undefined ? undefined : await firstLine('mysql.passwordFile', c.passwordFile);
+  return createPool({
+    ...(c.socket !== undefined ? { socketPath: c.socket } : { host: c.host ?? '127.0.0.1', port: c.port ?? 3306 }),
+    user: c.user,
+    ...(password !== undefined ? { password } : {}),
+    database: c.database,
+    connectionLimit: c.connections,
+    supportBigNumbers: true,
+    bigNumberStrings: false,
+  });
+}
+
+export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ port: number; stop: () => Promise<void> }> {
+  const pool = await openPool(cfg.mysql);
+  try {
+    const version = await migrate(pool);
+    for (const s of cfg.sites) {
+      await pool.execute('INSERT INTO sites (site_id, site_keys) VALUES (?, ?) ON DUPLICATE KEY UPDATE site_keys = VALUES(site_keys)', [s.siteId, s.siteKeys.map((k) => toHex(k)).join(',')]);
+    }
+    log.info({ version, sites: cfg.sites.length }, `archive database at schema ${version}; ${cfg.sites.length} trusted site(s)`);
+    const intake = new UplinkIntake(pool, cfg, log.child({ part: 'intake' }));
+    await intake.start();
+    const token = await firstLine('api.tokenFile', cfg.api.tokenFile);
+    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...intake.counts, connected: intake.connected }), logger: log.child({ part: 'api' }) });
+    const port = await api.listen(cfg.api.host, cfg.api.port);
+    log.info({ host: cfg.api.host, port }, `archive API listening on ${cfg.api.host}:${port}`);
+    return {
+      port,
+      stop: async () => {
+        await api.close();
+        await intake.stop();
+        await pool.end();
+      },
+    };
+  } catch (e) {
+    await pool.end();
+    throw e;
+  }
+}
+
