@@ -21,6 +21,12 @@ export interface BleRig {
   readonly ackedEntry?: (ctr: number) => Uint8Array | undefined;
   /** How many events to wait for when the rig cannot make any (a real lock operated by hand). */
   readonly expect?: number;
+  /** The lock's public key, when the rig knows it: its info must carry it (enrolment reads it). */
+  readonly key?: Uint8Array;
+  /** Makes the lock drop its link, when the rig can. */
+  readonly dropLink?: () => void;
+  /** Makes the scan go deaf without telling the host (a stalled scan), when the rig can. */
+  readonly stallScan?: () => void;
 }
 
 /** The gateway side of a test: acks every event with a hash derived from (lock, ctr). */
@@ -76,6 +82,57 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
       assert.ok(ev !== undefined);
       assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(ev.lock, ctr));
     }
+    await rig.driver.stop();
+    await gw.done;
+  });
+
+  void test(`${title}: the lock's info arrives first and carries its id and key (enrolment)`, async (t) => {
+    const rig = await makeRig(t);
+    const gw = runGateway(rig.driver);
+    rig.record?.(1);
+    await waitFor('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
+    const seen = gw.notices.find((n) => n.kind === 'lock-seen');
+    assert.ok(seen?.kind === 'lock-seen');
+    if (rig.record !== undefined) assert.equal(seen.info.lock, rig.lock);
+    if (rig.key !== undefined) assert.deepEqual(seen.info.key, rig.key);
+    await waitFor('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
+    assert.deepEqual(gw.events.find((e) => mine(rig, e))?.info, seen.info, 'events come after the info and carry it');
+    await rig.driver.stop();
+    await gw.done;
+  });
+
+  void test(`${title}: after the lock drops the link the driver reconnects and nothing is lost`, async (t) => {
+    const rig = await makeRig(t);
+    if (rig.record === undefined || rig.dropLink === undefined) return t.skip('the rig cannot make the lock drop its link');
+    const gw = runGateway(rig.driver);
+    const acked = (ctrs: number[]): boolean => ctrs.every((c) => rig.ackedEntry?.(c) !== undefined);
+    const before = rig.record(2);
+    await waitFor('acks before the drop', () => acked(before), timeoutMs);
+    await waitFor('a link open', () => rig.driver.status().links.some((l) => l.state === 'open'), timeoutMs);
+    rig.dropLink();
+    await waitFor('the link reported down', () => gw.notices.some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), timeoutMs);
+    const after = rig.record(3);
+    await waitFor('acks after the reconnect', () => acked(after), timeoutMs);
+    assert.ok(rig.driver.status().counters.reconnects >= 1 || gw.notices.filter((n) => n.kind === 'link' && n.state === 'open').length >= 2, 'a second link came up');
+    for (const ctr of [...before, ...after]) assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(rig.lock, ctr));
+    await rig.driver.stop();
+    await gw.done;
+  });
+
+  void test(`${title}: a stalled scan is restarted by the watchdog and its silence reported as blind`, async (t) => {
+    const rig = await makeRig(t);
+    if (rig.record === undefined || rig.stallScan === undefined) return t.skip('the rig cannot stall the scan');
+    const gw = runGateway(rig.driver);
+    await waitFor('scanning', () => rig.driver.status().scan.adapter === 'poweredOn', timeoutMs);
+    const restarts = rig.driver.status().scan.restarts;
+    const stalledAt = Date.now();
+    rig.stallScan();
+    await waitFor('a watchdog restart', () => rig.driver.status().scan.restarts > restarts, timeoutMs);
+    await waitFor('a blind interval', () => gw.notices.some((n) => n.kind === 'blind'), timeoutMs);
+    const blind = gw.notices.find((n) => n.kind === 'blind');
+    assert.ok(blind?.kind === 'blind' && blind.start <= blind.end && blind.end >= stalledAt, 'the blind interval covers the stall');
+    const [ctr] = rig.record(1);
+    await waitFor('an event after the restart acked', () => rig.ackedEntry?.(ctr!) !== undefined, timeoutMs);
     await rig.driver.stop();
     await gw.done;
   });

@@ -9,6 +9,8 @@ import { SimLock } from '../../drivers/simlock.js';
 import { SERVICE_UUID } from '../../drivers/protocol.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { FakeNoble } from '../support/fake-noble.js';
+import { releaseNoble } from '../support/ble-hci-rig.js';
+import type { NobleLike } from '../../drivers/noble-types.js';
 import type { FakePeripheral } from '../support/fake-noble.js';
 import { bleSuite, runGateway, waitFor } from '../support/ble-suite.js';
 
@@ -223,7 +225,13 @@ void test('a noble that cannot load makes start() reject ERR_DRIVER_UNAVAILABLE 
 });
 
 void test('the real lazy noble import on this machine: unavailable with a reason, or running; never a crash', async () => {
-  const driver = new BleDriver({ gatewayId: 'gw-1', window: 4 });
+  let loaded: NobleLike | undefined;
+  const loadNoble = async (): Promise<NobleLike> => {
+    const mod = (await import('@abandonware/noble')) as unknown as { default?: unknown };
+    loaded = (mod.default ?? mod) as NobleLike;
+    return loaded;
+  };
+  const driver = new BleDriver({ gatewayId: 'gw-1', window: 4, loadNoble });
   try {
     await driver.start();
     assert.notEqual(driver.status().state, 'unavailable');
@@ -234,6 +242,8 @@ void test('the real lazy noble import on this machine: unavailable with a reason
     assert.equal(st.reason, e.message);
   } finally {
     await driver.stop();
+    // Where the HCI socket's prebuilt binary loads, noble would keep this process alive.
+    if (loaded !== undefined) releaseNoble(loaded);
   }
 });
 
