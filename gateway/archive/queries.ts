@@ -15,6 +15,8 @@ import { CompactRange, inclusionProof, leafHash, type NodeReader } from '../../l
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { encodeReceipt } from '../../ledger/receipt.js';
+import { RosterTree } from '../../ledger/roster-commitment.js';
+import { Roster, decodeSigned } from '../../ledger/roster.js';
 import { parseOrigin } from '../../ledger/verify.js';
 
 export interface Page<T> {
@@ -207,9 +209,26 @@ export class ArchiveQueries {
     const entryBytes = (entryRows as { bytes: Buffer }[])[0]?.bytes;
     if (entryBytes === undefined) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
     const entry = decodeEntry(entryBytes);
-    const gateway = await this.#statements(origin, 'gateway', gatewayId);
-    const lock = entry.body.kind === 'lock-event' ? await this.#statements(origin, 'lock', entry.body.event.lock) : undefined;
-    return encodeReceipt({ entry: entryBytes, index, proof: await inclusionProof(this.#reader(origin), index, cp.size), checkpoint: note, gateway, ...(lock !== undefined ? { lock } : {}) });
+    const lockId = entry.body.kind === 'lock-event' ? entry.body.event.lock : undefined;
+    // A checkpoint that commits to the roster (docs/PROTOCOL.md §Roster commitment) needs each
+    // member's whole history as of it, and where that member sits in the committed tree.
+    const tree = cp.roster === undefined ? undefined : await this.#rosterTree(origin, cp.size);
+    const gateway = tree?.member('gateway', gatewayId)?.history ?? (await this.#statements(origin, 'gateway', gatewayId));
+    const lock = lockId === undefined ? undefined : (tree?.member('lock', lockId)?.history ?? (await this.#statements(origin, 'lock', lockId)));
+    return encodeReceipt({
+      entry: entryBytes, index, proof: await inclusionProof(this.#reader(origin), index, cp.size), checkpoint: note, gateway: [...gateway],
+      ...(lock !== undefined ? { lock: [...lock] } : {}),
+      ...(tree !== undefined ? { gatewayAt: await tree.proof('gateway', gatewayId) } : {}),
+      ...(tree !== undefined && lockId !== undefined ? { lockAt: await tree.proof('lock', lockId) } : {}),
+    });
+  }
+
+  /** The chain's roster as of its first `size` entries, as a roster commitment tree. */
+  async #rosterTree(origin: string, size: number): Promise<RosterTree> {
+    const [rows] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? AND idx < ? ORDER BY idx', [origin, size]);
+    const roster = new Roster();
+    for (const r of rows as { statement: Buffer }[]) roster.apply(decodeSigned(r.statement));
+    return new RosterTree(roster);
   }
 
   /** The site-signed statements about a member in the chain, oldest first (as a gateway's receipt carries them). */
