@@ -15,44 +15,23 @@
  * - Only topics of the map are published, as on the embedded broker.
  */
 import { EventEmitter } from 'node:events';
-import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { OtiError } from '../ledger/errors.js';
-import { readBoundedFile } from '../ledger/keyfile.js';
+import { mqttClientOptions, type MqttClientConfig } from './mqtt-client-config.js';
 import type { MqttPublisher } from './homeassistant.js';
 import type { TopicMap } from './topics.js';
 
 /** `notifications.externalBroker` of the configuration (docs/CONFIGURATION.md). */
-export interface ExternalBrokerConfig {
-  readonly url?: string | undefined;
+export interface ExternalBrokerConfig extends MqttClientConfig {
   readonly mode: 'beside' | 'instead';
-  readonly username?: string | undefined;
-  readonly passwordFile?: string | undefined;
-  readonly clientId?: string | undefined;
-  readonly ca?: string | undefined;
-  readonly cert?: string | undefined;
-  readonly key?: string | undefined;
   readonly maxPending: number;
 }
 
+/** mqtt.js reconnects this often (gateway/mqtt-client-config.ts); said in the log. */
 const RECONNECT_MS = 2000;
 const CONNECT_TIMEOUT_MS = 10_000;
 const CLOSE_GRACE_MS = 1000;
-const SECRET_FILE_MAX = 64 * 1024;
-
-function configError(key: string, allowed: string, got: unknown, why?: string): OtiError {
-  return new OtiError('ERR_CONFIG', `notifications.externalBroker.${key}: ${why ?? `must be ${allowed}`}`, { key: `notifications.externalBroker.${key}`, allowed, got, origin: `notifications.externalBroker.${key}` });
-}
-
-async function readSecretFile(key: string, path: string, opts: { private: boolean }): Promise<Buffer> {
-  try {
-    const { bytes } = await readBoundedFile(path, { maxBytes: SECRET_FILE_MAX, private: opts.private, problem: (p) => configError(key, 'a readable file', path, `${path}: ${p === 'permissions' ? 'group or others can read it; run chmod 600' : p}`) });
-    return Buffer.from(bytes);
-  } catch (e) {
-    if (e instanceof OtiError) throw e;
-    throw configError(key, 'a readable file', path, `cannot read ${path}: ${(e as Error).message}`);
-  }
-}
 
 export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic: string, payload: Buffer] }> implements MqttPublisher {
   readonly url: string;
@@ -78,36 +57,10 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
    * starts connecting; resolves at once, connected or not.
    */
   static async start(c: ExternalBrokerConfig & { url: string }, o: { topics: TopicMap; gatewayId: string; logger?: Logger }): Promise<ExternalBroker> {
-    let url: URL;
-    try {
-      url = new URL(c.url);
-    } catch {
-      throw configError('url', 'an mqtt:// or mqtts:// URL', c.url);
-    }
-    if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw configError('url', 'an mqtt:// or mqtts:// URL', c.url);
-    if (url.username !== '' || url.password !== '') throw configError('url', 'a URL without credentials (use username and passwordFile)', '(a URL with credentials)');
-    if ((c.cert === undefined) !== (c.key === undefined)) throw configError(c.cert === undefined ? 'cert' : 'key', 'set together with the other of cert and key', undefined);
-    if (c.passwordFile !== undefined && c.username === undefined) throw configError('username', 'set when passwordFile is', undefined);
-    const password = c.passwordFile === undefined ? undefined : (await readSecretFile('passwordFile', c.passwordFile, { private: true })).toString('utf8').split(/\r?\n/)[0];
-    const tls = {
-      ...(c.ca !== undefined ? { ca: await readSecretFile('ca', c.ca, { private: false }) } : {}),
-      ...(c.cert !== undefined ? { cert: await readSecretFile('cert', c.cert, { private: false }) } : {}),
-      ...(c.key !== undefined ? { key: await readSecretFile('key', c.key, { private: true }) } : {}),
-    };
+    const { url, options } = await mqttClientOptions(c, `oti-${o.topics.site}-${o.gatewayId}`.slice(0, 128), 'notifications.externalBroker');
     const state = o.topics.gatewayState(o.gatewayId);
-    const options: IClientOptions = {
-      clientId: c.clientId ?? `oti-${o.topics.site}-${o.gatewayId}`.slice(0, 128),
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: RECONNECT_MS,
-      connectTimeout: CONNECT_TIMEOUT_MS,
-      rejectUnauthorized: true,
-      will: { topic: state, payload: Buffer.from(JSON.stringify({ state: 'offline', at: Date.now() })), qos: 1, retain: true },
-      ...(c.username !== undefined ? { username: c.username } : {}),
-      ...(password !== undefined ? { password } : {}),
-      ...tls,
-    };
-    const client = connect(url.toString(), options);
+    const will = { topic: state, payload: Buffer.from(JSON.stringify({ state: 'offline', at: Date.now() })), qos: 1 as const, retain: true };
+    const client = connect(url.toString(), { ...options, connectTimeout: CONNECT_TIMEOUT_MS, will });
     const shown = `${url.protocol}//${url.host}`;
     const ext = new ExternalBroker(client, shown, o.topics, c.maxPending, o.logger);
     let up = false;

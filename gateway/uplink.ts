@@ -17,23 +17,17 @@
  */
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
-import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { connect, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { OtiError } from '../ledger/errors.js';
-import { readBoundedFile, writeFileAtomic } from '../ledger/keyfile.js';
+import { writeFileAtomic } from '../ledger/keyfile.js';
+import { mqttClientOptions, type MqttClientConfig } from './mqtt-client-config.js';
 import type { Chain } from '../ledger/chain.js';
 import { parseOrigin } from '../ledger/verify.js';
 import { encodeRange } from './sync-wire.js';
 
 /** `uplink` of the configuration (docs/CONFIGURATION.md). */
-export interface UplinkConfig {
-  readonly url?: string | undefined;
-  readonly username?: string | undefined;
-  readonly passwordFile?: string | undefined;
-  readonly clientId?: string | undefined;
-  readonly ca?: string | undefined;
-  readonly cert?: string | undefined;
-  readonly key?: string | undefined;
+export interface UplinkConfig extends MqttClientConfig {
   readonly topicPrefix: string;
   readonly window: number;
 }
@@ -52,28 +46,11 @@ export interface UplinkStatus {
 
 export const CURSOR_FILE = 'uplink.cursor';
 const CURSOR_MAX_BYTES = 256;
-const SECRET_FILE_MAX = 64 * 1024;
-const RECONNECT_MS = 2000;
 
 /** The uplink topic of a chain. */
 export function uplinkTopic(prefix: string, origin: string): string {
   const { siteId, gatewayId } = parseOrigin(origin);
   return `${prefix}/${siteId}/${gatewayId}/block`;
-}
-
-function configError(key: string, why: string): OtiError {
-  return new OtiError('ERR_CONFIG', `${key}: ${why}`, { key });
-}
-
-/** Reads a password, CA, certificate or key file named by configuration key `key` (ERR_CONFIG naming it). */
-export async function readConfigFile(key: string, path: string, isPrivate: boolean): Promise<Buffer> {
-  try {
-    const { bytes } = await readBoundedFile(path, { maxBytes: SECRET_FILE_MAX, private: isPrivate, problem: (p) => configError(key, `${path}: ${p === 'permissions' ? 'group or others can read it; run chmod 600' : p}`) });
-    return bytes;
-  } catch (e) {
-    if (e instanceof OtiError) throw e;
-    throw configError(key, `cannot read ${path}: ${(e as Error).message}`);
-  }
 }
 
 /** Reads the cursor file: the next block to push (0 when there is none yet). */
@@ -88,38 +65,6 @@ export async function readCursor(dataDir: string): Promise<number> {
   const n = (JSON.parse(text) as { next?: unknown }).next;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new OtiError('ERR_STORE_CORRUPT', `${CURSOR_FILE} holds no block number`);
   return n;
-}
-
-/** `uplink`-shaped broker settings as mqtt.js options; `section` names the keys in errors (`uplink`, `broker` of the archive). */
-export async function mqttOptions(c: Omit<UplinkConfig, 'topicPrefix' | 'window'>, defaultClientId: string, section = 'uplink'): Promise<{ url: string; options: IClientOptions }> {
-  const configError = (key: string, why: string): OtiError => new OtiError('ERR_CONFIG', `${section}.${key}: ${why}`, { key: `${section}.${key}` });
-  const readConfig = (key: string, path: string, isPrivate: boolean): Promise<Buffer> => readConfigFile(`${section}.${key}`, path, isPrivate);
-  let url: URL;
-  try {
-    url = new URL(c.url ?? '');
-  } catch {
-    throw configError('url', 'must be an mqtt:// or mqtts:// URL');
-  }
-  if (url.protocol !== 'mqtt:' && url.protocol !== 'mqtts:') throw configError('url', 'must be an mqtt:// or mqtts:// URL');
-  if (url.username !== '' || url.password !== '') throw configError('url', 'must not carry credentials (use username and passwordFile)');
-  if ((c.cert === undefined) !== (c.key === undefined)) throw configError(c.cert === undefined ? 'cert' : 'key', 'cert and key are set together');
-  if (c.passwordFile !== undefined && c.username === undefined) throw configError('username', 'must be set when passwordFile is');
-  const password = c.passwordFile === undefined ? undefined : (await readConfig('passwordFile', c.passwordFile, true)).toString('utf8').split(/\r?\n/)[0];
-  return {
-    url: url.toString(),
-    options: {
-      clientId: c.clientId ?? defaultClientId,
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: RECONNECT_MS,
-      rejectUnauthorized: true,
-      ...(c.username !== undefined ? { username: c.username } : {}),
-      ...(password !== undefined ? { password } : {}),
-      ...(c.ca !== undefined ? { ca: await readConfig('ca', c.ca, false) } : {}),
-      ...(c.cert !== undefined ? { cert: await readConfig('cert', c.cert, false) } : {}),
-      ...(c.key !== undefined ? { key: await readConfig('key', c.key, true) } : {}),
-    },
-  };
 }
 
 export class Uplink {
@@ -162,10 +107,10 @@ export class Uplink {
   /** Checks the configuration, reads the cursor and starts pushing; resolves at once, connected or not. */
   static async start(c: UplinkConfig, o: { chain: Chain; dataDir: string; logger?: Logger }): Promise<Uplink> {
     const { siteId, gatewayId } = parseOrigin(o.chain.origin);
-    const { url, options } = await mqttOptions(c, `oti-uplink-${siteId}-${gatewayId}`.slice(0, 128));
+    const { url, options } = await mqttClientOptions(c, `oti-uplink-${siteId}-${gatewayId}`.slice(0, 128), 'uplink');
     const next = Math.min(await readCursor(o.dataDir), o.chain.head.n + 1);
-    const client = connect(url, options);
-    const shown = `${new URL(url).protocol}//${new URL(url).host}`;
+    const client = connect(url.toString(), options);
+    const shown = `${url.protocol}//${url.host}`;
     const up = new Uplink(o.chain, client, { topic: uplinkTopic(c.topicPrefix, o.chain.origin), window: c.window, cursorPath: join(o.dataDir, CURSOR_FILE), next, url: shown, log: o.logger });
     client.on('connect', () => {
       o.logger?.info({ url: shown, next: up.#next }, `uplink ${shown}: connected, pushing from block ${up.#next}`);

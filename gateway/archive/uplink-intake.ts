@@ -19,7 +19,7 @@ import { decodeBlockHeader } from '../../ledger/block.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import type { SiteTrust } from '../../ledger/roster.js';
 import { decodeRange } from '../sync-wire.js';
-import { mqttOptions } from '../uplink.js';
+import { mqttClientOptions } from '../mqtt-client-config.js';
 import { ArchivedChain } from './archived-chain.js';
 import type { ArchiveConfig } from './config.js';
 
@@ -56,7 +56,8 @@ export class UplinkIntake {
   }
 
   async start(): Promise<void> {
-    const { url, options } = await mqttOptions(this.#cfg.broker, this.#cfg.broker.clientId, 'broker');
+    const { url: brokerUrl, options } = await mqttClientOptions(this.#cfg.broker, this.#cfg.broker.clientId, 'broker');
+    const url = brokerUrl.toString();
     const client = connect(url, { ...options, clean: false });
     this.#client = client;
     const filter = `${this.#cfg.broker.topicPrefix}/+/+/block`;
