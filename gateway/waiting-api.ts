@@ -6,7 +6,7 @@
  */
 import { createServer } from 'node:http';
 import type { HealthBoard } from './health.js';
-import { OtiError } from '../ledger/errors.js';
+import { listenHttp } from './http-listen.js';
 
 export interface WaitingApi {
   readonly url: string;
@@ -24,20 +24,5 @@ export async function startWaitingApi(o: { host: string; port: number; health: H
     res.end(JSON.stringify(body));
   });
   server.maxConnections = 64;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'EADDRINUSE' ? new OtiError('ERR_PORT_IN_USE', `port ${o.port} on ${o.host} is already in use (api.port)`, { key: 'api.port' }, { cause: e }) : e),
-    );
-    server.listen(o.port, o.host, () => resolve());
-  });
-  const addr = server.address();
-  const url = addr !== null && typeof addr !== 'string' ? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : '';
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return listenHttp(server, o.host, o.port, 'api.port');
 }

@@ -17,6 +17,7 @@ import type { SignedCheckpoint } from '../ledger/checkpoint.js';
 import { cosign } from './witness.js';
 import type { SyncNode } from './sync.js';
 import { parseOrigin } from '../ledger/verify.js';
+import { listenHttp } from './http-listen.js';
 import { ADD_CHECKPOINT_MAX_BYTES, answerAddCheckpoint, parseAddCheckpoint, type WitnessAnswer, type WitnessedTree } from './tlog-witness.js';
 
 export const WITNESS_STATE_FILE = 'witness-state.json';
@@ -126,22 +127,7 @@ export async function startWitnessListener(o: WitnessListenerOptions): Promise<W
     })();
   });
   server.maxConnections = o.maxConnections;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(e.code === 'EADDRINUSE' ? new OtiError('ERR_PORT_IN_USE', `port ${o.port} on ${o.host} is already in use (witness.http.port)`, { key: 'witness.http.port' }, { cause: e }) : e),
-    );
-    server.listen(o.port, o.host, () => resolve());
-  });
-  const addr = server.address();
-  const url = addr !== null && typeof addr !== 'string' ? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : '';
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return listenHttp(server, o.host, o.port, 'witness.http.port');
 }
 
 /** The body, or undefined when it is larger than a request can be (the rest is not read). */
