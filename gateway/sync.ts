@@ -700,18 +700,22 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (this.#stopped || this.#refused(peer.origin)) return;
     const replica = await this.replica(peer.origin);
     const target = peer.target;
-    if (target === undefined || replica.checkpoint === undefined) return;
+    if (target === undefined) return;
     const key = replica.gatewayKey(peer.gatewayId);
-    if (key === undefined) return;
-    verifyCheckpoint(target, peer.origin, key);
-    if (target.size <= replica.size) {
+    if (target.size <= replica.size && key !== undefined && replica.checkpoint !== undefined) {
+      verifyCheckpoint(target, peer.origin, key);
       const ev = await compareWithChain(replica.cs, replica.checkpoint, target, key);
       if (ev !== undefined) return this.#equivocation(ev, key);
       this.emit('synced', { origin: peer.origin, size: replica.size });
       this.#cosign(peer.origin);
-    } else {
-      // The pull ended short of the announced checkpoint (it stalled, or its link went down):
-      // try again shortly rather than wait for a checkpoint that an idle peer may never send.
+    } else if (target.size > replica.size) {
+      // The pull ended short of the announced checkpoint (it stalled, or its link went down),
+      // also when nothing of the chain is stored yet: try again shortly, on the next connected
+      // link (a broker that drops the requests, or a second copy of this gateway that takes the
+      // answers there, must not hold the pull forever), rather than wait for a checkpoint that an
+      // idle peer may never send.
+      const others = this.#links.filter((l) => l !== peer.link && l.client.connected);
+      if (others.length > 0) peer.link = others[Math.floor(Math.random() * others.length)];
       const retry = setTimeout(() => this.#startPull(peer), PULL_RETRY_MS);
       retry.unref();
     }
