@@ -5,7 +5,7 @@
  *              LevelDB (its own site key, gateway key and BENCH_ARCHIVE_LOCKS locks, default 4)
  *              holding BENCH_ARCHIVE_EVENTS lock-signed events (default 10,000), in blocks of up
  *              to 256 entries as group commit makes them; each block is turned into the uplink
- *              message the gateway sends (gateway/uplink.ts).
+ *              message the gateway sends (gateway/sync/uplink.ts).
  *   archived   every block of every site through the archive's path (gateway/archive/
  *              archived-chain.ts: strict decoding, ChainVerifier with every lock signature and
  *              checkpoint signature, counters, then the block's transaction), one worker per
@@ -28,7 +28,7 @@ import { SignaturePool } from '../ledger/sigpool.js';
 import { Chain } from '../ledger/chain.js';
 import { parseCheckpoint } from '../ledger/checkpoint.js';
 import { decodeEntry } from '../ledger/entry.js';
-import { decodeRange, encodeRange } from '../gateway/sync-wire.js';
+import { decodeRange, encodeRange } from '../gateway/sync/wire.js';
 import { migrate } from '../gateway/archive/schema.js';
 import { openPool } from '../gateway/archive/service.js';
 import { ArchivedChain } from '../gateway/archive/archived-chain.js';

@@ -43,12 +43,12 @@ import { SimLock } from '../drivers/simlock.js';
 import { SerialSimLink } from '../drivers/simlink.js';
 import { ptyPair, type PtyPair } from '../drivers/pty.js';
 import { Ingest } from '../gateway/ingest.js';
-import { loadOrCreateIdentity } from '../gateway/identity.js';
+import { loadOrCreateIdentity } from '../gateway/config/identity.js';
 import { readKeyFile } from '../ledger/keyfile.js';
 import { startGateway, freePort, writeGatewayConfig } from '../test/support/gateway-process.js';
 import { writeResults, round, percentile, peakRssMb, benchChain } from './support.js';
 import { floodLogins } from './login-flood.js';
-import { addMqttUser } from '../gateway/mqtt-users.js';
+import { addMqttUser } from '../gateway/broker/users.js';
 
 const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 1000);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);

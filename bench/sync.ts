@@ -32,9 +32,9 @@ import { encodeLockEvent } from '../ledger/lockevent.js';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain, chainOrigin } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
-import { Broker } from '../gateway/broker.js';
-import { SyncNode } from '../gateway/sync.js';
-import { gatewayCredentialVerifier } from '../gateway/credentials.js';
+import { Broker } from '../gateway/broker/broker.js';
+import { SyncNode } from '../gateway/sync/node.js';
+import { gatewayCredentialVerifier } from '../gateway/broker/credentials.js';
 import { writeResults, round, peakRssMb } from './support.js';
 import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
 

@@ -5,7 +5,7 @@
  *            the same bytes the tiles are made of
  *   serve    full level-0 hash tiles and entry bundles spread over the chain, and the first
  *            level-1 hash tile (stored nodes, not computed) again and again, fetched over HTTP from
- *            the local API (gateway/api.ts, its real HTTP server, in this process; 4 requests in
+ *            the local API (gateway/api/server.ts, its real HTTP server, in this process; 4 requests in
  *            flight on keep-alive connections), tiles per second
  *   export   `oti export`'s exportChain of the whole chain to a temp folder
  * Ratios are raw time over tile time (1 = as fast as reading the store). Figures go to
@@ -20,8 +20,8 @@ import { Signer } from '../ledger/crypto.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent } from '../ledger/lockevent.js';
 import { TILE_WIDTH, tilePath, type TileResource } from '../ledger/tiles.js';
-import { LocalApi } from '../gateway/api.js';
-import { GatewayMetrics } from '../gateway/metrics.js';
+import { LocalApi } from '../gateway/api/server.js';
+import { GatewayMetrics } from '../gateway/api/metrics.js';
 import { exportChain } from '../provisioning/export.js';
 import { u64, type ChainStore } from '../ledger/store.js';
 import { writeResults, round, mb, peakRssMb, benchChain } from './support.js';

@@ -16,14 +16,14 @@ import { readKeyFile } from '../ledger/keyfile.js';
 import { signStatement } from '../ledger/roster.js';
 import { OtiError } from '../ledger/errors.js';
 import type { Chain } from '../ledger/chain.js';
-import { addMqttUser } from './mqtt-users.js';
+import { addMqttUser } from './broker/users.js';
 import { SerialDriver } from '../drivers/serial.js';
 import { SerialSimLink } from '../drivers/simlink.js';
 import { SimLock } from '../drivers/simlock.js';
 import { ptyPair, type PtyPair } from '../drivers/pty.js';
 import type { EventType } from '../ledger/lockevent.js';
-import type { GatewayConfig } from './config.js';
-import type { Identity } from './identity.js';
+import type { GatewayConfig } from './config/config.js';
+import type { Identity } from './config/identity.js';
 import type { Logger } from './log.js';
 
 const DEMO_TYPES: readonly EventType[] = ['unlocked', 'locked', 'unlocked', 'locked', 'door-ajar', 'locked', 'failed-attempt', 'unlocked', 'locked', 'battery-low'];

@@ -5,7 +5,7 @@
  * close the broker and the store. A configuration error, a busy port or an unwritable data folder
  * stops start-up with a message that names what is wrong and exit code 1 (2 for a usage error).
  */
-import { loadConfig } from './config.js';
+import { loadConfig } from './config/config.js';
 import { createLogger } from './log.js';
 import { Gateway } from './runtime.js';
 import { isOtiError } from '../ledger/errors.js';

@@ -4,7 +4,7 @@
  *
  *   identity (Gateway.start, before the Gateway exists) → store, signature pool → broker → sync
  *   (no chain yet) → discovery (its revocation check reads the rosters sync holds) → recovery of
- *   the own chain (gateway/recovery.ts: peers first; read-only while the ledger is behind the
+ *   the own chain (gateway/sync/recovery.ts: peers first; read-only while the ledger is behind the
  *   last-checkpoint record) → chain → notifications → drivers → ingest → local API; plus the
  *   demo's simulated locks when configured.
  *
@@ -14,11 +14,11 @@
  */
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { applyBundle } from './bundle.js';
-import { Discovery } from './discovery.js';
-import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync.js';
-import type { EvidenceView, PeerView } from './sync-view.js';
-import { gatewayCredentialVerifier } from './credentials.js';
+import { applyBundle } from './config/bundle.js';
+import { Discovery } from './discovery/discovery.js';
+import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync/node.js';
+import type { EvidenceView, PeerView } from './sync/view.js';
+import { gatewayCredentialVerifier } from './broker/credentials.js';
 import { cpus } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
@@ -31,30 +31,30 @@ import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
 import { BleDriver } from '../drivers/ble.js';
 import { Ingest } from './ingest.js';
-import { Broker } from './broker.js';
-import { TopicMap } from './topics.js';
-import { MqttNotifier } from './notify.js';
-import { HomeAssistantBridge } from './homeassistant.js';
-import { ExternalBroker, FanOut } from './mqtt-out.js';
+import { Broker } from './broker/broker.js';
+import { TopicMap } from './broker/topics.js';
+import { MqttNotifier } from './notify/notifier.js';
+import { HomeAssistantBridge } from './notify/homeassistant.js';
+import { ExternalBroker, FanOut } from './notify/external-broker.js';
 import { nextSteps } from './next-steps.js';
-import { checkPortsFree, type PortUse } from './port-check.js';
-import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
-import { CheckpointRecord, readLastCheckpoint } from './checkpoint-record.js';
-import { recoverBeforeAppending } from './recovery.js';
-import { startWaitingApi } from './waiting-api.js';
-import type { GatewayConfig } from './config.js';
+import { checkPortsFree, type PortUse } from './config/port-check.js';
+import { loadOrCreateIdentity, ensureDataDir, type Identity } from './config/identity.js';
+import { CheckpointRecord, readLastCheckpoint } from './sync/checkpoint-record.js';
+import { recoverBeforeAppending } from './sync/recovery.js';
+import { startWaitingApi } from './api/waiting-api.js';
+import type { GatewayConfig } from './config/config.js';
 import type { Logger } from './log.js';
 import { Demo } from './demo.js';
-import { GatewayMetrics } from './metrics.js';
-import { HealthBoard } from './health.js';
-import { LocalApi } from './api.js';
-import { WebhookDispatcher, type WebhookStatus } from './webhooks.js';
-import { Uplink, type UplinkStatus } from './uplink.js';
+import { GatewayMetrics } from './api/metrics.js';
+import { HealthBoard } from './api/health.js';
+import { LocalApi } from './api/server.js';
+import { WebhookDispatcher, type WebhookStatus } from './notify/webhooks.js';
+import { Uplink, type UplinkStatus } from './sync/uplink.js';
 import { createRequire } from 'node:module';
 import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
-import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './persons.js';
-import { startWitnessListener, siteLogKeys } from './witness-listener.js';
-import { WitnessPusher, externalWitnesses } from './witness-push.js';
+import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './api/persons.js';
+import { startWitnessListener, siteLogKeys } from './sync/witness-listener.js';
+import { WitnessPusher, externalWitnesses } from './sync/witness-push.js';
 import { Signer } from '../ledger/crypto.js';
 
 /** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
@@ -222,7 +222,7 @@ export class Gateway {
       sessions: b.sessions,
       ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
       usersFile: b.usersFile,
-      // Peer gateways log in with credentials signed by their own key (gateway/credentials.ts).
+      // Peer gateways log in with credentials signed by their own key (gateway/broker/credentials.ts).
       verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => this.sync?.isRefusedGateway(gw, key) ?? false }),
       // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
       isRosterGateway: (gw) => this.sync?.isRosterGateway(gw) ?? false,
@@ -324,7 +324,7 @@ export class Gateway {
       chain.on('block', (b) => pusher.offer(b.checkpoint));
     }
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
-    // Refusals are logged by the sync node itself, rate-limited (gateway/refusal-log.ts), and counted in the metrics.
+    // Refusals are logged by the sync node itself, rate-limited (gateway/sync/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
     let lastProgress = 0;
     sync.on('progress', (p) => {
@@ -361,7 +361,7 @@ export class Gateway {
       else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
       else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
     });
-    // Notifications go to the embedded broker, an external one, or both (gateway/mqtt-out.ts).
+    // Notifications go to the embedded broker, an external one, or both (gateway/notify/external-broker.ts).
     const ext = config.notifications.mqtt.enabled ? await this.startExternalBroker(topics, id.gatewayId) : undefined;
     const out = ext === undefined ? this.broker : config.notifications.externalBroker.mode === 'instead' ? ext : new FanOut([this.broker, ext]);
     if (config.notifications.mqtt.enabled) {
@@ -466,7 +466,7 @@ export class Gateway {
   }
 
   /**
-   * Finds the site's other gateways by signed mDNS announcements (gateway/discovery.ts); nothing
+   * Finds the site's other gateways by signed mDNS announcements (gateway/discovery/discovery.ts); nothing
    * is trusted on mDNS alone. Static peers from the configuration are handed to sync directly.
    */
   private async startDiscovery(sync: SyncNode): Promise<Discovery> {

@@ -3,7 +3,7 @@
  * configuration is read, so that they never fail as unknown configuration keys.
  */
 import { createRequire } from 'node:module';
-import { CONFIG_KEYS } from './config-schema.js';
+import { CONFIG_KEYS } from './config/schema.js';
 
 export const GATEWAY_VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 

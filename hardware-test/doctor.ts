@@ -1,7 +1,7 @@
 /**
  * `oti doctor`: the on-device checks of a gateway, each pass, warn, fail or skip (with the
  * reason) and a remedy for every warn and fail. Which hardware to check comes from the
- * gateway's configuration (gateway/config.ts: dataDir, serial.ports, broker, ble.enabled),
+ * gateway's configuration (gateway/config/config.ts: dataDir, serial.ports, broker, ble.enabled),
  * overridable per run. The checks themselves live in hardware-test/checks/.
  */
 import { checkBluetooth } from './checks/bluetooth.js';

@@ -10,7 +10,7 @@
  * the counters), and audit() checks the lock signatures of what is stored afterwards, in order,
  * on the worker pool, keeping its watermark in the store. A catch-up is then bound by hashing
  * and storage instead of one Ed25519 verification per entry; what the audit has not passed is
- * not cosigned (gateway/sync.ts). docs/SYNC.md §Verification.
+ * not cosigned (gateway/sync/node.ts). docs/SYNC.md §Verification.
  *
  * Between sessions the verifier is rebuilt from the store (compact range from the stored peaks,
  * hash of the last block, roster as of the head) and, for each lock first seen in a session, the

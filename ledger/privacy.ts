@@ -36,7 +36,7 @@
  *   fields = nonce(12) || ChaCha20-Poly1305(person key, nonce, CBOR {* tstr => tstr},
  *            aad = "OTI-v1 person fields" || 0x00 || site || 0x00 || person id)
  *
- * The person key is 32 random bytes per person, kept off the chain (gateway/persons.ts), wrapped
+ * The person key is 32 random bytes per person, kept off the chain (gateway/api/persons.ts), wrapped
  * to the site privacy key in a box. Destroying it makes the fields unreadable for good while the
  * ciphertext, and so every hash over it, stays.
  */

@@ -1,6 +1,6 @@
 /**
  * The C2SP tlog-tiles resources of a stored chain (ledger/tiles.ts says what they hold), read
- * from its LevelDB store. Used by the local API (gateway/tlog-routes.ts) and `oti export`.
+ * from its LevelDB store. Used by the local API (gateway/api/tlog-routes.ts) and `oti export`.
  * docs/PROTOCOL.md §Tiles.
  *
  * Level-0 hash tiles are the leaf hashes of the entries (one chunk read per 16 entries); tiles

@@ -28,7 +28,7 @@ import { dirname, join, relative, sep, basename } from 'node:path';
 import { OtiError, isOtiError } from '../ledger/errors.js';
 import { flag, str, type Command } from './command.js';
 import { openLedger, snapshotDataDir, type OpenedLedger } from './ledger-access.js';
-import { keepNewerRecord } from '../gateway/checkpoint-record.js';
+import { keepNewerRecord } from '../gateway/sync/checkpoint-record.js';
 
 const MAGIC = Buffer.from('OTIBAK01', 'latin1');
 const HEADER_MAX = 4096;

@@ -36,7 +36,7 @@ const doctor: Command = {
   },
   examples: ['sudo -u oti oti doctor --config /etc/oti-gateway/config.yaml', 'oti doctor --serial /dev/ttyUSB0:57600 --loopback', 'oti doctor --data ./data --no-ble --json'],
   async run(p, term) {
-    const [{ loadConfig }, { runDoctor, healthy }] = await Promise.all([import('../gateway/config.js'), import('../hardware-test/doctor.js')]);
+    const [{ loadConfig }, { runDoctor, healthy }] = await Promise.all([import('../gateway/config/config.js'), import('../hardware-test/doctor.js')]);
     const configFile = str(p, 'config');
     const { config } = await loadConfig({ argv: configFile !== undefined ? ['--config', configFile] : [], env: process.env });
     const serialArgs = (p.values.serial as string[] | undefined) ?? [];

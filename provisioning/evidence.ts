@@ -4,7 +4,7 @@
  *
  * Evidence (ledger/evidence.ts) is two checkpoints signed with one gateway's key that cannot
  * both be true: that key signs on two devices (a copied data folder, a stolen key). The gateways
- * that hold it refuse that chain (gateway/sync-flags.ts) until a technician, once the gateway is
+ * that hold it refuse that chain (gateway/sync/flags.ts) until a technician, once the gateway is
  * re-keyed (revoked and replaced, or its key rotated), clears the flag on each gateway. The
  * evidence itself stays stored.
  */
@@ -16,7 +16,7 @@ import { parseOrigin } from '../ledger/verify.js';
 import type { LedgerStore } from '../ledger/store.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { chainOrigin } from '../ledger/chain.js';
-import { clearRefusedChain, listRefusedChains } from '../gateway/sync-flags.js';
+import { clearRefusedChain, listRefusedChains } from '../gateway/sync/flags.js';
 import { flag, str, usage, type Command } from './command.js';
 import { readDataIdentity, withLedger } from './ledger-access.js';
 

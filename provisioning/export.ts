@@ -1,7 +1,7 @@
 /**
  * `oti export`: writes the chains of a gateway data folder as C2SP tlog-tiles static trees, one
  * per chain under `<out>/<origin>/`, with the same paths as the local API's `/tlog/<origin>/`
- * (gateway/tlog-routes.ts, docs/PROTOCOL.md §Tiles), so any web server or object store can serve
+ * (gateway/api/tlog-routes.ts, docs/PROTOCOL.md §Tiles), so any web server or object store can serve
  * them. The checkpoint is written last: a reader never finds a checkpoint whose tiles are not
  * there yet.
  */

@@ -1,6 +1,6 @@
 /**
  * `oti gateway enroll|apply-bundle|revoke`. Enrolment makes a provisioning bundle
- * (gateway/bundle.ts): a fresh gateway key and its site-signed enrolment with an expiry, for the
+ * (gateway/config/bundle.ts): a fresh gateway key and its site-signed enrolment with an expiry, for the
  * SD card's boot partition (the gateway applies it on first start) or for apply-bundle.
  */
 import { access, open } from 'node:fs/promises';
@@ -8,7 +8,7 @@ import { fingerprint } from '../ledger/crypto.js';
 import { OtiError } from '../ledger/errors.js';
 import { moveAside } from '../ledger/keyfile.js';
 import { ID_PATTERN } from '../ledger/schema.js';
-import { applyBundle, createBundle, BUNDLE_MAX_BYTES } from '../gateway/bundle.js';
+import { applyBundle, createBundle, BUNDLE_MAX_BYTES } from '../gateway/config/bundle.js';
 import { flag, parseDuration, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import { PASSPHRASE_OPTIONS, SITE_DIR_OPTION, unlockSite } from './site.js';
 import { DATA_OPTION, DELIVERY_OPTIONS, currentMember, keyOption, signAndDeliver } from './statements.js';

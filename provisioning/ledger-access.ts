@@ -103,7 +103,7 @@ export async function snapshotDataDir(dataDir: string): Promise<DataSnapshot> {
   }
 }
 
-/** The site trust and gateway id of a data folder (its site.json, as gateway/identity.ts writes it). */
+/** The site trust and gateway id of a data folder (its site.json, as gateway/config/identity.ts writes it). */
 export async function readDataIdentity(dataDir: string): Promise<{ trust: SiteTrust; gatewayId: string; origin: string }> {
   const trust = await readSiteTrust(dataDir);
   const raw = JSON.parse(await readFile(join(dataDir, 'site.json'), 'utf8')) as { gatewayId?: unknown };

@@ -1,16 +1,16 @@
 /**
  * `oti ledger accept-loss`: the operator's decision for a gateway whose ledger is shorter than the
  * last checkpoint it signed and that no peer could give back (docs/SYNC.md §Recovery). It writes
- * `<data>/ledger-decision.json`, signed with the gateway key (gateway/ledger-decision.ts); the
+ * `<data>/ledger-decision.json`, signed with the gateway key (gateway/sync/ledger-decision.ts); the
  * waiting gateway sees it within a second and appends again from what its ledger holds.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { OtiError } from '../ledger/errors.js';
 import { fingerprint } from '../ledger/crypto.js';
-import { loadOrCreateIdentity } from '../gateway/identity.js';
-import { LAST_CHECKPOINT_FILE, readLastCheckpoint } from '../gateway/checkpoint-record.js';
-import { writeLedgerDecision } from '../gateway/ledger-decision.js';
+import { loadOrCreateIdentity } from '../gateway/config/identity.js';
+import { LAST_CHECKPOINT_FILE, readLastCheckpoint } from '../gateway/sync/checkpoint-record.js';
+import { writeLedgerDecision } from '../gateway/sync/ledger-decision.js';
 import { flag, str, usage, type Command } from './command.js';
 
 const acceptLoss: Command = {

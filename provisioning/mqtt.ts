@@ -7,7 +7,7 @@
  * The gateway configuration loader is imported when a command runs, as for `oti doctor`.
  */
 import { OtiError } from '../ledger/errors.js';
-import { addMqttUser, readMqttUsers, removeMqttUser, setMqttUserPassword, MQTT_USER_ROLES, type MqttUserRole } from '../gateway/mqtt-users.js';
+import { addMqttUser, readMqttUsers, removeMqttUser, setMqttUserPassword, MQTT_USER_ROLES, type MqttUserRole } from '../gateway/broker/users.js';
 import { str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 
@@ -24,7 +24,7 @@ const PASSWORD_OPTIONS: Readonly<Record<string, OptionSpec>> = {
 async function usersFile(p: Parsed): Promise<string> {
   const file = str(p, 'file');
   if (file !== undefined) return file;
-  const { loadConfig } = await import('../gateway/config.js');
+  const { loadConfig } = await import('../gateway/config/config.js');
   const configFile = str(p, 'config');
   const { config } = await loadConfig({ argv: configFile !== undefined ? ['--config', configFile] : [], env: process.env });
   return config.broker.usersFile;

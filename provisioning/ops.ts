@@ -2,7 +2,7 @@
  * Day-to-day commands: `oti status`, `oti events tail`, `oti verify`, `oti receipt`,
  * `oti receipt verify`, `oti ports`.
  *
- * API contract used here (gateway/api.ts, docs/API.md): GET /status → JSON object; GET /events
+ * API contract used here (gateway/api/server.ts, docs/API.md): GET /status → JSON object; GET /events
  * with query `after` (cursor), `lock`, `limit` → { "items": [...], "next": index | null };
  * GET /receipts/<id>
  * with Accept: application/cbor → the receipt bytes (ledger/receipt.ts).

@@ -32,8 +32,8 @@ import {
   MAX_RAW_CRED_BYTES,
 } from '../ledger/privacy.js';
 import { chainOrigin } from '../ledger/chain.js';
-import { entryJson, type EntryJson } from '../gateway/entry-json.js';
-import { PersonKeyStore, PrivacyReader, parsePersonId } from '../gateway/persons.js';
+import { entryJson, type EntryJson } from '../gateway/api/entry-json.js';
+import { PersonKeyStore, PrivacyReader, parsePersonId } from '../gateway/api/persons.js';
 import { ApiClient, DEFAULT_API } from './api-client.js';
 import { flag, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import { openLedger } from './ledger-access.js';

@@ -15,7 +15,7 @@ import { readKeyFile, writeKeyFile, moveAside } from '../ledger/keyfile.js';
 import { OtiError } from '../ledger/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import type { SiteTrust } from '../ledger/roster.js';
-import { writeAtomicJson } from '../gateway/bundle.js';
+import { writeAtomicJson } from '../gateway/config/bundle.js';
 import { flag, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 

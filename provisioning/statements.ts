@@ -8,7 +8,7 @@ import { writeFile, readFile, stat } from 'node:fs/promises';
 import { fingerprint, fromHex, toHex } from '../ledger/crypto.js';
 import { OtiError } from '../ledger/errors.js';
 import { encodeSigned, decodeSigned, signStatement, Roster, ROSTER_MAX_BYTES, type RosterStatement, type SignedStatement } from '../ledger/roster.js';
-import { rosterListing, type RosterListingMember } from '../gateway/roster-admin.js';
+import { rosterListing, type RosterListingMember } from '../gateway/api/roster-admin.js';
 import { ApiClient } from './api-client.js';
 import { API_OPTIONS, flag, str, usage, type Command, type OptionSpec, type Outcome, type Parsed } from './command.js';
 import { readDataIdentity, withLedger } from './ledger-access.js';

@@ -18,8 +18,8 @@ import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import type { SiteTrust } from '../../ledger/roster.js';
-import { decodeRange } from '../sync-wire.js';
-import { mqttClientOptions } from '../mqtt-client-config.js';
+import { decodeRange } from '../sync/wire.js';
+import { mqttClientOptions } from '../config/mqtt-client.js';
 import { ArchivedChain } from './archived-chain.js';
 import type { ArchiveConfig } from './config.js';
 

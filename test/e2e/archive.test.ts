@@ -21,7 +21,7 @@ import { until } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import type { SiteTrust } from '../../ledger/roster.js';
-import { decodeRange, encodeRange } from '../../gateway/sync-wire.js';
+import { decodeRange, encodeRange } from '../../gateway/sync/wire.js';
 import { fromHex, generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { blockHash, decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';

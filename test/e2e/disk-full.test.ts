@@ -25,7 +25,7 @@ import { until } from '../support/wait.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity, type Identity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity, type Identity } from '../../gateway/config/identity.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';

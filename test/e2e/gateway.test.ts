@@ -20,8 +20,8 @@ import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from 
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';

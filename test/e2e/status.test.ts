@@ -17,8 +17,8 @@ import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from 
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';

@@ -20,7 +20,7 @@ import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
 import { oti, ROOT } from '../support/oti-cli.js';
 import { until } from '../support/wait.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { keyHash, parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import { decodeBundle } from '../../ledger/tiles.js';

@@ -12,9 +12,9 @@ import { connect } from 'mqtt';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
 import { until } from '../support/wait.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
-import { makeGatewayCredential } from '../../gateway/credentials.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
+import { makeGatewayCredential } from '../../gateway/broker/credentials.js';
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
 const READER = { user: 'reader', password: 'reader-password-1' };

@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { Broker, type BrokerOptions } from '../../gateway/broker.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
-import type { StatusMessage } from '../../gateway/topics.js';
+import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
+import type { StatusMessage } from '../../gateway/broker/topics.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { tempDir } from '../support/site.js';
 

@@ -7,7 +7,7 @@
  * Commands that talk to a gateway run against an HTTP server in this process that mounts the
  * API routes the CLI uses, built from the real pieces: the gateway's chain opened from the data
  * folder that `oti gateway apply-bundle` wrote, handleRosterPost/rosterListing
- * (gateway/roster-admin.ts) and receiptFor (ledger/receipt.ts). The full flow against the real
+ * (gateway/api/roster-admin.ts) and receiptFor (ledger/receipt.ts). The full flow against the real
  * gateway process is the last test; it runs once the runtime applies bundles at start.
  */
 import { test, type TestContext } from 'node:test';
@@ -30,9 +30,9 @@ import { Chain } from '../../ledger/chain.js';
 import { receiptFor } from '../../ledger/receipt.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { isOtiError } from '../../ledger/errors.js';
-import { createBundle } from '../../gateway/bundle.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
-import { handleRosterPost, rosterListing, rosterStatus } from '../../gateway/roster-admin.js';
+import { createBundle } from '../../gateway/config/bundle.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
+import { handleRosterPost, rosterListing, rosterStatus } from '../../gateway/api/roster-admin.js';
 import { oti as runOti, errorCode, ROOT, type Run } from '../support/oti-cli.js';
 
 const PASS = 'correct horse battery staple';

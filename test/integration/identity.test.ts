@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';

@@ -1,5 +1,5 @@
 /**
- * gateway/mqtt-out.ts on its own: the cap on notifications waiting for an external broker that
+ * gateway/notify/external-broker.ts on its own: the cap on notifications waiting for an external broker that
  * cannot be reached (a real mqtt.js client reconnecting to a port where nothing listens), the
  * topic map check, and configuration errors that name their key.
  */
@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExternalBroker } from '../../gateway/mqtt-out.js';
-import { TopicMap } from '../../gateway/topics.js';
+import { ExternalBroker } from '../../gateway/notify/external-broker.js';
+import { TopicMap } from '../../gateway/broker/topics.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { freePort } from '../support/gateway-process.js';
 import { tempDir } from '../support/site.js';

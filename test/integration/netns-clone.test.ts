@@ -24,7 +24,7 @@ import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { encodeSigned, signStatement } from '../../ledger/roster.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 
 const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
 const until = (what: string, cond: () => boolean | Promise<boolean>, ms = 120_000): Promise<void> => waitUntil(what, cond, ms);

@@ -22,8 +22,8 @@ import { createTopology, netnsUnavailable, type Topology } from '../support/netn
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { createBundle, applyBundle } from '../../gateway/bundle.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { createBundle, applyBundle } from '../../gateway/config/bundle.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { generateKeyPair } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';
@@ -35,7 +35,7 @@ const run = promisify(execFile);
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const MAIN = join(HERE, '..', '..', 'gateway', 'main.js');
 const OTI = join(HERE, '..', '..', 'provisioning', 'cli.js');
-/** Discovery's periodic announcement interval (gateway/discovery.ts DEFAULT_ANNOUNCE_MS). */
+/** Discovery's periodic announcement interval (gateway/discovery/discovery.ts DEFAULT_ANNOUNCE_MS). */
 const PERIODIC_ANNOUNCEMENT_MS = 20_000;
 
 interface Line {

@@ -17,8 +17,8 @@ import { createTopology, netnsUnavailable, type Topology } from '../support/netn
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { createBundle, applyBundle } from '../../gateway/bundle.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { createBundle, applyBundle } from '../../gateway/config/bundle.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { generateKeyPair } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';

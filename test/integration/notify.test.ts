@@ -1,5 +1,5 @@
 /**
- * MQTT notifications (gateway/notify.ts) on a real embedded broker, seen by a real mqtt.js app
+ * MQTT notifications (gateway/notify/notifier.ts) on a real embedded broker, seen by a real mqtt.js app
  * client: each event's lifecycle (received → committed with a receipt that verifies offline →
  * replicated → confirmed, or rejected), the events topic, the bolt state, unenrolled locks, the gateway's online/offline state, and the bounded retention of
  * per-event statuses.
@@ -10,11 +10,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type MqttClient } from 'mqtt';
 import { makeSite, enrollLock, openChain, tempDir } from '../support/site.js';
-import { Broker } from '../../gateway/broker.js';
-import { TopicMap } from '../../gateway/topics.js';
-import { MqttNotifier } from '../../gateway/notify.js';
+import { Broker } from '../../gateway/broker/broker.js';
+import { TopicMap } from '../../gateway/broker/topics.js';
+import { MqttNotifier } from '../../gateway/notify/notifier.js';
 import { Ingest } from '../../gateway/ingest.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
 import { InProcessDriver } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { verifyReceipt } from '../../ledger/receipt.js';

@@ -19,10 +19,10 @@ import { coseSign1 } from '../../ledger/cose.js';
 import { consistencyProof, rangeHash } from '../../ledger/merkle.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import type { ErrorCode } from '../../ledger/errors.js';
-import { makeGatewayCredential } from '../../gateway/credentials.js';
-import { decodeRequest, encodeRange, type RangeMessage } from '../../gateway/sync-wire.js';
-import type { SyncRefusal } from '../../gateway/sync.js';
-import { listRefusedChains } from '../../gateway/sync-flags.js';
+import { makeGatewayCredential } from '../../gateway/broker/credentials.js';
+import { decodeRequest, encodeRange, type RangeMessage } from '../../gateway/sync/wire.js';
+import type { SyncRefusal } from '../../gateway/sync/node.js';
+import { listRefusedChains } from '../../gateway/sync/flags.js';
 import { enrollGateway, enrollLock, makeSite } from '../support/site.js';
 import { appendEvents, makeGateway, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
 

@@ -12,8 +12,8 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain, chainOrigin } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { toHex } from '../../ledger/crypto.js';
-import { SyncNode, type SyncProgress } from '../../gateway/sync.js';
-import type { CoverageEvent } from '../../gateway/witness.js';
+import { SyncNode, type SyncProgress } from '../../gateway/sync/node.js';
+import type { CoverageEvent } from '../../gateway/sync/witness.js';
 import { enrollLock, makeSite, signedEvent, tempDir } from '../support/site.js';
 import { appendEvents, makeGateway, startMosquitto, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
 

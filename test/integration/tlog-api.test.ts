@@ -1,5 +1,5 @@
 /**
- * The local API's C2SP tlog-tiles routes (gateway/tlog-routes.ts, docs/API.md §Tiles) over a real
+ * The local API's C2SP tlog-tiles routes (gateway/api/tlog-routes.ts, docs/API.md §Tiles) over a real
  * socket, for the gateway's own chain and a peer chain held beside it, each in a real LevelDB
  * store: every tile of each tree is fetched and checked against the chain itself (leaf hashes of
  * the bundled entries, the root rebuilt from the level-0 tiles, the level-1 nodes), block bundles
@@ -8,8 +8,8 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { LocalApi, type GatewayStatusJson } from '../../gateway/api.js';
-import { GatewayMetrics } from '../../gateway/metrics.js';
+import { LocalApi, type GatewayStatusJson } from '../../gateway/api/server.js';
+import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { makeSite, openChain, type OpenedChain } from '../support/site.js';
 import { parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { CompactRange, leafHash } from '../../ledger/merkle.js';

@@ -17,7 +17,7 @@ import { makeSite, tempDir } from '../support/site.js';
 import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { enrolledGateway } from '../support/enrolled-gateway.js';
 import { until } from '../support/wait.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { consistencyProof } from '../../ledger/merkle.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';

@@ -13,7 +13,7 @@ import { tempDir } from '../support/site.js';
 import { startGateway, writeGatewayConfig } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
 import { until } from '../support/wait.js';
-import { hookId, type WebhookStatus } from '../../gateway/webhooks.js';
+import { hookId, type WebhookStatus } from '../../gateway/notify/webhooks.js';
 
 const SECRET = 'whsec-status-0123456789abcdef';
 

@@ -1,5 +1,5 @@
 /**
- * Webhooks (gateway/webhooks.ts) against a real HTTP receiver on 127.0.0.1 and a real LevelDB
+ * Webhooks (gateway/notify/webhooks.ts) against a real HTTP receiver on 127.0.0.1 and a real LevelDB
  * chain: signatures checked the way docs/WEBHOOKS.md tells receivers to; retries after failures
  * and timeouts; 410 disabling a hook; resuming from the cursor after stop/start and after
  * SIGKILL of a child process that appends and delivers; secrets kept out of logs and status.
@@ -18,7 +18,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { childSite, makeSite, enrollLock, signedEvent, openChain, tempDir, type TestSite, type TestLock } from '../support/site.js';
-import { WebhookDispatcher, hookId, type WebhookDelivery, type WebhookHook, type WebhookStatus } from '../../gateway/webhooks.js';
+import { WebhookDispatcher, hookId, type WebhookDelivery, type WebhookHook, type WebhookStatus } from '../../gateway/notify/webhooks.js';
 import { Chain } from '../../ledger/chain.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { toHex } from '../../ledger/crypto.js';

@@ -1,14 +1,14 @@
 /**
  * A gateway data folder as an installer leaves it: a bundle from the site authority applied
- * (gateway/bundle.ts), optionally a lock enrolled in its chain, and an app user in its broker's
+ * (gateway/config/bundle.ts), optionally a lock enrolled in its chain, and an app user in its broker's
  * users file (for mosquitto_sub). For tests that run the real gateway process on a site of
  * several gateways.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createBundle, applyBundle } from '../../gateway/bundle.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
-import { addMqttUser } from '../../gateway/mqtt-users.js';
+import { createBundle, applyBundle } from '../../gateway/config/bundle.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
 import { generateKeyPair, type KeyPair } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';

@@ -10,7 +10,7 @@
  */
 import { fromHex, keyPairFromSeed, toHex } from '../../ledger/crypto.js';
 import { decodeSigned } from '../../ledger/roster.js';
-import { Discovery, type Peer } from '../../gateway/discovery.js';
+import { Discovery, type Peer } from '../../gateway/discovery/discovery.js';
 
 interface PeerArgs {
   siteId: string;

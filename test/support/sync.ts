@@ -15,9 +15,9 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import type { KeyPair } from '../../ledger/crypto.js';
 import type { SignedStatement } from '../../ledger/roster.js';
-import { Broker } from '../../gateway/broker.js';
-import { SyncNode, type SyncOptions } from '../../gateway/sync.js';
-import { gatewayCredentialVerifier } from '../../gateway/credentials.js';
+import { Broker } from '../../gateway/broker/broker.js';
+import { SyncNode, type SyncOptions } from '../../gateway/sync/node.js';
+import { gatewayCredentialVerifier } from '../../gateway/broker/credentials.js';
 import { enrollGateway, tempDir, signedEvent, type TestLock, type TestSite } from './site.js';
 
 export const WAIT_MS = 60_000;

@@ -18,7 +18,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { fromHex, keyPairFromSeed, Signer } from '../../ledger/crypto.js';
 import { decodeSigned } from '../../ledger/roster.js';
 import { isOtiError } from '../../ledger/errors.js';
-import { WebhookDispatcher } from '../../gateway/webhooks.js';
+import { WebhookDispatcher } from '../../gateway/notify/webhooks.js';
 import type { CrashKeys } from './crash-child.js';
 import { signedEvent, type TestLock } from './site.js';
 

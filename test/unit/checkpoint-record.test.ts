@@ -1,6 +1,6 @@
 /**
- * The last-checkpoint record (gateway/checkpoint-record.ts) and the operator's decision about a
- * lost ledger (gateway/ledger-decision.ts), on real files.
+ * The last-checkpoint record (gateway/sync/checkpoint-record.ts) and the operator's decision about a
+ * lost ledger (gateway/sync/ledger-decision.ts), on real files.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { isOtiError } from '../../ledger/errors.js';
-import { CheckpointRecord, readLastCheckpoint, LAST_CHECKPOINT_FILE } from '../../gateway/checkpoint-record.js';
-import { lossAccepted, writeLedgerDecision, LEDGER_DECISION_FILE } from '../../gateway/ledger-decision.js';
+import { CheckpointRecord, readLastCheckpoint, LAST_CHECKPOINT_FILE } from '../../gateway/sync/checkpoint-record.js';
+import { lossAccepted, writeLedgerDecision, LEDGER_DECISION_FILE } from '../../gateway/sync/ledger-decision.js';
 import { tempDir } from '../support/site.js';
 import { oti } from '../support/oti-cli.js';
-import { loadOrCreateIdentity } from '../../gateway/identity.js';
+import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 
 const ORIGIN = 'oti/site-1/gw-1';
 const key = generateKeyPair();

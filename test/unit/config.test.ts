@@ -1,5 +1,5 @@
 /**
- * The gateway configuration (gateway/config.ts, docs/CONFIGURATION.md): defaults, each source and
+ * The gateway configuration (gateway/config/config.ts, docs/CONFIGURATION.md): defaults, each source and
  * their precedence, YAML and JSON files, string conversion from the environment and flags, every
  * kind of wrong value (asserting ERR_CONFIG and details.key, never message text), and that the
  * key table of the documentation is the schema's.
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { isOtiError } from '../../ledger/errors.js';
-import { CONFIG_FILE_MAX_BYTES, CONFIG_KEYS, loadConfig, parseConfig, type GatewayConfig } from '../../gateway/config.js';
+import { CONFIG_FILE_MAX_BYTES, CONFIG_KEYS, loadConfig, parseConfig, type GatewayConfig } from '../../gateway/config/config.js';
 import { DOC_URL, generatedPart, renderKeyTable } from '../support/make-config-doc.js';
 import { tempDir } from '../support/site.js';
 

@@ -1,11 +1,11 @@
 /**
- * The lifecycle of the origin's own entries (gateway/witness.ts CoverageTracker, docs/MQTT.md
+ * The lifecycle of the origin's own entries (gateway/sync/witness.ts CoverageTracker, docs/MQTT.md
  * §Event lifecycle): replicated once one other gateway holds and cosigned them, confirmed once
  * the quorum has; each stage once per entry, naming every cosigner known so far.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoverageTracker, type CoverageEvent } from '../../gateway/witness.js';
+import { CoverageTracker, type CoverageEvent } from '../../gateway/sync/witness.js';
 
 function tracker(quorum: number): { t: CoverageTracker; got: CoverageEvent[] } {
   const t = new CoverageTracker('gw-c', () => quorum);

@@ -10,7 +10,7 @@ import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { decode, encode } from '../../ledger/encoding.js';
 import { signStatement } from '../../ledger/roster.js';
 import { isOtiError } from '../../ledger/errors.js';
-import { CREDENTIAL_MAX_BYTES, gatewayCredentialVerifier, makeGatewayCredential, verifyGatewayLogin } from '../../gateway/credentials.js';
+import { CREDENTIAL_MAX_BYTES, gatewayCredentialVerifier, makeGatewayCredential, verifyGatewayLogin } from '../../gateway/broker/credentials.js';
 import { enrollGateway, makeSite } from '../support/site.js';
 
 const site = makeSite('site-1');

@@ -12,10 +12,10 @@ import makeMdns from 'multicast-dns';
 import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { encodeSigned, signStatement, type SignedStatement } from '../../ledger/roster.js';
-import { Discovery, type DiscoveryOptions, type MdnsPeer, type Peer, type Rejection } from '../../gateway/discovery.js';
-import { JsMdnsBackend } from '../../gateway/mdns-js.js';
-import { AvahiMdnsBackend } from '../../gateway/mdns-avahi.js';
-import { SERVICE_TYPE, TXT_STRING_MAX_BYTES, decodeAnnouncement, encodeAnnouncement, instanceLabel, verifyAnnouncement, type Announcement } from '../../gateway/announcement.js';
+import { Discovery, type DiscoveryOptions, type MdnsPeer, type Peer, type Rejection } from '../../gateway/discovery/discovery.js';
+import { JsMdnsBackend } from '../../gateway/discovery/mdns-js.js';
+import { AvahiMdnsBackend } from '../../gateway/discovery/mdns-avahi.js';
+import { SERVICE_TYPE, TXT_STRING_MAX_BYTES, decodeAnnouncement, encodeAnnouncement, instanceLabel, verifyAnnouncement, type Announcement } from '../../gateway/discovery/announcement.js';
 import { enrollGateway, makeSite, type TestSite } from '../support/site.js';
 
 const WAIT_MS = 20_000;

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, openChain, signedEvent } from '../support/site.js';
-import { GatewayMetrics } from '../../gateway/metrics.js';
+import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { FakeDriver } from '../support/fake-driver.js';
 import type { DriverStatus } from '../../drivers/driver.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LoginGuard } from '../../gateway/mqtt-login-guard.js';
+import { LoginGuard } from '../../gateway/broker/login-guard.js';
 import { isOtiError } from '../../ledger/errors.js';
 
 const limits = { maxConcurrentChecks: 1, maxPendingChecks: 1, failuresPerMinutePerAddress: 2, failuresPerMinute: 3, trackedAddresses: 2 };

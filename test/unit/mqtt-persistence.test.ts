@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { BoundedPersistence, type StoredPacket } from '../../gateway/mqtt-persistence.js';
+import { BoundedPersistence, type StoredPacket } from '../../gateway/broker/persistence.js';
 
 const require = createRequire(import.meta.url);
 const abstractPersistence = require('aedes-persistence/abstract.js') as (opts: { test: typeof test; persistence: () => unknown; testAsync: boolean }) => void;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RetainedQuota } from '../../gateway/mqtt-retained.js';
+import { RetainedQuota } from '../../gateway/broker/retained.js';
 
 void test('each principal is capped on its own, by count and by bytes', () => {
   const q = new RetainedQuota({ maxMessages: 2, maxBytes: 100 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SessionRegistry } from '../../gateway/mqtt-sessions.js';
+import { SessionRegistry } from '../../gateway/broker/sessions.js';
 
 void test('a principal over its cap discards its session offline longest; other principals are untouched', () => {
   const r = new SessionRegistry({ maxPerPrincipal: 2, expiryMs: 1000 });

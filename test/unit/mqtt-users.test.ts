@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { addMqttUser, readMqttUsers, removeMqttUser, verifyMqttUser } from '../../gateway/mqtt-users.js';
+import { addMqttUser, readMqttUsers, removeMqttUser, verifyMqttUser } from '../../gateway/broker/users.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { tempDir } from '../support/site.js';
 

@@ -1,6 +1,6 @@
 /**
  * Privacy primitives (ledger/privacy.ts), the privacy entry kind (ledger/entry.ts) and the
- * person-key store (gateway/persons.ts): pseudonym stability, seal/open round trips, tamper
+ * person-key store (gateway/api/persons.ts): pseudonym stability, seal/open round trips, tamper
  * rejection, rotation without re-encryption, keyring files, erasure.
  */
 import { test } from 'node:test';
@@ -26,7 +26,7 @@ import { decodeEntry, encodeEntry } from '../../ledger/entry.js';
 import { decodeLockEvent, encodeLockEvent } from '../../ledger/lockevent.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { MIN_SCRYPT_N } from '../../ledger/keyfile.js';
-import { PersonKeyStore, PrivacyReader } from '../../gateway/persons.js';
+import { PersonKeyStore, PrivacyReader } from '../../gateway/api/persons.js';
 import { tempDir } from '../support/site.js';
 
 const RAW = Buffer.from('04a1b2c3d4e5f6', 'hex');

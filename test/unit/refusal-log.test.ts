@@ -1,7 +1,7 @@
-/** Rate-limited logging of repeated sync refusals (gateway/refusal-log.ts). */
+/** Rate-limited logging of repeated sync refusals (gateway/sync/refusal-log.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RefusalLog } from '../../gateway/refusal-log.js';
+import { RefusalLog } from '../../gateway/sync/refusal-log.js';
 
 void test('the first refusal of a kind is logged, the rest of the window counted, then logged with the count', () => {
   const log = new RefusalLog(60_000);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { filterWithin, isValidFilter, parseTopic, HA_ENTITIES, TOPIC_TABLE, TopicMap, type HaEntity, type Role, type TopicDescriptor } from '../../gateway/topics.js';
+import { filterWithin, isValidFilter, parseTopic, HA_ENTITIES, TOPIC_TABLE, TopicMap, type HaEntity, type Role, type TopicDescriptor } from '../../gateway/broker/topics.js';
 import { isOtiError } from '../../ledger/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 

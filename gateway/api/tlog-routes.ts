@@ -1,0 +1,52 @@
+/**
+ * The local API's read-only C2SP tlog-tiles routes (docs/API.md §Tiles, docs/PROTOCOL.md §Tiles):
+ * every chain stored here, the gateway's own and its peers', under `/tlog/<origin>/`, the origin
+ * written as it is (`oti/<site>/<gateway>`: its characters need no escaping, and static servers
+ * decode %2F, so an escaped origin would not survive `oti export` served by one).
+ *
+ *   /tlog/<origin>/checkpoint                 the signed checkpoint of the last stored block
+ *   /tlog/<origin>/tile/<L>/<N>[.p/<W>]       hash tiles
+ *   /tlog/<origin>/tile/entries/<N>[.p/<W>]   entry bundles
+ *   /tlog/<origin>/oti/blocks/<N>[.p/<W>]     block bundles (headers and per-block checkpoints)
+ *
+ * Full tiles never change, so they are served as immutable; partial tiles and the checkpoint
+ * are replaced as the chain grows and may be cached for a few seconds only.
+ */
+import { OtiError } from '../../ledger/errors.js';
+import type { ChainStore } from '../../ledger/store.js';
+import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
+import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';
+
+export const TLOG_PREFIX = '/tlog/';
+export const IMMUTABLE_CACHE = 'public, max-age=31536000, immutable';
+export const SHORT_CACHE = 'public, max-age=5';
+
+export interface TlogReply {
+  readonly status: number;
+  readonly type: string;
+  readonly body: string | Uint8Array;
+  readonly headers: Record<string, string>;
+}
+
+/** The chain whose origin the path names (the longest match), and the path below it. */
+function resolve(path: string, chains: readonly ChainStore[]): { cs: ChainStore; rest: string } | undefined {
+  let best: { cs: ChainStore; rest: string } | undefined;
+  for (const cs of chains) {
+    const base = `${TLOG_PREFIX}${cs.origin}/`;
+    if (path.startsWith(base) && (best === undefined || cs.origin.length > best.cs.origin.length)) best = { cs, rest: path.slice(base.length) };
+  }
+  return best;
+}
+
+/** Answers a GET of `path` (which starts with /tlog/); ERR_NOT_FOUND for anything it does not hold. */
+export async function tlogRoute(path: string, chains: readonly ChainStore[]): Promise<TlogReply> {
+  const hit = resolve(path, chains);
+  if (hit === undefined) throw new OtiError('ERR_NOT_FOUND', 'no chain with this origin is stored here', { param: 'origin' });
+  if (hit.rest === 'checkpoint') {
+    return { status: 200, type: 'text/plain; charset=utf-8', body: await chainCheckpoint(hit.cs), headers: { 'cache-control': SHORT_CACHE } };
+  }
+  const r = parseTilePath(hit.rest);
+  if (r === undefined) throw new OtiError('ERR_NOT_FOUND', 'not a tile path: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>], oti/blocks/<N>[.p/<W>] or checkpoint', { param: 'path' });
+  const body = await readTile(hit.cs, r);
+  return { status: 200, type: 'application/octet-stream', body, headers: { 'cache-control': r.width === TILE_WIDTH ? IMMUTABLE_CACHE : SHORT_CACHE } };
+}

@@ -1,0 +1,462 @@
+/**
+ * The embedded MQTT broker (aedes 1.x, MQTT 3.1 and 3.1.1) with the gateway's security rules:
+ *
+ * - Authentication (MQTT 3.1.1 §3.1.3.4-5, §3.2.2.3): a client with no username is anonymous and
+ *   gets the `readonly` role only when `allowAnonymous` is on, otherwise CONNACK 5 (not
+ *   authorized). A username is looked up in the users file (gateway/broker/users.ts) and then, if
+ *   it is not there, given to `verifyGatewayCredential`; a wrong password or unknown user gets
+ *   CONNACK 4 (bad user name or password). With no verifier configured, no gateway can log in.
+ *   Failed logins are budgeted per source address and overall, and credential checks (scrypt on
+ *   the libuv threadpool, which LevelDB shares) run one at a time with a short line
+ *   (gateway/broker/login-guard.ts): past the budgets CONNACK 5 or 3, unchecked.
+ * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
+ *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
+ * - Persistent sessions are bounded (gateway/broker/broker-sessions.ts and the files it names): a
+ *   cap per principal, an expiry once offline, and a capped queue per session.
+ * - ACLs from gateway/broker/topics.ts. A refused SUBSCRIBE filter gets return code 0x80 (§3.9.3). A
+ *   refused PUBLISH closes the connection without acknowledging it, the one way MQTT 3.1.1
+ *   offers to refuse a publish (MQTT-3.3.5-2); the message reaches no subscriber.
+ * - Retained messages: only under chains of gateways on the roster, capped per principal
+ *   (gateway/broker/retained.ts).
+ * - Limits: every control packet larger than `maxMessageBytes` (its Remaining Length) closes the
+ *   connection before the packet is buffered (gateway/broker/limits.ts); a client that publishes
+ *   beyond its token bucket (`rateLimit`) is disconnected at the first publish over the limit.
+ *   Its QoS 1 messages stay unacknowledged, so the client resends them after reconnecting.
+ * - In-process publishing (`publish`) is the gateway itself (`local` role): it bypasses the
+ *   per-client rules but may only use topics of the map.
+ *
+ * Only site-scoped topics exist; `$SYS` topics are neither publishable nor subscribable.
+ * Sessions and retained messages are in memory and end with the broker.
+ */
+import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
+import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import { readFile } from 'node:fs/promises';
+import { pino, type Logger } from 'pino';
+import { OtiError, isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { ID_PATTERN } from '../../ledger/schema.js';
+import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
+import { readMqttUsers, verifyMqttUser } from './users.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
+import { LoginGuard } from './login-guard.js';
+import { RetainedQuota } from './retained.js';
+import { BrokerSessions, type SessionStats } from './broker-sessions.js';
+
+/** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
+export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
+
+export interface BrokerOptions {
+  site: string;
+  host: string;
+  /** TCP port; 0 picks a free one (see `Broker.port`). */
+  port: number;
+  allowAnonymous: boolean;
+  /** Largest MQTT control packet accepted, counted as its Remaining Length (variable header + payload). */
+  maxMessageBytes: number;
+  rateLimit: { messagesPerSecond: number; burst: number };
+  /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
+  sessions?: SessionCaps;
+  /** Caps on retained messages per principal; DEFAULT_RETAINED_CAPS when not given. */
+  retained?: RetainedCapsConfig;
+  /** Bounds on credential checks and failed logins; DEFAULT_LOGIN_LIMITS when not given. */
+  login?: LoginLimits;
+  /**
+   * Whether a gateway id is on the site's roster (and not revoked). A peer gateway may retain
+   * messages under another gateway's chain only when that gateway is; without this function,
+   * only under its own.
+   */
+  isRosterGateway?: (gatewayId: string) => boolean;
+  /** A second listener speaking MQTT over TLS; `cert`, `key` and `ca` are paths to PEM files. */
+  tls?: { port: number; cert: string; key: string; ca?: string };
+  /** The users file of apps and read-only clients (gateway/broker/users.ts), read at each login. */
+  usersFile?: string;
+  verifyGatewayCredential?: GatewayCredentialVerifier;
+  /** Home Assistant discovery prefix; default `homeassistant`. */
+  haPrefix?: string;
+  logger?: Logger;
+}
+
+export interface BrokerStats extends SessionStats {
+  clients: number;
+  /** Client publishes accepted. */
+  messagesIn: number;
+  /** Logins, publishes, subscriptions and oversized packets refused. */
+  refused: number;
+  /** Retained messages clients hold on the broker (the gateway's own not counted), and their bytes. */
+  retained: { messages: number; bytes: number };
+  /** Client publishes refused, by error code. */
+  publishesRefused: Record<string, number>;
+  /** Logins refused, by error code. */
+  loginsRefused: Record<string, number>;
+}
+
+interface Principal {
+  readonly role: Exclude<Role, 'local'>;
+  readonly identity: string;
+}
+
+/** MQTT 3.1.1 Table 3.1: CONNACK return codes used here. */
+const CONNACK_SERVER_UNAVAILABLE = 3;
+const CONNACK_BAD_CREDENTIALS = 4;
+const CONNACK_NOT_AUTHORIZED = 5;
+/** How long close() waits for clients to go before cutting their sockets. */
+const CLOSE_GRACE_MS = 1500;
+const ANONYMOUS = 'anonymous';
+
+type AuthError = OtiError & { returnCode: number };
+
+export class Broker {
+  readonly port: number;
+  readonly tlsPort: number | undefined;
+  readonly topics: TopicMap;
+  readonly #aedes: Aedes;
+  readonly #servers: Server[];
+  readonly #sockets = new Set<Socket>();
+  readonly #opts: BrokerOptions;
+  readonly #log: Logger;
+  readonly #principals = new WeakMap<Client, Principal>();
+  readonly #buckets = new WeakMap<Client, TokenBucket>();
+  readonly #sessions: BrokerSessions;
+  readonly #retained: RetainedQuota;
+  readonly #publishesRefused: Record<string, number> = {};
+  readonly #loginsRefused: Record<string, number> = {};
+  readonly #guard: LoginGuard;
+  readonly #warnedAt = new Map<ErrorCode, number>();
+  readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
+  #messagesIn = 0;
+  #refused = 0;
+  #closing: Promise<void> | undefined;
+
+  private constructor(opts: BrokerOptions, log: Logger, topics: TopicMap, aedes: Aedes, sessions: BrokerSessions, servers: Server[], ports: { port: number; tlsPort?: number }) {
+    this.#opts = opts;
+    this.#sessions = sessions;
+    const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
+    this.#guard = new LoginGuard(opts.login ?? DEFAULT_LOGIN_LIMITS);
+    this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
+    this.topics = topics;
+    this.#aedes = aedes;
+    this.#servers = servers;
+    this.port = ports.port;
+    this.tlsPort = ports.tlsPort;
+    this.#log = log;
+  }
+
+  /**
+   * Starts the broker and its listeners. Bad options are ERR_ARGUMENT naming the key; a port
+   * that is taken is ERR_PORT_IN_USE naming host:port.
+   */
+  static async start(opts: BrokerOptions): Promise<Broker> {
+    checkOptions(opts);
+    const topics = new TopicMap(opts.site, opts.haPrefix);
+    const tlsFiles = opts.tls === undefined ? undefined : await readTlsFiles(opts.tls);
+    const log = opts.logger ?? pino({ level: 'silent' });
+    const sessions = new BrokerSessions(opts.sessions ?? DEFAULT_SESSION_CAPS, log);
+    // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
+    const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
+    const servers: Server[] = [];
+    // Connections that arrive before the broker object exists are dropped.
+    let onSocket = (socket: Socket): void => void socket.destroy();
+    const accept = (socket: Socket): void => onSocket(socket);
+    try {
+      await aedes.listen();
+      const plain = createTcpServer(accept);
+      servers.push(plain);
+      const port = await listen(plain, opts.host, opts.port);
+      let tlsPort: number | undefined;
+      if (opts.tls !== undefined && tlsFiles !== undefined) {
+        const secure = createTlsServer(tlsFiles, accept);
+        servers.push(secure);
+        tlsPort = await listen(secure, opts.host, opts.tls.port);
+      }
+      const broker = new Broker(opts, log, topics, aedes, sessions, servers, tlsPort === undefined ? { port } : { port, tlsPort });
+      broker.#install();
+      onSocket = (socket) => broker.#accept(socket);
+      for (const s of servers) {
+        s.on('error', (e) => log.error({ err: e.message }, 'MQTT listener error'));
+        s.on('tlsClientError', (e: Error) => log.debug({ err: e.message }, 'TLS handshake failed'));
+      }
+      log.debug({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
+      return broker;
+    } catch (e) {
+      sessions.close();
+      for (const s of servers) s.close();
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      throw e;
+    }
+  }
+
+  stats(): BrokerStats {
+    return {
+      clients: this.#aedes.connectedClients,
+      messagesIn: this.#messagesIn,
+      refused: this.#refused,
+      ...this.#sessions.stats(),
+      retained: this.#retained.total(),
+      publishesRefused: { ...this.#publishesRefused },
+      loginsRefused: { ...this.#loginsRefused },
+    };
+  }
+
+  /**
+   * Publishes as the gateway itself: no ACL, no rate limit, but only to topics of the map
+   * (ERR_ARGUMENT otherwise) and at most `maxMessageBytes` of payload (ERR_FRAME_TOO_LARGE),
+   * so the gateway never sends what its peers would refuse. Resolves once aedes has routed it
+   * (and stored it, when retained).
+   */
+  publish(topic: string, payload: Buffer | string, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
+    if (!this.topics.mayPublish('local', 'local', topic)) {
+      return Promise.reject(new OtiError('ERR_ARGUMENT', `${topic} is not a topic of the map`, { argument: 'topic', topic }));
+    }
+    const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+    if (body.length > this.#opts.maxMessageBytes) {
+      return Promise.reject(new OtiError('ERR_FRAME_TOO_LARGE', `a ${body.length}-byte payload is over maxMessageBytes`, { topic, limit: this.#opts.maxMessageBytes }));
+    }
+    if (this.#closing !== undefined) return Promise.reject(new OtiError('ERR_STORE_CLOSED', 'the broker is closed'));
+    const packet: PublishPacket = { cmd: 'publish', topic, payload: body, qos: opts.qos, retain: opts.retain, dup: false };
+    if (opts.retain) this.#retained.release(topic);
+    return new Promise((resolve, reject) => this.#aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /**
+   * Hands the gateway, in-process, each message a client publishes on `topic` (a topic of the
+   * map, no wildcard; the ACLs have let it through). Used for Home Assistant's birth message.
+   */
+  onMessage(topic: string, handler: (payload: Buffer) => void): Promise<void> {
+    if (this.topics.parse(topic) === undefined) return Promise.reject(new OtiError('ERR_ARGUMENT', `${topic} is not a topic of the map`, { argument: 'topic', topic }));
+    return new Promise((resolve) =>
+      this.#aedes.subscribe(
+        topic,
+        (packet, done) => {
+          handler(Buffer.from(packet.payload));
+          done();
+        },
+        () => resolve(),
+      ),
+    );
+  }
+
+  /** Stops listening, disconnects every client and resolves within 2 s. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#sessions.close();
+    const serversClosed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.#aedes.close(() => resolve())),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS))),
+    ]);
+    clearTimeout(timer);
+    for (const s of this.#sockets) s.destroy();
+    await Promise.all(serversClosed);
+    this.#log.info('MQTT broker closed');
+  }
+
+  #accept(socket: Socket): void {
+    if (this.#closing !== undefined) {
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    const conn = new FrameLimit(socket, this.#opts.maxMessageBytes);
+    conn.once('error', (e: unknown) => {
+      if (e instanceof OtiError) {
+        this.#refused++;
+        this.#log.warn({ remote: socket.remoteAddress, code: e.code }, 'MQTT connection closed: %s', e.message);
+      }
+    });
+    this.#aedes.handle(conn);
+  }
+
+  #install(): void {
+    const a = this.#aedes;
+    a.authenticate = (client, username, password, done) => {
+      this.#authenticate(client, username, password).then(
+        () => done(null, true),
+        (e: unknown) => done(e as AuthError, false),
+      );
+    };
+    a.authorizePublish = (client, packet, done) => done(this.#authorizePublish(client, packet));
+    a.authorizeSubscribe = (client, sub, done) => done(null, this.#authorizeSubscribe(client, sub));
+    a.on('clientError', (client, e) => {
+      if (!(e instanceof OtiError)) this.#log.debug({ clientId: client.id, err: e.message }, 'MQTT client error');
+    });
+  }
+
+  async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    const remote = (client.conn as Partial<FrameLimit>).remoteAddress;
+    const refuse = (returnCode: number, why: string, code: ErrorCode = 'ERR_MQTT_AUTH'): AuthError => {
+      this.#refused++;
+      this.#loginsRefused[code] = (this.#loginsRefused[code] ?? 0) + 1;
+      // Never log the password; the username helps a technician find a misconfigured client.
+      // Refusals by the flood guard are logged at warn once a minute per code, then at debug.
+      this.#log[this.#quiet(code) ? 'debug' : 'warn']({ clientId: client.id, username, remote, returnCode, code }, 'MQTT login refused: %s', why);
+      return Object.assign(new OtiError(code, why, { returnCode }), { returnCode });
+    };
+    let principal: Principal | undefined;
+    if (username === undefined) {
+      if (!this.#opts.allowAnonymous) throw refuse(CONNACK_NOT_AUTHORIZED, 'anonymous clients are not allowed');
+      principal = { role: 'readonly', identity: ANONYMOUS };
+    } else {
+      principal = await this.#guardedCheck(username, password ?? Buffer.alloc(0), remote ?? 'unknown', refuse);
+    }
+    if (!(await this.#sessions.open(client, `${principal.role}:${principal.identity}`))) {
+      throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
+    }
+    this.#principals.set(client, principal);
+    this.#buckets.set(client, new TokenBucket(this.#opts.rateLimit.messagesPerSecond, this.#opts.rateLimit.burst));
+    this.#log.debug({ clientId: client.id, role: principal.role, identity: principal.identity, remote }, 'MQTT client logged in');
+  }
+
+  /** A credential check behind the failed-login guard (gateway/broker/login-guard.ts). */
+  async #guardedCheck(username: string, password: Buffer, remote: string, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<Principal> {
+    const ticket = this.#guard.admit(remote);
+    if (ticket === 'address') throw refuse(CONNACK_NOT_AUTHORIZED, `too many failed logins from ${remote} in the last minute`, 'ERR_MQTT_LOGIN_RATE');
+    if (ticket === 'total') throw refuse(CONNACK_SERVER_UNAVAILABLE, 'too many failed logins in the last minute', 'ERR_MQTT_LOGIN_RATE');
+    let principal: Principal | undefined;
+    try {
+      principal = await this.#guard.check(() => this.#checkCredentials(username, password));
+    } catch (e) {
+      ticket.succeeded();
+      if (isOtiError(e, 'ERR_MQTT_BUSY')) throw refuse(CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_BUSY');
+      throw e;
+    }
+    if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
+    ticket.succeeded();
+    return principal;
+  }
+
+  /** True when a flood-guard refusal with `code` was already logged at warn in the last minute. */
+  #quiet(code: ErrorCode): boolean {
+    if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY') return false;
+    const now = Date.now();
+    const last = this.#warnedAt.get(code);
+    if (last !== undefined && now - last < 60_000) return true;
+    this.#warnedAt.set(code, now);
+    return false;
+  }
+
+  async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {
+    if (this.#opts.usersFile !== undefined) {
+      try {
+        const role = await verifyMqttUser(await readMqttUsers(this.#opts.usersFile), username, password);
+        if (role !== undefined) return { role, identity: username };
+      } catch (e) {
+        // No users file yet is normal (a new gateway; gateways log in with their own credentials).
+        if (isOtiError(e, 'ERR_NOT_FOUND')) this.#log.debug({ path: this.#opts.usersFile }, 'no MQTT users file: no app or read-only user can log in');
+        else this.#log.error({ code: (e as OtiError).code, err: (e as Error).message }, 'MQTT users file unreadable; app logins refused');
+      }
+    }
+    const verify = this.#opts.verifyGatewayCredential;
+    if (verify === undefined) return undefined;
+    try {
+      const gw = await verify(username, password);
+      if (gw !== undefined && ID_PATTERN.test(gw.gatewayId)) return { role: 'gateway', identity: gw.gatewayId };
+    } catch (e) {
+      this.#log.warn({ err: (e as Error).message }, 'gateway credential check failed');
+    }
+    return undefined;
+  }
+
+  #authorizePublish(client: Client | null, packet: PublishPacket): OtiError | null {
+    const principal = client === null ? undefined : this.#principals.get(client);
+    const refuse = (code: ErrorCode, why: string): OtiError => {
+      this.#refused++;
+      this.#publishesRefused[code] = (this.#publishesRefused[code] ?? 0) + 1;
+      this.#log.warn({ clientId: client?.id, role: principal?.role, identity: principal?.identity, topic: packet.topic, code }, 'MQTT publish refused: %s', why);
+      return new OtiError(code, why, { topic: packet.topic });
+    };
+    if (client === null || principal === undefined) return refuse('ERR_MQTT_ACL', 'publish from an unknown client');
+    // A will is published while its client closes; it is not counted against the rate.
+    if (!client.closed && this.#buckets.get(client)?.take() !== true) return refuse('ERR_MQTT_RATE', 'over the rate limit');
+    if (!this.topics.mayPublish(principal.role, principal.identity, packet.topic)) return refuse('ERR_MQTT_ACL', 'topic not allowed for this role');
+    const d = this.topics.parse(packet.topic);
+    if (packet.retain && d !== undefined) {
+      const why = this.#refuseRetained(principal, d, packet);
+      if (why !== undefined) return refuse(why.code, why.message);
+    }
+    this.#messagesIn++;
+    return null;
+  }
+
+  /**
+   * A retained publish is refused on a topic that is never retained, under the chain of a gateway
+   * that is not on the roster (anyone could otherwise fill the broker with invented chains), and
+   * over the principal's retained caps.
+   */
+  #refuseRetained(principal: Principal, d: TopicDescriptor, packet: PublishPacket): { code: ErrorCode; message: string } | undefined {
+    if (this.#retainOf.get(d.kind) !== true) return { code: 'ERR_MQTT_ACL', message: 'this topic is never retained' };
+    if ('gateway' in d && d.gateway !== principal.identity && this.#opts.isRosterGateway?.(d.gateway) !== true) {
+      return { code: 'ERR_MQTT_ACL', message: `gateway ${d.gateway} is not on the roster: nothing is retained under its chain` };
+    }
+    const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    const over = this.#retained.admit(`${principal.role}:${principal.identity}`, packet.topic, bytes);
+    if (over === undefined) return undefined;
+    const caps = this.#opts.retained ?? DEFAULT_RETAINED_CAPS;
+    const cap = over === 'messages' ? `${caps.maxPerPrincipal} retained messages` : `${caps.maxBytesPerPrincipal} bytes of retained messages`;
+    return { code: 'ERR_MQTT_RETAINED', message: `over the cap of ${cap} per principal` };
+  }
+
+  #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
+    const principal = this.#principals.get(client);
+    if (principal !== undefined && this.topics.maySubscribe(principal.role, principal.identity, sub.topic)) return sub;
+    this.#refused++;
+    this.#log.warn({ clientId: client.id, role: principal?.role, identity: principal?.identity, filter: sub.topic, code: 'ERR_MQTT_ACL' }, 'MQTT subscription refused');
+    return null;
+  }
+}
+
+function checkOptions(o: BrokerOptions): void {
+  const bad = (key: string, allowed: string): never => {
+    throw new OtiError('ERR_ARGUMENT', `broker option ${key} must be ${allowed}`, { argument: key });
+  };
+  const port = (key: string, v: unknown): void => {
+    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 65535) bad(key, 'an integer from 0 to 65535');
+  };
+  if (typeof o !== 'object' || o === null) bad('options', 'an object');
+  if (typeof o.host !== 'string' || o.host.length === 0) bad('host', 'a host name or address');
+  port('port', o.port);
+  if (typeof o.allowAnonymous !== 'boolean') bad('allowAnonymous', 'true or false');
+  if (!Number.isInteger(o.maxMessageBytes) || o.maxMessageBytes < 64 || o.maxMessageBytes > MQTT_MAX_REMAINING_LENGTH) {
+    bad('maxMessageBytes', `an integer from 64 to ${MQTT_MAX_REMAINING_LENGTH}`);
+  }
+  const r = o.rateLimit as BrokerOptions['rateLimit'] | undefined;
+  if (r === undefined || !(r.messagesPerSecond > 0) || !Number.isFinite(r.messagesPerSecond)) bad('rateLimit.messagesPerSecond', 'a positive number');
+  if (!Number.isInteger(r?.burst) || (r?.burst ?? 0) < 1) bad('rateLimit.burst', 'an integer of at least 1');
+  if (o.tls !== undefined) {
+    port('tls.port', o.tls.port);
+    if (typeof o.tls.cert !== 'string' || typeof o.tls.key !== 'string') bad('tls', 'an object with cert and key file paths');
+  }
+}
+
+async function readTlsFiles(t: NonNullable<BrokerOptions['tls']>): Promise<{ cert: Buffer; key: Buffer; ca?: Buffer }> {
+  const read = async (key: string, path: string): Promise<Buffer> => {
+    try {
+      return await readFile(path);
+    } catch (e) {
+      throw new OtiError('ERR_ARGUMENT', `broker option tls.${key}: cannot read ${path}: ${(e as Error).message}`, { argument: `tls.${key}`, path }, { cause: e });
+    }
+  };
+  const files = { cert: await read('cert', t.cert), key: await read('key', t.key) };
+  return t.ca === undefined ? files : { ...files, ca: await read('ca', t.ca) };
+}
+
+/** Listens and resolves to the bound port; EADDRINUSE becomes ERR_PORT_IN_USE naming host:port. */
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException): void => {
+      if (e.code === 'EADDRINUSE') reject(new OtiError('ERR_PORT_IN_USE', `${host}:${port} is already in use`, { host, port }, { cause: e }));
+      else reject(e);
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr !== null ? addr.port : port);
+    });
+  });
+}

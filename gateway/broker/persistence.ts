@@ -1,0 +1,196 @@
+/**
+ * The broker's session store: aedes-persistence's in-memory store (retained messages,
+ * subscriptions, wills, inbound QoS 2 state), with its outgoing queues replaced by bounded ones.
+ *
+ * aedes keeps, per persistent session (clean session off), every QoS 1 or 2 message routed to it
+ * until the client acknowledges it, connected or not (aedes.js `enqueueOffline`, lib/client.js
+ * `publish`). The stock store lets that queue grow without limit, so a client that subscribes
+ * with clean session off and never comes back makes the gateway hold every later event. Here
+ * each session's queue holds at most `maxMessages` messages and `maxBytes` bytes (payload and
+ * topic); a message that would go over drops the oldest ones first, and every drop is counted.
+ * A dropped message that was in flight to a connected client may still be acknowledged; that
+ * acknowledgement then clears nothing, as for any unknown packet id.
+ *
+ * `dropSession` forgets everything stored for one client id (queue, subscriptions, will, inbound
+ * QoS 2 state), for sessions discarded by the broker (gateway/broker/sessions.ts).
+ *
+ * The contract is aedes-persistence's (its abstract test suite runs against this class in
+ * test/unit/mqtt-persistence.test.ts).
+ */
+import { createRequire } from 'node:module';
+import { Readable } from 'node:stream';
+
+/** The part of an aedes packet this store reads. */
+export interface StoredPacket {
+  cmd: string;
+  brokerId?: string;
+  brokerCounter?: number;
+  messageId?: number;
+  topic?: string;
+  payload?: Buffer | string;
+}
+
+interface ClientRef {
+  readonly id: string;
+}
+
+interface SubscriptionRef {
+  readonly clientId: string;
+}
+
+/** aedes-persistence's asynchronous in-memory store, as far as this file uses it. */
+interface AsyncMemoryPersistence {
+  setup(broker: unknown): Promise<void>;
+  addSubscriptions(client: ClientRef, subs: readonly { topic: string; qos: number }[]): Promise<void>;
+  cleanSubscriptions(client: ClientRef): Promise<void>;
+  subscriptionsByClient(client: ClientRef): Promise<unknown[]>;
+  subscriptionsByTopic(topic: string): Promise<unknown[]>;
+  delWill(client: ClientRef): Promise<unknown>;
+  cleanIncoming(client: ClientRef): Promise<void>;
+}
+
+const require = createRequire(import.meta.url);
+// aedes-persistence ships no types for its asynchronous class; the interface above names what is used.
+const memory = require('aedes-persistence/asyncPersistence.js') as (new () => AsyncMemoryPersistence) & { Packet: new (p: StoredPacket) => StoredPacket };
+
+export interface QueueLimits {
+  /** Most messages one session's queue holds. */
+  readonly maxMessages: number;
+  /** Most bytes (payload and topic) one session's queue holds. */
+  readonly maxBytes: number;
+}
+
+interface Queue {
+  packets: StoredPacket[];
+  bytes: number;
+}
+
+function sizeOf(p: StoredPacket): number {
+  const payload = p.payload === undefined ? 0 : typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length;
+  return payload + (p.topic?.length ?? 0);
+}
+
+export class BoundedPersistence extends memory {
+  readonly #limits: QueueLimits;
+  readonly #queues = new Map<string, Queue>();
+  #dropped = 0;
+
+  constructor(limits: QueueLimits) {
+    super();
+    this.#limits = limits;
+  }
+
+  /** Messages dropped from full queues since start. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Messages and bytes held in all queues now. */
+  queued(): { messages: number; bytes: number } {
+    let messages = 0;
+    let bytes = 0;
+    for (const q of this.#queues.values()) {
+      messages += q.packets.length;
+      bytes += q.bytes;
+    }
+    return { messages, bytes };
+  }
+
+  /** Messages held for one client id. */
+  queueLength(clientId: string): number {
+    return this.#queues.get(clientId)?.packets.length ?? 0;
+  }
+
+  outgoingEnqueue(sub: SubscriptionRef, packet: StoredPacket): Promise<void> {
+    this.#enqueue(sub.clientId, packet);
+    return Promise.resolve();
+  }
+
+  outgoingEnqueueCombi(subs: readonly SubscriptionRef[], packet: StoredPacket): Promise<void> {
+    for (const sub of subs) this.#enqueue(sub.clientId, packet);
+    return Promise.resolve();
+  }
+
+  /**
+   * Gives a queued message its packet id as it goes out (same broker and counter), or replaces
+   * the message holding that packet id (a PUBLISH becoming a PUBREL in QoS 2). A message dropped
+   * meanwhile is not an error: it goes out once, untracked.
+   */
+  outgoingUpdate(client: ClientRef, packet: StoredPacket): Promise<void> {
+    this.#update(client.id, packet);
+    return Promise.resolve();
+  }
+
+  #update(clientId: string, packet: StoredPacket): void {
+    const q = this.#queues.get(clientId);
+    if (q === undefined) return;
+    for (let i = 0; i < q.packets.length; i++) {
+      const held = q.packets[i] as StoredPacket;
+      if (held.brokerId === packet.brokerId && held.brokerCounter === packet.brokerCounter) {
+        held.messageId = packet.messageId;
+        return;
+      }
+      if (held.brokerId !== packet.brokerId && packet.messageId !== undefined && held.messageId === packet.messageId) {
+        q.bytes += sizeOf(packet) - sizeOf(held);
+        q.packets[i] = packet;
+        return;
+      }
+    }
+  }
+
+  /** Removes and returns the message with this packet id (acknowledged); undefined when none. */
+  outgoingClearMessageId(client: ClientRef, packet: StoredPacket): Promise<StoredPacket | undefined> {
+    return Promise.resolve(this.#clear(client.id, packet));
+  }
+
+  #clear(clientId: string, packet: StoredPacket): StoredPacket | undefined {
+    const q = this.#queues.get(clientId);
+    if (q === undefined || packet === null || typeof packet !== 'object') return undefined;
+    const i = q.packets.findIndex((p) => p.messageId !== undefined && p.messageId === packet.messageId);
+    if (i < 0) return undefined;
+    const [held] = q.packets.splice(i, 1) as [StoredPacket];
+    q.bytes -= sizeOf(held);
+    if (q.packets.length === 0) this.#queues.delete(clientId);
+    return held;
+  }
+
+  outgoingStream(client: ClientRef): Readable {
+    return Readable.from([...(this.#queues.get(client.id)?.packets ?? [])]);
+  }
+
+  /** Forgets everything stored for a client id (a discarded session). */
+  async dropSession(clientId: string): Promise<void> {
+    const ref = { id: clientId };
+    this.#queues.delete(clientId);
+    await this.cleanSubscriptions(ref);
+    await this.delWill(ref);
+    await this.cleanIncoming(ref);
+  }
+
+  #enqueue(clientId: string, packet: StoredPacket): void {
+    let q = this.#queues.get(clientId);
+    if (q === undefined) {
+      q = { packets: [], bytes: 0 };
+      this.#queues.set(clientId, q);
+    }
+    const copy = new memory.Packet(packet);
+    const size = sizeOf(copy);
+    let drop = 0;
+    let bytes = q.bytes;
+    while (drop < q.packets.length && (q.packets.length - drop + 1 > this.#limits.maxMessages || bytes + size > this.#limits.maxBytes)) {
+      bytes -= sizeOf(q.packets[drop] as StoredPacket);
+      drop++;
+    }
+    if (drop > 0) q.packets.splice(0, drop);
+    this.#dropped += drop;
+    // A message larger than the whole byte cap is itself dropped.
+    if (size > this.#limits.maxBytes) {
+      q.bytes = bytes;
+      this.#dropped++;
+      if (q.packets.length === 0) this.#queues.delete(clientId);
+      return;
+    }
+    q.packets.push(copy);
+    q.bytes = bytes + size;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Before the gateway's own chain is opened for appending: make sure the ledger holds at least
+ * everything this gateway ever published, so that it never signs a checkpoint inconsistent with
+ * one it signed before (a fork of its own chain, which the site refuses as equivocation).
+ * docs/SYNC.md §Recovery.
+ *
+ *  1. Peers are looked for for up to `sync.recoverWaitMs` (discovery announces and queries at
+ *     once, so a peer on the LAN is found in about a second); with peers, the own chain is asked
+ *     for beyond what is stored (SyncNode.recoverOwnChain).
+ *  2. The last-checkpoint record (gateway/sync/checkpoint-record.ts) says how long the chain was. A
+ *     ledger still shorter than that is lost data: the gateway stays read-only (no chain is
+ *     opened: the drivers do not run, so locks keep their events), raises `ledger-lost`
+ *     (unavailable, ERR_LEDGER_LOST) on the health board, logs the remedy at error, and keeps
+ *     trying peers until it has caught up, or until an operator accepts the loss with
+ *     `oti ledger accept-loss` (gateway/sync/ledger-decision.ts).
+ *
+ * A data folder without a record (a first start, or the whole folder replaced) cannot know
+ * whether its chain existed: only step 1 protects it, within `sync.recoverWaitMs`.
+ */
+import type { Logger } from 'pino';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
+import { OtiError } from '../../ledger/errors.js';
+import type { Discovery } from '../discovery/discovery.js';
+import type { HealthBoard } from '../api/health.js';
+import { LAST_CHECKPOINT_FILE } from './checkpoint-record.js';
+import { lossAccepted, LEDGER_DECISION_FILE } from './ledger-decision.js';
+import type { SyncNode } from './node.js';
+
+/** The health condition raised while the ledger is behind the record. */
+export const LEDGER_LOST_CONDITION = 'ledger-lost';
+/** While read-only: how often the decision file is looked at, and how often peers are asked again. */
+const DECISION_POLL_MS = 1000;
+const RETRY_PEERS_MS = 5000;
+
+export interface RecoveryOptions {
+  readonly sync: SyncNode;
+  readonly discovery: Discovery | undefined;
+  /** Peers from the configuration (linked by sync directly). */
+  readonly staticPeers: number;
+  /** The last-checkpoint record read at start, if any. */
+  readonly record: SignedCheckpoint | undefined;
+  readonly dataDir: string;
+  readonly publicKey: Uint8Array;
+  /** sync.recoverWaitMs and sync.recoverTimeoutMs. */
+  readonly waitMs: number;
+  readonly timeoutMs: number;
+  readonly health: HealthBoard;
+  readonly log: Logger;
+  /** Aborted when the gateway stops meanwhile. */
+  readonly signal: AbortSignal;
+  /** Called once when the gateway becomes read-only; what it returns is closed when that ends. */
+  readonly whileReadOnly?: () => Promise<{ close(): Promise<void> }>;
+}
+
+/** 'fresh': nothing to recover and no record; 'current': the ledger is whole; 'recovered'; 'loss-accepted'. */
+export type RecoveryOutcome = 'fresh' | 'current' | 'recovered' | 'loss-accepted';
+
+export async function recoverBeforeAppending(o: RecoveryOptions): Promise<RecoveryOutcome> {
+  const own = await o.sync.replica(o.sync.origin);
+  const need = o.record?.size ?? 0;
+  const start = own.size;
+  if (!peers(o) && o.discovery !== undefined && o.waitMs > 0) {
+    o.log.info(`looking for the site's other gateways for up to ${o.waitMs} ms before opening the chain, in case they hold a newer copy of it (sync.recoverWaitMs)`);
+    await waitFor(() => peers(o), o.waitMs, o.signal);
+  }
+  if (peers(o)) await askPeers(o);
+  if (own.size >= need) return own.size > start ? 'recovered' : o.record === undefined && own.size === 0 ? 'fresh' : 'current';
+  return readOnlyUntilResolved(o, need, () => own.size);
+}
+
+async function askPeers(o: RecoveryOptions): Promise<void> {
+  const r = await o.sync.recoverOwnChain({ timeoutMs: o.timeoutMs });
+  if (r.after > r.before) o.log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
+  else o.log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
+}
+
+async function readOnlyUntilResolved(o: RecoveryOptions, need: number, size: () => number): Promise<RecoveryOutcome> {
+  const record = o.record as SignedCheckpoint;
+  const reason = (): string =>
+    `the ledger holds ${size()} entries of this gateway's chain, but it signed a checkpoint at ${need} (${LAST_CHECKPOINT_FILE}): ` +
+    `nothing is appended until the missing entries are recovered from a peer (start one, or check the network), or an operator accepts the loss with ` +
+    `oti ledger accept-loss --data ${o.dataDir}`;
+  o.health.raise(LEDGER_LOST_CONDITION, 'unavailable', 'ERR_LEDGER_LOST', reason());
+  o.log.error({ code: 'ERR_LEDGER_LOST', stored: size(), record: need, origin: record.origin }, `ledger lost: ${reason()}`);
+  const waiting = await o.whileReadOnly?.();
+  try {
+    let lastTry = Date.now();
+    for (;;) {
+      if (o.signal.aborted) throw new OtiError('ERR_LEDGER_LOST', `stopped while waiting for the ledger: ${reason()}`);
+      if (await lossAccepted(o.dataDir, record, o.publicKey)) {
+        o.log.warn({ code: 'ERR_LEDGER_LOST', stored: size(), record: need, decision: LEDGER_DECISION_FILE }, `an operator accepted the loss of entries ${size()}..${need - 1} of this gateway's chain (${LEDGER_DECISION_FILE}); appending again from ${size()} entries`);
+        return 'loss-accepted';
+      }
+      if (peers(o) && Date.now() - lastTry >= RETRY_PEERS_MS) {
+        lastTry = Date.now();
+        await askPeers(o).catch((e: unknown) => o.log.warn({ err: e }, 'asking peers for this gateway’s chain failed'));
+        if (size() >= need) {
+          o.log.warn({ stored: size(), record: need }, `ledger recovered from peers: ${size()} entries, at least the ${need} of the last checkpoint this gateway signed; appending again`);
+          return 'recovered';
+        }
+        o.health.raise(LEDGER_LOST_CONDITION, 'unavailable', 'ERR_LEDGER_LOST', reason());
+      }
+      await sleep(DECISION_POLL_MS, undefined, { signal: o.signal }).catch(() => undefined);
+    }
+  } finally {
+    o.health.clear(LEDGER_LOST_CONDITION);
+    await waiting?.close();
+  }
+}
+
+function peers(o: RecoveryOptions): boolean {
+  return o.staticPeers > 0 || (o.discovery?.peers().length ?? 0) > 0;
+}
+
+async function waitFor(cond: () => boolean, ms: number, signal: AbortSignal): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end && !signal.aborted) await sleep(100);
+}

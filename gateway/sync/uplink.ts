@@ -1,0 +1,203 @@
+/**
+ * The uplink: this gateway's own chain pushed, block by block, to a central MQTT broker for the
+ * fleet archive (docs/ARCHIVE.md §Uplink).
+ *
+ * - The ledger is the outbox. A cursor file in the data folder (`uplink.cursor`) holds the next
+ *   block to push; it moves only over blocks the broker has acknowledged (QoS 1 PUBACK), in
+ *   chain order, so a power cut or a week offline loses nothing and a restart resumes there.
+ *   Blocks acknowledged after the last cursor write are pushed again: the archive keys blocks by
+ *   (origin, n), so a replay is idempotent.
+ * - At most `window` blocks are unacknowledged at once (a documented cap); the rest wait in the
+ *   ledger, not in memory.
+ * - One topic per chain, `<prefix>/<site>/<gateway>/block`, QoS 1, so the broker keeps the
+ *   chain's order. The payload is a sync range message (gateway/sync/wire.ts, docs/PROTOCOL.md
+ *   §Sync) holding one block: its entries, header and checkpoint, which any verifier checks with
+ *   ledger/verify.ts.
+ * - The uplink subscribes to nothing: nothing on the central broker can write into the site.
+ */
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { connect, type MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { OtiError } from '../../ledger/errors.js';
+import { writeFileAtomic } from '../../ledger/keyfile.js';
+import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.js';
+import type { Chain } from '../../ledger/chain.js';
+import { parseOrigin } from '../../ledger/verify.js';
+import { encodeRange } from './wire.js';
+
+/** `uplink` of the configuration (docs/CONFIGURATION.md). */
+export interface UplinkConfig extends MqttClientConfig {
+  readonly topicPrefix: string;
+  readonly window: number;
+}
+
+export interface UplinkStatus {
+  readonly url: string;
+  readonly connected: boolean;
+  /** The next block to push: every block before it is acknowledged by the central broker. */
+  readonly next: number;
+  /** Blocks of the chain not yet acknowledged (the lag). */
+  readonly behind: number;
+  readonly inFlight: number;
+  readonly pushed: number;
+  readonly lastError?: string;
+}
+
+export const CURSOR_FILE = 'uplink.cursor';
+const CURSOR_MAX_BYTES = 256;
+
+/** The uplink topic of a chain. */
+export function uplinkTopic(prefix: string, origin: string): string {
+  const { siteId, gatewayId } = parseOrigin(origin);
+  return `${prefix}/${siteId}/${gatewayId}/block`;
+}
+
+/** Reads the cursor file: the next block to push (0 when there is none yet). */
+export async function readCursor(dataDir: string): Promise<number> {
+  let text: string;
+  try {
+    text = (await readFile(join(dataDir, CURSOR_FILE))).subarray(0, CURSOR_MAX_BYTES).toString('utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  const n = (JSON.parse(text) as { next?: unknown }).next;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new OtiError('ERR_STORE_CORRUPT', `${CURSOR_FILE} holds no block number`);
+  return n;
+}
+
+export class Uplink {
+  readonly #chain: Chain;
+  readonly #client: MqttClient;
+  readonly #topic: string;
+  readonly #window: number;
+  readonly #cursorPath: string;
+  readonly #shownUrl: string;
+  readonly #log: Logger | undefined;
+  /** Every block before it is acknowledged. */
+  #next: number;
+  /** The next block to publish. */
+  #sendNext: number;
+  /** Blocks published and acknowledged beyond #next (acknowledged out of order). */
+  readonly #acked = new Set<number>();
+  #inFlight = 0;
+  #pushed = 0;
+  #lastError: string | undefined;
+  #pumping = false;
+  #again = false;
+  #savedNext: number;
+  #saving: Promise<void> = Promise.resolve();
+  #stopped = false;
+  readonly #onBlock = (): void => this.#pump();
+
+  private constructor(chain: Chain, client: MqttClient, o: { topic: string; window: number; cursorPath: string; next: number; url: string; log: Logger | undefined }) {
+    this.#chain = chain;
+    this.#client = client;
+    this.#topic = o.topic;
+    this.#window = o.window;
+    this.#cursorPath = o.cursorPath;
+    this.#next = o.next;
+    this.#sendNext = o.next;
+    this.#savedNext = o.next;
+    this.#shownUrl = o.url;
+    this.#log = o.log;
+  }
+
+  /** Checks the configuration, reads the cursor and starts pushing; resolves at once, connected or not. */
+  static async start(c: UplinkConfig, o: { chain: Chain; dataDir: string; logger?: Logger }): Promise<Uplink> {
+    const { siteId, gatewayId } = parseOrigin(o.chain.origin);
+    const { url, options } = await mqttClientOptions(c, `oti-uplink-${siteId}-${gatewayId}`.slice(0, 128), 'uplink');
+    const next = Math.min(await readCursor(o.dataDir), o.chain.head.n + 1);
+    const client = connect(url.toString(), options);
+    const shown = `${url.protocol}//${url.host}`;
+    const up = new Uplink(o.chain, client, { topic: uplinkTopic(c.topicPrefix, o.chain.origin), window: c.window, cursorPath: join(o.dataDir, CURSOR_FILE), next, url: shown, log: o.logger });
+    client.on('connect', () => {
+      o.logger?.info({ url: shown, next: up.#next }, `uplink ${shown}: connected, pushing from block ${up.#next}`);
+      up.#pump();
+    });
+    client.on('error', (e) => {
+      up.#lastError = e.message;
+      o.logger?.warn({ err: e.message }, `uplink ${shown}: ${e.message}`);
+    });
+    o.chain.on('block', up.#onBlock);
+    up.#pump();
+    return up;
+  }
+
+  status(): UplinkStatus {
+    return {
+      url: this.#shownUrl,
+      connected: this.#client.connected,
+      next: this.#next,
+      behind: Math.max(0, this.#chain.head.n + 1 - this.#next),
+      inFlight: this.#inFlight,
+      pushed: this.#pushed,
+      ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}),
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#chain.off('block', this.#onBlock);
+    await this.#saving;
+    await this.#client.endAsync(true);
+  }
+
+  /** Publishes blocks while the window has room; runs one at a time, again when woken meanwhile. */
+  #pump(): void {
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = true;
+    void (async () => {
+      try {
+        do {
+          this.#again = false;
+          while (!this.#stopped && this.#client.connected && this.#inFlight < this.#window && this.#sendNext <= this.#chain.head.n) {
+            await this.#publish(this.#sendNext++);
+          }
+        } while (this.#again && !this.#stopped);
+      } catch (e) {
+        this.#lastError = (e as Error).message;
+        this.#log?.error({ err: this.#lastError }, `uplink: ${this.#lastError}`);
+      } finally {
+        this.#pumping = false;
+      }
+    })();
+  }
+
+  async #publish(n: number): Promise<void> {
+    const cs = this.#chain.cs;
+    const block = await cs.getBlock(n);
+    const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
+    const payload = encodeRange({ id: n % 0x1_0000_0000, chain: cs.origin, first: block.header.first, entries, blocks: [{ h: block.headerBytes, cp: block.checkpoint.note }], end: true });
+    this.#inFlight++;
+    // mqtt.js keeps an unacknowledged QoS 1 message and sends it again after a reconnection; the callback comes with the PUBACK.
+    this.#client.publish(this.#topic, Buffer.from(payload), { qos: 1 }, (err) => {
+      this.#inFlight--;
+      if (err !== undefined && err !== null) {
+        this.#lastError = err.message;
+        if (n < this.#sendNext) this.#sendNext = n;
+        return;
+      }
+      this.#pushed++;
+      this.#acked.add(n);
+      while (this.#acked.delete(this.#next)) this.#next++;
+      this.#saveCursor();
+      this.#pump();
+    });
+  }
+
+  #saveCursor(): void {
+    this.#saving = this.#saving.then(async () => {
+      const next = this.#next;
+      if (next === this.#savedNext) return;
+      await writeFileAtomic(this.#cursorPath, JSON.stringify({ next }), { mode: 0o600, overwrite: true });
+      this.#savedNext = next;
+    }).catch((e: unknown) => {
+      this.#lastError = (e as Error).message;
+    });
+  }
+}
