@@ -41,8 +41,9 @@ import {
 import { PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';
 import { Outstanding } from './window.js';
 import { Reassembler, fragment } from './framing.js';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types.js';
+import { bounded, describeLoadFailure, importNoble, type ClosedSignal } from './noble-load.js';
 
 export interface BleDriverOptions {
   /** Sent in hello. */
@@ -94,43 +95,9 @@ const ATT_HEADER = 3;
 const STOP_WAIT_MS = 1000;
 const ADAPTER_LINK = 'adapter';
 
-type ClosedSignal = Promise<never>;
-
-/** Races `p` against a timeout and, if given, a link's closing. `p` may never settle (noble). */
-function bounded<T>(p: Promise<T>, ms: number, what: string, closed?: ClosedSignal): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new OtiError('ERR_DRIVER_STOPPED', `${what} timed out after ${ms} ms`)), ms);
-  });
-  p.catch(() => undefined);
-  return Promise.race(closed === undefined ? [p, timeout] : [p, timeout, closed]).finally(() => clearTimeout(timer));
-}
 
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** Why the noble import failed, in words a technician can act on. */
-export function describeLoadFailure(e: unknown): string {
-  const code = (e as { code?: unknown } | undefined)?.code;
-  switch (code) {
-    case 'EAFNOSUPPORT':
-      return 'no Bluetooth support on this machine (EAFNOSUPPORT)';
-    case 'ENODEV':
-      return 'no Bluetooth adapter found (ENODEV)';
-    case 'EPERM':
-    case 'EACCES':
-      return `not permitted to use the Bluetooth adapter (${code}); grant CAP_NET_RAW or run as root`;
-    case 'ERR_MODULE_NOT_FOUND':
-      return '@abandonware/noble is not installed';
-    default:
-      return `cannot load @abandonware/noble: ${messageOf(e)}${typeof code === 'string' ? ` (${code})` : ''}`;
-  }
-}
-
-async function importNoble(): Promise<NobleLike> {
-  const mod = (await import('@abandonware/noble')) as unknown as { default?: unknown };
-  return (mod.default ?? mod) as NobleLike;
 }
 
 /** One connection to one peripheral, from connect to close. A reconnect is a new Link. */

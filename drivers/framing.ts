@@ -15,8 +15,8 @@
  * fragment carries at least one message byte.
  */
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { OtiError } from '../ledger/errors.js';
-import type { ErrorCode } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
+import type { ErrorCode } from '../ledger/base/errors.js';
 
 export type FrameResult =
   | { readonly ok: true; readonly body: Uint8Array }

@@ -5,7 +5,7 @@
  * kernel are left out. For benchmarks and tests that need many locks (thousands of ptys would
  * measure socat, not the gateway). Follows the LockDriver contract in drivers/driver.ts.
  */
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { decodeLockMessage, encodeMessage, type LockInfo } from './protocol.js';
 import { ackFor, nackFor, receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';

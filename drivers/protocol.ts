@@ -16,7 +16,7 @@
  * Version 2 of the lock protocol adds `ev` (SHA-256 of the event payload answered) to acks and
  * nacks, sent only to a lock whose info announced v 2, and the refuse message (an answer to info).
  *
- * Decoding is strict and bounded: the CBOR profile of ledger/encoding.ts, exactly the fields
+ * Decoding is strict and bounded: the CBOR profile of ledger/base/cbor.ts, exactly the fields
  * listed (no more, no fewer), sizes checked before use. Failures are OtiErrors: ERR_ENCODING_*
  * from the CBOR layer (including ERR_ENCODING_TOO_LARGE for an oversized message and
  * ERR_ENCODING_VERSION for an unknown "v"), ERR_MESSAGE for an unknown type, a message sent in
@@ -24,9 +24,9 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/encoding.js';
+import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/base/cbor.js';
 import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
@@ -47,7 +47,7 @@ export const INFO_MAX_BYTES = 512;
 export const WINDOW_MAX = 64;
 /** Longest firmware text of an info message and longest code text of a nack, in characters. */
 export const TEXT_MAX = 64;
-/** What a nack's code must look like: an error code name (ledger/errors.ts), known or not. */
+/** What a nack's code must look like: an error code name (ledger/base/errors.ts), known or not. */
 export const CODE_PATTERN = /^ERR_[A-Z0-9_]+$/;
 /** Length of the `ev` of an ack or nack: SHA-256 of the event payload it answers. */
 export const EVENT_HASH_BYTES = 32;

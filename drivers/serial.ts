@@ -18,7 +18,7 @@
  *   ERR_PROTOCOL_VERSION. More distinct events unanswered than the window are nacked ERR_WINDOW.
  */
 import { readdir } from 'node:fs/promises';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { FrameDecoder, encodeFrame } from './framing.js';
 import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';

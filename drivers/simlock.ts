@@ -16,8 +16,9 @@ import { EventEmitter } from 'node:events';
 import { Signer } from '../ledger/crypto.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
-import { OtiError } from '../ledger/errors.js';
-import { encode, bytesEqual } from '../ledger/encoding.js';
+import { OtiError } from '../ledger/base/errors.js';
+import { encode } from '../ledger/base/cbor.js';
+import { bytesEqual } from '../ledger/base/bytes.js';
 import { BOUND_ANSWERS_VERSION, decodeGatewayMessage, encodeMessage, eventHash, layoutEventMessage, PROTOCOL_VERSIONS, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 

@@ -14,7 +14,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { generateKeyPair, keyPairFromSeed, Signer, toHex, fromHex } from '../ledger/crypto.js';
 import { readKeyFile } from '../ledger/keyfile.js';
 import { signStatement } from '../ledger/roster.js';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import type { Chain } from '../ledger/chain.js';
 import { addMqttUser } from './broker/users.js';
 import { SerialDriver } from '../drivers/serial.js';

@@ -8,7 +8,7 @@
 import { loadConfig } from './config/config.js';
 import { createLogger } from './log.js';
 import { Gateway } from './runtime.js';
-import { isOtiError } from '../ledger/errors.js';
+import { isOtiError } from '../ledger/base/errors.js';
 import { infoRequest } from './usage.js';
 
 const STOP_LIMIT_MS = 5000;

@@ -26,7 +26,7 @@ import { SignaturePool } from '../ledger/sigpool.js';
 import { verifyChain } from '../ledger/verify.js';
 import { fingerprint } from '../ledger/crypto.js';
 import { ED25519_VERIFIER } from '../ledger/ed25519.js';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
 import { BleDriver } from '../drivers/ble.js';

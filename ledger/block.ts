@@ -12,7 +12,7 @@
  * The checkpoint signed after the block names the block number and hash in its extension line,
  * so one signature per block covers the entries (through the root) and the block links.
  */
-import { decode, encode } from './encoding.js';
+import { decode, encode } from './base/cbor.js';
 import { sha256, HASH_BYTES } from './crypto.js';
 import { asMap, bytes, text, uint, version, schemaError } from './schema.js';
 

@@ -13,7 +13,7 @@
  * simply take longer and nothing is acknowledged before it is durable.
  */
 import { EventEmitter } from 'node:events';
-import { OtiError, isOtiError } from './errors.js';
+import { OtiError, isOtiError } from './base/errors.js';
 import { Signer, toHex, verify, type KeyPair } from './crypto.js';
 import { encodeEntry, type Entry, type EntryInput } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
@@ -25,7 +25,7 @@ import type { LedgerStore, ChainStore} from './store.js';
 import { hashIdKey, lockIdKey, type BatchOp, type ChainHead, CHUNK_SIZE } from './store.js';
 import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
-import { bytesEqual } from './encoding.js';
+import { bytesEqual } from './base/bytes.js';
 
 export const DEFAULT_SEAL_DELAY_MS = 5;
 export const DEFAULT_MAX_BLOCK_ENTRIES = 1024;

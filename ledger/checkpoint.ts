@@ -14,10 +14,10 @@
  * blank line. Key hash = SHA-256(key name || "\n" || 0x01 || public key)[0:4] (signed-note
  * Ed25519, type 0x01). Unknown signature lines are kept and ignored, as the spec says.
  */
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
 import type { Signer } from './crypto.js';
 import { type Ed25519Verify, sha256, verify, checkBytes, HASH_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from './crypto.js';
-import { bytesEqual } from './encoding.js';
+import { bytesEqual } from './base/bytes.js';
 import type { RosterDigest } from './roster-commitment.js';
 
 export const CHECKPOINT_MAX_BYTES = 4096;

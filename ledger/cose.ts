@@ -9,8 +9,9 @@
  *
  *   [ "Signature1", protected, external_aad = h'', payload ]
  */
-import { encode, decode, bytesEqual, type CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
+import { encode, decode, type CborValue } from './base/cbor.js';
+import { bytesEqual } from './base/bytes.js';
+import { OtiError } from './base/errors.js';
 import type { Signer } from './crypto.js';
 import { verify, SIGNATURE_BYTES, type Ed25519Verify } from './crypto.js';
 

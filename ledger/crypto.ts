@@ -12,7 +12,7 @@
  * COSE_Sign1 lock signatures cover a Sig_structure that starts with "Signature1".
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
 import { SPKI_ED25519_PREFIX, verifyEd25519, type Ed25519Verify } from './ed25519.js';
 
 export const PUBLIC_KEY_BYTES = 32;

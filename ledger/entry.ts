@@ -17,8 +17,8 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { cborHead, matchAt, readHead as readCborHead, decode, encode, type CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
+import { cborHead, matchAt, readHead as readCborHead, decode, encode, type CborValue } from './base/cbor.js';
+import { OtiError } from './base/errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { CRED_MAX_BYTES, decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
 import { decodeSigned, type SignedStatement, ROSTER_MAX_BYTES, encodeSigned } from './roster.js';

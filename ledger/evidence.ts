@@ -10,8 +10,9 @@
  * Same size: the roots differ. Different sizes: the proof shows that b commits to `root` at
  * a.size, and `root` differs from a's root. Anyone holding the gateway's key can check it.
  */
-import { decode, encode, bytesEqual } from './encoding.js';
-import { OtiError } from './errors.js';
+import { decode, encode } from './base/cbor.js';
+import { bytesEqual } from './base/bytes.js';
+import { OtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
 import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { verifyConsistency, consistencyProof, rangeHash, MAX_PROOF_HASHES, type NodeReader } from './merkle.js';

@@ -9,7 +9,7 @@
  *
  * (lock, ctr) identifies an event: the counter is per lock and strictly increasing.
  */
-import { encode, decode, type CborValue } from './encoding.js';
+import { encode, decode, type CborValue } from './base/cbor.js';
 import { asMap, bytes, ID_PATTERN, oneOf, optional, text, uint, version, schemaError, type CborMap } from './schema.js';
 
 export const EVENT_TYPES = [

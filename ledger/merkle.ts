@@ -17,7 +17,8 @@
  */
 import { createHash } from 'node:crypto';
 import { checkBytes, HASH_BYTES } from './crypto.js';
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
+import { bytesEqual } from './base/bytes.js';
 
 /** A proof with more hashes than this is invalid: a tree of 2^53 leaves needs at most 54. */
 export const MAX_PROOF_HASHES = 64;
@@ -389,12 +390,6 @@ function popcount(x: number): number {
 
 function isPosition(x: number): boolean {
   return Number.isSafeInteger(x) && x >= 0;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 function allHashes(proof: readonly Uint8Array[]): boolean {

@@ -16,7 +16,7 @@
  * hash of the last block, roster as of the head) and, for each lock first seen in a session, the
  * last stored counter is checked too, so counters increase across resumptions as within one.
  */
-import { OtiError, isOtiError, type ErrorCode } from './errors.js';
+import { OtiError, isOtiError, type ErrorCode } from './base/errors.js';
 import { CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';

@@ -42,9 +42,11 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, scrypt, type KeyObject } from 'node:crypto';
 import { checkBytes, sha256, toHex } from './crypto.js';
-import { decode, encode, bytesEqual, type CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
-import { readBoundedFile, writeFileAtomic, MIN_SCRYPT_N, MAX_SCRYPT_N, DEFAULT_SCRYPT_N } from './keyfile.js';
+import { decode, encode, type CborValue } from './base/cbor.js';
+import { bytesEqual } from './base/bytes.js';
+import { OtiError } from './base/errors.js';
+import { MIN_SCRYPT_N, MAX_SCRYPT_N, DEFAULT_SCRYPT_N } from './keyfile.js';
+import { readBoundedFile, writeFileAtomic } from './base/files.js';
 import { ID_PATTERN } from './schema.js';
 
 export const PRIVACY_KEY_BYTES = 32;

@@ -21,8 +21,8 @@
  * the entry's leaf hash at `index` under the checkpoint's root; the entry decodes strictly; a
  * lock-signed event's COSE signature verifies under one of the lock's registered keys.
  */
-import { decode, encode } from './encoding.js';
-import { OtiError, isOtiError } from './errors.js';
+import { decode, encode } from './base/cbor.js';
+import { OtiError, isOtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
 import { decodeEntry, type Entry } from './entry.js';
 import { leafHash, inclusionProof, verifyInclusion, MAX_PROOF_HASHES } from './merkle.js';

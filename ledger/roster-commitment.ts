@@ -9,8 +9,8 @@
  * that the statements it was given are all the chain held about that member at the checkpoint:
  * a revocation left out changes the leaf and the proof fails.
  */
-import { encode } from './encoding.js';
-import { OtiError } from './errors.js';
+import { encode } from './base/cbor.js';
+import { OtiError } from './base/errors.js';
 import { leafHash, nodeHash, rangeHash, inclusionProof, verifyInclusion, EMPTY_ROOT, type NodeReader } from './merkle.js';
 import type { Member, Roster, RosterRole } from './roster.js';
 

@@ -12,8 +12,8 @@
  *
  * The signature is Ed25519 over "OTI-v1 roster statement" || 0x00 || stmt.
  */
-import { decode, encode, type CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
+import { decode, encode, type CborValue } from './base/cbor.js';
+import { OtiError } from './base/errors.js';
 import type { Signer } from './crypto.js';
 import { verify, verifyWithContext, type Ed25519Verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, toHex } from './crypto.js';
 import { asMap, bool, bytes, ID_PATTERN, oneOf, optional, text, uint, version, schemaError } from './schema.js';

@@ -2,8 +2,8 @@
  * Small structural checks for decoded CBOR. Each failure is ERR_ENCODING_SCHEMA and names the
  * field, so a technician reading a log knows what was wrong with which item.
  */
-import type { CborValue } from './encoding.js';
-import { OtiError } from './errors.js';
+import type { CborValue } from './base/cbor.js';
+import { OtiError } from './base/errors.js';
 
 export type CborMap = { [key: string]: CborValue };
 

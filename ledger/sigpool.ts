@@ -22,7 +22,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { packedCount, verifyPacked } from './sigbatch.js';
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
 import { sigStructure } from './cose.js';
 
 export interface SigTask {

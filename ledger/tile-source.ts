@@ -7,7 +7,7 @@
  * at level L >= 1 hold nodes of height 8·L, which the store keeps (store.ts keeps every node of
  * height >= 4), read with one iterator.
  */
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
 import { leafHash } from './merkle.js';
 import { u64, readU64, type ChainStore } from './store.js';
 import { availableWidth, encodeBundle, encodeHashTile, nodesAtLevel, TILE_HEIGHT, TILE_WIDTH, type TileResource } from './tiles.js';

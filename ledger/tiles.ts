@@ -13,7 +13,7 @@
  * written as 3-digit zero-padded groups, all but the last prefixed with "x" (1234067 is
  * x001/x234/067), with no leading all-zero group.
  */
-import { OtiError } from './errors.js';
+import { OtiError } from './base/errors.js';
 import { HASH_BYTES } from './crypto.js';
 
 export const TILE_HEIGHT = 8;

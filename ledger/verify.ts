@@ -9,7 +9,7 @@
  * when a SignaturePool is given; results are awaited with a bounded number of batches in flight,
  * so memory stays bounded however long the chain is.
  */
-import { OtiError, isOtiError } from './errors.js';
+import { OtiError, isOtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
 import { decodeEntry, type Entry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
@@ -19,7 +19,7 @@ import { checkSigned, Roster, type SiteTrust } from './roster.js';
 import { SigPacker, type SignaturePool } from './sigpool.js';
 import { verifyPacked } from './sigbatch.js';
 import type { ChainStore } from './store.js';
-import { bytesEqual } from './encoding.js';
+import { bytesEqual } from './base/bytes.js';
 import { rebuildRange } from './chain.js';
 import { RosterTree, type RosterDigest } from './roster-commitment.js';
 

@@ -5,7 +5,7 @@
  * an answer with a non-2xx status is ERR_API (or ERR_NOT_FOUND for 404), with the gateway's own
  * error code in details when it sent one.
  */
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { str, usage, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 

@@ -3,7 +3,7 @@
  * over its HTTP API (--archive URL or $OTI_ARCHIVE_URL, --token or $OTI_ARCHIVE_TOKEN).
  */
 import { writeFile } from 'node:fs/promises';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { RECEIPT_MAX_BYTES } from '../ledger/receipt.js';
 import { ApiClient } from './api-client.js';
 import { str, usage, type Command, type OptionSpec, type Parsed } from './command.js';

@@ -25,7 +25,7 @@ import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt, timi
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, lstat, access, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep, basename } from 'node:path';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { flag, str, type Command } from './command.js';
 import { openLedger, snapshotDataDir, type OpenedLedger } from './ledger-access.js';
 import { keepNewerRecord } from '../gateway/sync/checkpoint-record.js';

@@ -5,10 +5,10 @@
  * every radio operation is bounded; a machine without a usable adapter gets
  * ERR_DRIVER_UNAVAILABLE with the reason (drivers/ble.ts describeLoadFailure) and a remedy.
  */
-import { describeLoadFailure } from '../drivers/ble.js';
+import { bounded, describeLoadFailure, importNoble } from '../drivers/noble-load.js';
 import { INFO_CHAR_UUID, INFO_MAX_BYTES, SERVICE_UUID, decodeLockMessage, parseAdvertisement, type LockInfo } from '../drivers/protocol.js';
 import type { NobleLike, NoblePeripheral } from '../drivers/noble-types.js';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 
 const POWER_ON_WAIT_MS = 5000;
 const GATT_TIMEOUT_MS = 10_000;
@@ -23,17 +23,6 @@ export interface SeenLock {
 
 function unavailable(reason: string, cause?: unknown): OtiError {
   return new OtiError('ERR_DRIVER_UNAVAILABLE', `Bluetooth unavailable: ${reason}; ${BLE_REMEDY}`, { driver: 'ble' }, cause !== undefined ? { cause } : undefined);
-}
-
-function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  p.catch(() => undefined);
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new OtiError('ERR_DRIVER_STOPPED', `${what} timed out after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** Loads noble and waits until the adapter is powered on. */
@@ -68,11 +57,6 @@ export async function openRadio(load: () => Promise<NobleLike> = importNoble): P
     n.on('stateChange', onState);
     n.on('warning', onWarning);
   });
-}
-
-async function importNoble(): Promise<NobleLike> {
-  const mod = (await import('@abandonware/noble')) as unknown as { default?: unknown };
-  return (mod.default ?? mod) as NobleLike;
 }
 
 /** Scans for `seconds` and returns the OTI locks seen (by address), with their peripherals. */

@@ -12,7 +12,7 @@
  * is live and idle threads keep no arena of their own, which holds `oti verify` of a
  * 1,000,000-entry chain under 150 MB of RSS on two cores (docs/DECISIONS.md §Memory).
  */
-import { isOtiError } from '../ledger/errors.js';
+import { isOtiError } from '../ledger/base/errors.js';
 import { EXIT_OK, EXIT_USAGE, exitCodeFor, formatHelp, parseCommand, type Command } from './command.js';
 import { Terminal } from './terminal.js';
 import { siteCommands } from './site.js';

@@ -10,7 +10,7 @@
  *   3  the gateway's local API cannot be reached (ERR_GATEWAY_UNREACHABLE)
  */
 import { parseArgs } from 'node:util';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import type { Terminal } from './terminal.js';
 
 export const EXIT_OK = 0;

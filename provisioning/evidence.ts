@@ -9,7 +9,7 @@
  * evidence itself stays stored.
  */
 import { toHex, fingerprint } from '../ledger/crypto.js';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { decodeEvidence, verifyEvidence, type Equivocation } from '../ledger/evidence.js';
 import { Roster, decodeSigned, type Member } from '../ledger/roster.js';
 import { parseOrigin } from '../ledger/verify.js';

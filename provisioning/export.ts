@@ -7,10 +7,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { leafHash } from '../ledger/merkle.js';
 import type { ChainStore } from '../ledger/store.js';
-import { writeFileAtomic } from '../ledger/keyfile.js';
+import { writeFileAtomic } from '../ledger/base/files.js';
 import { blockResources, encodeBundle, encodeHashTile, tilePath, treeResources, TILE_WIDTH, type TileResource } from '../ledger/tiles.js';
 import { chainCheckpoint, readTile } from '../ledger/tile-source.js';
 import { str, type Command } from './command.js';

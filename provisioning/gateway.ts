@@ -5,8 +5,8 @@
  */
 import { access, open } from 'node:fs/promises';
 import { fingerprint } from '../ledger/crypto.js';
-import { OtiError } from '../ledger/errors.js';
-import { moveAside } from '../ledger/keyfile.js';
+import { OtiError } from '../ledger/base/errors.js';
+import { moveAside } from '../ledger/base/files.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { applyBundle, createBundle, BUNDLE_MAX_BYTES } from '../gateway/config/bundle.js';
 import { flag, parseDuration, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';

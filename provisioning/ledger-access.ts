@@ -13,7 +13,7 @@ import { cp, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { chainOrigin } from '../ledger/chain.js';
 import type { SiteTrust } from '../ledger/roster.js';

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { fingerprint } from '../ledger/crypto.js';
 import { loadOrCreateIdentity } from '../gateway/config/identity.js';
 import { LAST_CHECKPOINT_FILE, readLastCheckpoint } from '../gateway/sync/checkpoint-record.js';

@@ -4,7 +4,7 @@
  * rotation is a `rotate` statement naming the old and the new key, the recorded hand-over.
  */
 import { fingerprint, toHex } from '../ledger/crypto.js';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { API_OPTIONS, flag, int, str, usage, type Command, type Parsed } from './command.js';
 import { DATA_OPTION, DELIVERY_OPTIONS, currentMember, keyOption, readRoster, signAndDeliver } from './statements.js';

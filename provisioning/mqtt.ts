@@ -6,7 +6,7 @@
  *
  * The gateway configuration loader is imported when a command runs, as for `oti doctor`.
  */
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { addMqttUser, readMqttUsers, removeMqttUser, setMqttUserPassword, MQTT_USER_ROLES, type MqttUserRole } from '../gateway/broker/users.js';
 import { str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';

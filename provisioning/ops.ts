@@ -11,7 +11,7 @@ import { terminalQr } from './qr.js';
 import { writeFile, readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { availableParallelism } from 'node:os';
-import { OtiError, isOtiError } from '../ledger/errors.js';
+import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { toHex } from '../ledger/crypto.js';
 import { verifyReceipt, RECEIPT_MAX_BYTES, type VerifiedReceipt } from '../ledger/receipt.js';
 import { verifyChain, type VerifyReport } from '../ledger/verify.js';

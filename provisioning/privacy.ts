@@ -14,11 +14,11 @@
  */
 import { join } from 'node:path';
 import { access } from 'node:fs/promises';
-import { encode } from '../ledger/encoding.js';
+import { encode } from '../ledger/base/cbor.js';
 import { toHex } from '../ledger/crypto.js';
 import { decodeEntry } from '../ledger/entry.js';
-import { OtiError } from '../ledger/errors.js';
-import { moveAside } from '../ledger/keyfile.js';
+import { OtiError } from '../ledger/base/errors.js';
+import { moveAside } from '../ledger/base/files.js';
 import {
   PrivacyKeyring,
   encryptPersonFields,

@@ -5,7 +5,7 @@
  * made by qrcode-generator. Two modules rows per text line, with Unicode half blocks.
  */
 import qrcode from 'qrcode-generator';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 
 const B45 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:';
 

@@ -8,8 +8,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { generateKeyPair, fingerprint, fromHex, keyPairFromSeed, toHex } from '../ledger/crypto.js';
-import { OtiError } from '../ledger/errors.js';
-import { writeFileAtomic } from '../ledger/keyfile.js';
+import { OtiError } from '../ledger/base/errors.js';
+import { writeFileAtomic } from '../ledger/base/files.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { SimLock } from '../drivers/simlock.js';
 import { SerialSimLink } from '../drivers/simlink.js';

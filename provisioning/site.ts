@@ -11,11 +11,12 @@
 import { mkdir, readFile, access, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, Signer, toHex } from '../ledger/crypto.js';
-import { readKeyFile, writeKeyFile, moveAside } from '../ledger/keyfile.js';
-import { OtiError } from '../ledger/errors.js';
+import { readKeyFile, writeKeyFile } from '../ledger/keyfile.js';
+import { moveAside } from '../ledger/base/files.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import type { SiteTrust } from '../ledger/roster.js';
-import { writeAtomicJson } from '../gateway/config/bundle.js';
+import { writeAtomicJson } from '../ledger/base/files.js';
 import { flag, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 

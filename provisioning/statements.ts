@@ -6,7 +6,7 @@
  */
 import { writeFile, readFile, stat } from 'node:fs/promises';
 import { fingerprint, fromHex, toHex } from '../ledger/crypto.js';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 import { encodeSigned, decodeSigned, signStatement, Roster, ROSTER_MAX_BYTES, type RosterStatement, type SignedStatement } from '../ledger/roster.js';
 import { rosterListing, type RosterListingMember } from '../gateway/api/roster-admin.js';
 import { ApiClient } from './api-client.js';

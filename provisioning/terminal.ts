@@ -5,7 +5,7 @@
  * the environment, or a prompt without echo.
  */
 import { readFile } from 'node:fs/promises';
-import { OtiError } from '../ledger/errors.js';
+import { OtiError } from '../ledger/base/errors.js';
 
 /** Longest passphrase file read. */
 const PASSPHRASE_FILE_MAX = 4096;

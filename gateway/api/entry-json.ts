@@ -6,7 +6,7 @@
 import { decodeEntry, type EntryKind } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
 import { toHex } from '../../ledger/crypto.js';
-import type { CborValue } from '../../ledger/encoding.js';
+import type { CborValue } from '../../ledger/base/cbor.js';
 
 export type JsonValue = string | number | boolean | null | readonly JsonValue[] | { readonly [k: string]: JsonValue | undefined };
 

@@ -10,7 +10,7 @@
  * purpose until someone acts. Either makes /health answer 503 (docs/API.md §GET /health).
  */
 import { EventEmitter } from 'node:events';
-import type { ErrorCode } from '../../ledger/errors.js';
+import type { ErrorCode } from '../../ledger/base/errors.js';
 
 export type HealthLevel = 'degraded' | 'unavailable';
 

@@ -5,7 +5,7 @@
  * close that does not wait for idle keep-alive connections.
  */
 import type { Server } from 'node:http';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 export interface HttpListener {
   readonly url: string;

@@ -11,7 +11,7 @@
  * status for each.
  */
 import { fingerprint, toHex } from '../../ledger/crypto.js';
-import { OtiError, isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { decodeSigned, ROSTER_MAX_BYTES, type Roster, type RosterStatement } from '../../ledger/roster.js';
 import type { Chain } from '../../ledger/chain.js';
 

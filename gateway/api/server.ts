@@ -14,7 +14,7 @@
  *   listing scans at most SCAN_BUDGET entries per request, reading the chain in ranges of
  *   SCAN_RANGE entries, so no request loads the chain into memory.
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
- *   ledger/errors.ts. The token is never logged, nor any request header.
+ *   ledger/base/errors.ts. The token is never logged, nor any request header.
  */
 import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } from './roster-admin.js';
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
@@ -31,7 +31,7 @@ import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
 import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
-import { OtiError, isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../../ledger/entry.js';

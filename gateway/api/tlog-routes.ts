@@ -12,7 +12,7 @@
  * Full tiles never change, so they are served as immutable; partial tiles and the checkpoint
  * are replaced as the chain grows and may be cached for a few seconds only.
  */
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import type { ChainStore } from '../../ledger/store.js';
 import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';

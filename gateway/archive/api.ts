@@ -1,7 +1,7 @@
 /**
  * The archive's HTTP API (node:http, GET only; docs/ARCHIVE.md §HTTP API). Every request needs
  * `Authorization: Bearer <token>` (the token file's first line), compared in constant time.
- * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/errors.ts.
+ * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/base/errors.ts.
  *
  *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
  *   GET /v1/gaps?site=&from=&to=&after=&limit=
@@ -13,7 +13,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';
 import type { IntakeCounts } from './uplink-intake.js';

@@ -13,13 +13,13 @@
  * as within one.
  */
 import type { Pool } from 'mysql2/promise';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { ChainVerifier, parseOrigin } from '../../ledger/verify.js';
 import { blockHash, decodeBlockHeader } from '../../ledger/block.js';
 import { verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
-import { bytesEqual } from '../../ledger/encoding.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
 import { writeBlock } from './block-writer.js';
 

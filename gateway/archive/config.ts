@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { fromHex } from '../../ledger/crypto.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import type { SiteTrust } from '../../ledger/roster.js';

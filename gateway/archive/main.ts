@@ -6,7 +6,7 @@
  * (a block being written finishes or rolls back), then the database pool.
  */
 import { createLogger } from '../log.js';
-import { isOtiError, OtiError } from '../../ledger/errors.js';
+import { isOtiError, OtiError } from '../../ledger/base/errors.js';
 import { loadArchiveConfig } from './config.js';
 import { startArchive } from './service.js';
 

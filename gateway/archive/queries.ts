@@ -8,7 +8,7 @@
  * against the id pattern, times as whole numbers) and always bound as statement parameters.
  */
 import type { Pool } from 'mysql2/promise';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { EVENT_TYPES } from '../../ledger/lockevent.js';
 import { CompactRange, inclusionProof, leafHash, type NodeReader } from '../../ledger/merkle.js';

@@ -8,7 +8,7 @@
  * once however often it arrives.
  */
 import type { Pool } from 'mysql2/promise';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 const ORIGIN = 'VARCHAR(160) CHARACTER SET ascii NOT NULL';
 const ID = 'VARCHAR(64) CHARACTER SET ascii';

@@ -5,7 +5,7 @@
  */
 import { createPool, type Pool } from 'mysql2/promise';
 import type { Logger } from '../log.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { toHex } from '../../ledger/crypto.js';
 import { readConfigFile } from '../config/mqtt-client.js';
 import type { ArchiveConfig } from './config.js';

@@ -13,7 +13,7 @@
 import { connect, type MqttClient, type IPublishPacket } from 'mqtt';
 import type { Pool } from 'mysql2/promise';
 import type { Logger } from 'pino';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import { ID_PATTERN } from '../../ledger/schema.js';

@@ -33,7 +33,7 @@ import { createServer as createTcpServer, type Server, type Socket } from 'node:
 import { createServer as createTlsServer } from 'node:tls';
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { OtiError, isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './users.js';

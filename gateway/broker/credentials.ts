@@ -16,8 +16,8 @@
  * list that gateway as revoked (or enrolled under another key, i.e. rotated away).
  */
 import { randomBytes } from 'node:crypto';
-import { decode, encode } from '../../ledger/encoding.js';
-import { OtiError } from '../../ledger/errors.js';
+import { decode, encode } from '../../ledger/base/cbor.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { Signer, verifyWithContext, type KeyPair } from '../../ledger/crypto.js';
 import { checkSigned, decodeSigned, encodeSigned, ROSTER_MAX_BYTES, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
 import { asMap, bytes, ID_PATTERN, text, uint, version } from '../../ledger/schema.js';

@@ -4,7 +4,7 @@
  */
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 /** MQTT 3.1.1 §2.2.3: the largest Remaining Length the four-byte encoding can carry. */
 export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;

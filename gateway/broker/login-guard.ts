@@ -13,7 +13,7 @@
  * - at most `maxConcurrentChecks` credential checks run at once (the rest of the threadpool stays
  *   free for the ledger), and at most `maxPendingChecks` wait for one; beyond, `busy`.
  */
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { TokenBucket, type LoginLimits } from './limits.js';
 
 /** One login's reservation; say how it ended. */

@@ -11,7 +11,7 @@
 import type { EvidenceView, PeerView } from '../sync/view.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import type { EventType } from '../../ledger/lockevent.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 export const DEFAULT_HA_PREFIX = 'homeassistant';
 

@@ -18,9 +18,9 @@
  * Read-modify-write is not locked: run one `oti mqtt user` command at a time.
  * No error, detail or log line made here contains a password or a hash.
  */
-import { readBoundedFile, writeFileAtomic } from '../../ledger/keyfile.js';
+import { readBoundedFile, writeFileAtomic } from '../../ledger/base/files.js';
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 
 export const USERS_FILE_FORMAT = 'oti-mqtt-users';

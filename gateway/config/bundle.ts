@@ -33,13 +33,13 @@
  * a gateway into a site of their own making; the site key fingerprints are printed on apply so
  * that an installer can compare them with the site's (docs/INSTALL.md).
  */
-import { writeFileAtomic } from '../../ledger/keyfile.js';
+import { moveAside, writeAtomicJson } from '../../ledger/base/files.js';
 import { mkdtemp, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, toHex, type KeyPair, type Signer } from '../../ledger/crypto.js';
-import { readKeyFile, writeKeyFile, moveAside, KEY_FILE_MAX_BYTES } from '../../ledger/keyfile.js';
+import { readKeyFile, writeKeyFile, KEY_FILE_MAX_BYTES } from '../../ledger/keyfile.js';
 import { checkSigned, decodeSigned, encodeSigned, signStatement, type SignedStatement } from '../../ledger/roster.js';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { ensureDataDir } from './identity.js';
 
@@ -288,11 +288,6 @@ function sameIdentity(existing: string, site: { siteId: string; gatewayId: strin
   } catch {
     return false;
   }
-}
-
-/** Writes JSON atomically (ledger/keyfile.ts writeFileAtomic), mode 0644 unless given. */
-export async function writeAtomicJson(path: string, value: unknown, mode = 0o644): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, { mode, overwrite: true });
 }
 
 function bad(path: string, why: string): OtiError {

@@ -15,7 +15,7 @@ import { open } from 'node:fs/promises';
 import { BlockList, isIP } from 'node:net';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { DEMO_FLAG_LOCKS, SCHEMA, describe, envName, type Field, type ItemSchema, type LeafField, type ListField, type ValueOf } from './schema.js';
 
 export { CONFIG_KEYS, type ConfigKey } from './schema.js';

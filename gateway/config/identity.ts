@@ -21,9 +21,10 @@ import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { generateKeyPair, Signer, toHex, fromHex, type KeyPair } from '../../ledger/crypto.js';
-import { readKeyFile, writeKeyFile, writeFileAtomic } from '../../ledger/keyfile.js';
+import { readKeyFile, writeKeyFile } from '../../ledger/keyfile.js';
+import { writeFileAtomic } from '../../ledger/base/files.js';
 import { signStatement, encodeSigned, decodeSigned, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 
 export interface Identity {

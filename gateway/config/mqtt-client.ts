@@ -6,8 +6,8 @@
  * session, verified TLS). A wrong value is ERR_CONFIG naming `<section>.<key>`.
  */
 import type { IClientOptions } from 'mqtt';
-import { OtiError } from '../../ledger/errors.js';
-import { readBoundedFile } from '../../ledger/keyfile.js';
+import { OtiError } from '../../ledger/base/errors.js';
+import { readBoundedFile } from '../../ledger/base/files.js';
 
 /** The broker keys every such section has (docs/CONFIGURATION.md). */
 export interface MqttClientConfig {

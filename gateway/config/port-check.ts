@@ -4,7 +4,7 @@
  * reported with the configuration key, the flag and the variable that change it.
  */
 import { createServer } from 'node:net';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { envName } from './schema.js';
 
 export interface PortUse {

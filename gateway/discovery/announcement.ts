@@ -14,8 +14,8 @@
  * deterministic CBOR map { "v": 1, "site", "gw", "key", "port", "ts", "enr" [, "bye": true] }.
  * "bye" is signed, so an announcement cannot be turned into a goodbye by changing its TTL.
  */
-import { encode, type CborValue } from '../../ledger/encoding.js';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { encode, type CborValue } from '../../ledger/base/cbor.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { PUBLIC_KEY_BYTES, SIGNATURE_BYTES, sha256, toHex, verifyWithContext, type Signer } from '../../ledger/crypto.js';
 import { checkSigned, decodeSigned, ROSTER_MAX_BYTES, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
 import { ID_PATTERN } from '../../ledger/schema.js';

@@ -26,7 +26,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { OtiError, isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { encodeSigned, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
 import { announcementDigest, decodeAnnouncement, encodeAnnouncement, instanceLabel, verifyAnnouncement, type SignedAnnouncement } from './announcement.js';
 import { JsMdnsBackend } from './mdns-js.js';

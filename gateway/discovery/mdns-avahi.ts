@@ -24,7 +24,7 @@
  * Not tested here beyond the absent-package path: the test machines have no avahi-daemon.
  */
 import { lookup } from 'node:dns/promises';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import type { Advertisement, BackendSink, MdnsBackend } from './discovery.js';
 
 /** The part of the `mdns` package used here (v2.7). */

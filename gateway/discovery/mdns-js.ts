@@ -26,7 +26,7 @@ import { networkInterfaces } from 'node:os';
 import type { RemoteInfo } from 'node:dgram';
 import makeMdns from 'multicast-dns';
 import type { Answer, Question } from 'dns-packet';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { SERVICE_TYPE } from './announcement.js';
 import type { Advertisement, BackendSink, MdnsBackend } from './discovery.js';
 

@@ -33,7 +33,7 @@ import { toHex } from '../../ledger/crypto.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
 import type { Logger } from 'pino';
 import { BOLT_STATE, lastBoltState, recentLockEvents, type CommittedEvent } from './status-rebuild.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 export interface NotifierOptions {
   /** The embedded broker, an external one (gateway/notify/external-broker.ts), or both. */

@@ -21,12 +21,12 @@
  * the query replaced by `?…` (see redactUrl).
  */
 import { entryJson, type EntryJson } from '../api/entry-json.js';
-import { readBoundedFile, writeFileAtomic } from '../../ledger/keyfile.js';
+import { readBoundedFile, writeFileAtomic } from '../../ledger/base/files.js';
 import { createHash, createHmac } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Chain } from '../../ledger/chain.js';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { receiptFor } from '../../ledger/receipt.js';
 import type { WebhookConfig } from '../config/config.js';
 

@@ -18,8 +18,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
-import { writeFileAtomic } from '../../ledger/keyfile.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
+import { writeFileAtomic } from '../../ledger/base/files.js';
 
 export const LAST_CHECKPOINT_FILE = 'last-checkpoint.json';
 const FORMAT = 'oti-last-checkpoint';

@@ -7,7 +7,7 @@
  *   sublevel ["sync", "refused"]: key = origin (UTF-8) → CBOR { "evidence": text (id), "at": uint,
  *                                                              ? "reporter": text (who found it) }
  */
-import { decode, encode } from '../../ledger/encoding.js';
+import { decode, encode } from '../../ledger/base/cbor.js';
 import { asMap, text, uint } from '../../ledger/schema.js';
 import type { LedgerStore } from '../../ledger/store.js';
 

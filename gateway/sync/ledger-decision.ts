@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Signer, fromHex, toHex, verifyWithContext } from '../../ledger/crypto.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { writeFileAtomic } from '../../ledger/keyfile.js';
+import { writeFileAtomic } from '../../ledger/base/files.js';
 
 export const LEDGER_DECISION_FILE = 'ledger-decision.json';
 const FORMAT = 'oti-ledger-decision';

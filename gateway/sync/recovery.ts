@@ -20,7 +20,7 @@
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import type { Discovery } from '../discovery/discovery.js';
 import type { HealthBoard } from '../api/health.js';
 import { LAST_CHECKPOINT_FILE } from './checkpoint-record.js';

@@ -10,10 +10,10 @@
  * trusted signature; 404 unknown origin; 409 old size is not the recorded one (body: the recorded
  * size, text/x.tlog.size) or same size with another root; 422 the consistency proof fails.
  */
-import { OtiError, isOtiError } from '../../ledger/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseCheckpoint, verifyCheckpoint, CHECKPOINT_MAX_BYTES, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { verifyConsistency } from '../../ledger/merkle.js';
-import { bytesEqual } from '../../ledger/encoding.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 
 /** The spec allows at most 63 proof lines of 44 base64 characters, the old line and a note. */
 export const ADD_CHECKPOINT_MAX_BYTES = 32 + 63 * 45 + 1 + CHECKPOINT_MAX_BYTES;

@@ -4,7 +4,7 @@
  * oti status, oti_peer_state and the retained oti/<site>/gateways/<gw>/state message carry them.
  * docs/API.md §GET /status, docs/MQTT.md §Gateway state.
  */
-import type { ErrorCode } from '../../ledger/errors.js';
+import type { ErrorCode } from '../../ledger/base/errors.js';
 
 /**
  * A peer's sync state: synced (holds what it announced), syncing (fetching, or behind what it

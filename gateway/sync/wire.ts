@@ -15,8 +15,8 @@
  *       ? "root": bstr(32), ? "proof": [* bstr(32)] }   (first message when from > 0: the root of
  *                          the responder's tree at `from` and a consistency proof to `head`)
  */
-import { decode, encode, type CborValue } from '../../ledger/encoding.js';
-import { OtiError } from '../../ledger/errors.js';
+import { decode, encode, type CborValue } from '../../ledger/base/cbor.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { BLOCK_HEADER_MAX_BYTES } from '../../ledger/block.js';
 import { CHECKPOINT_MAX_BYTES } from '../../ledger/checkpoint.js';
 import { ENTRY_MAX_BYTES } from '../../ledger/entry.js';

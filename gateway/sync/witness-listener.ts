@@ -10,8 +10,8 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
-import { OtiError, isOtiError } from '../../ledger/errors.js';
-import { readBoundedFile, writeFileAtomic } from '../../ledger/keyfile.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
+import { readBoundedFile, writeFileAtomic } from '../../ledger/base/files.js';
 import type { Signer } from '../../ledger/crypto.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { cosign } from './witness.js';

@@ -8,7 +8,7 @@
  * only. The old size starts at 0 and is corrected by the witness's 409 answer; the consistency
  * proof comes from the chain. Failures wait for the next block.
  */
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { parseCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { consistencyProof } from '../../ledger/merkle.js';
 import type { Chain } from '../../ledger/chain.js';

@@ -17,8 +17,8 @@
 import { EventEmitter } from 'node:events';
 import { sha256, verify, type Signer } from '../../ledger/crypto.js';
 import { withSignature, type SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { bytesEqual } from '../../ledger/encoding.js';
-import { OtiError } from '../../ledger/errors.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 const COSIG_TYPE = 0x04;
 

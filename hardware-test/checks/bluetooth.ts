@@ -5,7 +5,7 @@
  */
 import { openRadio, scanLocks, BLE_REMEDY } from '../../provisioning/ble.js';
 import type { NobleLike } from '../../drivers/noble-types.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { result, why, type CheckResult } from './result.js';
 
 /** Load failures that mean "no Bluetooth hardware here" rather than "Bluetooth is broken". */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fromHex, toHex, fingerprint } from '../../ledger/crypto.js';
 import { checkSigned, decodeSigned } from '../../ledger/roster.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { result, why, type CheckResult } from './result.js';
 
 const NAME = 'identity';

@@ -17,7 +17,7 @@ import { Ingest } from '../../gateway/ingest.js';
 import type { Chain } from '../../ledger/chain.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
 

@@ -13,7 +13,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
 import type { StatusMessage } from '../../gateway/broker/topics.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { tempDir } from '../support/site.js';
 
 const run = promisify(execFile);

@@ -29,7 +29,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { receiptFor } from '../../ledger/receipt.js';
 import { decodeEntry } from '../../ledger/entry.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { createBundle } from '../../gateway/config/bundle.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { handleRosterPost, rosterListing, rosterStatus } from '../../gateway/api/roster-admin.js';

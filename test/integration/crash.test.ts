@@ -20,7 +20,7 @@ import { decodeSigned } from '../../ledger/roster.js';
 import { CompactRange, leafHash, inclusionProof, verifyInclusion } from '../../ledger/merkle.js';
 import { blockHash, ZERO_HASH } from '../../ledger/block.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
-import { bytesEqual } from '../../ledger/encoding.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 import { verifyChain } from '../../ledger/verify.js';
 
 const ROUNDS = Number(process.env['OTI_CRASH_ROUNDS'] ?? 25);

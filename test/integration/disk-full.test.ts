@@ -15,7 +15,7 @@ import { until } from '../support/wait.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain, type AppendResult } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
-import { isOtiError, type OtiError } from '../../ledger/errors.js';
+import { isOtiError, type OtiError } from '../../ledger/base/errors.js';
 
 interface Setup {
   readonly site: TestSite;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
 

@@ -20,7 +20,7 @@ import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 /** A gateway's data folder with a chain of about 190 blocks, all of it in .ldb table files. */
 async function dataFolder(dataDir: string): Promise<{ origin: string; signatures: Map<number, string> }> {

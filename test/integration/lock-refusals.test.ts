@@ -13,7 +13,8 @@ import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js
 import { until } from '../support/wait.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, verify } from '../../ledger/crypto.js';
-import { encode, bytesEqual } from '../../ledger/encoding.js';
+import { encode } from '../../ledger/base/cbor.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 import { COSE_PROTECTED_EDDSA, parseCoseSign1, sigStructure } from '../../ledger/cose.js';
 import { signStatement, type SignedStatement } from '../../ledger/roster.js';
 import type { TestLock } from '../support/site.js';

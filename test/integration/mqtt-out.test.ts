@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExternalBroker } from '../../gateway/notify/external-broker.js';
 import { TopicMap } from '../../gateway/broker/topics.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { freePort } from '../support/gateway-process.js';
 import { tempDir } from '../support/site.js';
 

@@ -24,7 +24,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { decodeEntry } from '../../ledger/entry.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { PrivacyKeyring, encryptPersonFields, newPersonId, newPersonKey, wrapPersonKey } from '../../ledger/privacy.js';
 import { enrollLock, makeSite, openChain, tempDir } from '../support/site.js';
 import { oti, type Run } from '../support/oti-cli.js';

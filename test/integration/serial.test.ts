@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js';
-import { bytesEqual } from '../../ledger/encoding.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 import { until } from '../support/wait.js';
 
 void test('events flow from a lock over a pty and every ack names the durable entry', async (t) => {

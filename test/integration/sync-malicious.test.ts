@@ -18,7 +18,7 @@ import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { consistencyProof, rangeHash } from '../../ledger/merkle.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
-import type { ErrorCode } from '../../ledger/errors.js';
+import type { ErrorCode } from '../../ledger/base/errors.js';
 import { makeGatewayCredential } from '../../gateway/broker/credentials.js';
 import { decodeRequest, encodeRange, type RangeMessage } from '../../gateway/sync/wire.js';
 import type { SyncRefusal } from '../../gateway/sync/node.js';

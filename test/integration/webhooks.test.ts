@@ -23,7 +23,7 @@ import { Chain } from '../../ledger/chain.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { toHex } from '../../ledger/crypto.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { leafHash } from '../../ledger/merkle.js';
 
 const SECRET = 'whsec-test-0123456789abcdef';

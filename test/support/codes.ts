@@ -1,6 +1,6 @@
 /** The stable code of the OtiError `f` throws, or undefined when it returns (anything else fails the test). */
 import assert from 'node:assert/strict';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 export function codeOf(f: () => unknown): string | undefined {
   try {

@@ -28,7 +28,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { fromHex, keyPairFromSeed, Signer, toHex } from '../../ledger/crypto.js';
 import { decodeSigned, type SignedStatement } from '../../ledger/roster.js';
 import type { EntryInput } from '../../ledger/entry.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { signedEvent, type TestLock } from './site.js';
 
 export interface CrashKeys {

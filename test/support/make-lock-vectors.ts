@@ -11,8 +11,8 @@
 import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { keyPairFromSeed, Signer, toHex } from '../../ledger/crypto.js';
-import { encode } from '../../ledger/encoding.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { encode } from '../../ledger/base/cbor.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { decodeLockMessage, decodeMessage, encodeAdvertisement, encodeMessage, eventHash, layoutEventMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSIONS, readUnacceptableEvent, type MessageInput } from '../../drivers/protocol.js';

@@ -17,8 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fingerprint, keyPairFromSeed, sha256, signedMessage, Signer, SIGNATURE_CONTEXTS, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { decode, encode } from '../../ledger/encoding.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { decode, encode } from '../../ledger/base/cbor.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { encodeLockEvent, type LockEvent } from '../../ledger/lockevent.js';
 import { coseSign1, sigStructure, COSE_PROTECTED_EDDSA } from '../../ledger/cose.js';
 import { encodeSigned, signStatement, type RosterStatement, type SignedStatement, type SiteTrust } from '../../ledger/roster.js';
@@ -30,7 +30,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain, chainOrigin, type AppendResult } from '../../ledger/chain.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { memberLeafData } from '../../ledger/roster-commitment.js';
-import { bytesEqual } from '../../ledger/encoding.js';
+import { bytesEqual } from '../../ledger/base/bytes.js';
 import { compareWithChain, encodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
 import { verifyChain } from '../../ledger/verify.js';
 
@@ -298,7 +298,7 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
   return out;
 }
 
-/** Inputs the strict decoder must refuse; the error code recorded is the one ledger/encoding.ts gives. */
+/** Inputs the strict decoder must refuse; the error code recorded is the one ledger/base/cbor.ts gives. */
 function rejectedEncodings(): { description: string; cbor: string; error: string }[] {
   const ok = hex(encode({ a: 1 }));
   const cases: [string, string][] = [

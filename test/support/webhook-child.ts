@@ -17,7 +17,7 @@ import { Chain } from '../../ledger/chain.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { fromHex, keyPairFromSeed, Signer } from '../../ledger/crypto.js';
 import { decodeSigned } from '../../ledger/roster.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { WebhookDispatcher } from '../../gateway/notify/webhooks.js';
 import type { CrashKeys } from './crash-child.js';
 import { signedEvent, type TestLock } from './site.js';

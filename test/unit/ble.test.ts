@@ -7,7 +7,7 @@ import type { BleDriverOptions } from '../../drivers/ble.js';
 import type { DriverNotice } from '../../drivers/driver.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { SERVICE_UUID } from '../../drivers/protocol.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { FakeNoble } from '../support/fake-noble.js';
 import { releaseNoble } from '../support/ble-hci-rig.js';
 import type { NobleLike } from '../../drivers/noble-types.js';

@@ -4,7 +4,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeSite, enrollLock, signedEvent, openChain, tempDir } from '../support/site.js';
 import { LedgerStore } from '../../ledger/store.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { rangeHash, verifyInclusion, leafHash } from '../../ledger/merkle.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
 

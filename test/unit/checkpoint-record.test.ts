@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { CheckpointRecord, readLastCheckpoint, LAST_CHECKPOINT_FILE } from '../../gateway/sync/checkpoint-record.js';
 import { lossAccepted, writeLedgerDecision, LEDGER_DECISION_FILE } from '../../gateway/sync/ledger-decision.js';
 import { tempDir } from '../support/site.js';

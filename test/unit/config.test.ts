@@ -9,7 +9,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { CONFIG_FILE_MAX_BYTES, CONFIG_KEYS, loadConfig, parseConfig, type GatewayConfig } from '../../gateway/config/config.js';
 import { DOC_URL, generatedPart, renderKeyTable } from '../support/make-config-doc.js';
 import { tempDir } from '../support/site.js';

@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
-import { decode, encode } from '../../ledger/encoding.js';
+import { decode, encode } from '../../ledger/base/cbor.js';
 import { signStatement } from '../../ledger/roster.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { CREDENTIAL_MAX_BYTES, gatewayCredentialVerifier, makeGatewayCredential, verifyGatewayLogin } from '../../gateway/broker/credentials.js';
 import { enrollGateway, makeSite } from '../support/site.js';
 

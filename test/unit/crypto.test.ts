@@ -17,7 +17,7 @@ import {
   verify,
   verifyWithContext,
 } from '../../ledger/crypto.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 // @noble/ed25519 v3 brings no SHA-512; hand it node's.
 ed.hashes.sha512 = (message: Uint8Array) => new Uint8Array(createHash('sha512').update(message).digest());

@@ -10,7 +10,7 @@ import { createSocket } from 'node:dgram';
 import { once, type EventEmitter } from 'node:events';
 import makeMdns from 'multicast-dns';
 import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { encodeSigned, signStatement, type SignedStatement } from '../../ledger/roster.js';
 import { Discovery, type DiscoveryOptions, type MdnsPeer, type Peer, type Rejection } from '../../gateway/discovery/discovery.js';
 import { JsMdnsBackend } from '../../gateway/discovery/mdns-js.js';

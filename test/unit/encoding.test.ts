@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { encode as cborgEncode, decode as cborgDecode, rfc8949EncodeOptions } from 'cborg';
-import { encode, decode, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/encoding.js';
+import { encode, decode, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/base/cbor.js';
 import { encodeEntry, decodeEntry, decodeLockPayload, fastLockPayload } from '../../ledger/entry.js';
 import { parseCoseSign1 } from '../../ledger/cose.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { ERROR_CODES, OtiError } from '../../ledger/errors.js';
+import { ERROR_CODES, OtiError } from '../../ledger/base/errors.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { keyPairFromSeed, Signer } from '../../ledger/crypto.js';

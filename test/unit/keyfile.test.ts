@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { generateKeyPair, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import {
   isKeyFileEncrypted,
   KEY_FILE_MAX_BYTES,

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { isOtiError, type ErrorCode } from '../../ledger/errors.js';
+import { isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import {
   assertConsistency,
   assertInclusion,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, connect, type Socket } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { FrameLimit, TokenBucket } from '../../gateway/broker/limits.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 void test('the token bucket allows a burst, then the refill rate', () => {
   let now = 0;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LoginGuard } from '../../gateway/broker/login-guard.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 const limits = { maxConcurrentChecks: 1, maxPendingChecks: 1, failuresPerMinutePerAddress: 2, failuresPerMinute: 3, trackedAddresses: 2 };
 

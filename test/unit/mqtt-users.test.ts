@@ -3,7 +3,7 @@ import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { addMqttUser, readMqttUsers, removeMqttUser, verifyMqttUser } from '../../gateway/broker/users.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { tempDir } from '../support/site.js';
 
 const POSIX = process.platform !== 'win32';

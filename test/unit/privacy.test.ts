@@ -24,7 +24,7 @@ import {
 } from '../../ledger/privacy.js';
 import { decodeEntry, encodeEntry } from '../../ledger/entry.js';
 import { decodeLockEvent, encodeLockEvent } from '../../ledger/lockevent.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { MIN_SCRYPT_N } from '../../ledger/keyfile.js';
 import { PersonKeyStore, PrivacyReader } from '../../gateway/api/persons.js';
 import { tempDir } from '../support/site.js';

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { base45, fromBase45, terminalQr } from '../../provisioning/qr.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -15,7 +15,7 @@ import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { SignaturePool } from '../../ledger/sigpool.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 
 async function blocksOf(chain: Chain, from: number, to = chain.head.n): Promise<ReplicaBlock[]> {
   const out: ReplicaBlock[] = [];

@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { makeSite, enrollLock, signedEvent, openChain, type TestSite } from '../support/site.js';
-import { isOtiError, type OtiError } from '../../ledger/errors.js';
+import { isOtiError, type OtiError } from '../../ledger/base/errors.js';
 import { decodeReceipt, encodeReceipt, receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { ChainVerifier, verifyChain } from '../../ledger/verify.js';
 import { parseCheckpoint, signCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';

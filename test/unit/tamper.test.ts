@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { makeSite, enrollLock, signedEvent, openChain } from '../support/site.js';
-import { OtiError } from '../../ledger/errors.js';
+import { OtiError } from '../../ledger/base/errors.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { ChainVerifier } from '../../ledger/verify.js';

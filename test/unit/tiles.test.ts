@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockResources, decodeBundle, encodeBundle, parseTilePath, tileIndexPath, tilePath, treeResources } from '../../ledger/tiles.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 
 void test('tile indexes are 3-digit groups, all but the last prefixed with x', () => {
   assert.equal(tileIndexPath(0), '000');

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { filterWithin, isValidFilter, parseTopic, HA_ENTITIES, TOPIC_TABLE, TopicMap, type HaEntity, type Role, type TopicDescriptor } from '../../gateway/broker/topics.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 
 const SITE = 'site-1';

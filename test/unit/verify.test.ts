@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { makeSite, enrollLock, signedEvent, openChain, enrollGateway, tempDir } from '../support/site.js';
-import { isOtiError } from '../../ledger/errors.js';
+import { isOtiError } from '../../ledger/base/errors.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { SignaturePool } from '../../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
@@ -11,7 +11,7 @@ import { compareWithChain, verifyEvidence, encodeEvidence, decodeEvidence } from
 import { LedgerStore, u64 } from '../../ledger/store.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { Chain } from '../../ledger/chain.js';
-import { fastEncode, decodeTrusted } from '../../ledger/encoding.js';
+import { fastEncode, decodeTrusted } from '../../ledger/base/cbor.js';
 import { join } from 'node:path';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());

@@ -285,10 +285,6 @@ export function matchAt(b: Uint8Array, p: number, lit: Uint8Array): boolean {
   return true;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
-}
-
 /**
  * Decodes CBOR that this process wrote itself (store records) without the deterministic check.
  * Never use it on bytes that came from outside or that are hashed or signed.
