@@ -167,6 +167,7 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
     } else if (r.lock !== undefined) {
       throw invalid('lock statements are only for lock events');
     }
+    if (entry.body.kind === 'roster') checkSigned(entry.body.signed, trust, ed);
     return { entry, index: r.index, checkpoint, gatewayId, provenance, roster };
   } catch (e) {
     if (isOtiError(e, 'ERR_RECEIPT_INVALID')) throw e;
