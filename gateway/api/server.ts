@@ -29,6 +29,7 @@ import type { ChainStore } from '../../ledger/store.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
 import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
+import { consistencyJson, sizeParam } from './proof-api.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
@@ -138,6 +139,8 @@ function statusOf(code: ErrorCode): number {
       return 400;
     case 'ERR_NOT_FOUND':
       return 404;
+    case 'ERR_PROOF_RANGE':
+      return 400;
     case 'ERR_STORE_CLOSED':
     case 'ERR_APPEND_ABORTED':
       return 503;
@@ -292,7 +295,8 @@ export class LocalApi {
     const entry = /^\/events\/([^/]+)$/.exec(path);
     if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
-    if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept);
+    if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept, url.searchParams);
+    if (path === '/proof/consistency') return json(await consistencyJson(this.#store(url.searchParams.get('chain')), url.searchParams));
     throw new HttpError(404, 'ERR_NOT_FOUND', 'no such endpoint', { path: safePath(path) });
   }
 
@@ -468,9 +472,10 @@ export class LocalApi {
     return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 
-  async #receipt(id: string, accept: string | undefined): Promise<Reply> {
+  async #receipt(id: string, accept: string | undefined, q: URLSearchParams): Promise<Reply> {
     const index = await this.#indexOf(id);
-    const bytes = await receiptFor(this.#opts.chain, index);
+    const size = sizeParam(q, 'size', this.#opts.chain.cs.head.size);
+    const bytes = await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {});
     if (acceptsCbor(accept)) return { status: 200, type: 'application/cbor', body: bytes };
     const note = decodeReceipt(bytes).checkpoint;
     return json({ id, index, size: parseCheckpoint(note).size, checkpoint: note, receipt: Buffer.from(bytes).toString('base64') });

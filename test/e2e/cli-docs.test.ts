@@ -147,6 +147,11 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.match(await readFile(join(dir, 'tlog', tree.origin, 'checkpoint'), 'utf8'), new RegExp(`^${tree.origin}\n${tree.size}\n`));
   await run('lock rotate', ['--site-dir', 'site', '--id', 'back-door', '--key', toHex(generateKeyPair().publicKey), '--yes', ...api]);
   await run('lock revoke', ['--site-dir', 'site', '--id', 'back-door', '--yes', ...api]);
+  // The chain grew since r3.cbor was made: a consistency proof ties its checkpoint to today's.
+  const r3Size = verified.json<{ checkpointSize: number }>().checkpointSize;
+  const proof = await run('proof consistency', ['--from', String(r3Size), '--out', 'p.json', '--json', ...api]);
+  assert.equal(proof.json<{ checked: boolean }>().checked, true);
+  assert.equal((await run('receipt verify', ['r3.cbor', '--site-keys', 'site', '--newer', 'p.json', '--json'])).json<{ heldSize: number }>().heldSize, proof.json<{ to: number }>().to);
   await run('gateway enroll', ['--site-dir', 'site', '--id', 'gw-spare', '--out', 'gw-spare.bundle.json']);
   await mkdir(join(dir, 'spare'), { mode: 0o700 });
   await run('gateway apply-bundle', ['gw-spare.bundle.json', '--data', 'spare']);

@@ -16,6 +16,7 @@ import { isOtiError, ERROR_CODES } from '../../ledger/base/errors.js';
 import { SIGNATURE_CONTEXTS, fingerprint } from '../../ledger/crypto.js';
 import { decodeLockEvent } from '../../ledger/lockevent.js';
 import { parseCoseSign1 } from '../../ledger/cose.js';
+import { SMALL_ORDER_ENCODINGS } from '../../ledger/ed25519.js';
 import { decodeSigned, decodeStatement } from '../../ledger/roster.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
@@ -560,7 +561,13 @@ void test('the error code table of docs/PROTOCOL.md is ERROR_CODES', () => {
 void test('every hash and the receipt quoted in docs/PROTOCOL.md come from the vectors', () => {
   const hashes = DOC.match(/\b[0-9a-f]{64}\b/g) ?? [];
   assert.ok(hashes.length > 10);
-  for (const h of hashes) assert.ok(VECTORS_TEXT.includes(h), `${h} is not in test/vectors/protocol.json`);
+  const smallOrder = SMALL_ORDER_ENCODINGS.map((e) => toHex(e));
+  for (const h of hashes) assert.ok(VECTORS_TEXT.includes(h) || smallOrder.includes(h), `${h} is not in test/vectors/protocol.json`);
+});
+
+void test('docs/PROTOCOL.md lists the seven small-order encodings the verifier refuses, exactly', () => {
+  const listed = [...DOC.matchAll(/^ {3}\| `([0-9a-f]{64})` \|/gm)].map((m) => m[1]);
+  assert.deepEqual(listed, SMALL_ORDER_ENCODINGS.map((e) => toHex(e)));
   const block = /```receipt-hex\n([0-9a-f\n]+)```/.exec(DOC);
   assert.ok(block !== null, 'the worked example quotes the receipt');
   assert.equal(block[1]!.replace(/\n/g, ''), V.receipt.receipt);
