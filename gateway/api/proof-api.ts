@@ -46,3 +46,29 @@ export function sizeParam(q: URLSearchParams, name: string, size: number): numbe
   }
   return Number(v);
 }
+
+export type ReceiptFormat = 'cbor' | 'tlog-proof' | 'json';
+
+/**
+ * How GET /receipts/{id} answers: `format=` when given, else by Accept: application/cbor for the
+ * CBOR receipt, text/plain for the C2SP tlog-proof, JSON otherwise.
+ */
+export function receiptFormat(q: URLSearchParams, accept: string | undefined): ReceiptFormat {
+  const all = q.getAll('format');
+  if (all.length > 1 || (all.length === 1 && !['cbor', 'tlog-proof', 'json'].includes(all[0]!))) {
+    throw new OtiError('ERR_ARGUMENT', 'query parameter format must be given once, one of cbor, tlog-proof, json');
+  }
+  if (all.length === 1) return all[0] as ReceiptFormat;
+  if (accepts(accept, 'application/cbor')) return 'cbor';
+  if (accepts(accept, 'text/plain')) return 'tlog-proof';
+  return 'json';
+}
+
+/** True when the Accept header lists `type` with a non-zero quality. */
+function accepts(accept: string | undefined, type: string): boolean {
+  if (accept === undefined) return false;
+  return accept.split(',').some((part) => {
+    const [t, ...params] = part.split(';').map((s) => s.trim().toLowerCase());
+    return t === type && !params.some((p) => /^q=0(\.0{0,3})?$/.test(p));
+  });
+}

@@ -29,7 +29,8 @@ import type { ChainStore } from '../../ledger/store.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
 import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
-import { consistencyJson, sizeParam } from './proof-api.js';
+import { consistencyJson, sizeParam, receiptFormat } from './proof-api.js';
+import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
@@ -475,8 +476,10 @@ export class LocalApi {
   async #receipt(id: string, accept: string | undefined, q: URLSearchParams): Promise<Reply> {
     const index = await this.#indexOf(id);
     const size = sizeParam(q, 'size', this.#opts.chain.cs.head.size);
+    const format = receiptFormat(q, accept);
     const bytes = await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {});
-    if (acceptsCbor(accept)) return { status: 200, type: 'application/cbor', body: bytes };
+    if (format === 'cbor') return { status: 200, type: 'application/cbor', body: bytes };
+    if (format === 'tlog-proof') return { status: 200, type: 'text/plain; charset=utf-8', body: encodeTlogProof(decodeReceipt(bytes)) };
     const note = decodeReceipt(bytes).checkpoint;
     return json({ id, index, size: parseCheckpoint(note).size, checkpoint: note, receipt: Buffer.from(bytes).toString('base64') });
   }
@@ -565,15 +568,6 @@ function decodeId(segment: string): string {
   } catch {
     throw new HttpError(400, 'ERR_ARGUMENT', 'the entry id is not valid percent-encoding', { param: 'id' });
   }
-}
-
-/** True when the Accept header lists application/cbor (with a non-zero quality). */
-function acceptsCbor(accept: string | undefined): boolean {
-  if (accept === undefined) return false;
-  return accept.split(',').some((part) => {
-    const [type, ...params] = part.split(';').map((s) => s.trim().toLowerCase());
-    return type === 'application/cbor' && !params.some((p) => /^q=0(\.0{0,3})?$/.test(p));
-  });
 }
 
 function toHttpError(e: unknown): HttpError {

@@ -1,11 +1,12 @@
 /**
- * Consistency proofs and receipts against older checkpoints from the real gateway process, over
- * the local API (GET /proof/consistency, GET /receipts/{id}?size=) and with the real `oti`
- * binary (oti proof consistency, oti receipt --size, oti receipt verify --newer). docs/API.md.
+ * Consistency proofs, receipts against older checkpoints and receipts as C2SP tlog-proofs from
+ * the real gateway process, over the local API (GET /proof/consistency, GET /receipts/{id}?size=,
+ * ?format=tlog-proof, Accept: text/plain) and with the real `oti` binary (oti proof consistency,
+ * oti receipt --size / --format tlog-proof, oti receipt verify --newer). docs/API.md.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
@@ -106,4 +107,32 @@ void test('consistency proofs and receipts against older checkpoints, over the A
   assert.equal(errorCode(none), 'ERR_API');
   assert.match(none.stderr, /ERR_ARGUMENT.*size|size.*ERR_ARGUMENT/);
   assert.equal(errorCode(await run(['proof', 'consistency', '--from', 'two', ...A])), 'ERR_USAGE');
+
+  // The same receipt as a C2SP tlog-proof: by format=, by Accept: text/plain, from oti, verified by oti.
+  const getText = async (path: string, accept = '*/*'): Promise<{ status: number; type: string; body: string }> => {
+    const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${TOKEN}`, accept } });
+    return { status: res.status, type: res.headers.get('content-type') ?? '', body: await res.text() };
+  };
+  const byFormat = await getText(`/receipts/${doorA}?format=tlog-proof`);
+  assert.equal(byFormat.status, 200);
+  assert.match(byFormat.type, /^text\/plain/);
+  assert.match(byFormat.body, /^c2sp\.org\/tlog-proof@v1\nextra [A-Za-z0-9+/=]+\nindex 1\n/);
+  assert.ok(byFormat.body.endsWith(latest.body.checkpoint!), 'the latest checkpoint, verbatim');
+  assert.equal((await getText(`/receipts/${doorA}`, 'text/plain')).body, byFormat.body);
+  assert.ok((await getText(`/receipts/${doorA}?size=2&format=tlog-proof`)).body.endsWith(c.body.fromCheckpoint!));
+  assert.equal((await getText(`/receipts/${doorA}?format=pdf`)).status, 400);
+  const tp = await run(['receipt', doorA, '--format', 'tlog-proof', '--size', '2', '--json', ...A]);
+  assert.equal(tp.code, 0, tp.stderr);
+  const tpFile = tp.json<{ file: string }>().file;
+  assert.match(tpFile, /\.tlog-proof$/);
+  const tv = await run(['receipt', 'verify', tpFile, '--site-keys', 'site', '--newer', 'p.json', '--json']);
+  assert.equal(tv.code, 0, tv.stderr);
+  assert.deepEqual([tv.json<{ index: number }>().index, tv.json<{ newerSize: number }>().newerSize, tv.json<{ heldSize: number }>().heldSize], [1, 4, 3]);
+  // One changed character of the proof: refused, coded.
+  const file = await readFile(join(dir, tpFile), 'utf8');
+  await writeFile(join(dir, 'bad.tlog-proof'), file.replace(/^index 1$/m, 'index 2'));
+  const bad = await run(['receipt', 'verify', 'bad.tlog-proof', '--site-keys', 'site']);
+  assert.equal(bad.code, 1);
+  assert.equal(errorCode(bad), 'ERR_RECEIPT_INVALID');
+  assert.equal(errorCode(await run(['receipt', doorA, '--format', 'pdf', ...A])), 'ERR_USAGE');
 });
