@@ -139,6 +139,8 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   await run('receipt', ['front-door:3', '--out', 'r3.cbor', ...api]);
   const verified = await run('receipt verify', ['r3.cbor', '--site-keys', 'site', '--json']);
   assert.equal(verified.json<{ ctr: number }>().ctr, 3);
+  await run('receipt', ['front-door:3', '--format', 'tlog-proof', '--out', 'r3.tlog-proof', ...api]);
+  assert.equal((await run('receipt verify', ['r3.tlog-proof', '--site-keys', 'site', '--json'])).json<{ ctr: number }>().ctr, 3);
   const chains = await run('verify', ['--data', 'data', '--json']);
   assert.equal(chains.json<{ ok: boolean }>().ok, true);
   const exported = await run('export', ['--data', 'data', '--out', 'tlog', '--json']);
