@@ -22,8 +22,8 @@ export async function consistencyJson(cs: ChainStore, q: URLSearchParams): Promi
   const size = cs.head.size;
   const from = sizeParam(q, 'from', size);
   const to = sizeParam(q, 'to', size) ?? size;
-  if (from === undefined) throw new OtiError('ERR_ARGUMENT', 'query parameter from is required: a tree size');
-  if (from > to) throw new OtiError('ERR_ARGUMENT', `query parameter from (${from}) must not be larger than to (${to})`);
+  if (from === undefined) throw new OtiError('ERR_ARGUMENT', 'query parameter from is required: a tree size', { param: 'from' });
+  if (from > to) throw new OtiError('ERR_ARGUMENT', `query parameter from (${from}) must not be larger than to (${to})`, { param: 'from' });
   const proof = await consistencyBetween(cs, from, to);
   const [older, newer] = await Promise.all([checkpointOfSize(cs, from), checkpointOfSize(cs, to)]);
   return {
@@ -42,7 +42,7 @@ export function sizeParam(q: URLSearchParams, name: string, size: number): numbe
   if (all.length === 0) return undefined;
   const v = all[0]!;
   if (all.length > 1 || !/^(0|[1-9][0-9]{0,15})$/.test(v) || Number(v) > size) {
-    throw new OtiError('ERR_ARGUMENT', `query parameter ${name} must be given once, a tree size from 0 to ${size}`);
+    throw new OtiError('ERR_ARGUMENT', `query parameter ${name} must be given once, a tree size from 0 to ${size}`, { param: name });
   }
   return Number(v);
 }
@@ -56,7 +56,7 @@ export type ReceiptFormat = 'cbor' | 'tlog-proof' | 'json';
 export function receiptFormat(q: URLSearchParams, accept: string | undefined): ReceiptFormat {
   const all = q.getAll('format');
   if (all.length > 1 || (all.length === 1 && !['cbor', 'tlog-proof', 'json'].includes(all[0]!))) {
-    throw new OtiError('ERR_ARGUMENT', 'query parameter format must be given once, one of cbor, tlog-proof, json');
+    throw new OtiError('ERR_ARGUMENT', 'query parameter format must be given once, one of cbor, tlog-proof, json', { param: 'format' });
   }
   if (all.length === 1) return all[0] as ReceiptFormat;
   if (accepts(accept, 'application/cbor')) return 'cbor';

@@ -571,7 +571,7 @@ function decodeId(segment: string): string {
 }
 
 function toHttpError(e: unknown): HttpError {
-  if (isOtiError(e)) return new HttpError(statusOf(e.code), e.code, e.message);
+  if (isOtiError(e)) return new HttpError(statusOf(e.code), e.code, e.message, e.code === 'ERR_ARGUMENT' && typeof e.details?.['param'] === 'string' ? { param: e.details['param'] } : undefined);
   return new HttpError(500, 'ERR_INTERNAL', 'internal error');
 }
 

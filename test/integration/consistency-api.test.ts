@@ -65,10 +65,11 @@ void test('consistency proofs and receipts against older checkpoints, over the A
   const latest = await get<Consistency>('/proof/consistency?from=1');
   assert.equal(latest.body.to, 4, 'to defaults to the latest size');
   assert.equal((await get<Consistency>('/proof/consistency?from=0&to=3')).body.proof.length, 0);
-  for (const [q, status] of [['from=3&to=2', 400], ['from=2&to=5', 400], ['to=2', 400], ['from=x', 400], ['from=1&from=2', 400], ['from=1&chain=oti/acme/nope', 404]] as const) {
-    const r = await get<{ error: { code: string } }>(`/proof/consistency?${q}`);
+  for (const [q, status, param] of [['from=3&to=2', 400, 'from'], ['from=2&to=5', 400, 'to'], ['to=2', 400, 'from'], ['from=x', 400, 'from'], ['from=1&from=2', 400, 'from'], ['from=1&chain=oti/acme/nope', 404, 'chain']] as const) {
+    const r = await get<{ error: { code: string; details?: { param?: string } } }>(`/proof/consistency?${q}`);
     assert.equal(r.status, status, q);
     assert.equal(r.body.error.code, status === 404 ? 'ERR_NOT_FOUND' : 'ERR_ARGUMENT', q);
+    assert.equal(r.body.error.details?.param, param, q);
   }
 
   // GET /receipts/{id}?size=: against a stored checkpoint only, and covering the entry.
