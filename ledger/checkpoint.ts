@@ -51,8 +51,8 @@ export interface SignedCheckpoint extends CheckpointBody {
 const ORIGIN_PATTERN = /^[\x21-\x7e]{1,255}$/;
 /** Key names: 1..255 bytes of printable ASCII 0x21..0x7e except '+' (C2SP signed-note excludes spaces and '+'). */
 const KEY_NAME_PATTERN = /^[\x21-\x2a\x2c-\x7e]{1,255}$/;
-/** A signature line: U+2014, a space, a key name, a space, base64 characters; nothing else. */
-const SIGNATURE_LINE = /^\u2014 ([\x21-\x2a\x2c-\x7e]{1,255}) ([A-Za-z0-9+/=]+)$/;
+/** A signature line: U+2014, a space, a key name, a space, printable ASCII (then checked as canonical base64); nothing else. */
+const SIGNATURE_LINE = /^\u2014 ([\x21-\x2a\x2c-\x7e]{1,255}) ([\x21-\x7e]+)$/;
 const B64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 export function keyHash(name: string, publicKey: Uint8Array): Uint8Array {
@@ -109,7 +109,7 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
   if (!ORIGIN_PATTERN.test(origin)) throw fmt('origin line is not printable ASCII without spaces');
   if (!/^(0|[1-9][0-9]{0,15})$/.test(sizeLine) || !Number.isSafeInteger(Number(sizeLine))) throw fmt('tree size is not a canonical decimal integer');
   const root = unb64(rootLine, HASH_BYTES, 'root hash');
-  const m = /^oti-block (0|[1-9][0-9]{0,15}) ([A-Za-z0-9+/=]+)$/.exec(ext);
+  const m = /^oti-block (0|[1-9][0-9]{0,15}) ([\x21-\x7e]+)$/.exec(ext);
   if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('extension line must be "oti-block <n> <hash>"');
   const blockHash = unb64(m[2]!, HASH_BYTES, 'block hash');
   const roster = rosterExt === undefined ? undefined : parseRosterLine(rosterExt);
@@ -127,7 +127,7 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
 }
 
 function parseRosterLine(line: string): RosterDigest {
-  const m = /^oti-roster ([1-9][0-9]{0,15}) ([A-Za-z0-9+/=]+)$/.exec(line);
+  const m = /^oti-roster ([1-9][0-9]{0,15}) ([\x21-\x7e]+)$/.exec(line);
   if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('second extension line must be "oti-roster <members> <root>"');
   return { size: Number(m[1]), root: unb64(m[2]!, HASH_BYTES, 'roster root') };
 }
