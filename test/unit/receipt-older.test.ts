@@ -1,13 +1,16 @@
 /**
  * Receipts against an older checkpoint, with the newer checkpoint and the consistency proof they
- * carry, and a newer checkpoint the verifier holds (docs/PROTOCOL.md §Receipts, ledger/history.ts).
+ * carry, and a newer checkpoint the verifier holds (docs/PROTOCOL.md §Receipts, ledger/history.ts);
+ * the statements and roster proofs are those of the older checkpoint's roster.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, signedEvent, openChain, type TestSite, type OpenedChain } from '../support/site.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { receiptFor, verifyReceipt, decodeReceipt, encodeReceipt } from '../../ledger/receipt.js';
-import { checkpointOfSize, consistencyBetween } from '../../ledger/history.js';
+import { checkpointOfSize, consistencyBetween, rosterTreeAt } from '../../ledger/history.js';
+import { signStatement } from '../../ledger/roster.js';
+import { encodeTlogProof, receiptBytes } from '../../ledger/tlog-proof.js';
 
 /** A chain of several blocks: one roster entry each for two locks, then events block by block. */
 async function blocks(t: TestContext): Promise<{ site: TestSite; oc: OpenedChain; sizes: number[] }> {
@@ -78,4 +81,48 @@ void test('a newer checkpoint the verifier holds: by the receipt\'s own proof, b
   // An ordinary receipt (latest checkpoint) checks a held checkpoint of a later size with a proof.
   const plain = await receiptFor(oc.chain, 2, { size: mid.size });
   assert.equal(verifyReceipt(plain, site.trust, { held: { checkpoint: latest.note, proof: await consistencyBetween(oc.chain.cs, mid.size, latest.size) } }).held?.size, latest.size);
+});
+
+void test('a receipt against an older checkpoint carries the roster as of that checkpoint, proven against its oti-roster line, even after a revocation', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'door-a');
+  const oc = await openChain(t, site, { sealDelayMs: 1 });
+  await oc.chain.append({ kind: 'roster', signed: lock.statement });
+  const ev = await oc.chain.append({ kind: 'lock-event', cose: signedEvent(lock) });
+  await oc.chain.flush();
+  const old = oc.chain.checkpoint!;
+  assert.ok(old.roster !== undefined && ev.index < old.size);
+  // After the old checkpoint: another lock enrolled, door-a revoked, more blocks.
+  await oc.chain.append({ kind: 'roster', signed: enrollLock(site, 'door-b').statement });
+  await oc.chain.flush();
+  const revoke = signStatement(site.site, { site: site.siteId, op: 'revoke', role: 'lock', id: 'door-a', key: lock.key.publicKey, time: 1_700_000_100_000 });
+  await oc.chain.append({ kind: 'roster', signed: revoke });
+  await oc.chain.flush();
+  const latest = oc.chain.checkpoint!;
+  assert.notEqual(latest.roster!.size, old.roster.size, 'the roster changed after the old checkpoint');
+
+  // Against the latest checkpoint the revocation is carried and the receipt does not verify.
+  const today = await receiptFor(oc.chain, ev.index);
+  assert.throws(() => verifyReceipt(today, site.trust), refused('ERR_LOCK_REVOKED'));
+  // Against the old one: the lock's history as of then (the enrolment only), proven in the old roster tree.
+  const r = await receiptFor(oc.chain, ev.index, { size: old.size });
+  const parts = decodeReceipt(r);
+  assert.equal(parts.lock?.length, 1);
+  assert.equal(parts.checkpoint, old.note);
+  assert.equal(parts.newer?.checkpoint, latest.note);
+  const v = verifyReceipt(r, site.trust);
+  assert.equal(v.roster, 'committed');
+  assert.equal(v.provenance, 'lock-signed');
+  assert.equal(v.newer?.size, latest.size);
+  // The member proofs are those of the old tree: door-b was not in it, the old root is what they reach.
+  assert.equal(verifyReceipt(r, site.trust).checkpoint.roster!.size, old.roster.size);
+  // The latest roster's proofs (with the revocation left out) in the same receipt are refused.
+  const mixed = encodeReceipt({ ...parts, lockAt: decodeReceipt(today).lockAt!, gatewayAt: decodeReceipt(today).gatewayAt! });
+  assert.throws(() => verifyReceipt(mixed, site.trust), refused('ERR_ROSTER_COMMITMENT'));
+  // Replayed from the entries, the old roster tree gives the old checkpoint's line.
+  const tree = await rosterTreeAt(oc.chain.cs, old, oc.chain.sealed.rosterTree);
+  const d = await tree.digest();
+  assert.deepEqual([d.size, Buffer.from(d.root).toString('hex')], [old.roster.size, Buffer.from(old.roster.root).toString('hex')]);
+  // The tlog-proof form of the same receipt verifies the same way.
+  assert.equal(verifyReceipt(receiptBytes(Buffer.from(encodeTlogProof(parts))), site.trust).roster, 'committed');
 });
