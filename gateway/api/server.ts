@@ -28,7 +28,8 @@ import type { Chain } from '../../ledger/chain.js';
 import type { ChainStore } from '../../ledger/store.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
-import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
+import { decodeReceipt, encodeReceipt, receiptFor } from '../../ledger/receipt.js';
+import type { CosignatureBook } from '../sync/cosignatures.js';
 import { consistencyJson, sizeParam, receiptFormat } from './proof-api.js';
 import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
@@ -88,6 +89,8 @@ export interface LocalApiOptions {
   readonly port: number;
   readonly token?: string | undefined;
   readonly chain: Chain;
+  /** Verified cosignature lines of the chain's checkpoints, added to the checkpoint of a receipt. */
+  readonly cosignatures?: CosignatureBook;
   readonly status: () => GatewayStatusJson;
   readonly metrics: GatewayMetrics;
   /** The peers' chains stored here, listed by /chains and readable with /events?chain=. */
@@ -473,11 +476,20 @@ export class LocalApi {
     return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 
+  /** The receipt with the cosignature lines kept for its checkpoint added to the note (they verify on their own; step 5 ignores them). */
+  #cosigned(receipt: Uint8Array): Uint8Array {
+    const book = this.#opts.cosignatures;
+    if (book === undefined) return receipt;
+    const parts = decodeReceipt(receipt);
+    const note = book.attach(parts.checkpoint);
+    return note === parts.checkpoint ? receipt : encodeReceipt({ ...parts, checkpoint: note });
+  }
+
   async #receipt(id: string, accept: string | undefined, q: URLSearchParams): Promise<Reply> {
     const index = await this.#indexOf(id);
     const size = sizeParam(q, 'size', this.#opts.chain.cs.head.size);
     const format = receiptFormat(q, accept);
-    const bytes = await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {});
+    const bytes = this.#cosigned(await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {}));
     if (format === 'cbor') return { status: 200, type: 'application/cbor', body: bytes };
     if (format === 'tlog-proof') return { status: 200, type: 'text/plain; charset=utf-8', body: encodeTlogProof(decodeReceipt(bytes)) };
     const note = decodeReceipt(bytes).checkpoint;

@@ -110,7 +110,7 @@ export interface SyncEvents {
   /** The sync view of the peers changed (a pull ended, a refusal, evidence): see peerViews(). */
   peers: [];
   /** A verified cosignature of this gateway's own chain. */
-  cosigned: [{ witness: string; size: number }];
+  cosigned: [{ witness: string; size: number; name: string; key: Uint8Array; checkpoint: SignedCheckpoint }];
   /** The lock signatures of a peer chain are checked up to `size` (its audit; see lockSignatures). */
   audited: [{ origin: string; size: number }];
 }
@@ -1046,7 +1046,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: this.origin });
     this.#contact.set(witness, this.#now());
     this.coverage.record(witness, cp.size, ts);
-    this.emit('cosigned', { witness, size: cp.size });
+    this.emit('cosigned', { witness, size: cp.size, name: wOrigin, key: wm.key, checkpoint: cp });
   }
 
   /** Re-checks cosignatures that waited for their witness's key. */
