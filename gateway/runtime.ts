@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { applyBundle } from './config/bundle.js';
 import { Discovery } from './discovery/discovery.js';
+import { CosignatureBook } from './sync/cosignatures.js';
 import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync/node.js';
 import type { EvidenceView, PeerView } from './sync/view.js';
 import { gatewayCredentialVerifier } from './broker/credentials.js';
@@ -139,6 +140,8 @@ export class Gateway {
   readonly drivers: LockDriver[] = [];
   /** Every part reports what stops it doing its job here; /health, /status and metrics read it. */
   readonly health = new HealthBoard();
+  /** Verified cosignature lines of the own chain's checkpoints, for receipts (gateway/sync/cosignatures.ts). */
+  readonly cosignatures = new CosignatureBook();
   /** Aborted by stop(): a start-up that waits (for the ledger) gives up. */
   readonly #stopSignal = new AbortController();
   #chain: Chain | undefined;
@@ -316,13 +319,18 @@ export class Gateway {
         witnesses: externals,
         timeoutMs: config.witness.pushTimeoutMs,
         beforeAnnounce: (cp) => record.covering(cp.size),
-        onCosigned: (witness, size, ts) => sync.coverage.recordExternal(witness, size, ts),
+        onCosigned: (witness, size, ts, cosigned) => {
+          sync.coverage.recordExternal(witness, size, ts);
+          const w = externals.find((x) => x.name === witness);
+          if (w !== undefined) this.cosignatures.add(cosigned, w.name, w.key);
+        },
         logger: log.child({ part: 'witness' }),
       });
       this.onStop('witness-push', () => Promise.resolve(pusher.close()));
       if (chain.checkpoint !== undefined) pusher.offer(chain.checkpoint);
       chain.on('block', (b) => pusher.offer(b.checkpoint));
     }
+    sync.on('cosigned', (c) => this.cosignatures.add(c.checkpoint, c.name, c.key));
     sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
     // Refusals are logged by the sync node itself, rate-limited (gateway/sync/refusal-log.ts), and counted in the metrics.
     sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
@@ -437,6 +445,7 @@ export class Gateway {
       maxConnections: config.api.maxConnections,
       maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
       chain,
+      cosignatures: this.cosignatures,
       status: () => this.status(),
       peers: () => sync.storedChains(),
       metrics: this.metrics,

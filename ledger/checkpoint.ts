@@ -49,7 +49,10 @@ export interface SignedCheckpoint extends CheckpointBody {
 }
 
 const ORIGIN_PATTERN = /^[\x21-\x7e]{1,255}$/;
-const KEY_NAME_PATTERN = /^[\x21-\x7e]{1,255}$/;
+/** Key names: 1..255 bytes of printable ASCII 0x21..0x7e except '+' (C2SP signed-note excludes spaces and '+'). */
+const KEY_NAME_PATTERN = /^[\x21-\x2a\x2c-\x7e]{1,255}$/;
+/** A signature line: U+2014, a space, a key name, a space, printable ASCII (then checked as canonical base64); nothing else. */
+const SIGNATURE_LINE = /^\u2014 ([\x21-\x2a\x2c-\x7e]{1,255}) ([\x21-\x7e]+)$/;
 const B64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 export function keyHash(name: string, publicKey: Uint8Array): Uint8Array {
@@ -73,7 +76,7 @@ function rosterLine(r: RosterDigest | undefined): string {
 }
 
 export function signCheckpoint(b: CheckpointBody, signer: Signer, keyName: string): SignedCheckpoint {
-  if (!KEY_NAME_PATTERN.test(keyName)) throw new OtiError('ERR_ARGUMENT', 'key name must be printable ASCII without spaces');
+  if (!KEY_NAME_PATTERN.test(keyName)) throw new OtiError('ERR_ARGUMENT', "key name must be printable ASCII without spaces or '+'");
   const text = checkpointText(b);
   const signature = signer.sign(Buffer.from(text, 'utf8'));
   const sig: NoteSignature = { name: keyName, keyHash: keyHash(keyName, signer.publicKey), signature };
@@ -95,7 +98,7 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
   if (raw.length > CHECKPOINT_MAX_BYTES) throw fmt(`note is ${raw.length} bytes, limit is ${CHECKPOINT_MAX_BYTES}`);
   const s = raw.toString('utf8');
   if (!Buffer.from(s, 'utf8').equals(raw)) throw fmt('note is not valid UTF-8');
-  if (/[\r\t\x00-\x09\x0b-\x1f\x7f]/.test(s)) throw fmt('note contains control characters');
+  if (/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(s)) throw fmt('note contains control characters (C0 other than \\n, DEL or C1)');
   const split = s.indexOf('\n\n');
   if (split < 0) throw fmt('note has no blank line before its signatures');
   const text = s.slice(0, split + 1);
@@ -106,7 +109,7 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
   if (!ORIGIN_PATTERN.test(origin)) throw fmt('origin line is not printable ASCII without spaces');
   if (!/^(0|[1-9][0-9]{0,15})$/.test(sizeLine) || !Number.isSafeInteger(Number(sizeLine))) throw fmt('tree size is not a canonical decimal integer');
   const root = unb64(rootLine, HASH_BYTES, 'root hash');
-  const m = /^oti-block (0|[1-9][0-9]{0,15}) (\S+)$/.exec(ext);
+  const m = /^oti-block (0|[1-9][0-9]{0,15}) ([\x21-\x7e]+)$/.exec(ext);
   if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('extension line must be "oti-block <n> <hash>"');
   const blockHash = unb64(m[2]!, HASH_BYTES, 'block hash');
   const roster = rosterExt === undefined ? undefined : parseRosterLine(rosterExt);
@@ -114,8 +117,8 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
   const sigLines = sigPart.slice(0, -1).split('\n');
   if (sigLines.length === 0 || sigLines.length > MAX_SIGNATURES) throw fmt(`note must carry 1 to ${MAX_SIGNATURES} signatures`);
   const signatures: NoteSignature[] = sigLines.map((line) => {
-    const sm = /^\u2014 (\S+) (\S+)$/.exec(line);
-    if (sm === null) throw fmt('signature line must be "— <name> <base64>"');
+    const sm = SIGNATURE_LINE.exec(line);
+    if (sm === null) throw fmt("signature line must be \"— <name> <base64>\" with a name of printable ASCII without spaces or '+'");
     const blob = unb64(sm[2]!, undefined, 'signature');
     if (blob.length < 5) throw fmt('signature is too short');
     return { name: sm[1]!, keyHash: blob.subarray(0, 4), signature: blob.subarray(4) };
@@ -124,7 +127,7 @@ export function parseCheckpoint(note: string | Uint8Array): SignedCheckpoint {
 }
 
 function parseRosterLine(line: string): RosterDigest {
-  const m = /^oti-roster ([1-9][0-9]{0,15}) ([A-Za-z0-9+/=]+)$/.exec(line);
+  const m = /^oti-roster ([1-9][0-9]{0,15}) ([\x21-\x7e]+)$/.exec(line);
   if (m === null || !Number.isSafeInteger(Number(m[1]))) throw fmt('second extension line must be "oti-roster <members> <root>"');
   return { size: Number(m[1]), root: unb64(m[2]!, HASH_BYTES, 'roster root') };
 }

@@ -8,7 +8,10 @@
  *               "proof": [* bstr(32)],    RFC 9162 inclusion proof in the checkpoint's tree
  *               "checkpoint": text,       the signed checkpoint note
  *               "gateway": [+ bstr],      the site-signed statements of the gateway, oldest first
- *               ? "lock": [+ bstr] }      for lock events: the lock's site-signed statements
+ *               ? "lock": [+ bstr],       for lock events: the lock's site-signed statements
+ *               ? "newer": { "checkpoint": text, "proof": [* bstr(32)] } }
+ *                                         against an older checkpoint: the latest one when the
+ *                                         receipt was made and the consistency proof to it
  *
  * Version 2 is for checkpoints that carry the roster commitment (`oti-roster` line) and adds
  *               "gatewayAt": [uint, [* bstr(32)]]   the gateway member's leaf index and inclusion proof
@@ -19,7 +22,10 @@
  * Verification: the gateway statements are site-signed and for the checkpoint's gateway; the
  * checkpoint carries a valid signature by one of the gateway's keys; the inclusion proof places
  * the entry's leaf hash at `index` under the checkpoint's root; the entry decodes strictly; a
- * lock-signed event's COSE signature verifies under one of the lock's registered keys.
+ * lock-signed event's COSE signature verifies under one of the lock's registered keys; the
+ * statements are the members' histories in the checkpoint's roster commitment; a newer checkpoint
+ * (in the receipt, or one the verifier holds) is signed by the gateway and extends the receipt's
+ * checkpoint by a consistency proof (ledger/history.ts).
  */
 import { decode, encode } from './base/cbor.js';
 import { OtiError, isOtiError } from './base/errors.js';
@@ -33,6 +39,7 @@ import { parseOrigin } from './verify.js';
 import { asMap, uint, oneOf, version } from './schema.js';
 import type { Chain } from './chain.js';
 import { verifyMember, type MemberProof, type RosterDigest } from './roster-commitment.js';
+import { checkpointOfSize, consistencyBetween, checkExtends, rosterTreeAt } from './history.js';
 
 export const RECEIPT_MAX_BYTES = 64 * 1024;
 
@@ -46,6 +53,13 @@ export interface ReceiptParts {
   /** Version 2: where the gateway's and the lock's statements sit in the checkpoint's roster commitment. */
   readonly gatewayAt?: MemberProof;
   readonly lockAt?: MemberProof;
+  /** For a receipt against an older checkpoint: a newer signed checkpoint and the consistency proof to it. */
+  readonly newer?: NewerCheckpoint;
+}
+
+export interface NewerCheckpoint {
+  readonly checkpoint: string;
+  readonly proof: readonly Uint8Array[];
 }
 
 export interface VerifiedReceipt {
@@ -61,10 +75,24 @@ export interface VerifiedReceipt {
    * signed before the roster commitment existed: a revocation could then have been left out.
    */
   readonly roster: 'committed' | 'uncommitted';
+  /** The newer checkpoint the receipt carries, checked to extend the receipt's checkpoint. */
+  readonly newer?: SignedCheckpoint;
+  /** The checkpoint the verifier holds (VerifyReceiptOptions.held), checked likewise. */
+  readonly held?: SignedCheckpoint;
+}
+
+export interface VerifyReceiptOptions {
+  readonly ed25519?: Ed25519Verify;
+  /**
+   * A checkpoint note the verifier holds, newer than (or as new as) the receipt's: it must be
+   * signed by the receipt's gateway and extend the receipt's checkpoint, by `proof` or, when its
+   * size is the receipt's or the size of the receipt's newer checkpoint, by what the receipt has.
+   */
+  readonly held?: { readonly checkpoint: string; readonly proof?: readonly Uint8Array[] };
 }
 
 export function encodeReceipt(r: ReceiptParts): Uint8Array {
-  const m: Record<string, Uint8Array | number | string | Uint8Array[] | (number | Uint8Array[])[]> = {
+  const m: Record<string, Uint8Array | number | string | Uint8Array[] | (number | Uint8Array[])[] | Record<string, string | Uint8Array[]>> = {
     v: r.gatewayAt !== undefined ? 2 : 1,
     type: 'oti-receipt',
     entry: r.entry,
@@ -76,11 +104,12 @@ export function encodeReceipt(r: ReceiptParts): Uint8Array {
   if (r.lock !== undefined) m['lock'] = [...r.lock];
   if (r.gatewayAt !== undefined) m['gatewayAt'] = [r.gatewayAt.index, [...r.gatewayAt.proof]];
   if (r.lockAt !== undefined) m['lockAt'] = [r.lockAt.index, [...r.lockAt.proof]];
+  if (r.newer !== undefined) m['newer'] = { checkpoint: r.newer.checkpoint, proof: [...r.newer.proof] };
   return encode(m);
 }
 
 export function decodeReceipt(b: Uint8Array): ReceiptParts {
-  const m = asMap(decode(b, RECEIPT_MAX_BYTES), 'receipt', ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock', 'gatewayAt', 'lockAt']);
+  const m = asMap(decode(b, RECEIPT_MAX_BYTES), 'receipt', ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock', 'gatewayAt', 'lockAt', 'newer']);
   const v2 = m['v'] === 2;
   if (!v2) version(m, 'receipt', 1);
   oneOf(m, 'type', 'receipt', ['oti-receipt']);
@@ -88,8 +117,8 @@ export function decodeReceipt(b: Uint8Array): ReceiptParts {
   const proof = m['proof'];
   const checkpoint = m['checkpoint'];
   if (!(entry instanceof Uint8Array)) throw invalid('entry must be a byte string');
-  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES || !proof.every((p) => p instanceof Uint8Array && p.length === 32)) throw invalid('proof must be a list of 32-byte hashes');
-  if (typeof checkpoint !== 'string' || Buffer.byteLength(checkpoint, 'utf8') > CHECKPOINT_MAX_BYTES) throw invalid('checkpoint must be a signed note');
+  if (!isProof(proof)) throw invalid('proof must be a list of 32-byte hashes');
+  if (!isNote(checkpoint)) throw invalid('checkpoint must be a signed note');
   const list = (k: string): Uint8Array[] | undefined => {
     const v = m[k];
     if (v === undefined) return undefined;
@@ -103,20 +132,39 @@ export function decodeReceipt(b: Uint8Array): ReceiptParts {
   const lockAt = memberProof(m['lockAt'], 'lockAt');
   if (v2 !== (gatewayAt !== undefined)) throw invalid(v2 ? 'a version 2 receipt must carry gatewayAt' : 'gatewayAt and lockAt are only in version 2 receipts');
   if ((lockAt !== undefined) !== (v2 && lock !== undefined)) throw invalid('lockAt goes with the lock statements of a version 2 receipt');
+  const newer = m['newer'] === undefined ? undefined : decodeNewer(m['newer']);
   return {
-    entry, index: uint(m, 'index', 'receipt'), proof: proof as Uint8Array[], checkpoint, gateway,
+    entry, index: uint(m, 'index', 'receipt'), proof, checkpoint, gateway,
     ...(lock !== undefined ? { lock } : {}),
     ...(gatewayAt !== undefined ? { gatewayAt } : {}),
     ...(lockAt !== undefined ? { lockAt } : {}),
+    ...(newer !== undefined ? { newer } : {}),
   };
+}
+
+function decodeNewer(v: unknown): NewerCheckpoint {
+  const n = asMap(v as Parameters<typeof asMap>[0], 'receipt.newer', ['checkpoint', 'proof']);
+  const checkpoint = n['checkpoint'];
+  const proof = n['proof'];
+  if (!isNote(checkpoint)) throw invalid('newer.checkpoint must be a signed note');
+  if (!isProof(proof)) throw invalid('newer.proof must be a list of 32-byte hashes');
+  return { checkpoint, proof };
+}
+
+function isProof(p: unknown): p is Uint8Array[] {
+  return Array.isArray(p) && p.length <= MAX_PROOF_HASHES && p.every((h) => h instanceof Uint8Array && h.length === 32);
+}
+
+function isNote(c: unknown): c is string {
+  return typeof c === 'string' && Buffer.byteLength(c, 'utf8') <= CHECKPOINT_MAX_BYTES;
 }
 
 function memberProof(v: unknown, what: string): MemberProof | undefined {
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.length !== 2 || !Number.isSafeInteger(v[0]) || (v[0] as number) < 0) throw invalid(`${what} must be [index, proof]`);
   const proof: unknown = v[1];
-  if (!Array.isArray(proof) || proof.length > MAX_PROOF_HASHES || !proof.every((p) => p instanceof Uint8Array && p.length === 32)) throw invalid(`${what} proof must be a list of 32-byte hashes`);
-  return { index: v[0] as number, proof: proof as Uint8Array[] };
+  if (!isProof(proof)) throw invalid(`${what} proof must be a list of 32-byte hashes`);
+  return { index: v[0] as number, proof };
 }
 
 /**
@@ -135,7 +183,7 @@ function checkRoster(r: ReceiptParts, digest: RosterDigest | undefined, gatewayI
 }
 
 /** Verifies a receipt offline. Every failure is ERR_RECEIPT_INVALID with the underlying code in details. */
-export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed25519?: Ed25519Verify } = {}): VerifiedReceipt {
+export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: VerifyReceiptOptions = {}): VerifiedReceipt {
   const ed = opts.ed25519 ?? nodeVerify;
   try {
     const r = decodeReceipt(bytes);
@@ -167,7 +215,11 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
     } else if (r.lock !== undefined) {
       throw invalid('lock statements are only for lock events');
     }
-    return { entry, index: r.index, checkpoint, gatewayId, provenance, roster };
+    if (entry.body.kind === 'roster') checkSigned(entry.body.signed, trust, ed);
+    const newer = r.newer === undefined ? undefined : parseCheckpoint(r.newer.checkpoint);
+    if (newer !== undefined) checkExtends(checkpoint, newer, r.newer!.proof, gatewayKeys, ed);
+    const held = opts.held === undefined ? undefined : checkHeld(checkpoint, newer, r.newer?.proof, opts.held, gatewayKeys, ed);
+    return { entry, index: r.index, checkpoint, gatewayId, provenance, roster, ...(newer !== undefined ? { newer } : {}), ...(held !== undefined ? { held } : {}) };
   } catch (e) {
     if (isOtiError(e, 'ERR_RECEIPT_INVALID')) throw e;
     const code = isOtiError(e) ? e.code : 'ERR_ENCODING_MALFORMED';
@@ -175,10 +227,32 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
   }
 }
 
-/** Builds the receipt of entry `index` against the chain's latest checkpoint. */
-export async function receiptFor(chain: Chain, index: number): Promise<Uint8Array> {
-  const { checkpoint: cp, rosterTree } = chain.sealed;
-  if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
+/** The held checkpoint extends the receipt's: by the proof given with it, or by what the receipt carries. */
+function checkHeld(cp: SignedCheckpoint, newer: SignedCheckpoint | undefined, newerProof: readonly Uint8Array[] | undefined, held: NonNullable<VerifyReceiptOptions['held']>, keys: readonly Uint8Array[], ed: Ed25519Verify): SignedCheckpoint {
+  const h = parseCheckpoint(held.checkpoint);
+  if (held.proof !== undefined) checkExtends(cp, h, held.proof, keys, ed);
+  else if (h.size === cp.size) checkExtends(cp, h, [], keys, ed);
+  else if (newer !== undefined && h.size === newer.size) checkExtends(cp, h, newerProof!, keys, ed);
+  else throw new OtiError('ERR_PROOF_INVALID', `no consistency proof from size ${cp.size} to the held checkpoint's size ${h.size}: give one (oti proof consistency)`);
+  return h;
+}
+
+/**
+ * Builds the receipt of entry `index` against the chain's latest checkpoint, or against the
+ * stored checkpoint of tree size `size` with the latest checkpoint and a consistency proof to it.
+ * Either way the statements and roster proofs are those of the roster as of the checkpoint the
+ * receipt is against, so they verify against its `oti-roster` line.
+ */
+export async function receiptFor(chain: Chain, index: number, opts: { size?: number } = {}): Promise<Uint8Array> {
+  const sealed = chain.sealed;
+  const latest = sealed.checkpoint;
+  const older = opts.size !== undefined && opts.size !== latest?.size;
+  // A block stored but not yet sealed (its checkpoint is not the latest yet) is not offered.
+  const cp = older && (latest === undefined || opts.size! < latest.size) ? await checkpointOfSize(chain.cs, opts.size!) : older ? undefined : latest;
+  if (cp === undefined && older) throw new OtiError('ERR_NOT_FOUND', `there is no signed checkpoint of size ${opts.size} (a checkpoint exists where a block ends)`, { size: opts.size });
+  if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by ${opts.size === undefined ? 'a checkpoint yet' : `the checkpoint of size ${opts.size}`}`);
+  const rosterTree = older ? await rosterTreeAt(chain.cs, cp, sealed.rosterTree) : sealed.rosterTree;
+  const newer = older && latest !== undefined ? { checkpoint: latest.note, proof: await consistencyBetween(chain.cs, cp.size, latest.size) } : undefined;
   const entryBytes = await chain.cs.getEntry(index);
   const entry = decodeEntry(entryBytes);
   const gatewayId = parseOrigin(chain.origin).gatewayId;
@@ -199,6 +273,7 @@ export async function receiptFor(chain: Chain, index: number): Promise<Uint8Arra
     ...(lock !== undefined ? { lock } : {}),
     ...(cp.roster !== undefined ? { gatewayAt: await rosterTree.proof('gateway', gatewayId) } : {}),
     ...(cp.roster !== undefined && entry.body.kind === 'lock-event' ? { lockAt: await rosterTree.proof('lock', entry.body.event.lock) } : {}),
+    ...(newer !== undefined ? { newer } : {}),
   });
 }
 

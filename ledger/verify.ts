@@ -309,6 +309,6 @@ export async function verifierAt(cs: ChainStore, opts: VerifyOptions, from: numb
 
 const ROSTER_MARKER = Buffer.from('kindfroster', 'latin1');
 /** Cheap pre-filter: a roster entry's bytes contain the text key "kind" followed by "roster". */
-function isRosterEntry(b: Uint8Array): boolean {
+export function isRosterEntry(b: Uint8Array): boolean {
   return Buffer.from(b.buffer, b.byteOffset, b.length).includes(ROSTER_MARKER);
 }

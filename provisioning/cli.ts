@@ -29,10 +29,11 @@ import { evidenceCommands } from './evidence.js';
 import { mqttCommands } from './mqtt.js';
 import { exportCommand } from './export.js';
 import { archiveCommands } from './archive.js';
+import { proofCommands } from './proofs.js';
 import { completionCommand } from './completion.js';
 import { createRequire } from 'node:module';
 
-export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands, ...mqttCommands, exportCommand, ...archiveCommands, completionCommand(() => COMMANDS)];
+export const COMMANDS: readonly Command[] = [...siteCommands, ...gatewayCommands, ...lockCommands, ...rosterCommands, ...opsCommands, ...backupCommands, ...doctorCommands, ...privacyCommands, ...ledgerCommands, ...simulateCommands, ...evidenceCommands, ...mqttCommands, exportCommand, ...archiveCommands, ...proofCommands, completionCommand(() => COMMANDS)];
 
 /** The package's version (package.json), for `oti --version`. */
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;

@@ -14,6 +14,7 @@ import { availableParallelism } from 'node:os';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { toHex } from '../ledger/crypto.js';
 import { verifyReceipt, RECEIPT_MAX_BYTES, type VerifiedReceipt } from '../ledger/receipt.js';
+import { receiptBytes, TLOG_PROOF_MAX_BYTES } from '../ledger/tlog-proof.js';
 import { verifyChain, type VerifyReport } from '../ledger/verify.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { listPorts } from '../drivers/serial.js';
@@ -180,10 +181,42 @@ const verify: Command = {
 
 function receiptSummary(v: VerifiedReceipt): Record<string, unknown> {
   const b = v.entry.body;
-  const base = { gateway: v.gatewayId, chain: v.checkpoint.origin, index: v.index, checkpointSize: v.checkpoint.size, checkpointRoot: toHex(v.checkpoint.root), provenance: v.provenance, roster: v.roster, kind: b.kind, recorded: new Date(v.entry.time).toISOString() };
+  const base = {
+    gateway: v.gatewayId,
+    chain: v.checkpoint.origin,
+    index: v.index,
+    checkpointSize: v.checkpoint.size,
+    checkpointRoot: toHex(v.checkpoint.root),
+    provenance: v.provenance,
+    roster: v.roster,
+    kind: b.kind,
+    recorded: new Date(v.entry.time).toISOString(),
+    otherSignatures: v.checkpoint.signatures.filter((x) => x.name !== v.checkpoint.origin).map((x) => x.name),
+    ...(v.newer !== undefined ? { newerSize: v.newer.size } : {}),
+    ...(v.held !== undefined ? { heldSize: v.held.size, heldRoot: toHex(v.held.root) } : {}),
+  };
   if (b.kind === 'lock-event') return { ...base, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, lockTime: new Date(b.event.time).toISOString() };
   if (b.kind === 'roster') return { ...base, op: b.signed.statement.op, role: b.signed.statement.role, id: b.signed.statement.id };
   return base;
+}
+
+/** A checkpoint note file, or the JSON of `oti proof consistency` (its `checkpoint` and `proof`). */
+async function readHeldCheckpoint(file: string): Promise<{ checkpoint: string; proof?: Uint8Array[] }> {
+  const st = await stat(file).catch(() => undefined);
+  if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no file ${file}`);
+  if (st.size > 64 * 1024) throw new OtiError('ERR_ARGUMENT', `${file} is larger than a checkpoint or a consistency proof can be`);
+  const text = await readFile(file, 'utf8');
+  if (!text.trimStart().startsWith('{')) return { checkpoint: text };
+  let j: { checkpoint?: unknown; proof?: unknown };
+  try {
+    j = JSON.parse(text) as typeof j;
+  } catch {
+    throw new OtiError('ERR_ARGUMENT', `${file} is neither a checkpoint note nor JSON`);
+  }
+  if (typeof j.checkpoint !== 'string' || !Array.isArray(j.proof) || !j.proof.every((h) => typeof h === 'string')) {
+    throw new OtiError('ERR_ARGUMENT', `${file}: expected the JSON of oti proof consistency, with "checkpoint" and "proof"`);
+  }
+  return { checkpoint: j.checkpoint, proof: (j.proof as string[]).map((h) => new Uint8Array(Buffer.from(h, 'base64'))) };
 }
 
 const receipt: Command = {
@@ -192,18 +225,30 @@ const receipt: Command = {
   details: [
     'ID is "<lock>:<counter>" for a lock event, or an entry’s 64-hex id. The receipt (CBOR) proves the entry is in the gateway’s chain; anyone can check it offline with oti receipt verify and the site keys.',
     'On a terminal wide enough the receipt is also shown as a QR code (its bytes in Base45, RFC 9285, for phone scanners); --json gives it in base64.',
+    'With --format tlog-proof the file is the same receipt as a C2SP tlog-proof (text: index, inclusion proof, the checkpoint with the cosignatures it has, the entry and statements in its extra line), for tools of the transparency-log ecosystem; oti receipt verify reads either form.',
   ],
   positionals: [{ name: 'ID', help: 'entry id, e.g. front-door:42' }],
-  options: { out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<ID>.receipt.cbor)' }, ...API_OPTIONS },
-  examples: ['oti receipt front-door:42', 'oti receipt front-door:42 --out /tmp/r.cbor --json'],
+  options: {
+    out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<ID>.receipt.cbor)' },
+    size: { type: 'string', value: 'N', help: 'against the older signed checkpoint of tree size N (where a block ended), with the latest checkpoint and a consistency proof to it' },
+    format: { type: 'string', value: 'FORM', help: 'cbor (default) or tlog-proof (C2SP text form, written as <ID>.tlog-proof)' },
+    ...API_OPTIONS,
+  },
+  examples: ['oti receipt front-door:42', 'oti receipt front-door:42 --out /tmp/r.cbor --json', 'oti receipt front-door:42 --size 120', 'oti receipt front-door:42 --format tlog-proof'],
   async run(p, term) {
     const id = p.positionals[0] as string;
     if (!/^[a-z0-9][a-z0-9._-]{0,63}:\d{1,16}$|^[0-9a-f]{64}$/.test(id)) throw usage('ID must be "<lock>:<counter>" or 64 hex digits');
     const api = ApiClient.from(p, term);
-    const r = await api.request('GET', `/receipts/${encodeURIComponent(id)}`, { accept: 'application/cbor' });
-    if (r.body.length > RECEIPT_MAX_BYTES) throw new OtiError('ERR_API', `the receipt is larger than ${RECEIPT_MAX_BYTES} bytes`);
-    if (!r.type.includes('cbor')) throw new OtiError('ERR_API', `GET /receipts/${id}: expected application/cbor, got ${r.type || 'no content type'}`);
-    const out = str(p, 'out') ?? `${id.replace(/:/g, '-')}.receipt.cbor`;
+    const size = str(p, 'size');
+    if (size !== undefined && !/^[1-9][0-9]{0,15}$/.test(size)) throw usage('--size must be a tree size (a positive integer)');
+    const format = str(p, 'format') ?? 'cbor';
+    if (format !== 'cbor' && format !== 'tlog-proof') throw usage('--format must be cbor or tlog-proof');
+    const tlog = format === 'tlog-proof';
+    const r = await api.request('GET', `/receipts/${encodeURIComponent(id)}?format=${format}${size !== undefined ? `&size=${size}` : ''}`, { accept: tlog ? 'text/plain' : 'application/cbor' });
+    if (r.body.length > (tlog ? TLOG_PROOF_MAX_BYTES : RECEIPT_MAX_BYTES)) throw new OtiError('ERR_API', `the receipt is larger than ${tlog ? TLOG_PROOF_MAX_BYTES : RECEIPT_MAX_BYTES} bytes`);
+    const want = tlog ? 'text/plain' : 'cbor';
+    if (!r.type.includes(want)) throw new OtiError('ERR_API', `GET /receipts/${id}: expected ${tlog ? 'text/plain' : 'application/cbor'}, got ${r.type || 'no content type'}`);
+    const out = str(p, 'out') ?? `${id.replace(/:/g, '-')}.${tlog ? 'tlog-proof' : 'receipt.cbor'}`;
     await writeFile(out, r.body, { mode: 0o644 });
     const b64 = Buffer.from(r.body).toString('base64');
     const columns = process.stdout.isTTY ? process.stdout.columns : 0;
@@ -216,19 +261,22 @@ const receipt: Command = {
 const receiptVerify: Command = {
   name: 'receipt verify',
   summary: 'Check a receipt offline against the site’s public keys and say what it proves.',
-  positionals: [{ name: 'FILE', help: 'a receipt file (CBOR) from oti receipt' }],
+  positionals: [{ name: 'FILE', help: 'a receipt file from oti receipt: CBOR, or a C2SP tlog-proof (told apart by its first line)' }],
   options: {
     'site-keys': { type: 'string', value: 'FILE|HEX', help: 'a site.json (site folder or gateway data folder), or site public key(s) in hex' },
     site: { type: 'string', value: 'ID', help: 'the site id, when --site-keys is hex' },
+    newer: { type: 'string', value: 'FILE', help: 'a newer checkpoint you hold (a checkpoint note, or the JSON of oti proof consistency): check that the receipt’s checkpoint is a prefix of it' },
   },
-  examples: ['oti receipt verify front-door-42.receipt.cbor --site-keys ./acme-hq/site.json', 'oti receipt verify r.cbor --site-keys 3b6a27bc... --site acme-hq --json'],
+  examples: ['oti receipt verify front-door-42.receipt.cbor --site-keys ./acme-hq/site.json', 'oti receipt verify r.cbor --site-keys 3b6a27bc... --site acme-hq --json', 'oti receipt verify r.cbor --site-keys site.json --newer proof.json'],
   async run(p) {
     const file = p.positionals[0] as string;
     const trust = await readSiteTrust(str(p, 'site-keys', true), str(p, 'site'));
     const st = await stat(file).catch(() => undefined);
     if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no file ${file}`);
-    if (st.size > RECEIPT_MAX_BYTES) throw new OtiError('ERR_RECEIPT_INVALID', `${file} is larger than a receipt can be`);
-    const v = verifyReceipt(new Uint8Array(await readFile(file)), trust);
+    if (st.size > TLOG_PROOF_MAX_BYTES) throw new OtiError('ERR_RECEIPT_INVALID', `${file} is larger than a receipt can be`);
+    const newerFile = str(p, 'newer');
+    const held = newerFile !== undefined ? await readHeldCheckpoint(newerFile) : undefined;
+    const v = verifyReceipt(receiptBytes(new Uint8Array(await readFile(file))), trust, held !== undefined ? { held } : {});
     const s = receiptSummary(v);
     const what =
       v.entry.body.kind === 'lock-event'
@@ -244,6 +292,9 @@ const receiptVerify: Command = {
         v.roster === 'committed'
           ? '  the checkpoint commits to the roster: neither the gateway nor the lock was revoked at or before it'
           : '  roster NOT committed: the checkpoint predates the roster commitment (protocol 1.0), so a revocation could have been left out',
+        ...((s.otherSignatures as string[]).length > 0 ? [`  the checkpoint also carries signature lines of ${(s.otherSignatures as string[]).join(', ')} (witness cosignatures; not checked here)`] : []),
+        ...(v.newer !== undefined ? [`  which is a prefix of the newer checkpoint size ${v.newer.size} the receipt carries (consistency proof checked)`] : []),
+        ...(v.held !== undefined ? [`  and of the checkpoint you hold, size ${v.held.size}, root ${toHex(v.held.root)} (signature and consistency checked)`] : []),
       ],
     };
   },

@@ -28,7 +28,10 @@ import type { Chain } from '../../ledger/chain.js';
 import type { ChainStore } from '../../ledger/store.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
-import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
+import { decodeReceipt, encodeReceipt, receiptFor } from '../../ledger/receipt.js';
+import type { CosignatureBook } from '../sync/cosignatures.js';
+import { consistencyJson, sizeParam, receiptFormat } from './proof-api.js';
+import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
@@ -86,6 +89,8 @@ export interface LocalApiOptions {
   readonly port: number;
   readonly token?: string | undefined;
   readonly chain: Chain;
+  /** Verified cosignature lines of the chain's checkpoints, added to the checkpoint of a receipt. */
+  readonly cosignatures?: CosignatureBook;
   readonly status: () => GatewayStatusJson;
   readonly metrics: GatewayMetrics;
   /** The peers' chains stored here, listed by /chains and readable with /events?chain=. */
@@ -138,6 +143,8 @@ function statusOf(code: ErrorCode): number {
       return 400;
     case 'ERR_NOT_FOUND':
       return 404;
+    case 'ERR_PROOF_RANGE':
+      return 400;
     case 'ERR_STORE_CLOSED':
     case 'ERR_APPEND_ABORTED':
       return 503;
@@ -292,7 +299,8 @@ export class LocalApi {
     const entry = /^\/events\/([^/]+)$/.exec(path);
     if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
-    if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept);
+    if (receipt !== null) return this.#receipt(decodeId(receipt[1]!), req.headers.accept, url.searchParams);
+    if (path === '/proof/consistency') return json(await consistencyJson(this.#store(url.searchParams.get('chain')), url.searchParams));
     throw new HttpError(404, 'ERR_NOT_FOUND', 'no such endpoint', { path: safePath(path) });
   }
 
@@ -468,10 +476,22 @@ export class LocalApi {
     return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 
-  async #receipt(id: string, accept: string | undefined): Promise<Reply> {
+  /** The receipt with the cosignature lines kept for its checkpoint added to the note (they verify on their own; step 5 ignores them). */
+  #cosigned(receipt: Uint8Array): Uint8Array {
+    const book = this.#opts.cosignatures;
+    if (book === undefined) return receipt;
+    const parts = decodeReceipt(receipt);
+    const note = book.attach(parts.checkpoint);
+    return note === parts.checkpoint ? receipt : encodeReceipt({ ...parts, checkpoint: note });
+  }
+
+  async #receipt(id: string, accept: string | undefined, q: URLSearchParams): Promise<Reply> {
     const index = await this.#indexOf(id);
-    const bytes = await receiptFor(this.#opts.chain, index);
-    if (acceptsCbor(accept)) return { status: 200, type: 'application/cbor', body: bytes };
+    const size = sizeParam(q, 'size', this.#opts.chain.cs.head.size);
+    const format = receiptFormat(q, accept);
+    const bytes = this.#cosigned(await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {}));
+    if (format === 'cbor') return { status: 200, type: 'application/cbor', body: bytes };
+    if (format === 'tlog-proof') return { status: 200, type: 'text/plain; charset=utf-8', body: encodeTlogProof(decodeReceipt(bytes)) };
     const note = decodeReceipt(bytes).checkpoint;
     return json({ id, index, size: parseCheckpoint(note).size, checkpoint: note, receipt: Buffer.from(bytes).toString('base64') });
   }
@@ -562,17 +582,8 @@ function decodeId(segment: string): string {
   }
 }
 
-/** True when the Accept header lists application/cbor (with a non-zero quality). */
-function acceptsCbor(accept: string | undefined): boolean {
-  if (accept === undefined) return false;
-  return accept.split(',').some((part) => {
-    const [type, ...params] = part.split(';').map((s) => s.trim().toLowerCase());
-    return type === 'application/cbor' && !params.some((p) => /^q=0(\.0{0,3})?$/.test(p));
-  });
-}
-
 function toHttpError(e: unknown): HttpError {
-  if (isOtiError(e)) return new HttpError(statusOf(e.code), e.code, e.message);
+  if (isOtiError(e)) return new HttpError(statusOf(e.code), e.code, e.message, e.code === 'ERR_ARGUMENT' && typeof e.details?.['param'] === 'string' ? { param: e.details['param'] } : undefined);
   return new HttpError(500, 'ERR_INTERNAL', 'internal error');
 }
 

@@ -89,7 +89,7 @@ export interface SyncEvents {
   /** The sync view of the peers changed (a pull ended, a refusal, evidence): see peerViews(). */
   peers: [];
   /** A verified cosignature of this gateway's own chain. */
-  cosigned: [{ witness: string; size: number }];
+  cosigned: [{ witness: string; size: number; name: string; key: Uint8Array; checkpoint: SignedCheckpoint }];
   /** The lock signatures of a peer chain are checked up to `size` (its audit; see lockSignatures). */
   audited: [{ origin: string; size: number }];
 }

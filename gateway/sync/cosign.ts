@@ -69,7 +69,7 @@ export class Cosigner {
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: c.origin });
     c.contact(witness);
     this.coverage.record(witness, cp.size, ts);
-    c.emit('cosigned', { witness, size: cp.size });
+    c.emit('cosigned', { witness, size: cp.size, name: wOrigin, key: wm.key, checkpoint: cp });
   }
 
   /** Re-checks cosignatures that waited for their witness's key (or for the own chain). */

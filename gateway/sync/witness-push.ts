@@ -27,7 +27,8 @@ export interface WitnessPushOptions {
   readonly timeoutMs: number;
   /** Resolves once a checkpoint may leave the gateway (the last-checkpoint record covers it). */
   readonly beforeAnnounce?: (cp: SignedCheckpoint) => Promise<void>;
-  readonly onCosigned: (witness: string, size: number, timestampS: number) => void;
+  /** A verified cosignature: `cosigned` is the checkpoint with the witness's line added. */
+  readonly onCosigned: (witness: string, size: number, timestampS: number, cosigned: SignedCheckpoint) => void;
   readonly logger?: Logger;
   readonly now?: () => number;
 }
@@ -110,7 +111,7 @@ export class WitnessPusher {
     const ts = verifyCosignature(cosigned, slot.w.name, slot.w.key, Math.floor((this.#o.now ?? Date.now)() / 1000));
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${slot.w.name} in the answer`);
     slot.known = cp.size;
-    this.#o.onCosigned(slot.w.name, cp.size, ts);
+    this.#o.onCosigned(slot.w.name, cp.size, ts, cosigned);
   }
 }
 

@@ -139,6 +139,8 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   await run('receipt', ['front-door:3', '--out', 'r3.cbor', ...api]);
   const verified = await run('receipt verify', ['r3.cbor', '--site-keys', 'site', '--json']);
   assert.equal(verified.json<{ ctr: number }>().ctr, 3);
+  await run('receipt', ['front-door:3', '--format', 'tlog-proof', '--out', 'r3.tlog-proof', ...api]);
+  assert.equal((await run('receipt verify', ['r3.tlog-proof', '--site-keys', 'site', '--json'])).json<{ ctr: number }>().ctr, 3);
   const chains = await run('verify', ['--data', 'data', '--json']);
   assert.equal(chains.json<{ ok: boolean }>().ok, true);
   const exported = await run('export', ['--data', 'data', '--out', 'tlog', '--json']);
@@ -147,6 +149,11 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.match(await readFile(join(dir, 'tlog', tree.origin, 'checkpoint'), 'utf8'), new RegExp(`^${tree.origin}\n${tree.size}\n`));
   await run('lock rotate', ['--site-dir', 'site', '--id', 'back-door', '--key', toHex(generateKeyPair().publicKey), '--yes', ...api]);
   await run('lock revoke', ['--site-dir', 'site', '--id', 'back-door', '--yes', ...api]);
+  // The chain grew since r3.cbor was made: a consistency proof ties its checkpoint to today's.
+  const r3Size = verified.json<{ checkpointSize: number }>().checkpointSize;
+  const proof = await run('proof consistency', ['--from', String(r3Size), '--out', 'p.json', '--json', ...api]);
+  assert.equal(proof.json<{ checked: boolean }>().checked, true);
+  assert.equal((await run('receipt verify', ['r3.cbor', '--site-keys', 'site', '--newer', 'p.json', '--json'])).json<{ heldSize: number }>().heldSize, proof.json<{ to: number }>().to);
   await run('gateway enroll', ['--site-dir', 'site', '--id', 'gw-spare', '--out', 'gw-spare.bundle.json']);
   await mkdir(join(dir, 'spare'), { mode: 0o700 });
   await run('gateway apply-bundle', ['gw-spare.bundle.json', '--data', 'spare']);

@@ -6,6 +6,12 @@
  * server, the Go program verifies the checkpoint's signature with a signed-note verifier key
  * computed here from the gateway's key, proves and checks every entry's inclusion from the hash
  * tiles and entry bundles, and checks that an older checkpoint is consistent with the newer one.
+ * It also checks receipts the gateway serves as C2SP tlog-proofs (GET /receipts/{id}?format=
+ * tlog-proof, latest and older checkpoint) as detached proofs of the entry bytes, with
+ * cosignature lines made by this project's witness code (gateway/sync/witness.ts cosign, what the
+ * MQTT cosigning and the tlog-witness listener use): note.Open verifies them through a
+ * note.Verifier for C2SP cosignature/v1 written in Go with crypto/ed25519 (note.NewVerifier
+ * knows only Ed25519 signed-note keys and refuses the cosignature key type, which is asserted).
  * Skipped, saying why, when `go` or the Debian Go packages are missing.
  */
 import { test } from 'node:test';
@@ -24,6 +30,8 @@ import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { keyHash, parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import { decodeBundle } from '../../ledger/tiles.js';
+import { cosign, cosignatureKeyId } from '../../gateway/sync/witness.js';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 
 const run = promisify(execFile);
 const GOPATH = '/usr/share/gocode';
@@ -56,6 +64,34 @@ interface GoResult {
 async function goTlog(bin: string, args: string[]): Promise<GoResult> {
   const { stdout } = await run(bin, args);
   return JSON.parse(stdout) as GoResult;
+}
+
+interface GoProofResult {
+  origin: string;
+  size: number;
+  index: number;
+  included: boolean;
+  signatures: string[];
+  cosigners: string[];
+  unverified: string[];
+  noteNewVerifierCosigner?: string;
+}
+
+async function goProof(bin: string, args: string[]): Promise<GoProofResult> {
+  const { stdout } = await run(bin, args);
+  return JSON.parse(stdout) as GoProofResult;
+}
+
+/** A witness: its key name, signer, and C2SP tlog-cosignature verifier key (type 0x04). */
+function witness(name: string): { name: string; signer: Signer; vkey: string } {
+  const signer = new Signer(generateKeyPair().seed);
+  const vkey = `${name}+${Buffer.from(cosignatureKeyId(name, signer.publicKey)).toString('hex')}+${Buffer.concat([Buffer.of(4), signer.publicKey]).toString('base64')}`;
+  return { name, signer, vkey };
+}
+
+/** The tlog-proof with its checkpoint note replaced by `note` (the same checkpoint with cosignature lines added). */
+function withNote(proof: string, note: string): string {
+  return `${proof.slice(0, proof.indexOf('\n\n'))}\n\n${note}`;
 }
 
 /** A static file server for a folder (what any web server does with an `oti export` tree). */
@@ -126,6 +162,49 @@ void test('Go sumdb/note and sumdb/tlog verify the checkpoint, every entry and c
 
   // A key with another name is refused by Go's verifier: the signature check is real.
   await assert.rejects(goTlog(bin, ['-prefix', prefix, '-vkey', vkey.replace(`${origin}+`, `${origin}x+`)]), /checkpoint signature|verifier key/);
+
+  // Receipts as C2SP tlog-proofs, checked by Go as detached proofs of the entry bytes, with
+  // cosignature lines of two witnesses made by this project's cosigning code.
+  const items = ((await (await fetch(`${api}/events?order=asc&limit=20`)).json()) as { items: { id: string; index: number }[] }).items;
+  const item = items.find((i) => i.index === 7)!;
+  const entryB64 = ((await (await fetch(`${api}/events/${encodeURIComponent(item.id)}`)).json()) as { entry: string }).entry;
+  const recordPath = join(dir, 'record');
+  await writeFile(recordPath, Buffer.from(entryB64, 'base64'));
+  const w1 = witness('witness1.example');
+  const w2 = witness('oti/other-site/gw-9');
+  for (const q of ['format=tlog-proof', `format=tlog-proof&size=${old.size}`]) {
+    const res = await fetch(`${api}/receipts/${encodeURIComponent(item.id)}?${q}`);
+    assert.equal(res.status, 200, q);
+    const proof = await res.text();
+    const cp = parseCheckpoint(proof.slice(proof.indexOf('\n\n') + 2));
+    const nowS = Math.floor(Date.now() / 1000);
+    const cosigned = cosign(cosign(cp, w1.signer, w1.name, nowS), w2.signer, w2.name, nowS);
+    const proofPath = join(dir, 'r.tlog-proof');
+    await writeFile(proofPath, withNote(proof, cosigned.note));
+    const checked = await goProof(bin, ['-proof', proofPath, '-record', recordPath, '-vkey', vkey, '-cosigner', w1.vkey, '-cosigner', w2.vkey]);
+    assert.equal(checked.origin, origin, q);
+    assert.equal(checked.index, 7);
+    assert.equal(checked.included, true);
+    assert.equal(checked.size, cp.size);
+    assert.deepEqual(checked.signatures, [origin, w1.name, w2.name], 'note.Open verified the gateway signature and both cosignatures');
+    assert.deepEqual(checked.cosigners, [w1.name, w2.name]);
+    assert.match(String(checked.noteNewVerifierCosigner), /unknown verifier algorithm/, 'note.NewVerifier refuses a cosignature/v1 key');
+    // Without the witness keys, Go leaves the cosignature lines unverified and still checks the rest.
+    assert.deepEqual((await goProof(bin, ['-proof', proofPath, '-record', recordPath, '-vkey', vkey])).unverified, [w1.name, w2.name]);
+    // oti receipt verify reads the same file and names the cosignature lines.
+    const v = await oti(['receipt', 'verify', proofPath, '--site-keys', data, '--json']);
+    assert.equal(v.code, 0, v.stderr);
+    assert.deepEqual((JSON.parse(v.stdout) as { otherSignatures: string[] }).otherSignatures, [w1.name, w2.name]);
+    // A changed cosignature, or another record, is refused by Go.
+    const lines = cosigned.note.split('\n');
+    const last = lines.length - 2;
+    lines[last] = lines[last]!.replace(/.(.{8})$/, (m, rest: string) => `${m[0] === 'A' ? 'B' : 'A'}${rest}`);
+    await writeFile(proofPath, withNote(proof, lines.join('\n')));
+    await assert.rejects(goProof(bin, ['-proof', proofPath, '-record', recordPath, '-vkey', vkey, '-cosigner', w1.vkey, '-cosigner', w2.vkey]), /invalid signature|malformed/);
+    await writeFile(proofPath, withNote(proof, cosigned.note));
+    await writeFile(join(dir, 'other-record'), Buffer.concat([Buffer.from(entryB64, 'base64'), Buffer.of(0)]));
+    await assert.rejects(goProof(bin, ['-proof', proofPath, '-record', join(dir, 'other-record'), '-vkey', vkey]), /record 7/);
+  }
 
   const out = join(dir, 'export');
   const exp = await oti(['export', '--data', data, '--out', out, '--json']);

@@ -3,7 +3,8 @@
  * on 127.0.0.1 replicate each other over MQTT; gw-b serves POST /add-checkpoint (witness.http)
  * and a client written here from the spec submits gw-a's checkpoints to it: every answer the spec
  * names (200 with a cosignature line checked here from tlog-cosignature, 400, 403, 404, 409 with
- * the recorded size as text/x.tlog.size, 422), and the record survives a restart.
+ * the recorded size as text/x.tlog.size, 422), and the record survives a restart. Pushed to
+ * external witnesses, the cosignatures come back in the gateway's receipts (GET /receipts/{id}).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +26,8 @@ import { parseCheckpoint, signCheckpoint, verifyCheckpoint } from '../../ledger/
 import { verifyConsistency } from '../../ledger/merkle.js';
 import { encodeSigned, signStatement } from '../../ledger/roster.js';
 import { chainOrigin } from '../../ledger/chain.js';
+import { verifyReceipt } from '../../ledger/receipt.js';
+import { receiptBytes } from '../../ledger/tlog-proof.js';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
 const sha256 = (...parts: Uint8Array[]): Uint8Array => {
@@ -252,4 +255,21 @@ void test('a gateway pushes its checkpoints to external witnesses (a spec-writte
   assert.equal(tiny.cosigned(), size, 'the spec-written witness cosigned the latest checkpoint');
   const state = JSON.parse(await readFile(join(b.dataDir, 'witness-state.json'), 'utf8')) as { logs: Record<string, { size: number }> };
   assert.equal(state.logs[originA]?.size, size, 'gw-b cosigned it over HTTP');
+
+  // Receipts carry the cosignatures the checkpoint has (issue 19.3): gw-a's receipt of the
+  // enrolment against that checkpoint, as a C2SP tlog-proof, has both witnesses' lines.
+  const items = ((await (await fetch(`http://127.0.0.1:${ports.a.api}/events?order=asc`)).json()) as { items: { id: string; index: number }[] }).items;
+  const enrolment = items.find((i) => i.index === size - 1)!.id;
+  const proof = await (await fetch(`http://127.0.0.1:${ports.a.api}/receipts/${enrolment}?format=tlog-proof`)).text();
+  const note = proof.slice(proof.indexOf('\n\n') + 2);
+  const cp = parseCheckpoint(note);
+  assert.equal(cp.size, size);
+  assert.deepEqual(cp.signatures.map((x) => x.name).sort(), [originA, originB, tiny.name].sort());
+  const line = (name: string): string => `${note.split('\n').find((l) => l.startsWith(`\u2014 ${name} `))!}\n`;
+  assert.ok(cosignatureVerifies(line(tiny.name), note, tiny.name, Buffer.from(tiny.key, 'hex')), 'the external witness\'s line, checked from tlog-cosignature');
+  assert.ok(cosignatureVerifies(line(originB), note, originB, bKey), 'gw-b\'s line');
+  // The receipt with them still verifies with the site keys alone, and in its CBOR form too.
+  assert.equal(verifyReceipt(receiptBytes(Buffer.from(proof)), s.trust).index, size - 1);
+  const cbor = new Uint8Array(await (await fetch(`http://127.0.0.1:${ports.a.api}/receipts/${enrolment}`, { headers: { accept: 'application/cbor' } })).arrayBuffer());
+  assert.equal(verifyReceipt(cbor, s.trust).checkpoint.signatures.length, 3);
 });

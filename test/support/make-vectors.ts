@@ -28,7 +28,8 @@ import { blockHash } from '../../ledger/block.js';
 import { keyHash, signCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain, chainOrigin, type AppendResult } from '../../ledger/chain.js';
-import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
+import { decodeReceipt, receiptFor, verifyReceipt } from '../../ledger/receipt.js';
+import { encodeTlogProof, receiptBytes } from '../../ledger/tlog-proof.js';
 import { memberLeafData } from '../../ledger/roster-commitment.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import { compareWithChain, encodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
@@ -211,6 +212,14 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
     const receipt = await receiptFor(chain, incIndex);
     const verified = verifyReceipt(receipt, trust);
     check(verified.provenance === 'lock-signed' && verified.roster === 'committed', 'receipt');
+    // The same entry against the older checkpoint of block 2, with block 3's and the consistency proof.
+    const olderSize = (await cs.getBlock(2)).checkpoint.size;
+    const receiptOlder = await receiptFor(chain, incIndex, { size: olderSize });
+    const verifiedOlder = verifyReceipt(receiptOlder, trust);
+    check(verifiedOlder.checkpoint.size === olderSize && verifiedOlder.newer?.size === size && verifiedOlder.roster === 'committed', 'receipt against an older checkpoint');
+    const tlogProof = encodeTlogProof(decodeReceipt(receipt));
+    const tlogProofOlder = encodeTlogProof(decodeReceipt(receiptOlder));
+    check(bytesEqual(receiptBytes(Buffer.from(tlogProof)), receipt) && bytesEqual(receiptBytes(Buffer.from(tlogProofOlder)), receiptOlder), 'tlog-proof round trip');
     const rosterTree = chain.sealed.rosterTree;
     const rosterDigest = await rosterTree.digest();
     check(final.roster !== undefined && bytesEqual(final.roster.root, rosterDigest.root), 'roster commitment');
@@ -274,6 +283,17 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
       entryId: 'front-door:1',
       siteKey: hex(siteKey.publicKey),
       receipt: hex(receipt),
+    };
+    out['receiptOlder'] = {
+      description: `receipt of entry front-door:1 (index 4) against the older checkpoint of block 2 (size ${olderSize}), carrying "newer": the checkpoint of block 3 and the consistency proof from ${olderSize} to ${size}`,
+      entryId: 'front-door:1',
+      size: olderSize,
+      receipt: hex(receiptOlder),
+    };
+    out['tlogProof'] = {
+      description: 'the receipt and receiptOlder as C2SP tlog-proofs (c2sp.org/tlog-proof@v1, text); extra is the CBOR receipt map less index, proof and checkpoint, with type oti-receipt-extra',
+      receipt: tlogProof,
+      receiptOlder: tlogProofOlder,
     };
     out['rosterCommitment'] = {
       description: 'the roster commitment of the last checkpoint: its members in (role, id) order, each leaf data = CBOR [role, id, [signed statements]], leaf hash = SHA-256(0x00 || leaf data), RFC 9162 root',

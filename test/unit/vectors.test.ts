@@ -16,6 +16,7 @@ import { isOtiError, ERROR_CODES } from '../../ledger/base/errors.js';
 import { SIGNATURE_CONTEXTS, fingerprint } from '../../ledger/crypto.js';
 import { decodeLockEvent } from '../../ledger/lockevent.js';
 import { parseCoseSign1 } from '../../ledger/cose.js';
+import { SMALL_ORDER_ENCODINGS } from '../../ledger/ed25519.js';
 import { decodeSigned, decodeStatement } from '../../ledger/roster.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
@@ -23,6 +24,7 @@ import { parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { verifyInclusion, verifyConsistency } from '../../ledger/merkle.js';
 import { decodeReceipt, verifyReceipt } from '../../ledger/receipt.js';
 import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
+import { receiptBytes } from '../../ledger/tlog-proof.js';
 
 // @noble/ed25519 v3 brings no SHA-512; hand it node's.
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
@@ -80,6 +82,8 @@ interface Vectors {
   inclusion: { index: number; size: number; leafHash: string; proof: string[]; root: string; walk: { result: string }[] };
   consistency: { oldSize: number; newSize: number; oldRoot: string; newRoot: string; proof: string[] }[];
   receipt: { entryId: string; siteKey: string; receipt: string };
+  receiptOlder: { entryId: string; size: number; receipt: string };
+  tlogProof: { receipt: string; receiptOlder: string };
   evidence: { a: string; b: string; root: string; proof: string[]; evidence: string };
   rejected: { description: string; cbor: string; error: string }[];
 }
@@ -262,8 +266,36 @@ function statementKeys(list: unknown, siteId: string, siteKeys: readonly Uint8Ar
 
 /** A receipt verifier that knows only docs/PROTOCOL.md §Receipts. Returns the provenance. */
 function verifyReceiptFromDocument(receipt: Uint8Array, siteId: string, siteKeys: readonly Uint8Array[]): { provenance: string; lock?: string; ctr?: number } {
-  // 1. the receipt map
   const r = mapOf(receipt);
+  const result = verifyReceiptSteps1To9(r, siteId, siteKeys);
+  // 10. a newer checkpoint: same origin, signed by a gateway key, extended by the consistency proof
+  if (r['newer'] !== undefined) {
+    const n = r['newer'] as Plain;
+    assert.deepEqual(Object.keys(n).sort(), ['checkpoint', 'proof']);
+    const note = parseNote(r['checkpoint'] as string);
+    const newer = parseNote(n['checkpoint'] as string);
+    assert.equal(newer.origin, note.origin);
+    const gatewayKeys = statementKeys(r['gateway'], siteId, siteKeys, 'gateway', note.origin.split('/')[2]!);
+    assert.ok(gatewayKeys.some((k) => noteSignedBy(newer, newer.origin, k)), 'newer checkpoint signed by the gateway');
+    assert.ok(newer.size > note.size && consistencyOk(note.size, newer.size, note.root, newer.root, n['proof'] as Uint8Array[]), 'newer extends the checkpoint');
+  }
+  return result;
+}
+
+/** §Receipts as C2SP tlog-proof, read from the document: the CBOR receipt it stands for. */
+function receiptOfTlogProofFromDocument(text: string): Uint8Array {
+  const split = text.indexOf('\n\n');
+  const head = text.slice(0, split).split('\n');
+  assert.equal(head[0], 'c2sp.org/tlog-proof@v1');
+  const extra = mapOf(new Uint8Array(Buffer.from(/^extra (.+)$/.exec(head[1]!)![1]!, 'base64')));
+  assert.equal(extra['type'], 'oti-receipt-extra');
+  const index = Number(/^index (0|[1-9][0-9]*)$/.exec(head[2]!)![1]);
+  const proof = head.slice(3).map((h) => new Uint8Array(Buffer.from(h, 'base64')));
+  return plainEncode({ ...extra, type: 'oti-receipt', index, proof, checkpoint: text.slice(split + 2) });
+}
+
+function verifyReceiptSteps1To9(r: Plain, siteId: string, siteKeys: readonly Uint8Array[]): { provenance: string; lock?: string; ctr?: number } {
+  // 1. the receipt map
   assert.ok(r['v'] === 1 || r['v'] === 2);
   assert.equal(r['type'], 'oti-receipt');
   const entry = bytesOf(r['entry'], 'entry');
@@ -394,6 +426,7 @@ void test('every encoding decodes strictly and re-encodes to the same bytes', ()
     ...V.entries.map((e): [string, string] => [`entry ${e.index}`, e.entry]),
     ...V.blocks.map((b): [string, string] => [`block ${b.n}`, b.header]),
     ['receipt', V.receipt.receipt],
+    ['receipt against an older checkpoint', V.receiptOlder.receipt],
     ['evidence', V.evidence.evidence],
   ];
   for (const [what, h] of all) {
@@ -537,6 +570,25 @@ void test('the receipt verifies with a minimal verifier written from docs/PROTOC
   assert.throws(() => verifyReceiptFromDocument(bytes, V.site, [hex(V.keys.gateway.publicKey)]));
 });
 
+void test('the receipt against an older checkpoint verifies with the code and from the document (step 10), and ties to the checkpoint of block 3', () => {
+  const siteKeys = [hex(V.receipt.siteKey)];
+  const bytes = hex(V.receiptOlder.receipt);
+  const v = verifyReceipt(bytes, { siteId: V.site, siteKeys }, { ed25519: nobleVerify, held: { checkpoint: V.blocks[3]!.checkpoint } });
+  assert.deepEqual([v.checkpoint.size, v.newer?.size, v.held?.size, v.roster], [V.receiptOlder.size, V.blocks[3]!.first + V.blocks[3]!.count, V.blocks[3]!.first + V.blocks[3]!.count, 'committed']);
+  assert.equal(decodeReceipt(bytes).checkpoint, V.blocks[2]!.checkpoint);
+  assert.deepEqual(verifyReceiptFromDocument(bytes, V.site, siteKeys), { provenance: 'lock-signed', lock: 'front-door', ctr: 1 });
+  // The consistency proof it carries is the 7 -> 10 proof of the consistency vector.
+  assert.deepEqual(decodeReceipt(bytes).newer!.proof.map(toHex), V.consistency.find((c) => c.oldSize === V.receiptOlder.size)!.proof);
+});
+
+void test('the tlog-proof vectors are the receipts in the text form, read from the document alone', () => {
+  for (const [text, cbor] of [[V.tlogProof.receipt, V.receipt.receipt], [V.tlogProof.receiptOlder, V.receiptOlder.receipt]] as const) {
+    assert.equal(toHex(receiptOfTlogProofFromDocument(text)), cbor);
+    assert.equal(toHex(receiptBytes(Buffer.from(text))), cbor);
+    assert.ok(text.endsWith(`\n\n${decodeReceipt(hex(cbor)).checkpoint}`), 'the checkpoint note verbatim');
+  }
+});
+
 void test('the equivocation evidence verifies, with the code and from the document', () => {
   const gw = hex(V.keys.gateway.publicKey);
   const ev = decodeEvidence(hex(V.evidence.evidence));
@@ -560,7 +612,13 @@ void test('the error code table of docs/PROTOCOL.md is ERROR_CODES', () => {
 void test('every hash and the receipt quoted in docs/PROTOCOL.md come from the vectors', () => {
   const hashes = DOC.match(/\b[0-9a-f]{64}\b/g) ?? [];
   assert.ok(hashes.length > 10);
-  for (const h of hashes) assert.ok(VECTORS_TEXT.includes(h), `${h} is not in test/vectors/protocol.json`);
+  const smallOrder = SMALL_ORDER_ENCODINGS.map((e) => toHex(e));
+  for (const h of hashes) assert.ok(VECTORS_TEXT.includes(h) || smallOrder.includes(h), `${h} is not in test/vectors/protocol.json`);
+});
+
+void test('docs/PROTOCOL.md lists the seven small-order encodings the verifier refuses, exactly', () => {
+  const listed = [...DOC.matchAll(/^ {3}\| `([0-9a-f]{64})` \|/gm)].map((m) => m[1]);
+  assert.deepEqual(listed, SMALL_ORDER_ENCODINGS.map((e) => toHex(e)));
   const block = /```receipt-hex\n([0-9a-f\n]+)```/.exec(DOC);
   assert.ok(block !== null, 'the worked example quotes the receipt');
   assert.equal(block[1]!.replace(/\n/g, ''), V.receipt.receipt);
