@@ -302,7 +302,7 @@ export class Gateway {
     log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
     if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
     else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
-    this.verifyInBackground(chain, pool, opts.onFatal);
+    this.verifyInBackground(store, chain, pool, opts.onFatal);
     sync.attachChain(chain);
     if (config.witness.http.enabled) {
       const w = config.witness.http;
@@ -346,7 +346,7 @@ export class Gateway {
         const from = appliedTo.get(origin) ?? 0;
         appliedTo.set(origin, size);
         const replica = await sync.replica(origin);
-        for (let i = from; i < size; i += 1024) await applyPrivacyEntries(privacy.store, await replica.cs.entryRange(i, Math.min(size, i + 1024)));
+        for (let i = from; i < size; i += 1024) await applyPrivacyEntries(privacy.store, await replica.entryRange(i, Math.min(size, i + 1024)));
       })().catch((e: unknown) => this.stopping === undefined && log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
     });
     let destroyed = await applyStoredShreds(chain, privacy.store);
@@ -613,17 +613,16 @@ export class Gateway {
     });
   }
 
-  private verifyInBackground(chain: Chain, pool: SignaturePool, onFatal?: (e: Error) => void): void {
+  private verifyInBackground(store: LedgerStore, chain: Chain, pool: SignaturePool, onFatal?: (e: Error) => void): void {
     const started = performance.now();
-    const store = chain.cs.store;
     const generation = store.generation;
-    verifyChain(chain.cs, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
+    verifyChain(chain, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
       (r) => this.log.info({ entries: r.entries, lockSignatures: r.lockSignatures, ms: Math.round(performance.now() - started) }, `verified ${r.entries} entries and ${r.lockSignatures} lock signatures`),
       (e: unknown) => {
         if (this.stopping !== undefined) return; // the pool and store were closed under it
         if (!isOtiError(e) && (store.waitingForSpace || store.generation !== generation)) {
           // The store was reopened after a full disk, closing the verification's iterators.
-          this.verifyInBackground(chain, pool, onFatal);
+          this.verifyInBackground(store, chain, pool, onFatal);
           return;
         }
         onFatal?.(e as Error);

@@ -179,7 +179,7 @@ export function verifyReceipt(bytes: Uint8Array, trust: SiteTrust, opts: { ed255
 export async function receiptFor(chain: Chain, index: number): Promise<Uint8Array> {
   const { checkpoint: cp, rosterTree } = chain.sealed;
   if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
-  const entryBytes = await chain.cs.getEntry(index);
+  const entryBytes = await chain.entry(index);
   const entry = decodeEntry(entryBytes);
   const gatewayId = parseOrigin(chain.origin).gatewayId;
   const gw = rosterTree.member('gateway', gatewayId);
@@ -193,7 +193,7 @@ export async function receiptFor(chain: Chain, index: number): Promise<Uint8Arra
   return encodeReceipt({
     entry: entryBytes,
     index,
-    proof: await inclusionProof(chain.cs, index, cp.size),
+    proof: await inclusionProof(chain, index, cp.size),
     checkpoint: cp.note,
     gateway: gw.history,
     ...(lock !== undefined ? { lock } : {}),

@@ -25,7 +25,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { HealthBoard } from './health.js';
 import type { Chain } from '../../ledger/chain.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
 import { decodeReceipt, receiptFor } from '../../ledger/receipt.js';
@@ -89,7 +89,7 @@ export interface LocalApiOptions {
   readonly status: () => GatewayStatusJson;
   readonly metrics: GatewayMetrics;
   /** The peers' chains stored here, listed by /chains and readable with /events?chain=. */
-  readonly peers?: () => readonly ChainStore[];
+  readonly peers?: () => readonly ChainReader[];
   /** Drivers (by id) that must be running or degraded for /health to be ok. Default: none. */
   readonly requiredDrivers?: readonly string[];
   /** The gateway's health conditions (gateway/api/health.ts), shown by /health and /status. */
@@ -288,7 +288,7 @@ export class LocalApi {
     }
     if (path === '/chains') return json({ chains: this.#chains() });
     if (path === '/events') return json(await this.#events(url.searchParams, role));
-    if (path.startsWith(TLOG_PREFIX)) return tlogRoute(path, [this.#opts.chain.cs, ...(this.#opts.peers?.() ?? [])]);
+    if (path.startsWith(TLOG_PREFIX)) return tlogRoute(path, [this.#opts.chain, ...(this.#opts.peers?.() ?? [])]);
     const entry = /^\/events\/([^/]+)$/.exec(path);
     if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
@@ -411,15 +411,15 @@ export class LocalApi {
   }
 
   #chains(): { origin: string; role: string; size: number }[] {
-    const own = this.#opts.chain.cs;
-    return [own, ...(this.#opts.peers?.() ?? [])].map((cs) => ({ origin: cs.origin, role: cs.role, size: cs.head.size }));
+    const own = this.#opts.chain;
+    return [own, ...(this.#opts.peers?.() ?? [])].map((c) => ({ origin: c.origin, role: c.role, size: c.head.size }));
   }
 
   /** The chain a request names with `chain=` (own chain when absent). */
-  #store(origin: string | null): ChainStore {
-    const own = this.#opts.chain.cs;
+  #store(origin: string | null): ChainReader {
+    const own = this.#opts.chain;
     if (origin === null || origin === own.origin) return own;
-    const peer = this.#opts.peers?.().find((cs) => cs.origin === origin);
+    const peer = this.#opts.peers?.().find((c) => c.origin === origin);
     if (peer === undefined) throw new HttpError(404, 'ERR_NOT_FOUND', 'no such chain is stored here', { param: 'chain' });
     return peer;
   }
@@ -464,7 +464,7 @@ export class LocalApi {
 
   async #entry(id: string, role: Role): Promise<EntryJson> {
     const index = await this.#indexOf(id);
-    const bytes = await this.#opts.chain.cs.getEntry(index);
+    const bytes = await this.#opts.chain.entry(index);
     return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 

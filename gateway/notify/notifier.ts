@@ -119,7 +119,7 @@ export class MqttNotifier {
     this.enqueue(async () => {
       const from = Math.max(ev.from, ev.to - (this.o.retainMax ?? 1000));
       if (from >= ev.to) return;
-      const raws = await this.o.chain.cs.entryRange(from, ev.to);
+      const raws = await this.o.chain.entryRange(from, ev.to);
       for (const raw of raws) {
         const body = decodeEntry(raw).body;
         if (body.kind !== 'lock-event') continue;

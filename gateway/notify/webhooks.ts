@@ -460,7 +460,7 @@ class HookWorker {
     if (from >= end) return undefined;
     const entries: WebhookEntry[] = [];
     let bytes = 0;
-    for (const [i, raw] of (await chain.cs.entryRange(from, end)).entries()) {
+    for (const [i, raw] of (await chain.entryRange(from, end)).entries()) {
       const e: WebhookEntry = { ...entryJson(from + i, raw), receipt: Buffer.from(await receiptFor(chain, from + i)).toString('base64') };
       bytes += JSON.stringify(e).length + 1;
       if (entries.length > 0 && bytes > BATCH_MAX_BYTES) break;
