@@ -22,7 +22,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isLoopbackHost } from '../config/config.js';
 import { capConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import type { HealthBoard } from './health.js';
 import type { Chain } from '../../ledger/chain.js';
 import type { ChainReader } from '../../ledger/reader.js';
