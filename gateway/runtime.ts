@@ -94,7 +94,6 @@ export interface StartOptions {
 
 /** The parts a running gateway reads for its status; all of them exist once start() resolves. */
 interface Parts {
-  readonly config: GatewayConfig;
   readonly identity: Identity;
   readonly startedAt: number;
   readonly chain: Chain;
@@ -497,7 +496,7 @@ async function compose(c: Composition): Promise<Parts> {
     demoWatch = demo.watch;
   }
 
-  const parts = { config, identity: id, startedAt: c.startedAt, chain, broker, sync, ingest, drivers, notifier, webhooks, uplink };
+  const parts = { identity: id, startedAt: c.startedAt, chain, broker, sync, ingest, drivers, notifier, webhooks, uplink };
   const api = await stages.start(
     'local API',
     () =>
