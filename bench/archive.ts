@@ -80,8 +80,8 @@ async function buildSite(i: number, dir: string): Promise<SiteChain> {
   await chain.flush();
   const messages: Buffer[] = [];
   for (let n = 0; n <= chain.head.n; n++) {
-    const b = await chain.cs.getBlock(n);
-    const entries = await chain.cs.entryRange(b.header.first, b.header.first + b.header.count);
+    const b = await chain.block(n);
+    const entries = await chain.entryRange(b.header.first, b.header.first + b.header.count);
     messages.push(Buffer.from(encodeRange({ id: n, chain: chain.origin, first: b.header.first, entries, blocks: [{ h: b.headerBytes, cp: b.checkpoint.note }], end: true })));
   }
   const origin = chain.origin;

@@ -154,7 +154,7 @@ async function main(): Promise<void> {
     console.log(`oti catch-up CPU (both gateways and the broker share this process): ${JSON.stringify({ ...cpu, ...mem })}`);
     console.log(`oti: ${total} entries verified against the signed checkpoints and stored in ${round(otiSecs, 2)} s: ${Math.round(otiRate)} entries/s`);
     console.log(`oti: every lock signature audited ${round(auditSecs, 2)} s after the start: ${Math.round(auditRate)} entries/s end to end`);
-    const entries = await chainA.cs.entryRange(0, total);
+    const entries = await chainA.entryRange(0, total);
     await nodeB.stop();
     await nodeA.stop();
     await broker.close();

@@ -87,7 +87,8 @@ async function main(): Promise<void> {
     let t = performance.now();
     await fill(b);
     const fillS = (performance.now() - t) / 1000;
-    const cs = b.chain.cs;
+    // The raw floor reads the store's chunks directly (the ledger's own layout, ledger/store.ts).
+    const cs = await b.store.chain(b.chain.origin, 'self');
     const size = cs.head.size;
     const fullTiles = Math.floor(size / TILE_WIDTH);
     console.log(`  chain of ${size} entries written in ${round(fillS)} s`);

@@ -451,7 +451,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private async storedHash(ev: ReceivedEvent, payload: Uint8Array): Promise<Uint8Array | undefined> {
     const index = await this.chain.indexOf(`${ev.lock}:${ev.ctr}`);
     if (index === undefined) return undefined;
-    const bytes = await this.chain.cs.getEntry(index);
+    const bytes = await this.chain.entry(index);
     const body = decodeEntry(bytes).body;
     if (body.kind !== 'lock-event') return undefined;
     const stored = body.prov === 'lock-signed' ? body.parsed.payload : body.eventBytes;

@@ -5,6 +5,10 @@
  */
 import { pino, type Logger, type Level } from 'pino';
 
+/**
+ * The one logger type of the gateway (and the archive): every part takes a `Logger`, usually a
+ * `log.child({ part })` of the one made in main.ts, and none imports pino itself.
+ */
 export type { Logger };
 
 const REDACT = ['token', 'secret', 'password', 'passphrase', 'seed', 'privateKey', 'authorization', '*.token', '*.secret', '*.password', '*.passphrase', '*.seed', '*.privateKey', '*.authorization', 'headers.authorization'];
@@ -29,4 +33,9 @@ function human(line: string): string {
   } catch {
     return line;
   }
+}
+
+/** A logger that writes nothing: the default of parts started without one (tests, tools). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
 }

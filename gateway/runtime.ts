@@ -1,66 +1,64 @@
 /**
- * The gateway runtime: everything `npm start` runs, started in dependency order and stopped in
- * the reverse one. The order is explicit, and each part is given what it needs when it is made:
+ * The gateway runtime: everything `npm start` runs. This file only composes: compose() below
+ * starts the parts one after the other, each through `stages.start(name, start, stop)`, so the
+ * start order is the order of the lines and the stop order is its reverse (gateway/stages.ts).
+ * Each part is given what it needs when it is made; what the parts do lives in the parts.
  *
- *   identity (Gateway.start, before the Gateway exists) → store, signature pool → broker → sync
- *   (no chain yet) → discovery (its revocation check reads the rosters sync holds) → recovery of
- *   the own chain (gateway/sync/recovery.ts: peers first; read-only while the ledger is behind the
- *   last-checkpoint record) → chain → notifications → drivers → ingest → local API; plus the
- *   demo's simulated locks when configured.
+ *   identity (config/first-start.ts: ports free, data folder, bundle on first start)
+ *   → store, signature pool → broker → last-checkpoint record → sync (no chain yet)
+ *   → discovery (its revocation check reads the rosters sync holds) → sync links
+ *   → recovery of the own chain (sync/recovery.ts: peers first; read-only while the ledger is
+ *     behind the last-checkpoint record) → own chain (own-chain.ts) → witness listener and pusher
+ *   → privacy (erasures applied before anything is served) → ingest → notifications (external
+ *     broker, MQTT notifier, Home Assistant) → metrics → webhooks → uplink → drivers → demo
+ *   → local API.
  *
- * Stopping: the drivers stop taking events first (locks keep what is not acknowledged), the
- * pipeline answers what it holds, the chain is flushed, then notifications, the API, the broker
- * and the store close. The whole stop is bounded by the caller (main.ts gives it 5 s).
+ * Stopping (main.ts bounds it to 5 s): the API and the drivers stop taking events first (locks
+ * keep what is not acknowledged), events waiting for disk space are given up, the pipeline
+ * answers what it holds, then the chain's readers (uplink, webhooks, notifications, privacy,
+ * witnesses), the chain is flushed, then discovery, sync, the broker and the store close.
  */
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
-import { applyBundle } from './config/bundle.js';
-import { Discovery } from './discovery/discovery.js';
-import { CosignatureBook } from './sync/cosignatures.js';
-import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync/node.js';
-import type { EvidenceView, PeerView } from './sync/view.js';
-import { gatewayCredentialVerifier } from './broker/credentials.js';
 import { cpus } from 'node:os';
-import { LedgerStore } from '../ledger/store.js';
-import { Chain } from '../ledger/chain.js';
+import { createRequire } from 'node:module';
 import { SignaturePool } from '../ledger/sigpool.js';
-import { verifyChain } from '../ledger/verify.js';
-import { fingerprint } from '../ledger/crypto.js';
-import { ED25519_VERIFIER } from '../ledger/ed25519.js';
-import { OtiError, isOtiError } from '../ledger/base/errors.js';
+import { Signer, fingerprint } from '../ledger/crypto.js';
+import { chainOrigin, type Chain } from '../ledger/chain.js';
+import { isOtiError } from '../ledger/base/errors.js';
 import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
 import { BleDriver } from '../drivers/ble.js';
+import { Stages } from './stages.js';
 import { Ingest } from './ingest.js';
+import { openStore, openOwnChain, pauseWhileDiskFull, verifyInBackground } from './own-chain.js';
+import { logDiscovery, logIngest, logSync } from './event-log.js';
+import { nextSteps } from './next-steps.js';
+import { Demo } from './demo.js';
+import type { Logger } from './log.js';
+import { prepareIdentity } from './config/first-start.js';
+import type { Identity } from './config/identity.js';
+import type { GatewayConfig } from './config/config.js';
 import { Broker } from './broker/broker.js';
 import { TopicMap } from './broker/topics.js';
+import { gatewayCredentialVerifier } from './broker/credentials.js';
+import { Discovery } from './discovery/discovery.js';
+import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync/node.js';
+import { CosignatureBook } from './sync/cosignatures.js';
+import type { EvidenceView, PeerView } from './sync/view.js';
+import { CheckpointRecord, readLastCheckpoint } from './sync/checkpoint-record.js';
+import { recoverBeforeAppending } from './sync/recovery.js';
+import { startWitnessListener, siteLogKeys } from './sync/witness-listener.js';
+import { WitnessPusher, externalWitnesses } from './sync/witness-push.js';
+import { Uplink, type UplinkStatus } from './sync/uplink.js';
 import { MqttNotifier } from './notify/notifier.js';
 import { HomeAssistantBridge } from './notify/homeassistant.js';
 import { ExternalBroker, FanOut } from './notify/external-broker.js';
-import { nextSteps } from './next-steps.js';
-import { checkPortsFree, type PortUse } from './config/port-check.js';
-import { loadOrCreateIdentity, ensureDataDir, type Identity } from './config/identity.js';
-import { CheckpointRecord, readLastCheckpoint } from './sync/checkpoint-record.js';
-import { recoverBeforeAppending } from './sync/recovery.js';
-import { startWaitingApi } from './api/waiting-api.js';
-import type { GatewayConfig } from './config/config.js';
-import type { Logger } from './log.js';
-import { Demo } from './demo.js';
+import { WebhookDispatcher, type WebhookStatus } from './notify/webhooks.js';
 import { GatewayMetrics } from './api/metrics.js';
 import { HealthBoard } from './api/health.js';
 import { LocalApi } from './api/server.js';
-import { WebhookDispatcher, type WebhookStatus } from './notify/webhooks.js';
-import { Uplink, type UplinkStatus } from './sync/uplink.js';
-import { createRequire } from 'node:module';
-import { readKeyringFile, readPublicPrivacyFile, type PrivacyPublicKey } from '../ledger/privacy.js';
-import { PersonKeyStore, PrivacyReader, applyPrivacyEntries, applyStoredShreds, followChain } from './api/persons.js';
-import { startWitnessListener, siteLogKeys } from './sync/witness-listener.js';
-import { WitnessPusher, externalWitnesses } from './sync/witness-push.js';
-import { Signer } from '../ledger/crypto.js';
-
-/** Privacy files in the data folder (docs/PRIVACY.md): the site's privacy public keys, and optionally the keyring. */
-export const PRIVACY_PUBLIC_FILE = 'privacy.json';
-export const PRIVACY_KEYRING_FILE = 'privacy.key';
+import { startWaitingApi } from './api/waiting-api.js';
+import { openPrivacy, applyErasures } from './api/privacy-setup.js';
 
 const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
@@ -95,6 +93,101 @@ export interface StartOptions {
   readonly onFatal?: (e: Error) => void;
 }
 
+/** The parts a running gateway reads for its status; all of them exist once start() resolves. */
+interface Parts {
+  readonly identity: Identity;
+  readonly startedAt: number;
+  readonly chain: Chain;
+  readonly broker: Broker;
+  readonly sync: SyncNode;
+  readonly ingest: Ingest;
+  readonly drivers: readonly LockDriver[];
+  readonly notifier: MqttNotifier | undefined;
+  readonly webhooks: WebhookDispatcher | undefined;
+  readonly uplink: Uplink | undefined;
+  /** On the first start (identity created or bundle applied): what to try next, to print once. */
+  readonly nextSteps: string[] | undefined;
+}
+
+/** What compose() works with: the identity and the means to start and stop. */
+interface Composition {
+  readonly config: GatewayConfig;
+  readonly log: Logger;
+  readonly identity: Identity;
+  readonly firstStart: boolean;
+  readonly startedAt: number;
+  readonly opts: StartOptions;
+  readonly stages: Stages;
+  /** Every part reports what stops it doing its job here; /health, /status and metrics read it. */
+  readonly health: HealthBoard;
+  /** Aborted by stop(): a start-up that waits (for the ledger) gives up, late failures are not reported. */
+  readonly stopping: AbortSignal;
+}
+
+export class Gateway {
+  readonly #parts: Parts;
+  readonly #stages: Stages;
+  readonly #stopping: AbortController;
+
+  private constructor(parts: Parts, stages: Stages, stopping: AbortController) {
+    this.#parts = parts;
+    this.#stages = stages;
+    this.#stopping = stopping;
+  }
+
+  /** Starts everything; on failure, stops what had started and rethrows. */
+  static async start(config: GatewayConfig, log: Logger, opts: StartOptions = {}): Promise<Gateway> {
+    const { identity, firstStart } = await prepareIdentity(config, log, opts);
+    const stages = new Stages(log);
+    const stopping = new AbortController();
+    try {
+      const parts = await compose({ config, log, identity, firstStart, startedAt: Date.now(), opts, stages, health: new HealthBoard(), stopping: stopping.signal });
+      return new Gateway(parts, stages, stopping);
+    } catch (e) {
+      stopping.abort();
+      await stages.stop().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  get nextSteps(): string[] | undefined {
+    return this.#parts.nextSteps;
+  }
+
+  status(): GatewayStatus {
+    return gatewayStatus(this.#parts);
+  }
+
+  /** Stops in reverse start order; each part is stopped even if an earlier one failed. */
+  stop(): Promise<void> {
+    this.#stopping.abort();
+    return this.#stages.stop();
+  }
+}
+
+/** What GET /status, `oti status` and the start-up line report (docs/API.md §GET /status). */
+function gatewayStatus(p: Omit<Parts, 'nextSteps'>): GatewayStatus {
+  const { identity, chain, broker, ingest, drivers, notifier, webhooks, sync, uplink } = p;
+  const cp = chain.checkpoint;
+  const bs = broker.stats();
+  return {
+    site: identity.trust.siteId,
+    gateway: identity.gatewayId,
+    version: VERSION,
+    key: fingerprint(identity.key.publicKey),
+    startedAt: p.startedAt,
+    chain: { origin: chain.origin, size: chain.size, blocks: chain.head.n + 1, checkpoint: cp?.note },
+    ingest: { depth: ingest.depth },
+    broker: { port: broker.port, ...(broker.tlsPort !== undefined ? { tlsPort: broker.tlsPort } : {}), clients: bs.clients },
+    drivers: drivers.map((d) => d.status()),
+    notifications: { pending: notifier?.pending ?? 0, dropped: notifier?.dropped ?? 0 },
+    webhooks: webhooks?.status() ?? [],
+    peers: sync.peerViews(),
+    sync: { quorum: sync.quorum, confirmed: sync.coverage.confirmedSize, compromised: sync.compromised(), evidence: sync.evidence() },
+    ...(uplink !== undefined ? { uplink: uplink.status() } : {}),
+  };
+}
+
 /** The address this process reaches its own broker at. */
 function localHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
@@ -107,577 +200,337 @@ async function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-/**
- * A gateway without an identity applies its provisioning bundle if there is one (an installer
- * copied it to the SD card's boot partition). A bad, tampered or expired bundle stops start-up:
- * falling back to a development site would run an unenrolled gateway. Once an identity exists
- * the bundle is never looked at again (an old bundle that has since expired must not stop an
- * enrolled gateway).
- */
-async function applyBundleOnFirstStart(config: GatewayConfig, log: Logger, passphrase: string | undefined): Promise<boolean> {
-  const bundle = config.provisioning.bundle;
-  if (existsSync(join(config.dataDir, 'site.json')) || !existsSync(bundle)) return false;
-  const r = await applyBundle(bundle, config.dataDir, { now: Date.now(), ...(passphrase !== undefined ? { passphrase } : {}) });
-  log.info({ site: r.siteId, gateway: r.gatewayId, siteKeys: r.siteKeyFingerprints, key: r.gatewayKeyFingerprint }, `provisioning bundle ${bundle} applied: gateway ${r.gatewayId} of site ${r.siteId}`);
-  if (r.appliedPath === undefined) log.warn({ bundle }, `could not rename ${bundle} after applying it; delete it (it holds the gateway's private key)`);
-  return true;
+/** The drivers the configuration asks for: every serial port, and BLE unless disabled. */
+function configuredDrivers(config: GatewayConfig, gatewayId: string): LockDriver[] {
+  const drivers: LockDriver[] = config.serial.ports.map(
+    (p) => new SerialDriver({ path: p.path, baudRate: p.baudRate, maxFrameBytes: p.maxFrameBytes, reconnectMinMs: p.reconnectMinMs, reconnectMaxMs: p.reconnectMaxMs, gatewayId, window: config.ingest.window }),
+  );
+  if (config.ble.enabled) drivers.push(new BleDriver({ gatewayId, window: config.ingest.window, maxConnections: config.ble.maxConnections, scanWatchdogMs: config.ble.scanWatchdogMs }));
+  return drivers;
 }
 
-/** The ports the gateway listens on, with the configuration key that sets each. */
-function listenPorts(config: GatewayConfig): PortUse[] {
-  const { broker: b, api } = config;
-  return [
-    { key: 'broker.port', host: b.host, port: b.port },
-    ...(b.tls.cert !== undefined && b.tls.key !== undefined ? [{ key: 'broker.tls.port', host: b.host, port: b.tls.port }] : []),
-    { key: 'api.port', host: api.host, port: api.port },
-  ];
-}
+/** Starts the parts in order (see the top of this file); returns what status() reads. */
+async function compose(c: Composition): Promise<Parts> {
+  const { config, log, identity: id, stages, health, opts } = c;
+  const b = config.broker;
 
-export class Gateway {
-  readonly startedAt = Date.now();
-  private readonly closers: Array<{ name: string; close: () => Promise<void> }> = [];
-  private stopping: Promise<void> | undefined;
-  readonly drivers: LockDriver[] = [];
-  /** Every part reports what stops it doing its job here; /health, /status and metrics read it. */
-  readonly health = new HealthBoard();
-  /** Verified cosignature lines of the own chain's checkpoints, for receipts (gateway/sync/cosignatures.ts). */
-  readonly cosignatures = new CosignatureBook();
-  /** Aborted by stop(): a start-up that waits (for the ledger) gives up. */
-  readonly #stopSignal = new AbortController();
-  #chain: Chain | undefined;
-  broker!: Broker;
-  ingest!: Ingest;
-  notifier!: MqttNotifier;
-  metrics!: GatewayMetrics;
-  webhooks: WebhookDispatcher | undefined;
-  uplink: Uplink | undefined;
-  discovery: Discovery | undefined;
-  sync: SyncNode | undefined;
-  apiUrl = '';
-  /** On the first start (identity created or bundle applied): what to try next, to print once. */
-  nextSteps: string[] | undefined;
+  const store = await stages.start('store', () => openStore(join(config.dataDir, 'ledger'), health, log), (s) => s.close());
+  // Elastic: signatures are checked on the main thread while the load is light, on worker
+  // threads (started then, stopped when idle) when it is not (ledger/sigpool.ts).
+  const pool = await stages.start('signature pool', () => new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)), { elastic: { inlineMaxPerS: 2000, idleMs: 60_000 } }), (p) => p.close());
 
-  private constructor(
-    readonly config: GatewayConfig,
-    private readonly log: Logger,
-    readonly identity: Identity,
-    /** This start made the identity (a development site, or a bundle applied): next steps are printed. */
-    private readonly firstStart: boolean,
-  ) {}
+  // The broker checks peer gateways' logins against the rosters sync holds, and sync links to the
+  // broker's port: the broker is started first and reads sync's rosters once sync exists (no
+  // gateway is refused, and none is on a roster, before that).
+  let rosters: SyncNode | undefined;
+  const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);
+  const broker = await stages.start(
+    'broker',
+    () =>
+      Broker.start({
+        site: id.trust.siteId,
+        host: b.host,
+        port: b.port,
+        allowAnonymous: b.allowAnonymous,
+        maxMessageBytes: b.maxMessageBytes,
+        rateLimit: b.rateLimit,
+        sessions: b.sessions,
+        ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
+        usersFile: b.usersFile,
+        // Peer gateways log in with credentials signed by their own key (gateway/broker/credentials.ts).
+        verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => rosters?.isRefusedGateway(gw, key) ?? false }),
+        // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
+        isRosterGateway: (gw) => rosters?.isRosterGateway(gw) ?? false,
+        retained: b.retained,
+        login: b.login,
+        haPrefix: config.notifications.homeAssistant.prefix,
+        logger: log.child({ part: 'broker' }),
+      }),
+    (br) => br.close(),
+  );
+  log.info({ host: b.host, port: broker.port, tlsPort: broker.tlsPort }, `MQTT broker listening on ${b.host}:${broker.port}${broker.tlsPort !== undefined ? ` (TLS on ${broker.tlsPort})` : ''}`);
 
-  /** Starts everything; on failure, stops what had started and rethrows. */
-  static async start(config: GatewayConfig, log: Logger, opts: StartOptions = {}): Promise<Gateway> {
-    const { identity, firstStart } = await Gateway.loadIdentity(config, log, opts);
-    const g = new Gateway(config, log, identity, firstStart);
-    try {
-      await g.run(opts);
-    } catch (e) {
-      await g.stop().catch(() => undefined);
-      throw e;
-    }
-    return g;
-  }
+  // The last checkpoint this gateway signed, recorded outside the ledger (sync/checkpoint-record.ts).
+  const lastCheckpoint = await readLastCheckpoint(config.dataDir, chainOrigin(id.trust.siteId, id.gatewayId), id.key.publicKey);
+  const record = await stages.start(
+    'last-checkpoint record',
+    () => new CheckpointRecord(config.dataDir, lastCheckpoint, (e) => log.warn({ err: e }, `could not write ${config.dataDir}/last-checkpoint.json (retrying; checkpoints are published once it is written)`)),
+    (r) => r.close(),
+  );
 
-  /** The own chain, once start-up has opened it (ERR_LEDGER_LOST before: the ledger is not ready). */
-  get chain(): Chain {
-    if (this.#chain === undefined) throw new OtiError('ERR_LEDGER_LOST', 'the chain is not open (the gateway is starting or waiting for its ledger)');
-    return this.#chain;
-  }
-
-  /** The data folder, a provisioning bundle applied on first start, and the identity. */
-  private static async loadIdentity(config: GatewayConfig, log: Logger, opts: StartOptions): Promise<{ identity: Identity; firstStart: boolean }> {
-    // Before anything is written (a development site, an applied bundle): a busy port stops here.
-    await checkPortsFree(listenPorts(config));
-    try {
-      await ensureDataDir(config.dataDir);
-    } catch (e) {
-      throw new OtiError('ERR_CONFIG', `dataDir: ${(e as Error).message}`, { key: 'dataDir', allowed: 'a folder this user can create and write', got: config.dataDir, origin: 'dataDir' }, { cause: e });
-    }
-    const bundleApplied = await applyBundleOnFirstStart(config, log, opts.bundlePassphrase);
-    const id = await loadOrCreateIdentity(config.dataDir, opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {});
-    if (id.created) log.warn({ dataDir: config.dataDir }, `created a development site "${id.trust.siteId}" and gateway "${id.gatewayId}" in ${config.dataDir} (for development only: installers enrol gateways with oti)`);
-    log.info({ dataDir: config.dataDir, site: id.trust.siteId, gateway: id.gatewayId, key: fingerprint(id.key.publicKey) }, `data folder ${config.dataDir}`);
-    return { identity: id, firstStart: id.created || bundleApplied };
-  }
-
-  private onStop(name: string, close: () => Promise<void>): void {
-    this.closers.push({ name, close });
-  }
-
-  private async run(opts: StartOptions): Promise<void> {
-    const { config, log, identity: id } = this;
-    const store = await this.openStore(join(config.dataDir, 'ledger'));
-    this.onStop('store', () => store.close());
-    // Elastic: signatures are checked on the main thread while the load is light, on worker
-    // threads (started then, stopped when idle) when it is not (ledger/sigpool.ts).
-    const pool = new SignaturePool(Math.max(1, Math.min(4, cpus().length - 1)), { elastic: { inlineMaxPerS: 2000, idleMs: 60_000 } });
-    this.onStop('signature pool', () => pool.close());
-
-    const topics = new TopicMap(id.trust.siteId, config.notifications.homeAssistant.prefix);
-    const b = config.broker;
-    this.broker = await Broker.start({
-      site: id.trust.siteId,
-      host: b.host,
-      port: b.port,
-      allowAnonymous: b.allowAnonymous,
-      maxMessageBytes: b.maxMessageBytes,
-      rateLimit: b.rateLimit,
-      sessions: b.sessions,
-      ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),
-      usersFile: b.usersFile,
-      // Peer gateways log in with credentials signed by their own key (gateway/broker/credentials.ts).
-      verifyGatewayCredential: gatewayCredentialVerifier({ trust: id.trust, isRefused: (gw, key) => this.sync?.isRefusedGateway(gw, key) ?? false }),
-      // Retained messages under another gateway's chain only for gateways on a roster this gateway holds.
-      isRosterGateway: (gw) => this.sync?.isRosterGateway(gw) ?? false,
-      retained: b.retained,
-      login: b.login,
-      haPrefix: config.notifications.homeAssistant.prefix,
-      logger: log.child({ part: 'broker' }),
-    });
-    this.onStop('broker', () => this.broker.close());
-    log.info({ host: b.host, port: this.broker.port, tlsPort: this.broker.tlsPort }, `MQTT broker listening on ${b.host}:${this.broker.port}${this.broker.tlsPort !== undefined ? ` (TLS on ${this.broker.tlsPort})` : ''}`);
-
-    // The last checkpoint this gateway signed, recorded outside the ledger (checkpoint-record.ts).
-    const origin = `oti/${id.trust.siteId}/${id.gatewayId}`;
-    const lastCheckpoint = await readLastCheckpoint(config.dataDir, origin, id.key.publicKey);
-    const record = new CheckpointRecord(config.dataDir, lastCheckpoint, (e) => log.warn({ err: e }, `could not write ${config.dataDir}/last-checkpoint.json (retrying; checkpoints are published once it is written)`));
-    this.onStop('last-checkpoint record', () => record.close());
-
-    // Sync: links to this gateway's broker and to each peer's; a restored or re-flashed gateway
-    // first recovers its own chain from the peers, so that it never forks it.
-    const externals = externalWitnesses(config.witness);
-    this.sync = new SyncNode({
-      externalQuorum: config.witness.externalQuorum,
-      store,
-      trust: id.trust,
-      gatewayId: id.gatewayId,
-      key: id.key,
-      enrolment: id.enrolment,
-      pool,
-      brokers: [`mqtt://${localHost(b.host)}:${this.broker.port}`, ...config.discovery.staticPeers.map((p) => `mqtt://${p.host}:${p.port}`)],
-      maxMessageBytes: Math.min(b.maxMessageBytes, DEFAULT_SYNC_MESSAGE_BYTES),
-      ...(config.sync.quorum !== undefined ? { quorum: config.sync.quorum } : {}),
-      lockSignatures: config.sync.lockSignatures,
-      logger: log.child({ part: 'sync' }),
-      // A checkpoint reaches peers only once recorded: never ahead of the record.
-      beforeAnnounce: (cp) => record.covering(cp.size),
-    });
-    const sync = this.sync;
-    this.onStop('sync', () => sync.stop());
-    // Discovery after sync, whose rosters its revocation check reads (no chain is open yet).
-    if (config.discovery.enabled) this.discovery = await this.startDiscovery(sync);
-    await withTimeout(sync.start(), 10_000);
-    this.discovery?.on('peer', (p) => void sync.addBroker(`mqtt://${p.host}:${p.port}`));
-    for (const p of this.discovery?.peers() ?? []) void sync.addBroker(`mqtt://${p.host}:${p.port}`);
-    const recovery = await recoverBeforeAppending({
-      sync,
-      discovery: this.discovery,
-      staticPeers: config.discovery.staticPeers.length,
-      record: lastCheckpoint,
-      dataDir: config.dataDir,
-      publicKey: id.key.publicKey,
-      waitMs: config.sync.recoverWaitMs,
-      timeoutMs: config.sync.recoverTimeoutMs,
-      health: this.health,
-      log,
-      signal: this.#stopSignal.signal,
-      whileReadOnly: () => this.startWaitingApi(),
-    });
-
-    const chain = await Chain.open({
-      store,
-      trust: id.trust,
-      gatewayId: id.gatewayId,
-      key: id.key,
-      genesis: id.enrolment,
-      pool,
-      sealDelayMs: config.ingest.sealDelayMs,
-      maxBlockEntries: config.ingest.maxBlockEntries,
-    });
-    this.#chain = chain;
-    this.onStop('chain', () => chain.close());
-    // From here on the record follows the chain (after an accepted loss, from what it holds).
-    if (chain.checkpoint !== undefined) record.note(chain.checkpoint);
-    chain.on('block', (b) => record.note(b.checkpoint));
-    if (recovery === 'loss-accepted') log.warn({ entries: chain.size }, `chain ${chain.origin} continues from ${chain.size} entries after the accepted loss`);
-    // A block that cannot be written stops the gateway: acks would otherwise wait forever.
-    chain.on('error', (e: Error) => opts.onFatal?.(e));
-    log.info({ chain: chain.origin, entries: chain.size, blocks: chain.head.n + 1 }, `ledger ${join(config.dataDir, 'ledger')}: chain ${chain.origin} with ${chain.size} entries`);
-    if (ED25519_VERIFIER.sodiumUnavailable !== undefined) log.info({ ed25519: ED25519_VERIFIER.name }, `Ed25519 verification on node:crypto (libsodium unavailable: ${ED25519_VERIFIER.sodiumUnavailable})`);
-    else log.info({ ed25519: ED25519_VERIFIER.name }, 'Ed25519 verification on libsodium');
-    this.verifyInBackground(chain, pool, opts.onFatal);
-    sync.attachChain(chain);
-    if (config.witness.http.enabled) {
-      const w = config.witness.http;
-      const listener = await startWitnessListener({ host: w.host, port: w.port, maxConnections: w.maxConnections, dataDir: config.dataDir, name: chain.origin, signer: new Signer(id.key.seed), keyFor: siteLogKeys(sync, chain.origin) });
-      this.onStop('witness', () => listener.close());
-      log.info({ url: listener.url }, `tlog-witness: POST ${listener.url}/add-checkpoint`);
-    }
-    if (externals.length > 0) {
-      const pusher = new WitnessPusher({
-        chain,
-        witnesses: externals,
-        timeoutMs: config.witness.pushTimeoutMs,
-        beforeAnnounce: (cp) => record.covering(cp.size),
-        onCosigned: (witness, size, ts, cosigned) => {
-          sync.coverage.recordExternal(witness, size, ts);
-          const w = externals.find((x) => x.name === witness);
-          if (w !== undefined) this.cosignatures.add(cosigned, w.name, w.key);
-        },
-        logger: log.child({ part: 'witness' }),
-      });
-      this.onStop('witness-push', () => Promise.resolve(pusher.close()));
-      if (chain.checkpoint !== undefined) pusher.offer(chain.checkpoint);
-      chain.on('block', (b) => pusher.offer(b.checkpoint));
-    }
-    sync.on('cosigned', (c) => this.cosignatures.add(c.checkpoint, c.name, c.key));
-    sync.on('evidence', (e) => log.error(e, `equivocation: chain ${e.origin} is refused from now on (evidence ${e.id})`));
-    // Refusals are logged by the sync node itself, rate-limited (gateway/sync/refusal-log.ts), and counted in the metrics.
-    sync.on('synced', (e) => log.info(e, `replica of ${e.origin} at ${e.size} entries`));
-    let lastProgress = 0;
-    sync.on('progress', (p) => {
-      if (Date.now() - lastProgress < 2000) return;
-      lastProgress = Date.now();
-      log.info(p, `catching up ${p.origin}: ${p.size} entries, ${p.remaining} to go (${Math.round(p.entriesPerSecond)}/s)`);
-    });
-
-    const privacy = await this.startPrivacy(chain, opts.privacyPassphrase);
-    // Every erasure recorded in a chain held here, this gateway's own (recovered from the peers
-    // after a restore) and the peers', is applied before anything is served: a person key from a
-    // restored backup is destroyed and the erasure marked. Erasures arriving later with the peers'
-    // chains are applied as they arrive.
-    const peerOrigins = (await store.listChains()).filter((c) => c.role === 'peer').map((c) => c.origin);
-    const appliedTo = new Map<string, number>();
-    for (const origin of peerOrigins) appliedTo.set(origin, (await sync.replica(origin)).size);
-    sync.on('synced', ({ origin, size }) => {
-      void (async () => {
-        const from = appliedTo.get(origin) ?? 0;
-        appliedTo.set(origin, size);
-        const replica = await sync.replica(origin);
-        for (let i = from; i < size; i += 1024) await applyPrivacyEntries(privacy.store, await replica.cs.entryRange(i, Math.min(size, i + 1024)));
-      })().catch((e: unknown) => this.stopping === undefined && log.error({ err: e, origin }, 'applying erasures from a peer chain failed'));
-    });
-    let destroyed = await applyStoredShreds(chain, privacy.store);
-    for (const origin of peerOrigins) destroyed += await applyStoredShreds(await sync.replica(origin), privacy.store);
-    if (destroyed > 0) log.info({ destroyed }, `destroyed ${destroyed} person key(s) whose erasure is recorded in the chains held here`);
-    this.ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
-    this.ingest.on('fault', (e) => log.error({ err: e }, 'ingest failure'));
-    this.ingest.on('unenrolled', (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`));
-    this.ingest.on('notice', (n) => {
-      // A frame refused is routine (debug); a lock a technician must see to is a warning (docs/PROTOCOL.md §Flow).
-      if (n.kind === 'rejected') (TECHNICIAN_CODES.has(n.code) ? log.warn : log.debug).call(log, { code: n.code, link: n.from.link }, n.detail);
-      else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
-      else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
-    });
-    // Notifications go to the embedded broker, an external one, or both (gateway/notify/external-broker.ts).
-    const ext = config.notifications.mqtt.enabled ? await this.startExternalBroker(topics, id.gatewayId) : undefined;
-    const out = ext === undefined ? this.broker : config.notifications.externalBroker.mode === 'instead' ? ext : new FanOut([this.broker, ext]);
-    if (config.notifications.mqtt.enabled) {
-      this.notifier = new MqttNotifier({
-        broker: out,
-        topics,
-        chain,
-        ingest: this.ingest,
-        gatewayId: id.gatewayId,
-        retentionS: config.notifications.statusRetentionS,
-        retainMax: config.notifications.statusRetainMax,
-        onRefusedCopy: (code) => this.metrics.committedCopyRefused(code),
-        logger: log.child({ part: 'notify' }),
-      });
-      await this.notifier.start();
-      this.onStop('notifications', () => this.notifier.stop());
-      const notifier = this.notifier;
-      this.sync.coverage.on('coverage', (ev) => notifier.coverage(ev));
-      // The notifier's plain "online" on the own broker is followed by sync's fuller state.
-      this.sync.refreshState();
-    }
-    if (config.notifications.mqtt.enabled && config.notifications.homeAssistant.enabled) {
-      const ha = new HomeAssistantBridge({ out, topics, chain, ingest: this.ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
-      await ha.start();
-      if (out !== ext) await this.broker.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
-      if (ext !== undefined) {
-        await ext.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
-        // A broker that restarted may have lost the retained configs: publish them again.
-        ext.on('connect', () => ha.birth('online'));
-      }
-      this.onStop('Home Assistant', () => ha.stop());
-    }
-    this.metrics = new GatewayMetrics();
-    this.metrics.observeIngest(this.ingest);
-    this.metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }, ...sync.storedChains().map((cs) => ({ origin: cs.origin, size: cs.head.size }))]);
-    this.metrics.peersFrom(() => sync.peerViews().map((p) => ({ peer: p.gateway, state: p.state, lag: p.lag })));
-    this.metrics.observeSync(sync);
-    this.metrics.driversFrom(() => this.drivers.map((d) => d.status()));
-    this.metrics.healthFrom(() => this.health.list());
-    this.metrics.brokerFrom(() => this.broker.stats());
-    if (config.webhooks.length > 0) {
-      const hooks = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
-      await hooks.start();
-      this.webhooks = hooks;
-      this.metrics.webhooksFrom(() => hooks.status());
-      this.onStop('webhooks', () => hooks.stop());
-      log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
-    }
-    if (config.uplink.url !== undefined) {
-      const up = await Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }) });
-      this.uplink = up;
-      this.metrics.uplinkFrom(() => up.status());
-      this.onStop('uplink', () => up.stop());
-    }
-    this.pauseWhileDiskFull(store, this.ingest);
-    // Registered after the chain, so they stop before it: drivers first, then the pipeline.
-    this.onStop('ingest', () => this.ingest.close());
-    // Runs just before the pipeline stops: events waiting for disk space are given up (not acked, so the locks keep them).
-    this.onStop('writes waiting for disk space', () => Promise.resolve(store.stopWaiting()));
-    await this.startDrivers();
-    let demoWatch: string | undefined;
-    if (config.demo.locks > 0) {
-      const demo = await Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: this.broker.port });
-      this.onStop('demo', () => demo.stop());
-      for (const d of demo.drivers) await this.addDriver(d);
-      log.info(`demo: watch the notifications with: ${demo.watch}`);
-      demoWatch = demo.watch;
-    }
-    const api = await LocalApi.start({
-      host: config.api.host,
-      port: config.api.port,
-      token: config.api.token,
-      maxConnections: config.api.maxConnections,
-      maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
-      chain,
-      cosignatures: this.cosignatures,
-      status: () => this.status(),
-      peers: () => sync.storedChains(),
-      metrics: this.metrics,
-      health: this.health,
-      privacy: {
-        token: config.api.privacyToken,
-        store: privacy.store,
-        ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}),
-        replicas: async () => Promise.all((await store.listChains()).filter((c) => c.role === 'peer').map(async (c) => sync.replica(c.origin))),
-      },
-      logger: log.child({ part: 'api' }),
-    });
-    this.onStop('local API', () => api.close());
-    this.apiUrl = api.url;
-    if (this.firstStart) {
-      this.nextSteps = nextSteps({ site: id.trust.siteId, apiUrl: api.url, brokerHost: localHost(b.host), brokerPort: this.broker.port, usersFile: b.usersFile, development: id.created, demoWatch, cwd: process.cwd() });
-    }
-    log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
-  }
-
-  /** While the ledger is lost: /health (503, with the reason) on the API's address, nothing else. */
-  private async startWaitingApi(): Promise<{ close(): Promise<void> }> {
-    const { config, log, health } = this;
-    const api = await startWaitingApi({ host: config.api.host, port: config.api.port, health, reason: () => health.list().find((c) => c.code === 'ERR_LEDGER_LOST')?.reason ?? 'waiting for the ledger' });
-    log.warn({ url: api.url }, `local API on ${api.url} answers /health with 503 (ledger lost) and nothing else until the ledger is back`);
-    return api;
-  }
-
-  /**
-   * Finds the site's other gateways by signed mDNS announcements (gateway/discovery/discovery.ts); nothing
-   * is trusted on mDNS alone. Static peers from the configuration are handed to sync directly.
-   */
-  private async startDiscovery(sync: SyncNode): Promise<Discovery> {
-    const { config, identity: id, log } = this;
-    const dlog = log.child({ part: 'discovery' });
-    const discovery = await Discovery.startWithFallback(
-      {
+  // Sync: links to this gateway's broker and to each peer's; the chain is attached once open.
+  const sync = await stages.start(
+    'sync',
+    () =>
+      new SyncNode({
+        externalQuorum: config.witness.externalQuorum,
+        store,
         trust: id.trust,
         gatewayId: id.gatewayId,
         key: id.key,
         enrolment: id.enrolment,
-        brokerPort: this.broker.port,
-        backend: config.discovery.backend,
-        staticPeers: config.discovery.staticPeers,
-        // The rosters sync holds (peer chains, and the own chain once open).
-        isRevoked: (gw, key) => sync.isRefusedGateway(gw, key),
-      },
-      (e) => dlog.warn({ reason: e.message }, `Avahi backend unavailable (${e.message}); using the built-in mDNS responder`),
+        pool,
+        brokers: [`mqtt://${localHost(b.host)}:${broker.port}`, ...config.discovery.staticPeers.map((p) => `mqtt://${p.host}:${p.port}`)],
+        maxMessageBytes: Math.min(b.maxMessageBytes, DEFAULT_SYNC_MESSAGE_BYTES),
+        ...(config.sync.quorum !== undefined ? { quorum: config.sync.quorum } : {}),
+        lockSignatures: config.sync.lockSignatures,
+        logger: log.child({ part: 'sync' }),
+        // A checkpoint reaches peers only once recorded: never ahead of the record.
+        beforeAnnounce: (cp) => record.covering(cp.size),
+      }),
+    (s) => s.stop(),
+  );
+  rosters = sync;
+
+  // Discovery after sync, whose rosters its revocation check reads (no chain is open yet). It
+  // finds the site's other gateways by signed mDNS announcements (nothing is trusted on mDNS
+  // alone); static peers from the configuration are handed to sync directly.
+  let discovery: Discovery | undefined;
+  if (config.discovery.enabled) {
+    const dlog = log.child({ part: 'discovery' });
+    discovery = await stages.start(
+      'discovery',
+      () =>
+        Discovery.startWithFallback(
+          {
+            trust: id.trust,
+            gatewayId: id.gatewayId,
+            key: id.key,
+            enrolment: id.enrolment,
+            brokerPort: broker.port,
+            backend: config.discovery.backend,
+            staticPeers: config.discovery.staticPeers,
+            // The rosters sync holds (peer chains, and the own chain once open).
+            isRevoked: (gw, key) => sync.isRefusedGateway(gw, key),
+          },
+          (e) => dlog.warn({ reason: e.message }, `Avahi backend unavailable (${e.message}); using the built-in mDNS responder`),
+        ),
+      (d) => d.stop(),
     );
-    this.onStop('discovery', () => discovery.stop());
-    discovery.on('peer', (p) => dlog.info({ via: p.via, gateway: p.gatewayId, host: p.host, port: p.port }, `peer ${p.gatewayId ?? p.host} at ${p.host}:${p.port} (${p.via})`));
-    discovery.on('lost', (p) => dlog.info({ gateway: p.gatewayId, host: p.host }, `peer ${p.gatewayId ?? p.host} lost`));
-    discovery.on('rejected', (r) => (r.reason === 'ERR_DISCOVERY_SITE' ? dlog.debug : dlog.warn).call(dlog, { code: r.reason, from: r.from, name: r.name }, r.detail));
-    discovery.on('warning', (e) => dlog.debug({ err: e }, 'mDNS'));
-    discovery.on('fault', (e) => dlog.error({ err: e }, `an mDNS announcement could not be checked: ${e.message}`));
+    logDiscovery(discovery, dlog);
     dlog.info(`announcing _oti._tcp (${config.discovery.backend}) and browsing for the site's gateways`);
-    return discovery;
   }
+  await withTimeout(sync.start(), 10_000);
+  discovery?.on('peer', (p) => void sync.addBroker(`mqtt://${p.host}:${p.port}`));
+  for (const p of discovery?.peers() ?? []) void sync.addBroker(`mqtt://${p.host}:${p.port}`);
 
-  /**
-   * Privacy (docs/PRIVACY.md): the person-key store follows the chain (a shred entry destroys the
-   * key here and marks the erasure; run() applies the stored shreds before serving). With
-   * <dataDir>/privacy.json only sealed credentials are accepted; with <dataDir>/privacy.key the
-   * gateway can also read plaintext for holders of api.privacyToken.
-   */
-  private async startPrivacy(chain: Chain, passphrase: string | undefined): Promise<{ store: PersonKeyStore; keys?: readonly PrivacyPublicKey[]; reader?: PrivacyReader }> {
-    const { config, log } = this;
-    const siteId = this.identity.trust.siteId;
-    if (config.api.privacyToken !== undefined && config.api.privacyToken === config.api.token) {
-      throw new OtiError('ERR_CONFIG', 'api.privacyToken must differ from api.token', { key: 'api.privacyToken' });
-    }
-    const store = await PersonKeyStore.open(config.dataDir);
-    const unfollow = followChain(chain, store, (e) => log.error({ err: e }, 'applying a privacy entry to the person-key store failed'));
-    this.onStop('person keys', () => Promise.resolve(unfollow()));
-    const pubPath = join(config.dataDir, PRIVACY_PUBLIC_FILE);
-    if (!existsSync(pubPath)) return { store };
-    const pub = await readPublicPrivacyFile(pubPath);
-    if (pub.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${pubPath} is for site ${pub.siteId}, not ${siteId}`, { key: 'dataDir' });
-    const keyPath = join(config.dataDir, PRIVACY_KEYRING_FILE);
-    if (!existsSync(keyPath)) {
-      log.info({ key: Buffer.from(pub.current.id).toString('hex') }, 'privacy: only sealed credentials are accepted; this gateway cannot read them');
-      return { store, keys: pub.keys };
-    }
-    if (passphrase === undefined) throw new OtiError('ERR_KEY_PASSPHRASE_REQUIRED', `${keyPath} is encrypted: set OTI_PRIVACY_PASSPHRASE`, { path: keyPath });
-    const keyring = await readKeyringFile(keyPath, passphrase);
-    if (keyring.siteId !== siteId) throw new OtiError('ERR_CONFIG', `${keyPath} is for site ${keyring.siteId}, not ${siteId}`, { key: 'dataDir' });
-    log.warn({ key: Buffer.from(keyring.current.id).toString('hex') }, 'privacy: this gateway holds the privacy keyring; readers see pseudonyms, holders of api.privacyToken see plaintext');
-    return { store, keys: keyring.publicKeys, reader: new PrivacyReader(keyring, store, chain.origin) };
+  // A restored or re-flashed gateway first recovers its own chain from the peers, so that it never forks it.
+  const recovery = await recoverBeforeAppending({
+    sync,
+    discovery,
+    staticPeers: config.discovery.staticPeers.length,
+    record: lastCheckpoint,
+    dataDir: config.dataDir,
+    publicKey: id.key.publicKey,
+    waitMs: config.sync.recoverWaitMs,
+    timeoutMs: config.sync.recoverTimeoutMs,
+    health,
+    log,
+    signal: c.stopping,
+    // While the ledger is lost: /health (503, with the reason) on the API's address, nothing else.
+    whileReadOnly: async () => {
+      const api = await startWaitingApi({ host: config.api.host, port: config.api.port, health, reason: () => health.list().find((h) => h.code === 'ERR_LEDGER_LOST')?.reason ?? 'waiting for the ledger' });
+      log.warn({ url: api.url }, `local API on ${api.url} answers /health with 503 (ledger lost) and nothing else until the ledger is back`);
+      return api;
+    },
+  });
+
+  const chain = await stages.start('chain', () => openOwnChain({ config, identity: id, store, pool, record, recovery, log }), (ch) => ch.close());
+  // A block that cannot be written stops the gateway: acks would otherwise wait forever.
+  chain.on('error', (e: Error) => opts.onFatal?.(e));
+  verifyInBackground({ store, chain, pool, identity: id, log, stopping: c.stopping, onFatal: opts.onFatal });
+  sync.attachChain(chain);
+  if (config.witness.http.enabled) {
+    const w = config.witness.http;
+    const listener = await stages.start(
+      'witness',
+      () => startWitnessListener({ host: w.host, port: w.port, maxConnections: w.maxConnections, dataDir: config.dataDir, name: chain.origin, signer: new Signer(id.key.seed), keyFor: siteLogKeys(sync, chain.origin) }),
+      (l) => l.close(),
+    );
+    log.info({ url: listener.url }, `tlog-witness: POST ${listener.url}/add-checkpoint`);
   }
-
-  /** The ports this gateway listens on, with their configuration keys. */
-  /** The external broker of `notifications.externalBroker`, when a URL is set; closed after the notifications stop. */
-  private async startExternalBroker(topics: TopicMap, gatewayId: string): Promise<ExternalBroker | undefined> {
-    const c = this.config.notifications.externalBroker;
-    if (c.url === undefined) return undefined;
-    const ext = await ExternalBroker.start({ ...c, url: c.url }, { topics, gatewayId, logger: this.log.child({ part: 'external-broker' }) });
-    this.onStop('external broker', () => ext.close());
-    this.log.info({ url: ext.url, mode: c.mode }, `notifications go to the external MQTT broker ${ext.url} ${c.mode === 'instead' ? 'instead of' : 'beside'} the embedded one`);
-    return ext;
-  }
-
-  private async startDrivers(): Promise<void> {
-    const { config, log } = this;
-    for (const p of config.serial.ports) {
-      await this.addDriver(
-        new SerialDriver({
-          path: p.path,
-          baudRate: p.baudRate,
-          maxFrameBytes: p.maxFrameBytes,
-          reconnectMinMs: p.reconnectMinMs,
-          reconnectMaxMs: p.reconnectMaxMs,
-          gatewayId: this.identity.gatewayId,
-          window: config.ingest.window,
+  // Verified cosignature lines of the own chain's checkpoints, for receipts (gateway/sync/cosignatures.ts).
+  const cosignatures = new CosignatureBook();
+  const externals = externalWitnesses(config.witness);
+  if (externals.length > 0) {
+    const pusher = await stages.start(
+      'witness-push',
+      () =>
+        new WitnessPusher({
+          chain,
+          witnesses: externals,
+          timeoutMs: config.witness.pushTimeoutMs,
+          beforeAnnounce: (cp) => record.covering(cp.size),
+          onCosigned: (witness, size, ts, cosigned) => {
+            sync.coverage.recordExternal(witness, size, ts);
+            const w = externals.find((x) => x.name === witness);
+            if (w !== undefined) cosignatures.add(cosigned, w.name, w.key);
+          },
+          logger: log.child({ part: 'witness' }),
         }),
-      );
-    }
-    if (config.ble.enabled) {
-      const ble = new BleDriver({ gatewayId: this.identity.gatewayId, window: config.ingest.window, maxConnections: config.ble.maxConnections, scanWatchdogMs: config.ble.scanWatchdogMs });
-      try {
-        await this.addDriver(ble);
-      } catch (e) {
-        if (!isOtiError(e, 'ERR_DRIVER_UNAVAILABLE')) throw e;
-        log.warn({ driver: ble.id, reason: e.message }, `BLE driver unavailable: ${e.message}; the gateway runs on without it`);
-      }
-    } else {
-      log.info('BLE driver disabled by configuration (ble.enabled=false)');
+      (p) => p.close(),
+    );
+    if (chain.checkpoint !== undefined) pusher.offer(chain.checkpoint);
+    chain.on('block', (bl) => pusher.offer(bl.checkpoint));
+  }
+  sync.on('cosigned', (c) => cosignatures.add(c.checkpoint, c.name, c.key));
+  logSync(sync, log);
+
+  const privacy = await stages.start(
+    'person keys',
+    () => openPrivacy({ dataDir: config.dataDir, siteId: id.trust.siteId, chain, token: config.api.token, privacyToken: config.api.privacyToken, passphrase: opts.privacyPassphrase, log }),
+    (p) => p.unfollow(),
+  );
+  const peerOrigins = (await store.listChains()).filter((ch) => ch.role === 'peer').map((ch) => ch.origin);
+  await applyErasures({ store: privacy.store, own: chain, peerOrigins, peers: sync, stopping: c.stopping, log });
+
+  const ingest = new Ingest({ chain, pool, queueLimit: config.ingest.queueLimit, ...(privacy.keys !== undefined ? { privacyKeyIds: privacy.keys.map((k) => k.id) } : {}) });
+  logIngest(ingest, log);
+  const metrics = new GatewayMetrics();
+
+  // Notifications go to the embedded broker, an external one, or both (gateway/notify/external-broker.ts).
+  const mqttOut = config.notifications.mqtt.enabled;
+  const extConfig = config.notifications.externalBroker;
+  const extUrl = extConfig.url;
+  let ext: ExternalBroker | undefined;
+  if (mqttOut && extUrl !== undefined) {
+    ext = await stages.start('external broker', () => ExternalBroker.start({ ...extConfig, url: extUrl }, { topics, gatewayId: id.gatewayId, logger: log.child({ part: 'external-broker' }) }), (e) => e.close());
+    log.info({ url: ext.url, mode: extConfig.mode }, `notifications go to the external MQTT broker ${ext.url} ${extConfig.mode === 'instead' ? 'instead of' : 'beside'} the embedded one`);
+  }
+  const out = ext === undefined ? broker : extConfig.mode === 'instead' ? ext : new FanOut([broker, ext]);
+  let notifier: MqttNotifier | undefined;
+  if (mqttOut) {
+    const n = await stages.start(
+      'notifications',
+      async () => {
+        const made = new MqttNotifier({
+          broker: out,
+          topics,
+          chain,
+          ingest,
+          gatewayId: id.gatewayId,
+          retentionS: config.notifications.statusRetentionS,
+          retainMax: config.notifications.statusRetainMax,
+          onRefusedCopy: (code) => metrics.committedCopyRefused(code),
+          logger: log.child({ part: 'notify' }),
+        });
+        await made.start();
+        return made;
+      },
+      (made) => made.stop(),
+    );
+    notifier = n;
+    sync.coverage.on('coverage', (ev) => n.coverage(ev));
+    // The notifier's plain "online" on the own broker is followed by sync's fuller state.
+    sync.refreshState();
+  }
+  if (mqttOut && config.notifications.homeAssistant.enabled) {
+    const ha = await stages.start(
+      'Home Assistant',
+      async () => {
+        const bridge = new HomeAssistantBridge({ out, topics, chain, ingest, gatewayId: id.gatewayId, logger: log.child({ part: 'homeassistant' }) });
+        await bridge.start();
+        return bridge;
+      },
+      (bridge) => bridge.stop(),
+    );
+    if (out !== ext) await broker.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+    if (ext !== undefined) {
+      await ext.onMessage(topics.haStatus(), (payload) => ha.birth(payload.toString('utf8')));
+      // A broker that restarted may have lost the retained configs: publish them again.
+      ext.on('connect', () => ha.birth('online'));
     }
   }
+
+  const drivers: LockDriver[] = [];
+  metrics.observeIngest(ingest);
+  metrics.chainHeightsFrom(() => [{ origin: chain.origin, size: chain.size }, ...sync.storedChains().map((cs) => ({ origin: cs.origin, size: cs.head.size }))]);
+  metrics.peersFrom(() => sync.peerViews().map((p) => ({ peer: p.gateway, state: p.state, lag: p.lag })));
+  metrics.observeSync(sync);
+  metrics.driversFrom(() => drivers.map((d) => d.status()));
+  metrics.healthFrom(() => health.list());
+  metrics.brokerFrom(() => broker.stats());
+  let webhooks: WebhookDispatcher | undefined;
+  if (config.webhooks.length > 0) {
+    const hooks = await stages.start(
+      'webhooks',
+      async () => {
+        const d = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
+        await d.start();
+        return d;
+      },
+      (d) => d.stop(),
+    );
+    webhooks = hooks;
+    metrics.webhooksFrom(() => hooks.status());
+    log.info({ hooks: config.webhooks.length }, `webhooks: ${config.webhooks.length} receiver(s), delivered from the chain`);
+  }
+  let uplink: Uplink | undefined;
+  if (config.uplink.url !== undefined) {
+    const up = await stages.start('uplink', () => Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }) }), (u) => u.stop());
+    uplink = up;
+    metrics.uplinkFrom(() => up.status());
+  }
+  pauseWhileDiskFull(store, ingest, health, log);
+  // Registered after the chain's readers, so they stop before them: drivers first, then the pipeline.
+  stages.onStop('ingest', () => ingest.close());
+  // Runs just before the pipeline stops: events waiting for disk space are given up (not acked, so the locks keep them).
+  stages.onStop('writes waiting for disk space', () => store.stopWaiting());
 
   /** Starts a driver and feeds it to the pipeline. Unavailable drivers stay listed in status. */
-  private async addDriver(d: LockDriver): Promise<void> {
-    this.drivers.push(d);
-    this.onStop(`driver ${d.id}`, () => d.stop());
+  const addDriver = async (d: LockDriver): Promise<void> => {
+    drivers.push(d);
+    // Registered before start(): a driver that fails half-way is stopped all the same.
+    stages.onStop(`driver ${d.id}`, () => d.stop());
     await d.start();
-    this.ingest.attach(d);
-    this.log.info({ driver: d.id }, `driver ${d.id} started`);
-  }
-
-  /**
-   * Opens the ledger; on a full disk, waits for space (logged once, health degraded) instead of
-   * failing: a gateway restarted by its service manager would otherwise fail again and again.
-   */
-  private async openStore(path: string): Promise<LedgerStore> {
-    let waited = false;
-    const store = await LedgerStore.open(path, {
-      waitForSpace: (e) => {
-        waited = true;
-        this.log.warn({ code: e.code, path }, `${e.message}; start-up waits for space (free some on that disk)`);
-        this.health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', e.message);
-      },
-    });
-    if (waited) {
-      this.log.info({ path }, 'there is space on the disk again: start-up goes on');
-      this.health.clear('disk-full');
+    ingest.attach(d);
+    log.info({ driver: d.id }, `driver ${d.id} started`);
+  };
+  for (const d of configuredDrivers(config, id.gatewayId)) {
+    try {
+      await addDriver(d);
+    } catch (e) {
+      // BLE where there is no usable adapter: reported, and the gateway runs on.
+      if (!(d instanceof BleDriver) || !isOtiError(e, 'ERR_DRIVER_UNAVAILABLE')) throw e;
+      log.warn({ driver: d.id, reason: e.message }, `BLE driver unavailable: ${e.message}; the gateway runs on without it`);
     }
-    return store;
+  }
+  if (!config.ble.enabled) log.info('BLE driver disabled by configuration (ble.enabled=false)');
+  let demoWatch: string | undefined;
+  if (config.demo.locks > 0) {
+    const demo = await stages.start('demo', () => Demo.start({ config, identity: id, chain, log: log.child({ part: 'demo' }), brokerPort: broker.port }), (d) => d.stop());
+    for (const d of demo.drivers) await addDriver(d);
+    log.info(`demo: watch the notifications with: ${demo.watch}`);
+    demoWatch = demo.watch;
   }
 
-  /**
-   * A full disk pauses the pipeline: the store holds the block it could not write until there
-   * is space (and writes it then), the pipeline takes no more events (the locks keep them), and
-   * health says why. Both resume by themselves once the store has written again.
-   */
-  private pauseWhileDiskFull(store: LedgerStore, ingest: Ingest): void {
-    store.on('disk-full', (e) => {
-      this.log.warn({ code: e.code, path: store.path }, `${e.message}; taking no new events until then (the locks keep them)`);
-      this.health.raise('disk-full', 'degraded', 'ERR_DISK_FULL', e.message);
-      ingest.pause();
-    });
-    store.on('disk-space', () => {
-      this.log.info({ path: store.path }, 'there is space on the disk again: the ledger was reopened and takes events again');
-      this.health.clear('disk-full');
-      ingest.resume();
-    });
-  }
-
-  private verifyInBackground(chain: Chain, pool: SignaturePool, onFatal?: (e: Error) => void): void {
-    const started = performance.now();
-    const store = chain.cs.store;
-    const generation = store.generation;
-    verifyChain(chain.cs, { trust: this.identity.trust, pool, toBlock: chain.head.n }).then(
-      (r) => this.log.info({ entries: r.entries, lockSignatures: r.lockSignatures, ms: Math.round(performance.now() - started) }, `verified ${r.entries} entries and ${r.lockSignatures} lock signatures`),
-      (e: unknown) => {
-        if (this.stopping !== undefined) return; // the pool and store were closed under it
-        if (!isOtiError(e) && (store.waitingForSpace || store.generation !== generation)) {
-          // The store was reopened after a full disk, closing the verification's iterators.
-          this.verifyInBackground(chain, pool, onFatal);
-          return;
-        }
-        onFatal?.(e as Error);
-      },
-    );
-  }
-
-  status(): GatewayStatus {
-    const cp = this.chain.checkpoint;
-    const bs = this.broker.stats();
-    return {
-      site: this.identity.trust.siteId,
-      gateway: this.identity.gatewayId,
-      version: VERSION,
-      key: fingerprint(this.identity.key.publicKey),
-      startedAt: this.startedAt,
-      chain: { origin: this.chain.origin, size: this.chain.size, blocks: this.chain.head.n + 1, checkpoint: cp?.note },
-      ingest: { depth: this.ingest.depth },
-      broker: { port: this.broker.port, ...(this.broker.tlsPort !== undefined ? { tlsPort: this.broker.tlsPort } : {}), clients: bs.clients },
-      drivers: this.drivers.map((d) => d.status()),
-      notifications: { pending: this.notifier?.pending ?? 0, dropped: this.notifier?.dropped ?? 0 },
-      webhooks: this.webhooks?.status() ?? [],
-      ...(this.sync !== undefined ? { peers: this.sync.peerViews(), sync: { quorum: this.sync.quorum, confirmed: this.sync.coverage.confirmedSize, compromised: this.sync.compromised(), evidence: this.sync.evidence() } } : {}),
-      ...(this.uplink !== undefined ? { uplink: this.uplink.status() } : {}),
-    };
-  }
-
-  /** Stops in reverse start order; each part is stopped even if an earlier one failed. */
-  stop(): Promise<void> {
-    this.#stopSignal.abort();
-    this.stopping ??= (async () => {
-      let first: unknown;
-      for (const c of this.closers.reverse()) {
-        try {
-          await c.close();
-        } catch (e) {
-          this.log.error({ err: e, part: c.name }, `stopping ${c.name} failed`);
-          first ??= e;
-        }
-      }
-      if (first !== undefined) throw first;
-    })();
-    return this.stopping;
-  }
+  const parts = { identity: id, startedAt: c.startedAt, chain, broker, sync, ingest, drivers, notifier, webhooks, uplink };
+  const api = await stages.start(
+    'local API',
+    () =>
+      LocalApi.start({
+        host: config.api.host,
+        port: config.api.port,
+        token: config.api.token,
+        maxConnections: config.api.maxConnections,
+        maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
+        chain,
+        cosignatures,
+        status: () => gatewayStatus(parts),
+        peers: () => sync.storedChains(),
+        metrics,
+        health,
+        privacy: {
+          token: config.api.privacyToken,
+          store: privacy.store,
+          ...(privacy.reader !== undefined ? { reader: privacy.reader } : {}),
+          replicas: async () => Promise.all((await store.listChains()).filter((ch) => ch.role === 'peer').map(async (ch) => sync.replica(ch.origin))),
+        },
+        logger: log.child({ part: 'api' }),
+      }),
+    (a) => a.close(),
+  );
+  const steps = c.firstStart ? nextSteps({ site: id.trust.siteId, apiUrl: api.url, brokerHost: localHost(b.host), brokerPort: broker.port, usersFile: b.usersFile, development: id.created, demoWatch, cwd: process.cwd() }) : undefined;
+  log.info({ url: api.url }, `local API on ${api.url} (health, status, events, receipts, metrics)`);
+  return { ...parts, nextSteps: steps };
 }
-
-/** Driver and ingest notices that need a technician (a re-keyed, revoked or newer lock, a shared line): logged as warnings. */
-const TECHNICIAN_CODES: ReadonlySet<string> = new Set(['ERR_LOCK_KEY', 'ERR_LOCK_REVOKED', 'ERR_PROTOCOL_VERSION', 'ERR_LINK_SHARED']);

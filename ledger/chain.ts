@@ -21,8 +21,9 @@ import { encodeBlockHeader, blockHash, ZERO_HASH, type BlockHeader } from './blo
 import { signCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { sigStructure } from './cose.js';
 import { checkSigned, Roster, type SignedStatement, type SiteTrust } from './roster.js';
-import type { LedgerStore, ChainStore} from './store.js';
-import { hashIdKey, lockIdKey, type BatchOp, type ChainHead, CHUNK_SIZE } from './store.js';
+import type { LedgerStore, ChainStore } from './store.js';
+import { hashIdKey, lockIdKey, type BatchOp, CHUNK_SIZE } from './store.js';
+import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './base/bytes.js';
@@ -93,8 +94,13 @@ export interface ChainEvents {
   error: [Error];
 }
 
-export class Chain extends EventEmitter<ChainEvents> {
+export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   readonly origin: string;
+  readonly role = 'self';
+  /**
+   * @deprecated the store under the chain; read through the chain itself (ChainReader). Kept
+   * only while gateway/sync/ still reaches it; nothing else outside ledger/ does.
+   */
   readonly cs: ChainStore;
   readonly #opts: ChainOptions;
   readonly #signer: Signer;
@@ -171,6 +177,39 @@ export class Chain extends EventEmitter<ChainEvents> {
 
   get head(): ChainHead {
     return this.cs.head;
+  }
+
+  // ChainReader: the durable entries and blocks (docs in ledger/reader.ts).
+  entry(index: number): Promise<Uint8Array> {
+    return this.cs.entry(index);
+  }
+
+  entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
+    return this.cs.entries(from, to);
+  }
+
+  entryRange(from: number, to: number): Promise<Uint8Array[]> {
+    return this.cs.entryRange(from, to);
+  }
+
+  block(n: number): Promise<StoredBlock> {
+    return this.cs.block(n);
+  }
+
+  blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
+    return this.cs.blocks(n, to);
+  }
+
+  blockOf(index: number): Promise<StoredBlock> {
+    return this.cs.blockOf(index);
+  }
+
+  node(level: number, index: number): Promise<Uint8Array> {
+    return this.cs.node(level, index);
+  }
+
+  nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
+    return this.cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint signed after the last durable block. */
@@ -484,7 +523,7 @@ async function verifyTail(cs: ChainStore, roster: Roster, gatewayId: string): Pr
   const corrupt = (why: string): OtiError => new OtiError('ERR_STORE_CORRUPT', `the last block of ${cs.origin} does not verify: ${why}`, { origin: cs.origin, block: head.n });
   let block;
   try {
-    block = await cs.getBlock(head.n);
+    block = await cs.block(head.n);
   } catch (e) {
     throw corrupt((e as Error).message);
   }
@@ -496,7 +535,7 @@ async function verifyTail(cs: ChainStore, roster: Roster, gatewayId: string): Pr
   if (!bytesEqual(rebuilt.root(), h.root)) throw corrupt('its entries do not hash to its root');
   if (!bytesEqual(CompactRange.fromPeaks(head.size, [...head.peaks]).root(), h.root)) throw corrupt('the stored head disagrees with the block root');
   if (h.n > 0) {
-    const prev = await cs.getBlock(h.n - 1);
+    const prev = await cs.block(h.n - 1);
     if (!bytesEqual(blockHash(prev.headerBytes), h.prev)) throw corrupt('it does not link to the block before it');
   } else if (!bytesEqual(h.prev, ZERO_HASH)) throw corrupt('block 0 must link to the zero hash');
   const hash = blockHash(block.headerBytes);

@@ -7,7 +7,7 @@ import { OtiError } from './base/errors.js';
 import { consistencyProof, verifyConsistency } from './merkle.js';
 import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import type { Ed25519Verify } from './crypto.js';
-import type { ChainStore } from './store.js';
+import type { ChainReader } from './reader.js';
 import { decodeEntry } from './entry.js';
 import { Roster } from './roster.js';
 import { RosterTree } from './roster-commitment.js';
@@ -15,7 +15,7 @@ import { isRosterEntry } from './verify.js';
 import { bytesEqual } from './base/bytes.js';
 
 /** The stored checkpoint of tree size `size`, or undefined when no block ends at that size. */
-export async function checkpointOfSize(cs: ChainStore, size: number): Promise<SignedCheckpoint | undefined> {
+export async function checkpointOfSize(cs: ChainReader, size: number): Promise<SignedCheckpoint | undefined> {
   if (!Number.isSafeInteger(size) || size < 1 || size > cs.head.size) return undefined;
   const block = await cs.blockOf(size - 1);
   return block.checkpoint.size === size ? block.checkpoint : undefined;
@@ -30,7 +30,7 @@ export async function checkpointOfSize(cs: ChainStore, size: number): Promise<Si
  * A checkpoint without the line (protocol 1.0) is replayed too: its statements must not include
  * later ones. ERR_STORE_CORRUPT when the replayed roster does not give the checkpoint's digest.
  */
-export async function rosterTreeAt(cs: ChainStore, cp: SignedCheckpoint, current: RosterTree): Promise<RosterTree> {
+export async function rosterTreeAt(cs: ChainReader, cp: SignedCheckpoint, current: RosterTree): Promise<RosterTree> {
   if (cp.roster !== undefined) {
     const d = await current.digest();
     if (d.size === cp.roster.size && bytesEqual(d.root, cp.roster.root)) return current;
@@ -55,7 +55,7 @@ export async function rosterTreeAt(cs: ChainStore, cp: SignedCheckpoint, current
  * RFC 9162 consistency proof from `from` to `to` entries of the chain's durable part, including
  * the edge cases §Proofs defines: empty for `from = 0` and for `from = to`.
  */
-export async function consistencyBetween(cs: ChainStore, from: number, to: number): Promise<Uint8Array[]> {
+export async function consistencyBetween(cs: ChainReader, from: number, to: number): Promise<Uint8Array[]> {
   const size = cs.head.size;
   if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || from > to || to > size) {
     throw new OtiError('ERR_PROOF_RANGE', `no consistency proof from size ${from} to size ${to}: sizes must satisfy 0 <= from <= to <= ${size}`, { from, to, size });

@@ -22,7 +22,8 @@ import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
 import { ChainVerifier, verifierAt, type VerifyOptions } from './verify.js';
-import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainHead, type ChainRole, type ChainStore, type LedgerStore } from './store.js';
+import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
+import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 
 export interface ReplicaBlock {
@@ -52,7 +53,11 @@ const AUDIT_SAVE_BLOCKS = 64;
 /** What the stored blocks themselves are wrong about: an audit that finds one stops there. */
 const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_BLOCK_INVALID', 'ERR_BLOCK_LINK', 'ERR_CHECKPOINT_MISMATCH', 'ERR_CHECKPOINT_SIGNATURE', 'ERR_ROSTER']);
 
-export class ChainReplica {
+export class ChainReplica implements ChainReader {
+  /**
+   * @deprecated the store under the replica; read through the replica itself (ChainReader).
+   * Kept only while gateway/sync/ still reaches it; nothing else outside ledger/ does.
+   */
   readonly cs: ChainStore;
   readonly #opts: VerifyOptions;
   #verifier: ChainVerifier | undefined;
@@ -88,7 +93,7 @@ export class ChainReplica {
     const cs = await store.chain(origin, role);
     const roster = new Roster();
     for (const m of await cs.rosterMembers()) roster.restore(m);
-    const checkpoint = cs.head.n >= 0 ? (await cs.getBlock(cs.head.n)).checkpoint : undefined;
+    const checkpoint = cs.head.n >= 0 ? (await cs.block(cs.head.n)).checkpoint : undefined;
     // The audit watermark, in either mode: a replica switched from 'audit' to 'before-storing'
     // still has to audit what it stored unaudited. A chain stored before audits existed (and a
     // new one) has nothing unaudited.
@@ -110,6 +115,43 @@ export class ChainReplica {
 
   get size(): number {
     return this.cs.head.size;
+  }
+
+  get role(): ChainRole {
+    return this.cs.role;
+  }
+
+  // ChainReader: the stored entries and blocks (docs in ledger/reader.ts).
+  entry(index: number): Promise<Uint8Array> {
+    return this.cs.entry(index);
+  }
+
+  entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
+    return this.cs.entries(from, to);
+  }
+
+  entryRange(from: number, to: number): Promise<Uint8Array[]> {
+    return this.cs.entryRange(from, to);
+  }
+
+  block(n: number): Promise<StoredBlock> {
+    return this.cs.block(n);
+  }
+
+  blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
+    return this.cs.blocks(n, to);
+  }
+
+  blockOf(index: number): Promise<StoredBlock> {
+    return this.cs.blockOf(index);
+  }
+
+  node(level: number, index: number): Promise<Uint8Array> {
+    return this.cs.node(level, index);
+  }
+
+  nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
+    return this.cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint of the last stored block (signed by the chain's gateway). */
@@ -211,7 +253,7 @@ export class ChainReplica {
    * the state reached; a signature that fails stops the audit there for good (state.failure).
    */
   audit(): Promise<AuditState> {
-    if (this.#auditFailure !== undefined || this.#auditBlock > this.cs.head.n) return Promise.resolve(this.audited);
+    if (this.#auditFailure !== undefined || this.#auditBlock > this.head.n) return Promise.resolve(this.audited);
     this.#auditRun ??= this.#audit().finally(() => (this.#auditRun = undefined));
     return this.#auditRun;
   }
@@ -224,14 +266,14 @@ export class ChainReplica {
   async #audit(): Promise<AuditState> {
     this.#auditStop = false;
     const opts: VerifyOptions = { ...this.#opts, lockSignatures: true };
-    while (this.#auditBlock <= this.cs.head.n && this.#auditFailure === undefined && !this.#auditStop) {
+    while (this.#auditBlock <= this.head.n && this.#auditFailure === undefined && !this.#auditStop) {
       try {
         this.#auditor ??= await verifierAt(this.cs, opts, this.#auditBlock);
-        const to = Math.min(this.cs.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
+        const to = Math.min(this.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
         let last = this.#auditBlock - 1;
-        for await (const block of this.cs.blocksFrom(this.#auditBlock, to)) {
+        for await (const block of this.cs.blocks(this.#auditBlock, to)) {
           if (this.#auditStop) break;
-          const entries = await this.cs.entryRange(block.header.first, block.header.first + block.header.count);
+          const entries = await this.entryRange(block.header.first, block.header.first + block.header.count);
           await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries, false);
           last = block.header.n;
         }
@@ -270,9 +312,9 @@ export class ChainReplica {
   /** A verifier that continues from the stored head. */
   async #resume(): Promise<ChainVerifier> {
     this.#checkedLocks.clear();
-    const head = this.cs.head;
+    const head = this.head;
     if (head.n < 0) return new ChainVerifier(this.origin, this.#opts);
-    const last = await this.cs.getBlock(head.n);
+    const last = await this.cs.block(head.n);
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     return new ChainVerifier(this.origin, this.#opts, { range, prevHash: head.n >= 0 ? blockHash(last.headerBytes) : ZERO_HASH, nextBlock: head.n + 1, roster: this.#roster, rosterCommitted: last.checkpoint.roster !== undefined });
   }
@@ -280,6 +322,6 @@ export class ChainReplica {
 
 /** Entries in the chain up to and including block n. */
 async function sizeAfter(cs: ChainStore, n: number): Promise<number> {
-  const h = (await cs.getBlock(n)).header;
+  const h = (await cs.block(n)).header;
   return h.first + h.count;
 }

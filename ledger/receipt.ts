@@ -248,12 +248,12 @@ export async function receiptFor(chain: Chain, index: number, opts: { size?: num
   const latest = sealed.checkpoint;
   const older = opts.size !== undefined && opts.size !== latest?.size;
   // A block stored but not yet sealed (its checkpoint is not the latest yet) is not offered.
-  const cp = older && (latest === undefined || opts.size! < latest.size) ? await checkpointOfSize(chain.cs, opts.size!) : older ? undefined : latest;
+  const cp = older && (latest === undefined || opts.size! < latest.size) ? await checkpointOfSize(chain, opts.size!) : older ? undefined : latest;
   if (cp === undefined && older) throw new OtiError('ERR_NOT_FOUND', `there is no signed checkpoint of size ${opts.size} (a checkpoint exists where a block ends)`, { size: opts.size });
   if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by ${opts.size === undefined ? 'a checkpoint yet' : `the checkpoint of size ${opts.size}`}`);
-  const rosterTree = older ? await rosterTreeAt(chain.cs, cp, sealed.rosterTree) : sealed.rosterTree;
-  const newer = older && latest !== undefined ? { checkpoint: latest.note, proof: await consistencyBetween(chain.cs, cp.size, latest.size) } : undefined;
-  const entryBytes = await chain.cs.getEntry(index);
+  const rosterTree = older ? await rosterTreeAt(chain, cp, sealed.rosterTree) : sealed.rosterTree;
+  const newer = older && latest !== undefined ? { checkpoint: latest.note, proof: await consistencyBetween(chain, cp.size, latest.size) } : undefined;
+  const entryBytes = await chain.entry(index);
   const entry = decodeEntry(entryBytes);
   const gatewayId = parseOrigin(chain.origin).gatewayId;
   const gw = rosterTree.member('gateway', gatewayId);
@@ -267,7 +267,7 @@ export async function receiptFor(chain: Chain, index: number, opts: { size?: num
   return encodeReceipt({
     entry: entryBytes,
     index,
-    proof: await inclusionProof(chain.cs, index, cp.size),
+    proof: await inclusionProof(chain, index, cp.size),
     checkpoint: cp.note,
     gateway: gw.history,
     ...(lock !== undefined ? { lock } : {}),

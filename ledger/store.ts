@@ -35,12 +35,13 @@ import type { AbstractSublevel } from 'abstract-level';
 import { encode, decode, decodeTrusted, fastEncode, type CborValue } from './base/cbor.js';
 import { OtiError, isOtiError } from './base/errors.js';
 import { sha256 } from './crypto.js';
-import { leafHash, nodeHash, CompactRange, type NodeReader } from './merkle.js';
+import { leafHash, nodeHash, CompactRange } from './merkle.js';
 import { decodeBlockHeader, type BlockHeader } from './block.js';
 import { parseCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { asMap, bytes, uint, text, type CborMap } from './schema.js';
 import type { Member } from './roster.js';
 import { isDiskFull, probeSpace, spaceRetryDelay } from './diskspace.js';
+import type { ChainHead, StoredBlock, ChainRole, ChainReader } from './reader.js';
 
 export const CHUNK_BITS = 4;
 export const CHUNK_SIZE = 1 << CHUNK_BITS;
@@ -55,20 +56,7 @@ export type BatchOp =
   | { type: 'put'; sublevel: BinSub; key: Bytes; value: Bytes }
   | { type: 'del'; sublevel: BinSub; key: Bytes };
 
-export interface ChainHead {
-  /** Number of the last block; -1 for an empty chain. */
-  readonly n: number;
-  readonly size: number;
-  readonly peaks: readonly Uint8Array[];
-}
-
-export interface StoredBlock {
-  readonly headerBytes: Uint8Array;
-  readonly header: BlockHeader;
-  readonly checkpoint: SignedCheckpoint;
-}
-
-export type ChainRole = 'self' | 'peer';
+export type { ChainHead, StoredBlock, ChainRole, ChainReader };
 
 const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
 
@@ -376,13 +364,14 @@ async function waitForSpace(dir: string, attempt: number, signal?: AbortSignal):
  * Reads and writes the stored parts of one chain. It knows nothing of signatures; Chain (our own
  * chain) and the peer-sync code decide what is valid before they hand it operations to write.
  */
-export class ChainStore implements NodeReader {
+export class ChainStore implements ChainReader {
   readonly origin: string;
   readonly role: ChainRole;
   readonly store: LedgerStore;
   readonly chunks: BinSub;
   readonly nodes: BinSub;
-  readonly blocks: BinSub;
+  /** Sublevel 'b' (blocks() is the read of it). */
+  readonly blockRecords: BinSub;
   readonly ids: BinSub;
   readonly roster: BinSub;
   readonly meta: BinSub;
@@ -398,7 +387,7 @@ export class ChainStore implements NodeReader {
     const base = ['c', origin];
     this.chunks = store.sub([...base, 'k']);
     this.nodes = store.sub([...base, 'n']);
-    this.blocks = store.sub([...base, 'b']);
+    this.blockRecords = store.sub([...base, 'b']);
     this.ids = store.sub([...base, 'i']);
     this.roster = store.sub([...base, 'r']);
     this.meta = store.sub([...base, 'm']);
@@ -460,7 +449,7 @@ export class ChainStore implements NodeReader {
   }
 
   blockOp(n: number, headerBytes: Bytes, checkpoint: SignedCheckpoint): BatchOp {
-    return { type: 'put', sublevel: this.blocks, key: u64(n), value: encode({ header: headerBytes, checkpoint: checkpoint.note }) };
+    return { type: 'put', sublevel: this.blockRecords, key: u64(n), value: encode({ header: headerBytes, checkpoint: checkpoint.note }) };
   }
 
   idOp(key: Bytes, index: number): BatchOp {
@@ -499,7 +488,7 @@ export class ChainStore implements NodeReader {
     return arr as Bytes[];
   }
 
-  async getEntry(index: number): Promise<Bytes> {
+  async entry(index: number): Promise<Bytes> {
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.#head.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not in chain ${this.origin} of size ${this.#head.size}`);
     const e = (await this.readChunk(Math.floor(index / CHUNK_SIZE)))[index % CHUNK_SIZE];
     if (e === undefined) throw new OtiError('ERR_STORE_CORRUPT', `entry ${index} of ${this.origin} is missing`);
@@ -582,10 +571,10 @@ export class ChainStore implements NodeReader {
     return `entries ${first}..${last} of ${this.origin} (chunk ${c})`;
   }
 
-  async getBlock(n: number): Promise<StoredBlock> {
+  async block(n: number): Promise<StoredBlock> {
     let v: Bytes | undefined;
     try {
-      v = await this.blocks.get(u64(n));
+      v = await this.blockRecords.get(u64(n));
     } catch (e) {
       throw readFailed(`stored block ${n} of ${this.origin}`, e);
     }
@@ -594,9 +583,9 @@ export class ChainStore implements NodeReader {
   }
 
   /** Blocks n..to in order; a block that cannot be read or parsed fails with an error that names it. */
-  async *blocksFrom(n: number, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<StoredBlock> {
+  async *blocks(n: number, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<StoredBlock> {
     let next = n;
-    const it = this.blocks.iterator({ gte: u64(n), lte: u64(to) });
+    const it = this.blockRecords.iterator({ gte: u64(n), lte: u64(to) });
     try {
       for (;;) {
         let row: [Bytes, Bytes] | undefined;
@@ -621,12 +610,27 @@ export class ChainStore implements NodeReader {
     let hi = this.#head.n;
     while (lo <= hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const b = await this.getBlock(mid);
+      const b = await this.block(mid);
       if (index < b.header.first) hi = mid - 1;
       else if (index >= b.header.first + b.header.count) lo = mid + 1;
       else return b;
     }
     throw new OtiError('ERR_NOT_FOUND', `entry ${index} is in no block of ${this.origin}`);
+  }
+
+  /** @deprecated the ChainReader name is entry(); kept while gateway/sync/ still calls it. */
+  getEntry(index: number): Promise<Bytes> {
+    return this.entry(index);
+  }
+
+  /** @deprecated the ChainReader name is block(); kept while gateway/sync/ still calls it. */
+  getBlock(n: number): Promise<StoredBlock> {
+    return this.block(n);
+  }
+
+  /** @deprecated the ChainReader name is blocks(); kept while gateway/sync/ still calls it. */
+  blocksFrom(n: number, to?: number): AsyncGenerator<StoredBlock> {
+    return this.blocks(n, to);
   }
 
   async indexOfId(key: Bytes): Promise<number | undefined> {
@@ -666,6 +670,22 @@ export class ChainStore implements NodeReader {
       if (m['expires'] !== undefined) member.expires = uint(m, 'expires', 'member');
       out.push(member);
     }
+    return out;
+  }
+
+  /** Nodes of one level, [first, first + count): one iterator where they are stored (tiles read 256 at a time). */
+  async nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
+    if ((first + count) * 2 ** level > this.#head.size) throw new OtiError('ERR_PROOF_RANGE', `nodes ${level}/${first}..${first + count - 1} are beyond size ${this.#head.size}`);
+    if (level < STORED_NODE_LEVEL) return Promise.all(Array.from({ length: count }, (_, i) => this.node(level, first + i)));
+    const out: Uint8Array[] = [];
+    const key = (i: number): Buffer => Buffer.concat([Buffer.of(level), u64(i)]);
+    await named(`nodes ${level}/${first}..${first + count - 1} of ${this.origin}`, async () => {
+      for await (const [k, v] of this.nodes.iterator({ gte: key(first), lt: key(first + count) })) {
+        if (readU64(k.subarray(1)) !== first + out.length || v.length !== 32) break;
+        out.push(v);
+      }
+    });
+    if (out.length !== count) throw new OtiError('ERR_STORE_CORRUPT', `node ${level}/${first + out.length} of ${this.origin} is missing`);
     return out;
   }
 

@@ -18,7 +18,7 @@ import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { checkSigned, Roster, type SiteTrust } from './roster.js';
 import { SigPacker, type SignaturePool } from './sigpool.js';
 import { verifyPacked } from './sigbatch.js';
-import type { ChainStore } from './store.js';
+import type { ChainReader } from './reader.js';
 import { bytesEqual } from './base/bytes.js';
 import { rebuildRange } from './chain.js';
 import { RosterTree, type RosterDigest } from './roster-commitment.js';
@@ -272,11 +272,11 @@ export interface ChainRangeOptions extends VerifyOptions {
  * signed root), the previous block's hash, and the roster entries before the range; counters
  * are checked for increase within the range.
  */
-export async function verifyChain(cs: ChainStore, opts: ChainRangeOptions): Promise<VerifyReport> {
+export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Promise<VerifyReport> {
   const from = opts.fromBlock ?? 0;
   const to = opts.toBlock ?? cs.head.n;
   const verifier = await verifierAt(cs, opts, from);
-  for await (const block of cs.blocksFrom(from, to)) {
+  for await (const block of cs.blocks(from, to)) {
     const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
     await verifier.addBlock(block.headerBytes, block.checkpoint, entries, false);
   }
@@ -289,9 +289,9 @@ export async function verifyChain(cs: ChainStore, opts: ChainRangeOptions): Prom
  * its state before that block comes from the store: the subtree hashes (checked against the
  * previous block's signed root), the previous block's hash, and the roster entries before it.
  */
-export async function verifierAt(cs: ChainStore, opts: VerifyOptions, from: number): Promise<ChainVerifier> {
+export async function verifierAt(cs: ChainReader, opts: VerifyOptions, from: number): Promise<ChainVerifier> {
   if (from === 0) return new ChainVerifier(cs.origin, opts);
-  const prev = await cs.getBlock(from - 1);
+  const prev = await cs.block(from - 1);
   const range = await rebuildRange(cs, prev.header.first + prev.header.count);
   if (!bytesEqual(range.root(), prev.header.root)) throw new OtiError('ERR_BLOCK_INVALID', `stored subtree hashes do not give the root of block ${from - 1}`);
   const roster = new Roster();

@@ -9,7 +9,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { OtiError } from '../ledger/base/errors.js';
 import { leafHash } from '../ledger/merkle.js';
-import type { ChainStore } from '../ledger/store.js';
+import type { ChainReader } from '../ledger/reader.js';
 import { writeFileAtomic } from '../ledger/base/files.js';
 import { blockResources, encodeBundle, encodeHashTile, tilePath, treeResources, TILE_WIDTH, type TileResource } from '../ledger/tiles.js';
 import { chainCheckpoint, readTile } from '../ledger/tile-source.js';
@@ -25,7 +25,7 @@ export interface ExportReport {
 }
 
 /** Writes one chain's tree under `dir` (the chain's prefix); returns what was written. */
-export async function exportChain(cs: ChainStore, dir: string, onProgress?: (done: number, size: number) => void): Promise<ExportReport> {
+export async function exportChain(cs: ChainReader, dir: string, onProgress?: (done: number, size: number) => void): Promise<ExportReport> {
   const checkpoint = await chainCheckpoint(cs);
   const { size, n } = cs.head;
   let files = 0;

@@ -15,7 +15,8 @@
 import type { UplinkStatus } from '../sync/uplink.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { DriverStatus } from '../../drivers/driver.js';
-import type { Ingest, IngestEvents } from '../ingest.js';
+import type { Ingest } from '../ingest.js';
+import { listen } from '../../ledger/base/events.js';
 import type { HealthCondition } from './health.js';
 import type { BrokerStats } from '../broker/broker.js';
 import { registerWebhookMetrics } from '../notify/webhook-metrics.js';
@@ -178,26 +179,22 @@ export class GatewayMetrics {
    * function that stops observing it.
    */
   observeIngest(ingest: Ingest): () => void {
-    const listeners = {
+    const stop = listen(ingest, {
       received: () => this.#received.inc(),
-      committed: (...[, , latencyMs]: IngestEvents['committed']) => {
+      committed: (_ev, _result, latencyMs) => {
         this.#committed.inc();
         this.#ackLatency.observe(Math.max(0, latencyMs) / 1000);
       },
       duplicate: () => this.#duplicates.inc(),
-      rejected: (...[, code]: IngestEvents['rejected']) => this.#rejected.inc({ code }),
-      recorded: (...[result]: IngestEvents['recorded']) => this.#recorded.inc({ kind: result.entry.body.kind }),
+      rejected: (_ev, code) => this.#rejected.inc({ code }),
+      recorded: (result) => this.#recorded.inc({ kind: result.entry.body.kind }),
       unenrolled: () => this.#unenrolled.inc(),
-      notice: (...[n]: IngestEvents['notice']) => this.#notices.inc({ driver: n.kind === 'blind' ? n.driver : n.from.driver, kind: n.kind }),
+      notice: (n) => this.#notices.inc({ driver: n.kind === 'blind' ? n.driver : n.from.driver, kind: n.kind }),
       fault: () => this.#faults.inc(),
-    };
-    // Every listener is registered under its event's name; the untyped view only serves the loop.
-    const events = ingest as unknown as { on(e: string, f: (...a: never[]) => void): unknown; off(e: string, f: (...a: never[]) => void): unknown };
-    const entries = Object.entries(listeners) as [string, (...a: never[]) => void][];
-    for (const [event, f] of entries) events.on(event, f);
+    });
     this.#ingests.add(ingest);
     return () => {
-      for (const [event, f] of entries) events.off(event, f);
+      stop();
       this.#ingests.delete(ingest);
     };
   }

@@ -34,7 +34,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Chain } from '../../ledger/chain.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import { toHex, fromHex } from '../../ledger/crypto.js';
 import { decode } from '../../ledger/base/cbor.js';
 import { decodeEntry, type Entry } from '../../ledger/entry.js';
@@ -54,9 +54,7 @@ function personHex(personId: Uint8Array): string {
 }
 
 /** A chain or a peer's replica: anything whose stored entries can be read. */
-export interface StoredChain {
-  readonly cs: ChainStore;
-}
+export type StoredChain = ChainReader;
 
 /** What this gateway holds for a person: the key, an erasure marker, or neither. */
 export type PersonKeyState = 'held' | 'erased' | 'absent';
@@ -226,7 +224,7 @@ export function followChain(chain: Chain, store: PersonKeyStore, onError: (e: Er
  */
 export async function applyStoredShreds(chain: StoredChain, store: PersonKeyStore): Promise<number> {
   let n = 0;
-  for await (const { bytes } of chain.cs.entries(0, chain.cs.head.size)) {
+  for await (const { bytes } of chain.entries(0, chain.head.size)) {
     if (!isPrivacyEntry(bytes)) continue;
     if (await applyPrivacyEntry(store, decodeEntry(bytes))) n++;
   }
@@ -374,7 +372,7 @@ export function parsePersonId(hex: string): Uint8Array {
 /** The newest person entry of `person` in the chain, or undefined. */
 export async function findPerson(chain: StoredChain, person: Uint8Array): Promise<{ index: number; entry: Entry } | undefined> {
   let found: { index: number; entry: Entry } | undefined;
-  for await (const { index, bytes } of chain.cs.entries(0, chain.cs.head.size)) {
+  for await (const { index, bytes } of chain.entries(0, chain.head.size)) {
     if (!isPrivacyEntry(bytes)) continue;
     const entry = decodeEntry(bytes);
     if (entry.body.kind === 'privacy' && entry.body.op === 'person' && Buffer.from(entry.body.person).equals(person)) found = { index, entry };

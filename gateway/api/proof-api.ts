@@ -4,7 +4,7 @@
  */
 import { OtiError } from '../../ledger/base/errors.js';
 import { consistencyBetween, checkpointOfSize } from '../../ledger/history.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 
 export interface ConsistencyJson {
   readonly chain: string;
@@ -18,7 +18,7 @@ export interface ConsistencyJson {
   readonly checkpoint?: string;
 }
 
-export async function consistencyJson(cs: ChainStore, q: URLSearchParams): Promise<ConsistencyJson> {
+export async function consistencyJson(cs: ChainReader, q: URLSearchParams): Promise<ConsistencyJson> {
   const size = cs.head.size;
   const from = sizeParam(q, 'from', size);
   const to = sizeParam(q, 'to', size) ?? size;

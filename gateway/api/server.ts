@@ -22,10 +22,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isLoopbackHost } from '../config/config.js';
 import { capConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import type { HealthBoard } from './health.js';
 import type { Chain } from '../../ledger/chain.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import { ENTRY_KINDS, type EntryKind } from '../../ledger/entry.js';
 import { EVENT_TYPES, type EventType } from '../../ledger/lockevent.js';
 import { decodeReceipt, encodeReceipt, receiptFor } from '../../ledger/receipt.js';
@@ -94,7 +94,7 @@ export interface LocalApiOptions {
   readonly status: () => GatewayStatusJson;
   readonly metrics: GatewayMetrics;
   /** The peers' chains stored here, listed by /chains and readable with /events?chain=. */
-  readonly peers?: () => readonly ChainStore[];
+  readonly peers?: () => readonly ChainReader[];
   /** Drivers (by id) that must be running or degraded for /health to be ok. Default: none. */
   readonly requiredDrivers?: readonly string[];
   /** The gateway's health conditions (gateway/api/health.ts), shown by /health and /status. */
@@ -295,7 +295,7 @@ export class LocalApi {
     }
     if (path === '/chains') return json({ chains: this.#chains() });
     if (path === '/events') return json(await this.#events(url.searchParams, role));
-    if (path.startsWith(TLOG_PREFIX)) return tlogRoute(path, [this.#opts.chain.cs, ...(this.#opts.peers?.() ?? [])]);
+    if (path.startsWith(TLOG_PREFIX)) return tlogRoute(path, [this.#opts.chain, ...(this.#opts.peers?.() ?? [])]);
     const entry = /^\/events\/([^/]+)$/.exec(path);
     if (entry !== null) return json(await this.#entry(decodeId(entry[1]!), role));
     const receipt = /^\/receipts\/([^/]+)$/.exec(path);
@@ -419,15 +419,15 @@ export class LocalApi {
   }
 
   #chains(): { origin: string; role: string; size: number }[] {
-    const own = this.#opts.chain.cs;
-    return [own, ...(this.#opts.peers?.() ?? [])].map((cs) => ({ origin: cs.origin, role: cs.role, size: cs.head.size }));
+    const own = this.#opts.chain;
+    return [own, ...(this.#opts.peers?.() ?? [])].map((c) => ({ origin: c.origin, role: c.role, size: c.head.size }));
   }
 
   /** The chain a request names with `chain=` (own chain when absent). */
-  #store(origin: string | null): ChainStore {
-    const own = this.#opts.chain.cs;
+  #store(origin: string | null): ChainReader {
+    const own = this.#opts.chain;
     if (origin === null || origin === own.origin) return own;
-    const peer = this.#opts.peers?.().find((cs) => cs.origin === origin);
+    const peer = this.#opts.peers?.().find((c) => c.origin === origin);
     if (peer === undefined) throw new HttpError(404, 'ERR_NOT_FOUND', 'no such chain is stored here', { param: 'chain' });
     return peer;
   }
@@ -472,7 +472,7 @@ export class LocalApi {
 
   async #entry(id: string, role: Role): Promise<EntryJson> {
     const index = await this.#indexOf(id);
-    const bytes = await this.#opts.chain.cs.getEntry(index);
+    const bytes = await this.#opts.chain.entry(index);
     return { ...(await this.#view(entryJson(index, bytes), bytes, role)), entry: Buffer.from(bytes).toString('base64') };
   }
 
@@ -487,7 +487,7 @@ export class LocalApi {
 
   async #receipt(id: string, accept: string | undefined, q: URLSearchParams): Promise<Reply> {
     const index = await this.#indexOf(id);
-    const size = sizeParam(q, 'size', this.#opts.chain.cs.head.size);
+    const size = sizeParam(q, 'size', this.#opts.chain.head.size);
     const format = receiptFormat(q, accept);
     const bytes = this.#cosigned(await receiptFor(this.#opts.chain, index, size !== undefined ? { size } : {}));
     if (format === 'cbor') return { status: 200, type: 'application/cbor', body: bytes };

@@ -13,7 +13,7 @@
  * are replaced as the chain grows and may be cached for a few seconds only.
  */
 import { OtiError } from '../../ledger/base/errors.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';
 
@@ -29,24 +29,24 @@ export interface TlogReply {
 }
 
 /** The chain whose origin the path names (the longest match), and the path below it. */
-function resolve(path: string, chains: readonly ChainStore[]): { cs: ChainStore; rest: string } | undefined {
-  let best: { cs: ChainStore; rest: string } | undefined;
-  for (const cs of chains) {
-    const base = `${TLOG_PREFIX}${cs.origin}/`;
-    if (path.startsWith(base) && (best === undefined || cs.origin.length > best.cs.origin.length)) best = { cs, rest: path.slice(base.length) };
+function resolve(path: string, chains: readonly ChainReader[]): { chain: ChainReader; rest: string } | undefined {
+  let best: { chain: ChainReader; rest: string } | undefined;
+  for (const chain of chains) {
+    const base = `${TLOG_PREFIX}${chain.origin}/`;
+    if (path.startsWith(base) && (best === undefined || chain.origin.length > best.chain.origin.length)) best = { chain, rest: path.slice(base.length) };
   }
   return best;
 }
 
 /** Answers a GET of `path` (which starts with /tlog/); ERR_NOT_FOUND for anything it does not hold. */
-export async function tlogRoute(path: string, chains: readonly ChainStore[]): Promise<TlogReply> {
+export async function tlogRoute(path: string, chains: readonly ChainReader[]): Promise<TlogReply> {
   const hit = resolve(path, chains);
   if (hit === undefined) throw new OtiError('ERR_NOT_FOUND', 'no chain with this origin is stored here', { param: 'origin' });
   if (hit.rest === 'checkpoint') {
-    return { status: 200, type: 'text/plain; charset=utf-8', body: await chainCheckpoint(hit.cs), headers: { 'cache-control': SHORT_CACHE } };
+    return { status: 200, type: 'text/plain; charset=utf-8', body: await chainCheckpoint(hit.chain), headers: { 'cache-control': SHORT_CACHE } };
   }
   const r = parseTilePath(hit.rest);
   if (r === undefined) throw new OtiError('ERR_NOT_FOUND', 'not a tile path: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>], oti/blocks/<N>[.p/<W>] or checkpoint', { param: 'path' });
-  const body = await readTile(hit.cs, r);
+  const body = await readTile(hit.chain, r);
   return { status: 200, type: 'application/octet-stream', body, headers: { 'cache-control': r.width === TILE_WIDTH ? IMMUTABLE_CACHE : SHORT_CACHE } };
 }

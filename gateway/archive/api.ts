@@ -12,7 +12,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';

@@ -12,7 +12,7 @@
  */
 import { connect, type MqttClient, type IPublishPacket } from 'mqtt';
 import type { Pool } from 'mysql2/promise';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';

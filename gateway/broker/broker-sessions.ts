@@ -9,7 +9,7 @@
  * and clean session on discards the stored session (§3.1.2.4).
  */
 import type { Client } from 'aedes';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import type { SessionCaps } from './limits.js';
 import { BoundedPersistence } from './persistence.js';
 import { SessionRegistry } from './sessions.js';

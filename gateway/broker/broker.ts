@@ -32,7 +32,7 @@ import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { readFile } from 'node:fs/promises';
-import { pino, type Logger } from 'pino';
+import { silentLogger, type Logger } from '../log.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
@@ -149,7 +149,7 @@ export class Broker {
     checkOptions(opts);
     const topics = new TopicMap(opts.site, opts.haPrefix);
     const tlsFiles = opts.tls === undefined ? undefined : await readTlsFiles(opts.tls);
-    const log = opts.logger ?? pino({ level: 'silent' });
+    const log = opts.logger ?? silentLogger();
     const sessions = new BrokerSessions(opts.sessions ?? DEFAULT_SESSION_CAPS, log);
     // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
     const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });

@@ -25,7 +25,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import { OtiError } from '../../ledger/base/errors.js';
-import type { Advertisement, BackendSink, MdnsBackend } from './discovery.js';
+import type { Advertisement, BackendSink, MdnsBackend } from './backend.js';
 
 /** The part of the `mdns` package used here (v2.7). */
 interface MdnsModule {

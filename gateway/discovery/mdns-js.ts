@@ -28,7 +28,7 @@ import makeMdns from 'multicast-dns';
 import type { Answer, Question } from 'dns-packet';
 import { OtiError } from '../../ledger/base/errors.js';
 import { SERVICE_TYPE } from './announcement.js';
-import type { Advertisement, BackendSink, MdnsBackend } from './discovery.js';
+import type { Advertisement, BackendSink, MdnsBackend } from './backend.js';
 
 export interface JsMdnsOptions {
   /** UDP port; 5353 is mDNS (RFC 6762 §3). Tests use another port to stay apart. */

@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { connect, type MqttClient } from 'mqtt';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.js';
 import type { MqttPublisher } from './homeassistant.js';

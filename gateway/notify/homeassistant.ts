@@ -22,7 +22,8 @@
  * pending is bounded by the roster whatever the event rate.
  */
 import { createRequire } from 'node:module';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
+import { listen } from '../../ledger/base/events.js';
 import type { Chain, BlockEvent } from '../../ledger/chain.js';
 import { EVENT_TYPES } from '../../ledger/lockevent.js';
 import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
@@ -125,16 +126,7 @@ export class HomeAssistantBridge {
         for (const [lock, f] of this.#facts) if (f.via === n.from.link && f.link !== 'offline') this.#update(lock, { link: 'offline' });
       }
     };
-    chain.on('block', onBlock);
-    ingest.on('received', onReceived);
-    ingest.on('committed', onCommitted);
-    ingest.on('notice', onNotice);
-    this.#offs.push(
-      () => chain.off('block', onBlock),
-      () => ingest.off('received', onReceived),
-      () => ingest.off('committed', onCommitted),
-      () => ingest.off('notice', onNotice),
-    );
+    this.#offs.push(listen(chain, { block: onBlock }), listen(ingest, { received: onReceived, committed: onCommitted, notice: onNotice }));
     this.#syncRoster();
     return this.idle();
   }

@@ -31,9 +31,10 @@ import { decodeEntry } from '../../ledger/entry.js';
 import type { CoverageEvent } from '../sync/witness.js';
 import { toHex } from '../../ledger/crypto.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { BOLT_STATE, lastBoltState, recentLockEvents, type CommittedEvent } from './status-rebuild.js';
 import { isOtiError } from '../../ledger/base/errors.js';
+import { listen } from '../../ledger/base/events.js';
 
 export interface NotifierOptions {
   /** The embedded broker, an external one (gateway/notify/external-broker.ts), or both. */
@@ -84,25 +85,22 @@ export class MqttNotifier {
   }
 
   async start(): Promise<void> {
-    const { ingest } = this.o;
-    const on = <A extends unknown[]>(emitter: { on(e: string, f: (...a: A) => void): unknown; off(e: string, f: (...a: A) => void): unknown }, event: string, f: (...a: A) => void): void => {
-      emitter.on(event, f);
-      this.listeners.push(() => emitter.off(event, f));
-    };
     // Queued first, so the rebuilt statuses are on the broker before anything new.
     this.enqueue(() => this.rebuild());
-    on(ingest, 'received', (ev: ReceivedEvent) => {
-      // Looked up as the copy arrives, before it could be committed itself: was the event
-      // committed before this copy came? A failed lookup counts as yes (publish nothing).
-      const before = this.committedIndex(ev.lock, ev.ctr).catch(() => -1);
-      this.enqueue(() => this.arrived(ev, before));
-    });
-    on(ingest, 'committed', (ev: ReceivedEvent, r: AppendResult) => this.enqueue(() => this.committed(ev, r)));
-    on(ingest, 'rejected', (ev: ReceivedEvent, code: string, retry: boolean) => {
-      if (!retry) this.enqueue(() => this.refused(ev, code));
-    });
-    on(ingest, 'unenrolled', (lock: string, info: { key?: Uint8Array; fw: string } | undefined, from: { driver: string }) =>
-      this.enqueue(() => this.unenrolled(lock, info, from.driver)),
+    this.listeners.push(
+      listen(this.o.ingest, {
+        received: (ev) => {
+          // Looked up as the copy arrives, before it could be committed itself: was the event
+          // committed before this copy came? A failed lookup counts as yes (publish nothing).
+          const before = this.committedIndex(ev.lock, ev.ctr).catch(() => -1);
+          this.enqueue(() => this.arrived(ev, before));
+        },
+        committed: (ev, r) => this.enqueue(() => this.committed(ev, r)),
+        rejected: (ev, code, retry) => {
+          if (!retry) this.enqueue(() => this.refused(ev, code));
+        },
+        unenrolled: (lock, info, from) => this.enqueue(() => this.unenrolled(lock, info, from.driver)),
+      }),
     );
     await this.o.broker.publish(this.o.topics.gatewayState(this.o.gatewayId), JSON.stringify({ state: 'online', at: this.now() }), { qos: 1, retain: true });
     this.sweeper = setInterval(() => this.enqueue(() => this.sweep()), 10_000);
@@ -119,7 +117,7 @@ export class MqttNotifier {
     this.enqueue(async () => {
       const from = Math.max(ev.from, ev.to - (this.o.retainMax ?? 1000));
       if (from >= ev.to) return;
-      const raws = await this.o.chain.cs.entryRange(from, ev.to);
+      const raws = await this.o.chain.entryRange(from, ev.to);
       for (const raw of raws) {
         const body = decodeEntry(raw).body;
         if (body.kind !== 'lock-event') continue;

@@ -36,7 +36,7 @@ export async function recentLockEvents(chain: Chain, max: number, since: number,
   const stop = Math.max(0, chain.size - scanMax);
   for (let hi = chain.size; hi > stop && found.length < max; hi -= RANGE) {
     const lo = Math.max(stop, hi - RANGE);
-    const raws = await chain.cs.entryRange(lo, hi);
+    const raws = await chain.entryRange(lo, hi);
     for (let k = raws.length - 1; k >= 0 && found.length < max; k--) {
       const e = decodeEntry(raws[k]!);
       if (e.time < since) return found.reverse();
@@ -53,7 +53,7 @@ export async function lastBoltState(chain: Chain, lock: string): Promise<LockSta
     const id = `${lock}:${ctr}`;
     const index = await chain.indexOf(id);
     if (index === undefined) continue;
-    const e = decodeEntry(await chain.cs.getEntry(index));
+    const e = decodeEntry(await chain.entry(index));
     if (e.body.kind !== 'lock-event') continue;
     const state = BOLT_STATE[e.body.event.type];
     if (state !== undefined) return { state, id, at: e.time };

@@ -29,6 +29,7 @@ import type { Chain } from '../../ledger/chain.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { receiptFor } from '../../ledger/receipt.js';
 import type { WebhookConfig } from '../config/config.js';
+import { silentLogger, type Logger } from '../log.js';
 
 /** Most entries in one delivery. */
 export const BATCH_MAX_ENTRIES = 100;
@@ -55,19 +56,12 @@ export type WebhookHook = Pick<WebhookConfig, 'url' | 'maxAttempts' | 'backoffMi
   readonly fromStart?: boolean;
 };
 
-/** The part of a pino logger used here. */
-export interface WebhookLogger {
-  info(obj: Record<string, unknown>, msg: string): void;
-  warn(obj: Record<string, unknown>, msg: string): void;
-  error(obj: Record<string, unknown>, msg: string): void;
-}
-
 export interface WebhookDispatcherOptions {
   readonly chain: Chain;
   readonly hooks: readonly WebhookHook[];
   /** Folder of the cursor files; created (mode 0700) when missing. */
   readonly cursorDir: string;
-  readonly logger?: WebhookLogger;
+  readonly logger?: Logger;
   readonly fetch?: typeof fetch;
   /** Clock for the signature timestamp and `deliveredAt` (ms since 1970). */
   readonly now?: () => number;
@@ -131,14 +125,13 @@ export function redactUrl(url: string): string {
 
 
 
-const silent: WebhookLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** Delivers the chain to every configured hook. start() once, stop() once. */
 export class WebhookDispatcher {
   readonly #chain: Chain;
   readonly #hooks: readonly WebhookHook[];
   readonly #dir: string;
-  readonly #log: WebhookLogger;
+  readonly #log: Logger;
   readonly #fetch: typeof fetch;
   readonly #now: () => number;
   #workers: HookWorker[] = [];
@@ -149,7 +142,7 @@ export class WebhookDispatcher {
   constructor(opts: WebhookDispatcherOptions) {
     this.#chain = opts.chain;
     this.#dir = opts.cursorDir;
-    this.#log = opts.logger ?? silent;
+    this.#log = opts.logger ?? silentLogger();
     this.#fetch = opts.fetch ?? fetch;
     this.#now = opts.now ?? Date.now;
     const ids = new Set<string>();
@@ -223,7 +216,7 @@ function checkHook(h: WebhookHook, i: number): void {
 }
 
 /** Reads a secret file (trimmed); warns when group or others can read it. Never logs the secret. */
-async function readSecretFile(path: string, key: string, log: WebhookLogger): Promise<string> {
+async function readSecretFile(path: string, key: string, log: Logger): Promise<string> {
   const { bytes, mode } = await readBoundedFile(path, {
     maxBytes: SECRET_MAX_BYTES,
     private: false,
@@ -284,7 +277,7 @@ interface WorkerOptions {
   readonly secret: string;
   readonly file: string;
   readonly chain: Chain;
-  readonly log: WebhookLogger;
+  readonly log: Logger;
   readonly fetch: typeof fetch;
   readonly now: () => number;
 }
@@ -460,7 +453,7 @@ class HookWorker {
     if (from >= end) return undefined;
     const entries: WebhookEntry[] = [];
     let bytes = 0;
-    for (const [i, raw] of (await chain.cs.entryRange(from, end)).entries()) {
+    for (const [i, raw] of (await chain.entryRange(from, end)).entries()) {
       const e: WebhookEntry = { ...entryJson(from + i, raw), receipt: Buffer.from(await receiptFor(chain, from + i)).toString('base64') };
       bytes += JSON.stringify(e).length + 1;
       if (entries.length > 0 && bytes > BATCH_MAX_BYTES) break;

@@ -140,7 +140,7 @@ async function checkLedger(r: Running, allStored: boolean): Promise<void> {
     const cs = await store.chain(`oti/${r.id.trust.siteId}/${r.id.gatewayId}`, 'self');
     const stored = new Map<string, string>();
     for (let i = 0; i < cs.head.size; i++) {
-      const bytes = await cs.getEntry(i);
+      const bytes = await cs.entry(i);
       const body = decodeEntry(bytes).body;
       if (body.kind === 'lock-event') stored.set(`${body.event.lock}:${body.event.ctr}`, toHex(leafHash(bytes)));
     }

@@ -154,7 +154,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   const cs = await store.chain(`oti/${id.trust.siteId}/${id.gatewayId}`, 'self');
   const stored = new Map<string, string>();
   for (let i = 0; i < cs.head.size; i++) {
-    const bytes = await cs.getEntry(i);
+    const bytes = await cs.entry(i);
     const body = decodeEntry(bytes).body;
     if (body.kind !== 'lock-event') continue;
     const key = `${body.event.lock}:${body.event.ctr}`;

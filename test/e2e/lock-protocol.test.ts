@@ -107,7 +107,7 @@ void test('the real gateway refuses what it can never accept, explains every ref
   const store = await LedgerStore.open(join(dataDir, 'ledger'));
   const cs = await store.chain(`oti/${id.trust.siteId}/${id.gatewayId}`, 'self');
   const bodies: EntryBody[] = [];
-  for (let i = 0; i < cs.head.size; i++) bodies.push(decodeEntry(await cs.getEntry(i)).body);
+  for (let i = 0; i < cs.head.size; i++) bodies.push(decodeEntry(await cs.entry(i)).body);
   await store.close();
   assert.deepEqual(bodies.filter((b) => b.kind === 'gap' && 'lock' in b), [{ kind: 'gap', lock: 'bad', from: 2, to: 2, code: 'ERR_EVENT_INVALID' }]);
   assert.ok(bodies.some((b) => b.kind === 'health' && b.source === 'lock:bad' && b.status === 'invalid-event'));

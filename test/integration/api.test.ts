@@ -181,7 +181,7 @@ void test('an entry by id, and receipts that verify offline in both forms', asyn
   assert.equal(one.body.id, id);
   assert.equal(one.body.ctr, 4);
   assert.equal(one.body.provenance, 'lock-signed');
-  assert.deepEqual(new Uint8Array(Buffer.from(one.body.entry, 'base64')), await chain.cs.getEntry(one.body.index));
+  assert.deepEqual(new Uint8Array(Buffer.from(one.body.entry, 'base64')), await chain.entry(one.body.index));
   const byHash = await getJson<{ index: number }>(`${api.url}/events/${one.body.leafHash}`);
   assert.equal(byHash.status, 404); // lock events are found by lock:ctr, other entries by leaf hash
   const gap = (await getJson<Page>(`${api.url}/events?kind=gap`)).body.items[0]!;

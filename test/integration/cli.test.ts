@@ -242,7 +242,7 @@ async function apiServer(t: TestContext, data: string): Promise<{ url: string; c
         const after = Number(url.searchParams.get('after') ?? '-1');
         const events = [];
         for (let i = after + 1; i < chain.size; i++) {
-          const b = decodeEntry(await chain.cs.getEntry(i)).body;
+          const b = decodeEntry(await chain.entry(i)).body;
           if (b.kind === 'lock-event') events.push({ index: i, id: `${b.event.lock}:${b.event.ctr}`, lock: b.event.lock, ctr: b.event.ctr, type: b.event.type, time: b.event.time });
         }
         return send(res, 200, { items: events, next: null });

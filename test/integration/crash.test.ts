@@ -116,13 +116,13 @@ function runRound(t: TestContext, live: Set<ChildProcess>, dbPath: string, keysP
  * and that the leaf hash at every acknowledged index is the acknowledged one.
  */
 async function verifyStructure(chain: Chain, gatewayKey: Uint8Array, leafAt: Map<number, string>, sigFrom: number): Promise<{ blocks: number; sigs: number }> {
-  const cs = chain.cs;
+  const cs = chain;
   const head = cs.head;
   const blocks: StoredBlock[] = [];
-  // An explicit upper bound: blocksFrom's default (Number.MAX_SAFE_INTEGER) does not fit u64()
+  // An explicit upper bound: blocks()' default (Number.MAX_SAFE_INTEGER) does not fit u64()
   // (ERR_OUT_OF_RANGE from Buffer.writeUIntBE), reported to the lead. head.n + 1 would show a
   // block written beyond the head.
-  for await (const b of cs.blocksFrom(0, head.n + 1)) blocks.push(b);
+  for await (const b of cs.blocks(0, head.n + 1)) blocks.push(b);
   assert.equal(blocks.length, head.n + 1, `the store holds ${blocks.length} blocks, the head says ${head.n + 1}`);
   let prevHash: Uint8Array = ZERO_HASH;
   let next = 0;
@@ -220,16 +220,16 @@ void test('acknowledged appends survive SIGKILL at random moments; the chain ver
       for (const a of acks) {
         const at = await chain.indexOf(a.id);
         assert.equal(at, a.index, `round ${round}: acknowledged ${a.id} is ${at === undefined ? 'missing' : `at ${at}`}, was acknowledged at ${a.index}`);
-        const leaf = leafHash(await chain.cs.getEntry(a.index));
+        const leaf = leafHash(await chain.entry(a.index));
         assert.equal(toHex(leaf), a.leaf, `round ${round}: entry ${a.index} is not the acknowledged ${a.id}`);
-        const proof = await inclusionProof(chain.cs, a.index, cp.size);
+        const proof = await inclusionProof(chain, a.index, cp.size);
         assert.ok(verifyInclusion(leaf, a.index, cp.size, proof, cp.root), `round ${round}: no inclusion proof of ${a.id} in the checkpoint at ${cp.size}`);
       }
       const { blocks, sigs } = await verifyStructure(chain, gw.key.publicKey, leafAt, sigFrom);
       // The ledger's own verifier as well (entries decode, roster, counters, lock signatures):
       // the blocks written since the last round, and the whole chain in the last round.
       const fromBlock = round === ROUNDS ? 0 : sigFrom;
-      const report = await verifyChain(chain.cs, { trust: site.trust, fromBlock });
+      const report = await verifyChain(chain, { trust: site.trust, fromBlock });
       assert.equal(report.size, size);
       assert.equal(report.blocks, blocks - fromBlock);
       assert.ok(report.checkpoint !== undefined && bytesEqual(report.root, cp.root), `round ${round}: verifyChain ends at another root than the checkpoint`);

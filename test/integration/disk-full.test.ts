@@ -95,7 +95,7 @@ void test('appends wait while the disk is full, and are written once there is sp
   await store.close();
   const again = await s.open();
   assert.equal(again.chain.size, 87);
-  const report = await verifyChain(again.chain.cs, { trust: s.site.trust });
+  const report = await verifyChain(again.chain, { trust: s.site.trust });
   assert.equal(report.entries, 87);
 });
 
@@ -117,7 +117,7 @@ void test('a store told to stop waiting for space fails the waiting appends as n
   await removeFiller(s.filler);
   const again = await s.open();
   assert.equal(again.chain.size, 12);
-  const report = await verifyChain(again.chain.cs, { trust: s.site.trust });
+  const report = await verifyChain(again.chain, { trust: s.site.trust });
   assert.equal(report.entries, 12);
   // The counters that were given up are free again: the lock sends them again.
   assert.equal(await again.chain.lastCounter('door-1'), 10);

@@ -34,7 +34,7 @@ async function dataFolder(dataDir: string): Promise<{ origin: string; signatures
   await Promise.all(Array.from({ length: 3000 }, (_, i) => chain.append({ kind: 'lock-event', cose: coseSign1(signer, encodeLockEvent({ lock: 'door-1', ctr: i + 1, time: 1_700_000_000_000 + i, type: 'unlocked' })) })));
   // The signature (base64, the note's last line) of each block's checkpoint.
   const signatures = new Map<number, string>();
-  for await (const b of chain.cs.blocksFrom(0)) signatures.set(b.header.n, /([A-Za-z0-9+/]+=*)\n$/.exec(b.checkpoint.note)![1]!);
+  for await (const b of chain.blocks(0)) signatures.set(b.header.n, /([A-Za-z0-9+/]+=*)\n$/.exec(b.checkpoint.note)![1]!);
   await chain.close();
   await store.close();
   // Opened again: LevelDB writes what its log holds into a table file.

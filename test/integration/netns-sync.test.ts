@@ -164,13 +164,13 @@ void test('three gateways in network namespaces discover each other, sync, survi
       for (let j = 0; j < N; j++) {
         const cs = await store.chain(origin(j), j === gws.indexOf(gw) ? 'self' : 'peer');
         await verifyChain(cs, { trust: s.trust });
-        const block = await cs.getBlock(cs.head.n);
+        const block = await cs.block(cs.head.n);
         seen.set(origin(j), `${cs.head.size}:${Buffer.from(block.header.root).toString('hex')}`);
         if (j === gws.indexOf(gw)) {
           const lock = locks[j] as SimLock;
           const ctrs = new Set<number>();
           for (let k = 0; k < cs.head.size; k++) {
-            const b = decodeEntry(await cs.getEntry(k)).body;
+            const b = decodeEntry(await cs.entry(k)).body;
             if (b.kind === 'lock-event') ctrs.add(b.event.ctr);
           }
           for (const ctr of lock.acked.keys()) assert.ok(ctrs.has(ctr), `${lock.id}:${ctr} acknowledged and stored`);

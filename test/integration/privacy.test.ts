@@ -138,7 +138,7 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   const reader = new PrivacyReader(keyring, store);
   const views = [];
   for (let i = 0; i < chain.size; i++) {
-    const bytes = await chain.cs.getEntry(i);
+    const bytes = await chain.entry(i);
     views.push(await reader.annotate(entryJson(i, bytes), decodeEntry(bytes), true));
   }
   const events = views.filter((v) => v.kind === 'lock-event' && v['type'] === 'unlocked');
@@ -149,7 +149,7 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   assert.deepEqual(views[rec.index]!['personFields'], { name: NAME, badge: BADGE, cred: Buffer.from(ALICE_CARD).toString('hex') });
   assert.deepEqual(views[rec.index]!['pseudonyms'], [events[0]!['pseudonym']], "the person entry carries the pseudonym of the person's credential");
   // Without the plaintext role: pseudonyms only.
-  const plain = await reader.annotate(entryJson(events[0]!.index, await chain.cs.getEntry(events[0]!.index)), decodeEntry(await chain.cs.getEntry(events[0]!.index)), false);
+  const plain = await reader.annotate(entryJson(events[0]!.index, await chain.entry(events[0]!.index)), decodeEntry(await chain.entry(events[0]!.index)), false);
   assert.equal(plain['credential'], undefined);
   assert.equal(typeof plain['pseudonym'], 'string');
 

@@ -41,11 +41,11 @@ function login(t: TestContext, url: string, username: string, password: Buffer):
 /** The range messages an honest responder would send for a request, built from gw-m's store. */
 async function honestRange(m: TestGateway, payload: Buffer): Promise<RangeMessage> {
   const req = decodeRequest(payload);
-  const cs = m.chain.cs;
+  const cs = m.chain;
   const first = await cs.blockOf(req.from);
   const blocks = [];
   const entries: Uint8Array[] = [];
-  for await (const b of cs.blocksFrom(first.header.n)) {
+  for await (const b of cs.blocks(first.header.n)) {
     entries.push(...(await cs.entryRange(b.header.first, b.header.first + b.header.count)));
     blocks.push({ h: b.headerBytes, cp: b.checkpoint.note });
   }
@@ -98,7 +98,7 @@ void test('a malicious peer is refused case by case while honest sync keeps work
   await refused('ERR_CHECKPOINT_SIGNATURE');
 
   // Replayed old checkpoint: validly signed, consistent, older than what gw-b verified.
-  const old = (await m.chain.cs.getBlock(1)).checkpoint;
+  const old = (await m.chain.block(1)).checkpoint;
   await evil.publishAsync(cpTopic, old.note, { qos: 1, retain: true });
   await refused('ERR_SYNC_STALE');
 

@@ -24,7 +24,7 @@ async function assertSameChain(holder: TestGateway, of: TestGateway): Promise<vo
   const r = await holder.node!.replica(origin(of));
   assert.equal(r.size, of.chain.size);
   assert.equal(toHex(r.checkpoint!.root), toHex(of.chain.checkpoint!.root));
-  const report = await verifyChain(r.cs, { trust: site.trust });
+  const report = await verifyChain(r, { trust: site.trust });
   assert.equal(report.entries, of.chain.size);
 }
 

@@ -32,7 +32,7 @@ async function get(url: string): Promise<{ status: number; body: Uint8Array; cac
 
 /** Fetches the whole tree of `origin` and checks it against its checkpoint. */
 async function checkTree(api: string, opened: OpenedChain): Promise<number> {
-  const origin = opened.chain.cs.origin;
+  const origin = opened.chain.origin;
   const prefix = `${api}/tlog/${origin}`;
   const cp = await get(`${prefix}/checkpoint`);
   assert.equal(cp.status, 200);
@@ -81,14 +81,14 @@ async function checkTree(api: string, opened: OpenedChain): Promise<number> {
 void test('/tlog/<origin>/ serves the own chain and a peer chain as tlog-tiles that rebuild their checkpoints', { timeout: 120_000 }, async (t) => {
   const own = await filled(t, 'site-1', 600);
   const peer = await filled(t, 'site-2', 40);
-  const api = await LocalApi.start({ host: '127.0.0.1', port: 0, chain: own.chain, status, metrics: new GatewayMetrics(), peers: () => [peer.chain.cs] });
+  const api = await LocalApi.start({ host: '127.0.0.1', port: 0, chain: own.chain, status, metrics: new GatewayMetrics(), peers: () => [peer.chain] });
   t.after(() => api.close());
 
   const ownSize = await checkTree(api.url, own);
   assert.ok(ownSize > 512, `own chain of ${ownSize}`);
   assert.ok((await checkTree(api.url, peer)) >= 40);
 
-  const prefix = `${api.url}/tlog/${own.chain.cs.origin}`;
+  const prefix = `${api.url}/tlog/${own.chain.origin}`;
   // An older tree's narrower partial tile is served and is a prefix of today's.
   const width = ownSize % TILE_WIDTH;
   const n = Math.floor(ownSize / TILE_WIDTH);

@@ -43,8 +43,8 @@ async function checkpointsOf(dataDir: string, origin: string): Promise<{ one: st
   const store = await LedgerStore.open(join(dataDir, 'ledger'));
   try {
     const cs = await store.chain(origin, 'self');
-    const b0 = await cs.getBlock(0);
-    const b1 = await cs.getBlock(1);
+    const b0 = await cs.block(0);
+    const b1 = await cs.block(1);
     return { one: b0.checkpoint.note, two: b1.checkpoint.note, proof: await consistencyProof(cs, b0.checkpoint.size, b1.checkpoint.size) };
   } finally {
     await store.close();

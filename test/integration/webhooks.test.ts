@@ -195,7 +195,7 @@ void test('every entry reaches the receiver, signed, in order, with its receipt'
   for (const e of entries) {
     const v = verifyReceipt(Buffer.from(e.receipt, 'base64'), s.trust);
     assert.equal(v.index, e.index);
-    const stored = await chain.cs.getEntry(e.index);
+    const stored = await chain.entry(e.index);
     assert.equal(toHex(leafHash(stored)), e.leafHash);
     assert.equal(await chain.indexOf(e.id), e.index);
     if (e.kind === 'lock-event') {

@@ -146,7 +146,7 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
       { kind: 'gap', source: 'ble', start: T0 + 90_000, end: T0 + 120_000, reason: 'radio restart' },
       { kind: 'lock-event', cose: coseSign1(front, encodeLockEvent(ev5)) },
     ]);
-    const cs = chain.cs;
+    const cs = chain;
     const size = cs.head.size;
     check(size === 10 && cs.head.n === 3, 'chain shape');
     check(results.every((r, i) => r.index === i + 1 && r.block === Math.floor(i / 3) + 1), 'block boundaries');
@@ -165,7 +165,7 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
       'lock-event, prov lock-signed: front-door counter 5',
     ];
     for (let i = 0; i < size; i++) {
-      const bytes = await cs.getEntry(i);
+      const bytes = await cs.entry(i);
       const leaf = leafHash(bytes);
       const e = decodeEntry(bytes);
       const id = e.body.kind === 'lock-event' ? `${e.body.event.lock}:${e.body.event.ctr}` : hex(leaf);
@@ -175,7 +175,7 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
 
     const blocks = [];
     for (let n = 0; n <= cs.head.n; n++) {
-      const b = await cs.getBlock(n);
+      const b = await cs.block(n);
       verifyCheckpoint(b.checkpoint, origin, gatewayKey.publicKey);
       blocks.push({
         n,
@@ -197,11 +197,11 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
     const final = chain.checkpoint!;
     const incIndex = 4;
     const incProof = await inclusionProof(cs, incIndex, size);
-    const incLeaf = leafHash(await cs.getEntry(incIndex));
+    const incLeaf = leafHash(await cs.entry(incIndex));
     check(verifyInclusion(incLeaf, incIndex, size, incProof, final.root), 'inclusion proof');
     const consistency = [];
     for (const n of [1, 2]) {
-      const old = (await cs.getBlock(n)).header;
+      const old = (await cs.block(n)).header;
       const oldSize = old.first + old.count;
       const proof = await consistencyProof(cs, oldSize, size);
       check(verifyConsistency(oldSize, size, old.root, final.root, proof), `consistency proof from ${oldSize}`);
@@ -213,7 +213,7 @@ export async function makeVectors(): Promise<Record<string, unknown>> {
     const verified = verifyReceipt(receipt, trust);
     check(verified.provenance === 'lock-signed' && verified.roster === 'committed', 'receipt');
     // The same entry against the older checkpoint of block 2, with block 3's and the consistency proof.
-    const olderSize = (await cs.getBlock(2)).checkpoint.size;
+    const olderSize = (await chain.block(2)).checkpoint.size;
     const receiptOlder = await receiptFor(chain, incIndex, { size: olderSize });
     const verifiedOlder = verifyReceipt(receiptOlder, trust);
     check(verifiedOlder.checkpoint.size === olderSize && verifiedOlder.newer?.size === size && verifiedOlder.roster === 'committed', 'receipt against an older checkpoint');

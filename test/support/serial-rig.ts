@@ -107,7 +107,7 @@ export async function storedEvents(chain: Chain, lock: string): Promise<Map<numb
   await chain.flush();
   const out = new Map<number, Uint8Array>();
   for (let i = 0; i < chain.size; i++) {
-    const bytes = await chain.cs.getEntry(i);
+    const bytes = await chain.entry(i);
     const body = decodeEntry(bytes).body;
     if (body.kind !== 'lock-event' || body.event.lock !== lock) continue;
     assert.ok(!out.has(body.event.ctr), `counter ${body.event.ctr} stored twice`);
@@ -121,7 +121,7 @@ export async function bodies(chain: Chain, kind: string): Promise<EntryBody[]> {
   await chain.flush();
   const out = [];
   for (let i = 0; i < chain.size; i++) {
-    const body = decodeEntry(await chain.cs.getEntry(i)).body;
+    const body = decodeEntry(await chain.entry(i)).body;
     if (body.kind === kind) out.push(body);
   }
   return out;

@@ -24,14 +24,14 @@ void test('concurrent appends share blocks, resolve once durable, and survive a 
   });
   const cp = oc.chain.checkpoint!;
   verifyCheckpoint(cp, oc.chain.origin, oc.gatewayKey.publicKey);
-  assert.deepEqual(cp.root, await rangeHash(oc.chain.cs, 0, 302));
+  assert.deepEqual(cp.root, await rangeHash(oc.chain, 0, 302));
 
   const again = await oc.reopen();
   assert.equal(again.chain.size, 302);
   assert.equal(await again.chain.indexOf('front-door:17'), 18);
   assert.equal(await again.chain.lastCounter('front-door'), 300);
-  const bytes = await again.chain.cs.getEntry(18);
-  assert.ok(verifyInclusion(leafHash(bytes), 18, 302, await import('../../ledger/merkle.js').then((m) => m.inclusionProof(again.chain.cs, 18, 302)), cp.root));
+  const bytes = await again.chain.entry(18);
+  assert.ok(verifyInclusion(leafHash(bytes), 18, 302, await import('../../ledger/merkle.js').then((m) => m.inclusionProof(again.chain, 18, 302)), cp.root));
   const r = await again.chain.append({ kind: 'lock-event', cose: signedEvent(lock) });
   assert.equal(r.index, 302);
 });

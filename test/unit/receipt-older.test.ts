@@ -33,7 +33,7 @@ void test('a receipt against an older checkpoint carries the latest one and veri
   const { site, oc, sizes } = await blocks(t);
   const latest = oc.chain.checkpoint!;
   const old = sizes[1]!;
-  const cp = await checkpointOfSize(oc.chain.cs, old);
+  const cp = await checkpointOfSize(oc.chain, old);
   assert.equal(cp?.size, old);
   const r = await receiptFor(oc.chain, 2, { size: old });
   const parts = decodeReceipt(r);
@@ -53,34 +53,34 @@ void test('a receipt against an older checkpoint carries the latest one and veri
 
 void test('a receipt can only be made against a size at which a signed checkpoint exists, covering the entry', async (t) => {
   const { oc, sizes } = await blocks(t);
-  assert.equal(await checkpointOfSize(oc.chain.cs, sizes[1]! + 1), undefined);
+  assert.equal(await checkpointOfSize(oc.chain, sizes[1]! + 1), undefined);
   await assert.rejects(receiptFor(oc.chain, 0, { size: sizes[1]! + 1 }), (e) => isOtiError(e, 'ERR_NOT_FOUND'));
   await assert.rejects(receiptFor(oc.chain, sizes[1]!, { size: sizes[1]! }), (e) => isOtiError(e, 'ERR_NOT_FOUND'));
-  await assert.rejects(consistencyBetween(oc.chain.cs, 3, oc.chain.size + 1), (e) => isOtiError(e, 'ERR_PROOF_RANGE'));
-  assert.deepEqual(await consistencyBetween(oc.chain.cs, 0, 5), []);
+  await assert.rejects(consistencyBetween(oc.chain, 3, oc.chain.size + 1), (e) => isOtiError(e, 'ERR_PROOF_RANGE'));
+  assert.deepEqual(await consistencyBetween(oc.chain, 0, 5), []);
 });
 
 void test('a newer checkpoint the verifier holds: by the receipt\'s own proof, by a proof given with it, or refused', async (t) => {
   const { site, oc, sizes } = await blocks(t);
   const old = sizes[1]!;
-  const mid = (await checkpointOfSize(oc.chain.cs, sizes[3]!))!;
+  const mid = (await checkpointOfSize(oc.chain, sizes[3]!))!;
   const latest = oc.chain.checkpoint!;
   const r = await receiptFor(oc.chain, 2, { size: old });
   // The same size as the receipt's newer checkpoint: the receipt's proof serves.
   assert.equal(verifyReceipt(r, site.trust, { held: { checkpoint: latest.note } }).held?.size, latest.size);
   // Another size: a proof must come with it.
   assert.throws(() => verifyReceipt(r, site.trust, { held: { checkpoint: mid.note } }), refused('ERR_PROOF_INVALID'));
-  const proof = await consistencyBetween(oc.chain.cs, old, mid.size);
+  const proof = await consistencyBetween(oc.chain, old, mid.size);
   assert.equal(verifyReceipt(r, site.trust, { held: { checkpoint: mid.note, proof } }).held?.size, mid.size);
   // A proof between other sizes does not do.
-  const wrong = await consistencyBetween(oc.chain.cs, sizes[2]!, mid.size);
+  const wrong = await consistencyBetween(oc.chain, sizes[2]!, mid.size);
   assert.throws(() => verifyReceipt(r, site.trust, { held: { checkpoint: mid.note, proof: wrong } }), refused('ERR_PROOF_INVALID'));
   // A checkpoint of another chain (another gateway key) is refused even with a proof.
   const other = await blocks(t);
   assert.throws(() => verifyReceipt(r, site.trust, { held: { checkpoint: other.oc.chain.checkpoint!.note, proof } }), refused('ERR_CHECKPOINT_SIGNATURE'));
   // An ordinary receipt (latest checkpoint) checks a held checkpoint of a later size with a proof.
   const plain = await receiptFor(oc.chain, 2, { size: mid.size });
-  assert.equal(verifyReceipt(plain, site.trust, { held: { checkpoint: latest.note, proof: await consistencyBetween(oc.chain.cs, mid.size, latest.size) } }).held?.size, latest.size);
+  assert.equal(verifyReceipt(plain, site.trust, { held: { checkpoint: latest.note, proof: await consistencyBetween(oc.chain, mid.size, latest.size) } }).held?.size, latest.size);
 });
 
 void test('a receipt against an older checkpoint carries the roster as of that checkpoint, proven against its oti-roster line, even after a revocation', async (t) => {
@@ -120,7 +120,7 @@ void test('a receipt against an older checkpoint carries the roster as of that c
   const mixed = encodeReceipt({ ...parts, lockAt: decodeReceipt(today).lockAt!, gatewayAt: decodeReceipt(today).gatewayAt! });
   assert.throws(() => verifyReceipt(mixed, site.trust), refused('ERR_ROSTER_COMMITMENT'));
   // Replayed from the entries, the old roster tree gives the old checkpoint's line.
-  const tree = await rosterTreeAt(oc.chain.cs, old, oc.chain.sealed.rosterTree);
+  const tree = await rosterTreeAt(oc.chain, old, oc.chain.sealed.rosterTree);
   const d = await tree.digest();
   assert.deepEqual([d.size, Buffer.from(d.root).toString('hex')], [old.roster.size, Buffer.from(old.roster.root).toString('hex')]);
   // The tlog-proof form of the same receipt verifies the same way.

@@ -19,7 +19,7 @@ import { OtiError } from '../../ledger/base/errors.js';
 
 async function blocksOf(chain: Chain, from: number, to = chain.head.n): Promise<ReplicaBlock[]> {
   const out: ReplicaBlock[] = [];
-  for await (const b of chain.cs.blocksFrom(from, to)) out.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await chain.cs.entryRange(b.header.first, b.header.first + b.header.count) });
+  for await (const b of chain.blocks(from, to)) out.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await chain.entryRange(b.header.first, b.header.first + b.header.count) });
   return out;
 }
 
@@ -57,7 +57,7 @@ void test('an audited replica stores first, then checks every lock signature in 
   let r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit' });
   const all = await blocksOf(chain, 0);
   await r.append(all.slice(0, 4));
-  assert.equal(r.size, (await chain.cs.getBlock(3)).header.first + (await chain.cs.getBlock(3)).header.count);
+  assert.equal(r.size, (await chain.block(3)).header.first + (await chain.block(3)).header.count);
   assert.deepEqual(r.audited, { size: 0, failure: undefined }, 'nothing audited before audit()');
   // Closed before any audit: the replica comes back with nothing audited (not taken for an old, pre-audit replica).
   await store.close();

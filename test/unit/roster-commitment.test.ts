@@ -84,13 +84,13 @@ void test('a receipt of an unrevoked lock verifies as committed; gateway stateme
 /** Every stored block of the chain with its entries, for feeding a ChainVerifier. */
 async function storedBlocks(oc: OpenedChain): Promise<{ headerBytes: Uint8Array; checkpoint: SignedCheckpoint; entries: Uint8Array[] }[]> {
   const out = [];
-  for await (const b of oc.chain.cs.blocksFrom(0)) out.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await oc.chain.cs.entryRange(b.header.first, b.header.first + b.header.count) });
+  for await (const b of oc.chain.blocks(0)) out.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await oc.chain.entryRange(b.header.first, b.header.first + b.header.count) });
   return out;
 }
 
 void test('chain verification refuses a checkpoint that commits to a roster without the revocation', async (t) => {
   const { site, oc } = await revokedLock(t);
-  await verifyChain(oc.chain.cs, { trust: site.trust });
+  await verifyChain(oc.chain, { trust: site.trust });
   const blocks = await storedBlocks(oc);
   const last = blocks.at(-1)!;
   // The gateway signs its last checkpoint over the roster as it was before the revocation.

@@ -35,10 +35,10 @@ async function fixture(t: TestContext) {
   await oc.chain.append({ kind: 'gap', lock: 'door-1', from: 30, to: 31 });
   await oc.chain.append({ kind: 'health', source: 'ble', status: 'adapter-reset' });
   const blocks: StoredBlock[] = [];
-  for await (const b of oc.chain.cs.blocksFrom(0, oc.chain.head.n)) blocks.push(b);
+  for await (const b of oc.chain.blocks(0, oc.chain.head.n)) blocks.push(b);
   const entries = async (b: StoredBlock): Promise<Uint8Array[]> => {
     const out: Uint8Array[] = [];
-    for await (const { bytes } of oc.chain.cs.entries(b.header.first, b.header.first + b.header.count)) out.push(bytes);
+    for await (const { bytes } of oc.chain.entries(b.header.first, b.header.first + b.header.count)) out.push(bytes);
     return out;
   };
   return { site, lock, oc, blocks, entries };
@@ -102,13 +102,13 @@ void test('a single-byte change anywhere in a block (header, checkpoint or entri
 
 void test('a single changed byte in an inclusion or consistency proof is refused with ERR_PROOF_INVALID', async (t) => {
   const { oc } = await fixture(t);
-  const cs = oc.chain.cs;
+  const cs = oc.chain;
   const size = oc.chain.size;
   const root = oc.chain.checkpoint!.root;
   await fc.assert(
     fc.asyncProperty(fc.nat(size - 1), fc.integer({ min: 1, max: size - 1 }), fc.nat(), fc.integer({ min: 1, max: 255 }), async (index, oldSize, at, xor) => {
       const proof = await inclusionProof(cs, index, size);
-      const leaf = leafHash(await cs.getEntry(index));
+      const leaf = leafHash(await cs.entry(index));
       assertInclusion(leaf, index, size, proof, root);
       if (proof.length > 0) {
         const which = at % proof.length;

@@ -43,17 +43,17 @@ void test('a whole chain and a range verify, on worker threads and inline, with 
   const pool = new SignaturePool(2);
   t.after(() => pool.close());
   const seen: number[] = [];
-  const full = await verifyChain(oc.chain.cs, { trust: site.trust, pool, onProgress: (p) => seen.push(p.entries) });
+  const full = await verifyChain(oc.chain, { trust: site.trust, pool, onProgress: (p) => seen.push(p.entries) });
   assert.equal(full.entries, oc.chain.size);
   assert.equal(full.unsignedEvents, 133);
   assert.equal(full.lockSignatures, 267);
   assert.deepEqual(full.root, oc.chain.checkpoint!.root);
   assert.equal(seen.length, oc.chain.head.n + 1);
   assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!));
-  const inline = await verifyChain(oc.chain.cs, { trust: site.trust, ed25519: nobleVerify });
+  const inline = await verifyChain(oc.chain, { trust: site.trust, ed25519: nobleVerify });
   assert.deepEqual(inline.root, full.root);
   const mid = Math.floor(oc.chain.head.n / 2);
-  const range = await verifyChain(oc.chain.cs, { trust: site.trust, pool, fromBlock: mid, toBlock: oc.chain.head.n });
+  const range = await verifyChain(oc.chain, { trust: site.trust, pool, fromBlock: mid, toBlock: oc.chain.head.n });
   assert.equal(range.blocks, oc.chain.head.n - mid + 1);
   assert.deepEqual(range.root, full.root);
 });
@@ -61,28 +61,30 @@ void test('a whole chain and a range verify, on worker threads and inline, with 
 void test('a chain is refused under the wrong site keys', async (t) => {
   const { oc } = await populated(t, 30);
   const other = makeSite();
-  await assert.rejects(verifyChain(oc.chain.cs, { trust: { siteId: 'site-1', siteKeys: other.trust.siteKeys } }), (e) => isOtiError(e, 'ERR_ROSTER'));
+  await assert.rejects(verifyChain(oc.chain, { trust: { siteId: 'site-1', siteKeys: other.trust.siteKeys } }), (e) => isOtiError(e, 'ERR_ROSTER'));
 });
 
 void test('an entry rewritten on disk is found by verification, and the store refuses to open a corrupt tail', async (t) => {
   const { site, oc } = await populated(t, 120);
-  const cs = oc.chain.cs;
+  // Tampering goes to the store under the chain, as a disk error or an attacker would.
+  const cs = await oc.store.chain(oc.chain.origin, 'self');
   // Rewrite one stored event inside chunk 2 with another valid event of the same lock.
   const chunk = (decodeTrusted((await cs.chunks.get(u64(2)))!) as Uint8Array[]).slice();
-  const forged = (await cs.getEntry(2 * 16 + 7)).slice();
+  const forged = (await cs.entry(2 * 16 + 7)).slice();
   forged[forged.length - 1] = forged[forged.length - 1]! ^ 1; // the entry's time
   chunk[7] = forged;
   await oc.store.write([{ type: 'put', sublevel: cs.chunks, key: u64(2), value: fastEncode.bytesArray(chunk) }]);
   const fresh = await oc.reopen();
-  await assert.rejects(verifyChain(fresh.chain.cs, { trust: site.trust }), (e) => isOtiError(e, 'ERR_BLOCK_INVALID'));
+  await assert.rejects(verifyChain(fresh.chain, { trust: site.trust }), (e) => isOtiError(e, 'ERR_BLOCK_INVALID'));
 
   // Corrupt the last chunk: the chain must not open for use.
   const last = Math.floor((fresh.chain.size - 1) / 16);
-  const tail = (decodeTrusted((await fresh.chain.cs.chunks.get(u64(last)))!) as Uint8Array[]).slice();
+  const freshStore = await fresh.store.chain(fresh.chain.origin, 'self');
+  const tail = (decodeTrusted((await freshStore.chunks.get(u64(last)))!) as Uint8Array[]).slice();
   const e0 = tail[0]!.slice();
   e0[e0.length - 1] = e0[e0.length - 1]! ^ 1;
   tail[0] = e0;
-  await fresh.store.write([{ type: 'put', sublevel: fresh.chain.cs.chunks, key: u64(last), value: fastEncode.bytesArray(tail) }]);
+  await fresh.store.write([{ type: 'put', sublevel: freshStore.chunks, key: u64(last), value: fastEncode.bytesArray(tail) }]);
   await assert.rejects(fresh.reopen(), (e) => isOtiError(e, 'ERR_STORE_CORRUPT'));
 });
 
@@ -120,7 +122,7 @@ void test('two checkpoints of one chain that are not consistent make equivocatio
   const a = await mk(await tempDir(t), 5);
   const b = await mk(await tempDir(t), 9);
   const key = gw.key.publicKey;
-  const ev = await compareWithChain(b.chain.cs, b.chain.checkpoint!, a.chain.checkpoint!, key);
+  const ev = await compareWithChain(b.chain, b.chain.checkpoint!, a.chain.checkpoint!, key);
   assert.ok(ev !== undefined);
   assert.ok(verifyEvidence(ev, key));
   assert.ok(verifyEvidence(decodeEvidence(encodeEvidence(ev)), key, nobleVerify));
@@ -129,7 +131,7 @@ void test('two checkpoints of one chain that are not consistent make equivocatio
   // An honest older checkpoint of the same chain is consistent: no evidence.
   const older = b.chain.checkpoint!;
   await b.chain.append({ kind: 'health', source: 'test', status: 'later' });
-  assert.equal(await compareWithChain(b.chain.cs, b.chain.checkpoint!, older, key), undefined);
+  assert.equal(await compareWithChain(b.chain, b.chain.checkpoint!, older, key), undefined);
   // Evidence does not verify under another key, nor when tampered.
   assert.equal(verifyEvidence(ev, enrollGateway(site, 'x').key.publicKey), false);
   assert.equal(verifyEvidence({ ...ev, root: ev.a.root }, key), false);
@@ -140,11 +142,11 @@ void test('a gap of the lock form with a refusal code (docs/PROTOCOL.md §Entrie
   const refused = await oc.chain.append({ kind: 'gap', lock: 'door-a', from: 3, to: 4, code: 'ERR_EVENT_INVALID' });
   const lost = await oc.chain.append({ kind: 'gap', lock: 'door-a', from: 5, to: 5 });
   await oc.chain.flush();
-  const report = await verifyChain(oc.chain.cs, { trust: site.trust, ed25519: nobleVerify });
+  const report = await verifyChain(oc.chain, { trust: site.trust, ed25519: nobleVerify });
   assert.equal(report.entries, oc.chain.size);
   const r = verifyReceipt(await receiptFor(oc.chain, refused.index), site.trust, { ed25519: nobleVerify });
   assert.equal(r.provenance, 'gateway');
-  assert.deepEqual(decodeEntry(await oc.chain.cs.getEntry(refused.index)).body, { kind: 'gap', lock: 'door-a', from: 3, to: 4, code: 'ERR_EVENT_INVALID' });
-  assert.deepEqual(decodeEntry(await oc.chain.cs.getEntry(lost.index)).body, { kind: 'gap', lock: 'door-a', from: 5, to: 5 });
+  assert.deepEqual(decodeEntry(await oc.chain.entry(refused.index)).body, { kind: 'gap', lock: 'door-a', from: 3, to: 4, code: 'ERR_EVENT_INVALID' });
+  assert.deepEqual(decodeEntry(await oc.chain.entry(lost.index)).body, { kind: 'gap', lock: 'door-a', from: 5, to: 5 });
   await assert.rejects(oc.chain.append({ kind: 'gap', lock: 'door-a', from: 6, to: 6, code: 'not a code' }), (e: unknown) => isOtiError(e, 'ERR_ENCODING_SCHEMA'));
 });
