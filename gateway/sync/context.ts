@@ -16,12 +16,21 @@ import type { SignedStatement, SiteTrust } from '../../ledger/roster.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
 import type { TopicMap } from '../broker/topics.js';
 import type { GatewayLogin } from '../broker/credentials.js';
-import type { Link } from './links.js';
+import type { SyncLink } from './transport.js';
 import type { SyncTransport } from './transport.js';
 
 export const DEFAULT_SYNC_MESSAGE_BYTES = 256 * 1024;
 export const DEFAULT_WINDOW_ENTRIES = 16_384;
 export const DEFAULT_STALL_MS = 15_000;
+
+/** One link to one broker (gateway/sync/links.ts keeps them). */
+export interface Link {
+  readonly url: string;
+  readonly t: SyncLink;
+  /** Settles once the link's first subscription is acknowledged: retained messages come right after. */
+  readonly subscribed: Promise<void>;
+  readonly markSubscribed: () => void;
+}
 
 export interface SyncOptions {
   readonly store: LedgerStore;

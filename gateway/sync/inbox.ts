@@ -5,7 +5,7 @@
  * second copy after the request ended) is dropped unread.
  */
 import { decodeRange, type RangeMessage } from './wire.js';
-import type { Link } from './links.js';
+import type { Link } from './context.js';
 
 export interface Inbox {
   readonly id: number;

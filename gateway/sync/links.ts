@@ -6,19 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { makeGatewayCredential, type GatewayLogin } from '../broker/credentials.js';
-import type { SyncContext } from './context.js';
-import type { SyncLink } from './transport.js';
+import type { Link, SyncContext } from './context.js';
 
 /** How long one link's checkpoint publication may hold up the next one on that link. */
 const ANNOUNCE_WAIT_MS = 5000;
-
-export interface Link {
-  readonly url: string;
-  readonly t: SyncLink;
-  /** Settles once the link's first subscription is acknowledged: retained messages come right after. */
-  readonly subscribed: Promise<void>;
-  readonly markSubscribed: () => void;
-}
 
 export interface LinkHandlers {
   message(link: Link, topic: string, payload: Buffer): void;

@@ -32,7 +32,8 @@ import { DEFAULT_SYNC_MESSAGE_BYTES, PeerTable, type SyncContext, type SyncEvent
 import { Cosigner } from './cosign.js';
 import { EvidenceBook } from './evidence.js';
 import { Inboxes } from './inbox.js';
-import { Links, type Link } from './links.js';
+import { Links } from './links.js';
+import type { Link } from './context.js';
 import { OwnChainGuard } from './own-chain.js';
 import { Puller } from './pull.js';
 import { RefusalLog } from './refusal-log.js';

@@ -18,7 +18,8 @@ import { parseOrigin } from '../../ledger/verify.js';
 import { BlockAssembler, PullProgress } from './assembly.js';
 import { DEFAULT_STALL_MS, DEFAULT_WINDOW_ENTRIES, type PeerState, type SyncContext } from './context.js';
 import { close, type Inboxes } from './inbox.js';
-import type { Link, Links } from './links.js';
+import type { Links } from './links.js';
+import type { Link } from './context.js';
 import { MAX_REQUEST_ENTRIES, encodeRequest, type RangeMessage } from './wire.js';
 
 /** After a pull that ended short of its target, the next attempt starts this much later. */

@@ -9,7 +9,8 @@ import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import type { ChainStore } from '../../ledger/store.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import type { SyncContext } from './context.js';
-import type { Link, Links } from './links.js';
+import type { Links } from './links.js';
+import type { Link } from './context.js';
 import { BLOCK_FRAMING_BYTES, ENTRY_FRAMING_BYTES, RANGE_OVERHEAD_BYTES, decodeRequest, encodeRange } from './wire.js';
 
 export class Server {
