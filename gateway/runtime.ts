@@ -29,7 +29,7 @@ import { ED25519_VERIFIER } from '../ledger/ed25519.js';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
-import { BleDriver } from '../drivers/ble.js';
+import { BleDriver } from '../drivers/ble/driver.js';
 import { Ingest } from './ingest.js';
 import { Broker } from './broker/broker.js';
 import { TopicMap } from './broker/topics.js';

@@ -21,7 +21,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BleDriver, type BleDriverOptions } from '../../drivers/ble.js';
+import { BleDriver, type BleDriverOptions } from '../../drivers/ble/driver.js';
 import type { NobleLike } from '../../drivers/noble-types.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { keyPairFromSeed } from '../../ledger/crypto.js';

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import type { BleDriver } from '../../drivers/ble.js';
+import type { BleDriver } from '../../drivers/ble/driver.js';
 import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
 
 export interface BleRig {
