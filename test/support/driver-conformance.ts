@@ -20,7 +20,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ERROR_CODES } from '../../ledger/base/errors.js';
+import { ERROR_CODES, isOtiError } from '../../ledger/base/errors.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import { encode } from '../../ledger/base/cbor.js';
 import { payloadBytes, type DriverNotice, type LockDriver, type ReceivedEvent } from '../../drivers/driver.js';
@@ -273,6 +273,7 @@ export function driverConformance(transport: Transport): void {
     await wait('acks counted', () => rig.driver.status().counters.acksOut >= ctrs.length);
     assert.ok(rig.driver.status().counters.eventsIn >= ctrs.length);
     assert.deepEqual(gw.throws, []);
+    await assert.rejects(rig.driver.start(), (e) => isOtiError(e, 'ERR_ARGUMENT'), 'start() twice is an argument error');
   });
 
   define('back-pressure', 'a gateway slower than the lock: the driver takes no more than its queue holds, and nothing is lost', async (t) => {
