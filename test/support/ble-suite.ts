@@ -1,10 +1,11 @@
 /**
  * The BLE cases every radio runs that need no simulated lock, so that a real adapter with a real
  * lock (hardware-test/ble.test.ts) can run them as well as the fake noble (test/unit/ble.test.ts)
- * and the virtual HCI rig (test/integration/ble-hci.test.ts): events flow and acks return, and
- * the lock's info comes first and carries its key. What every LockDriver must do (back-pressure,
- * resend after reconnect, nacks, malformed input, stop, blind intervals with their bounds) is in
- * the conformance suite, test/support/driver-conformance.ts, which the BLE rigs run too.
+ * and the virtual HCI rig (test/integration/ble-hci.test.ts): events flow and acks return, the
+ * lock's info comes first and carries its key, stop() ends both streams. What every LockDriver
+ * must do (back-pressure, resend after reconnect, nacks, malformed input, stop, blind intervals
+ * with their bounds) is in the conformance suite, test/support/driver-conformance.ts, which the
+ * BLE rigs run too.
  */
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -64,5 +65,17 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     assert.deepEqual(gw.events.find((e) => mine(rig, e))?.info, seen.info, 'events come after the info and carry it');
     await rig.driver.stop();
     await gw.done;
+  });
+
+  // Also a conformance case; here so that a real adapter (hardware-test/ble.test.ts) runs it too.
+  void test(`${title}: stop() is idempotent and ends both streams`, async (t) => {
+    const rig = await makeRig(t);
+    const gw = new GatewaySide(rig.driver);
+    await Promise.all([rig.driver.stop(), rig.driver.stop()]);
+    await rig.driver.stop();
+    await gw.done;
+    const s = rig.driver.status();
+    assert.equal(s.state, 'stopped');
+    assert.equal(s.links.filter((l) => l.state === 'open' || l.state === 'connecting').length, 0);
   });
 }
