@@ -66,10 +66,11 @@ export class BleDriver implements LockDriver {
   readonly id = 'ble';
   private readonly opts: BleDriverOptions;
   private readonly now: () => number;
-  private readonly scanWatchdogMs: number;
-  private readonly backoff: { readonly minMs: number; readonly maxMs: number };
-  private readonly gattTimeoutMs: number;
+  /** The scan settings the adapter gets once noble is loaded. */
+  private readonly scan: { readonly watchdogMs: number; readonly restartDelayMs: number; readonly startTimeoutMs: number };
   private readonly idleMs: number;
+  /** Period of the housekeeping tick (the watchdog, idle links, waiting candidates). */
+  private readonly tickMs: number;
   private readonly eventQ: EventQueue<ReceivedEvent>;
   private readonly noticeQ: NoticeQueue<DriverNotice>;
   private readonly counters = { framesIn: 0, framesRejected: 0, eventsIn: 0, acksOut: 0, nacksOut: 0, reconnects: 0 };
@@ -96,10 +97,10 @@ export class BleDriver implements LockDriver {
     this.since = this.now();
     const maxConnections = opts.maxConnections ?? 4;
     if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new OtiError('ERR_ARGUMENT', 'maxConnections must be at least 1');
-    this.scanWatchdogMs = opts.scanWatchdogMs ?? 30000;
-    this.backoff = backoff;
-    this.gattTimeoutMs = opts.gattTimeoutMs ?? 5000;
+    const gattTimeoutMs = opts.gattTimeoutMs ?? 5000;
+    this.scan = { watchdogMs: opts.scanWatchdogMs ?? 30000, restartDelayMs: backoff.minMs, startTimeoutMs: gattTimeoutMs };
     this.idleMs = opts.idleMs ?? 5000;
+    this.tickMs = Math.max(5, Math.min(1000, Math.floor(Math.min(this.scan.watchdogMs, this.idleMs, backoff.minMs) / 4)));
     this.eventQ = new EventQueue(opts.eventQueue ?? 64);
     this.noticeQ = new NoticeQueue(opts.noticeQueue ?? 256);
     const notice = (n: DriverNotice): void => this.noticeQ.push(n);
@@ -108,7 +109,7 @@ export class BleDriver implements LockDriver {
       gatewayId: opts.gatewayId,
       window: opts.window,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10000,
-      gattTimeoutMs: this.gattTimeoutMs,
+      gattTimeoutMs,
       now: this.now,
       notice,
       reject: (link, code, detail) => this.inbound.reject(link, code, detail),
@@ -161,9 +162,7 @@ export class BleDriver implements LockDriver {
     const adapter = new Adapter({
       driver: this.id,
       noble,
-      watchdogMs: this.scanWatchdogMs,
-      restartDelayMs: this.backoff.minMs,
-      startTimeoutMs: this.gattTimeoutMs,
+      ...this.scan,
       now: this.now,
       notice: (n) => this.noticeQ.push(n),
       setState: (state, reason) => this.setState(state, reason),
@@ -179,8 +178,7 @@ export class BleDriver implements LockDriver {
       adapter.detach();
       return this.unavailable(describeLoadFailure(e), e);
     }
-    const period = Math.max(5, Math.min(1000, Math.floor(Math.min(this.scanWatchdogMs, this.idleMs, this.backoff.minMs) / 4)));
-    this.tick = setInterval(() => this.housekeeping(), period);
+    this.tick = setInterval(() => this.housekeeping(), this.tickMs);
     this.tick.unref();
     adapter.begin(state);
   }
