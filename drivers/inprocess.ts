@@ -22,19 +22,23 @@ interface Link {
 
 export class InProcessDriver implements LockDriver {
   readonly id: string;
-  private readonly events_ = new EventQueue<ReceivedEvent>(256);
+  private readonly events_: EventQueue<ReceivedEvent>;
   private readonly notices_ = new NoticeQueue<DriverNotice>(256);
   private readonly links = new Map<string, Link>();
   private readonly sessions = new WeakMap<ReceivedEvent, number>();
+  /** The last link session handed out: one count for the whole driver, so that a lock that reconnects never gets its old session's number again. */
+  private session = 0;
   private state: DriverState = 'stopped';
   private since = Date.now();
   private started = false;
   private readonly counters = { framesIn: 0, framesRejected: 0, eventsIn: 0, acksOut: 0, nacksOut: 0, reconnects: 0 };
 
   constructor(
-    private readonly opts: { gatewayId: string; window: number; id?: string },
+    /** `eventQueue`: capacity of the event stream (default 256). */
+    private readonly opts: { gatewayId: string; window: number; id?: string; eventQueue?: number },
   ) {
     this.id = opts.id ?? 'inprocess';
+    this.events_ = new EventQueue<ReceivedEvent>(opts.eventQueue ?? 256);
   }
 
   start(): Promise<void> {
@@ -58,8 +62,7 @@ export class InProcessDriver implements LockDriver {
 
   /** Connects a simulated lock: the link comes up and the gateway greets it. */
   connect(lock: SimLock): void {
-    const old = this.links.get(lock.id);
-    const link: Link = { lock, info: undefined, backlog: [], draining: false, session: (old?.session ?? 0) + 1 };
+    const link: Link = { lock, info: undefined, backlog: [], draining: false, session: ++this.session };
     this.links.set(lock.id, link);
     lock.connect((m) => this.fromLock(link, m), { announceInfo: true });
     // In the version the lock announces (its info is already on its way to fromLock).
@@ -70,7 +73,6 @@ export class InProcessDriver implements LockDriver {
     const link = this.links.get(lock.id);
     if (link === undefined) return;
     this.links.delete(lock.id);
-    link.session++;
     lock.disconnect();
   }
 

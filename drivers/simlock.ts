@@ -370,6 +370,13 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     return true;
   }
 
+  /** Sends these bytes as one whole message, as they are (garbage from broken firmware). */
+  sendRaw(message: Uint8Array): boolean {
+    if (this.send === undefined) return false;
+    this.send(message);
+    return true;
+  }
+
   /** Sends an info announcing protocol version `v` as it is (a lock of another version). */
   announce(v: number): boolean {
     if (this.send === undefined) return false;

@@ -27,7 +27,7 @@ import { chainOrigin, type Chain } from '../ledger/chain.js';
 import { isOtiError } from '../ledger/base/errors.js';
 import type { LockDriver, DriverStatus } from '../drivers/driver.js';
 import { SerialDriver } from '../drivers/serial.js';
-import { BleDriver } from '../drivers/ble.js';
+import { BleDriver } from '../drivers/ble/driver.js';
 import { Stages } from './stages.js';
 import { Ingest } from './ingest.js';
 import { openStore, openOwnChain, pauseWhileDiskFull, verifyInBackground } from './own-chain.js';

@@ -4,7 +4,7 @@
  * address or id; operate the lock (or let it have pending events) while the test runs.
  */
 import { test } from 'node:test';
-import { BleDriver } from '../drivers/ble.js';
+import { BleDriver } from '../drivers/ble/driver.js';
 import { bleSuite } from '../test/support/ble-suite.js';
 
 const lock = process.env['OTI_HW_BLE_LOCK'];

@@ -3,7 +3,7 @@
  * (docs/PROTOCOL.md §BLE), and `oti lock enroll --ble` reads one lock's info characteristic to
  * learn its id, firmware and public key. Like the BLE driver, noble is imported lazily and
  * every radio operation is bounded; a machine without a usable adapter gets
- * ERR_DRIVER_UNAVAILABLE with the reason (drivers/ble.ts describeLoadFailure) and a remedy.
+ * ERR_DRIVER_UNAVAILABLE with the reason (drivers/noble-load.ts describeLoadFailure) and a remedy.
  */
 import { bounded, describeLoadFailure, importNoble } from '../drivers/noble-load.js';
 import { INFO_CHAR_UUID, INFO_MAX_BYTES, SERVICE_UUID, decodeLockMessage, parseAdvertisement, type LockInfo } from '../drivers/protocol.js';

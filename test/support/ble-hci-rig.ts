@@ -16,24 +16,29 @@
 import type { TestContext } from 'node:test';
 import { fork, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
+import assert from 'node:assert/strict';
+import type { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BleDriver, type BleDriverOptions } from '../../drivers/ble.js';
+import { BleDriver, type BleDriverOptions } from '../../drivers/ble/driver.js';
 import type { NobleLike } from '../../drivers/noble-types.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { keyPairFromSeed } from '../../ledger/crypto.js';
 import { Radio, attachPty, type VirtualController } from './hci-controller.js';
 import type { BleRig } from './ble-suite.js';
-import { waitFor } from './ble-suite.js';
+import type { DriverRig, LockSide, RigOptions } from './driver-conformance.js';
+import type { DriverNotice } from '../../drivers/driver.js';
+import { until } from './wait.js';
 
 const require = createRequire(import.meta.url);
 const CHILD = fileURLToPath(new URL('./ble-lock-child.js', import.meta.url));
 const GATEWAY_ADDRESS = 'a0:0e:71:00:00:01';
 const LOCK_ADDRESS = 'b0:0e:71:00:00:02';
 const NEIGHBOUR_ADDRESS = 'c0:0e:71:00:00:03';
+const NOBLE_EVENTS = ['stateChange', 'scanStart', 'scanStop', 'discover', 'warning'] as const;
 
 /** Why this machine cannot run the rig, or undefined when it can. */
 export function hciRigUnavailable(): string | undefined {
@@ -60,25 +65,49 @@ export interface HciRig extends BleRig {
   readonly acks: Map<number, Uint8Array>;
   /** Connection changes the lock saw (true: up). */
   readonly lockLinks: boolean[];
+  /** Makes the lock drop its link (HCI Disconnect from the lock's side). */
+  readonly dropLink: () => void;
+  /** The nacks the lock acted on. */
+  readonly nacks: [number, string, boolean][];
+  /** What the lock last reported of its counts. */
+  readonly counts: { pending: number; sent: number };
+  /** Makes the lock send these bytes as one message, as they are. */
+  readonly sendRaw: (message: Uint8Array) => void;
+  readonly noble: NobleLike;
+  /** Listeners noble had on its own events before the driver started. */
+  readonly ownListeners: ReadonlyMap<string, number>;
 }
 
 interface ChildMessage {
-  readonly t: 'ready' | 'ack' | 'link' | 'fail';
+  readonly t: 'ready' | 'ack' | 'nack' | 'state' | 'link' | 'fail';
   readonly ctr?: number;
   readonly entry?: string;
+  readonly code?: string;
+  readonly retry?: boolean;
+  readonly pending?: number;
+  readonly sent?: number;
   readonly up?: boolean;
   readonly message?: string;
 }
 
-function startLock(t: TestContext, port: string, id: string, seed: Buffer, rig: { acks: Map<number, Uint8Array>; lockLinks: boolean[] }): Promise<ChildProcess> {
+interface LockReports {
+  readonly acks: Map<number, Uint8Array>;
+  readonly lockLinks: boolean[];
+  readonly nacks: [number, string, boolean][];
+  readonly counts: { pending: number; sent: number };
+}
+
+function startLock(port: string, id: string, seed: Buffer, rig: LockReports, teardown: (() => unknown)[]): Promise<ChildProcess> {
   const child = fork(CHILD, [port, id, seed.toString('hex')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  t.after(() => {
+  teardown.push(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   return new Promise((resolve, reject) => {
     child.on('message', (m: ChildMessage) => {
       if (m.t === 'ready') resolve(child);
       if (m.t === 'ack' && m.ctr !== undefined && m.entry !== undefined) rig.acks.set(m.ctr, new Uint8Array(Buffer.from(m.entry, 'hex')));
+      if (m.t === 'nack' && m.ctr !== undefined && m.code !== undefined) rig.nacks.push([m.ctr, m.code, m.retry === true]);
+      if (m.t === 'state' && m.pending !== undefined && m.sent !== undefined) Object.assign(rig.counts, { pending: m.pending, sent: m.sent });
       if (m.t === 'link') rig.lockLinks.push(m.up === true);
       if (m.t === 'fail') reject(new Error(`lock child: ${m.message}`));
     });
@@ -107,38 +136,63 @@ function makeNoble(port: string): NobleLike {
 }
 
 export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {}): Promise<HciRig> {
+  // One teardown, in the reverse order of set-up, that runs to its end whatever fails in it (a
+  // hook that throws would skip the hooks after it and leave noble's socket holding the process).
+  const teardown: (() => unknown)[] = [];
+  const controllers: VirtualController[] = [];
+  t.after(async () => {
+    // The hosts must have spoken HCI the controllers understood; read before teardown makes their ports fail.
+    const errors = controllers.filter((c) => c.errors.length > 0).map((c) => `controller ${c.address}: ${c.errors.join('; ')}`);
+    for (const c of controllers) {
+      if (c.unknown.size > 0) process.stderr.write(`controller ${c.address}: unknown opcodes ${[...c.unknown].map((o) => `0x${o.toString(16)}`).join(', ')}\n`);
+    }
+    for (const step of teardown.reverse()) {
+      try {
+        await step();
+      } catch (e) {
+        errors.push(`teardown: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    if (errors.length > 0) throw new Error(errors.join('; '));
+  });
   const dir = await mkdtemp(join(tmpdir(), 'oti-hci-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  teardown.push(() => rm(dir, { recursive: true, force: true }));
   const radio = new Radio();
-  t.after(() => radio.close());
+  teardown.push(() => radio.close());
   const gateway = radio.controller(GATEWAY_ADDRESS);
   const lockController = radio.controller(LOCK_ADDRESS);
+  controllers.push(gateway, lockController);
   // A neighbour that is not a lock and always advertises, as at any site: it keeps a healthy scan
   // busy while the lock, connected, is silent, so only a stalled scan goes quiet.
   // Flags and Shortened Local Name "tag"; its scan response: Complete Local Name "tag-1".
   radio.controller(NEIGHBOUR_ADDRESS).beacon(Buffer.from('0201060408746167', 'hex'), Buffer.from('0609746167' + '2d31', 'hex'));
   // Each pair: the host opens `.gateway`, the controller `.lock`.
   const pairs = [await ptyPair(dir, 'central'), await ptyPair(dir, 'peripheral')];
-  t.after(() => Promise.all(pairs.map((p) => p.kill())));
+  teardown.push(() => Promise.all(pairs.map((p) => p.kill())));
   const [central, peripheral] = pairs as [(typeof pairs)[0], (typeof pairs)[0]];
   const detach = [await attachPty(gateway, central.lock), await attachPty(lockController, peripheral.lock)];
-  t.after(() => Promise.all(detach.map((d) => d())));
-  t.after(() => {
-    // The hosts must have spoken HCI the controllers understood.
-    for (const c of [gateway, lockController]) {
-      if (c.errors.length > 0) throw new Error(`controller ${c.address}: ${c.errors.join('; ')}`);
-      if (c.unknown.size > 0) process.stderr.write(`controller ${c.address}: unknown opcodes ${[...c.unknown].map((o) => `0x${o.toString(16)}`).join(', ')}\n`);
-    }
-  });
+  teardown.push(() => Promise.all(detach.map((d) => d())));
 
   const id = `lock-${randomBytes(3).toString('hex')}`;
   const seed = randomBytes(32);
   const acks = new Map<number, Uint8Array>();
   const lockLinks: boolean[] = [];
-  const child = await startLock(t, peripheral.gateway, id, seed, { acks, lockLinks });
+  const nacks: [number, string, boolean][] = [];
+  const counts = { pending: 0, sent: 0 };
+  const child = await startLock(peripheral.gateway, id, seed, { acks, lockLinks, nacks, counts }, teardown);
 
+  // noble's bindings and its UART socket each add a process 'exit' listener per instance and keep
+  // no handle to give it back: one pair per scenario would pass Node's limit of 10 and warn. They
+  // go with the scenario.
+  const exitListeners = new Set(process.listeners('exit'));
+  teardown.push(() => {
+    for (const l of process.listeners('exit')) if (!exitListeners.has(l)) process.removeListener('exit', l);
+  });
   const noble = makeNoble(central.gateway);
-  t.after(() => releaseNoble(noble));
+  teardown.push(() => releaseNoble(noble));
+
+  // noble listens to some of its own events (its 'warning' logger): what is there before the driver.
+  const ownListeners = new Map(NOBLE_EVENTS.map((e) => [e, (noble as unknown as EventEmitter).listenerCount(e)]));
   const driver = new BleDriver({
     gatewayId: 'gw-hci',
     window: 4,
@@ -150,10 +204,10 @@ export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {
     ...opts,
     noble,
   });
-  t.after(() => driver.stop());
+  teardown.push(() => driver.stop());
   await driver.start();
-  await waitFor('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
-  await waitFor('the scan enabled at the controller', () => gateway.isScanning, 10000);
+  await until('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
+  await until('the scan enabled at the controller', () => gateway.isScanning, 10000);
 
   let next = 1;
   return {
@@ -164,6 +218,11 @@ export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {
     lockController,
     acks,
     lockLinks,
+    nacks,
+    counts,
+    noble,
+    ownListeners,
+    sendRaw: (message) => child.send({ t: 'raw', hex: Buffer.from(message).toString('hex') }),
     record: (n) => {
       child.send({ t: 'record', n });
       const ctrs = Array.from({ length: n }, (_, i) => next + i);
@@ -172,6 +231,43 @@ export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {
     },
     ackedEntry: (ctr) => acks.get(ctr),
     dropLink: () => child.send({ t: 'disconnect' }),
-    stallScan: () => gateway.stallScan(),
+  };
+}
+
+/**
+ * The hci rig as a rig of the LockDriver conformance suite (test/support/driver-conformance.ts):
+ * a window of 8 over an event queue of 2, the scan watchdog at its default 30 s (on the suite's
+ * clock where a case brings one).
+ */
+export async function hciConformanceRig(t: TestContext, opts: RigOptions): Promise<DriverRig> {
+  const scanWatchdogMs = 30_000;
+  const rig = await hciRig(t, { window: 8, eventQueue: 2, scanWatchdogMs, ...(opts.now === undefined ? {} : { now: opts.now }) });
+  const lock: LockSide = {
+    id: rig.lock,
+    remote: true,
+    record: (n) => rig.record?.(n) ?? [],
+    acked: (ctr) => rig.acks.get(ctr),
+    nacks: rig.nacks,
+    pending: () => rig.counts.pending,
+    sent: () => rig.counts.sent,
+    sendRaw: rig.sendRaw,
+  };
+  return {
+    driver: rig.driver,
+    lock,
+    queue: 2,
+    window: 8,
+    scanWatchdogMs,
+    dropLink: async (seen: readonly DriverNotice[]) => {
+      const from = seen.length;
+      rig.dropLink();
+      await until('the driver saw the link drop', () => seen.slice(from).some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), 20_000);
+    },
+    stallScan: () => rig.gateway.stallScan(),
+    released: async () => {
+      for (const e of NOBLE_EVENTS) assert.equal((rig.noble as unknown as EventEmitter).listenerCount(e), rig.ownListeners.get(e), `no '${e}' listener of the driver left on noble`);
+      await until('the scan disabled at the controller', () => !rig.gateway.isScanning, 10_000);
+      await until('the lock saw its link go', () => rig.lockLinks.at(-1) === false, 10_000);
+    },
   };
 }

@@ -8,9 +8,11 @@
  *   node dist/test/support/ble-lock-child.js <pty path> <lock id> <seed hex>
  *
  * IPC, parent → child: {t:'record', n} records n events; {t:'disconnect'} makes the lock drop
- * its link (HCI Disconnect, reason 0x13). Child → parent: {t:'ready'} once bleno is powered on
- * and advertising, {t:'ack', ctr, entry} for each ack the lock took, {t:'link', up} on
- * connection changes, {t:'fail', message} before exiting on an error. The child exits when its
+ * its link (HCI Disconnect, reason 0x13); {t:'raw', hex} sends those bytes as one message as
+ * they are (garbage). Child → parent: {t:'ready'} once bleno is powered on and advertising,
+ * {t:'ack', ctr, entry} for each ack the lock took, {t:'nack', ctr, code, retry} for each nack
+ * it acted on, {t:'state', pending, sent} after each of those and whenever the lock's counts
+ * change, {t:'link', up} on connection changes, {t:'fail', message} before exiting on an error. The child exits when its
  * IPC channel closes, and by itself after OTI_BLE_CHILD_MAX_MS (default 120 s).
  */
 import { createRequire } from 'node:module';
@@ -98,7 +100,22 @@ function main(): void {
   const { withBindings } = require('@stoprocent/bleno') as { withBindings: (type: string, o: object) => Bleno };
   const bleno = withBindings('hci', { hciDriver: 'uart', bindParams: { uart: { port, baudRate: 1000000 } } });
   const lock = new SimLock({ id, seed: Buffer.from(seedHex, 'hex'), resendMs: 500 });
-  lock.on('ack', (ctr, entry) => send({ t: 'ack', ctr, entry: Buffer.from(entry).toString('hex') }));
+  let reported = '';
+  const state = (): void => {
+    const now = `${lock.pending}/${lock.sent}`;
+    if (now === reported) return;
+    reported = now;
+    send({ t: 'state', pending: lock.pending, sent: lock.sent });
+  };
+  lock.on('ack', (ctr, entry) => {
+    send({ t: 'ack', ctr, entry: Buffer.from(entry).toString('hex') });
+    state();
+  });
+  lock.on('nack', (ctr, code, retry) => {
+    send({ t: 'nack', ctr, code, retry });
+    state();
+  });
+  setInterval(state, 10).unref();
 
   let indications: Indications | undefined;
   let epoch = 0;
@@ -130,7 +147,14 @@ function main(): void {
       epoch++;
       lock.disconnect();
     },
-    onIndicate: () => indications?.confirmed(),
+    // After bleno's confirmation handler has returned: it emits 'indicate' and only then forgets
+    // the attribute it indicated (@stoprocent/bleno 0.12.4 lib/hci-socket/gatt.js
+    // handleConfirmation), so an indication sent from within the event would have its own
+    // confirmation ignored, and the queue would wait for it forever.
+    onIndicate: () => {
+      const current = indications;
+      setImmediate(() => current?.confirmed());
+    },
   });
   const ack = new bleno.Characteristic({
     uuid: bare(ACK_CHAR_UUID),
@@ -164,9 +188,11 @@ function main(): void {
     send({ t: 'link', up: false });
     advertise(true);
   });
-  process.on('message', (m: { t: string; n?: number }) => {
+  process.on('message', (m: { t: string; n?: number; hex?: string }) => {
     if (m.t === 'record') for (let i = 0; i < (m.n ?? 1); i++) lock.record();
     if (m.t === 'disconnect') bleno.disconnect();
+    if (m.t === 'raw' && m.hex !== undefined) lock.sendRaw(Buffer.from(m.hex, 'hex'));
+    state();
   });
 }
 

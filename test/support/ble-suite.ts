@@ -1,15 +1,19 @@
 /**
- * The BLE driver suite that every radio runs (STYLE.md "one suite, many implementations"): the
- * fake noble in test/unit/ble.test.ts and a real adapter with a real lock in
- * hardware-test/ble.test.ts. A rig gives a started driver and, where it can, a way to make the
- * lock record events and to read what the lock was told.
+ * The BLE cases every radio runs that need no simulated lock, so that a real adapter with a real
+ * lock (hardware-test/ble.test.ts) can run them as well as the fake noble (test/unit/ble.test.ts)
+ * and the virtual HCI rig (test/integration/ble-hci.test.ts): events flow and acks return, the
+ * lock's info comes first and carries its key, stop() ends both streams. What every LockDriver
+ * must do (back-pressure, resend after reconnect, nacks, malformed input, stop, blind intervals
+ * with their bounds) is in the conformance suite, test/support/driver-conformance.ts, which the
+ * BLE rigs run too.
  */
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import type { BleDriver } from '../../drivers/ble.js';
-import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
+import type { BleDriver } from '../../drivers/ble/driver.js';
+import type { ReceivedEvent } from '../../drivers/driver.js';
+import { GatewaySide, entryFor } from './driver-conformance.js';
+import { until } from './wait.js';
 
 export interface BleRig {
   readonly driver: BleDriver;
@@ -23,44 +27,6 @@ export interface BleRig {
   readonly expect?: number;
   /** The lock's public key, when the rig knows it: its info must carry it (enrolment reads it). */
   readonly key?: Uint8Array;
-  /** Makes the lock drop its link, when the rig can. */
-  readonly dropLink?: () => void;
-  /** Makes the scan go deaf without telling the host (a stalled scan), when the rig can. */
-  readonly stallScan?: () => void;
-}
-
-/** The gateway side of a test: acks every event with a hash derived from (lock, ctr). */
-export interface Gateway {
-  readonly events: ReceivedEvent[];
-  readonly notices: DriverNotice[];
-  readonly done: Promise<void>;
-}
-
-export function entryFor(lock: string, ctr: number): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(`${lock}:${ctr}`).digest());
-}
-
-export function runGateway(driver: BleDriver): Gateway {
-  const events: ReceivedEvent[] = [];
-  const notices: DriverNotice[] = [];
-  const loop = async (): Promise<void> => {
-    for await (const ev of driver.events()) {
-      events.push(ev);
-      await driver.ack(ev, entryFor(ev.lock, ev.ctr));
-    }
-  };
-  const watch = async (): Promise<void> => {
-    for await (const n of driver.notices()) notices.push(n);
-  };
-  return { events, notices, done: Promise.all([loop(), watch()]).then(() => undefined) };
-}
-
-export async function waitFor(what: string, cond: () => boolean, timeoutMs = 30000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 function mine(rig: BleRig, ev: ReceivedEvent): boolean {
@@ -70,14 +36,14 @@ function mine(rig: BleRig, ev: ReceivedEvent): boolean {
 export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<BleRig>, timeoutMs = 30000): void {
   void test(`${title}: events flow in and acks return`, async (t) => {
     const rig = await makeRig(t);
-    const gw = runGateway(rig.driver);
+    const gw = new GatewaySide(rig.driver);
     const ctrs = rig.record?.(5) ?? [];
     const want = rig.record === undefined ? (rig.expect ?? 1) : ctrs.length;
-    await waitFor('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
-    await waitFor('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
+    await until('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
+    await until('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
     assert.ok(gw.notices.some((n) => n.kind === 'lock-seen'), 'the lock identified itself');
     for (const ctr of ctrs) {
-      await waitFor(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
+      await until(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
       const ev = gw.events.find((e) => e.ctr === ctr);
       assert.ok(ev !== undefined);
       assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(ev.lock, ctr));
@@ -88,58 +54,23 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
 
   void test(`${title}: the lock's info arrives first and carries its id and key (enrolment)`, async (t) => {
     const rig = await makeRig(t);
-    const gw = runGateway(rig.driver);
+    const gw = new GatewaySide(rig.driver);
     rig.record?.(1);
-    await waitFor('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
+    await until('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
     const seen = gw.notices.find((n) => n.kind === 'lock-seen');
     assert.ok(seen?.kind === 'lock-seen');
     if (rig.record !== undefined) assert.equal(seen.info.lock, rig.lock);
     if (rig.key !== undefined) assert.deepEqual(seen.info.key, rig.key);
-    await waitFor('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
+    await until('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
     assert.deepEqual(gw.events.find((e) => mine(rig, e))?.info, seen.info, 'events come after the info and carry it');
     await rig.driver.stop();
     await gw.done;
   });
 
-  void test(`${title}: after the lock drops the link the driver reconnects and nothing is lost`, async (t) => {
-    const rig = await makeRig(t);
-    if (rig.record === undefined || rig.dropLink === undefined) return t.skip('the rig cannot make the lock drop its link');
-    const gw = runGateway(rig.driver);
-    const acked = (ctrs: number[]): boolean => ctrs.every((c) => rig.ackedEntry?.(c) !== undefined);
-    const before = rig.record(2);
-    await waitFor('acks before the drop', () => acked(before), timeoutMs);
-    await waitFor('a link open', () => rig.driver.status().links.some((l) => l.state === 'open'), timeoutMs);
-    rig.dropLink();
-    await waitFor('the link reported down', () => gw.notices.some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), timeoutMs);
-    const after = rig.record(3);
-    await waitFor('acks after the reconnect', () => acked(after), timeoutMs);
-    assert.ok(rig.driver.status().counters.reconnects >= 1 || gw.notices.filter((n) => n.kind === 'link' && n.state === 'open').length >= 2, 'a second link came up');
-    for (const ctr of [...before, ...after]) assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(rig.lock, ctr));
-    await rig.driver.stop();
-    await gw.done;
-  });
-
-  void test(`${title}: a stalled scan is restarted by the watchdog and its silence reported as blind`, async (t) => {
-    const rig = await makeRig(t);
-    if (rig.record === undefined || rig.stallScan === undefined) return t.skip('the rig cannot stall the scan');
-    const gw = runGateway(rig.driver);
-    await waitFor('scanning', () => rig.driver.status().scan.adapter === 'poweredOn', timeoutMs);
-    const restarts = rig.driver.status().scan.restarts;
-    const stalledAt = Date.now();
-    rig.stallScan();
-    await waitFor('a watchdog restart', () => rig.driver.status().scan.restarts > restarts, timeoutMs);
-    await waitFor('a blind interval', () => gw.notices.some((n) => n.kind === 'blind'), timeoutMs);
-    const blind = gw.notices.find((n) => n.kind === 'blind');
-    assert.ok(blind?.kind === 'blind' && blind.start <= blind.end && blind.end >= stalledAt, 'the blind interval covers the stall');
-    const [ctr] = rig.record(1);
-    await waitFor('an event after the restart acked', () => rig.ackedEntry?.(ctr!) !== undefined, timeoutMs);
-    await rig.driver.stop();
-    await gw.done;
-  });
-
+  // Also a conformance case; here so that a real adapter (hardware-test/ble.test.ts) runs it too.
   void test(`${title}: stop() is idempotent and ends both streams`, async (t) => {
     const rig = await makeRig(t);
-    const gw = runGateway(rig.driver);
+    const gw = new GatewaySide(rig.driver);
     await Promise.all([rig.driver.stop(), rig.driver.stop()]);
     await rig.driver.stop();
     await gw.done;

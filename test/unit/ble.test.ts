@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { BleDriver } from '../../drivers/ble.js';
-import type { BleDriverOptions } from '../../drivers/ble.js';
+import { BleDriver } from '../../drivers/ble/driver.js';
+import type { BleDriverOptions } from '../../drivers/ble/driver.js';
 import type { DriverNotice } from '../../drivers/driver.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { SERVICE_UUID } from '../../drivers/protocol.js';
@@ -12,7 +12,9 @@ import { FakeNoble } from '../support/fake-noble.js';
 import { releaseNoble } from '../support/ble-hci-rig.js';
 import type { NobleLike } from '../../drivers/noble-types.js';
 import type { FakePeripheral } from '../support/fake-noble.js';
-import { bleSuite, runGateway, waitFor } from '../support/ble-suite.js';
+import { bleSuite } from '../support/ble-suite.js';
+import { GatewaySide } from '../support/driver-conformance.js';
+import { until } from '../support/wait.js';
 
 const FAST: Partial<BleDriverOptions> = {
   scanWatchdogMs: 5000,
@@ -78,13 +80,13 @@ for (const mtu of [23, 185, 247, 517]) {
 void test('a disconnect mid-transfer loses nothing; resent events come again as the same (lock, ctr)', async (t) => {
   const s = setup(t);
   const { sim, p } = s.lock('back-door', 23);
-  const gw = runGateway(s.driver);
+  const gw = new GatewaySide(s.driver);
   await s.driver.start();
   for (let i = 0; i < 20; i++) sim.record('locked');
   p.disconnectAfterIndications(7);
-  await waitFor('first drop', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await until('first drop', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   p.disconnectAfterIndications(30);
-  await waitFor('all 20 acknowledged', () => allAcked(sim, 20));
+  await until('all 20 acknowledged', () => allAcked(sim, 20));
   const ctrs = gw.events.map((e) => e.ctr);
   for (let c = 1; c <= 20; c++) assert.ok(ctrs.includes(c), `ctr ${c} received`);
   for (const e of gw.events) {
@@ -99,49 +101,29 @@ void test('a disconnect mid-transfer loses nothing; resent events come again as 
 void test('an adapter power cycle closes links, reports a blind interval and resumes scanning', async (t) => {
   const s = setup(t);
   const { sim } = s.lock('side-door');
-  const gw = runGateway(s.driver);
+  const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await waitFor('first event acked', () => allAcked(sim, 1));
+  await until('first event acked', () => allAcked(sim, 1));
   const scans = s.fake.startScans;
   s.fake.setAdapterState('poweredOff');
-  await waitFor('degraded', () => s.driver.status().state === 'degraded');
+  await until('degraded', () => s.driver.status().state === 'degraded');
   sim.record();
   sim.record();
   s.fake.setAdapterState('poweredOn');
-  await waitFor('blind notice', () => ofKind(gw.notices, 'blind').length > 0);
-  await waitFor('events after power-on acked', () => allAcked(sim, 3));
+  await until('blind notice', () => ofKind(gw.notices, 'blind').length > 0);
+  await until('events after power-on acked', () => allAcked(sim, 3));
   const [blind] = ofKind(gw.notices, 'blind');
   assert.ok(blind !== undefined && blind.start <= blind.end);
   assert.equal(s.driver.status().state, 'running');
   assert.ok(s.fake.startScans > scans);
 });
 
-void test('a stalled scan is restarted by the watchdog and reported as blind; so is a scanStop nobody asked for', async (t) => {
-  const s = setup(t, { scanWatchdogMs: 150 });
-  const { sim } = s.lock('gate');
-  s.lock('idle-neighbour'); // always advertising, nothing pending: keeps a healthy scan busy
-  const gw = runGateway(s.driver);
-  await s.driver.start();
-  await waitFor('scanning', () => s.fake.startScans >= 1);
-  const before = s.driver.status().scan.restarts;
-  s.fake.stallScan();
-  await waitFor('watchdog restart', () => s.driver.status().scan.restarts > before);
-  await waitFor('blind once advertisements come back', () => ofKind(gw.notices, 'blind').length > 0);
-  sim.record();
-  await waitFor('event after restart', () => allAcked(sim, 1));
-  const again = s.driver.status().scan.restarts;
-  s.fake.stopScanUnasked();
-  await waitFor('restart after unasked scanStop', () => s.driver.status().scan.restarts > again);
-  sim.record();
-  await waitFor('event after second restart', () => allAcked(sim, 2));
-});
-
 void test('a quiet site (no lock in range) restarts the scan but records no blind interval', async (t) => {
   const s = setup(t, { scanWatchdogMs: 100 });
-  const gw = runGateway(s.driver);
+  const gw = new GatewaySide(s.driver);
   await s.driver.start();
-  await waitFor('two watchdog restarts', () => s.driver.status().scan.restarts >= 2);
+  await until('two watchdog restarts', () => s.driver.status().scan.restarts >= 2);
   assert.equal(ofKind(gw.notices, 'blind').length, 0);
 });
 
@@ -149,10 +131,10 @@ void test('a connect that hangs times out, backs off and is retried', async (t) 
   const s = setup(t, { connectTimeoutMs: 150 });
   const { sim, p } = s.lock('garage');
   p.hangConnects(2);
-  const gw = runGateway(s.driver);
+  const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await waitFor('acked after retries', () => allAcked(sim, 1));
+  await until('acked after retries', () => allAcked(sim, 1));
   assert.ok(p.connects >= 3);
   assert.ok(gw.notices.filter((n) => n.kind === 'link' && n.state === 'backoff').length >= 2);
 });
@@ -161,9 +143,9 @@ void test('maxConnections is honoured and every pending lock is drained', async 
   const s = setup(t, { maxConnections: 2 });
   const sims = Array.from({ length: 6 }, (_, i) => s.lock(`door-${i}`).sim);
   for (const sim of sims) for (let i = 0; i < 3; i++) sim.record();
-  runGateway(s.driver);
+  new GatewaySide(s.driver);
   await s.driver.start();
-  await waitFor('all locks drained', () => sims.every((sim) => allAcked(sim, 3)), 60000);
+  await until('all locks drained', () => sims.every((sim) => allAcked(sim, 3)), 60000);
   assert.ok(s.fake.maxConcurrent <= 2, `at most 2 links at once, saw ${s.fake.maxConcurrent}`);
 });
 
@@ -172,10 +154,10 @@ void test('devices that are not OTI locks are never connected', async (t) => {
   const other = s.fake.addDevice({ serviceUuids: [SERVICE_UUID], manufacturerData: Buffer.from([0x4c, 0x00, 0x02, 0x15, 0x01]) });
   const noData = s.fake.addDevice({ serviceUuids: [SERVICE_UUID] });
   const { sim } = s.lock('lobby');
-  runGateway(s.driver);
+  new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await waitFor('lock acked', () => allAcked(sim, 1));
+  await until('lock acked', () => allAcked(sim, 1));
   assert.equal(other.connects, 0);
   assert.equal(noData.connects, 0);
 });
@@ -183,34 +165,28 @@ void test('devices that are not OTI locks are never connected', async (t) => {
 void test('garbage indications are rejected with codes, too much of it drops the link, nothing crashes', async (t) => {
   const s = setup(t, { idleMs: 60000 });
   const { sim, p } = s.lock('vault', 23, 200);
-  const gw = runGateway(s.driver);
+  const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await waitFor('first acked', () => allAcked(sim, 1));
+  await until('first acked', () => allAcked(sim, 1));
   p.corruptNextIndications(1);
   sim.record();
-  await waitFor('corrupted event resent and acked', () => allAcked(sim, 2));
+  await until('corrupted event resent and acked', () => allAcked(sim, 2));
   for (let i = 0; i < 25; i++) p.injectIndication(i % 2 === 0 ? Uint8Array.of(0x05, 1, 2, 3) : Uint8Array.of(0xc0, 0x00, 0x02, 0xff, 0xff));
-  await waitFor('link dropped for garbage', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await until('link dropped for garbage', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   const rejected = ofKind(gw.notices, 'rejected');
   assert.ok(rejected.length > 20);
   for (const r of rejected) assert.match(r.code, /^ERR_[A-Z_]+$/);
   assert.ok(rejected.some((r) => r.code === 'ERR_FRAGMENT'));
   sim.record();
-  await waitFor('events flow again', () => allAcked(sim, 3));
+  await until('events flow again', () => allAcked(sim, 3));
 });
 
 void test('an adapter that is unsupported makes the driver unavailable with a reason', async (t) => {
   const s = setup(t, {}, { initialState: 'unsupported' });
   await s.driver.start();
-  await waitFor('unavailable', () => s.driver.status().state === 'unavailable');
+  await until('unavailable', () => s.driver.status().state === 'unavailable');
   assert.ok((s.driver.status().reason ?? '').length > 0);
-});
-
-void test('start() twice is an argument error', async (t) => {
-  const s = setup(t);
-  await s.driver.start();
-  await assert.rejects(s.driver.start(), (e) => isOtiError(e, 'ERR_ARGUMENT'));
 });
 
 void test('a noble that cannot load makes start() reject ERR_DRIVER_UNAVAILABLE and status() say why', async () => {
@@ -257,11 +233,11 @@ void test('a full event queue pauses the link; a bounded buffer, then a drop; no
   })();
   await s.driver.start();
   // Nobody reads events: the lock's resends pile up in the link's bounded buffer until it is dropped.
-  await waitFor('link dropped while the gateway is busy', () => notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await until('link dropped while the gateway is busy', () => notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   void (async () => {
     for await (const ev of s.driver.events()) await s.driver.ack(ev, new Uint8Array(32));
   })();
-  await waitFor('all 10 acknowledged', () => allAcked(sim, 10));
+  await until('all 10 acknowledged', () => allAcked(sim, 10));
 });
 
 void test('events beyond the window are nacked ERR_WINDOW with retry over BLE too (docs/PROTOCOL.md §Flow, the window)', async (t) => {
@@ -283,11 +259,11 @@ void test('events beyond the window are nacked ERR_WINDOW with retry over BLE to
   })();
   await s.driver.start();
   sim.record(); // pending: the gateway connects, greets it and takes event 1
-  await waitFor('event 1 taken', () => held.length === 1 && sim.greeted);
+  await until('event 1 taken', () => held.length === 1 && sim.greeted);
   const maker = new SimLock({ id: 'eager', seed });
   for (let i = 0; i < 6; i++) maker.record();
   for (let c = 2; c <= 6; c++) assert.ok(sim.inject(maker.payloadOf(c)!, 1));
-  await waitFor('two refused', () => nacks.length === 2);
+  await until('two refused', () => nacks.length === 2);
   assert.deepEqual(nacks, [[5, 'ERR_WINDOW', true], [6, 'ERR_WINDOW', true]]);
   assert.deepEqual(held, [1, 2, 3, 4]);
   assert.equal(ofKind(notices, 'rejected').filter((n) => n.code === 'ERR_WINDOW').length, 2);
@@ -308,7 +284,7 @@ void test('a refusal at info reaches the lock over BLE as a refuse message, and 
   })();
   await s.driver.start();
   sim.record();
-  await waitFor('refused', () => refused.length > 0);
+  await until('refused', () => refused.length > 0);
   assert.deepEqual(refused[0], ['ERR_LOCK_REVOKED', false]);
   const before = events.length;
   const sent = sim.sent;

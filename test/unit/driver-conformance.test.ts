@@ -1,0 +1,113 @@
+/**
+ * The LockDriver conformance suite (test/support/driver-conformance.ts) on the transports that
+ * need no child process: the in-process driver and the BLE driver over the fake radio
+ * (test/support/fake-noble.ts). The serial driver over ptys and the BLE driver on real host
+ * stacks run it in test/integration/.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { InProcessDriver } from '../../drivers/inprocess.js';
+import { SimLock } from '../../drivers/simlock.js';
+import { BleDriver } from '../../drivers/ble/driver.js';
+import { FakeNoble } from '../support/fake-noble.js';
+import { driverConformance, simLockSide } from '../support/driver-conformance.js';
+import { until } from '../support/wait.js';
+
+const WINDOW = 8;
+const QUEUE = 2;
+
+driverConformance({
+  name: 'in-process',
+  notApplicable: {
+    'outage-blind': 'no device between the gateway and its locks that could go away; a disconnected lock is its own absence, not the gateway being blind',
+    'scan-blind': 'no scan',
+  },
+  make: async (t) => {
+    const driver = new InProcessDriver({ gatewayId: 'gw-1', window: WINDOW, eventQueue: QUEUE });
+    const sim = new SimLock({ id: 'front-door', seed: randomBytes(32), resendMs: 200 });
+    t.after(async () => {
+      await driver.stop();
+      sim.close();
+    });
+    await driver.start();
+    driver.connect(sim);
+    return {
+      driver,
+      lock: simLockSide(sim),
+      queue: QUEUE,
+      window: WINDOW,
+      dropLink: () => {
+        driver.disconnect(sim);
+        return Promise.resolve();
+      },
+      restoreLink: () => {
+        driver.connect(sim);
+        return Promise.resolve();
+      },
+      released: () => {
+        assert.equal(sim.connected, false, 'the lock was disconnected');
+        return Promise.resolve();
+      },
+    };
+  },
+});
+
+const NOBLE_EVENTS = ['stateChange', 'scanStart', 'scanStop', 'discover', 'warning'] as const;
+
+driverConformance({
+  name: 'BLE over the fake radio',
+  make: async (t, opts) => {
+    const fake = new FakeNoble();
+    const scanWatchdogMs = 30_000;
+    const driver = new BleDriver({
+      gatewayId: 'gw-1',
+      window: WINDOW,
+      eventQueue: QUEUE,
+      scanWatchdogMs,
+      backoff: { minMs: 20, maxMs: 200 },
+      connectTimeoutMs: 2000,
+      gattTimeoutMs: 2000,
+      idleMs: 100,
+      noble: fake,
+      ...(opts.now === undefined ? {} : { now: opts.now }),
+    });
+    const sim = new SimLock({ id: 'gate', seed: randomBytes(32), resendMs: 200 });
+    const p = fake.addLock(sim, { mtu: 23 });
+    t.after(async () => {
+      await driver.stop();
+      fake.close();
+      sim.close();
+    });
+    await driver.start();
+    await until('scanning', () => fake.startScans >= 1);
+    return {
+      driver,
+      lock: simLockSide(sim),
+      queue: QUEUE,
+      window: WINDOW,
+      scanWatchdogMs,
+      dropLink: () => {
+        p.drop();
+        return Promise.resolve();
+      },
+      corruptFrame: () => p.corruptNextIndications(1),
+      outage: {
+        down: () => {
+          fake.setAdapterState('poweredOff');
+          return Promise.resolve();
+        },
+        up: () => {
+          fake.setAdapterState('poweredOn');
+          return Promise.resolve();
+        },
+      },
+      stallScan: () => fake.stallScan(),
+      stopScanUnasked: () => fake.stopScanUnasked(),
+      released: async () => {
+        for (const e of NOBLE_EVENTS) assert.equal(fake.listenerCount(e), 0, `no '${e}' listener left on noble`);
+        await until('no peripheral connected', () => fake.connectedCount === 0);
+        assert.equal(sim.connected, false);
+      },
+    };
+  },
+});
