@@ -6,6 +6,11 @@
 # checked), a provisioning bundle applied by the unit's ExecStartPre, the gateway started from the
 # unit's ExecStart with Bluetooth enabled (it must start and report the adapter, there is none),
 # /health answered on the host's loopback, `oti doctor` as oti, `oti verify`.
+#   deploy/test-install-arm64.sh [--armhf]
+# --armhf also unpacks the armhf tarball in a bookworm armhf root and loads its addons there, as
+# armv6 and as armv7, with Debian's own Node.js 18 (no Node.js 20 for 32-bit ARM is on the npm
+# registry): the addons are N-API, so this shows they load and work, not that the gateway runs;
+# sodium-native must be absent (node:crypto is used). It adds about 4 minutes.
 #
 # What it needs, and does not install (it says which is missing):
 # - root, on Linux amd64; Debian packages mmdebstrap, arch-test, qemu-user-static, binfmt-support,
@@ -30,19 +35,24 @@ need() { echo "test-install-arm64: $*" >&2; exit 2; }
 
 [ "$(id -u)" -eq 0 ] || need "run as root"
 [ "$(uname -m)" = x86_64 ] || need "made for an amd64 host (this is $(uname -m))"
+case "${1:-}" in --armhf) ARMHF=1 ;; "") ARMHF=0 ;; *) need "usage: $0 [--armhf]" ;; esac
 for c in mmdebstrap arch-test qemu-aarch64-static update-binfmts curl npm; do
   command -v "$c" >/dev/null || need "$c is missing (apt-get install mmdebstrap arch-test qemu-user-static binfmt-support curl; npm comes with Node.js)"
 done
 
 if [ -z "${OTI_IN_NS:-}" ]; then
-  # The qemu-aarch64 handler, registered for the machine (binfmt_misc is not per mount namespace).
-  if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
-    echo "== binfmt_misc: registering qemu-aarch64 (stays registered until reboot)"
-    [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-      need "cannot mount binfmt_misc (an unprivileged container?): arm64 binaries cannot run here"
-    update-binfmts --enable qemu-aarch64 || need "update-binfmts --enable qemu-aarch64 failed"
-  fi
-  arch-test arm64 >/dev/null || need "arch-test arm64 fails: arm64 binaries do not run here under qemu"
+  # The qemu handlers, registered for the machine (binfmt_misc is not per mount namespace).
+  handlers=(qemu-aarch64:arm64)
+  [ "$ARMHF" = 0 ] || handlers+=(qemu-arm:armhf)
+  for h in "${handlers[@]}"; do
+    if ! grep -qx enabled "/proc/sys/fs/binfmt_misc/${h%:*}" 2>/dev/null; then
+      echo "== binfmt_misc: registering ${h%:*} (stays registered until reboot)"
+      [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+        need "cannot mount binfmt_misc (an unprivileged container?): ${h#*:} binaries cannot run here"
+      update-binfmts --enable "${h%:*}" || need "update-binfmts --enable ${h%:*} failed"
+    fi
+    arch-test "${h#*:}" >/dev/null || need "arch-test ${h#*:} fails: ${h#*:} binaries do not run here under qemu"
+  done
   exec env OTI_IN_NS=1 unshare --mount --propagation private "$0" "$@"
 fi
 
@@ -64,8 +74,11 @@ got="sha512-$(node -e 'process.stdout.write(require("crypto").createHash("sha512
 echo "$tgz: $(stat -c %s "$tgz") bytes, $got"
 
 VERSION="$(node -p 'require("./package.json").version')"
-step "release: arm64 $VERSION"
-OTI_RELEASE_ARCHS=arm64 OTI_RELEASE_DEB_COMPRESSION=gzip ./deploy/release.sh >/dev/null
+ARCHS=arm64
+[ "$ARMHF" = 0 ] || ARCHS="arm64 armhf"
+step "release: $ARCHS $VERSION"
+OTI_RELEASE_ARCHS="$ARCHS" OTI_RELEASE_DEB_COMPRESSION=gzip ./deploy/release.sh >/dev/null
+[ "$ARMHF" = 0 ] || cp "release/oti-gateway-$VERSION-linux-armhf.tar.gz" "$WORK/"
 cp "release/oti-gateway_${VERSION}_arm64.deb" "$WORK/"
 ls -l "$WORK"/*.deb | awk '{print $5, $9}'
 dpkg-deb --fsys-tarfile "$WORK/oti-gateway_${VERSION}_arm64.deb" | tar -xO ./usr/lib/oti-gateway/NATIVE.txt
@@ -105,4 +118,20 @@ doctor_as_oti --ble-seconds 1
 step "oti verify"
 verify_line
 stop_gateway
+
+if [ "$ARMHF" = 1 ]; then
+  step "armhf: mmdebstrap --arch=armhf bookworm with Debian's nodejs (18), the armhf tarball's addons"
+  R="$WORK/root-armhf"
+  make_root "$R" armhf --include=nodejs
+  tar -C "$R/opt" -xzf "$WORK/oti-gateway-$VERSION-linux-armhf.tar.gz"
+  cat "$R/opt/oti-gateway/NATIVE.txt"
+  mkdir -p "$R/tmp/oti-check"
+  cp dist/deploy/load-addons.js dist/deploy/elf.js "$R/tmp/oti-check/"
+  echo '{"type":"module"}' > "$R/tmp/oti-check/package.json"
+  mount_root "$R"
+  for v in 6 7; do
+    echo "-- as armv$v"
+    in_root env ARM_VERSION=$v node /tmp/oti-check/load-addons.js /opt/oti-gateway --no-sodium || fail "an armhf addon did not load as armv$v"
+  done
+fi
 echo "test-install-arm64: ok ($((SECONDS - t0)) s)"
