@@ -3,12 +3,13 @@
 # fresh Debian bookworm root made by mmdebstrap from Debian's packages (with systemd, not
 # running: a chroot), with this machine's Node.js 20 copied to /usr/local/bin (as the nodejs.org
 # tarball puts it). Both forms of the release, each in its own copy of the fresh root:
-# - the Debian package: dpkg -i, `oti doctor`, a provisioning bundle made outside with the real
-#   `oti site init` and `oti gateway enroll` dropped on the boot partition, the unit's own
-#   ExecStartPre and ExecStart lines (read from the installed unit; no systemd in a chroot) with
-#   its Environment, /health answered on the host's loopback, `oti lock enroll` through the API,
-#   an upgrade to a rebuilt package (dpkg -i again) with the configuration and data kept and the
-#   chain intact (`oti verify`), then remove and purge keeping the data;
+# - the Debian package: dpkg -i, its native addons loaded and used (deploy/load-addons.ts),
+#   `oti doctor`, a provisioning bundle made outside with the real `oti site init` and
+#   `oti gateway enroll` dropped on the boot partition, the unit's own ExecStartPre and ExecStart
+#   lines (read from the installed unit; no systemd in a chroot) with its Environment, /health
+#   answered on the host's loopback, `oti lock enroll` through the API, an upgrade to a rebuilt
+#   package (dpkg -i again) with the configuration and data kept and the chain intact
+#   (`oti verify`), then remove and purge keeping the data;
 # - the tarball: deploy/install.sh run under umask 077, the same bundle, start, doctor and lock,
 #   an upgrade with install.sh from the rebuilt tarball, and install.sh --rollback, each with the
 #   chain intact.
@@ -53,6 +54,12 @@ cp "$WORK/oti-gateway_${VERSION}_amd64.deb" "$R/tmp/"
 in_root dpkg -i "/tmp/oti-gateway_${VERSION}_amd64.deb"
 in_root sh -c 'command -v oti; oti --version; id oti; stat -c "%n %U %a" /var/lib/oti-gateway /etc/oti-gateway/config.yaml'
 [ "$(stat -c %a "$R/var/lib/oti-gateway")" = 700 ] || fail "the data folder is not 0700"
+
+step "the package's native addons, loaded and used by the root's Node.js (deploy/load-addons.ts)"
+mkdir -p "$R/tmp/oti-check"
+cp dist/deploy/load-addons.js dist/deploy/elf.js "$R/tmp/oti-check/"
+echo '{"type":"module"}' > "$R/tmp/oti-check/package.json"
+in_root node /tmp/oti-check/load-addons.js /usr/lib/oti-gateway || fail "an addon did not load"
 
 step "provisioning bundle made outside (oti site init, oti gateway enroll) on the boot partition"
 put_bundle
