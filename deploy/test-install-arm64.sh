@@ -23,8 +23,9 @@
 #   nodejs.org linux-arm64 build packaged for npm, as the `node` package installs it), pinned to
 #   NODE_ARM64 below and checked against its sha512. It is kept in $OTI_TEST_CACHE (default
 #   /var/cache/oti-test-install); $OTI_NODE_ARM64_TGZ names an already fetched copy instead.
-# It takes about 7 minutes on 2 cores, most of it mmdebstrap of the emulated root (dpkg's
-# maintainer scripts run under qemu); the gateway takes 30-60 s to answer under emulation.
+# It takes about 3 minutes on 2 idle cores (6 when busy), most of it mmdebstrap of the emulated
+# root (dpkg's maintainer scripts run under qemu); the gateway takes 5-30 s to answer under
+# emulation. .ci/run installs the packages above and runs it (without --armhf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
