@@ -22,10 +22,16 @@ KEEP=3
 die() { echo "install.sh: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo)"
 
+# systemd: systemctl may be missing (a container) and systemd may not be running (a chroot or an
+# image being prepared, where `systemctl enable` still works); the unit is written either way.
+has_systemctl() { command -v systemctl >/dev/null 2>&1; }
+systemd_running() { has_systemctl && [ -d /run/systemd/system ]; }
+
 # Upgrades and rollbacks restart a running gateway; a fresh install is started by the installer
 # once the provisioning bundle is in place (docs/INSTALL.md), so that the gateway never creates
 # a development identity on a real site.
 restart_if_running() {
+  systemd_running || return 0
   systemctl daemon-reload
   if systemctl is-active --quiet oti-gateway; then systemctl restart oti-gateway; fi
 }
@@ -46,6 +52,7 @@ SRC="$(cd "$(dirname "$0")/.." && pwd)"
 # architecture only, recorded in RELEASE and NATIVE.txt.
 [ -f "$SRC/RELEASE" ] && [ -x "$SRC/bin/oti" ] && [ -f "$SRC/dist/gateway/main.js" ] || die "$SRC is not a release tree: unpack a release (npm run release makes them), do not install a checkout"
 arch="$(dpkg --print-architecture 2>/dev/null || uname -m)"
+case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; armv6l | armv7l) arch=armhf ;; esac
 grep -q "linux-$arch " "$SRC/RELEASE" || die "$(cat "$SRC/RELEASE") is not for this machine ($arch)"
 # The check the gateway's start makes (bin/oti-node): Node.js 20+ on PATH, /usr/local/bin included.
 "$SRC/bin/oti-node" -e '' || die "install Node.js 20 or later first (docs/INSTALL.md §1)"
@@ -66,12 +73,14 @@ if [ ! -f "$CONF/config.yaml" ]; then
 fi
 
 version="$(cut -d' ' -f2 "$SRC/RELEASE")"
+# Modes are set explicitly: the tree must stay readable by oti under any umask of the installer.
+install -d -m 0755 "$BASE" "$BASE/releases"
 dest="$BASE/releases/$version-$(date -u +%Y%m%dT%H%M%SZ)"
-install -d -m 0755 "$BASE/releases"
-mkdir "$dest"
+while [ -e "$dest" ]; do sleep 1; dest="$BASE/releases/$version-$(date -u +%Y%m%dT%H%M%SZ)"; done
+install -d -m 0755 "$dest"
 cp -a "$SRC/." "$dest/"
 chown -R root:root "$dest"
-chmod -R go-w "$dest"
+chmod -R go-w,a+rX "$dest"
 
 # Switch atomically; remember the release we left.
 if [ -L "$BASE/current" ]; then
@@ -80,9 +89,14 @@ fi
 ln -sfn "$dest" "$BASE/current.new" && mv -T "$BASE/current.new" "$BASE/current"
 
 ln -sfn "$BASE/current/bin/oti" /usr/local/bin/oti
-sed "s|/usr/lib/oti-gateway|$BASE/current|g" "$dest/deploy/oti-gateway.service" > "$UNIT"
+install -d -m 0755 "$(dirname "$UNIT")"
+sed "/^#/!s|/usr/lib/oti-gateway|$BASE/current|g" "$dest/deploy/oti-gateway.service" > "$UNIT"
 chmod 0644 "$UNIT"
-systemctl enable oti-gateway >/dev/null
+if has_systemctl; then
+  systemctl enable oti-gateway >/dev/null || echo "install.sh: note: systemctl enable oti-gateway failed; enable it once systemd runs" >&2
+else
+  echo "install.sh: note: no systemctl on this machine: $UNIT is written but not enabled" >&2
+fi
 restart_if_running
 
 # Keep the newest releases, never the current or previous one.
@@ -94,5 +108,5 @@ ls -1dt "$BASE"/releases/*/ | sed "1,${KEEP}d" | while read -r old; do
 done
 
 echo "installed $dest; the gateway runs as user oti with data in $DATA"
-systemctl is-active --quiet oti-gateway || echo "start it once the bundle is in place: sudo systemctl start oti-gateway"
+systemd_running && systemctl is-active --quiet oti-gateway || echo "start it once the bundle is in place: sudo systemctl start oti-gateway"
 echo "then check it: sudo -u oti oti doctor --config $CONF/config.yaml"

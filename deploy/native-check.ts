@@ -5,14 +5,25 @@
  *
  * Lists every `*.node` file under <tree>/node_modules with the machine its ELF header names.
  * With --prune, files for other machines or systems (other prebuilds, a build/ made on this
- * host for another architecture, musl variants) are deleted first. Then each native package must
- * keep at least one addon of the target machine; one that has none is reported (the gateway then
- * runs without it, see docs/INSTALL.md §Architectures), and a wrong-machine addon left anywhere
- * fails the check (exit 1).
+ * host for another architecture, musl variants) and the addons of packages that Linux never loads
+ * (NOT_ON_LINUX) are deleted first. Then each native package must keep at least one addon of the
+ * target machine. A package the gateway can run without (OPTIONAL: it falls back, see
+ * docs/INSTALL.md §Architectures) is reported as `none`; any other package without one, or a
+ * wrong-machine addon left anywhere, fails the check (exit 1).
  */
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { MACHINES, MACHINE_NAMES, readElfHeader, type DebianArch } from './elf.js';
+
+/** Native packages whose addon only other systems load, with why: pruned, reported as `n/a`. */
+const NOT_ON_LINUX: Readonly<Record<string, string>> = {
+  '@abandonware/noble': 'its addon serves the macOS and Windows bindings; on Linux noble uses the HCI socket addon',
+};
+
+/** Native packages the gateway runs without, with what it does instead. */
+const OPTIONAL: Readonly<Record<string, string>> = {
+  'sodium-native': 'Ed25519 verification falls back to node:crypto',
+};
 
 /** Node's name of each architecture (process.arch), as in prebuilds/linux-<arch>/. */
 const NODE_ARCH: Readonly<Record<DebianArch, string>> = { amd64: 'x64', arm64: 'arm64', armhf: 'arm' };
@@ -75,7 +86,7 @@ async function main(): Promise<number> {
   const prebuilds = `prebuilds${sep}linux-${NODE_ARCH[arch as DebianArch]}${sep}`;
   const foreign = (a: Addon): boolean => a.machine !== want || /musl/.test(a.path) || (a.path.includes(`prebuilds${sep}`) && !a.path.includes(prebuilds));
   if (flag === '--prune') {
-    for (const a of await addons(tree)) if (foreign(a)) await rm(join(tree, a.path));
+    for (const a of await addons(tree)) if (foreign(a) || Object.hasOwn(NOT_ON_LINUX, a.pkg)) await rm(join(tree, a.path));
   }
   const left = await addons(tree);
   let ok = true;
@@ -86,7 +97,15 @@ async function main(): Promise<number> {
     process.stdout.write(`${good ? 'ok  ' : 'BAD '} ${name.padEnd(8)} ${a.path}\n`);
   }
   for (const pkg of await nativePackages(tree)) {
-    if (!left.some((a) => a.pkg === pkg && a.machine === want)) process.stdout.write(`none ${arch.padEnd(8)} ${pkg}: no prebuilt addon for this architecture\n`);
+    if (left.some((a) => a.pkg === pkg && a.machine === want)) continue;
+    const notUsed = Object.hasOwn(NOT_ON_LINUX, pkg) ? NOT_ON_LINUX[pkg] : undefined;
+    const fallback = Object.hasOwn(OPTIONAL, pkg) ? OPTIONAL[pkg] : undefined;
+    if (notUsed !== undefined) process.stdout.write(`n/a  ${arch.padEnd(8)} ${pkg}: ${notUsed}\n`);
+    else if (fallback !== undefined) process.stdout.write(`none ${arch.padEnd(8)} ${pkg}: no prebuilt addon for this architecture (${fallback})\n`);
+    else {
+      ok = false;
+      process.stdout.write(`MISSING ${arch} ${pkg}: no prebuilt addon for this architecture, and the gateway needs it\n`);
+    }
   }
   return ok ? 0 : 1;
 }

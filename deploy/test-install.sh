@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# `npm run test:install` (issue 21.2): the amd64 Debian package installed as an installer would,
-# on a fresh Debian bookworm root made by mmdebstrap from Debian's packages, with this machine's
-# Node.js 20 copied to /usr/local/bin (as the nodejs.org tarball puts it). Inside it: dpkg -i,
-# `oti doctor`, a provisioning bundle made outside with the real `oti site init` and
-# `oti gateway enroll` dropped on the boot partition, the unit's own ExecStartPre and ExecStart
-# lines (read from the installed unit; no systemd in a chroot) with its Environment, /health
-# answered on the host's loopback, an upgrade to a rebuilt package (dpkg -i again) with the
-# configuration and data kept and the chain intact (`oti verify`). Then, where qemu-user and
-# binfmt allow, the arm64 package's `oti --version` under emulation. Runs as root; everything
-# happens in a private mount namespace under a temporary folder that is removed at the end.
+# `npm run test:install` (issue 21.2): the amd64 release installed as an installer would, on a
+# fresh Debian bookworm root made by mmdebstrap from Debian's packages (with systemd, not
+# running: a chroot), with this machine's Node.js 20 copied to /usr/local/bin (as the nodejs.org
+# tarball puts it). Both forms of the release, each in its own copy of the fresh root:
+# - the Debian package: dpkg -i, its native addons loaded and used (deploy/load-addons.ts),
+#   `oti doctor`, a provisioning bundle made outside with the real `oti site init` and
+#   `oti gateway enroll` dropped on the boot partition, the unit's own ExecStartPre and ExecStart
+#   lines (read from the installed unit; no systemd in a chroot) with its Environment, /health
+#   answered on the host's loopback, `oti lock enroll` through the API, an upgrade to a rebuilt
+#   package (dpkg -i again) with the configuration and data kept and the chain intact
+#   (`oti verify`), then remove and purge keeping the data;
+# - the tarball: deploy/install.sh run under umask 077, the same bundle, start, doctor and lock,
+#   an upgrade with install.sh from the rebuilt tarball, and install.sh --rollback, each with the
+#   chain intact.
+# The arm64 package under emulation is deploy/test-install-arm64.sh (npm run test:install:arm64).
+# Runs as root; everything happens in a private mount namespace under a temporary folder that is
+# removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -16,32 +23,30 @@ ROOT="$PWD"
 if [ -z "${OTI_IN_NS:-}" ]; then exec env OTI_IN_NS=1 unshare --mount --propagation private "$0" "$@"; fi
 
 WORK="$(mktemp -d /tmp/oti-test-install-XXXXXX)"
-R="$WORK/root"
-GW_PID=""
-cleanup() {
-  [ -z "$GW_PID" ] || kill "$GW_PID" 2>/dev/null || true
-  for m in "$R/proc" "$R/dev"; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-step() { echo "== $*"; }
-fail() { echo "test-install: FAILED: $*" >&2; exit 1; }
+# shellcheck source=deploy/test-install-lib.sh
+. "$ROOT/deploy/test-install-lib.sh"
+trap 'cleanup_roots; rm -rf "$WORK"' EXIT
 
 VERSION="$(node -p 'require("./package.json").version')"
+NEW="$VERSION+rebuild1"
 export OTI_RELEASE_DEB_COMPRESSION=gzip
-step "release: amd64 $VERSION and the rebuilt $VERSION+rebuild1"
+step "release: amd64 $VERSION and the rebuilt $NEW"
 OTI_RELEASE_ARCHS=amd64 ./deploy/release.sh >/dev/null
-cp release/oti-gateway_${VERSION}_amd64.deb "$WORK/"
-OTI_RELEASE_ARCHS=amd64 OTI_RELEASE_VERSION="$VERSION+rebuild1" ./deploy/release.sh >/dev/null
-cp "release/oti-gateway_${VERSION}+rebuild1_amd64.deb" "$WORK/"
-ls -l "$WORK"/*.deb | awk '{print $5, $9}'
+cp "release/oti-gateway_${VERSION}_amd64.deb" "release/oti-gateway-$VERSION-linux-amd64.tar.gz" "$WORK/"
+OTI_RELEASE_ARCHS=amd64 OTI_RELEASE_VERSION="$NEW" ./deploy/release.sh >/dev/null
+cp "release/oti-gateway_${NEW}_amd64.deb" "release/oti-gateway-$NEW-linux-amd64.tar.gz" "$WORK/"
+ls -l "$WORK"/*.deb "$WORK"/*.tar.gz | awk '{print $5, $9}'
+grep -v '^ok' <(tar -xzOf "$WORK/oti-gateway-$VERSION-linux-amd64.tar.gz" oti-gateway/NATIVE.txt) || true
 
-step "mmdebstrap bookworm (apt variant) into $R"
-mmdebstrap --quiet --variant=apt bookworm "$R"
-install -m 0755 "$(readlink -f "$(command -v node)")" "$R/usr/local/bin/node"
-mount -t proc proc "$R/proc"
-mount --bind /dev "$R/dev"
-in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+step "mmdebstrap bookworm (apt variant, with systemd) into $WORK/root, copied to $WORK/root-tar"
+make_root "$WORK/root" amd64 --include=systemd
+install -m 0755 "$(readlink -f "$(command -v node)")" "$WORK/root/usr/local/bin/node"
+cp -a "$WORK/root" "$WORK/root-tar"
+make_bundle
+
+######## The Debian package
+R="$WORK/root"
+mount_root "$R"
 in_root node --version
 
 step "dpkg -i oti-gateway_${VERSION}_amd64.deb"
@@ -50,82 +55,44 @@ in_root dpkg -i "/tmp/oti-gateway_${VERSION}_amd64.deb"
 in_root sh -c 'command -v oti; oti --version; id oti; stat -c "%n %U %a" /var/lib/oti-gateway /etc/oti-gateway/config.yaml'
 [ "$(stat -c %a "$R/var/lib/oti-gateway")" = 700 ] || fail "the data folder is not 0700"
 
-step "provisioning bundle made outside: oti site init, oti gateway enroll"
-export OTI_PASSPHRASE="install test site passphrase"
-node dist/provisioning/cli.js site init --site install-test --out "$WORK/site" >/dev/null
-node dist/provisioning/cli.js gateway enroll --site-dir "$WORK/site" --id gw-fresh --expires 1d --out "$WORK/oti-bundle.json" >/dev/null
-mkdir -p "$R/boot/firmware"
-cp "$WORK/oti-bundle.json" "$R/boot/firmware/oti-bundle.json"
+step "the package's native addons, loaded and used by the root's Node.js (deploy/load-addons.ts)"
+mkdir -p "$R/tmp/oti-check"
+cp dist/deploy/load-addons.js dist/deploy/elf.js "$R/tmp/oti-check/"
+echo '{"type":"module"}' > "$R/tmp/oti-check/package.json"
+in_root node /tmp/oti-check/load-addons.js /usr/lib/oti-gateway || fail "an addon did not load"
 
+step "provisioning bundle made outside (oti site init, oti gateway enroll) on the boot partition"
+put_bundle
 # The gateway's ports on the host's loopback: written into the conffile, which the upgrade keeps.
-ports="$(node -e 'const n=require("net");const p=[];let k=2;for(let i=0;i<2;i++){const s=n.createServer().listen(0,"127.0.0.1",()=>{p.push(s.address().port);s.close();if(--k===0)console.log(p.join(" "))})}')"
-read -r API_PORT BROKER_PORT <<<"$ports"
-cat >> "$R/etc/oti-gateway/config.yaml" <<CONF
-api:
-  port: $API_PORT
-broker:
-  host: 127.0.0.1
-  port: $BROKER_PORT
-ble:
-  enabled: false
-discovery:
-  enabled: false
-CONF
-
-UNIT="$R/lib/systemd/system/oti-gateway.service"
-unit_value() { sed -n "s/^$1=//p" "$UNIT"; }
-start_gateway() { # the unit's ExecStartPre (as root) and ExecStart (as User=) with its Environment
-  local pre start user envs=()
-  pre="$(unit_value ExecStartPre)"; pre="${pre#+}"
-  start="$(unit_value ExecStart)"; user="$(unit_value User)"
-  while read -r e; do envs+=("$e"); done < <(unit_value Environment)
-  echo "ExecStartPre=+$pre"
-  in_root env "${envs[@]}" $pre
-  echo "ExecStart=$start (as $user)"
-  chroot --userspec="$user:$user" "$R" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/var/lib/oti-gateway "${envs[@]}" $start > "$WORK/gateway.log" 2>&1 &
-  GW_PID=$!
-  for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$API_PORT/health" -o "$WORK/health.json" 2>/dev/null; then
-      echo "curl /health: $(cat "$WORK/health.json")"; return 0
-    fi
-    kill -0 "$GW_PID" 2>/dev/null || { tail -20 "$WORK/gateway.log"; fail "the gateway exited"; }
-    sleep 0.2
-  done
-  tail -20 "$WORK/gateway.log"; fail "no answer on /health"
-}
-stop_gateway() { kill -TERM "$GW_PID"; wait "$GW_PID" || true; GW_PID=""; }
+test_config /etc/oti-gateway/config.yaml
+UNIT=/lib/systemd/system/oti-gateway.service
 
 step "start from the unit's lines"
-start_gateway
+start_gateway "$UNIT"
 [ ! -e "$R/boot/firmware/oti-bundle.json" ] || fail "the bundle was left on the boot partition"
 in_root ls -l /var/lib/oti-gateway
 
 step "oti doctor (as oti)"
-set +e
-chroot --userspec=oti:oti "$R" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/var/lib/oti-gateway oti doctor --config /etc/oti-gateway/config.yaml
-doctor=$?
-set -e
-[ "$doctor" -le 1 ] || fail "oti doctor did not run (exit $doctor)"
+doctor_as_oti
 
 step "oti lock enroll from outside, through the gateway's API"
-lock_key="$(node -e 'const k=require("crypto").generateKeyPairSync("ed25519").publicKey.export({format:"jwk"});console.log(Buffer.from(k.x,"base64url").toString("hex"))')"
-node dist/provisioning/cli.js lock enroll --site-dir "$WORK/site" --id front-door --key "$lock_key" --yes --api "http://127.0.0.1:$API_PORT"
+lock_key() { node -e 'const k=require("crypto").generateKeyPairSync("ed25519").publicKey.export({format:"jwk"});console.log(Buffer.from(k.x,"base64url").toString("hex"))'; }
+node dist/provisioning/cli.js lock enroll --site-dir "$WORK/site" --id front-door --key "$(lock_key)" --yes --api "http://127.0.0.1:$API_PORT"
 
-verify_line() { in_root oti verify --data /var/lib/oti-gateway --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s);if(!v.ok)process.exit(1);console.log(v.chains.map(c=>`${c.origin} ${c.report.entries} entries root ${c.report.root}`).join("\n"))})'; }
 step "oti verify while it runs"
 before="$(verify_line)"; echo "$before"
 echo "$before" | grep -q " 2 entries " || fail "the chain should hold the enrolment and the lock: $before"
 key_before="$(sha256sum "$R/var/lib/oti-gateway/gateway.key")"
 conf_before="$(sha256sum "$R/etc/oti-gateway/config.yaml")"
 
-step "upgrade: dpkg -i oti-gateway_${VERSION}+rebuild1_amd64.deb"
+step "upgrade: dpkg -i oti-gateway_${NEW}_amd64.deb"
 stop_gateway
-cp "$WORK/oti-gateway_${VERSION}+rebuild1_amd64.deb" "$R/tmp/"
-in_root dpkg -i "/tmp/oti-gateway_${VERSION}+rebuild1_amd64.deb"
+cp "$WORK/oti-gateway_${NEW}_amd64.deb" "$R/tmp/"
+in_root dpkg -i "/tmp/oti-gateway_${NEW}_amd64.deb"
 in_root dpkg-query -W oti-gateway
 [ "$(sha256sum "$R/etc/oti-gateway/config.yaml")" = "$conf_before" ] || fail "the upgrade changed the configuration"
 [ "$(sha256sum "$R/var/lib/oti-gateway/gateway.key")" = "$key_before" ] || fail "the upgrade changed the gateway key"
-start_gateway
+start_gateway "$UNIT"
 after="$(verify_line)"; echo "$after"
 [ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the upgrade"
 stop_gateway
@@ -136,10 +103,55 @@ in_root dpkg --purge oti-gateway
 [ -f "$R/var/lib/oti-gateway/gateway.key" ] || fail "purge deleted the data folder"
 echo "kept: $(ls "$R/var/lib/oti-gateway" | tr '\n' ' ')"
 
-step "arm64 under emulation"
-if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64-static ]; then
-  echo "binfmt has qemu-aarch64, but the arm64 package needs an arm64 node binary in the root, and none is available offline: not run"
-else
-  echo "no qemu-aarch64 binfmt handler on this machine: not run"
-fi
+######## The tarball and deploy/install.sh, in a fresh copy of the root
+R="$WORK/root-tar"
+mount_root "$R"
+UNIT=/etc/systemd/system/oti-gateway.service
+current() { basename "$(readlink "$R/opt/oti-gateway/current")"; }
+install_tarball() { # VERSION: unpack its tarball in /tmp/<VERSION> and run its deploy/install.sh
+  mkdir -p "$R/tmp/$1"
+  tar -C "$R/tmp/$1" -xzf "$WORK/oti-gateway-$1-linux-amd64.tar.gz"
+  in_root sh -c "umask 077; /tmp/$1/oti-gateway/deploy/install.sh"
+}
+
+step "tarball: deploy/install.sh from oti-gateway-$VERSION-linux-amd64.tar.gz (umask 077)"
+install_tarball "$VERSION"
+in_root sh -c 'command -v oti; ls -l /usr/local/bin/oti /opt/oti-gateway; id oti; stat -c "%n %U %a" /opt/oti-gateway/releases/* /var/lib/oti-gateway /etc/oti-gateway/config.yaml /etc/systemd/system/oti-gateway.service'
+[ "$(stat -c %a "$R/var/lib/oti-gateway")" = 700 ] || fail "the data folder is not 0700"
+[ -L "$R/etc/systemd/system/multi-user.target.wants/oti-gateway.service" ] || fail "the unit is not enabled"
+grep -q "^ExecStart=/opt/oti-gateway/current/bin/oti-gateway$" "$R$UNIT" || fail "the unit does not start the current release"
+as_oti oti --version
+
+step "tarball: bundle, start from the unit's lines, oti doctor, oti lock enroll"
+put_bundle
+test_config /etc/oti-gateway/config.yaml
+start_gateway "$UNIT"
+[ ! -e "$R/boot/firmware/oti-bundle.json" ] || fail "the bundle was left on the boot partition"
+doctor_as_oti
+node dist/provisioning/cli.js lock enroll --site-dir "$WORK/site" --id back-door --key "$(lock_key)" --yes --api "http://127.0.0.1:$API_PORT"
+before="$(verify_line)"; echo "$before"
+echo "$before" | grep -q " 2 entries " || fail "the chain should hold the enrolment and the lock: $before"
+conf_before="$(sha256sum "$R/etc/oti-gateway/config.yaml")"
+old="$(current)"
+
+step "tarball: upgrade with install.sh from oti-gateway-$NEW-linux-amd64.tar.gz"
+stop_gateway
+install_tarball "$NEW"
+echo "current: $(current), previous: $(basename "$(readlink "$R/opt/oti-gateway/previous")")"
+case "$(current)" in "$NEW"-*) ;; *) fail "current is not the new release: $(current)" ;; esac
+[ "$(basename "$(readlink "$R/opt/oti-gateway/previous")")" = "$old" ] || fail "previous is not the release upgraded from"
+[ "$(sha256sum "$R/etc/oti-gateway/config.yaml")" = "$conf_before" ] || fail "the upgrade changed the configuration"
+start_gateway "$UNIT"
+after="$(verify_line)"; echo "$after"
+[ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the upgrade"
+stop_gateway
+
+step "tarball: install.sh --rollback"
+in_root /opt/oti-gateway/current/deploy/install.sh --rollback
+[ "$(current)" = "$old" ] || fail "the rollback did not switch back to $old: $(current)"
+start_gateway "$UNIT"
+after="$(verify_line)"; echo "$after"
+[ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the rollback"
+stop_gateway
+echo "the tarball installed, upgraded and rolled back with the configuration and the chain intact"
 echo "test-install: ok"
