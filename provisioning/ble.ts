@@ -5,6 +5,7 @@
  * every radio operation is bounded; a machine without a usable adapter gets
  * ERR_DRIVER_UNAVAILABLE with the reason (drivers/noble-load.ts describeLoadFailure) and a remedy.
  */
+import { readdirSync } from 'node:fs';
 import { bounded, describeLoadFailure, importNoble } from '../drivers/noble-load.js';
 import { INFO_CHAR_UUID, INFO_MAX_BYTES, SERVICE_UUID, decodeLockMessage, parseAdvertisement, type LockInfo } from '../drivers/protocol.js';
 import type { NobleLike, NoblePeripheral } from '../drivers/noble-types.js';
@@ -25,10 +26,31 @@ function unavailable(reason: string, cause?: unknown): OtiError {
   return new OtiError('ERR_DRIVER_UNAVAILABLE', `Bluetooth unavailable: ${reason}; ${BLE_REMEDY}`, { driver: 'ble' }, cause !== undefined ? { cause } : undefined);
 }
 
+/**
+ * Why the kernel offers no Bluetooth adapter, or undefined when it lists one (or when the HCI
+ * transport is a UART, BLUETOOTH_HCI_SOCKET_UART_PORT, which the kernel does not see). The
+ * prebuilt HCI socket loads even on a kernel without Bluetooth and noble then only says
+ * "poweredOff", so this is what tells "no Bluetooth here" from "an adapter that is off".
+ */
+export function kernelAdapterAbsence(sysClass = '/sys/class/bluetooth', env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env['BLUETOOTH_HCI_SOCKET_UART_PORT'] !== undefined) return undefined;
+  let names: string[];
+  try {
+    names = readdirSync(sysClass);
+  } catch {
+    return 'no Bluetooth support on this machine (EAFNOSUPPORT: the kernel has no Bluetooth)';
+  }
+  return names.some((n) => /^hci\d+$/.test(n)) ? undefined : 'no Bluetooth adapter found (ENODEV)';
+}
+
 /** Loads noble and waits until the adapter is powered on. */
 export async function openRadio(load: () => Promise<NobleLike> = importNoble): Promise<NobleLike> {
   let noble: NobleLike;
   let state: string;
+  if (load === importNoble) {
+    const absent = kernelAdapterAbsence();
+    if (absent !== undefined) throw unavailable(absent);
+  }
   try {
     noble = await load();
     state = noble.state;
