@@ -6,6 +6,7 @@
  *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
  *   GET /v1/gaps?site=&from=&to=&after=&limit=
  *   GET /v1/chains[?site=]
+ *   GET /v1/cosignatures?origin=                              (each witness's largest cosigned checkpoint)
  *   GET /v1/evidence?site=&limit=
  *   GET /v1/receipt?origin=&index=                             (application/cbor)
  *   GET /v1/intake                                             (what the intake counted)
@@ -75,6 +76,11 @@ export class ArchiveApi {
           return json(res, await this.#o.queries.gaps({ site, ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
         case '/v1/chains':
           return json(res, { chains: await this.#o.queries.chains(site) });
+        case '/v1/cosignatures': {
+          const origin = q('origin') ?? '';
+          parseOrigin(origin);
+          return json(res, { cosignatures: await this.#o.queries.cosignatures(origin) });
+        }
         case '/v1/evidence':
           if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
           return json(res, { evidence: await this.#o.queries.evidence({ site, limit }) });
