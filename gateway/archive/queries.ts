@@ -11,7 +11,9 @@ import type { Pool } from 'mysql2/promise';
 import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { EVENT_TYPES } from '../../ledger/lockevent.js';
-import { CompactRange, inclusionProof, leafHash, type NodeReader } from '../../ledger/merkle.js';
+import { inclusionProof, type NodeReader } from '../../ledger/merkle.js';
+import type { TileResource } from '../../ledger/tiles.js';
+import { ArchivedTree } from './tree.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { encodeReceipt } from '../../ledger/receipt.js';
@@ -272,19 +274,26 @@ export class ArchiveQueries {
     return (rows as { statement: Buffer }[]).map((r) => new Uint8Array(r.statement));
   }
 
-  /** Tree nodes from the archived entries: a node is the root of its 2^level leaves. */
+  /** Tree nodes from the archived entries and the stored nodes (gateway/archive/tree.ts). */
   #reader(origin: string): NodeReader {
-    return {
-      node: async (level: number, index: number): Promise<Uint8Array> => {
-        const start = index * 2 ** level;
-        const end = start + 2 ** level;
-        const [rows] = await this.#pool.execute('SELECT bytes FROM entries WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx', [origin, start, end]);
-        const leaves = rows as { bytes: Buffer }[];
-        if (leaves.length !== end - start) throw new OtiError('ERR_STORE_CORRUPT', `entries [${start}, ${end}) of ${origin} are not all archived`);
-        const r = CompactRange.empty();
-        for (const l of leaves) r.append(leafHash(l.bytes));
-        return r.root();
-      },
-    };
+    return new ArchivedTree(this.#pool, origin).reader();
+  }
+
+  /** The last archived checkpoint of a chain, what its tiles are consistent with. */
+  async tlogCheckpoint(origin: string): Promise<string> {
+    return (await this.#chainHead(origin)).checkpoint;
+  }
+
+  /** One C2SP tlog-tiles resource of an archived chain (docs/ARCHIVE.md §Tiles). */
+  async tlogTile(origin: string, r: TileResource): Promise<Uint8Array> {
+    const head = await this.#chainHead(origin);
+    return new ArchivedTree(this.#pool, origin).tile(r, head.size, head.blocks);
+  }
+
+  async #chainHead(origin: string): Promise<{ checkpoint: string; size: number; blocks: number }> {
+    const [rows] = await this.#pool.execute('SELECT checkpoint, size, blocks FROM chains WHERE origin = ?', [origin]);
+    const r = (rows as { checkpoint: string; size: number | string; blocks: number | string }[])[0];
+    if (r === undefined) throw new OtiError('ERR_NOT_FOUND', `chain ${origin} is not archived`);
+    return { checkpoint: r.checkpoint, size: Number(r.size), blocks: Number(r.blocks) };
   }
 }

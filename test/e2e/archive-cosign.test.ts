@@ -28,6 +28,9 @@ import { oti } from '../support/oti-cli.js';
 import { Uplink } from '../../gateway/sync/uplink.js';
 import { cosign, verifyCosignature } from '../../gateway/sync/witness.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
+import { blockResources, tilePath, treeResources } from '../../ledger/tiles.js';
+import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';
+import { verifyReceipt } from '../../ledger/receipt.js';
 import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
 
 const ARCHIVE_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'archive', 'main.js');
@@ -208,4 +211,27 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   assert.deepEqual([r4.quorum, r4.confirmed, r4.replicated], [4, 0, bigger]);
   const now = (await api(arch.port, `/v1/events?site=${s.siteId}&limit=100`)).body as { items: { status: string }[] };
   assert.ok(now.items.length === 45 && now.items.every((e) => e.status === 'replicated'));
+
+  // Tiles: past two full tiles of entries, every C2SP tlog-tiles resource of gw-1's chain is served with the very bytes the
+  // gateway's own tile source (ledger/tile-source.ts, checked with Go's sumdb/tlog in tlog-interop.test.ts) makes.
+  await appendEvents(gws[0]!, lock, 600);
+  const cs = gws[0]!.chain.cs;
+  await until('the 600 events are archived', async () => (await row())?.size === cs.head.size);
+  const tlog = async (path: string): Promise<Response> => fetch(`http://127.0.0.1:${arch.port}/v1/tlog/${origin}/${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  const resources = [...treeResources(cs.head.size), ...blockResources(cs.head.n + 1)];
+  assert.ok(resources.some((r) => r.kind === 'hash' && r.level === 1 && r.width === 2), 'a level-1 tile (stored tree nodes) is among them');
+  for (const r of resources) {
+    const res = await tlog(tilePath(r));
+    assert.equal(res.status, 200, tilePath(r));
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), Buffer.from(await readTile(cs, r)), tilePath(r));
+    assert.equal(res.headers.get('cache-control'), r.width === 256 ? 'private, max-age=31536000, immutable' : 'private, max-age=5');
+  }
+  const cpRes = await tlog('checkpoint');
+  assert.equal(await cpRes.text(), await chainCheckpoint(cs));
+  assert.equal((await tlog('tile/0/009.p/1')).status, 404, 'beyond the archived chain');
+  assert.equal((await tlog('tile/0/0')).status, 404, 'only canonical tile paths');
+  assert.equal((await fetch(`http://127.0.0.1:${arch.port}/v1/tlog/${origin}/checkpoint`)).status, 401, 'tiles need the token too');
+  // A receipt of the last entry, its proof read through the stored tree nodes, verifies with the site's keys.
+  const rc = await fetch(`http://127.0.0.1:${arch.port}/v1/receipt?origin=${encodeURIComponent(origin)}&index=${cs.head.size - 1}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(verifyReceipt(new Uint8Array(await rc.arrayBuffer()), s.trust).index, cs.head.size - 1);
 });
