@@ -67,6 +67,21 @@ async function insertMany(c: PoolConnection, sql: string, rows: Row[], bytesOf: 
   }
 }
 
+const ENTRY_COLUMNS = 'origin, idx, block_n, site_id, gateway_id, kind, time, lock_id, ctr, event_type, event_time, provenance, credential, person, status, bytes';
+/** Rows of one prepared entries INSERT: a few fixed sizes, so each connection prepares a few statements only. */
+const PREPARED_ROWS = [128, 32, 8, 1] as const;
+const preparedSql = new Map<number, string>(PREPARED_ROWS.map((n) => [n, `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES ${Array.from({ length: n }, () => '(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)').join(',')}`]));
+
+/** Entry rows through prepared statements (binary protocol: the entry bytes go as they are, nothing to escape or parse). */
+async function insertEntries(c: PoolConnection, rows: Row[]): Promise<void> {
+  let at = 0;
+  while (at < rows.length) {
+    const n = PREPARED_ROWS.find((k) => k <= rows.length - at)!;
+    await c.execute(preparedSql.get(n)!, rows.slice(at, at + n).flat());
+    at += n;
+  }
+}
+
 /** Inserts every row of the blocks (consecutive blocks of one chain); false when one was already there. */
 async function insertBlocks(c: PoolConnection, blocks: readonly VerifiedBlock[], now: number): Promise<boolean> {
   const [res] = await c.query('INSERT IGNORE INTO blocks (origin, n, first_index, count, header, block_hash, root, checkpoint, time, archived_at) VALUES ?', [
@@ -93,7 +108,7 @@ async function insertBlocks(c: PoolConnection, blocks: readonly VerifiedBlock[],
       }
     }
   }
-  await insertMany(c, 'INSERT INTO entries (origin, idx, block_n, site_id, gateway_id, kind, time, lock_id, ctr, event_type, event_time, provenance, credential, person, status, bytes) VALUES ?', entries, (r) => 2 * (r[15] as Buffer).length + 256);
+  await insertEntries(c, entries);
   await insertMany(c, 'INSERT INTO roster_statements (origin, idx, site_id, op, role, member_id, member_key, statement) VALUES ?', roster, (r) => 2 * (r[7] as Buffer).length + 256);
   await insertMany(c, 'INSERT INTO gaps (origin, idx, site_id, time, lock_id, from_ctr, to_ctr, source, start_ms, end_ms, reason) VALUES ?', gaps, () => 1024);
   if (locks.size > 0) {
