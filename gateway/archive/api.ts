@@ -19,7 +19,8 @@ import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';
-import type { IntakeCounts } from './uplink-intake.js';
+import type { IntakeCounts } from './archiver.js';
+import type { PullStatus } from './site-puller.js';
 
 const MAX_URL_BYTES = 2048;
 const TLOG_PREFIX = '/v1/tlog/';
@@ -32,7 +33,7 @@ export interface ArchiveApiOptions {
   readonly queries: ArchiveQueries;
   readonly token: string;
   readonly pageMax: number;
-  readonly counts: () => IntakeCounts & { connected: boolean };
+  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[] };
   readonly logger: Logger;
 }
 

@@ -12,6 +12,8 @@ import type { ArchiveConfig } from './config.js';
 import { migrate } from './schema.js';
 import { refreshStaleCoverage } from './cosignatures.js';
 import { UplinkIntake } from './uplink-intake.js';
+import { Archiver } from './archiver.js';
+import { SitePuller, checkPullSites } from './site-puller.js';
 import { ArchiveQueries } from './queries.js';
 import { ArchiveApi } from './api.js';
 import { SignaturePool } from '../../ledger/sigpool.js';
@@ -39,6 +41,7 @@ export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ p
   const pool = await openPool(cfg.mysql);
   let sigPool: SignaturePool | undefined;
   let intake: UplinkIntake | undefined;
+  const pullers: SitePuller[] = [];
   try {
     const version = await migrate(pool);
     for (const s of cfg.sites) {
@@ -49,22 +52,31 @@ export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ p
     const refreshed = await refreshStaleCoverage(pool, (site) => quorums.get(site));
     if (refreshed > 0) log.info({ sites: refreshed }, `archive: confirmation worked out again for ${refreshed} site(s) whose quorum changed`);
     sigPool = cfg.verifyThreads > 0 ? new SignaturePool(cfg.verifyThreads) : undefined;
-    intake = new UplinkIntake(pool, cfg, log.child({ part: 'intake' }), sigPool);
+    const archiver = new Archiver(pool, cfg, log.child({ part: 'archiver' }), sigPool);
+    intake = new UplinkIntake(archiver, cfg, log.child({ part: 'intake' }));
     await intake.start();
+    checkPullSites(cfg.pull, new Set(cfg.sites.map((s) => s.siteId)));
+    for (const p of cfg.pull) {
+      const puller = new SitePuller(archiver, p, cfg.maxMessageBytes, log.child({ part: 'pull', site: p.siteId }));
+      pullers.push(puller);
+      await puller.start();
+    }
     const token = await firstLine('api.tokenFile', cfg.api.tokenFile);
-    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...intake!.counts, connected: intake!.connected }), logger: log.child({ part: 'api' }) });
+    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...archiver.counts, connected: intake!.connected, pull: pullers.map((p) => p.status()) }), logger: log.child({ part: 'api' }) });
     const port = await api.listen(cfg.api.host, cfg.api.port);
     log.info({ host: cfg.api.host, port }, `archive API listening on ${cfg.api.host}:${port}`);
     return {
       port,
       stop: async () => {
         await api.close();
+        for (const p of pullers) await p.stop();
         await intake?.stop();
         await sigPool?.close();
         await pool.end();
       },
     };
   } catch (e) {
+    for (const p of pullers) await p.stop();
     await intake?.stop();
     await sigPool?.close();
     await pool.end();
