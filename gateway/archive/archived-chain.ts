@@ -16,12 +16,13 @@ import type { Pool } from 'mysql2/promise';
 import { OtiError } from '../../ledger/base/errors.js';
 import { ChainVerifier, parseOrigin } from '../../ledger/verify.js';
 import { blockHash, decodeBlockHeader } from '../../ledger/block.js';
-import { verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
+import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
 import { writeBlocks, type VerifiedBlock } from './block-writer.js';
+import { TreeFrontier } from './tree.js';
 
 export type AcceptResult = 'archived' | 'duplicate';
 
@@ -54,6 +55,8 @@ export class ArchivedChain {
   #base = 0;
   /** The run being archived: runs of one chain go one after the other. */
   #busy: Promise<unknown> = Promise.resolve();
+  /** The tree nodes of height 8k still to complete, as of what is archived (rebuilt with the verifier). */
+  #frontier = new TreeFrontier();
 
   /** `sigPool` checks lock signatures on worker threads (ledger/sigpool.ts); without it, on this thread. */
   constructor(pool: Pool, origin: string, trust: SiteTrust, sigPool?: SignaturePool) {
@@ -110,8 +113,9 @@ export class ArchivedChain {
     }
     const fresh: VerifiedBlock[] = [];
     let refusal: OtiError | undefined;
+    const frontier = this.#frontier.clone();
     try {
-      for (; i < blocks.length; i++) fresh.push(await this.#verifyStructure(verifier, blocks[i]!));
+      for (; i < blocks.length; i++) fresh.push(await this.#verifyStructure(verifier, blocks[i]!, frontier));
     } catch (e) {
       if (!(e instanceof OtiError)) {
         this.#verifier = undefined;
@@ -146,11 +150,12 @@ export class ArchivedChain {
     }
     for (let k = 0; k < written; k++) results.push('archived');
     if (refusal !== undefined || written < fresh.length) this.#verifier = undefined;
+    else this.#frontier = frontier;
     return { results, ...(refusal !== undefined ? { refusal } : {}) };
   }
 
   /** Every check of a new block but its lock signatures, which go to the verifier's batches. */
-  async #verifyStructure(verifier: ChainVerifier, b: IncomingBlock): Promise<VerifiedBlock> {
+  async #verifyStructure(verifier: ChainVerifier, b: IncomingBlock, frontier: TreeFrontier): Promise<VerifiedBlock> {
     const header = decodeBlockHeader(b.headerBytes);
     const next = this.#base + verifier.progress.blocks;
     const where = { origin: this.origin, block: header.n };
@@ -169,7 +174,8 @@ export class ArchivedChain {
       throw e;
     }
     await this.#checkCounters(checked.entries, header.n);
-    return { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes: b.headerBytes, header, blockHash: blockHash(b.headerBytes), checkpoint: b.checkpoint, entries: b.entries, decoded: checked.entries };
+    const nodes = frontier.push(checked.leaves);
+    return { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes: b.headerBytes, header, blockHash: blockHash(b.headerBytes), checkpoint: b.checkpoint, entries: b.entries, decoded: checked.entries, nodes };
   }
 
   async #already(n: number, headerBytes: Uint8Array, checkpoint: SignedCheckpoint, verifier: ChainVerifier): Promise<AcceptResult> {
@@ -201,9 +207,10 @@ export class ArchivedChain {
   async #ready(): Promise<ChainVerifier> {
     if (this.#verifier !== undefined) return this.#verifier;
     this.#checkedLocks.clear();
-    const [blocks] = await this.#pool.execute('SELECT n, header FROM blocks WHERE origin = ? ORDER BY n DESC LIMIT 1', [this.origin]);
-    const last = (blocks as { n: number | string; header: Buffer }[])[0];
+    const [blocks] = await this.#pool.execute('SELECT n, header, checkpoint FROM blocks WHERE origin = ? ORDER BY n DESC LIMIT 1', [this.origin]);
+    const last = (blocks as { n: number | string; header: Buffer; checkpoint: string }[])[0];
     this.#base = 0;
+    this.#frontier = new TreeFrontier();
     if (last === undefined) {
       this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions());
       return this.#verifier;
@@ -219,7 +226,9 @@ export class ArchivedChain {
       roster.apply(s);
     }
     this.#base = head.n + 1;
-    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster });
+    // Once a chain's checkpoints commit to the roster, later ones must too (as verify.ts's verifierAt says).
+    const rosterCommitted = parseCheckpoint(last.checkpoint).roster !== undefined;
+    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster, rosterCommitted });
     return this.#verifier;
   }
 
@@ -227,17 +236,26 @@ export class ArchivedChain {
     return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
-  /** The subtree peaks of the archived entries [0, size), read a page at a time. */
+  /**
+   * The subtree peaks of the archived entries [0, size), read a page at a time; on the way the
+   * tree frontier is rebuilt and the nodes of height 8k written where missing (a chain archived
+   * before tree_nodes existed gets them here).
+   */
   async #storedRange(size: number): Promise<CompactRange> {
     const range = CompactRange.empty();
     while (range.size < size) {
       const [rows] = await this.#pool.execute('SELECT idx, bytes FROM entries WHERE origin = ? AND idx >= ? ORDER BY idx LIMIT ' + String(LEAF_PAGE), [this.origin, range.size]);
       const page = rows as { idx: number | string; bytes: Buffer }[];
       if (page.length === 0) break;
+      const leaves: Uint8Array[] = [];
       for (const r of page) {
         if (Number(r.idx) !== range.size) throw new OtiError('ERR_STORE_CORRUPT', `entry ${range.size} of ${this.origin} is missing from the archive`, { origin: this.origin });
-        range.append(leafHash(r.bytes));
+        const leaf = leafHash(r.bytes);
+        range.append(leaf);
+        leaves.push(leaf);
       }
+      const nodes = this.#frontier.push(leaves);
+      if (nodes.length > 0) await this.#pool.query('INSERT IGNORE INTO tree_nodes (origin, height, idx, hash) VALUES ?', [nodes.map((n) => [this.origin, n.height, n.idx, Buffer.from(n.hash)])]);
     }
     if (range.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `the archive holds ${range.size} entries of ${this.origin}, its blocks say ${size}`, { origin: this.origin });
     return range;

@@ -10,6 +10,7 @@ import type { Entry } from '../../ledger/entry.js';
 import type { BlockHeader } from '../../ledger/block.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { encodeSigned } from '../../ledger/roster.js';
+import type { TreeNode } from './tree.js';
 
 export interface VerifiedBlock {
   readonly origin: string;
@@ -21,6 +22,8 @@ export interface VerifiedBlock {
   readonly checkpoint: SignedCheckpoint;
   readonly entries: readonly Uint8Array[];
   readonly decoded: readonly Entry[];
+  /** The tree nodes of height 8k its entries complete (gateway/archive/tree.ts). */
+  readonly nodes: readonly TreeNode[];
 }
 
 type Row = (string | number | Buffer | null | boolean)[];
@@ -111,6 +114,8 @@ async function insertBlocks(c: PoolConnection, blocks: readonly VerifiedBlock[],
   await insertEntries(c, entries);
   await insertMany(c, 'INSERT INTO roster_statements (origin, idx, site_id, op, role, member_id, member_key, statement) VALUES ?', roster, (r) => 2 * (r[7] as Buffer).length + 256);
   await insertMany(c, 'INSERT INTO gaps (origin, idx, site_id, time, lock_id, from_ctr, to_ctr, source, start_ms, end_ms, reason) VALUES ?', gaps, () => 1024);
+  const nodes = blocks.flatMap((b) => b.nodes.map((n) => [b.origin, n.height, n.idx, buf(n.hash)]));
+  if (nodes.length > 0) await c.query('INSERT IGNORE INTO tree_nodes (origin, height, idx, hash) VALUES ?', [nodes]);
   if (locks.size > 0) {
     await c.query('INSERT INTO locks (site_id, lock_id, lock_key, unsigned_allowed, revoked) VALUES ? ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), unsigned_allowed = VALUES(unsigned_allowed), revoked = VALUES(revoked)', [[...locks.values()]]);
   }

@@ -25,6 +25,51 @@ function perfectRoot(nodes: readonly Uint8Array[]): Uint8Array {
   return level[0]!;
 }
 
+/** A node of height 8, 16, … : the root of leaves [idx · 2^height, (idx + 1) · 2^height). */
+export interface TreeNode {
+  readonly height: number;
+  readonly idx: number;
+  readonly hash: Uint8Array;
+}
+
+/**
+ * The nodes of height 8, 16, … a growing tree completes, worked out as its leaves arrive (the
+ * archive writes them with the block that completes them): per height, the hashes since the
+ * last node of the height above, at most 255 each.
+ */
+export class TreeFrontier {
+  #levels: Uint8Array[][] = [[]];
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  clone(): TreeFrontier {
+    const c = new TreeFrontier();
+    c.#levels = this.#levels.map((l) => [...l]);
+    c.#size = this.#size;
+    return c;
+  }
+
+  /** Adds leaf hashes; returns the nodes they complete. */
+  push(leaves: readonly Uint8Array[]): TreeNode[] {
+    const out: TreeNode[] = [];
+    for (const leaf of leaves) {
+      this.#levels[0]!.push(leaf);
+      this.#size++;
+      for (let k = 0; this.#levels[k]!.length === TILE_WIDTH; k++) {
+        const hash = perfectRoot(this.#levels[k]!);
+        this.#levels[k] = [];
+        const height = TILE_HEIGHT * (k + 1);
+        out.push({ height, idx: Math.floor(this.#size / 2 ** height) - 1, hash });
+        (this.#levels[k + 1] ??= []).push(hash);
+      }
+    }
+    return out;
+  }
+}
+
 export class ArchivedTree {
   readonly #pool: Pool;
   readonly origin: string;

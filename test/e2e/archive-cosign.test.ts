@@ -217,6 +217,11 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   await appendEvents(gws[0]!, lock, 600);
   const cs = gws[0]!.chain.cs;
   await until('the 600 events are archived', async () => (await row())?.size === cs.head.size);
+  // The nodes of height 8 were written with the blocks that completed them, before any tile or receipt asked.
+  const root = await db.root();
+  const [stored] = await root.query(`SELECT COUNT(*) AS n FROM ${db.database}.tree_nodes WHERE origin = ? AND height = 8`, [origin]);
+  await root.end();
+  assert.equal(Number((stored as { n: number }[])[0]!.n), Math.floor(cs.head.size / 256));
   const tlog = async (path: string): Promise<Response> => fetch(`http://127.0.0.1:${arch.port}/v1/tlog/${origin}/${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
   const resources = [...treeResources(cs.head.size), ...blockResources(cs.head.n + 1)];
   assert.ok(resources.some((r) => r.kind === 'hash' && r.level === 1 && r.width === 2), 'a level-1 tile (stored tree nodes) is among them');
