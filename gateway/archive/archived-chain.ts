@@ -141,6 +141,8 @@ export class ArchivedChain {
         // A lock signature failed: keep the blocks before the one holding it (a new transaction).
         const index = typeof bad.details?.['index'] === 'number' ? bad.details['index'] : -1;
         const keep = fresh.findIndex((b) => index >= b.header.first && index < b.header.first + b.header.count);
+        // Not in these blocks: a signature of the block whose structure was refused already (it is not written anyway).
+        if (keep < 0 && refusal !== undefined && index >= fresh[fresh.length - 1]!.header.first + fresh[fresh.length - 1]!.header.count) return fresh.length;
         refusal = new OtiError(bad.code, bad.message, { ...bad.details, ...(keep >= 0 ? { block: fresh[keep]!.header.n } : {}) }, { cause: bad });
         return Math.max(0, keep);
       });

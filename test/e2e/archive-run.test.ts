@@ -20,6 +20,7 @@ import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { migrate } from '../../gateway/archive/schema.js';
 import { openPool } from '../../gateway/archive/service.js';
 import { ArchivedChain, type IncomingBlock } from '../../gateway/archive/archived-chain.js';
+import { decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
 
 void test('archive: a run commits only fully verified blocks; a block with a forged lock signature is refused with the blocks after it, those before it are archived once', { timeout: 120_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-archive-run-');
@@ -61,6 +62,22 @@ void test('archive: a run commits only fully verified blocks; a block with a for
     const [e] = await pool.query('SELECT COUNT(*) AS n FROM entries WHERE origin = ?', [chain.origin]);
     return { blocks: Number((b as { n: number }[])[0]!.n), entries: Number((e as { n: number }[])[0]!.n) };
   };
+
+  // The same blocks up to the forged one, whose header is made to name another root (its checkpoint still the gateway's):
+  // refused for its structure (ERR_BLOCK_INVALID) after its entries, the forged signature among them, went to the signature
+  // thread. The blocks before it are archived all the same (in a second database of the same server).
+  const root = await db.root();
+  await root.query('CREATE DATABASE oti_tampered');
+  await root.end();
+  const pool2 = await openPool({ socket: db.socket, user: 'root', database: 'oti_tampered', connections: 2 });
+  t.after(() => pool2.end());
+  await migrate(pool2);
+  const tampered = { ...badBlock, headerBytes: encodeBlockHeader({ ...decodeBlockHeader(badBlock.headerBytes), root: new Uint8Array(32) }) };
+  const t1 = await new ArchivedChain(pool2, chain.origin, s.trust, sigPool).acceptRun([...blocks.slice(0, badBlock.n), tampered]);
+  assert.deepEqual(t1.results, blocks.slice(0, badBlock.n).map(() => 'archived'));
+  assert.deepEqual([t1.refusal?.code, t1.refusal?.details?.['block']], ['ERR_BLOCK_INVALID', badBlock.n]);
+  const [t1rows] = await pool2.query('SELECT COUNT(*) AS n FROM blocks');
+  assert.equal(Number((t1rows as { n: number }[])[0]!.n), badBlock.n);
 
   const archived = new ArchivedChain(pool, chain.origin, s.trust, sigPool);
   const run = await archived.acceptRun(blocks);
