@@ -6,10 +6,11 @@
  * signatures, enrolment, counters) before a row is written.
  *
  * The verifier's state is rebuilt from the database when the chain is first seen after a start
- * (the subtree peaks from the stored entries, checked against the last block's signed root; the
- * last block's hash; the roster from the stored statements, each checked again) and after any
- * refusal, so a refused block leaves nothing behind. Counters are compared with the last stored
- * counter of each lock the first time a session sees the lock, so they increase across restarts
+ * (the subtree peaks from the stored tree nodes and the entries after them, O(log n) reads,
+ * checked against the last block's signed root; the last block's hash; the roster from the
+ * stored statements, each checked again) and after any refusal, so a refused block leaves
+ * nothing behind. Counters are compared with the last stored counter of each lock the first
+ * time a session sees the lock, so they increase across restarts
  * as within one.
  */
 import type { Pool } from 'mysql2/promise';
@@ -17,12 +18,12 @@ import { OtiError } from '../../ledger/base/errors.js';
 import { ChainVerifier, parseOrigin } from '../../ledger/verify.js';
 import { blockHash, decodeBlockHeader } from '../../ledger/block.js';
 import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
 import { writeBlocks, type VerifiedBlock } from './block-writer.js';
-import { TreeFrontier } from './tree.js';
+import { ArchivedTree, TreeFrontier } from './tree.js';
+import { rebuildRange } from '../../ledger/chain.js';
 
 export type AcceptResult = 'archived' | 'duplicate';
 
@@ -39,7 +40,6 @@ export interface RunResult {
   readonly refusal?: OtiError;
 }
 
-const LEAF_PAGE = 4096;
 
 export class ArchivedChain {
   readonly origin: string;
@@ -218,8 +218,13 @@ export class ArchivedChain {
       return this.#verifier;
     }
     const head = decodeBlockHeader(last.header);
-    const range = await this.#storedRange(head.first + head.count);
+    // The subtree peaks from the stored tree nodes (O(log n) reads; a node missing is worked out from what is under it and stored),
+    // checked against the last block's signed root; and the frontier of the nodes still to complete.
+    const tree = new ArchivedTree(this.#pool, this.origin);
+    const size = head.first + head.count;
+    const range = await rebuildRange(tree.reader(), size);
     if (!bytesEqual(range.root(), head.root)) throw new OtiError('ERR_STORE_CORRUPT', `the archived entries of ${this.origin} do not hash to the root of block ${head.n}`, { origin: this.origin });
+    this.#frontier = await TreeFrontier.of(tree, size);
     const roster = new Roster();
     const [stmts] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? ORDER BY idx', [this.origin]);
     for (const r of stmts as { statement: Buffer }[]) {
@@ -238,28 +243,4 @@ export class ArchivedChain {
     return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
-  /**
-   * The subtree peaks of the archived entries [0, size), read a page at a time; on the way the
-   * tree frontier is rebuilt and the nodes of height 8k written where missing (a chain archived
-   * before tree_nodes existed gets them here).
-   */
-  async #storedRange(size: number): Promise<CompactRange> {
-    const range = CompactRange.empty();
-    while (range.size < size) {
-      const [rows] = await this.#pool.execute('SELECT idx, bytes FROM entries WHERE origin = ? AND idx >= ? ORDER BY idx LIMIT ' + String(LEAF_PAGE), [this.origin, range.size]);
-      const page = rows as { idx: number | string; bytes: Buffer }[];
-      if (page.length === 0) break;
-      const leaves: Uint8Array[] = [];
-      for (const r of page) {
-        if (Number(r.idx) !== range.size) throw new OtiError('ERR_STORE_CORRUPT', `entry ${range.size} of ${this.origin} is missing from the archive`, { origin: this.origin });
-        const leaf = leafHash(r.bytes);
-        range.append(leaf);
-        leaves.push(leaf);
-      }
-      const nodes = this.#frontier.push(leaves);
-      if (nodes.length > 0) await this.#pool.query('INSERT IGNORE INTO tree_nodes (origin, height, idx, hash) VALUES ?', [nodes.map((n) => [this.origin, n.height, n.idx, Buffer.from(n.hash)])]);
-    }
-    if (range.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `the archive holds ${range.size} entries of ${this.origin}, its blocks say ${size}`, { origin: this.origin });
-    return range;
-  }
 }

@@ -45,6 +45,23 @@ export class TreeFrontier {
     return this.#size;
   }
 
+  /**
+   * The frontier of a tree of `size` leaves: per height 8k, the nodes since the last one of height
+   * 8(k+1) (leaf hashes at height 0), read from the tables (at most 255 each).
+   */
+  static async of(tree: ArchivedTree, size: number): Promise<TreeFrontier> {
+    const f = new TreeFrontier();
+    f.#size = size;
+    f.#levels = [];
+    for (let k = 0; k === 0 || Math.floor(size / 2 ** (TILE_HEIGHT * k)) > 0; k++) {
+      const height = TILE_HEIGHT * k;
+      const done = Math.floor(size / 2 ** height);
+      const first = Math.floor(size / 2 ** (height + TILE_HEIGHT)) * TILE_WIDTH;
+      f.#levels.push(height === 0 ? await tree.leaves(first, done - first) : await tree.nodes(height, first, done - first));
+    }
+    return f;
+  }
+
   clone(): TreeFrontier {
     const c = new TreeFrontier();
     c.#levels = this.#levels.map((l) => [...l]);
