@@ -16,7 +16,7 @@
  * Prints both rates and their ratio (goal ≥ 0.5), the latency p50/p99 of the documented queries
  * at that size (200 each), and this process's peak RSS; writes bench/results/archive.json.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../ledger/crypto.js';
@@ -33,6 +33,7 @@ import { migrate } from '../gateway/archive/schema.js';
 import { openPool } from '../gateway/archive/service.js';
 import { ArchivedChain } from '../gateway/archive/archived-chain.js';
 import { ArchiveQueries } from '../gateway/archive/queries.js';
+import { defaultVerifyThreads } from '../gateway/archive/config.js';
 import type { SiteTrust } from '../ledger/roster.js';
 import { startMariaDb } from '../test/support/mariadb.js';
 import { writeResults, round, peakRssMb, percentile } from './support.js';
@@ -42,7 +43,9 @@ const EVENTS = Number(process.env['BENCH_ARCHIVE_EVENTS'] ?? 10_000);
 const LOCKS = Number(process.env['BENCH_ARCHIVE_LOCKS'] ?? 4);
 const WORKERS = Number(process.env['BENCH_ARCHIVE_WORKERS'] ?? 2);
 /** Worker threads checking lock signatures (0: on the archive's thread). */
-const SIG_WORKERS = Number(process.env['BENCH_ARCHIVE_SIG_WORKERS'] ?? 1);
+const SIG_WORKERS = Number(process.env['BENCH_ARCHIVE_SIG_WORKERS'] ?? defaultVerifyThreads());
+/** Blocks per uplink message (the uplink sends one; a catch-up range several), archived as one run. */
+const BLOCKS_PER_MESSAGE = Number(process.env['BENCH_ARCHIVE_BLOCKS_PER_MESSAGE'] ?? 1);
 const QUERY_RUNS = 200;
 const RAW_BATCH = 1000;
 const T0 = 1_780_000_000_000;
@@ -90,6 +93,18 @@ async function buildSite(i: number, dir: string): Promise<SiteChain> {
   return { origin, trust, messages };
 }
 
+/** CPU seconds used so far by this process (all its threads) and by the MariaDB server. */
+async function cpuNow(dbPid: number | undefined): Promise<{ self: number; db: number }> {
+  const u = process.cpuUsage();
+  let db = 0;
+  if (dbPid !== undefined) {
+    // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 a second on Linux).
+    const f = (await readFile(`/proc/${dbPid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    db = (Number(f[11]) + Number(f[12])) / 100;
+  }
+  return { self: (u.user + u.system) / 1e6, db };
+}
+
 async function timed(runs: number, f: (i: number) => Promise<unknown>): Promise<{ p50: number; p99: number }> {
   const ms: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -122,21 +137,27 @@ async function main(): Promise<void> {
     const sigPool = SIG_WORKERS > 0 ? new SignaturePool(SIG_WORKERS) : undefined;
     if (sigPool !== undefined) teardown.after(() => sigPool.close());
     // Archived: verification and the per-block transaction, workers partitioned by site.
+    const c0 = await cpuNow(db.proc.pid);
     const t0 = performance.now();
     await Promise.all(
       Array.from({ length: WORKERS }, async (_, w) => {
         for (let i = w; i < sites.length; i += WORKERS) {
           const s = sites[i]!;
           const chain = new ArchivedChain(pool, s.origin, s.trust, sigPool);
-          for (const m of s.messages) {
-            const r = decodeRange(m, 1 << 24);
-            const b = r.blocks[0]!;
-            await chain.accept(b.h, parseCheckpoint(b.cp), r.entries);
+          for (let k = 0; k < s.messages.length; k += BLOCKS_PER_MESSAGE) {
+            const run = s.messages.slice(k, k + BLOCKS_PER_MESSAGE).map((m) => {
+              const r = decodeRange(m, 1 << 24);
+              const b = r.blocks[0]!;
+              return { headerBytes: b.h, checkpoint: parseCheckpoint(b.cp), entries: r.entries };
+            });
+            const res = await chain.acceptRun(run);
+            if (res.refusal !== undefined) throw res.refusal;
           }
         }
       }),
     );
     const archivedS = (performance.now() - t0) / 1000;
+    const c1 = await cpuNow(db.proc.pid);
     const archivedRate = entries / archivedS;
 
     // Raw: the same rows, multi-row INSERT, no verification.
@@ -153,6 +174,7 @@ async function main(): Promise<void> {
         });
       }
     }
+    const c2 = await cpuNow(db.proc.pid);
     const t1 = performance.now();
     const conns = await Promise.all(Array.from({ length: WORKERS }, () => pool.getConnection()));
     await Promise.all(
@@ -164,6 +186,7 @@ async function main(): Promise<void> {
       }),
     );
     const rawS = (performance.now() - t1) / 1000;
+    const c3 = await cpuNow(db.proc.pid);
     const rawRate = rows.length / rawS;
 
     // Queries at that size.
@@ -183,13 +206,19 @@ async function main(): Promise<void> {
       blocks,
       workers: WORKERS,
       signatureWorkers: SIG_WORKERS,
+      blocksPerMessage: BLOCKS_PER_MESSAGE,
       archivedEntriesPerS: round(archivedRate),
       rawInsertEntriesPerS: round(rawRate),
       ratio: round(archivedRate / rawRate, 2),
+      archivedCpuUsPerEntry: round(((c1.self - c0.self) * 1e6) / entries),
+      archivedDbCpuUsPerEntry: round(((c1.db - c0.db) * 1e6) / entries),
+      rawCpuUsPerEntry: round(((c3.self - c2.self) * 1e6) / rows.length),
+      rawDbCpuUsPerEntry: round(((c3.db - c2.db) * 1e6) / rows.length),
       ...Object.fromEntries(Object.entries(latency).flatMap(([k, v]) => [[`${k}P50Ms`, v.p50], [`${k}P99Ms`, v.p99]])),
       peakRssMb: peakRssMb(),
     };
     console.log(`archived (verified): ${figures.archivedEntriesPerS} entries/s   raw multi-row INSERT: ${figures.rawInsertEntriesPerS} entries/s   ratio ${figures.ratio} (goal ≥ 0.5)`);
+    console.log(`CPU per entry (µs, this process with its threads + mariadbd): archived ${figures.archivedCpuUsPerEntry} + ${figures.archivedDbCpuUsPerEntry}, raw ${figures.rawCpuUsPerEntry} + ${figures.rawDbCpuUsPerEntry}`);
     for (const [k, v] of Object.entries(latency)) console.log(`  ${k}: p50 ${v.p50} ms, p99 ${v.p99} ms`);
     console.log(`peak RSS ${figures.peakRssMb} MB (this process: the sites' chains being built, the archive and the raw insert)`);
     console.log(`wrote ${writeResults('archive', figures)}`);

@@ -81,12 +81,17 @@ const gaps: Command = {
 
 const chains: Command = {
   name: 'archive chains',
-  summary: 'The archived state of each chain: blocks, entries, last checkpoint, evidence held.',
+  summary: 'The archived state of each chain: blocks, entries, last checkpoint, cosigners, confirmed entries, evidence held.',
   options: { site: { type: 'string', value: 'ID', help: 'only this site' }, ...ARCHIVE_OPTIONS },
   examples: ['oti archive chains', 'oti archive chains --site acme-hq --json'],
   async run(p, term) {
     const r = (await client(p, term).json(`/v1/chains?${query(p, ['site'])}`)) as { chains: Record<string, unknown>[] };
-    return { json: r, text: r.chains.map((c) => `${String(c['origin'])}  ${String(c['blocks'])} blocks  ${String(c['size'])} entries  archived ${new Date(Number(c['archivedAt'])).toISOString()}${Number(c['evidence']) > 0 ? `  EVIDENCE ${String(c['evidence'])}` : ''}`) };
+    const text = (c: Record<string, unknown>): string => {
+      const cosigners = (c['cosigners'] as { gateway: string; size: number }[] | undefined) ?? [];
+      const who = cosigners.length === 0 ? 'no cosigners' : `cosigned by ${cosigners.map((w) => `${w.gateway}@${w.size}`).join(', ')}`;
+      return `${String(c['origin'])}  ${String(c['blocks'])} blocks  ${String(c['size'])} entries  confirmed ${String(c['confirmed'])} (quorum ${String(c['quorum'])}, ${who})  archived ${new Date(Number(c['archivedAt'])).toISOString()}${Number(c['evidence']) > 0 ? `  EVIDENCE ${String(c['evidence'])}` : ''}`;
+    };
+    return { json: r, text: r.chains.map(text) };
   },
 };
 
@@ -108,4 +113,19 @@ const receipt: Command = {
   },
 };
 
-export const archiveCommands: readonly Command[] = [events, gaps, chains, receipt];
+const cosignatures: Command = {
+  name: 'archive cosignatures',
+  summary: 'The cosigned checkpoints of an archived chain: per witness gateway, its largest, as signed notes.',
+  details: ['Each note is the chain gateway’s checkpoint with the witness’s C2SP tlog-cosignature line; the archive checked both signatures with the site’s rosters before recording it.'],
+  positionals: [{ name: 'ORIGIN', help: 'the chain, oti/<site>/<gateway>' }],
+  options: { ...ARCHIVE_OPTIONS },
+  examples: ['oti archive cosignatures oti/acme-hq/gw-door', 'oti archive cosignatures oti/acme-hq/gw-door --json'],
+  async run(p, term) {
+    const [origin] = p.positionals as [string];
+    if (!/^oti\/[a-z0-9][a-z0-9._-]{0,63}\/[a-z0-9][a-z0-9._-]{0,63}$/.test(origin)) throw usage('ORIGIN must be oti/<site>/<gateway>');
+    const r = (await client(p, term).json(`/v1/cosignatures?origin=${encodeURIComponent(origin)}`)) as { cosignatures: Record<string, unknown>[] };
+    return { json: r, text: r.cosignatures.length === 0 ? [`no cosignatures of ${origin} archived`] : r.cosignatures.map((c) => `${String(c['witness'])}  size ${String(c['size'])}  block ${String(c['block'])}  cosigned ${new Date(Number(c['time'])).toISOString()}`) };
+  },
+};
+
+export const archiveCommands: readonly Command[] = [events, gaps, chains, cosignatures, receipt];

@@ -6,26 +6,34 @@
  *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
  *   GET /v1/gaps?site=&from=&to=&after=&limit=
  *   GET /v1/chains[?site=]
+ *   GET /v1/cosignatures?origin=                              (each witness's largest cosigned checkpoint)
  *   GET /v1/evidence?site=&limit=
  *   GET /v1/receipt?origin=&index=                             (application/cbor)
  *   GET /v1/intake                                             (what the intake counted)
+ *   GET /v1/tlog/<origin>/checkpoint, /v1/tlog/<origin>/tile/… (C2SP tlog-tiles of every archived chain)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseOrigin } from '../../ledger/verify.js';
+import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';
-import type { IntakeCounts } from './uplink-intake.js';
+import type { IntakeCounts } from './archiver.js';
+import type { PullStatus } from './site-puller.js';
 
 const MAX_URL_BYTES = 2048;
+const TLOG_PREFIX = '/v1/tlog/';
+/** Full tiles never change; partial ones and the checkpoint move as the chain grows (as the gateway's tlog routes say). */
+const IMMUTABLE_CACHE = 'private, max-age=31536000, immutable';
+const SHORT_CACHE = 'private, max-age=5';
 const DEFAULT_LIMIT = 100;
 
 export interface ArchiveApiOptions {
   readonly queries: ArchiveQueries;
   readonly token: string;
   readonly pageMax: number;
-  readonly counts: () => IntakeCounts & { connected: boolean };
+  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[] };
   readonly logger: Logger;
 }
 
@@ -65,6 +73,7 @@ export class ArchiveApi {
       if ((req.url ?? '').length > MAX_URL_BYTES) throw new OtiError('ERR_ARGUMENT', `the request target is over ${MAX_URL_BYTES} bytes`);
       const url = new URL(req.url ?? '/', 'http://archive');
       const q = (k: string): string | undefined => url.searchParams.get(k) ?? undefined;
+      if (url.pathname.startsWith(TLOG_PREFIX)) return await this.#tlog(res, url.pathname.slice(TLOG_PREFIX.length));
       const limit = this.#limit(q('limit'));
       const site = checkId('site', q('site'));
       switch (url.pathname) {
@@ -75,6 +84,11 @@ export class ArchiveApi {
           return json(res, await this.#o.queries.gaps({ site, ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
         case '/v1/chains':
           return json(res, { chains: await this.#o.queries.chains(site) });
+        case '/v1/cosignatures': {
+          const origin = q('origin') ?? '';
+          parseOrigin(origin);
+          return json(res, { cosignatures: await this.#o.queries.cosignatures(origin) });
+        }
         case '/v1/evidence':
           if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
           return json(res, { evidence: await this.#o.queries.evidence({ site, limit }) });
@@ -100,6 +114,25 @@ export class ArchiveApi {
       res.writeHead(status, { 'content-type': 'application/json', ...(status === 401 ? { 'www-authenticate': 'Bearer realm="oti-archive"' } : {}) });
       res.end(JSON.stringify({ error: { code: err.code, message: err.message } }));
     }
+  }
+
+  /** `<origin>/checkpoint` or `<origin>/<tile path>` (ledger/tiles.ts), the origin as it is: oti/<site>/<gateway>. */
+  async #tlog(res: ServerResponse, path: string): Promise<void> {
+    const parts = path.split('/');
+    const origin = parts.slice(0, 3).join('/');
+    const rest = parts.slice(3).join('/');
+    parseOrigin(origin);
+    if (rest === 'checkpoint') {
+      const note = await this.#o.queries.tlogCheckpoint(origin);
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(note), 'cache-control': SHORT_CACHE });
+      res.end(note);
+      return;
+    }
+    const r = parseTilePath(rest);
+    if (r === undefined) throw new OtiError('ERR_NOT_FOUND', 'not a tile path: tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>], oti/blocks/<N>[.p/<W>] or checkpoint');
+    const body = await this.#o.queries.tlogTile(origin, r);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length, 'cache-control': r.width === TILE_WIDTH ? IMMUTABLE_CACHE : SHORT_CACHE });
+    res.end(body);
   }
 
   #authorize(req: IncomingMessage): void {

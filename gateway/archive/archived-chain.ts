@@ -6,26 +6,40 @@
  * signatures, enrolment, counters) before a row is written.
  *
  * The verifier's state is rebuilt from the database when the chain is first seen after a start
- * (the subtree peaks from the stored entries, checked against the last block's signed root; the
- * last block's hash; the roster from the stored statements, each checked again) and after any
- * refusal, so a refused block leaves nothing behind. Counters are compared with the last stored
- * counter of each lock the first time a session sees the lock, so they increase across restarts
+ * (the subtree peaks from the stored tree nodes and the entries after them, O(log n) reads,
+ * checked against the last block's signed root; the last block's hash; the roster from the
+ * stored statements, each checked again) and after any refusal, so a refused block leaves
+ * nothing behind. Counters are compared with the last stored counter of each lock the first
+ * time a session sees the lock, so they increase across restarts
  * as within one.
  */
 import type { Pool } from 'mysql2/promise';
 import { OtiError } from '../../ledger/base/errors.js';
 import { ChainVerifier, parseOrigin } from '../../ledger/verify.js';
 import { blockHash, decodeBlockHeader } from '../../ledger/block.js';
-import { verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
-import { CompactRange, leafHash } from '../../ledger/merkle.js';
+import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
-import { writeBlock } from './block-writer.js';
+import { writeBlocks, type VerifiedBlock } from './block-writer.js';
+import { ArchivedTree, TreeFrontier } from './tree.js';
+import { rebuildRange } from '../../ledger/chain.js';
 
 export type AcceptResult = 'archived' | 'duplicate';
 
-const LEAF_PAGE = 4096;
+/** One block as it arrives: header bytes, its signed checkpoint, its entries. */
+export interface IncomingBlock {
+  readonly headerBytes: Uint8Array;
+  readonly checkpoint: SignedCheckpoint;
+  readonly entries: readonly Uint8Array[];
+}
+
+/** What acceptRun() did: a result per block it got to, and the refusal that stopped it, if one did. */
+export interface RunResult {
+  readonly results: readonly AcceptResult[];
+  readonly refusal?: OtiError;
+}
+
 
 export class ArchivedChain {
   readonly origin: string;
@@ -39,6 +53,10 @@ export class ArchivedChain {
   readonly #checkedLocks = new Set<string>();
   /** Blocks stored before this session's verifier started (its block numbers start there). */
   #base = 0;
+  /** The run being archived: runs of one chain go one after the other. */
+  #busy: Promise<unknown> = Promise.resolve();
+  /** The tree nodes of height 8k still to complete, as of what is archived (rebuilt with the verifier). */
+  #frontier = new TreeFrontier();
 
   /** `sigPool` checks lock signatures on worker threads (ledger/sigpool.ts); without it, on this thread. */
   constructor(pool: Pool, origin: string, trust: SiteTrust, sigPool?: SignaturePool) {
@@ -57,27 +75,109 @@ export class ArchivedChain {
    * valid checkpoint signature of the gateway. Any other failure throws the verifier's code.
    */
   async accept(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[]): Promise<AcceptResult> {
+    const r = await this.acceptRun([{ headerBytes, checkpoint, entries }]);
+    if (r.refusal !== undefined) throw r.refusal;
+    return r.results[0]!;
+  }
+
+  /**
+   * Verifies and archives a run of consecutive blocks (a range message), in one transaction.
+   * Blocks already archived are checked as accept() checks them. The new blocks are verified
+   * structurally on this thread (decoding, links, Merkle roots, checkpoint signatures, roster,
+   * enrolment, counters) and their lock signatures sent to the signature pool; while those are
+   * checked the rows are inserted, and the transaction commits only once every signature of
+   * every block has verified. A refusal commits the blocks before the refused one (each fully
+   * verified) and is returned, not thrown; a database failure is thrown and commits nothing.
+   */
+  acceptRun(blocks: readonly IncomingBlock[]): Promise<RunResult> {
+    const run = this.#busy.then(() => this.#run(blocks));
+    this.#busy = run.catch(() => undefined);
+    return run;
+  }
+
+  async #run(blocks: readonly IncomingBlock[]): Promise<RunResult> {
     const verifier = await this.#ready();
-    const header = decodeBlockHeader(headerBytes);
-    const next = this.#base + verifier.progress.blocks;
-    const where = { origin: this.origin, block: header.n };
-    if (header.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${header.n} belongs to ${header.chain}, not ${this.origin}`, where);
-    if (header.n < next) return this.#already(header.n, headerBytes, checkpoint, verifier);
-    if (header.n > next) throw new OtiError('ERR_BLOCK_LINK', `expected block ${next} of ${this.origin}, got ${header.n}`, where);
-    // A forged checkpoint is refused before the verifier's state is touched (a refusal inside it costs a rebuild).
-    const key = verifier.roster.get('gateway', this.gatewayId)?.key;
-    if (key !== undefined) verifyCheckpoint(checkpoint, this.origin, key);
+    const results: AcceptResult[] = [];
+    let i = 0;
     try {
-      const checked = await verifier.addBlock(headerBytes, checkpoint, entries);
-      await verifier.finish();
-      await this.#checkCounters(checked.entries);
-      await writeBlock(this.#pool, { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes, header, blockHash: blockHash(headerBytes), checkpoint, entries, decoded: checked.entries }, Date.now());
-      return 'archived';
+      // Blocks already archived (a replay, or equivocation) come first in a run, if at all.
+      for (; i < blocks.length; i++) {
+        const b = blocks[i]!;
+        const n = decodeBlockHeader(b.headerBytes).n;
+        if (n >= this.#base + verifier.progress.blocks) break;
+        results.push(await this.#already(n, b.headerBytes, b.checkpoint, verifier));
+      }
     } catch (e) {
-      // The verifier may hold part of the refused block: start again from what is stored.
+      if (e instanceof OtiError) return { results, refusal: e };
+      throw e;
+    }
+    const fresh: VerifiedBlock[] = [];
+    let refusal: OtiError | undefined;
+    const frontier = this.#frontier.clone();
+    try {
+      for (; i < blocks.length; i++) fresh.push(await this.#verifyStructure(verifier, blocks[i]!, frontier));
+    } catch (e) {
+      if (!(e instanceof OtiError)) {
+        this.#verifier = undefined;
+        throw e;
+      }
+      refusal = e;
+    }
+    if (fresh.length === 0) {
+      if (refusal !== undefined) this.#verifier = undefined;
+      return { results, ...(refusal !== undefined ? { refusal } : {}) };
+    }
+    // Lock signatures are checked while the rows go in; the commit waits for both.
+    const signatures = verifier.finish().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    let written: number;
+    try {
+      written = await writeBlocks(this.#pool, fresh, Date.now(), async () => {
+        const bad = await signatures;
+        if (bad === undefined) return fresh.length;
+        if (!(bad instanceof OtiError)) throw bad;
+        // A lock signature failed: keep the blocks before the one holding it (a new transaction).
+        const index = typeof bad.details?.['index'] === 'number' ? bad.details['index'] : -1;
+        const keep = fresh.findIndex((b) => index >= b.header.first && index < b.header.first + b.header.count);
+        // Not in these blocks: a signature of the block whose structure was refused already (it is not written anyway).
+        if (keep < 0 && refusal !== undefined && index >= fresh[fresh.length - 1]!.header.first + fresh[fresh.length - 1]!.header.count) return fresh.length;
+        refusal = new OtiError(bad.code, bad.message, { ...bad.details, ...(keep >= 0 ? { block: fresh[keep]!.header.n } : {}) }, { cause: bad });
+        return Math.max(0, keep);
+      });
+    } catch (e) {
       this.#verifier = undefined;
       throw e;
     }
+    for (let k = 0; k < written; k++) results.push('archived');
+    if (refusal !== undefined || written < fresh.length) this.#verifier = undefined;
+    else this.#frontier = frontier;
+    return { results, ...(refusal !== undefined ? { refusal } : {}) };
+  }
+
+  /** Every check of a new block but its lock signatures, which go to the verifier's batches. */
+  async #verifyStructure(verifier: ChainVerifier, b: IncomingBlock, frontier: TreeFrontier): Promise<VerifiedBlock> {
+    const header = decodeBlockHeader(b.headerBytes);
+    const next = this.#base + verifier.progress.blocks;
+    const where = { origin: this.origin, block: header.n };
+    if (header.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${header.n} belongs to ${header.chain}, not ${this.origin}`, where);
+    if (header.n !== next) throw new OtiError('ERR_BLOCK_LINK', `expected block ${next} of ${this.origin}, got ${header.n}`, where);
+    // A forged checkpoint is refused before the verifier's state is touched (a refusal inside it costs a rebuild).
+    const key = verifier.roster.get('gateway', this.gatewayId)?.key;
+    if (key !== undefined) verifyCheckpoint(b.checkpoint, this.origin, key);
+    let checked;
+    try {
+      checked = await verifier.addBlock(b.headerBytes, b.checkpoint, b.entries);
+    } catch (e) {
+      // The verifier may hold part of the refused block: start again from what is stored.
+      this.#verifier = undefined;
+      if (e instanceof OtiError && e.details?.['block'] === undefined) throw new OtiError(e.code, e.message, { ...e.details, block: header.n }, { cause: e });
+      throw e;
+    }
+    await this.#checkCounters(checked.entries, header.n);
+    const nodes = frontier.push(checked.leaves);
+    return { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes: b.headerBytes, header, blockHash: blockHash(b.headerBytes), checkpoint: b.checkpoint, entries: b.entries, decoded: checked.entries, nodes };
   }
 
   async #already(n: number, headerBytes: Uint8Array, checkpoint: SignedCheckpoint, verifier: ChainVerifier): Promise<AcceptResult> {
@@ -92,7 +192,7 @@ export class ArchivedChain {
     throw new OtiError('ERR_EQUIVOCATION', `block ${n} of ${this.origin} differs from the archived one, and both carry the gateway's signature`, { origin: this.origin, block: n });
   }
 
-  async #checkCounters(entries: readonly { body: { kind: string } }[]): Promise<void> {
+  async #checkCounters(entries: readonly { body: { kind: string } }[], block: number): Promise<void> {
     const first = new Map<string, number>();
     for (const e of entries) {
       const b = e.body as { kind: string; event?: { lock: string; ctr: number } };
@@ -101,7 +201,7 @@ export class ArchivedChain {
     for (const [lock, ctr] of first) {
       const [rows] = await this.#pool.execute('SELECT MAX(ctr) AS c FROM entries WHERE origin = ? AND lock_id = ?', [this.origin, lock]);
       const last = (rows as { c: number | string | null }[])[0]?.c;
-      if (last !== null && last !== undefined && ctr <= Number(last)) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ctr} of lock ${lock} does not increase (last archived ${last})`, { origin: this.origin, lock });
+      if (last !== null && last !== undefined && ctr <= Number(last)) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ctr} of lock ${lock} does not increase (last archived ${last})`, { origin: this.origin, lock, block });
     }
     for (const lock of first.keys()) this.#checkedLocks.add(lock);
   }
@@ -109,16 +209,22 @@ export class ArchivedChain {
   async #ready(): Promise<ChainVerifier> {
     if (this.#verifier !== undefined) return this.#verifier;
     this.#checkedLocks.clear();
-    const [blocks] = await this.#pool.execute('SELECT n, header FROM blocks WHERE origin = ? ORDER BY n DESC LIMIT 1', [this.origin]);
-    const last = (blocks as { n: number | string; header: Buffer }[])[0];
+    const [blocks] = await this.#pool.execute('SELECT n, header, checkpoint FROM blocks WHERE origin = ? ORDER BY n DESC LIMIT 1', [this.origin]);
+    const last = (blocks as { n: number | string; header: Buffer; checkpoint: string }[])[0];
     this.#base = 0;
+    this.#frontier = new TreeFrontier();
     if (last === undefined) {
       this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions());
       return this.#verifier;
     }
     const head = decodeBlockHeader(last.header);
-    const range = await this.#storedRange(head.first + head.count);
+    // The subtree peaks from the stored tree nodes (O(log n) reads; a node missing is worked out from what is under it and stored),
+    // checked against the last block's signed root; and the frontier of the nodes still to complete.
+    const tree = new ArchivedTree(this.#pool, this.origin);
+    const size = head.first + head.count;
+    const range = await rebuildRange(tree.reader(), size);
     if (!bytesEqual(range.root(), head.root)) throw new OtiError('ERR_STORE_CORRUPT', `the archived entries of ${this.origin} do not hash to the root of block ${head.n}`, { origin: this.origin });
+    this.#frontier = await TreeFrontier.of(tree, size);
     const roster = new Roster();
     const [stmts] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? ORDER BY idx', [this.origin]);
     for (const r of stmts as { statement: Buffer }[]) {
@@ -127,7 +233,9 @@ export class ArchivedChain {
       roster.apply(s);
     }
     this.#base = head.n + 1;
-    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster });
+    // Once a chain's checkpoints commit to the roster, later ones must too (as verify.ts's verifierAt says).
+    const rosterCommitted = parseCheckpoint(last.checkpoint).roster !== undefined;
+    this.#verifier = new ChainVerifier(this.origin, this.#verifyOptions(), { range, prevHash: blockHash(last.header), nextBlock: head.n + 1, roster, rosterCommitted });
     return this.#verifier;
   }
 
@@ -135,19 +243,4 @@ export class ArchivedChain {
     return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
-  /** The subtree peaks of the archived entries [0, size), read a page at a time. */
-  async #storedRange(size: number): Promise<CompactRange> {
-    const range = CompactRange.empty();
-    while (range.size < size) {
-      const [rows] = await this.#pool.execute('SELECT idx, bytes FROM entries WHERE origin = ? AND idx >= ? ORDER BY idx LIMIT ' + String(LEAF_PAGE), [this.origin, range.size]);
-      const page = rows as { idx: number | string; bytes: Buffer }[];
-      if (page.length === 0) break;
-      for (const r of page) {
-        if (Number(r.idx) !== range.size) throw new OtiError('ERR_STORE_CORRUPT', `entry ${range.size} of ${this.origin} is missing from the archive`, { origin: this.origin });
-        range.append(leafHash(r.bytes));
-      }
-    }
-    if (range.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `the archive holds ${range.size} entries of ${this.origin}, its blocks say ${size}`, { origin: this.origin });
-    return range;
-  }
 }

@@ -1,5 +1,5 @@
 /**
- * Writes one verified block into the archive: the block row, a row per entry with its
+ * Writes verified blocks into the archive: the block row, a row per entry with its
  * kind-specific columns, its roster statements (and the locks they describe), its gaps, and the
  * chain's new state, all in one transaction. Encrypted personal fields are written as the
  * ciphertext the chain holds (the entry bytes); credentials as the sealed or opaque reference
@@ -10,6 +10,7 @@ import type { Entry } from '../../ledger/entry.js';
 import type { BlockHeader } from '../../ledger/block.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { encodeSigned } from '../../ledger/roster.js';
+import type { TreeNode } from './tree.js';
 
 export interface VerifiedBlock {
   readonly origin: string;
@@ -21,6 +22,8 @@ export interface VerifiedBlock {
   readonly checkpoint: SignedCheckpoint;
   readonly entries: readonly Uint8Array[];
   readonly decoded: readonly Entry[];
+  /** The tree nodes of height 8k its entries complete (gateway/archive/tree.ts). */
+  readonly nodes: readonly TreeNode[];
 }
 
 type Row = (string | number | Buffer | null | boolean)[];
@@ -52,54 +55,112 @@ function entryRow(b: VerifiedBlock, i: number): Row {
   return [b.origin, b.header.first + i, b.header.n, b.siteId, b.gatewayId, body.kind, e.time, lock, ctr, type, eventTime, prov, cred, person, 'verified', buf(b.entries[i]!)];
 }
 
-async function insertMany(c: PoolConnection, sql: string, rows: Row[]): Promise<void> {
-  if (rows.length === 0) return;
-  await c.query(sql, [rows]);
+/** Rows of one multi-row INSERT at most, and its bytes at most (well under max_allowed_packet's 16 MiB). */
+const STATEMENT_ROWS = 1000;
+const STATEMENT_BYTES = 4 * 1024 * 1024;
+
+async function insertMany(c: PoolConnection, sql: string, rows: Row[], bytesOf: (r: Row) => number = () => 64): Promise<void> {
+  let from = 0;
+  while (from < rows.length) {
+    let to = from;
+    let bytes = 0;
+    while (to < rows.length && to - from < STATEMENT_ROWS && (to === from || bytes + bytesOf(rows[to]!) <= STATEMENT_BYTES)) bytes += bytesOf(rows[to++]!);
+    await c.query(sql, [rows.slice(from, to)]);
+    from = to;
+  }
 }
 
-/**
- * Archives a verified block. Returns false when (origin, n) was already there (a replay):
- * nothing is written then. The caller has checked that a stored block of the same number is
- * the same block.
- */
-export async function writeBlock(pool: Pool, b: VerifiedBlock, now: number): Promise<boolean> {
-  const c = await pool.getConnection();
-  try {
-    await c.beginTransaction();
-    const [res] = await c.execute('INSERT IGNORE INTO blocks (origin, n, first_index, count, header, block_hash, root, checkpoint, time, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', [
-      b.origin, b.header.n, b.header.first, b.header.count, buf(b.headerBytes), buf(b.blockHash), buf(b.header.root), b.checkpoint.note, b.header.time, now,
-    ]);
-    if ((res as { affectedRows: number }).affectedRows === 0) {
-      await c.rollback();
-      return false;
-    }
-    await insertMany(c, 'INSERT INTO entries (origin, idx, block_n, site_id, gateway_id, kind, time, lock_id, ctr, event_type, event_time, provenance, credential, person, status, bytes) VALUES ?', b.decoded.map((_, i) => entryRow(b, i)));
-    const roster: Row[] = [];
-    const gaps: Row[] = [];
+const ENTRY_COLUMNS = 'origin, idx, block_n, site_id, gateway_id, kind, time, lock_id, ctr, event_type, event_time, provenance, credential, person, status, bytes';
+/** Rows of one prepared entries INSERT: a few fixed sizes, so each connection prepares a few statements only. */
+const PREPARED_ROWS = [128, 32, 8, 1] as const;
+const preparedSql = new Map<number, string>(PREPARED_ROWS.map((n) => [n, `INSERT INTO entries (${ENTRY_COLUMNS}) VALUES ${Array.from({ length: n }, () => '(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)').join(',')}`]));
+
+/** Entry rows through prepared statements (binary protocol: the entry bytes go as they are, nothing to escape or parse). */
+async function insertEntries(c: PoolConnection, rows: Row[]): Promise<void> {
+  let at = 0;
+  while (at < rows.length) {
+    const n = PREPARED_ROWS.find((k) => k <= rows.length - at)!;
+    await c.execute(preparedSql.get(n)!, rows.slice(at, at + n).flat());
+    at += n;
+  }
+}
+
+/** Inserts every row of the blocks (consecutive blocks of one chain); false when one was already there. */
+async function insertBlocks(c: PoolConnection, blocks: readonly VerifiedBlock[], now: number): Promise<boolean> {
+  const [res] = await c.query('INSERT IGNORE INTO blocks (origin, n, first_index, count, header, block_hash, root, checkpoint, time, archived_at) VALUES ?', [
+    blocks.map((b) => [b.origin, b.header.n, b.header.first, b.header.count, buf(b.headerBytes), buf(b.blockHash), buf(b.header.root), b.checkpoint.note, b.header.time, now]),
+  ]);
+  if ((res as { affectedRows: number }).affectedRows !== blocks.length) return false;
+  const entries: Row[] = [];
+  const roster: Row[] = [];
+  const gaps: Row[] = [];
+  const locks = new Map<string, Row>();
+  for (const b of blocks) {
     for (let i = 0; i < b.decoded.length; i++) {
+      entries.push(entryRow(b, i));
       const e = b.decoded[i]!;
       const idx = b.header.first + i;
       if (e.body.kind === 'roster') {
         const s = e.body.signed.statement;
         roster.push([b.origin, idx, b.siteId, s.op, s.role, s.id, buf(s.key), buf(encodeSigned(e.body.signed))]);
-        if (s.role === 'lock') {
-          await c.execute('INSERT INTO locks (site_id, lock_id, lock_key, unsigned_allowed, revoked) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), unsigned_allowed = VALUES(unsigned_allowed), revoked = VALUES(revoked)', [
-            b.siteId, s.id, buf(s.key), s.unsigned === true, s.op === 'revoke',
-          ]);
-        }
+        // The last statement about a lock in the run is its state.
+        if (s.role === 'lock') locks.set(s.id, [b.siteId, s.id, buf(s.key), s.unsigned === true, s.op === 'revoke']);
       } else if (e.body.kind === 'gap') {
         const g = e.body;
         gaps.push('lock' in g ? [b.origin, idx, b.siteId, e.time, g.lock, g.from, g.to, null, null, null, g.code ?? null] : [b.origin, idx, b.siteId, e.time, null, null, null, g.source, g.start, g.end, g.reason]);
       }
     }
-    await insertMany(c, 'INSERT INTO roster_statements (origin, idx, site_id, op, role, member_id, member_key, statement) VALUES ?', roster);
-    await insertMany(c, 'INSERT INTO gaps (origin, idx, site_id, time, lock_id, from_ctr, to_ctr, source, start_ms, end_ms, reason) VALUES ?', gaps);
-    await c.execute(
-      'INSERT INTO chains (origin, site_id, gateway_id, blocks, size, checkpoint, head_time, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE blocks = VALUES(blocks), size = VALUES(size), checkpoint = VALUES(checkpoint), head_time = VALUES(head_time), archived_at = VALUES(archived_at)',
-      [b.origin, b.siteId, b.gatewayId, b.header.n + 1, b.header.first + b.header.count, b.checkpoint.note, b.header.time, now],
-    );
+  }
+  await insertEntries(c, entries);
+  await insertMany(c, 'INSERT INTO roster_statements (origin, idx, site_id, op, role, member_id, member_key, statement) VALUES ?', roster, (r) => 2 * (r[7] as Buffer).length + 256);
+  await insertMany(c, 'INSERT INTO gaps (origin, idx, site_id, time, lock_id, from_ctr, to_ctr, source, start_ms, end_ms, reason) VALUES ?', gaps, () => 1024);
+  const nodes = blocks.flatMap((b) => b.nodes.map((n) => [b.origin, n.height, n.idx, buf(n.hash)]));
+  if (nodes.length > 0) await c.query('INSERT IGNORE INTO tree_nodes (origin, height, idx, hash) VALUES ?', [nodes]);
+  if (locks.size > 0) {
+    await c.query('INSERT INTO locks (site_id, lock_id, lock_key, unsigned_allowed, revoked) VALUES ? ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), unsigned_allowed = VALUES(unsigned_allowed), revoked = VALUES(revoked)', [[...locks.values()]]);
+  }
+  const last = blocks[blocks.length - 1]!;
+  await c.execute(
+    'INSERT INTO chains (origin, site_id, gateway_id, blocks, size, checkpoint, head_time, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE blocks = VALUES(blocks), size = VALUES(size), checkpoint = VALUES(checkpoint), head_time = VALUES(head_time), archived_at = VALUES(archived_at)',
+    [last.origin, last.siteId, last.gatewayId, last.header.n + 1, last.header.first + last.header.count, last.checkpoint.note, last.header.time, now],
+  );
+  return true;
+}
+
+/**
+ * Archives verified blocks (consecutive, of one chain) in one transaction. `beforeCommit` runs
+ * once the rows are in, before the commit: it says how many of the blocks may be committed (the
+ * caller's last checks, e.g. lock signatures still being verified, end there). When that is
+ * fewer than all, the transaction is rolled back and that prefix written again in a new one.
+ * Returns how many blocks were committed. Throws (and commits nothing) when the database fails
+ * or a block is already there (another writer got it first: the caller finds it a duplicate
+ * when the block comes again).
+ */
+export async function writeBlocks(pool: Pool, blocks: readonly VerifiedBlock[], now: number, beforeCommit: () => Promise<number> = () => Promise.resolve(blocks.length)): Promise<number> {
+  const c = await pool.getConnection();
+  try {
+    await c.beginTransaction();
+    let inserted = false;
+    let failed: { e: unknown } | undefined;
+    try {
+      inserted = await insertBlocks(c, blocks, now);
+    } catch (e) {
+      failed = { e };
+    }
+    // Whatever the database did, the caller's checks are awaited (none is left unobserved).
+    const keep = await beforeCommit();
+    if (failed !== undefined) throw failed.e;
+    if (!inserted) throw new Error(`a block of ${blocks[0]!.origin} from ${blocks[0]!.header.n} on was archived meanwhile`);
+    if (keep === blocks.length) {
+      await c.commit();
+      return keep;
+    }
+    await c.rollback();
+    if (keep === 0) return 0;
+    await c.beginTransaction();
+    if (!(await insertBlocks(c, blocks.slice(0, keep), now))) throw new Error(`a block of ${blocks[0]!.origin} from ${blocks[0]!.header.n} on was archived meanwhile`);
     await c.commit();
-    return true;
+    return keep;
   } catch (e) {
     await c.rollback().catch(() => undefined);
     throw e;

@@ -3,25 +3,50 @@
  * checked here; an error is ERR_CONFIG naming the key.
  */
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { OtiError } from '../../ledger/base/errors.js';
 import { fromHex } from '../../ledger/crypto.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import type { SiteTrust } from '../../ledger/roster.js';
+import type { MqttClientConfig } from '../config/mqtt-client.js';
 
 export interface ArchiveConfig {
   readonly broker: { readonly url: string; readonly username?: string; readonly passwordFile?: string; readonly clientId: string; readonly ca?: string; readonly cert?: string; readonly key?: string; readonly topicPrefix: string };
   readonly mysql: { readonly host?: string; readonly port?: number; readonly socket?: string; readonly user: string; readonly passwordFile?: string; readonly database: string; readonly connections: number };
-  readonly sites: readonly SiteTrust[];
+  readonly sites: readonly ArchiveSite[];
   readonly api: { readonly host: string; readonly port: number; readonly tokenFile: string; readonly pageMax: number };
   /** Largest uplink message taken (bytes); bigger ones are refused as evidence-less noise. */
   readonly maxMessageBytes: number;
   /** Evidence rows kept per chain origin at most; beyond, refusals are only counted and logged. */
   readonly maxEvidencePerChain: number;
+  /** Worker threads checking lock signatures (0: on the main thread). */
+  readonly verifyThreads: number;
+  /** Sites pulled from directly (§Pulling from sites). */
+  readonly pull: readonly PullConfig[];
+}
+
+/** A trusted site: its id and authority keys (its site.json will do), and optionally its confirmation quorum. */
+export interface ArchiveSite extends SiteTrust {
+  /** Gateways, the origin included, whose signatures confirm an entry; a majority of the site's archived chains when unset. */
+  readonly quorum?: number;
+}
+
+/** A site's broker the archive pulls from as a read-only peer (site-puller.ts). */
+export interface PullConfig extends MqttClientConfig {
+  readonly siteId: string;
+  readonly url: string;
+  /** The name in its request and answer topics (`req/<requester>`, `range/<requester>`). */
+  readonly requester: string;
 }
 
 export const DEFAULTS = { clientId: 'oti-archive', topicPrefix: 'oti-fleet', apiHost: '127.0.0.1', apiPort: 8480, pageMax: 1000, connections: 4, maxMessageBytes: 4 * 1024 * 1024, maxEvidencePerChain: 1000 } as const;
+
+/** One lock-signature thread per core the machine has (ledger/sigpool.ts). */
+export function defaultVerifyThreads(): number {
+  return Math.max(1, availableParallelism());
+}
 
 type Obj = Record<string, unknown>;
 
@@ -51,19 +76,43 @@ function int(o: Obj, k: string, key: string, min: number, max: number, dflt?: nu
   return v;
 }
 
-function site(v: unknown, i: number): SiteTrust {
+function site(v: unknown, i: number): ArchiveSite {
   const key = `sites[${i}]`;
-  const o = obj(v, key, ['siteId', 'siteKeys', 'gatewayId', 'enrolment']);
+  const o = obj(v, key, ['siteId', 'siteKeys', 'gatewayId', 'enrolment', 'quorum']);
   const siteId = str(o, 'siteId', key);
   if (!ID_PATTERN.test(siteId)) throw bad(`${key}.siteId`, 'must be a site id');
   const keys = o['siteKeys'];
   if (!Array.isArray(keys) || keys.length === 0 || keys.length > 16 || !keys.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))) throw bad(`${key}.siteKeys`, 'must be a list of 1 to 16 hex Ed25519 public keys');
-  return { siteId, siteKeys: (keys as string[]).map((k, j) => fromHex(`${key}.siteKeys[${j}]`, k, 32)) };
+  return { siteId, siteKeys: (keys as string[]).map((k, j) => fromHex(`${key}.siteKeys[${j}]`, k, 32)), ...(o['quorum'] !== undefined ? { quorum: int(o, 'quorum', key, 1, 1000) } : {}) };
+}
+
+function pullList(v: unknown, p: (s: string | undefined) => string | undefined): PullConfig[] {
+  if (!Array.isArray(v) || v.length > 10_000) throw bad('pull', 'must be a list of { siteId, url, username, passwordFile, ca, cert, key, clientId, requester }');
+  return v.map((x, i) => {
+    const key = `pull[${i}]`;
+    const o = obj(x, key, ['siteId', 'url', 'username', 'passwordFile', 'ca', 'cert', 'key', 'clientId', 'requester']);
+    const siteId = str(o, 'siteId', key);
+    const requester = str(o, 'requester', key, 'archive');
+    if (!ID_PATTERN.test(siteId)) throw bad(`${key}.siteId`, 'must be a site id');
+    if (!ID_PATTERN.test(requester)) throw bad(`${key}.requester`, 'must be an id (a-z, 0-9, . _ -, at most 64)');
+    const opt = <T>(k: string, val: T | undefined): { [y: string]: T } => (val === undefined ? {} : { [k]: val });
+    return {
+      siteId,
+      url: str(o, 'url', key),
+      requester,
+      ...opt('username', optStr(o, 'username', key)),
+      ...opt('passwordFile', p(optStr(o, 'passwordFile', key))),
+      ...opt('clientId', optStr(o, 'clientId', key)),
+      ...opt('ca', p(optStr(o, 'ca', key))),
+      ...opt('cert', p(optStr(o, 'cert', key))),
+      ...opt('key', p(optStr(o, 'key', key))),
+    };
+  });
 }
 
 /** Parses a configuration document; relative paths are against `base`. */
 export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
-  const top = obj(doc, '(top)', ['broker', 'mysql', 'sites', 'siteFiles', 'api', 'maxMessageBytes', 'maxEvidencePerChain']);
+  const top = obj(doc, '(top)', ['broker', 'mysql', 'sites', 'siteFiles', 'api', 'maxMessageBytes', 'maxEvidencePerChain', 'verifyThreads', 'pull']);
   const p = (s: string | undefined): string | undefined => (s === undefined ? undefined : resolve(base, s));
   const b = obj(top['broker'], 'broker', ['url', 'username', 'passwordFile', 'clientId', 'ca', 'cert', 'key', 'topicPrefix']);
   const m = obj(top['mysql'], 'mysql', ['host', 'port', 'socket', 'user', 'passwordFile', 'database', 'connections']);
@@ -95,6 +144,8 @@ export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
     api: { host: str(a, 'host', 'api', DEFAULTS.apiHost), port: int(a, 'port', 'api', 0, 65535, DEFAULTS.apiPort), tokenFile: p(str(a, 'tokenFile', 'api'))!, pageMax: int(a, 'pageMax', 'api', 1, 100_000, DEFAULTS.pageMax) },
     maxMessageBytes: int(top, 'maxMessageBytes', '(top)', 1024, 256 * 1024 * 1024, DEFAULTS.maxMessageBytes),
     maxEvidencePerChain: int(top, 'maxEvidencePerChain', '(top)', 0, 10_000_000, DEFAULTS.maxEvidencePerChain),
+    verifyThreads: int(top, 'verifyThreads', '(top)', 0, 256, defaultVerifyThreads()),
+    pull: pullList(top['pull'] ?? [], p),
   };
 }
 

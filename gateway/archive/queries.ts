@@ -11,7 +11,9 @@ import type { Pool } from 'mysql2/promise';
 import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { EVENT_TYPES } from '../../ledger/lockevent.js';
-import { CompactRange, inclusionProof, leafHash, type NodeReader } from '../../ledger/merkle.js';
+import { inclusionProof, type NodeReader } from '../../ledger/merkle.js';
+import type { TileResource } from '../../ledger/tiles.js';
+import { ArchivedTree } from './tree.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { encodeReceipt } from '../../ledger/receipt.js';
@@ -49,6 +51,7 @@ export interface ArchivedEvent {
   readonly provenance: string;
   /** The credential reference as the lock sent it (sealed at a site with a privacy key), hex. */
   readonly credential?: string;
+  /** `verified` (archived), `replicated` (a witness cosigned a checkpoint covering it) or `confirmed` (the site's quorum did). */
   readonly status: string;
 }
 
@@ -145,6 +148,11 @@ export class ArchiveQueries {
     const sql = `SELECT origin, idx, block_n, site_id, gateway_id, time, lock_id, ctr, event_type, event_time, provenance, credential, status FROM entries WHERE ${where.join(' AND ')} ORDER BY time, origin, idx LIMIT ${q.limit + 1}`;
     const [rows] = await this.#pool.execute(sql, args);
     type R = { origin: string; idx: string | number; block_n: string | number; site_id: string; gateway_id: string; time: string | number; lock_id: string; ctr: string | number; event_type: string; event_time: string | number; provenance: string; credential: Buffer | null; status: string };
+    const cov = await this.#coverage([...new Set((rows as R[]).slice(0, q.limit).map((r) => r.origin))]);
+    const state = (origin: string, idx: number): string => {
+      const c = cov.get(origin);
+      return c === undefined ? 'verified' : idx < c.confirmed ? 'confirmed' : idx < c.replicated ? 'replicated' : 'verified';
+    };
     return page(rows as R[], q.limit, (r) => ({
       origin: r.origin,
       index: Number(r.idx),
@@ -158,7 +166,7 @@ export class ArchiveQueries {
       eventTime: Number(r.event_time),
       provenance: r.provenance,
       ...(r.credential !== null ? { credential: r.credential.toString('hex') } : {}),
-      status: r.status,
+      status: state(r.origin, Number(r.idx)),
     }));
   }
 
@@ -176,15 +184,44 @@ export class ArchiveQueries {
     );
   }
 
-  /** Per chain of the site (or of every site): blocks, size, last checkpoint, when it was archived, evidence held. */
+  /** The replicated and confirmed sizes of chains (docs/ARCHIVE.md §Cosignatures and confirmation). */
+  async #coverage(origins: readonly string[]): Promise<Map<string, { replicated: number; confirmed: number }>> {
+    const out = new Map<string, { replicated: number; confirmed: number }>();
+    if (origins.length === 0) return out;
+    const [rows] = await this.#pool.query('SELECT origin, replicated_size, confirmed_size FROM chains WHERE origin IN (?)', [origins]);
+    for (const r of rows as { origin: string; replicated_size: number | string; confirmed_size: number | string }[]) out.set(r.origin, { replicated: Number(r.replicated_size), confirmed: Number(r.confirmed_size) });
+    return out;
+  }
+
+  /**
+   * Per chain of the site (or of every site): blocks, size, last checkpoint, when it was archived,
+   * evidence held, the confirmation quorum, the replicated and confirmed sizes, and each
+   * cosigner's largest cosigned size and its time.
+   */
   async chains(site: string | undefined): Promise<Record<string, unknown>[]> {
     const [rows] = await this.#pool.execute(
-      `SELECT c.origin, c.site_id, c.gateway_id, c.blocks, c.size, c.checkpoint, c.head_time, c.archived_at, (SELECT COUNT(*) FROM evidence e WHERE e.origin = c.origin) AS evidence
+      `SELECT c.origin, c.site_id, c.gateway_id, c.blocks, c.size, c.checkpoint, c.head_time, c.archived_at, c.quorum, c.replicated_size, c.confirmed_size,
+         (SELECT COUNT(*) FROM evidence e WHERE e.origin = c.origin) AS evidence
        FROM chains c ${site === undefined ? '' : 'WHERE c.site_id = ?'} ORDER BY c.origin LIMIT 10000`,
       site === undefined ? [] : [site],
     );
-    type R = { origin: string; site_id: string; gateway_id: string; blocks: number | string; size: number | string; checkpoint: string; head_time: number | string; archived_at: number | string; evidence: number | string };
-    return (rows as R[]).map((r) => ({ origin: r.origin, site: r.site_id, gateway: r.gateway_id, blocks: Number(r.blocks), size: Number(r.size), checkpoint: r.checkpoint, headTime: Number(r.head_time), archivedAt: Number(r.archived_at), evidence: Number(r.evidence) }));
+    const [cosigs] = await this.#pool.execute(`SELECT origin, witness, size, cosigned_at FROM cosignatures ${site === undefined ? '' : 'WHERE site_id = ?'} ORDER BY origin, witness LIMIT 100000`, site === undefined ? [] : [site]);
+    const cosigners = new Map<string, { gateway: string; size: number; time: number }[]>();
+    for (const w of cosigs as { origin: string; witness: string; size: number | string; cosigned_at: number | string }[]) {
+      cosigners.set(w.origin, [...(cosigners.get(w.origin) ?? []), { gateway: w.witness, size: Number(w.size), time: Number(w.cosigned_at) }]);
+    }
+    type R = { origin: string; site_id: string; gateway_id: string; blocks: number | string; size: number | string; checkpoint: string; head_time: number | string; archived_at: number | string; quorum: number | string; replicated_size: number | string; confirmed_size: number | string; evidence: number | string };
+    return (rows as R[]).map((r) => ({
+      origin: r.origin, site: r.site_id, gateway: r.gateway_id, blocks: Number(r.blocks), size: Number(r.size), checkpoint: r.checkpoint, headTime: Number(r.head_time), archivedAt: Number(r.archived_at), evidence: Number(r.evidence),
+      quorum: Number(r.quorum), replicated: Number(r.replicated_size), confirmed: Number(r.confirmed_size), cosigners: cosigners.get(r.origin) ?? [],
+    }));
+  }
+
+  /** The cosigned checkpoint notes of a chain, one per witness (its largest), as the witnesses signed them. */
+  async cosignatures(origin: string): Promise<Record<string, unknown>[]> {
+    const [rows] = await this.#pool.execute('SELECT witness, size, block_n, cosigned_at, note, received_at FROM cosignatures WHERE origin = ? ORDER BY witness LIMIT 1000', [origin]);
+    type R = { witness: string; size: number | string; block_n: number | string; cosigned_at: number | string; note: string; received_at: number | string };
+    return (rows as R[]).map((r) => ({ witness: r.witness, size: Number(r.size), block: Number(r.block_n), time: Number(r.cosigned_at), note: r.note, receivedAt: Number(r.received_at) }));
   }
 
   async evidence(q: { site: string; limit: number }): Promise<Record<string, unknown>[]> {
@@ -237,19 +274,26 @@ export class ArchiveQueries {
     return (rows as { statement: Buffer }[]).map((r) => new Uint8Array(r.statement));
   }
 
-  /** Tree nodes from the archived entries: a node is the root of its 2^level leaves. */
+  /** Tree nodes from the archived entries and the stored nodes (gateway/archive/tree.ts). */
   #reader(origin: string): NodeReader {
-    return {
-      node: async (level: number, index: number): Promise<Uint8Array> => {
-        const start = index * 2 ** level;
-        const end = start + 2 ** level;
-        const [rows] = await this.#pool.execute('SELECT bytes FROM entries WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx', [origin, start, end]);
-        const leaves = rows as { bytes: Buffer }[];
-        if (leaves.length !== end - start) throw new OtiError('ERR_STORE_CORRUPT', `entries [${start}, ${end}) of ${origin} are not all archived`);
-        const r = CompactRange.empty();
-        for (const l of leaves) r.append(leafHash(l.bytes));
-        return r.root();
-      },
-    };
+    return new ArchivedTree(this.#pool, origin).reader();
+  }
+
+  /** The last archived checkpoint of a chain, what its tiles are consistent with. */
+  async tlogCheckpoint(origin: string): Promise<string> {
+    return (await this.#chainHead(origin)).checkpoint;
+  }
+
+  /** One C2SP tlog-tiles resource of an archived chain (docs/ARCHIVE.md §Tiles). */
+  async tlogTile(origin: string, r: TileResource): Promise<Uint8Array> {
+    const head = await this.#chainHead(origin);
+    return new ArchivedTree(this.#pool, origin).tile(r, head.size, head.blocks);
+  }
+
+  async #chainHead(origin: string): Promise<{ checkpoint: string; size: number; blocks: number }> {
+    const [rows] = await this.#pool.execute('SELECT checkpoint, size, blocks FROM chains WHERE origin = ?', [origin]);
+    const r = (rows as { checkpoint: string; size: number | string; blocks: number | string }[])[0];
+    if (r === undefined) throw new OtiError('ERR_NOT_FOUND', `chain ${origin} is not archived`);
+    return { checkpoint: r.checkpoint, size: Number(r.size), blocks: Number(r.blocks) };
   }
 }

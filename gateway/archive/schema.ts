@@ -42,6 +42,16 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
        block_n BIGINT NULL, code VARCHAR(64) CHARACTER SET ascii NOT NULL, message TEXT NOT NULL, payload MEDIUMBLOB NOT NULL,
        received_at BIGINT NOT NULL, KEY evidence_site (site_id, id)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
   ],
+  // 2: cosignatures and each chain's coverage (docs/ARCHIVE.md §Cosignatures and confirmation); stored tree nodes (§Tiles).
+  [
+    `CREATE TABLE cosignatures (origin ${ORIGIN}, witness ${ID} NOT NULL, site_id ${ID} NOT NULL, size BIGINT NOT NULL, block_n BIGINT NOT NULL,
+       cosigned_at BIGINT NOT NULL, note TEXT NOT NULL, received_at BIGINT NOT NULL,
+       PRIMARY KEY (origin, witness), KEY cosignatures_site (site_id, origin)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+    'ALTER TABLE chains ADD COLUMN quorum INT NOT NULL DEFAULT 0, ADD COLUMN replicated_size BIGINT NOT NULL DEFAULT 0, ADD COLUMN confirmed_size BIGINT NOT NULL DEFAULT 0',
+    // Nodes of height 8, 16, … of each chain's Merkle tree, kept once worked out (gateway/archive/tree.ts).
+    `CREATE TABLE tree_nodes (origin ${ORIGIN}, height TINYINT UNSIGNED NOT NULL, idx BIGINT NOT NULL, hash BINARY(32) NOT NULL,
+       PRIMARY KEY (origin, height, idx)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+  ],
 ];
 
 /** Brings the database to the newest schema; returns its version. */

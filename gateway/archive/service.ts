@@ -10,9 +10,13 @@ import { toHex } from '../../ledger/crypto.js';
 import { readConfigFile } from '../config/mqtt-client.js';
 import type { ArchiveConfig } from './config.js';
 import { migrate } from './schema.js';
+import { refreshStaleCoverage } from './cosignatures.js';
 import { UplinkIntake } from './uplink-intake.js';
+import { Archiver } from './archiver.js';
+import { SitePuller, checkPullSites } from './site-puller.js';
 import { ArchiveQueries } from './queries.js';
 import { ArchiveApi } from './api.js';
+import { SignaturePool } from '../../ledger/sigpool.js';
 
 async function firstLine(key: string, path: string): Promise<string> {
   const line = (await readConfigFile(key, path, true)).toString('utf8').split(/\r?\n/)[0] ?? '';
@@ -35,27 +39,46 @@ export async function openPool(c: ArchiveConfig['mysql']): Promise<Pool> {
 
 export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ port: number; stop: () => Promise<void> }> {
   const pool = await openPool(cfg.mysql);
+  let sigPool: SignaturePool | undefined;
+  let intake: UplinkIntake | undefined;
+  const pullers: SitePuller[] = [];
   try {
     const version = await migrate(pool);
     for (const s of cfg.sites) {
       await pool.execute('INSERT INTO sites (site_id, site_keys) VALUES (?, ?) ON DUPLICATE KEY UPDATE site_keys = VALUES(site_keys)', [s.siteId, s.siteKeys.map((k) => toHex(k)).join(',')]);
     }
     log.info({ version, sites: cfg.sites.length }, `archive database at schema ${version}; ${cfg.sites.length} trusted site(s)`);
-    const intake = new UplinkIntake(pool, cfg, log.child({ part: 'intake' }));
+    const quorums = new Map(cfg.sites.map((s) => [s.siteId, s.quorum]));
+    const refreshed = await refreshStaleCoverage(pool, (site) => quorums.get(site));
+    if (refreshed > 0) log.info({ sites: refreshed }, `archive: confirmation worked out again for ${refreshed} site(s) whose quorum changed`);
+    sigPool = cfg.verifyThreads > 0 ? new SignaturePool(cfg.verifyThreads) : undefined;
+    const archiver = new Archiver(pool, cfg, log.child({ part: 'archiver' }), sigPool);
+    intake = new UplinkIntake(archiver, cfg, log.child({ part: 'intake' }));
     await intake.start();
+    checkPullSites(cfg.pull, new Set(cfg.sites.map((s) => s.siteId)));
+    for (const p of cfg.pull) {
+      const puller = new SitePuller(archiver, p, cfg.maxMessageBytes, log.child({ part: 'pull', site: p.siteId }));
+      pullers.push(puller);
+      await puller.start();
+    }
     const token = await firstLine('api.tokenFile', cfg.api.tokenFile);
-    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...intake.counts, connected: intake.connected }), logger: log.child({ part: 'api' }) });
+    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...archiver.counts, connected: intake!.connected, pull: pullers.map((p) => p.status()) }), logger: log.child({ part: 'api' }) });
     const port = await api.listen(cfg.api.host, cfg.api.port);
     log.info({ host: cfg.api.host, port }, `archive API listening on ${cfg.api.host}:${port}`);
     return {
       port,
       stop: async () => {
         await api.close();
-        await intake.stop();
+        for (const p of pullers) await p.stop();
+        await intake?.stop();
+        await sigPool?.close();
         await pool.end();
       },
     };
   } catch (e) {
+    for (const p of pullers) await p.stop();
+    await intake?.stop();
+    await sigPool?.close();
     await pool.end();
     throw e;
   }

@@ -180,8 +180,8 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   assert.equal(checks.find((c) => c.name === 'gateway running')?.status, 'pass', 'doctor sees the running gateway');
   assert.equal(checks.find((c) => c.name === 'identity')?.status, 'pass', 'and its identity');
   ran.add('doctor');
-  // Run against a live archive on a private MariaDB in test/e2e/archive.test.ts.
-  for (const c of ['archive events', 'archive gaps', 'archive chains', 'archive receipt']) ran.add(c);
+  // Run against a live archive on a private MariaDB in test/e2e/archive.test.ts and archive-cosign.test.ts.
+  for (const c of ['archive events', 'archive gaps', 'archive chains', 'archive cosignatures', 'archive receipt']) ran.add(c);
 
   // Shell completion: a script bash accepts, which completes what oti has.
   const completion = await run('completion', ['bash']);

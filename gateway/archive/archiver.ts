@@ -1,0 +1,185 @@
+/**
+ * What the archive does with what arrives, whichever way it came (the central broker's uplink
+ * messages, gateway/archive/uplink-intake.ts; ranges pulled from a site, site-puller.ts): one
+ * ArchivedChain per chain origin, so runs of one chain go one after the other; cosignatures
+ * checked and held back until their block or witness is archived (cosignatures.ts); refusals kept
+ * as evidence (`evidence` table, up to maxEvidencePerChain rows per chain), the chain's archive
+ * staying where it was and other chains not affected.
+ *
+ * Methods throw only what says the database failed (isTransient): the caller must not
+ * acknowledge the message then. A refusal is recorded and returned normally.
+ */
+import type { Pool } from 'mysql2/promise';
+import type { Logger } from 'pino';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
+import { parseCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeBlockHeader } from '../../ledger/block.js';
+import type { SignaturePool } from '../../ledger/sigpool.js';
+import type { RangeMessage } from '../sync/wire.js';
+import { ArchivedChain, type IncomingBlock } from './archived-chain.js';
+import type { ArchiveConfig, ArchiveSite } from './config.js';
+import { acceptCosignature, refreshCoverage } from './cosignatures.js';
+
+export interface IntakeCounts {
+  archived: number;
+  duplicates: number;
+  refused: number;
+  evidenceDropped: number;
+  /** Cosignatures recorded (each a larger size than the witness had cosigned). */
+  cosignatures: number;
+  /** Cosignatures held back for their block or witness, and those dropped over the cap. */
+  cosignaturesPending: number;
+  cosignaturesDropped: number;
+}
+
+/** Cosignatures held back at most (the oldest goes first). */
+const MAX_PENDING_COSIGNATURES = 4096;
+
+interface PendingCosignature {
+  readonly origin: string;
+  readonly siteId: string;
+  readonly witness: string;
+  readonly payload: Buffer;
+}
+
+/** Errors that say the database (not the message) failed: the message is not acknowledged. */
+export function isTransient(e: unknown): boolean {
+  return !isOtiError(e) || e.code === 'ERR_STORE_CORRUPT';
+}
+
+export class Archiver {
+  readonly #counts = { archived: 0, duplicates: 0, refused: 0, evidenceDropped: 0, cosignatures: 0, cosignaturesDropped: 0 };
+  readonly #pending = new Map<string, PendingCosignature>();
+  readonly #pool: Pool;
+  readonly #cfg: ArchiveConfig;
+  readonly #log: Logger;
+  readonly #trust = new Map<string, ArchiveSite>();
+  readonly #chains = new Map<string, ArchivedChain>();
+  readonly #sigPool: SignaturePool | undefined;
+
+  /** `sigPool` checks lock signatures on worker threads; without it, on this thread. */
+  constructor(pool: Pool, cfg: ArchiveConfig, log: Logger, sigPool?: SignaturePool) {
+    this.#pool = pool;
+    this.#sigPool = sigPool;
+    this.#cfg = cfg;
+    this.#log = log;
+    for (const s of cfg.sites) this.#trust.set(s.siteId, s);
+  }
+
+  get counts(): IntakeCounts {
+    return { ...this.#counts, cosignaturesPending: this.#pending.size };
+  }
+
+  /** A message that names no chain: counted, nothing else. */
+  dropped(): void {
+    this.#counts.refused++;
+  }
+
+  /** The archived size of a chain (0 when none of it is). */
+  async archivedSize(origin: string): Promise<number> {
+    const [rows] = await this.#pool.execute('SELECT size FROM chains WHERE origin = ?', [origin]);
+    return Number((rows as { size: number | string }[])[0]?.size ?? 0);
+  }
+
+  #site(siteId: string): ArchiveSite {
+    const site = this.#trust.get(siteId);
+    if (site === undefined) throw new OtiError('ERR_ROSTER', `site ${siteId} is not one the archive trusts (add its site.json to sites)`, { site: siteId });
+    return site;
+  }
+
+  /** Verifies and archives the blocks of a range message (`payload`, kept as evidence if refused). */
+  async range(origin: string, siteId: string, range: () => RangeMessage, payload: Buffer): Promise<void> {
+    try {
+      const site = this.#site(siteId);
+      await this.#blocks(origin, site, range());
+    } catch (e) {
+      if (isTransient(e)) throw e;
+      await this.#evidence(origin, siteId, payload, e as OtiError);
+    }
+  }
+
+  /** Checks and records a cosignature (`payload`: the cosigned note). */
+  async cosignature(origin: string, siteId: string, witness: string, payload: Buffer): Promise<void> {
+    try {
+      await this.#cosignature(origin, siteId, witness, payload);
+    } catch (e) {
+      if (isTransient(e)) throw e;
+      await this.#evidence(origin, siteId, payload, e as OtiError);
+    }
+  }
+
+  async #blocks(origin: string, site: ArchiveSite, range: RangeMessage): Promise<void> {
+    if (range.chain !== origin) throw new OtiError('ERR_BLOCK_INVALID', `a message of chain ${range.chain} on the topic of ${origin}`);
+    let chain = this.#chains.get(origin);
+    if (chain === undefined) {
+      chain = new ArchivedChain(this.#pool, origin, site, this.#sigPool);
+      this.#chains.set(origin, chain);
+    }
+    let at = range.first;
+    const blocks: IncomingBlock[] = [];
+    for (const b of range.blocks) {
+      const h = decodeBlockHeader(b.h);
+      if (h.first !== at || at - range.first + h.count > range.entries.length) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} does not fit the entries of the message`);
+      blocks.push({ headerBytes: b.h, checkpoint: parseCheckpoint(b.cp), entries: range.entries.slice(at - range.first, at - range.first + h.count) });
+      at += h.count;
+    }
+    if (blocks.length === 0) return;
+    // The message's blocks are one run: verified, then written in one transaction.
+    const r = await chain.acceptRun(blocks);
+    for (const x of r.results) {
+      if (x === 'archived') this.#counts.archived++;
+      else this.#counts.duplicates++;
+    }
+    if (r.results.includes('archived')) {
+      // A new chain changes the site's majority; new blocks may be what held cosignatures back.
+      if (decodeBlockHeader(blocks[0]!.headerBytes).n === 0) await refreshCoverage(this.#pool, site.siteId, site.quorum);
+      await this.#retryPending(site.siteId);
+    }
+    if (r.refusal !== undefined) throw r.refusal;
+  }
+
+  async #cosignature(origin: string, siteId: string, witness: string, payload: Buffer): Promise<void> {
+    const site = this.#site(siteId);
+    const key = `${origin} ${witness}`;
+    const r = await acceptCosignature(this.#pool, origin, siteId, witness, payload, Date.now());
+    this.#pending.delete(key);
+    if (r === 'pending') {
+      // Checked again after the site's next archived blocks; the oldest held back goes first.
+      if (this.#pending.size >= MAX_PENDING_COSIGNATURES) {
+        this.#pending.delete(this.#pending.keys().next().value!);
+        this.#counts.cosignaturesDropped++;
+      }
+      this.#pending.set(key, { origin, siteId, witness, payload });
+      return;
+    }
+    if (r === 'older') return;
+    this.#counts.cosignatures++;
+    await refreshCoverage(this.#pool, siteId, site.quorum);
+  }
+
+  /** Cosignatures of the site held back for their block or witness, checked again. */
+  async #retryPending(siteId: string): Promise<void> {
+    for (const p of [...this.#pending.values()]) {
+      if (p.siteId !== siteId) continue;
+      try {
+        await this.#cosignature(p.origin, p.siteId, p.witness, p.payload);
+      } catch (e) {
+        this.#pending.delete(`${p.origin} ${p.witness}`);
+        if (isTransient(e)) throw e;
+        await this.#evidence(p.origin, p.siteId, p.payload, e as OtiError);
+      }
+    }
+  }
+
+  async #evidence(origin: string, siteId: string, payload: Buffer, e: OtiError): Promise<void> {
+    this.#counts.refused++;
+    const block = typeof e.details?.['block'] === 'number' ? e.details['block'] : null;
+    this.#log.warn({ origin, code: e.code, block }, `archive: refused a block of ${origin}: ${e.code} ${e.message}`);
+    const [rows] = await this.#pool.execute('SELECT COUNT(*) AS c FROM evidence WHERE origin = ?', [origin]);
+    if (Number((rows as { c: number | string }[])[0]?.c ?? 0) >= this.#cfg.maxEvidencePerChain) {
+      this.#counts.evidenceDropped++;
+      return;
+    }
+    await this.#pool.execute('INSERT INTO evidence (origin, site_id, block_n, code, message, payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [origin, siteId, block, e.code, e.message.slice(0, 4096), payload, Date.now()]);
+  }
+}
