@@ -10,7 +10,7 @@
  * acknowledge the message then. A refusal is recorded and returned normally.
  */
 import type { Pool } from 'mysql2/promise';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';

@@ -19,7 +19,7 @@
  * unanswered for STALL_MS is asked again.
  */
 import { connect, type MqttClient, type IPublishPacket } from 'mqtt';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';

@@ -4,7 +4,7 @@
  * the other parts' entry points it may call (late-bound, so that the parts do not import each other).
  */
 import type { IClientOptions } from 'mqtt';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import type { ErrorCode } from '../../ledger/base/errors.js';
 import type { KeyPair } from '../../ledger/crypto.js';
 import { chainOrigin, type Chain } from '../../ledger/chain.js';

@@ -17,7 +17,7 @@
  * A data folder without a record (a first start, or the whole folder replaced) cannot know
  * whether its chain existed: only step 1 protects it, within `sync.recoverWaitMs`.
  */
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { OtiError } from '../../ledger/base/errors.js';

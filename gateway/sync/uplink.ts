@@ -18,7 +18,7 @@
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { connect, type MqttClient } from 'mqtt';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import { writeFileAtomic } from '../../ledger/base/files.js';
 import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.js';
