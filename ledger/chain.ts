@@ -97,11 +97,8 @@ export interface ChainEvents {
 export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   readonly origin: string;
   readonly role = 'self';
-  /**
-   * @deprecated the store under the chain; read through the chain itself (ChainReader). Kept
-   * only while gateway/sync/ still reaches it; nothing else outside ledger/ does.
-   */
-  readonly cs: ChainStore;
+  /** The store under it: readers go through the ChainReader methods. */
+  readonly #cs: ChainStore;
   readonly #opts: ChainOptions;
   readonly #signer: Signer;
   readonly #now: () => number;
@@ -131,7 +128,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   private constructor(opts: ChainOptions, cs: ChainStore, roster: Roster, lastBlockHash: Uint8Array, checkpoint: SignedCheckpoint | undefined) {
     super();
     this.#opts = opts;
-    this.cs = cs;
+    this.#cs = cs;
     this.origin = cs.origin;
     this.#signer = new Signer(opts.key.seed);
     this.#now = opts.now ?? Date.now;
@@ -172,44 +169,44 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   get size(): number {
-    return this.cs.head.size;
+    return this.#cs.head.size;
   }
 
   get head(): ChainHead {
-    return this.cs.head;
+    return this.#cs.head;
   }
 
   // ChainReader: the durable entries and blocks (docs in ledger/reader.ts).
   entry(index: number): Promise<Uint8Array> {
-    return this.cs.entry(index);
+    return this.#cs.entry(index);
   }
 
   entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
-    return this.cs.entries(from, to);
+    return this.#cs.entries(from, to);
   }
 
   entryRange(from: number, to: number): Promise<Uint8Array[]> {
-    return this.cs.entryRange(from, to);
+    return this.#cs.entryRange(from, to);
   }
 
   block(n: number): Promise<StoredBlock> {
-    return this.cs.block(n);
+    return this.#cs.block(n);
   }
 
   blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
-    return this.cs.blocks(n, to);
+    return this.#cs.blocks(n, to);
   }
 
   blockOf(index: number): Promise<StoredBlock> {
-    return this.cs.blockOf(index);
+    return this.#cs.blockOf(index);
   }
 
   node(level: number, index: number): Promise<Uint8Array> {
-    return this.cs.node(level, index);
+    return this.#cs.node(level, index);
   }
 
   nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
-    return this.cs.nodeRange(level, first, count);
+    return this.#cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint signed after the last durable block. */
@@ -331,8 +328,8 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   /** The index of an entry by id (see AppendResult.id), if it is durable. */
   async indexOf(id: string): Promise<number | undefined> {
     const m = /^([a-z0-9][a-z0-9._-]{0,63}):(0|[1-9][0-9]{0,15})$/.exec(id);
-    if (m !== null) return this.cs.indexOfId(lockIdKey(m[1]!, Number(m[2])));
-    if (/^[0-9a-f]{64}$/.test(id)) return this.cs.indexOfId(hashIdKey(Buffer.from(id, 'hex')));
+    if (m !== null) return this.#cs.indexOfId(lockIdKey(m[1]!, Number(m[2])));
+    if (/^[0-9a-f]{64}$/.test(id)) return this.#cs.indexOfId(hashIdKey(Buffer.from(id, 'hex')));
     throw new OtiError('ERR_ARGUMENT', 'an entry id is "<lock>:<counter>" or 64 hex digits');
   }
 
@@ -343,7 +340,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     // One store lookup per lock, shared by every append that arrives while it runs.
     let loading = this.#lockCtrLoading.get(lock);
     if (loading === undefined) {
-      loading = this.cs.lastLockCounter(lock).then((last) => {
+      loading = this.#cs.lastLockCounter(lock).then((last) => {
         this.#lockCtrLoading.delete(lock);
         if (!this.#lockCtr.has(lock)) this.#lockCtr.set(lock, last?.ctr ?? -1);
       });
@@ -447,7 +444,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   async #write(batch: Pending[]): Promise<void> {
-    const cs = this.cs;
+    const cs = this.#cs;
     const head = cs.head;
     const first = head.size;
     const n = head.n + 1;

@@ -54,11 +54,8 @@ const AUDIT_SAVE_BLOCKS = 64;
 const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_BLOCK_INVALID', 'ERR_BLOCK_LINK', 'ERR_CHECKPOINT_MISMATCH', 'ERR_CHECKPOINT_SIGNATURE', 'ERR_ROSTER']);
 
 export class ChainReplica implements ChainReader {
-  /**
-   * @deprecated the store under the replica; read through the replica itself (ChainReader).
-   * Kept only while gateway/sync/ still reaches it; nothing else outside ledger/ does.
-   */
-  readonly cs: ChainStore;
+  /** The store under it: readers go through the ChainReader methods. */
+  readonly #cs: ChainStore;
   readonly #opts: VerifyOptions;
   #verifier: ChainVerifier | undefined;
   #checkpoint: SignedCheckpoint | undefined;
@@ -79,7 +76,7 @@ export class ChainReplica implements ChainReader {
   #auditStop = false;
 
   private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, mode: 'before-storing' | 'audit', audit: { block: number; size: number; saved: boolean }) {
-    this.cs = cs;
+    this.#cs = cs;
     this.#opts = opts;
     this.#roster = roster;
     this.#checkpoint = checkpoint;
@@ -106,52 +103,52 @@ export class ChainReplica implements ChainReader {
   }
 
   get origin(): string {
-    return this.cs.origin;
+    return this.#cs.origin;
   }
 
   get head(): ChainHead {
-    return this.cs.head;
+    return this.#cs.head;
   }
 
   get size(): number {
-    return this.cs.head.size;
+    return this.#cs.head.size;
   }
 
   get role(): ChainRole {
-    return this.cs.role;
+    return this.#cs.role;
   }
 
   // ChainReader: the stored entries and blocks (docs in ledger/reader.ts).
   entry(index: number): Promise<Uint8Array> {
-    return this.cs.entry(index);
+    return this.#cs.entry(index);
   }
 
   entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
-    return this.cs.entries(from, to);
+    return this.#cs.entries(from, to);
   }
 
   entryRange(from: number, to: number): Promise<Uint8Array[]> {
-    return this.cs.entryRange(from, to);
+    return this.#cs.entryRange(from, to);
   }
 
   block(n: number): Promise<StoredBlock> {
-    return this.cs.block(n);
+    return this.#cs.block(n);
   }
 
   blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
-    return this.cs.blocks(n, to);
+    return this.#cs.blocks(n, to);
   }
 
   blockOf(index: number): Promise<StoredBlock> {
-    return this.cs.blockOf(index);
+    return this.#cs.blockOf(index);
   }
 
   node(level: number, index: number): Promise<Uint8Array> {
-    return this.cs.node(level, index);
+    return this.#cs.node(level, index);
   }
 
   nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
-    return this.cs.nodeRange(level, first, count);
+    return this.#cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint of the last stored block (signed by the chain's gateway). */
@@ -185,7 +182,7 @@ export class ChainReplica implements ChainReader {
     if (blocks.length === 0) return;
     const v = this.#verifier ?? (await this.#resume());
     this.#verifier = undefined; // restored below only when everything verified
-    const cs = this.cs;
+    const cs = this.#cs;
     const head = cs.head;
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     const ops: BatchOp[] = [];
@@ -268,10 +265,10 @@ export class ChainReplica implements ChainReader {
     const opts: VerifyOptions = { ...this.#opts, lockSignatures: true };
     while (this.#auditBlock <= this.head.n && this.#auditFailure === undefined && !this.#auditStop) {
       try {
-        this.#auditor ??= await verifierAt(this.cs, opts, this.#auditBlock);
+        this.#auditor ??= await verifierAt(this.#cs, opts, this.#auditBlock);
         const to = Math.min(this.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
         let last = this.#auditBlock - 1;
-        for await (const block of this.cs.blocks(this.#auditBlock, to)) {
+        for await (const block of this.#cs.blocks(this.#auditBlock, to)) {
           if (this.#auditStop) break;
           const entries = await this.entryRange(block.header.first, block.header.first + block.header.count);
           await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries, false);
@@ -282,9 +279,9 @@ export class ChainReplica implements ChainReader {
           if (this.#auditStop) break;
           throw new OtiError('ERR_STORE_CORRUPT', `block ${this.#auditBlock} of ${this.origin} is missing below its head`);
         }
-        const size = await sizeAfter(this.cs, last);
+        const size = await sizeAfter(this.#cs, last);
         if (this.#auditor.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${this.#auditBlock}..${last} of ${this.origin} do not hold ${size} entries`);
-        await this.cs.store.write([{ type: 'put', sublevel: this.cs.meta, key: AUDITED_KEY, value: u64(last + 1) }]);
+        await this.#cs.store.write([{ type: 'put', sublevel: this.#cs.meta, key: AUDITED_KEY, value: u64(last + 1) }]);
         this.#auditBlock = last + 1;
         this.#auditSize = size;
       } catch (e) {
@@ -303,7 +300,7 @@ export class ChainReplica implements ChainReader {
   async #checkStoredCounter(lock: string, ctr: number, index: number): Promise<void> {
     if (this.#checkedLocks.has(lock)) return;
     this.#checkedLocks.add(lock);
-    const last = await this.cs.lastLockCounter(lock);
+    const last = await this.#cs.lastLockCounter(lock);
     if (last !== undefined && ctr <= last.ctr) {
       throw new OtiError('ERR_ENTRY_INVALID', `entry ${index} of ${this.origin}: counter ${ctr} of lock ${lock} does not increase (stored ${last.ctr})`, { origin: this.origin, index });
     }
@@ -314,7 +311,7 @@ export class ChainReplica implements ChainReader {
     this.#checkedLocks.clear();
     const head = this.head;
     if (head.n < 0) return new ChainVerifier(this.origin, this.#opts);
-    const last = await this.cs.block(head.n);
+    const last = await this.#cs.block(head.n);
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     return new ChainVerifier(this.origin, this.#opts, { range, prevHash: head.n >= 0 ? blockHash(last.headerBytes) : ZERO_HASH, nextBlock: head.n + 1, roster: this.#roster, rosterCommitted: last.checkpoint.roster !== undefined });
   }

@@ -618,21 +618,6 @@ export class ChainStore implements ChainReader {
     throw new OtiError('ERR_NOT_FOUND', `entry ${index} is in no block of ${this.origin}`);
   }
 
-  /** @deprecated the ChainReader name is entry(); kept while gateway/sync/ still calls it. */
-  getEntry(index: number): Promise<Bytes> {
-    return this.entry(index);
-  }
-
-  /** @deprecated the ChainReader name is block(); kept while gateway/sync/ still calls it. */
-  getBlock(n: number): Promise<StoredBlock> {
-    return this.block(n);
-  }
-
-  /** @deprecated the ChainReader name is blocks(); kept while gateway/sync/ still calls it. */
-  blocksFrom(n: number, to?: number): AsyncGenerator<StoredBlock> {
-    return this.blocks(n, to);
-  }
-
   async indexOfId(key: Bytes): Promise<number | undefined> {
     const v = await named(`the entry index of ${this.origin}`, () => this.ids.get(key));
     return v === undefined ? undefined : readU64(v);

@@ -24,7 +24,7 @@ import { Signer } from '../../ledger/crypto.js';
 import { chainOrigin, type Chain, type BlockEvent } from '../../ledger/chain.js';
 import { ChainReplica } from '../../ledger/peer.js';
 import { parseOrigin } from '../../ledger/verify.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import type { Roster } from '../../ledger/roster.js';
 import { TopicMap, type GatewayStateMessage } from '../broker/topics.js';
 import { Auditor } from './audit.js';
@@ -205,8 +205,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   }
 
   /** The stores of the peer chains held here (GET /chains, /events?chain=, oti_chain_entries). */
-  storedChains(): ChainStore[] {
-    return [...this.#settled.values()].map((r) => r.cs);
+  storedChains(): ChainReader[] {
+    return [...this.#settled.values()].map((r) => r);
   }
 
   /**

@@ -71,7 +71,7 @@ export class OwnChainGuard {
     const made = this.#made.get(cp.size);
     if (made !== undefined && bytesEqual(cp.root, made)) return;
     if (cp.size === ours.size && bytesEqual(cp.root, ours.root)) return;
-    const ev = await compareWithChain(chain!.cs, ours, cp, c.o.key.publicKey);
+    const ev = await compareWithChain(chain!, ours, cp, c.o.key.publicKey);
     if (ev !== undefined) await c.equivocation(ev, c.o.key.publicKey);
   }
 }

@@ -60,7 +60,7 @@ export class Puller {
       verifyCheckpoint(cp, origin, key);
       c.contact(gw);
       if (cp.size <= replica.size) {
-        const ev = await compareWithChain(replica.cs, replica.checkpoint!, cp, key);
+        const ev = await compareWithChain(replica, replica.checkpoint!, cp, key);
         if (ev !== undefined) return c.equivocation(ev, key);
         peer.link ??= link;
         // Consistent and already held: a duplicate (same size, from another link) is quietly
@@ -125,7 +125,7 @@ export class Puller {
     const key = replica.gatewayKey(peer.gatewayId);
     if (target.size <= replica.size && key !== undefined && replica.checkpoint !== undefined) {
       verifyCheckpoint(target, peer.origin, key);
-      const ev = await compareWithChain(replica.cs, replica.checkpoint, target, key);
+      const ev = await compareWithChain(replica, replica.checkpoint, target, key);
       if (ev !== undefined) return c.equivocation(ev, key);
       c.emit('synced', { origin: peer.origin, size: replica.size });
       c.cosign(peer.origin);
@@ -220,7 +220,7 @@ export class Puller {
     verifyCheckpoint(head, origin, key);
     const ours = replica.checkpoint!;
     if (head.size <= from) {
-      const ev = await compareWithChain(replica.cs, ours, head, key);
+      const ev = await compareWithChain(replica, ours, head, key);
       if (ev !== undefined) await this.c.equivocation(ev, key);
       return undefined;
     }

@@ -6,7 +6,7 @@
  */
 import { consistencyProof, rangeHash } from '../../ledger/merkle.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
-import type { ChainStore } from '../../ledger/store.js';
+import type { ChainReader } from '../../ledger/reader.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import type { SyncContext } from './context.js';
 import type { Links } from './links.js';
@@ -43,7 +43,7 @@ export class Server {
   }
 
   /** The store and latest checkpoint of a chain this gateway can serve. */
-  async #source(origin: string): Promise<{ cs: ChainStore; head: SignedCheckpoint } | undefined> {
+  async #source(origin: string): Promise<{ cs: ChainReader; head: SignedCheckpoint } | undefined> {
     const c = this.c;
     if (c.refused(origin)) return undefined;
     if (origin === c.origin) {
@@ -53,7 +53,7 @@ export class Server {
         if (head === undefined) return undefined;
         // What is served is as good as published: recorded first (beforeAnnounce).
         await c.o.beforeAnnounce?.(head);
-        return { cs: chain.cs, head };
+        return { cs: chain, head };
       }
     }
     let p: ReturnType<typeof parseOrigin>;
@@ -66,7 +66,7 @@ export class Server {
     const chains = await c.o.store.listChains();
     if (!chains.some((x) => x.origin === origin)) return undefined;
     const r = await c.replica(origin);
-    return r.checkpoint === undefined ? undefined : { cs: r.cs, head: r.checkpoint };
+    return r.checkpoint === undefined ? undefined : { cs: r, head: r.checkpoint };
   }
 
   async #serve(link: Link, requester: string, payload: Buffer): Promise<void> {
@@ -81,7 +81,7 @@ export class Server {
       const proofPart = req.from === size ? { root: head.root, proof: [] } : {};
       return send(encodeRange({ id: req.id, chain: req.chain, first: req.from, entries: [], blocks: [], end: true, head: head.note, ...proofPart }));
     }
-    let block = req.from === 0 ? await cs.getBlock(0) : await cs.blockOf(req.from);
+    let block = req.from === 0 ? await cs.block(0) : await cs.blockOf(req.from);
     const firstExtras = req.from > 0 ? { head: head.note, root: await rangeHash(cs, 0, req.from), proof: await consistencyProof(cs, req.from, size) } : { head: head.note };
     // A size that is no block boundary here: the requester holds another tree of this chain (a
     // fork by a second copy of its gateway). Blocks cannot start there, but the root at that size
@@ -113,7 +113,7 @@ export class Server {
       msg.bytes += extra;
       n++;
       if (n > lastBlock || h.first + h.count >= req.to || this.c.stopped()) break;
-      block = await cs.getBlock(n);
+      block = await cs.block(n);
     }
     await flush(true);
   }

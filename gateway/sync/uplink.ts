@@ -169,8 +169,8 @@ export class Uplink {
   }
 
   async #publish(n: number): Promise<void> {
-    const cs = this.#chain.cs;
-    const block = await cs.getBlock(n);
+    const cs = this.#chain;
+    const block = await cs.block(n);
     const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
     const payload = encodeRange({ id: n % 0x1_0000_0000, chain: cs.origin, first: block.header.first, entries, blocks: [{ h: block.headerBytes, cp: block.checkpoint.note }], end: true });
     this.#inFlight++;

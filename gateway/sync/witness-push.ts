@@ -84,7 +84,7 @@ export class WitnessPusher {
   async #push(slot: WitnessSlot, cp: SignedCheckpoint): Promise<boolean> {
     for (let conflicts = 0; conflicts <= MAX_CONFLICTS_PER_PUSH; conflicts++) {
       const old = slot.known <= cp.size ? slot.known : 0;
-      const proof = old > 0 && old < cp.size ? await consistencyProof(this.#o.chain.cs, old, cp.size) : [];
+      const proof = old > 0 && old < cp.size ? await consistencyProof(this.#o.chain, old, cp.size) : [];
       const body = `old ${old}\n${proof.map((p) => `${Buffer.from(p).toString('base64')}\n`).join('')}\n${cp.note}`;
       const res = await fetch(`${slot.w.url.replace(/\/+$/, '')}/add-checkpoint`, { method: 'POST', body, signal: AbortSignal.timeout(this.#o.timeoutMs) });
       const text = (await res.text()).slice(0, 4096);

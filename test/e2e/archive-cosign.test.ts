@@ -215,7 +215,7 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   // Tiles: past two full tiles of entries, every C2SP tlog-tiles resource of gw-1's chain is served with the very bytes the
   // gateway's own tile source (ledger/tile-source.ts, checked with Go's sumdb/tlog in tlog-interop.test.ts) makes.
   await appendEvents(gws[0]!, lock, 600);
-  const cs = gws[0]!.chain.cs;
+  const cs = gws[0]!.chain;
   await until('the 600 events are archived', async () => (await row())?.size === cs.head.size);
   // The nodes of height 8 were written with the blocks that completed them, before any tile or receipt asked.
   const root = await db.root();

@@ -51,8 +51,8 @@ void test('archive: a run commits only fully verified blocks; a block with a for
 
   const blocks: (IncomingBlock & { n: number; first: number })[] = [];
   for (let n = 0; n <= chain.head.n; n++) {
-    const b = await chain.cs.getBlock(n);
-    blocks.push({ n, first: b.header.first, headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await chain.cs.entryRange(b.header.first, b.header.first + b.header.count) });
+    const b = await chain.block(n);
+    blocks.push({ n, first: b.header.first, headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await chain.entryRange(b.header.first, b.header.first + b.header.count) });
   }
   const badBlock = blocks.find((b) => bad.index >= b.first && bad.index < b.first + b.entries.length)!;
   assert.ok(badBlock.n >= 1 && badBlock.n < blocks.length - 1, 'the forged event is in a block between others');

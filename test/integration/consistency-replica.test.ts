@@ -27,7 +27,7 @@ void test('consistency proofs for a replica held here, with that chain\'s own ch
     await peer.flush();
   }
   const blocks: ReplicaBlock[] = [];
-  for await (const b of peer.cs.blocksFrom(0)) blocks.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await peer.cs.entryRange(b.header.first, b.header.first + b.header.count) });
+  for await (const b of peer.blocks(0)) blocks.push({ headerBytes: b.headerBytes, checkpoint: b.checkpoint, entries: await peer.entryRange(b.header.first, b.header.first + b.header.count) });
   assert.ok(blocks.length >= 4);
 
   // This gateway, gw-2, holds its own chain and a replica of gw-1's.
@@ -36,7 +36,7 @@ void test('consistency proofs for a replica held here, with that chain\'s own ch
   const own = await Chain.open({ store, trust: site.trust, gatewayId: 'gw-2', key: gw2.key, genesis: gw2.statement });
   const replica = await ChainReplica.open(store, peer.origin, 'peer', { trust: site.trust });
   await replica.append(blocks);
-  const api = await LocalApi.start({ host: '127.0.0.1', port: 0, chain: own, peers: () => [replica.cs], status: () => ({ gateway: 'gw-2', site: site.siteId, version: '0.1.0', startedAt: Date.now(), drivers: [], peers: [] }), metrics: new GatewayMetrics() });
+  const api = await LocalApi.start({ host: '127.0.0.1', port: 0, chain: own, peers: () => [replica], status: () => ({ gateway: 'gw-2', site: site.siteId, version: '0.1.0', startedAt: Date.now(), drivers: [], peers: [] }), metrics: new GatewayMetrics() });
   t.after(async () => {
     await api.close();
     await own.close();
@@ -52,7 +52,7 @@ void test('consistency proofs for a replica held here, with that chain\'s own ch
   assert.equal(body.fromCheckpoint, blocks[1]!.checkpoint.note);
   assert.equal(body.checkpoint, blocks[3]!.checkpoint.note);
   const proof = body.proof.map((h) => Buffer.from(h, 'base64'));
-  assert.deepEqual(proof.map((h) => h.toString('hex')), (await consistencyBetween(peer.cs, from, to)).map((h) => Buffer.from(h).toString('hex')), 'the same proof as the writer would give');
+  assert.deepEqual(proof.map((h) => h.toString('hex')), (await consistencyBetween(peer, from, to)).map((h) => Buffer.from(h).toString('hex')), 'the same proof as the writer would give');
   assert.ok(verifyConsistency(from, to, parseCheckpoint(body.fromCheckpoint).root, parseCheckpoint(body.checkpoint).root, proof));
   // The own chain, by default, is another chain: its size is 1.
   const ownAnswer = (await (await fetch(`${api.url}/proof/consistency?from=1`)).json()) as { chain: string; to: number };

@@ -113,7 +113,7 @@ async function assertSameChain(f: Fixture, holder: Gw, of: Gw): Promise<void> {
   const r = await holder.node!.replica(originOf(f, of));
   assert.equal(r.size, of.chain.size);
   assert.equal(toHex(r.checkpoint!.root), toHex(of.chain.checkpoint!.root));
-  const report = await verifyChain(r.cs, { trust: f.site.trust });
+  const report = await verifyChain(r, { trust: f.site.trust });
   assert.equal(report.entries, of.chain.size);
 }
 
