@@ -470,6 +470,7 @@ async function compose(c: Composition): Promise<Parts> {
     const up = await stages.start('uplink', () => Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }) }), (u) => u.stop());
     uplink = up;
     metrics.uplinkFrom(() => up.status());
+    sync.on('cosigned', (c) => up.cosignature(c.witness, c.size, c.checkpoint.note));
   }
   pauseWhileDiskFull(store, ingest, health, log);
   // Registered after the chain's readers, so they stop before them: drivers first, then the pipeline.

@@ -13,6 +13,9 @@
  *   chain's order. The payload is a sync range message (gateway/sync/wire.ts, docs/PROTOCOL.md
  *   §Sync) holding one block: its entries, header and checkpoint, which any verifier checks with
  *   ledger/verify.ts.
+ * - The site's cosignatures of this chain (each witness's newest, as verified by sync) go to
+ *   `<prefix>/<site>/<gateway>/cosig/<witness>`, QoS 1, and again after each reconnection: they
+ *   are not in the ledger, so at most one per witness (MAX_WITNESSES) waits in memory.
  * - The uplink subscribes to nothing: nothing on the central broker can write into the site.
  */
 import { join } from 'node:path';
@@ -25,6 +28,7 @@ import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.
 import type { Chain } from '../../ledger/chain.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { encodeRange } from './wire.js';
+import { ID_PATTERN } from '../../ledger/schema.js';
 
 /** `uplink` of the configuration (docs/CONFIGURATION.md). */
 export interface UplinkConfig extends MqttClientConfig {
@@ -45,6 +49,8 @@ export interface UplinkStatus {
 }
 
 export const CURSOR_FILE = 'uplink.cursor';
+/** Witnesses whose newest cosignature the uplink keeps to send (again after a reconnection). */
+export const MAX_WITNESSES = 64;
 const CURSOR_MAX_BYTES = 256;
 
 /** The uplink topic of a chain. */
@@ -90,6 +96,9 @@ export class Uplink {
   #saving: Promise<void> = Promise.resolve();
   #stopped = false;
   readonly #onBlock = (): void => this.#pump();
+  readonly #cosigTopic: (witness: string) => string;
+  /** Each witness's newest cosigned note of this chain (its size and text). */
+  readonly #cosigs = new Map<string, { size: number; note: string }>();
 
   private constructor(chain: Chain, client: MqttClient, o: { topic: string; window: number; cursorPath: string; next: number; url: string; log: Logger | undefined }) {
     this.#chain = chain;
@@ -102,6 +111,8 @@ export class Uplink {
     this.#savedNext = o.next;
     this.#shownUrl = o.url;
     this.#log = o.log;
+    const base = o.topic.slice(0, -'/block'.length);
+    this.#cosigTopic = (witness) => `${base}/cosig/${witness}`;
   }
 
   /** Checks the configuration, reads the cursor and starts pushing; resolves at once, connected or not. */
@@ -115,6 +126,7 @@ export class Uplink {
     client.on('connect', () => {
       o.logger?.info({ url: shown, next: up.#next }, `uplink ${shown}: connected, pushing from block ${up.#next}`);
       up.#pump();
+      for (const [witness, c] of up.#cosigs) up.#publishCosignature(witness, c.note);
     });
     client.on('error', (e) => {
       up.#lastError = e.message;
@@ -135,6 +147,27 @@ export class Uplink {
       pushed: this.#pushed,
       ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}),
     };
+  }
+
+  /**
+   * A cosignature of this chain by `witness` (a site gateway), verified by sync: the cosigned
+   * note is sent to the central broker, and kept (the newest per witness) to send again after a
+   * reconnection. Older or equal sizes than the one kept are ignored.
+   */
+  cosignature(witness: string, size: number, note: string): void {
+    if (this.#stopped || !ID_PATTERN.test(witness)) return;
+    const had = this.#cosigs.get(witness);
+    if (had !== undefined && had.size >= size) return;
+    if (had === undefined && this.#cosigs.size >= MAX_WITNESSES) return;
+    this.#cosigs.set(witness, { size, note });
+    this.#publishCosignature(witness, note);
+  }
+
+  #publishCosignature(witness: string, note: string): void {
+    if (!this.#client.connected) return; // sent on the next connection
+    this.#client.publish(this.#cosigTopic(witness), note, { qos: 1 }, (err) => {
+      if (err !== undefined && err !== null) this.#lastError = err.message;
+    });
   }
 
   async stop(): Promise<void> {
