@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
 import { mountTmpfs, fillDisk, removeFiller } from '../support/tmpfs.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -115,7 +115,7 @@ async function gatewayWithLocks(dir: string, onTeardown: (step: () => unknown) =
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));
   onTeardown(async () => {
@@ -164,17 +164,17 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
   if (dir === undefined) return;
   const r = await gatewayWithLocks(dir, onTeardown);
   const { gw, locks, apiPort, filler } = r;
-  await until('events acknowledged before the disk fills', () => locks.every((l) => l.acked.size > 20));
+  await waitUntil('events acknowledged before the disk fills', () => locks.every((l) => l.acked.size > 20));
 
   // The disk fills up under load.
   await fillDisk(filler);
-  await until('/health says degraded: the disk is full', () => degradedByFullDisk(apiPort));
+  await waitUntil('/health says degraded: the disk is full', () => degradedByFullDisk(apiPort));
   const metrics = await (await fetch(`http://127.0.0.1:${apiPort}/metrics`)).text();
   assert.match(metrics, /oti_health_condition\{condition="disk-full",level="degraded",code="ERR_DISK_FULL"\} 1/);
   // Paused: the locks go on recording, nothing more is acknowledged (nothing is durable).
   const ackedAtPause = locks.map((l) => l.acked.size);
   const counterAtPause = locks.map((l) => l.counter);
-  await until('the locks recorded more events while the disk is full', () => locks.every((l, i) => l.counter > (counterAtPause[i] as number) + 40));
+  await waitUntil('the locks recorded more events while the disk is full', () => locks.every((l, i) => l.counter > (counterAtPause[i] as number) + 40));
   assert.deepEqual(
     locks.map((l) => l.acked.size),
     ackedAtPause,
@@ -184,10 +184,10 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
 
   // Space comes back: the gateway resumes by itself, without a restart.
   await removeFiller(filler);
-  await until('/health is ok again', async () => (await health(apiPort)).httpStatus === 200);
-  await until('events acknowledged after the disk had room again', () => locks.every((l, i) => l.acked.size > (ackedAtPause[i] as number) + 40));
+  await waitUntil('/health is ok again', async () => (await health(apiPort)).httpStatus === 200);
+  await waitUntil('events acknowledged after the disk had room again', () => locks.every((l, i) => l.acked.size > (ackedAtPause[i] as number) + 40));
   for (const l of locks) l.stopAuto();
-  await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
+  await waitUntil('every event acknowledged', () => locks.every((l) => l.pending === 0));
   assert.equal(gw.logs.filter(diskFullWarning).length, 1, 'the full disk is logged once at warn level');
   assert.ok(gw.logs.some((l) => l.msg.includes('there is space on the disk again')));
   assert.ok(!gw.logs.some((l) => l.level >= 50), `nothing logged as an error: ${gw.logs.filter((l) => l.level >= 50).map((l) => l.msg).join(' | ')}`);
@@ -203,9 +203,9 @@ void test('SIGTERM while the disk is full stops the gateway cleanly; everything 
   const dir = await smallDisk(t, onTeardown);
   if (dir === undefined) return;
   const r = await gatewayWithLocks(dir, onTeardown);
-  await until('events acknowledged before the disk fills', () => r.locks.every((l) => l.acked.size > 20));
+  await waitUntil('events acknowledged before the disk fills', () => r.locks.every((l) => l.acked.size > 20));
   await fillDisk(r.filler);
-  await until('/health says degraded: the disk is full', () => degradedByFullDisk(r.apiPort));
+  await waitUntil('/health says degraded: the disk is full', () => degradedByFullDisk(r.apiPort));
   r.gw.proc.kill('SIGTERM');
   assert.equal(await r.gw.exited, 0, `a clean stop, within its bound; stderr: ${r.gw.stderr()}`);
   for (const l of r.locks) l.stopAuto();
@@ -227,7 +227,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
-  const warning = await gw.waitFor('the full disk reported', diskFullWarning);
+  const warning = await gw.waitForLog('the full disk reported', diskFullWarning);
   assert.match(warning.msg, /full/);
   // It keeps waiting (probing for space) rather than exiting.
   await sleep(1500);
@@ -235,7 +235,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
   assert.ok(!gw.stderr().includes('ERR_STORE_CORRUPT') && !gw.logs.some((l) => l.code === 'ERR_STORE_CORRUPT'), 'a full disk is not reported as corruption');
 
   await removeFiller(filler);
-  await gw.waitFor('running once there is space', running);
+  await gw.waitForLog('running once there is space', running);
   assert.equal((await health(apiPort)).httpStatus, 200);
   assert.equal(gw.logs.filter(diskFullWarning).length, 1, 'logged once at warn level');
   gw.proc.kill('SIGTERM');

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { startTlsMosquitto, type TlsMosquitto } from '../support/mosquitto-tls.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { connect } from 'mqtt';
 
 interface Seen {
@@ -74,8 +74,8 @@ async function gatewayWith(t: TestContext, broker: TlsMosquitto, more: string[])
       await gw.exited;
     }
   });
-  const port = (await gw.waitFor('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
-  const site = (await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'))).site as string;
+  const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
+  const site = (await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'))).site as string;
   return { gw, data, port, site };
 }
 
@@ -86,30 +86,30 @@ void test('beside the embedded broker: events, statuses, lock state, lock info, 
   const sub = subscribe(t, broker, 'integrator', USERS.integrator, ['oti/#', 'homeassistant/#']);
   const { gw, data, port, site } = await gatewayWith(t, broker, ['--notifications.homeAssistant.enabled', 'true']);
   const has = (re: RegExp, payload?: RegExp): boolean => sub.seen.some((m) => re.test(m.topic) && (payload === undefined || payload.test(m.payload)));
-  await until('an event on the external broker', () => has(/^oti\/[^/]+\/events\/demo-lock-1$/));
-  await until('a committed status with its receipt', () => has(/^oti\/[^/]+\/status\/demo-lock-1\/\d+$/, /"state":"committed".*"receipt":"/));
-  await until('the bolt state', () => has(/^oti\/[^/]+\/lockstate\/demo-lock-1$/, /"state":"(LOCKED|UNLOCKED)"/));
-  await until('the lock info', () => has(/^oti\/[^/]+\/lockinfo\/demo-lock-1$/, /"link":"online"/));
-  await until('the gateway online', () => has(/^oti\/[^/]+\/gateways\/[^/]+\/state$/, /"online"/));
+  await waitUntil('an event on the external broker', () => has(/^oti\/[^/]+\/events\/demo-lock-1$/));
+  await waitUntil('a committed status with its receipt', () => has(/^oti\/[^/]+\/status\/demo-lock-1\/\d+$/, /"state":"committed".*"receipt":"/));
+  await waitUntil('the bolt state', () => has(/^oti\/[^/]+\/lockstate\/demo-lock-1$/, /"state":"(LOCKED|UNLOCKED)"/));
+  await waitUntil('the lock info', () => has(/^oti\/[^/]+\/lockinfo\/demo-lock-1$/, /"link":"online"/));
+  await waitUntil('the gateway online', () => has(/^oti\/[^/]+\/gateways\/[^/]+\/state$/, /"online"/));
   const configs = (): number => sub.seen.filter((m) => /^homeassistant\/[a-z_]+\/oti_demo-lock-1\/[a-z]+\/config$/.test(m.topic) && m.payload !== '').length;
-  await until('five discovery configs', () => configs() >= 5);
+  await waitUntil('five discovery configs', () => configs() >= 5);
 
   // The same notifications still reach the embedded broker (mode beside).
   const demoPassword = (await readFile(join(data, 'demo', 'mqtt-demo-password'), 'utf8')).trim();
   const local = await embeddedApp(t, port, 'demo', demoPassword, [`oti/${site}/events/#`]);
-  await until('events on the embedded broker too', () => local.length > 0);
+  await waitUntil('events on the embedded broker too', () => local.length > 0);
 
   // Home Assistant's birth message on the external broker brings the configs again.
   const before = configs();
   const pub = spawn('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', broker.caFile, '-u', 'homeassistant', '-P', USERS.homeassistant, '-t', 'homeassistant/status', '-m', 'online']);
   assert.equal(await new Promise((resolve) => pub.on('close', resolve)), 0);
-  await until('configs again after the birth message', () => configs() >= before + 5);
+  await waitUntil('configs again after the birth message', () => configs() >= before + 5);
 
   // A clean stop says offline on the external broker.
   const mark = sub.seen.length;
   gw.proc.kill('SIGTERM');
   assert.equal(await gw.exited, 0, gw.stderr());
-  await until('offline on the external broker', () => sub.seen.slice(mark).some((m) => /\/gateways\/[^/]+\/state$/.test(m.topic) && /"offline"/.test(m.payload)));
+  await waitUntil('offline on the external broker', () => sub.seen.slice(mark).some((m) => /\/gateways\/[^/]+\/state$/.test(m.topic) && /"offline"/.test(m.payload)));
 });
 
 void test('instead of the embedded broker: notifications go only to the external one, and a killed gateway is marked offline by its last will', { timeout: 120_000 }, async (t) => {
@@ -119,12 +119,12 @@ void test('instead of the embedded broker: notifications go only to the external
   const demoPassword = (await readFile(join(data, 'demo', 'mqtt-demo-password'), 'utf8')).trim();
   // The embedded broker still runs (for sync) and takes the app's subscriptions.
   const local = await embeddedApp(t, port, 'demo', demoPassword, [`oti/${site}/events/#`, `oti/${site}/status/#`]);
-  await until('ten events on the external broker', () => sub.seen.filter((m) => /\/events\//.test(m.topic)).length >= 10);
+  await waitUntil('ten events on the external broker', () => sub.seen.filter((m) => /\/events\//.test(m.topic)).length >= 10);
   assert.deepEqual(local, [], 'no event or status on the embedded broker');
   const mark = sub.seen.length;
   gw.proc.kill('SIGKILL');
   await gw.exited;
-  await until('offline from the last will', () => sub.seen.slice(mark).some((m) => /\/gateways\/[^/]+\/state$/.test(m.topic) && /"offline"/.test(m.payload)));
+  await waitUntil('offline from the last will', () => sub.seen.slice(mark).some((m) => /\/gateways\/[^/]+\/state$/.test(m.topic) && /"offline"/.test(m.payload)));
 });
 
 void test('a wrong external broker URL stops start-up with ERR_CONFIG naming the key', async (t) => {

@@ -29,7 +29,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -107,7 +107,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   t.after(() => {
     gw.proc.kill('SIGKILL');
   });
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
 
   // A real MQTT client, started after the gateway, as an integrator's would be.
   const seen: string[] = [];
@@ -130,19 +130,19 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   for (const l of links) l.start();
   for (const l of locks) l.startAuto(40);
 
-  await until('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 40));
+  await waitUntil('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 40));
   gw.proc.kill('SIGKILL');
   assert.equal(await gw.exited, 'SIGKILL');
   const ackedBeforeCrash = locks.map((l) => new Map(l.acked));
   await sleep(300);
   gw = startGateway(['--config', config]);
-  await gw.waitFor('running again', running);
-  await until('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 40)));
+  await gw.waitForLog('running again', running);
+  await waitUntil('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 40)));
   for (const l of locks) l.stopAuto();
-  await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
+  await waitUntil('every event acknowledged', () => locks.every((l) => l.pending === 0));
   const total = locks.reduce((n, l) => n + l.counter - 1, 0);
-  await until('every event delivered to the webhook', () => hook.ids.size === total);
-  await until('the MQTT client saw committed events', () => seen.some((l) => l.includes('"state":"committed"')));
+  await waitUntil('every event delivered to the webhook', () => hook.ids.size === total);
+  await waitUntil('the MQTT client saw committed events', () => seen.some((l) => l.includes('"state":"committed"')));
 
   gw.proc.kill('SIGTERM');
   assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);

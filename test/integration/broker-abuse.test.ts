@@ -10,7 +10,7 @@ import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
 import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { tempDir } from '../support/site.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { connackFrom } from '../support/mqtt-connect.js';
 
 const SITE = 'site-1';
@@ -77,7 +77,7 @@ void test('abandoned persistent sessions: queues keep their newest messages, a p
     await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
     await client.endAsync();
   }
-  await until('the sessions to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the sessions to go offline', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 100);
   const s = broker.stats();
   assert.equal(s.sessions, 3);
@@ -93,7 +93,7 @@ void test('abandoned persistent sessions: queues keep their newest messages, a p
   const back = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, ...persistent('abandoned-4', READER) });
   t.after(() => back.endAsync(true));
   const got = collect(back);
-  await until('the queued events', () => got.length >= 20, WAIT_MS);
+  await waitUntil('the queued events', () => got.length >= 20, WAIT_MS);
   assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => 81 + i));
   // A discarded one starts empty.
   const { sessionPresent } = await open(t, broker, persistent('abandoned-0', READER));
@@ -105,10 +105,10 @@ void test('an offline persistent session expires and its queue is freed', async 
   const { client } = await open(t, broker, persistent('short-lived', READER));
   await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
   await client.endAsync();
-  await until('the session to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the session to go offline', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 10);
   assert.equal(broker.stats().queued.messages, 10);
-  await until('the session to expire', () => broker.stats().sessionsDiscarded.expired === 1, WAIT_MS);
+  await waitUntil('the session to expire', () => broker.stats().sessionsDiscarded.expired === 1, WAIT_MS);
   assert.deepEqual({ sessions: broker.stats().sessions, queued: broker.stats().queued.messages }, { sessions: 0, queued: 0 });
   const again = await open(t, broker, persistent('short-lived', READER));
   assert.equal(again.sessionPresent, false);
@@ -129,7 +129,7 @@ void test('client-id squatting: a read-only user cannot lock the app user out of
   const squatter = await open(t, broker, persistent('home-assistant', READER));
   await squatter.client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
   await squatter.client.endAsync();
-  await until('the squatter to leave', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the squatter to leave', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 3);
   // The app user gets its own, empty session under the same client id, not the squatter's.
   const ha = await open(t, broker, persistent('home-assistant', APP));

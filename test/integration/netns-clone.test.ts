@@ -19,7 +19,7 @@ import { createTopology, netnsUnavailable, type Topology } from '../support/netn
 import { enrolledGateway, APP_USER, type EnrolledGateway } from '../support/enrolled-gateway.js';
 import { writeGatewayConfig } from '../support/gateway-process.js';
 import { CLI, oti } from '../support/oti-cli.js';
-import { until as waitUntil } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -27,7 +27,8 @@ import { encodeSigned, signStatement } from '../../ledger/roster.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 
 const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
-const until = (what: string, cond: () => boolean | Promise<boolean>, ms = 120_000): Promise<void> => waitUntil(what, cond, ms);
+/** Discovery, replication and evidence across namespaces can take a while: a longer bound than wait.ts's default. */
+const REPLICATION_MS = 120_000;
 const skip = await netnsUnavailable();
 
 interface Gw extends EnrolledGateway {
@@ -112,7 +113,7 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
       }
     });
   };
-  const running = (gw: Gw): Promise<void> => until(`${gw.id} in ns ${gw.ns} running`, () => gw.logs.some((l) => l.msg.includes('running; press Ctrl+C')));
+  const running = (gw: Gw): Promise<void> => waitUntil(`${gw.id} in ns ${gw.ns} running`, () => gw.logs.some((l) => l.msg.includes('running; press Ctrl+C')), REPLICATION_MS);
   const stop = async (gw: Gw): Promise<void> => {
     const p = gw.proc;
     if (p === undefined || p.exitCode !== null) return;
@@ -142,7 +143,7 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
     const r = states.findIndex((m) => m.state === 'replicated');
     return r >= 0 && states.some((m, k) => k > r && m.state === 'confirmed' && m.id === states[r]!.id);
   };
-  await until('an event of lock-0 replicated, then confirmed, on gw-a\'s broker', confirmedAfterReplicated, 180_000);
+  await waitUntil('an event of lock-0 replicated, then confirmed, on gw-a\'s broker', confirmedAfterReplicated, 180_000);
   sub.kill();
   const replicated = states.find((m) => m.state === 'replicated')!;
   assert.ok((replicated.cosigners ?? []).length >= 1 && !(replicated.cosigners ?? []).includes('gw-a'), `replicated names the other gateways that hold it: ${JSON.stringify(replicated)}`);
@@ -151,10 +152,10 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
   t.diagnostic(`lifecycle of ${replicated.id}: ${states.filter((m) => m.id === replicated.id).map((m) => `${m.state}${m.cosigners !== undefined ? ` ${m.cosigners.join(',')}` : ''}`).join(' → ')}`);
 
   for (const gw of gws) {
-    await until(`${gw.id} sees both peers synced`, async () => {
+    await waitUntil(`${gw.id} sees both peers synced`, async () => {
       const st = await status(gw);
       return st?.peers.length === 2 && st.peers.every((p) => p.state === 'synced' || p.state === 'syncing');
-    });
+    }, REPLICATION_MS);
   }
 
   // Clone gw-c: its data folder copied while it is stopped, the copy in namespace 3 with the same identity.
@@ -172,7 +173,7 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
 
   // Someone turns the two inconsistent gw-c trees into evidence; every gateway refuses gw-c.
   for (const gw of [a, b, c, copy]) {
-    await until(`gw-${gw.id === 'gw-c' ? `c (ns ${gw.ns})` : gw.id.slice(3)} knows gw-c is compromised`, async () => (await status(gw))?.sync.compromised.includes('gw-c') === true, 240_000);
+    await waitUntil(`gw-${gw.id === 'gw-c' ? `c (ns ${gw.ns})` : gw.id.slice(3)} knows gw-c is compromised`, async () => (await status(gw))?.sync.compromised.includes('gw-c') === true, 240_000);
   }
   const st = (await status(a))!;
   const peerC = st.peers.find((p) => p.gateway === 'gw-c')!;
@@ -218,10 +219,10 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
   assert.equal(cleared.code, 0, cleared.stderr);
   start(a);
   await running(a);
-  await until('gw-a no longer refuses gw-c, which shows as revoked', async () => {
+  await waitUntil('gw-a no longer refuses gw-c, which shows as revoked', async () => {
     const after = await status(a);
     return after !== undefined && after.sync.compromised.length === 0 && after.peers.find((p) => p.gateway === 'gw-c')?.state === 'revoked';
-  });
+  }, REPLICATION_MS);
   const after = (await status(a))!;
   assert.ok(after.sync.evidence.some((e) => e.id === ev.id && !e.refused), 'the evidence stays stored, marked cleared');
   for (const l of locks) l.stopAuto();

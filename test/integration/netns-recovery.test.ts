@@ -28,7 +28,7 @@ import { generateKeyPair } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
-import { until as waitUntil } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { writeGatewayConfig } from '../support/gateway-process.js';
 
 const run = promisify(execFile);
@@ -57,7 +57,8 @@ interface Gw {
   logs: Line[];
 }
 
-const until = (what: string, cond: () => boolean, ms = 90_000): Promise<void> => waitUntil(what, cond, ms);
+/** Recovery and replication across namespaces can take a while: a longer bound than wait.ts's default. */
+const REPLICATION_MS = 90_000;
 const skip = await netnsUnavailable();
 
 /** N gateways of one site, each with one lock on a pty enrolled in its chain. mDNS only, default sync settings. */
@@ -158,11 +159,11 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
 
   // (c) Started together, each finds both others from the start-up announcements and queries.
   for (const gw of all) start(topo, gw);
-  for (const gw of all) await until(`${gw.id} running`, () => running(gw));
+  for (const gw of all) await waitUntil(`${gw.id} running`, () => running(gw), REPLICATION_MS);
   for (const gw of all) {
     for (const other of all) {
       if (other === gw) continue;
-      await until(`${gw.id} finds ${other.id}`, () => has(gw, new RegExp(`^peer ${other.id} at `)) !== undefined);
+      await waitUntil(`${gw.id} finds ${other.id}`, () => has(gw, new RegExp(`^peer ${other.id} at `)) !== undefined, REPLICATION_MS);
       const found = has(gw, new RegExp(`^peer ${other.id} at `)) as Line;
       const ms = found.time - gw.startedAt;
       const announcing = has(gw, /^announcing _oti\._tcp/) as Line;
@@ -173,21 +174,21 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
   }
 
   for (const gw of all) gw.lock.startAuto(20);
-  for (const gw of all) for (const other of all) if (other !== gw) await until(`${gw.id} replicates ${other.id}`, () => replicaOf(gw, origin(other)) > 10);
+  for (const gw of all) for (const other of all) if (other !== gw) await waitUntil(`${gw.id} replicates ${other.id}`, () => replicaOf(gw, origin(other)) > 10, REPLICATION_MS);
 
   // (a) Re-flash of B's ledger: its lock pauses, A and C hold all of B's chain, B stops, its
   // ledger is wiped (identity and last-checkpoint record kept), the lock goes on, B restarts.
   const reflash = async (wipe: () => Promise<void>, label: string): Promise<void> => {
     b.lock.stopAuto();
-    await until('B’s lock acknowledged', () => b.lock.pending === 0);
+    await waitUntil('B’s lock acknowledged', () => b.lock.pending === 0, REPLICATION_MS);
     const size = b.lock.acked.size + 2;
-    for (const gw of [a, c]) await until(`${gw.id} holds B’s ${size} entries`, () => replicaOf(gw, origin(b)) >= size);
+    for (const gw of [a, c]) await waitUntil(`${gw.id} holds B’s ${size} entries`, () => replicaOf(gw, origin(b)) >= size, REPLICATION_MS);
     await stop(b);
     await wipe();
     const ackedBefore = b.lock.acked.size;
     b.lock.startAuto(20);
     start(topo, b);
-    await until(`${label}: B running again`, () => running(b), 120_000);
+    await waitUntil(`${label}: B running again`, () => running(b), 120_000);
     const rec = has(b, /^recovered this gateway's own chain from peers: /);
     assert.ok(rec !== undefined, `${label}: B recovered its chain from peers before opening it:\n${keyLines(b)}`);
     assert.ok(Number(rec['after']) >= size, `${label}: recovered ${String(rec['after'])} of ${size} entries`);
@@ -195,11 +196,11 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
     assert.ok(Number(opened['entries']) >= size, `${label}: the chain opened at ${String(opened['entries'])} entries, not a new one`);
     assert.ok(gws.indexOf(b) >= 0 && b.logs.indexOf(rec) < b.logs.indexOf(opened), `${label}: recovery came before the chain was opened`);
     // Its lock's events continue in the same chain, and A and C take them.
-    await until(`${label}: B’s lock acknowledged again`, () => b.lock.acked.size > ackedBefore + 20);
+    await waitUntil(`${label}: B’s lock acknowledged again`, () => b.lock.acked.size > ackedBefore + 20, REPLICATION_MS);
     b.lock.stopAuto();
-    await until(`${label}: B’s lock drained`, () => b.lock.pending === 0);
+    await waitUntil(`${label}: B’s lock drained`, () => b.lock.pending === 0, REPLICATION_MS);
     const after = b.lock.acked.size + 2;
-    for (const gw of [a, c]) await until(`${label}: ${gw.id} takes B’s new entries`, () => replicaOf(gw, origin(b)) >= after);
+    for (const gw of [a, c]) await waitUntil(`${label}: ${gw.id} takes B’s new entries`, () => replicaOf(gw, origin(b)) >= after, REPLICATION_MS);
     t.diagnostic(`${label}: key log lines of B\n${keyLines(b)}`);
     for (const gw of all) assert.equal(gw.logs.find((l) => /equivocat/i.test(l.msg))?.msg, undefined, `${label}: no equivocation logged by ${gw.id}`);
   };
@@ -216,12 +217,12 @@ void test('three gateways (mDNS only, default timings): peers found at start; a 
   await stop(b);
   await topo.cut(1);
   start(topo, b);
-  await until('B running without its link', () => running(b), 60_000);
+  await waitUntil('B running without its link', () => running(b), 60_000);
   assert.equal(has(b, /^peer /), undefined, 'no peer while the link is down');
   await topo.restore(1);
   const restoredAt = Date.now();
   for (const other of [a, c]) {
-    await until(`B finds ${other.id} after the link came up`, () => has(b, new RegExp(`^peer ${other.id} at `)) !== undefined);
+    await waitUntil(`B finds ${other.id} after the link came up`, () => has(b, new RegExp(`^peer ${other.id} at `)) !== undefined, REPLICATION_MS);
     const ms = (has(b, new RegExp(`^peer ${other.id} at `)) as Line).time - restoredAt;
     t.diagnostic(`after link up, B found ${other.id} in ${ms} ms`);
     assert.ok(ms < PERIODIC_ANNOUNCEMENT_MS / 2, `B found ${other.id} ${ms} ms after the link came up`);
@@ -248,11 +249,11 @@ void test('a gateway whose ledger was wiped, with no peer, stays read-only until
     if (!done) t.diagnostic(keyLines(g));
   });
   start(topo, g);
-  await until('running', () => running(g));
+  await waitUntil('running', () => running(g), REPLICATION_MS);
   g.lock.startAuto(20);
-  await until('events acknowledged', () => g.lock.acked.size > 20);
+  await waitUntil('events acknowledged', () => g.lock.acked.size > 20, REPLICATION_MS);
   g.lock.stopAuto();
-  await until('lock drained', () => g.lock.pending === 0);
+  await waitUntil('lock drained', () => g.lock.pending === 0, REPLICATION_MS);
   await stop(g);
   const record = JSON.parse(await readFile(join(g.dataDir, 'last-checkpoint.json'), 'utf8')) as { checkpoint: string };
   const recorded = Number(record.checkpoint.split('\n')[1]);
@@ -262,7 +263,7 @@ void test('a gateway whose ledger was wiped, with no peer, stays read-only until
   const acked = g.lock.acked.size;
   g.lock.startAuto(20);
   start(topo, g);
-  await until('ledger lost reported', () => has(g, /^ledger lost: /) !== undefined, 60_000);
+  await waitUntil('ledger lost reported', () => has(g, /^ledger lost: /) !== undefined, 60_000);
   const lost = has(g, /^ledger lost: /) as Line;
   assert.equal(lost['code'], 'ERR_LEDGER_LOST');
   assert.ok(lost.level >= 50, 'logged at error');
@@ -270,7 +271,7 @@ void test('a gateway whose ledger was wiped, with no peer, stays read-only until
     const { stdout } = await run('ip', ['netns', 'exec', topo.namespaces[0] as string, 'curl', '-s', 'http://127.0.0.1:8433/health']);
     return JSON.parse(stdout) as { status: string; conditions?: { id: string; code: string }[] };
   };
-  await until('the waiting API answers', () => has(g, /answers \/health with 503/) !== undefined);
+  await waitUntil('the waiting API answers', () => has(g, /answers \/health with 503/) !== undefined, REPLICATION_MS);
   const h = await health();
   assert.equal(h.status, 'unavailable');
   assert.deepEqual(h.conditions?.map((c) => [c.id, c.code]), [['ledger-lost', 'ERR_LEDGER_LOST']]);
@@ -283,8 +284,8 @@ void test('a gateway whose ledger was wiped, with no peer, stays read-only until
   // The operator decides, with the real oti binary.
   const r = await run(process.execPath, [OTI, 'ledger', 'accept-loss', '--data', g.dataDir, '--yes', '--json']);
   assert.equal((JSON.parse(r.stdout) as { recordSize: number }).recordSize, recorded);
-  await until('the loss accepted', () => has(g, /^an operator accepted the loss/) !== undefined, 30_000);
-  await until('running after the decision', () => running(g), 30_000);
+  await waitUntil('the loss accepted', () => has(g, /^an operator accepted the loss/) !== undefined, 30_000);
+  await waitUntil('running after the decision', () => running(g), 30_000);
   assert.equal((await health()).status, 'ok');
   t.diagnostic(keyLines(g));
   g.lock.stopAuto();

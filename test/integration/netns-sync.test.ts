@@ -25,7 +25,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { verifyChain } from '../../ledger/verify.js';
-import { until as waitUntil } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { writeGatewayConfig } from '../support/gateway-process.js';
 
 const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
@@ -39,8 +39,8 @@ interface Gw {
   readonly logs: { msg: string; [k: string]: unknown }[];
 }
 
-/** Replication across namespaces can take a while: a longer default bound. */
-const until = (what: string, cond: () => boolean, ms = 90_000): Promise<void> => waitUntil(what, cond, ms);
+/** Replication across namespaces can take a while: a longer bound than wait.ts's default. */
+const REPLICATION_MS = 90_000;
 
 const skip = await netnsUnavailable();
 
@@ -109,7 +109,7 @@ void test('three gateways in network namespaces discover each other, sync, survi
     });
   };
   gws.forEach(start);
-  for (const gw of gws) await until(`${gw.id} running`, () => gw.logs.some((l) => l.msg.includes('running; press Ctrl+C')));
+  for (const gw of gws) await waitUntil(`${gw.id} running`, () => gw.logs.some((l) => l.msg.includes('running; press Ctrl+C')), REPLICATION_MS);
   for (const l of links) l.start();
   for (const l of locks) l.startAuto(20);
 
@@ -118,7 +118,7 @@ void test('three gateways in network namespaces discover each other, sync, survi
     Math.max(-1, ...gw.logs.filter((l) => l.msg.startsWith(`replica of ${origin}`)).map((l) => Number(l['size'])));
   const origin = (i: number): string => `oti/${s.siteId}/${(gws[i] as Gw).id}`;
   for (const [i, gw] of gws.entries()) {
-    for (let j = 0; j < N; j++) if (j !== i) await until(`${gw.id} replicates ${origin(j)}`, () => replicaOf(gw, origin(j)) > 2);
+    for (let j = 0; j < N; j++) if (j !== i) await waitUntil(`${gw.id} replicates ${origin(j)}`, () => replicaOf(gw, origin(j)) > 2, REPLICATION_MS);
   }
 
   // Cut gw-c off while everyone keeps ingesting, then plug it back in.
@@ -126,9 +126,9 @@ void test('three gateways in network namespaces discover each other, sync, survi
   const cutAt = locks.map((l) => l.counter);
   await sleep(4000);
   await topo.restore(2);
-  await until('events recorded after the cut', () => locks.every((l, i) => l.counter > (cutAt[i] as number) + 40));
+  await waitUntil('events recorded after the cut', () => locks.every((l, i) => l.counter > (cutAt[i] as number) + 40), REPLICATION_MS);
   for (const l of locks) l.stopAuto();
-  await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
+  await waitUntil('every event acknowledged', () => locks.every((l) => l.pending === 0), REPLICATION_MS);
 
   // Stop all three cleanly once every replica has caught up with every chain's last block.
   await sleep(1000);
@@ -139,7 +139,7 @@ void test('three gateways in network namespaces discover each other, sync, survi
   t.after(() => {
     if (!done) t.diagnostic(report());
   });
-  await until(
+  await waitUntil(
     'all replicas converge',
     () => {
       for (let j = 0; j < N; j++) {

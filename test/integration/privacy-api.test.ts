@@ -27,7 +27,7 @@ import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
 import { oti as runOti, type Run } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy api tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0001';
@@ -121,7 +121,7 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
     assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);
   };
   let gw = start({ OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS });
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
 
   // Locks enrolled the designed way: oti lock enroll → POST /roster with the ordinary token.
   const api = ['--api', base];
@@ -148,7 +148,7 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
   front.record('unlocked', BOB);
   front.record('unlocked', ALICE);
   old.record('unlocked', BOB);
-  await until('three acks from the sealing lock and a nack for the clear credential', () => front.acked.size === 3 && nacks.length > 0);
+  await waitUntil('three acks from the sealing lock and a nack for the clear credential', () => front.acked.size === 3 && nacks.length > 0);
   assert.deepEqual(nacks[0], { ctr: 1, code: 'ERR_PRIVACY_CLEAR_CREDENTIAL', retry: false });
   assert.equal(old.acked.size, 0, 'the clear credential was never acknowledged');
 
@@ -257,7 +257,7 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
   // open sealed ones: no pseudonym and no raw id, even for the privacy token.
   await rename(join(data, 'privacy.key'), join(dir, 'privacy.key.away'));
   gw = start({});
-  await gw.waitFor('running without the keyring', running);
+  await gw.waitForLog('running without the keyring', running);
   const blind = (await events(base, PRIVACY_TOKEN)).filter((e) => e['lock'] === 'front-door' && e.kind === 'lock-event');
   assert.equal(blind.length, 3);
   for (const e of blind) {
@@ -268,9 +268,9 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
   assert.equal(cannot.status, 409);
   assert.equal(errorCode(cannot), 'ERR_PRIVACY_OPEN');
   old.record('unlocked', ALICE);
-  await until('a second nack', () => nacks.length > 1 && nacks.some((n) => n.ctr === 2));
+  await waitUntil('a second nack', () => nacks.length > 1 && nacks.some((n) => n.ctr === 2));
   assert.equal(nacks.find((n) => n.ctr === 2)?.code, 'ERR_PRIVACY_CLEAR_CREDENTIAL', 'privacy.json alone is enough to enforce sealing');
   front.record('locked');
-  await until('a sealed-lock event stored without the keyring', () => front.acked.size === 4);
+  await waitUntil('a sealed-lock event stored without the keyring', () => front.acked.size === 4);
   await stop(gw);
 });

@@ -24,7 +24,8 @@ import { decodeRequest, encodeRange, type RangeMessage } from '../../gateway/syn
 import type { SyncRefusal } from '../../gateway/sync/node.js';
 import { listRefusedChains } from '../../gateway/sync/flags.js';
 import { enrollGateway, enrollLock, makeSite } from '../support/site.js';
-import { appendEvents, makeGateway, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
+import { appendEvents, makeGateway, startSync, untilReplicated, type TestGateway } from '../support/sync.js';
+import { waitForEvent } from '../support/wait.js';
 
 const site = makeSite('site-1');
 const M_ORIGIN = chainOrigin(site.siteId, 'gw-m');
@@ -66,7 +67,7 @@ void test('a malicious peer is refused case by case while honest sync keeps work
   const nb = await startSync(b, site, urls);
   const refusals: SyncRefusal[] = [];
   nb.on('refused', (r) => refusals.push(r));
-  const refused = (code: ErrorCode, n = 1): Promise<void> => until(nb, ['refused'], () => refusals.filter((r) => r.peer === 'gw-m' && r.code === code).length >= n, `a ${code} refusal`);
+  const refused = (code: ErrorCode, n = 1): Promise<void> => waitForEvent(nb, ['refused'], `a ${code} refusal`, () => refusals.filter((r) => r.peer === 'gw-m' && r.code === code).length >= n);
 
   // Honest phase: gw-m syncs its chain to gw-b, then its sync node stops and the raw client takes over.
   const nm = await startSync(m, site, [b.url!]);

@@ -12,7 +12,7 @@ import { makeSite, tempDir } from '../support/site.js';
 import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { APP_USER, enrolledGateway } from '../support/enrolled-gateway.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const s = makeSite('vis-site');
 const IDS = ['gw-a', 'gw-b', 'gw-c'];
@@ -45,7 +45,7 @@ void test('every replica, its state, lag and last contact are visible in the API
     });
     procs.push(startGateway(['--config', config]));
   }
-  for (const p of procs) await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+  for (const p of procs) await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
   const api = (i: number, path: string): Promise<Response> => fetch(`http://127.0.0.1:${ports[i]!.api}${path}`);
   const json = async <T>(i: number, path: string): Promise<T> => {
     const r = await api(i, path);
@@ -55,7 +55,7 @@ void test('every replica, its state, lag and last contact are visible in the API
 
   // /status: both peers, synced, no lag, a last contact.
   for (const [i, id] of IDS.entries()) {
-    await until(`${id} shows both peers synced`, async () => {
+    await waitUntil(`${id} shows both peers synced`, async () => {
       const st = await json<{ peers?: PeerJson[] }>(i, '/status');
       return st.peers?.length === 2 && st.peers.every((p) => p.state === 'synced' && p.lag === 0 && p.size > 0 && p.lastContact !== null);
     }, 120_000);
@@ -94,7 +94,7 @@ void test('every replica, its state, lag and last contact are visible in the API
       if (gw !== undefined) states.set(gw, JSON.parse(rest.join(' ')) as { state: string; peers?: PeerJson[] });
     }
   });
-  await until('every gateway\'s state with its peers on gw-a\'s broker', () => IDS.every((id) => states.get(id)?.state === 'online' && states.get(id)?.peers?.length === 2), 90_000);
+  await waitUntil('every gateway\'s state with its peers on gw-a\'s broker', () => IDS.every((id) => states.get(id)?.state === 'online' && states.get(id)?.peers?.length === 2), 90_000);
   assert.deepEqual(states.get('gw-c')!.peers!.map((p) => p.gateway), ['gw-a', 'gw-b']);
 
   // The real oti status shows the peers.

@@ -16,7 +16,7 @@ import * as ed from '@noble/ed25519';
 import { makeSite, tempDir } from '../support/site.js';
 import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { enrolledGateway } from '../support/enrolled-gateway.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { consistencyProof } from '../../ledger/merkle.js';
@@ -92,12 +92,12 @@ void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoin
     });
     const p = startGateway(['--config', config]);
     procs.push(p);
-    await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+    await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
     return p;
   };
   await start('a');
   let gwB = await start('b');
-  await until('gw-b holds gw-a\'s chain', async () => {
+  await waitUntil('gw-b holds gw-a\'s chain', async () => {
     const r = await fetch(`http://127.0.0.1:${ports.b.api}/chains`);
     const j = (await r.json()) as { chains: { origin: string; size: number }[] };
     return j.chains.some((c) => c.origin === originA && c.size >= 2);
@@ -224,7 +224,7 @@ void test('a gateway pushes its checkpoints to external witnesses (a spec-writte
     });
     const p = startGateway(['--config', config]);
     procs.push(p);
-    await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+    await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
   };
   await start('b', { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } });
   await start('a', {
@@ -234,7 +234,7 @@ void test('a gateway pushes its checkpoints to external witnesses (a spec-writte
     ],
     externalQuorum: 2,
   });
-  await until('gw-b holds gw-a\'s chain', async () => {
+  await waitUntil('gw-b holds gw-a\'s chain', async () => {
     const j = (await (await fetch(`http://127.0.0.1:${ports.b.api}/chains`)).json()) as { chains: { origin: string; size: number }[] };
     return j.chains.some((c) => c.origin === originA && c.size >= 2);
   }, 120_000);
@@ -245,7 +245,7 @@ void test('a gateway pushes its checkpoints to external witnesses (a spec-writte
   const sizeA = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${ports.a.api}/chains`)).json()) as { chains: { origin: string; size: number }[] }).chains.find((c) => c.origin === originA)!.size;
   const size = await sizeA();
   assert.equal(size, 3);
-  await until('gw-a confirms its chain with the site quorum and both external witnesses', async () => {
+  await waitUntil('gw-a confirms its chain with the site quorum and both external witnesses', async () => {
     const st = (await (await fetch(`http://127.0.0.1:${ports.a.api}/status`)).json()) as { sync: { confirmed: number } };
     return st.sync.confirmed === size;
   }, 120_000);

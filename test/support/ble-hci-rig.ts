@@ -27,7 +27,7 @@ import { ptyPair } from '../../drivers/pty.js';
 import { keyPairFromSeed } from '../../ledger/crypto.js';
 import { Radio, attachPty, type VirtualController } from './hci-controller.js';
 import type { BleRig } from './ble-suite.js';
-import { waitFor } from './ble-suite.js';
+import { waitUntil } from './wait.js';
 
 const require = createRequire(import.meta.url);
 const CHILD = fileURLToPath(new URL('./ble-lock-child.js', import.meta.url));
@@ -152,8 +152,8 @@ export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {
   });
   t.after(() => driver.stop());
   await driver.start();
-  await waitFor('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
-  await waitFor('the scan enabled at the controller', () => gateway.isScanning, 10000);
+  await waitUntil('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
+  await waitUntil('the scan enabled at the controller', () => gateway.isScanning, 10000);
 
   let next = 1;
   return {

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { waitUntil } from './wait.js';
 import type { BleDriver } from '../../drivers/ble.js';
 import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
 
@@ -55,14 +56,6 @@ export function runGateway(driver: BleDriver): Gateway {
   return { events, notices, done: Promise.all([loop(), watch()]).then(() => undefined) };
 }
 
-export async function waitFor(what: string, cond: () => boolean, timeoutMs = 30000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 function mine(rig: BleRig, ev: ReceivedEvent): boolean {
   return ev.lock === rig.lock || ev.from.link === rig.lock;
 }
@@ -73,11 +66,11 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const gw = runGateway(rig.driver);
     const ctrs = rig.record?.(5) ?? [];
     const want = rig.record === undefined ? (rig.expect ?? 1) : ctrs.length;
-    await waitFor('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
-    await waitFor('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
+    await waitUntil('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
+    await waitUntil('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
     assert.ok(gw.notices.some((n) => n.kind === 'lock-seen'), 'the lock identified itself');
     for (const ctr of ctrs) {
-      await waitFor(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
+      await waitUntil(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
       const ev = gw.events.find((e) => e.ctr === ctr);
       assert.ok(ev !== undefined);
       assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(ev.lock, ctr));
@@ -90,12 +83,12 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const rig = await makeRig(t);
     const gw = runGateway(rig.driver);
     rig.record?.(1);
-    await waitFor('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
+    await waitUntil('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
     const seen = gw.notices.find((n) => n.kind === 'lock-seen');
     assert.ok(seen?.kind === 'lock-seen');
     if (rig.record !== undefined) assert.equal(seen.info.lock, rig.lock);
     if (rig.key !== undefined) assert.deepEqual(seen.info.key, rig.key);
-    await waitFor('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
+    await waitUntil('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
     assert.deepEqual(gw.events.find((e) => mine(rig, e))?.info, seen.info, 'events come after the info and carry it');
     await rig.driver.stop();
     await gw.done;
@@ -107,12 +100,12 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const gw = runGateway(rig.driver);
     const acked = (ctrs: number[]): boolean => ctrs.every((c) => rig.ackedEntry?.(c) !== undefined);
     const before = rig.record(2);
-    await waitFor('acks before the drop', () => acked(before), timeoutMs);
-    await waitFor('a link open', () => rig.driver.status().links.some((l) => l.state === 'open'), timeoutMs);
+    await waitUntil('acks before the drop', () => acked(before), timeoutMs);
+    await waitUntil('a link open', () => rig.driver.status().links.some((l) => l.state === 'open'), timeoutMs);
     rig.dropLink();
-    await waitFor('the link reported down', () => gw.notices.some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), timeoutMs);
+    await waitUntil('the link reported down', () => gw.notices.some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), timeoutMs);
     const after = rig.record(3);
-    await waitFor('acks after the reconnect', () => acked(after), timeoutMs);
+    await waitUntil('acks after the reconnect', () => acked(after), timeoutMs);
     assert.ok(rig.driver.status().counters.reconnects >= 1 || gw.notices.filter((n) => n.kind === 'link' && n.state === 'open').length >= 2, 'a second link came up');
     for (const ctr of [...before, ...after]) assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(rig.lock, ctr));
     await rig.driver.stop();
@@ -123,16 +116,16 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const rig = await makeRig(t);
     if (rig.record === undefined || rig.stallScan === undefined) return t.skip('the rig cannot stall the scan');
     const gw = runGateway(rig.driver);
-    await waitFor('scanning', () => rig.driver.status().scan.adapter === 'poweredOn', timeoutMs);
+    await waitUntil('scanning', () => rig.driver.status().scan.adapter === 'poweredOn', timeoutMs);
     const restarts = rig.driver.status().scan.restarts;
     const stalledAt = Date.now();
     rig.stallScan();
-    await waitFor('a watchdog restart', () => rig.driver.status().scan.restarts > restarts, timeoutMs);
-    await waitFor('a blind interval', () => gw.notices.some((n) => n.kind === 'blind'), timeoutMs);
+    await waitUntil('a watchdog restart', () => rig.driver.status().scan.restarts > restarts, timeoutMs);
+    await waitUntil('a blind interval', () => gw.notices.some((n) => n.kind === 'blind'), timeoutMs);
     const blind = gw.notices.find((n) => n.kind === 'blind');
     assert.ok(blind?.kind === 'blind' && blind.start <= blind.end && blind.end >= stalledAt, 'the blind interval covers the stall');
     const [ctr] = rig.record(1);
-    await waitFor('an event after the restart acked', () => rig.ackedEntry?.(ctr!) !== undefined, timeoutMs);
+    await waitUntil('an event after the restart acked', () => rig.ackedEntry?.(ctr!) !== undefined, timeoutMs);
     await rig.driver.stop();
     await gw.done;
   });

@@ -7,9 +7,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
+import { waitUntil } from './wait.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
@@ -26,7 +26,8 @@ export interface GatewayProcess {
   readonly logs: LogLine[];
   /** Everything the process wrote to stderr. */
   stderr(): string;
-  waitFor(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
+  /** Resolves with the first log line that matches; fails at once if the gateway exits first. */
+  waitForLog(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
   /** Resolves with the exit code (or the signal's name) once the process has exited. */
   exited: Promise<number | string>;
 }
@@ -62,15 +63,16 @@ export function followGateway(proc: ChildProcess): GatewayProcess {
     logs,
     stderr: () => err,
     exited,
-    async waitFor(what, match, ms = 30_000) {
-      const end = Date.now() + ms;
-      for (;;) {
-        const hit = logs.find(match);
-        if (hit !== undefined) return hit;
+    async waitForLog(what, match, ms = 30_000) {
+      let hit: LogLine | undefined;
+      const found = (): boolean => {
+        hit = logs.find(match);
+        if (hit !== undefined) return true;
         if (done) throw new Error(`the gateway exited before "${what}"; stderr: ${err.slice(-2000)}`);
-        if (Date.now() > end) throw new Error(`timed out waiting for "${what}"; last log lines: ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
-        await sleep(20);
-      }
+        return false;
+      };
+      await waitUntil(`"${what}"`, found, ms, () => `last log lines: ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
+      return hit!;
     },
   };
 }

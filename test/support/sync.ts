@@ -19,6 +19,7 @@ import { Broker } from '../../gateway/broker/broker.js';
 import { SyncNode, type SyncOptions } from '../../gateway/sync/node.js';
 import { gatewayCredentialVerifier } from '../../gateway/broker/credentials.js';
 import { enrollGateway, tempDir, signedEvent, type TestLock, type TestSite } from './site.js';
+import { waitForEvent } from './wait.js';
 
 export const WAIT_MS = 60_000;
 
@@ -85,33 +86,9 @@ export async function appendEvents(g: TestGateway, lock: TestLock, n: number): P
   await Promise.all(all);
 }
 
-/** Resolves once `check` is true, re-checking on each `event` of `emitter` (and once at once). */
-export async function until(emitter: NodeJS.EventEmitter, events: string[], check: () => boolean | Promise<boolean>, what: string, ms = WAIT_MS): Promise<void> {
-  if (await check()) return;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timed out waiting for ${what}`));
-    }, ms);
-    const on = (): void => {
-      void Promise.resolve(check()).then((ok) => {
-        if (ok) {
-          off();
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    };
-    const off = (): void => {
-      for (const e of events) emitter.off(e, on);
-    };
-    for (const e of events) emitter.on(e, on);
-  });
-}
-
 /** Waits until `node` holds `origin` at `size` entries. */
 export async function untilReplicated(node: SyncNode, origin: string, size: number): Promise<void> {
-  await until(node, ['progress', 'synced'], async () => (await node.replica(origin)).size >= size, `${origin} @ ${size} on ${node.origin}`);
+  await waitForEvent(node, ['progress', 'synced'], `${origin} @ ${size} on ${node.origin}`, async () => (await node.replica(origin)).size >= size);
 }
 
 export async function freePort(): Promise<number> {
