@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
 import { startGateway, followGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { startTlsMosquitto, type TlsMosquitto } from '../support/mosquitto-tls.js';
+import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
@@ -164,7 +164,7 @@ async function pub(broker: TlsMosquitto, topic: string, payload: Buffer): Promis
 
 void test('fleet tier: gateways uplink their chains to Mosquitto, the archive verifies them into MariaDB exactly once, and answers queries with receipts that verify offline', { timeout: 600_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-archive-');
-  const [db, broker] = await Promise.all([startMariaDb(t), startTlsMosquitto(t, USERS)]);
+  const [db, broker] = await Promise.all([startMariaDb(t), startMosquitto(t, USERS, { tls: true })]);
 
   // Site A is offline from the central broker while its locks work: its uplink points at a closed port.
   const offline = { url: `mqtts://127.0.0.1:${await freePort()}`, caFile: broker.caFile };

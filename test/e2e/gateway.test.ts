@@ -8,7 +8,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage } from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -30,6 +29,7 @@ import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
 import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -110,16 +110,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   await gw.waitForLog('running', running);
 
   // A real MQTT client, started after the gateway, as an integrator's would be.
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/events/#`, '-t', `oti/${id.trust.siteId}/status/#`, '-v', '-i', 'e2e-watcher', '-q', '1', '-c']);
-  t.after(() => sub.kill());
-  let partial = '';
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
-    // A line may arrive in two chunks: keep the unfinished end for the next one.
-    const lines = (partial + c).split('\n');
-    partial = lines.pop() ?? '';
-    seen.push(...lines.filter((l) => l !== ''));
-  });
+  const { lines: seen, proc: sub } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/events/#`, '-t', `oti/${id.trust.siteId}/status/#`, '-v', '-i', 'e2e-watcher', '-q', '1', '-c']);
 
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));

@@ -6,12 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -60,10 +60,7 @@ void test('the real gateway refuses what it can never accept, explains every ref
     gw.proc.kill('SIGKILL');
   });
   await gw.waitForLog('running', running);
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/locks/#`, '-v']);
-  t.after(() => sub.kill());
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => seen.push(...c.split('\n').filter((l) => l !== '')));
+  const { lines: seen } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/locks/#`, '-v']);
 
   const seeds = { bad: enrolled.bad.seed, rekeyed: regenerated.seed, gone: enrolled.gone.seed, future: generateKeyPair().seed };
   const locks = names.map((n) => new SimLock({ id: n, seed: seeds[n], resendMs: 500 }));

@@ -9,7 +9,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
@@ -25,6 +25,7 @@ import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 
 const execFileP = promisify(execFile);
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -104,15 +105,7 @@ void test('later copies of a committed event (the same frame, a replay, a flippe
   const r = await rig(t);
   const gw = r.start();
   await gw.waitForLog('running', running);
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(r.brokerPort), ...USER, '-t', `oti/${r.site}/refused/#`, '-t', `oti/${r.site}/status/#`, '-v', '-q', '1']);
-  t.after(() => sub.kill());
-  let partial = '';
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
-    const lines = (partial + c).split('\n');
-    partial = lines.pop() ?? '';
-    seen.push(...lines.filter((l) => l !== ''));
-  });
+  const { lines: seen } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(r.brokerPort), ...USER, '-t', `oti/${r.site}/refused/#`, '-t', `oti/${r.site}/status/#`, '-v', '-q', '1']);
   // Events keep coming until mosquitto_sub, subscribed meanwhile, has seen one committed.
   r.lock.startAuto(20);
   await waitUntil('an event committed and seen', () => r.lock.acked.size > 0 && seen.some((l) => l.includes('"state":"committed"')));

@@ -3,15 +3,13 @@
  * mqtt.js clients. Every test counts outcomes (messages kept, dropped, refused), never time.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
-import { addMqttUser } from '../../gateway/broker/users.js';
+import type { Broker, BrokerOptions } from '../../gateway/broker/broker.js';
 import { GatewayMetrics } from '../../gateway/api/metrics.js';
-import { tempDir } from '../support/site.js';
 import { waitUntil } from '../support/wait.js';
 import { connackFrom } from '../support/mqtt-connect.js';
+import { openMqtt, startTestBroker } from '../support/broker.js';
 
 const SITE = 'site-1';
 const APP = { username: 'ha', password: 'app-secret-1' };
@@ -19,33 +17,12 @@ const READER = { username: 'demo', password: 'reader-secret-1' };
 const WAIT_MS = 20_000;
 
 async function startBroker(t: TestContext, over: Partial<BrokerOptions> = {}): Promise<Broker> {
-  const dir = await tempDir(t);
-  const usersFile = join(dir, 'mqtt-users.json');
-  await addMqttUser(usersFile, APP.username, 'app', APP.password);
-  await addMqttUser(usersFile, READER.username, 'readonly', READER.password);
-  const broker = await Broker.start({
-    site: SITE,
-    host: '127.0.0.1',
-    port: 0,
-    allowAnonymous: false,
-    maxMessageBytes: 4096,
-    rateLimit: { messagesPerSecond: 1000, burst: 1000 },
-    usersFile,
-    ...over,
-  });
-  t.after(() => broker.close());
-  return broker;
+  return (await startTestBroker(t, SITE, { app: APP, reader: READER }, over)).broker;
 }
 
 /** Connects; resolves with the client and its CONNACK once accepted, rejects with the error (`code` = CONNACK code). */
 function open(t: TestContext, broker: Broker, opts: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean }> {
-  const client = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, connectTimeout: WAIT_MS, ...opts });
-  t.after(() => client.endAsync(true));
-  return new Promise((resolve, reject) => {
-    client.once('connect', (connack) => resolve({ client, sessionPresent: connack.sessionPresent }));
-    client.once('error', reject);
-    client.once('close', () => reject(new Error('closed before CONNACK')));
-  });
+  return openMqtt(t, `mqtt://127.0.0.1:${broker.port}`, opts, WAIT_MS);
 }
 
 async function refusedWith(p: Promise<unknown>, code: number): Promise<void> {

@@ -15,7 +15,8 @@ import { toHex } from '../../ledger/crypto.js';
 import { SyncNode, type SyncProgress } from '../../gateway/sync/node.js';
 import type { CoverageEvent } from '../../gateway/sync/witness.js';
 import { enrollLock, makeSite, signedEvent, tempDir } from '../support/site.js';
-import { appendEvents, makeGateway, startMosquitto, startSync, untilReplicated, type TestGateway } from '../support/sync.js';
+import { appendEvents, makeGateway, startSync, untilReplicated, type TestGateway } from '../support/sync.js';
+import { startMosquitto } from '../support/mosquitto.js';
 import { waitForEvent } from '../support/wait.js';
 
 const site = makeSite('site-1');
@@ -96,7 +97,7 @@ void test('a late joiner catches up a 20,000-entry chain with progress, and resu
 
 void test('external broker: gateways sync through a real Mosquitto with its own password file', async (t) => {
   const users = { 'gw-x': 'secret-x', 'gw-y': 'secret-y' };
-  const url = await startMosquitto(t, users);
+  const { url } = await startMosquitto(t, users, { maxPacketBytes: 1048576 });
   const x = await makeGateway(t, site, 'gw-x', { broker: false });
   const y = await makeGateway(t, site, 'gw-y', { broker: false });
   await appendEvents(x, enrollLock(site, 'lock-x'), 500);

@@ -20,6 +20,8 @@ export const APP_USER = { username: 'watcher', password: 'watcher-password-123' 
 export interface EnrolledGateway {
   readonly id: string;
   readonly dataDir: string;
+  /** A copy of its bundle, kept for applying it again (applying consumes the bundle file). */
+  readonly bundle: string;
   /** The lock enrolled in its chain (when asked for). */
   readonly lock?: { readonly id: string; readonly key: KeyPair };
 }
@@ -29,9 +31,11 @@ export async function enrolledGateway(dir: string, s: TestSite, id: string, opts
   const { bundle } = await createBundle({ site: s.site, siteId: s.siteId, siteKeys: s.trust.siteKeys, gatewayId: id, validForMs: 86_400_000, now: Date.now() });
   const bundlePath = join(dir, `${id}.bundle.json`);
   await writeFile(bundlePath, JSON.stringify(bundle));
+  const kept = `${bundlePath}.keep`;
+  await writeFile(kept, JSON.stringify(bundle));
   await applyBundle(bundlePath, dataDir, { now: Date.now() });
   await addMqttUser(join(dataDir, 'mqtt-users.json'), APP_USER.username, 'app', APP_USER.password);
-  if (opts.lock === undefined) return { id, dataDir };
+  if (opts.lock === undefined) return { id, dataDir, bundle: kept };
   const key = generateKeyPair();
   const ident = await loadOrCreateIdentity(dataDir);
   const store = await LedgerStore.open(join(dataDir, 'ledger'));
@@ -39,5 +43,5 @@ export async function enrolledGateway(dir: string, s: TestSite, id: string, opts
   await chain.append({ kind: 'roster', signed: signStatement(s.site, { site: s.siteId, op: 'enroll', role: 'lock', id: opts.lock, key: key.publicKey, time: Date.now() }) });
   await chain.close();
   await store.close();
-  return { id, dataDir, lock: { id: opts.lock, key } };
+  return { id, dataDir, bundle: kept, lock: { id: opts.lock, key } };
 }

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { waitUntil } from './wait.js';
+import type { Topology } from './netns.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
@@ -30,11 +31,18 @@ export interface GatewayProcess {
   waitForLog(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
   /** Resolves with the exit code (or the signal's name) once the process has exited. */
   exited: Promise<number | string>;
+  /** SIGTERM (unless it has exited already), then its exit code or signal. */
+  stop(): Promise<number | string>;
 }
 
 export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
   const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   return followGateway(proc);
+}
+
+/** The same gateway started in network namespace `ns` of a topology (test/support/netns.ts), which kills it on destroy(). */
+export function startGatewayIn(topo: Pick<Topology, 'exec'>, ns: number, args: readonly string[]): GatewayProcess {
+  return followGateway(topo.exec(ns, process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 /** Follows a gateway started some other way (e.g. by `npm start`): its log lines and its exit. */
@@ -63,6 +71,10 @@ export function followGateway(proc: ChildProcess): GatewayProcess {
     logs,
     stderr: () => err,
     exited,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      return exited;
+    },
     async waitForLog(what, match, ms = 30_000) {
       let hit: LogLine | undefined;
       const found = (): boolean => {
