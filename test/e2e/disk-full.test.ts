@@ -22,15 +22,13 @@ import { startGateway, freePort, writeGatewayConfig, type GatewayProcess, type L
 import { mountTmpfs, fillDisk, removeFiller } from '../support/tmpfs.js';
 import { oti } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
+import { devGateway } from '../support/enrolled-gateway.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity, type Identity } from '../../gateway/config/identity.js';
-import { readKeyFile } from '../../ledger/keyfile.js';
-import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { signStatement } from '../../ledger/roster.js';
+import type { Identity } from '../../gateway/config/identity.js';
+import { toHex } from '../../ledger/crypto.js';
 import { LedgerStore } from '../../ledger/store.js';
-import { Chain } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
@@ -60,20 +58,6 @@ async function smallDisk(t: TestContext, onTeardown: (step: () => unknown) => vo
   return dir;
 }
 
-/** An installer's preparation: the identity and `locks` locks enrolled in the chain. */
-async function prepare(dataDir: string, locks: number): Promise<{ id: Identity; lockKeys: KeyPair[] }> {
-  const id = await loadOrCreateIdentity(dataDir);
-  const site = new Signer((await readKeyFile(join(dataDir, 'dev-site.key'))).seed);
-  const lockKeys = Array.from({ length: locks }, () => generateKeyPair());
-  const store = await LedgerStore.open(join(dataDir, 'ledger'));
-  const chain = await Chain.open({ store, trust: id.trust, gatewayId: id.gatewayId, key: id.key, genesis: id.enrolment });
-  for (const [i, k] of lockKeys.entries()) {
-    await chain.append({ kind: 'roster', signed: signStatement(site, { site: id.trust.siteId, op: 'enroll', role: 'lock', id: `door-${i}`, key: k.publicKey, time: Date.now() }) });
-  }
-  await chain.close();
-  await store.close();
-  return { id, lockKeys };
-}
 
 async function health(apiPort: number): Promise<{ httpStatus: number; body: { status: string; conditions?: { id: string; level: string; code: string; reason: string }[] } }> {
   const r = await fetch(`http://127.0.0.1:${apiPort}/health`);
@@ -105,7 +89,7 @@ interface Running {
 /** The gateway on the small disk, with three simulated locks on ptys recording 40 events/s each. */
 async function gatewayWithLocks(dir: string, onTeardown: (step: () => unknown) => void): Promise<Running> {
   const dataDir = join(dir, 'tmpfs', 'data');
-  const { id, lockKeys } = await prepare(dataDir, 3);
+  const { id, lockKeys } = await devGateway(dataDir, 3);
   const ptys: PtyPair[] = [];
   for (let i = 0; i < lockKeys.length; i++) ptys.push(await ptyPair(dir, `door-${i}`));
   onTeardown(() => Promise.all(ptys.map((p) => p.kill())));
@@ -219,7 +203,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
   if (dir === undefined) return;
   const dataDir = join(dir, 'tmpfs', 'data');
   const filler = join(dir, 'tmpfs', 'filler');
-  await prepare(dataDir, 1);
+  await devGateway(dataDir, 1);
   const { config, apiPort } = await gatewayConfig(dir, dataDir, []);
   await fillDisk(filler);
   const gw = startGateway(['--config', config]);

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, startTestGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { mosquittoSub, startMosquitto, type MosquittoSub, type TlsMosquitto } from '../support/mosquitto.js';
 import { waitUntil } from '../support/wait.js';
 import { connect } from 'mqtt';
@@ -46,7 +46,8 @@ async function gatewayWith(t: TestContext, broker: TlsMosquitto, more: string[])
   const data = join(dir, 'data');
   const passwordFile = join(dir, 'broker-password');
   await writeFile(passwordFile, 'gateway-password-1\n', { mode: 0o600 });
-  const gw = startGateway(
+  const gw = startTestGateway(
+    t,
     [
       ...['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(await freePort()), '--ble.enabled', 'false', '--discovery.enabled', 'false'],
       ...['--demo.locks', '1', '--demo.rate', '20'],
@@ -55,12 +56,6 @@ async function gatewayWith(t: TestContext, broker: TlsMosquitto, more: string[])
     ],
     { OTI_DATA_DIR: data },
   );
-  t.after(async () => {
-    if (gw.proc.exitCode === null) {
-      gw.proc.kill('SIGKILL');
-      await gw.exited;
-    }
-  });
   const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
   const site = (await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'))).site as string;
   return { gw, data, port, site };

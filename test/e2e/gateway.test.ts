@@ -19,17 +19,14 @@ import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from 
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
-import { readKeyFile } from '../../ledger/keyfile.js';
-import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
-import { signStatement } from '../../ledger/roster.js';
+import { toHex } from '../../ledger/crypto.js';
 import { LedgerStore } from '../../ledger/store.js';
-import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
 import { waitUntil } from '../support/wait.js';
 import { mosquittoSub } from '../support/mosquitto.js';
+import { devGateway } from '../support/enrolled-gateway.js';
 
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -75,18 +72,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   const dir = await tempDir(t, 'oti-e2e-');
   const dataDir = join(dir, 'data');
   // An installer's preparation, done offline: the identity, and three locks enrolled in the chain.
-  const id = await loadOrCreateIdentity(dataDir);
-  const site = new Signer((await readKeyFile(join(dataDir, 'dev-site.key'))).seed);
-  const lockKeys = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
-  {
-    const store = await LedgerStore.open(join(dataDir, 'ledger'));
-    const chain = await Chain.open({ store, trust: id.trust, gatewayId: id.gatewayId, key: id.key, genesis: id.enrolment });
-    for (const [i, k] of lockKeys.entries()) {
-      await chain.append({ kind: 'roster', signed: signStatement(site, { site: id.trust.siteId, op: 'enroll', role: 'lock', id: `door-${i}`, key: k.publicKey, time: Date.now() }) });
-    }
-    await chain.close();
-    await store.close();
-  }
+  const { id, lockKeys } = await devGateway(dataDir, 3);
   await addMqttUser(join(dataDir, 'mqtt-users.json'), 'watcher', 'app', 'watcher-password-123');
   const hook = await receiver();
   t.after(() => hook.close());

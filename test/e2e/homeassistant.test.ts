@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { connect } from 'mqtt';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort } from '../support/gateway-process.js';
+import { startTestGateway, freePort } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
 import { checkDiscovery, discoveryTopicParts } from '../support/ha-discovery.js';
 import { waitUntil } from '../support/wait.js';
@@ -28,16 +28,11 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
   const dir = await tempDir(t, 'oti-ha-');
   const data = join(dir, 'data');
   const apiPort = await freePort();
-  const gw = startGateway(
+  const gw = startTestGateway(
+    t,
     ['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(apiPort), '--ble.enabled', 'false', '--discovery.enabled', 'false', '--demo.locks', '1', '--demo.rate', '20', '--notifications.homeAssistant.enabled', 'true'],
     { OTI_DATA_DIR: data },
   );
-  t.after(async () => {
-    if (gw.proc.exitCode === null) {
-      gw.proc.kill('SIGTERM');
-      await gw.exited;
-    }
-  });
   const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
   await gw.waitForLog('API', (l) => l.msg.startsWith('local API on'));
 

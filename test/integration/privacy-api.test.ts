@@ -19,14 +19,13 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, copyFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tempDir } from '../support/site.js';
-import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { startTestGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
-import { oti as runOti, type Run } from '../support/oti-cli.js';
+import { otiIn as oti, otiSite } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy api tests';
@@ -36,12 +35,6 @@ const PRIVACY_TOKEN = 'privacy-token-0123456789abcdef';
 const ALICE = Buffer.from('ALICE-CARD-0001');
 const BOB = Buffer.from('BOB-CARD-000002');
 const NAME = 'Alice Privacy-Example';
-
-/** `oti args` run in `cwd` with `env`. */
-function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return runOti(args, { cwd, env });
-}
-
 
 interface Answer {
   readonly status: number;
@@ -72,16 +65,7 @@ async function events(base: string, token: string): Promise<Item[]> {
 
 /** Site, gateway bundle applied to <dir>/data, privacy keyring in <dir>/site, copied into data. */
 async function prepare(t: TestContext): Promise<{ dir: string; data: string }> {
-  const dir = await tempDir(t, 'oti-privacy-api-');
-  const siteEnv = { OTI_PASSPHRASE: SITE_PASS };
-  for (const args of [
-    ['site', 'init', '--site', 'acme', '--out', 'site', '--json'],
-    ['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-1', '--out', 'b.json', '--json'],
-    ['gateway', 'apply-bundle', 'b.json', '--data', 'data', '--json'],
-  ]) {
-    const r = await oti(args, dir, siteEnv);
-    assert.equal(r.code, 0, `oti ${args.join(' ')}: ${r.stderr}`);
-  }
+  const dir = await otiSite(t, 'oti-privacy-api-', SITE_PASS, { gateway: true });
   const init = await oti(['privacy', 'init', '--site-dir', 'site', '--json'], dir, { OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS });
   assert.equal(init.code, 0, init.stderr);
   const data = join(dir, 'data');
@@ -115,15 +99,7 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
     serialPorts: [sealing.gateway, legacy.gateway],
     portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
   });
-  const gateways: GatewayProcess[] = [];
-  const start = (env: Record<string, string>): GatewayProcess => {
-    const gw = startGateway(['--config', config], env);
-    gateways.push(gw);
-    return gw;
-  };
-  t.after(() => {
-    for (const g of gateways) g.proc.kill('SIGKILL');
-  });
+  const start = (env: Record<string, string>): GatewayProcess => startTestGateway(t, ['--config', config], env);
   const stop = async (gw: GatewayProcess): Promise<void> => {
     gw.proc.kill('SIGTERM');
     assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);

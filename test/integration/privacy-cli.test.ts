@@ -21,7 +21,7 @@ import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { boxKeyId, readPublicPrivacyFile, PRIVACY_KEY_BYTES } from '../../ledger/privacy.js';
-import { oti as runOti, errorCode, type Run } from '../support/oti-cli.js';
+import { otiIn as oti, otiSite, errorCode, type Run } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy cli tests';
@@ -33,10 +33,6 @@ const BOB = Buffer.from('BOB-CARD-000002');
 const CAROL = Buffer.from('CAROL-CARD-0003');
 const COMMANDS = ['privacy init', 'privacy rotate', 'privacy person add', 'privacy erase', 'privacy show'];
 
-/** `oti args` run in `cwd` with `env`. */
-function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return runOti(args, { cwd, env });
-}
 
 /** The code of a --json error document on stdout. */
 function jsonErrorCode(r: Run): string {
@@ -47,16 +43,7 @@ function jsonErrorCode(r: Run): string {
 const PRIV_ENV = { OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS };
 
 /** A site folder (<dir>/site) with a site key; with `gateway`, also a bundle applied to <dir>/data. */
-async function makeSite(t: TestContext, gateway: boolean): Promise<string> {
-  const dir = await tempDir(t, 'oti-privacy-cli-');
-  const steps = [['site', 'init', '--site', 'acme', '--out', 'site']];
-  if (gateway) steps.push(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-1', '--out', 'b.json'], ['gateway', 'apply-bundle', 'b.json', '--data', 'data']);
-  for (const args of steps) {
-    const r = await oti(args, dir, { OTI_PASSPHRASE: SITE_PASS });
-    assert.equal(r.code, 0, `oti ${args.join(' ')}: ${r.stderr}`);
-  }
-  return dir;
-}
+const makeSite = (t: TestContext, gateway: boolean): Promise<string> => otiSite(t, 'oti-privacy-cli-', SITE_PASS, { gateway });
 
 type ShowItem = Record<string, unknown> & { chain: string; index: number; kind: string };
 

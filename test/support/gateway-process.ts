@@ -11,6 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { waitUntil } from './wait.js';
 import type { Topology } from './netns.js';
+import type { TestContext } from 'node:test';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
@@ -38,6 +39,16 @@ export interface GatewayProcess {
 export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
   const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   return followGateway(proc);
+}
+
+/** startGateway, and on teardown a SIGKILL for it if it still runs (then its exit is awaited). */
+export function startTestGateway(t: TestContext, args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
+  const gw = startGateway(args, env);
+  t.after(async () => {
+    if (gw.proc.exitCode === null && gw.proc.signalCode === null) gw.proc.kill('SIGKILL');
+    await gw.exited;
+  });
+  return gw;
 }
 
 /** The same gateway started in network namespace `ns` of a topology (test/support/netns.ts), which kills it on destroy(). */
