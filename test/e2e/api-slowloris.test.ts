@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const execFileP = promisify(execFile);
 const ATTACK_SOCKETS = 70;
@@ -67,7 +67,7 @@ void test('slowloris on the API: one address gets at most its cap (503 ERR_TOO_M
   const dir = await tempDir(t, 'oti-slowloris-');
   const gw = startGateway(['--dataDir', join(dir, 'data'), '--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false']);
   t.after(() => gw.proc.kill('SIGKILL'));
-  const url = String((await gw.waitFor('the API', (l) => typeof l['url'] === 'string' && l.msg.startsWith('local API'))).url);
+  const url = String((await gw.waitForLog('the API', (l) => typeof l['url'] === 'string' && l.msg.startsWith('local API'))).url);
   const port = Number(new URL(url).port);
   assert.equal(await curlStatus(`${url}/health`), '200', 'healthy before the attack');
 
@@ -79,7 +79,7 @@ void test('slowloris on the API: one address gets at most its cap (503 ERR_TOO_M
   const silent = [silentClient(port, '127.0.0.3'), silentClient(port, '127.0.0.3')];
   t.after(() => silent.forEach((s) => s.socket.destroy()));
   const refused = (): Slow[] => attack.filter((s) => s.received.startsWith('HTTP/1.1 503'));
-  await until('the connections over the per-address cap are refused', () => refused().length === ATTACK_SOCKETS - PER_ADDRESS, 30_000).catch((e: Error) => {
+  await waitUntil('the connections over the per-address cap are refused', () => refused().length === ATTACK_SOCKETS - PER_ADDRESS, 30_000).catch((e: Error) => {
     throw new Error(`${e.message}: ${refused().length} refused, ${attack.filter((s) => s.closed).length} closed`);
   });
   for (const s of refused()) {
@@ -93,11 +93,11 @@ void test('slowloris on the API: one address gets at most its cap (503 ERR_TOO_M
   assert.ok(held.length > 0, 'slow connections were still open while /health answered');
 
   // The server, not the client, closes every slow connection once the header limit has passed.
-  await until('the server closes every slow connection', () => attack.every((s) => s.closed), HEADER_LIMIT_MS + SLACK_MS - (Date.now() - startedAt)).catch((e: Error) => {
+  await waitUntil('the server closes every slow connection', () => attack.every((s) => s.closed), HEADER_LIMIT_MS + SLACK_MS - (Date.now() - startedAt)).catch((e: Error) => {
     throw new Error(`${e.message}: ${attack.filter((s) => !s.closed).length} of ${ATTACK_SOCKETS} still open ${Date.now() - startedAt} ms after they connected`);
   });
   for (const s of attack.filter((a) => !a.received.startsWith('HTTP/1.1 503'))) assert.match(s.received, /^HTTP\/1\.1 408/, 'a slow connection ends with 408 Request Timeout');
-  await until('the server closes the silent connections', () => silent.every((s) => s.closed), Math.max(1, HEADER_LIMIT_MS + SLACK_MS - (Date.now() - startedAt)));
+  await waitUntil('the server closes the silent connections', () => silent.every((s) => s.closed), Math.max(1, HEADER_LIMIT_MS + SLACK_MS - (Date.now() - startedAt)));
 
   const metrics = await execFileP('curl', ['-s', `${url}/metrics`]);
   assert.match(metrics.stdout, new RegExp(`oti_api_connections_refused_total\\{reason="address"\\} ${ATTACK_SOCKETS - PER_ADDRESS}`));

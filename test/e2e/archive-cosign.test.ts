@@ -21,9 +21,9 @@ import { stringify } from 'yaml';
 import { makeSite, enrollLock, tempDir, type TestSite } from '../support/site.js';
 import { makeGateway, startSync, appendEvents, type TestGateway } from '../support/sync.js';
 import { followGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { startTlsMosquitto, type TlsMosquitto } from '../support/mosquitto-tls.js';
+import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb } from '../support/mariadb.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { Uplink } from '../../gateway/sync/uplink.js';
 import { cosign, verifyCosignature } from '../../gateway/sync/witness.js';
@@ -71,7 +71,7 @@ async function siteMosquitto(t: TestContext, site: string, users: Record<string,
       await once(proc, 'exit');
     }
   });
-  await until('the site broker accepts connections', () =>
+  await waitUntil('the site broker accepts connections', () =>
     new Promise<boolean>((resolve) => {
       if (proc.exitCode !== null) throw new Error(`mosquitto did not start: ${log}`);
       const sock = connectTcp(port, '127.0.0.1');
@@ -108,8 +108,8 @@ async function runArchive(t: TestContext, dir: string, central: TlsMosquitto, db
       await proc.exited;
     }
   });
-  const port = (await proc.waitFor('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await proc.waitFor('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
+  const port = (await proc.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
+  await proc.waitForLog('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
   return Object.assign(proc, { port });
 }
 
@@ -130,7 +130,7 @@ interface ChainRow {
 void test('archive: the cosignatures a site\'s gateways make reach the archive through a broker bridge, are verified, and confirm entries once the quorum has cosigned', { timeout: 300_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-archive-cosign-');
   const s = makeSite('site-cosign');
-  const [db, central] = await Promise.all([startMariaDb(t), startTlsMosquitto(t, CENTRAL_USERS)]);
+  const [db, central] = await Promise.all([startMariaDb(t), startMosquitto(t, CENTRAL_USERS, { tls: true })]);
   const siteUsers = Object.fromEntries(GATEWAYS.map((g) => [g, `${g}-site-password`]));
   const siteBroker = await siteMosquitto(t, s.siteId, siteUsers, central);
   let arch = await runArchive(t, dir, central, db, s);
@@ -152,11 +152,11 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   const origin = gws[0]!.chain.origin;
   const size = gws[0]!.chain.size;
   const row = async (): Promise<ChainRow | undefined> => ((await api(arch.port, `/v1/chains?site=${s.siteId}`)).body as { chains: ChainRow[] }).chains.find((c) => c.origin === origin);
-  await until('gw-1 is confirmed in the archive', async () => (await row())?.confirmed === size).catch(async (e: unknown) => {
+  await waitUntil('gw-1 is confirmed in the archive', async () => (await row())?.confirmed === size).catch(async (e: unknown) => {
     throw new Error(`${(e as Error).message}: ${JSON.stringify(await row())}; archive log: ${arch.logs.slice(-6).map((l) => l.msg).join(' | ')}`);
   });
   // Both other gateways cosign it in the end (what follows compares answers taken at different times).
-  await until('gw-2 and gw-3 cosigned all of gw-1', async () => (await row())!.cosigners.filter((c) => c.size === size).length === 2);
+  await waitUntil('gw-2 and gw-3 cosigned all of gw-1', async () => (await row())!.cosigners.filter((c) => c.size === size).length === 2);
   const chain = (await row())!;
   assert.equal(chain.quorum, 2);
   assert.equal(chain.replicated, size);
@@ -184,7 +184,7 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   for (const g of gws.slice(1)) await g.node?.stop();
   await appendEvents(gws[0]!, lock, 5);
   const bigger = gws[0]!.chain.size;
-  await until('the new events are archived', async () => (await row())?.size === bigger);
+  await waitUntil('the new events are archived', async () => (await row())?.size === bigger);
   const later = (await api(arch.port, `/v1/events?lock=front-door&from=0&limit=100`)).body as { items: { index: number; status: string }[] };
   assert.deepEqual(later.items.filter((e) => e.index >= size).map((e) => e.status), ['verified', 'verified', 'verified', 'verified', 'verified']);
 
@@ -195,13 +195,13 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   await writeFile(file, forged.note);
   await promisify(execFile)('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(central.port), '--cafile', central.caFile, '-u', 'uplink', '-P', CENTRAL_USERS.uplink, '-t', `${PREFIX}/${s.siteId}/gw-1/cosig/gw-2`, '-q', '1', '-f', file]);
   const evidence = async (): Promise<{ code: string; origin: string }[]> => ((await api(arch.port, `/v1/evidence?site=${s.siteId}`)).body as { evidence: { code: string; origin: string }[] }).evidence;
-  await until('the forged cosignature is kept as evidence', async () => (await evidence()).some((e) => e.code === 'ERR_CHECKPOINT_SIGNATURE'));
+  await waitUntil('the forged cosignature is kept as evidence', async () => (await evidence()).some((e) => e.code === 'ERR_CHECKPOINT_SIGNATURE'));
   assert.deepEqual((await evidence()).map((e) => [e.origin, e.code]), [[origin, 'ERR_CHECKPOINT_SIGNATURE']]);
   assert.equal((await row())!.confirmed, size);
 
   // The witnesses come back: the new events are confirmed too.
   for (const g of gws.slice(1)) await startSync(g, s, [siteBroker], { login: () => ({ username: g.id, password: Buffer.from(siteUsers[g.id]!) }) });
-  await until('the new events are confirmed', async () => (await row())?.confirmed === bigger);
+  await waitUntil('the new events are confirmed', async () => (await row())?.confirmed === bigger);
 
   // The site's quorum set to 4 (more than its three gateways): after a restart nothing is confirmed, what was cosigned is replicated.
   arch.proc.kill('SIGTERM');
@@ -216,7 +216,7 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   // gateway's own tile source (ledger/tile-source.ts, checked with Go's sumdb/tlog in tlog-interop.test.ts) makes.
   await appendEvents(gws[0]!, lock, 600);
   const cs = gws[0]!.chain;
-  await until('the 600 events are archived', async () => (await row())?.size === cs.head.size);
+  await waitUntil('the 600 events are archived', async () => (await row())?.size === cs.head.size);
   // The nodes of height 8 were written with the blocks that completed them, before any tile or receipt asked.
   const root = await db.root();
   const [stored] = await root.query(`SELECT COUNT(*) AS n FROM ${db.database}.tree_nodes WHERE origin = ? AND height = 8`, [origin]);
@@ -248,6 +248,6 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   await arch.exited;
   arch = await runArchive(t, dir, central, db, s, 4);
   await appendEvents(gws[0]!, lock, 300);
-  await until('the archive goes on after the restart', async () => (await row())?.size === cs.head.size);
+  await waitUntil('the archive goes on after the restart', async () => (await row())?.size === cs.head.size);
   await sameTiles();
 });

@@ -19,9 +19,9 @@ import { stringify } from 'yaml';
 import { makeSite, enrollLock, tempDir } from '../support/site.js';
 import { makeGateway, startSync, appendEvents, type TestGateway } from '../support/sync.js';
 import { followGateway, freePort } from '../support/gateway-process.js';
-import { startTlsMosquitto } from '../support/mosquitto-tls.js';
+import { startMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { toHex } from '../../ledger/crypto.js';
 
@@ -60,7 +60,7 @@ async function siteMosquitto(t: TestContext, users: Record<string, string>): Pro
       await once(proc, 'exit');
     }
   });
-  await until('the site broker accepts connections', () =>
+  await waitUntil('the site broker accepts connections', () =>
     new Promise<boolean>((resolve, reject) => {
       if (proc.exitCode !== null) reject(new Error(`mosquitto did not start: ${log}`));
       const sock = connectTcp(port, '127.0.0.1');
@@ -90,7 +90,7 @@ void test('archive: pulls a site\'s chains as a read-only peer through the sync 
   const dir = await tempDir(t, 'oti-archive-pull-');
   const s = makeSite(SITE);
   const users = { 'gw-a': 'gw-a-site-password', 'gw-b': 'gw-b-site-password', archive: 'archive-site-password' };
-  const [db, central, sitePort] = await Promise.all([startMariaDb(t), startTlsMosquitto(t, { archive: 'archive-central-password' }), siteMosquitto(t, users)]);
+  const [db, central, sitePort] = await Promise.all([startMariaDb(t), startMosquitto(t, { archive: 'archive-central-password' }, { tls: true }), siteMosquitto(t, users)]);
 
   // Two gateways with chains of some blocks each, syncing with each other through the site broker.
   const gws: TestGateway[] = [];
@@ -124,22 +124,22 @@ void test('archive: pulls a site\'s chains as a read-only peer through the sync 
       await arch.exited;
     }
   });
-  const port = (await arch.waitFor('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await arch.waitFor('pulling', (l) => l.msg.startsWith(`archive: pulling site ${SITE}`));
+  const port = (await arch.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
+  await arch.waitForLog('pulling', (l) => l.msg.startsWith(`archive: pulling site ${SITE}`));
 
   const whole = async (g: TestGateway): Promise<boolean> => {
     const c = await counts(db, g.chain.origin);
     return c.blocks === g.chain.head.n + 1 && c.entries === g.chain.head.size && c.maxIdx === g.chain.head.size - 1;
   };
   for (const g of gws) {
-    await until(`the archive pulled all of ${g.chain.origin}`, () => whole(g)).catch(async (e: unknown) => {
+    await waitUntil(`the archive pulled all of ${g.chain.origin}`, () => whole(g)).catch(async (e: unknown) => {
       throw new Error(`${(e as Error).message}: ${JSON.stringify(await counts(db, g.chain.origin))} of ${g.chain.head.size}; log: ${arch.logs.slice(-6).map((l) => l.msg).join(' | ')}`);
     });
   }
 
   // The chains grow: the new checkpoints bring the new blocks in.
   await appendEvents(gws[0]!, enrollLock(s, 'lock-late'), 300);
-  await until('the archive pulled the new blocks', () => whole(gws[0]!));
+  await waitUntil('the archive pulled the new blocks', () => whole(gws[0]!));
   const intake = (await (await fetch(`http://127.0.0.1:${port}/v1/intake`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { archived: number; refused: number; pull: { site: string; connected: boolean; behindChains: number; requests: number }[] };
   assert.equal(intake.refused, 0);
   assert.deepEqual(intake.pull.map((p) => [p.site, p.connected, p.behindChains]), [[SITE, true, 0]]);

@@ -15,9 +15,9 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
 import { startGateway, followGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { startTlsMosquitto, type TlsMosquitto } from '../support/mosquitto-tls.js';
+import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import type { SiteTrust } from '../../ledger/roster.js';
@@ -58,7 +58,7 @@ async function gateway(t: TestContext, dir: string, name: string, broker: { url:
     { OTI_DATA_DIR: data },
   );
   t.after(() => stopProc(gw, 'SIGKILL'));
-  await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'));
+  await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
   return { gw, data, api };
 }
 
@@ -92,8 +92,8 @@ async function archive(t: TestContext, dir: string, broker: TlsMosquitto, db: Te
 async function runArchive(t: TestContext, config: string): Promise<{ proc: GatewayProcess; port: number; config: string }> {
   const proc = followGateway(spawn(process.execPath, [ARCHIVE_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
   t.after(() => stopProc(proc, 'SIGKILL'));
-  const port = (await proc.waitFor('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await proc.waitFor('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
+  const port = (await proc.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
+  await proc.waitForLog('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
   return { proc, port, config };
 }
 
@@ -164,12 +164,12 @@ async function pub(broker: TlsMosquitto, topic: string, payload: Buffer): Promis
 
 void test('fleet tier: gateways uplink their chains to Mosquitto, the archive verifies them into MariaDB exactly once, and answers queries with receipts that verify offline', { timeout: 600_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-archive-');
-  const [db, broker] = await Promise.all([startMariaDb(t), startTlsMosquitto(t, USERS)]);
+  const [db, broker] = await Promise.all([startMariaDb(t), startMosquitto(t, USERS, { tls: true })]);
 
   // Site A is offline from the central broker while its locks work: its uplink points at a closed port.
   const offline = { url: `mqtts://127.0.0.1:${await freePort()}`, caFile: broker.caFile };
   let a = await gateway(t, dir, 'gw-a', offline, 1);
-  await until('site A has blocks waiting for the uplink', async () => ((await status(a)).uplink?.behind ?? 0) >= 5);
+  await waitUntil('site A has blocks waiting for the uplink', async () => ((await status(a)).uplink?.behind ?? 0) >= 5);
   const aOffline = await status(a);
   assert.equal(aOffline.uplink?.connected, false);
   await stopProc(a.gw);
@@ -181,7 +181,7 @@ void test('fleet tier: gateways uplink their chains to Mosquitto, the archive ve
   let arch = archiveRun;
   let b = await gateway(t, dir, 'gw-b', broker, 1);
   const originB = (await status(b)).chain.origin;
-  await until('the archive holds blocks of site B', async () => (await archived(db, originB)).blocks >= 3).catch((e: unknown) => {
+  await waitUntil('the archive holds blocks of site B', async () => (await archived(db, originB)).blocks >= 3).catch((e: unknown) => {
     throw new Error(`${(e as Error).message}; archive log: ${arch.proc.logs.slice(-8).map((l) => l.msg).join(' | ')}`);
   });
 
@@ -198,9 +198,9 @@ void test('fleet tier: gateways uplink their chains to Mosquitto, the archive ve
   const finalA = await status(a);
   const finalB = await status(b);
   assert.ok(finalA.chain.size > 0 && finalB.chain.size > 0);
-  await until('both uplinks caught up', async () => (await status(a)).uplink?.behind === 0 && (await status(b)).uplink?.behind === 0);
+  await waitUntil('both uplinks caught up', async () => (await status(a)).uplink?.behind === 0 && (await status(b)).uplink?.behind === 0);
   for (const s of [finalA, finalB]) {
-    await until(`the archive holds all of ${s.chain.origin}`, async () => (await archived(db, s.chain.origin)).blocks === s.chain.blocks);
+    await waitUntil(`the archive holds all of ${s.chain.origin}`, async () => (await archived(db, s.chain.origin)).blocks === s.chain.blocks);
     assert.deepEqual(await archived(db, s.chain.origin), { entries: s.chain.size, blocks: s.chain.blocks, maxIdx: s.chain.size - 1 }, `${s.chain.origin}: every block exactly once`);
   }
 
@@ -264,15 +264,15 @@ void test('fleet tier: gateways uplink their chains to Mosquitto, the archive ve
   await pub(broker, topicB, forgedNext(lastB));
   await pub(broker, topicB, lastB);
   const evidence = async (): Promise<{ code: string }[]> => ((await api(arch.port, `/v1/evidence?site=${originB.split('/')[1]}`)).body as { evidence: { code: string }[] }).evidence;
-  await until('the forgery is kept as evidence', async () => (await evidence()).length >= 1);
+  await waitUntil('the forgery is kept as evidence', async () => (await evidence()).length >= 1);
   assert.deepEqual((await evidence()).map((e) => e.code), ['ERR_CHECKPOINT_SIGNATURE']);
   // The same block number with other content, signed with B's own gateway key (a copied key, say): equivocation, kept as evidence.
   await pub(broker, topicB, equivocating(lastB, await readKeyFile(join(dir, 'gw-b', 'gateway.key'))));
-  await until('the equivocation is kept as evidence', async () => (await evidence()).some((e) => e.code === 'ERR_EQUIVOCATION'));
+  await waitUntil('the equivocation is kept as evidence', async () => (await evidence()).some((e) => e.code === 'ERR_EQUIVOCATION'));
   // A message on an injection-shaped topic names no site: dropped and counted, nothing written, nothing run.
   const refusedBefore = ((await api(arch.port, '/v1/intake')).body as { refused: number }).refused;
   await pub(broker, "oti-fleet/x'; DROP TABLE entries; --/gw/block", lastB);
-  await until('the injection-shaped topic is refused', async () => ((await api(arch.port, '/v1/intake')).body as { refused: number }).refused > refusedBefore);
-  await until('the duplicate is counted', async () => ((await api(arch.port, '/v1/intake')).body as { duplicates: number }).duplicates >= 1);
+  await waitUntil('the injection-shaped topic is refused', async () => ((await api(arch.port, '/v1/intake')).body as { refused: number }).refused > refusedBefore);
+  await waitUntil('the duplicate is counted', async () => ((await api(arch.port, '/v1/intake')).body as { duplicates: number }).duplicates >= 1);
   assert.deepEqual(await archived(db, originB), { entries: finalB.chain.size, blocks: finalB.chain.blocks, maxIdx: finalB.chain.size - 1 });
 });

@@ -19,7 +19,7 @@ import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for the documented commands';
 const PRIVACY_PASS = 'privacy passphrase for the documented commands';
@@ -105,8 +105,8 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   });
   let gw: GatewayProcess | undefined = startGateway(['--config', config]);
   t.after(() => gw?.proc.kill('SIGKILL'));
-  const brokerPort = (await gw.waitFor('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
-  await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'));
+  const brokerPort = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
+  await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
 
   const lockKey = generateKeyPair();
   await run('lock enroll', ['--site-dir', 'site', '--id', 'front-door', '--key', toHex(lockKey.publicKey), '--yes', ...api]);
@@ -118,7 +118,7 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
     await link.close();
   });
   for (let i = 0; i < 5; i++) lock.record(i % 2 === 0 ? 'unlocked' : 'locked');
-  await until('five events acknowledged', () => lock.acked.size === 5);
+  await waitUntil('five events acknowledged', () => lock.acked.size === 5);
 
   // Enrolling it again with the same key records nothing and says so.
   const sizeBefore = (await run('status', ['--json', ...api])).json<{ chain: { size: number } }>().chain.size;

@@ -21,16 +21,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
 import { mountTmpfs, fillDisk, removeFiller } from '../support/tmpfs.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
+import { devGateway } from '../support/enrolled-gateway.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity, type Identity } from '../../gateway/config/identity.js';
-import { readKeyFile } from '../../ledger/keyfile.js';
-import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
-import { signStatement } from '../../ledger/roster.js';
+import type { Identity } from '../../gateway/config/identity.js';
+import { toHex } from '../../ledger/crypto.js';
 import { LedgerStore } from '../../ledger/store.js';
-import { Chain } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
@@ -60,20 +58,6 @@ async function smallDisk(t: TestContext, onTeardown: (step: () => unknown) => vo
   return dir;
 }
 
-/** An installer's preparation: the identity and `locks` locks enrolled in the chain. */
-async function prepare(dataDir: string, locks: number): Promise<{ id: Identity; lockKeys: KeyPair[] }> {
-  const id = await loadOrCreateIdentity(dataDir);
-  const site = new Signer((await readKeyFile(join(dataDir, 'dev-site.key'))).seed);
-  const lockKeys = Array.from({ length: locks }, () => generateKeyPair());
-  const store = await LedgerStore.open(join(dataDir, 'ledger'));
-  const chain = await Chain.open({ store, trust: id.trust, gatewayId: id.gatewayId, key: id.key, genesis: id.enrolment });
-  for (const [i, k] of lockKeys.entries()) {
-    await chain.append({ kind: 'roster', signed: signStatement(site, { site: id.trust.siteId, op: 'enroll', role: 'lock', id: `door-${i}`, key: k.publicKey, time: Date.now() }) });
-  }
-  await chain.close();
-  await store.close();
-  return { id, lockKeys };
-}
 
 async function health(apiPort: number): Promise<{ httpStatus: number; body: { status: string; conditions?: { id: string; level: string; code: string; reason: string }[] } }> {
   const r = await fetch(`http://127.0.0.1:${apiPort}/health`);
@@ -105,7 +89,7 @@ interface Running {
 /** The gateway on the small disk, with three simulated locks on ptys recording 40 events/s each. */
 async function gatewayWithLocks(dir: string, onTeardown: (step: () => unknown) => void): Promise<Running> {
   const dataDir = join(dir, 'tmpfs', 'data');
-  const { id, lockKeys } = await prepare(dataDir, 3);
+  const { id, lockKeys } = await devGateway(dataDir, 3);
   const ptys: PtyPair[] = [];
   for (let i = 0; i < lockKeys.length; i++) ptys.push(await ptyPair(dir, `door-${i}`));
   onTeardown(() => Promise.all(ptys.map((p) => p.kill())));
@@ -115,7 +99,7 @@ async function gatewayWithLocks(dir: string, onTeardown: (step: () => unknown) =
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));
   onTeardown(async () => {
@@ -164,17 +148,17 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
   if (dir === undefined) return;
   const r = await gatewayWithLocks(dir, onTeardown);
   const { gw, locks, apiPort, filler } = r;
-  await until('events acknowledged before the disk fills', () => locks.every((l) => l.acked.size > 20));
+  await waitUntil('events acknowledged before the disk fills', () => locks.every((l) => l.acked.size > 20));
 
   // The disk fills up under load.
   await fillDisk(filler);
-  await until('/health says degraded: the disk is full', () => degradedByFullDisk(apiPort));
+  await waitUntil('/health says degraded: the disk is full', () => degradedByFullDisk(apiPort));
   const metrics = await (await fetch(`http://127.0.0.1:${apiPort}/metrics`)).text();
   assert.match(metrics, /oti_health_condition\{condition="disk-full",level="degraded",code="ERR_DISK_FULL"\} 1/);
   // Paused: the locks go on recording, nothing more is acknowledged (nothing is durable).
   const ackedAtPause = locks.map((l) => l.acked.size);
   const counterAtPause = locks.map((l) => l.counter);
-  await until('the locks recorded more events while the disk is full', () => locks.every((l, i) => l.counter > (counterAtPause[i] as number) + 40));
+  await waitUntil('the locks recorded more events while the disk is full', () => locks.every((l, i) => l.counter > (counterAtPause[i] as number) + 40));
   assert.deepEqual(
     locks.map((l) => l.acked.size),
     ackedAtPause,
@@ -184,10 +168,10 @@ void test('a full disk pauses ingest without losing or acking anything, and it r
 
   // Space comes back: the gateway resumes by itself, without a restart.
   await removeFiller(filler);
-  await until('/health is ok again', async () => (await health(apiPort)).httpStatus === 200);
-  await until('events acknowledged after the disk had room again', () => locks.every((l, i) => l.acked.size > (ackedAtPause[i] as number) + 40));
+  await waitUntil('/health is ok again', async () => (await health(apiPort)).httpStatus === 200);
+  await waitUntil('events acknowledged after the disk had room again', () => locks.every((l, i) => l.acked.size > (ackedAtPause[i] as number) + 40));
   for (const l of locks) l.stopAuto();
-  await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
+  await waitUntil('every event acknowledged', () => locks.every((l) => l.pending === 0));
   assert.equal(gw.logs.filter(diskFullWarning).length, 1, 'the full disk is logged once at warn level');
   assert.ok(gw.logs.some((l) => l.msg.includes('there is space on the disk again')));
   assert.ok(!gw.logs.some((l) => l.level >= 50), `nothing logged as an error: ${gw.logs.filter((l) => l.level >= 50).map((l) => l.msg).join(' | ')}`);
@@ -203,9 +187,9 @@ void test('SIGTERM while the disk is full stops the gateway cleanly; everything 
   const dir = await smallDisk(t, onTeardown);
   if (dir === undefined) return;
   const r = await gatewayWithLocks(dir, onTeardown);
-  await until('events acknowledged before the disk fills', () => r.locks.every((l) => l.acked.size > 20));
+  await waitUntil('events acknowledged before the disk fills', () => r.locks.every((l) => l.acked.size > 20));
   await fillDisk(r.filler);
-  await until('/health says degraded: the disk is full', () => degradedByFullDisk(r.apiPort));
+  await waitUntil('/health says degraded: the disk is full', () => degradedByFullDisk(r.apiPort));
   r.gw.proc.kill('SIGTERM');
   assert.equal(await r.gw.exited, 0, `a clean stop, within its bound; stderr: ${r.gw.stderr()}`);
   for (const l of r.locks) l.stopAuto();
@@ -219,7 +203,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
   if (dir === undefined) return;
   const dataDir = join(dir, 'tmpfs', 'data');
   const filler = join(dir, 'tmpfs', 'filler');
-  await prepare(dataDir, 1);
+  await devGateway(dataDir, 1);
   const { config, apiPort } = await gatewayConfig(dir, dataDir, []);
   await fillDisk(filler);
   const gw = startGateway(['--config', config]);
@@ -227,7 +211,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
-  const warning = await gw.waitFor('the full disk reported', diskFullWarning);
+  const warning = await gw.waitForLog('the full disk reported', diskFullWarning);
   assert.match(warning.msg, /full/);
   // It keeps waiting (probing for space) rather than exiting.
   await sleep(1500);
@@ -235,7 +219,7 @@ void test('a gateway started on a full disk waits for space (ERR_DISK_FULL, not 
   assert.ok(!gw.stderr().includes('ERR_STORE_CORRUPT') && !gw.logs.some((l) => l.code === 'ERR_STORE_CORRUPT'), 'a full disk is not reported as corruption');
 
   await removeFiller(filler);
-  await gw.waitFor('running once there is space', running);
+  await gw.waitForLog('running once there is space', running);
   assert.equal((await health(apiPort)).httpStatus, 200);
   assert.equal(gw.logs.filter(diskFullWarning).length, 1, 'logged once at warn level');
   gw.proc.kill('SIGTERM');

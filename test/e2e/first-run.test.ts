@@ -18,8 +18,8 @@ const ARGS = ['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', 
 const run = promisify(execFile);
 
 async function started(gw: GatewayProcess): Promise<{ site: string; steps: string[] | undefined }> {
-  const api = (await gw.waitFor('API', (l) => l.msg.startsWith('local API on'))).url as string;
-  const line = await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'));
+  const api = (await gw.waitForLog('API', (l) => l.msg.startsWith('local API on'))).url as string;
+  const line = await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
   // The next steps, when printed, are logged in the same turn as the running line, long before
   // the gateway answers a request made after it.
   assert.equal((await fetch(`${api}/health`)).status, 200);

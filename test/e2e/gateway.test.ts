@@ -8,7 +8,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage } from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -20,16 +19,14 @@ import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from 
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
-import { readKeyFile } from '../../ledger/keyfile.js';
-import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
-import { signStatement } from '../../ledger/roster.js';
+import { toHex } from '../../ledger/crypto.js';
 import { LedgerStore } from '../../ledger/store.js';
-import { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { leafHash } from '../../ledger/merkle.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
+import { devGateway } from '../support/enrolled-gateway.js';
 
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -75,18 +72,7 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   const dir = await tempDir(t, 'oti-e2e-');
   const dataDir = join(dir, 'data');
   // An installer's preparation, done offline: the identity, and three locks enrolled in the chain.
-  const id = await loadOrCreateIdentity(dataDir);
-  const site = new Signer((await readKeyFile(join(dataDir, 'dev-site.key'))).seed);
-  const lockKeys = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
-  {
-    const store = await LedgerStore.open(join(dataDir, 'ledger'));
-    const chain = await Chain.open({ store, trust: id.trust, gatewayId: id.gatewayId, key: id.key, genesis: id.enrolment });
-    for (const [i, k] of lockKeys.entries()) {
-      await chain.append({ kind: 'roster', signed: signStatement(site, { site: id.trust.siteId, op: 'enroll', role: 'lock', id: `door-${i}`, key: k.publicKey, time: Date.now() }) });
-    }
-    await chain.close();
-    await store.close();
-  }
+  const { id, lockKeys } = await devGateway(dataDir, 3);
   await addMqttUser(join(dataDir, 'mqtt-users.json'), 'watcher', 'app', 'watcher-password-123');
   const hook = await receiver();
   t.after(() => hook.close());
@@ -107,19 +93,10 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   t.after(() => {
     gw.proc.kill('SIGKILL');
   });
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
 
   // A real MQTT client, started after the gateway, as an integrator's would be.
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/events/#`, '-t', `oti/${id.trust.siteId}/status/#`, '-v', '-i', 'e2e-watcher', '-q', '1', '-c']);
-  t.after(() => sub.kill());
-  let partial = '';
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
-    // A line may arrive in two chunks: keep the unfinished end for the next one.
-    const lines = (partial + c).split('\n');
-    partial = lines.pop() ?? '';
-    seen.push(...lines.filter((l) => l !== ''));
-  });
+  const { lines: seen, proc: sub } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/events/#`, '-t', `oti/${id.trust.siteId}/status/#`, '-v', '-i', 'e2e-watcher', '-q', '1', '-c']);
 
   const locks = lockKeys.map((k, i) => new SimLock({ id: `door-${i}`, seed: k.seed, resendMs: 500 }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, reopenMs: 50 }));
@@ -130,19 +107,19 @@ void test('events from locks on ptys survive a SIGKILL of the gateway: nothing a
   for (const l of links) l.start();
   for (const l of locks) l.startAuto(40);
 
-  await until('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 40));
+  await waitUntil('events acknowledged before the crash', () => locks.every((l) => l.acked.size > 40));
   gw.proc.kill('SIGKILL');
   assert.equal(await gw.exited, 'SIGKILL');
   const ackedBeforeCrash = locks.map((l) => new Map(l.acked));
   await sleep(300);
   gw = startGateway(['--config', config]);
-  await gw.waitFor('running again', running);
-  await until('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 40)));
+  await gw.waitForLog('running again', running);
+  await waitUntil('events acknowledged after the restart', () => locks.every((l, i) => l.acked.size > ((ackedBeforeCrash[i] as Map<number, Uint8Array>).size + 40)));
   for (const l of locks) l.stopAuto();
-  await until('every event acknowledged', () => locks.every((l) => l.pending === 0));
+  await waitUntil('every event acknowledged', () => locks.every((l) => l.pending === 0));
   const total = locks.reduce((n, l) => n + l.counter - 1, 0);
-  await until('every event delivered to the webhook', () => hook.ids.size === total);
-  await until('the MQTT client saw committed events', () => seen.some((l) => l.includes('"state":"committed"')));
+  await waitUntil('every event delivered to the webhook', () => hook.ids.size === total);
+  await waitUntil('the MQTT client saw committed events', () => seen.some((l) => l.includes('"state":"committed"')));
 
   gw.proc.kill('SIGTERM');
   assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);

@@ -13,10 +13,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { connect } from 'mqtt';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort } from '../support/gateway-process.js';
+import { startTestGateway, freePort } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
 import { checkDiscovery, discoveryTopicParts } from '../support/ha-discovery.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 interface Msg {
   readonly topic: string;
@@ -28,18 +28,13 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
   const dir = await tempDir(t, 'oti-ha-');
   const data = join(dir, 'data');
   const apiPort = await freePort();
-  const gw = startGateway(
+  const gw = startTestGateway(
+    t,
     ['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(apiPort), '--ble.enabled', 'false', '--discovery.enabled', 'false', '--demo.locks', '1', '--demo.rate', '20', '--notifications.homeAssistant.enabled', 'true'],
     { OTI_DATA_DIR: data },
   );
-  t.after(async () => {
-    if (gw.proc.exitCode === null) {
-      gw.proc.kill('SIGTERM');
-      await gw.exited;
-    }
-  });
-  const port = (await gw.waitFor('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
-  await gw.waitFor('API', (l) => l.msg.startsWith('local API on'));
+  const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
+  await gw.waitForLog('API', (l) => l.msg.startsWith('local API on'));
 
   // The technician adds Home Assistant's user while the gateway runs; no restart.
   const added = await oti(['mqtt', 'user', 'add', 'home-assistant', '--role', 'homeassistant', '--file', join(data, 'mqtt-users.json'), '--json'], { env: { OTI_MQTT_PASSWORD: 'ha-password-1' } });
@@ -68,7 +63,7 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
 
   // The demo lock's five entities, their firmware once the lock has identified itself.
   const configsOf = (msgs: Msg[]): Map<string, Record<string, unknown>> => new Map(msgs.filter((m) => m.topic.startsWith('homeassistant/') && m.payload !== '').map((m) => [m.topic, JSON.parse(m.payload) as Record<string, unknown>]));
-  await until('five discovery configs with the lock firmware', () => {
+  await waitUntil('five discovery configs with the lock firmware', () => {
     const c = configsOf(got);
     return c.size === 5 && [...c.values()].every((x) => (x.device as { sw_version?: string }).sw_version === 'demo-1.0');
   });
@@ -98,25 +93,25 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
   assert.ok(grantedStates.every((g) => g.qos === 1), `state subscriptions accepted: ${JSON.stringify(grantedStates)}`);
 
   const info = (byEntity.get('binary_sensor/battery') as { state_topic: string }).state_topic;
-  await until('battery low and link online from the demo lock', () => got.some((m) => m.topic === info && /"battery":"low"/.test(m.payload) && /"link":"online"/.test(m.payload) && /"fw":"demo-1.0"/.test(m.payload)));
+  await waitUntil('battery low and link online from the demo lock', () => got.some((m) => m.topic === info && /"battery":"low"/.test(m.payload) && /"link":"online"/.test(m.payload) && /"fw":"demo-1.0"/.test(m.payload)));
   const event = byEntity.get('event/event') as { state_topic: string; event_types: string[] };
-  await until('an event', () => got.some((m) => m.topic === event.state_topic));
+  await waitUntil('an event', () => got.some((m) => m.topic === event.state_topic));
   const types = got.filter((m) => m.topic === event.state_topic).map((m) => (JSON.parse(m.payload) as { type: string }).type);
   assert.ok(types.every((x) => event.event_types.includes(x)), `every event type is one of event_types: ${types.join(', ')}`);
   const bolt = byEntity.get('sensor/bolt') as { state_topic: string; options: string[] };
-  await until('a bolt state', () => got.some((m) => m.topic === bolt.state_topic));
+  await waitUntil('a bolt state', () => got.some((m) => m.topic === bolt.state_topic));
   for (const m of got.filter((x) => x.topic === bolt.state_topic)) assert.ok(bolt.options.includes((JSON.parse(m.payload) as { state: string }).state.toLowerCase()));
   const availability = (byEntity.get('event/event') as { availability: { topic: string }[] }).availability[0]!.topic;
-  await until('the gateway is available', () => got.some((m) => m.topic === availability && /"online"/.test(m.payload)));
+  await waitUntil('the gateway is available', () => got.some((m) => m.topic === availability && /"online"/.test(m.payload)));
 
   // Home Assistant restarts: its birth message brings every config again, live (not retained).
   const before = got.length;
   await ha.publishAsync('homeassistant/status', 'online', { qos: 0, retain: false });
-  await until('configs published again after the birth message', () => configsOf(got.slice(before).filter((m) => !m.retain)).size === 5);
+  await waitUntil('configs published again after the birth message', () => configsOf(got.slice(before).filter((m) => !m.retain)).size === 5);
   assert.equal(closed, false, 'the birth message does not cost Home Assistant its connection');
 
   // The gateway stops: every entity becomes unavailable.
   const mark = got.length;
   gw.proc.kill('SIGTERM');
-  await until('the gateway is unavailable', () => got.slice(mark).some((m) => m.topic === availability && /"offline"/.test(m.payload)));
+  await waitUntil('the gateway is unavailable', () => got.slice(mark).some((m) => m.topic === availability && /"offline"/.test(m.payload)));
 });

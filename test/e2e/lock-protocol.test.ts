@@ -6,12 +6,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 import { ptyPair, type PtyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
@@ -59,11 +59,8 @@ void test('the real gateway refuses what it can never accept, explains every ref
   t.after(() => {
     gw.proc.kill('SIGKILL');
   });
-  await gw.waitFor('running', running);
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/locks/#`, '-v']);
-  t.after(() => sub.kill());
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => seen.push(...c.split('\n').filter((l) => l !== '')));
+  await gw.waitForLog('running', running);
+  const { lines: seen } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(brokerPort), '-u', 'watcher', '-P', 'watcher-password-123', '-t', `oti/${id.trust.siteId}/locks/#`, '-v']);
 
   const seeds = { bad: enrolled.bad.seed, rekeyed: regenerated.seed, gone: enrolled.gone.seed, future: generateKeyPair().seed };
   const locks = names.map((n) => new SimLock({ id: n, seed: seeds[n], resendMs: 500 }));
@@ -85,20 +82,20 @@ void test('the real gateway refuses what it can never accept, explains every ref
   bad.record();
   bad.recordInvalid(1100);
   bad.record();
-  await until('bad: 1 and 3 acked', () => bad.acked.has(1) && bad.acked.has(3));
+  await waitUntil('bad: 1 and 3 acked', () => bad.acked.has(1) && bad.acked.has(3));
   assert.ok(heard[0]!.includes('nack 2 ERR_EVENT_INVALID false'), heard[0]!.join(', '));
   // A lock with a regenerated key: refused at info, reported with its new key, its event kept.
   rekeyed.record();
-  await until('rekeyed: refused at info and its event nacked', () => heard[1]!.includes('refuse ERR_LOCK_KEY true') && heard[1]!.includes('nack 1 ERR_LOCK_KEY true'));
+  await waitUntil('rekeyed: refused at info and its event nacked', () => heard[1]!.includes('refuse ERR_LOCK_KEY true') && heard[1]!.includes('nack 1 ERR_LOCK_KEY true'));
   assert.equal(rekeyed.pending, 1);
-  await until('rekeyed: reported on MQTT with its new key', () => seen.some((l) => l.startsWith(`oti/${id.trust.siteId}/locks/unenrolled/rekeyed `) && l.includes(toHex(regenerated.publicKey))));
+  await waitUntil('rekeyed: reported on MQTT with its new key', () => seen.some((l) => l.startsWith(`oti/${id.trust.siteId}/locks/unenrolled/rekeyed `) && l.includes(toHex(regenerated.publicKey))));
   // A revoked lock: refused for good at info; it sends nothing more.
   gone.record();
-  await until('gone: refused at info', () => heard[2]!.includes('refuse ERR_LOCK_REVOKED false'));
+  await waitUntil('gone: refused at info', () => heard[2]!.includes('refuse ERR_LOCK_REVOKED false'));
   // A lock announcing a version the gateway does not speak.
-  await until('future greeted', () => future.greeted);
+  await waitUntil('future greeted', () => future.greeted);
   future.announce(7);
-  await until('future: refused', () => heard[3]!.includes('refuse ERR_PROTOCOL_VERSION false'));
+  await waitUntil('future: refused', () => heard[3]!.includes('refuse ERR_PROTOCOL_VERSION false'));
 
   gw.proc.kill('SIGTERM');
   assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
 import { errorCode, oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 interface Verified {
   ok: boolean;
@@ -28,10 +28,10 @@ void test('oti backup of a running gateway restores into a folder whose chain ve
     gw.proc.kill('SIGKILL');
     await gw.exited;
   });
-  await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 120_000);
+  await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 120_000);
 
   let before = 0;
-  await until('the running gateway has appended lock events', async () => {
+  await waitUntil('the running gateway has appended lock events', async () => {
     const v = await oti(['verify', '--data', dataDir, '--json']);
     before = v.code === 0 ? ownEntries(v.json<Verified>()) : 0;
     return before >= 20;

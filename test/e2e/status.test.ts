@@ -9,7 +9,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
@@ -24,7 +24,8 @@ import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 
 const execFileP = promisify(execFile);
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -103,32 +104,24 @@ async function retained(r: Rig, filters: readonly string[]): Promise<Map<string,
 void test('later copies of a committed event (the same frame, a replay, a flipped signature) never overwrite its retained status; refusals go to their own topic', { timeout: 120_000 }, async (t) => {
   const r = await rig(t);
   const gw = r.start();
-  await gw.waitFor('running', running);
-  const seen: string[] = [];
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(r.brokerPort), ...USER, '-t', `oti/${r.site}/refused/#`, '-t', `oti/${r.site}/status/#`, '-v', '-q', '1']);
-  t.after(() => sub.kill());
-  let partial = '';
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
-    const lines = (partial + c).split('\n');
-    partial = lines.pop() ?? '';
-    seen.push(...lines.filter((l) => l !== ''));
-  });
+  await gw.waitForLog('running', running);
+  const { lines: seen } = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(r.brokerPort), ...USER, '-t', `oti/${r.site}/refused/#`, '-t', `oti/${r.site}/status/#`, '-v', '-q', '1']);
   // Events keep coming until mosquitto_sub, subscribed meanwhile, has seen one committed.
   r.lock.startAuto(20);
-  await until('an event committed and seen', () => r.lock.acked.size > 0 && seen.some((l) => l.includes('"state":"committed"')));
+  await waitUntil('an event committed and seen', () => r.lock.acked.size > 0 && seen.some((l) => l.includes('"state":"committed"')));
   r.lock.stopAuto();
-  await until('every event acknowledged', () => r.lock.pending === 0);
+  await waitUntil('every event acknowledged', () => r.lock.pending === 0);
   const status = `oti/${r.site}/status/door-1/1`;
   const before = (await retained(r, [status])).get(status);
   assert.equal(before?.['state'], 'committed');
 
   // The identical frame again (a lock whose ack was lost), answered with the ack again: the
   // gateway counts it as a duplicate.
-  const api = String((await gw.waitFor('the API', (l) => typeof l['url'] === 'string' && l.msg.startsWith('local API'))).url);
+  const api = String((await gw.waitForLog('the API', (l) => typeof l['url'] === 'string' && l.msg.startsWith('local API'))).url);
   const duplicates = async (): Promise<number> => Number(/^oti_events_duplicate_total (\d+)/m.exec((await execFileP('curl', ['-s', `${api}/metrics`])).stdout)?.[1] ?? NaN);
   const duplicatesBefore = await duplicates();
   assert.ok(r.lock.replay(1));
-  await until('the resent frame is answered as a duplicate', async () => (await duplicates()) > duplicatesBefore);
+  await waitUntil('the resent frame is answered as a duplicate', async () => (await duplicates()) > duplicatesBefore);
   // The counter with other content (ERR_REPLAY) and the event with one signature bit flipped.
   // The lock speaks protocol v2, whose answers name the bytes they answer: it sees the nacks of
   // these copies as answers about bytes it never sent ('foreign') and keeps its own event.
@@ -137,11 +130,11 @@ void test('later copies of a committed event (the same frame, a replay, a flippe
   r.lock.on('foreign', (ctr, code) => nacks.push(`${ctr} ${code}`));
   assert.ok(r.lock.forgeReplay(1));
   assert.ok(r.lock.replayFlipped(1));
-  await until('both copies refused', () => nacks.length === 2);
+  await waitUntil('both copies refused', () => nacks.length === 2);
   // Notifications are published in order: once a new event's status is out, so is whatever
   // the copies caused.
   const next = r.lock.record('locked');
-  await until('a new event notified after the copies', () => seen.some((l) => l.startsWith(`oti/${r.site}/status/door-1/${next} `) && l.includes('"committed"')));
+  await waitUntil('a new event notified after the copies', () => seen.some((l) => l.startsWith(`oti/${r.site}/status/door-1/${next} `) && l.includes('"committed"')));
 
   const after = (await retained(r, [status])).get(status);
   assert.deepEqual(after, before, 'the retained status is still the committed one');
@@ -156,19 +149,19 @@ void test('later copies of a committed event (the same frame, a replay, a flippe
 void test('after SIGTERM and after SIGKILL the restarted gateway rebuilds the retained statuses and lock state from its ledger', { timeout: 180_000 }, async (t) => {
   const r = await rig(t);
   let gw = r.start();
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
   for (const type of ['unlocked', 'locked', 'unlocked', 'locked', 'jammed', 'tamper'] as const) r.lock.record(type);
-  await until('every event acknowledged', () => r.lock.acked.size === 6 && r.lock.pending === 0);
+  await waitUntil('every event acknowledged', () => r.lock.acked.size === 6 && r.lock.pending === 0);
   const filters = [`oti/${r.site}/status/#`, `oti/${r.site}/lockstate/#`];
-  await until('the statuses are published', async () => [...(await retained(r, filters)).values()].filter((m) => m['state'] === 'committed').length === 6);
+  await waitUntil('the statuses are published', async () => [...(await retained(r, filters)).values()].filter((m) => m['state'] === 'committed').length === 6);
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     gw.proc.kill(signal);
     await gw.exited;
     gw = r.start();
-    await gw.waitFor('running again', running);
+    await gw.waitForLog('running again', running);
     let got = new Map<string, Record<string, unknown>>();
-    await until(`retained statuses back after ${signal}`, async () => (got = await retained(r, filters)).size >= 7, 30_000).catch((e: Error) => {
+    await waitUntil(`retained statuses back after ${signal}`, async () => (got = await retained(r, filters)).size >= 7, 30_000).catch((e: Error) => {
       throw new Error(`${e.message}: ${[...got.keys()].join(', ') || 'nothing retained'}`);
     });
     assert.ok(gw.logs.some(rebuilt), 'the rebuild is logged');

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { followGateway, freePort, startGateway } from '../support/gateway-process.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
@@ -59,13 +59,13 @@ void test('SIGTERM to the `npm start` process stops the gateway: its ports are f
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const gw = followGateway(npm);
-  await gw.waitFor('running', running, 120_000);
+  await gw.waitForLog('running', running, 120_000);
   assert.equal(await portIsFree(apiPort), false, 'the API port is held while the gateway runs');
   assert.ok((await processesNaming(dataDir)).some(([, cmd]) => cmd.includes('dist/gateway/main.js')), 'the gateway runs under npm');
 
   npm.kill('SIGTERM');
   await gw.exited;
-  await until('no process of this gateway is left', async () => (await processesNaming(dataDir)).length === 0, 15_000).catch(async (e: Error) => {
+  await waitUntil('no process of this gateway is left', async () => (await processesNaming(dataDir)).length === 0, 15_000).catch(async (e: Error) => {
     throw new Error(`${e.message}: ${JSON.stringify(await processesNaming(dataDir))}`);
   });
   assert.ok(gw.logs.some((l) => l.msg === 'stopped'), `the gateway stopped cleanly; stderr: ${gw.stderr().slice(-500)}`);
@@ -79,13 +79,13 @@ void test('SIGKILL of a demo gateway leaves none of its socat processes running'
   t.after(() => killLeftovers(dataDir));
   const gw = startGateway(['--demo.locks', '3', '--demo.rate', '2', '--dataDir', dataDir, '--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false']);
   t.after(() => gw.proc.kill('SIGKILL'));
-  await gw.waitFor('running', running);
+  await gw.waitForLog('running', running);
   const socats = (await processesNaming(dataDir)).filter(([, cmd]) => cmd.startsWith('socat '));
   assert.equal(socats.length, 3, `one socat per demo lock: ${JSON.stringify(socats)}`);
 
   gw.proc.kill('SIGKILL');
   assert.equal(await gw.exited, 'SIGKILL');
-  await until('every socat of the killed gateway has exited', async () => (await processesNaming(dataDir)).length === 0, 15_000).catch(async (e: Error) => {
+  await waitUntil('every socat of the killed gateway has exited', async () => (await processesNaming(dataDir)).length === 0, 15_000).catch(async (e: Error) => {
     throw new Error(`${e.message}: ${JSON.stringify(await processesNaming(dataDir))}`);
   });
 });

@@ -25,7 +25,7 @@ import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
 import { oti, ROOT } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { keyHash, parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
@@ -121,9 +121,9 @@ void test('Go sumdb/note and sumdb/tlog verify the checkpoint, every entry and c
   const data = join(dir, 'data');
   const gw = startGateway(['--demo.locks', '4', '--demo.rate', '50', '--dataDir', data, '--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false', '--discovery.enabled', 'false']);
   t.after(() => gw.proc.kill('SIGKILL'));
-  const api = String((await gw.waitFor('API', (l) => l.msg.startsWith('local API on ')))['url']);
+  const api = String((await gw.waitForLog('API', (l) => l.msg.startsWith('local API on ')))['url']);
   // Past one full tile of entries, so that full and partial tiles at levels 0 and 1 are all used.
-  await until('the chain holds 300 entries', async () => (await size(api)) >= 300, 120_000);
+  await waitUntil('the chain holds 300 entries', async () => (await size(api)) >= 300, 120_000);
 
   const id = await loadOrCreateIdentity(data);
   const origin = `oti/${id.trust.siteId}/${id.gatewayId}`;
@@ -138,7 +138,7 @@ void test('Go sumdb/note and sumdb/tlog verify the checkpoint, every entry and c
   verifyCheckpoint(old, origin, id.key.publicKey);
   const oldPath = join(dir, 'old-checkpoint');
   await writeFile(oldPath, oldNote);
-  await until('the chain grows past the old checkpoint by a full tile', async () => (await size(api)) >= old.size + 300, 120_000);
+  await waitUntil('the chain grows past the old checkpoint by a full tile', async () => (await size(api)) >= old.size + 300, 120_000);
 
   // Caching: full tiles are immutable, partial ones are not; nothing beyond the tree is served.
   const full = await fetch(`${prefix}/tile/0/000`);

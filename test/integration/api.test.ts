@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { connect, type Socket } from 'node:net';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { makeSite, enrollLock, openChain, signedEvent, type TestSite } from '../support/site.js';
 import { LocalApi, SCAN_BUDGET, type GatewayStatusJson, type LocalApiOptions } from '../../gateway/api/server.js';
 import { HealthBoard } from '../../gateway/api/health.js';
@@ -405,5 +405,5 @@ void test('the overall connection cap: beyond api.maxConnections a connection ge
   const closed = new Promise((resolve) => idle[0]!.once('close', resolve));
   idle[0]!.destroy();
   await closed;
-  await until('a slot is free again', async () => (await fetch(`${api.url}/health`, { headers: { connection: 'close' } })).status === 200);
+  await waitUntil('a slot is free again', async () => (await fetch(`${api.url}/health`, { headers: { connection: 'close' } })).status === 200);
 });

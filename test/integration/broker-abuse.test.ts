@@ -3,15 +3,13 @@
  * mqtt.js clients. Every test counts outcomes (messages kept, dropped, refused), never time.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
-import { addMqttUser } from '../../gateway/broker/users.js';
+import type { Broker, BrokerOptions } from '../../gateway/broker/broker.js';
 import { GatewayMetrics } from '../../gateway/api/metrics.js';
-import { tempDir } from '../support/site.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { connackFrom } from '../support/mqtt-connect.js';
+import { openMqtt, startTestBroker } from '../support/broker.js';
 
 const SITE = 'site-1';
 const APP = { username: 'ha', password: 'app-secret-1' };
@@ -19,33 +17,12 @@ const READER = { username: 'demo', password: 'reader-secret-1' };
 const WAIT_MS = 20_000;
 
 async function startBroker(t: TestContext, over: Partial<BrokerOptions> = {}): Promise<Broker> {
-  const dir = await tempDir(t);
-  const usersFile = join(dir, 'mqtt-users.json');
-  await addMqttUser(usersFile, APP.username, 'app', APP.password);
-  await addMqttUser(usersFile, READER.username, 'readonly', READER.password);
-  const broker = await Broker.start({
-    site: SITE,
-    host: '127.0.0.1',
-    port: 0,
-    allowAnonymous: false,
-    maxMessageBytes: 4096,
-    rateLimit: { messagesPerSecond: 1000, burst: 1000 },
-    usersFile,
-    ...over,
-  });
-  t.after(() => broker.close());
-  return broker;
+  return (await startTestBroker(t, SITE, { app: APP, reader: READER }, over)).broker;
 }
 
 /** Connects; resolves with the client and its CONNACK once accepted, rejects with the error (`code` = CONNACK code). */
 function open(t: TestContext, broker: Broker, opts: IClientOptions): Promise<{ client: MqttClient; sessionPresent: boolean }> {
-  const client = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, connectTimeout: WAIT_MS, ...opts });
-  t.after(() => client.endAsync(true));
-  return new Promise((resolve, reject) => {
-    client.once('connect', (connack) => resolve({ client, sessionPresent: connack.sessionPresent }));
-    client.once('error', reject);
-    client.once('close', () => reject(new Error('closed before CONNACK')));
-  });
+  return openMqtt(t, `mqtt://127.0.0.1:${broker.port}`, opts, WAIT_MS);
 }
 
 async function refusedWith(p: Promise<unknown>, code: number): Promise<void> {
@@ -77,7 +54,7 @@ void test('abandoned persistent sessions: queues keep their newest messages, a p
     await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
     await client.endAsync();
   }
-  await until('the sessions to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the sessions to go offline', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 100);
   const s = broker.stats();
   assert.equal(s.sessions, 3);
@@ -93,7 +70,7 @@ void test('abandoned persistent sessions: queues keep their newest messages, a p
   const back = connect(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0, ...persistent('abandoned-4', READER) });
   t.after(() => back.endAsync(true));
   const got = collect(back);
-  await until('the queued events', () => got.length >= 20, WAIT_MS);
+  await waitUntil('the queued events', () => got.length >= 20, WAIT_MS);
   assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => 81 + i));
   // A discarded one starts empty.
   const { sessionPresent } = await open(t, broker, persistent('abandoned-0', READER));
@@ -105,10 +82,10 @@ void test('an offline persistent session expires and its queue is freed', async 
   const { client } = await open(t, broker, persistent('short-lived', READER));
   await client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
   await client.endAsync();
-  await until('the session to go offline', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the session to go offline', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 10);
   assert.equal(broker.stats().queued.messages, 10);
-  await until('the session to expire', () => broker.stats().sessionsDiscarded.expired === 1, WAIT_MS);
+  await waitUntil('the session to expire', () => broker.stats().sessionsDiscarded.expired === 1, WAIT_MS);
   assert.deepEqual({ sessions: broker.stats().sessions, queued: broker.stats().queued.messages }, { sessions: 0, queued: 0 });
   const again = await open(t, broker, persistent('short-lived', READER));
   assert.equal(again.sessionPresent, false);
@@ -129,7 +106,7 @@ void test('client-id squatting: a read-only user cannot lock the app user out of
   const squatter = await open(t, broker, persistent('home-assistant', READER));
   await squatter.client.subscribeAsync(`oti/${SITE}/events/#`, { qos: 1 });
   await squatter.client.endAsync();
-  await until('the squatter to leave', () => broker.stats().clients === 0, WAIT_MS);
+  await waitUntil('the squatter to leave', () => broker.stats().clients === 0, WAIT_MS);
   await publishEvents(broker, 1, 3);
   // The app user gets its own, empty session under the same client id, not the squatter's.
   const ha = await open(t, broker, persistent('home-assistant', APP));

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { connect } from 'mqtt';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
 import { makeGatewayCredential } from '../../gateway/broker/credentials.js';
@@ -48,13 +48,13 @@ void test('the real gateway: abandoned sessions are capped, a client id is per p
     gw.proc.kill('SIGTERM');
     await gw.exited;
   });
-  await gw.waitFor('running', running, 90_000);
+  await gw.waitForLog('running', running, 90_000);
   const metrics = (): Promise<string> => fetch(`http://127.0.0.1:${apiPort}/metrics`).then((r) => r.text());
   const events = `oti/${id.trust.siteId}/events/#`;
 
   // Item 2: a read-only user leaves four persistent sessions on events at QoS 1.
   for (let i = 0; i < 4; i++) assert.equal(await subscribeOnce(brokerPort, READER, `abandoned-${i}`, events), 0);
-  await until('the two kept queues to fill and overflow', async () => {
+  await waitUntil('the two kept queues to fill and overflow', async () => {
     const m = await metrics();
     return metric(m, 'oti_mqtt_queued_messages') === 40 && metric(m, 'oti_mqtt_queue_dropped_total') > 0;
   });
@@ -78,7 +78,7 @@ void test('the real gateway: abandoned sessions are capped, a client id is per p
   const closed = new Promise<void>((resolve) => attacker.once('close', () => resolve()));
   attacker.publish(`oti/${id.trust.siteId}/chain/fake-gw-1/cosig/${id.gatewayId}`, Buffer.alloc(100 * 1024, 0x41), { qos: 1, retain: true });
   await closed;
-  await until('the refusal in the metrics', async () => metric(await metrics(), 'oti_mqtt_publishes_refused_total{code="ERR_MQTT_ACL"}') === 1);
-  const refusal = await gw.waitFor('the refusal logged', (l) => l.msg.startsWith('MQTT publish refused') && l['code'] === 'ERR_MQTT_ACL');
+  await waitUntil('the refusal in the metrics', async () => metric(await metrics(), 'oti_mqtt_publishes_refused_total{code="ERR_MQTT_ACL"}') === 1);
+  const refusal = await gw.waitForLog('the refusal logged', (l) => l.msg.startsWith('MQTT publish refused') && l['code'] === 'ERR_MQTT_ACL');
   assert.match(refusal.msg, /fake-gw-1 is not on the roster/);
 });

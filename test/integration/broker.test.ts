@@ -9,12 +9,12 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
-import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
-import { addMqttUser } from '../../gateway/broker/users.js';
 import type { StatusMessage } from '../../gateway/broker/topics.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { tempDir } from '../support/site.js';
+import { openMqtt, startTestBroker } from '../support/broker.js';
 
 const run = promisify(execFile);
 const SITE = 'site-1';
@@ -28,37 +28,18 @@ interface Setup {
   dir: string;
 }
 
-async function startBroker(t: TestContext, over: Partial<BrokerOptions> = {}): Promise<Setup> {
-  const dir = await tempDir(t);
-  const usersFile = join(dir, 'mqtt-users.json');
-  await addMqttUser(usersFile, APP.username, 'app', APP.password);
-  await addMqttUser(usersFile, READER.username, 'readonly', READER.password);
-  const broker = await Broker.start({
-    site: SITE,
-    host: '127.0.0.1',
-    port: 0,
-    allowAnonymous: false,
-    maxMessageBytes: 4096,
-    rateLimit: { messagesPerSecond: 1000, burst: 1000 },
-    usersFile,
+function startBroker(t: TestContext, over: Partial<BrokerOptions> = {}): Promise<Setup> {
+  return startTestBroker(t, SITE, { app: APP, reader: READER }, {
     // The seam issue 5 fills with signed credentials; here one fixed credential for gw-a.
     verifyGatewayCredential: (username, password) =>
       Promise.resolve(username === GATEWAY.username && password.toString() === GATEWAY.password ? { gatewayId: 'gw-a' } : undefined),
     ...over,
   });
-  t.after(() => broker.close());
-  return { broker, dir };
 }
 
 /** Connects and resolves once CONNACK accepted; rejects with the client error (its `code` is the CONNACK code). */
-function open(t: TestContext, url: string, opts: IClientOptions): Promise<MqttClient> {
-  const client = connect(url, { reconnectPeriod: 0, connectTimeout: WAIT_MS, ...opts });
-  t.after(() => client.endAsync(true));
-  return new Promise((resolve, reject) => {
-    client.once('connect', () => resolve(client));
-    client.once('error', reject);
-    client.once('close', () => reject(new Error('closed before CONNACK')));
-  });
+async function open(t: TestContext, url: string, opts: IClientOptions): Promise<MqttClient> {
+  return (await openMqtt(t, url, opts, WAIT_MS)).client;
 }
 
 function openOn(t: TestContext, broker: Broker, opts: IClientOptions): Promise<MqttClient> {

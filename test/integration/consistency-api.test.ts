@@ -40,7 +40,7 @@ void test('consistency proofs and receipts against older checkpoints, over the A
   const config = await writeGatewayConfig(join(dir, 'gateway.yaml'), { dataDir: join(dir, 'data'), broker: { host: '127.0.0.1', port: 0 }, api: { port: apiPort, token: TOKEN }, serialPorts: [] });
   const gw: GatewayProcess = startGateway(['--config', config]);
   t.after(() => gw.proc.kill('SIGKILL'));
-  await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'));
+  await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
 
   // Each enrolment is one block: the chain has checkpoints at sizes 1 (genesis), 2, 3 and 4.
   for (const id of ['door-a', 'door-b', 'door-c']) {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mountTmpfs, fillDisk, removeFiller } from '../support/tmpfs.js';
 import { makeSite, enrollGateway, enrollLock, signedEvent, type TestSite, type TestLock } from '../support/site.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain, type AppendResult } from '../../ledger/chain.js';
 import { verifyChain } from '../../ledger/verify.js';
@@ -72,7 +72,7 @@ void test('appends wait while the disk is full, and are written once there is sp
   await fillDisk(s.filler);
   let settled = 0;
   const waiting = appendEvents(chain, s.lock, 20).map((p) => p.finally(() => settled++));
-  await until('the store reports the full disk', () => full.length === 1);
+  await waitUntil('the store reports the full disk', () => full.length === 1);
   assert.equal(full[0]!.code, 'ERR_DISK_FULL');
   assert.ok(store.waitingForSpace);
   // More appends while waiting: they queue behind the block that waits.
@@ -109,7 +109,7 @@ void test('a store told to stop waiting for space fails the waiting appends as n
   store.on('disk-full', () => full++);
   await fillDisk(s.filler);
   const waiting = appendEvents(chain, s.lock, 5).map((p) => p.then(() => 'durable', (e: unknown) => e));
-  await until('the store reports the full disk', () => full === 1);
+  await waitUntil('the store reports the full disk', () => full === 1);
   store.stopWaiting();
   for (const r of await Promise.all(waiting)) assert.ok(isOtiError(r, 'ERR_APPEND_ABORTED'), `not durable, and retryable for the lock: ${String(r)}`);
   await chain.close();

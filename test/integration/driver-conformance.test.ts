@@ -14,14 +14,14 @@ import { SimLock } from '../../drivers/simlock.js';
 import type { DriverNotice } from '../../drivers/driver.js';
 import { driverConformance, simLockSide } from '../support/driver-conformance.js';
 import { tempDir } from '../support/site.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const WINDOW = 8;
 const QUEUE = 2;
 
 /** Waits for the driver's notice that its port went away, after the first `from` notices. */
 function portGone(seen: readonly DriverNotice[], from: number): Promise<void> {
-  return until('the driver saw the port go', () => seen.slice(from).some((n) => n.kind === 'link' && (n.state === 'closed' || n.state === 'backoff')));
+  return waitUntil('the driver saw the port go', () => seen.slice(from).some((n) => n.kind === 'link' && (n.state === 'closed' || n.state === 'backoff')));
 }
 
 /** Whether this process still has a file descriptor open on `device`. */

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, verify } from '../../ledger/crypto.js';
 import { encode } from '../../ledger/base/cbor.js';
@@ -52,13 +52,13 @@ void test('1. checks in order: a stored event with a bad signature is refused fo
   const { lock } = await r.lock('order');
   const a = answers(lock);
   lock.record();
-  await until('1 acked', () => lock.acked.has(1));
+  await waitUntil('1 acked', () => lock.acked.has(1));
   const cose = Uint8Array.from((lock.payloadOf(1) as { cose: Uint8Array }).cose);
   cose[cose.length - 1]! ^= 0x01;
   assert.ok(lock.inject({ cose }, 1));
-  await until('refused', () => r.codes.length > 0);
+  await waitUntil('refused', () => r.codes.length > 0);
   assert.deepEqual(r.codes, ['ERR_LOCK_SIGNATURE']);
-  await until('answer seen by the lock', () => a.foreign.length > 0);
+  await waitUntil('answer seen by the lock', () => a.foreign.length > 0);
   assert.deepEqual(a.foreign, [[1, 'ERR_LOCK_SIGNATURE']], 'the answer names the altered bytes, so the lock ignores it');
 });
 
@@ -67,7 +67,7 @@ void test('2. a resend re-signed with another valid signature over the same even
   const { lock, enrolled } = await r.lock('resign');
   const a = answers(lock);
   lock.record();
-  await until('1 acked', () => lock.acked.has(1));
+  await waitUntil('1 acked', () => lock.acked.has(1));
   const original = parseCoseSign1((lock.payloadOf(1) as { cose: Uint8Array }).cose);
   const signature = hedgedSign(enrolled.key.seed, enrolled.key.publicKey, sigStructure(original.payload));
   assert.ok(verify(enrolled.key.publicKey, sigStructure(original.payload), signature) && !bytesEqual(signature, original.signature), 'another valid signature');
@@ -75,7 +75,7 @@ void test('2. a resend re-signed with another valid signature over the same even
   r.ingest.on('duplicate', (_ev, entry) => duplicates.push(entry));
   const before = r.chain.size;
   assert.ok(lock.inject({ cose: encode([COSE_PROTECTED_EDDSA, {}, original.payload, signature]) }, 1));
-  await until('acked again', () => duplicates.length > 0);
+  await waitUntil('acked again', () => duplicates.length > 0);
   assert.ok(bytesEqual(duplicates[0]!, lock.acked.get(1)!), 'the ack names the stored entry');
   assert.deepEqual(r.codes, [], 'not refused as a replay');
   await r.chain.flush();
@@ -91,7 +91,7 @@ void test('3 and 8. an event that can never be accepted is refused for good, rec
   lock.record();
   assert.equal(lock.recordInvalid(1100), 3);
   lock.record();
-  await until('1, 2 and 4 acked', () => [1, 2, 4].every((c) => lock.acked.has(c)));
+  await waitUntil('1, 2 and 4 acked', () => [1, 2, 4].every((c) => lock.acked.has(c)));
   assert.deepEqual(a.nacks.filter(([, code]) => code !== 'ERR_OUT_OF_ORDER'), [[3, 'ERR_EVENT_INVALID', false]]);
   assert.equal(lock.pending, 0, 'the lock gave the refused event up, and holds nothing');
   const gaps = (await bodies(r.chain, 'gap')).filter((b) => 'lock' in b);
@@ -105,9 +105,9 @@ void test('4. an event not durable within the answer deadline gets ERR_BUSY (ret
   const r = await rig(t, { chain: { sealDelayMs: 1500 }, ingest: { answerDeadlineMs: 200 } });
   const { lock } = await r.lock('slow-disk');
   const a = answers(lock);
-  await until('greeted', () => lock.greeted);
+  await waitUntil('greeted', () => lock.greeted);
   lock.record();
-  await until('acked after all', () => lock.acked.has(1), 20_000);
+  await waitUntil('acked after all', () => lock.acked.has(1), 20_000);
   assert.ok(a.nacks.some(([ctr, code, retry]) => ctr === 1 && code === 'ERR_BUSY' && retry), `ERR_BUSY with retry first (${JSON.stringify(a.nacks)})`);
   assert.equal(lock.pending, 0);
   assert.equal((await storedEvents(r.chain, 'slow-disk')).size, 1);
@@ -117,15 +117,15 @@ void test('5. events beyond the window are nacked ERR_WINDOW with retry, and arr
   const r = await rig(t, { window: 2, chain: { sealDelayMs: 300 } });
   const { lock, enrolled } = await r.lock('eager');
   const a = answers(lock);
-  await until('greeted', () => lock.greeted);
+  await waitUntil('greeted', () => lock.greeted);
   // The same lock's events 1..5, sent at once, ignoring the window of 2.
   const maker = new SimLock({ id: 'eager', seed: enrolled.key.seed });
   for (let i = 0; i < 5; i++) maker.record();
   for (let c = 1; c <= 5; c++) assert.ok(lock.inject(maker.payloadOf(c)!, 1));
-  await until('three refused', () => a.nacks.filter(([, code]) => code === 'ERR_WINDOW').length === 3);
+  await waitUntil('three refused', () => a.nacks.filter(([, code]) => code === 'ERR_WINDOW').length === 3);
   assert.deepEqual(a.nacks.filter(([, code]) => code === 'ERR_WINDOW').map(([ctr, , retry]) => [ctr, retry]), [[3, true], [4, true], [5, true]]);
   assert.equal(r.notices.filter((n) => n.kind === 'rejected' && n.code === 'ERR_WINDOW').length, 3);
-  await until('1 and 2 stored', async () => (await storedEvents(r.chain, 'eager')).size === 2);
+  await waitUntil('1 and 2 stored', async () => (await storedEvents(r.chain, 'eager')).size === 2);
 });
 
 void test('6. a revoked lock is refused for good at info, sends nothing more, and is reported', async (t) => {
@@ -135,7 +135,7 @@ void test('6. a revoked lock is refused for good at info, sends nothing more, an
   const revoke = (l: TestLock): SignedStatement[] => [signStatement(r.site.site, { site: r.site.siteId, op: 'revoke', role: 'lock', id: l.id, key: l.key.publicKey, time: 1_700_000_100_000 })];
   const { lock } = await r.lock('gone', { then: revoke });
   const a = answers(lock);
-  await until('refused at info', () => a.refused.length > 0);
+  await waitUntil('refused at info', () => a.refused.length > 0);
   assert.deepEqual(a.refused[0], ['ERR_LOCK_REVOKED', false, [1, 2]]);
   lock.record();
   await sleep(700);
@@ -148,10 +148,10 @@ void test('6. a version 1 lock that is revoked has its events refused for good (
   const revoke = (l: TestLock): SignedStatement[] => [signStatement(r.site.site, { site: r.site.siteId, op: 'revoke', role: 'lock', id: l.id, key: l.key.publicKey, time: 1_700_000_100_000 })];
   const { lock } = await r.lock('gone-v1', { protocol: 1, then: revoke });
   const a = answers(lock);
-  await until('greeted', () => lock.greeted);
+  await waitUntil('greeted', () => lock.greeted);
   const before = r.chain.size;
   lock.record();
-  await until('its event refused', () => a.nacks.length > 0);
+  await waitUntil('its event refused', () => a.nacks.length > 0);
   assert.deepEqual(a.nacks, [[1, 'ERR_LOCK_REVOKED', false]]);
   assert.equal(lock.pending, 0, 'given up, as the code says');
   await r.chain.flush();
@@ -165,17 +165,17 @@ void test('7. a lock announcing another key is refused at info, recorded, report
   const newKey = generateKeyPair();
   const { lock, enrolled } = await r.lock('rekeyed', { key: newKey });
   const a = answers(lock);
-  await until('refused at info', () => a.refused.length > 0);
+  await waitUntil('refused at info', () => a.refused.length > 0);
   assert.deepEqual(a.refused[0], ['ERR_LOCK_KEY', true, [1, 2]]);
   assert.ok(reported.length > 0 && bytesEqual(reported[0]!.key!, newKey.publicKey), 'reported with the key to enrol');
-  await until('health entry', async () => (await bodies(r.chain, 'health')).some((b) => b.kind === 'health' && b.source === 'lock:rekeyed' && b.status === 'key-mismatch'));
+  await waitUntil('health entry', async () => (await bodies(r.chain, 'health')).some((b) => b.kind === 'health' && b.source === 'lock:rekeyed' && b.status === 'key-mismatch'));
   lock.record();
-  await until('event refused with retry', () => a.nacks.length > 0);
+  await waitUntil('event refused with retry', () => a.nacks.length > 0);
   assert.deepEqual(a.nacks[0], [1, 'ERR_LOCK_KEY', true]);
   assert.equal(lock.pending, 1, 'the lock keeps the event');
   // The technician enrols the new key (a rotation): the lock's next resend is accepted.
   await r.chain.append({ kind: 'roster', signed: signStatement(r.site.site, { site: r.site.siteId, op: 'rotate', role: 'lock', id: 'rekeyed', key: newKey.publicKey, prev: enrolled.key.publicKey, time: 1_700_000_100_000 }) });
-  await until('accepted after re-enrolment', () => lock.acked.has(1), 20_000);
+  await waitUntil('accepted after re-enrolment', () => lock.acked.has(1), 20_000);
   assert.equal((await storedEvents(r.chain, 'rekeyed')).size, 1);
 });
 
@@ -183,13 +183,13 @@ void test('9. a forged frame under the lock’s id and counter draws an answer a
   const r = await rig(t);
   const { lock } = await r.lock('target');
   const a = answers(lock);
-  await until('greeted', () => lock.greeted);
+  await waitUntil('greeted', () => lock.greeted);
   const forger = new SimLock({ id: 'target', seed: generateKeyPair().seed });
   forger.record('unlocked');
   assert.ok(lock.inject(forger.payloadOf(1)!, 1), 'the forged frame goes first');
   lock.record();
-  await until('own event acked', () => lock.acked.has(1));
-  await until('forged answer seen', () => a.foreign.length > 0);
+  await waitUntil('own event acked', () => lock.acked.has(1));
+  await waitUntil('forged answer seen', () => a.foreign.length > 0);
   assert.deepEqual(a.foreign, [[1, 'ERR_LOCK_SIGNATURE']]);
   assert.deepEqual(a.nacks, [], 'the lock acted on no answer about other bytes');
   assert.ok(r.codes.includes('ERR_LOCK_SIGNATURE'));
@@ -201,16 +201,16 @@ void test('10. a serial line carries one lock: a second lock heard on it is repo
   // Two locks on one pair of wires, as on an RS-485 bus: both hear the gateway, both talk.
   await r.lock('first', { shared: true });
   await r.lock('second', { shared: true });
-  await until('shared line reported', () => r.notices.some((n) => n.kind === 'rejected' && n.code === 'ERR_LINK_SHARED'), 20_000);
+  await waitUntil('shared line reported', () => r.notices.some((n) => n.kind === 'rejected' && n.code === 'ERR_LINK_SHARED'), 20_000);
 });
 
 void test('versions: an info of a version the gateway does not speak is refused with the versions it speaks; a version 1 lock still works', async (t) => {
   const r = await rig(t);
   const { lock } = await r.lock('future');
   const a = answers(lock);
-  await until('greeted', () => lock.greeted);
+  await waitUntil('greeted', () => lock.greeted);
   assert.ok(lock.announce(3));
-  await until('refused', () => a.refused.length > 0);
+  await waitUntil('refused', () => a.refused.length > 0);
   assert.deepEqual(a.refused, [['ERR_PROTOCOL_VERSION', false, [1, 2]]]);
   assert.ok(r.notices.some((n) => n.kind === 'rejected' && n.code === 'ERR_PROTOCOL_VERSION'));
 });
@@ -219,7 +219,7 @@ void test('versions: a lock that speaks version 1 (today’s locks) gets answers
   const r = await rig(t);
   const { lock } = await r.lock('v1-lock', { protocol: 1 });
   for (let i = 0; i < 20; i++) lock.record();
-  await until('20 acked', () => lock.acked.size === 20);
+  await waitUntil('20 acked', () => lock.acked.size === 20);
   assert.equal((await storedEvents(r.chain, 'v1-lock')).size, 20);
   assert.ok(r.notices.some((n) => n.kind === 'lock-seen' && n.info.lock === 'v1-lock' && n.info.v === undefined));
 });

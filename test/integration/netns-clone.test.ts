@@ -12,30 +12,21 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { ChildProcess } from 'node:child_process';
 import { makeSite, tempDir } from '../support/site.js';
 import { createTopology, netnsUnavailable, type Topology } from '../support/netns.js';
 import { enrolledGateway, APP_USER, type EnrolledGateway } from '../support/enrolled-gateway.js';
-import { writeGatewayConfig } from '../support/gateway-process.js';
+import { isRunning, lockOn, nsGateway, startIn, stopIn, type NsGateway } from '../support/netns-site.js';
 import { CLI, oti } from '../support/oti-cli.js';
-import { until as waitUntil } from '../support/wait.js';
-import { ptyPair, type PtyPair } from '../../drivers/pty.js';
-import { SerialSimLink } from '../../drivers/simlink.js';
+import { waitUntil } from '../support/wait.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { encodeSigned, signStatement } from '../../ledger/roster.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 
-const MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'gateway', 'main.js');
-const until = (what: string, cond: () => boolean | Promise<boolean>, ms = 120_000): Promise<void> => waitUntil(what, cond, ms);
+/** Discovery, replication and evidence across namespaces can take a while: a longer bound than wait.ts's default. */
+const REPLICATION_MS = 120_000;
 const skip = await netnsUnavailable();
 
-interface Gw extends EnrolledGateway {
-  readonly ns: number;
-  readonly config: string;
-  proc?: ChildProcess;
-  readonly logs: { msg: string; [k: string]: unknown }[];
-}
+type Gw = NsGateway;
 
 interface StatusJson {
   peers: { gateway: string; state: string; evidence: string | null; refusal: { code: string; count: number } | null }[];
@@ -48,13 +39,6 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
   const topo: Topology = await createTopology(4);
   t.after(() => topo.destroy());
   const locks: SimLock[] = [];
-  const links: SerialSimLink[] = [];
-  const ptys: PtyPair[] = [];
-  t.after(async () => {
-    for (const l of locks) l.close();
-    await Promise.all(links.map((l) => l.close()));
-    await Promise.all(ptys.map((p) => p.kill()));
-  });
 
   /** Runs a command in namespace i to its end: curl, mosquitto_sub, the oti binary. */
   const run = (i: number, cmd: string, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
@@ -74,59 +58,23 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
       return undefined;
     }
   };
-  /** A simulated lock on the serial line of pty k, sending an event every 100 ms. */
-  const startLock = (lock: SimLock, k: number): void => {
+  /** A simulated lock on `gw`'s serial line, sending an event every 100 ms. */
+  const startLock = (lock: SimLock, gw: Gw): void => {
     locks.push(lock);
-    const link = new SerialSimLink(lock, { path: ptys[k]!.lock, reopenMs: 100 });
-    links.push(link);
-    link.start();
+    lockOn(t, gw, lock).start();
     lock.startAuto(100);
   };
-  const configure = async (g: EnrolledGateway, ns: number): Promise<Gw> => {
-    const pty = await ptyPair(dir, `pty-${ns}`);
-    ptys.push(pty);
-    const config = await writeGatewayConfig(join(dir, `${g.id}-${ns}.yaml`), {
-      dataDir: g.dataDir,
-      broker: { host: '0.0.0.0', port: 1883 },
-      api: { port: 8433 },
-      serialPorts: [pty.gateway],
-      portSettings: { reconnectMinMs: 100, reconnectMaxMs: 1000 },
-    });
-    return { ...g, ns, config, logs: [] };
-  };
-  const start = (gw: Gw): void => {
-    gw.logs.length = 0;
-    const proc = topo.exec(gw.ns, process.execPath, [MAIN, '--config', gw.config], { stdio: ['ignore', 'pipe', 'pipe'] });
-    gw.proc = proc;
-    let partial = '';
-    proc.stdout?.setEncoding('utf8').on('data', (c: string) => {
-      partial += c;
-      const lines = partial.split('\n');
-      partial = lines.pop() ?? '';
-      for (const l of lines) {
-        try {
-          gw.logs.push(JSON.parse(l) as Gw['logs'][number]);
-        } catch {
-          gw.logs.push({ msg: l });
-        }
-      }
-    });
-  };
-  const running = (gw: Gw): Promise<void> => until(`${gw.id} in ns ${gw.ns} running`, () => gw.logs.some((l) => l.msg.includes('running; press Ctrl+C')));
-  const stop = async (gw: Gw): Promise<void> => {
-    const p = gw.proc;
-    if (p === undefined || p.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => p.once('exit', () => resolve()));
-    p.kill('SIGTERM');
-    await exited;
-  };
+  const configure = (g: EnrolledGateway, ns: number): Promise<Gw> => nsGateway(t, dir, g, ns);
+  const start = (gw: Gw): void => startIn(topo, gw);
+  const running = (gw: Gw): Promise<void> => waitUntil(`${gw.id} in ns ${gw.ns} running`, () => isRunning(gw), REPLICATION_MS);
+  const stop = (gw: Gw): Promise<void> => stopIn(gw);
 
   const gws: Gw[] = [];
   for (let i = 0; i < 3; i++) gws.push(await configure(await enrolledGateway(dir, s, `gw-${'abc'[i]}`, { lock: `lock-${i}` }), i));
   const [a, b, c] = gws as [Gw, Gw, Gw];
   gws.forEach(start);
   for (const gw of gws) await running(gw);
-  for (const [i, gw] of gws.entries()) startLock(new SimLock({ id: gw.lock!.id, seed: gw.lock!.key.seed, resendMs: 1000 }), i);
+  for (const gw of gws) startLock(new SimLock({ id: gw.lock!.id, seed: gw.lock!.key.seed, resendMs: 1000 }), gw);
 
   // The lifecycle on gw-a's broker: replicated (naming who holds it), then confirmed.
   const states: { id: string; state: string; cosigners?: string[] }[] = [];
@@ -142,7 +90,7 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
     const r = states.findIndex((m) => m.state === 'replicated');
     return r >= 0 && states.some((m, k) => k > r && m.state === 'confirmed' && m.id === states[r]!.id);
   };
-  await until('an event of lock-0 replicated, then confirmed, on gw-a\'s broker', confirmedAfterReplicated, 180_000);
+  await waitUntil('an event of lock-0 replicated, then confirmed, on gw-a\'s broker', confirmedAfterReplicated, 180_000);
   sub.kill();
   const replicated = states.find((m) => m.state === 'replicated')!;
   assert.ok((replicated.cosigners ?? []).length >= 1 && !(replicated.cosigners ?? []).includes('gw-a'), `replicated names the other gateways that hold it: ${JSON.stringify(replicated)}`);
@@ -151,28 +99,28 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
   t.diagnostic(`lifecycle of ${replicated.id}: ${states.filter((m) => m.id === replicated.id).map((m) => `${m.state}${m.cosigners !== undefined ? ` ${m.cosigners.join(',')}` : ''}`).join(' → ')}`);
 
   for (const gw of gws) {
-    await until(`${gw.id} sees both peers synced`, async () => {
+    await waitUntil(`${gw.id} sees both peers synced`, async () => {
       const st = await status(gw);
       return st?.peers.length === 2 && st.peers.every((p) => p.state === 'synced' || p.state === 'syncing');
-    });
+    }, REPLICATION_MS);
   }
 
   // Clone gw-c: its data folder copied while it is stopped, the copy in namespace 3 with the same identity.
   await stop(c);
   const copyDir = join(dir, 'gw-c-copy');
   await cp(c.dataDir, copyDir, { recursive: true });
-  const copy = await configure({ id: 'gw-c', dataDir: copyDir, lock: c.lock! }, 3);
+  const copy = await configure({ id: 'gw-c', dataDir: copyDir, bundle: c.bundle, lock: c.lock! }, 3);
   start(c);
   start(copy);
   await running(c);
   await running(copy);
   // The same lock id on the copy's serial line, counting from far ahead: both copies take in events.
   const twin = new SimLock({ id: c.lock!.id, seed: c.lock!.key.seed, resendMs: 1000, firstCounter: 1_000_000 });
-  startLock(twin, 3);
+  startLock(twin, copy);
 
   // Someone turns the two inconsistent gw-c trees into evidence; every gateway refuses gw-c.
   for (const gw of [a, b, c, copy]) {
-    await until(`gw-${gw.id === 'gw-c' ? `c (ns ${gw.ns})` : gw.id.slice(3)} knows gw-c is compromised`, async () => (await status(gw))?.sync.compromised.includes('gw-c') === true, 240_000);
+    await waitUntil(`gw-${gw.id === 'gw-c' ? `c (ns ${gw.ns})` : gw.id.slice(3)} knows gw-c is compromised`, async () => (await status(gw))?.sync.compromised.includes('gw-c') === true, 240_000);
   }
   const st = (await status(a))!;
   const peerC = st.peers.find((p) => p.gateway === 'gw-c')!;
@@ -218,10 +166,10 @@ void test('a cloned gateway in a fourth namespace is detected, shown everywhere,
   assert.equal(cleared.code, 0, cleared.stderr);
   start(a);
   await running(a);
-  await until('gw-a no longer refuses gw-c, which shows as revoked', async () => {
+  await waitUntil('gw-a no longer refuses gw-c, which shows as revoked', async () => {
     const after = await status(a);
     return after !== undefined && after.sync.compromised.length === 0 && after.peers.find((p) => p.gateway === 'gw-c')?.state === 'revoked';
-  });
+  }, REPLICATION_MS);
   const after = (await status(a))!;
   assert.ok(after.sync.evidence.some((e) => e.id === ev.id && !e.refused), 'the evidence stays stored, marked cleared');
   for (const l of locks) l.stopAuto();

@@ -8,12 +8,14 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { createInterface } from 'node:readline';
+import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { toHex } from '../../ledger/crypto.js';
 import { encodeSigned } from '../../ledger/roster.js';
 import { createTopology, netnsUnavailable, type Topology } from '../support/netns.js';
 import { enrollGateway, makeSite } from '../support/site.js';
+import { waitForEvent } from '../support/wait.js';
 
 const PEER_SCRIPT = fileURLToPath(new URL('../support/netns-peer.js', import.meta.url));
 const WAIT_MS = 30_000;
@@ -29,34 +31,24 @@ interface PeerEvent {
 /** The JSON lines of one peer process, with waits for a line matching a predicate. */
 class PeerLog {
   readonly events: PeerEvent[] = [];
-  readonly #waiters = new Set<() => void>();
+  /** Emits `line` after each event line is recorded. */
+  readonly #lines = new EventEmitter();
   #stderr = '';
 
   constructor(readonly name: string, child: ChildProcess) {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       this.events.push(JSON.parse(line) as PeerEvent);
-      for (const w of this.#waiters) w();
+      this.#lines.emit('line');
     });
     child.stderr!.on('data', (b: Buffer) => (this.#stderr += b.toString()));
   }
 
   /** Waits for an event at index ≥ from that matches. */
-  wait(from: number, match: (e: PeerEvent) => boolean, what: string): Promise<PeerEvent> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const hit = this.events.slice(from).find(match);
-        if (hit === undefined) return;
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve(hit);
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`${this.name}: timed out waiting for ${what}; events: ${JSON.stringify(this.events)}; stderr: ${this.#stderr}`));
-      }, WAIT_MS);
-      this.#waiters.add(check);
-      check();
-    });
+  async wait(from: number, match: (e: PeerEvent) => boolean, what: string): Promise<PeerEvent> {
+    let hit: PeerEvent | undefined;
+    const found = (): boolean => (hit = this.events.slice(from).find(match)) !== undefined;
+    await waitForEvent(this.#lines, 'line', `${this.name}: ${what}`, found, WAIT_MS, () => `events: ${JSON.stringify(this.events)}; stderr: ${this.#stderr}`);
+    return hit!;
   }
 }
 

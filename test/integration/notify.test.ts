@@ -18,7 +18,7 @@ import { addMqttUser } from '../../gateway/broker/users.js';
 import { InProcessDriver } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 
 async function rig(t: TestContext, opts: { retainMax?: number } = {}) {
@@ -71,9 +71,9 @@ void test('an event goes received â†’ committed (with a receipt that verifies) â
   const lock = await r.lockOf('front-door');
   r.driver.connect(lock);
   lock.record('locked');
-  await until('acked', () => lock.acked.size === 1);
+  await waitUntil('acked', () => lock.acked.size === 1);
   const status = r.topics.status('front-door', 1);
-  await until('committed status', () => early.got.some((m) => m.topic === status && m.payload.includes('"committed"')));
+  await waitUntil('committed status', () => early.got.some((m) => m.topic === status && m.payload.includes('"committed"')));
   const states = early.got.filter((m) => m.topic === status).map((m) => (JSON.parse(m.payload) as { state: string }).state);
   assert.deepEqual(states, ['received', 'committed']);
   const committed = JSON.parse(early.got.find((m) => m.topic === status && m.payload.includes('"committed"'))!.payload) as { receipt: string; entry: string };
@@ -89,11 +89,11 @@ void test('an event goes received â†’ committed (with a receipt that verifies) â
   const size = r.chain.size;
   r.notifier.coverage({ state: 'replicated', from: 0, to: size, peers: 1, quorum: 2, cosigners: ['gw-2'] });
   r.notifier.coverage({ state: 'confirmed', from: 0, to: size, peers: 1, quorum: 2, cosigners: ['gw-1', 'gw-2'] });
-  await until('confirmed', () => early.got.some((m) => m.topic === status && m.payload.includes('"confirmed"')));
+  await waitUntil('confirmed', () => early.got.some((m) => m.topic === status && m.payload.includes('"confirmed"')));
 
   // A client that connects now still gets the event's latest state, retained.
   const late = await app(t, r.broker.port, [`oti/notify-site/status/#`]);
-  await until('retained status for the late client', () => late.got.some((m) => m.topic === status));
+  await waitUntil('retained status for the late client', () => late.got.some((m) => m.topic === status));
   const last = late.got.find((m) => m.topic === status)!;
   assert.ok(last.retain);
   assert.deepEqual((JSON.parse(last.payload) as { state: string; cosigners: string[] }).cosigners, ['gw-1', 'gw-2']);
@@ -105,15 +105,15 @@ void test('a final refusal is the status of an event the chain does not hold; a 
   const lock = await r.lockOf('vault');
   r.driver.connect(lock);
   lock.record();
-  await until('acked', () => lock.acked.size === 1);
+  await waitUntil('acked', () => lock.acked.size === 1);
   // Counters 2 to 4 never reach the gateway; 5 is committed after them.
   lock.skip(3);
   lock.record();
-  await until('acked', () => lock.acked.size === 2);
+  await waitUntil('acked', () => lock.acked.size === 2);
   lock.forgeReplay(3);
-  await until('rejected status of an event never committed', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 3) && m.payload.includes('"rejected"')));
+  await waitUntil('rejected status of an event never committed', () => watcher.got.some((m) => m.topic === r.topics.status('vault', 3) && m.payload.includes('"rejected"')));
   lock.forgeReplay(1);
-  await until('refused copy reported', () => watcher.got.some((m) => m.topic === r.topics.refused('vault', 1)));
+  await waitUntil('refused copy reported', () => watcher.got.some((m) => m.topic === r.topics.refused('vault', 1)));
   const refused = watcher.got.find((m) => m.topic === r.topics.refused('vault', 1))!;
   assert.equal(refused.retain, false);
   assert.deepEqual({ ...(JSON.parse(refused.payload) as object), at: 0 }, { id: 'vault:1', at: 0, code: 'ERR_REPLAY', index: (await r.chain.indexOf('vault:1'))! });
@@ -124,7 +124,7 @@ void test('a final refusal is the status of an event the chain does not hold; a 
   t.after(() => stranger.close());
   r.driver.connect(stranger);
   stranger.record();
-  await until('unenrolled report', () => watcher.got.some((m) => m.topic === r.topics.unenrolled('stranger')));
+  await waitUntil('unenrolled report', () => watcher.got.some((m) => m.topic === r.topics.unenrolled('stranger')));
   const report = JSON.parse(watcher.got.find((m) => m.topic === r.topics.unenrolled('stranger'))!.payload) as { key: string };
   assert.equal(report.key, Buffer.from(stranger.publicKey!).toString('hex'));
 });
@@ -134,8 +134,8 @@ void test('retained statuses are bounded: beyond statusRetainMax the oldest are 
   const lock = await r.lockOf('busy-door');
   r.driver.connect(lock);
   for (let i = 0; i < 30; i++) lock.record();
-  await until('all acked', () => lock.acked.size === 30);
-  await until('notifications published', () => r.notifier.pending === 0);
+  await waitUntil('all acked', () => lock.acked.size === 30);
+  await waitUntil('notifications published', () => r.notifier.pending === 0);
   await sleep(200);
   const late = await app(t, r.broker.port, ['oti/notify-site/status/#']);
   await sleep(500);
@@ -150,7 +150,7 @@ void test('at start the notifier rebuilds, from the chain, the newest statusReta
   const lock = await r.lockOf('side-door');
   r.driver.connect(lock);
   for (let i = 0; i < 30; i++) lock.record(i === 27 ? 'jammed' : i % 2 === 0 ? 'unlocked' : 'locked');
-  await until('all acked', () => lock.acked.size === 30);
+  await waitUntil('all acked', () => lock.acked.size === 30);
   // A new broker knows nothing, as after a restart; a new notifier on the same chain fills it.
   const dir = await tempDir(t);
   const usersFile = join(dir, 'users.json');
@@ -161,9 +161,9 @@ void test('at start the notifier rebuilds, from the chain, the newest statusReta
   const notifier = new MqttNotifier({ broker, topics: r.topics, chain: r.chain, ingest, gatewayId: 'gw-1', retentionS: 3600, retainMax: 10 });
   await notifier.start();
   t.after(() => notifier.stop());
-  await until('the rebuild published', () => notifier.pending === 0 && notifier.published > 0);
+  await waitUntil('the rebuild published', () => notifier.pending === 0 && notifier.published > 0);
   const late = await app(t, broker.port, ['oti/notify-site/status/#', 'oti/notify-site/lockstate/#']);
-  await until('retained messages received', () => late.got.length >= 11);
+  await waitUntil('retained messages received', () => late.got.length >= 11);
   await sleep(300);
   const statuses = late.got.filter((m) => m.topic.startsWith('oti/notify-site/status/'));
   assert.deepEqual(statuses.map((m) => m.topic).sort(), Array.from({ length: 10 }, (_, i) => r.topics.status('side-door', 21 + i)).sort(), 'the newest 10, no more');

@@ -19,15 +19,14 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, copyFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tempDir } from '../support/site.js';
-import { startGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { startTestGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
-import { oti as runOti, type Run } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { otiIn as oti, otiSite } from '../support/oti-cli.js';
+import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy api tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0001';
@@ -36,12 +35,6 @@ const PRIVACY_TOKEN = 'privacy-token-0123456789abcdef';
 const ALICE = Buffer.from('ALICE-CARD-0001');
 const BOB = Buffer.from('BOB-CARD-000002');
 const NAME = 'Alice Privacy-Example';
-
-/** `oti args` run in `cwd` with `env`. */
-function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return runOti(args, { cwd, env });
-}
-
 
 interface Answer {
   readonly status: number;
@@ -72,16 +65,7 @@ async function events(base: string, token: string): Promise<Item[]> {
 
 /** Site, gateway bundle applied to <dir>/data, privacy keyring in <dir>/site, copied into data. */
 async function prepare(t: TestContext): Promise<{ dir: string; data: string }> {
-  const dir = await tempDir(t, 'oti-privacy-api-');
-  const siteEnv = { OTI_PASSPHRASE: SITE_PASS };
-  for (const args of [
-    ['site', 'init', '--site', 'acme', '--out', 'site', '--json'],
-    ['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-1', '--out', 'b.json', '--json'],
-    ['gateway', 'apply-bundle', 'b.json', '--data', 'data', '--json'],
-  ]) {
-    const r = await oti(args, dir, siteEnv);
-    assert.equal(r.code, 0, `oti ${args.join(' ')}: ${r.stderr}`);
-  }
+  const dir = await otiSite(t, 'oti-privacy-api-', SITE_PASS, { gateway: true });
   const init = await oti(['privacy', 'init', '--site-dir', 'site', '--json'], dir, { OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS });
   assert.equal(init.code, 0, init.stderr);
   const data = join(dir, 'data');
@@ -93,7 +77,15 @@ async function prepare(t: TestContext): Promise<{ dir: string; data: string }> {
 
 const running = (l: { msg: string }): boolean => l.msg.includes('running; press Ctrl+C');
 
+/** Runs `f` once; later calls get the same promise (a step several cases build on). */
+function once<T>(f: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => (p ??= f());
+}
+
 void test('privacy role over HTTP: sealed credentials only for api.token, pseudonyms and person fields for api.privacyToken, persons added and erased, clear credentials refused', { timeout: 240_000 }, async (t) => {
+  // The fixture every case below reads: the data folder, two locks on ptys (one sealing, one
+  // legacy), the gateway running with its keyring, both locks enrolled, events recorded.
   const { dir, data } = await prepare(t);
   const sealing = await ptyPair(dir, 'sealing');
   const legacy = await ptyPair(dir, 'legacy');
@@ -107,21 +99,13 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
     serialPorts: [sealing.gateway, legacy.gateway],
     portSettings: { reconnectMinMs: 50, reconnectMaxMs: 500 },
   });
-  const gateways: GatewayProcess[] = [];
-  const start = (env: Record<string, string>): GatewayProcess => {
-    const gw = startGateway(['--config', config], env);
-    gateways.push(gw);
-    return gw;
-  };
-  t.after(() => {
-    for (const g of gateways) g.proc.kill('SIGKILL');
-  });
+  const start = (env: Record<string, string>): GatewayProcess => startTestGateway(t, ['--config', config], env);
   const stop = async (gw: GatewayProcess): Promise<void> => {
     gw.proc.kill('SIGTERM');
     assert.equal(await gw.exited, 0, `a clean stop; stderr: ${gw.stderr()}`);
   };
-  let gw = start({ OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS });
-  await gw.waitFor('running', running);
+  const gw = start({ OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS });
+  await gw.waitForLog('running', running);
 
   // Locks enrolled the designed way: oti lock enroll → POST /roster with the ordinary token.
   const api = ['--api', base];
@@ -148,129 +132,149 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
   front.record('unlocked', BOB);
   front.record('unlocked', ALICE);
   old.record('unlocked', BOB);
-  await until('three acks from the sealing lock and a nack for the clear credential', () => front.acked.size === 3 && nacks.length > 0);
-  assert.deepEqual(nacks[0], { ctr: 1, code: 'ERR_PRIVACY_CLEAR_CREDENTIAL', retry: false });
-  assert.equal(old.acked.size, 0, 'the clear credential was never acknowledged');
+  await waitUntil('three acks from the sealing lock and a nack for the clear credential', () => front.acked.size === 3 && nacks.length > 0);
 
-  // The ordinary reader: the sealed box only; no pseudonym (it would be an oracle for chosen PINs
-  // sealed with a lock's key) and never the raw id.
-  const readerView = await call(base, '/events?kind=lock-event&limit=1000', TOKEN);
-  assert.equal(readerView.status, 200);
-  const seen = (readerView.body['items'] as Item[]).filter((e) => e['lock'] === 'front-door');
-  assert.equal(seen.length, 3);
-  for (const e of seen) {
-    assert.equal(Buffer.from(String(e['cred']), 'hex').length, SEALED_CRED_BYTES, 'the stored cred is the sealed box');
-    assert.equal(e['pseudonym'], undefined, 'api.token must not get pseudonyms (a PIN oracle)');
-    assert.equal(e['credential'], undefined, 'api.token must not see the raw credential id');
-  }
-  for (const raw of [ALICE, BOB]) {
-    assert.ok(!readerView.text.includes(raw.toString('hex')) && !readerView.text.includes(raw.toString('latin1')), 'no raw id anywhere in the reader answer');
-  }
-  assert.ok(!(await events(base, TOKEN)).some((e) => e['lock'] === 'old-door' && e.kind === 'lock-event'), 'the clear-credential event was not stored');
-  // The same entry by id, for both roles.
-  const one = await call(base, '/events/front-door:1', TOKEN);
-  assert.equal(one.body['credential'], undefined);
-  assert.equal((await call(base, '/events/front-door:1', PRIVACY_TOKEN)).body['credential'], undefined);
-
-  // The privacy reader: pseudonyms on events too, never a raw id (a raw id is readable only in the
-  // fields of a person whose key is held, so erasure takes it away: docs/PRIVACY.md §Roles).
-  const privView = (await events(base, PRIVACY_TOKEN)).filter((e) => e['lock'] === 'front-door' && e.kind === 'lock-event');
-  assert.deepEqual(privView.map((e) => e['credential']), [undefined, undefined, undefined]);
-  for (const e of privView) assert.match(String(e['pseudonym']), /^[0-9a-f]{32}$/);
-  assert.equal(privView[0]!['pseudonym'], privView[2]!['pseudonym'], 'one person, one pseudonym');
-  assert.notEqual(privView[0]!['pseudonym'], privView[1]!['pseudonym']);
-
-  // /privacy/ is for the privacy token only.
   const someone = '00112233445566778899aabbccddeeff';
-  for (const token of [TOKEN, undefined, 'not-a-token-of-this-gateway']) {
-    for (const [method, path] of [['GET', `/privacy/persons/${someone}`], ['POST', `/privacy/persons/${someone}/erase`], ['POST', '/privacy/persons']] as const) {
-      const a = await call(base, path, token, { method });
-      assert.equal(a.status, 401, `${method} ${path} with ${token ?? 'no token'}`);
-      assert.equal(errorCode(a), 'ERR_UNAUTHORIZED');
+  /** The privacy reader's view of front-door's lock events. */
+  const privacyView = async (): Promise<Item[]> => (await events(base, PRIVACY_TOKEN)).filter((e) => e['lock'] === 'front-door' && e.kind === 'lock-event');
+  /** Alice, added the designed way: fields encrypted by the CLI, posted with the privacy token. */
+  const alice = once(async (): Promise<{ person: string; index: number }> => {
+    const added = await oti(['privacy', 'person', 'add', '--site-dir', 'site', '--field', `name=${NAME}`, '--cred', ALICE.toString('hex'), '--json', ...api], dir, { OTI_PRIVACY_TOKEN: PRIVACY_TOKEN });
+    assert.equal(added.code, 0, added.stderr);
+    return JSON.parse(added.stdout) as { person: string; index: number };
+  });
+
+  await t.test('a lock that sends a clear credential is refused with ERR_PRIVACY_CLEAR_CREDENTIAL and nothing is stored', async () => {
+    assert.deepEqual(nacks[0], { ctr: 1, code: 'ERR_PRIVACY_CLEAR_CREDENTIAL', retry: false });
+    assert.equal(old.acked.size, 0, 'the clear credential was never acknowledged');
+    assert.ok(!(await events(base, TOKEN)).some((e) => e['lock'] === 'old-door' && e.kind === 'lock-event'), 'the clear-credential event was not stored');
+  });
+
+  await t.test('api.token reads the sealed box only: no pseudonym (a PIN oracle), never the raw id', async () => {
+    const readerView = await call(base, '/events?kind=lock-event&limit=1000', TOKEN);
+    assert.equal(readerView.status, 200);
+    const seen = (readerView.body['items'] as Item[]).filter((e) => e['lock'] === 'front-door');
+    assert.equal(seen.length, 3);
+    for (const e of seen) {
+      assert.equal(Buffer.from(String(e['cred']), 'hex').length, SEALED_CRED_BYTES, 'the stored cred is the sealed box');
+      assert.equal(e['pseudonym'], undefined, 'api.token must not get pseudonyms (a PIN oracle)');
+      assert.equal(e['credential'], undefined, 'api.token must not see the raw credential id');
     }
-  }
-  const unknown = await call(base, `/privacy/persons/${someone}`, PRIVACY_TOKEN);
-  assert.equal(unknown.status, 404);
-  assert.equal(errorCode(unknown), 'ERR_NOT_FOUND');
-  const malformed = await call(base, '/privacy/persons/not-hex', PRIVACY_TOKEN);
-  assert.equal(malformed.status, 400);
-  assert.equal(errorCode(malformed), 'ERR_ARGUMENT');
-  const garbage = await call(base, '/privacy/persons', PRIVACY_TOKEN, { method: 'POST', body: new Uint8Array([0xa1, 0x61]), type: 'application/cbor' });
-  assert.equal(garbage.status, 400);
-  assert.match(String(errorCode(garbage)), /^ERR_/);
-  const put = await call(base, '/privacy/persons', PRIVACY_TOKEN, { method: 'PUT' });
-  assert.equal(put.status, 405);
+    for (const raw of [ALICE, BOB]) {
+      assert.ok(!readerView.text.includes(raw.toString('hex')) && !readerView.text.includes(raw.toString('latin1')), 'no raw id anywhere in the reader answer');
+    }
+    // The same entry by id, for both roles.
+    const one = await call(base, '/events/front-door:1', TOKEN);
+    assert.equal(one.body['credential'], undefined);
+    assert.equal((await call(base, '/events/front-door:1', PRIVACY_TOKEN)).body['credential'], undefined);
+  });
 
-  // A person added the designed way: fields encrypted by the CLI, posted with the privacy token.
-  const added = await oti(['privacy', 'person', 'add', '--site-dir', 'site', '--field', `name=${NAME}`, '--cred', ALICE.toString('hex'), '--json', ...api], dir, { OTI_PRIVACY_TOKEN: PRIVACY_TOKEN });
-  assert.equal(added.code, 0, added.stderr);
-  const { person, index } = JSON.parse(added.stdout) as { person: string; index: number };
-  assert.match(person, /^[0-9a-f]{32}$/);
-  const got = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
-  assert.equal(got.status, 200, got.text);
-  assert.deepEqual(got.body['fields'], { name: NAME, cred: ALICE.toString('hex') });
-  assert.equal(got.body['index'], index);
-  const entryAsReader = (await events(base, TOKEN)).find((e) => e.index === index);
-  assert.equal(entryAsReader?.kind, 'privacy');
-  assert.equal(entryAsReader['personFields'], undefined, 'api.token must not see person fields');
-  assert.ok(!JSON.stringify(entryAsReader).includes(NAME));
-  const entryAsPrivacy = (await events(base, PRIVACY_TOKEN)).find((e) => e.index === index);
-  assert.deepEqual(entryAsPrivacy?.['personFields'], { name: NAME, cred: ALICE.toString('hex') });
-  assert.equal(entryAsPrivacy['keyHolder'], 'gw-1', 'the person entry says which gateway holds the key');
-  assert.deepEqual(entryAsPrivacy['pseudonyms'], [privView[0]!['pseudonym']], "the person's credential pseudonym finds their events");
+  await t.test('api.privacyToken reads pseudonyms on events, one per person, never a raw id', async () => {
+    // A raw id is readable only in the fields of a person whose key is held, so erasure takes it
+    // away: docs/PRIVACY.md §Roles.
+    const privView = await privacyView();
+    assert.deepEqual(privView.map((e) => e['credential']), [undefined, undefined, undefined]);
+    for (const e of privView) assert.match(String(e['pseudonym']), /^[0-9a-f]{32}$/);
+    assert.equal(privView[0]!['pseudonym'], privView[2]!['pseudonym'], 'one person, one pseudonym');
+    assert.notEqual(privView[0]!['pseudonym'], privView[1]!['pseudonym']);
+  });
 
-  // Erasure through the endpoint: the key goes, a shred entry is recorded, the fields are gone.
-  const erased = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
-  assert.equal(erased.status, 200, erased.text);
-  assert.equal(erased.body['destroyed'], true);
-  const gone = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
-  assert.equal(gone.status, 410);
-  assert.equal(errorCode(gone), 'ERR_PRIVACY_ERASED');
-  const afterAll = await call(base, '/events?limit=1000', PRIVACY_TOKEN);
-  const after = (afterAll.body['items'] as Item[]).find((e) => e.index === index);
-  assert.equal(after?.['erased'], true);
-  assert.equal(after['personFields'], undefined);
-  assert.equal(after['keyHeldHere'], undefined, 'erased, not merely "no key here"');
-  // Nothing the privacy token reads yields the erased person's credential or fields any more.
-  for (const secret of [ALICE.toString('hex'), ALICE.toString('latin1'), NAME]) assert.ok(!afterAll.text.includes(secret), `${secret} is still readable after erasure`);
-  const again = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
-  assert.equal(again.status, 200, 'erasure is idempotent');
-  assert.equal(again.body['destroyed'], false);
-  // A person id that this gateway never recorded is not "erased" by a typo.
-  const never = await call(base, `/privacy/persons/${someone}/erase`, PRIVACY_TOKEN, { method: 'POST' });
-  assert.equal(never.status, 404);
-  assert.equal(errorCode(never), 'ERR_NOT_FOUND');
+  await t.test('/privacy/ refuses api.token, no token and a foreign token; answers 404, 400 and 405 to the privacy token', async () => {
+    for (const token of [TOKEN, undefined, 'not-a-token-of-this-gateway']) {
+      for (const [method, path] of [['GET', `/privacy/persons/${someone}`], ['POST', `/privacy/persons/${someone}/erase`], ['POST', '/privacy/persons']] as const) {
+        const a = await call(base, path, token, { method });
+        assert.equal(a.status, 401, `${method} ${path} with ${token ?? 'no token'}`);
+        assert.equal(errorCode(a), 'ERR_UNAUTHORIZED');
+      }
+    }
+    const unknown = await call(base, `/privacy/persons/${someone}`, PRIVACY_TOKEN);
+    assert.equal(unknown.status, 404);
+    assert.equal(errorCode(unknown), 'ERR_NOT_FOUND');
+    const malformed = await call(base, '/privacy/persons/not-hex', PRIVACY_TOKEN);
+    assert.equal(malformed.status, 400);
+    assert.equal(errorCode(malformed), 'ERR_ARGUMENT');
+    const garbage = await call(base, '/privacy/persons', PRIVACY_TOKEN, { method: 'POST', body: new Uint8Array([0xa1, 0x61]), type: 'application/cbor' });
+    assert.equal(garbage.status, 400);
+    assert.match(String(errorCode(garbage)), /^ERR_/);
+    const put = await call(base, '/privacy/persons', PRIVACY_TOKEN, { method: 'PUT' });
+    assert.equal(put.status, 405);
+  });
 
-  await stop(gw);
-  const verified = await oti(['verify', '--data', 'data', '--json'], dir);
-  assert.equal(verified.code, 0, `the whole chain verifies after an erasure: ${verified.stderr}`);
+  await t.test('a person added with oti privacy person add: fields for the privacy token only, with the key holder and the pseudonym of their credential', async () => {
+    const { person, index } = await alice();
+    assert.match(person, /^[0-9a-f]{32}$/);
+    const got = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
+    assert.equal(got.status, 200, got.text);
+    assert.deepEqual(got.body['fields'], { name: NAME, cred: ALICE.toString('hex') });
+    assert.equal(got.body['index'], index);
+    const entryAsReader = (await events(base, TOKEN)).find((e) => e.index === index);
+    assert.equal(entryAsReader?.kind, 'privacy');
+    assert.equal(entryAsReader['personFields'], undefined, 'api.token must not see person fields');
+    assert.ok(!JSON.stringify(entryAsReader).includes(NAME));
+    const entryAsPrivacy = (await events(base, PRIVACY_TOKEN)).find((e) => e.index === index);
+    assert.deepEqual(entryAsPrivacy?.['personFields'], { name: NAME, cred: ALICE.toString('hex') });
+    assert.equal(entryAsPrivacy['keyHolder'], 'gw-1', 'the person entry says which gateway holds the key');
+    assert.deepEqual(entryAsPrivacy['pseudonyms'], [(await privacyView())[0]!['pseudonym']], "the person's credential pseudonym finds their events");
+  });
 
-  // Loading privacy.key: without its passphrase, or with a wrong one, the gateway does not start.
-  const noPass = start({});
-  assert.notEqual(await noPass.exited, 0);
-  assert.match(noPass.stderr(), /ERR_KEY_PASSPHRASE_REQUIRED/);
-  const wrong = start({ OTI_PRIVACY_PASSPHRASE: 'not the passphrase' });
-  assert.notEqual(await wrong.exited, 0);
-  assert.match(wrong.stderr(), /ERR_KEY_PASSPHRASE\b/);
+  await t.test('erasure through the endpoint: the key goes, ERR_PRIVACY_ERASED, nothing yields the credential or fields, idempotent, an unknown id is 404', async () => {
+    const { person, index } = await alice();
+    const erased = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
+    assert.equal(erased.status, 200, erased.text);
+    assert.equal(erased.body['destroyed'], true);
+    const gone = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
+    assert.equal(gone.status, 410);
+    assert.equal(errorCode(gone), 'ERR_PRIVACY_ERASED');
+    const afterAll = await call(base, '/events?limit=1000', PRIVACY_TOKEN);
+    const after = (afterAll.body['items'] as Item[]).find((e) => e.index === index);
+    assert.equal(after?.['erased'], true);
+    assert.equal(after['personFields'], undefined);
+    assert.equal(after['keyHeldHere'], undefined, 'erased, not merely "no key here"');
+    // Nothing the privacy token reads yields the erased person's credential or fields any more.
+    for (const secret of [ALICE.toString('hex'), ALICE.toString('latin1'), NAME]) assert.ok(!afterAll.text.includes(secret), `${secret} is still readable after erasure`);
+    const again = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
+    assert.equal(again.status, 200, 'erasure is idempotent');
+    assert.equal(again.body['destroyed'], false);
+    // A person id that this gateway never recorded is not "erased" by a typo.
+    const never = await call(base, `/privacy/persons/${someone}/erase`, PRIVACY_TOKEN, { method: 'POST' });
+    assert.equal(never.status, 404);
+    assert.equal(errorCode(never), 'ERR_NOT_FOUND');
+  });
 
-  // Without privacy.key (privacy.json only) the gateway still refuses clear credentials but cannot
-  // open sealed ones: no pseudonym and no raw id, even for the privacy token.
-  await rename(join(data, 'privacy.key'), join(dir, 'privacy.key.away'));
-  gw = start({});
-  await gw.waitFor('running without the keyring', running);
-  const blind = (await events(base, PRIVACY_TOKEN)).filter((e) => e['lock'] === 'front-door' && e.kind === 'lock-event');
-  assert.equal(blind.length, 3);
-  for (const e of blind) {
-    assert.equal(e['credential'], undefined, 'a gateway without privacy.key cannot open sealed credentials, so the privacy token sees no raw id');
-    assert.equal(e['pseudonym'], undefined, 'without the keyring there is no pseudonym key either');
-  }
-  const cannot = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
-  assert.equal(cannot.status, 409);
-  assert.equal(errorCode(cannot), 'ERR_PRIVACY_OPEN');
-  old.record('unlocked', ALICE);
-  await until('a second nack', () => nacks.length > 1 && nacks.some((n) => n.ctr === 2));
-  assert.equal(nacks.find((n) => n.ctr === 2)?.code, 'ERR_PRIVACY_CLEAR_CREDENTIAL', 'privacy.json alone is enough to enforce sealing');
-  front.record('locked');
-  await until('a sealed-lock event stored without the keyring', () => front.acked.size === 4);
-  await stop(gw);
+  await t.test('the gateway stops cleanly and the whole chain verifies after an erasure (oti verify)', async () => {
+    await stop(gw);
+    const verified = await oti(['verify', '--data', 'data', '--json'], dir);
+    assert.equal(verified.code, 0, `the whole chain verifies after an erasure: ${verified.stderr}`);
+  });
+
+  await t.test('privacy.key without its passphrase, or with a wrong one: the gateway does not start', async () => {
+    const noPass = start({});
+    assert.notEqual(await noPass.exited, 0);
+    assert.match(noPass.stderr(), /ERR_KEY_PASSPHRASE_REQUIRED/);
+    const wrong = start({ OTI_PRIVACY_PASSPHRASE: 'not the passphrase' });
+    assert.notEqual(await wrong.exited, 0);
+    assert.match(wrong.stderr(), /ERR_KEY_PASSPHRASE\b/);
+  });
+
+  await t.test('without privacy.key (privacy.json only) clear credentials are still refused, sealed ones stored, and nothing is opened', async () => {
+    const { person } = await alice();
+    await rename(join(data, 'privacy.key'), join(dir, 'privacy.key.away'));
+    const keyless = start({});
+    await keyless.waitForLog('running without the keyring', running);
+    const blind = await privacyView();
+    assert.equal(blind.length, 3);
+    for (const e of blind) {
+      assert.equal(e['credential'], undefined, 'a gateway without privacy.key cannot open sealed credentials, so the privacy token sees no raw id');
+      assert.equal(e['pseudonym'], undefined, 'without the keyring there is no pseudonym key either');
+    }
+    const cannot = await call(base, `/privacy/persons/${person}`, PRIVACY_TOKEN);
+    assert.equal(cannot.status, 409);
+    assert.equal(errorCode(cannot), 'ERR_PRIVACY_OPEN');
+    old.record('unlocked', ALICE);
+    await waitUntil('a second nack', () => nacks.length > 1 && nacks.some((n) => n.ctr === 2));
+    assert.equal(nacks.find((n) => n.ctr === 2)?.code, 'ERR_PRIVACY_CLEAR_CREDENTIAL', 'privacy.json alone is enough to enforce sealing');
+    front.record('locked');
+    await waitUntil('a sealed-lock event stored without the keyring', () => front.acked.size === 4);
+    await stop(keyless);
+  });
 });

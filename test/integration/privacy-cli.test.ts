@@ -21,8 +21,8 @@ import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
 import { boxKeyId, readPublicPrivacyFile, PRIVACY_KEY_BYTES } from '../../ledger/privacy.js';
-import { oti as runOti, errorCode, type Run } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { otiIn as oti, otiSite, errorCode, type Run } from '../support/oti-cli.js';
+import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy cli tests';
 const PRIVACY_PASS = 'privacy keyring passphrase 0002';
@@ -33,10 +33,6 @@ const BOB = Buffer.from('BOB-CARD-000002');
 const CAROL = Buffer.from('CAROL-CARD-0003');
 const COMMANDS = ['privacy init', 'privacy rotate', 'privacy person add', 'privacy erase', 'privacy show'];
 
-/** `oti args` run in `cwd` with `env`. */
-function oti(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
-  return runOti(args, { cwd, env });
-}
 
 /** The code of a --json error document on stdout. */
 function jsonErrorCode(r: Run): string {
@@ -47,16 +43,7 @@ function jsonErrorCode(r: Run): string {
 const PRIV_ENV = { OTI_PRIVACY_PASSPHRASE: PRIVACY_PASS };
 
 /** A site folder (<dir>/site) with a site key; with `gateway`, also a bundle applied to <dir>/data. */
-async function makeSite(t: TestContext, gateway: boolean): Promise<string> {
-  const dir = await tempDir(t, 'oti-privacy-cli-');
-  const steps = [['site', 'init', '--site', 'acme', '--out', 'site']];
-  if (gateway) steps.push(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-1', '--out', 'b.json'], ['gateway', 'apply-bundle', 'b.json', '--data', 'data']);
-  for (const args of steps) {
-    const r = await oti(args, dir, { OTI_PASSPHRASE: SITE_PASS });
-    assert.equal(r.code, 0, `oti ${args.join(' ')}: ${r.stderr}`);
-  }
-  return dir;
-}
+const makeSite = (t: TestContext, gateway: boolean): Promise<string> => otiSite(t, 'oti-privacy-cli-', SITE_PASS, { gateway });
 
 type ShowItem = Record<string, unknown> & { chain: string; index: number; kind: string };
 
@@ -144,7 +131,7 @@ void test('person add / erase / show against the real gateway, bad inputs refuse
   t.after(() => gw?.proc.kill('SIGKILL'));
   const startGw = async (): Promise<void> => {
     gw = startGateway(['--config', config]);
-    await gw.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'));
+    await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
   };
   const stopGw = async (): Promise<void> => {
     gw!.proc.kill('SIGTERM');
@@ -170,7 +157,7 @@ void test('person add / erase / show against the real gateway, bad inputs refuse
   link.start();
   lock.record('unlocked', ALICE);
   lock.record('unlocked', BOB);
-  await until('two sealed events acknowledged', () => lock.acked.size === 2);
+  await waitUntil('two sealed events acknowledged', () => lock.acked.size === 2);
 
   // person add: bad inputs are usage errors (exit 2) and send nothing.
   const PT = { OTI_PRIVACY_TOKEN: PRIVACY_TOKEN };
@@ -274,7 +261,7 @@ void test('person add / erase / show against the real gateway, bad inputs refuse
   // port that stays open waits for the next hello.
   lock.record('unlocked', ALICE);
   await startGw();
-  await until('an old-key event acknowledged after the rotation', () => lock.acked.size === 3);
+  await waitUntil('an old-key event acknowledged after the rotation', () => lock.acked.size === 3);
   await stopGw();
   const updated = new SimLock({ id: 'front-door', seed: lockKey.seed, resendMs: 500, privacyKey: second.current, firstCounter: lock.counter });
   lock.close();
@@ -287,7 +274,7 @@ void test('person add / erase / show against the real gateway, bad inputs refuse
   link2.start();
   updated.record('unlocked', CAROL);
   await startGw();
-  await until('a new-key event acknowledged', () => updated.acked.size === 1);
+  await waitUntil('a new-key event acknowledged', () => updated.acked.size === 1);
 
   // erase with --yes: Alice's key is destroyed, her fields unreadable; Bob untouched.
   const erased = await oti(['privacy', 'erase', alice, '--yes', ...api, '--json'], dir, PT);

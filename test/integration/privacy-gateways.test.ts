@@ -95,8 +95,8 @@ void test('a person key is held by the recording gateway only: other gateways na
   const start = async (file: string): Promise<{ gw: GatewayProcess; api: string }> => {
     const gw = startGateway(['--config', file], GW_ENV);
     procs.push(gw);
-    const api = String((await gw.waitFor('the API', (l) => l.msg.startsWith('local API on')))['url']);
-    await gw.waitFor('running', running);
+    const api = String((await gw.waitForLog('the API', (l) => l.msg.startsWith('local API on')))['url']);
+    await gw.waitForLog('running', running);
     return { gw, api };
   };
   const stop = async (gw: GatewayProcess): Promise<void> => {
@@ -104,7 +104,7 @@ void test('a person key is held by the recording gateway only: other gateways na
     assert.equal(await gw.exited, 0, gw.stderr());
   };
   const replicated = (gw: GatewayProcess, what: string, size: number): Promise<LogLine> =>
-    gw.waitFor(what, (l) => l['origin'] === 'oti/acme/gw-1' && typeof l['size'] === 'number' && l['size'] >= size, 60_000);
+    gw.waitForLog(what, (l) => l['origin'] === 'oti/acme/gw-1' && typeof l['size'] === 'number' && l['size'] >= size, 60_000);
 
   const config1 = await config('gw-1', 'gw-1', ports['gw-1'], ports['gw-2']);
   let gw1 = await start(config1);

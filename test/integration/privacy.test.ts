@@ -28,6 +28,7 @@ import { isOtiError } from '../../ledger/base/errors.js';
 import { PrivacyKeyring, encryptPersonFields, newPersonId, newPersonKey, wrapPersonKey } from '../../ledger/privacy.js';
 import { enrollLock, makeSite, openChain, tempDir } from '../support/site.js';
 import { oti, type Run } from '../support/oti-cli.js';
+import { waitUntil } from '../support/wait.js';
 
 const WAIT_MS = 30_000;
 const ALICE_CARD = 'ALICE-CARD-0001';
@@ -50,18 +51,6 @@ async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const d of await readdir(dir, { withFileTypes: true, recursive: true })) if (d.isFile()) out.push(join(d.parentPath, d.name));
   return out;
-}
-
-function waitFor(what: string, cond: () => boolean): Promise<void> {
-  return new Promise((res, rej) => {
-    const started = Date.now();
-    const tick = (): void => {
-      if (cond()) return res();
-      if (Date.now() - started > WAIT_MS) return rej(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 20);
-    };
-    tick();
-  });
 }
 
 function runOti(args: readonly string[], env: Record<string, string>): Promise<Run> {
@@ -123,9 +112,9 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   lock.record('unlocked', Buffer.from(ALICE_CARD));
   lock.record('locked');
   clear.record('unlocked', Buffer.from(BOB_CARD));
-  await waitFor('four acks and one nack', () => lock.acked.size === 4 && nacks.length === 1);
+  await waitUntil('four acks and one nack', () => lock.acked.size === 4 && nacks.length === 1, WAIT_MS);
   assert.deepEqual(nacks, ['ERR_PRIVACY_CLEAR_CREDENTIAL']);
-  await waitFor('event notifications', () => captured.filter((m) => m.topic.startsWith('oti/site-1/events/')).length === 4);
+  await waitUntil('event notifications', () => captured.filter((m) => m.topic.startsWith('oti/site-1/events/')).length === 4, WAIT_MS);
 
   // A person record: fields encrypted under a person key wrapped to the site privacy key.
   const person = newPersonId();
@@ -161,7 +150,7 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   for (const r of receipts) verifyReceipt(r, site.trust);
 
   // MQTT: every payload, and every receipt inside a payload, free of plaintext.
-  await waitFor('committed statuses', () => captured.filter((m) => m.topic.startsWith('oti/site-1/status/') && m.payload.includes('committed')).length >= 4);
+  await waitUntil('committed statuses', () => captured.filter((m) => m.topic.startsWith('oti/site-1/status/') && m.payload.includes('committed')).length >= 4, WAIT_MS);
   assert.ok(captured.length >= 8);
   for (const m of captured) {
     const blobs = [m.payload];

@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 void test('events flow from a lock over a pty and every ack names the durable entry', async (t) => {
   const r = await rig(t);
   const { lock } = await r.lock('front-door');
   for (let i = 0; i < 200; i++) lock.record(i % 2 === 0 ? 'unlocked' : 'locked');
-  await until('all 200 acked', () => lock.acked.size === 200);
+  await waitUntil('all 200 acked', () => lock.acked.size === 200);
   assert.equal(lock.pending, 0);
   const stored = await storedEvents(r.chain, 'front-door');
   assert.equal(stored.size, 200);
@@ -36,7 +36,7 @@ void test('pulling the cable 20 times mid-stream loses nothing and stores nothin
   lock.stopAuto();
   const total = lock.counter - 1;
   assert.ok(total > 100, `the lock recorded events throughout (${total})`);
-  await until(`all ${total} events acked`, () => lock.acked.size === total, 60_000);
+  await waitUntil(`all ${total} events acked`, () => lock.acked.size === total, 60_000);
   const stored = await storedEvents(r.chain, 'back-door');
   assert.deepEqual([...stored.keys()].sort((a, b) => a - b), Array.from({ length: total }, (_, i) => i + 1));
   for (const [ctr, hash] of lock.acked) assert.ok(bytesEqual(stored.get(ctr) as Uint8Array, hash));
@@ -50,10 +50,10 @@ void test('pulling the cable 20 times mid-stream loses nothing and stores nothin
 void test('corrupt frames are rejected with a code and the events still arrive once', async (t) => {
   const r = await rig(t);
   const { lock, link } = await r.lock('side-door');
-  await until('link up', () => lock.connected);
+  await waitUntil('link up', () => lock.connected);
   link.setCorruptRate(0.2);
   for (let i = 0; i < 100; i++) lock.record();
-  await until('all 100 acked despite corruption', () => lock.acked.size === 100, 60_000);
+  await waitUntil('all 100 acked despite corruption', () => lock.acked.size === 100, 60_000);
   assert.ok(link.corrupted > 0);
   const rejected = r.notices.filter((n) => n.kind === 'rejected');
   assert.ok(rejected.length > 0);
@@ -65,7 +65,7 @@ void test('a replayed counter is refused and recorded; a repeated identical even
   const r = await rig(t);
   const { lock } = await r.lock('vault');
   for (let i = 0; i < 5; i++) lock.record();
-  await until('5 acked', () => lock.acked.size === 5);
+  await waitUntil('5 acked', () => lock.acked.size === 5);
   const nacks: [number, string, boolean][] = [];
   lock.on('nack', (ctr, code, retry) => nacks.push([ctr, code, retry]));
   // The answer to the forged content names those bytes (ev), not the lock's event 2: ignored.
@@ -79,12 +79,12 @@ void test('a replayed counter is refused and recorded; a repeated identical even
   const before = r.chain.size;
   assert.ok(lock.replay(3), 'identical resend of 3');
   assert.ok(lock.forgeReplay(2), 'other content under counter 2');
-  await until('replay refused', () => foreign.length > 0);
+  await waitUntil('replay refused', () => foreign.length > 0);
   assert.deepEqual(foreign, [[2, 'ERR_REPLAY']]);
   assert.deepEqual(nacks, [], 'no answer the lock acts on');
   assert.deepEqual(r.codes, ['ERR_REPLAY']);
   assert.deepEqual(duplicates, [3]);
-  await until('health record', async () => (await bodies(r.chain, 'health')).length === 1);
+  await waitUntil('health record', async () => (await bodies(r.chain, 'health')).length === 1);
   const health = (await bodies(r.chain, 'health'))[0];
   assert.ok(health !== undefined && health.kind === 'health' && health.source === 'lock:vault' && health.status === 'replay');
   assert.equal((await storedEvents(r.chain, 'vault')).size, 5, 'nothing stored twice');
@@ -95,13 +95,13 @@ void test('a lock that restarts while the line stays open is greeted again and r
   const r = await rig(t);
   const { lock, link } = await r.lock('reset-door');
   for (let i = 0; i < 5; i++) lock.record();
-  await until('5 acked', () => lock.acked.size === 5);
+  await waitUntil('5 acked', () => lock.acked.size === 5);
   link.setAckDelay(300); // acks still on the way when the lock resets
   for (let i = 0; i < 5; i++) lock.record();
   link.restartLock();
   link.setAckDelay(0);
   for (let i = 0; i < 5; i++) lock.record();
-  await until('all 15 acked after the restart', () => lock.acked.size === 15);
+  await waitUntil('all 15 acked after the restart', () => lock.acked.size === 15);
   assert.equal((await storedEvents(r.chain, 'reset-door')).size, 15);
 });
 
@@ -109,10 +109,10 @@ void test('counters the lock lost become one gap entry', async (t) => {
   const r = await rig(t);
   const { lock } = await r.lock('gate');
   for (let i = 0; i < 3; i++) lock.record();
-  await until('3 acked', () => lock.acked.size === 3);
+  await waitUntil('3 acked', () => lock.acked.size === 3);
   lock.skip(5); // the lock lost counters 4..8 before it could send them
   lock.record();
-  await until('event 9 acked', () => lock.acked.has(9));
+  await waitUntil('event 9 acked', () => lock.acked.has(9));
   const gaps = (await bodies(r.chain, 'gap')).filter((b) => 'lock' in b);
   assert.deepEqual(gaps, [{ kind: 'gap', lock: 'gate', from: 4, to: 8 }]);
   assert.deepEqual([...(await storedEvents(r.chain, 'gate')).keys()], [1, 2, 3, 9]);
@@ -127,7 +127,7 @@ void test('a lock that is not enrolled is refused with retry, reported with its 
   lock.on('nack', (_ctr, code, retry) => nacks.push([code, retry]));
   const before = r.chain.size;
   lock.record();
-  await until('refused', () => nacks.length > 0);
+  await waitUntil('refused', () => nacks.length > 0);
   assert.deepEqual(nacks[0], ['ERR_LOCK_UNKNOWN', true]);
   assert.equal(lock.pending, 1, 'the lock keeps the event');
   assert.equal(unenrolled[0]?.lock, 'stranger');
@@ -140,7 +140,7 @@ void test('an unsigned lock enrolled as unsigned is accepted; its events are sto
   const r = await rig(t);
   const { lock } = await r.lock('old-lock', { unsigned: true });
   for (let i = 0; i < 10; i++) lock.record();
-  await until('10 acked', () => lock.acked.size === 10);
+  await waitUntil('10 acked', () => lock.acked.size === 10);
   const evs = (await bodies(r.chain, 'lock-event')).filter((b) => b.kind === 'lock-event' && b.prov === 'unsigned');
   assert.equal(evs.length, 10);
 });
@@ -150,7 +150,7 @@ void test('slow acks: the lock resends, the gateway acks the duplicates without 
   const { lock, link } = await r.lock('slow');
   link.setAckDelay(500); // longer than the lock's 300 ms resend timeout
   for (let i = 0; i < 20; i++) lock.record();
-  await until('20 acked', () => lock.acked.size === 20, 60_000);
+  await waitUntil('20 acked', () => lock.acked.size === 20, 60_000);
   assert.ok(lock.sent > 20, 'the lock resent');
   assert.equal((await storedEvents(r.chain, 'slow')).size, 20);
 });

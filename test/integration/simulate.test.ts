@@ -12,7 +12,7 @@ import { tempDir } from '../support/site.js';
 import { oti, CLI } from '../support/oti-cli.js';
 import { startGateway, writeGatewayConfig } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const PASS = 'correct horse battery staple';
 
@@ -34,7 +34,7 @@ void test('an enrolled gateway refuses --demo, naming oti lock simulate; a simul
   const config = await writeGatewayConfig(join(dir, 'gw.yaml'), { dataDir: data, broker: { host: '127.0.0.1', port: 0 }, api: { port: 0 }, serialPorts: [pty.gateway], more: { discovery: { enabled: false } } });
   const gw = startGateway(['--config', config]);
   t.after(() => gw.proc.kill('SIGKILL'));
-  const api = String((await gw.waitFor('API', (l) => l.msg.startsWith('local API on ')))['url']);
+  const api = String((await gw.waitForLog('API', (l) => l.msg.startsWith('local API on ')))['url']);
 
   const simulate = (count: number): { done: Promise<{ code: number | null; stdout: string }>; stderr: () => string } => {
     const c = spawn(process.execPath, [CLI, 'lock', 'simulate', '--id', 'sim-1', '--port', pty.lock, '--rate', '20', '--count', String(count), '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -46,7 +46,7 @@ void test('an enrolled gateway refuses --demo, naming oti lock simulate; a simul
     return { done: new Promise((resolve) => c.once('exit', (code) => resolve({ code, stdout: out }))), stderr: () => err };
   };
   const first = simulate(10);
-  await until('the simulated lock prints its key', () => /key [0-9a-f]{64}/.test(first.stderr()));
+  await waitUntil('the simulated lock prints its key', () => /key [0-9a-f]{64}/.test(first.stderr()));
   const key = (/key ([0-9a-f]{64})/.exec(first.stderr()) as RegExpExecArray)[1] as string;
   const enrol = await oti(['lock', 'enroll', '--site-dir', 'site', '--id', 'sim-1', '--key', key, '--api', api, '--yes'], { cwd: dir, env });
   assert.equal(enrol.code, 0, enrol.stderr);

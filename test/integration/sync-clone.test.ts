@@ -19,9 +19,9 @@ import { gatewayCredentialVerifier } from '../../gateway/broker/credentials.js';
 import { clearRefusedChain, listRefusedChains } from '../../gateway/sync/flags.js';
 import { SyncNode, type SyncRefusal } from '../../gateway/sync/node.js';
 import { signStatement } from '../../ledger/roster.js';
-import { until as waitFor } from '../support/wait.js';
+import { waitForEvent, waitUntil } from '../support/wait.js';
 import { enrollLock, makeSite, tempDir } from '../support/site.js';
-import { appendEvents, makeGateway, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
+import { appendEvents, makeGateway, startSync, untilReplicated, type TestGateway } from '../support/sync.js';
 
 const site = makeSite('clone-site');
 const C = chainOrigin(site.siteId, 'gw-c');
@@ -98,11 +98,11 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   assert.equal(c.chain.size, shared + 20);
 
   const flagged = (n: typeof na): boolean => n.peerViews().some((p) => p.gateway === 'gw-c' && p.state === 'equivocated' && p.evidence !== null);
-  await until(na, ['evidence', 'peers'], () => flagged(na), 'gw-a refuses gw-c with evidence');
-  await until(nb, ['evidence', 'peers'], () => flagged(nb), 'gw-b refuses gw-c with evidence');
+  await waitForEvent(na, ['evidence', 'peers'], 'gw-a refuses gw-c with evidence', () => flagged(na));
+  await waitForEvent(nb, ['evidence', 'peers'], 'gw-b refuses gw-c with evidence', () => flagged(nb));
   // Both copies of gw-c learn that its key signs elsewhere too.
-  await until(nc, ['evidence', 'peers'], () => nc.compromised().includes('gw-c'), 'the real gw-c knows it was copied');
-  await until(nCopy, ['evidence', 'peers'], () => nCopy.compromised().includes('gw-c'), 'the copy knows too');
+  await waitForEvent(nc, ['evidence', 'peers'], 'the real gw-c knows it was copied', () => nc.compromised().includes('gw-c'));
+  await waitForEvent(nCopy, ['evidence', 'peers'], 'the copy knows too', () => nCopy.compromised().includes('gw-c'));
   assert.deepEqual(na.compromised(), ['gw-c']);
 
   // The evidence is stored, verifies with gw-c's key, and names the two inconsistent checkpoints.
@@ -132,7 +132,7 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   for (let round = 0; round < 4 && fromC().length < 4; round++) {
     const before = fromC().length;
     await appendEvents(a, lockA, 3);
-    await until(na, ['refused'], () => fromC().length > before, 'gw-c cosigns again and is refused');
+    await waitForEvent(na, ['refused'], 'gw-c cosigns again and is refused', () => fromC().length > before);
   }
   assert.ok(fromC().length >= 4, `refusals of gw-c's cosignatures: ${fromC().length}`);
   const lines = logged.filter((l) => l.peer === 'gw-c' && l.code === 'ERR_ROSTER');
@@ -161,7 +161,7 @@ void test('a cloned gateway: the fork becomes evidence, the site refuses gw-c, a
   a.node = restarted;
   await restarted.start();
   assert.equal(restarted.isRefusedGateway('gw-c', c.key.publicKey), true, 'gw-c, revoked in the stored chain, is refused before the chain is open');
-  await waitFor('the retained evidence against gw-c to reach the restarted gw-a', () => seen.some((l) => l.origin === C && l.reporter !== undefined));
+  await waitUntil('the retained evidence against gw-c to reach the restarted gw-a', () => seen.some((l) => l.origin === C && l.reporter !== undefined));
   assert.deepEqual(restarted.compromised(), [], 'not refused again before the chain is open');
   assert.equal(restarted.peerViews().find((p) => p.gateway === 'gw-c')?.state, 'revoked');
   restarted.attachChain(a.chain);

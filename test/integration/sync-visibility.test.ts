@@ -6,13 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { makeSite, tempDir } from '../support/site.js';
 import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { APP_USER, enrolledGateway } from '../support/enrolled-gateway.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
+import { mosquittoSub } from '../support/mosquitto.js';
 
 const s = makeSite('vis-site');
 const IDS = ['gw-a', 'gw-b', 'gw-c'];
@@ -45,7 +45,7 @@ void test('every replica, its state, lag and last contact are visible in the API
     });
     procs.push(startGateway(['--config', config]));
   }
-  for (const p of procs) await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+  for (const p of procs) await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
   const api = (i: number, path: string): Promise<Response> => fetch(`http://127.0.0.1:${ports[i]!.api}${path}`);
   const json = async <T>(i: number, path: string): Promise<T> => {
     const r = await api(i, path);
@@ -55,7 +55,7 @@ void test('every replica, its state, lag and last contact are visible in the API
 
   // /status: both peers, synced, no lag, a last contact.
   for (const [i, id] of IDS.entries()) {
-    await until(`${id} shows both peers synced`, async () => {
+    await waitUntil(`${id} shows both peers synced`, async () => {
       const st = await json<{ peers?: PeerJson[] }>(i, '/status');
       return st.peers?.length === 2 && st.peers.every((p) => p.state === 'synced' && p.lag === 0 && p.size > 0 && p.lastContact !== null);
     }, 120_000);
@@ -80,22 +80,18 @@ void test('every replica, its state, lag and last contact are visible in the API
   }
 
   // gw-a's broker holds every gateway's state (retained), each with its view of the others.
-  const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(ports[0]!.broker), '-u', APP_USER.username, '-P', APP_USER.password, '-t', `oti/${s.siteId}/gateways/#`, '-v', '-W', '60']);
-  t.after(() => sub.kill());
-  const states = new Map<string, { state: string; peers?: PeerJson[] }>();
-  let partial = '';
-  sub.stdout.setEncoding('utf8').on('data', (c: string) => {
-    partial += c;
-    const lines = partial.split('\n');
-    partial = lines.pop() ?? '';
-    for (const l of lines) {
-      const [topic, ...rest] = l.split(' ');
-      const gw = /gateways\/([^/]+)\/state$/.exec(topic ?? '')?.[1];
-      if (gw !== undefined) states.set(gw, JSON.parse(rest.join(' ')) as { state: string; peers?: PeerJson[] });
+  const sub = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(ports[0]!.broker), '-u', APP_USER.username, '-P', APP_USER.password, '-t', `oti/${s.siteId}/gateways/#`, '-v', '-W', '60']);
+  /** The newest state each gateway published, by gateway. */
+  const stateMap = (): Map<string, { state: string; peers?: PeerJson[] }> => {
+    const states = new Map<string, { state: string; peers?: PeerJson[] }>();
+    for (const m of sub.messages()) {
+      const gw = /gateways\/([^/]+)\/state$/.exec(m.topic)?.[1];
+      if (gw !== undefined) states.set(gw, JSON.parse(m.payload) as { state: string; peers?: PeerJson[] });
     }
-  });
-  await until('every gateway\'s state with its peers on gw-a\'s broker', () => IDS.every((id) => states.get(id)?.state === 'online' && states.get(id)?.peers?.length === 2), 90_000);
-  assert.deepEqual(states.get('gw-c')!.peers!.map((p) => p.gateway), ['gw-a', 'gw-b']);
+    return states;
+  };
+  await waitUntil('every gateway\'s state with its peers on gw-a\'s broker', () => IDS.every((id) => stateMap().get(id)?.state === 'online' && stateMap().get(id)?.peers?.length === 2), 90_000);
+  assert.deepEqual(stateMap().get('gw-c')!.peers!.map((p) => p.gateway), ['gw-a', 'gw-b']);
 
   // The real oti status shows the peers.
   const r = await oti(['status', '--api', `http://127.0.0.1:${ports[0]!.api}`]);

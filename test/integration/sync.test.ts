@@ -15,7 +15,9 @@ import { toHex } from '../../ledger/crypto.js';
 import { SyncNode, type SyncProgress } from '../../gateway/sync/node.js';
 import type { CoverageEvent } from '../../gateway/sync/witness.js';
 import { enrollLock, makeSite, signedEvent, tempDir } from '../support/site.js';
-import { appendEvents, makeGateway, startMosquitto, startSync, until, untilReplicated, type TestGateway } from '../support/sync.js';
+import { appendEvents, makeGateway, startSync, untilReplicated, type TestGateway } from '../support/sync.js';
+import { startMosquitto } from '../support/mosquitto.js';
+import { waitForEvent } from '../support/wait.js';
 
 const site = makeSite('site-1');
 const origin = (g: TestGateway): string => chainOrigin(site.siteId, g.id);
@@ -45,7 +47,7 @@ void test('two gateways with embedded brokers converge and each confirms the oth
   await assertSameChain(a, b);
   await assertSameChain(b, a);
   // A quorum of 2 (majority of 2 gateways): gw-a itself and gw-b's cosignature.
-  await until(na.coverage, ['coverage'], () => na.coverage.confirmedSize >= a.chain.size, 'gw-a confirmed by gw-b');
+  await waitForEvent(na.coverage, ['coverage'], 'gw-a confirmed by gw-b', () => na.coverage.confirmedSize >= a.chain.size);
   const last = confirmedA.filter((e) => e.state === 'confirmed').at(-1)!;
   assert.equal(last.to, a.chain.size);
   assert.deepEqual(last.cosigners, ['gw-a', 'gw-b']);
@@ -64,7 +66,7 @@ void test('three gateways converge on every chain; confirmation needs two of thr
   for (const holder of gws) for (const of of gws) if (holder !== of) await assertSameChain(holder, of);
   for (const g of gws) {
     assert.equal(g.node!.quorum, 2);
-    await until(g.node!.coverage, ['coverage'], () => g.node!.coverage.confirmedSize >= g.chain.size, `${g.id} confirmed`);
+    await waitForEvent(g.node!.coverage, ['coverage'], `${g.id} confirmed`, () => g.node!.coverage.confirmedSize >= g.chain.size);
   }
 });
 
@@ -79,7 +81,7 @@ void test('a late joiner catches up a 20,000-entry chain with progress, and resu
   nc.on('progress', (p) => {
     if (p.origin === origin(a)) first.push(p);
   });
-  await until(nc, ['progress'], () => first.length > 0, 'first progress');
+  await waitForEvent(nc, ['progress'], 'first progress', () => first.length > 0);
   // Stop mid-way (or at the end, if it was quick); the next session starts from what is stored.
   await nc.stop();
   const stored = (await nc.replica(origin(a))).size;
@@ -95,7 +97,7 @@ void test('a late joiner catches up a 20,000-entry chain with progress, and resu
 
 void test('external broker: gateways sync through a real Mosquitto with its own password file', async (t) => {
   const users = { 'gw-x': 'secret-x', 'gw-y': 'secret-y' };
-  const url = await startMosquitto(t, users);
+  const { url } = await startMosquitto(t, users, { maxPacketBytes: 1048576 });
   const x = await makeGateway(t, site, 'gw-x', { broker: false });
   const y = await makeGateway(t, site, 'gw-y', { broker: false });
   await appendEvents(x, enrollLock(site, 'lock-x'), 500);
@@ -106,7 +108,7 @@ void test('external broker: gateways sync through a real Mosquitto with its own 
   await untilReplicated(nx, origin(y), y.chain.size);
   await assertSameChain(y, x);
   await assertSameChain(x, y);
-  await until(nx.coverage, ['coverage'], () => nx.coverage.confirmedSize >= x.chain.size, 'gw-x confirmed through mosquitto');
+  await waitForEvent(nx.coverage, ['coverage'], 'gw-x confirmed through mosquitto', () => nx.coverage.confirmedSize >= x.chain.size);
 });
 
 void test('a gateway that lost its data recovers its own chain from a peer and continues from the tip', async (t) => {

@@ -15,9 +15,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ed from '@noble/ed25519';
 import { makeSite, tempDir } from '../support/site.js';
-import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
-import { enrolledGateway } from '../support/enrolled-gateway.js';
-import { until } from '../support/wait.js';
+import { freePort, startTestGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { enrolledGateway, type EnrolledGateway } from '../support/enrolled-gateway.js';
+import { waitUntil } from '../support/wait.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { consistencyProof } from '../../ledger/merkle.js';
@@ -66,21 +66,22 @@ function cosignatureVerifies(line: string, note: string, name: string, publicKey
   return ed.verify(blob.subarray(12), Buffer.from(`cosignature/v1\ntime ${time}\n${text}`), publicKey);
 }
 
-void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoint, with every answer of the spec', { timeout: 240_000 }, async (t) => {
-  const dir = await tempDir(t, 'oti-tlog-witness-');
+/** gw-a (a lock enrolled) and gw-b of one site on 127.0.0.1, each the other's static peer; `start` runs one with more configuration. */
+async function twoGateways(t: TestContext, prefix: string): Promise<{
+  a: EnrolledGateway;
+  b: EnrolledGateway;
+  dir: string;
+  originA: string;
+  originB: string;
+  ports: { a: { broker: number; api: number }; b: { broker: number; api: number; witness: number } };
+  start: (id: 'a' | 'b', more?: Record<string, unknown>) => Promise<GatewayProcess>;
+  bHoldsA: () => Promise<void>;
+}> {
+  const dir = await tempDir(t, prefix);
   const a = await enrolledGateway(dir, s, 'gw-a', { lock: 'door-1' });
   const b = await enrolledGateway(dir, s, 'gw-b');
-  const originA = chainOrigin(s.siteId, 'gw-a');
-  const originB = chainOrigin(s.siteId, 'gw-b');
-  const cps = await checkpointsOf(a.dataDir, originA);
-  const bKey = (await loadOrCreateIdentity(b.dataDir)).key.publicKey;
   const ports = { a: { broker: await freePort(), api: await freePort() }, b: { broker: await freePort(), api: await freePort(), witness: await freePort() } };
-  const procs: GatewayProcess[] = [];
-  t.after(async () => {
-    for (const p of procs) p.proc.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.exited));
-  });
-  const start = async (id: 'a' | 'b'): Promise<GatewayProcess> => {
+  const start = async (id: 'a' | 'b', more: Record<string, unknown> = {}): Promise<GatewayProcess> => {
     const g = id === 'a' ? a : b;
     const other = id === 'a' ? ports.b : ports.a;
     const config = await writeGatewayConfig(join(dir, `${g.id}.yaml`), {
@@ -88,23 +89,29 @@ void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoin
       broker: { host: '127.0.0.1', port: ports[id].broker },
       api: { port: ports[id].api },
       serialPorts: [],
-      more: {
-        discovery: { enabled: false, staticPeers: [{ host: '127.0.0.1', port: other.broker }] },
-        ...(id === 'b' ? { witness: { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } } } : {}),
-      },
+      more: { discovery: { enabled: false, staticPeers: [{ host: '127.0.0.1', port: other.broker }] }, ...more },
     });
-    const p = startGateway(['--config', config]);
-    procs.push(p);
-    await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
+    const p = startTestGateway(t, ['--config', config]);
+    await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
     return p;
   };
+  const originA = chainOrigin(s.siteId, 'gw-a');
+  const bHoldsA = (): Promise<void> =>
+    waitUntil('gw-b holds gw-a\'s chain', async () => {
+      const j = (await (await fetch(`http://127.0.0.1:${ports.b.api}/chains`)).json()) as { chains: { origin: string; size: number }[] };
+      return j.chains.some((c) => c.origin === originA && c.size >= 2);
+    }, 120_000);
+  return { a, b, dir, originA, originB: chainOrigin(s.siteId, 'gw-b'), ports, start, bHoldsA };
+}
+
+void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoint, with every answer of the spec', { timeout: 240_000 }, async (t) => {
+  const { a, b, originA, originB, ports, start, bHoldsA } = await twoGateways(t, 'oti-tlog-witness-');
+  const cps = await checkpointsOf(a.dataDir, originA);
+  const bKey = (await loadOrCreateIdentity(b.dataDir)).key.publicKey;
+  const bWitness = { witness: { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } } };
   await start('a');
-  let gwB = await start('b');
-  await until('gw-b holds gw-a\'s chain', async () => {
-    const r = await fetch(`http://127.0.0.1:${ports.b.api}/chains`);
-    const j = (await r.json()) as { chains: { origin: string; size: number }[] };
-    return j.chains.some((c) => c.origin === originA && c.size >= 2);
-  }, 120_000);
+  let gwB = await start('b', bWitness);
+  await bHoldsA();
 
   const url = `http://127.0.0.1:${ports.b.witness}/add-checkpoint`;
   const post = async (text: string): Promise<{ status: number; type: string; text: string }> => {
@@ -142,10 +149,8 @@ void test('a gateway witnesses a peer chain over C2SP tlog-witness add-checkpoin
   assert.ok(cosignatureVerifies(second.text, cps.two, originB, bKey));
 
   // The record is persisted: after a restart gw-b still answers 409 with size 2.
-  gwB.proc.kill('SIGTERM');
-  await gwB.exited;
-  procs.splice(procs.indexOf(gwB), 1);
-  gwB = await start('b');
+  await gwB.stop();
+  gwB = await start('b', bWitness);
   const after = await post(body(0, [], cps.two));
   assert.equal(after.status, 409);
   assert.equal(after.text, '2\n');
@@ -201,46 +206,22 @@ async function tinyWitness(t: TestContext, logKey: Uint8Array): Promise<{ url: s
 }
 
 void test('a gateway pushes its checkpoints to external witnesses (a spec-written one and a peer gateway) and confirms only with k of them', { timeout: 240_000 }, async (t) => {
-  const dir = await tempDir(t, 'oti-tlog-push-');
-  const a = await enrolledGateway(dir, s, 'gw-a', { lock: 'door-1' });
-  const b = await enrolledGateway(dir, s, 'gw-b');
+  const { a, b, originA, originB, ports, start, bHoldsA } = await twoGateways(t, 'oti-tlog-push-');
   const aKey = (await loadOrCreateIdentity(a.dataDir)).key.publicKey;
   const bKey = (await loadOrCreateIdentity(b.dataDir)).key.publicKey;
-  const originA = chainOrigin(s.siteId, 'gw-a');
-  const originB = chainOrigin(s.siteId, 'gw-b');
   const tiny = await tinyWitness(t, aKey);
-  const ports = { a: { broker: await freePort(), api: await freePort() }, b: { broker: await freePort(), api: await freePort(), witness: await freePort() } };
-  const procs: GatewayProcess[] = [];
-  t.after(async () => {
-    for (const p of procs) p.proc.kill('SIGKILL');
-    await Promise.all(procs.map((p) => p.exited));
-  });
-  const start = async (id: 'a' | 'b', witness: Record<string, unknown>): Promise<void> => {
-    const g = id === 'a' ? a : b;
-    const other = id === 'a' ? ports.b : ports.a;
-    const config = await writeGatewayConfig(join(dir, `${g.id}.yaml`), {
-      dataDir: g.dataDir,
-      broker: { host: '127.0.0.1', port: ports[id].broker },
-      api: { port: ports[id].api },
-      serialPorts: [],
-      more: { discovery: { enabled: false, staticPeers: [{ host: '127.0.0.1', port: other.broker }] }, sync: { quorum: 2 }, witness },
-    });
-    const p = startGateway(['--config', config]);
-    procs.push(p);
-    await p.waitFor('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
-  };
-  await start('b', { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } });
+  await start('b', { sync: { quorum: 2 }, witness: { http: { enabled: true, host: '127.0.0.1', port: ports.b.witness } } });
   await start('a', {
-    external: [
-      { url: tiny.url, name: tiny.name, key: tiny.key },
-      { url: `http://127.0.0.1:${ports.b.witness}`, name: originB, key: Buffer.from(bKey).toString('hex') },
-    ],
-    externalQuorum: 2,
+    sync: { quorum: 2 },
+    witness: {
+      external: [
+        { url: tiny.url, name: tiny.name, key: tiny.key },
+        { url: `http://127.0.0.1:${ports.b.witness}`, name: originB, key: Buffer.from(bKey).toString('hex') },
+      ],
+      externalQuorum: 2,
+    },
   });
-  await until('gw-b holds gw-a\'s chain', async () => {
-    const j = (await (await fetch(`http://127.0.0.1:${ports.b.api}/chains`)).json()) as { chains: { origin: string; size: number }[] };
-    return j.chains.some((c) => c.origin === originA && c.size >= 2);
-  }, 120_000);
+  await bHoldsA();
   // A new block of gw-a (a lock enrolled through its API) goes to both witnesses.
   const lock = signStatement(s.site, { site: s.siteId, op: 'enroll', role: 'lock', id: 'door-2', key: generateKeyPair().publicKey, time: Date.now() });
   const posted = await fetch(`http://127.0.0.1:${ports.a.api}/roster`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: encodeSigned(lock) });
@@ -248,7 +229,7 @@ void test('a gateway pushes its checkpoints to external witnesses (a spec-writte
   const sizeA = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${ports.a.api}/chains`)).json()) as { chains: { origin: string; size: number }[] }).chains.find((c) => c.origin === originA)!.size;
   const size = await sizeA();
   assert.equal(size, 3);
-  await until('gw-a confirms its chain with the site quorum and both external witnesses', async () => {
+  await waitUntil('gw-a confirms its chain with the site quorum and both external witnesses', async () => {
     const st = (await (await fetch(`http://127.0.0.1:${ports.a.api}/status`)).json()) as { sync: { confirmed: number } };
     return st.sync.confirmed === size;
   }, 120_000);

@@ -15,14 +15,14 @@ import { chainOrigin } from '../../ledger/chain.js';
 import { Signer } from '../../ledger/crypto.js';
 import { makeSite, enrollLock, tempDir } from '../support/site.js';
 import { makeGateway, appendEvents } from '../support/sync.js';
-import { startTlsMosquitto } from '../support/mosquitto-tls.js';
-import { until } from '../support/wait.js';
+import { startMosquitto } from '../support/mosquitto.js';
+import { waitUntil } from '../support/wait.js';
 
 const USERS = { uplink: 'uplink-password-2', archive: 'archive-password-2' };
 
 void test('the uplink sends each witness\'s newest cosignature of its chain to the central broker, one given before the connection too (the kept one is sent on each connection)', { timeout: 120_000 }, async (t) => {
   const site = makeSite('site-upcosig');
-  const central = await startTlsMosquitto(t, USERS);
+  const central = await startMosquitto(t, USERS, { tls: true });
   const dir = await tempDir(t, 'oti-uplink-cosig-');
   const pw = join(dir, 'uplink.password');
   await writeFile(pw, `${USERS.uplink}\n`, { mode: 0o600 });
@@ -46,7 +46,7 @@ void test('the uplink sends each witness\'s newest cosignature of its chain to t
   t.after(() => up.stop());
   // Given at once: before the TLS connection is up it is kept and sent when the connection comes.
   up.cosignature('gw-2', cp.size, note);
-  await until('the cosignature reaches the central broker', () => topics().includes(`fleet/${site.siteId}/gw-1/cosig/gw-2`));
+  await waitUntil('the cosignature reaches the central broker', () => topics().includes(`fleet/${site.siteId}/gw-1/cosig/gw-2`));
   assert.equal(got[0]!.payload, note, "the payload is the cosigned note, the witness's line included");
 
   // An older or equal size is not sent again; a witness id that is no id is ignored.

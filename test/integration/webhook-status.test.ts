@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, writeGatewayConfig } from '../support/gateway-process.js';
 import { oti } from '../support/oti-cli.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { hookId, type WebhookStatus } from '../../gateway/notify/webhooks.js';
 
 const SECRET = 'whsec-status-0123456789abcdef';
@@ -48,9 +48,9 @@ void test('a failing webhook shows its cursor, lag, last attempt and last error 
   });
   const gw = startGateway(['--config', config]);
   t.after(() => gw.proc.kill('SIGKILL'));
-  const api = String((await gw.waitFor('the API', (l) => l.msg.startsWith('local API on')))['url']);
+  const api = String((await gw.waitForLog('the API', (l) => l.msg.startsWith('local API on')))['url']);
 
-  await until('the hook failing and behind', async () => {
+  await waitUntil('the hook failing and behind', async () => {
     const [h] = await hooksOf(api);
     return h !== undefined && h.lastError === 'HTTP 503' && h.behind > 0 && h.failed > 0;
   });
@@ -80,7 +80,7 @@ void test('a failing webhook shows its cursor, lag, last attempt and last error 
 
   // The receiver recovers: the error clears and deliveries are recorded.
   answer = 200;
-  await until('the hook delivering again', async () => {
+  await waitUntil('the hook delivering again', async () => {
     const [g] = await hooksOf(api);
     return g !== undefined && g.lastError === undefined && g.lastDeliveredAt !== undefined && g.delivered > 0;
   });

@@ -14,6 +14,7 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
+import { EventEmitter } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
@@ -25,6 +26,7 @@ import { toHex } from '../../ledger/crypto.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { leafHash } from '../../ledger/merkle.js';
+import { waitForEvent } from '../support/wait.js';
 
 const SECRET = 'whsec-test-0123456789abcdef';
 /** How old a signature timestamp a receiver accepts (docs/WEBHOOKS.md §Verifying). */
@@ -54,7 +56,8 @@ class Receiver {
   url = '';
   readonly #server = createServer((req, res) => this.#handle(req, res));
   readonly #hanging: ServerResponse[] = [];
-  readonly #waiters = new Set<() => void>();
+  /** Emits `request` after each request is recorded. */
+  readonly #requests = new EventEmitter();
 
   constructor(readonly secret: string) {}
 
@@ -78,26 +81,13 @@ class Receiver {
   }
 
   /** Resolves once `cond` holds (checked after every request), or fails after WAIT_MS. */
-  async waitFor(what: string, cond: () => boolean): Promise<void> {
-    if (cond()) return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`receiver: timed out waiting for ${what}`));
-      }, WAIT_MS);
-      const check = (): void => {
-        if (!cond()) return;
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve();
-      };
-      this.#waiters.add(check);
-    });
+  async waitForRequests(what: string, cond: () => boolean): Promise<void> {
+    await waitForEvent(this.#requests, 'request', `receiver: ${what}`, cond, WAIT_MS);
   }
 
   /** Every index in [0, size) accepted at least once. */
   async waitForAll(size: () => number): Promise<void> {
-    await this.waitFor('every entry', () => new Set(this.acceptedIndices()).size >= size() && coversPrefix(this.acceptedIndices(), size()));
+    await this.waitForRequests('every entry', () => new Set(this.acceptedIndices()).size >= size() && coversPrefix(this.acceptedIndices(), size()));
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
@@ -119,7 +109,7 @@ class Receiver {
       this.received.push({ delivery, deliveryHeader: String(req.headers['x-oti-delivery']), attempt: Number(req.headers['x-oti-attempt']), status });
       if (status === 'hang') this.#hanging.push(res);
       else res.writeHead(status).end();
-      for (const w of [...this.#waiters]) w();
+      this.#requests.emit('request');
     });
   }
 }
@@ -285,7 +275,7 @@ void test('410 Gone disables the hook; others go on', { timeout: 120_000 }, asyn
   const d = await dispatcher(t, chain, await tempDir(t), [hook(gone.url), hook(ok.url)]);
   await appendEvents(chain, s, [enrollLock(s, 'lock-a')], 5);
   await ok.waitForAll(() => chain.size);
-  await gone.waitFor('one request', () => gone.received.length >= 1);
+  await gone.waitForRequests('one request', () => gone.received.length >= 1);
   await appendEvents(chain, s, [enrollLock(s, 'lock-b')], 5);
   await ok.waitForAll(() => chain.size);
   await d.stop();
@@ -310,7 +300,7 @@ void test('stop and a new dispatcher on the same cursor folder resume without lo
   // Stop while a batch is in flight: the receiver holds the next request until stop() aborts it.
   rx.behaviour = () => 'hang';
   await appendEvents(chain, s, locks, 40);
-  await rx.waitFor('a held request', () => rx.received.some((r) => r.status === 'hang'));
+  await rx.waitForRequests('a held request', () => rx.received.some((r) => r.status === 'hang'));
   await a.stop();
   assert.equal(only(a).state, 'stopped');
   const cursorAtStop = only(a).cursor;
@@ -338,7 +328,7 @@ void test('a new hook starts at the chain end unless fromStart', { timeout: 60_0
   const d = await dispatcher(t, chain, await tempDir(t), [hook(rx.url, { fromStart: false })]);
   assert.equal(only(d).cursor, sizeBefore);
   await appendEvents(chain, s, [enrollLock(s, 'lock-b')], 3);
-  await rx.waitFor('the new entries', () => coversPrefix(rx.acceptedIndices().map((i) => i - sizeBefore), chain.size - sizeBefore));
+  await rx.waitForRequests('the new entries', () => coversPrefix(rx.acceptedIndices().map((i) => i - sizeBefore), chain.size - sizeBefore));
   assert.ok(rx.acceptedIndices().every((i) => i >= sizeBefore));
 });
 
@@ -426,7 +416,7 @@ void test('SIGKILL of a process that appends and delivers loses no committed ent
     child.stdout.setEncoding('utf8').on('data', (c: string) => (acked += c.split('\n').filter((l) => l.startsWith('ACK ')).length));
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('close', (_code, signal) => resolve(signal)));
     // Kill once this child has delivered a few batches, a little later at a random moment.
-    await Promise.race([rx.waitFor(`round ${round} deliveries`, () => rx.received.length >= before + 3), exited]);
+    await Promise.race([rx.waitForRequests(`round ${round} deliveries`, () => rx.received.length >= before + 3), exited]);
     await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 150)));
     child.kill('SIGKILL');
     const signal = await exited;

@@ -31,7 +31,7 @@ import { Radio, attachPty, type VirtualController } from './hci-controller.js';
 import type { BleRig } from './ble-suite.js';
 import type { DriverRig, LockSide, RigOptions } from './driver-conformance.js';
 import type { DriverNotice } from '../../drivers/driver.js';
-import { until } from './wait.js';
+import { waitUntil } from './wait.js';
 
 const require = createRequire(import.meta.url);
 const CHILD = fileURLToPath(new URL('./ble-lock-child.js', import.meta.url));
@@ -206,8 +206,8 @@ export async function hciRig(t: TestContext, opts: Partial<BleDriverOptions> = {
   });
   teardown.push(() => driver.stop());
   await driver.start();
-  await until('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
-  await until('the scan enabled at the controller', () => gateway.isScanning, 10000);
+  await waitUntil('noble powered on', () => driver.status().scan.adapter === 'poweredOn', 10000);
+  await waitUntil('the scan enabled at the controller', () => gateway.isScanning, 10000);
 
   let next = 1;
   return {
@@ -261,13 +261,13 @@ export async function hciConformanceRig(t: TestContext, opts: RigOptions): Promi
     dropLink: async (seen: readonly DriverNotice[]) => {
       const from = seen.length;
       rig.dropLink();
-      await until('the driver saw the link drop', () => seen.slice(from).some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), 20_000);
+      await waitUntil('the driver saw the link drop', () => seen.slice(from).some((n) => n.kind === 'link' && (n.state === 'backoff' || n.state === 'closed') && /disconnected/.test(n.detail)), 20_000);
     },
     stallScan: () => rig.gateway.stallScan(),
     released: async () => {
       for (const e of NOBLE_EVENTS) assert.equal((rig.noble as unknown as EventEmitter).listenerCount(e), rig.ownListeners.get(e), `no '${e}' listener of the driver left on noble`);
-      await until('the scan disabled at the controller', () => !rig.gateway.isScanning, 10_000);
-      await until('the lock saw its link go', () => rig.lockLinks.at(-1) === false, 10_000);
+      await waitUntil('the scan disabled at the controller', () => !rig.gateway.isScanning, 10_000);
+      await waitUntil('the lock saw its link go', () => rig.lockLinks.at(-1) === false, 10_000);
     },
   };
 }

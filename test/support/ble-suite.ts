@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import type { BleDriver } from '../../drivers/ble/driver.js';
 import type { ReceivedEvent } from '../../drivers/driver.js';
 import { GatewaySide, entryFor } from './driver-conformance.js';
-import { until } from './wait.js';
+import { waitUntil } from './wait.js';
 
 export interface BleRig {
   readonly driver: BleDriver;
@@ -39,11 +39,11 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const gw = new GatewaySide(rig.driver);
     const ctrs = rig.record?.(5) ?? [];
     const want = rig.record === undefined ? (rig.expect ?? 1) : ctrs.length;
-    await until('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
-    await until('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
+    await waitUntil('events from the lock', () => new Set(gw.events.filter((e) => mine(rig, e)).map((e) => e.ctr)).size >= want, timeoutMs);
+    await waitUntil('acks written', () => rig.driver.status().counters.acksOut >= want, timeoutMs);
     assert.ok(gw.notices.some((n) => n.kind === 'lock-seen'), 'the lock identified itself');
     for (const ctr of ctrs) {
-      await until(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
+      await waitUntil(`ack of ${ctr} at the lock`, () => rig.ackedEntry?.(ctr) !== undefined, timeoutMs);
       const ev = gw.events.find((e) => e.ctr === ctr);
       assert.ok(ev !== undefined);
       assert.deepEqual(rig.ackedEntry?.(ctr), entryFor(ev.lock, ctr));
@@ -56,12 +56,12 @@ export function bleSuite(title: string, makeRig: (t: TestContext) => Promise<Ble
     const rig = await makeRig(t);
     const gw = new GatewaySide(rig.driver);
     rig.record?.(1);
-    await until('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
+    await waitUntil('the lock identifies itself', () => gw.notices.some((n) => n.kind === 'lock-seen'), timeoutMs);
     const seen = gw.notices.find((n) => n.kind === 'lock-seen');
     assert.ok(seen?.kind === 'lock-seen');
     if (rig.record !== undefined) assert.equal(seen.info.lock, rig.lock);
     if (rig.key !== undefined) assert.deepEqual(seen.info.key, rig.key);
-    await until('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
+    await waitUntil('an event from the lock', () => gw.events.some((e) => mine(rig, e)), timeoutMs);
     assert.deepEqual(gw.events.find((e) => mine(rig, e))?.info, seen.info, 'events come after the info and carry it');
     await rig.driver.stop();
     await gw.done;

@@ -25,7 +25,7 @@ import { bytesEqual } from '../../ledger/base/bytes.js';
 import { encode } from '../../ledger/base/cbor.js';
 import { payloadBytes, type DriverNotice, type LockDriver, type ReceivedEvent } from '../../drivers/driver.js';
 import type { SimLock } from '../../drivers/simlock.js';
-import { until } from './wait.js';
+import { waitUntil } from './wait.js';
 
 /** The lock at the far end of the rig's link, as far as a test can see and steer it. */
 export interface LockSide {
@@ -84,7 +84,7 @@ export class TestClock {
   /** Waits until the driver has read the clock `n` more times (n ticks of its housekeeping, at least n/4). */
   async readsMore(n: number, timeoutMs: number): Promise<void> {
     const target = this.reads + n;
-    await until(`${n} more clock reads by the driver`, () => this.reads >= target, timeoutMs);
+    await waitUntil(`${n} more clock reads by the driver`, () => this.reads >= target, timeoutMs);
   }
 }
 
@@ -243,7 +243,7 @@ function isKnownCode(code: string): boolean {
 export function driverConformance(transport: Transport): void {
   const ms = transport.timeoutMs ?? 30_000;
   const na = transport.notApplicable ?? {};
-  const wait = (what: string, cond: () => boolean): Promise<void> => until(what, cond, ms);
+  const wait = (what: string, cond: () => boolean): Promise<void> => waitUntil(what, cond, ms);
   const allAcked = (rig: DriverRig, ctrs: readonly number[]): boolean => ctrs.every((c) => rig.lock.acked(c) !== undefined) && rig.lock.pending() === 0;
   const define = (id: CaseId, title: string, body: (t: TestContext) => Promise<void>): void => {
     const reason = na[id];

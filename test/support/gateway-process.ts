@@ -7,9 +7,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
+import { waitUntil } from './wait.js';
+import type { Topology } from './netns.js';
+import type { TestContext } from 'node:test';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
@@ -26,14 +28,32 @@ export interface GatewayProcess {
   readonly logs: LogLine[];
   /** Everything the process wrote to stderr. */
   stderr(): string;
-  waitFor(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
+  /** Resolves with the first log line that matches; fails at once if the gateway exits first. */
+  waitForLog(what: string, match: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
   /** Resolves with the exit code (or the signal's name) once the process has exited. */
   exited: Promise<number | string>;
+  /** SIGTERM (unless it has exited already), then its exit code or signal. */
+  stop(): Promise<number | string>;
 }
 
 export function startGateway(args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
   const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   return followGateway(proc);
+}
+
+/** startGateway, and on teardown a SIGKILL for it if it still runs (then its exit is awaited). */
+export function startTestGateway(t: TestContext, args: readonly string[], env: Record<string, string> = {}): GatewayProcess {
+  const gw = startGateway(args, env);
+  t.after(async () => {
+    if (gw.proc.exitCode === null && gw.proc.signalCode === null) gw.proc.kill('SIGKILL');
+    await gw.exited;
+  });
+  return gw;
+}
+
+/** The same gateway started in network namespace `ns` of a topology (test/support/netns.ts), which kills it on destroy(). */
+export function startGatewayIn(topo: Pick<Topology, 'exec'>, ns: number, args: readonly string[]): GatewayProcess {
+  return followGateway(topo.exec(ns, process.execPath, [...GATEWAY_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 /** Follows a gateway started some other way (e.g. by `npm start`): its log lines and its exit. */
@@ -62,15 +82,20 @@ export function followGateway(proc: ChildProcess): GatewayProcess {
     logs,
     stderr: () => err,
     exited,
-    async waitFor(what, match, ms = 30_000) {
-      const end = Date.now() + ms;
-      for (;;) {
-        const hit = logs.find(match);
-        if (hit !== undefined) return hit;
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      return exited;
+    },
+    async waitForLog(what, match, ms = 30_000) {
+      let hit: LogLine | undefined;
+      const found = (): boolean => {
+        hit = logs.find(match);
+        if (hit !== undefined) return true;
         if (done) throw new Error(`the gateway exited before "${what}"; stderr: ${err.slice(-2000)}`);
-        if (Date.now() > end) throw new Error(`timed out waiting for "${what}"; last log lines: ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
-        await sleep(20);
-      }
+        return false;
+      };
+      await waitUntil(`"${what}"`, found, ms, () => `last log lines: ${logs.slice(-5).map((l) => l.msg).join(' | ')}`);
+      return hit!;
     },
   };
 }

@@ -5,6 +5,9 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { tempDir } from './site.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const CLI = join(ROOT, 'dist', 'provisioning', 'cli.js');
@@ -46,4 +49,25 @@ export function oti(args: readonly string[], opts: { cwd?: string; env?: Record<
 /** The code at the end of oti's error line on stderr (`oti: ... [ERR_X]`). */
 export function errorCode(r: Run): string | undefined {
   return /\[(ERR_[A-Z_]+)\]\s*$/.exec(r.stderr.trim())?.[1];
+}
+
+/** `oti args` run in `cwd` with `env`. */
+export function otiIn(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
+  return oti(args, { cwd, env });
+}
+
+/**
+ * A site made with the real oti in a new temporary folder, which it returns: `oti site init
+ * --site acme --out site` (the authority key under `passphrase`), and with `gateway`, gw-1
+ * enrolled (`b.json`) and its bundle applied to `data`. Each step must exit 0.
+ */
+export async function otiSite(t: TestContext, prefix: string, passphrase: string, opts: { gateway: boolean }): Promise<string> {
+  const dir = await tempDir(t, prefix);
+  const steps = [['site', 'init', '--site', 'acme', '--out', 'site']];
+  if (opts.gateway) steps.push(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-1', '--out', 'b.json'], ['gateway', 'apply-bundle', 'b.json', '--data', 'data']);
+  for (const args of steps) {
+    const r = await otiIn(args, dir, { OTI_PASSPHRASE: passphrase });
+    assert.equal(r.code, 0, `oti ${args.join(' ')}: ${r.stderr}`);
+  }
+  return dir;
 }

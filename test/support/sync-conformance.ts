@@ -19,8 +19,8 @@ import { SyncNode, type SyncOptions, type SyncProgress, type SyncRefusal } from 
 import { listRefusedChains } from '../../gateway/sync/flags.js';
 import { RANGE_OVERHEAD_BYTES } from '../../gateway/sync/wire.js';
 import { enrollGateway, enrollLock, makeSite, signedEvent, tempDir, type TestLock, type TestSite } from './site.js';
-import { until, untilReplicated } from './sync.js';
-import { until as waitFor } from './wait.js';
+import { untilReplicated } from './sync.js';
+import { waitForEvent, waitUntil } from './wait.js';
 import type { NetMessage, SyncNet, SyncNetFactory } from './sync-nets.js';
 
 /** Smallest range message a node may send: a long window takes several messages. */
@@ -143,7 +143,7 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     await assertSameChain(f, a, b);
     await assertSameChain(f, b, a);
     for (const [n, g] of [[na, a], [nb, b]] as const) {
-      await until(n.coverage, ['coverage'], () => n.coverage.confirmedSize >= g.chain.size, `${g.id} confirmed`);
+      await waitForEvent(n.coverage, ['coverage'], `${g.id} confirmed`, () => n.coverage.confirmedSize >= g.chain.size);
     }
     assert.deepEqual(na.coverage.witnesses().map((w) => w.witness), ['gw-b']);
     await append(a, enrollLock(f.site, 'lock-a2'), 50);
@@ -160,7 +160,7 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     for (const holder of gws) for (const of of gws) if (holder !== of) await assertSameChain(f, holder, of);
     for (const g of gws) {
       assert.equal(g.node!.quorum, 2);
-      await until(g.node!.coverage, ['coverage'], () => g.node!.coverage.confirmedSize >= g.chain.size, `${g.id} confirmed`);
+      await waitForEvent(g.node!.coverage, ['coverage'], `${g.id} confirmed`, () => g.node!.coverage.confirmedSize >= g.chain.size);
     }
   });
 
@@ -200,7 +200,7 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     const removeHold = f.net.fault((m) => (isRange(m, 'gw-late') && ++ranges >= 3 ? 'hold' : 'deliver'));
     await f.start(a, urls);
     const nc = await f.start(c, urls, { windowEntries: 500 });
-    await waitFor('the first session to store part of the chain and be held', async () => ranges >= 3 && (await nc.replica(originOf(f, a))).size > 0);
+    await waitUntil('the first session to store part of the chain and be held', async () => ranges >= 3 && (await nc.replica(originOf(f, a))).size > 0);
     await nc.stop();
     const stored = (await nc.replica(originOf(f, a))).size;
     assert.ok(stored > 0 && stored < a.chain.size, `stored ${stored} of ${a.chain.size}`);
@@ -229,7 +229,7 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     });
     await f.start(a, urls);
     const nc = await f.start(c, urls, { windowEntries: 500 });
-    await waitFor('the cut', () => cutAt !== undefined);
+    await waitUntil('the cut', () => cutAt !== undefined);
     const atCut = (await nc.replica(originOf(f, a))).size;
     assert.ok(atCut < a.chain.size, `cut at ${atCut} of ${a.chain.size}`);
     for (const u of urls) f.net.restore(u, 'gw-late');
@@ -360,10 +360,10 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     const nc = await f.start(c, all);
     await append(c, lock, 20, 20);
     const flagged = (n: SyncNode): boolean => n.peerViews().some((p) => p.gateway === 'gw-c' && p.state === 'equivocated' && p.evidence !== null);
-    await until(na, ['evidence', 'peers'], () => flagged(na), 'gw-a refuses gw-c with evidence');
-    await until(nb, ['evidence', 'peers'], () => flagged(nb), 'gw-b refuses gw-c with evidence');
-    await until(nc, ['evidence', 'peers'], () => nc.compromised().includes('gw-c'), 'the real gw-c knows it was copied');
-    await until(nCopy, ['evidence', 'peers'], () => nCopy.compromised().includes('gw-c'), 'the copy knows too');
+    await waitForEvent(na, ['evidence', 'peers'], 'gw-a refuses gw-c with evidence', () => flagged(na));
+    await waitForEvent(nb, ['evidence', 'peers'], 'gw-b refuses gw-c with evidence', () => flagged(nb));
+    await waitForEvent(nc, ['evidence', 'peers'], 'the real gw-c knows it was copied', () => nc.compromised().includes('gw-c'));
+    await waitForEvent(nCopy, ['evidence', 'peers'], 'the copy knows too', () => nCopy.compromised().includes('gw-c'));
     for (const g of [a, b]) {
       const records = await g.store.listEvidence();
       assert.ok(records.length >= 1, `${g.id} stores the evidence`);

@@ -1,15 +1,9 @@
 /**
  * Sync test fixtures: whole gateways in one process (LevelDB store, chain, embedded broker on
- * 127.0.0.1 with signed gateway credentials, SyncNode), a real Mosquitto, and waiting helpers
- * that wait for outcomes, never for a fixed time.
+ * 127.0.0.1 with signed gateway credentials, SyncNode), and untilReplicated, which waits for an
+ * outcome, never for a fixed time (test/support/wait.ts). A real Mosquitto: test/support/mosquitto.ts.
  */
-import { spawn, execFile } from 'node:child_process';
-import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
-import { createServer, connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
-import { userInfo } from 'node:os';
-import { promisify } from 'node:util';
 import type { TestContext } from 'node:test';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
@@ -19,8 +13,7 @@ import { Broker } from '../../gateway/broker/broker.js';
 import { SyncNode, type SyncOptions } from '../../gateway/sync/node.js';
 import { gatewayCredentialVerifier } from '../../gateway/broker/credentials.js';
 import { enrollGateway, tempDir, signedEvent, type TestLock, type TestSite } from './site.js';
-
-export const WAIT_MS = 60_000;
+import { waitForEvent } from './wait.js';
 
 export interface TestGateway {
   readonly id: string;
@@ -85,85 +78,7 @@ export async function appendEvents(g: TestGateway, lock: TestLock, n: number): P
   await Promise.all(all);
 }
 
-/** Resolves once `check` is true, re-checking on each `event` of `emitter` (and once at once). */
-export async function until(emitter: NodeJS.EventEmitter, events: string[], check: () => boolean | Promise<boolean>, what: string, ms = WAIT_MS): Promise<void> {
-  if (await check()) return;
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timed out waiting for ${what}`));
-    }, ms);
-    const on = (): void => {
-      void Promise.resolve(check()).then((ok) => {
-        if (ok) {
-          off();
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    };
-    const off = (): void => {
-      for (const e of events) emitter.off(e, on);
-    };
-    for (const e of events) emitter.on(e, on);
-  });
-}
-
 /** Waits until `node` holds `origin` at `size` entries. */
 export async function untilReplicated(node: SyncNode, origin: string, size: number): Promise<void> {
-  await until(node, ['progress', 'synced'], async () => (await node.replica(origin)).size >= size, `${origin} @ ${size} on ${node.origin}`);
-}
-
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/**
- * A real Mosquitto on 127.0.0.1 with a password file (mosquitto_passwd) holding one user per
- * gateway; Mosquitto cannot run our credential check, so the gateways log in with these and the
- * protocol relies on message-level signatures. Stopped on teardown.
- */
-export async function startMosquitto(t: TestContext, users: Record<string, string>): Promise<string> {
-  const dir = await tempDir(t, 'oti-mosquitto-');
-  const passwd = join(dir, 'passwd');
-  const run = promisify(execFile);
-  let first = true;
-  for (const [u, p] of Object.entries(users)) {
-    await run('mosquitto_passwd', [...(first ? ['-c'] : []), '-b', passwd, u, p]);
-    first = false;
-  }
-  const port = await freePort();
-  const conf = join(dir, 'mosquitto.conf');
-  // Run as this user (as root, Mosquitto would switch to user mosquitto, who cannot read the temp folder).
-  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false', 'max_packet_size 1048576', ''].join('\n'));
-  const proc = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
-  t.after(async () => {
-    if (proc.exitCode === null) {
-      proc.kill('SIGTERM');
-      await once(proc, 'exit');
-    }
-  });
-  // Ready once it accepts TCP connections.
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = connectTcp(port, '127.0.0.1');
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.once('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`mosquitto did not start: ${log}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return `mqtt://127.0.0.1:${port}`;
+  await waitForEvent(node, ['progress', 'synced'], `${origin} @ ${size} on ${node.origin}`, async () => (await node.replica(origin)).size >= size);
 }

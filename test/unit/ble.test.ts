@@ -14,7 +14,7 @@ import type { NobleLike } from '../../drivers/noble-types.js';
 import type { FakePeripheral } from '../support/fake-noble.js';
 import { bleSuite } from '../support/ble-suite.js';
 import { GatewaySide } from '../support/driver-conformance.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const FAST: Partial<BleDriverOptions> = {
   scanWatchdogMs: 5000,
@@ -84,9 +84,9 @@ void test('a disconnect mid-transfer loses nothing; resent events come again as 
   await s.driver.start();
   for (let i = 0; i < 20; i++) sim.record('locked');
   p.disconnectAfterIndications(7);
-  await until('first drop', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await waitUntil('first drop', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   p.disconnectAfterIndications(30);
-  await until('all 20 acknowledged', () => allAcked(sim, 20));
+  await waitUntil('all 20 acknowledged', () => allAcked(sim, 20));
   const ctrs = gw.events.map((e) => e.ctr);
   for (let c = 1; c <= 20; c++) assert.ok(ctrs.includes(c), `ctr ${c} received`);
   for (const e of gw.events) {
@@ -104,15 +104,15 @@ void test('an adapter power cycle closes links, reports a blind interval and res
   const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await until('first event acked', () => allAcked(sim, 1));
+  await waitUntil('first event acked', () => allAcked(sim, 1));
   const scans = s.fake.startScans;
   s.fake.setAdapterState('poweredOff');
-  await until('degraded', () => s.driver.status().state === 'degraded');
+  await waitUntil('degraded', () => s.driver.status().state === 'degraded');
   sim.record();
   sim.record();
   s.fake.setAdapterState('poweredOn');
-  await until('blind notice', () => ofKind(gw.notices, 'blind').length > 0);
-  await until('events after power-on acked', () => allAcked(sim, 3));
+  await waitUntil('blind notice', () => ofKind(gw.notices, 'blind').length > 0);
+  await waitUntil('events after power-on acked', () => allAcked(sim, 3));
   const [blind] = ofKind(gw.notices, 'blind');
   assert.ok(blind !== undefined && blind.start <= blind.end);
   assert.equal(s.driver.status().state, 'running');
@@ -123,7 +123,7 @@ void test('a quiet site (no lock in range) restarts the scan but records no blin
   const s = setup(t, { scanWatchdogMs: 100 });
   const gw = new GatewaySide(s.driver);
   await s.driver.start();
-  await until('two watchdog restarts', () => s.driver.status().scan.restarts >= 2);
+  await waitUntil('two watchdog restarts', () => s.driver.status().scan.restarts >= 2);
   assert.equal(ofKind(gw.notices, 'blind').length, 0);
 });
 
@@ -134,7 +134,7 @@ void test('a connect that hangs times out, backs off and is retried', async (t) 
   const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await until('acked after retries', () => allAcked(sim, 1));
+  await waitUntil('acked after retries', () => allAcked(sim, 1));
   assert.ok(p.connects >= 3);
   assert.ok(gw.notices.filter((n) => n.kind === 'link' && n.state === 'backoff').length >= 2);
 });
@@ -145,7 +145,7 @@ void test('maxConnections is honoured and every pending lock is drained', async 
   for (const sim of sims) for (let i = 0; i < 3; i++) sim.record();
   new GatewaySide(s.driver);
   await s.driver.start();
-  await until('all locks drained', () => sims.every((sim) => allAcked(sim, 3)), 60000);
+  await waitUntil('all locks drained', () => sims.every((sim) => allAcked(sim, 3)), 60000);
   assert.ok(s.fake.maxConcurrent <= 2, `at most 2 links at once, saw ${s.fake.maxConcurrent}`);
 });
 
@@ -157,7 +157,7 @@ void test('devices that are not OTI locks are never connected', async (t) => {
   new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await until('lock acked', () => allAcked(sim, 1));
+  await waitUntil('lock acked', () => allAcked(sim, 1));
   assert.equal(other.connects, 0);
   assert.equal(noData.connects, 0);
 });
@@ -168,24 +168,24 @@ void test('garbage indications are rejected with codes, too much of it drops the
   const gw = new GatewaySide(s.driver);
   await s.driver.start();
   sim.record();
-  await until('first acked', () => allAcked(sim, 1));
+  await waitUntil('first acked', () => allAcked(sim, 1));
   p.corruptNextIndications(1);
   sim.record();
-  await until('corrupted event resent and acked', () => allAcked(sim, 2));
+  await waitUntil('corrupted event resent and acked', () => allAcked(sim, 2));
   for (let i = 0; i < 25; i++) p.injectIndication(i % 2 === 0 ? Uint8Array.of(0x05, 1, 2, 3) : Uint8Array.of(0xc0, 0x00, 0x02, 0xff, 0xff));
-  await until('link dropped for garbage', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await waitUntil('link dropped for garbage', () => gw.notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   const rejected = ofKind(gw.notices, 'rejected');
   assert.ok(rejected.length > 20);
   for (const r of rejected) assert.match(r.code, /^ERR_[A-Z_]+$/);
   assert.ok(rejected.some((r) => r.code === 'ERR_FRAGMENT'));
   sim.record();
-  await until('events flow again', () => allAcked(sim, 3));
+  await waitUntil('events flow again', () => allAcked(sim, 3));
 });
 
 void test('an adapter that is unsupported makes the driver unavailable with a reason', async (t) => {
   const s = setup(t, {}, { initialState: 'unsupported' });
   await s.driver.start();
-  await until('unavailable', () => s.driver.status().state === 'unavailable');
+  await waitUntil('unavailable', () => s.driver.status().state === 'unavailable');
   assert.ok((s.driver.status().reason ?? '').length > 0);
 });
 
@@ -233,11 +233,11 @@ void test('a full event queue pauses the link; a bounded buffer, then a drop; no
   })();
   await s.driver.start();
   // Nobody reads events: the lock's resends pile up in the link's bounded buffer until it is dropped.
-  await until('link dropped while the gateway is busy', () => notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
+  await waitUntil('link dropped while the gateway is busy', () => notices.some((n) => n.kind === 'link' && n.state === 'backoff'));
   void (async () => {
     for await (const ev of s.driver.events()) await s.driver.ack(ev, new Uint8Array(32));
   })();
-  await until('all 10 acknowledged', () => allAcked(sim, 10));
+  await waitUntil('all 10 acknowledged', () => allAcked(sim, 10));
 });
 
 void test('events beyond the window are nacked ERR_WINDOW with retry over BLE too (docs/PROTOCOL.md §Flow, the window)', async (t) => {
@@ -259,11 +259,11 @@ void test('events beyond the window are nacked ERR_WINDOW with retry over BLE to
   })();
   await s.driver.start();
   sim.record(); // pending: the gateway connects, greets it and takes event 1
-  await until('event 1 taken', () => held.length === 1 && sim.greeted);
+  await waitUntil('event 1 taken', () => held.length === 1 && sim.greeted);
   const maker = new SimLock({ id: 'eager', seed });
   for (let i = 0; i < 6; i++) maker.record();
   for (let c = 2; c <= 6; c++) assert.ok(sim.inject(maker.payloadOf(c)!, 1));
-  await until('two refused', () => nacks.length === 2);
+  await waitUntil('two refused', () => nacks.length === 2);
   assert.deepEqual(nacks, [[5, 'ERR_WINDOW', true], [6, 'ERR_WINDOW', true]]);
   assert.deepEqual(held, [1, 2, 3, 4]);
   assert.equal(ofKind(notices, 'rejected').filter((n) => n.code === 'ERR_WINDOW').length, 2);
@@ -284,7 +284,7 @@ void test('a refusal at info reaches the lock over BLE as a refuse message, and 
   })();
   await s.driver.start();
   sim.record();
-  await until('refused', () => refused.length > 0);
+  await waitUntil('refused', () => refused.length > 0);
   assert.deepEqual(refused[0], ['ERR_LOCK_REVOKED', false]);
   const before = events.length;
   const sent = sim.sent;

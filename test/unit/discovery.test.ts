@@ -7,7 +7,7 @@
 import test, { type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { once, type EventEmitter } from 'node:events';
+import { once } from 'node:events';
 import makeMdns from 'multicast-dns';
 import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
 import { isOtiError } from '../../ledger/base/errors.js';
@@ -17,6 +17,7 @@ import { JsMdnsBackend } from '../../gateway/discovery/mdns-js.js';
 import { AvahiMdnsBackend } from '../../gateway/discovery/mdns-avahi.js';
 import { SERVICE_TYPE, TXT_STRING_MAX_BYTES, decodeAnnouncement, encodeAnnouncement, instanceLabel, verifyAnnouncement, type Announcement } from '../../gateway/discovery/announcement.js';
 import { enrollGateway, makeSite, type TestSite } from '../support/site.js';
+import { nextEvent } from '../support/wait.js';
 
 const WAIT_MS = 20_000;
 
@@ -26,23 +27,6 @@ async function freeUdpPort(): Promise<number> {
   const { port } = s.address();
   await new Promise<void>((resolve) => s.close(() => resolve()));
   return port;
-}
-
-/** Resolves with the first `event` whose argument satisfies `match`; fails after WAIT_MS. */
-function waitFor<T>(emitter: EventEmitter, event: string, match: (v: T) => boolean, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, on);
-      reject(new Error(`timed out waiting for ${what}`));
-    }, WAIT_MS);
-    const on = (v: T): void => {
-      if (!match(v)) return;
-      clearTimeout(timer);
-      emitter.off(event, on);
-      resolve(v);
-    };
-    emitter.on(event, on);
-  });
 }
 
 interface Gw {
@@ -83,7 +67,7 @@ void test('three gateways on one network find each other by multicast, and not t
   const gws = ['gw-1', 'gw-2', 'gw-3'].map((id, i) => gateway(t, site, id, port, { brokerPort: 1883 + i }));
   const found = gws.map((g) => {
     const others = gws.filter((o) => o !== g);
-    return Promise.all(others.map((o) => waitFor<MdnsPeer>(g.d, 'peer', isMdnsPeer(o.id), `${g.id} to find ${o.id}`)));
+    return Promise.all(others.map((o) => nextEvent<MdnsPeer>(g.d, 'peer', `${g.id} to find ${o.id}`, isMdnsPeer(o.id), WAIT_MS)));
   });
   for (const g of gws) await g.d.start();
   const seen = await Promise.all(found);
@@ -105,11 +89,11 @@ void test('a gateway that stops sends a signed goodbye and its peers lose it', a
   const site = makeSite('site-b');
   const a = gateway(t, site, 'gw-a', port, { announceIntervalMs: 60_000 });
   const b = gateway(t, site, 'gw-b', port, { announceIntervalMs: 60_000 });
-  const found = waitFor(a.d, 'peer', isMdnsPeer('gw-b'), 'gw-a to find gw-b');
+  const found = nextEvent(a.d, 'peer', 'gw-a to find gw-b', isMdnsPeer('gw-b'), WAIT_MS);
   await a.d.start();
   await b.d.start();
   await found;
-  const lost = waitFor<Peer>(a.d, 'lost', (p) => p.gatewayId === 'gw-b', 'gw-a to lose gw-b');
+  const lost = nextEvent<Peer>(a.d, 'lost', 'gw-a to lose gw-b', (p) => p.gatewayId === 'gw-b', WAIT_MS);
   await b.d.stop();
   // With 60 s announcements the record TTL is 180 s: only the goodbye can explain a prompt loss.
   await lost;
@@ -127,14 +111,14 @@ void test('a gateway that vanishes without a goodbye is lost when its records ex
   })({ port });
   const b = gateway(t, site, 'gw-b', port, { backend: silent });
   await a.d.start();
-  const found = waitFor(a.d, 'peer', isMdnsPeer('gw-b'), 'gw-a to find gw-b');
+  const found = nextEvent(a.d, 'peer', 'gw-a to find gw-b', isMdnsPeer('gw-b'), WAIT_MS);
   await b.d.start();
   await found;
-  const lost = waitFor<Peer>(a.d, 'lost', (p) => p.gatewayId === 'gw-b', 'gw-a to lose gw-b');
+  const lost = nextEvent<Peer>(a.d, 'lost', 'gw-a to lose gw-b', (p) => p.gatewayId === 'gw-b', WAIT_MS);
   await b.d.stop();
   await lost;
   const back = gateway(t, site, 'gw-b', port);
-  const again = waitFor(a.d, 'peer', isMdnsPeer('gw-b'), 'gw-a to find gw-b again');
+  const again = nextEvent(a.d, 'peer', 'gw-a to find gw-b again', isMdnsPeer('gw-b'), WAIT_MS);
   await back.d.start();
   await again;
 });
@@ -222,7 +206,7 @@ void test('announcements that fail a check are rejected with their reason, and h
     },
   ];
   for (const c of cases) {
-    const got = waitFor<Rejection>(a.d, 'rejected', (x) => x.name === c.name, `rejection of ${c.name}`);
+    const got = nextEvent<Rejection>(a.d, 'rejected', `rejection of ${c.name}`, (x) => x.name === c.name, WAIT_MS);
     r.send(c.name, c.txt());
     const rej = await got;
     assert.equal(rej.reason, c.reason, c.name);
@@ -230,7 +214,7 @@ void test('announcements that fail a check are rejected with their reason, and h
   }
   // An honest gateway is still found, and none of the above ever became a peer.
   const b = gateway(t, site, 'gw-b', port);
-  const found = waitFor(a.d, 'peer', isMdnsPeer('gw-b'), 'gw-a to find gw-b');
+  const found = nextEvent(a.d, 'peer', 'gw-a to find gw-b', isMdnsPeer('gw-b'), WAIT_MS);
   await b.d.start();
   await found;
   assert.deepEqual(peers.map((p) => p.gatewayId), ['gw-b']);
@@ -243,7 +227,7 @@ void test('a replayed announcement made into a goodbye by its TTL, or an unsigne
   const a = gateway(t, site, 'gw-a', port);
   const b = gateway(t, site, 'gw-b', port);
   await a.d.start();
-  const found = waitFor(a.d, 'peer', isMdnsPeer('gw-b'), 'gw-a to find gw-b');
+  const found = nextEvent(a.d, 'peer', 'gw-a to find gw-b', isMdnsPeer('gw-b'), WAIT_MS);
   await b.d.start();
   await found;
   const lost: Peer[] = [];
@@ -254,7 +238,7 @@ void test('a replayed announcement made into a goodbye by its TTL, or an unsigne
   r.send(b.d.instance, replay, 0);
   // A goodbye signed by another key for b's instance: rejected for its enrolment.
   const other = generateKeyPair();
-  const rej = waitFor<Rejection>(a.d, 'rejected', (x) => x.name === b.d.instance, 'rejection of the forged goodbye');
+  const rej = nextEvent<Rejection>(a.d, 'rejected', 'rejection of the forged goodbye', (x) => x.name === b.d.instance, WAIT_MS);
   r.send(b.d.instance, encodeAnnouncement(announcement(site.siteId, 'gw-b', other, b.enrolment, { bye: true }), new Signer(other.seed)), 0);
   assert.equal((await rej).reason, 'ERR_DISCOVERY_ENROLMENT');
   // The rejection was handled after the replay (same sender, same order): b is still a peer.
@@ -302,7 +286,7 @@ void test('the Avahi backend without the mdns package fails with ERR_DRIVER_UNAV
   t.after(() => d.stop());
   assert.deepEqual(fallbacks, ['ERR_DRIVER_UNAVAILABLE']);
   const b = gateway(t, site, 'gw-b', port);
-  const found = waitFor(b.d, 'peer', isMdnsPeer('gw-a'), 'gw-b to find gw-a through the fallback backend');
+  const found = nextEvent(b.d, 'peer', 'gw-b to find gw-a through the fallback backend', isMdnsPeer('gw-a'), WAIT_MS);
   await b.d.start();
   await found;
 });

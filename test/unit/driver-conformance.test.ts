@@ -11,7 +11,7 @@ import { SimLock } from '../../drivers/simlock.js';
 import { BleDriver } from '../../drivers/ble/driver.js';
 import { FakeNoble } from '../support/fake-noble.js';
 import { driverConformance, simLockSide } from '../support/driver-conformance.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 const WINDOW = 8;
 const QUEUE = 2;
@@ -79,7 +79,7 @@ driverConformance({
       sim.close();
     });
     await driver.start();
-    await until('scanning', () => fake.startScans >= 1);
+    await waitUntil('scanning', () => fake.startScans >= 1);
     return {
       driver,
       lock: simLockSide(sim),
@@ -105,7 +105,7 @@ driverConformance({
       stopScanUnasked: () => fake.stopScanUnasked(),
       released: async () => {
         for (const e of NOBLE_EVENTS) assert.equal(fake.listenerCount(e), 0, `no '${e}' listener left on noble`);
-        await until('no peripheral connected', () => fake.connectedCount === 0);
+        await waitUntil('no peripheral connected', () => fake.connectedCount === 0);
         assert.equal(sim.connected, false);
       },
     };

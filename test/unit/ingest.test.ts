@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, openChain, signedEvent } from '../support/site.js';
 import { FakeDriver } from '../support/fake-driver.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 import { Ingest } from '../../gateway/ingest.js';
 import type { SignaturePool, SigTask } from '../../ledger/sigpool.js';
 import { verify } from '../../ledger/crypto.js';
@@ -39,20 +39,20 @@ void test('a listener that throws does not leave an event unanswered or its plac
     if (throwOn === 'received') throw new Error('received listener failed');
   });
   driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('the first answer', () => driver.answers.length === 1);
+  await waitUntil('the first answer', () => driver.answers.length === 1);
   // Acked (it is durable) and released; the listener's failure is a fault, not a second answer.
   assert.deepEqual(driver.answers[0], { lock: 'front', ctr: 1, ok: true });
-  await until('depth back to 0', () => ingest.depth === 0);
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
   assert.match(faults[0]?.message ?? '', /committed listener failed/);
   throwOn = 'received';
   driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('the second answer', () => driver.answers.length === 2);
+  await waitUntil('the second answer', () => driver.answers.length === 2);
   // Nothing was checked: the lock keeps the event and sends it again.
   assert.deepEqual(driver.answers[1], { lock: 'front', ctr: 2, ok: false, code: 'ERR_BUSY' });
-  await until('depth back to 0', () => ingest.depth === 0);
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
   throwOn = undefined;
   driver.push(lock, signedEvent(lock, 'locked', { ctr: 2 }), 2);
-  await until('the third answer', () => driver.answers.length === 3);
+  await waitUntil('the third answer', () => driver.answers.length === 3);
   assert.deepEqual(driver.answers[2], { lock: 'front', ctr: 2, ok: true });
   await ingest.close();
   assert.equal(ingest.depth, 0);
@@ -66,33 +66,33 @@ void test('checks that end out of order still admit in order; a failing pool ask
   } as unknown as SignaturePool;
   const { chain, lock, driver, ingest, faults } = await rig(t, pool);
   for (let i = 0; i < 5; i++) driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('five checks asked', () => asked.length === 5);
+  await waitUntil('five checks asked', () => asked.length === 5);
   for (const a of asked.splice(0).reverse()) a.resolve(verify(a.task.key, a.task.msg, a.task.sig));
-  await until('five acks', () => driver.answers.length === 5);
+  await waitUntil('five acks', () => driver.answers.length === 5);
   assert.deepEqual(driver.answers.map((a) => `${a.ctr} ${a.ok}`), ['1 true', '2 true', '3 true', '4 true', '5 true']);
   const stored = await chain.entryRange(chain.size - 5, chain.size);
   assert.equal(stored.length, 5);
   driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('a sixth check asked', () => asked.length === 1);
+  await waitUntil('a sixth check asked', () => asked.length === 1);
   asked.pop()!.reject(new Error('worker died'));
-  await until('the sixth answer', () => driver.answers.length === 6);
+  await waitUntil('the sixth answer', () => driver.answers.length === 6);
   assert.deepEqual(driver.answers[5], { lock: 'front', ctr: 6, ok: false, code: 'ERR_BUSY' });
   assert.match(faults[0]?.message ?? '', /worker died/);
-  await until('depth back to 0', () => ingest.depth === 0);
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
 });
 
 void test('a paused pipeline takes no more events (they stay with the driver) until resumed', async (t) => {
   const { lock, driver, ingest } = await rig(t);
   driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('the first answer', () => driver.answers.length === 1);
+  await waitUntil('the first answer', () => driver.answers.length === 1);
   ingest.pause();
   assert.ok(ingest.isPaused);
   // The pull that was already waiting takes one more event; the rest stay with the driver.
   for (let i = 0; i < 3; i++) driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('the event already pulled is answered', () => driver.answers.length === 2 && ingest.depth === 0);
+  await waitUntil('the event already pulled is answered', () => driver.answers.length === 2 && ingest.depth === 0);
   assert.equal(driver.queued, 2);
   ingest.resume();
-  await until('the rest answered', () => driver.answers.length === 4);
+  await waitUntil('the rest answered', () => driver.answers.length === 4);
   assert.ok(driver.answers.every((a) => a.ok));
   assert.equal(driver.queued, 0);
 });

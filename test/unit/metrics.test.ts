@@ -11,7 +11,7 @@ import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { FakeDriver } from '../support/fake-driver.js';
 import type { DriverStatus } from '../../drivers/driver.js';
-import { until } from '../support/wait.js';
+import { waitUntil } from '../support/wait.js';
 
 
 
@@ -53,18 +53,18 @@ void test('counters, latency histogram and queue depth follow the real pipeline'
     sent.push(signedEvent(lock));
     driver.push(lock, sent[i]!, lock.ctr);
   }
-  await until('three events in flight', () => ingest.depth === 3);
+  await waitUntil('three events in flight', () => ingest.depth === 3);
   assert.equal(await value(metrics, 'oti_ingest_queue_depth'), 3);
   driver.release();
-  await until('three acks', () => driver.answers.length === 3);
-  await until('depth back to 0', () => ingest.depth === 0);
+  await waitUntil('three acks', () => driver.answers.length === 3);
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
   assert.equal(await value(metrics, 'oti_ingest_queue_depth'), 0);
 
   // A duplicate, and an event of a lock that is not enrolled.
   driver.push(lock, sent[0]!, 1);
   const ghost = enrollLock(site, 'ghost');
   driver.push(ghost, signedEvent(ghost), 1);
-  await until('five answers', () => driver.answers.length === 5);
+  await waitUntil('five answers', () => driver.answers.length === 5);
   assert.deepEqual(driver.answers.slice(3).map((a) => `${a.lock}:${a.ctr} ${a.code ?? 'ack'}`).sort(), ['front:1 ack', 'ghost:1 ERR_LOCK_UNKNOWN']);
 
   assert.equal(await value(metrics, 'oti_events_received_total'), 5);
@@ -81,7 +81,7 @@ void test('counters, latency histogram and queue depth follow the real pipeline'
   // Detached: nothing more is counted.
   detach();
   driver.push(lock, signedEvent(lock), lock.ctr);
-  await until('sixth answer', () => driver.answers.length === 6);
+  await waitUntil('sixth answer', () => driver.answers.length === 6);
   assert.equal(await value(metrics, 'oti_events_received_total'), 5);
   assert.equal(await value(metrics, 'oti_events_committed_total'), 3);
 });
