@@ -7,8 +7,13 @@
  * (ms since the epoch with µs resolution: `performance.timeOrigin + performance.now()`, which
  * the benchmark's own process reads the same way). It also samples the event loop's delay. At
  * exit it writes them as JSON to $OTI_ACK_TRACE.
+ *
+ * With $OTI_ALLOC_PROFILE it also samples every allocation, including the objects that die
+ * young (which `--heap-prof` leaves out), and writes the profile there at exit: what the
+ * young-generation collections are paid for.
  */
 import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SerialDriver } from '../drivers/serial.js';
 import { Ingest } from '../gateway/ingest.js';
@@ -66,5 +71,18 @@ if (out !== undefined) {
       loop: { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6, over10ms: over10 },
     };
     writeFileSync(out, JSON.stringify(trace));
+  });
+}
+
+const allocOut = process.env['OTI_ALLOC_PROFILE'];
+if (allocOut !== undefined) {
+  const session = new Session();
+  session.connect();
+  session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  process.on('exit', () => {
+    // The main thread's session answers synchronously.
+    session.post('HeapProfiler.stopSampling', (err, r) => {
+      if (err === null) writeFileSync(allocOut, JSON.stringify(r.profile));
+    });
   });
 }

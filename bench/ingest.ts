@@ -40,12 +40,16 @@
  *   BENCH_COMPARE     another build's dist/gateway/main.js (e.g. main's): the process, trace and
  *                     stages phases run it in turn with this build (figures base_…, ratio_…_vs_base)
  *   BENCH_REPEAT      runs of each of those phases (default 1); the figures are the medians
+ *   BENCH_GATEWAY_MAIN  runs another build's dist/gateway/main.js instead of this one's
  *   BENCH_GATEWAY_FLAGS  more node options for the gateway (space-separated), to compare V8 settings
  *   BENCH_PROFILE_DIR keeps the stages phase's .cpuprofile files there (bench/profile-top.ts reads them)
  *   BENCH_HEAP_SNAPSHOT_DIR  a heap snapshot of the gateway at the end of the process phase's load
+ *   BENCH_ALLOC_PROFILE  samples every allocation of the gateway, young ones included, into
+ *                     BENCH_ALLOC_PROFILE.<time>.heapprofile (bench/ack-trace.ts)
+ *   BENCH_GATEWAY_STDOUT  appends what the gateway printed besides its log lines (--trace-gc) to this file
  * The in-process phases run in this process: pin them with `taskset -c 0 npm run bench:ingest`.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -225,9 +229,12 @@ interface ProcessOptions {
 
 /** More node options for the gateway (BENCH_GATEWAY_FLAGS, space-separated), to try V8 settings against the defaults. */
 const EXTRA_FLAGS = (process.env['BENCH_GATEWAY_FLAGS'] ?? '').split(' ').filter((f) => f !== '');
+/** BENCH_ALLOC_PROFILE: every real-process run samples all allocations (bench/ack-trace.ts) into BENCH_ALLOC_PROFILE.<time>.heapprofile. */
+const ALLOC_PROFILE = process.env['BENCH_ALLOC_PROFILE'];
 /** BENCH_HEAP_SNAPSHOT_DIR: the process phase takes a heap snapshot of the gateway at the end of its load, into this folder. */
 const SNAPSHOT_DIR = process.env['BENCH_HEAP_SNAPSHOT_DIR'];
-const GATEWAY_MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'gateway', 'main.js');
+/** The gateway this benchmark runs: this build's, or BENCH_GATEWAY_MAIN (another build's dist/gateway/main.js). */
+const GATEWAY_MAIN = process.env['BENCH_GATEWAY_MAIN'] ?? join(fileURLToPath(new URL('.', import.meta.url)), '..', 'gateway', 'main.js');
 /** BENCH_COMPARE: another build's dist/gateway/main.js (e.g. main's), run in turn with this one in the process, trace and stages phases (figures base_…). */
 const COMPARE = process.env['BENCH_COMPARE'];
 /** BENCH_REPEAT: runs of each real-process phase (alternating with BENCH_COMPARE's); the figures are the medians. */
@@ -282,14 +289,14 @@ async function processRig(dir: string, o: ProcessOptions = {}): Promise<ProcessR
     ...EXTRA_FLAGS,
     ...(SNAPSHOT_DIR !== undefined ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${SNAPSHOT_DIR}`] : []),
     ...(o.profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : []),
-    ...(o.traceFile !== undefined ? ['--import', ACK_TRACE] : []),
+    ...(o.traceFile !== undefined || ALLOC_PROFILE !== undefined ? ['--import', ACK_TRACE] : []),
     o.main ?? GATEWAY_MAIN,
     '--config',
     config,
   ];
   const cmd = o.cpus !== undefined ? ['taskset', '-c', `0-${o.cpus - 1}`, process.execPath, ...nodeArgs] : [process.execPath, ...nodeArgs];
   // taskset execs node: the child's pid is the gateway's.
-  const env = { ...process.env, ...(o.traceFile !== undefined ? { OTI_ACK_TRACE: o.traceFile } : {}) };
+  const env = { ...process.env, ...(o.traceFile !== undefined ? { OTI_ACK_TRACE: o.traceFile } : {}), ...(ALLOC_PROFILE !== undefined && o.profileDir === undefined ? { OTI_ALLOC_PROFILE: `${ALLOC_PROFILE}.${Date.now()}.heapprofile` } : {}) };
   const gw = followGateway(spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env }));
   const pid = gw.proc.pid as number;
   /** VmRSS and its anonymous part (heap, stacks, LevelDB buffers; the rest is mapped files), MB. */
@@ -344,6 +351,9 @@ async function processRig(dir: string, o: ProcessOptions = {}): Promise<ProcessR
     const threads = threadCpu(pid);
     gw.proc.kill('SIGTERM');
     await gw.exited;
+    // What the gateway printed besides its log lines (node's --trace-gc, for one).
+    const keep = process.env['BENCH_GATEWAY_STDOUT'];
+    if (keep !== undefined) appendFileSync(keep, gw.logs.filter((l) => l.level === 30 && typeof l.msg === 'string' && !('time' in l)).map((l) => `${l.msg}\n`).join(''));
     for (const l of locks) l.close();
     await Promise.all(links.map((l) => l.close()));
     await Promise.all(ptys.map((p) => p.kill()));
