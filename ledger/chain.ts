@@ -328,7 +328,14 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   /** The index of an entry by id (see AppendResult.id), if it is durable. */
   async indexOf(id: string): Promise<number | undefined> {
     const m = /^([a-z0-9][a-z0-9._-]{0,63}):(0|[1-9][0-9]{0,15})$/.exec(id);
-    if (m !== null) return this.#cs.indexOfId(lockIdKey(m[1]!, Number(m[2])));
+    if (m !== null) {
+      // Above the lock's last admitted counter nothing is stored: answered without a read (the
+      // notifications ask this of every event as it arrives).
+      const ctr = Number(m[2]);
+      const last = this.#lockCtr.get(m[1]!);
+      if (last !== undefined && ctr > last) return undefined;
+      return this.#cs.indexOfId(lockIdKey(m[1]!, ctr));
+    }
     if (/^[0-9a-f]{64}$/.test(id)) return this.#cs.indexOfId(hashIdKey(Buffer.from(id, 'hex')));
     throw new OtiError('ERR_ARGUMENT', 'an entry id is "<lock>:<counter>" or 64 hex digits');
   }

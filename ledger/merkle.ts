@@ -15,7 +15,7 @@
  * Hashes returned by this module are fresh or internal-but-never-mutated buffers; callers must
  * treat every hash they are given as immutable.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash as hashOnce } from 'node:crypto';
 import { checkBytes, HASH_BYTES } from './crypto.js';
 import { OtiError } from './base/errors.js';
 import { bytesEqual } from './base/bytes.js';
@@ -27,10 +27,26 @@ const LEAF_PREFIX = new Uint8Array([0x00]);
 const NODE_PREFIX = new Uint8Array([0x01]);
 const TWO_POW_32 = 0x1_0000_0000;
 
+/**
+ * The prefixed input of a hash is laid out in a scratch buffer and hashed in one call
+ * (crypto.hash, Node 20.12 and later): for inputs of 65 to a few hundred bytes, creating a Hash
+ * object per hash cost two to three times the hashing itself (measured: 3.4 against 1.1 µs per
+ * interior node). Without crypto.hash, a Hash object per hash as before.
+ */
+const ONE_SHOT = typeof hashOnce === 'function';
+const scratch = Buffer.allocUnsafeSlow(1024);
+const nodeInput = Buffer.allocUnsafeSlow(1 + 2 * HASH_BYTES);
+nodeInput[0] = 0x01;
+
 /** RFC 9162 §2.1.1: MTH({d(0)}) = HASH(0x00 || d(0)), the hash of one entry. */
 export function leafHash(entry: Uint8Array): Uint8Array {
   checkBytes('entry', entry);
-  return createHash('sha256').update(LEAF_PREFIX).update(entry).digest();
+  if (!ONE_SHOT) return createHash('sha256').update(LEAF_PREFIX).update(entry).digest();
+  // Entries are a few hundred bytes; a larger one (rare) gets an input buffer of its own.
+  const input = entry.length < scratch.length ? scratch : Buffer.allocUnsafeSlow(entry.length + 1);
+  input[0] = 0x00;
+  input.set(entry, 1);
+  return hashOnce('sha256', input.subarray(0, entry.length + 1), 'buffer');
 }
 
 /** RFC 9162 §2.1.1: HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), an interior node. */
@@ -42,7 +58,10 @@ export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
 
 /** nodeHash without the argument checks, for internal callers that already hold 32-byte hashes. */
 function hashChildren(left: Uint8Array, right: Uint8Array): Uint8Array {
-  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  if (!ONE_SHOT) return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  nodeInput.set(left, 1);
+  nodeInput.set(right, 1 + HASH_BYTES);
+  return hashOnce('sha256', nodeInput, 'buffer');
 }
 
 /** RFC 9162 §2.1.1: MTH({}) = HASH(), the root of the empty tree. Do not mutate. */

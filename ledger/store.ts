@@ -379,6 +379,8 @@ export class ChainStore implements ChainReader {
   /** Entries of the last, not yet full chunk, as stored; rewritten with the next block. */
   #tailChunk: Bytes[] = [];
   readonly #chunkCache = new Map<number, Bytes[]>();
+  /** Perfect-subtree hashes by "level/index", least recently used first (NODE_CACHE_SIZE). */
+  readonly #nodeCache = new Map<string, Uint8Array>();
 
   constructor(store: LedgerStore, origin: string, role: ChainRole) {
     this.store = store;
@@ -414,6 +416,7 @@ export class ChainStore implements ChainReader {
     this.#head = { n: uint(m, 'n', 'head'), size: uint(m, 'size', 'head'), peaks: peaks as Uint8Array[] };
     CompactRange.fromPeaks(this.#head.size, this.#head.peaks as Uint8Array[]);
     const c = Math.floor(this.#head.size / CHUNK_SIZE);
+    this.#tailChunk = [];
     this.#tailChunk = this.#head.size % CHUNK_SIZE === 0 ? [] : await this.readChunk(c);
     if (this.#tailChunk.length !== this.#head.size % CHUNK_SIZE) throw new OtiError('ERR_STORE_CORRUPT', `the last chunk of ${this.origin} holds ${this.#tailChunk.length} entries, the head says ${this.#head.size % CHUNK_SIZE}`);
   }
@@ -472,6 +475,8 @@ export class ChainStore implements ChainReader {
   async readChunk(c: number): Promise<Bytes[]> {
     const cached = this.#chunkCache.get(c);
     if (cached !== undefined) return cached;
+    // The last, partly filled chunk is held as stored (durable: commit() sets it after the write).
+    if (c === Math.floor(this.#head.size / CHUNK_SIZE) && this.#tailChunk.length > 0) return this.#tailChunk;
     const what = this.#chunkName(c, 0, Number.MAX_SAFE_INTEGER);
     let v: Bytes | undefined;
     try {
@@ -678,24 +683,57 @@ export class ChainStore implements ChainReader {
   async node(level: number, index: number): Promise<Uint8Array> {
     const span = 2 ** level;
     if ((index + 1) * span > this.#head.size) throw new OtiError('ERR_PROOF_RANGE', `node ${level}/${index} is beyond size ${this.#head.size}`);
+    const cached = this.#cachedNode(level, index);
+    if (cached !== undefined) return cached;
     if (level >= STORED_NODE_LEVEL) {
       const v = await named(`node ${level}/${index} of ${this.origin}`, () => this.nodes.get(Buffer.concat([Buffer.of(level), u64(index)])));
       if (v === undefined) throw new OtiError('ERR_STORE_CORRUPT', `node ${level}/${index} of ${this.origin} is missing`);
+      this.#rememberNode(level, index, v);
       return v;
     }
-    const first = index * span;
-    const chunk = await this.readChunk(Math.floor(first / CHUNK_SIZE));
-    const off = first % CHUNK_SIZE;
-    let hashes = chunk.slice(off, off + span).map((e) => leafHash(e));
-    if (hashes.length !== span) throw new OtiError('ERR_STORE_CORRUPT', `chunk for node ${level}/${index} of ${this.origin} is short`);
-    while (hashes.length > 1) {
-      const next: Uint8Array[] = [];
-      for (let i = 0; i < hashes.length; i += 2) next.push(nodeHash(hashes[i]!, hashes[i + 1]!));
-      hashes = next;
+    const chunk = await this.readChunk(Math.floor((index * span) / CHUNK_SIZE));
+    return this.#chunkNode(chunk, level, index);
+  }
+
+  /** Node `level`/`index` below STORED_NODE_LEVEL, from its chunk's entries; every node computed on the way is remembered. */
+  #chunkNode(chunk: readonly Bytes[], level: number, index: number): Uint8Array {
+    const cached = this.#cachedNode(level, index);
+    if (cached !== undefined) return cached;
+    let hash: Uint8Array;
+    if (level === 0) {
+      const e = chunk[index % CHUNK_SIZE];
+      if (e === undefined) throw new OtiError('ERR_STORE_CORRUPT', `chunk for node 0/${index} of ${this.origin} is short`);
+      hash = leafHash(e);
+    } else {
+      hash = nodeHash(this.#chunkNode(chunk, level - 1, 2 * index), this.#chunkNode(chunk, level - 1, 2 * index + 1));
     }
-    return hashes[0]!;
+    this.#rememberNode(level, index, hash);
+    return hash;
+  }
+
+  #cachedNode(level: number, index: number): Uint8Array | undefined {
+    const key = `${level}/${index}`;
+    const hash = this.#nodeCache.get(key);
+    if (hash !== undefined) {
+      // Most recently used last, so that the oldest is the first key.
+      this.#nodeCache.delete(key);
+      this.#nodeCache.set(key, hash);
+    }
+    return hash;
+  }
+
+  #rememberNode(level: number, index: number, hash: Uint8Array): void {
+    if (this.#nodeCache.size >= NODE_CACHE_SIZE) this.#nodeCache.delete(this.#nodeCache.keys().next().value!);
+    this.#nodeCache.set(`${level}/${index}`, hash);
   }
 }
+
+/**
+ * Perfect-subtree hashes kept per chain, most recently used: a perfect subtree never changes once
+ * its entries are stored, and the receipts of recent entries (one per committed event, for the
+ * MQTT notifications) need the same few dozen nodes again and again. 1,024 hashes: about 200 KB.
+ */
+const NODE_CACHE_SIZE = 1024;
 
 /** A stored chunk's entries; `what` names it in the error when it is not an array of byte strings. */
 function decodeChunk(v: Bytes, what: string): Bytes[] {

@@ -28,6 +28,8 @@
  * Only site-scoped topics exist; `$SYS` topics are neither publishable nor subscribable.
  * Sessions and retained messages are in memory and end with the broker.
  */
+// First: mqtt-packet's number cache is turned off before aedes or mqtt.js writes a packet.
+import './packet-writer.js';
 import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';

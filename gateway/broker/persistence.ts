@@ -41,6 +41,7 @@ interface SubscriptionRef {
 /** aedes-persistence's asynchronous in-memory store, as far as this file uses it. */
 interface AsyncMemoryPersistence {
   setup(broker: unknown): Promise<void>;
+  storeRetained(packet: StoredPacket): Promise<void>;
   addSubscriptions(client: ClientRef, subs: readonly { topic: string; qos: number }[]): Promise<void>;
   cleanSubscriptions(client: ClientRef): Promise<void>;
   subscriptionsByClient(client: ClientRef): Promise<unknown[]>;
@@ -156,6 +157,23 @@ export class BoundedPersistence extends memory {
 
   outgoingStream(client: ClientRef): Readable {
     return Readable.from([...(this.#queues.get(client.id)?.packets ?? [])]);
+  }
+
+  /**
+   * A retained message is kept until it is replaced, so its payload is kept in a buffer of its
+   * own size: a payload made from a short string, or read from a socket, is a view into a larger
+   * buffer (Node's 8 KB allocation pool, the connection's read buffer), all of which it would
+   * keep alive. With a retained status per recent event that was 1,000 pool slabs of 8 KB for
+   * payloads of 1–2 KB (docs/DECISIONS.md §Performance).
+   */
+  override storeRetained(packet: StoredPacket): Promise<void> {
+    const p = packet.payload;
+    if (typeof p === 'object' && p.length > 0 && p.length < p.buffer.byteLength) {
+      const own = Buffer.allocUnsafeSlow(p.length);
+      own.set(p);
+      return super.storeRetained({ ...packet, payload: own });
+    }
+    return super.storeRetained(packet);
   }
 
   /** Forgets everything stored for a client id (a discarded session). */

@@ -15,7 +15,7 @@ import type { TestContext } from 'node:test';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
 /** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
-export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=4'] as const;
+export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=2', '--v8-pool-size=1'] as const;
 
 export interface LogLine {
   readonly level: number;

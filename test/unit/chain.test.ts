@@ -58,3 +58,33 @@ void test('the ledger folder is created 0700, as private as the data folder arou
   t.after(() => store.close());
   assert.equal((await stat(path)).mode & 0o777, 0o700);
 });
+
+void test('the newest entries, their proofs and lookups, served from memory, are what a freshly opened store gives', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'side-door');
+  const oc = await openChain(t, site, { sealDelayMs: 1 });
+  await oc.chain.append({ kind: 'roster', signed: lock.statement });
+  const { inclusionProof } = await import('../../ledger/merkle.js');
+  const proofs = new Map<number, Uint8Array[]>();
+  let last = 0;
+  // Blocks of sizes that end inside, at and across 16-entry chunks.
+  for (const n of [1, 3, 12, 16, 5, 20, 7, 40, 1]) {
+    const results = await Promise.all(Array.from({ length: n }, () => oc.chain.append({ kind: 'lock-event', cose: signedEvent(lock) })));
+    last += n;
+    const size = oc.chain.size;
+    const root = oc.chain.checkpoint!.root;
+    for (let i = Math.max(0, size - 40); i < size; i++) {
+      const proof = await inclusionProof(oc.chain, i, size);
+      assert.ok(verifyInclusion(leafHash(await oc.chain.entry(i)), i, size, proof, root), `entry ${i} of ${size}`);
+      proofs.set(i, proof);
+    }
+    assert.equal(await oc.chain.indexOf(`side-door:${last}`), results.at(-1)!.index);
+    assert.equal(await oc.chain.indexOf(`side-door:${last + 1}`), undefined);
+    assert.equal(await oc.chain.indexOf(`side-door:${last + 1000}`), undefined);
+  }
+  const size = oc.chain.size;
+  const again = await oc.reopen();
+  for (const [i, proof] of [...proofs].filter(([i]) => i >= size - 40)) assert.deepEqual(await inclusionProof(again.chain, i, size), proof, `proof of entry ${i}`);
+  assert.equal(await again.chain.indexOf(`side-door:${last}`), size - 1);
+  assert.equal(await again.chain.indexOf(`side-door:${last + 1}`), undefined);
+});

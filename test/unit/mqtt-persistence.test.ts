@@ -62,3 +62,21 @@ void test('dropSession forgets the queue and the subscriptions of a client id', 
   assert.deepEqual(await p.subscriptionsByClient({ id: 'c' }), []);
   assert.deepEqual(await p.subscriptionsByTopic('a/b'), []);
 });
+
+void test('a retained payload is kept in a buffer of its own size, not as a view that holds a larger one alive', async () => {
+  const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
+  const slab = Buffer.alloc(8192, 7);
+  await p.storeRetained({ cmd: 'publish', topic: 'a/b', payload: slab.subarray(100, 1600), qos: 1, retain: true } as StoredPacket);
+  const kept: StoredPacket[] = [];
+  for await (const x of (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream('a/b')) kept.push(x);
+  const payload = kept[0]?.payload as Buffer;
+  assert.deepEqual(payload, slab.subarray(100, 1600));
+  assert.equal(payload.buffer.byteLength, 1500);
+});
+
+void test('the MQTT packet writer of aedes and mqtt.js keeps no table of number buffers once the broker is loaded', async () => {
+  await import('../../gateway/broker/broker.js');
+  const { PACKET_WRITERS } = await import('../../gateway/broker/packet-writer.js');
+  assert.equal(PACKET_WRITERS.length, 2);
+  for (const w of PACKET_WRITERS) assert.equal(w.writeToStream.cacheNumbers, false);
+});
