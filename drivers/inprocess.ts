@@ -11,6 +11,13 @@ import { decodeLockMessage, encodeMessage, type LockInfo } from './protocol.js';
 import { ackFor, nackFor, receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import type { SimLock } from './simlock.js';
 
+/**
+ * Messages one lock may have waiting while the event queue is full (a port's receive buffer).
+ * Beyond it a message is dropped, as a full buffer loses bytes: the lock keeps what is not
+ * acknowledged and sends it again.
+ */
+export const INPROCESS_BACKLOG_MAX = 1024;
+
 interface Link {
   readonly lock: SimLock;
   info: LockInfo | undefined;
@@ -114,6 +121,10 @@ export class InProcessDriver implements LockDriver {
   }
 
   private fromLock(link: Link, message: Uint8Array): void {
+    if (link.backlog.length >= INPROCESS_BACKLOG_MAX) {
+      this.counters.framesRejected++;
+      return;
+    }
     link.backlog.push(message);
     if (!link.draining) void this.drain(link);
   }

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { InProcessDriver } from '../../drivers/inprocess.js';
+import { test } from 'node:test';
+import { InProcessDriver, INPROCESS_BACKLOG_MAX } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { BleDriver } from '../../drivers/ble/driver.js';
 import { FakeNoble } from '../support/fake-noble.js';
@@ -110,4 +111,30 @@ driverConformance({
       },
     };
   },
+});
+
+void test('in-process: what a lock sends while the gateway does not read waits in a bounded backlog (INPROCESS_BACKLOG_MAX); beyond it messages are dropped and counted, and the lock sends its events again', async (t) => {
+  const driver = new InProcessDriver({ gatewayId: 'gw-1', window: WINDOW, eventQueue: 1 });
+  const sim = new SimLock({ id: 'back-door', seed: randomBytes(32), resendMs: 50 });
+  t.after(async () => {
+    await driver.stop();
+    sim.close();
+  });
+  await driver.start();
+  driver.connect(sim);
+  for (let i = 0; i < 4; i++) sim.record();
+  // The queue (1) and the drain (1) hold two events; everything else waits in the backlog.
+  await waitUntil('the event queue is full', () => driver.status().counters.eventsIn >= 2);
+  const garbage = new Uint8Array([0xff, 0x00]);
+  for (let i = 0; i < INPROCESS_BACKLOG_MAX + 500; i++) sim.sendRaw(garbage);
+  const rejected = driver.status().counters.framesRejected;
+  assert.ok(rejected >= 500 && rejected <= 500 + 64, `dropped beyond the cap: ${rejected}`);
+  // Reading again: every event arrives (resent where its frame was dropped), none twice.
+  const seen = new Set<number>();
+  for await (const ev of driver.events()) {
+    seen.add(ev.ctr);
+    await driver.ack(ev, new Uint8Array(32).fill(seen.size));
+    if (seen.size === 4) break;
+  }
+  assert.deepEqual([...seen].sort((a, b) => a - b), [1, 2, 3, 4]);
 });
