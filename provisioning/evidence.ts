@@ -10,13 +10,13 @@
  */
 import { toHex, fingerprint } from '../ledger/crypto.js';
 import { OtiError } from '../ledger/base/errors.js';
-import { decodeEvidence, verifyEvidence, type Equivocation } from '../ledger/evidence.js';
+import { decodeEvidence, verifyEvidence } from '../ledger/evidence.js';
 import { Roster, decodeSigned, type Member } from '../ledger/roster.js';
 import { parseOrigin } from '../ledger/verify.js';
 import type { LedgerStore } from '../ledger/store.js';
 import { ID_PATTERN } from '../ledger/schema.js';
 import { chainOrigin } from '../ledger/chain.js';
-import { clearRefusedChain, listRefusedChains } from '../gateway/sync/flags.js';
+import { clearRefusedChain, listRefusedChains, readEvidenceRecords } from '../gateway/sync/flags.js';
 import { flag, str, usage, type Command } from './command.js';
 import { readDataIdentity, withLedger } from './ledger-access.js';
 
@@ -53,19 +53,11 @@ function keysOf(m: Member): Uint8Array[] {
 
 /** The evidence records of a store with the refused flags that name them. */
 export async function readEvidence(store: LedgerStore): Promise<StoredEvidence[]> {
-  const flags = await listRefusedChains(store);
+  const { flags, records } = await readEvidenceRecords(store);
   const out: StoredEvidence[] = [];
-  for (const { key, record } of await store.listEvidence()) {
-    const id = key.slice(key.indexOf('/') + 1);
-    let ev: Equivocation;
-    try {
-      ev = decodeEvidence(record);
-    } catch {
-      continue;
-    }
+  for (const { id, ev, flag: flagged } of records) {
     const gateway = parseOrigin(ev.origin).gatewayId;
     const keys = (await membersOf(store, gateway)).flatMap(keysOf);
-    const flagged = flags.find((f) => f.evidence === id && f.origin === ev.origin);
     out.push({
       id,
       origin: ev.origin,

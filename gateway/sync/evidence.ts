@@ -9,7 +9,7 @@ import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEvidence, encodeEvidence, verifyEvidence, type Equivocation } from '../../ledger/evidence.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import type { SyncContext } from './context.js';
-import { blockChain, listRefusedChains } from './flags.js';
+import { blockChain, readEvidenceRecords } from './flags.js';
 import type { Links } from './links.js';
 import type { EvidenceView } from './view.js';
 
@@ -97,18 +97,9 @@ export class EvidenceBook {
 
   /** The refused flags and the evidence records of the store. */
   async load(): Promise<void> {
-    const store = this.c.o.store;
-    const flags = await listRefusedChains(store);
+    const { flags, records } = await readEvidenceRecords(this.c.o.store);
     this.#blocked = new Set(flags.map((f) => f.origin));
-    for (const { key, record } of await store.listEvidence()) {
-      const id = key.slice(key.indexOf('/') + 1);
-      let ev: Equivocation;
-      try {
-        ev = decodeEvidence(record);
-      } catch {
-        continue;
-      }
-      const flag = flags.find((f) => f.evidence === id);
+    for (const { id, ev, flag } of records) {
       this.#evidence.set(id, evidenceView(id, ev, flag?.reporter ?? null, flag?.at ?? null, this.#blocked.has(ev.origin)));
     }
   }

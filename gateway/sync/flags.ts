@@ -10,6 +10,7 @@
 import { decode, encode } from '../../ledger/base/cbor.js';
 import { asMap, text, uint } from '../../ledger/schema.js';
 import type { LedgerStore } from '../../ledger/store.js';
+import { decodeEvidence, type Equivocation } from '../../ledger/evidence.js';
 
 const SUB = ['sync', 'refused'];
 
@@ -51,4 +52,28 @@ export async function clearRefusedChain(store: LedgerStore, origin: string): Pro
   if ((await sub.get(key)) === undefined) return false;
   await store.write([{ type: 'del', sublevel: sub, key }]);
   return true;
+}
+
+/** One stored evidence record (unreadable ones are skipped) with the refused flag that names it. */
+export interface StoredEvidenceRecord {
+  readonly id: string;
+  readonly ev: Equivocation;
+  readonly flag: RefusedChain | undefined;
+}
+
+/** The refused flags and the evidence records of a store (sync at start, `oti evidence list`). */
+export async function readEvidenceRecords(store: LedgerStore): Promise<{ flags: RefusedChain[]; records: StoredEvidenceRecord[] }> {
+  const flags = await listRefusedChains(store);
+  const records: StoredEvidenceRecord[] = [];
+  for (const { key, record } of await store.listEvidence()) {
+    const id = key.slice(key.indexOf('/') + 1);
+    let ev: Equivocation;
+    try {
+      ev = decodeEvidence(record);
+    } catch {
+      continue;
+    }
+    records.push({ id, ev, flag: flags.find((f) => f.evidence === id && f.origin === ev.origin) });
+  }
+  return { flags, records };
 }
