@@ -13,18 +13,18 @@ import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { connect as connectTcp } from 'node:net';
-import { join, dirname } from 'node:path';
+import { join } from 'node:path';
 import { userInfo } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { makeSite, enrollLock, tempDir, type TestSite } from '../support/site.js';
 import { makeGateway, startSync, appendEvents, type TestGateway } from '../support/sync.js';
-import { followGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
+import { startArchive } from '../support/archive-process.js';
 import { Uplink } from '../../gateway/sync/uplink.js';
 import { cosign, verifyCosignature } from '../../gateway/sync/witness.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
@@ -33,7 +33,6 @@ import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
 
-const ARCHIVE_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'archive', 'main.js');
 const CENTRAL_USERS = { uplink: 'uplink-password-1', archive: 'archive-password-1' };
 const TOKEN = 'archive-api-token-cosign-0123';
 const GATEWAYS = ['gw-1', 'gw-2', 'gw-3'] as const;
@@ -101,16 +100,7 @@ async function runArchive(t: TestContext, dir: string, central: TlsMosquitto, db
       verifyThreads: 1,
     }),
   );
-  const proc = followGateway(spawn(process.execPath, [ARCHIVE_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  t.after(async () => {
-    if (proc.proc.exitCode === null && proc.proc.signalCode === null) {
-      proc.proc.kill('SIGKILL');
-      await proc.exited;
-    }
-  });
-  const port = (await proc.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await proc.waitForLog('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
-  return Object.assign(proc, { port });
+  return startArchive(t, config);
 }
 
 async function api(port: number, path: string): Promise<{ status: number; body: unknown }> {

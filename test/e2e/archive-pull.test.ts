@@ -11,21 +11,20 @@ import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { connect as connectTcp } from 'node:net';
-import { join, dirname } from 'node:path';
+import { join } from 'node:path';
 import { userInfo } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { makeSite, enrollLock, tempDir } from '../support/site.js';
 import { makeGateway, startSync, appendEvents, type TestGateway } from '../support/sync.js';
-import { followGateway, freePort } from '../support/gateway-process.js';
+import { freePort } from '../support/gateway-process.js';
 import { startMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
+import { startArchive } from '../support/archive-process.js';
 import { oti } from '../support/oti-cli.js';
 import { toHex } from '../../ledger/crypto.js';
 
-const ARCHIVE_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'archive', 'main.js');
 const TOKEN = 'archive-api-token-pull-0123';
 const SITE = 'site-pull';
 
@@ -117,15 +116,8 @@ void test('archive: pulls a site\'s chains as a read-only peer through the sync 
       verifyThreads: 1,
     }),
   );
-  const arch = followGateway(spawn(process.execPath, [ARCHIVE_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  t.after(async () => {
-    if (arch.proc.exitCode === null && arch.proc.signalCode === null) {
-      arch.proc.kill('SIGKILL');
-      await arch.exited;
-    }
-  });
-  const port = (await arch.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await arch.waitForLog('pulling', (l) => l.msg.startsWith(`archive: pulling site ${SITE}`));
+  const arch = await startArchive(t, config, `archive: pulling site ${SITE}`);
+  const port = arch.port;
 
   const whole = async (g: TestGateway): Promise<boolean> => {
     const c = await counts(db, g.chain.origin);

@@ -7,18 +7,18 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
-import { startGateway, followGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
+import { startArchive, stopProc } from '../support/archive-process.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import type { SiteTrust } from '../../ledger/roster.js';
 import { decodeRange, encodeRange } from '../../gateway/sync/wire.js';
@@ -27,7 +27,6 @@ import { readKeyFile } from '../../ledger/keyfile.js';
 import { blockHash, decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
 import { signCheckpoint } from '../../ledger/checkpoint.js';
 
-const ARCHIVE_MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'archive', 'main.js');
 const USERS = { uplink: 'uplink-password-1', archive: 'archive-password-1' };
 const TOKEN = 'archive-api-token-0123456789';
 
@@ -35,13 +34,6 @@ interface Gw {
   gw: GatewayProcess;
   data: string;
   api: number;
-}
-
-async function stopProc(p: GatewayProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p.proc.exitCode === null && p.proc.signalCode === null) {
-    p.proc.kill(signal);
-    await p.exited;
-  }
 }
 
 async function gateway(t: TestContext, dir: string, name: string, broker: { url: string; caFile: string }, demoLocks: number): Promise<Gw> {
@@ -90,11 +82,8 @@ async function archive(t: TestContext, dir: string, broker: TlsMosquitto, db: Te
 }
 
 async function runArchive(t: TestContext, config: string): Promise<{ proc: GatewayProcess; port: number; config: string }> {
-  const proc = followGateway(spawn(process.execPath, [ARCHIVE_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  t.after(() => stopProc(proc, 'SIGKILL'));
-  const port = (await proc.waitForLog('archive API', (l) => l.msg.startsWith('archive API listening'))).port as number;
-  await proc.waitForLog('broker', (l) => l.msg.startsWith('archive: connected to the central broker'));
-  return { proc, port, config };
+  const proc = await startArchive(t, config);
+  return { proc, port: proc.port, config };
 }
 
 async function api(port: number, path: string, token = TOKEN): Promise<{ status: number; body: unknown; bytes: Buffer }> {
