@@ -15,8 +15,11 @@
  *              INSERTs of 1,000 rows, no verification, same database, same run.
  * Prints both rates and their ratio (goal ≥ 0.5), the latency p50/p99 of the documented queries
  * at that size (200 each), and this process's peak RSS; writes bench/results/archive.json.
+ * BENCH_ARCHIVE_PROFILE=FILE keeps a V8 CPU profile of the archived phase alone (main thread),
+ * for `node dist/bench/profile-top.js FILE`.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../ledger/crypto.js';
@@ -46,6 +49,7 @@ const WORKERS = Number(process.env['BENCH_ARCHIVE_WORKERS'] ?? 2);
 const SIG_WORKERS = Number(process.env['BENCH_ARCHIVE_SIG_WORKERS'] ?? defaultVerifyThreads());
 /** Blocks per uplink message (the uplink sends one; a catch-up range several), archived as one run. */
 const BLOCKS_PER_MESSAGE = Number(process.env['BENCH_ARCHIVE_BLOCKS_PER_MESSAGE'] ?? 1);
+const PROFILE = process.env['BENCH_ARCHIVE_PROFILE'];
 const QUERY_RUNS = 200;
 const RAW_BATCH = 1000;
 const T0 = 1_780_000_000_000;
@@ -137,6 +141,12 @@ async function main(): Promise<void> {
     const sigPool = SIG_WORKERS > 0 ? new SignaturePool(SIG_WORKERS) : undefined;
     if (sigPool !== undefined) teardown.after(() => sigPool.close());
     // Archived: verification and the per-block transaction, workers partitioned by site.
+    const profiler = PROFILE === undefined ? undefined : new Session();
+    if (profiler !== undefined) {
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     const c0 = await cpuNow(db.proc.pid);
     const t0 = performance.now();
     await Promise.all(
@@ -158,6 +168,11 @@ async function main(): Promise<void> {
     );
     const archivedS = (performance.now() - t0) / 1000;
     const c1 = await cpuNow(db.proc.pid);
+    if (profiler !== undefined && PROFILE !== undefined) {
+      const { profile } = await profiler.post('Profiler.stop');
+      await writeFile(PROFILE, JSON.stringify(profile));
+      profiler.disconnect();
+    }
     const archivedRate = entries / archivedS;
 
     // Raw: the same rows, multi-row INSERT, no verification.
