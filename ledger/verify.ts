@@ -39,6 +39,11 @@ export interface VerifyOptions {
    * signatures to a later pass: ChainReplica's audit (ledger/peer.ts).
    */
   readonly lockSignatures?: boolean;
+  /**
+   * Lock signatures per batch sent to the pool (default 512). Smaller batches spread one block's
+   * signatures over every worker, for a caller that waits on each block (the archive).
+   */
+  readonly signatureBatch?: number;
 }
 
 export interface VerifyProgress {
@@ -220,7 +225,7 @@ export class ChainVerifier {
           this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
           this.#indexes.push(index);
           this.#lockSignatures++;
-          if (this.#indexes.length >= SIG_BATCH) this.#sendBatch();
+          if (this.#indexes.length >= (this.#opts.signatureBatch ?? SIG_BATCH)) this.#sendBatch();
         }
         break;
       }

@@ -25,6 +25,9 @@ import { writeBlocks, type VerifiedBlock } from './block-writer.js';
 import { ArchivedTree, TreeFrontier } from './tree.js';
 import { rebuildRange } from '../../ledger/chain.js';
 
+/** Lock signatures per batch sent to the signature pool: a full block (256) goes to four. */
+const SIGNATURE_BATCH = 64;
+
 export type AcceptResult = 'archived' | 'duplicate';
 
 /** One block as it arrives: header bytes, its signed checkpoint, its entries. */
@@ -78,6 +81,16 @@ export class ArchivedChain {
     const r = await this.acceptRun([{ headerBytes, checkpoint, entries }]);
     if (r.refusal !== undefined) throw r.refusal;
     return r.results[0]!;
+  }
+
+  /** The number of the next block this chain's archive takes (after the run going on, if any). */
+  nextBlock(): Promise<number> {
+    const r = this.#busy.then(async () => {
+      const verifier = await this.#ready();
+      return this.#base + verifier.progress.blocks;
+    });
+    this.#busy = r.catch(() => undefined);
+    return r;
   }
 
   /**
@@ -239,8 +252,9 @@ export class ArchivedChain {
     return this.#verifier;
   }
 
-  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool } {
-    return { trust: this.#trust, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
+  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool; signatureBatch: number } {
+    // A block's signatures in several batches, so every worker checks part of it while its rows go in.
+    return { trust: this.#trust, signatureBatch: SIGNATURE_BATCH, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
 }

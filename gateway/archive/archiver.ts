@@ -32,6 +32,9 @@ export interface IntakeCounts {
   cosignaturesDropped: number;
 }
 
+/** How long a block ahead of its chain's archive waits for the chain to move (see #awaitTurn). */
+const AHEAD_WAIT_MS = 10_000;
+
 /** Cosignatures held back at most (the oldest goes first). */
 const MAX_PENDING_COSIGNATURES = 4096;
 
@@ -50,6 +53,8 @@ export function isTransient(e: unknown): boolean {
 export class Archiver {
   readonly #counts = { archived: 0, duplicates: 0, refused: 0, evidenceDropped: 0, cosignatures: 0, cosignaturesDropped: 0 };
   readonly #pending = new Map<string, PendingCosignature>();
+  /** Chains whose next block did not come within AHEAD_WAIT_MS, with the block they wait for. */
+  readonly #stuck = new Map<string, number>();
   readonly #pool: Pool;
   readonly #cfg: ArchiveConfig;
   readonly #log: Logger;
@@ -124,6 +129,7 @@ export class Archiver {
       at += h.count;
     }
     if (blocks.length === 0) return;
+    await this.#awaitTurn(origin, chain, decodeBlockHeader(blocks[0]!.headerBytes).n);
     // The message's blocks are one run: verified, then written in one transaction.
     const r = await chain.acceptRun(blocks);
     for (const x of r.results) {
@@ -155,6 +161,28 @@ export class Archiver {
     if (r === 'older') return;
     this.#counts.cosignatures++;
     await refreshCoverage(this.#pool, siteId, site.quorum);
+  }
+
+  /**
+   * A block ahead of its chain's archive (blocks missing before it) waits for them as long as the
+   * chain moves, and AHEAD_WAIT_MS more: another intake session or a pull may be bringing them (after `broker.sessions`
+   * changed, a session may still hold older blocks of a site now taken by another). If they do
+   * not come, the block goes on to be refused (ERR_BLOCK_LINK, evidence), and later blocks of
+   * that chain do not wait again until it moves.
+   */
+  async #awaitTurn(origin: string, chain: ArchivedChain, n: number): Promise<void> {
+    let next = await chain.nextBlock();
+    if (n <= next || this.#stuck.get(origin) === next) return;
+    let until = Date.now() + AHEAD_WAIT_MS;
+    while (n > next && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+      const now = await chain.nextBlock();
+      // While the chain moves, something is bringing the blocks before this one: wait on.
+      if (now > next) until = Date.now() + AHEAD_WAIT_MS;
+      next = now;
+    }
+    if (n > next) this.#stuck.set(origin, next);
+    else this.#stuck.delete(origin);
   }
 
   /** Cosignatures of the site held back for their block or witness, checked again. */

@@ -13,7 +13,7 @@ import type { SiteTrust } from '../../ledger/roster.js';
 import type { MqttClientConfig } from '../config/mqtt-client.js';
 
 export interface ArchiveConfig {
-  readonly broker: { readonly url: string; readonly username?: string; readonly passwordFile?: string; readonly clientId: string; readonly ca?: string; readonly cert?: string; readonly key?: string; readonly topicPrefix: string };
+  readonly broker: { readonly url: string; readonly username?: string; readonly passwordFile?: string; readonly clientId: string; readonly ca?: string; readonly cert?: string; readonly key?: string; readonly topicPrefix: string; readonly sessions: number; readonly topics: 'all' | 'sites' };
   readonly mysql: { readonly host?: string; readonly port?: number; readonly socket?: string; readonly user: string; readonly passwordFile?: string; readonly database: string; readonly connections: number };
   readonly sites: readonly ArchiveSite[];
   readonly api: { readonly host: string; readonly port: number; readonly tokenFile: string; readonly pageMax: number };
@@ -41,7 +41,7 @@ export interface PullConfig extends MqttClientConfig {
   readonly requester: string;
 }
 
-export const DEFAULTS = { clientId: 'oti-archive', topicPrefix: 'oti-fleet', apiHost: '127.0.0.1', apiPort: 8480, pageMax: 1000, connections: 4, maxMessageBytes: 4 * 1024 * 1024, maxEvidencePerChain: 1000 } as const;
+export const DEFAULTS = { clientId: 'oti-archive', topicPrefix: 'oti-fleet', apiHost: '127.0.0.1', apiPort: 8480, pageMax: 1000, connections: 4, maxMessageBytes: 4 * 1024 * 1024, maxEvidencePerChain: 1000, sessions: 1 } as const;
 
 /** One lock-signature thread per core the machine has (ledger/sigpool.ts). */
 export function defaultVerifyThreads(): number {
@@ -114,12 +114,16 @@ function pullList(v: unknown, p: (s: string | undefined) => string | undefined):
 export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
   const top = obj(doc, '(top)', ['broker', 'mysql', 'sites', 'siteFiles', 'api', 'maxMessageBytes', 'maxEvidencePerChain', 'verifyThreads', 'pull']);
   const p = (s: string | undefined): string | undefined => (s === undefined ? undefined : resolve(base, s));
-  const b = obj(top['broker'], 'broker', ['url', 'username', 'passwordFile', 'clientId', 'ca', 'cert', 'key', 'topicPrefix']);
+  const b = obj(top['broker'], 'broker', ['url', 'username', 'passwordFile', 'clientId', 'ca', 'cert', 'key', 'topicPrefix', 'sessions', 'topics']);
   const m = obj(top['mysql'], 'mysql', ['host', 'port', 'socket', 'user', 'passwordFile', 'database', 'connections']);
   const a = obj(top['api'] ?? {}, 'api', ['host', 'port', 'tokenFile', 'pageMax']);
   const sitesRaw = top['sites'] ?? [];
   if (!Array.isArray(sitesRaw) || sitesRaw.length > 100_000) throw bad('sites', 'must be a list of { siteId, siteKeys } (the site.json of a gateway of the site will do)');
   const opt = <T>(k: string, v: T | undefined): { [x: string]: T } => (v === undefined ? {} : { [k]: v });
+  const sessions = int(b, 'sessions', 'broker', 1, 64, DEFAULTS.sessions);
+  const topics = str(b, 'topics', 'broker', sessions > 1 ? 'sites' : 'all');
+  if (topics !== 'all' && topics !== 'sites') throw bad('broker.topics', 'must be all or sites');
+  if (topics === 'all' && sessions > 1) throw bad('broker.topics', 'must be sites with more than one session (each takes its share of the trusted sites)');
   return {
     broker: {
       url: str(b, 'url', 'broker'),
@@ -130,6 +134,8 @@ export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
       ...opt('cert', p(optStr(b, 'cert', 'broker'))),
       ...opt('key', p(optStr(b, 'key', 'broker'))),
       topicPrefix: str(b, 'topicPrefix', 'broker', DEFAULTS.topicPrefix),
+      sessions,
+      topics,
     },
     mysql: {
       ...opt('host', optStr(m, 'host', 'mysql')),

@@ -13,7 +13,8 @@ import { join, dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
-import { startGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { freePort, type GatewayProcess } from '../support/gateway-process.js';
+import { uplinkingGateway, uplinkStatus, archivedCounts, type FleetGateway } from '../support/fleet.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
@@ -30,38 +31,11 @@ import { signCheckpoint } from '../../ledger/checkpoint.js';
 const USERS = { uplink: 'uplink-password-1', archive: 'archive-password-1' };
 const TOKEN = 'archive-api-token-0123456789';
 
-interface Gw {
-  gw: GatewayProcess;
-  data: string;
-  api: number;
-}
+type Gw = FleetGateway;
 
-async function gateway(t: TestContext, dir: string, name: string, broker: { url: string; caFile: string }, demoLocks: number): Promise<Gw> {
-  const data = join(dir, name);
-  const passwordFile = join(dir, `${name}.uplink-password`);
-  await writeFile(passwordFile, `${USERS.uplink}\n`, { mode: 0o600 });
-  const api = await freePort();
-  const gw = startGateway(
-    [
-      ...['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(api), '--ble.enabled', 'false', '--discovery.enabled', 'false'],
-      ...['--demo.locks', String(demoLocks), '--demo.rate', '20'],
-      ...['--uplink.url', broker.url, '--uplink.username', 'uplink', '--uplink.passwordFile', passwordFile, '--uplink.ca', broker.caFile, '--uplink.window', '4'],
-    ],
-    { OTI_DATA_DIR: data },
-  );
-  t.after(() => stopProc(gw, 'SIGKILL'));
-  await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'));
-  return { gw, data, api };
-}
-
-interface UplinkView {
-  readonly chain: { origin: string; size: number; blocks: number };
-  readonly uplink?: { connected: boolean; next: number; behind: number };
-}
-
-async function status(g: Gw): Promise<UplinkView> {
-  return (await (await fetch(`http://127.0.0.1:${g.api}/status`)).json()) as UplinkView;
-}
+const gateway = (t: TestContext, dir: string, name: string, broker: { url: string; caFile: string }, demoLocks: number): Promise<Gw> => uplinkingGateway(t, dir, name, broker, demoLocks, USERS.uplink);
+const status = uplinkStatus;
+const archived = archivedCounts;
 
 async function archive(t: TestContext, dir: string, broker: TlsMosquitto, db: TestMariaDb, siteFiles: string[]): Promise<{ proc: GatewayProcess; port: number; config: string }> {
   const pw = join(dir, 'archive.broker-password');
@@ -91,18 +65,6 @@ async function api(port: number, path: string, token = TOKEN): Promise<{ status:
   const bytes = Buffer.from(await res.arrayBuffer());
   const json = (res.headers.get('content-type') ?? '').includes('json') ? (JSON.parse(bytes.toString('utf8')) as unknown) : undefined;
   return { status: res.status, body: json, bytes };
-}
-
-async function archived(db: TestMariaDb, origin: string): Promise<{ entries: number; blocks: number; maxIdx: number }> {
-  const c = await db.root();
-  try {
-    const [e] = await c.query(`SELECT COUNT(*) AS n, COALESCE(MAX(idx), -1) AS m FROM ${db.database}.entries WHERE origin = ?`, [origin]);
-    const [b] = await c.query(`SELECT COUNT(*) AS n FROM ${db.database}.blocks WHERE origin = ?`, [origin]);
-    const er = (e as { n: number; m: number }[])[0]!;
-    return { entries: Number(er.n), blocks: Number((b as { n: number }[])[0]!.n), maxIdx: Number(er.m) };
-  } finally {
-    await c.end();
-  }
 }
 
 async function trustOf(data: string): Promise<SiteTrust> {
