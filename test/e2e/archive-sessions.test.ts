@@ -11,7 +11,6 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
@@ -84,7 +83,7 @@ void test('archive: blocks queued in one session and then taken by two sessions 
   await waitUntil('both uplinks caught up', async () => (await Promise.all(quiet.map(uplinkStatus))).every((s) => s.uplink?.connected === true && s.uplink.behind === 0));
   for (const g of quiet) {
     const s = await uplinkStatus(g);
-    await waitUntil(`the archive holds all of ${s.chain.origin}`, async () => (await archivedCounts(db, s.chain.origin)).blocks === s.chain.blocks, 60_000, () => { writeFileSync('/tmp/arch-sessions.log', arch.logs.map((l) => JSON.stringify(l)).join('\n')); return `archive log: ${arch.logs.filter((l) => !l.msg.startsWith('archive: connected')).slice(-8).map((l) => l.msg).join(' | ')}`; });
+    await waitUntil(`the archive holds all of ${s.chain.origin}`, async () => (await archivedCounts(db, s.chain.origin)).blocks === s.chain.blocks, 60_000, () => `archive log: ${arch.logs.filter((l) => !l.msg.startsWith('archive: connected')).slice(-8).map((l) => l.msg).join(' | ')}`);
     assert.deepEqual(await archivedCounts(db, s.chain.origin), { entries: s.chain.size, blocks: s.chain.blocks, maxIdx: s.chain.size - 1 }, `${s.chain.origin}: every block exactly once`);
   }
   for (const site of sites) assert.deepEqual((await api<{ evidence: { code: string }[] }>(arch.port, `/v1/evidence?site=${site}`)).evidence, [], `no block of ${site} refused`);
