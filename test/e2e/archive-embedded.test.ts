@@ -253,6 +253,10 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   const cli = await oti(['archive', 'receipt', a.origin, String(ev.index), '--out', cbor, '--json', '--archive', archApi, '--token', TOKEN]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.deepEqual(await readFile(cbor), fromArchive);
+  const olderFile = join(dir, 'a-older.receipt.cbor');
+  const cliOlder = await oti(['archive', 'receipt', a.origin, String(ev.index), '--size', String(older), '--out', olderFile, '--archive', archApi, '--token', TOKEN]);
+  assert.equal(cliOlder.code, 0, cliOlder.stderr);
+  assert.deepEqual(await readFile(olderFile), olderArchive);
   const proofFile = join(dir, 'a.tlog-proof');
   const cliProof = await oti(['archive', 'receipt', a.origin, String(ev.index), '--format', 'tlog-proof', '--out', proofFile, '--archive', archApi, '--token', TOKEN]);
   assert.equal(cliProof.code, 0, cliProof.stderr);
@@ -263,6 +267,10 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
     assert.equal(verified.code, 0, verified.stderr);
     assert.match(verified.stdout, new RegExp(`signature lines of ${b.origin.replace(/\//g, '\\/')} \\(witness cosignatures`));
   }
+
+  const verifiedOlder = await oti(['receipt', 'verify', olderFile, '--site-keys', a.g.dataDir]);
+  assert.equal(verifiedOlder.code, 0, verifiedOlder.stderr);
+  assert.match(verifiedOlder.stdout, new RegExp(`under checkpoint size ${older}, .*\\n.*\\n.*prefix of the newer checkpoint size ${size}`, 's'));
 
   // Go's sumdb/note opens the checkpoint with gw-a's key and gw-b's cosignature key, sumdb/tlog checks the inclusion.
   const noGo = missingGo();
