@@ -99,7 +99,9 @@ export class ArchiveApi {
           parseOrigin(origin);
           const index = checkTime('index', q('index'));
           if (index === undefined) throw new OtiError('ERR_ARGUMENT', 'index: required');
-          const size = checkTime('size', q('size'));
+          const sizeText = q('size');
+          if (sizeText !== undefined && !/^[1-9]\d{0,15}$/.test(sizeText)) throw new OtiError('ERR_ARGUMENT', 'size: must be a tree size (a positive whole number)');
+          const size = sizeText === undefined ? undefined : Number(sizeText);
           const format = q('format') ?? 'cbor';
           if (format !== 'cbor' && format !== 'tlog-proof') throw new OtiError('ERR_ARGUMENT', 'format: must be cbor or tlog-proof');
           const bytes = await this.#o.queries.receipt(origin, index, size !== undefined ? { size } : {});

@@ -247,6 +247,8 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   assert.equal(verifyReceipt(new Uint8Array(olderArchive), s.trust).newer?.size, size);
   assert.equal((await get(`${archApi}/v1/receipt?origin=${encodeURIComponent(a.origin)}&index=${ev.index}&size=${older + 1}`, auth)).status, 404, 'no block ends there');
   assert.equal((await get(`${archApi}/v1/receipt?origin=${encodeURIComponent(a.origin)}&index=${ev.index}&size=${size + 1}`, auth)).status, 400, 'beyond the archived chain');
+  for (const bad of ['0', 'x', '-1']) assert.equal((await get(`${archApi}/v1/receipt?origin=${encodeURIComponent(a.origin)}&index=${ev.index}&size=${bad}`, auth)).status, 400, `size=${bad}`);
+  assert.equal((await get(`${archApi}/v1/receipt?origin=${encodeURIComponent(a.origin)}&index=${ev.index}&format=json`, auth)).status, 400, 'format: cbor or tlog-proof');
 
   // The CLI: oti archive receipt (CBOR and tlog-proof), checked offline by oti receipt verify, which names the cosigner.
   const cbor = join(dir, 'a.receipt.cbor');
