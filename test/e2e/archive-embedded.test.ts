@@ -171,6 +171,9 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   assert.equal(intake.refused, 0);
   assert.deepEqual(intake.pull.map((p) => [p.site, p.connected]), [[SITE, true]]);
   assert.ok(intake.pull[0]!.requests >= 1);
+  // What was pulled ends at the checkpoint gw-b signed (the archive's last checkpoint of the chain is gw-b's own note).
+  const bStatus = JSON.parse((await get(`http://127.0.0.1:${b.api}/status`)).bytes.toString('utf8')) as { chain: { checkpoint: string } };
+  assert.equal((await get(`${archApi}/v1/tlog/${b.origin}/checkpoint`, auth)).bytes.toString('utf8'), bStatus.chain.checkpoint);
   const pulled = await oti(['archive', 'events', '--lock', 'door-b', '--limit', '1000', '--json', '--archive', archApi, '--token', TOKEN]);
   assert.equal(pulled.code, 0, pulled.stderr);
   assert.equal(pulled.json<{ items: unknown[] }>().items.length, 90);
