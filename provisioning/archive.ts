@@ -5,6 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { OtiError } from '../ledger/base/errors.js';
 import { RECEIPT_MAX_BYTES } from '../ledger/receipt.js';
+import { TLOG_PROOF_MAX_BYTES } from '../ledger/tlog-proof.js';
 import { ApiClient } from './api-client.js';
 import { str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
@@ -98,16 +99,30 @@ const chains: Command = {
 const receipt: Command = {
   name: 'archive receipt',
   summary: 'The receipt of an archived entry, checkable with oti receipt verify like a gateway’s.',
+  details: [
+    'The checkpoint carries the witnesses’ cosignature lines the archive holds for it: by default the checkpoint of the size the most witnesses cosigned that covers the entry (then with the last archived checkpoint and a consistency proof to it), else the last archived checkpoint without them.',
+    'With --format tlog-proof the file is the same receipt as a C2SP tlog-proof (text), as oti receipt writes it.',
+  ],
   positionals: [{ name: 'ORIGIN', help: 'the chain, oti/<site>/<gateway>' }, { name: 'INDEX', help: 'the entry’s index in it' }],
-  options: { out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<site>-<gateway>-<index>.receipt.cbor)' }, ...ARCHIVE_OPTIONS },
-  examples: ['oti archive receipt oti/acme-hq/gw-door 42', 'oti archive receipt oti/acme-hq/gw-door 42 --out r.cbor --json'],
+  options: {
+    out: { type: 'string', value: 'FILE', help: 'where to write it (default ./<site>-<gateway>-<index>.receipt.cbor, or .tlog-proof)' },
+    size: { type: 'string', value: 'N', help: 'against the signed checkpoint of tree size N (where a block ended), with the cosignatures held for it' },
+    format: { type: 'string', value: 'FORM', help: 'cbor (default) or tlog-proof' },
+    ...ARCHIVE_OPTIONS,
+  },
+  examples: ['oti archive receipt oti/acme-hq/gw-door 42', 'oti archive receipt oti/acme-hq/gw-door 42 --out r.cbor --json', 'oti archive receipt oti/acme-hq/gw-door 42 --size 120 --format tlog-proof'],
   async run(p, term) {
     const [origin, index] = p.positionals as [string, string];
     if (!/^oti\/[a-z0-9][a-z0-9._-]{0,63}\/[a-z0-9][a-z0-9._-]{0,63}$/.test(origin)) throw usage('ORIGIN must be oti/<site>/<gateway>');
     if (!/^\d{1,16}$/.test(index)) throw usage('INDEX must be a whole number');
-    const r = await client(p, term).request('GET', `/v1/receipt?origin=${encodeURIComponent(origin)}&index=${index}`, { accept: 'application/cbor' });
-    if (r.body.length > RECEIPT_MAX_BYTES) throw new OtiError('ERR_API', `the receipt is larger than ${RECEIPT_MAX_BYTES} bytes`);
-    const out = str(p, 'out') ?? `${origin.slice(4).replace('/', '-')}-${index}.receipt.cbor`;
+    const size = str(p, 'size');
+    if (size !== undefined && !/^[1-9][0-9]{0,15}$/.test(size)) throw usage('--size must be a tree size (a positive integer)');
+    const format = str(p, 'format') ?? 'cbor';
+    if (format !== 'cbor' && format !== 'tlog-proof') throw usage('--format must be cbor or tlog-proof');
+    const tlog = format === 'tlog-proof';
+    const r = await client(p, term).request('GET', `/v1/receipt?origin=${encodeURIComponent(origin)}&index=${index}${size !== undefined ? `&size=${size}` : ''}&format=${format}`, { accept: tlog ? 'text/plain' : 'application/cbor' });
+    if (r.body.length > (tlog ? TLOG_PROOF_MAX_BYTES : RECEIPT_MAX_BYTES)) throw new OtiError('ERR_API', `the receipt is larger than ${tlog ? TLOG_PROOF_MAX_BYTES : RECEIPT_MAX_BYTES} bytes`);
+    const out = str(p, 'out') ?? `${origin.slice(4).replace('/', '-')}-${index}.${tlog ? 'tlog-proof' : 'receipt.cbor'}`;
     await writeFile(out, r.body, { mode: 0o644 });
     return { json: { origin, index: Number(index), file: out, bytes: r.body.length }, text: [`receipt of ${origin} entry ${index} written to ${out} (${r.body.length} bytes); check it with oti receipt verify ${out} --site-keys <site.json>`] };
   },

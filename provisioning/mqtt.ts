@@ -44,7 +44,7 @@ const add: Command = {
   name: 'mqtt user add',
   summary: 'Add a user of the embedded MQTT broker with a role; the running gateway takes it at the next login.',
   details: [
-    'Roles: homeassistant (what Home Assistant does: reads discovery and states, sends its birth message), app (integrations: events, statuses, unenrolled locks), readonly (events and statuses). docs/MQTT.md §Roles lists what each may do.',
+    'Roles: homeassistant (what Home Assistant does: reads discovery and states, sends its birth message), app (integrations: events, statuses, unenrolled locks), readonly (events and statuses), archive (a fleet archive pulling the chains: its own range requests, the checkpoints and its answers; its name is its requester). docs/MQTT.md §Roles lists what each may do.',
     'The password is stored as an scrypt hash in the users file (0600). No restart is needed: the broker reads the file at every login.',
   ],
   positionals: [USER],
@@ -56,6 +56,7 @@ const add: Command = {
   examples: [
     'sudo -u oti oti mqtt user add home-assistant --role homeassistant --config /etc/oti-gateway/config.yaml',
     'OTI_MQTT_PASSWORD=... oti mqtt user add dashboard --role readonly --file ./data/mqtt-users.json --json',
+    'sudo -u oti oti mqtt user add archive --role archive --config /etc/oti-gateway/config.yaml',
   ],
   async run(p, term) {
     const role = str(p, 'role', true);

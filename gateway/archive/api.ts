@@ -8,7 +8,7 @@
  *   GET /v1/chains[?site=]
  *   GET /v1/cosignatures?origin=                              (each witness's largest cosigned checkpoint)
  *   GET /v1/evidence?site=&limit=
- *   GET /v1/receipt?origin=&index=                             (application/cbor)
+ *   GET /v1/receipt?origin=&index=[&size=][&format=tlog-proof]  (application/cbor, or a C2SP tlog-proof; with the cosignatures held)
  *   GET /v1/intake                                             (what the intake counted)
  *   GET /v1/tlog/<origin>/checkpoint, /v1/tlog/<origin>/tile/… (C2SP tlog-tiles of every archived chain)
  */
@@ -18,6 +18,8 @@ import type { Logger } from '../log.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
+import { decodeReceipt } from '../../ledger/receipt.js';
+import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';
 import type { IntakeCounts } from './archiver.js';
 import type { PullStatus } from './site-puller.js';
@@ -97,9 +99,15 @@ export class ArchiveApi {
           parseOrigin(origin);
           const index = checkTime('index', q('index'));
           if (index === undefined) throw new OtiError('ERR_ARGUMENT', 'index: required');
-          const bytes = await this.#o.queries.receipt(origin, index);
-          res.writeHead(200, { 'content-type': 'application/cbor', 'content-length': bytes.length });
-          res.end(bytes);
+          const sizeText = q('size');
+          if (sizeText !== undefined && !/^[1-9]\d{0,15}$/.test(sizeText)) throw new OtiError('ERR_ARGUMENT', 'size: must be a tree size (a positive whole number)');
+          const size = sizeText === undefined ? undefined : Number(sizeText);
+          const format = q('format') ?? 'cbor';
+          if (format !== 'cbor' && format !== 'tlog-proof') throw new OtiError('ERR_ARGUMENT', 'format: must be cbor or tlog-proof');
+          const bytes = await this.#o.queries.receipt(origin, index, size !== undefined ? { size } : {});
+          const body = format === 'cbor' ? bytes : Buffer.from(encodeTlogProof(decodeReceipt(bytes)), 'utf8');
+          res.writeHead(200, { 'content-type': format === 'cbor' ? 'application/cbor' : 'text/plain; charset=utf-8', 'content-length': body.length });
+          res.end(body);
           return;
         }
         case '/v1/intake':

@@ -11,15 +11,18 @@ import type { Pool } from 'mysql2/promise';
 import { OtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { EVENT_TYPES } from '../../ledger/lockevent.js';
-import { inclusionProof, type NodeReader } from '../../ledger/merkle.js';
+import { consistencyProof, inclusionProof, type NodeReader } from '../../ledger/merkle.js';
 import type { TileResource } from '../../ledger/tiles.js';
 import { ArchivedTree } from './tree.js';
-import { parseCheckpoint } from '../../ledger/checkpoint.js';
+import { parseCheckpoint, withSignature, CHECKPOINT_MAX_BYTES, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import { encodeReceipt } from '../../ledger/receipt.js';
 import { RosterTree } from '../../ledger/roster-commitment.js';
 import { Roster, decodeSigned } from '../../ledger/roster.js';
 import { parseOrigin } from '../../ledger/verify.js';
+
+/** A note carries at most 16 signature lines (docs/PROTOCOL.md §Checkpoints). */
+const MAX_NOTE_SIGNATURES = 16;
 
 export interface Page<T> {
   readonly items: readonly T[];
@@ -231,33 +234,65 @@ export class ArchiveQueries {
   }
 
   /**
-   * The receipt of entry `index` of chain `origin` (ledger/receipt.ts): the entry, its inclusion
-   * proof in the chain's last archived checkpoint (signed by the gateway), the gateway's and the
-   * lock's site-signed statements as archived. It verifies offline like a gateway's.
+   * The receipt of entry `index` of chain `origin` (ledger/receipt.ts), as a gateway builds it
+   * (ledger/receipt.ts receiptFor, gateway/api/server.ts): the entry, its inclusion proof in a
+   * checkpoint signed by the gateway, the gateway's and the lock's site-signed statements and
+   * roster proofs as of that checkpoint, and, when the checkpoint is older than the last archived
+   * one, `newer`: the last archived checkpoint and the consistency proof to it.
+   *
+   * The checkpoint's note carries the cosignature lines the archive holds for it (docs/ARCHIVE.md
+   * §Receipts): each witness's largest cosigned checkpoint is kept (`cosignatures`), and a line
+   * only fits a checkpoint of the size it cosigned. With `size`, the checkpoint of that size (a
+   * block ends there), with the lines of the witnesses whose kept size it is. Without, the size
+   * that covers the entry and that the most witnesses cosigned (the larger one on a tie), else the
+   * last archived checkpoint, without lines.
    */
-  async receipt(origin: string, index: number): Promise<Uint8Array> {
-    const { gatewayId } = parseOrigin(origin);
-    const [chains] = await this.#pool.execute('SELECT checkpoint FROM chains WHERE origin = ?', [origin]);
-    const note = (chains as { checkpoint: string }[])[0]?.checkpoint;
-    if (note === undefined) throw new OtiError('ERR_NOT_FOUND', `chain ${origin} is not archived`);
-    const cp = parseCheckpoint(note);
-    if (index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
+  async receipt(origin: string, index: number, opts: { size?: number } = {}): Promise<Uint8Array> {
+    const { siteId, gatewayId } = parseOrigin(origin);
+    const head = await this.#chainHead(origin);
+    if (opts.size !== undefined && (!Number.isSafeInteger(opts.size) || opts.size < 1 || opts.size > head.size)) throw usage('size', `must be a tree size from 1 to ${head.size}`);
+    if (index >= head.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
+    const [cosigRows] = await this.#pool.execute('SELECT witness, size, block_n, note FROM cosignatures WHERE origin = ? AND size > ? ORDER BY witness LIMIT 1000', [origin, index]);
+    const cosigs = (cosigRows as { witness: string; size: number | string; block_n: number | string; note: string }[]).map((r) => ({ witness: r.witness, size: Number(r.size), block: Number(r.block_n), note: r.note }));
+    const size = opts.size ?? bestCosignedSize(cosigs) ?? head.size;
+    if (index >= size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by the checkpoint of size ${size}`, { size });
+    const plain = size === head.size ? head.checkpoint : await this.#checkpointOfSize(origin, size, cosigs.find((c) => c.size === size)?.block);
+    const cp = parseCheckpoint(plain);
+    const note = withCosignatures(cp, siteId, cosigs.filter((c) => c.size === size));
+    const newer = size < head.size ? { checkpoint: head.checkpoint, proof: await consistencyProof(this.#reader(origin), size, head.size) } : undefined;
     const [entryRows] = await this.#pool.execute('SELECT bytes FROM entries WHERE origin = ? AND idx = ?', [origin, index]);
     const entryBytes = (entryRows as { bytes: Buffer }[])[0]?.bytes;
     if (entryBytes === undefined) throw new OtiError('ERR_NOT_FOUND', `entry ${index} of ${origin} is not archived`);
     const entry = decodeEntry(entryBytes);
     const lockId = entry.body.kind === 'lock-event' ? entry.body.event.lock : undefined;
-    // A checkpoint that commits to the roster (docs/PROTOCOL.md §Roster commitment) needs each
-    // member's whole history as of it, and where that member sits in the committed tree.
-    const tree = cp.roster === undefined ? undefined : await this.#rosterTree(origin, cp.size);
-    const gateway = tree?.member('gateway', gatewayId)?.history ?? (await this.#statements(origin, 'gateway', gatewayId));
-    const lock = lockId === undefined ? undefined : (tree?.member('lock', lockId)?.history ?? (await this.#statements(origin, 'lock', lockId)));
+    // The members' whole histories as of the checkpoint, and (when it commits to the roster,
+    // docs/PROTOCOL.md §Roster commitment) where they sit in the committed tree: what a gateway's receipt carries.
+    const tree = await this.#rosterTree(origin, cp.size);
+    const gateway = tree.member('gateway', gatewayId)?.history;
+    if (gateway === undefined) throw new OtiError('ERR_STORE_CORRUPT', `gateway ${gatewayId} is not in the archived roster of ${origin}`);
+    const lock = lockId === undefined ? undefined : tree.member('lock', lockId)?.history;
+    if (lockId !== undefined && lock === undefined) throw new OtiError('ERR_STORE_CORRUPT', `lock ${lockId} is not in the archived roster of ${origin}`);
     return encodeReceipt({
-      entry: entryBytes, index, proof: await inclusionProof(this.#reader(origin), index, cp.size), checkpoint: note, gateway: [...gateway],
+      entry: new Uint8Array(entryBytes), index, proof: await inclusionProof(this.#reader(origin), index, cp.size), checkpoint: note, gateway: [...gateway],
       ...(lock !== undefined ? { lock: [...lock] } : {}),
-      ...(tree !== undefined ? { gatewayAt: await tree.proof('gateway', gatewayId) } : {}),
-      ...(tree !== undefined && lockId !== undefined ? { lockAt: await tree.proof('lock', lockId) } : {}),
+      ...(cp.roster !== undefined ? { gatewayAt: await tree.proof('gateway', gatewayId) } : {}),
+      ...(cp.roster !== undefined && lockId !== undefined ? { lockAt: await tree.proof('lock', lockId) } : {}),
+      ...(newer !== undefined ? { newer } : {}),
     });
+  }
+
+  /** The signed checkpoint of the block that ends at `size` (its number when known), or ERR_NOT_FOUND when no block ends there. */
+  async #checkpointOfSize(origin: string, size: number, block?: number): Promise<string> {
+    let n = block;
+    if (n === undefined) {
+      const [rows] = await this.#pool.execute('SELECT block_n FROM entries WHERE origin = ? AND idx = ?', [origin, size - 1]);
+      const r = (rows as { block_n: number | string }[])[0];
+      n = r === undefined ? undefined : Number(r.block_n);
+    }
+    const [rows] = n === undefined ? [[]] : await this.#pool.execute('SELECT first_index, count, checkpoint FROM blocks WHERE origin = ? AND n = ?', [origin, n]);
+    const b = (rows as { first_index: number | string; count: number | string; checkpoint: string }[])[0];
+    if (b === undefined || Number(b.first_index) + Number(b.count) !== size) throw new OtiError('ERR_NOT_FOUND', `there is no signed checkpoint of size ${size} of ${origin} (a checkpoint exists where a block ends)`, { size });
+    return b.checkpoint;
   }
 
   /** The chain's roster as of its first `size` entries, as a roster commitment tree. */
@@ -266,12 +301,6 @@ export class ArchiveQueries {
     const roster = new Roster();
     for (const r of rows as { statement: Buffer }[]) roster.apply(decodeSigned(r.statement));
     return new RosterTree(roster);
-  }
-
-  /** The site-signed statements about a member in the chain, oldest first (as a gateway's receipt carries them). */
-  async #statements(origin: string, role: string, id: string): Promise<Uint8Array[]> {
-    const [rows] = await this.#pool.execute('SELECT statement FROM roster_statements WHERE origin = ? AND role = ? AND member_id = ? ORDER BY idx LIMIT 16', [origin, role, id]);
-    return (rows as { statement: Buffer }[]).map((r) => new Uint8Array(r.statement));
   }
 
   /** Tree nodes from the archived entries and the stored nodes (gateway/archive/tree.ts). */
@@ -296,4 +325,41 @@ export class ArchiveQueries {
     if (r === undefined) throw new OtiError('ERR_NOT_FOUND', `chain ${origin} is not archived`);
     return { checkpoint: r.checkpoint, size: Number(r.size), blocks: Number(r.blocks) };
   }
+}
+
+/** The size the most kept cosignatures are of (the larger one on a tie); undefined when there are none. */
+export function bestCosignedSize(cosigs: readonly { size: number }[]): number | undefined {
+  const count = new Map<number, number>();
+  for (const c of cosigs) count.set(c.size, (count.get(c.size) ?? 0) + 1);
+  let best: [number, number] | undefined;
+  for (const [size, n] of count) if (best === undefined || n > best[1] || (n === best[1] && size > best[0])) best = [size, n];
+  return best?.[0];
+}
+
+/**
+ * The note of `cp` with the cosignature line of each of `cosigs` (cosigned notes of that very
+ * checkpoint, as kept in `cosignatures`, already verified) appended in the order given: the line
+ * named after the witness's chain (`oti/<site>/<witness>`), only from a note whose signed text is
+ * the checkpoint's, within 16 signature lines and CHECKPOINT_MAX_BYTES, as the gateway's
+ * CosignatureBook adds them (gateway/sync/cosignatures.ts).
+ */
+export function withCosignatures(cp: SignedCheckpoint, siteId: string, cosigs: readonly { witness: string; note: string }[]): string {
+  let out = cp;
+  for (const c of cosigs) {
+    let kept: SignedCheckpoint;
+    try {
+      kept = parseCheckpoint(c.note);
+    } catch {
+      continue;
+    }
+    const name = `oti/${siteId}/${c.witness}`;
+    // The one line of that name the archive verified when it took the note (gateway/archive/cosignatures.ts).
+    const lines = kept.signatures.filter((s) => s.name === name);
+    const line = lines.length === 1 ? lines[0]! : undefined;
+    if (kept.text !== cp.text || line === undefined || out.signatures.some((s) => s.name === name) || out.signatures.length >= MAX_NOTE_SIGNATURES) continue;
+    const next = withSignature(out, line);
+    if (Buffer.byteLength(next.note, 'utf8') > CHECKPOINT_MAX_BYTES) break;
+    out = next;
+  }
+  return out.note;
 }

@@ -306,6 +306,10 @@ export class Broker {
     } else {
       principal = await this.#guardedCheck(username, password ?? Buffer.alloc(0), remote ?? 'unknown', refuse);
     }
+    // An archive's requests and answers are named after it (req/<name>, range/<name>): under a gateway's name they would take that gateway's.
+    if (principal.role === 'archive' && this.#opts.isRosterGateway?.(principal.identity) === true) {
+      throw refuse(CONNACK_NOT_AUTHORIZED, `archive user ${principal.identity} has the name of a gateway of the site`);
+    }
     if (!(await this.#sessions.open(client, `${principal.role}:${principal.identity}`))) {
       throw refuse(CONNACK_SERVER_UNAVAILABLE, 'this principal holds as many persistent sessions as it may, all connected', 'ERR_MQTT_SESSIONS');
     }

@@ -17,9 +17,10 @@ export const DEFAULT_HA_PREFIX = 'homeassistant';
 
 /**
  * Who is connected: the gateway process itself, a peer gateway, an integration app, a read-only
- * client, or Home Assistant's MQTT integration.
+ * client, Home Assistant's MQTT integration, or a fleet archive pulling the site's chains as a
+ * read-only sync peer (docs/ARCHIVE.md §Pulling from sites).
  */
-export type Role = 'local' | 'gateway' | 'app' | 'readonly' | 'homeassistant';
+export type Role = 'local' | 'gateway' | 'app' | 'readonly' | 'homeassistant' | 'archive';
 
 // ---------------------------------------------------------------------------------------------
 // Payloads (JSON unless stated otherwise)
@@ -372,6 +373,9 @@ export class TopicMap {
         }
       case 'homeassistant':
         return d.kind === 'haStatus';
+      case 'archive':
+        // Its own range requests only: they make a gateway read its chain, never write anything.
+        return d.kind === 'syncRequest' && d.requester === identity;
       case 'app':
       case 'readonly':
         return false;
@@ -383,13 +387,13 @@ export class TopicMap {
    * every topic it can match is readable by the role, so a wildcard can never reach further than
    * the role's own read set (`oti/#` from an app is refused, not narrowed).
    */
-  maySubscribe(role: Role, _identity: string, filter: string): boolean {
+  maySubscribe(role: Role, identity: string, filter: string): boolean {
     if (!isValidFilter(filter)) return false;
-    return this.readable(role).some((allowed) => filterWithin(filter, allowed));
+    return this.readable(role, identity).some((allowed) => filterWithin(filter, allowed));
   }
 
-  /** The filters a role may read, as MQTT filters. */
-  readable(role: Role): string[] {
+  /** The filters a role (with `identity`, for the roles whose reads depend on it) may read, as MQTT filters. */
+  readable(role: Role, identity = ''): string[] {
     const r = this.root;
     const p = this.haPrefix;
     // Home Assistant's discovery subscriptions, exactly as its MQTT integration makes them.
@@ -405,6 +409,9 @@ export class TopicMap {
         return [...forApps, `${r}/locks/#`];
       case 'readonly':
         return forApps;
+      case 'archive':
+        // The gateways' signed heads and the answers to its own requests: the three filters of docs/ARCHIVE.md §Pulling from sites.
+        return ID_PATTERN.test(identity) ? [`${r}/chain/+/checkpoint`, `${r}/chain/+/range/${identity}`] : [];
     }
   }
 }

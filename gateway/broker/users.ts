@@ -1,13 +1,13 @@
 /**
- * The MQTT users file: the integration apps and read-only clients allowed on the embedded
- * broker. Gateways are not listed here; they log in with credentials signed by their own key.
+ * The MQTT users file: the integration apps, read-only clients and fleet archives allowed on the
+ * embedded broker. Gateways are not listed here; they log in with credentials signed by their own key.
  *
  * A UTF-8 JSON object, at most 1 MiB, mode 0600 (refused on read when group or others have any
  * bit, checked on the opened descriptor):
  *
  * ```
  * { "format": "oti-mqtt-users", "version": 1,
- *   "users": [ { "username": "<id>", "role": "app" | "readonly" | "homeassistant",
+ *   "users": [ { "username": "<id>", "role": "app" | "readonly" | "homeassistant" | "archive",
  *                "salt": "<base64, 16 bytes>", "hash": "<base64, 32 bytes>" } ] }
  * ```
  *
@@ -26,8 +26,8 @@ import { ID_PATTERN } from '../../ledger/schema.js';
 export const USERS_FILE_FORMAT = 'oti-mqtt-users';
 export const USERS_FILE_VERSION = 1;
 export const USERS_FILE_MAX_BYTES = 1024 * 1024;
-/** `homeassistant`: what Home Assistant's MQTT integration does (docs/MQTT.md §Roles). */
-export const MQTT_USER_ROLES = ['app', 'readonly', 'homeassistant'] as const;
+/** `homeassistant`: what Home Assistant's MQTT integration does; `archive`: a fleet archive pulling the chains (docs/MQTT.md §Roles). */
+export const MQTT_USER_ROLES = ['app', 'readonly', 'homeassistant', 'archive'] as const;
 export type MqttUserRole = (typeof MQTT_USER_ROLES)[number];
 /** MQTT 3.1.1 §3.1.3.5 allows up to 65535 bytes; more than this is not a password anyone types. */
 export const MAX_PASSWORD_BYTES = 1024;

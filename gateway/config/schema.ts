@@ -143,7 +143,7 @@ export const SCHEMA = section({
       key: path({ doc: 'PEM private key of the certificate. Must be set together with cert.' }),
       ca: path({ doc: 'PEM CA bundle to verify client certificates; needs cert and key.' }),
     }),
-    usersFile: path({ default: '<dataDir>/mqtt-users.json', doc: 'Broker app and read-only credentials.' }),
+    usersFile: path({ default: '<dataDir>/mqtt-users.json', doc: 'Users of the embedded broker and their roles: apps, read-only clients, Home Assistant, fleet archives (docs/MQTT.md §The users file).' }),
     sessions: section({
       maxPerPrincipal: int({ min: 1, max: 1000, default: DEFAULT_SESSION_CAPS.maxPerPrincipal, doc: 'Persistent sessions (clean session off) one user or gateway may hold; a new one discards its longest-offline one, or is refused (CONNACK 3) when all are connected.' }),
       expiryS: int({ min: 1, max: 31_536_000, default: DEFAULT_SESSION_CAPS.expiryS, doc: 'Seconds an offline persistent session is kept before it is discarded with its queue.' }),

@@ -16,15 +16,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join, normalize } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
 import { startGateway } from '../support/gateway-process.js';
-import { oti, ROOT } from '../support/oti-cli.js';
+import { oti } from '../support/oti-cli.js';
+import { buildGoTlog, missingGo } from '../support/go-tlog-build.js';
 import { waitUntil } from '../support/wait.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { keyHash, parseCheckpoint, verifyCheckpoint } from '../../ledger/checkpoint.js';
@@ -34,23 +34,6 @@ import { cosign, cosignatureKeyId } from '../../gateway/sync/witness.js';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 
 const run = promisify(execFile);
-const GOPATH = '/usr/share/gocode';
-
-function missingGo(): string | undefined {
-  if (spawnSync('go', ['version']).status !== 0) return '`go` is not installed (apt-get install golang-go golang-golang-x-mod-dev)';
-  if (!existsSync(join(GOPATH, 'src/golang.org/x/mod/sumdb/tlog'))) return `golang.org/x/mod is not in ${GOPATH} (apt-get install golang-golang-x-mod-dev)`;
-  return undefined;
-}
-
-/** Builds test/support/go-tlog in a temp GOPATH-mode tree; returns the binary's path. */
-async function buildGoTlog(dir: string): Promise<string> {
-  const src = join(dir, 'src', 'gotlog');
-  await mkdir(src, { recursive: true });
-  await copyFile(join(ROOT, 'test', 'support', 'go-tlog', 'main.go'), join(src, 'main.go'));
-  const bin = join(dir, 'go-tlog');
-  await run('go', ['build', '-o', bin, '.'], { cwd: src, env: { ...process.env, GO111MODULE: 'off', GOPATH, GOCACHE: join(dir, 'gocache'), GOFLAGS: '' } });
-  return bin;
-}
 
 interface GoResult {
   origin: string;

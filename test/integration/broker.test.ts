@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { Broker, type BrokerOptions } from '../../gateway/broker/broker.js';
+import { addMqttUser } from '../../gateway/broker/users.js';
 import type { StatusMessage } from '../../gateway/broker/topics.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { tempDir } from '../support/site.js';
@@ -167,6 +168,45 @@ void test('read-only clients cannot subscribe to unenrolled locks, and no role r
   const app = await openOn(t, broker, APP);
   await app.subscribeAsync(`oti/${SITE}/locks/unenrolled/#`);
   await subscribeRefused(app, `oti/${SITE}/chain/#`);
+});
+
+void test('an archive user sends range requests and reads heads and its answers, and is disconnected for anything that writes into the site (ERR_MQTT_ACL)', async (t) => {
+  const { broker, dir } = await startBroker(t, { isRosterGateway: (gw) => gw === 'gw-a' || gw === 'gw-b' });
+  const ARCHIVE = { username: 'archive', password: 'archive-secret-1' };
+  await addMqttUser(join(dir, 'mqtt-users.json'), ARCHIVE.username, 'archive', ARCHIVE.password);
+  // What a gateway gets from it: the request, on the topic gw-a answers.
+  const gw = await openOn(t, broker, GATEWAY);
+  await gw.subscribeAsync(`oti/${SITE}/chain/gw-a/req/+`, { qos: 1 });
+  const got = nextMessages(gw, 1);
+  const arch = await openOn(t, broker, { ...ARCHIVE, clientId: 'oti-archive-pull-site-1' });
+  await arch.subscribeAsync([`oti/${SITE}/chain/+/checkpoint`, `oti/${SITE}/chain/+/range/archive`], { qos: 1 });
+  for (const filter of [`oti/${SITE}/chain/+/range/+`, `oti/${SITE}/chain/+/req/archive`, `oti/${SITE}/chain/+/cosig/+`, `oti/${SITE}/events/#`, `oti/${SITE}/#`]) await subscribeRefused(arch, filter);
+  await arch.publishAsync(broker.topics.syncRequest('gw-a', 'archive'), Buffer.from([0xa0]), { qos: 1 });
+  const [m] = await got;
+  assert.equal(m?.topic, broker.topics.syncRequest('gw-a', 'archive'));
+  // Each publish that would write into the site (or speak for someone else) closes the connection, counted by code.
+  const forbidden: [string, boolean][] = [
+    [broker.topics.checkpoint('gw-a'), true],
+    [broker.topics.cosignature('gw-a', 'archive'), true],
+    [broker.topics.evidence('archive'), true],
+    [broker.topics.gatewayState('archive'), true],
+    [broker.topics.syncRange('gw-a', 'archive'), false],
+    [broker.topics.syncRequest('gw-a', 'gw-b'), false],
+    [broker.topics.syncRequest('gw-a', 'archive'), true], // retained: a request is never retained
+    [broker.topics.event('lock-1'), false],
+    [broker.topics.status('lock-1', 1), true],
+  ];
+  for (const [i, [topic, retain]] of forbidden.entries()) {
+    const c = await openOn(t, broker, { ...ARCHIVE, clientId: `forger-${i}` });
+    const gone = closed(c);
+    c.publish(topic, 'x', { qos: 1, retain });
+    await gone;
+  }
+  assert.equal(broker.stats().publishesRefused['ERR_MQTT_ACL'], forbidden.length);
+  // An archive user may not carry the name of a gateway of the site (its requests and answers would be that gateway's).
+  await addMqttUser(join(dir, 'mqtt-users.json'), 'gw-b', 'archive', 'archive-secret-2');
+  await refusedWith(openOn(t, broker, { username: 'gw-b', password: 'archive-secret-2' }), 5);
+  assert.equal(broker.stats().loginsRefused['ERR_MQTT_AUTH'], 1);
 });
 
 void test('a client id in use by another principal is that principal\'s own: both stay connected', async (t) => {

@@ -98,6 +98,18 @@ void test('publish rules by role', () => {
     ['local', 'local', map.haDiscovery('l', 'battery'), true],
     ['local', 'local', 'oti/site-1/unknown', false],
     ['local', 'local', '$SYS/x', false],
+    // A fleet archive (docs/ARCHIVE.md §Pulling from sites): its own range requests, nothing that writes into the site.
+    ['archive', 'archive', map.syncRequest('gw-a', 'archive'), true],
+    ['archive', 'archive', map.syncRequest('gw-a', 'gw-b'), false],
+    ['archive', 'archive', map.syncRange('gw-a', 'archive'), false],
+    ['archive', 'archive', map.checkpoint('gw-a'), false],
+    ['archive', 'archive', map.cosignature('gw-a', 'archive'), false],
+    ['archive', 'archive', map.evidence('archive'), false],
+    ['archive', 'archive', map.gatewayState('archive'), false],
+    ['archive', 'archive', map.event('l'), false],
+    ['archive', 'archive', map.status('l', 1), false],
+    ['archive', 'archive', map.lockState('l'), false],
+    ['archive', 'archive', map.haStatus(), false],
   ];
   for (const [role, id, topic, want] of cases) assert.equal(map.mayPublish(role, id, topic), want, `${role} ${id} ${topic}`);
 });
@@ -142,6 +154,21 @@ void test('subscribe rules by role, wildcards included', () => {
     ['readonly', 'oti/site-1/events/a+', false],
   ];
   for (const [role, filter, want] of cases) assert.equal(map.maySubscribe(role, 'x', filter), want, `${role} ${filter}`);
+  // The archive role reads the heads and the answers to its own requests, nothing else.
+  const archive: [string, boolean][] = [
+    ['oti/site-1/chain/+/checkpoint', true],
+    ['oti/site-1/chain/gw-a/checkpoint', true],
+    ['oti/site-1/chain/+/range/archive', true],
+    ['oti/site-1/chain/+/range/gw-b', false],
+    ['oti/site-1/chain/+/range/+', false],
+    ['oti/site-1/chain/+/req/archive', false],
+    ['oti/site-1/chain/+/cosig/+', false],
+    ['oti/site-1/chain/#', false],
+    ['oti/site-1/events/#', false],
+    ['oti/site-1/#', false],
+    ['oti/site-2/chain/+/checkpoint', false],
+  ];
+  for (const [filter, want] of archive) assert.equal(map.maySubscribe('archive', 'archive', filter), want, `archive ${filter}`);
 });
 
 /** Reference matcher, MQTT 3.1.1 §4.7: does `filter` match `topic`? */
