@@ -17,8 +17,9 @@
  * verified and written side by side while each chain still arrives in order on one session
  * (MQTT keeps order per session, and a shared subscription would not). Session 0 keeps the
  * configured client id, session k the id with `-k` appended. A session subscribes its filters
- * and then unsubscribes every other configured filter, so a session made under another n
- * (persistent subscriptions outlive the archive) stops taking what another session takes.
+ * and, once every session's are granted, unsubscribes every other configured filter, so a
+ * session made under another n (persistent subscriptions outlive the archive) stops taking what
+ * another session takes, and no block goes out while no session subscribes its topic.
  */
 import { connect, type MqttClient, type IPublishPacket } from 'mqtt';
 import type { Logger } from '../log.js';
@@ -82,6 +83,11 @@ export class UplinkIntake {
     }
   }
 
+  /** Sessions whose filters the broker has granted (SUBACK) since the start, out of all of them. */
+  readonly #subscribed = new Set<MqttClient>();
+  /** Run once every session holds its filters: each then drops the others'. */
+  readonly #whenAllSubscribed: (() => void)[] = [];
+
   async #session(clientId: string, filters: { take: string[]; drop: string[] }, name: string): Promise<void> {
     const { url: brokerUrl, options } = await mqttClientOptions({ ...this.#cfg.broker, clientId }, clientId, 'broker');
     const url = brokerUrl.toString();
@@ -97,12 +103,26 @@ export class UplinkIntake {
         },
       );
     };
+    const drop = (): void => {
+      for (let i = 0; i < filters.drop.length; i += FILTERS_PER_PACKET) client.unsubscribe(filters.drop.slice(i, i + FILTERS_PER_PACKET));
+    };
     client.on('connect', (ack) => {
       const what = filters.take.length <= 2 ? filters.take.join(' and ') : `the topics of ${filters.take.length / 2} sites`;
       this.#log.info({ url, clientId, sessionPresent: ack.sessionPresent }, `archive: connected to the central broker${name === '' ? '' : ` (${name})`}, taking ${what}`);
       // Also with a session present: a session made by an older archive may lack a filter, or hold another's.
-      for (let i = 0; i < filters.take.length; i += FILTERS_PER_PACKET) client.subscribe(filters.take.slice(i, i + FILTERS_PER_PACKET), { qos: 1 });
-      for (let i = 0; i < filters.drop.length; i += FILTERS_PER_PACKET) client.unsubscribe(filters.drop.slice(i, i + FILTERS_PER_PACKET));
+      const packets: Promise<unknown>[] = [];
+      for (let i = 0; i < filters.take.length; i += FILTERS_PER_PACKET) packets.push(client.subscribeAsync(filters.take.slice(i, i + FILTERS_PER_PACKET), { qos: 1 }));
+      // What the session must drop (a wildcard, or sites another session now takes) is dropped only once
+      // every session holds its own filters, so that no block is published while nobody subscribes it.
+      void Promise.all(packets).then(
+        () => {
+          if (this.#subscribed.size === this.#cfg.broker.sessions) return drop();
+          this.#subscribed.add(client);
+          this.#whenAllSubscribed.push(drop);
+          if (this.#subscribed.size === this.#cfg.broker.sessions) for (const f of this.#whenAllSubscribed.splice(0)) f();
+        },
+        (e: unknown) => this.#log.warn({ err: (e as Error).message, clientId }, `archive: subscribing on the central broker: ${(e as Error).message}`),
+      );
     });
     client.on('error', (e) => this.#log.warn({ err: e.message, clientId }, `archive: central broker: ${e.message}`));
   }
