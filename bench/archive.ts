@@ -31,10 +31,13 @@ import { openPool } from '../gateway/archive/service.js';
 import { ArchiveQueries } from '../gateway/archive/queries.js';
 import { defaultVerifyThreads } from '../gateway/archive/config.js';
 import { startMariaDb } from '../test/support/mariadb.js';
-import { writeResults, round, percentile } from './support.js';
+import { writeResults, round, percentile, runPinned } from './support.js';
 import { processCpuMs } from './measure.js';
 import { buildSite, readMessages, T0, type SiteFile } from './archive/sites.js';
 import type { RunSetup } from './archive/archive-run.js';
+
+// BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
+runPinned();
 
 const SITES = Number(process.env['BENCH_ARCHIVE_SITES'] ?? 100);
 const EVENTS = Number(process.env['BENCH_ARCHIVE_EVENTS'] ?? 10_000);

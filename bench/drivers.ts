@@ -29,7 +29,10 @@ import { SerialSimLink } from '../drivers/simlink.js';
 import { SimLock } from '../drivers/simlock.js';
 import { Ingest } from '../gateway/ingest.js';
 import { ptyPair, type PtyPair } from '../drivers/pty.js';
-import { writeResults, round, percentile, peakRssMb, benchChain } from './support.js';
+import { writeResults, round, percentile, peakRssMb, benchChain, runPinned } from './support.js';
+
+// BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
+runPinned();
 
 const FRAMES = Number(process.env['BENCH_FRAMES'] ?? 50_000);
 const LOCKS = Number(process.env['BENCH_LOCKS'] ?? 16);

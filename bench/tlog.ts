@@ -24,7 +24,10 @@ import { LocalApi } from '../gateway/api/server.js';
 import { GatewayMetrics } from '../gateway/api/metrics.js';
 import { exportChain } from '../provisioning/export.js';
 import { u64, type ChainStore } from '../ledger/store.js';
-import { writeResults, round, mb, peakRssMb, benchChain } from './support.js';
+import { writeResults, round, mb, peakRssMb, benchChain, runPinned } from './support.js';
+
+// BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
+runPinned();
 
 const ENTRIES = Number(process.env['BENCH_TLOG_ENTRIES'] ?? 1_000_000);
 const REQUESTS = Number(process.env['BENCH_TLOG_REQUESTS'] ?? 2000);
