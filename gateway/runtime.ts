@@ -339,6 +339,10 @@ async function compose(c: Composition): Promise<Parts> {
   // A block that cannot be written stops the gateway: acks would otherwise wait forever.
   chain.on('error', (e: Error) => opts.onFatal?.(e));
   verifyInBackground({ store, chain, pool, identity: id, log, stopping: c.stopping, onFatal: opts.onFatal });
+  // Verified cosignature lines of the own chain's checkpoints, for receipts and the uplink (gateway/sync/cosignatures.ts):
+  // taken from before the chain is attached, when sync checks the cosignatures that waited for it.
+  const cosignatures = new CosignatureBook();
+  sync.on('cosigned', (c) => cosignatures.cosigned(c));
   sync.attachChain(chain);
   if (config.witness.http.enabled) {
     const w = config.witness.http;
@@ -349,8 +353,6 @@ async function compose(c: Composition): Promise<Parts> {
     );
     log.info({ url: listener.url }, `tlog-witness: POST ${listener.url}/add-checkpoint`);
   }
-  // Verified cosignature lines of the own chain's checkpoints, for receipts (gateway/sync/cosignatures.ts).
-  const cosignatures = new CosignatureBook();
   const externals = externalWitnesses(config.witness);
   if (externals.length > 0) {
     const pusher = await stages.start(
@@ -373,7 +375,6 @@ async function compose(c: Composition): Promise<Parts> {
     if (chain.checkpoint !== undefined) pusher.offer(chain.checkpoint);
     chain.on('block', (bl) => pusher.offer(bl.checkpoint));
   }
-  sync.on('cosigned', (c) => cosignatures.add(c.checkpoint, c.name, c.key));
   logSync(sync, log);
 
   const privacy = await stages.start(
@@ -467,10 +468,9 @@ async function compose(c: Composition): Promise<Parts> {
   }
   let uplink: Uplink | undefined;
   if (config.uplink.url !== undefined) {
-    const up = await stages.start('uplink', () => Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }) }), (u) => u.stop());
+    const up = await stages.start('uplink', () => Uplink.start(config.uplink, { chain, dataDir: config.dataDir, logger: log.child({ part: 'uplink' }), cosignatures }), (u) => u.stop());
     uplink = up;
     metrics.uplinkFrom(() => up.status());
-    sync.on('cosigned', (c) => up.cosignature(c.witness, c.size, c.checkpoint.note));
   }
   pauseWhileDiskFull(store, ingest, health, log);
   // Registered after the chain's readers, so they stop before them: drivers first, then the pipeline.

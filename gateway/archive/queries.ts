@@ -20,6 +20,7 @@ import { encodeReceipt } from '../../ledger/receipt.js';
 import { RosterTree } from '../../ledger/roster-commitment.js';
 import { Roster, decodeSigned } from '../../ledger/roster.js';
 import { parseOrigin } from '../../ledger/verify.js';
+import { compareNames } from '../sync/cosignatures.js';
 
 /** A note carries at most 16 signature lines (docs/PROTOCOL.md §Checkpoints). */
 const MAX_NOTE_SIGNATURES = 16;
@@ -338,14 +339,15 @@ export function bestCosignedSize(cosigs: readonly { size: number }[]): number | 
 
 /**
  * The note of `cp` with the cosignature line of each of `cosigs` (cosigned notes of that very
- * checkpoint, as kept in `cosignatures`, already verified) appended in the order given: the line
- * named after the witness's chain (`oti/<site>/<witness>`), only from a note whose signed text is
- * the checkpoint's, within 16 signature lines and CHECKPOINT_MAX_BYTES, as the gateway's
- * CosignatureBook adds them (gateway/sync/cosignatures.ts).
+ * checkpoint, as kept in `cosignatures`, already verified) appended in the byte order of the
+ * lines' names: the line named after the witness's chain (`oti/<site>/<witness>`), only from a
+ * note whose signed text is the checkpoint's, within 16 signature lines and CHECKPOINT_MAX_BYTES,
+ * as the gateway's CosignatureBook adds them (gateway/sync/cosignatures.ts). (Sorted here, not by
+ * the database, whose collation orders `-`, `.` and `_` otherwise.)
  */
 export function withCosignatures(cp: SignedCheckpoint, siteId: string, cosigs: readonly { witness: string; note: string }[]): string {
   let out = cp;
-  for (const c of cosigs) {
+  for (const c of [...cosigs].sort((a, b) => compareNames(a.witness, b.witness))) {
     let kept: SignedCheckpoint;
     try {
       kept = parseCheckpoint(c.note);

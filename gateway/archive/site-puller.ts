@@ -4,12 +4,14 @@
  * chains with the sync protocol, as a gateway does (docs/PROTOCOL.md §Sync, gateway/sync/wire.ts):
  *
  *   reads   oti/<site>/chain/+/checkpoint          (retained: each gateway's signed head)
+ *   reads   oti/<site>/chain/+/cosig/+             (retained: the gateways' cosignatures of each other)
  *   writes  oti/<site>/chain/<gw>/req/<requester>  a range request for <gw>'s own chain
  *   reads   oti/<site>/chain/+/range/<requester>   the answers
  *
  * and nothing else: it publishes no checkpoint, cosignature or evidence, so the broker's ACL can
- * hold it to exactly those three filters. What arrives goes through the Archiver like an uplink
- * message (every block verified before it is written; refusals kept as evidence). A chain is
+ * hold it to exactly those four filters. What arrives goes through the Archiver like an uplink
+ * message (every block verified before it is written; refusals kept as evidence), and so does a
+ * cosignature (checked as one from the central broker, so a pulled site is confirmed too). A chain is
  * pulled from its archived size whenever its gateway's checkpoint is ahead of it: a chain the
  * uplink left with a gap (a block published before the archive's session existed) is filled in.
  *
@@ -89,7 +91,7 @@ export class SitePuller {
     const client = connect(url.toString(), options);
     this.#client = client;
     const root = `oti/${this.#cfg.siteId}/chain`;
-    const filters = [`${root}/+/checkpoint`, `${root}/+/range/${this.#cfg.requester}`];
+    const filters = [`${root}/+/checkpoint`, `${root}/+/cosig/+`, `${root}/+/range/${this.#cfg.requester}`];
     client.handleMessage = (packet, done) => {
       this.#handle(packet).then(
         () => done(),
@@ -147,6 +149,8 @@ export class SitePuller {
       return;
     }
     if (p[4] === 'range' && p.length === 6) await this.#onRange(origin, payload);
+    // A gateway's cosignature of <gw>'s chain: checked and recorded as one that came through the central broker.
+    if (p[4] === 'cosig' && p.length === 6 && ID_PATTERN.test(p[5]!) && payload.length > 0) await this.#archiver.cosignature(origin, this.#cfg.siteId, p[5]!, payload);
   }
 
   #chain(origin: string): ChainPull {

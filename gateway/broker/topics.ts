@@ -410,8 +410,8 @@ export class TopicMap {
       case 'readonly':
         return forApps;
       case 'archive':
-        // The gateways' signed heads and the answers to its own requests: the three filters of docs/ARCHIVE.md §Pulling from sites.
-        return ID_PATTERN.test(identity) ? [`${r}/chain/+/checkpoint`, `${r}/chain/+/range/${identity}`] : [];
+        // The gateways' signed heads, their cosignatures of each other and the answers to its own requests: the four filters of docs/ARCHIVE.md §Pulling from sites.
+        return ID_PATTERN.test(identity) ? [`${r}/chain/+/checkpoint`, `${r}/chain/+/cosig/+`, `${r}/chain/+/range/${identity}`] : [];
     }
   }
 }

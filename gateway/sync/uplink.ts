@@ -14,8 +14,11 @@
  *   §Sync) holding one block: its entries, header and checkpoint, which any verifier checks with
  *   ledger/verify.ts.
  * - The site's cosignatures of this chain (each witness's newest, as verified by sync) go to
- *   `<prefix>/<site>/<gateway>/cosig/<witness>`, QoS 1, and again after each reconnection: they
- *   are not in the ledger, so at most one per witness (MAX_WITNESSES) waits in memory.
+ *   `<prefix>/<site>/<gateway>/cosig/<witness>`, QoS 1, on each connection and as they come:
+ *   they are not in the ledger, so at most one per witness (MAX_WITNESSES) waits in memory. The
+ *   gateway's CosignatureBook (gateway/sync/cosignatures.ts) keeps them from the start of sync
+ *   on; the uplink takes those it already holds when it starts, so one verified before the uplink
+ *   started is sent on the first connection, not only after the witness's next one.
  * - The uplink subscribes to nothing: nothing on the central broker can write into the site.
  */
 import { join } from 'node:path';
@@ -29,6 +32,9 @@ import type { Chain } from '../../ledger/chain.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { encodeRange } from './wire.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
+import { MAX_WITNESSES, type CosignatureBook } from './cosignatures.js';
+
+export { MAX_WITNESSES };
 
 /** `uplink` of the configuration (docs/CONFIGURATION.md). */
 export interface UplinkConfig extends MqttClientConfig {
@@ -49,8 +55,6 @@ export interface UplinkStatus {
 }
 
 export const CURSOR_FILE = 'uplink.cursor';
-/** Witnesses whose newest cosignature the uplink keeps to send (again after a reconnection). */
-export const MAX_WITNESSES = 64;
 const CURSOR_MAX_BYTES = 256;
 
 /** The uplink topic of a chain. */
@@ -99,6 +103,8 @@ export class Uplink {
   readonly #cosigTopic: (witness: string) => string;
   /** Each witness's newest cosigned note of this chain (its size and text). */
   readonly #cosigs = new Map<string, { size: number; note: string }>();
+  /** Stops taking cosignatures from the gateway's CosignatureBook. */
+  #unlisten: (() => void) | undefined;
 
   private constructor(chain: Chain, client: MqttClient, o: { topic: string; window: number; cursorPath: string; next: number; url: string; log: Logger | undefined }) {
     this.#chain = chain;
@@ -115,8 +121,12 @@ export class Uplink {
     this.#cosigTopic = (witness) => `${base}/cosig/${witness}`;
   }
 
-  /** Checks the configuration, reads the cursor and starts pushing; resolves at once, connected or not. */
-  static async start(c: UplinkConfig, o: { chain: Chain; dataDir: string; logger?: Logger }): Promise<Uplink> {
+  /**
+   * Checks the configuration, reads the cursor and starts pushing; resolves at once, connected or
+   * not. With `cosignatures` (the gateway's book), the cosignatures it holds are sent on the
+   * first connection and each newer one as it comes.
+   */
+  static async start(c: UplinkConfig, o: { chain: Chain; dataDir: string; logger?: Logger; cosignatures?: Pick<CosignatureBook, 'newest' | 'listen'> }): Promise<Uplink> {
     const { siteId, gatewayId } = parseOrigin(o.chain.origin);
     const { url, options } = await mqttClientOptions(c, `oti-uplink-${siteId}-${gatewayId}`.slice(0, 128), 'uplink');
     const next = Math.min(await readCursor(o.dataDir), o.chain.head.n + 1);
@@ -133,6 +143,10 @@ export class Uplink {
       o.logger?.warn({ err: e.message }, `uplink ${shown}: ${e.message}`);
     });
     o.chain.on('block', up.#onBlock);
+    if (o.cosignatures !== undefined) {
+      for (const [witness, k] of o.cosignatures.newest()) up.cosignature(witness, k.size, k.note);
+      up.#unlisten = o.cosignatures.listen((witness, k) => up.cosignature(witness, k.size, k.note));
+    }
     up.#pump();
     return up;
   }
@@ -173,6 +187,7 @@ export class Uplink {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#chain.off('block', this.#onBlock);
+    this.#unlisten?.();
     await this.#saving;
     await this.#client.endAsync(true);
   }

@@ -7,10 +7,13 @@
  * - Pulling (docs/ARCHIVE.md §Pulling from sites): gw-a's users file has an `archive` user
  *   (`oti mqtt user add archive --role archive`); the archive pulls the site through gw-a's
  *   embedded broker with it. gw-b has no uplink, so its chain reaches the archive by the pull
- *   alone, every block verified into MariaDB. The same user is refused, with ERR_MQTT_ACL in the
- *   gateway's log and metrics, for every publish that would write into the site.
+ *   alone, every block verified into MariaDB, and so do gw-a's cosignatures of it (read on
+ *   `oti/<site>/chain/+/cosig/+`): gw-b's chain and events become `confirmed`. The same user is
+ *   refused, with ERR_MQTT_ACL in the gateway's log and metrics, for every publish that would
+ *   write into the site, a cosignature included.
  * - Receipts with cosignatures (§Receipts): gw-a uplinks its chain and the cosignatures gw-b
- *   makes of it to the central broker. The archive's receipt of a gw-a event carries gw-b's
+ *   makes of it to the central broker, also those made before its uplink started, with no new
+ *   block (a subscriber on the central broker sees them). The archive's receipt of a gw-a event carries gw-b's
  *   cosignature line and is byte for byte the gateway's own (GET /receipts/{id}), also against an
  *   older checkpoint (`size`); `oti receipt verify` checks it and names the cosigner, Go's
  *   sumdb/note checks the cosignature as a C2SP tlog-proof (skipped without Go).
@@ -22,7 +25,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { connect, type MqttClient } from 'mqtt';
+import { connect, connectAsync, type MqttClient } from 'mqtt';
 import { makeSite, enrollLock, signedEvent, tempDir, type TestLock } from '../support/site.js';
 import { enrolledGateway, type EnrolledGateway } from '../support/enrolled-gateway.js';
 import { freePort, startTestGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
@@ -39,7 +42,6 @@ import { decodeReceipt, verifyReceipt } from '../../ledger/receipt.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import { toHex } from '../../ledger/crypto.js';
-import { encodeSigned } from '../../ledger/roster.js';
 
 const SITE = 'site-emb';
 const TOKEN = 'archive-api-token-embedded-0123';
@@ -105,6 +107,12 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   const dir = await tempDir(t, 'oti-archive-embedded-');
   const s = makeSite(SITE);
   const [db, central] = await Promise.all([startMariaDb(t), startMosquitto(t, CENTRAL, { tls: true })]);
+  // What the uplinks send to the central broker as cosignatures, seen from before any gateway starts.
+  const uplinked: { topic: string; size: number }[] = [];
+  const spy = await connectAsync(central.url, { username: 'archive', password: CENTRAL.archive, ca: await readFile(central.caFile), clientId: 'cosignature-spy', reconnectPeriod: 0 });
+  t.after(() => spy.endAsync(true));
+  spy.on('message', (topic, payload) => uplinked.push({ topic, size: parseCheckpoint(payload.toString('utf8')).size }));
+  await spy.subscribeAsync('oti-fleet/+/+/cosig/+', { qos: 1 });
 
   // The site: gw-a and gw-b, chains of a few blocks each; gw-a has an archive user and an uplink, gw-b neither.
   const ids = ['gw-a', 'gw-b'] as const;
@@ -183,6 +191,7 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   const forbidden: [string, boolean][] = [
     [`oti/${SITE}/chain/gw-a/checkpoint`, true],
     [`oti/${SITE}/chain/gw-a/cosig/archive`, true],
+    [`oti/${SITE}/chain/gw-a/cosig/gw-b`, true],
     [`oti/${SITE}/chain/gw-a/range/archive`, false],
     [`oti/${SITE}/chain/gw-a/req/gw-b`, false],
     [`oti/${SITE}/evidence/archive`, true],
@@ -201,19 +210,31 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   await waitUntil('every refusal logged', () => refusedLines() === forbidden.length);
   const metrics = (await get(`http://127.0.0.1:${a.api}/metrics`)).bytes.toString('utf8');
   assert.match(metrics, new RegExp(`oti_mqtt_publishes_refused_total\\{code="ERR_MQTT_ACL"\\} ${forbidden.length}\\b`));
-  // A subscription beyond its three filters gets 0x80; its own filters are granted.
+  // A subscription beyond its four filters gets 0x80; its own filters are granted.
   const reader = await archiveClient(a.broker, 'reader');
-  const granted = await reader.subscribeAsync([`oti/${SITE}/chain/+/checkpoint`, `oti/${SITE}/chain/+/range/archive`, `oti/${SITE}/#`, `oti/${SITE}/chain/+/cosig/+`], { qos: 1 }).catch((e: { packet?: { granted?: number[] } }) => e.packet?.granted?.map((qos) => ({ qos })) ?? []);
-  assert.deepEqual(granted.map((g) => g.qos), [1, 1, 0x80, 0x80]);
+  const granted = await reader.subscribeAsync([`oti/${SITE}/chain/+/checkpoint`, `oti/${SITE}/chain/+/range/archive`, `oti/${SITE}/#`, `oti/${SITE}/chain/+/cosig/+`, `oti/${SITE}/chain/+/cosig/#`], { qos: 1 }).catch((e: { packet?: { granted?: number[] } }) => e.packet?.granted?.map((qos) => ({ qos })) ?? []);
+  assert.deepEqual(granted.map((g) => g.qos), [1, 1, 0x80, 1, 0x80]);
   reader.end(true);
   assert.equal(await ownSize(a), sizeBefore, 'nothing was written into gw-a\'s chain');
 
-  // 1. gw-b's cosignatures of gw-a's chain reach the archive through gw-a's uplink, those made after the uplink started
-  // (docs/ARCHIVE.md §Uplink): a new block on gw-a (a lock enrolled through its API) brings the next one.
-  const posted = await fetch(`http://127.0.0.1:${a.api}/roster`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: encodeSigned(enrollLock(s, 'door-late').statement) });
-  assert.equal(posted.status, 201, await posted.text());
-  await waitUntil('the new block is archived', async () => (await counts(db, a.origin)).lastBlockEnd.at(-1) === (await ownSize(a)));
+  // A site only pulled is confirmed too: gw-a's cosignatures of gw-b's chain, read on gw-a's broker, make gw-b's chain and events confirmed
+  // (a site of two chains: the origin and one witness).
+  const bSize = await ownSize(b);
+  const chainOf = async (origin: string): Promise<{ quorum: number; replicated: number; confirmed: number; cosigners: { gateway: string; size: number }[] } | undefined> =>
+    (JSON.parse((await get(`${archApi}/v1/chains?site=${SITE}`, auth)).bytes.toString('utf8')) as { chains: { origin: string; quorum: number; replicated: number; confirmed: number; cosigners: { gateway: string; size: number }[] }[] }).chains.find((c) => c.origin === origin);
+  await waitUntil('gw-b\'s pulled chain is confirmed in the archive', async () => (await chainOf(b.origin))?.confirmed === bSize, 120_000).catch(async (e: unknown) => {
+    throw new Error(`${(e as Error).message} (size ${bSize}): ${JSON.stringify(await chainOf(b.origin))}; intake ${(await get(`${archApi}/v1/intake`, auth)).bytes.toString('utf8')}`);
+  });
+  const bChain = (await chainOf(b.origin))!;
+  assert.deepEqual([bChain.quorum, bChain.replicated, bChain.cosigners.map((c) => [c.gateway, c.size])], [2, bSize, [['gw-a', bSize]]]);
+  assert.ok(!uplinked.some((m) => m.topic.startsWith(`oti-fleet/${SITE}/gw-b/`)), 'gw-b uplinks nothing: its cosignatures came by the pull');
+  const bEvents = JSON.parse((await get(`${archApi}/v1/events?lock=door-b&limit=1000`, auth)).bytes.toString('utf8')) as { items: { status: string }[] };
+  assert.deepEqual([...new Set(bEvents.items.map((e) => e.status))], ['confirmed']);
+
+  // 1. gw-b's cosignature of all of gw-a's chain reaches the archive with no new block, through gw-a's uplink (docs/ARCHIVE.md §Uplink)
+  // whether gw-b made it before or after the uplink started (and through the pull too).
   const size = await ownSize(a);
+  await waitUntil('the uplink sends gw-b\'s cosignature of all of gw-a', () => uplinked.some((m) => m.topic === `oti-fleet/${SITE}/gw-a/cosig/gw-b` && m.size === size), 120_000);
   const cosigners = async (): Promise<{ witness: string; size: number }[]> => (JSON.parse((await get(`${archApi}/v1/cosignatures?origin=${encodeURIComponent(a.origin)}`, auth)).bytes.toString('utf8')) as { cosignatures: { witness: string; size: number }[] }).cosignatures;
   await waitUntil('gw-b\'s cosignature of all of gw-a is archived', async () => (await cosigners()).some((c) => c.witness === 'gw-b' && c.size === size), 120_000).catch(async (e: unknown) => {
     const st = (await get(`http://127.0.0.1:${a.api}/status`)).bytes.toString('utf8');
@@ -290,4 +311,13 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
     const go = JSON.parse(stdout) as { included: boolean; signatures: string[]; cosigners: string[] };
     assert.deepEqual([go.included, go.signatures, go.cosigners], [true, [a.origin, b.origin], [b.origin]]);
   }
+
+  // gw-a restarted: gw-b's cosignature, retained on the site's brokers, is checked again by sync while gw-a starts, before its
+  // uplink does, and the uplink sends it on its first connection, with no new block.
+  assert.equal(await a.proc.stop(), 0);
+  uplinked.length = 0;
+  const again = startTestGateway(t, ['--config', join(dir, 'gw-a.yaml')]);
+  await again.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 90_000);
+  await waitUntil('after the restart the uplink sends gw-b\'s cosignature again', () => uplinked.some((m) => m.topic === `oti-fleet/${SITE}/gw-a/cosig/gw-b` && m.size === size), 60_000);
+  assert.equal(await ownSize(a), size, 'no new block');
 });

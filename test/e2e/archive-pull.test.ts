@@ -1,9 +1,10 @@
 /**
  * Pulling a site's chains as a read-only peer, all real parts but the gateways' processes: two
  * gateways of a site (in this process: LevelDB, chain, SyncNode) on the site's Mosquitto, whose
- * ACL gives the archive's user exactly the three filters docs/ARCHIVE.md §Pulling from sites
+ * ACL gives the archive's user exactly the four filters docs/ARCHIVE.md §Pulling from sites
  * names; no uplink at all. The real archive process asks the gateways for ranges with the sync
- * protocol, verifies them into a private MariaDB, and keeps up as the chains grow.
+ * protocol, verifies them into a private MariaDB, and keeps up as the chains grow; it reads the
+ * gateways' cosignatures of each other there too, so the site's chains become `confirmed`.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,7 +29,7 @@ import { toHex } from '../../ledger/crypto.js';
 const TOKEN = 'archive-api-token-pull-0123';
 const SITE = 'site-pull';
 
-/** The site's Mosquitto: a user per gateway (everything), and `archive`, held by the ACL to reading checkpoints and its answers and writing its requests. */
+/** The site's Mosquitto: a user per gateway (everything), and `archive`, held by the ACL to reading checkpoints, cosignatures and its answers and writing its requests. */
 async function siteMosquitto(t: TestContext, users: Record<string, string>): Promise<number> {
   const dir = await tempDir(t, 'oti-site-mosquitto-');
   const passwd = join(dir, 'passwd');
@@ -44,7 +45,7 @@ async function siteMosquitto(t: TestContext, users: Record<string, string>): Pro
     acl,
     [
       ...gateways.flatMap((g) => [`user ${g}`, 'topic readwrite oti/#']),
-      'user archive', `topic read oti/${SITE}/chain/+/checkpoint`, `topic read oti/${SITE}/chain/+/range/archive`, `topic write oti/${SITE}/chain/+/req/archive`, '',
+      'user archive', `topic read oti/${SITE}/chain/+/checkpoint`, `topic read oti/${SITE}/chain/+/cosig/+`, `topic read oti/${SITE}/chain/+/range/archive`, `topic write oti/${SITE}/chain/+/req/archive`, '',
     ].join('\n'),
   );
   const port = await freePort();
@@ -142,4 +143,17 @@ void test('archive: pulls a site\'s chains as a read-only peer through the sync 
   const events = await oti(['archive', 'events', '--lock', 'lock-late', '--limit', '1000', '--json', '--archive', `http://127.0.0.1:${port}`, '--token', TOKEN]);
   assert.equal(events.code, 0, events.stderr);
   assert.equal(events.json<{ items: unknown[] }>().items.length, 300);
+
+  // Pulled only, and confirmed: each gateway's cosignature of the other's whole chain, read on the site broker, is archived.
+  const chains = async (): Promise<{ origin: string; confirmed: number; cosigners: { gateway: string; size: number }[] }[]> =>
+    ((await (await fetch(`http://127.0.0.1:${port}/v1/chains?site=${SITE}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { chains: { origin: string; confirmed: number; cosigners: { gateway: string; size: number }[] }[] }).chains;
+  for (const [i, g] of gws.entries()) {
+    await waitUntil(`${g.chain.origin} is confirmed in the archive`, async () => (await chains()).find((c) => c.origin === g.chain.origin)?.confirmed === g.chain.head.size).catch(async (e: unknown) => {
+      throw new Error(`${(e as Error).message} (size ${g.chain.head.size}): ${JSON.stringify(await chains())}`);
+    });
+    const c = (await chains()).find((x) => x.origin === g.chain.origin)!;
+    assert.deepEqual(c.cosigners.map((w) => [w.gateway, w.size]), [[gws[1 - i]!.id, g.chain.head.size]]);
+  }
+  const late = await oti(['archive', 'events', '--lock', 'lock-late', '--limit', '1000', '--json', '--archive', `http://127.0.0.1:${port}`, '--token', TOKEN]);
+  assert.deepEqual([...new Set(late.json<{ items: { status: string }[] }>().items.map((e) => e.status))], ['confirmed']);
 });

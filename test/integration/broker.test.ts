@@ -170,7 +170,7 @@ void test('read-only clients cannot subscribe to unenrolled locks, and no role r
   await subscribeRefused(app, `oti/${SITE}/chain/#`);
 });
 
-void test('an archive user sends range requests and reads heads and its answers, and is disconnected for anything that writes into the site (ERR_MQTT_ACL)', async (t) => {
+void test('an archive user sends range requests and reads heads, cosignatures and its answers, and is disconnected for anything that writes into the site (ERR_MQTT_ACL)', async (t) => {
   const { broker, dir } = await startBroker(t, { isRosterGateway: (gw) => gw === 'gw-a' || gw === 'gw-b' });
   const ARCHIVE = { username: 'archive', password: 'archive-secret-1' };
   await addMqttUser(join(dir, 'mqtt-users.json'), ARCHIVE.username, 'archive', ARCHIVE.password);
@@ -179,8 +179,13 @@ void test('an archive user sends range requests and reads heads and its answers,
   await gw.subscribeAsync(`oti/${SITE}/chain/gw-a/req/+`, { qos: 1 });
   const got = nextMessages(gw, 1);
   const arch = await openOn(t, broker, { ...ARCHIVE, clientId: 'oti-archive-pull-site-1' });
-  await arch.subscribeAsync([`oti/${SITE}/chain/+/checkpoint`, `oti/${SITE}/chain/+/range/archive`], { qos: 1 });
-  for (const filter of [`oti/${SITE}/chain/+/range/+`, `oti/${SITE}/chain/+/req/archive`, `oti/${SITE}/chain/+/cosig/+`, `oti/${SITE}/events/#`, `oti/${SITE}/#`]) await subscribeRefused(arch, filter);
+  const cosigs = nextMessages(arch, 1);
+  await arch.subscribeAsync([`oti/${SITE}/chain/+/checkpoint`, `oti/${SITE}/chain/+/cosig/+`, `oti/${SITE}/chain/+/range/archive`], { qos: 1 });
+  for (const filter of [`oti/${SITE}/chain/+/range/+`, `oti/${SITE}/chain/+/req/archive`, `oti/${SITE}/chain/+/cosig/#`, `oti/${SITE}/chain/+/+/+`, `oti/${SITE}/events/#`, `oti/${SITE}/#`]) await subscribeRefused(arch, filter);
+  // A gateway's cosignature reaches it (it reads them, it never writes one: below).
+  await gw.publishAsync(broker.topics.cosignature('gw-b', 'gw-a'), 'cosigned note', { qos: 1, retain: true });
+  const [cm] = await cosigs;
+  assert.deepEqual([cm?.topic, cm?.payload.toString()], [broker.topics.cosignature('gw-b', 'gw-a'), 'cosigned note']);
   await arch.publishAsync(broker.topics.syncRequest('gw-a', 'archive'), Buffer.from([0xa0]), { qos: 1 });
   const [m] = await got;
   assert.equal(m?.topic, broker.topics.syncRequest('gw-a', 'archive'));
@@ -188,6 +193,7 @@ void test('an archive user sends range requests and reads heads and its answers,
   const forbidden: [string, boolean][] = [
     [broker.topics.checkpoint('gw-a'), true],
     [broker.topics.cosignature('gw-a', 'archive'), true],
+    [broker.topics.cosignature('gw-a', 'gw-b'), true], // it reads cosignatures, it cannot make one in a gateway's name
     [broker.topics.evidence('archive'), true],
     [broker.topics.gatewayState('archive'), true],
     [broker.topics.syncRange('gw-a', 'archive'), false],

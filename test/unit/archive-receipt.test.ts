@@ -2,7 +2,7 @@
  * How the archive picks the checkpoint of a receipt and adds the cosignature lines it holds
  * (gateway/archive/queries.ts, docs/ARCHIVE.md §Receipts): the size most kept cosignatures are of
  * (the larger on a tie), and each witness's line added only to a note of the very checkpoint it
- * cosigned, in the order given, never twice, within a note's 16 lines; the result is what the
+ * cosigned, in the byte order of the names, never twice, within a note's 16 lines; the result is what the
  * gateway's CosignatureBook makes of the same lines.
  */
 import { test } from 'node:test';
@@ -33,9 +33,9 @@ void test('cosignature lines go onto the note of the checkpoint they cosigned, a
   const back = parseCheckpoint(note);
   assert.deepEqual(back.signatures.map((s) => s.name), ['oti/s/gw-1', `oti/s/${w1.name}`, `oti/s/${w2.name}`]);
   for (const w of [w1, w2]) assert.equal(verifyCosignature(back, `oti/s/${w.name}`, w.signer.publicKey, 1_700_000_000), 1_700_000_000);
-  // The gateway's book, given the same lines in the same order, makes the same note.
+  // The gateway's book, given the same lines (in any order), makes the same note.
   const book = new CosignatureBook();
-  for (const w of [w1, w2]) book.add(parseCheckpoint(kept.find((k) => k.witness === w.name)!.note), `oti/s/${w.name}`, w.signer.publicKey);
+  for (const w of [w2, w1]) book.add(parseCheckpoint(kept.find((k) => k.witness === w.name)!.note), `oti/s/${w.name}`, w.signer.publicKey);
   assert.equal(book.attach(cp.note), note);
   // Not twice; not onto another checkpoint (another text of the size, another size); not from a note without the witness's line.
   assert.equal(withCosignatures(parseCheckpoint(note), 's', kept), note);

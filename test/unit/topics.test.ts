@@ -154,15 +154,18 @@ void test('subscribe rules by role, wildcards included', () => {
     ['readonly', 'oti/site-1/events/a+', false],
   ];
   for (const [role, filter, want] of cases) assert.equal(map.maySubscribe(role, 'x', filter), want, `${role} ${filter}`);
-  // The archive role reads the heads and the answers to its own requests, nothing else.
+  // The archive role reads the heads, the gateways' cosignatures and the answers to its own requests, nothing else.
   const archive: [string, boolean][] = [
     ['oti/site-1/chain/+/checkpoint', true],
     ['oti/site-1/chain/gw-a/checkpoint', true],
+    ['oti/site-1/chain/+/cosig/+', true],
+    ['oti/site-1/chain/gw-a/cosig/gw-b', true],
+    ['oti/site-1/chain/+/cosig/#', false],
+    ['oti/site-1/chain/+/+/+', false],
     ['oti/site-1/chain/+/range/archive', true],
     ['oti/site-1/chain/+/range/gw-b', false],
     ['oti/site-1/chain/+/range/+', false],
     ['oti/site-1/chain/+/req/archive', false],
-    ['oti/site-1/chain/+/cosig/+', false],
     ['oti/site-1/chain/#', false],
     ['oti/site-1/events/#', false],
     ['oti/site-1/#', false],
