@@ -224,7 +224,8 @@ export class ChainReplica implements ChainReader {
         });
         const body = checked.entries[k]!.body;
         if (body.kind === 'lock-event') {
-          await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
+          // Awaited only for a lock's first event in this session (a read), not once per entry.
+          if (!this.#checkedLocks.has(body.event.lock)) await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
           ops.push(cs.idOp(lockIdKey(body.event.lock, body.event.ctr), index));
         } else {
           ops.push(cs.idOp(hashIdKey(leaf), index));
