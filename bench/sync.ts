@@ -22,11 +22,14 @@
  * and the CPU time per entry of the catch-up and of the whole (catch-up + audit): whole process,
  * main thread, busiest other threads (bench/measure.ts); writes bench/results/sync.json.
  * Environment: BENCH_SYNC_ENTRIES, BENCH_SYNC_WORKERS (signature workers, default one per core),
- * BENCH_SYNC_HYPERCORE_DISK=0 (leave out the slow disk reference, for quicker runs).
+ * BENCH_SYNC_HYPERCORE_DISK=0 (leave out the slow disk reference, for quicker runs),
+ * BENCH_SYNC_PROFILE=FILE (a V8 CPU profile of the main thread from B's start to the last lock
+ * signature audited, for `node dist/bench/profile-top.js FILE`).
  */
 import { createRequire } from 'node:module';
 import { cpus, tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../ledger/crypto.js';
 import { signStatement } from '../ledger/roster.js';
@@ -46,6 +49,7 @@ const LOCKS = 100;
 /** Signature workers of the receiving gateway (default one per core). */
 const WORKERS = Number(process.env['BENCH_SYNC_WORKERS'] ?? cpus().length);
 const HYPERCORE_DISK = process.env['BENCH_SYNC_HYPERCORE_DISK'] !== '0';
+const PROFILE = process.env['BENCH_SYNC_PROFILE'];
 /** The end-to-end goal against hypercore in RAM (issue 22). */
 const GOAL_AUDITED_OVER_RAM = 2;
 const T0 = 1_700_000_000_000;
@@ -122,6 +126,12 @@ async function main(): Promise<void> {
     const nodeB = new SyncNode({ store: storeB, trust, gatewayId: gb.id, key: gb.key, enrolment: gb.enrolment, brokers: [url], pool, maxMessageBytes: 256 * 1024, windowEntries: 65_536 });
     const origin = chainOrigin('bench', ga.id);
     let lastReport = 0;
+    const profiler = PROFILE === undefined ? undefined : new Session();
+    if (profiler !== undefined) {
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     const rss = new RssSampler();
     const cpu0 = cpuSnapshot();
     const started = performance.now();
@@ -158,6 +168,11 @@ async function main(): Promise<void> {
     const auditRate = total / auditSecs;
     const cpuAll = cpuSince(cpu0, total);
     const mem = rss.stop();
+    if (profiler !== undefined && PROFILE !== undefined) {
+      const { profile } = await profiler.post('Profiler.stop');
+      writeFileSync(PROFILE, JSON.stringify(profile));
+      profiler.disconnect();
+    }
     console.log(`oti catch-up CPU (both gateways and the broker share this process): ${JSON.stringify({ ...cpu, ...mem })}`);
     console.log(`oti: ${total} entries verified against the signed checkpoints and stored in ${round(otiSecs, 2)} s: ${Math.round(otiRate)} entries/s`);
     console.log(`oti: every lock signature audited ${round(auditSecs, 2)} s after the start: ${Math.round(auditRate)} entries/s end to end`);
