@@ -23,6 +23,8 @@
  * main thread, busiest other threads (bench/measure.ts); writes bench/results/sync.json.
  * Environment: BENCH_SYNC_ENTRIES, BENCH_SYNC_WORKERS (signature workers, default one per core),
  * BENCH_SYNC_HYPERCORE_DISK=0 (leave out the slow disk reference, for quicker runs),
+ * BENCH_SYNC_BLOCK_ENTRIES (most entries per block of the source chain, default 1024; a
+ * gateway's blocks under light load hold a few entries each),
  * BENCH_SYNC_PROFILE=FILE (a V8 CPU profile of the main thread from B's start to the last lock
  * signature audited, for `node dist/bench/profile-top.js FILE`).
  */
@@ -50,6 +52,7 @@ const LOCKS = 100;
 const WORKERS = Number(process.env['BENCH_SYNC_WORKERS'] ?? cpus().length);
 const HYPERCORE_DISK = process.env['BENCH_SYNC_HYPERCORE_DISK'] !== '0';
 const PROFILE = process.env['BENCH_SYNC_PROFILE'];
+const BLOCK_ENTRIES = Number(process.env['BENCH_SYNC_BLOCK_ENTRIES'] ?? 1024);
 /** The end-to-end goal against hypercore in RAM (issue 22). */
 const GOAL_AUDITED_OVER_RAM = 2;
 const T0 = 1_700_000_000_000;
@@ -83,7 +86,7 @@ async function main(): Promise<void> {
     const [ga, gb] = gws as [(typeof gws)[0], (typeof gws)[0]];
     // Source chain: N signed events from LOCKS locks.
     const storeA = await LedgerStore.open(join(dir, 'a'));
-    const chainA = await Chain.open({ store: storeA, trust, gatewayId: ga.id, key: ga.key, genesis: ga.enrolment, maxBlockEntries: 1024 });
+    const chainA = await Chain.open({ store: storeA, trust, gatewayId: ga.id, key: ga.key, genesis: ga.enrolment, maxBlockEntries: BLOCK_ENTRIES });
     const locks = Array.from({ length: LOCKS }, (_, i) => {
       const k = generateKeyPair();
       const id = `lock-${i}`;
@@ -103,7 +106,8 @@ async function main(): Promise<void> {
     await Promise.all(pending);
     await chainA.flush();
     const total = chainA.size;
-    console.log(`source chain: ${total} entries in ${chainA.head.n + 1} blocks`);
+    const blocksA = chainA.head.n + 1;
+    console.log(`source chain: ${total} entries in ${blocksA} blocks`);
 
     const broker = await Broker.start({
       site: 'bench',
@@ -216,6 +220,7 @@ async function main(): Promise<void> {
       goal_ratio_audited_over_hypercore_ram: GOAL_AUDITED_OVER_RAM,
       peak_rss_mb: peakRssMb(),
       signature_workers: pool.size,
+      source_blocks: blocksA,
     });
     console.log(`results: ${path}`);
   } finally {
