@@ -8,9 +8,12 @@
  * With `lockSignatures: 'audit'` the blocks are stored once everything but the lock signatures
  * verifies (every entry against the block root and the gateway's signed checkpoint, the roster,
  * the counters), and audit() checks the lock signatures of what is stored afterwards, in order,
- * on the worker pool, keeping its watermark in the store. A catch-up is then bound by hashing
- * and storage instead of one Ed25519 verification per entry; what the audit has not passed is
- * not cosigned (gateway/sync/node.ts). docs/SYNC.md §Verification.
+ * on the worker pool, keeping its watermark in the store. Only those signatures: the blocks were
+ * verified whole before storing, so the audit does not decode them or check their checkpoints
+ * again; it takes the signatures packed when the blocks were stored, or reads them back from the
+ * store past a memory bound and after a restart (ledger/peer-audit.ts). A catch-up is then bound
+ * by hashing and storage instead of one Ed25519 verification per entry; what the audit has not
+ * passed is not cosigned (gateway/sync/node.ts). docs/SYNC.md §Verification.
  *
  * Between sessions the verifier is rebuilt from the store (compact range from the stored peaks,
  * hash of the last block, roster as of the head) and, for each lock first seen in a session, the
@@ -21,7 +24,10 @@ import { CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
-import { ChainVerifier, verifierAt, type VerifyOptions } from './verify.js';
+import { ChainVerifier, type VerifyOptions } from './verify.js';
+import { verify as nodeVerify } from './crypto.js';
+import { verifyPacked } from './sigbatch.js';
+import { AUDIT_CHUNK_BLOCKS, AUDIT_QUEUE_BYTES, AuditPacker, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
 import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
 import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
@@ -37,6 +43,8 @@ export interface ReplicaOptions {
   readonly pool?: SignaturePool;
   /** When lock signatures are checked: before storing (default), or by audit() after. */
   readonly lockSignatures?: 'before-storing' | 'audit';
+  /** Packed lock signatures kept in memory for the audit, at most (default AUDIT_QUEUE_BYTES, ledger/peer-audit.ts); beyond, the audit reads the entries back. */
+  readonly auditQueueBytes?: number;
 }
 
 /** Where the audit of a replica's lock signatures stands. */
@@ -48,10 +56,10 @@ export interface AuditState {
 }
 
 const AUDITED_KEY = Buffer.from('audited');
-/** Blocks checked between two saves of the audit watermark. */
-const AUDIT_SAVE_BLOCKS = 64;
-/** What the stored blocks themselves are wrong about: an audit that finds one stops there. */
-const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_BLOCK_INVALID', 'ERR_BLOCK_LINK', 'ERR_CHECKPOINT_MISMATCH', 'ERR_CHECKPOINT_SIGNATURE', 'ERR_ROSTER']);
+/** Blocks checked between two saves of the audit watermark, at least. */
+const AUDIT_SAVE_BLOCKS = AUDIT_CHUNK_BLOCKS;
+/** What the stored entries themselves are wrong about: an audit that finds one stops there. */
+const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_ROSTER']);
 
 export class ChainReplica implements ChainReader {
   /** The store under it: readers go through the ChainReader methods. */
@@ -65,17 +73,22 @@ export class ChainReplica implements ChainReader {
   #busy: Promise<void> = Promise.resolve();
   /** Whether lock signatures are left to the audit (mode 'audit'). */
   readonly #auditing: boolean;
-  /** Audit: the next block to check, the entries checked, the running verifier and run, the failure. */
+  /** Audit: the next block to check, the entries checked, the run going on, the failure. */
   #auditBlock: number;
   #auditSize: number;
-  #auditor: ChainVerifier | undefined;
+  /** Blocks stored and not audited, in order, with their packed lock signatures while within AUDIT_QUEUE_BYTES (ledger/peer-audit.ts). */
+  readonly #auditQueue: AuditChunk[] = [];
+  #auditQueueBytes = 0;
+  readonly #auditQueueMax: number;
+  /** The roster before block `next`, as the audit's reading from the store left it. */
+  #auditRoster: { next: number; roster: Roster } | undefined;
   #auditRun: Promise<AuditState> | undefined;
   #auditFailure: Error | undefined;
   /** Whether the watermark is in the store (else it goes in with the first blocks stored). */
   #auditSaved: boolean;
   #auditStop = false;
 
-  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, mode: 'before-storing' | 'audit', audit: { block: number; size: number; saved: boolean }) {
+  private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, mode: 'before-storing' | 'audit', audit: { block: number; size: number; saved: boolean; queueBytes: number }) {
     this.#cs = cs;
     this.#opts = opts;
     this.#roster = roster;
@@ -84,6 +97,7 @@ export class ChainReplica implements ChainReader {
     this.#auditBlock = audit.block;
     this.#auditSize = audit.size;
     this.#auditSaved = audit.saved;
+    this.#auditQueueMax = audit.queueBytes;
   }
 
   static async open(store: LedgerStore, origin: string, role: ChainRole, opts: ReplicaOptions): Promise<ChainReplica> {
@@ -96,7 +110,7 @@ export class ChainReplica implements ChainReader {
     // new one) has nothing unaudited.
     const saved = await cs.meta.get(AUDITED_KEY);
     const block = saved === undefined ? cs.head.n + 1 : Math.min(readU64(saved), cs.head.n + 1);
-    const audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined };
+    const audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined, queueBytes: opts.auditQueueBytes ?? AUDIT_QUEUE_BYTES };
     const vopts: VerifyOptions = { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) };
     const mode = opts.lockSignatures ?? 'before-storing';
     return new ChainReplica(cs, mode === 'audit' ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, mode, audit);
@@ -188,9 +202,18 @@ export class ChainReplica implements ChainReader {
     const ops: BatchOp[] = [];
     const all: Uint8Array[] = [];
     const rosterChanged = new Set<string>();
+    // Audit mode: the lock signatures of the entries decoded here are packed for audit(), while
+    // the queue is within its bound and follows on from the stored head; beyond the bound the
+    // queue names the blocks and audit() reads them back.
+    const last = this.#auditQueue[this.#auditQueue.length - 1];
+    const queued = this.#auditing && (last === undefined || last.to === head.n);
+    const packer = queued && this.#auditQueueBytes < this.#auditQueueMax ? new AuditPacker(this.#roster) : undefined;
+    let blockN = head.n;
     for (const b of blocks) {
+      blockN++;
       // The verifier's leaf hashes and decodings serve the store operations too.
       const checked = await v.addBlock(b.headerBytes, b.checkpoint, b.entries);
+      packer?.addBlock(blockN, range.size, checked.entries);
       for (let k = 0; k < b.entries.length; k++) {
         const bytes = b.entries[k]!;
         const index = range.size;
@@ -201,7 +224,8 @@ export class ChainReplica implements ChainReader {
         });
         const body = checked.entries[k]!.body;
         if (body.kind === 'lock-event') {
-          await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
+          // Awaited only for a lock's first event in this session (a read), not once per entry.
+          if (!this.#checkedLocks.has(body.event.lock)) await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
           ops.push(cs.idOp(lockIdKey(body.event.lock, body.event.ctr), index));
         } else {
           ops.push(cs.idOp(hashIdKey(leaf), index));
@@ -216,7 +240,7 @@ export class ChainReplica implements ChainReader {
       const [role, id] = k.split('/') as ['gateway' | 'lock', string];
       ops.push(cs.rosterOp(v.roster.get(role, id)!));
     }
-    const last = blocks[blocks.length - 1]!;
+    const lastBlock = blocks[blocks.length - 1]!;
     const lastN = head.n + blocks.length;
     for (let i = 0; i < blocks.length; i++) ops.push(cs.blockOp(head.n + 1 + i, blocks[i]!.headerBytes, blocks[i]!.checkpoint));
     const newHead: ChainHead = { n: lastN, size: range.size, peaks: [...range.peaks] };
@@ -231,10 +255,16 @@ export class ChainReplica implements ChainReader {
     if (level) {
       this.#auditBlock = watermark;
       this.#auditSize = newHead.size;
-      this.#auditor = undefined;
     }
     cs.commit(newHead, tail);
-    this.#checkpoint = last.checkpoint;
+    if (packer !== undefined) {
+      packer.close(lastN, newHead.size);
+      this.#auditQueue.push(...packer.chunks);
+      this.#auditQueueBytes += packer.bytes;
+    } else if (queued) {
+      this.#auditQueue.push({ from: head.n + 1, to: lastN, sizeAfter: newHead.size, packed: undefined, indexes: [], rosterBefore: this.#roster });
+    }
+    this.#checkpoint = lastBlock.checkpoint;
     this.#roster = v.roster.clone();
     this.#verifier = v;
   }
@@ -262,38 +292,94 @@ export class ChainReplica implements ChainReader {
 
   async #audit(): Promise<AuditState> {
     this.#auditStop = false;
-    const opts: VerifyOptions = { ...this.#opts, lockSignatures: true };
-    while (this.#auditBlock <= this.head.n && this.#auditFailure === undefined && !this.#auditStop) {
-      try {
-        this.#auditor ??= await verifierAt(this.#cs, opts, this.#auditBlock);
-        const to = Math.min(this.head.n, this.#auditBlock + AUDIT_SAVE_BLOCKS - 1);
-        let last = this.#auditBlock - 1;
-        for await (const block of this.#cs.blocks(this.#auditBlock, to)) {
-          if (this.#auditStop) break;
-          const entries = await this.entryRange(block.header.first, block.header.first + block.header.count);
-          await this.#auditor.addBlock(block.headerBytes, block.checkpoint, entries, false);
-          last = block.header.n;
-        }
-        await this.#auditor.finish();
-        if (last < this.#auditBlock) {
-          if (this.#auditStop) break;
-          throw new OtiError('ERR_STORE_CORRUPT', `block ${this.#auditBlock} of ${this.origin} is missing below its head`);
-        }
-        const size = await sizeAfter(this.#cs, last);
-        if (this.#auditor.size !== size) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${this.#auditBlock}..${last} of ${this.origin} do not hold ${size} entries`);
-        await this.#cs.store.write([{ type: 'put', sublevel: this.#cs.meta, key: AUDITED_KEY, value: u64(last + 1) }]);
-        this.#auditBlock = last + 1;
-        this.#auditSize = size;
-      } catch (e) {
-        this.#auditor = undefined;
-        // Only a verification failure stops the audit for good; anything else (the store
-        // closing, a signature worker dying) is for the caller, and the next run starts again
-        // from the watermark.
-        if (!isOtiError(e) || !AUDIT_FAILURES.has(e.code)) throw e;
-        this.#auditFailure = e as Error;
+    const pool = this.#opts.pool;
+    // Chunks go to the pool with a few in flight, and are settled in order: the first bad
+    // signature in chain order is the one reported.
+    const limit = pool === undefined ? 0 : 2 * pool.size + 1;
+    const inFlight: { chunk: AuditChunk; done: Promise<void> }[] = [];
+    let saved = this.#auditBlock;
+    let next = this.#auditBlock;
+    const settle = async (): Promise<void> => {
+      const { chunk, done } = inFlight.shift()!;
+      await done;
+      if (chunk.to + 1 > this.#auditBlock) {
+        this.#auditBlock = chunk.to + 1;
+        this.#auditSize = chunk.sizeAfter;
       }
+      if (this.#auditBlock - saved >= AUDIT_SAVE_BLOCKS) saved = await this.#saveAuditMark();
+    };
+    try {
+      while (next <= this.head.n && !this.#auditStop) {
+        const chunk = await this.#nextAuditChunk(next);
+        next = chunk.to + 1;
+        const done = this.#checkChunk(chunk);
+        done.catch(() => undefined); // observed by settle()
+        inFlight.push({ chunk, done });
+        while (inFlight.length > limit) await settle();
+      }
+      while (inFlight.length > 0) await settle();
+      if (this.#auditBlock > saved) await this.#saveAuditMark();
+    } catch (e) {
+      // Only a verification failure stops the audit for good; anything else (the store
+      // closing, a signature worker dying) is for the caller, and the next run starts again
+      // from the last chunk passed (from the watermark after a restart).
+      if (!isOtiError(e) || !AUDIT_FAILURES.has(e.code)) throw e;
+      this.#auditFailure = e as Error;
     }
     return this.audited;
+  }
+
+  /** Saves the audit watermark as it stands; returns it. */
+  async #saveAuditMark(): Promise<number> {
+    const mark = this.#auditBlock;
+    await this.#cs.store.write([{ type: 'put', sublevel: this.#cs.meta, key: AUDITED_KEY, value: u64(mark) }]);
+    return mark;
+  }
+
+  /** The chunk of blocks to audit from block `from` on: packed when appended, else read back from the store. */
+  async #nextAuditChunk(from: number): Promise<AuditChunk> {
+    const q = this.#auditQueue;
+    // Chunks behind the audit (passed by a run interrupted, then read back) are dropped; a packed
+    // chunk is used whole or not at all.
+    while (q.length > 0 && (q[0]!.to < from || (q[0]!.packed !== undefined && q[0]!.from < from))) this.#dropQueued();
+    const head = q[0];
+    if (head?.packed !== undefined && head.from === from) {
+      this.#dropQueued();
+      return head;
+    }
+    let roster: Roster;
+    if (this.#auditRoster?.next === from) roster = this.#auditRoster.roster;
+    else if (head?.from === from && head.rosterBefore !== undefined) roster = head.rosterBefore.clone();
+    else roster = await storedRosterBefore(this.#cs, from === 0 ? 0 : await sizeAfter(this.#cs, from - 1));
+    // Moved along by the read: valid again only once the read has ended.
+    this.#auditRoster = undefined;
+    // Up to the next packed chunk, or through an unpacked one (what is not read of it is read next time).
+    const to = head === undefined ? this.head.n : head.packed !== undefined ? head.from - 1 : head.to;
+    const chunk = await readAuditChunk(this.#cs, from, to, roster);
+    if (chunk === undefined) throw new OtiError('ERR_STORE_CORRUPT', `block ${from} of ${this.origin} is missing below its head`);
+    this.#auditRoster = { next: chunk.to + 1, roster };
+    if (head !== undefined && head.packed === undefined && head.from === from) {
+      this.#dropQueued();
+      if (chunk.to < head.to) q.unshift({ ...head, from: chunk.to + 1, rosterBefore: undefined });
+    }
+    return chunk;
+  }
+
+  #dropQueued(): void {
+    const c = this.#auditQueue.shift()!;
+    if (c.packed !== undefined) this.#auditQueueBytes -= c.packed.length + 8 * c.indexes.length;
+  }
+
+  /** Checks a chunk's lock signatures (on the pool when there is one); throws ERR_LOCK_SIGNATURE at the first that fails. */
+  async #checkChunk(chunk: AuditChunk): Promise<void> {
+    const packed = chunk.packed!;
+    const pool = this.#opts.pool;
+    const results = packed.length === 0 ? new Uint8Array(0) : pool !== undefined ? await pool.verifyPackedBatch(packed) : verifyPacked(packed, this.#opts.ed25519 ?? nodeVerify);
+    const bad = results.findIndex((r) => r !== 1);
+    if (bad >= 0) {
+      const index = chunk.indexes[bad]!;
+      throw new OtiError('ERR_LOCK_SIGNATURE', `entry ${index} of ${this.origin}: the lock signature does not verify`, { origin: this.origin, index });
+    }
   }
 
   /** A lock's first event in this session must be above the counter stored before it. */

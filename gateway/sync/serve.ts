@@ -4,6 +4,7 @@
  * consistency proof to the head, then entries and whole blocks in messages within the size bound.
  * One request is served at a time per requester; a newer one waiting replaces an older one.
  */
+import { OtiError } from '../../ledger/base/errors.js';
 import { consistencyProof, rangeHash } from '../../ledger/merkle.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import type { ChainReader } from '../../ledger/reader.js';
@@ -12,6 +13,9 @@ import type { SyncContext } from './context.js';
 import type { Links } from './links.js';
 import type { Link } from './context.js';
 import { BLOCK_FRAMING_BYTES, ENTRY_FRAMING_BYTES, RANGE_OVERHEAD_BYTES, decodeRequest, encodeRange } from './wire.js';
+
+/** Entries read from the store at once when serving a range (whole blocks, not past the request). */
+const SERVE_READ_ENTRIES = 4096;
 
 export class Server {
   readonly #serving = new Map<string, { busy: boolean; next: { link: Link; payload: Buffer } | undefined }>();
@@ -96,24 +100,40 @@ export class Server {
       await send(encodeRange({ id: req.id, chain: req.chain, first: msg.first, entries: msg.entries, blocks: msg.blocks, end, ...extras }));
       msg = { first: msg.first + msg.entries.length, entries: [], blocks: [], bytes: 0 };
     };
-    let n = block.header.n;
+    // Blocks come from one iterator and entries in reads of many blocks at once (up to
+    // SERVE_READ_ENTRIES, not past the request), not one store read of each per block: a
+    // gateway's blocks under light load hold a few entries each.
     const lastBlock = head.block;
-    for (;;) {
-      const h = block.header;
-      const entries = await cs.entryRange(h.first, h.first + h.count);
-      for (const e of entries) {
-        if (msg.bytes + e.length + ENTRY_FRAMING_BYTES > budget && msg.entries.length > 0) await flush(false);
-        msg.entries.push(e);
-        msg.bytes += e.length + ENTRY_FRAMING_BYTES;
+    const more = lastBlock > block.header.n ? cs.blocks(block.header.n + 1, lastBlock) : undefined;
+    let read: Uint8Array[] = [];
+    let readFirst = req.from;
+    try {
+      for (;;) {
+        const h = block.header;
+        const end = h.first + h.count;
+        if (h.first < readFirst || end > readFirst + read.length) {
+          readFirst = h.first;
+          read = await cs.entryRange(h.first, Math.min(size, Math.max(end, Math.min(req.to, h.first + SERVE_READ_ENTRIES))));
+          if (read.length < h.count) throw new OtiError('ERR_STORE_CORRUPT', `entries of block ${h.n} of ${req.chain} are missing`);
+        }
+        for (let i = h.first - readFirst; i < end - readFirst; i++) {
+          const e = read[i]!;
+          if (msg.bytes + e.length + ENTRY_FRAMING_BYTES > budget && msg.entries.length > 0) await flush(false);
+          msg.entries.push(e);
+          msg.bytes += e.length + ENTRY_FRAMING_BYTES;
+        }
+        const cpNote = block.checkpoint.note;
+        const extra = block.headerBytes.length + cpNote.length + BLOCK_FRAMING_BYTES;
+        if (msg.bytes + extra > budget) await flush(false);
+        msg.blocks.push({ h: block.headerBytes, cp: cpNote });
+        msg.bytes += extra;
+        if (h.n >= lastBlock || end >= req.to || this.c.stopped() || more === undefined) break;
+        const next = await more.next();
+        if (next.done === true || next.value.header.n !== h.n + 1) throw new OtiError('ERR_STORE_CORRUPT', `block ${h.n + 1} of ${req.chain} is missing below its head`);
+        block = next.value;
       }
-      const cpNote = block.checkpoint.note;
-      const extra = block.headerBytes.length + cpNote.length + BLOCK_FRAMING_BYTES;
-      if (msg.bytes + extra > budget) await flush(false);
-      msg.blocks.push({ h: block.headerBytes, cp: cpNote });
-      msg.bytes += extra;
-      n++;
-      if (n > lastBlock || h.first + h.count >= req.to || this.c.stopped()) break;
-      block = await cs.block(n);
+    } finally {
+      await more?.return(undefined);
     }
     await flush(true);
   }

@@ -164,3 +164,31 @@ void test('an audit interrupted by a failing signature worker is not a verdict o
   assert.deepEqual(r.audited, { size: 0, failure: undefined });
   assert.deepEqual(await r.audit(), { size: chain.size, failure: undefined });
 });
+
+void test('the audit checks only the lock signatures: a forged one in a block that verified whole is caught, from memory and read back from the store', async (t) => {
+  const site = makeSite();
+  // Blocks: the gateway's enrolment, the lock's, then twelve blocks of 50 events; event 420 (entry 421) is forged.
+  const chain = await source(t, site, 12, 50, new Set([420]));
+  const all = await blocksOf(chain, 0);
+  const pool = new SignaturePool(1);
+  t.after(() => pool.close());
+  // Everything but the lock signature verifies: the blocks are stored, and the audit is what catches it.
+  for (const queueBytes of [undefined, 0, 20_000]) {
+    const store = await LedgerStore.open(await replicaStore(t));
+    t.after(() => store.close());
+    const r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, pool, lockSignatures: 'audit', ...(queueBytes !== undefined ? { auditQueueBytes: queueBytes } : {}) });
+    // Stored in several batches with an audit after every other one, as during a pull (with a
+    // bound of 20,000 bytes the queue then holds packed signatures and blocks to read back).
+    for (let i = 0; i < all.length; i += 3) {
+      await r.append(all.slice(i, i + 3));
+      if (i % 6 === 0) continue;
+      const state = await r.audit();
+      if (r.size <= 421) assert.deepEqual(state, { size: r.size, failure: undefined }, `queue bound ${queueBytes}: audited up to ${r.size}`);
+    }
+    assert.equal(r.size, chain.size);
+    const state = await r.audit();
+    assert.equal((state.failure as Error & { code?: string }).code, 'ERR_LOCK_SIGNATURE', `queue bound ${queueBytes}`);
+    assert.match(state.failure!.message, /entry 421 /);
+    assert.ok(state.size <= 421);
+  }
+});
