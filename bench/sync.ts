@@ -43,8 +43,11 @@ import { SignaturePool } from '../ledger/sigpool.js';
 import { Broker } from '../gateway/broker/broker.js';
 import { SyncNode } from '../gateway/sync/node.js';
 import { gatewayCredentialVerifier } from '../gateway/broker/credentials.js';
-import { writeResults, round, peakRssMb } from './support.js';
+import { writeResults, round, peakRssMb, runPinned } from './support.js';
 import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
+
+// BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
+runPinned();
 
 const N = Number(process.env['BENCH_SYNC_ENTRIES'] ?? 100_000);
 const LOCKS = 100;
