@@ -1,0 +1,147 @@
+/**
+ * The receipts of committed events' MQTT statuses (docs/MQTT.md), made for a stream of events
+ * against the newest checkpoint: the same bytes as `receiptFor(chain, index)` (ledger/receipt.ts),
+ * without doing again for every event what is the same for every event of a checkpoint.
+ *
+ * Made per event, a receipt cost about 40 % of the gateway's allocation at 1,000 events/s
+ * (bench:ingest, DECISIONS.md §Performance of the real gateway process): a dozen node reads and an
+ * async recursion for the inclusion proof, two roster proofs, and the CBOR encoding of the whole
+ * map with its sorting. Here, per checkpoint: the checkpoint note, the gateway's statements and
+ * roster proof, each lock's statements and roster proof (when first asked) are encoded once;
+ * the tree's perfect-subtree hashes (which never change once stored) are remembered across
+ * checkpoints, so an inclusion proof reads from the chain only the nodes it has not read before.
+ * Per event what is left: the entry's bytes, its index and its inclusion proof, encoded and put
+ * beside the encoded parts in the order of deterministic CBOR (RFC 8949 §4.2.1: keys sorted
+ * bytewise by their encoding), which is what `encodeReceipt` produces (test/unit/notify-receipts.test.ts
+ * checks the bytes against receiptFor's).
+ */
+import { encode, type CborValue } from '../../ledger/base/cbor.js';
+import { OtiError } from '../../ledger/base/errors.js';
+import type { Chain } from '../../ledger/chain.js';
+import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeEntry, type Entry } from '../../ledger/entry.js';
+import { inclusionProof, type NodeReader } from '../../ledger/merkle.js';
+import type { RosterTree } from '../../ledger/roster-commitment.js';
+import { parseOrigin } from '../../ledger/verify.js';
+
+/** Perfect-subtree hashes remembered at most; beyond it the older half is forgotten. */
+const NODES_MAX = 8192;
+
+/** Encoded parts of the receipts against one checkpoint. */
+interface CheckpointParts {
+  readonly cp: SignedCheckpoint;
+  readonly rosterTree: RosterTree;
+  /** Encoded values by receipt key, for the parts every receipt against `cp` shares. */
+  readonly shared: Map<string, Uint8Array>;
+  /** Encoded `lock` (and `lockAt` for version 2) values by lock id. */
+  readonly locks: Map<string, Map<string, Uint8Array>>;
+}
+
+export class StatusReceipts {
+  readonly #chain: Chain;
+  readonly #gatewayId: string;
+  #parts: CheckpointParts | undefined;
+  readonly #nodes = new Map<string, Promise<Uint8Array>>();
+  readonly #reader: NodeReader;
+
+  constructor(chain: Chain) {
+    this.#chain = chain;
+    this.#gatewayId = parseOrigin(chain.origin).gatewayId;
+    this.#reader = { node: (level, index) => this.#node(level, index) };
+  }
+
+  /**
+   * The receipt of entry `index` against the newest sealed checkpoint; ERR_NOT_FOUND when no
+   * checkpoint covers it yet. `entry`: the entry at `index` when the caller has it decoded.
+   */
+  async receipt(index: number, entry?: Entry): Promise<Uint8Array> {
+    const sealed = this.#chain.sealed;
+    const cp = sealed.checkpoint;
+    if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
+    const parts = await this.#partsFor(cp, sealed.rosterTree);
+    const entryBytes = await this.#chain.entry(index);
+    const body = (entry ?? decodeEntry(entryBytes)).body;
+    const values = new Map(parts.shared);
+    if (body.kind === 'lock-event') for (const [k, v] of await this.#lockParts(parts, body.event.lock)) values.set(k, v);
+    values.set('entry', encode(entryBytes));
+    values.set('index', encode(index));
+    values.set('proof', encode(await inclusionProof(this.#reader, index, cp.size)));
+    return encodeMapOf(values);
+  }
+
+  async #partsFor(cp: SignedCheckpoint, rosterTree: RosterTree): Promise<CheckpointParts> {
+    const p = this.#parts;
+    if (p !== undefined && p.cp === cp && p.rosterTree === rosterTree) return p;
+    const gw = rosterTree.member('gateway', this.#gatewayId);
+    if (gw === undefined) throw new OtiError('ERR_STORE_CORRUPT', 'the gateway is not in its own roster');
+    const shared = new Map<string, Uint8Array>([
+      ['v', encode(cp.roster !== undefined ? 2 : 1)],
+      ['type', encode('oti-receipt')],
+      ['checkpoint', encode(cp.note)],
+      ['gateway', encode([...gw.history])],
+    ]);
+    if (cp.roster !== undefined) {
+      const at = await rosterTree.proof('gateway', this.#gatewayId);
+      shared.set('gatewayAt', encode([at.index, [...at.proof]] as CborValue));
+    }
+    const parts: CheckpointParts = { cp, rosterTree, shared, locks: new Map() };
+    this.#parts = parts;
+    return parts;
+  }
+
+  async #lockParts(parts: CheckpointParts, lock: string): Promise<Map<string, Uint8Array>> {
+    const known = parts.locks.get(lock);
+    if (known !== undefined) return known;
+    const m = parts.rosterTree.member('lock', lock);
+    if (m === undefined) throw new OtiError('ERR_STORE_CORRUPT', `lock ${lock} is not in the roster`);
+    const values = new Map<string, Uint8Array>([['lock', encode([...m.history])]]);
+    if (parts.cp.roster !== undefined) {
+      const at = await parts.rosterTree.proof('lock', lock);
+      values.set('lockAt', encode([at.index, [...at.proof]] as CborValue));
+    }
+    parts.locks.set(lock, values);
+    return values;
+  }
+
+  /** A perfect-subtree hash of the chain's tree: never changes once stored, so read once. */
+  #node(level: number, index: number): Promise<Uint8Array> {
+    const k = `${level}/${index}`;
+    let p = this.#nodes.get(k);
+    if (p === undefined) {
+      if (this.#nodes.size >= NODES_MAX) {
+        // Map iteration is in insertion order: forget the older half.
+        let n = NODES_MAX / 2;
+        for (const old of this.#nodes.keys()) {
+          if (n-- === 0) break;
+          this.#nodes.delete(old);
+        }
+      }
+      p = this.#chain.node(level, index);
+      this.#nodes.set(k, p);
+      p.catch(() => this.#nodes.delete(k));
+    }
+    return p;
+  }
+}
+
+/** Encoded keys in the order of deterministic CBOR (bytewise by their encoding), computed once. */
+const KEY_ORDER = ['v', 'type', 'entry', 'index', 'proof', 'checkpoint', 'gateway', 'lock', 'gatewayAt', 'lockAt', 'newer']
+  .map((k) => ({ k, bytes: encode(k) }))
+  .sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+
+/** A CBOR map of the encoded `values` (keys present in KEY_ORDER). */
+function encodeMapOf(values: Map<string, Uint8Array>): Uint8Array {
+  const chunks: Uint8Array[] = [mapHeader(values.size)];
+  for (const { k, bytes } of KEY_ORDER) {
+    const v = values.get(k);
+    if (v === undefined) continue;
+    chunks.push(bytes, v);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** RFC 8949 §3.1 major type 5 with its count, in the shortest form (a receipt has at most 11 keys). */
+function mapHeader(n: number): Uint8Array {
+  if (n >= 24) throw new OtiError('ERR_ARGUMENT', `a receipt map has at most 11 keys, not ${n}`);
+  return Uint8Array.of(0xa0 + n);
+}
