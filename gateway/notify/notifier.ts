@@ -56,6 +56,9 @@ export interface NotifierOptions {
 
 type Job = () => Promise<void>;
 
+/** The notifier's queue runs at most this long before it lets the event loop turn. */
+const YIELD_AFTER_MS = 4;
+
 export class MqttNotifier {
   /** Notifications dropped because the queue was full. */
   dropped = 0;
@@ -158,8 +161,16 @@ export class MqttNotifier {
 
   private async run(): Promise<void> {
     this.running = true;
+    let since = performance.now();
     try {
       while (this.head < this.queue.length) {
+        // Jobs whose publishing completes at once chain on microtasks alone: a backlog (a block's
+        // worth of committed events, or thousands after a stall) would keep the event loop from
+        // the serial ports and the ledger until it is gone. Give the loop a turn every few ms.
+        if (performance.now() - since > YIELD_AFTER_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          since = performance.now();
+        }
         const job = this.queue[this.head] as Job;
         this.queue[this.head++] = undefined as unknown as Job;
         if (this.head > 4096 && this.head * 2 > this.queue.length) {

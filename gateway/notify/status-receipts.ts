@@ -6,10 +6,10 @@
  * Made per event, a receipt cost about 40 % of the gateway's allocation at 1,000 events/s
  * (bench:ingest, DECISIONS.md §Performance of the real gateway process): a dozen node reads and an
  * async recursion for the inclusion proof, two roster proofs, and the CBOR encoding of the whole
- * map with its sorting. Here, per checkpoint: the checkpoint note, the gateway's statements and
- * roster proof, each lock's statements and roster proof (when first asked) are encoded once;
- * the tree's perfect-subtree hashes (which never change once stored) are remembered across
- * checkpoints, so an inclusion proof reads from the chain only the nodes it has not read before.
+ * map with its sorting. Here the checkpoint note is encoded once per checkpoint; the gateway's and
+ * each lock's statements and roster proofs once per roster tree (until the roster changes); the
+ * chain tree's perfect-subtree hashes (which never change once stored) are remembered, so an
+ * inclusion proof reads from the chain only the nodes it has not read before.
  * Per event what is left: the entry's bytes, its index and its inclusion proof, encoded and put
  * beside the encoded parts in the order of deterministic CBOR (RFC 8949 §4.2.1: keys sorted
  * bytewise by their encoding), which is what `encodeReceipt` produces (test/unit/notify-receipts.test.ts
@@ -27,20 +27,33 @@ import { parseOrigin } from '../../ledger/verify.js';
 /** Perfect-subtree hashes remembered at most; beyond it the older half is forgotten. */
 const NODES_MAX = 8192;
 
-/** Encoded parts of the receipts against one checkpoint. */
+/**
+ * Encoded parts that depend only on the roster tree (the same object from block to block until
+ * the roster changes): the members' statements and their roster proofs, the lock's made when
+ * first asked.
+ */
+interface RosterParts {
+  readonly tree: RosterTree;
+  readonly gateway: Uint8Array;
+  readonly gatewayAt: Uint8Array;
+  /** Encoded `lock` and `lockAt` values by lock id. */
+  readonly locks: Map<string, { readonly lock: Uint8Array; readonly lockAt: Uint8Array }>;
+}
+
+/** Encoded parts that depend only on the checkpoint. */
 interface CheckpointParts {
   readonly cp: SignedCheckpoint;
-  readonly rosterTree: RosterTree;
-  /** Encoded values by receipt key, for the parts every receipt against `cp` shares. */
-  readonly shared: Map<string, Uint8Array>;
-  /** Encoded `lock` (and `lockAt` for version 2) values by lock id. */
-  readonly locks: Map<string, Map<string, Uint8Array>>;
+  readonly v: Uint8Array;
+  readonly checkpoint: Uint8Array;
 }
+
+const TYPE = encode('oti-receipt');
 
 export class StatusReceipts {
   readonly #chain: Chain;
   readonly #gatewayId: string;
-  #parts: CheckpointParts | undefined;
+  #roster: RosterParts | undefined;
+  #cp: CheckpointParts | undefined;
   readonly #nodes = new Map<string, Promise<Uint8Array>>();
   readonly #reader: NodeReader;
 
@@ -55,52 +68,58 @@ export class StatusReceipts {
    * checkpoint covers it yet. `entry`: the entry at `index` when the caller has it decoded.
    */
   async receipt(index: number, entry?: Entry): Promise<Uint8Array> {
+    // The checkpoint and its roster tree are taken together (Chain.sealed), before any await.
     const sealed = this.#chain.sealed;
     const cp = sealed.checkpoint;
     if (cp === undefined || index >= cp.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not covered by a checkpoint yet`);
-    const parts = await this.#partsFor(cp, sealed.rosterTree);
+    const cpParts = this.#checkpointParts(cp);
+    const roster = await this.#rosterParts(sealed.rosterTree);
     const entryBytes = await this.#chain.entry(index);
     const body = (entry ?? decodeEntry(entryBytes)).body;
-    const values = new Map(parts.shared);
-    if (body.kind === 'lock-event') for (const [k, v] of await this.#lockParts(parts, body.event.lock)) values.set(k, v);
-    values.set('entry', encode(entryBytes));
-    values.set('index', encode(index));
-    values.set('proof', encode(await inclusionProof(this.#reader, index, cp.size)));
+    const committed = cp.roster !== undefined;
+    const values = new Map<string, Uint8Array>([
+      ['v', cpParts.v],
+      ['type', TYPE],
+      ['checkpoint', cpParts.checkpoint],
+      ['gateway', roster.gateway],
+      ['entry', encode(entryBytes)],
+      ['index', encode(index)],
+      ['proof', encode(await inclusionProof(this.#reader, index, cp.size))],
+    ]);
+    if (committed) values.set('gatewayAt', roster.gatewayAt);
+    if (body.kind === 'lock-event') {
+      const l = await this.#lockParts(roster, body.event.lock);
+      values.set('lock', l.lock);
+      if (committed) values.set('lockAt', l.lockAt);
+    }
     return encodeMapOf(values);
   }
 
-  async #partsFor(cp: SignedCheckpoint, rosterTree: RosterTree): Promise<CheckpointParts> {
-    const p = this.#parts;
-    if (p !== undefined && p.cp === cp && p.rosterTree === rosterTree) return p;
-    const gw = rosterTree.member('gateway', this.#gatewayId);
+  #checkpointParts(cp: SignedCheckpoint): CheckpointParts {
+    if (this.#cp?.cp === cp) return this.#cp;
+    this.#cp = { cp, v: encode(cp.roster !== undefined ? 2 : 1), checkpoint: encode(cp.note) };
+    return this.#cp;
+  }
+
+  async #rosterParts(tree: RosterTree): Promise<RosterParts> {
+    if (this.#roster?.tree === tree) return this.#roster;
+    const gw = tree.member('gateway', this.#gatewayId);
     if (gw === undefined) throw new OtiError('ERR_STORE_CORRUPT', 'the gateway is not in its own roster');
-    const shared = new Map<string, Uint8Array>([
-      ['v', encode(cp.roster !== undefined ? 2 : 1)],
-      ['type', encode('oti-receipt')],
-      ['checkpoint', encode(cp.note)],
-      ['gateway', encode([...gw.history])],
-    ]);
-    if (cp.roster !== undefined) {
-      const at = await rosterTree.proof('gateway', this.#gatewayId);
-      shared.set('gatewayAt', encode([at.index, [...at.proof]] as CborValue));
-    }
-    const parts: CheckpointParts = { cp, rosterTree, shared, locks: new Map() };
-    this.#parts = parts;
+    const at = await tree.proof('gateway', this.#gatewayId);
+    const parts: RosterParts = { tree, gateway: encode([...gw.history]), gatewayAt: encode([at.index, [...at.proof]] as CborValue), locks: new Map() };
+    this.#roster = parts;
     return parts;
   }
 
-  async #lockParts(parts: CheckpointParts, lock: string): Promise<Map<string, Uint8Array>> {
-    const known = parts.locks.get(lock);
+  async #lockParts(roster: RosterParts, lock: string): Promise<{ readonly lock: Uint8Array; readonly lockAt: Uint8Array }> {
+    const known = roster.locks.get(lock);
     if (known !== undefined) return known;
-    const m = parts.rosterTree.member('lock', lock);
+    const m = roster.tree.member('lock', lock);
     if (m === undefined) throw new OtiError('ERR_STORE_CORRUPT', `lock ${lock} is not in the roster`);
-    const values = new Map<string, Uint8Array>([['lock', encode([...m.history])]]);
-    if (parts.cp.roster !== undefined) {
-      const at = await parts.rosterTree.proof('lock', lock);
-      values.set('lockAt', encode([at.index, [...at.proof]] as CborValue));
-    }
-    parts.locks.set(lock, values);
-    return values;
+    const at = await roster.tree.proof('lock', lock);
+    const parts = { lock: encode([...m.history]), lockAt: encode([at.index, [...at.proof]] as CborValue) };
+    roster.locks.set(lock, parts);
+    return parts;
   }
 
   /** A perfect-subtree hash of the chain's tree: never changes once stored, so read once. */
