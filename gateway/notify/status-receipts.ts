@@ -8,24 +8,21 @@
  * async recursion for the inclusion proof, two roster proofs, and the CBOR encoding of the whole
  * map with its sorting. Here the checkpoint note is encoded once per checkpoint; the gateway's and
  * each lock's statements and roster proofs once per roster tree (until the roster changes); the
- * chain tree's perfect-subtree hashes (which never change once stored) are remembered, so an
- * inclusion proof reads from the chain only the nodes it has not read before.
+ * inclusion proofs come from gateway/notify/inclusion-paths.ts, which reads each stored node once
+ * and hashes the tree's right edge once per tree size.
  * Per event what is left: the entry's bytes, its index and its inclusion proof, encoded and put
  * beside the encoded parts in the order of deterministic CBOR (RFC 8949 §4.2.1: keys sorted
  * bytewise by their encoding), which is what `encodeReceipt` produces (test/unit/notify-receipts.test.ts
  * checks the bytes against receiptFor's).
  */
-import { encode, type CborValue } from '../../ledger/base/cbor.js';
+import { cborHead, encode, fastEncode, type CborValue } from '../../ledger/base/cbor.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import type { Chain } from '../../ledger/chain.js';
 import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeEntry, type Entry } from '../../ledger/entry.js';
-import { inclusionProof, type NodeReader } from '../../ledger/merkle.js';
 import type { RosterTree } from '../../ledger/roster-commitment.js';
 import { parseOrigin } from '../../ledger/verify.js';
-
-/** Perfect-subtree hashes remembered at most; beyond it the older half is forgotten. */
-const NODES_MAX = 8192;
+import { InclusionPaths } from './inclusion-paths.js';
 
 /**
  * Encoded parts that depend only on the roster tree (the same object from block to block until
@@ -54,13 +51,12 @@ export class StatusReceipts {
   readonly #gatewayId: string;
   #roster: RosterParts | undefined;
   #cp: CheckpointParts | undefined;
-  readonly #nodes = new Map<string, Promise<Uint8Array>>();
-  readonly #reader: NodeReader;
+  readonly #paths: InclusionPaths;
 
   constructor(chain: Chain) {
     this.#chain = chain;
     this.#gatewayId = parseOrigin(chain.origin).gatewayId;
-    this.#reader = { node: (level, index) => this.#node(level, index) };
+    this.#paths = new InclusionPaths((level, index) => chain.node(level, index));
   }
 
   /**
@@ -82,9 +78,10 @@ export class StatusReceipts {
       ['type', TYPE],
       ['checkpoint', cpParts.checkpoint],
       ['gateway', roster.gateway],
-      ['entry', encode(entryBytes)],
-      ['index', encode(index)],
-      ['proof', encode(await inclusionProof(this.#reader, index, cp.size))],
+      // Byte string, unsigned integer, array of byte strings: the shapes fastEncode writes as encode() would.
+      ['entry', Buffer.concat([cborHead(2, entryBytes.length), entryBytes])],
+      ['index', fastEncode.uint(index)],
+      ['proof', fastEncode.bytesArray(await this.#paths.proof(index, cp.size))],
     ]);
     if (committed) values.set('gatewayAt', roster.gatewayAt);
     if (body.kind === 'lock-event') {
@@ -120,26 +117,6 @@ export class StatusReceipts {
     const parts = { lock: encode([...m.history]), lockAt: encode([at.index, [...at.proof]] as CborValue) };
     roster.locks.set(lock, parts);
     return parts;
-  }
-
-  /** A perfect-subtree hash of the chain's tree: never changes once stored, so read once. */
-  #node(level: number, index: number): Promise<Uint8Array> {
-    const k = `${level}/${index}`;
-    let p = this.#nodes.get(k);
-    if (p === undefined) {
-      if (this.#nodes.size >= NODES_MAX) {
-        // Map iteration is in insertion order: forget the older half.
-        let n = NODES_MAX / 2;
-        for (const old of this.#nodes.keys()) {
-          if (n-- === 0) break;
-          this.#nodes.delete(old);
-        }
-      }
-      p = this.#chain.node(level, index);
-      this.#nodes.set(k, p);
-      p.catch(() => this.#nodes.delete(k));
-    }
-    return p;
   }
 }
 
