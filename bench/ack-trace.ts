@@ -14,7 +14,7 @@
  */
 import { openSync, readSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { SerialDriver } from '../drivers/serial.js';
 import { Ingest } from '../gateway/ingest.js';
 import type { ReceivedEvent } from '../drivers/driver.js';
@@ -29,6 +29,8 @@ export interface AckTrace {
    * running is the gateway's own work.
    */
   readonly loop: { readonly p50: number; readonly p99: number; readonly max: number; readonly over10ms: number; readonly stalls: [at: number, ms: number, cpuMs: number, waitMs: number][] };
+  /** Garbage collections of 10 ms or more: [start (ms since the epoch), length in ms, kind (perf_hooks' NODE_PERFORMANCE_GC_*)]. */
+  readonly gc: [at: number, ms: number, kind: number][];
 }
 
 /** A turn of the event loop longer than this is a stall, recorded with what the thread did meanwhile. */
@@ -78,6 +80,11 @@ if (out !== undefined) {
   wrap(Ingest.prototype, 'handle', 1, 1);
   wrap(Ingest.prototype, 'admit', 2, 0);
   wrap(Ingest.prototype, 'acked', 3, 1);
+  const gc: AckTrace['gc'] = [];
+  const gcs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.duration >= 10) gc.push([performance.timeOrigin + e.startTime, e.duration, ((e as { detail?: { kind?: number } }).detail?.kind ?? 0)]);
+  });
+  gcs.observe({ entryTypes: ['gc'] });
   const h = monitorEventLoopDelay({ resolution: 1 });
   h.enable();
   let over10 = 0;
@@ -98,6 +105,7 @@ if (out !== undefined) {
     const trace: AckTrace = {
       events: Object.fromEntries(events),
       loop: { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6, over10ms: over10, stalls },
+      gc,
     };
     writeFileSync(out, JSON.stringify(trace));
   });

@@ -103,7 +103,9 @@ export async function traceProcess(dir: string, prefix: string, o: { cpus?: numb
   await mkdir(dir, { recursive: true });
   const rig = await processRig(dir, { ...o, traceFile });
   const from = rig.acks.length;
+  const windowStart = performance.timeOrigin + performance.now();
   await sleep(SECONDS * 1000);
+  const windowEnd = performance.timeOrigin + performance.now();
   await rig.stop();
   const trace = JSON.parse(readFileSync(traceFile, 'utf8')) as AckTrace;
   const names = ['lock_to_decoded', 'decoded_to_taken', 'taken_to_admitted', 'admitted_to_durable', 'durable_to_lock_acked'] as const;
@@ -128,13 +130,22 @@ export async function traceProcess(dir: string, prefix: string, o: { cpus?: numb
   out[`${prefix}_event_loop_delay_p99_ms`] = round(trace.loop.p99, 2);
   out[`${prefix}_event_loop_delay_max_ms`] = round(trace.loop.max, 2);
   out[`${prefix}_event_loop_stalls_over_10ms`] = trace.loop.over10ms;
-  // Stalls over 40 ms: how long in all, and how much of it the main thread ran or waited for a CPU.
-  // (An older build's ack-trace.js records none.)
-  const st = (trace.loop.stalls as AckTrace['loop']['stalls'] | undefined) ?? [];
+  // Stalls over 40 ms under load (start-up and the drain left out): how long in all, and how much
+  // of it the main thread ran or waited for a CPU. (An older build's ack-trace.js records none.)
+  const st = ((trace.loop.stalls as AckTrace['loop']['stalls'] | undefined) ?? []).filter((x) => x[0] >= windowStart && x[0] < windowEnd);
+  const before = ((trace.loop.stalls as AckTrace['loop']['stalls'] | undefined) ?? []).filter((x) => x[0] < windowStart);
+  out[`${prefix}_stalls_over_40ms_before_load`] = before.length;
+  out[`${prefix}_stalls_over_40ms_before_load_running_ms`] = round(before.reduce((m, x) => m + x[2], 0), 1);
   out[`${prefix}_stalls_over_40ms`] = st.length;
   out[`${prefix}_stalls_over_40ms_total_ms`] = round(st.reduce((m, x) => m + x[1], 0), 1);
   out[`${prefix}_stalls_over_40ms_running_ms`] = round(st.reduce((m, x) => m + x[2], 0), 1);
   out[`${prefix}_stalls_over_40ms_waiting_for_cpu_ms`] = round(st.reduce((m, x) => m + x[3], 0), 1);
+  // Of the stalls' time, how much garbage collections of 10 ms or more took.
+  const gcs = (trace.gc as AckTrace['gc'] | undefined) ?? [];
+  const overlap = (a0: number, a1: number, b0: number, b1: number): number => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
+  out[`${prefix}_stalls_over_40ms_in_gc_ms`] = round(st.reduce((m, x) => m + gcs.reduce((g, y) => g + overlap(x[0], x[0] + x[1], y[0], y[0] + y[1]), 0), 0), 1);
+  out[`${prefix}_gc_pauses_over_10ms`] = gcs.length;
+  out[`${prefix}_gc_pause_max_ms`] = round(gcs.reduce((m, y) => Math.max(m, y[1]), 0), 1);
   return out;
 }
 
