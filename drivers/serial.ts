@@ -25,6 +25,8 @@ import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, 
 import { Outstanding } from './window.js';
 import { ackFor, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { Backoff } from './backoff.js';
+import { pollingBinding } from './serial-binding.js';
+import type { SerialPort as SerialPortClass } from 'serialport';
 
 /** The part of a serialport SerialPort stream this driver uses; tests may hand in another. */
 export interface PortLike {
@@ -60,10 +62,15 @@ export interface SerialDriverOptions {
   readonly now?: () => number;
 }
 
+/** serialport's binding with reads that wait for the fd to be readable first (drivers/serial-binding.ts). */
+let binding: typeof SerialPortClass.binding | undefined;
+
 const defaultOpenPort: OpenPort = async (path, baudRate) => {
   const { SerialPort } = await import('serialport');
+  binding ??= pollingBinding(SerialPort.binding);
   // 8N1 and no flow control (docs/PROTOCOL.md §Serial line), stated rather than left to defaults.
-  return new SerialPort({ path, baudRate, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, autoOpen: false });
+  // `binding` is an option of serialport's stream that SerialPort's type leaves out (it passes it on).
+  return new SerialPort({ path, baudRate, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, autoOpen: false, binding } as ConstructorParameters<typeof SerialPort>[0]);
 };
 
 export class SerialDriver implements LockDriver {

@@ -26,7 +26,6 @@ import type { MqttPublisher } from './homeassistant.js';
 import type { TopicMap, StatusMessage, EventMessage, LockStateMessage, UnenrolledLockMessage, RefusedCopyMessage } from '../broker/topics.js';
 import type { Ingest } from '../ingest.js';
 import type { Chain, AppendResult } from '../../ledger/chain.js';
-import { receiptFor } from '../../ledger/receipt.js';
 import { decodeEntry } from '../../ledger/entry.js';
 import type { CoverageEvent } from '../sync/witness.js';
 import { toHex } from '../../ledger/crypto.js';
@@ -35,6 +34,7 @@ import type { Logger } from '../log.js';
 import { BOLT_STATE, lastBoltState, recentLockEvents, type CommittedEvent } from './status-rebuild.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { listen } from '../../ledger/base/events.js';
+import { StatusReceipts } from './status-receipts.js';
 
 export interface NotifierOptions {
   /** The embedded broker, an external one (gateway/notify/external-broker.ts), or both. */
@@ -56,6 +56,9 @@ export interface NotifierOptions {
 
 type Job = () => Promise<void>;
 
+/** The notifier's queue runs at most this long before it lets the event loop turn. */
+const YIELD_AFTER_MS = 4;
+
 export class MqttNotifier {
   /** Notifications dropped because the queue was full. */
   dropped = 0;
@@ -74,9 +77,12 @@ export class MqttNotifier {
   private readonly retainedSet = new Set<string>();
   private sweeper: NodeJS.Timeout | undefined;
   private readonly listeners: Array<() => void> = [];
+  /** Committed statuses' receipts, with what is the same for a checkpoint's events made once. */
+  private readonly receipts: StatusReceipts;
 
   constructor(opts: NotifierOptions) {
     this.o = opts;
+    this.receipts = new StatusReceipts(opts.chain);
     this.now = opts.now ?? Date.now;
   }
 
@@ -155,8 +161,16 @@ export class MqttNotifier {
 
   private async run(): Promise<void> {
     this.running = true;
+    let since = performance.now();
     try {
       while (this.head < this.queue.length) {
+        // Jobs whose publishing completes at once chain on microtasks alone: a backlog (a block's
+        // worth of committed events, or thousands after a stall) would keep the event loop from
+        // the serial ports and the ledger until it is gone. Give the loop a turn every few ms.
+        if (performance.now() - since > YIELD_AFTER_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          since = performance.now();
+        }
         const job = this.queue[this.head] as Job;
         this.queue[this.head++] = undefined as unknown as Job;
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
@@ -248,7 +262,7 @@ export class MqttNotifier {
   private async rebuildStatus(ev: CommittedEvent): Promise<void> {
     let receipt: string;
     try {
-      receipt = Buffer.from(await receiptFor(this.o.chain, ev.index)).toString('base64');
+      receipt = base64(await this.receipts.receipt(ev.index));
     } catch (e) {
       // Not covered by a checkpoint: nothing to prove it with, so no status either.
       if (isOtiError(e, 'ERR_NOT_FOUND')) return;
@@ -260,7 +274,7 @@ export class MqttNotifier {
   private async committed(ev: ReceivedEvent, r: AppendResult): Promise<void> {
     const body = r.entry.body;
     if (body.kind !== 'lock-event') return;
-    const receipt = Buffer.from(await receiptFor(this.o.chain, r.index)).toString('base64');
+    const receipt = base64(await this.receipts.receipt(r.index, r.entry));
     const entry = toHex(r.leafHash);
     await this.status(ev.lock, ev.ctr, { state: 'committed', index: r.index, entry, receipt });
     const msg: EventMessage = {
@@ -310,4 +324,9 @@ export class MqttNotifier {
     // An empty retained message removes the retained one (MQTT 3.1.1 §3.3.1.3).
     await this.o.broker.publish(r.topic, '', { qos: 0, retain: true });
   }
+}
+
+/** Base64 of `b` without copying it first. */
+function base64(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
 }
