@@ -179,10 +179,12 @@ export class ChainStore implements ChainReader {
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.#head.size) throw new OtiError('ERR_NOT_FOUND', `entry ${index} is not in chain ${this.origin} of size ${this.#head.size}`);
     const e = (await this.readChunk(Math.floor(index / CHUNK_SIZE)))[index % CHUNK_SIZE];
     if (e === undefined) throw new OtiError('ERR_STORE_CORRUPT', `entry ${index} of ${this.origin} is missing`);
-    return e;
+    // A copy: the chunk's entries are views into the value read, which one entry kept for long
+    // (a receipt, a status) would keep whole.
+    return e.slice();
   }
 
-  /** Entries [from, to) in order, reading chunk by chunk (bounded memory). */
+  /** Entries [from, to) in order, reading chunk by chunk (bounded memory); views into the chunks read. */
   async *entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Bytes }> {
     if (from >= to) return;
     const firstChunk = Math.floor(from / CHUNK_SIZE);
@@ -215,7 +217,8 @@ export class ChainStore implements ChainReader {
 
   /**
    * Entries [from, to) as one array (for a block at a time: memory is the caller's bound). Reads
-   * the chunks with one iterator, many at a time, and checks that none is missing.
+   * the chunks with one iterator, many at a time, and checks that none is missing. The entries
+   * are views into the chunks read, copied by nobody.
    */
   async entryRange(from: number, to: number): Promise<Bytes[]> {
     const out: Bytes[] = [];

@@ -4,7 +4,7 @@
  * block record, and the errors that name what a failed read was reading. Layout of a chain's
  * sublevels: ledger/chain-store.ts.
  */
-import { decodeTrusted, fastEncode, type CborValue } from './base/cbor.js';
+import { decodeTrusted, fastEncode, readHead, type CborValue } from './base/cbor.js';
 import { OtiError, isOtiError } from './base/errors.js';
 import { decodeBlockHeader, type BlockHeader } from './block.js';
 import { parseCheckpoint, type SignedCheckpoint } from './checkpoint.js';
@@ -53,17 +53,31 @@ export function encodeChunk(entries: readonly Bytes[]): Bytes {
   return fastEncode.bytesArray(entries);
 }
 
-/** A stored chunk's entries; `what` names it in the error when it is not an array of byte strings. */
+/**
+ * A stored chunk's entries, as views into `v` (nothing copied: a caller that keeps a few entries
+ * for long should copy them, or they keep the whole chunk). `what` names the chunk in the error
+ * when it is not a CBOR array of up to CHUNK_SIZE byte strings, each head in its shortest form,
+ * with nothing after it.
+ */
 export function decodeChunk(v: Bytes, what: string): Bytes[] {
-  let arr: unknown;
-  try {
-    arr = decodeTrusted(v);
-  } catch (e) {
-    throw readFailed(`${what} is malformed`, e);
+  const malformed = (): OtiError => new OtiError('ERR_STORE_CORRUPT', `${what} is malformed: not an array of up to ${CHUNK_SIZE} entries`, { what });
+  if (v.length === 0 || v[0]! >> 5 !== 4) throw malformed();
+  const count = readHead(v, 0, HEAD);
+  if (count < 0 || count > CHUNK_SIZE) throw malformed();
+  const out: Bytes[] = [];
+  let p = HEAD.end;
+  for (let i = 0; i < count; i++) {
+    if (p >= v.length || v[p]! >> 5 !== 2) throw malformed();
+    const n = readHead(v, p, HEAD);
+    if (n < 0 || HEAD.end + n > v.length) throw malformed();
+    out.push(new Uint8Array(v.buffer, v.byteOffset + HEAD.end, n));
+    p = HEAD.end + n;
   }
-  if (!Array.isArray(arr) || arr.length > CHUNK_SIZE || !arr.every((x) => x instanceof Uint8Array)) throw new OtiError('ERR_STORE_CORRUPT', `${what} is malformed: not an array of up to ${CHUNK_SIZE} entries`);
-  return arr as Bytes[];
+  if (p !== v.length) throw malformed();
+  return out;
 }
+
+const HEAD = { end: 0 };
 
 /** Parses a stored block; `what` names it ("stored block 14 of oti/site/gw") in any error. */
 export function parseStoredBlock(v: Bytes, what = 'stored block'): StoredBlock {
