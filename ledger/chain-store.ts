@@ -24,15 +24,20 @@ import type { SignedCheckpoint } from './checkpoint.js';
 import { asMap, bytes, uint, text, type CborMap } from './schema.js';
 import type { Member } from './roster.js';
 import type { ChainHead, StoredBlock, ChainRole, ChainReader } from './reader.js';
-import { CHUNK_SIZE, STORED_NODE_LEVEL, decodeChunk, encodeChunk, named, parseStoredBlock, readFailed, readU64, u64 } from './store-codec.js';
+import { CHUNK_SIZE, STORED_NODE_LEVEL, decodeChunk, encodeChunk, named, parseStoredBlock, readFailed, readU64, u64, writeU64 } from './store-codec.js';
 
 type Bytes = Uint8Array;
 /** A sublevel of the store; they are created with 'view' encodings. */
 export type BinSub = AbstractSublevel<Level<Bytes, Bytes>, Uint8Array | Buffer | string, Bytes, Bytes>;
 
+/**
+ * One operation of a write: a key of `sublevel`, or, with sublevel undefined, a whole key of the
+ * root database (the sublevel's prefix included: ChainStore's operations come that way, made
+ * in one allocation).
+ */
 export type BatchOp =
-  | { type: 'put'; sublevel: BinSub; key: Bytes; value: Bytes }
-  | { type: 'del'; sublevel: BinSub; key: Bytes };
+  | { type: 'put'; sublevel: BinSub | undefined; key: Bytes; value: Bytes }
+  | { type: 'del'; sublevel: BinSub | undefined; key: Bytes };
 
 /** What a ChainStore needs of the store that holds it (LedgerStore). */
 export interface StoreHost {
@@ -63,6 +68,8 @@ export class ChainStore implements ChainReader {
   readonly #chunkCache = new Map<number, Bytes[]>();
   /** Perfect-subtree hashes by "level/index", least recently used first (NODE_CACHE_SIZE). */
   readonly #nodeCache = new Map<string, Uint8Array>();
+  /** The root database's key prefixes of the sublevels written with every block. */
+  readonly #prefix: { readonly chunks: Buffer; readonly nodes: Buffer; readonly blocks: Buffer; readonly ids: Buffer; readonly meta: Buffer };
 
   constructor(store: StoreHost, origin: string, role: ChainRole) {
     this.store = store;
@@ -75,6 +82,8 @@ export class ChainStore implements ChainReader {
     this.ids = store.sub([...base, 'i']);
     this.roster = store.sub([...base, 'r']);
     this.meta = store.sub([...base, 'm']);
+    const prefix = (s: BinSub): Buffer => s.prefixKey(Buffer.alloc(0), 'buffer') as Buffer;
+    this.#prefix = { chunks: prefix(this.chunks), nodes: prefix(this.nodes), blocks: prefix(this.blockRecords), ids: prefix(this.ids), meta: prefix(this.meta) };
   }
 
   get head(): ChainHead {
@@ -104,7 +113,7 @@ export class ChainStore implements ChainReader {
   }
 
   headOp(head: ChainHead): BatchOp {
-    return { type: 'put', sublevel: this.meta, key: Buffer.from('head'), value: encode({ n: head.n, size: head.size, peaks: [...head.peaks] }) };
+    return { type: 'put', sublevel: undefined, key: withPrefix(this.#prefix.meta, HEAD_KEY), value: encode({ n: head.n, size: head.size, peaks: [...head.peaks] }) };
   }
 
   /**
@@ -119,26 +128,54 @@ export class ChainStore implements ChainReader {
     for (const e of entries) {
       chunk.push(e);
       if (chunk.length === CHUNK_SIZE) {
-        ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encodeChunk(chunk) });
+        ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value: encodeChunk(chunk) });
         chunk = [];
         chunkNo++;
       }
     }
-    if (chunk.length > 0) ops.push({ type: 'put', sublevel: this.chunks, key: u64(chunkNo), value: encodeChunk(chunk) });
+    if (chunk.length > 0) ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value: encodeChunk(chunk) });
     return chunk;
   }
 
   nodeOp(level: number, index: number, hash: Bytes): BatchOp | undefined {
     if (level < STORED_NODE_LEVEL) return undefined;
-    return { type: 'put', sublevel: this.nodes, key: Buffer.concat([Buffer.of(level), u64(index)]), value: hash };
+    const p = this.#prefix.nodes;
+    const key = Buffer.allocUnsafe(p.length + 9);
+    key.set(p, 0);
+    key[p.length] = level;
+    writeU64(key, p.length + 1, index);
+    return { type: 'put', sublevel: undefined, key, value: hash };
   }
 
   blockOp(n: number, headerBytes: Bytes, checkpoint: SignedCheckpoint): BatchOp {
-    return { type: 'put', sublevel: this.blockRecords, key: u64(n), value: encode({ header: headerBytes, checkpoint: checkpoint.note }) };
+    return { type: 'put', sublevel: undefined, key: u64Key(this.#prefix.blocks, n), value: encode({ header: headerBytes, checkpoint: checkpoint.note }) };
   }
 
+  /** The entry-id index's record of `key` (lockIdKey() or hashIdKey()) at `index`. */
   idOp(key: Bytes, index: number): BatchOp {
-    return { type: 'put', sublevel: this.ids, key, value: u64(index) };
+    return { type: 'put', sublevel: undefined, key: withPrefix(this.#prefix.ids, key), value: u64(index) };
+  }
+
+  /** idOp(lockIdKey(lock, ctr), index), with the key made in one piece. */
+  lockIdOp(lock: string, ctr: number, index: number): BatchOp {
+    const p = this.#prefix.ids;
+    const n = Buffer.byteLength(lock, 'utf8');
+    const key = Buffer.allocUnsafe(p.length + n + 9);
+    key.set(p, 0);
+    key.write(lock, p.length, 'utf8');
+    key[p.length + n] = 0;
+    writeU64(key, p.length + n + 1, ctr);
+    return { type: 'put', sublevel: undefined, key, value: u64(index) };
+  }
+
+  /** idOp(hashIdKey(leaf), index), with the key made in one piece. */
+  hashIdOp(leaf: Bytes, index: number): BatchOp {
+    const p = this.#prefix.ids;
+    const key = Buffer.allocUnsafe(p.length + 1 + leaf.length);
+    key.set(p, 0);
+    key[p.length] = 1;
+    key.set(leaf, p.length + 1);
+    return { type: 'put', sublevel: undefined, key, value: u64(index) };
   }
 
   rosterOp(m: Member): BatchOp {
@@ -419,3 +456,21 @@ export class ChainStore implements ChainReader {
  * MQTT notifications) need the same few dozen nodes again and again. 1,024 hashes: about 200 KB.
  */
 const NODE_CACHE_SIZE = 1024;
+
+const HEAD_KEY = Buffer.from('head');
+
+/** `prefix` followed by `key`, in one buffer of Node's pool. */
+function withPrefix(prefix: Buffer, key: Bytes): Buffer {
+  const b = Buffer.allocUnsafe(prefix.length + key.length);
+  b.set(prefix, 0);
+  b.set(key, prefix.length);
+  return b;
+}
+
+/** `prefix` followed by u64(n). */
+function u64Key(prefix: Buffer, n: number): Buffer {
+  const b = Buffer.allocUnsafe(prefix.length + 8);
+  b.set(prefix, 0);
+  writeU64(b, prefix.length, n);
+  return b;
+}

@@ -20,7 +20,7 @@ import { leafHash, CompactRange } from './merkle.js';
 import { encodeBlockHeader, blockHash, ZERO_HASH, type BlockHeader } from './block.js';
 import { signCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { sigStructure } from './cose.js';
-import { checkSigned, Roster, type SignedStatement, type SiteTrust } from './roster.js';
+import { checkSigned, Roster, type Member, type SignedStatement, type SiteTrust } from './roster.js';
 import type { LedgerStore, ChainStore } from './store.js';
 import { hashIdKey, lockIdKey, type BatchOp, CHUNK_SIZE } from './store.js';
 import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
@@ -69,25 +69,25 @@ export interface BlockEvent {
   readonly results: readonly AppendResult[];
 }
 
+/**
+ * One append from the call to its block being durable: waiting for its checks (admission queue),
+ * then admitted and waiting for its block (pending). One object all the way: with thousands of
+ * appends in flight, each survives a few young-generation collections, which copy it.
+ */
 interface Slot {
   readonly bytes: Uint8Array;
   readonly entry: Entry;
   state: 'checking' | 'ready' | 'failed';
-  error?: Error;
+  error: Error | undefined;
   /** The lock key its signature was checked against, if it was checked here. */
-  checkedKey?: Uint8Array | undefined;
-  resolve?: (r: AppendResult) => void;
-  reject?: (e: Error) => void;
+  checkedKey: Uint8Array | undefined;
+  /** Its id once admitted, for lock events ("<lock>:<counter>"); others are named by their leaf hash. */
+  id: string | undefined;
+  resolve: (r: AppendResult) => void;
+  reject: (e: Error) => void;
 }
 
-interface Pending {
-  readonly bytes: Uint8Array;
-  readonly entry: Entry;
-  readonly idKey: Uint8Array | undefined;
-  readonly id: string | undefined;
-  readonly resolve: (r: AppendResult) => void;
-  readonly reject: (e: Error) => void;
-}
+const UNSET = (): void => undefined;
 
 export interface ChainEvents {
   block: [BlockEvent];
@@ -109,8 +109,11 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   /** Last counter per lock including admitted entries. */
   readonly #lockCtr = new Map<string, number>();
   readonly #lockCtrLoading = new Map<string, Promise<void>>();
+  /** Enrolled locks' members by lock id, as of #roster's version #membersVersion (#lockMember). */
+  readonly #members = new Map<string, Member>();
+  #membersVersion = -1;
   #admittedSize: number;
-  #pending: Pending[] = [];
+  #pending: Slot[] = [];
   /** Slots in call order; #admitHead is the first not yet admitted (a queue without shift()). */
   #admitQueue: Slot[] = [];
   #admitHead = 0;
@@ -239,20 +242,25 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     try {
       this.#assertWritable();
       const { bytes, entry } = encodeEntry(input, this.#now());
-      slot = { bytes, entry, state: 'checking' };
+      slot = { bytes, entry, state: 'checking', error: undefined, checkedKey: undefined, id: undefined, resolve: UNSET, reject: UNSET };
     } catch (e) {
       return Promise.reject(e as Error);
     }
-    // Entries are admitted in call order, whatever order their signature checks finish in, so
-    // that a lock's events keep the order in which they were handed over.
-    this.#admitQueue.push(slot);
     const done = new Promise<AppendResult>((resolve, reject) => {
       slot.resolve = resolve;
       slot.reject = reject;
     });
     const checking = this.#precheck(slot.entry, opts);
+    if (checking === undefined && this.#admitHead === this.#admitQueue.length) {
+      // Nothing to wait for and nobody before it (the common case: a known lock's pre-verified
+      // event): admitted at once.
+      this.#admitSlot(slot);
+      return done;
+    }
+    // Entries are admitted in call order, whatever order their signature checks finish in, so
+    // that a lock's events keep the order in which they were handed over.
+    this.#admitQueue.push(slot);
     if (checking === undefined) {
-      // Nothing to wait for (the common case: a known lock's pre-verified event).
       slot.state = 'ready';
       this.#drainAdmitQueue();
     } else {
@@ -306,22 +314,27 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
         this.#admitQueue = this.#admitQueue.slice(this.#admitHead);
         this.#admitHead = 0;
       }
-      try {
-        if (slot.state === 'failed') throw slot.error!;
-        this.#assertWritable();
-        const checkedKey = slot.checkedKey;
-        const body = slot.entry.body;
-        // The roster may have changed while the signature was being checked.
-        if (checkedKey !== undefined && body.kind === 'lock-event' && !bytesEqual(this.#lockMember(body.event.lock).key, checkedKey)) {
-          throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${body.event.lock} changed key while its event was checked`, { lock: body.event.lock });
-        }
-        const { idKey, id } = this.#admit(slot.entry);
-        this.#pending.push({ bytes: slot.bytes, entry: slot.entry, idKey, id, resolve: slot.resolve!, reject: slot.reject! });
-        this.#admittedSize++;
-        this.#schedule();
-      } catch (e) {
-        slot.reject!(e as Error);
+      this.#admitSlot(slot);
+    }
+  }
+
+  /** Admits a slot whose checks are done (or failed): into the pending block, or refused. */
+  #admitSlot(slot: Slot): void {
+    try {
+      if (slot.state === 'failed') throw slot.error!;
+      this.#assertWritable();
+      const checkedKey = slot.checkedKey;
+      const body = slot.entry.body;
+      // The roster may have changed while the signature was being checked.
+      if (checkedKey !== undefined && body.kind === 'lock-event' && !bytesEqual(this.#lockMember(body.event.lock).key, checkedKey)) {
+        throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${body.event.lock} changed key while its event was checked`, { lock: body.event.lock });
       }
+      slot.id = this.#admit(slot.entry);
+      this.#pending.push(slot);
+      this.#admittedSize++;
+      this.#schedule();
+    } catch (e) {
+      slot.reject(e as Error);
     }
   }
 
@@ -383,13 +396,22 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   #lockMember(lock: string): NonNullable<ReturnType<Roster['get']>> {
-    const member = this.#roster.get('lock', lock);
+    // Looked up for every event: from a map by lock id while the roster stays the same.
+    if (this.#membersVersion !== this.#roster.version) {
+      this.#members.clear();
+      this.#membersVersion = this.#roster.version;
+    }
+    let member = this.#members.get(lock);
+    if (member === undefined) {
+      member = this.#roster.get('lock', lock);
+      if (member !== undefined) this.#members.set(lock, member);
+    }
     if (member === undefined || member.revoked) throw new OtiError('ERR_LOCK_UNKNOWN', `lock ${lock} is not enrolled in site ${this.#opts.trust.siteId}`, { lock });
     return member;
   }
 
-  /** Synchronous checks against the admitted state; updates it. Throws without side effects. */
-  #admit(entry: Entry): { idKey: Uint8Array | undefined; id: string | undefined } {
+  /** Synchronous checks against the admitted state; updates it. Throws without side effects. Returns a lock event's id. */
+  #admit(entry: Entry): string | undefined {
     const body = entry.body;
     if (this.#admittedSize === 0) {
       const s = body.kind === 'roster' ? body.signed.statement : undefined;
@@ -405,7 +427,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
         const last = this.#lockCtr.get(ev.lock) ?? -1;
         if (ev.ctr <= last) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ev.ctr} of lock ${ev.lock} is not above the last stored ${last}`, { lock: ev.lock, ctr: ev.ctr, last });
         this.#lockCtr.set(ev.lock, ev.ctr);
-        return { idKey: lockIdKey(ev.lock, ev.ctr), id: `${ev.lock}:${ev.ctr}` };
+        return `${ev.lock}:${ev.ctr}`;
       }
       case 'roster': {
         checkSigned(body.signed, this.#opts.trust);
@@ -414,10 +436,10 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
           throw new OtiError('ERR_ROSTER', 'a rotation or revocation of this gateway’s own key must go through its own key hand-over');
         }
         this.#roster.apply(body.signed);
-        return { idKey: undefined, id: undefined };
+        return undefined;
       }
       default:
-        return { idKey: undefined, id: undefined };
+        return undefined;
     }
   }
 
@@ -450,7 +472,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     });
   }
 
-  async #write(batch: Pending[]): Promise<void> {
+  async #write(batch: Slot[]): Promise<void> {
     const cs = this.#cs;
     const head = cs.head;
     const first = head.size;
@@ -459,21 +481,25 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     const leaves: Uint8Array[] = [];
     const rosterChanged = new Set<string>();
+    const onNode = (level: number, index: number, hash: Uint8Array): void => {
+      const op = cs.nodeOp(level, index, hash);
+      if (op !== undefined) ops.push(op);
+    };
     try {
       for (const p of batch) {
         const leaf = leafHash(p.bytes);
         leaves.push(leaf);
-        range.append(leaf, (level, index, hash) => {
-          const op = cs.nodeOp(level, index, hash);
-          if (op !== undefined) ops.push(op);
-        });
+        range.append(leaf, onNode);
         if (p.entry.body.kind === 'roster') {
           rosterChanged.add(`${p.entry.body.signed.statement.role}/${p.entry.body.signed.statement.id}`);
           this.#sealedRoster.apply(p.entry.body.signed);
         }
       }
       const tail = cs.entryOps(first, batch.map((p) => p.bytes), ops);
-      batch.forEach((p, i) => ops.push(cs.idOp(p.idKey ?? hashIdKey(leaves[i]!), first + i)));
+      for (let i = 0; i < batch.length; i++) {
+        const body = batch[i]!.entry.body;
+        ops.push(body.kind === 'lock-event' ? cs.lockIdOp(body.event.lock, body.event.ctr, first + i) : cs.hashIdOp(leaves[i]!, first + i));
+      }
       for (const k of rosterChanged) {
         const [role, id] = k.split('/') as ['gateway' | 'lock', string];
         ops.push(cs.rosterOp(this.#sealedRoster.get(role, id)!));

@@ -17,7 +17,7 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { cborHead, matchAt, readHead as readCborHead, decode, encode, type CborValue } from './base/cbor.js';
+import { cborHead, headLength, matchAt, readHead as readCborHead, writeHead, decode, encode, type CborValue } from './base/cbor.js';
 import { OtiError } from './base/errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { CRED_MAX_BYTES, decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
@@ -78,7 +78,7 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
         if (Number.isSafeInteger(time) && time >= 0) {
           // Common case: build the bytes, then read them back through the exact-match parser
           // (views into our own copy, so the caller cannot change what was checked).
-          const built = Buffer.concat([LE_START, LE_SIGNED_BODY_KEY, cborHead(2, cose.length), cose, LE_PROV_SIGNED, LE_KIND_TIME, cborHead(0, time)]);
+          const built = buildSignedLockEventEntry(cose, time);
           const fast = fastLockEventEntry(built);
           if (fast !== undefined) return { bytes: built, entry: fast };
         }
@@ -131,6 +131,23 @@ function encodeLockEventEntry(body: Extract<EntryBody, { kind: 'lock-event' }>, 
     ? [LE_SIGNED_BODY_KEY, cborHead(2, body.cose.length), body.cose, LE_PROV_SIGNED]
     : [LE_PROV_UNSIGNED, LE_EVENT_KEY, cborHead(2, body.eventBytes.length), body.eventBytes];
   return Buffer.concat([LE_START, ...inner, LE_KIND_TIME, cborHead(0, time)]);
+}
+
+/** The bytes of a lock-signed event's entry, written in place into one buffer of Node's pool. */
+function buildSignedLockEventEntry(cose: Uint8Array, time: number): Buffer {
+  const fixed = LE_START.length + LE_SIGNED_BODY_KEY.length + LE_PROV_SIGNED.length + LE_KIND_TIME.length;
+  const b = Buffer.allocUnsafe(fixed + headLength(cose.length) + cose.length + headLength(time));
+  b.set(LE_START, 0);
+  let o = LE_START.length;
+  b.set(LE_SIGNED_BODY_KEY, o);
+  o = writeHead(b, o + LE_SIGNED_BODY_KEY.length, 2, cose.length);
+  b.set(cose, o);
+  o += cose.length;
+  b.set(LE_PROV_SIGNED, o);
+  o += LE_PROV_SIGNED.length;
+  b.set(LE_KIND_TIME, o);
+  writeHead(b, o + LE_KIND_TIME.length, 0, time);
+  return b;
 }
 
 function checkedBytes(v: unknown, max: number, name: string): Uint8Array {

@@ -22,7 +22,7 @@ import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
 import { ChainVerifier, verifierAt, type VerifyOptions } from './verify.js';
-import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
+import { readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
 import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 
@@ -202,9 +202,9 @@ export class ChainReplica implements ChainReader {
         const body = checked.entries[k]!.body;
         if (body.kind === 'lock-event') {
           await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
-          ops.push(cs.idOp(lockIdKey(body.event.lock, body.event.ctr), index));
+          ops.push(cs.lockIdOp(body.event.lock, body.event.ctr, index));
         } else {
-          ops.push(cs.idOp(hashIdKey(leaf), index));
+          ops.push(cs.hashIdOp(leaf, index));
           if (body.kind === 'roster') rosterChanged.add(`${body.signed.statement.role}/${body.signed.statement.id}`);
         }
         all.push(bytes);

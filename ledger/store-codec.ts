@@ -21,9 +21,22 @@ type Bytes = Uint8Array;
 /** 8-byte big-endian key for a non-negative safe integer. */
 export function u64(n: number): Bytes {
   const b = Buffer.allocUnsafe(8);
-  b.writeUInt32BE(Math.floor(n / 0x100000000), 0);
-  b.writeUInt32BE(n >>> 0, 4);
+  writeU64(b, 0, n);
   return b;
+}
+
+/** Writes u64(n) into `b` at `o`. */
+export function writeU64(b: Uint8Array, o: number, n: number): void {
+  const hi = Math.floor(n / 0x100000000);
+  const lo = n >>> 0;
+  b[o] = hi >>> 24;
+  b[o + 1] = (hi >>> 16) & 0xff;
+  b[o + 2] = (hi >>> 8) & 0xff;
+  b[o + 3] = hi & 0xff;
+  b[o + 4] = lo >>> 24;
+  b[o + 5] = (lo >>> 16) & 0xff;
+  b[o + 6] = (lo >>> 8) & 0xff;
+  b[o + 7] = lo & 0xff;
 }
 
 export function readU64(b: Bytes): number {

@@ -33,6 +33,8 @@ export type { ChainHead, StoredBlock, ChainRole, ChainReader };
 type Bytes = Uint8Array;
 
 const VIEW = { keyEncoding: 'view', valueEncoding: 'view' } as const;
+/** prefixKey() of an empty key is the sublevel's prefix itself, not a copy. */
+const NO_KEY = Buffer.alloc(0);
 
 /**
  * LevelDB keeps every table file in its table cache memory-mapped, and counts them towards the
@@ -255,12 +257,14 @@ export class LedgerStore extends EventEmitter<StoreEvents> implements StoreHost 
   }
 
   async #writeBatch(ops: readonly BatchOp[]): Promise<void> {
-    // Keys are prefixed here with the sublevel's own prefixKey() and written to the root
-    // database: the same bytes as a put through the sublevel, at about a quarter of the cost
-    // per operation (abstract-level's sublevel option re-validates and re-encodes each one).
+    // Keys are prefixed with the sublevel's own prefixKey() (or came prefixed: ChainStore's)
+    // and written to the root database: the same bytes as a put through the sublevel, at about
+    // a quarter of the cost per operation (abstract-level's sublevel option re-validates and
+    // re-encodes each one). Buffers, not small Uint8Arrays: those live on V8's heap, and the
+    // native batch would have each moved off it.
     const batch = this.db.batch();
     for (const op of ops) {
-      const key = op.sublevel.prefixKey(op.key, 'view');
+      const key = op.sublevel === undefined ? op.key : Buffer.concat([op.sublevel.prefixKey(NO_KEY, 'buffer'), op.key]);
       if (op.type === 'put') batch.put(key, op.value);
       else batch.del(key);
     }
