@@ -133,6 +133,22 @@ function encodeLockEventEntry(body: Extract<EntryBody, { kind: 'lock-event' }>, 
   return Buffer.concat([LE_START, ...inner, LE_KIND_TIME, cborHead(0, time)]);
 }
 
+/**
+ * encodeEntry's common case, a lock-signed event handed over as its COSE_Sign1, without its
+ * decoding: the entry's bytes, with where their parts lie in `scan` (Chain.append checks the
+ * lock and counter from there, and decodes the entry only when someone asks for it). Undefined
+ * for any other input, and for one the fast decoder would not take: encodeEntry then (which
+ * accepts it or gives the coded error).
+ */
+export function encodeSignedLockEvent(input: EntryInput, now: number, scan: LockEventScan): Uint8Array | undefined {
+  if (input.kind !== 'lock-event' || !('cose' in input)) return undefined;
+  const cose: unknown = input.cose;
+  const time = input.time ?? now;
+  if (!(cose instanceof Uint8Array) || cose.length > COSE_MAX_BYTES || !Number.isSafeInteger(time) || time < 0) return undefined;
+  const bytes = buildSignedLockEventEntry(cose, time);
+  return scanLockEventEntry(bytes, scan) ? bytes : undefined;
+}
+
 /** The bytes of a lock-signed event's entry, written in place into one buffer of Node's pool. */
 function buildSignedLockEventEntry(cose: Uint8Array, time: number): Buffer {
   const fixed = LE_START.length + LE_SIGNED_BODY_KEY.length + LE_PROV_SIGNED.length + LE_KIND_TIME.length;
