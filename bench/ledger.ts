@@ -12,12 +12,19 @@
  *            `oti verify` command in a process of its own, its peak RSS read from /proc; then
  *            receipt verification time (this machine's verifier and @noble/ed25519)
  * Ratios are against the floor measured in the same run. Figures go to bench/results/ledger.json.
+ * On a machine shared with other work the rates move with the others' load; the CPU figures
+ * (µs of this process's CPU per entry or per verification) move much less, and the *_cpu ratios
+ * compare those: for the append, raw LevelDB's CPU per entry over the append's; for the verify,
+ * what the rate would be with every core busy (cores × the one-core verification's CPU over
+ * the verify's CPU per entry), beside the measured rate and cores busy.
  *
- * Environment: BENCH_APPEND_ENTRIES (default 200000), BENCH_CHAIN_ENTRIES (default 1000000).
+ * Environment: BENCH_APPEND_ENTRIES (default 200000), BENCH_CHAIN_ENTRIES (default 1000000);
+ * BENCH_PROFILE_DIR: the `oti verify` child also writes V8 CPU profiles there, one per thread
+ * (bench/profile-top.ts reads them; its rate is then the profiler's too).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Level } from 'level';
@@ -74,7 +81,9 @@ function makeEvents(locks: { id: string; signer: Signer }[], from: number, count
   return out;
 }
 
-async function appendAll(chain: Chain, events: Uint8Array[], preverified: boolean): Promise<number> {
+/** Appends every event with IN_FLIGHT appends outstanding; the rate, and the CPU of this process per entry. */
+async function appendAll(chain: Chain, events: Uint8Array[], preverified: boolean): Promise<{ rate: number; cpuUs: number }> {
+  const c0 = cpuUs();
   const t0 = performance.now();
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -84,7 +93,13 @@ async function appendAll(chain: Chain, events: Uint8Array[], preverified: boolea
     }
   };
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-  return events.length / ((performance.now() - t0) / 1000);
+  return { rate: events.length / ((performance.now() - t0) / 1000), cpuUs: (cpuUs() - c0) / events.length };
+}
+
+/** CPU time of this process so far (every thread), in µs. */
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
 }
 
 async function phaseFloor(setup: Setup): Promise<Record<string, number | string>> {
@@ -93,6 +108,7 @@ async function phaseFloor(setup: Setup): Promise<Record<string, number | string>
   const entries = events.map((cose) => encodeEntry({ kind: 'lock-event', cose, time: 1_700_000_000_000 }, 0).bytes);
   const db = new Level<Uint8Array, Uint8Array>(join(setup.dir, 'raw'), { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
+  const c0 = cpuUs();
   const t0 = performance.now();
   for (let i = 0; i < entries.length; i += BLOCK) {
     const ops = [];
@@ -104,6 +120,7 @@ async function phaseFloor(setup: Setup): Promise<Record<string, number | string>
     await db.batch(ops, { sync: true });
   }
   const rawLevel = entries.length / ((performance.now() - t0) / 1000);
+  const rawLevelCpu = (cpuUs() - c0) / entries.length;
   await db.close();
   const signer = new Signer(keyPairFromSeed(fromHex('gw', setup.gatewaySeed)).seed);
   const msg = entries[0]!;
@@ -112,17 +129,21 @@ async function phaseFloor(setup: Setup): Promise<Record<string, number | string>
   const sigs: Uint8Array[] = [];
   for (let i = 0; i < SIGN_N; i++) sigs.push(signer.sign(msg));
   const signRate = SIGN_N / ((performance.now() - t) / 1000);
-  const verifyRate = (f: Ed25519Verify): number => {
+  const verifyRate = (f: Ed25519Verify): { rate: number; cpuUs: number } => {
+    const c0 = cpuUs();
     const t0 = performance.now();
     for (let i = 0; i < SIGN_N; i++) f(signer.publicKey, msg, sigs[i]!);
-    return SIGN_N / ((performance.now() - t0) / 1000);
+    return { rate: SIGN_N / ((performance.now() - t0) / 1000), cpuUs: (cpuUs() - c0) / SIGN_N };
   };
+  const raw = verifyRate(verifyEd25519);
   return {
     raw_leveldb_batch_entries_per_s: round(rawLevel, 0),
+    raw_leveldb_batch_cpu_us_per_entry: round(rawLevelCpu, 2),
     raw_ed25519_sign_per_s: round(signRate, 0),
-    raw_ed25519_verify_per_s: round(verifyRate(verifyEd25519), 0),
+    raw_ed25519_verify_per_s: round(raw.rate, 0),
+    raw_ed25519_verify_cpu_us: round(raw.cpuUs, 2),
     raw_ed25519_verifier: ED25519_VERIFIER.name,
-    raw_node_crypto_verify_per_s: round(verifyRate(verifyWithOpenssl), 0),
+    raw_node_crypto_verify_per_s: round(verifyRate(verifyWithOpenssl).rate, 0),
     entry_bytes_avg: round(entries.reduce((a, e) => a + e.length, 0) / entries.length, 0),
   };
 }
@@ -172,8 +193,10 @@ async function phaseAppend(setup: Setup): Promise<Record<string, number | string
   }
   await db.close();
   return {
-    append_preverified_entries_per_s: round(preRate, 0),
-    append_checked_entries_per_s: round(checkedRate, 0),
+    append_preverified_entries_per_s: round(preRate.rate, 0),
+    append_preverified_cpu_us_per_entry: round(preRate.cpuUs, 2),
+    append_checked_entries_per_s: round(checkedRate.rate, 0),
+    append_checked_cpu_us_per_entry: round(checkedRate.cpuUs, 2),
     chain_entries: size,
     append_rss_peak_mb: rssPeak,
     append_level0_files_after: Number(level0),
@@ -193,8 +216,12 @@ async function verifyWithCli(setup: Setup, trust: SiteTrust): Promise<Record<str
   // chooses the environment and node options; this node first on the PATH.
   chmodSync(cli, 0o755);
   const launch = readFileSync(cli, 'utf8').split('\n', 1)[0]!;
+  const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}` };
+  const profileDir = process.env['BENCH_PROFILE_DIR'];
   const t0 = performance.now();
-  const child = spawn(cli, ['verify', '--data', setup.dir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env['PATH'] ?? ''}` } });
+  const child = profileDir === undefined
+    ? spawn(cli, ['verify', '--data', setup.dir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'], env })
+    : spawnProfiled(launch, cli, ['verify', '--data', setup.dir, '--json'], env, profileDir);
   const pid = child.pid;
   if (pid === undefined) throw new Error('oti verify did not start');
   const rss = new RssSampler(50, pid);
@@ -248,6 +275,23 @@ async function phaseVerify(setup: Setup): Promise<Record<string, number | string
   return { ...cli, receipt_verify_us: round(receiptNodeUs, 0), receipt_verify_noble_us: round(receiptNobleUs, 0) };
 }
 
+/**
+ * The CLI as its first line launches it (`#!/usr/bin/env -S VAR=value … node --flag …`), with
+ * V8's CPU profiler on: the profiler's flags cannot go through NODE_OPTIONS, so node is started
+ * here with the line's variables and flags.
+ */
+function spawnProfiled(launch: string, cli: string, args: string[], env: NodeJS.ProcessEnv, dir: string): ReturnType<typeof spawn> & { stdout: NonNullable<ReturnType<typeof spawn>['stdout']> } {
+  const words = launch.replace(/^#!\S*env\s+(-S\s+)?/, '').split(/\s+/).filter((w) => w !== '');
+  const vars: Record<string, string> = {};
+  while (words.length > 0 && /^[A-Z_][A-Z0-9_]*=/.test(words[0]!)) {
+    const [k, ...v] = words.shift()!.split('=');
+    vars[k!] = v.join('=');
+  }
+  if (words.shift() !== 'node') throw new Error(`cannot read the CLI's first line: ${launch}`);
+  const child = spawn(process.execPath, [...words, '--cpu-prof', `--cpu-prof-dir=${dir}`, cli, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...env, ...vars } });
+  return child as ReturnType<typeof spawn> & { stdout: NonNullable<ReturnType<typeof spawn>['stdout']> };
+}
+
 function runPhase(phase: string, setupFile: string): Record<string, number | string> {
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), phase, setupFile], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
   if (r.status !== 0) throw new Error(`phase ${phase} failed with status ${r.status}`);
@@ -282,9 +326,11 @@ async function main(): Promise<void> {
       ...append,
       ...ver,
       ratio_append_preverified_vs_raw_leveldb: round(Number(append['append_preverified_entries_per_s']) / raw, 2),
+      ratio_append_preverified_vs_raw_leveldb_cpu: round(Number(floor['raw_leveldb_batch_cpu_us_per_entry']) / Number(append['append_preverified_cpu_us_per_entry']), 2),
       ratio_append_checked_vs_raw_leveldb: round(Number(append['append_checked_entries_per_s']) / raw, 2),
       ratio_append_checked_vs_raw_verify_1_thread: round(Number(append['append_checked_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
       ratio_verify_vs_raw_verify_1_thread: round(Number(ver['verify_entries_per_s']) / Number(floor['raw_ed25519_verify_per_s']), 2),
+      ratio_verify_vs_raw_verify_1_thread_cpu: round((availableParallelism() * Number(floor['raw_ed25519_verify_cpu_us'])) / Number(ver['verify_cpu_us_per_entry']), 2),
       ratio_verify_vs_raw_node_crypto_verify_1_thread: round(Number(ver['verify_entries_per_s']) / Number(floor['raw_node_crypto_verify_per_s']), 2),
       target_append_preverified_met: Number(append['append_preverified_entries_per_s']) >= 50_000,
       target_append_checked_met: Number(append['append_checked_entries_per_s']) >= 15_000,

@@ -15,12 +15,12 @@
 import { EventEmitter } from 'node:events';
 import { OtiError, isOtiError } from './base/errors.js';
 import { Signer, toHex, verify, type KeyPair } from './crypto.js';
-import { encodeEntry, type Entry, type EntryInput } from './entry.js';
+import { decodeEntry, encodeEntry, encodeSignedLockEvent, latin1, lockEventScan, type Entry, type EntryInput } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { encodeBlockHeader, blockHash, ZERO_HASH, type BlockHeader } from './block.js';
 import { signCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { sigStructure } from './cose.js';
-import { checkSigned, Roster, type SignedStatement, type SiteTrust } from './roster.js';
+import { checkSigned, Roster, type Member, type SignedStatement, type SiteTrust } from './roster.js';
 import type { LedgerStore, ChainStore } from './store.js';
 import { hashIdKey, lockIdKey, type BatchOp, CHUNK_SIZE } from './store.js';
 import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
@@ -69,24 +69,66 @@ export interface BlockEvent {
   readonly results: readonly AppendResult[];
 }
 
+/**
+ * One append from the call to its block being durable: waiting for its checks (admission queue),
+ * then admitted and waiting for its block (pending). One small object all the way: with
+ * thousands of appends in flight, each survives a few young-generation collections, which copy
+ * what it holds. A lock-signed event taken on the fast path holds its bytes, lock and counter,
+ * not its decoding (made when a result's `entry` is first read, or when its signature is checked
+ * here).
+ */
 interface Slot {
   readonly bytes: Uint8Array;
-  readonly entry: Entry;
+  /** Its decoding, when one was made. */
+  entry: Entry | undefined;
+  /** Lock events: the lock, its counter, and whether the event is lock-signed (else unsigned). */
+  readonly lock: string | undefined;
+  readonly ctr: number;
+  readonly signed: boolean;
   state: 'checking' | 'ready' | 'failed';
-  error?: Error;
+  error: Error | undefined;
   /** The lock key its signature was checked against, if it was checked here. */
-  checkedKey?: Uint8Array | undefined;
-  resolve?: (r: AppendResult) => void;
-  reject?: (e: Error) => void;
+  checkedKey: Uint8Array | undefined;
+  resolve: (r: AppendResult) => void;
+  reject: (e: Error) => void;
 }
 
-interface Pending {
-  readonly bytes: Uint8Array;
-  readonly entry: Entry;
-  readonly idKey: Uint8Array | undefined;
-  readonly id: string | undefined;
-  readonly resolve: (r: AppendResult) => void;
-  readonly reject: (e: Error) => void;
+const UNSET = (): void => undefined;
+
+/** Where the parts of the lock event being appended lie (encodeSignedLockEvent; read at once). */
+const SCAN = lockEventScan();
+
+/**
+ * What append() resolves to. The id and the decoding are made when first read: the callers of a
+ * busy chain that never read them do not pay for them, and an append in flight holds less.
+ */
+class Appended implements AppendResult {
+  readonly index: number;
+  readonly leafHash: Uint8Array;
+  readonly block: number;
+  readonly #bytes: Uint8Array;
+  readonly #lock: string | undefined;
+  readonly #ctr: number;
+  #entry: Entry | undefined;
+  #id: string | undefined;
+
+  constructor(index: number, leaf: Uint8Array, block: number, slot: Slot) {
+    this.index = index;
+    this.leafHash = leaf;
+    this.block = block;
+    this.#bytes = slot.bytes;
+    this.#lock = slot.lock;
+    this.#ctr = slot.ctr;
+    this.#entry = slot.entry;
+  }
+
+  get id(): string {
+    return (this.#id ??= this.#lock !== undefined ? `${this.#lock}:${this.#ctr}` : toHex(this.leafHash));
+  }
+
+  get entry(): Entry {
+    return (this.#entry ??= decodeEntry(this.#bytes));
+  }
 }
 
 export interface ChainEvents {
@@ -109,8 +151,11 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   /** Last counter per lock including admitted entries. */
   readonly #lockCtr = new Map<string, number>();
   readonly #lockCtrLoading = new Map<string, Promise<void>>();
+  /** Enrolled locks' members by lock id, as of #roster's version #membersVersion (#lockMember). */
+  readonly #members = new Map<string, Member>();
+  #membersVersion = -1;
   #admittedSize: number;
-  #pending: Pending[] = [];
+  #pending: Slot[] = [];
   /** Slots in call order; #admitHead is the first not yet admitted (a queue without shift()). */
   #admitQueue: Slot[] = [];
   #admitHead = 0;
@@ -238,21 +283,34 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     let slot: Slot;
     try {
       this.#assertWritable();
-      const { bytes, entry } = encodeEntry(input, this.#now());
-      slot = { bytes, entry, state: 'checking' };
+      const now = this.#now();
+      const fast = encodeSignedLockEvent(input, now, SCAN);
+      if (fast !== undefined) {
+        slot = { bytes: fast, entry: undefined, lock: latin1(fast, SCAN.lockStart, SCAN.lockEnd), ctr: SCAN.ctr, signed: true, state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+      } else {
+        const { bytes, entry } = encodeEntry(input, now);
+        const body = entry.body;
+        const ev = body.kind === 'lock-event' ? body.event : undefined;
+        slot = { bytes, entry, lock: ev?.lock, ctr: ev?.ctr ?? 0, signed: body.kind === 'lock-event' && body.prov === 'lock-signed', state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+      }
     } catch (e) {
       return Promise.reject(e as Error);
     }
-    // Entries are admitted in call order, whatever order their signature checks finish in, so
-    // that a lock's events keep the order in which they were handed over.
-    this.#admitQueue.push(slot);
     const done = new Promise<AppendResult>((resolve, reject) => {
       slot.resolve = resolve;
       slot.reject = reject;
     });
-    const checking = this.#precheck(slot.entry, opts);
+    const checking = this.#precheck(slot, opts);
+    if (checking === undefined && this.#admitHead === this.#admitQueue.length) {
+      // Nothing to wait for and nobody before it (the common case: a known lock's pre-verified
+      // event): admitted at once.
+      this.#admitSlot(slot);
+      return done;
+    }
+    // Entries are admitted in call order, whatever order their signature checks finish in, so
+    // that a lock's events keep the order in which they were handed over.
+    this.#admitQueue.push(slot);
     if (checking === undefined) {
-      // Nothing to wait for (the common case: a known lock's pre-verified event).
       slot.state = 'ready';
       this.#drainAdmitQueue();
     } else {
@@ -276,18 +334,19 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
    * The asynchronous checks: loading the lock's last counter, checking the lock signature.
    * Undefined when there is nothing to wait for; else the key the signature was checked against.
    */
-  #precheck(entry: Entry, opts: AppendOptions): Promise<Uint8Array | undefined> | undefined {
-    const body = entry.body;
-    if (body.kind !== 'lock-event') return undefined;
-    const mustVerify = body.prov === 'lock-signed' && opts.preverified !== true;
-    if (!mustVerify && this.#lockCtr.has(body.event.lock)) return undefined;
-    return this.#precheckAsync(body, mustVerify);
+  #precheck(slot: Slot, opts: AppendOptions): Promise<Uint8Array | undefined> | undefined {
+    const lock = slot.lock;
+    if (lock === undefined) return undefined;
+    const mustVerify = slot.signed && opts.preverified !== true;
+    if (!mustVerify && this.#lockCtr.has(lock)) return undefined;
+    return this.#precheckAsync(slot, lock, mustVerify);
   }
 
-  async #precheckAsync(body: Extract<Entry['body'], { kind: 'lock-event' }>, mustVerify: boolean): Promise<Uint8Array | undefined> {
-    const lock = body.event.lock;
+  async #precheckAsync(slot: Slot, lock: string, mustVerify: boolean): Promise<Uint8Array | undefined> {
     await this.lastCounter(lock);
-    if (!mustVerify || body.prov !== 'lock-signed') return undefined;
+    if (!mustVerify) return undefined;
+    const body = (slot.entry ??= decodeEntry(slot.bytes)).body;
+    if (body.kind !== 'lock-event' || body.prov !== 'lock-signed') return undefined;
     const member = this.#lockMember(lock);
     const task = { key: member.key, msg: sigStructure(body.parsed.payload), sig: body.parsed.signature };
     const ok = this.#opts.pool !== undefined ? await this.#opts.pool.verify(task) : verify(task.key, task.msg, task.sig);
@@ -306,22 +365,26 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
         this.#admitQueue = this.#admitQueue.slice(this.#admitHead);
         this.#admitHead = 0;
       }
-      try {
-        if (slot.state === 'failed') throw slot.error!;
-        this.#assertWritable();
-        const checkedKey = slot.checkedKey;
-        const body = slot.entry.body;
-        // The roster may have changed while the signature was being checked.
-        if (checkedKey !== undefined && body.kind === 'lock-event' && !bytesEqual(this.#lockMember(body.event.lock).key, checkedKey)) {
-          throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${body.event.lock} changed key while its event was checked`, { lock: body.event.lock });
-        }
-        const { idKey, id } = this.#admit(slot.entry);
-        this.#pending.push({ bytes: slot.bytes, entry: slot.entry, idKey, id, resolve: slot.resolve!, reject: slot.reject! });
-        this.#admittedSize++;
-        this.#schedule();
-      } catch (e) {
-        slot.reject!(e as Error);
+      this.#admitSlot(slot);
+    }
+  }
+
+  /** Admits a slot whose checks are done (or failed): into the pending block, or refused. */
+  #admitSlot(slot: Slot): void {
+    try {
+      if (slot.state === 'failed') throw slot.error!;
+      this.#assertWritable();
+      const checkedKey = slot.checkedKey;
+      // The roster may have changed while the signature was being checked.
+      if (checkedKey !== undefined && slot.lock !== undefined && !bytesEqual(this.#lockMember(slot.lock).key, checkedKey)) {
+        throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${slot.lock} changed key while its event was checked`, { lock: slot.lock });
       }
+      this.#admit(slot);
+      this.#pending.push(slot);
+      this.#admittedSize++;
+      this.#schedule();
+    } catch (e) {
+      slot.reject(e as Error);
     }
   }
 
@@ -383,41 +446,56 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   #lockMember(lock: string): NonNullable<ReturnType<Roster['get']>> {
-    const member = this.#roster.get('lock', lock);
+    // Looked up for every event: from a map by lock id while the roster stays the same.
+    if (this.#membersVersion !== this.#roster.version) {
+      this.#members.clear();
+      this.#membersVersion = this.#roster.version;
+    }
+    let member = this.#members.get(lock);
+    if (member === undefined) {
+      member = this.#roster.get('lock', lock);
+      if (member !== undefined) this.#members.set(lock, member);
+    }
     if (member === undefined || member.revoked) throw new OtiError('ERR_LOCK_UNKNOWN', `lock ${lock} is not enrolled in site ${this.#opts.trust.siteId}`, { lock });
     return member;
   }
 
   /** Synchronous checks against the admitted state; updates it. Throws without side effects. */
-  #admit(entry: Entry): { idKey: Uint8Array | undefined; id: string | undefined } {
-    const body = entry.body;
+  #admit(slot: Slot): void {
+    const body = slot.entry?.body;
     if (this.#admittedSize === 0) {
-      const s = body.kind === 'roster' ? body.signed.statement : undefined;
+      const s = body?.kind === 'roster' ? body.signed.statement : undefined;
       if (s?.op !== 'enroll' || s.role !== 'gateway' || s.id !== this.#opts.gatewayId || !bytesEqual(s.key, this.#signer.publicKey)) {
         throw new OtiError('ERR_ENTRY_INVALID', 'the first entry of a chain must enrol this gateway and its key');
       }
     }
-    switch (body.kind) {
-      case 'lock-event': {
-        const ev = body.event;
-        const member = this.#lockMember(ev.lock);
-        if (body.prov === 'unsigned' && !member.unsigned) throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${ev.lock} must sign its events`, { lock: ev.lock });
-        const last = this.#lockCtr.get(ev.lock) ?? -1;
-        if (ev.ctr <= last) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ev.ctr} of lock ${ev.lock} is not above the last stored ${last}`, { lock: ev.lock, ctr: ev.ctr, last });
-        this.#lockCtr.set(ev.lock, ev.ctr);
-        return { idKey: lockIdKey(ev.lock, ev.ctr), id: `${ev.lock}:${ev.ctr}` };
-      }
+    const lock = slot.lock;
+    if (lock !== undefined) {
+      const ctr = slot.ctr;
+      const member = this.#lockMember(lock);
+      if (!slot.signed && !member.unsigned) throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${lock} must sign its events`, { lock });
+      const last = this.#lockCtr.get(lock) ?? -1;
+      if (ctr <= last) throw new OtiError('ERR_ENTRY_INVALID', `counter ${ctr} of lock ${lock} is not above the last stored ${last}`, { lock, ctr, last });
+      this.#lockCtr.set(lock, ctr);
+      return;
+    }
+    switch (body?.kind) {
       case 'roster': {
         checkSigned(body.signed, this.#opts.trust);
         const s = body.signed.statement;
         if (s.role === 'gateway' && s.id === this.#opts.gatewayId && s.op !== 'enroll') {
           throw new OtiError('ERR_ROSTER', 'a rotation or revocation of this gateway’s own key must go through its own key hand-over');
         }
+        // A lock this roster never held has no event in this chain (an event needs its lock
+        // enrolled, and a revoked lock stays in the roster): its first event needs no look-up
+        // of a last counter in the store.
+        const fresh = s.role === 'lock' && this.#roster.get('lock', s.id) === undefined;
         this.#roster.apply(body.signed);
-        return { idKey: undefined, id: undefined };
+        if (fresh && !this.#lockCtr.has(s.id)) this.#lockCtr.set(s.id, -1);
+        return;
       }
       default:
-        return { idKey: undefined, id: undefined };
+        return;
     }
   }
 
@@ -450,7 +528,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     });
   }
 
-  async #write(batch: Pending[]): Promise<void> {
+  async #write(batch: Slot[]): Promise<void> {
     const cs = this.#cs;
     const head = cs.head;
     const first = head.size;
@@ -459,21 +537,26 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     const leaves: Uint8Array[] = [];
     const rosterChanged = new Set<string>();
+    const onNode = (level: number, index: number, hash: Uint8Array): void => {
+      const op = cs.nodeOp(level, index, hash);
+      if (op !== undefined) ops.push(op);
+    };
     try {
       for (const p of batch) {
         const leaf = leafHash(p.bytes);
         leaves.push(leaf);
-        range.append(leaf, (level, index, hash) => {
-          const op = cs.nodeOp(level, index, hash);
-          if (op !== undefined) ops.push(op);
-        });
-        if (p.entry.body.kind === 'roster') {
-          rosterChanged.add(`${p.entry.body.signed.statement.role}/${p.entry.body.signed.statement.id}`);
-          this.#sealedRoster.apply(p.entry.body.signed);
+        range.append(leaf, onNode);
+        const body = p.entry?.body;
+        if (body?.kind === 'roster') {
+          rosterChanged.add(`${body.signed.statement.role}/${body.signed.statement.id}`);
+          this.#sealedRoster.apply(body.signed);
         }
       }
       const tail = cs.entryOps(first, batch.map((p) => p.bytes), ops);
-      batch.forEach((p, i) => ops.push(cs.idOp(p.idKey ?? hashIdKey(leaves[i]!), first + i)));
+      for (let i = 0; i < batch.length; i++) {
+        const p = batch[i]!;
+        ops.push(p.lock !== undefined ? cs.lockIdOp(p.lock, p.ctr, first + i) : cs.hashIdOp(leaves[i]!, first + i));
+      }
       for (const k of rosterChanged) {
         const [role, id] = k.split('/') as ['gateway' | 'lock', string];
         ops.push(cs.rosterOp(this.#sealedRoster.get(role, id)!));
@@ -494,7 +577,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       this.#checkpoint = checkpoint;
       this.#rosterTree = rosterTree;
       const results = batch.map((p, i) => {
-        const r: AppendResult = { index: first + i, id: p.id ?? toHex(leaves[i]!), leafHash: leaves[i]!, block: n, entry: p.entry };
+        const r = new Appended(first + i, leaves[i]!, n, p);
         p.resolve(r);
         return r;
       });

@@ -23,8 +23,8 @@
  * Signing stays on node:crypto (ledger/crypto.ts): it is fast enough and keeps key handling in one
  * place. The pure-JS @noble/ed25519 remains the portable second implementation used in tests.
  */
-import { createRequire } from 'node:module';
 import { createPublicKey, verify as opensslVerify, type KeyObject } from 'node:crypto';
+import { sodium as sodiumNative, sodiumUnavailable } from './sodium.js';
 
 /** An Ed25519 verification function: true when `signature` is valid for `message` under `publicKey`. */
 export type Ed25519Verify = (publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array) => boolean;
@@ -119,19 +119,12 @@ export const verifyWithOpenssl: Ed25519Verify = (publicKey, message, signature) 
   }
 };
 
-interface Sodium {
-  crypto_sign_verify_detached(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
-}
-
 function loadSodium(): { verify: Ed25519Verify } | { unavailable: string } {
   const override = process.env['OTI_ED25519_VERIFIER'];
   if (override === 'node-crypto' || override === 'node:crypto') return { unavailable: `OTI_ED25519_VERIFIER=${override}` };
-  try {
-    const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
-    return { verify: (publicKey, message, signature) => rightLengths(publicKey, signature) && sodium.crypto_sign_verify_detached(signature, message, publicKey) };
-  } catch (e) {
-    return { unavailable: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
-  }
+  const lib = sodiumNative;
+  if (lib === undefined) return { unavailable: sodiumUnavailable ?? 'sodium-native did not load' };
+  return { verify: (publicKey, message, signature) => rightLengths(publicKey, signature) && lib.crypto_sign_verify_detached(signature, message, publicKey) };
 }
 
 const sodium = loadSodium();

@@ -17,7 +17,7 @@
  *
  * The entry bytes are what the leaf hash covers, so the lock's own signature is kept verbatim.
  */
-import { cborHead, matchAt, readHead as readCborHead, decode, encode, type CborValue } from './base/cbor.js';
+import { cborHead, headLength, matchAt, readHead as readCborHead, writeHead, decode, encode, type CborValue } from './base/cbor.js';
 import { OtiError } from './base/errors.js';
 import { parseCoseSign1, COSE_MAX_BYTES, type CoseSign1 } from './cose.js';
 import { CRED_MAX_BYTES, decodeLockEvent, EVENT_TYPES, LOCK_EVENT_MAX_BYTES, type EventType, type LockEvent } from './lockevent.js';
@@ -78,7 +78,7 @@ export function encodeEntry(input: EntryInput, now: number): { bytes: Uint8Array
         if (Number.isSafeInteger(time) && time >= 0) {
           // Common case: build the bytes, then read them back through the exact-match parser
           // (views into our own copy, so the caller cannot change what was checked).
-          const built = Buffer.concat([LE_START, LE_SIGNED_BODY_KEY, cborHead(2, cose.length), cose, LE_PROV_SIGNED, LE_KIND_TIME, cborHead(0, time)]);
+          const built = buildSignedLockEventEntry(cose, time);
           const fast = fastLockEventEntry(built);
           if (fast !== undefined) return { bytes: built, entry: fast };
         }
@@ -133,6 +133,39 @@ function encodeLockEventEntry(body: Extract<EntryBody, { kind: 'lock-event' }>, 
   return Buffer.concat([LE_START, ...inner, LE_KIND_TIME, cborHead(0, time)]);
 }
 
+/**
+ * encodeEntry's common case, a lock-signed event handed over as its COSE_Sign1, without its
+ * decoding: the entry's bytes, with where their parts lie in `scan` (Chain.append checks the
+ * lock and counter from there, and decodes the entry only when someone asks for it). Undefined
+ * for any other input, and for one the fast decoder would not take: encodeEntry then (which
+ * accepts it or gives the coded error).
+ */
+export function encodeSignedLockEvent(input: EntryInput, now: number, scan: LockEventScan): Uint8Array | undefined {
+  if (input.kind !== 'lock-event' || !('cose' in input)) return undefined;
+  const cose: unknown = input.cose;
+  const time = input.time ?? now;
+  if (!(cose instanceof Uint8Array) || cose.length > COSE_MAX_BYTES || !Number.isSafeInteger(time) || time < 0) return undefined;
+  const bytes = buildSignedLockEventEntry(cose, time);
+  return scanLockEventEntry(bytes, scan) ? bytes : undefined;
+}
+
+/** The bytes of a lock-signed event's entry, written in place into one buffer of Node's pool. */
+function buildSignedLockEventEntry(cose: Uint8Array, time: number): Buffer {
+  const fixed = LE_START.length + LE_SIGNED_BODY_KEY.length + LE_PROV_SIGNED.length + LE_KIND_TIME.length;
+  const b = Buffer.allocUnsafe(fixed + headLength(cose.length) + cose.length + headLength(time));
+  b.set(LE_START, 0);
+  let o = LE_START.length;
+  b.set(LE_SIGNED_BODY_KEY, o);
+  o = writeHead(b, o + LE_SIGNED_BODY_KEY.length, 2, cose.length);
+  b.set(cose, o);
+  o += cose.length;
+  b.set(LE_PROV_SIGNED, o);
+  o += LE_PROV_SIGNED.length;
+  b.set(LE_KIND_TIME, o);
+  writeHead(b, o + LE_KIND_TIME.length, 0, time);
+  return b;
+}
+
 function checkedBytes(v: unknown, max: number, name: string): Uint8Array {
   if (!(v instanceof Uint8Array)) throw new OtiError('ERR_ARGUMENT', `${name} must be a Uint8Array`);
   if (v.length > max) throw new OtiError('ERR_ENCODING_TOO_LARGE', `${name} is ${v.length} bytes, limit is ${max}`);
@@ -146,11 +179,43 @@ export function decodeEntry(b: Uint8Array): Entry {
 // Fast path for the common case, lock-event entries. Deterministic CBOR gives every valid
 // lock-event entry (and its COSE_Sign1 and lock event) exactly one encoding, so bytes that match
 // that encoding byte for byte are valid, and decode to exactly what the generic path would give.
-// The matchers below accept only such bytes and return undefined for anything else (including
-// every invalid input, and valid but less common shapes such as events with "ext"), which then
-// goes through the generic strict decoder and gets its usual coded error. Nothing is allocated
-// but the result objects; byte strings are views into the input, like the generic decoder's
-// copies they are never written to.
+// The scanners below accept only such bytes and return false for anything else (including every
+// invalid input, and valid but less common shapes such as events with "ext"), which then goes
+// through the generic strict decoder and gets its usual coded error. A scanner allocates nothing:
+// it records where the parts lie in a LockEventScan; the fast decoders build their results from
+// it, with byte strings as views into the input (like the generic decoder's copies, never
+// written to).
+
+/**
+ * Where the parts of a lock-event entry, a COSE_Sign1 or a bare lock event lie in the bytes a
+ * scanner was given (offsets into them). The fields not found by a scanner keep their old values.
+ */
+export interface LockEventScan {
+  /** The lock id, ASCII (ID_PATTERN), at [lockStart, lockEnd). */
+  lockStart: number;
+  lockEnd: number;
+  ctr: number;
+  /** The lock's clock. */
+  time: number;
+  type: EventType;
+  /** The credential at [credStart, credEnd); credStart is -1 when there is none. */
+  credStart: number;
+  credEnd: number;
+  /** The lock event's bytes: the COSE payload of a signed one, the bare event of an unsigned one. */
+  eventStart: number;
+  eventEnd: number;
+  /** The 64-byte COSE signature; -1 for an unsigned event. */
+  sigStart: number;
+  /** Entries only: the COSE_Sign1 [coseStart, coseEnd) of a signed one, and the entry's time. */
+  coseStart: number;
+  coseEnd: number;
+  entryTime: number;
+}
+
+/** A LockEventScan to reuse (one per caller: the scanners fill it in place). */
+export function lockEventScan(): LockEventScan {
+  return { lockStart: 0, lockEnd: 0, ctr: 0, time: 0, type: EVENT_TYPES[0], credStart: -1, credEnd: -1, eventStart: 0, eventEnd: 0, sigStart: -1, coseStart: 0, coseEnd: 0, entryTime: 0 };
+}
 
 /** Reads a shortest-form head of `major` at `p`; returns the argument, or -1 if not such a head. Sets headEnd. */
 let headEnd = 0;
@@ -187,7 +252,8 @@ function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
   return true;
 }
 
-function latin1(b: Uint8Array, s: number, e: number): string {
+/** The text of ASCII bytes b[s, e) (a lock id found by a scanner). */
+export function latin1(b: Uint8Array, s: number, e: number): string {
   let out = '';
   for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
   return out;
@@ -200,56 +266,119 @@ function eventTypeAt(b: Uint8Array, s: number, e: number): EventType | undefined
   return undefined;
 }
 
+/** A lock event without "ext" in its one deterministic encoding at [s, e)? Fills the event's fields of `o`. */
+function scanLockEvent(b: Uint8Array, s: number, e: number, o: LockEventScan): boolean {
+  if (e - s > LOCK_EVENT_MAX_BYTES || e - s < 1) return false;
+  const mh = b[s]!;
+  if (mh !== 0xa5 && mh !== 0xa6) return false;
+  let p = s + 1;
+  if (!matchAt(b, p, EV_V1)) return false;
+  p += 3;
+  if (!matchAt(b, p, EV_CTR)) return false;
+  const ctr = readHead(b, p + 4, 0);
+  if (ctr < 0) return false;
+  p = headEnd;
+  let credStart = -1;
+  let credEnd = -1;
+  if (mh === 0xa6) {
+    if (!matchAt(b, p, EV_CRED)) return false;
+    const n = readHead(b, p + 5, 2);
+    if (n < 1 || n > CRED_MAX_BYTES || headEnd + n > e) return false;
+    credStart = headEnd;
+    credEnd = headEnd + n;
+    p = credEnd;
+  }
+  if (!matchAt(b, p, EV_LOCK)) return false;
+  const ln = readHead(b, p + 5, 3);
+  if (ln < 1 || headEnd + ln > e || !isIdBytes(b, headEnd, headEnd + ln)) return false;
+  const lockStart = headEnd;
+  p = headEnd + ln;
+  if (!matchAt(b, p, EV_TIME)) return false;
+  const time = readHead(b, p + 5, 0);
+  if (time < 0) return false;
+  p = headEnd;
+  if (!matchAt(b, p, EV_TYPE)) return false;
+  const tn = readHead(b, p + 5, 3);
+  if (tn < 1 || tn > 32 || headEnd + tn !== e) return false;
+  const type = eventTypeAt(b, headEnd, e);
+  if (type === undefined) return false;
+  o.lockStart = lockStart;
+  o.lockEnd = lockStart + ln;
+  o.ctr = ctr;
+  o.time = time;
+  o.type = type;
+  o.credStart = credStart;
+  o.credEnd = credEnd;
+  o.eventStart = s;
+  o.eventEnd = e;
+  return true;
+}
+
+/** A COSE_Sign1 in our profile ([h'a10127', {}, payload, sig64]) at [s, e) with its lock event? Fills `o` but for the entry's fields. */
+function scanCose(b: Uint8Array, s: number, e: number, o: LockEventScan): boolean {
+  if (e - s > COSE_MAX_BYTES || !matchAt(b, s, COSE_FIXED)) return false;
+  const n = readHead(b, s + 6, 2);
+  if (n < 0) return false;
+  const ps = headEnd;
+  const pe = ps + n;
+  if (pe + 66 !== e || b[pe] !== 0x58 || b[pe + 1] !== 0x40) return false;
+  if (!scanLockEvent(b, ps, pe, o)) return false;
+  o.sigStart = pe + 2;
+  return true;
+}
+
+/**
+ * A lock-event entry (either provenance) in its one deterministic encoding, the whole of `b`?
+ * Fills `o` (sigStart -1 for an unsigned event).
+ */
+export function scanLockEventEntry(b: Uint8Array, o: LockEventScan): boolean {
+  if (!(b instanceof Uint8Array) || b.length > ENTRY_MAX_BYTES || !matchAt(b, 0, LE_START)) return false;
+  let p = LE_START.length;
+  if (matchAt(b, p, LE_SIGNED_BODY_KEY)) {
+    const n = readHead(b, p + LE_SIGNED_BODY_KEY.length, 2);
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return false;
+    const cs = headEnd;
+    const ce = cs + n;
+    if (!scanCose(b, cs, ce, o) || !matchAt(b, ce, LE_PROV_SIGNED)) return false;
+    o.coseStart = cs;
+    o.coseEnd = ce;
+    p = ce + LE_PROV_SIGNED.length;
+  } else if (matchAt(b, p, LE_PROV_UNSIGNED) && matchAt(b, p + LE_PROV_UNSIGNED.length, LE_EVENT_KEY)) {
+    const n = readHead(b, p + LE_PROV_UNSIGNED.length + LE_EVENT_KEY.length, 2);
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return false;
+    const es = headEnd;
+    if (!scanLockEvent(b, es, es + n, o)) return false;
+    o.sigStart = -1;
+    p = es + n;
+  } else {
+    return false;
+  }
+  if (!matchAt(b, p, LE_KIND_TIME)) return false;
+  const time = readHead(b, p + LE_KIND_TIME.length, 0);
+  if (time < 0 || headEnd !== b.length) return false;
+  o.entryTime = time;
+  return true;
+}
+
+/** The scan the fast decoders below use (they run to completion: one is enough). */
+const SCAN = lockEventScan();
+
+/** The LockEvent a scan found in `b`. */
+function eventOf(b: Uint8Array, o: LockEventScan): LockEvent {
+  const ev: LockEvent = { lock: latin1(b, o.lockStart, o.lockEnd), ctr: o.ctr, time: o.time, type: o.type };
+  if (o.credStart >= 0) ev.cred = view(b, o.credStart, o.credEnd);
+  return ev;
+}
+
 /** A lock event without "ext" in its one deterministic encoding, or undefined. */
 function fastLockEvent(b: Uint8Array, s: number, e: number): LockEvent | undefined {
-  if (e - s > LOCK_EVENT_MAX_BYTES || e - s < 1) return undefined;
-  const mh = b[s]!;
-  if (mh !== 0xa5 && mh !== 0xa6) return undefined;
-  let p = s + 1;
-  if (!matchAt(b, p, EV_V1)) return undefined;
-  p += 3;
-  if (!matchAt(b, p, EV_CTR)) return undefined;
-  const ctr = readHead(b, p + 4, 0);
-  if (ctr < 0) return undefined;
-  p = headEnd;
-  let cred: Uint8Array | undefined;
-  if (mh === 0xa6) {
-    if (!matchAt(b, p, EV_CRED)) return undefined;
-    const n = readHead(b, p + 5, 2);
-    if (n < 1 || n > CRED_MAX_BYTES || headEnd + n > e) return undefined;
-    cred = view(b, headEnd, headEnd + n);
-    p = headEnd + n;
-  }
-  if (!matchAt(b, p, EV_LOCK)) return undefined;
-  const ln = readHead(b, p + 5, 3);
-  if (ln < 1 || headEnd + ln > e || !isIdBytes(b, headEnd, headEnd + ln)) return undefined;
-  const lock = latin1(b, headEnd, headEnd + ln);
-  p = headEnd + ln;
-  if (!matchAt(b, p, EV_TIME)) return undefined;
-  const time = readHead(b, p + 5, 0);
-  if (time < 0) return undefined;
-  p = headEnd;
-  if (!matchAt(b, p, EV_TYPE)) return undefined;
-  const tn = readHead(b, p + 5, 3);
-  if (tn < 1 || tn > 32 || headEnd + tn !== e) return undefined;
-  const type = eventTypeAt(b, headEnd, e);
-  if (type === undefined) return undefined;
-  const ev: LockEvent = { lock, ctr, time, type };
-  if (cred !== undefined) ev.cred = cred;
-  return ev;
+  return scanLockEvent(b, s, e, SCAN) ? eventOf(b, SCAN) : undefined;
 }
 
 /** A COSE_Sign1 in our profile ([h'a10127', {}, payload, sig64]) at [s, e) with its lock event, or undefined. */
 function fastCose(b: Uint8Array, s: number, e: number): { parsed: CoseSign1; event: LockEvent } | undefined {
-  if (e - s > COSE_MAX_BYTES || !matchAt(b, s, COSE_FIXED)) return undefined;
-  const n = readHead(b, s + 6, 2);
-  if (n < 0) return undefined;
-  const ps = headEnd;
-  const pe = ps + n;
-  if (pe + 66 !== e || b[pe] !== 0x58 || b[pe + 1] !== 0x40) return undefined;
-  const event = fastLockEvent(b, ps, pe);
-  if (event === undefined) return undefined;
-  return { parsed: { payload: view(b, ps, pe), signature: view(b, pe + 2, e) }, event };
+  if (!scanCose(b, s, e, SCAN)) return undefined;
+  return { parsed: { payload: view(b, SCAN.eventStart, SCAN.eventEnd), signature: view(b, SCAN.sigStart, SCAN.sigStart + 64) }, event: eventOf(b, SCAN) };
 }
 
 /**
@@ -291,33 +420,12 @@ export function decodeLockPayload(b: Uint8Array, signed: boolean): LockPayload {
 
 /** A lock-event entry (either provenance) in its one deterministic encoding, or undefined. */
 function fastLockEventEntry(b: Uint8Array): Entry | undefined {
-  if (!(b instanceof Uint8Array) || b.length > ENTRY_MAX_BYTES || !matchAt(b, 0, LE_START)) return undefined;
-  let p = LE_START.length;
-  let body: EntryBody;
-  if (matchAt(b, p, LE_SIGNED_BODY_KEY)) {
-    const n = readHead(b, p + LE_SIGNED_BODY_KEY.length, 2);
-    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return undefined;
-    const cs = headEnd;
-    const ce = cs + n;
-    const c = fastCose(b, cs, ce);
-    if (c === undefined || !matchAt(b, ce, LE_PROV_SIGNED)) return undefined;
-    body = { kind: 'lock-event', prov: 'lock-signed', cose: view(b, cs, ce), parsed: c.parsed, event: c.event };
-    p = ce + LE_PROV_SIGNED.length;
-  } else if (matchAt(b, p, LE_PROV_UNSIGNED) && matchAt(b, p + LE_PROV_UNSIGNED.length, LE_EVENT_KEY)) {
-    const n = readHead(b, p + LE_PROV_UNSIGNED.length + LE_EVENT_KEY.length, 2);
-    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return undefined;
-    const es = headEnd;
-    const event = fastLockEvent(b, es, es + n);
-    if (event === undefined) return undefined;
-    body = { kind: 'lock-event', prov: 'unsigned', eventBytes: view(b, es, es + n), event };
-    p = es + n;
-  } else {
-    return undefined;
-  }
-  if (!matchAt(b, p, LE_KIND_TIME)) return undefined;
-  const time = readHead(b, p + LE_KIND_TIME.length, 0);
-  if (time < 0 || headEnd !== b.length) return undefined;
-  return { time, body };
+  if (!scanLockEventEntry(b, SCAN)) return undefined;
+  const event = eventOf(b, SCAN);
+  const body: EntryBody = SCAN.sigStart >= 0
+    ? { kind: 'lock-event', prov: 'lock-signed', cose: view(b, SCAN.coseStart, SCAN.coseEnd), parsed: { payload: view(b, SCAN.eventStart, SCAN.eventEnd), signature: view(b, SCAN.sigStart, SCAN.sigStart + 64) }, event }
+    : { kind: 'lock-event', prov: 'unsigned', eventBytes: view(b, SCAN.eventStart, SCAN.eventEnd), event };
+  return { time: SCAN.entryTime, body };
 }
 
 export function entryFromCbor(v: CborValue): Entry {

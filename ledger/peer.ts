@@ -28,7 +28,7 @@ import { ChainVerifier, type VerifyOptions } from './verify.js';
 import { verify as nodeVerify } from './crypto.js';
 import { verifyPacked } from './sigbatch.js';
 import { AUDIT_CHUNK_BLOCKS, AUDIT_QUEUE_BYTES, AuditPacker, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
-import { hashIdKey, lockIdKey, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
+import { readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
 import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 
@@ -226,9 +226,9 @@ export class ChainReplica implements ChainReader {
         if (body.kind === 'lock-event') {
           // Awaited only for a lock's first event in this session (a read), not once per entry.
           if (!this.#checkedLocks.has(body.event.lock)) await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
-          ops.push(cs.idOp(lockIdKey(body.event.lock, body.event.ctr), index));
+          ops.push(cs.lockIdOp(body.event.lock, body.event.ctr, index));
         } else {
-          ops.push(cs.idOp(hashIdKey(leaf), index));
+          ops.push(cs.hashIdOp(leaf, index));
           if (body.kind === 'roster') rosterChanged.add(`${body.signed.statement.role}/${body.signed.statement.id}`);
         }
         all.push(bytes);

@@ -36,7 +36,11 @@ export interface ChainReader extends NodeReader {
   readonly head: ChainHead;
   /** Entry `index` as stored (deterministic CBOR); ERR_NOT_FOUND at or past the head's size. */
   entry(index: number): Promise<Uint8Array>;
-  /** Entries [from, to) in order, one at a time (bounded memory for whole-chain scans). */
+  /**
+   * Entries [from, to) in order, one at a time (bounded memory for whole-chain scans). Range reads
+   * may hand out views into larger buffers read from the store: never write to an entry, and copy
+   * one that is kept for long on its own.
+   */
   entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }>;
   /** Entries [from, to) as one array (a block or a page at a time: memory is the caller's bound). */
   entryRange(from: number, to: number): Promise<Uint8Array[]>;

@@ -132,6 +132,12 @@ export interface Member {
  */
 export class Roster {
   readonly #members = new Map<string, Member>();
+  #version = 0;
+
+  /** Changes whenever a member is applied or restored: a cache of get() results is good while it stays the same. */
+  get version(): number {
+    return this.#version;
+  }
 
   static keyOf(role: RosterRole, id: string): string {
     return `${role}/${id}`;
@@ -169,12 +175,14 @@ export class Roster {
     const m = this.check(signed.statement);
     m.history = [...m.history, encodeSigned(signed)];
     this.#members.set(Roster.keyOf(m.role, m.id), m);
+    this.#version++;
     return m;
   }
 
   /** Puts a member as stored (used when loading the roster saved at the head). */
   restore(m: Member): void {
     this.#members.set(Roster.keyOf(m.role, m.id), m);
+    this.#version++;
   }
 
   clone(): Roster {

@@ -40,6 +40,19 @@ interface PoolWorker {
   worker: Worker;
   inFlight: number;
   jobs: Map<number, Job>;
+  /** Batches posted to the worker. */
+  sent: number;
+  /** Batches the worker has finished (it counts them before posting the results back). */
+  readonly done: Int32Array;
+}
+
+/**
+ * Batches a worker has not finished yet, known at once: inFlight only falls when the results'
+ * message is handled, which waits for the event loop to turn, so a caller that runs long
+ * without yielding would see every worker as busy.
+ */
+function outstanding(w: PoolWorker): number {
+  return w.sent - Atomics.load(w.done, 0);
 }
 
 export interface ElasticOptions {
@@ -85,12 +98,13 @@ export class SignaturePool {
   /**
    * For a pool that shares with its caller: whether this batch is the caller's. It is when each
    * worker has a batch running and one waiting, and the workers were given at least one batch
-   * each since the caller last took one. The counts only fall when the event loop turns, so
-   * without the second condition a caller sending many batches in one turn would keep all but
-   * the first 2n; with it the caller takes at most one batch in n + 1.
+   * each since the caller last took one (so it takes at most one batch in n + 1). The counts are
+   * the workers' own (outstanding()), current even when the caller has not let the event loop
+   * turn for a while: with counts that fell only when results were handled, a caller busy with
+   * its own batch took the next one too while a worker sat idle with its results unread.
    */
   #callersTurn(): boolean {
-    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => w.inFlight >= 2)) return false;
+    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= 2)) return false;
     this.#sentSinceCaller = 0;
     return true;
   }
@@ -139,8 +153,9 @@ export class SignaturePool {
     // A worker only holds one packed batch and a cache of key objects at a time: a small heap
     // keeps its share of the process's memory small (the defaults let each grow to tens of MB
     // of garbage before collecting).
-    const worker = new Worker(new URL('./sigworker.js', import.meta.url), { resourceLimits: WORKER_LIMITS });
-    const pw: PoolWorker = { worker, inFlight: 0, jobs: new Map() };
+    const done = new SharedArrayBuffer(4);
+    const worker = new Worker(new URL('./sigworker.js', import.meta.url), { resourceLimits: WORKER_LIMITS, workerData: { done } });
+    const pw: PoolWorker = { worker, inFlight: 0, jobs: new Map(), sent: 0, done: new Int32Array(done) };
     worker.on('message', (m: { id: number; results: Uint8Array }) => {
       const job = pw.jobs.get(m.id);
       if (job === undefined) return;
@@ -182,9 +197,10 @@ export class SignaturePool {
       this.#callerBatches++;
       return verifyPacked(buf);
     }
-    const pw = this.#workers.reduce((a, b) => (b.inFlight < a.inFlight ? b : a));
+    const pw = this.#workers.reduce((a, b) => (outstanding(b) < outstanding(a) ? b : a));
     const id = this.#nextId++;
     pw.inFlight++;
+    pw.sent++;
     this.#sentSinceCaller++;
     return new Promise<Uint8Array>((resolve, reject) => {
       pw.jobs.set(id, { resolve, reject });
@@ -273,8 +289,17 @@ export class SigPacker {
 
   /** Adds a COSE_Sign1 check: the message is the Sig_structure over `payload`. */
   addCose(key: Uint8Array, payload: Uint8Array, sig: Uint8Array): void {
-    if (key.length !== 32 || sig.length !== 64) throw new OtiError('ERR_ARGUMENT', 'key must be 32 bytes and sig 64 bytes');
-    const n = payload.length;
+    if (sig.length !== 64) throw new OtiError('ERR_ARGUMENT', 'key must be 32 bytes and sig 64 bytes');
+    this.addCoseAt(key, payload, 0, payload.length, -1, sig);
+  }
+
+  /**
+   * addCose() for a payload at [start, end) of `b` and a signature at [sigStart, sigStart + 64)
+   * of `b` (or `sig` when given), copied from where they lie.
+   */
+  addCoseAt(key: Uint8Array, b: Uint8Array, start: number, end: number, sigStart: number, sig?: Uint8Array): void {
+    if (key.length !== 32 || (sig === undefined && (sigStart < 0 || sigStart + 64 > b.length))) throw new OtiError('ERR_ARGUMENT', 'key must be 32 bytes and sig 64 bytes');
+    const n = end - start;
     const headLen = n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
     const msgLen = SIG_PREFIX.length + headLen + n;
     this.#reserve(100 + msgLen);
@@ -282,7 +307,7 @@ export class SigPacker {
     let o = this.#len;
     this.#dv.setUint32(o, msgLen, true);
     buf.set(key, o + 4);
-    buf.set(sig, o + 36);
+    buf.set(sig ?? b.subarray(sigStart, sigStart + 64), o + 36);
     o += 100;
     buf.set(SIG_PREFIX, o);
     o += SIG_PREFIX.length;
@@ -299,7 +324,7 @@ export class SigPacker {
       this.#dv.setUint32(o, n, false);
       o += 4;
     }
-    buf.set(payload, o);
+    buf.set(start === 0 && end === b.length ? b : b.subarray(start, end), o);
     this.#len = o + n;
     this.#count++;
   }

@@ -1,8 +1,15 @@
-/** Worker side of SignaturePool: verifies packed batches and posts one byte per signature back. */
-import { parentPort } from 'node:worker_threads';
+/**
+ * Worker side of SignaturePool: verifies packed batches and posts one byte per signature back.
+ * Before posting, it counts the batch as done in the shared counter the pool gave it (workerData),
+ * which the pool reads to know how much work the worker still has without waiting for the message.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
 import { verifyPacked } from './sigbatch.js';
+
+const done = new Int32Array((workerData as { done: SharedArrayBuffer }).done);
 
 parentPort?.on('message', (m: { id: number; buf: Uint8Array }) => {
   const results = verifyPacked(m.buf);
+  Atomics.add(done, 0, 1);
   parentPort?.postMessage({ id: m.id, results }, [results.buffer as ArrayBuffer]);
 });

@@ -11,19 +11,21 @@
  */
 import { OtiError, isOtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
-import { decodeEntry, type Entry } from './entry.js';
+import { decodeEntry, latin1, lockEventScan, scanLockEventEntry, type Entry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { blockHash, decodeBlockHeader, ZERO_HASH } from './block.js';
 import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
-import { checkSigned, Roster, type SiteTrust } from './roster.js';
+import { checkSigned, Roster, type Member, type SiteTrust } from './roster.js';
 import { SigPacker, type SignaturePool } from './sigpool.js';
 import { verifyPacked } from './sigbatch.js';
-import type { ChainReader } from './reader.js';
+import type { ChainReader, StoredBlock } from './reader.js';
 import { bytesEqual } from './base/bytes.js';
 import { rebuildRange } from './chain.js';
 import { RosterTree, type RosterDigest } from './roster-commitment.js';
 
 const SIG_BATCH = 512;
+/** Where the parts of the lock event being checked lie (scanLockEventEntry; filled and read without an await between). */
+const SCAN = lockEventScan();
 
 export interface VerifyOptions {
   readonly trust: SiteTrust;
@@ -85,7 +87,8 @@ export class ChainVerifier {
   #prevHash: Uint8Array;
   #nextBlock: number;
   #roster: Roster;
-  readonly #lockCtr = new Map<string, number>();
+  /** Per lock: the last counter seen, and its roster member as of the roster's version. */
+  readonly #locks = new Map<string, { last: number; member: Member | undefined; rosterVersion: number }>();
   /** Lock signatures not yet sent: packed as they come, with the entry index of each. */
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
@@ -186,6 +189,20 @@ export class ChainVerifier {
   }
 
   #addEntry(index: number, bytes: Uint8Array, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined): void {
+    // Whole-chain verification (nothing collected): a lock event in its one deterministic
+    // encoding is checked from where its parts lie, without building its decoding. Anything
+    // else, and every entry whose decoding is collected, goes through decodeEntry, which accepts
+    // exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
+    if (out === undefined && index > 0 && scanLockEventEntry(bytes, SCAN)) {
+      const member = this.#lockEvent(index, latin1(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
+      if (member !== undefined) {
+        this.#packer.addCoseAt(member.key, bytes, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
+        this.#packed(index);
+      }
+      this.#range.append(leafHash(bytes));
+      this.#entries++;
+      return;
+    }
     let entry: Entry;
     try {
       entry = decodeEntry(bytes);
@@ -194,11 +211,9 @@ export class ChainVerifier {
       throw e;
     }
     const body = entry.body;
-    const invalid = (why: string, code: 'ERR_ENTRY_INVALID' | 'ERR_LOCK_UNKNOWN' | 'ERR_LOCK_SIGNATURE' = 'ERR_ENTRY_INVALID'): OtiError =>
-      new OtiError(code, `entry ${index} of ${this.origin}: ${why}`, { origin: this.origin, index });
     if (index === 0) {
       const s = body.kind === 'roster' ? body.signed.statement : undefined;
-      if (s?.op !== 'enroll' || s.role !== 'gateway' || s.id !== this.gatewayId) throw invalid(`the first entry must enrol gateway ${this.gatewayId}`);
+      if (s?.op !== 'enroll' || s.role !== 'gateway' || s.id !== this.gatewayId) throw this.#invalid(index, `the first entry must enrol gateway ${this.gatewayId}`);
     }
     switch (body.kind) {
       case 'roster':
@@ -212,20 +227,10 @@ export class ChainVerifier {
         }
         break;
       case 'lock-event': {
-        const ev = body.event;
-        const member = this.#roster.get('lock', ev.lock);
-        if (member === undefined || member.revoked) throw invalid(`lock ${ev.lock} is not enrolled here`, 'ERR_LOCK_UNKNOWN');
-        const last = this.#lockCtr.get(ev.lock);
-        if (last !== undefined && ev.ctr <= last) throw invalid(`counter ${ev.ctr} of lock ${ev.lock} does not increase (last ${last})`);
-        this.#lockCtr.set(ev.lock, ev.ctr);
-        if (body.prov === 'unsigned') {
-          if (!member.unsigned) throw invalid(`lock ${ev.lock} may not send unsigned events`, 'ERR_LOCK_SIGNATURE');
-          this.#unsigned++;
-        } else if (this.#opts.lockSignatures !== false) {
+        const member = this.#lockEvent(index, body.event.lock, body.event.ctr, body.prov === 'unsigned');
+        if (member !== undefined && body.prov === 'lock-signed') {
           this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
-          this.#indexes.push(index);
-          this.#lockSignatures++;
-          if (this.#indexes.length >= (this.#opts.signatureBatch ?? SIG_BATCH)) this.#sendBatch();
+          this.#packed(index);
         }
         break;
       }
@@ -237,6 +242,44 @@ export class ChainVerifier {
     out?.leaves.push(leaf);
     out?.entries.push(entry);
     this.#entries++;
+  }
+
+  #invalid(index: number, why: string, code: 'ERR_ENTRY_INVALID' | 'ERR_LOCK_UNKNOWN' | 'ERR_LOCK_SIGNATURE' = 'ERR_ENTRY_INVALID'): OtiError {
+    return new OtiError(code, `entry ${index} of ${this.origin}: ${why}`, { origin: this.origin, index });
+  }
+
+  /**
+   * The chain's rules for lock event `index`: its lock is enrolled, its counter increases, it is
+   * unsigned only where its enrolment allows. Returns the lock's member when its signature is to
+   * be checked (the caller packs it; counted here), else undefined.
+   */
+  #lockEvent(index: number, lock: string, ctr: number, unsigned: boolean): Member | undefined {
+    let state = this.#locks.get(lock);
+    if (state === undefined) {
+      state = { last: -1, member: undefined, rosterVersion: -1 };
+      this.#locks.set(lock, state);
+    }
+    if (state.rosterVersion !== this.#roster.version) {
+      state.member = this.#roster.get('lock', lock);
+      state.rosterVersion = this.#roster.version;
+    }
+    const member = state.member;
+    if (member === undefined || member.revoked) throw this.#invalid(index, `lock ${lock} is not enrolled here`, 'ERR_LOCK_UNKNOWN');
+    if (ctr <= state.last) throw this.#invalid(index, `counter ${ctr} of lock ${lock} does not increase (last ${state.last})`);
+    state.last = ctr;
+    if (unsigned) {
+      if (!member.unsigned) throw this.#invalid(index, `lock ${lock} may not send unsigned events`, 'ERR_LOCK_SIGNATURE');
+      this.#unsigned++;
+      return undefined;
+    }
+    return this.#opts.lockSignatures === false ? undefined : member;
+  }
+
+  /** The caller packed the lock signature of entry `index`: sends the batch once it is full. */
+  #packed(index: number): void {
+    this.#indexes.push(index);
+    this.#lockSignatures++;
+    if (this.#indexes.length >= (this.#opts.signatureBatch ?? SIG_BATCH)) this.#sendBatch();
   }
 
   #sendBatch(): void {
@@ -259,7 +302,10 @@ export class ChainVerifier {
 
   async #drain(all: boolean): Promise<void> {
     if (all) this.#sendBatch();
-    const limit = all ? 0 : Math.max(2, 2 * (this.#opts.pool?.size ?? 1));
+    // Two batches per thread that checks them (the pool's workers and this one): enough that
+    // this thread goes on reading and checking while the workers are busy, instead of waiting
+    // for the oldest batch; at most a few hundred kB each.
+    const limit = all ? 0 : 2 * ((this.#opts.pool?.size ?? 0) + 1);
     while (this.#inFlight.length > limit) await this.#inFlight.shift();
   }
 }
@@ -281,9 +327,26 @@ export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Pro
   const from = opts.fromBlock ?? 0;
   const to = opts.toBlock ?? cs.head.n;
   const verifier = await verifierAt(cs, opts, from);
-  for await (const block of cs.blocks(from, to)) {
-    const entries = await cs.entryRange(block.header.first, block.header.first + block.header.count);
-    await verifier.addBlock(block.headerBytes, block.checkpoint, entries, false);
+  // The next block's record and entries are read (on LevelDB's threads) while this one is checked.
+  const blocks = cs.blocks(from, to);
+  const read = async (): Promise<{ block: StoredBlock; entries: Uint8Array[] } | undefined> => {
+    const next = await blocks.next();
+    if (next.done === true) return undefined;
+    const h = next.value.header;
+    return { block: next.value, entries: await cs.entryRange(h.first, h.first + h.count) };
+  };
+  try {
+    let ahead = read();
+    for (;;) {
+      const cur = await ahead;
+      if (cur === undefined) break;
+      ahead = read();
+      // Observed when it is awaited; until then a failure of the read ahead must not go unhandled.
+      ahead.catch(() => undefined);
+      await verifier.addBlock(cur.block.headerBytes, cur.block.checkpoint, cur.entries, false);
+    }
+  } finally {
+    await blocks.return(undefined);
   }
   if (verifier.progress.blocks !== to - from + 1) throw new OtiError('ERR_STORE_CORRUPT', `blocks ${from}..${to} of ${cs.origin} are not all stored`);
   return verifier.finish();

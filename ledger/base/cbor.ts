@@ -247,13 +247,53 @@ function isUtf8Range(b: Uint8Array, s: number, e: number): boolean {
 
 /** The shortest-form CBOR head for a major type and argument (RFC 8949 §3, §4.2.1). */
 export function cborHead(major: number, n: number): Uint8Array {
+  const b = new Uint8Array(headLength(n));
+  writeHead(b, 0, major, n);
+  return b;
+}
+
+/** The length of the shortest-form head for argument `n` (a non-negative safe integer). */
+export function headLength(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9;
+}
+
+/** Writes the shortest-form head of `major` and `n` into `b` at `o`; returns the offset after it. */
+export function writeHead(b: Uint8Array, o: number, major: number, n: number): number {
   const m = major << 5;
-  if (n < 24) return Uint8Array.of(m | n);
-  if (n < 0x100) return Uint8Array.of(m | 24, n);
-  if (n < 0x10000) return Uint8Array.of(m | 25, n >> 8, n & 0xff);
-  if (n < 0x100000000) return Uint8Array.of(m | 26, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  if (n < 24) {
+    b[o] = m | n;
+    return o + 1;
+  }
+  if (n < 0x100) {
+    b[o] = m | 24;
+    b[o + 1] = n;
+    return o + 2;
+  }
+  if (n < 0x10000) {
+    b[o] = m | 25;
+    b[o + 1] = n >> 8;
+    b[o + 2] = n & 0xff;
+    return o + 3;
+  }
+  if (n < 0x100000000) {
+    b[o] = m | 26;
+    b[o + 1] = n >>> 24;
+    b[o + 2] = (n >> 16) & 0xff;
+    b[o + 3] = (n >> 8) & 0xff;
+    b[o + 4] = n & 0xff;
+    return o + 5;
+  }
   const hi = Math.floor(n / 0x100000000);
-  return Uint8Array.of(m | 27, hi >>> 24, (hi >> 16) & 0xff, (hi >> 8) & 0xff, hi & 0xff, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  b[o] = m | 27;
+  b[o + 1] = hi >>> 24;
+  b[o + 2] = (hi >> 16) & 0xff;
+  b[o + 3] = (hi >> 8) & 0xff;
+  b[o + 4] = hi & 0xff;
+  b[o + 5] = n >>> 24;
+  b[o + 6] = (n >> 16) & 0xff;
+  b[o + 7] = (n >> 8) & 0xff;
+  b[o + 8] = n & 0xff;
+  return o + 9;
 }
 
 /**
@@ -261,11 +301,18 @@ export function cborHead(major: number, n: number): Uint8Array {
  * through the generic encoder. Each is tested to equal encode() of the same value.
  */
 export const fastEncode = {
-  /** An array of byte strings. */
+  /** An array of byte strings (one buffer of Node's pool, written in place). */
   bytesArray(items: readonly Uint8Array[]): Uint8Array {
-    const parts: Uint8Array[] = [cborHead(4, items.length)];
-    for (const it of items) parts.push(cborHead(2, it.length), it);
-    return Buffer.concat(parts);
+    let n = headLength(items.length);
+    for (const it of items) n += headLength(it.length) + it.length;
+    const out = Buffer.allocUnsafe(n);
+    let o = writeHead(out, 0, 4, items.length);
+    for (const it of items) {
+      o = writeHead(out, o, 2, it.length);
+      out.set(it, o);
+      o += it.length;
+    }
+    return out;
   },
   /** A text string. */
   text(s: string): Uint8Array {

@@ -7,6 +7,9 @@ import { LedgerStore } from '../../ledger/store.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { rangeHash, verifyInclusion, leafHash } from '../../ledger/merkle.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
+import { decodeEntry, encodeEntry } from '../../ledger/entry.js';
+import { encodeLockEvent } from '../../ledger/lockevent.js';
+import { toHex } from '../../ledger/crypto.js';
 
 void test('concurrent appends share blocks, resolve once durable, and survive a reopen', async (t) => {
   const site = makeSite();
@@ -87,4 +90,33 @@ void test('the newest entries, their proofs and lookups, served from memory, are
   for (const [i, proof] of [...proofs].filter(([i]) => i >= size - 40)) assert.deepEqual(await inclusionProof(again.chain, i, size), proof, `proof of entry ${i}`);
   assert.equal(await again.chain.indexOf(`side-door:${last}`), size - 1);
   assert.equal(await again.chain.indexOf(`side-door:${last + 1}`), undefined);
+});
+
+void test('a result gives the same id and decoding whichever way its entry was appended, and a lock enrolled here starts with no counter', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'side-door');
+  const bare = enrollLock(site, 'bare-door', { unsigned: true });
+  const oc = await openChain(t, site);
+  const enrolled = await oc.chain.append({ kind: 'roster', signed: lock.statement });
+  await oc.chain.append({ kind: 'roster', signed: bare.statement });
+  // Enrolled in this chain and never before: no event can be stored for it.
+  assert.equal(await oc.chain.lastCounter('side-door'), -1);
+  assert.equal(enrolled.id, toHex(enrolled.leafHash));
+  assert.equal(enrolled.entry.body.kind, 'roster');
+  // Pre-verified (no decoding made while appending), checked here (decoded to check it), unsigned.
+  const cose = signedEvent(lock);
+  const fast = await oc.chain.append({ kind: 'lock-event', cose }, { preverified: true });
+  const checked = await oc.chain.append({ kind: 'lock-event', cose: signedEvent(lock) });
+  const ev = encodeLockEvent({ lock: 'bare-door', ctr: 1, time: 1_700_000_000_001, type: 'locked' });
+  const unsigned = await oc.chain.append({ kind: 'lock-event', unsignedEvent: ev });
+  for (const [r, id] of [[fast, 'side-door:1'], [checked, 'side-door:2'], [unsigned, 'bare-door:1']] as const) {
+    assert.equal(r.id, id);
+    const stored = await oc.chain.entry(r.index);
+    assert.deepEqual(r.leafHash, leafHash(stored));
+    assert.deepEqual(r.entry, decodeEntry(stored));
+  }
+  const body = fast.entry.body;
+  assert.ok(body.kind === 'lock-event' && body.prov === 'lock-signed');
+  assert.deepEqual(body.cose, new Uint8Array(cose));
+  assert.deepEqual(fast.entry, encodeEntry({ kind: 'lock-event', cose, time: fast.entry.time }, 0).entry);
 });
