@@ -40,8 +40,11 @@ import { LedgerStore, STORE_TABLE_OPTIONS } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
-import { writeResults, round, peakRssMb } from './support.js';
+import { writeResults, round, peakRssMb, runPinned } from './support.js';
 import { processCpuMs, RssSampler } from './measure.js';
+
+// BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
+runPinned();
 
 const APPEND_N = Number(process.env['BENCH_APPEND_ENTRIES'] ?? 200_000);
 const CHAIN_N = Number(process.env['BENCH_CHAIN_ENTRIES'] ?? 1_000_000);

@@ -47,6 +47,8 @@ export function runPinned(): boolean {
   }
   if (!list.includes('all')) process.exit(0);
   if (list.length > 1) console.log('— every core —');
+  // The benchmark's own child processes (bench:ledger's phases) run as this one does.
+  process.env['BENCH_CPUS'] = 'all';
   return true;
 }
 
