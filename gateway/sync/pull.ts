@@ -27,8 +27,6 @@ const PULL_RETRY_MS = 1000;
 /** A pull that is refused (a bad proof, a bad block) is tried again after this, doubled each time up to the max. */
 const PULL_BACKOFF_MS = 1000;
 const PULL_BACKOFF_MAX_MS = 60_000;
-/** Range messages stored in one batch at most (those that arrived while the batch before was stored). */
-const COALESCE_MESSAGES = 16;
 
 export class Puller {
   readonly #window: number;
@@ -111,7 +109,7 @@ export class Puller {
       .finally(() => {
         c.scheduleState();
         peer.pulling = undefined;
-        // What the last windows stored is audited too (the audit runs during the pull as well).
+        // The audit of what was stored comes after the pull, so that a catch-up is not slowed by it.
         c.audit(peer.origin);
         void this.#afterPull(peer).catch((e: unknown) => c.refuse(peer.origin, peer.gatewayId, e));
       });
@@ -194,22 +192,11 @@ export class Puller {
           if (head === undefined) return undefined;
         }
         const complete = blocks.take(msg);
-        // The messages that arrived while the last batch was being stored go into one batch
-        // with this one: one durable write instead of one per message.
-        let end = msg.end;
-        for (let k = 1; !end && k < COALESCE_MESSAGES && inbox.queue.length > 0; k++) {
-          const more = inbox.queue.shift()!;
-          for (const b of blocks.take(more)) complete.push(b);
-          end = more.end;
-        }
         if (complete.length > 0) {
           await replica.append(complete);
           c.emit('progress', progress.at(replica.size, head.size));
-          // The lock signatures are audited while the pull goes on (on the signature workers;
-          // one run at a time, each taking what was stored meanwhile).
-          c.audit(origin);
         }
-        if (end) return head;
+        if (msg.end) return head;
       }
     } finally {
       this.inboxes.remove(inbox);
