@@ -78,12 +78,15 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
   // at most one in n + 1. The counts are the workers' own: a worker that finished a batch while
   // the caller checked its own gets the next one, so the rest of the order depends on timing.
   for (const workers of [1, 2]) {
+    // Signed before the pool starts, so that the 13 batches go out within microseconds, long
+    // before a worker (whose start alone takes milliseconds) can have finished one.
+    const prepared = Array.from({ length: 13 }, () => tasks(100));
     const pool = new SignaturePool(workers, { callerShare: true });
     t.after(() => pool.close());
     let seen = '';
-    const batches = Array.from({ length: 13 }, () => {
+    const batches = prepared.map((batch) => {
       const before = pool.callerBatches;
-      const b = pool.verifyBatch(tasks(100));
+      const b = pool.verifyBatch(batch);
       seen += pool.callerBatches > before ? 'C' : 'w';
       return b;
     });
