@@ -286,14 +286,15 @@ export function assertConsistency(oldSize: number, newSize: number, oldRoot: Uin
 // ---------------------------------------------------------------------------------------------
 // Proof generation: which subtrees a proof is made of.
 
-type Span = readonly [start: number, end: number];
+/** Leaves [start, end) of a tree: the span of one subtree. */
+export type Span = readonly [start: number, end: number];
 
 /**
  * RFC 9162 §2.1.3.1: for n > 1 with k the largest power of two < n, PATH(m, D[n]) is
  * PATH(m, D[0:k]) : MTH(D[k:n]) if m < k, else PATH(m - k, D[k:n]) : MTH(D[0:k]).
  * Walks down from the root, so the spans come out root end first and are reversed.
  */
-function inclusionRanges(index: number, size: number): Span[] {
+export function inclusionRanges(index: number, size: number): Span[] {
   const spans: Span[] = [];
   let lo = 0;
   let hi = size;
@@ -417,13 +418,13 @@ function consistencyPathVerifies(oldSize: number, newSize: number, oldRoot: Uint
 // Small helpers. Sizes reach 2^53, so no 32-bit bitwise operators on them.
 
 /** Number of bits needed for a non-negative safe integer; 0 for 0. */
-function bitLength(x: number): number {
+export function bitLength(x: number): number {
   if (x < TWO_POW_32) return 32 - Math.clz32(x);
   return 64 - Math.clz32(Math.floor(x / TWO_POW_32));
 }
 
 /** RFC 9162 §2.1.1: k, the largest power of two smaller than n, for n > 1. */
-function splitPoint(n: number): number {
+export function splitPoint(n: number): number {
   return 2 ** (bitLength(n - 1) - 1);
 }
 

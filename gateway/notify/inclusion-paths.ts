@@ -10,12 +10,11 @@
  * through an async recursion per entry; that was most of a status receipt's allocation.
  * test/unit/notify-receipts.test.ts checks the receipts (and so these proofs) against receiptFor.
  */
-import { nodeHash } from '../../ledger/merkle.js';
+import { bitLength, inclusionRanges, nodeHash, splitPoint } from '../../ledger/merkle.js';
 
 /** Perfect-subtree hashes remembered at most; beyond it they are forgotten and read again when needed. */
 const NODES_MAX = 8192;
 
-type Span = readonly [start: number, end: number];
 
 export class InclusionPaths {
   readonly #read: (level: number, index: number) => Promise<Uint8Array>;
@@ -34,7 +33,7 @@ export class InclusionPaths {
   async proof(index: number, size: number): Promise<Uint8Array[]> {
     if (this.#nodes.size > NODES_MAX) this.#nodes.clear();
     this.#spansFor(size);
-    const spans = pathSpans(index, size);
+    const spans = inclusionRanges(index, size);
     const missing: [level: number, index: number][] = [];
     for (const [s, e] of spans) this.#need(s, e, missing);
     if (missing.length > 0) {
@@ -80,40 +79,9 @@ export class InclusionPaths {
   }
 }
 
-/**
- * RFC 9162 §2.1.3.1: for n > 1 with k the largest power of two < n, PATH(m, D[n]) is
- * PATH(m, D[0:k]) : MTH(D[k:n]) if m < k, else PATH(m - k, D[k:n]) : MTH(D[0:k]); the spans of
- * those MTHs, leaf end first.
- */
-function pathSpans(index: number, size: number): Span[] {
-  const spans: Span[] = [];
-  let lo = 0;
-  let hi = size;
-  while (hi - lo > 1) {
-    const mid = lo + splitPoint(hi - lo);
-    if (index < mid) {
-      spans.push([mid, hi]);
-      hi = mid;
-    } else {
-      spans.push([lo, mid]);
-      lo = mid;
-    }
-  }
-  return spans.reverse();
-}
-
 /** [level, index] of the stored node for [s, e) when it is a perfect, aligned subtree. */
 function perfectNode(s: number, e: number): [number, number] | undefined {
   const n = e - s;
   const level = bitLength(n) - 1;
   return 2 ** level === n && s % n === 0 ? [level, s / n] : undefined;
-}
-
-function bitLength(x: number): number {
-  return x < 2 ** 32 ? 32 - Math.clz32(x) : 64 - Math.clz32(Math.floor(x / 2 ** 32));
-}
-
-/** The largest power of two smaller than n, for n > 1. */
-function splitPoint(n: number): number {
-  return 2 ** (bitLength(n - 1) - 1);
 }
