@@ -133,7 +133,7 @@ void test('a gateway that lost its data recovers its own chain from a peer and c
   const node = new SyncNode({ store, trust: site.trust, gatewayId: a.id, key: a.key, enrolment: a.enrolment, brokers: urls });
   t.after(() => node.stop());
   await node.start();
-  const r = await node.recoverOwnChain({ timeoutMs: 30_000, settleMs: 500 });
+  const r = await node.recoverOwnChain({ timeoutMs: 30_000, settleMs: 3000 });
   assert.equal(r.before, 0);
   assert.equal(r.after, lostSize);
   assert.deepEqual(r.peers, ['gw-keep']);

@@ -50,7 +50,8 @@ export function signedEvent(lock: TestLock, type: EventType = 'unlocked', extra:
 
 export async function tempDir(t: TestContext, prefix = 'oti-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  // Retried: a process stopped a moment ago may still be closing files in it (ENOTEMPTY).
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }));
   return dir;
 }
 
