@@ -6,7 +6,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -35,9 +35,13 @@ export async function startMariaDb(t: Teardown, database = 'oti_archive', opts: 
   t.after(() => rm(dir, { recursive: true, force: true }));
   const data = join(dir, 'data');
   const socket = join(dir, 'mariadb.sock');
-  await promisify(execFile)('mariadb-install-db', ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--user=root'], { maxBuffer: 16 * 1024 * 1024 });
+  // Temporary tables in a folder of this instance's own: with the default (/tmp), two instances
+  // bootstrapping at once removed each other's (mariadb-install-db: "Could not remove temporary table").
+  const temp = join(dir, 'tmp');
+  await mkdir(temp);
+  await promisify(execFile)('mariadb-install-db', ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--user=root', `--tmpdir=${temp}`], { maxBuffer: 16 * 1024 * 1024 });
   const port = await freePort();
-  const proc = spawn('mariadbd', ['--no-defaults', `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--user=root', `--pid-file=${join(dir, 'mariadb.pid')}`, `--innodb-buffer-pool-size=${opts.bufferPool ?? '32M'}`, '--skip-name-resolve', '--log-error='], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn('mariadbd', ['--no-defaults', `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--user=root', `--tmpdir=${temp}`, `--pid-file=${join(dir, 'mariadb.pid')}`, `--innodb-buffer-pool-size=${opts.bufferPool ?? '32M'}`, '--skip-name-resolve', '--log-error='], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   t.after(async () => {
