@@ -63,15 +63,40 @@ void test('dropSession forgets the queue and the subscriptions of a client id', 
   assert.deepEqual(await p.subscriptionsByTopic('a/b'), []);
 });
 
-void test('a retained payload is kept in a buffer of its own size, not as a view that holds a larger one alive', async () => {
+/** The retained messages of `pattern`, as the broker reads them for a new subscriber. */
+async function retainedOf(p: BoundedPersistence, pattern: string): Promise<StoredPacket[]> {
+  const kept: StoredPacket[] = [];
+  for await (const x of (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream(pattern)) kept.push(x);
+  return kept;
+}
+
+void test('a retained payload is copied out of the buffer it came in, not kept as a view into it', async () => {
   const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
   const slab = Buffer.alloc(8192, 7);
   await p.storeRetained({ cmd: 'publish', topic: 'a/b', payload: slab.subarray(100, 1600), qos: 1, retain: true } as StoredPacket);
-  const kept: StoredPacket[] = [];
-  for await (const x of (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream('a/b')) kept.push(x);
-  const payload = kept[0]?.payload as Buffer;
-  assert.deepEqual(payload, slab.subarray(100, 1600));
-  assert.equal(payload.buffer.byteLength, 1500);
+  slab.fill(0);
+  const [kept] = await retainedOf(p, 'a/b');
+  assert.deepEqual(kept?.payload, Buffer.alloc(1500, 7));
+});
+
+void test('a retained payload handed out stays intact when its topic is replaced or cleared and its buffer reused', async () => {
+  const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
+  const store = (topic: string, payload: Buffer): Promise<void> => p.storeRetained({ cmd: 'publish', topic, payload, qos: 1, retain: true } as StoredPacket);
+  await store('s/1', Buffer.alloc(1000, 1));
+  const [first] = await retainedOf(p, 's/1');
+  await store('s/1', Buffer.alloc(1000, 2));
+  await store('s/2', Buffer.alloc(990, 3));
+  assert.deepEqual(first?.payload, Buffer.alloc(1000, 1));
+  assert.deepEqual((await retainedOf(p, 's/1'))[0]?.payload, Buffer.alloc(1000, 2));
+  assert.deepEqual((await retainedOf(p, 's/2'))[0]?.payload, Buffer.alloc(990, 3));
+  // Cleared (an empty payload): gone, and its buffer serves the next topic without touching the others.
+  await store('s/1', Buffer.alloc(0));
+  await store('s/3', Buffer.alloc(1020, 4));
+  assert.deepEqual(await retainedOf(p, 's/1'), []);
+  assert.deepEqual((await retainedOf(p, 's/2'))[0]?.payload, Buffer.alloc(990, 3));
+  assert.deepEqual((await retainedOf(p, 's/3'))[0]?.payload, Buffer.alloc(1020, 4));
+  const all = await retainedOf(p, 's/#');
+  assert.deepEqual(all.map((x) => x.topic).sort(), ['s/2', 's/3']);
 });
 
 void test('the MQTT packet writer of aedes and mqtt.js keeps no table of number buffers once the broker is loaded', async () => {
