@@ -97,6 +97,8 @@ export class BoundedPersistence extends memory {
   /** Buffers of replaced retained payloads, by size, for the next ones. */
   readonly #freeBuffers = new Map<number, Buffer[]>();
   #freeBytes = 0;
+  /** Retained streams not yet closed: while any is open, replaced buffers are not reused. */
+  #openRetainedStreams = 0;
 
   constructor(limits: QueueLimits) {
     super();
@@ -191,7 +193,9 @@ export class BoundedPersistence extends memory {
    * collection, half of the main malloc heap's peak at 1,000 events/s, and left that heap
    * fragmented (docs/DECISIONS.md, §The malloc heap at 1,000 events/s). A stored buffer is never
    * handed out: retained streams give copies, since a delivery may sit in a session's queue
-   * after its topic was replaced.
+   * after its topic was replaced. Nor is a buffer reused while a retained stream is open: the
+   * packets a stream has read ahead (up to its high-water mark, while a slow subscriber holds it
+   * back) are copied only as they go out.
    */
   override storeRetained(packet: StoredPacket): Promise<void> {
     const topic = packet.topic ?? '';
@@ -209,11 +213,21 @@ export class BoundedPersistence extends memory {
   }
 
   override createRetainedStream(pattern: string): Readable {
-    return Readable.from(copied(super.createRetainedStream(pattern)));
+    return this.#copying(super.createRetainedStream(pattern));
   }
 
   override createRetainedStreamCombi(patterns: readonly string[]): Readable {
-    return Readable.from(copied(super.createRetainedStreamCombi(patterns)));
+    return this.#copying(super.createRetainedStreamCombi(patterns));
+  }
+
+  /** A stream of copies of `stored`'s packets, counted as open until it closes. */
+  #copying(stored: Readable): Readable {
+    this.#openRetainedStreams++;
+    const out = Readable.from(copied(stored));
+    out.once('close', () => {
+      this.#openRetainedStreams--;
+    });
+    return out;
   }
 
   /** A buffer of at least `bytes`, from the free ones of its size class when there is one. */
@@ -227,10 +241,10 @@ export class BoundedPersistence extends memory {
     return Buffer.allocUnsafeSlow(size);
   }
 
-  /** Keeps a replaced payload's buffer for reuse, up to RETAINED_FREE_MAX bytes in all. */
+  /** Keeps a replaced payload's buffer for reuse, up to RETAINED_FREE_MAX bytes in all, unless a retained stream is open. */
   #release(buf: Buffer): void {
     const size = buf.length;
-    if (size > RETAINED_POOLED_MAX || this.#freeBytes + size > RETAINED_FREE_MAX) return;
+    if (this.#openRetainedStreams > 0 || size > RETAINED_POOLED_MAX || this.#freeBytes + size > RETAINED_FREE_MAX) return;
     let list = this.#freeBuffers.get(size);
     if (list === undefined) {
       list = [];
