@@ -99,6 +99,10 @@ export class BoundedPersistence extends memory {
   #freeBytes = 0;
   /** Retained streams not yet closed: while any is open, replaced buffers are not reused. */
   #openRetainedStreams = 0;
+  /** A stream dropped unfinished (aedes unpipes it when its subscriber goes away) stops counting once collected. */
+  readonly #streamsGone = new FinalizationRegistry<undefined>(() => {
+    this.#openRetainedStreams--;
+  });
 
   constructor(limits: QueueLimits) {
     super();
@@ -224,7 +228,10 @@ export class BoundedPersistence extends memory {
   #copying(stored: Readable): Readable {
     this.#openRetainedStreams++;
     const out = Readable.from(copied(stored));
+    const token = {};
+    this.#streamsGone.register(out, undefined, token);
     out.once('close', () => {
+      this.#streamsGone.unregister(token);
       this.#openRetainedStreams--;
     });
     return out;
