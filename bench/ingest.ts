@@ -46,6 +46,8 @@
  *   BENCH_GATEWAY_MAIN  runs another build's dist/gateway/main.js instead of this one's
  *   BENCH_GATEWAY_FLAGS  more node options for the gateway (space-separated), to compare V8 settings
  *   BENCH_PROFILE_DIR keeps the stages phase's .cpuprofile files there (bench/profile-top.ts reads them)
+ *   BENCH_GATEWAY_WRAPPER  a command the gateway runs under (`heaptrack -o FILE`; settings.ts says what it costs)
+ *   BENCH_MALLOC_INFO_DIR  glibc's malloc_info() of the gateway at the end of the process phase's load (gdb)
  *   BENCH_HEAP_SNAPSHOT_DIR  a heap snapshot of the gateway at the end of the process phase's load
  *   BENCH_ALLOC_PROFILE  samples every allocation of the gateway, young ones included, into
  *                     BENCH_ALLOC_PROFILE.<time>.heapprofile (bench/ack-trace.ts)

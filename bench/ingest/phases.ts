@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuByStage, monotonicUs, threadCpu, threadCpuSince, STAGES } from '../cpu-stages.js';
 import type { AckTrace } from '../ack-trace.js';
@@ -13,7 +14,22 @@ import { processCpuMs } from '../measure.js';
 import { floodLogins } from '../login-flood.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
 import { processRig, rssParts } from './process-rig.js';
-import { SECONDS, SNAPSHOT_DIR, CPUS, FLOOD_SECONDS, FLOOD_WARMUP_SECONDS, FLOOD_CLIENTS, FLOOD_ADDRESSES } from './settings.js';
+import { SECONDS, SNAPSHOT_DIR, MALLOC_INFO_DIR, CPUS, FLOOD_SECONDS, FLOOD_WARMUP_SECONDS, FLOOD_CLIENTS, FLOOD_ADDRESSES } from './settings.js';
+
+/**
+ * glibc's malloc_info() of process `pid` into `file` (XML: each arena's size, what is free in it
+ * and in which bins), by gdb calling it in the process; needs gdb and the right to ptrace.
+ */
+function mallocInfo(pid: number, file: string): void {
+  const gdb = [
+    '-p', String(pid), '-batch', '-nx',
+    '-ex', `set $f = (void *) fopen("${file}", "w")`,
+    '-ex', 'call (int) malloc_info(0, $f)',
+    '-ex', 'call (int) fclose($f)',
+  ];
+  const r = spawnSync('gdb', gdb, { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) console.log(`malloc_info of ${pid} failed: ${r.error?.message ?? r.stderr}`);
+}
 
 /** p99 of the ack latencies of events recorded in [from, to). */
 export function p99Between(acks: readonly { at: number; ms: number }[], from: number, to: number): { p99: number; n: number } {
@@ -47,6 +63,7 @@ export async function realProcess(dir: string, prefix: string, o: { cpus?: numbe
   const metrics = await fetch(`http://127.0.0.1:${rig.apiPort}/metrics`).then((r) => r.text(), () => '');
   const gauge = (name: string): number => round(Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(metrics)?.[1] ?? NaN) / (1024 * 1024), 1);
   const parts = rssParts(rig.pid);
+  if (MALLOC_INFO_DIR !== undefined && profileDir === undefined) mallocInfo(rig.pid, join(MALLOC_INFO_DIR, `${prefix}-${Date.now()}.xml`));
   if (SNAPSHOT_DIR !== undefined && profileDir === undefined) {
     // Written synchronously by the gateway (it stalls meanwhile): wait for the file to be complete.
     process.kill(rig.pid, 'SIGUSR2');

@@ -18,7 +18,7 @@ import { readKeyFile } from '../../ledger/keyfile.js';
 import { followGateway, freePort, writeGatewayConfig, GATEWAY_NODE_FLAGS } from '../../test/support/gateway-process.js';
 import { threadCpu } from '../cpu-stages.js';
 import { round } from '../support.js';
-import { PTY_LOCKS, EXTRA_FLAGS, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
+import { PTY_LOCKS, EXTRA_FLAGS, GATEWAY_WRAPPER, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
 
 /** How the real gateway process runs: on every core, or pinned to the first `cpus` (taskset). */
 export interface ProcessOptions {
@@ -87,7 +87,7 @@ export async function processRig(dir: string, o: ProcessOptions = {}): Promise<P
     '--config',
     config,
   ];
-  const cmd = o.cpus !== undefined ? ['taskset', '-c', `0-${o.cpus - 1}`, process.execPath, ...nodeArgs] : [process.execPath, ...nodeArgs];
+  const cmd = [...(o.cpus !== undefined ? ['taskset', '-c', `0-${o.cpus - 1}`] : []), ...GATEWAY_WRAPPER, process.execPath, ...nodeArgs];
   // taskset execs node: the child's pid is the gateway's.
   const env = { ...process.env, ...(o.traceFile !== undefined ? { OTI_ACK_TRACE: o.traceFile } : {}), ...(ALLOC_PROFILE !== undefined && o.profileDir === undefined ? { OTI_ALLOC_PROFILE: `${ALLOC_PROFILE}.${Date.now()}.heapprofile` } : {}) };
   const gw = followGateway(spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env }));

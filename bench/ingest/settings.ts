@@ -22,6 +22,15 @@ export const UNGUARDED = { maxConcurrentChecks: 64, maxPendingChecks: 10_000, fa
 export const EXTRA_FLAGS = (process.env['BENCH_GATEWAY_FLAGS'] ?? '').split(' ').filter((f) => f !== '');
 /** BENCH_ALLOC_PROFILE: every real-process run samples all allocations (bench/ack-trace.ts) into BENCH_ALLOC_PROFILE.<time>.heapprofile. */
 export const ALLOC_PROFILE = process.env['BENCH_ALLOC_PROFILE'];
+/**
+ * BENCH_GATEWAY_WRAPPER: a command (space-separated) the gateway runs under, e.g. `heaptrack -o
+ * FILE` for which allocations make up the malloc heap's peak. A wrapper that does not exec node
+ * (heaptrack does not) gets the RSS sampling and the stop's SIGTERM itself: its figures are not
+ * the gateway's, and the gateway must then be stopped by hand after the figures are printed.
+ */
+export const GATEWAY_WRAPPER = (process.env['BENCH_GATEWAY_WRAPPER'] ?? '').split(' ').filter((w) => w !== '');
+/** BENCH_MALLOC_INFO_DIR: the process phase writes glibc's malloc_info() of the gateway at the end of its load into this folder (gdb attaches for a moment). */
+export const MALLOC_INFO_DIR = process.env['BENCH_MALLOC_INFO_DIR'];
 /** BENCH_HEAP_SNAPSHOT_DIR: the process phase takes a heap snapshot of the gateway at the end of its load, into this folder. */
 export const SNAPSHOT_DIR = process.env['BENCH_HEAP_SNAPSHOT_DIR'];
 /** The gateway this benchmark runs: this build's, or BENCH_GATEWAY_MAIN (another build's dist/gateway/main.js). */

@@ -11,6 +11,9 @@
  * A dropped message that was in flight to a connected client may still be acknowledged; that
  * acknowledgement then clears nothing, as for any unknown packet id.
  *
+ * Retained payloads are kept in buffers of the store's own, reused as topics are replaced or
+ * cleared (`storeRetained`).
+ *
  * `dropSession` forgets everything stored for one client id (queue, subscriptions, will, inbound
  * QoS 2 state), for sessions discarded by the broker (gateway/broker/sessions.ts).
  *
@@ -42,6 +45,8 @@ interface SubscriptionRef {
 interface AsyncMemoryPersistence {
   setup(broker: unknown): Promise<void>;
   storeRetained(packet: StoredPacket): Promise<void>;
+  createRetainedStream(pattern: string): Readable;
+  createRetainedStreamCombi(patterns: readonly string[]): Readable;
   addSubscriptions(client: ClientRef, subs: readonly { topic: string; qos: number }[]): Promise<void>;
   cleanSubscriptions(client: ClientRef): Promise<void>;
   subscriptionsByClient(client: ClientRef): Promise<unknown[]>;
@@ -66,6 +71,18 @@ interface Queue {
   bytes: number;
 }
 
+/** Retained payloads are kept in buffers of a multiple of this size, reused by size. */
+const RETAINED_CLASS_BYTES = 256;
+/** Larger retained payloads get a buffer of their own, not reused. */
+const RETAINED_POOLED_MAX = 16 * 1024;
+/** Most bytes of free buffers kept for reuse. */
+const RETAINED_FREE_MAX = 1 << 20;
+
+/** Retained messages as they go out: payloads copied (the stored buffers are reused later). */
+async function* copied(stored: AsyncIterable<StoredPacket>): AsyncGenerator<StoredPacket> {
+  for await (const p of stored) yield typeof p.payload === 'object' ? { ...p, payload: Buffer.from(p.payload) } : p;
+}
+
 function sizeOf(p: StoredPacket): number {
   const payload = p.payload === undefined ? 0 : typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length;
   return payload + (p.topic?.length ?? 0);
@@ -75,6 +92,17 @@ export class BoundedPersistence extends memory {
   readonly #limits: QueueLimits;
   readonly #queues = new Map<string, Queue>();
   #dropped = 0;
+  /** The buffer each retained topic's payload is a view of (storeRetained). */
+  readonly #retainedBuffers = new Map<string, Buffer>();
+  /** Buffers of replaced retained payloads, by size, for the next ones. */
+  readonly #freeBuffers = new Map<number, Buffer[]>();
+  #freeBytes = 0;
+  /** Retained streams not yet closed: while any is open, replaced buffers are not reused. */
+  #openRetainedStreams = 0;
+  /** A stream dropped unfinished (aedes unpipes it when its subscriber goes away) stops counting once collected. */
+  readonly #streamsGone = new FinalizationRegistry<undefined>(() => {
+    this.#openRetainedStreams--;
+  });
 
   constructor(limits: QueueLimits) {
     super();
@@ -160,20 +188,77 @@ export class BoundedPersistence extends memory {
   }
 
   /**
-   * A retained message is kept until it is replaced, so its payload is kept in a buffer of its
-   * own size: a payload made from a short string, or read from a socket, is a view into a larger
-   * buffer (Node's 8 KB allocation pool, the connection's read buffer), all of which it would
-   * keep alive. With a retained status per recent event that was 1,000 pool slabs of 8 KB for
-   * payloads of 1–2 KB (docs/DECISIONS.md §Performance).
+   * A retained message is kept until it is replaced, so its payload is copied out of whatever it
+   * came in (a view into Node's 8 KB allocation pool or a connection's read buffer would keep all
+   * of that alive: 1,000 pool slabs of 8 KB for payloads of 1–2 KB) into a buffer of this store's
+   * own, and that buffer is reused once its topic is replaced or cleared. The gateway retains two
+   * statuses per event (received, then committed) and clears the oldest: allocating each copy
+   * anew was about 2,000 malloc() calls a second of 1–2 KB that lived until V8's next full
+   * collection, half of the main malloc heap's peak at 1,000 events/s, and left that heap
+   * fragmented (docs/DECISIONS.md, §The malloc heap at 1,000 events/s). A stored buffer is never
+   * handed out: retained streams give copies, since a delivery may sit in a session's queue
+   * after its topic was replaced. Nor is a buffer reused while a retained stream is open: the
+   * packets a stream has read ahead (up to its high-water mark, while a slow subscriber holds it
+   * back) are copied only as they go out.
    */
   override storeRetained(packet: StoredPacket): Promise<void> {
-    const p = packet.payload;
-    if (typeof p === 'object' && p.length > 0 && p.length < p.buffer.byteLength) {
-      const own = Buffer.allocUnsafeSlow(p.length);
-      own.set(p);
-      return super.storeRetained({ ...packet, payload: own });
+    const topic = packet.topic ?? '';
+    const old = this.#retainedBuffers.get(topic);
+    if (old !== undefined) {
+      this.#retainedBuffers.delete(topic);
+      this.#release(old);
     }
-    return super.storeRetained(packet);
+    const p = packet.payload;
+    if (typeof p !== 'object' || p.length === 0) return super.storeRetained(packet);
+    const own = this.#take(p.length);
+    own.set(p);
+    this.#retainedBuffers.set(topic, own);
+    return super.storeRetained({ ...packet, payload: own.subarray(0, p.length) });
+  }
+
+  override createRetainedStream(pattern: string): Readable {
+    return this.#copying(super.createRetainedStream(pattern));
+  }
+
+  override createRetainedStreamCombi(patterns: readonly string[]): Readable {
+    return this.#copying(super.createRetainedStreamCombi(patterns));
+  }
+
+  /** A stream of copies of `stored`'s packets, counted as open until it closes. */
+  #copying(stored: Readable): Readable {
+    this.#openRetainedStreams++;
+    const out = Readable.from(copied(stored));
+    const token = {};
+    this.#streamsGone.register(out, undefined, token);
+    out.once('close', () => {
+      this.#streamsGone.unregister(token);
+      this.#openRetainedStreams--;
+    });
+    return out;
+  }
+
+  /** A buffer of at least `bytes`, from the free ones of its size class when there is one. */
+  #take(bytes: number): Buffer {
+    const size = Math.ceil(bytes / RETAINED_CLASS_BYTES) * RETAINED_CLASS_BYTES;
+    const reused = size <= RETAINED_POOLED_MAX ? this.#freeBuffers.get(size)?.pop() : undefined;
+    if (reused !== undefined) {
+      this.#freeBytes -= size;
+      return reused;
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Keeps a replaced payload's buffer for reuse, up to RETAINED_FREE_MAX bytes in all, unless a retained stream is open. */
+  #release(buf: Buffer): void {
+    const size = buf.length;
+    if (this.#openRetainedStreams > 0 || size > RETAINED_POOLED_MAX || this.#freeBytes + size > RETAINED_FREE_MAX) return;
+    let list = this.#freeBuffers.get(size);
+    if (list === undefined) {
+      list = [];
+      this.#freeBuffers.set(size, list);
+    }
+    list.push(buf);
+    this.#freeBytes += size;
   }
 
   /** Forgets everything stored for a client id (a discarded session). */

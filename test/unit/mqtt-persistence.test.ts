@@ -63,15 +63,63 @@ void test('dropSession forgets the queue and the subscriptions of a client id', 
   assert.deepEqual(await p.subscriptionsByTopic('a/b'), []);
 });
 
-void test('a retained payload is kept in a buffer of its own size, not as a view that holds a larger one alive', async () => {
+/** The retained messages of `pattern`, as the broker reads them for a new subscriber. */
+async function retainedOf(p: BoundedPersistence, pattern: string): Promise<StoredPacket[]> {
+  const kept: StoredPacket[] = [];
+  for await (const x of (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream(pattern)) kept.push(x);
+  return kept;
+}
+
+void test('a retained payload is copied out of the buffer it came in, not kept as a view into it', async () => {
   const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
   const slab = Buffer.alloc(8192, 7);
   await p.storeRetained({ cmd: 'publish', topic: 'a/b', payload: slab.subarray(100, 1600), qos: 1, retain: true } as StoredPacket);
-  const kept: StoredPacket[] = [];
-  for await (const x of (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream('a/b')) kept.push(x);
-  const payload = kept[0]?.payload as Buffer;
-  assert.deepEqual(payload, slab.subarray(100, 1600));
-  assert.equal(payload.buffer.byteLength, 1500);
+  slab.fill(0);
+  const [kept] = await retainedOf(p, 'a/b');
+  assert.deepEqual(kept?.payload, Buffer.alloc(1500, 7));
+});
+
+void test('a retained payload handed out stays intact when its topic is replaced or cleared and its buffer reused', async () => {
+  const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
+  const store = (topic: string, payload: Buffer): Promise<void> => p.storeRetained({ cmd: 'publish', topic, payload, qos: 1, retain: true } as StoredPacket);
+  await store('s/1', Buffer.alloc(1000, 1));
+  const [first] = await retainedOf(p, 's/1');
+  await store('s/1', Buffer.alloc(1000, 2));
+  await store('s/2', Buffer.alloc(990, 3));
+  assert.deepEqual(first?.payload, Buffer.alloc(1000, 1));
+  assert.deepEqual((await retainedOf(p, 's/1'))[0]?.payload, Buffer.alloc(1000, 2));
+  assert.deepEqual((await retainedOf(p, 's/2'))[0]?.payload, Buffer.alloc(990, 3));
+  // Cleared (an empty payload): gone, and its buffer serves the next topic without touching the others.
+  await store('s/1', Buffer.alloc(0));
+  await store('s/3', Buffer.alloc(1020, 4));
+  assert.deepEqual(await retainedOf(p, 's/1'), []);
+  assert.deepEqual((await retainedOf(p, 's/2'))[0]?.payload, Buffer.alloc(990, 3));
+  assert.deepEqual((await retainedOf(p, 's/3'))[0]?.payload, Buffer.alloc(1020, 4));
+  const all = await retainedOf(p, 's/#');
+  assert.deepEqual(all.map((x) => x.topic).sort(), ['s/2', 's/3']);
+});
+
+void test('a retained stream part-read gives each topic its own payload while topics are cleared and others stored meanwhile', async () => {
+  const p = new BoundedPersistence({ maxMessages: 10, maxBytes: 1 << 20 });
+  const store = (topic: string, payload: Buffer): Promise<void> => p.storeRetained({ cmd: 'publish', topic, payload, qos: 1, retain: true } as StoredPacket);
+  for (let i = 0; i < 40; i++) await store(`s/${i}`, Buffer.alloc(1000, i));
+  const stream = (p as unknown as { createRetainedStream(pattern: string): AsyncIterable<StoredPacket> }).createRetainedStream('s/#');
+  const it = stream[Symbol.asyncIterator]();
+  const first = await it.next();
+  // The stream has read a packet ahead. Synchronously, as publishes handled while a subscriber's
+  // socket is full: every topic cleared, and new topics stored in buffers of the same size.
+  for (let i = 0; i < 40; i++) void store(`s/${i}`, Buffer.alloc(0));
+  for (let i = 0; i < 40; i++) void store(`t/${i}`, Buffer.alloc(1000, 200));
+  const got = [first.value as StoredPacket];
+  for (let r = await it.next(); r.done !== true; r = await it.next()) got.push(r.value as StoredPacket);
+  for (const x of got) assert.deepEqual(x.payload, Buffer.alloc(1000, Number(x.topic?.slice(2))), `${x.topic} carries another topic's bytes`);
+  // Once the stream is closed, cleared buffers are reused again and the others stay intact.
+  await store('u/0', Buffer.alloc(1000, 251));
+  await store('t/0', Buffer.alloc(0));
+  await store('u/1', Buffer.alloc(1000, 252));
+  assert.deepEqual((await retainedOf(p, 't/1'))[0]?.payload, Buffer.alloc(1000, 200));
+  assert.deepEqual((await retainedOf(p, 'u/0'))[0]?.payload, Buffer.alloc(1000, 251));
+  assert.deepEqual((await retainedOf(p, 'u/1'))[0]?.payload, Buffer.alloc(1000, 252));
 });
 
 void test('the MQTT packet writer of aedes and mqtt.js keeps no table of number buffers once the broker is loaded', async () => {
