@@ -56,6 +56,18 @@ void test('archive: pulls a site\'s chains as a read-only peer through the sync 
       throw new Error(`${(e as Error).message}: ${JSON.stringify(await archivedCounts(db, g.chain.origin))} of ${g.chain.head.size}; log: ${arch.logs.slice(-6).map((l) => l.msg).join(' | ')}`);
     });
   }
+  // Every row names its chain's site and gateway, in the runs of 64 entries or more (their columns from session variables) as in shorter ones.
+  const root = await db.root();
+  try {
+    for (const g of gws) {
+      const [rows] = await root.query(`SELECT e.site_id, e.gateway_id, e.status, COUNT(*) AS n, MAX(b.count) AS most FROM ${db.database}.entries e JOIN ${db.database}.blocks b ON b.origin = e.origin AND b.n = e.block_n WHERE e.origin = ? GROUP BY e.site_id, e.gateway_id, e.status`, [g.chain.origin]);
+      const r = rows as { site_id: string; gateway_id: string; status: string; n: number; most: number }[];
+      assert.deepEqual(r.map((x) => [x.site_id, x.gateway_id, x.status, Number(x.n)]), [[SITE, g.id, 'verified', g.chain.head.size]]);
+      assert.ok(Number(r[0]!.most) >= 64, `a block of ${g.chain.origin} holds 64 entries or more (${r[0]!.most})`);
+    }
+  } finally {
+    await root.end();
+  }
 
   // The chains grow: the new checkpoints bring the new blocks in.
   await appendEvents(gws[0]!, enrollLock(s, 'lock-late'), 300);
