@@ -76,8 +76,9 @@ async function insertMany(c: PoolConnection, sql: string, rows: Row[], bytesOf: 
  * Entry rows. In a run of RUN_COLUMNS_FROM entries or more, the columns the same for every row of
  * the run (the chain's origin, site and gateway; the status) come from session variables set once
  * per transaction (one round trip more) and 12 parameters a row remain instead of 16: mysql2
- * encodes, and the server decodes, a quarter fewer and the longest strings not at all. A
- * shorter run, where that round trip would cost more than it saves, sends all 16.
+ * encodes a quarter fewer, the longest strings not at all (half the client's CPU for the rows;
+ * the server's per row measured the same, docs/DECISIONS.md). A shorter run, where that round
+ * trip would cost more than it saves, sends all 16.
  */
 const ENTRY_COLUMNS = 'origin, site_id, gateway_id, status, idx, block_n, kind, time, lock_id, ctr, event_type, event_time, provenance, credential, person, bytes';
 const RUN_ROW = "(@oti_origin,@oti_site,@oti_gateway,'verified',?,?,?,?,?,?,?,?,?,?,?,?)";
