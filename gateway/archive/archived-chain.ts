@@ -21,6 +21,7 @@ import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../
 import { checkSigned, decodeSigned, Roster, type SiteTrust } from '../../ledger/roster.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
+import { verify as ed25519Verify, type Ed25519Verify } from '../../ledger/crypto.js';
 import { writeBlocks, type VerifiedBlock } from './block-writer.js';
 import { ArchivedTree, TreeFrontier } from './tree.js';
 import { rebuildRange } from '../../ledger/chain.js';
@@ -60,6 +61,25 @@ export class ArchivedChain {
   #busy: Promise<unknown> = Promise.resolve();
   /** The tree nodes of height 8k still to complete, as of what is archived (rebuilt with the verifier). */
   #frontier = new TreeFrontier();
+  /**
+   * The checkpoint signature #verifyStructure has just verified (before the verifier's state is
+   * touched), so that the verifier's own check of those very bytes (key, text, signature) is not
+   * a second Ed25519 verification; anything else the verifier checks is verified as ever.
+   */
+  #verified: { key: Uint8Array; msg: Uint8Array; sig: Uint8Array } | undefined;
+  readonly #preCheck: Ed25519Verify = (key, msg, sig) => {
+    const ok = ed25519Verify(key, msg, sig);
+    if (ok) this.#verified = { key, msg, sig };
+    return ok;
+  };
+  readonly #ed25519: Ed25519Verify = (key, msg, sig) => {
+    const v = this.#verified;
+    if (v !== undefined && bytesEqual(v.sig, sig) && bytesEqual(v.key, key) && bytesEqual(v.msg, msg)) {
+      this.#verified = undefined;
+      return true;
+    }
+    return ed25519Verify(key, msg, sig);
+  };
 
   /** `sigPool` checks lock signatures on worker threads (ledger/sigpool.ts); without it, on this thread. */
   constructor(pool: Pool, origin: string, trust: SiteTrust, sigPool?: SignaturePool) {
@@ -178,7 +198,8 @@ export class ArchivedChain {
     if (header.n !== next) throw new OtiError('ERR_BLOCK_LINK', `expected block ${next} of ${this.origin}, got ${header.n}`, where);
     // A forged checkpoint is refused before the verifier's state is touched (a refusal inside it costs a rebuild).
     const key = verifier.roster.get('gateway', this.gatewayId)?.key;
-    if (key !== undefined) verifyCheckpoint(b.checkpoint, this.origin, key);
+    this.#verified = undefined;
+    if (key !== undefined) verifyCheckpoint(b.checkpoint, this.origin, key, this.#preCheck);
     let checked;
     try {
       checked = await verifier.addBlock(b.headerBytes, b.checkpoint, b.entries);
@@ -252,9 +273,9 @@ export class ArchivedChain {
     return this.#verifier;
   }
 
-  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool; signatureBatch: number } {
+  #verifyOptions(): { trust: SiteTrust; pool?: SignaturePool; signatureBatch: number; ed25519: Ed25519Verify } {
     // A block's signatures in several batches, so every worker checks part of it while its rows go in.
-    return { trust: this.#trust, signatureBatch: SIGNATURE_BATCH, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
+    return { trust: this.#trust, signatureBatch: SIGNATURE_BATCH, ed25519: this.#ed25519, ...(this.#sigPool !== undefined ? { pool: this.#sigPool } : {}) };
   }
 
 }

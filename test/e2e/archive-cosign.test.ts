@@ -9,19 +9,16 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { once } from 'node:events';
+import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
-import { userInfo } from 'node:os';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
 import { makeSite, enrollLock, tempDir, type TestSite } from '../support/site.js';
 import { makeGateway, startSync, appendEvents, type TestGateway } from '../support/sync.js';
-import { freePort, type GatewayProcess } from '../support/gateway-process.js';
+import type { GatewayProcess } from '../support/gateway-process.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
-import { startMariaDb } from '../support/mariadb.js';
+import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
+import { siteMosquitto, writeArchiveConfig } from '../support/fleet.js';
 import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { startArchive } from '../support/archive-process.js';
@@ -31,7 +28,7 @@ import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { blockResources, tilePath, treeResources } from '../../ledger/tiles.js';
 import { chainCheckpoint, readTile } from '../../ledger/tile-source.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
-import { generateKeyPair, Signer, toHex } from '../../ledger/crypto.js';
+import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 
 const CENTRAL_USERS = { uplink: 'uplink-password-1', archive: 'archive-password-1' };
 const TOKEN = 'archive-api-token-cosign-0123';
@@ -42,65 +39,22 @@ const PREFIX = 'oti-fleet';
  * The site's Mosquitto: a user per gateway, and a bridge to the central broker that forwards the
  * cosignature topics, `oti/<site>/chain/<gw>/cosig/<witness>` → `oti-fleet/<site>/<gw>/cosig/<witness>`.
  */
-async function siteMosquitto(t: TestContext, site: string, users: Record<string, string>, central: TlsMosquitto): Promise<string> {
-  const dir = await tempDir(t, 'oti-site-mosquitto-');
-  const passwd = join(dir, 'passwd');
-  const run = promisify(execFile);
-  let first = true;
-  for (const [u, p] of Object.entries(users)) {
-    await run('mosquitto_passwd', [...(first ? ['-c'] : []), '-b', passwd, u, p]);
-    first = false;
-  }
-  const port = await freePort();
-  const conf = join(dir, 'mosquitto.conf');
-  await writeFile(
-    conf,
-    [
-      `user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false',
-      'connection central', `address 127.0.0.1:${central.port}`, `bridge_cafile ${central.caFile}`, 'remote_username uplink', `remote_password ${CENTRAL_USERS.uplink}`,
-      'cleansession false', `remote_clientid bridge-${site}`, `topic +/cosig/+ out 1 oti/${site}/chain/ ${PREFIX}/${site}/`, '',
-    ].join('\n'),
-  );
-  const proc = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
-  t.after(async () => {
-    if (proc.exitCode === null) {
-      proc.kill('SIGTERM');
-      await once(proc, 'exit');
-    }
-  });
-  await waitUntil('the site broker accepts connections', () =>
-    new Promise<boolean>((resolve) => {
-      if (proc.exitCode !== null) throw new Error(`mosquitto did not start: ${log}`);
-      const sock = connectTcp(port, '127.0.0.1');
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.once('error', () => resolve(false));
-    }),
-  );
-  return `mqtt://127.0.0.1:${port}`;
+async function bridgedSiteMosquitto(t: TestContext, site: string, users: Record<string, string>, central: TlsMosquitto): Promise<string> {
+  const bridge = [
+    'connection central', `address 127.0.0.1:${central.port}`, `bridge_cafile ${central.caFile}`, 'remote_username uplink', `remote_password ${CENTRAL_USERS.uplink}`,
+    'cleansession false', `remote_clientid bridge-${site}`, `topic +/cosig/+ out 1 oti/${site}/chain/ ${PREFIX}/${site}/`,
+  ];
+  return (await siteMosquitto(t, users, { moreConfig: bridge })).url;
 }
 
-async function runArchive(t: TestContext, dir: string, central: TlsMosquitto, db: Awaited<ReturnType<typeof startMariaDb>>, s: TestSite, quorum?: number): Promise<GatewayProcess & { port: number }> {
-  const pw = join(dir, 'archive.broker-password');
-  await writeFile(pw, `${CENTRAL_USERS.archive}\n`, { mode: 0o600 });
-  const tokenFile = join(dir, 'archive.token');
-  await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-  const config = join(dir, 'archive.yaml');
-  await writeFile(
-    config,
-    stringify({
-      broker: { url: central.url, username: 'archive', passwordFile: pw, ca: central.caFile, clientId: 'oti-archive-cosign' },
-      mysql: { host: '127.0.0.1', port: db.port, user: db.user, passwordFile: db.passwordFile, database: db.database },
-      sites: [{ siteId: s.siteId, siteKeys: s.trust.siteKeys.map((k) => toHex(k)), ...(quorum !== undefined ? { quorum } : {}) }],
-      api: { host: '127.0.0.1', port: 0, tokenFile },
-      verifyThreads: 1,
-    }),
-  );
-  return startArchive(t, config);
+function runArchive(t: TestContext, dir: string, central: TlsMosquitto, db: TestMariaDb, s: TestSite, quorum?: number): Promise<GatewayProcess & { port: number }> {
+  return writeArchiveConfig(dir, {
+    broker: { url: central.url, caFile: central.caFile, password: CENTRAL_USERS.archive, clientId: 'oti-archive-cosign' },
+    db,
+    token: TOKEN,
+    sites: [{ siteId: s.siteId, siteKeys: s.trust.siteKeys, ...(quorum !== undefined ? { quorum } : {}) }],
+    verifyThreads: 1,
+  }).then((config) => startArchive(t, config));
 }
 
 async function api(port: number, path: string): Promise<{ status: number; body: unknown }> {
@@ -122,7 +76,7 @@ void test('archive: the cosignatures a site\'s gateways make reach the archive t
   const s = makeSite('site-cosign');
   const [db, central] = await Promise.all([startMariaDb(t), startMosquitto(t, CENTRAL_USERS, { tls: true })]);
   const siteUsers = Object.fromEntries(GATEWAYS.map((g) => [g, `${g}-site-password`]));
-  const siteBroker = await siteMosquitto(t, s.siteId, siteUsers, central);
+  const siteBroker = await bridgedSiteMosquitto(t, s.siteId, siteUsers, central);
   let arch = await runArchive(t, dir, central, db, s);
 
   const upPw = join(dir, 'uplink.password');

@@ -24,7 +24,6 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
 import { connect, connectAsync, type MqttClient } from 'mqtt';
 import { makeSite, enrollLock, signedEvent, tempDir, type TestLock } from '../support/site.js';
 import { enrolledGateway, type EnrolledGateway } from '../support/enrolled-gateway.js';
@@ -34,6 +33,7 @@ import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
 import { oti } from '../support/oti-cli.js';
 import { startArchive } from '../support/archive-process.js';
+import { writeArchiveConfig } from '../support/fleet.js';
 import { buildGoTlog, cosignerVerifierKey, missingGo, noteVerifierKey } from '../support/go-tlog-build.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
 import { verifyCosignature } from '../../gateway/sync/witness.js';
@@ -41,7 +41,6 @@ import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeReceipt, verifyReceipt } from '../../ledger/receipt.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
-import { toHex } from '../../ledger/crypto.js';
 
 const SITE = 'site-emb';
 const TOKEN = 'archive-api-token-embedded-0123';
@@ -145,22 +144,14 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
   const [a, b] = gws as [Gw, Gw];
 
   // The archive: the central broker for gw-a's uplink, and a pull of the site through gw-a's embedded broker.
-  const files = { central: join(dir, 'central.password'), site: join(dir, 'site.password'), token: join(dir, 'archive.token') };
-  await writeFile(files.central, `${CENTRAL.archive}\n`, { mode: 0o600 });
-  await writeFile(files.site, `${ARCHIVE_USER.password}\n`, { mode: 0o600 });
-  await writeFile(files.token, `${TOKEN}\n`, { mode: 0o600 });
-  const config = join(dir, 'archive.yaml');
-  await writeFile(
-    config,
-    stringify({
-      broker: { url: central.url, username: 'archive', passwordFile: files.central, ca: central.caFile },
-      mysql: { host: '127.0.0.1', port: db.port, user: db.user, passwordFile: db.passwordFile, database: db.database },
-      sites: [{ siteId: SITE, siteKeys: s.trust.siteKeys.map((k) => toHex(k)) }],
-      pull: [{ siteId: SITE, url: `mqtt://127.0.0.1:${a.broker}`, username: ARCHIVE_USER.username, passwordFile: files.site }],
-      api: { host: '127.0.0.1', port: 0, tokenFile: files.token },
-      verifyThreads: 1,
-    }),
-  );
+  const config = await writeArchiveConfig(dir, {
+    broker: { url: central.url, caFile: central.caFile, password: CENTRAL.archive },
+    db,
+    token: TOKEN,
+    sites: [{ siteId: SITE, siteKeys: s.trust.siteKeys }],
+    pull: [{ siteId: SITE, url: `mqtt://127.0.0.1:${a.broker}`, username: ARCHIVE_USER.username, password: ARCHIVE_USER.password }],
+    verifyThreads: 1,
+  });
   const arch = await startArchive(t, config);
   const auth = { authorization: `Bearer ${TOKEN}` };
   const archApi = `http://127.0.0.1:${arch.port}`;

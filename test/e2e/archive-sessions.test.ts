@@ -13,35 +13,20 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
 import { freePort } from '../support/gateway-process.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
 import { startArchive, stopProc } from '../support/archive-process.js';
-import { uplinkingGateway, uplinkStatus, archivedCounts, type FleetGateway } from '../support/fleet.js';
+import { uplinkingGateway, uplinkStatus, archivedCounts, writeArchiveConfig, type FleetGateway } from '../support/fleet.js';
 import { sessionOf } from '../../gateway/archive/uplink-intake.js';
 
 const USERS = { uplink: 'uplink-password-2', archive: 'archive-password-2' };
 const TOKEN = 'archive-api-token-sessions-0123';
 
-async function writeConfig(dir: string, broker: TlsMosquitto, db: TestMariaDb, siteFiles: string[], sessions: number): Promise<string> {
-  const pw = join(dir, 'archive.broker-password');
-  await writeFile(pw, `${USERS.archive}\n`, { mode: 0o600 });
-  const tokenFile = join(dir, 'archive.token');
-  await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-  const config = join(dir, `archive-${sessions}.yaml`);
-  await writeFile(
-    config,
-    stringify({
-      broker: { url: broker.url, username: 'archive', passwordFile: pw, ca: broker.caFile, sessions },
-      mysql: { host: '127.0.0.1', port: db.port, user: db.user, passwordFile: db.passwordFile, database: db.database },
-      siteFiles,
-      api: { host: '127.0.0.1', port: 0, tokenFile },
-    }),
-  );
-  return config;
+function writeConfig(dir: string, broker: TlsMosquitto, db: TestMariaDb, siteFiles: string[], sessions: number): Promise<string> {
+  return writeArchiveConfig(dir, { broker: { url: broker.url, caFile: broker.caFile, password: USERS.archive, sessions }, db, token: TOKEN, siteFiles, file: `archive-${sessions}.yaml` });
 }
 
 async function api<T>(port: number, path: string): Promise<T> {

@@ -11,10 +11,9 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
 import { tempDir } from '../support/site.js';
 import { freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { uplinkingGateway, uplinkStatus, archivedCounts, type FleetGateway } from '../support/fleet.js';
+import { uplinkingGateway, uplinkStatus, archivedCounts, writeArchiveConfig, type FleetGateway } from '../support/fleet.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
@@ -38,21 +37,7 @@ const status = uplinkStatus;
 const archived = archivedCounts;
 
 async function archive(t: TestContext, dir: string, broker: TlsMosquitto, db: TestMariaDb, siteFiles: string[]): Promise<{ proc: GatewayProcess; port: number; config: string }> {
-  const pw = join(dir, 'archive.broker-password');
-  await writeFile(pw, `${USERS.archive}\n`, { mode: 0o600 });
-  const tokenFile = join(dir, 'archive.token');
-  await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-  const config = join(dir, 'archive.yaml');
-  await writeFile(
-    config,
-    stringify({
-      broker: { url: broker.url, username: 'archive', passwordFile: pw, ca: broker.caFile },
-      mysql: { host: '127.0.0.1', port: db.port, user: db.user, passwordFile: db.passwordFile, database: db.database },
-      siteFiles,
-      api: { host: '127.0.0.1', port: 0, tokenFile },
-    }),
-  );
-  return runArchive(t, config);
+  return runArchive(t, await writeArchiveConfig(dir, { broker: { url: broker.url, caFile: broker.caFile, password: USERS.archive }, db, token: TOKEN, siteFiles }));
 }
 
 async function runArchive(t: TestContext, config: string): Promise<{ proc: GatewayProcess; port: number; config: string }> {

@@ -1,14 +1,19 @@
 /**
  * The parts of a fleet-tier test: a real gateway process (`--demo`: simulated locks on kernel
- * ptys, its own development site) uplinking to a central broker, its /status, and what the
- * archive's tables hold of a chain.
+ * ptys, its own development site) uplinking to a central broker, its /status, what the
+ * archive's tables hold of a chain, a site's own Mosquitto (its users, the ACL docs/ARCHIVE.md
+ * §Pulling from sites gives the archive's user) and the archive's configuration file.
  */
 import type { TestContext } from 'node:test';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { startGateway, freePort, type GatewayProcess } from './gateway-process.js';
 import type { TestMariaDb } from './mariadb.js';
+import { startMosquitto, type Mosquitto } from './mosquitto.js';
+import { tempDir } from './site.js';
 import { stopProc } from './archive-process.js';
+import { toHex } from '../../ledger/crypto.js';
 
 export interface FleetGateway {
   readonly gw: GatewayProcess;
@@ -55,4 +60,73 @@ export async function archivedCounts(db: TestMariaDb, origin: string): Promise<{
   } finally {
     await c.end();
   }
+}
+
+/**
+ * The ACL of a site's Mosquitto: each of `gateways` may read and write everything under `oti/`,
+ * the archive's user exactly the four filters docs/ARCHIVE.md §Pulling from sites names.
+ */
+export function siteAcl(siteId: string, gateways: readonly string[], archiveUser = 'archive'): string[] {
+  return [
+    ...gateways.flatMap((g) => [`user ${g}`, 'topic readwrite oti/#']),
+    `user ${archiveUser}`,
+    `topic read oti/${siteId}/chain/+/checkpoint`,
+    `topic read oti/${siteId}/chain/+/cosig/+`,
+    `topic read oti/${siteId}/chain/+/range/${archiveUser}`,
+    `topic write oti/${siteId}/chain/+/req/${archiveUser}`,
+  ];
+}
+
+/**
+ * A site's own Mosquitto (plain MQTT): `users` in its password file, `acl` (siteAcl) in its ACL
+ * file when given, `moreConfig` lines (a bridge) after the rest. Stopped when the test ends.
+ */
+export async function siteMosquitto(t: TestContext, users: Record<string, string>, opts: { acl?: readonly string[]; moreConfig?: readonly string[]; maxPacketBytes?: number } = {}): Promise<Mosquitto> {
+  const more = [...(opts.moreConfig ?? [])];
+  if (opts.acl !== undefined) {
+    const acl = join(await tempDir(t, 'oti-site-acl-'), 'acl');
+    await writeFile(acl, [...opts.acl, ''].join('\n'));
+    more.unshift(`acl_file ${acl}`);
+  }
+  return startMosquitto(t, users, { moreConfig: more, ...(opts.maxPacketBytes !== undefined ? { maxPacketBytes: opts.maxPacketBytes } : {}) });
+}
+
+/** What an archive test configures (docs/ARCHIVE.md §Configuration); the secrets go into files of their own. */
+export interface ArchiveTestConfig {
+  /** The central broker and the archive's password on it. */
+  readonly broker: { readonly url: string; readonly caFile: string; readonly password: string; readonly username?: string; readonly clientId?: string; readonly sessions?: number };
+  readonly db: TestMariaDb;
+  /** The API's bearer token. */
+  readonly token: string;
+  readonly sites?: readonly { readonly siteId: string; readonly siteKeys: readonly Uint8Array[]; readonly quorum?: number }[];
+  readonly siteFiles?: readonly string[];
+  /** Sites pulled through their brokers, each with the archive's password there. */
+  readonly pull?: readonly { readonly siteId: string; readonly url: string; readonly username: string; readonly password: string }[];
+  readonly verifyThreads?: number;
+  /** The configuration file's name in the folder (archive.yaml). */
+  readonly file?: string;
+}
+
+/** Writes the archive's configuration (and its password and token files) into `dir`; its path. */
+export async function writeArchiveConfig(dir: string, c: ArchiveTestConfig): Promise<string> {
+  const secret = async (name: string, value: string): Promise<string> => {
+    const file = join(dir, name);
+    await writeFile(file, `${value}\n`, { mode: 0o600 });
+    return file;
+  };
+  const b = c.broker;
+  const config = join(dir, c.file ?? 'archive.yaml');
+  await writeFile(
+    config,
+    stringify({
+      broker: { url: b.url, username: b.username ?? 'archive', passwordFile: await secret('archive.broker-password', b.password), ca: b.caFile, ...(b.clientId !== undefined ? { clientId: b.clientId } : {}), ...(b.sessions !== undefined ? { sessions: b.sessions } : {}) },
+      mysql: { host: '127.0.0.1', port: c.db.port, user: c.db.user, passwordFile: c.db.passwordFile, database: c.db.database },
+      ...(c.sites !== undefined ? { sites: c.sites.map((s) => ({ siteId: s.siteId, siteKeys: s.siteKeys.map((k) => toHex(k)), ...(s.quorum !== undefined ? { quorum: s.quorum } : {}) })) } : {}),
+      ...(c.siteFiles !== undefined ? { siteFiles: c.siteFiles } : {}),
+      ...(c.pull !== undefined ? { pull: await Promise.all(c.pull.map(async (p) => ({ siteId: p.siteId, url: p.url, username: p.username, passwordFile: await secret(`archive.pull-${p.siteId}.password`, p.password) }))) } : {}),
+      api: { host: '127.0.0.1', port: 0, tokenFile: await secret('archive.token', c.token) },
+      ...(c.verifyThreads !== undefined ? { verifyThreads: c.verifyThreads } : {}),
+    }),
+  );
+  return config;
 }

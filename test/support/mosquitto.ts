@@ -43,6 +43,8 @@ export interface MosquittoOptions {
   readonly tls?: boolean;
   /** Mosquitto's max_packet_size, when set. */
   readonly maxPacketBytes?: number;
+  /** More lines for mosquitto.conf, after the others (an `acl_file`, a bridge). */
+  readonly moreConfig?: readonly string[];
 }
 
 export function startMosquitto(t: TestContext, users: Record<string, string>, opts: MosquittoOptions & { tls: true }): Promise<TlsMosquitto>;
@@ -71,6 +73,7 @@ export async function startMosquitto(t: TestContext, users: Record<string, strin
     `password_file ${passwd}`,
     'persistence false',
     ...(opts.maxPacketBytes !== undefined ? [`max_packet_size ${opts.maxPacketBytes}`] : []),
+    ...(opts.moreConfig ?? []),
     '',
   ];
   await writeFile(conf, lines.join('\n'));
