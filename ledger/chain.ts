@@ -27,6 +27,7 @@ import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './base/bytes.js';
+import { AdmissionQueue } from './admission.js';
 
 export const DEFAULT_SEAL_DELAY_MS = 5;
 export const DEFAULT_MAX_BLOCK_ENTRIES = 1024;
@@ -70,7 +71,7 @@ export interface BlockEvent {
 }
 
 /**
- * One append from the call to its block being durable: waiting for its checks (admission queue),
+ * One append from the call to its block being durable: waiting for its checks (AdmissionQueue),
  * then admitted and waiting for its block (pending). One small object all the way: with
  * thousands of appends in flight, each survives a few young-generation collections, which copy
  * what it holds. A lock-signed event taken on the fast path holds its bytes, lock and counter,
@@ -94,6 +95,10 @@ interface Slot {
 }
 
 const UNSET = (): void => undefined;
+
+function setCheckedKey(slot: Slot, key: Uint8Array | undefined): void {
+  slot.checkedKey = key;
+}
 
 /** Where the parts of the lock event being appended lie (encodeSignedLockEvent; read at once). */
 const SCAN = lockEventScan();
@@ -156,9 +161,8 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   #membersVersion = -1;
   #admittedSize: number;
   #pending: Slot[] = [];
-  /** Slots in call order; #admitHead is the first not yet admitted (a queue without shift()). */
-  #admitQueue: Slot[] = [];
-  #admitHead = 0;
+  /** Appends waiting for their checks, admitted in call order (ledger/admission.ts). */
+  readonly #admission = new AdmissionQueue<Slot>((slot) => this.#admitSlot(slot));
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> | undefined;
   #closed = false;
@@ -301,32 +305,13 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       slot.reject = reject;
     });
     const checking = this.#precheck(slot, opts);
-    if (checking === undefined && this.#admitHead === this.#admitQueue.length) {
+    if (checking === undefined && this.#admission.empty) {
       // Nothing to wait for and nobody before it (the common case: a known lock's pre-verified
       // event): admitted at once.
       this.#admitSlot(slot);
       return done;
     }
-    // Entries are admitted in call order, whatever order their signature checks finish in, so
-    // that a lock's events keep the order in which they were handed over.
-    this.#admitQueue.push(slot);
-    if (checking === undefined) {
-      slot.state = 'ready';
-      this.#drainAdmitQueue();
-    } else {
-      checking.then(
-        (key) => {
-          slot.checkedKey = key;
-          slot.state = 'ready';
-          this.#drainAdmitQueue();
-        },
-        (e: unknown) => {
-          slot.state = 'failed';
-          slot.error = e as Error;
-          this.#drainAdmitQueue();
-        },
-      );
-    }
+    this.#admission.push(slot, checking, setCheckedKey);
     return done;
   }
 
@@ -352,21 +337,6 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     const ok = this.#opts.pool !== undefined ? await this.#opts.pool.verify(task) : verify(task.key, task.msg, task.sig);
     if (!ok) throw new OtiError('ERR_LOCK_SIGNATURE', `event ${lock}:${body.event.ctr} is not signed by the enrolled key of lock ${lock}`, { lock, ctr: body.event.ctr });
     return member.key;
-  }
-
-  #drainAdmitQueue(): void {
-    while (this.#admitHead < this.#admitQueue.length && this.#admitQueue[this.#admitHead]!.state !== 'checking') {
-      const slot = this.#admitQueue[this.#admitHead]!;
-      this.#admitQueue[this.#admitHead++] = undefined as unknown as Slot;
-      if (this.#admitHead === this.#admitQueue.length) {
-        this.#admitQueue = [];
-        this.#admitHead = 0;
-      } else if (this.#admitHead >= 4096 && this.#admitHead * 2 >= this.#admitQueue.length) {
-        this.#admitQueue = this.#admitQueue.slice(this.#admitHead);
-        this.#admitHead = 0;
-      }
-      this.#admitSlot(slot);
-    }
   }
 
   /** Admits a slot whose checks are done (or failed): into the pending block, or refused. */
