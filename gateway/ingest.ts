@@ -99,6 +99,7 @@ interface LockState {
 
 /** An event whose signature is being checked (ok undefined) or has been ('unchecked': the check itself failed). */
 interface Waiting {
+  readonly state: LockState;
   readonly driver: LockDriver;
   readonly ev: ReceivedEvent;
   /** The enrolled key of the lock. */
@@ -240,27 +241,23 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { driver, ev, key: member.key, ok: undefined };
+    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined };
     state.queue.push(w);
-    const checked = this.checkSignature(ev, member.key);
-    if (typeof checked === 'boolean') {
-      w.ok = checked;
-      this.admitReady(state);
-    } else {
-      checked.then(
-        (ok) => {
-          w.ok = ok;
-          this.admitReady(state);
-        },
-        (e: unknown) => {
-          // The pool failed, not the event: the lock keeps it and sends it again.
-          this.emit('fault', e as Error);
-          w.ok = 'unchecked';
-          this.admitReady(state);
-        },
-      );
-    }
+    // Checked here, or in the pool, which calls onChecked with the result.
+    const checked = this.checkSignature(w);
+    if (checked !== undefined) this.onChecked(w, checked);
   }
+
+  /** An event's signature check is done (an Error: the pool failed, not the event); admits what is ready. */
+  private readonly onChecked = (w: Waiting, result: boolean | Error): void => {
+    if (typeof result === 'boolean') w.ok = result;
+    else {
+      // The lock keeps the event and sends it again.
+      this.emit('fault', result);
+      w.ok = 'unchecked';
+    }
+    this.admitReady(w.state);
+  };
 
   /**
    * The checks before the signature: the lock's enrolment and what it allows. Answers and returns
@@ -305,15 +302,26 @@ export class Ingest extends EventEmitter<IngestEvents> {
     );
   }
 
-  /** A boolean when known at once (no pool, or unsigned); else the pool's answer. */
-  private checkSignature(ev: ReceivedEvent, key: Uint8Array): boolean | Promise<boolean> {
+  /**
+   * The result when known at once (no pool, unsigned, unreadable, or the pool refused the check:
+   * an Error); undefined when the pool will call onChecked.
+   */
+  private checkSignature(w: Waiting): boolean | Error | undefined {
+    const ev = w.ev;
     if (!('cose' in ev.payload)) return true;
+    let cose;
     try {
-      const cose = payloadOf(ev).parsed!;
-      const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
-      return this.pool !== undefined ? this.pool.verify(task) : verify(task.key, task.msg, task.sig);
+      cose = payloadOf(ev).parsed!;
+      if (this.pool === undefined) return verify(w.key, sigStructure(cose.payload), cose.signature);
     } catch {
       return false;
+    }
+    try {
+      this.pool.checkCose(w.key, cose.payload, cose.signature, w, this.onChecked);
+      return undefined;
+    } catch (e) {
+      // A key or signature of the wrong length is a bad signature; anything else is the pool's failure.
+      return isOtiError(e, 'ERR_ARGUMENT') ? false : (e as Error);
     }
   }
 
