@@ -89,7 +89,7 @@ interface LockState {
   /** Events waiting for admission, in arrival order; each is admitted once its check is done. */
   readonly queue: Waiting[];
   /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
-  readonly inFlight: Map<number, { readonly payload: Uint8Array; readonly done: Promise<AppendResult> }>;
+  readonly inFlight: Map<number, Flight>;
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
@@ -105,6 +105,23 @@ interface Waiting {
   /** The enrolled key of the lock. */
   readonly key: Uint8Array;
   ok: boolean | 'unchecked' | undefined;
+}
+
+/**
+ * An event admitted to the chain, until its entry is durable (or refused): the context of its
+ * append (Chain.appendTo), so that no promise or closure per event is kept meanwhile.
+ */
+interface Flight {
+  readonly state: LockState;
+  readonly driver: LockDriver;
+  readonly ev: ReceivedEvent;
+  /** The lock-event bytes (what a duplicate must match). */
+  readonly payload: Uint8Array;
+  busy: NodeJS.Timeout | undefined;
+  /** The entry's leaf hash once durable; null once refused. */
+  leaf: Uint8Array | null | undefined;
+  /** Duplicates waiting for this entry's fate. */
+  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined;
 }
 
 /**
@@ -293,14 +310,10 @@ export class Ingest extends EventEmitter<IngestEvents> {
 
   /** Releases an event's place in the pipeline once its answer went out. */
   private answer(p: Promise<void>): void {
-    p.then(
-      () => this.release(),
-      (e: unknown) => {
-        this.emit('fault', e as Error);
-        this.release();
-      },
-    );
+    p.then(this.released, this.failed);
   }
+
+  private readonly released = (): void => this.release();
 
   /**
    * The result when known at once (no pool, unsigned, unreadable, or the pool refused the check:
@@ -382,33 +395,32 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    // Admitted in call order: a gap recorded just above goes in before this event.
-    const done = this.chain.append(input, { preverified: true });
+    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), busy: undefined, leaf: undefined, waiters: undefined };
     state.last = ev.ctr;
-    const flying = { payload: eventBytes(ev), done };
-    state.inFlight.set(ev.ctr, flying);
-    const busy = this.busyAfterDeadline(driver, ev);
-    done.then(
-      (result) => {
-        clearTimeout(busy);
-        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
-        this.answer(this.acked(driver, ev, result));
-      },
-      (e: unknown) => {
-        clearTimeout(busy);
-        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
-        // Not admitted after all: forget the optimistic counter so that it is read again.
-        state.last = undefined;
-        const code = isOtiError(e) ? e.code : 'ERR_BUSY';
-        if (code === 'ERR_APPEND_ABORTED' || !isOtiError(e)) {
-          if (!isOtiError(e)) this.emit('fault', e as Error);
-          this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
-        } else {
-          this.answer(this.refuse(driver, ev, code, false));
-        }
-      },
-    );
+    state.inFlight.set(ev.ctr, flight);
+    flight.busy = this.busyAfterDeadline(driver, ev);
+    // Admitted in call order: a gap recorded just above goes in before this event.
+    this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
   }
+
+  /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
+  private readonly onDurable = (f: Flight, result: AppendResult | Error): void => {
+    const { state, driver, ev } = f;
+    clearTimeout(f.busy);
+    if (state.inFlight.get(ev.ctr) === f) state.inFlight.delete(ev.ctr);
+    f.leaf = result instanceof Error ? null : result.leafHash;
+    if (f.waiters !== undefined) for (const w of f.waiters.splice(0)) w(f.leaf ?? undefined);
+    if (!(result instanceof Error)) return this.ack(driver, ev, result);
+    // Not admitted after all: forget the optimistic counter so that it is read again.
+    state.last = undefined;
+    const code = isOtiError(result) ? result.code : 'ERR_BUSY';
+    if (code === 'ERR_APPEND_ABORTED' || !isOtiError(result)) {
+      if (!isOtiError(result)) this.emit('fault', result);
+      this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+    } else {
+      this.answer(this.refuse(driver, ev, code, false));
+    }
+  };
 
   /**
    * The answer deadline: a nack ERR_BUSY (retry=true) if the event is not durable by then. The
@@ -427,11 +439,32 @@ export class Ingest extends EventEmitter<IngestEvents> {
     return t;
   }
 
-  /** Acks a durable event. A throwing driver or listener becomes a rejection (answer() reports it). */
-  private async acked(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): Promise<void> {
-    await driver.ack(ev, result.leafHash);
-    this.emit('committed', ev, result, this.now() - ev.receivedAt);
+  /**
+   * Acks a durable event, then tells the listeners and releases its place. A driver or listener
+   * that throws is reported as a fault (the place is released all the same).
+   */
+  private ack(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): void {
+    let sent: Promise<void>;
+    try {
+      sent = driver.ack(ev, result.leafHash);
+    } catch (e) {
+      sent = Promise.reject(e as Error);
+    }
+    sent.then(() => {
+      try {
+        this.emit('committed', ev, result, this.now() - ev.receivedAt);
+      } catch (e) {
+        this.emit('fault', e as Error);
+      }
+      this.release();
+    }, this.failed);
   }
+
+  /** An answer that could not be sent (or a listener that threw): reported, and the place released. */
+  private readonly failed = (e: unknown): void => {
+    this.emit('fault', e as Error);
+    this.release();
+  };
 
   /**
    * An event at or below the last stored counter: a duplicate (the same lock-event bytes as the
@@ -442,7 +475,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const flying = state.inFlight.get(ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
-      if (bytesEqual(flying.payload, payload)) entry = await flying.done.then((r) => r.leafHash, () => undefined);
+      if (bytesEqual(flying.payload, payload)) entry = await durableLeaf(flying);
     } else {
       entry = await this.storedHash(ev, payload);
     }
@@ -512,6 +545,12 @@ export class Ingest extends EventEmitter<IngestEvents> {
       (e: unknown) => this.emit('fault', e as Error),
     );
   }
+}
+
+/** The leaf hash of an admitted event once durable; undefined if it was refused. */
+function durableLeaf(f: Flight): Promise<Uint8Array | undefined> | Uint8Array | undefined {
+  if (f.leaf !== undefined) return f.leaf ?? undefined;
+  return new Promise((resolve) => (f.waiters ??= []).push(resolve));
 }
 
 /** The event's payload decoded: the driver's decoding when it has one for these bytes (else decoded here; throws if invalid). */

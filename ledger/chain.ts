@@ -90,11 +90,36 @@ interface Slot {
   error: Error | undefined;
   /** The lock key its signature was checked against, if it was checked here. */
   checkedKey: Uint8Array | undefined;
-  resolve: (r: AppendResult) => void;
-  reject: (e: Error) => void;
+  /** Whom to tell when it is durable (or refused): `done(ctx, result)`. */
+  ctx: unknown;
+  done: (ctx: unknown, result: AppendResult | Error) => void;
 }
 
-const UNSET = (): void => undefined;
+const SETTLED = (): void => undefined;
+
+/**
+ * Tells a slot's caller its result. A callback that throws is reported as an uncaught exception
+ * (as a throwing promise reaction would be), not taken for the chain's failure.
+ */
+function settle(slot: Slot, result: AppendResult | Error): void {
+  // Once only (a 'block' listener that throws fails the chain after its entries were settled).
+  const done = slot.done;
+  slot.done = SETTLED;
+  try {
+    done(slot.ctx, result);
+  } catch (e) {
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
+}
+
+/** append()'s promise, settled (its ctx is the resolving functions). */
+function settlePromise(ctx: unknown, result: AppendResult | Error): void {
+  const p = ctx as { resolve: (r: AppendResult) => void; reject: (e: Error) => void };
+  if (result instanceof Error) p.reject(result);
+  else p.resolve(result);
+}
 
 function setCheckedKey(slot: Slot, key: Uint8Array | undefined): void {
   slot.checkedKey = key;
@@ -284,35 +309,43 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   append(input: EntryInput, opts: AppendOptions = {}): Promise<AppendResult> {
+    return new Promise<AppendResult>((resolve, reject) => this.appendTo(input, opts, { resolve, reject }, settlePromise));
+  }
+
+  /**
+   * append() without a promise: `done(ctx, result)` is called once the entry is durable, or with
+   * the error append() would reject with (possibly before appendTo returns, when the entry is
+   * refused at once). For callers with thousands of appends in flight (the ingest pipeline): a
+   * promise and its reactions per entry, alive until the block is written, were measurable
+   * garbage.
+   */
+  appendTo<C>(input: EntryInput, opts: AppendOptions, ctx: C, done: (ctx: C, result: AppendResult | Error) => void): void {
     let slot: Slot;
+    const cb = done as (ctx: unknown, result: AppendResult | Error) => void;
     try {
       this.#assertWritable();
       const now = this.#now();
       const fast = encodeSignedLockEvent(input, now, SCAN);
       if (fast !== undefined) {
-        slot = { bytes: fast, entry: undefined, lock: latin1(fast, SCAN.lockStart, SCAN.lockEnd), ctr: SCAN.ctr, signed: true, state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+        slot = { bytes: fast, entry: undefined, lock: latin1(fast, SCAN.lockStart, SCAN.lockEnd), ctr: SCAN.ctr, signed: true, state: 'checking', error: undefined, checkedKey: undefined, ctx, done: cb };
       } else {
         const { bytes, entry } = encodeEntry(input, now);
         const body = entry.body;
         const ev = body.kind === 'lock-event' ? body.event : undefined;
-        slot = { bytes, entry, lock: ev?.lock, ctr: ev?.ctr ?? 0, signed: body.kind === 'lock-event' && body.prov === 'lock-signed', state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+        slot = { bytes, entry, lock: ev?.lock, ctr: ev?.ctr ?? 0, signed: body.kind === 'lock-event' && body.prov === 'lock-signed', state: 'checking', error: undefined, checkedKey: undefined, ctx, done: cb };
       }
     } catch (e) {
-      return Promise.reject(e as Error);
+      done(ctx, e as Error);
+      return;
     }
-    const done = new Promise<AppendResult>((resolve, reject) => {
-      slot.resolve = resolve;
-      slot.reject = reject;
-    });
     const checking = this.#precheck(slot, opts);
     if (checking === undefined && this.#admission.empty) {
       // Nothing to wait for and nobody before it (the common case: a known lock's pre-verified
       // event): admitted at once.
       this.#admitSlot(slot);
-      return done;
+      return;
     }
     this.#admission.push(slot, checking, setCheckedKey);
-    return done;
   }
 
   /**
@@ -354,7 +387,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       this.#admittedSize++;
       this.#schedule();
     } catch (e) {
-      slot.reject(e as Error);
+      settle(slot, e as Error);
     }
   }
 
@@ -548,7 +581,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       this.#rosterTree = rosterTree;
       const results = batch.map((p, i) => {
         const r = new Appended(first + i, leaves[i]!, n, p);
-        p.resolve(r);
+        settle(p, r);
         return r;
       });
       this.emit('block', { header, checkpoint, results });
@@ -563,8 +596,8 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       const gaveUp = isOtiError(e, 'ERR_DISK_FULL');
       if (gaveUp) this.#closed = true;
       else this.#failed = err;
-      for (const p of batch) p.reject(err);
-      for (const p of this.#pending.splice(0)) p.reject(err);
+      for (const p of batch) settle(p, err);
+      for (const p of this.#pending.splice(0)) settle(p, err);
       if (!gaveUp) this.emit('error', err);
     }
   }
