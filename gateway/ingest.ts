@@ -43,6 +43,7 @@ import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
 import { RefusedCounters } from './refusals.js';
+import { AnswerDeadlines } from './answer-deadlines.js';
 
 export interface IngestOptions {
   readonly chain: Chain;
@@ -117,7 +118,8 @@ interface Flight {
   readonly ev: ReceivedEvent;
   /** The lock-event bytes (what a duplicate must match). */
   readonly payload: Uint8Array;
-  busy: NodeJS.Timeout | undefined;
+  /** When it is nacked ERR_BUSY if not durable by then (receivedAt + the answer deadline). */
+  readonly deadline: number;
   /** The entry's leaf hash once durable; null once refused. */
   leaf: Uint8Array | null | undefined;
   /** Duplicates waiting for this entry's fate. */
@@ -142,6 +144,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly privacyKeyIds: readonly Uint8Array[] | undefined;
   private readonly answerDeadlineMs: number;
   private readonly locks = new Map<string, LockState>();
+  /** Admitted events not yet durable, for the answer deadline (one timer for all). */
+  private readonly deadlines = new AnswerDeadlines<Flight>(() => this.now(), (f) => f.leaf !== undefined, (f) => this.busy(f));
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
   private readonly waiting: Array<() => void> = [];
@@ -395,10 +399,10 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), busy: undefined, leaf: undefined, waiters: undefined };
+    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), deadline: ev.receivedAt + this.answerDeadlineMs, leaf: undefined, waiters: undefined };
     state.last = ev.ctr;
     state.inFlight.set(ev.ctr, flight);
-    flight.busy = this.busyAfterDeadline(driver, ev);
+    this.deadlines.add(flight);
     // Admitted in call order: a gap recorded just above goes in before this event.
     this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
   }
@@ -406,9 +410,9 @@ export class Ingest extends EventEmitter<IngestEvents> {
   /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
   private readonly onDurable = (f: Flight, result: AppendResult | Error): void => {
     const { state, driver, ev } = f;
-    clearTimeout(f.busy);
     if (state.inFlight.get(ev.ctr) === f) state.inFlight.delete(ev.ctr);
     f.leaf = result instanceof Error ? null : result.leafHash;
+    this.deadlines.settled();
     if (f.waiters !== undefined) for (const w of f.waiters.splice(0)) w(f.leaf ?? undefined);
     if (!(result instanceof Error)) return this.ack(driver, ev, result);
     // Not admitted after all: forget the optimistic counter so that it is read again.
@@ -423,21 +427,22 @@ export class Ingest extends EventEmitter<IngestEvents> {
   };
 
   /**
-   * The answer deadline: a nack ERR_BUSY (retry=true) if the event is not durable by then. The
+   * The answer deadline passed before the event became durable: a nack ERR_BUSY (retry=true). The
    * lock keeps the event; the ack follows when the entry is durable, and a resend meanwhile is
    * recognised as a duplicate and answered with that ack.
    */
-  private busyAfterDeadline(driver: LockDriver, ev: ReceivedEvent): NodeJS.Timeout {
-    const wait = Math.max(0, ev.receivedAt + this.answerDeadlineMs - this.now());
-    const t = setTimeout(() => {
-      driver.nack(ev, 'ERR_BUSY', true).then(
-        () => this.emit('rejected', ev, 'ERR_BUSY', true),
-        (e: unknown) => this.emit('fault', e as Error),
-      );
-    }, wait);
-    t.unref();
-    return t;
-  }
+  private readonly busy = (f: Flight): void => {
+    let sent: Promise<void>;
+    try {
+      sent = f.driver.nack(f.ev, 'ERR_BUSY', true);
+    } catch (e) {
+      sent = Promise.reject(e as Error);
+    }
+    sent.then(
+      () => this.emit('rejected', f.ev, 'ERR_BUSY', true),
+      (e: unknown) => this.emit('fault', e as Error),
+    );
+  };
 
   /**
    * Acks a durable event, then tells the listeners and releases its place. A driver or listener
