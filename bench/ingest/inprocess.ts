@@ -85,14 +85,17 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   }
   let rss = 0;
   const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 100);
-  // BENCH_INPROCESS_PROFILE=FILE: the main thread's CPU profile of the closed loop's measured
-  // window only (signing ahead and set-up left out), for bench/profile-top.ts.
+  // BENCH_INPROCESS_PROFILE=FILE.cpuprofile: the main thread's CPU profile of the closed loop's
+  // measured window only (signing ahead and set-up left out), for bench/profile-top.ts, and its
+  // allocations sampled into FILE.heapprofile.
   const profileTo = rate === 0 ? process.env['BENCH_INPROCESS_PROFILE'] : undefined;
   const session = profileTo !== undefined ? new Session() : undefined;
   if (session !== undefined) {
     session.connect();
     await session.post('Profiler.enable');
     await session.post('Profiler.start');
+    // Every allocation sampled, young objects included (what the scavenges copy and free).
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 16 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   }
   const t0 = performance.now();
   const cpu0 = cpuSnapshot();
@@ -120,6 +123,8 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   if (session !== undefined && profileTo !== undefined) {
     const { profile } = await session.post('Profiler.stop');
     writeFileSync(profileTo, JSON.stringify(profile));
+    const { profile: heap } = await session.post('HeapProfiler.stopSampling');
+    writeFileSync(`${profileTo.replace(/\.cpuprofile$/, '')}.heapprofile`, JSON.stringify(heap));
     session.disconnect();
   }
   // Drain before the next phase.
