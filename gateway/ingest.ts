@@ -120,6 +120,8 @@ interface Flight {
   readonly payload: Uint8Array;
   /** When it is nacked ERR_BUSY if not durable by then (receivedAt + the answer deadline). */
   readonly deadline: number;
+  /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
+  overdue: boolean;
   /** The entry's leaf hash once durable; null once refused. */
   leaf: Uint8Array | null | undefined;
   /** Duplicates waiting for this entry's fate. */
@@ -399,7 +401,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), deadline: ev.receivedAt + this.answerDeadlineMs, leaf: undefined, waiters: undefined };
+    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), deadline: ev.receivedAt + this.answerDeadlineMs, overdue: false, leaf: undefined, waiters: undefined };
     state.last = ev.ctr;
     state.inFlight.set(ev.ctr, flight);
     this.deadlines.add(flight);
