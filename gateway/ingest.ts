@@ -98,7 +98,13 @@ interface LockState {
   readonly refused: RefusedCounters;
 }
 
-/** An event whose signature is being checked (ok undefined) or has been ('unchecked': the check itself failed). */
+/**
+ * One event from arrival to its answer, one object all the way (thousands are in flight under
+ * load, and each object they hold is copied by every young-generation collection they live
+ * through): first waiting for its signature check (`ok` undefined, or 'unchecked': the check
+ * itself failed) and its turn in the lock's order; once admitted, the context of its append
+ * (Chain.appendTo) until its entry is durable or refused.
+ */
 interface Waiting {
   readonly state: LockState;
   readonly driver: LockDriver;
@@ -106,20 +112,10 @@ interface Waiting {
   /** The enrolled key of the lock. */
   readonly key: Uint8Array;
   ok: boolean | 'unchecked' | undefined;
-}
-
-/**
- * An event admitted to the chain, until its entry is durable (or refused): the context of its
- * append (Chain.appendTo), so that no promise or closure per event is kept meanwhile.
- */
-interface Flight {
-  readonly state: LockState;
-  readonly driver: LockDriver;
-  readonly ev: ReceivedEvent;
-  /** The lock-event bytes (what a duplicate must match). */
-  readonly payload: Uint8Array;
-  /** When it is nacked ERR_BUSY if not durable by then (receivedAt + the answer deadline). */
+  /** When it is nacked ERR_BUSY if admitted and not durable by then (receivedAt + the answer deadline). */
   readonly deadline: number;
+  /** Admitted: the lock-event bytes (what a duplicate must match). */
+  payload: Uint8Array | undefined;
   /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
   overdue: boolean;
   /** The entry's leaf hash once durable; null once refused. */
@@ -127,6 +123,9 @@ interface Flight {
   /** Duplicates waiting for this entry's fate. */
   waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined;
 }
+
+/** An event admitted to the chain, until its entry is durable (or refused). */
+type Flight = Waiting & { readonly payload: Uint8Array };
 
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
@@ -264,7 +263,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined };
+    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, payload: undefined, overdue: false, leaf: undefined, waiters: undefined };
     state.queue.push(w);
     // Checked here, or in the pool, which calls onChecked with the result.
     const checked = this.checkSignature(w);
@@ -401,7 +400,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    const flight: Flight = { state, driver, ev, payload: eventBytes(ev), deadline: ev.receivedAt + this.answerDeadlineMs, overdue: false, leaf: undefined, waiters: undefined };
+    w.payload = eventBytes(ev);
+    const flight = w as Flight;
     state.last = ev.ctr;
     state.inFlight.set(ev.ctr, flight);
     this.deadlines.add(flight);
