@@ -51,6 +51,7 @@
  *   BENCH_HEAP_SNAPSHOT_DIR  a heap snapshot of the gateway at the end of the process phase's load
  *   BENCH_ALLOC_PROFILE  samples every allocation of the gateway, young ones included, into
  *                     BENCH_ALLOC_PROFILE.<time>.heapprofile (bench/ack-trace.ts)
+ *   BENCH_INPROCESS_PROFILE  a main-thread CPU profile (.cpuprofile) of the max phase's measured window
  *   BENCH_GATEWAY_STDOUT  appends what the gateway printed besides its log lines (--trace-gc) to this file
  * The in-process phases run in this process: pin them with `taskset -c 0 npm run bench:ingest`.
  *
@@ -94,6 +95,9 @@ try {
       figures['max_events_per_s'] = max.events_per_s;
       figures['max_ack_p50_ms'] = max.p50_ms;
       figures['max_ack_p99_ms'] = max.p99_ms;
+      // CPU per event acked in the measured window: the process, and its main thread (pipeline and simulated locks).
+      figures['max_cpu_us_per_event'] = max.cpu['cpu_us_per_entry'] as number;
+      if (max.cpu['main_thread_us_per_entry'] !== undefined) figures['max_main_thread_us_per_event'] = max.cpu['main_thread_us_per_entry'] as number;
       if (f !== undefined) {
         figures['ratio_max_vs_raw_append'] = round(max.events_per_s / f.append, 2);
         figures['ratio_max_vs_raw_verify_one_core'] = round(max.events_per_s / f.verify, 2);

@@ -24,7 +24,7 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, cborHead, matchAt, readHead, type CborValue } from '../ledger/base/cbor.js';
+import { encode, decode, cborHead, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
 import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
@@ -109,7 +109,7 @@ const GATEWAY_TYPES: readonly string[] = ['hello', 'ack', 'nack', 'refuse'];
  * directly (a property test keeps it byte-identical to the general encoder).
  */
 export function encodeMessage(m: MessageInput): Uint8Array {
-  if (m.t === 'ack' && m.ev === undefined) return encodeAck(m.lock, m.ctr, m.entry);
+  if (m.t === 'ack') return encodeAck(m.lock, m.ctr, m.entry, m.ev);
   if (m.t === 'event') {
     // Laid out directly; checked by the same fast decoder a receiver uses (else the strict one).
     const out = layoutEventMessage('cose' in m ? m.cose : m.event, 'cose' in m, m.oldest);
@@ -131,17 +131,41 @@ export function layoutEventMessage(payload: Uint8Array, signed: boolean, oldest:
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
-// { "t": "ack", "ctr": uint, "lock": text, "entry": bstr(32) } in deterministic key order.
+// { "t": "ack", ["ev": bstr(32),] "ctr": uint, "lock": text, "entry": bstr(32) } in deterministic
+// key order (shorter keys first: "ev" sorts between "t" and "ctr").
 const ACK_HEAD = Uint8Array.of(0xa4, 0x61, 0x74, 0x63, 0x61, 0x63, 0x6b, 0x63, 0x63, 0x74, 0x72);
+const ACK_EV_HEAD = Uint8Array.of(0xa5, 0x61, 0x74, 0x63, 0x61, 0x63, 0x6b, 0x62, 0x65, 0x76, 0x58, EVENT_HASH_BYTES);
+const ACK_CTR = Uint8Array.of(0x63, 0x63, 0x74, 0x72);
 const ACK_LOCK = Uint8Array.of(0x64, 0x6c, 0x6f, 0x63, 0x6b);
 const ACK_ENTRY = Uint8Array.of(0x65, 0x65, 0x6e, 0x74, 0x72, 0x79, 0x58, ENTRY_HASH_BYTES);
 
-function encodeAck(lock: string, ctr: number, entry: Uint8Array): Uint8Array {
+/** An ack laid out in one buffer, its fields checked as the strict decoder would (with and without `ev`). */
+function encodeAck(lock: string, ctr: number, entry: Uint8Array, ev: Uint8Array | undefined): Uint8Array {
   if (!ID_PATTERN.test(lock)) throw new OtiError('ERR_MESSAGE', 'ack.lock must be a lock id', { field: 'ack.lock' });
   if (!Number.isSafeInteger(ctr) || ctr < 1) throw new OtiError('ERR_MESSAGE', 'ack.ctr must be an integer from 1', { field: 'ack.ctr' });
   if (!(entry instanceof Uint8Array) || entry.length !== ENTRY_HASH_BYTES) throw new OtiError('ERR_MESSAGE', `ack.entry must be ${ENTRY_HASH_BYTES} bytes`, { field: 'ack.entry' });
-  const b = Buffer.concat([ACK_HEAD, cborHead(0, ctr), ACK_LOCK, cborHead(3, lock.length), Buffer.from(lock, 'latin1'), ACK_ENTRY, entry]);
-  return new Uint8Array(b.buffer, b.byteOffset, b.length);
+  if (ev !== undefined && (!(ev instanceof Uint8Array) || ev.length !== EVENT_HASH_BYTES)) throw new OtiError('ERR_MESSAGE', `ack.ev must be ${EVENT_HASH_BYTES} bytes`, { field: 'ack.ev' });
+  const head = ev === undefined ? ACK_HEAD.length : ACK_EV_HEAD.length + EVENT_HASH_BYTES + ACK_CTR.length;
+  const b = new Uint8Array(head + headLength(ctr) + ACK_LOCK.length + headLength(lock.length) + lock.length + ACK_ENTRY.length + ENTRY_HASH_BYTES);
+  let o: number;
+  if (ev === undefined) {
+    b.set(ACK_HEAD, 0);
+    o = ACK_HEAD.length;
+  } else {
+    b.set(ACK_EV_HEAD, 0);
+    b.set(ev, ACK_EV_HEAD.length);
+    b.set(ACK_CTR, ACK_EV_HEAD.length + EVENT_HASH_BYTES);
+    o = head;
+  }
+  o = writeHead(b, o, 0, ctr);
+  b.set(ACK_LOCK, o);
+  // A lock id is ASCII (ID_PATTERN): one byte per character.
+  o = writeHead(b, o + ACK_LOCK.length, 3, lock.length);
+  for (let i = 0; i < lock.length; i++) b[o + i] = lock.charCodeAt(i);
+  o += lock.length;
+  b.set(ACK_ENTRY, o);
+  b.set(entry, o + ACK_ENTRY.length);
+  return b;
 }
 
 // { "t": "event", "cose" | "event": bstr, "oldest": uint }: the key before the payload, and after.
@@ -195,11 +219,18 @@ function toCbor(m: MessageInput): CborMap {
   }
 }
 
-/** Acks in their one deterministic encoding, or undefined (then the strict decoder decides). */
+/** Acks in their one deterministic encoding (with or without `ev`), or undefined (then the strict decoder decides). */
 function fastAck(b: Uint8Array): GatewayMessage | undefined {
-  if (!matchAt(b, 0, ACK_HEAD) || b[ACK_HEAD.length]! >> 5 !== 0) return undefined;
+  let at: number;
+  let ev: Uint8Array | undefined;
+  if (matchAt(b, 0, ACK_HEAD)) at = ACK_HEAD.length;
+  else if (matchAt(b, 0, ACK_EV_HEAD) && matchAt(b, ACK_EV_HEAD.length + EVENT_HASH_BYTES, ACK_CTR)) {
+    ev = new Uint8Array(b.buffer, b.byteOffset + ACK_EV_HEAD.length, EVENT_HASH_BYTES);
+    at = ACK_EV_HEAD.length + EVENT_HASH_BYTES + ACK_CTR.length;
+  } else return undefined;
+  if (at >= b.length || b[at]! >> 5 !== 0) return undefined;
   const out = { end: 0 };
-  const ctr = readHead(b, ACK_HEAD.length, out);
+  const ctr = readHead(b, at, out);
   if (ctr < 1 || !matchAt(b, out.end, ACK_LOCK) || b[out.end + ACK_LOCK.length]! >> 5 !== 3) return undefined;
   const n = readHead(b, out.end + ACK_LOCK.length, out);
   if (n < 1 || n > 64 || out.end + n > b.length) return undefined;
@@ -207,7 +238,8 @@ function fastAck(b: Uint8Array): GatewayMessage | undefined {
   if (!ID_PATTERN.test(lock)) return undefined;
   const e = out.end + n;
   if (!matchAt(b, e, ACK_ENTRY) || e + ACK_ENTRY.length + ENTRY_HASH_BYTES !== b.length) return undefined;
-  return { t: 'ack', lock, ctr, entry: new Uint8Array(b.buffer, b.byteOffset + e + ACK_ENTRY.length, ENTRY_HASH_BYTES) };
+  const entry = new Uint8Array(b.buffer, b.byteOffset + e + ACK_ENTRY.length, ENTRY_HASH_BYTES);
+  return ev === undefined ? { t: 'ack', lock, ctr, entry } : { t: 'ack', ev, lock, ctr, entry };
 }
 
 /** Strict, bounded decode of any message; an event's payload is decoded to find lock and ctr. */

@@ -43,6 +43,7 @@ import { isSealedCredential } from '../ledger/privacy.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
 import { RefusedCounters } from './refusals.js';
+import { AnswerDeadlines } from './answer-deadlines.js';
 
 export interface IngestOptions {
   readonly chain: Chain;
@@ -89,7 +90,7 @@ interface LockState {
   /** Events waiting for admission, in arrival order; each is admitted once its check is done. */
   readonly queue: Waiting[];
   /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
-  readonly inFlight: Map<number, { readonly payload: Uint8Array; readonly done: Promise<AppendResult> }>;
+  readonly inFlight: Map<number, Flight>;
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
@@ -97,14 +98,34 @@ interface LockState {
   readonly refused: RefusedCounters;
 }
 
-/** An event whose signature is being checked (ok undefined) or has been ('unchecked': the check itself failed). */
+/**
+ * One event from arrival to its answer, one object all the way (thousands are in flight under
+ * load, and each object they hold is copied by every young-generation collection they live
+ * through): first waiting for its signature check (`ok` undefined, or 'unchecked': the check
+ * itself failed) and its turn in the lock's order; once admitted, the context of its append
+ * (Chain.appendTo) until its entry is durable or refused.
+ */
 interface Waiting {
+  readonly state: LockState;
   readonly driver: LockDriver;
   readonly ev: ReceivedEvent;
   /** The enrolled key of the lock. */
   readonly key: Uint8Array;
   ok: boolean | 'unchecked' | undefined;
+  /** When it is nacked ERR_BUSY if admitted and not durable by then (receivedAt + the answer deadline). */
+  readonly deadline: number;
+  /** Admitted: the lock-event bytes (what a duplicate must match). */
+  payload: Uint8Array | undefined;
+  /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
+  overdue: boolean;
+  /** The entry's leaf hash once durable; null once refused. */
+  leaf: Uint8Array | null | undefined;
+  /** Duplicates waiting for this entry's fate. */
+  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined;
 }
+
+/** An event admitted to the chain, until its entry is durable (or refused). */
+type Flight = Waiting & { readonly payload: Uint8Array };
 
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
@@ -124,6 +145,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly privacyKeyIds: readonly Uint8Array[] | undefined;
   private readonly answerDeadlineMs: number;
   private readonly locks = new Map<string, LockState>();
+  /** Admitted events not yet durable, for the answer deadline (one timer for all). */
+  private readonly deadlines = new AnswerDeadlines<Flight>(() => this.now(), (f) => f.leaf !== undefined, (f) => this.busy(f));
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
   private readonly waiting: Array<() => void> = [];
@@ -240,27 +263,23 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { driver, ev, key: member.key, ok: undefined };
+    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, payload: undefined, overdue: false, leaf: undefined, waiters: undefined };
     state.queue.push(w);
-    const checked = this.checkSignature(ev, member.key);
-    if (typeof checked === 'boolean') {
-      w.ok = checked;
-      this.admitReady(state);
-    } else {
-      checked.then(
-        (ok) => {
-          w.ok = ok;
-          this.admitReady(state);
-        },
-        (e: unknown) => {
-          // The pool failed, not the event: the lock keeps it and sends it again.
-          this.emit('fault', e as Error);
-          w.ok = 'unchecked';
-          this.admitReady(state);
-        },
-      );
-    }
+    // Checked here, or in the pool, which calls onChecked with the result.
+    const checked = this.checkSignature(w);
+    if (checked !== undefined) this.onChecked(w, checked);
   }
+
+  /** An event's signature check is done (an Error: the pool failed, not the event); admits what is ready. */
+  private readonly onChecked = (w: Waiting, result: boolean | Error): void => {
+    if (typeof result === 'boolean') w.ok = result;
+    else {
+      // The lock keeps the event and sends it again.
+      this.emit('fault', result);
+      w.ok = 'unchecked';
+    }
+    this.admitReady(w.state);
+  };
 
   /**
    * The checks before the signature: the lock's enrolment and what it allows. Answers and returns
@@ -296,24 +315,31 @@ export class Ingest extends EventEmitter<IngestEvents> {
 
   /** Releases an event's place in the pipeline once its answer went out. */
   private answer(p: Promise<void>): void {
-    p.then(
-      () => this.release(),
-      (e: unknown) => {
-        this.emit('fault', e as Error);
-        this.release();
-      },
-    );
+    p.then(this.released, this.failed);
   }
 
-  /** A boolean when known at once (no pool, or unsigned); else the pool's answer. */
-  private checkSignature(ev: ReceivedEvent, key: Uint8Array): boolean | Promise<boolean> {
+  private readonly released = (): void => this.release();
+
+  /**
+   * The result when known at once (no pool, unsigned, unreadable, or the pool refused the check:
+   * an Error); undefined when the pool will call onChecked.
+   */
+  private checkSignature(w: Waiting): boolean | Error | undefined {
+    const ev = w.ev;
     if (!('cose' in ev.payload)) return true;
+    let cose;
     try {
-      const cose = payloadOf(ev).parsed!;
-      const task = { key, msg: sigStructure(cose.payload), sig: cose.signature };
-      return this.pool !== undefined ? this.pool.verify(task) : verify(task.key, task.msg, task.sig);
+      cose = payloadOf(ev).parsed!;
+      if (this.pool === undefined) return verify(w.key, sigStructure(cose.payload), cose.signature);
     } catch {
       return false;
+    }
+    try {
+      this.pool.checkCose(w.key, cose.payload, cose.signature, w, this.onChecked);
+      return undefined;
+    } catch (e) {
+      // A key or signature of the wrong length is a bad signature; anything else is the pool's failure.
+      return isOtiError(e, 'ERR_ARGUMENT') ? false : (e as Error);
     }
   }
 
@@ -374,56 +400,78 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    // Admitted in call order: a gap recorded just above goes in before this event.
-    const done = this.chain.append(input, { preverified: true });
+    w.payload = eventBytes(ev);
+    const flight = w as Flight;
     state.last = ev.ctr;
-    const flying = { payload: eventBytes(ev), done };
-    state.inFlight.set(ev.ctr, flying);
-    const busy = this.busyAfterDeadline(driver, ev);
-    done.then(
-      (result) => {
-        clearTimeout(busy);
-        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
-        this.answer(this.acked(driver, ev, result));
-      },
-      (e: unknown) => {
-        clearTimeout(busy);
-        if (state.inFlight.get(ev.ctr) === flying) state.inFlight.delete(ev.ctr);
-        // Not admitted after all: forget the optimistic counter so that it is read again.
-        state.last = undefined;
-        const code = isOtiError(e) ? e.code : 'ERR_BUSY';
-        if (code === 'ERR_APPEND_ABORTED' || !isOtiError(e)) {
-          if (!isOtiError(e)) this.emit('fault', e as Error);
-          this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
-        } else {
-          this.answer(this.refuse(driver, ev, code, false));
-        }
-      },
-    );
+    state.inFlight.set(ev.ctr, flight);
+    this.deadlines.add(flight);
+    // Admitted in call order: a gap recorded just above goes in before this event.
+    this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
   }
 
+  /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
+  private readonly onDurable = (f: Flight, result: AppendResult | Error): void => {
+    const { state, driver, ev } = f;
+    if (state.inFlight.get(ev.ctr) === f) state.inFlight.delete(ev.ctr);
+    f.leaf = result instanceof Error ? null : result.leafHash;
+    this.deadlines.settled();
+    if (f.waiters !== undefined) for (const w of f.waiters.splice(0)) w(f.leaf ?? undefined);
+    if (!(result instanceof Error)) return this.ack(driver, ev, result);
+    // Not admitted after all: forget the optimistic counter so that it is read again.
+    state.last = undefined;
+    const code = isOtiError(result) ? result.code : 'ERR_BUSY';
+    if (code === 'ERR_APPEND_ABORTED' || !isOtiError(result)) {
+      if (!isOtiError(result)) this.emit('fault', result);
+      this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+    } else {
+      this.answer(this.refuse(driver, ev, code, false));
+    }
+  };
+
   /**
-   * The answer deadline: a nack ERR_BUSY (retry=true) if the event is not durable by then. The
+   * The answer deadline passed before the event became durable: a nack ERR_BUSY (retry=true). The
    * lock keeps the event; the ack follows when the entry is durable, and a resend meanwhile is
    * recognised as a duplicate and answered with that ack.
    */
-  private busyAfterDeadline(driver: LockDriver, ev: ReceivedEvent): NodeJS.Timeout {
-    const wait = Math.max(0, ev.receivedAt + this.answerDeadlineMs - this.now());
-    const t = setTimeout(() => {
-      driver.nack(ev, 'ERR_BUSY', true).then(
-        () => this.emit('rejected', ev, 'ERR_BUSY', true),
-        (e: unknown) => this.emit('fault', e as Error),
-      );
-    }, wait);
-    t.unref();
-    return t;
+  private readonly busy = (f: Flight): void => {
+    let sent: Promise<void>;
+    try {
+      sent = f.driver.nack(f.ev, 'ERR_BUSY', true);
+    } catch (e) {
+      sent = Promise.reject(e as Error);
+    }
+    sent.then(
+      () => this.emit('rejected', f.ev, 'ERR_BUSY', true),
+      (e: unknown) => this.emit('fault', e as Error),
+    );
+  };
+
+  /**
+   * Acks a durable event, then tells the listeners and releases its place. A driver or listener
+   * that throws is reported as a fault (the place is released all the same).
+   */
+  private ack(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): void {
+    let sent: Promise<void>;
+    try {
+      sent = driver.ack(ev, result.leafHash);
+    } catch (e) {
+      sent = Promise.reject(e as Error);
+    }
+    sent.then(() => {
+      try {
+        this.emit('committed', ev, result, this.now() - ev.receivedAt);
+      } catch (e) {
+        this.emit('fault', e as Error);
+      }
+      this.release();
+    }, this.failed);
   }
 
-  /** Acks a durable event. A throwing driver or listener becomes a rejection (answer() reports it). */
-  private async acked(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): Promise<void> {
-    await driver.ack(ev, result.leafHash);
-    this.emit('committed', ev, result, this.now() - ev.receivedAt);
-  }
+  /** An answer that could not be sent (or a listener that threw): reported, and the place released. */
+  private readonly failed = (e: unknown): void => {
+    this.emit('fault', e as Error);
+    this.release();
+  };
 
   /**
    * An event at or below the last stored counter: a duplicate (the same lock-event bytes as the
@@ -434,7 +482,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const flying = state.inFlight.get(ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
-      if (bytesEqual(flying.payload, payload)) entry = await flying.done.then((r) => r.leafHash, () => undefined);
+      if (bytesEqual(flying.payload, payload)) entry = await durableLeaf(flying);
     } else {
       entry = await this.storedHash(ev, payload);
     }
@@ -504,6 +552,12 @@ export class Ingest extends EventEmitter<IngestEvents> {
       (e: unknown) => this.emit('fault', e as Error),
     );
   }
+}
+
+/** The leaf hash of an admitted event once durable; undefined if it was refused. */
+function durableLeaf(f: Flight): Promise<Uint8Array | undefined> | Uint8Array | undefined {
+  if (f.leaf !== undefined) return f.leaf ?? undefined;
+  return new Promise((resolve) => (f.waiters ??= []).push(resolve));
 }
 
 /** The event's payload decoded: the driver's decoding when it has one for these bytes (else decoded here; throws if invalid). */

@@ -18,15 +18,19 @@ import { Signer, toHex, verify, type KeyPair } from './crypto.js';
 import { decodeEntry, encodeEntry, encodeSignedLockEvent, latin1, lockEventScan, type Entry, type EntryInput } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { encodeBlockHeader, blockHash, ZERO_HASH, type BlockHeader } from './block.js';
-import { signCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
+import { signCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { sigStructure } from './cose.js';
 import { checkSigned, Roster, type Member, type SignedStatement, type SiteTrust } from './roster.js';
 import type { LedgerStore, ChainStore } from './store.js';
-import { hashIdKey, lockIdKey, type BatchOp, CHUNK_SIZE } from './store.js';
+import { hashIdKey, lockIdKey, type BatchOp } from './store.js';
 import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
 import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './base/bytes.js';
+import { AdmissionQueue } from './admission.js';
+import { verifyTail } from './chain-tail.js';
+
+export { rebuildRange } from './chain-tail.js';
 
 export const DEFAULT_SEAL_DELAY_MS = 5;
 export const DEFAULT_MAX_BLOCK_ENTRIES = 1024;
@@ -70,7 +74,7 @@ export interface BlockEvent {
 }
 
 /**
- * One append from the call to its block being durable: waiting for its checks (admission queue),
+ * One append from the call to its block being durable: waiting for its checks (AdmissionQueue),
  * then admitted and waiting for its block (pending). One small object all the way: with
  * thousands of appends in flight, each survives a few young-generation collections, which copy
  * what it holds. A lock-signed event taken on the fast path holds its bytes, lock and counter,
@@ -89,11 +93,40 @@ interface Slot {
   error: Error | undefined;
   /** The lock key its signature was checked against, if it was checked here. */
   checkedKey: Uint8Array | undefined;
-  resolve: (r: AppendResult) => void;
-  reject: (e: Error) => void;
+  /** Whom to tell when it is durable (or refused): `done(ctx, result)`. */
+  ctx: unknown;
+  done: (ctx: unknown, result: AppendResult | Error) => void;
 }
 
-const UNSET = (): void => undefined;
+const SETTLED = (): void => undefined;
+
+/**
+ * Tells a slot's caller its result. A callback that throws is reported as an uncaught exception
+ * (as a throwing promise reaction would be), not taken for the chain's failure.
+ */
+function settle(slot: Slot, result: AppendResult | Error): void {
+  // Once only (a 'block' listener that throws fails the chain after its entries were settled).
+  const done = slot.done;
+  slot.done = SETTLED;
+  try {
+    done(slot.ctx, result);
+  } catch (e) {
+    queueMicrotask(() => {
+      throw e;
+    });
+  }
+}
+
+/** append()'s promise, settled (its ctx is the resolving functions). */
+function settlePromise(ctx: unknown, result: AppendResult | Error): void {
+  const p = ctx as { resolve: (r: AppendResult) => void; reject: (e: Error) => void };
+  if (result instanceof Error) p.reject(result);
+  else p.resolve(result);
+}
+
+function setCheckedKey(slot: Slot, key: Uint8Array | undefined): void {
+  slot.checkedKey = key;
+}
 
 /** Where the parts of the lock event being appended lie (encodeSignedLockEvent; read at once). */
 const SCAN = lockEventScan();
@@ -156,9 +189,8 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   #membersVersion = -1;
   #admittedSize: number;
   #pending: Slot[] = [];
-  /** Slots in call order; #admitHead is the first not yet admitted (a queue without shift()). */
-  #admitQueue: Slot[] = [];
-  #admitHead = 0;
+  /** Appends waiting for their checks, admitted in call order (ledger/admission.ts). */
+  readonly #admission = new AdmissionQueue<Slot>((slot) => this.#admitSlot(slot));
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> | undefined;
   #closed = false;
@@ -280,54 +312,43 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   }
 
   append(input: EntryInput, opts: AppendOptions = {}): Promise<AppendResult> {
+    return new Promise<AppendResult>((resolve, reject) => this.appendTo(input, opts, { resolve, reject }, settlePromise));
+  }
+
+  /**
+   * append() without a promise: `done(ctx, result)` is called once the entry is durable, or with
+   * the error append() would reject with (possibly before appendTo returns, when the entry is
+   * refused at once). For callers with thousands of appends in flight (the ingest pipeline): a
+   * promise and its reactions per entry, alive until the block is written, were measurable
+   * garbage.
+   */
+  appendTo<C>(input: EntryInput, opts: AppendOptions, ctx: C, done: (ctx: C, result: AppendResult | Error) => void): void {
     let slot: Slot;
+    const cb = done as (ctx: unknown, result: AppendResult | Error) => void;
     try {
       this.#assertWritable();
       const now = this.#now();
       const fast = encodeSignedLockEvent(input, now, SCAN);
       if (fast !== undefined) {
-        slot = { bytes: fast, entry: undefined, lock: latin1(fast, SCAN.lockStart, SCAN.lockEnd), ctr: SCAN.ctr, signed: true, state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+        slot = { bytes: fast, entry: undefined, lock: latin1(fast, SCAN.lockStart, SCAN.lockEnd), ctr: SCAN.ctr, signed: true, state: 'checking', error: undefined, checkedKey: undefined, ctx, done: cb };
       } else {
         const { bytes, entry } = encodeEntry(input, now);
         const body = entry.body;
         const ev = body.kind === 'lock-event' ? body.event : undefined;
-        slot = { bytes, entry, lock: ev?.lock, ctr: ev?.ctr ?? 0, signed: body.kind === 'lock-event' && body.prov === 'lock-signed', state: 'checking', error: undefined, checkedKey: undefined, resolve: UNSET, reject: UNSET };
+        slot = { bytes, entry, lock: ev?.lock, ctr: ev?.ctr ?? 0, signed: body.kind === 'lock-event' && body.prov === 'lock-signed', state: 'checking', error: undefined, checkedKey: undefined, ctx, done: cb };
       }
     } catch (e) {
-      return Promise.reject(e as Error);
+      done(ctx, e as Error);
+      return;
     }
-    const done = new Promise<AppendResult>((resolve, reject) => {
-      slot.resolve = resolve;
-      slot.reject = reject;
-    });
     const checking = this.#precheck(slot, opts);
-    if (checking === undefined && this.#admitHead === this.#admitQueue.length) {
+    if (checking === undefined && this.#admission.empty) {
       // Nothing to wait for and nobody before it (the common case: a known lock's pre-verified
       // event): admitted at once.
       this.#admitSlot(slot);
-      return done;
+      return;
     }
-    // Entries are admitted in call order, whatever order their signature checks finish in, so
-    // that a lock's events keep the order in which they were handed over.
-    this.#admitQueue.push(slot);
-    if (checking === undefined) {
-      slot.state = 'ready';
-      this.#drainAdmitQueue();
-    } else {
-      checking.then(
-        (key) => {
-          slot.checkedKey = key;
-          slot.state = 'ready';
-          this.#drainAdmitQueue();
-        },
-        (e: unknown) => {
-          slot.state = 'failed';
-          slot.error = e as Error;
-          this.#drainAdmitQueue();
-        },
-      );
-    }
-    return done;
+    this.#admission.push(slot, checking, setCheckedKey);
   }
 
   /**
@@ -354,21 +375,6 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
     return member.key;
   }
 
-  #drainAdmitQueue(): void {
-    while (this.#admitHead < this.#admitQueue.length && this.#admitQueue[this.#admitHead]!.state !== 'checking') {
-      const slot = this.#admitQueue[this.#admitHead]!;
-      this.#admitQueue[this.#admitHead++] = undefined as unknown as Slot;
-      if (this.#admitHead === this.#admitQueue.length) {
-        this.#admitQueue = [];
-        this.#admitHead = 0;
-      } else if (this.#admitHead >= 4096 && this.#admitHead * 2 >= this.#admitQueue.length) {
-        this.#admitQueue = this.#admitQueue.slice(this.#admitHead);
-        this.#admitHead = 0;
-      }
-      this.#admitSlot(slot);
-    }
-  }
-
   /** Admits a slot whose checks are done (or failed): into the pending block, or refused. */
   #admitSlot(slot: Slot): void {
     try {
@@ -384,7 +390,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       this.#admittedSize++;
       this.#schedule();
     } catch (e) {
-      slot.reject(e as Error);
+      settle(slot, e as Error);
     }
   }
 
@@ -578,7 +584,7 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       this.#rosterTree = rosterTree;
       const results = batch.map((p, i) => {
         const r = new Appended(first + i, leaves[i]!, n, p);
-        p.resolve(r);
+        settle(p, r);
         return r;
       });
       this.emit('block', { header, checkpoint, results });
@@ -593,62 +599,9 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       const gaveUp = isOtiError(e, 'ERR_DISK_FULL');
       if (gaveUp) this.#closed = true;
       else this.#failed = err;
-      for (const p of batch) p.reject(err);
-      for (const p of this.#pending.splice(0)) p.reject(err);
+      for (const p of batch) settle(p, err);
+      for (const p of this.#pending.splice(0)) settle(p, err);
       if (!gaveUp) this.emit('error', err);
     }
   }
-}
-
-/**
- * Checks the last block of a stored chain before the chain is used: the head agrees with the
- * block, the block's entries hash to its root (starting from the stored subtree hashes before
- * it), it links to the block before it, and its checkpoint is signed by the gateway's key.
- */
-async function verifyTail(cs: ChainStore, roster: Roster, gatewayId: string): Promise<{ hash: Uint8Array; checkpoint: SignedCheckpoint }> {
-  const head = cs.head;
-  const corrupt = (why: string): OtiError => new OtiError('ERR_STORE_CORRUPT', `the last block of ${cs.origin} does not verify: ${why}`, { origin: cs.origin, block: head.n });
-  let block;
-  try {
-    block = await cs.block(head.n);
-  } catch (e) {
-    throw corrupt((e as Error).message);
-  }
-  const h = block.header;
-  if (h.first + h.count !== head.size || h.n !== head.n || h.chain !== cs.origin) throw corrupt('its header does not match the head');
-  const rebuilt = await rebuildRange(cs, h.first);
-  for (const bytes of await cs.entryRange(h.first, head.size)) rebuilt.append(leafHash(bytes));
-  if (rebuilt.size !== head.size) throw corrupt('entries are missing');
-  if (!bytesEqual(rebuilt.root(), h.root)) throw corrupt('its entries do not hash to its root');
-  if (!bytesEqual(CompactRange.fromPeaks(head.size, [...head.peaks]).root(), h.root)) throw corrupt('the stored head disagrees with the block root');
-  if (h.n > 0) {
-    const prev = await cs.block(h.n - 1);
-    if (!bytesEqual(blockHash(prev.headerBytes), h.prev)) throw corrupt('it does not link to the block before it');
-  } else if (!bytesEqual(h.prev, ZERO_HASH)) throw corrupt('block 0 must link to the zero hash');
-  const hash = blockHash(block.headerBytes);
-  const cp = block.checkpoint;
-  if (cp.origin !== cs.origin || cp.size !== head.size || !bytesEqual(cp.root, h.root) || cp.block !== h.n || !bytesEqual(cp.blockHash, hash)) throw corrupt('its checkpoint does not describe it');
-  const me = roster.get('gateway', gatewayId);
-  if (me === undefined) throw corrupt('the gateway is not in the stored roster');
-  try {
-    verifyCheckpoint(cp, cs.origin, me.key);
-  } catch {
-    throw corrupt('its checkpoint signature does not verify');
-  }
-  if (cs.tailChunk.length !== head.size % CHUNK_SIZE) throw corrupt('the last chunk does not match the head');
-  return { hash, checkpoint: cp };
-}
-
-/** The compact range of [0, size) rebuilt from the perfect subtrees the store can produce. */
-export async function rebuildRange(reader: { node(level: number, index: number): Promise<Uint8Array> }, size: number): Promise<CompactRange> {
-  const peaks: Uint8Array[] = [];
-  let pos = 0;
-  for (let level = 52; level >= 0; level--) {
-    const span = 2 ** level;
-    if (pos + span <= size) {
-      peaks.push(await reader.node(level, pos / span));
-      pos += span;
-    }
-  }
-  return CompactRange.fromPeaks(size, peaks);
 }

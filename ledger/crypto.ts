@@ -11,7 +11,7 @@
  * their own separation: signed-note checkpoints bind the origin line and key name, and
  * COSE_Sign1 lock signatures cover a Sig_structure that starts with "Signature1".
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { createHash, hash as hashOnce, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
 import { OtiError } from './base/errors.js';
 import { SPKI_ED25519_PREFIX, verifyEd25519, type Ed25519Verify } from './ed25519.js';
 
@@ -35,7 +35,12 @@ export function checkBytes(name: string, value: unknown, length?: number): asser
   }
 }
 
+/** node:crypto's one-shot hash (Node 20.12 and later): no Hash object for a single input. */
+const ONE_SHOT = typeof hashOnce === 'function';
+
 export function sha256(...parts: Uint8Array[]): Uint8Array {
+  // One part (every event hash of an ack, for one): about a quarter of createHash's cost and garbage.
+  if (parts.length === 1 && ONE_SHOT) return hashOnce('sha256', parts[0]!, 'buffer');
   const h = createHash('sha256');
   for (const p of parts) h.update(p);
   return h.digest();

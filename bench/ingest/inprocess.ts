@@ -2,6 +2,8 @@
  * bench:ingest's in-process phases (floor, offered, max): the pipeline in this process.
  */
 import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Signer, verify, type KeyPair } from '../../ledger/crypto.js';
 import { coseSign1, parseCoseSign1, sigStructure } from '../../ledger/cose.js';
@@ -13,6 +15,7 @@ import { InProcessDriver } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { round, percentile, benchChain } from '../support.js';
+import { cpuSnapshot, cpuSince } from '../measure.js';
 import { LOCKS, SECONDS, WINDOW } from './settings.js';
 
 export interface Rig {
@@ -53,7 +56,7 @@ export async function close(r: Rig): Promise<void> {
 }
 
 /** Measures one phase: `rate` events/s in total (0 = closed loop), for SECONDS. */
-export async function phase(r: Rig, rate: number): Promise<{ events_per_s: number; p50_ms: number; p99_ms: number; rss_mb: number }> {
+export async function phase(r: Rig, rate: number): Promise<{ events_per_s: number; p50_ms: number; p99_ms: number; rss_mb: number; cpu: Record<string, number | string> }> {
   // Sign the phase's events ahead: the locks' signing is not the gateway's work.
   const expected = rate === 0 ? 20_000 * SECONDS : rate * SECONDS;
   for (const l of r.locks) l.prepare(Math.ceil((expected * 1.2) / r.locks.length) + WINDOW);
@@ -82,7 +85,20 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   }
   let rss = 0;
   const sampler = setInterval(() => (rss = Math.max(rss, process.memoryUsage().rss)), 100);
+  // BENCH_INPROCESS_PROFILE=FILE.cpuprofile: the main thread's CPU profile of the closed loop's
+  // measured window only (signing ahead and set-up left out), for bench/profile-top.ts, and its
+  // allocations sampled into FILE.heapprofile.
+  const profileTo = rate === 0 ? process.env['BENCH_INPROCESS_PROFILE'] : undefined;
+  const session = profileTo !== undefined ? new Session() : undefined;
+  if (session !== undefined) {
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+    // Every allocation sampled, young objects included (what the scavenges copy and free).
+    await session.post('HeapProfiler.startSampling', { samplingInterval: 16 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  }
   const t0 = performance.now();
+  const cpu0 = cpuSnapshot();
   let timer: NodeJS.Timeout | undefined;
   if (rate === 0) {
     for (const l of r.locks) for (let k = 0; k < WINDOW; k++) record(l);
@@ -100,13 +116,24 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   clearInterval(timer);
   const elapsed = (performance.now() - t0) / 1000;
   const done = acked;
+  // CPU per event acked over the measured window: the whole process, its main thread (the
+  // pipeline, and the simulated locks' own work: recording, the codec's encoding, the acks'
+  // decoding) and each other thread (the two signature workers first).
+  const cpu = cpuSince(cpu0, Math.max(1, done));
+  if (session !== undefined && profileTo !== undefined) {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(profileTo, JSON.stringify(profile));
+    const { profile: heap } = await session.post('HeapProfiler.stopSampling');
+    writeFileSync(`${profileTo.replace(/\.cpuprofile$/, '')}.heapprofile`, JSON.stringify(heap));
+    session.disconnect();
+  }
   // Drain before the next phase.
   const deadline = Date.now() + 60_000;
   while (r.locks.some((l) => l.pending > 0) && Date.now() < deadline) await sleep(20);
   clearInterval(sampler);
   for (const off of listeners) off();
   latencies.sort((a, b) => a - b);
-  return { events_per_s: Math.round(done / elapsed), p50_ms: round(percentile(latencies, 50), 2), p99_ms: round(percentile(latencies, 99), 2), rss_mb: round(rss / (1024 * 1024), 1) };
+  return { events_per_s: Math.round(done / elapsed), p50_ms: round(percentile(latencies, 50), 2), p99_ms: round(percentile(latencies, 99), 2), rss_mb: round(rss / (1024 * 1024), 1), cpu };
 }
 
 export async function floor(dir: string): Promise<{ append: number; verify: number }> {

@@ -11,6 +11,7 @@ import { waitUntil } from '../support/wait.js';
 import { Ingest } from '../../gateway/ingest.js';
 import type { SignaturePool, SigTask } from '../../ledger/sigpool.js';
 import { verify } from '../../ledger/crypto.js';
+import { sigStructure } from '../../ledger/cose.js';
 
 async function rig(t: Parameters<typeof openChain>[0], pool?: SignaturePool) {
   const site = makeSite();
@@ -62,7 +63,9 @@ void test('checks that end out of order still admit in order; a failing pool ask
   // A pool that answers in reverse order of asking, or fails, on demand.
   const asked: { task: SigTask; resolve: (ok: boolean) => void; reject: (e: Error) => void }[] = [];
   const pool = {
-    verify: (task: SigTask) => new Promise<boolean>((resolve, reject) => asked.push({ task, resolve, reject })),
+    checkCose: <C>(key: Uint8Array, payload: Uint8Array, sig: Uint8Array, ctx: C, done: (ctx: C, result: boolean | Error) => void) => {
+      asked.push({ task: { key, msg: sigStructure(payload), sig }, resolve: (ok) => done(ctx, ok), reject: (e) => done(ctx, e) });
+    },
   } as unknown as SignaturePool;
   const { chain, lock, driver, ingest, faults } = await rig(t, pool);
   for (let i = 0; i < 5; i++) driver.push(lock, signedEvent(lock), lock.ctr);

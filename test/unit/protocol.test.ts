@@ -111,13 +111,22 @@ void test('the fast paths (ack encoding, event decoding) agree with the general 
       assert.deepEqual(encodeMessage({ t: 'ack', lock: l, ctr, entry }), encode({ t: 'ack', lock: l, ctr, entry }));
     }),
   );
+  // Version 2 acks, with `ev` (the hash of the payload answered), take the fixed layout too.
+  fc.assert(
+    fc.property(fc.stringMatching(/^[a-z0-9][a-z0-9._-]{0,63}$/), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), (l, ctr, entry, ev) => {
+      const b = encodeMessage({ t: 'ack', ev, lock: l, ctr, entry });
+      assert.deepEqual(Uint8Array.from(b), Uint8Array.from(encode({ t: 'ack', ev, lock: l, ctr, entry })));
+      assert.deepEqual(decodeMessage(b), decodeMessageStrict(b));
+    }),
+  );
   lock.ctr = 0;
   const signed = Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, cose: signedEvent(lock) }));
   const bare = Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, event: encodeLockEvent({ lock: 'back-door', ctr: 3, time: 7, type: 'jammed', cred: Uint8Array.of(9) }) }));
   const ack = Uint8Array.from(encodeMessage({ t: 'ack', lock: 'back-door', ctr: 300, entry: new Uint8Array(32).fill(5) }));
+  const boundAck = Uint8Array.from(encodeMessage({ t: 'ack', ev: new Uint8Array(32).fill(7), lock: 'back-door', ctr: 300, entry: new Uint8Array(32).fill(5) }));
   assert.deepEqual(Uint8Array.from(encodeMessage({ t: 'event', oldest: 1, cose: signedEventOf(signed) })), Uint8Array.from(encode({ t: 'event', oldest: 1, cose: signedEventOf(signed) })));
   fc.assert(
-    fc.property(fc.constantFrom(signed, bare, ack), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), fc.nat(8), (base, flips, cut) => {
+    fc.property(fc.constantFrom(signed, bare, ack, boundAck), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }), fc.nat(8), (base, flips, cut) => {
       const b = Uint8Array.from(base);
       for (const [i, v] of flips) b[i % b.length] = v;
       const m = b.subarray(0, b.length - (cut % 3 === 0 ? cut : 0));
@@ -142,6 +151,7 @@ void test('the fast paths (ack encoding, event decoding) agree with the general 
   assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'Bad Id', ctr: 1, entry: new Uint8Array(32) })), 'ERR_MESSAGE');
   assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'ok', ctr: 0, entry: new Uint8Array(32) })), 'ERR_MESSAGE');
   assert.equal(codeOf(() => encodeMessage({ t: 'ack', lock: 'ok', ctr: 1, entry: new Uint8Array(31) })), 'ERR_MESSAGE');
+  assert.equal(codeOf(() => encodeMessage({ t: 'ack', ev: new Uint8Array(31), lock: 'ok', ctr: 1, entry: new Uint8Array(32) })), 'ERR_MESSAGE');
 });
 
 void test('message rejections carry codes', () => {

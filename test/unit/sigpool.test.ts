@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { SignaturePool, type SigTask } from '../../ledger/sigpool.js';
+import { sigStructure } from '../../ledger/cose.js';
 
 function tasks(n: number): SigTask[] {
   const k = generateKeyPair();
@@ -99,3 +100,50 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
   assert.equal(none.callerBatches, 1, 'no worker: everything on the caller');
   await none.close();
 });
+
+void test('checkCose packs COSE checks into the coalesced batch and answers each with its context, never before it returns', async (t) => {
+  const k = generateKeyPair();
+  const s = new Signer(k.seed);
+  const payloads = Array.from({ length: 600 }, (_, i) => Buffer.from(`payload ${i}`.repeat(1 + (i % 40))));
+  const sigs = payloads.map((p, i) => {
+    const sig = s.sign(sigStructure(p));
+    if (i % 7 === 3) sig[0] = (sig[0] as number) ^ 1;
+    return sig;
+  });
+  for (const size of [0, 2]) {
+    const pool = new SignaturePool(size);
+    t.after(() => pool.close());
+    const got = new Map<number, boolean | Error>();
+    let returned = false;
+    // 600 in one turn: a full batch of 512 goes at once, the rest at the next turn.
+    const all = payloads.map(
+      (p, i) =>
+        new Promise<void>((resolve) => {
+          pool.checkCose(k.publicKey, p, sigs[i]!, i, (ctx, r) => {
+            assert.ok(returned, 'answered after checkCose returned');
+            got.set(ctx, r);
+            resolve();
+          });
+        }),
+    );
+    returned = true;
+    await Promise.all(all);
+    assert.deepEqual([...got.keys()].sort((a, b) => a - b), payloads.map((_, i) => i));
+    assert.deepEqual(payloads.map((_, i) => (got.get(i) === true ? 1 : 0)), expected(600), `pool of ${size}`);
+    assert.equal(codeOf(() => pool.checkCose(k.publicKey.subarray(1), payloads[0]!, sigs[0]!, 0, () => undefined)), 'ERR_ARGUMENT');
+    // Checks still coalescing when the pool closes are answered with an error.
+    const late = new Promise<boolean | Error>((resolve) => pool.checkCose(k.publicKey, payloads[0]!, sigs[0]!, 0, (_, r) => resolve(r)));
+    await pool.close();
+    assert.ok((await late) instanceof Error);
+    assert.equal(codeOf(() => pool.checkCose(k.publicKey, payloads[0]!, sigs[0]!, 0, () => undefined)), 'ERR_STORE_CLOSED');
+  }
+});
+
+function codeOf(f: () => void): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}

@@ -1,0 +1,106 @@
+/**
+ * The answer deadline of admitted events (gateway/ingest.ts): an event not yet durable when its
+ * deadline passes is nacked ERR_BUSY (retry=true) meanwhile, and acked once durable.
+ *
+ * One timer for all of them instead of one per event. Events are held in admission order (about
+ * arrival order, but signature checks finishing out of order shuffle it by a batch or so, so it is
+ * not deadline order), and leave from the front as soon as every one before them has settled.
+ * The timer is armed for the earliest deadline among those held: an event whose deadline comes
+ * before the one armed for re-arms it. When it fires, the whole queue is scanned (at most the
+ * pipeline's queue limit, once per deadline), every unsettled event whose deadline has passed is
+ * due (once), and the timer is armed again for the earliest deadline left. No event is told later
+ * than its own deadline's timer would have fired; a timer armed for an event that has since
+ * settled fires early and finds nothing due. Under load a timer and its closure per event, alive
+ * until the event's block was written, were 2 % of the closed loop's main thread and 3 % of its
+ * allocation.
+ */
+
+export interface Deadlined {
+  /** When it is due, on the clock the queue was given. */
+  readonly deadline: number;
+  /** Set by the queue once it was found due. */
+  overdue: boolean;
+}
+
+export class AnswerDeadlines<T extends Deadlined> {
+  /** In admission order; #head is the first still held. */
+  #items: T[] = [];
+  #head = 0;
+  #timer: NodeJS.Timeout | undefined;
+  /** The deadline the timer is armed for (Infinity: not armed). */
+  #armedFor = Infinity;
+  readonly #now: () => number;
+  readonly #settled: (item: T) => boolean;
+  readonly #due: (item: T) => void;
+
+  /** `settled(item)`: its answer is known (no nack needed any more); `due(item)`: its deadline passed first. */
+  constructor(now: () => number, settled: (item: T) => boolean, due: (item: T) => void) {
+    this.#now = now;
+    this.#settled = settled;
+    this.#due = due;
+  }
+
+  get size(): number {
+    return this.#items.length - this.#head;
+  }
+
+  add(item: T): void {
+    this.#items.push(item);
+    if (item.deadline < this.#armedFor) this.#arm(item.deadline);
+  }
+
+  /** Call when an item settled: drops the settled items at the front. */
+  settled(): void {
+    while (this.#head < this.#items.length && this.#settled(this.#items[this.#head]!)) this.#pop();
+    if (this.#head === this.#items.length) this.#disarm();
+  }
+
+  #pop(): void {
+    this.#items[this.#head++] = undefined as unknown as T;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #arm(deadline: number): void {
+    this.#disarm();
+    this.#armedFor = deadline;
+    this.#timer = setTimeout(() => this.#fire(), Math.max(0, deadline - this.#now()));
+    this.#timer.unref();
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armedFor = Infinity;
+  }
+
+  #fire(): void {
+    // Due: what the timer was armed for, and anything the clock says is (a clock that does not
+    // move, as in tests, still sees each deadline's timer fire once).
+    const dueBy = Math.max(this.#armedFor, this.#now());
+    this.#timer = undefined;
+    this.#armedFor = Infinity;
+    this.settled();
+    let next = Infinity;
+    const items = this.#items;
+    for (let i = this.#head; i < items.length; i++) {
+      const item = items[i]!;
+      if (item.overdue || this.#settled(item)) continue;
+      if (item.deadline <= dueBy) {
+        item.overdue = true;
+        this.#due(item);
+      } else if (item.deadline < next) next = item.deadline;
+    }
+    if (next < this.#armedFor) this.#arm(next);
+  }
+
+  /** Stops the timer (the items are left to their answers). */
+  close(): void {
+    this.#disarm();
+  }
+}
