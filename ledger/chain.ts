@@ -12,7 +12,6 @@
  * full disk: the store then holds the write until there is space (ledger/store.ts), so appends
  * simply take longer and nothing is acknowledged before it is durable.
  */
-import { EventEmitter } from 'node:events';
 import { OtiError, isOtiError } from './base/errors.js';
 import { Signer, toHex, verify, type KeyPair } from './crypto.js';
 import { decodeEntry, encodeEntry, encodeSignedLockEvent, latin1, lockEventScan, type Entry, type EntryInput } from './entry.js';
@@ -23,7 +22,8 @@ import { sigStructure } from './cose.js';
 import { checkSigned, Roster, type Member, type SignedStatement, type SiteTrust } from './roster.js';
 import type { LedgerStore, ChainStore } from './store.js';
 import { hashIdKey, lockIdKey, type BatchOp } from './store.js';
-import type { ChainHead, ChainReader, StoredBlock } from './reader.js';
+import type { ChainHead } from './reader.js';
+import { StoredChain } from './stored-chain.js';
 import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './base/bytes.js';
@@ -169,10 +169,8 @@ export interface ChainEvents {
   error: [Error];
 }
 
-export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
-  readonly origin: string;
-  readonly role = 'self';
-  /** The store under it: readers go through the ChainReader methods. */
+export class Chain extends StoredChain<ChainEvents> {
+  /** The store under it, for writes (reads go through StoredChain). */
   readonly #cs: ChainStore;
   readonly #opts: ChainOptions;
   readonly #signer: Signer;
@@ -203,10 +201,9 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
   #rosterTree: RosterTree;
 
   private constructor(opts: ChainOptions, cs: ChainStore, roster: Roster, lastBlockHash: Uint8Array, checkpoint: SignedCheckpoint | undefined) {
-    super();
+    super(cs);
     this.#opts = opts;
     this.#cs = cs;
-    this.origin = cs.origin;
     this.#signer = new Signer(opts.key.seed);
     this.#now = opts.now ?? Date.now;
     this.#sealDelayMs = opts.sealDelayMs ?? DEFAULT_SEAL_DELAY_MS;
@@ -243,47 +240,6 @@ export class Chain extends EventEmitter<ChainEvents> implements ChainReader {
       await chain.append({ kind: 'roster', signed: opts.genesis });
     }
     return chain;
-  }
-
-  get size(): number {
-    return this.#cs.head.size;
-  }
-
-  get head(): ChainHead {
-    return this.#cs.head;
-  }
-
-  // ChainReader: the durable entries and blocks (docs in ledger/reader.ts).
-  entry(index: number): Promise<Uint8Array> {
-    return this.#cs.entry(index);
-  }
-
-  entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
-    return this.#cs.entries(from, to);
-  }
-
-  entryRange(from: number, to: number): Promise<Uint8Array[]> {
-    return this.#cs.entryRange(from, to);
-  }
-
-  block(n: number): Promise<StoredBlock> {
-    return this.#cs.block(n);
-  }
-
-  blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
-    return this.#cs.blocks(n, to);
-  }
-
-  blockOf(index: number): Promise<StoredBlock> {
-    return this.#cs.blockOf(index);
-  }
-
-  node(level: number, index: number): Promise<Uint8Array> {
-    return this.#cs.node(level, index);
-  }
-
-  nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
-    return this.#cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint signed after the last durable block. */

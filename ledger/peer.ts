@@ -29,7 +29,8 @@ import { verify as nodeVerify } from './crypto.js';
 import { verifyPacked } from './sigbatch.js';
 import { AUDIT_CHUNK_BLOCKS, AUDIT_QUEUE_BYTES, AuditPacker, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
 import { readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
-import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
+import type { ChainHead, ChainRole } from './reader.js';
+import { StoredChain } from './stored-chain.js';
 import type { SignaturePool } from './sigpool.js';
 
 export interface ReplicaBlock {
@@ -61,8 +62,8 @@ const AUDIT_SAVE_BLOCKS = AUDIT_CHUNK_BLOCKS;
 /** What the stored entries themselves are wrong about: an audit that finds one stops there. */
 const AUDIT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_LOCK_SIGNATURE', 'ERR_LOCK_UNKNOWN', 'ERR_ENTRY_INVALID', 'ERR_ROSTER']);
 
-export class ChainReplica implements ChainReader {
-  /** The store under it: readers go through the ChainReader methods. */
+export class ChainReplica extends StoredChain {
+  /** The store under it, for writes (reads go through StoredChain). */
   readonly #cs: ChainStore;
   readonly #opts: VerifyOptions;
   #verifier: ChainVerifier | undefined;
@@ -89,6 +90,7 @@ export class ChainReplica implements ChainReader {
   #auditStop = false;
 
   private constructor(cs: ChainStore, opts: VerifyOptions, roster: Roster, checkpoint: SignedCheckpoint | undefined, mode: 'before-storing' | 'audit', audit: { block: number; size: number; saved: boolean; queueBytes: number }) {
+    super(cs);
     this.#cs = cs;
     this.#opts = opts;
     this.#roster = roster;
@@ -114,55 +116,6 @@ export class ChainReplica implements ChainReader {
     const vopts: VerifyOptions = { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) };
     const mode = opts.lockSignatures ?? 'before-storing';
     return new ChainReplica(cs, mode === 'audit' ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, mode, audit);
-  }
-
-  get origin(): string {
-    return this.#cs.origin;
-  }
-
-  get head(): ChainHead {
-    return this.#cs.head;
-  }
-
-  get size(): number {
-    return this.#cs.head.size;
-  }
-
-  get role(): ChainRole {
-    return this.#cs.role;
-  }
-
-  // ChainReader: the stored entries and blocks (docs in ledger/reader.ts).
-  entry(index: number): Promise<Uint8Array> {
-    return this.#cs.entry(index);
-  }
-
-  entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }> {
-    return this.#cs.entries(from, to);
-  }
-
-  entryRange(from: number, to: number): Promise<Uint8Array[]> {
-    return this.#cs.entryRange(from, to);
-  }
-
-  block(n: number): Promise<StoredBlock> {
-    return this.#cs.block(n);
-  }
-
-  blocks(n: number, to?: number): AsyncGenerator<StoredBlock> {
-    return this.#cs.blocks(n, to);
-  }
-
-  blockOf(index: number): Promise<StoredBlock> {
-    return this.#cs.blockOf(index);
-  }
-
-  node(level: number, index: number): Promise<Uint8Array> {
-    return this.#cs.node(level, index);
-  }
-
-  nodeRange(level: number, first: number, count: number): Promise<Uint8Array[]> {
-    return this.#cs.nodeRange(level, first, count);
   }
 
   /** The checkpoint of the last stored block (signed by the chain's gateway). */
