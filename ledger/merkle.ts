@@ -188,12 +188,19 @@ export class CompactRange {
   appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
     checkBytes('entry', entry);
     let index = this.#size;
-    // An even size: the leaf becomes a peak as it is. Without libsodium there is no scratch to gain.
-    if (index % 2 === 0 || SHA256 === undefined || entry.length + 1 > scratch.length) {
+    // Without libsodium there is no scratch to gain.
+    if (SHA256 === undefined || entry.length + 1 > scratch.length) {
       this.append(leafHash(entry), onNode);
       return;
     }
     if (index >= Number.MAX_SAFE_INTEGER) throw new OtiError('ERR_PROOF_RANGE', 'the tree is full', { size: index });
+    // An even size: the leaf becomes a peak as it is, a hash of its own (append() copies the
+    // caller's leaf; this one nobody else holds).
+    if (index % 2 === 0) {
+      this.#peaks.push(leafHash(entry));
+      this.#size += 1;
+      return;
+    }
     scratch[0] = 0x00;
     scratch.set(entry, 1);
     const n = entry.length + 1;
