@@ -182,8 +182,8 @@ export class CompactRange {
    * append(leafHash(entry), onNode), with fewer hashes allocated: where libsodium hashes, a leaf
    * or interior node that only leads to the next merge is hashed into a scratch buffer, so an
    * entry allocates one hash (its new peak) instead of about three, which the garbage collector
-   * of a whole-chain verification felt (docs/DECISIONS.md §bench:ledger). Every node handed to
-   * onNode is allocated, as append() hands them.
+   * of a whole-chain verification felt (docs/DECISIONS.md §Issue 22, verify and sync audit).
+   * Every node handed to onNode is allocated, as append() hands them.
    */
   appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
     checkBytes('entry', entry);

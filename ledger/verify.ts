@@ -326,8 +326,8 @@ export class ChainVerifier {
     // share of the checks while the workers are busy. Counting the batches checked here too
     // (settled, but kept in order behind a worker's) made this thread wait for the oldest
     // worker batch while it could have worked: about 2 % of a verification's time with one
-    // worker (docs/DECISIONS.md §bench:ledger). Results are observed oldest first, so the
-    // failure reported is the first in chain order among those sent.
+    // worker (docs/DECISIONS.md §Issue 22, verify and sync audit). Results are observed oldest
+    // first, so the failure reported is the first in chain order among those sent.
     const limit = all ? 0 : 4 * (this.#opts.pool?.size ?? 0);
     while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
       const b = this.#inFlight.shift()!;
