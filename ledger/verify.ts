@@ -66,6 +66,16 @@ const NOTHING_COLLECTED: CheckedBlock = Object.freeze({ leaves: Object.freeze([]
 /** Called with each interior Merkle node completed (level >= 1), lowest first (CompactRange.append). */
 export type OnNode = (level: number, index: number, hash: Uint8Array) => void;
 
+/** What ChainVerifier keeps per lock: its last counter, and its roster member as of the roster's version. */
+interface LockState {
+  readonly name: string;
+  /** The id's bytes as lock events hold it, once looked up by them (#lockAt). */
+  bytes: Uint8Array | undefined;
+  last: number;
+  member: Member | undefined;
+  rosterVersion: number;
+}
+
 export interface VerifyReport extends VerifyProgress {
   readonly origin: string;
   readonly root: Uint8Array;
@@ -90,8 +100,14 @@ export class ChainVerifier {
   #prevHash: Uint8Array;
   #nextBlock: number;
   #roster: Roster;
-  /** Per lock: the last counter seen, and its roster member as of the roster's version. */
-  readonly #locks = new Map<string, { last: number; member: Member | undefined; rosterVersion: number }>();
+  /** Per lock id: the last counter seen, and its roster member as of the roster's version. */
+  readonly #locks = new Map<string, LockState>();
+  /**
+   * The same states by a hash of the lock id's bytes, for lock events checked where they lie
+   * (#addEntry): found by comparing bytes, without a string made per entry. One state per hash;
+   * a lock whose hash is taken goes by its name.
+   */
+  readonly #locksByBytes = new Map<number, LockState>();
   /** Lock signatures not yet sent: packed as they come, with the entry index of each. */
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
@@ -207,7 +223,7 @@ export class ChainVerifier {
     // else, and every entry whose decoding is collected, goes through decodeEntry, which accepts
     // exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
     if (out === undefined && index > 0 && scanLockEventEntry(bytes, SCAN)) {
-      const member = this.#lockEvent(index, latin1(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
+      const member = this.#lockEvent(index, this.#lockAt(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
       if (member !== undefined) {
         this.#packer.addCoseAt(member.key, bytes, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
         this.#packed(index);
@@ -240,7 +256,7 @@ export class ChainVerifier {
         }
         break;
       case 'lock-event': {
-        const member = this.#lockEvent(index, body.event.lock, body.event.ctr, body.prov === 'unsigned');
+        const member = this.#lockEvent(index, this.#lock(body.event.lock), body.event.ctr, body.prov === 'unsigned');
         if (member !== undefined && body.prov === 'lock-signed') {
           this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
           this.#packed(index);
@@ -266,12 +282,8 @@ export class ChainVerifier {
    * unsigned only where its enrolment allows. Returns the lock's member when its signature is to
    * be checked (the caller packs it; counted here), else undefined.
    */
-  #lockEvent(index: number, lock: string, ctr: number, unsigned: boolean): Member | undefined {
-    let state = this.#locks.get(lock);
-    if (state === undefined) {
-      state = { last: -1, member: undefined, rosterVersion: -1 };
-      this.#locks.set(lock, state);
-    }
+  #lockEvent(index: number, state: LockState, ctr: number, unsigned: boolean): Member | undefined {
+    const lock = state.name;
     if (state.rosterVersion !== this.#roster.version) {
       state.member = this.#roster.get('lock', lock);
       state.rosterVersion = this.#roster.version;
@@ -286,6 +298,35 @@ export class ChainVerifier {
       return undefined;
     }
     return this.#opts.lockSignatures === false ? undefined : member;
+  }
+
+  /** The state of lock `name` (made when first seen). */
+  #lock(name: string): LockState {
+    let state = this.#locks.get(name);
+    if (state === undefined) {
+      state = { name, bytes: undefined, last: -1, member: undefined, rosterVersion: -1 };
+      this.#locks.set(name, state);
+    }
+    return state;
+  }
+
+  /** The state of the lock whose id is the text b[s, e) (as latin1() reads it), found by its bytes. */
+  #lockAt(b: Uint8Array, s: number, e: number): LockState {
+    let h = 0x811c9dc5;
+    for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    const known = this.#locksByBytes.get(h);
+    if (known?.bytes !== undefined && known.bytes.length === e - s) {
+      let same = true;
+      for (let i = 0; i < known.bytes.length && same; i++) same = known.bytes[i] === b[s + i];
+      if (same) return known;
+    }
+    const state = this.#lock(latin1(b, s, e));
+    // The bytes the name was read from: latin1() of them is the name, whatever they hold.
+    if (known === undefined && state.bytes === undefined) {
+      state.bytes = b.slice(s, e);
+      this.#locksByBytes.set(h, state);
+    }
+    return state;
   }
 
   /** The caller packed the lock signature of entry `index`: sends the batch once it is full. */
