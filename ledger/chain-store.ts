@@ -227,27 +227,16 @@ export class ChainStore implements ChainReader {
     const firstChunk = Math.floor(from / CHUNK_SIZE);
     const lastChunk = Math.floor((to - 1) / CHUNK_SIZE);
     let expect = firstChunk;
-    const it = this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) });
-    try {
-      for (;;) {
-        let row: [Bytes, Bytes] | undefined;
-        try {
-          row = await it.next();
-        } catch (e) {
-          throw readFailed(this.#chunkName(expect, from, to), e);
-        }
-        if (row === undefined) break;
-        const c = readU64(row[0]);
-        if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
-        expect++;
-        const arr = decodeChunk(row[1], this.#chunkName(c, from, to));
-        for (let j = 0; j < arr.length; j++) {
-          const index = c * CHUNK_SIZE + j;
-          if (index >= from && index < to) yield { index, bytes: arr[j]! };
-        }
+    const rows = readRows(this.chunks.iterator({ gte: u64(firstChunk), lte: u64(lastChunk) }), () => this.#chunkName(expect, from, to));
+    for await (const [k, v] of rows) {
+      const c = readU64(k);
+      if (c !== expect) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
+      expect++;
+      const arr = decodeChunk(v, this.#chunkName(c, from, to));
+      for (let j = 0; j < arr.length; j++) {
+        const index = c * CHUNK_SIZE + j;
+        if (index >= from && index < to) yield { index, bytes: arr[j]! };
       }
-    } finally {
-      await it.close();
     }
     if (expect !== lastChunk + 1) throw new OtiError('ERR_STORE_CORRUPT', `chunk ${expect} of ${this.origin} is missing`);
   }
@@ -312,22 +301,10 @@ export class ChainStore implements ChainReader {
   /** Blocks n..to in order; a block that cannot be read or parsed fails with an error that names it. */
   async *blocks(n: number, to = Number.MAX_SAFE_INTEGER): AsyncGenerator<StoredBlock> {
     let next = n;
-    const it = this.blockRecords.iterator({ gte: u64(n), lte: u64(to) });
-    try {
-      for (;;) {
-        let row: [Bytes, Bytes] | undefined;
-        try {
-          row = await it.next();
-        } catch (e) {
-          // LevelDB reads a table block of many keys at once: the one wanted is the next one.
-          throw readFailed(`stored block ${next} of ${this.origin}`, e);
-        }
-        if (row === undefined) return;
-        next = readU64(row[0]) + 1;
-        yield parseStoredBlock(row[1], `stored block ${next - 1} of ${this.origin}`);
-      }
-    } finally {
-      await it.close();
+    // LevelDB reads a table block of many keys at once: the one a failed read wanted is the next one.
+    for await (const [k, v] of readRows(this.blockRecords.iterator({ gte: u64(n), lte: u64(to) }), () => `stored block ${next} of ${this.origin}`)) {
+      next = readU64(k) + 1;
+      yield parseStoredBlock(v, `stored block ${next - 1} of ${this.origin}`);
     }
   }
 
@@ -473,4 +450,25 @@ function u64Key(prefix: Buffer, n: number): Buffer {
   b.set(prefix, 0);
   writeU64(b, prefix.length, n);
   return b;
+}
+
+/**
+ * The rows of a store iterator one at a time, closing it when the caller stops (at the end, on an
+ * error, or on an early return); a read that fails throws readFailed naming `what()` as it stands.
+ */
+async function* readRows(it: { next(): Promise<[Bytes, Bytes] | undefined>; close(): Promise<void> }, what: () => string): AsyncGenerator<[Bytes, Bytes]> {
+  try {
+    for (;;) {
+      let row: [Bytes, Bytes] | undefined;
+      try {
+        row = await it.next();
+      } catch (e) {
+        throw readFailed(what(), e);
+      }
+      if (row === undefined) return;
+      yield row;
+    }
+  } finally {
+    await it.close();
+  }
 }

@@ -79,6 +79,9 @@ export function leafHash(entry: Uint8Array): Uint8Array {
   return sha256((scratchViews[n] ??= scratch.subarray(0, n)));
 }
 
+/** The scratch an interior node that nobody keeps is hashed into (CompactRange.appendEntry). */
+const nodeScratch = Buffer.allocUnsafeSlow(HASH_BYTES);
+
 /** RFC 9162 §2.1.1: HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), an interior node. */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
   checkBytes('left', left, HASH_BYTES);
@@ -172,6 +175,58 @@ export class CompactRange {
     }
     peaks.length = top;
     peaks.push(level === 0 ? new Uint8Array(leaf) : hash);
+    this.#size += 1;
+  }
+
+  /**
+   * append(leafHash(entry), onNode), with fewer hashes allocated: where libsodium hashes, a leaf
+   * or interior node that only leads to the next merge is hashed into a scratch buffer, so an
+   * entry allocates one hash (its new peak) instead of about three, which the garbage collector
+   * of a whole-chain verification felt (docs/DECISIONS.md §Issue 22, verify and sync audit).
+   * Every node handed to onNode is allocated, as append() hands them.
+   */
+  appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
+    checkBytes('entry', entry);
+    let index = this.#size;
+    // Without libsodium there is no scratch to gain.
+    if (SHA256 === undefined || entry.length + 1 > scratch.length) {
+      this.append(leafHash(entry), onNode);
+      return;
+    }
+    if (index >= Number.MAX_SAFE_INTEGER) throw new OtiError('ERR_PROOF_RANGE', 'the tree is full', { size: index });
+    // An even size: the leaf becomes a peak as it is, a hash of its own (append() copies the
+    // caller's leaf; this one nobody else holds).
+    if (index % 2 === 0) {
+      this.#peaks.push(leafHash(entry));
+      this.#size += 1;
+      return;
+    }
+    scratch[0] = 0x00;
+    scratch.set(entry, 1);
+    const n = entry.length + 1;
+    SHA256(nodeScratch, (scratchViews[n] ??= scratch.subarray(0, n)));
+    const peaks = this.#peaks;
+    let top = peaks.length;
+    let hash: Uint8Array = nodeScratch;
+    let level = 0;
+    // As in append(): each trailing 1 bit of the old size is a peak to merge with. The last
+    // merge (index even after it) gives the new peak, which is kept: allocated.
+    while (index % 2 === 1) {
+      top -= 1;
+      level += 1;
+      index = (index - 1) / 2;
+      if (onNode === undefined && index % 2 === 1) {
+        nodeInput.set(peaks[top]!, 1);
+        nodeInput.set(hash, 1 + HASH_BYTES);
+        SHA256(nodeScratch, nodeInput);
+        hash = nodeScratch;
+      } else {
+        hash = hashChildren(peaks[top]!, hash);
+        onNode?.(level, index, hash);
+      }
+    }
+    peaks.length = top;
+    peaks.push(hash);
     this.#size += 1;
   }
 

@@ -45,6 +45,8 @@ export interface AuditChunk {
 export class AuditPacker {
   #roster: Roster;
   #copied = false;
+  /** Lock keys looked up in #roster, by lock id (roster.get builds a string per call); cleared when the roster changes. */
+  readonly #keys = new Map<string, Uint8Array | undefined>();
   #packer = new SigPacker();
   #indexes: number[] = [];
   #from = -1;
@@ -62,7 +64,12 @@ export class AuditPacker {
       const body = entries[k]!.body;
       if (body.kind === 'lock-event') {
         if (body.prov !== 'lock-signed') continue;
-        const key = this.#roster.get('lock', body.event.lock)?.key;
+        const lock = body.event.lock;
+        let key = this.#keys.get(lock);
+        if (key === undefined) {
+          key = this.#roster.get('lock', lock)?.key;
+          this.#keys.set(lock, key);
+        }
         // Cannot happen after the block verified; the audit would find it in the store.
         if (key === undefined) throw new OtiError('ERR_LOCK_UNKNOWN', `entry ${first + k}: lock ${body.event.lock} is not enrolled here`);
         this.#packer.addCose(key, body.parsed.payload, body.parsed.signature);
@@ -73,6 +80,7 @@ export class AuditPacker {
           this.#copied = true;
         }
         this.#roster.apply(body.signed);
+        this.#keys.clear();
       }
     }
     if (this.#indexes.length >= AUDIT_CHUNK_SIGNATURES || n - this.#from + 1 >= AUDIT_CHUNK_BLOCKS) this.close(n, first + entries.length);

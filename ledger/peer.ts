@@ -151,8 +151,13 @@ export class ChainReplica extends StoredChain {
     this.#verifier = undefined; // restored below only when everything verified
     const cs = this.#cs;
     const head = cs.head;
-    const range = CompactRange.fromPeaks(head.size, [...head.peaks]);
     const ops: BatchOp[] = [];
+    // The interior nodes the verifier computes are the ones stored: not hashed a second time.
+    const onNode = (level: number, i: number, hash: Uint8Array): void => {
+      const op = cs.nodeOp(level, i, hash);
+      if (op !== undefined) ops.push(op);
+    };
+    let index = head.size;
     const all: Uint8Array[] = [];
     const rosterChanged = new Set<string>();
     // Audit mode: the lock signatures of the entries decoded here are packed for audit(), while
@@ -165,16 +170,11 @@ export class ChainReplica extends StoredChain {
     for (const b of blocks) {
       blockN++;
       // The verifier's leaf hashes and decodings serve the store operations too.
-      const checked = await v.addBlock(b.headerBytes, b.checkpoint, b.entries);
-      packer?.addBlock(blockN, range.size, checked.entries);
-      for (let k = 0; k < b.entries.length; k++) {
+      const checked = await v.addBlock(b.headerBytes, b.checkpoint, b.entries, true, onNode);
+      packer?.addBlock(blockN, index, checked.entries);
+      for (let k = 0; k < b.entries.length; k++, index++) {
         const bytes = b.entries[k]!;
-        const index = range.size;
         const leaf = checked.leaves[k]!;
-        range.append(leaf, (level, i, hash) => {
-          const op = cs.nodeOp(level, i, hash);
-          if (op !== undefined) ops.push(op);
-        });
         const body = checked.entries[k]!.body;
         if (body.kind === 'lock-event') {
           // Awaited only for a lock's first event in this session (a read), not once per entry.
@@ -196,7 +196,7 @@ export class ChainReplica extends StoredChain {
     const lastBlock = blocks[blocks.length - 1]!;
     const lastN = head.n + blocks.length;
     for (let i = 0; i < blocks.length; i++) ops.push(cs.blockOp(head.n + 1 + i, blocks[i]!.headerBytes, blocks[i]!.checkpoint));
-    const newHead: ChainHead = { n: lastN, size: range.size, peaks: [...range.peaks] };
+    const newHead: ChainHead = { n: lastN, size: v.size, peaks: [...v.peaks] };
     ops.push(cs.headOp(newHead));
     // Blocks checked whole move the watermark along, when it is level with the stored head;
     // else it stays where the audit has to go on from.

@@ -63,6 +63,19 @@ export interface CheckedBlock {
 
 const NOTHING_COLLECTED: CheckedBlock = Object.freeze({ leaves: Object.freeze([]), entries: Object.freeze([]) });
 
+/** Called with each interior Merkle node completed (level >= 1), lowest first (CompactRange.append). */
+export type OnNode = (level: number, index: number, hash: Uint8Array) => void;
+
+/** What ChainVerifier keeps per lock: its last counter, and its roster member as of the roster's version. */
+interface LockState {
+  readonly name: string;
+  /** The id's bytes as lock events hold it, once looked up by them (#lockAt). */
+  bytes: Uint8Array | undefined;
+  last: number;
+  member: Member | undefined;
+  rosterVersion: number;
+}
+
 export interface VerifyReport extends VerifyProgress {
   readonly origin: string;
   readonly root: Uint8Array;
@@ -87,12 +100,21 @@ export class ChainVerifier {
   #prevHash: Uint8Array;
   #nextBlock: number;
   #roster: Roster;
-  /** Per lock: the last counter seen, and its roster member as of the roster's version. */
-  readonly #locks = new Map<string, { last: number; member: Member | undefined; rosterVersion: number }>();
+  /** Per lock id: the last counter seen, and its roster member as of the roster's version. */
+  readonly #locks = new Map<string, LockState>();
+  /**
+   * The same states by a hash of the lock id's bytes, for lock events checked where they lie
+   * (#addEntry): found by comparing bytes, without a string made per entry. One state per hash;
+   * a lock whose hash is taken goes by its name.
+   */
+  readonly #locksByBytes = new Map<number, LockState>();
   /** Lock signatures not yet sent: packed as they come, with the entry index of each. */
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
-  readonly #inFlight: Promise<void>[] = [];
+  /** Batches sent to the pool, oldest first, and whether each went to a worker (else the pool checked it here, at once). */
+  readonly #inFlight: { done: Promise<void>; onWorker: boolean }[] = [];
+  /** How many of #inFlight went to a worker. */
+  #onWorkers = 0;
   #blocks = 0;
   #entries = 0;
   #lockSignatures = 0;
@@ -125,6 +147,11 @@ export class ChainVerifier {
     return this.#roster;
   }
 
+  /** Copies of the Merkle peaks of the entries checked so far (CompactRange.peaks). */
+  get peaks(): readonly Uint8Array[] {
+    return this.#range.peaks;
+  }
+
   get progress(): VerifyProgress {
     return { blocks: this.#blocks, entries: this.#entries, size: this.#range.size, lockSignatures: this.#lockSignatures };
   }
@@ -134,8 +161,10 @@ export class ChainVerifier {
    * this call or a later one, at the latest from finish(). Returns each entry's leaf hash and
    * decoding, unless `collect` is false: then nothing, and a block's decoded entries die young
    * instead of being kept to its end (whole-chain verification: a V8 heap about 4 MB smaller).
+   * `onNode` is handed every interior Merkle node the block's entries complete (CompactRange.append),
+   * for a caller that stores them: it need not hash them again.
    */
-  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[], collect = true): Promise<CheckedBlock> {
+  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[], collect = true, onNode?: OnNode): Promise<CheckedBlock> {
     const h = decodeBlockHeader(headerBytes);
     const where = { origin: this.origin, block: h.n };
     if (h.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} belongs to ${h.chain}, not ${this.origin}`, where);
@@ -146,7 +175,7 @@ export class ChainVerifier {
     const gw = this.#roster.get('gateway', this.gatewayId);
     const startKey = gw?.key;
     const checked: { leaves: Uint8Array[]; entries: Entry[] } | undefined = collect ? { leaves: [], entries: [] } : undefined;
-    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!, checked);
+    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!, checked, onNode);
     const root = this.#range.root();
     if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
     const hash = blockHash(headerBytes);
@@ -188,18 +217,18 @@ export class ChainVerifier {
     return { origin: this.origin, ...this.progress, root: this.#range.root(), unsignedEvents: this.#unsigned, checkpoint: this.#checkpoint };
   }
 
-  #addEntry(index: number, bytes: Uint8Array, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined): void {
+  #addEntry(index: number, bytes: Uint8Array, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined, onNode: OnNode | undefined): void {
     // Whole-chain verification (nothing collected): a lock event in its one deterministic
     // encoding is checked from where its parts lie, without building its decoding. Anything
     // else, and every entry whose decoding is collected, goes through decodeEntry, which accepts
     // exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
     if (out === undefined && index > 0 && scanLockEventEntry(bytes, SCAN)) {
-      const member = this.#lockEvent(index, latin1(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
+      const member = this.#lockEvent(index, this.#lockAt(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
       if (member !== undefined) {
         this.#packer.addCoseAt(member.key, bytes, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
         this.#packed(index);
       }
-      this.#range.append(leafHash(bytes));
+      this.#range.appendEntry(bytes, onNode);
       this.#entries++;
       return;
     }
@@ -227,7 +256,7 @@ export class ChainVerifier {
         }
         break;
       case 'lock-event': {
-        const member = this.#lockEvent(index, body.event.lock, body.event.ctr, body.prov === 'unsigned');
+        const member = this.#lockEvent(index, this.#lock(body.event.lock), body.event.ctr, body.prov === 'unsigned');
         if (member !== undefined && body.prov === 'lock-signed') {
           this.#packer.addCose(member.key, body.parsed.payload, body.parsed.signature);
           this.#packed(index);
@@ -238,7 +267,7 @@ export class ChainVerifier {
         break;
     }
     const leaf = leafHash(bytes);
-    this.#range.append(leaf);
+    this.#range.append(leaf, onNode);
     out?.leaves.push(leaf);
     out?.entries.push(entry);
     this.#entries++;
@@ -253,12 +282,8 @@ export class ChainVerifier {
    * unsigned only where its enrolment allows. Returns the lock's member when its signature is to
    * be checked (the caller packs it; counted here), else undefined.
    */
-  #lockEvent(index: number, lock: string, ctr: number, unsigned: boolean): Member | undefined {
-    let state = this.#locks.get(lock);
-    if (state === undefined) {
-      state = { last: -1, member: undefined, rosterVersion: -1 };
-      this.#locks.set(lock, state);
-    }
+  #lockEvent(index: number, state: LockState, ctr: number, unsigned: boolean): Member | undefined {
+    const lock = state.name;
     if (state.rosterVersion !== this.#roster.version) {
       state.member = this.#roster.get('lock', lock);
       state.rosterVersion = this.#roster.version;
@@ -273,6 +298,35 @@ export class ChainVerifier {
       return undefined;
     }
     return this.#opts.lockSignatures === false ? undefined : member;
+  }
+
+  /** The state of lock `name` (made when first seen). */
+  #lock(name: string): LockState {
+    let state = this.#locks.get(name);
+    if (state === undefined) {
+      state = { name, bytes: undefined, last: -1, member: undefined, rosterVersion: -1 };
+      this.#locks.set(name, state);
+    }
+    return state;
+  }
+
+  /** The state of the lock whose id is the text b[s, e) (as latin1() reads it), found by its bytes. */
+  #lockAt(b: Uint8Array, s: number, e: number): LockState {
+    let h = 0x811c9dc5;
+    for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    const known = this.#locksByBytes.get(h);
+    if (known?.bytes !== undefined && known.bytes.length === e - s) {
+      let same = true;
+      for (let i = 0; i < known.bytes.length && same; i++) same = known.bytes[i] === b[s + i];
+      if (same) return known;
+    }
+    const state = this.#lock(latin1(b, s, e));
+    // The bytes the name was read from: latin1() of them is the name, whatever they hold.
+    if (known === undefined && state.bytes === undefined) {
+      state.bytes = b.slice(s, e);
+      this.#locksByBytes.set(h, state);
+    }
+    return state;
   }
 
   /** The caller packed the lock signature of entry `index`: sends the batch once it is full. */
@@ -295,18 +349,34 @@ export class ChainVerifier {
       check(verifyPacked(packed, this.#ed25519));
       return;
     }
-    const p = this.#opts.pool.verifyPackedBatch(packed).then(check);
-    p.catch(() => undefined); // observed by #drain
-    this.#inFlight.push(p);
+    const pool = this.#opts.pool;
+    const inline = pool.callerBatches;
+    const done = pool.verifyPackedBatch(packed).then(check);
+    done.catch(() => undefined); // observed by #drain
+    // A pool checks a batch on this thread (its caller's share, or inline) before the call
+    // returns: that batch is settled already and is not waited for below.
+    const onWorker = pool.callerBatches === inline;
+    if (onWorker) this.#onWorkers++;
+    this.#inFlight.push({ done, onWorker });
   }
 
   async #drain(all: boolean): Promise<void> {
     if (all) this.#sendBatch();
-    // Two batches per thread that checks them (the pool's workers and this one): enough that
-    // this thread goes on reading and checking while the workers are busy, instead of waiting
-    // for the oldest batch; at most a few hundred kB each.
-    const limit = all ? 0 : 2 * ((this.#opts.pool?.size ?? 0) + 1);
-    while (this.#inFlight.length > limit) await this.#inFlight.shift();
+    // Up to four batches per worker (one running, three waiting; at most a few hundred kB each),
+    // counting only those sent to workers: this thread goes on reading, hashing and taking its
+    // share of the checks while the workers are busy. Counting the batches checked here too
+    // (settled, but kept in order behind a worker's) made this thread wait for the oldest
+    // worker batch while it could have worked: about 2 % of a verification's time with one
+    // worker (docs/DECISIONS.md §Issue 22, verify and sync audit). Results are observed oldest
+    // first, so the failure reported is the first in chain order among those sent.
+    const limit = all ? 0 : 4 * (this.#opts.pool?.size ?? 0);
+    while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
+      const b = this.#inFlight.shift()!;
+      if (b.onWorker) this.#onWorkers--;
+      await b.done;
+    }
+    // Batches checked here that are at the head are settled: observed now, without waiting.
+    while (this.#inFlight.length > 0 && !this.#inFlight[0]!.onWorker) await this.#inFlight.shift()!.done;
   }
 }
 

@@ -315,6 +315,34 @@ void test('property: CompactRange root equals MTH for every size 0..300', () => 
   }
 });
 
+void test('property: CompactRange.appendEntry gives the peaks, root and nodes of append(leafHash(entry)), for every size 0..300', () => {
+  const data = entries(11, MAX_N);
+  const a = CompactRange.empty();
+  const b = CompactRange.empty();
+  const c = CompactRange.empty();
+  const kept: Uint8Array[] = [];
+  for (let n = 1; n <= MAX_N; n++) {
+    const fromA: string[] = [];
+    const fromC: string[] = [];
+    a.append(leafHash(data[n - 1]!), (level, index, hash) => fromA.push(`${level}/${index}/${hex(hash)}`));
+    b.appendEntry(data[n - 1]!);
+    c.appendEntry(data[n - 1]!, (level, index, hash) => {
+      fromC.push(`${level}/${index}/${hex(hash)}`);
+      kept.push(hash);
+    });
+    assert.equal(b.size, n);
+    assert.deepEqual(b.peaks.map(hex), a.peaks.map(hex), `peaks at size ${n}`);
+    assert.deepEqual(c.peaks.map(hex), a.peaks.map(hex), `peaks with onNode at size ${n}`);
+    assert.equal(hex(b.root()), hex(MTH(data.slice(0, n))), `size ${n}`);
+    assert.deepEqual(fromC, fromA, `nodes at size ${n}`);
+  }
+  // The nodes handed out are the caller's to keep: later entries do not change them.
+  const again = CompactRange.empty();
+  const expected: string[] = [];
+  for (let n = 0; n < MAX_N; n++) again.append(leafHash(data[n]!), (_l, _i, hash) => expected.push(hex(hash)));
+  assert.deepEqual(kept.map(hex), expected);
+});
+
 void test('property: rangeHash equals MTH of any sub-range, aligned or not', async () => {
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 0, max: 1000 }), fc.integer({ min: 1, max: MAX_N }), fc.nat(), fc.nat(), async (seed, n, a, b) => {

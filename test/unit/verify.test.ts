@@ -150,3 +150,61 @@ void test('a gap of the lock form with a refusal code (docs/PROTOCOL.md §Entrie
   assert.deepEqual(decodeEntry(await oc.chain.entry(lost.index)).body, { kind: 'gap', lock: 'door-a', from: 5, to: 5 });
   await assert.rejects(oc.chain.append({ kind: 'gap', lock: 'door-a', from: 6, to: 6, code: 'not a code' }), (e: unknown) => isOtiError(e, 'ERR_ENCODING_SCHEMA'));
 });
+
+void test('whole-chain verification (lock events checked where they lie) and block by block with decodings hold the same rules on counters and locks', async () => {
+  const { ChainVerifier } = await import('../../ledger/verify.js');
+  const { encodeEntry } = await import('../../ledger/entry.js');
+  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
+  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
+  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
+  const { Signer } = await import('../../ledger/crypto.js');
+  const site = makeSite();
+  const gw = enrollGateway(site, 'gw-1');
+  const origin = `oti/${site.siteId}/gw-1`;
+  // Two locks whose ids have the same length, and a third that is not enrolled.
+  const a = enrollLock(site, 'lock-a');
+  const b = enrollLock(site, 'lock-b');
+  const c = enrollLock(site, 'lock-c');
+  const now = 1_700_000_000_000;
+  const entry = (input: Parameters<typeof encodeEntry>[0]): Uint8Array => encodeEntry(input, now).bytes;
+  const head = [entry({ kind: 'roster', signed: gw.statement }), entry({ kind: 'roster', signed: a.statement }), entry({ kind: 'roster', signed: b.statement })];
+  const event = (lock: typeof a, ctr: number): Uint8Array => entry({ kind: 'lock-event', cose: signedEvent(lock, 'unlocked', { ctr }) });
+  /** One block 0 of `entries`, signed by the gateway. */
+  const block = (entries: Uint8Array[]): { headerBytes: Uint8Array; checkpoint: ReturnType<typeof signCheckpoint> } => {
+    const range = CompactRange.empty();
+    for (const e of entries) range.append(leafHash(e));
+    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
+    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
+    return { headerBytes, checkpoint };
+  };
+  const check = async (entries: Uint8Array[], collect: boolean): Promise<unknown> => {
+    const v = new ChainVerifier(origin, { trust: site.trust });
+    const { headerBytes, checkpoint } = block(entries);
+    try {
+      await v.addBlock(headerBytes, checkpoint, entries, collect);
+      return await v.finish();
+    } catch (e) {
+      return e;
+    }
+  };
+  const good = [...head, event(a, 1), event(b, 1), event(a, 2), event(b, 5), event(a, 3)];
+  const cases: { entries: Uint8Array[]; code: string | undefined; index?: number }[] = [
+    { entries: good, code: undefined },
+    { entries: [...good, event(b, 5)], code: 'ERR_ENTRY_INVALID', index: good.length },
+    { entries: [...good, event(a, 2)], code: 'ERR_ENTRY_INVALID', index: good.length },
+    { entries: [...good, event(c, 9)], code: 'ERR_LOCK_UNKNOWN', index: good.length },
+    { entries: [...head, event(c, 1), ...good.slice(head.length)], code: 'ERR_LOCK_UNKNOWN', index: head.length },
+  ];
+  for (const [k, x] of cases.entries()) {
+    for (const collect of [false, true]) {
+      const r = await check(x.entries, collect);
+      if (x.code === undefined) {
+        assert.ok(!(r instanceof Error), `case ${k}, collect ${collect}: ${String(r)}`);
+        assert.equal((r as { lockSignatures: number }).lockSignatures, 5);
+      } else {
+        assert.ok(isOtiError(r, x.code as never), `case ${k}, collect ${collect}: ${String(r)}`);
+        assert.equal((r as { details?: { index?: number } }).details?.index, x.index);
+      }
+    }
+  }
+});
