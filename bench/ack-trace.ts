@@ -79,7 +79,7 @@ if (out !== undefined) {
   wrap(SerialDriver.prototype, 'handOut', 0, 0);
   wrap(Ingest.prototype, 'handle', 1, 1);
   wrap(Ingest.prototype, 'admit', 2, 0);
-  wrap(Ingest.prototype, 'acked', 3, 1);
+  wrap(Ingest.prototype, 'ack', 3, 1);
   const gc: AckTrace['gc'] = [];
   const gcs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.duration >= 10) gc.push([performance.timeOrigin + e.startTime, e.duration, ((e as { detail?: { kind?: number } }).detail?.kind ?? 0)]);
