@@ -15,6 +15,8 @@
  * allocation.
  */
 
+import { Fifo } from '../ledger/base/fifo.js';
+
 export interface Deadlined {
   /** When it is due, on the clock the queue was given. */
   readonly deadline: number;
@@ -23,9 +25,8 @@ export interface Deadlined {
 }
 
 export class AnswerDeadlines<T extends Deadlined> {
-  /** In admission order; #head is the first still held. */
-  #items: T[] = [];
-  #head = 0;
+  /** In admission order, from the first still held. */
+  readonly #items = new Fifo<T>();
   #timer: NodeJS.Timeout | undefined;
   /** The deadline the timer is armed for (Infinity: not armed). */
   #armedFor = Infinity;
@@ -41,7 +42,7 @@ export class AnswerDeadlines<T extends Deadlined> {
   }
 
   get size(): number {
-    return this.#items.length - this.#head;
+    return this.#items.length;
   }
 
   add(item: T): void {
@@ -51,19 +52,8 @@ export class AnswerDeadlines<T extends Deadlined> {
 
   /** Call when an item settled: drops the settled items at the front. */
   settled(): void {
-    while (this.#head < this.#items.length && this.#settled(this.#items[this.#head]!)) this.#pop();
-    if (this.#head === this.#items.length) this.#disarm();
-  }
-
-  #pop(): void {
-    this.#items[this.#head++] = undefined as unknown as T;
-    if (this.#head === this.#items.length) {
-      this.#items = [];
-      this.#head = 0;
-    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
+    for (let item = this.#items.peek(); item !== undefined && this.#settled(item); item = this.#items.peek()) this.#items.shift();
+    if (this.#items.length === 0) this.#disarm();
   }
 
   #arm(deadline: number): void {
@@ -87,15 +77,13 @@ export class AnswerDeadlines<T extends Deadlined> {
     this.#armedFor = Infinity;
     this.settled();
     let next = Infinity;
-    const items = this.#items;
-    for (let i = this.#head; i < items.length; i++) {
-      const item = items[i]!;
-      if (item.overdue || this.#settled(item)) continue;
+    this.#items.forEach((item) => {
+      if (item.overdue || this.#settled(item)) return;
       if (item.deadline <= dueBy) {
         item.overdue = true;
         this.#due(item);
       } else if (item.deadline < next) next = item.deadline;
-    }
+    });
     if (next < this.#armedFor) this.#arm(next);
   }
 

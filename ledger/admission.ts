@@ -3,10 +3,10 @@
  * asynchronous checks (a lock's last counter loaded, its signature verified) finish in, so that a
  * lock's events keep the order in which they were handed over.
  *
- * An array with a head index rather than shift(): thousands of appends can wait here under load,
- * and shift() on a long array moves every element each time. The array is cut down once its head
- * is far in and at least half of it has been admitted.
+ * Thousands of appends can wait here under load: a Fifo (ledger/base/fifo.ts), not an array's
+ * shift().
  */
+import { Fifo } from './base/fifo.js';
 
 /** What the queue needs of an item: whether its checks are still running. */
 export interface Admissible {
@@ -16,9 +16,8 @@ export interface Admissible {
 }
 
 export class AdmissionQueue<T extends Admissible> {
-  /** Items in call order; #head is the first not yet admitted. */
-  #items: T[] = [];
-  #head = 0;
+  /** Items in call order, not yet admitted. */
+  readonly #items = new Fifo<T>(4096);
   /** Called for each item once it and every item before it are done checking. */
   readonly #admit: (item: T) => void;
 
@@ -28,7 +27,7 @@ export class AdmissionQueue<T extends Admissible> {
 
   /** True when nothing waits: an item whose checks are done may then be admitted at once. */
   get empty(): boolean {
-    return this.#head === this.#items.length;
+    return this.#items.length === 0;
   }
 
   /**
@@ -58,16 +57,8 @@ export class AdmissionQueue<T extends Admissible> {
 
   /** Admits the items at the head whose checks are done, up to the first still checking. */
   drain(): void {
-    while (this.#head < this.#items.length && this.#items[this.#head]!.state !== 'checking') {
-      const item = this.#items[this.#head]!;
-      this.#items[this.#head++] = undefined as unknown as T;
-      if (this.#head === this.#items.length) {
-        this.#items = [];
-        this.#head = 0;
-      } else if (this.#head >= 4096 && this.#head * 2 >= this.#items.length) {
-        this.#items = this.#items.slice(this.#head);
-        this.#head = 0;
-      }
+    for (let item = this.#items.peek(); item !== undefined && item.state !== 'checking'; item = this.#items.peek()) {
+      this.#items.shift();
       this.#admit(item);
     }
   }
