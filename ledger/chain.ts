@@ -28,6 +28,7 @@ import type { SignaturePool } from './sigpool.js';
 import { RosterTree } from './roster-commitment.js';
 import { bytesEqual } from './base/bytes.js';
 import { AdmissionQueue } from './admission.js';
+import { settlePromise } from './base/settle.js';
 import { verifyTail } from './chain-tail.js';
 
 export { rebuildRange } from './chain-tail.js';
@@ -115,13 +116,6 @@ function settle(slot: Slot, result: AppendResult | Error): void {
       throw e;
     });
   }
-}
-
-/** append()'s promise, settled (its ctx is the resolving functions). */
-function settlePromise(ctx: unknown, result: AppendResult | Error): void {
-  const p = ctx as { resolve: (r: AppendResult) => void; reject: (e: Error) => void };
-  if (result instanceof Error) p.reject(result);
-  else p.resolve(result);
 }
 
 function setCheckedKey(slot: Slot, key: Uint8Array | undefined): void {

@@ -23,6 +23,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { packedCount, verifyPacked } from './sigbatch.js';
 import { OtiError } from './base/errors.js';
+import { settlePromise } from './base/settle.js';
 import { sigStructure } from './cose.js';
 
 export interface SigTask {
@@ -218,7 +219,6 @@ export class SignaturePool {
    */
   async verify(task: SigTask): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
-      if (task.key.length !== 32 || task.sig.length !== 64) throw new OtiError('ERR_ARGUMENT', 'key must be 32 bytes and sig 64 bytes');
       this.#packer.addRaw(task.key, task.msg, task.sig);
       this.#queued({ resolve, reject }, settlePromise);
     });
@@ -291,12 +291,6 @@ const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 
 
 /** Single checks coalesced into one batch at most. */
 const MAX_COALESCED = 512;
-
-function settlePromise(ctx: unknown, result: boolean | Error): void {
-  const p = ctx as { resolve: (ok: boolean) => void; reject: (e: Error) => void };
-  if (typeof result === 'boolean') p.resolve(result);
-  else p.reject(result);
-}
 
 /** The fixed start of every COSE Sig_structure here (see cose.ts): sigStructure of an empty payload minus its 0x40 head. */
 const SIG_PREFIX = sigStructure(new Uint8Array(0)).subarray(0, -1);
