@@ -159,63 +159,50 @@ export class CompactRange {
    */
   append(leaf: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
     checkBytes('leaf', leaf, HASH_BYTES);
+    this.#merge(leaf, false, onNode);
+  }
+
+  /**
+   * append(leafHash(entry), onNode), with fewer hashes allocated: an odd size's leaf, which is
+   * merged at once, is hashed into a scratch buffer, so an entry allocates one hash (its new peak)
+   * instead of about three, which the garbage collector of a whole-chain verification felt
+   * (docs/DECISIONS.md §Issue 22, verify and sync audit). Every node handed to onNode is
+   * allocated, as append() hands them.
+   */
+  appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
+    checkBytes('entry', entry);
+    const n = entry.length + 1;
+    // An even size: the leaf becomes a peak as it is, a hash of its own. Without libsodium there
+    // is no scratch to gain; a large entry (rare) is hashed as leafHash() hashes it.
+    if (this.#size % 2 === 0 || SHA256 === undefined || n > scratch.length) {
+      this.#merge(leafHash(entry), true, onNode);
+      return;
+    }
+    scratch[0] = 0x00;
+    scratch.set(entry, 1);
+    SHA256(nodeScratch, (scratchViews[n] ??= scratch.subarray(0, n)));
+    this.#merge(nodeScratch, true, onNode);
+  }
+
+  /**
+   * Adds a leaf hash: each trailing 1 bit of the old size is a peak of the new leaf's height to
+   * merge with. A node that only leads to the next merge, and that no onNode is given, is hashed
+   * into a scratch buffer (with libsodium); the new peak is allocated, and a leaf that becomes a
+   * peak as it is is copied unless `owned` (nobody else holds it). The range changes only after
+   * every onNode call has returned.
+   */
+  #merge(leaf: Uint8Array, owned: boolean, onNode: ((level: number, index: number, hash: Uint8Array) => void) | undefined): void {
     if (this.#size >= Number.MAX_SAFE_INTEGER) throw new OtiError('ERR_PROOF_RANGE', 'the tree is full', { size: this.#size });
     const peaks = this.#peaks;
     let top = peaks.length;
     let hash = leaf;
     let level = 0;
     let index = this.#size;
-    // Each trailing 1 bit of the old size is a peak of the new leaf's height: merge with it.
-    while (index % 2 === 1) {
-      top -= 1;
-      hash = hashChildren(peaks[top]!, hash);
-      level += 1;
-      index = (index - 1) / 2;
-      onNode?.(level, index, hash);
-    }
-    peaks.length = top;
-    peaks.push(level === 0 ? new Uint8Array(leaf) : hash);
-    this.#size += 1;
-  }
-
-  /**
-   * append(leafHash(entry), onNode), with fewer hashes allocated: where libsodium hashes, a leaf
-   * or interior node that only leads to the next merge is hashed into a scratch buffer, so an
-   * entry allocates one hash (its new peak) instead of about three, which the garbage collector
-   * of a whole-chain verification felt (docs/DECISIONS.md §Issue 22, verify and sync audit).
-   * Every node handed to onNode is allocated, as append() hands them.
-   */
-  appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
-    checkBytes('entry', entry);
-    let index = this.#size;
-    // Without libsodium there is no scratch to gain.
-    if (SHA256 === undefined || entry.length + 1 > scratch.length) {
-      this.append(leafHash(entry), onNode);
-      return;
-    }
-    if (index >= Number.MAX_SAFE_INTEGER) throw new OtiError('ERR_PROOF_RANGE', 'the tree is full', { size: index });
-    // An even size: the leaf becomes a peak as it is, a hash of its own (append() copies the
-    // caller's leaf; this one nobody else holds).
-    if (index % 2 === 0) {
-      this.#peaks.push(leafHash(entry));
-      this.#size += 1;
-      return;
-    }
-    scratch[0] = 0x00;
-    scratch.set(entry, 1);
-    const n = entry.length + 1;
-    SHA256(nodeScratch, (scratchViews[n] ??= scratch.subarray(0, n)));
-    const peaks = this.#peaks;
-    let top = peaks.length;
-    let hash: Uint8Array = nodeScratch;
-    let level = 0;
-    // As in append(): each trailing 1 bit of the old size is a peak to merge with. The last
-    // merge (index even after it) gives the new peak, which is kept: allocated.
     while (index % 2 === 1) {
       top -= 1;
       level += 1;
       index = (index - 1) / 2;
-      if (onNode === undefined && index % 2 === 1) {
+      if (onNode === undefined && index % 2 === 1 && SHA256 !== undefined) {
         nodeInput.set(peaks[top]!, 1);
         nodeInput.set(hash, 1 + HASH_BYTES);
         SHA256(nodeScratch, nodeInput);
@@ -226,7 +213,7 @@ export class CompactRange {
       }
     }
     peaks.length = top;
-    peaks.push(hash);
+    peaks.push(level === 0 && !owned ? new Uint8Array(leaf) : hash);
     this.#size += 1;
   }
 
