@@ -79,7 +79,7 @@ export function leafHash(entry: Uint8Array): Uint8Array {
   return sha256((scratchViews[n] ??= scratch.subarray(0, n)));
 }
 
-/** The scratch an interior node that nobody keeps is hashed into (CompactRange.appendEntry). */
+/** The scratch a leaf or interior node that nobody keeps is hashed into (CompactRange appendEntry and #merge). */
 const nodeScratch = Buffer.allocUnsafeSlow(HASH_BYTES);
 
 /** RFC 9162 §2.1.1: HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n])), an interior node. */
