@@ -88,6 +88,8 @@ export interface BrokerStats extends SessionStats {
   retained: { messages: number; bytes: number };
   /** Client publishes refused, by error code. */
   publishesRefused: Record<string, number>;
+  /** Retained publishes of peer gateways passed on without being retained, by reason (see #authorizePublish). */
+  retainedNotKept: Record<string, number>;
   /** Logins refused, by error code. */
   loginsRefused: Record<string, number>;
 }
@@ -121,6 +123,7 @@ export class Broker {
   readonly #sessions: BrokerSessions;
   readonly #retained: RetainedQuota;
   readonly #publishesRefused: Record<string, number> = {};
+  readonly #retainedNotKept: Record<string, number> = {};
   readonly #loginsRefused: Record<string, number> = {};
   readonly #guard: LoginGuard;
   readonly #warnedAt = new Map<ErrorCode, number>();
@@ -195,6 +198,7 @@ export class Broker {
       ...this.#sessions.stats(),
       retained: this.#retained.total(),
       publishesRefused: { ...this.#publishesRefused },
+      retainedNotKept: { ...this.#retainedNotKept },
       loginsRefused: { ...this.#loginsRefused },
     };
   }
@@ -382,29 +386,41 @@ export class Broker {
     if (!this.topics.mayPublish(principal.role, principal.identity, packet.topic)) return refuse('ERR_MQTT_ACL', 'topic not allowed for this role');
     const d = this.topics.parse(packet.topic);
     if (packet.retain && d !== undefined) {
-      const why = this.#refuseRetained(principal, d, packet);
-      if (why !== undefined) return refuse(why.code, why.message);
+      if (this.#retainOf.get(d.kind) !== true) return refuse('ERR_MQTT_ACL', 'this topic is never retained');
+      if (this.#notOnRoster(principal, d)) {
+        const why = `gateway ${d.gateway} is not on the roster: nothing is retained under its chain`;
+        if (principal.role !== 'gateway') return refuse('ERR_MQTT_ACL', why);
+        // A peer gateway that cosigns a chain this gateway does not hold yet (still on its way
+        // here) is no attacker: closing its connection would cut its pulls and make its link
+        // flap until the chain arrives. The message reaches the live subscribers; nothing is kept.
+        packet.retain = false;
+        this.#retainedNotKept['not-on-roster'] = (this.#retainedNotKept['not-on-roster'] ?? 0) + 1;
+        this.#log.debug({ clientId: client.id, identity: principal.identity, topic: packet.topic }, 'retained publish passed on without being retained: %s', why);
+      } else {
+        const over = this.#overRetainedCap(principal, packet);
+        if (over !== undefined) return refuse('ERR_MQTT_RETAINED', over);
+      }
     }
     this.#messagesIn++;
     return null;
   }
 
   /**
-   * A retained publish is refused on a topic that is never retained, under the chain of a gateway
-   * that is not on the roster (anyone could otherwise fill the broker with invented chains), and
-   * over the principal's retained caps.
+   * Nothing is retained under the chain of a gateway that is not on the roster (anyone could
+   * otherwise fill the broker with invented chains).
    */
-  #refuseRetained(principal: Principal, d: TopicDescriptor, packet: PublishPacket): { code: ErrorCode; message: string } | undefined {
-    if (this.#retainOf.get(d.kind) !== true) return { code: 'ERR_MQTT_ACL', message: 'this topic is never retained' };
-    if ('gateway' in d && d.gateway !== principal.identity && this.#opts.isRosterGateway?.(d.gateway) !== true) {
-      return { code: 'ERR_MQTT_ACL', message: `gateway ${d.gateway} is not on the roster: nothing is retained under its chain` };
-    }
+  #notOnRoster(principal: Principal, d: TopicDescriptor): d is Extract<TopicDescriptor, { gateway: string }> {
+    return 'gateway' in d && d.gateway !== principal.identity && this.#opts.isRosterGateway?.(d.gateway) !== true;
+  }
+
+  /** Counts a retained publish against its principal's caps; says which cap it is over, if any. */
+  #overRetainedCap(principal: Principal, packet: PublishPacket): string | undefined {
     const bytes = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
     const over = this.#retained.admit(`${principal.role}:${principal.identity}`, packet.topic, bytes);
     if (over === undefined) return undefined;
     const caps = this.#opts.retained ?? DEFAULT_RETAINED_CAPS;
     const cap = over === 'messages' ? `${caps.maxPerPrincipal} retained messages` : `${caps.maxBytesPerPrincipal} bytes of retained messages`;
-    return { code: 'ERR_MQTT_RETAINED', message: `over the cap of ${cap} per principal` };
+    return `over the cap of ${cap} per principal`;
   }
 
   #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {

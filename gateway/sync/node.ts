@@ -283,10 +283,19 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     for (const r of this.#settled.values()) peers.add(parseOrigin(r.origin).gatewayId);
     peers.delete(this.#o.gatewayId);
     for (const gw of peers) {
-      if (this.#now() >= deadline) break;
-      const link = this.#peers.get(chainOrigin(this.#o.trust.siteId, gw))?.link ?? this.#links.connected()[0];
-      if (link === undefined) break;
-      await this.#pull.pull(this.origin, gw, link, deadline).catch((e: unknown) => this.#refuse(this.origin, gw, e));
+      // The link the peer was heard on first, then every other connected one: a link can drop
+      // during the pull (a broker restarting, a cable), and any broker the peer is linked to reaches it.
+      const tried = new Set<Link>();
+      for (;;) {
+        const link = this.#recoveryLink(gw, tried);
+        if (link === undefined || this.#now() >= deadline) break;
+        tried.add(link);
+        const answered = await this.#pull.pull(this.origin, gw, link, deadline).catch((e: unknown) => {
+          this.#refuse(this.origin, gw, e);
+          return true; // refused: this peer is not asked again
+        });
+        if (answered) break;
+      }
     }
     const after = replica.size;
     const retained = this.#own.retained;
@@ -294,6 +303,13 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       this.#o.logger?.warn({ retained: retained.size, stored: after }, 'a retained checkpoint of this gateway’s chain is ahead of what the peers could give');
     }
     return { before, after, peers: [...peers] };
+  }
+
+  /** A connected link not tried yet for recovering the own chain from `gw`: the one it was heard on first. */
+  #recoveryLink(gw: string, tried: ReadonlySet<Link>): Link | undefined {
+    const heard = this.#peers.get(chainOrigin(this.#o.trust.siteId, gw))?.link;
+    if (heard !== undefined && heard.t.connected && !tried.has(heard)) return heard;
+    return this.#links.connected().find((l) => !tried.has(l));
   }
 
   async stop(): Promise<void> {

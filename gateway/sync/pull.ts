@@ -145,22 +145,25 @@ export class Puller {
 
   /**
    * Pulls chain `origin` from `responder` window by window until the responder has nothing more
-   * (or `deadline`). Each window starts at the stored size.
+   * (or `deadline`). Each window starts at the stored size. Resolves true when the responder
+   * answered to the end (it has nothing beyond what is stored now), false when the pull ended
+   * short: a stall, a closed link, the deadline, or stop().
    */
-  async pull(origin: string, responder: string, link: Link, deadline: number): Promise<void> {
+  async pull(origin: string, responder: string, link: Link, deadline: number): Promise<boolean> {
     const c = this.c;
     const replica = await c.settledReplica(origin);
     const { gatewayId } = parseOrigin(origin);
     const progress = new PullProgress(origin, replica.size, () => c.now());
     for (;;) {
-      if (c.stopped() || c.refused(origin) || c.now() >= deadline) return;
+      if (c.stopped() || c.refused(origin) || c.now() >= deadline) return false;
       const from = replica.size;
       const head = await this.#pullWindow(replica, gatewayId, responder, link, deadline, progress);
-      // Stalled, closed, or nothing beyond what is stored: retried on the next checkpoint (or by #afterPull).
-      if (head === undefined) return;
+      // Stalled or closed (retried on the next checkpoint, or by #afterPull), or nothing beyond what is stored.
+      if (head === 'short') return false;
+      if (head === 'nothing-more') return true;
       if (replica.size <= from || head.size <= replica.size) {
         if (replica.size > from || head.size <= replica.size) c.emit('synced', { origin, size: replica.size });
-        return;
+        return head.size <= replica.size;
       }
     }
   }
@@ -168,10 +171,11 @@ export class Puller {
   /**
    * One window: asks for entries from the stored size, checks the first message's head (the
    * responder proves that its tree extends the stored one before any block is taken), then
-   * stores the blocks as they complete. Returns the verified head, or undefined when the pull
-   * must end here (a stall, a closed link, nothing beyond what is stored, evidence).
+   * stores the blocks as they complete. Returns the verified head; 'nothing-more' when the
+   * responder has nothing beyond what is stored (or its head is evidence); 'short' on a stall or a
+   * closed link.
    */
-  async #pullWindow(replica: ChainReplica, gatewayId: string, responder: string, link: Link, deadline: number, progress: PullProgress): Promise<SignedCheckpoint | undefined> {
+  async #pullWindow(replica: ChainReplica, gatewayId: string, responder: string, link: Link, deadline: number, progress: PullProgress): Promise<SignedCheckpoint | 'nothing-more' | 'short'> {
     const c = this.c;
     const origin = replica.origin;
     const from = replica.size;
@@ -185,11 +189,11 @@ export class Puller {
       this.links.publish(link, c.topics.syncRequest(responder, c.o.gatewayId), encodeRequest({ id, chain: origin, from, to: from + this.#window }), false).catch(() => close(inbox));
       for (;;) {
         const msg = await this.inboxes.next(inbox, Math.min(this.#stallMs, Math.max(1, deadline - c.now())));
-        if (msg === undefined) return undefined;
+        if (msg === undefined) return 'short';
         blocks.expect(msg);
         if (head === undefined) {
           head = await this.#checkHead(replica, gatewayId, from, msg);
-          if (head === undefined) return undefined;
+          if (head === undefined) return 'nothing-more';
         }
         const complete = blocks.take(msg);
         if (complete.length > 0) {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { connect } from 'mqtt';
+import { connectAsync, type MqttClient } from 'mqtt';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig } from '../support/gateway-process.js';
 import { waitUntil } from '../support/wait.js';
@@ -67,18 +67,32 @@ void test('the real gateway: abandoned sessions are capped, a client id is per p
   assert.equal(await subscribeOnce(brokerPort, READER, 'home-assistant', events), 0);
   assert.equal(await subscribeOnce(brokerPort, HA, 'home-assistant', events), 0);
 
-  // Item 5: a credential made from the gateway's own key retains a cosignature under an invented chain.
+  // Item 5: a credential made from the gateway's own key retains a 100 KB cosignature under an
+  // invented chain. Nothing is retained under it; the message only reaches live subscribers (a
+  // real peer gateway may cosign a chain before this gateway holds it), and its connection stays.
   const login = makeGatewayCredential({ siteId: id.trust.siteId, gatewayId: id.gatewayId, key: id.key, enrolment: id.enrolment });
-  const attacker = connect(`mqtt://127.0.0.1:${brokerPort}`, { username: login.username, password: login.password, reconnectPeriod: 0, clean: true });
+  const peer = (clientId: string): Promise<MqttClient> => connectAsync(`mqtt://127.0.0.1:${brokerPort}`, { username: login.username, password: login.password, clientId, reconnectPeriod: 0, clean: true });
+  const retainedBefore = metric(await metrics(), 'oti_mqtt_retained_client_messages');
+  const attacker = await peer('attacker');
   t.after(() => attacker.endAsync(true));
-  await new Promise<void>((resolve, reject) => {
-    attacker.once('connect', () => resolve());
-    attacker.once('error', reject);
-  });
-  const closed = new Promise<void>((resolve) => attacker.once('close', () => resolve()));
-  attacker.publish(`oti/${id.trust.siteId}/chain/fake-gw-1/cosig/${id.gatewayId}`, Buffer.alloc(100 * 1024, 0x41), { qos: 1, retain: true });
-  await closed;
-  await waitUntil('the refusal in the metrics', async () => metric(await metrics(), 'oti_mqtt_publishes_refused_total{code="ERR_MQTT_ACL"}') === 1);
-  const refusal = await gw.waitForLog('the refusal logged', (l) => l.msg.startsWith('MQTT publish refused') && l['code'] === 'ERR_MQTT_ACL');
-  assert.match(refusal.msg, /fake-gw-1 is not on the roster/);
+  const fake = `oti/${id.trust.siteId}/chain/fake-gw-1/cosig/${id.gatewayId}`;
+  await attacker.subscribeAsync(fake, { qos: 1 });
+  const live = new Promise<Buffer>((resolve) => attacker.once('message', (_topic, payload) => resolve(payload)));
+  await attacker.publishAsync(fake, Buffer.alloc(100 * 1024, 0x41), { qos: 1, retain: true });
+  assert.equal((await live).length, 100 * 1024);
+  assert.equal(attacker.connected, true);
+  await waitUntil('the publish counted as not kept', async () => metric(await metrics(), 'oti_mqtt_retained_not_kept_total{reason="not-on-roster"}') === 1);
+  const after5 = await metrics();
+  assert.equal(metric(after5, 'oti_mqtt_retained_client_messages'), retainedBefore);
+  assert.ok(Number.isNaN(metric(after5, 'oti_mqtt_publishes_refused_total{code="ERR_MQTT_ACL"}')));
+  // A later subscriber gets the gateway's own retained checkpoint, and nothing under the invented chain.
+  const later = await peer('later');
+  t.after(() => later.endAsync(true));
+  const got: string[] = [];
+  later.on('message', (topic) => got.push(topic));
+  const own = `oti/${id.trust.siteId}/chain/${id.gatewayId}/checkpoint`;
+  await later.subscribeAsync(fake, { qos: 1 });
+  await later.subscribeAsync(own, { qos: 1 });
+  await waitUntil('the own retained checkpoint', () => Promise.resolve(got.includes(own)));
+  assert.deepEqual(got, [own]);
 });

@@ -17,7 +17,7 @@ import { LedgerStore } from '../../ledger/store.js';
 import { verifyChain } from '../../ledger/verify.js';
 import { SyncNode, type SyncOptions, type SyncProgress, type SyncRefusal } from '../../gateway/sync/node.js';
 import { listRefusedChains } from '../../gateway/sync/flags.js';
-import { RANGE_OVERHEAD_BYTES } from '../../gateway/sync/wire.js';
+import { RANGE_OVERHEAD_BYTES, decodeRange } from '../../gateway/sync/wire.js';
 import { enrollGateway, enrollLock, makeSite, signedEvent, tempDir, type TestLock, type TestSite } from './site.js';
 import { untilReplicated } from './sync.js';
 import { waitForEvent, waitUntil } from './wait.js';
@@ -47,6 +47,11 @@ interface Fixture {
   start(g: Gw, brokers: readonly string[], extra?: Partial<SyncOptions>): Promise<SyncNode>;
   /** A copy of `g`'s data folder running as a second gateway with the same identity (and its own broker). */
   clone(g: Gw): Promise<Gw>;
+  /**
+   * `g` re-flashed: its node stopped, an empty data folder, a started SyncNode with its identity
+   * and name (so on the same links) and no chain attached, as before recovery.
+   */
+  reflash(g: Gw, brokers: readonly string[], extra?: Partial<SyncOptions>): Promise<{ store: LedgerStore; node: SyncNode }>;
 }
 
 async function fixture(t: TestContext, factory: SyncNetFactory, siteId: string): Promise<Fixture> {
@@ -91,6 +96,19 @@ async function fixture(t: TestContext, factory: SyncNetFactory, siteId: string):
       g.store = await LedgerStore.open(join(g.dir, 'ledger'));
       g.chain = await Chain.open({ store: g.store, trust: site.trust, gatewayId: g.id, key: g.key, genesis: g.enrolment });
       return open(g.id, `${g.name}-copy`, g.key, g.enrolment, dir);
+    },
+    reflash: async (g, brokers, extra = {}) => {
+      await g.node?.stop();
+      g.node = undefined;
+      await g.chain.close();
+      await g.store.close();
+      const store = await LedgerStore.open(join(await tempDir(t, `oti-conf-${g.id}-reflashed-`), 'ledger'));
+      t.after(() => store.close());
+      const node = new SyncNode({ store, trust: site.trust, gatewayId: g.id, key: g.key, enrolment: g.enrolment, brokers, stallMs: STALL_MS, ...net.options(g.name), ...extra });
+      t.after(() => node.stop());
+      nodes.set(g.name, node);
+      await node.start();
+      return { store, node };
     },
   };
 }
@@ -235,6 +253,35 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     for (const u of urls) f.net.restore(u, 'gw-late');
     await untilReplicated(nc, originOf(f, a), a.chain.size);
     await assertSameChain(f, c, a);
+  });
+
+  it('a re-flashed gateway recovers its own chain over another link when the one it started on is cut', async (_t, f) => {
+    const r = await f.gateway('gw-r');
+    const keep = await f.gateway('gw-keep');
+    await append(r, enrollLock(f.site, 'lock-r'), 2000);
+    const urls = [r.url, keep.url];
+    await f.start(r, urls);
+    const nk = await f.start(keep, urls);
+    await untilReplicated(nk, originOf(f, r), r.chain.size);
+    const lost = r.chain.size;
+    const lostRoot = toHex(r.chain.checkpoint!.root);
+    // The second range message of the own chain cuts the link it came on, for good.
+    let ownRanges = 0;
+    let cut: string | undefined;
+    f.net.fault((m) => {
+      if (!isRange(m, 'gw-r') || decodeRange(m.payload, 1 << 20).chain !== originOf(f, r) || ++ownRanges !== 2) return 'deliver';
+      cut = m.broker;
+      f.net.cut(m.broker, 'gw-r');
+      return 'drop';
+    });
+    const { store, node } = await f.reflash(r, urls, { windowEntries: 500 });
+    const got = await node.recoverOwnChain({ timeoutMs: 60_000, settleMs: 500 });
+    assert.ok(cut !== undefined, 'a link was cut during the recovery');
+    assert.deepEqual(got, { before: 0, after: lost, peers: ['gw-keep'] });
+    const chain = await Chain.open({ store, trust: f.site.trust, gatewayId: r.id, key: r.key, genesis: r.enrolment });
+    assert.equal(chain.size, lost);
+    assert.equal(toHex(chain.checkpoint!.root), lostRoot);
+    await chain.close();
   });
 
   it('duplicated range messages are dropped unread', async (_t, f) => {
