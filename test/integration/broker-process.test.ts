@@ -94,5 +94,5 @@ void test('the real gateway: abandoned sessions are capped, a client id is per p
   await later.subscribeAsync(fake, { qos: 1 });
   await later.subscribeAsync(own, { qos: 1 });
   await waitUntil('the own retained checkpoint', () => Promise.resolve(got.includes(own)));
-  assert.deepEqual(got, [own]);
+  assert.ok(!got.includes(fake), `received ${got.join(', ')}`);
 });

@@ -82,7 +82,7 @@ void test('an event goes received â†’ committed (with a receipt that verifies) â
   const ev = early.got.find((m) => m.topic === r.topics.event('front-door'));
   assert.ok(ev !== undefined && !ev.retain);
   assert.equal((JSON.parse(ev.payload) as { entry: string }).entry, committed.entry);
-  assert.ok(early.got.some((m) => m.topic === r.topics.lockState('front-door') && m.payload.includes('"LOCKED"')), 'bolt state for Home Assistant');
+  await waitUntil('bolt state for Home Assistant', () => early.got.some((m) => m.topic === r.topics.lockState('front-door') && m.payload.includes('"LOCKED"')));
   assert.ok(early.got.some((m) => m.topic === r.topics.gatewayState('gw-1') && m.payload.includes('"online"')));
 
   // Sync's coverage reports: replicated to one peer, then confirmed by a quorum of two.
