@@ -27,6 +27,8 @@ const PULL_RETRY_MS = 1000;
 /** A pull that is refused (a bad proof, a bad block) is tried again after this, doubled each time up to the max. */
 const PULL_BACKOFF_MS = 1000;
 const PULL_BACKOFF_MAX_MS = 60_000;
+/** Range messages stored in one batch at most: those that arrived while the batch before was verified and stored. */
+const COALESCE_MESSAGES = 16;
 
 export class Puller {
   readonly #window: number;
@@ -109,7 +111,8 @@ export class Puller {
       .finally(() => {
         c.scheduleState();
         peer.pulling = undefined;
-        // The audit of what was stored comes after the pull, so that a catch-up is not slowed by it.
+        // The audit ran beside the pull (after each stored batch); this run takes what the last
+        // batches stored, and cosigns what it has passed (gateway/sync/audit.ts).
         c.audit(peer.origin);
         void this.#afterPull(peer).catch((e: unknown) => c.refuse(peer.origin, peer.gatewayId, e));
       });
@@ -192,11 +195,24 @@ export class Puller {
           if (head === undefined) return undefined;
         }
         const complete = blocks.take(msg);
+        // The messages that arrived while the last batch was verified and stored go into one
+        // batch with this one: one durable write instead of one per message.
+        let end = msg.end;
+        for (let k = 1; !end && k < COALESCE_MESSAGES && inbox.queue.length > 0; k++) {
+          const more = inbox.queue.shift()!;
+          for (const b of blocks.take(more)) complete.push(b);
+          end = more.end;
+        }
         if (complete.length > 0) {
           await replica.append(complete);
           c.emit('progress', progress.at(replica.size, head.size));
+          // The lock signatures of what was stored are audited while the pull goes on: on the
+          // signature workers, one run at a time, each taking what was stored meanwhile. Nothing
+          // is cosigned before the audit has passed it, and not before the pull ends (audit.ts).
+          // The own chain, recovered from peers, was checked whole before it was stored.
+          if (origin !== c.origin) c.audit(origin);
         }
-        if (msg.end) return head;
+        if (end) return head;
       }
     } finally {
       this.inboxes.remove(inbox);
