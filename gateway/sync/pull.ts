@@ -27,8 +27,6 @@ const PULL_RETRY_MS = 1000;
 /** A pull that is refused (a bad proof, a bad block) is tried again after this, doubled each time up to the max. */
 const PULL_BACKOFF_MS = 1000;
 const PULL_BACKOFF_MAX_MS = 60_000;
-/** Range messages stored in one batch at most: those that arrived while the batch before was verified and stored. */
-const COALESCE_MESSAGES = 16;
 
 export class Puller {
   readonly #window: number;
@@ -195,14 +193,6 @@ export class Puller {
           if (head === undefined) return undefined;
         }
         const complete = blocks.take(msg);
-        // The messages that arrived while the last batch was verified and stored go into one
-        // batch with this one: one durable write instead of one per message.
-        let end = msg.end;
-        for (let k = 1; !end && k < COALESCE_MESSAGES && inbox.queue.length > 0; k++) {
-          const more = inbox.queue.shift()!;
-          for (const b of blocks.take(more)) complete.push(b);
-          end = more.end;
-        }
         if (complete.length > 0) {
           await replica.append(complete);
           c.emit('progress', progress.at(replica.size, head.size));
@@ -212,7 +202,7 @@ export class Puller {
           // The own chain, recovered from peers, was checked whole before it was stored.
           if (origin !== c.origin) c.audit(origin);
         }
-        if (end) return head;
+        if (msg.end) return head;
       }
     } finally {
       this.inboxes.remove(inbox);
