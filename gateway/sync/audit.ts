@@ -2,9 +2,10 @@
  * The audit of peer replicas' lock signatures (ChainReplica.audit, docs/SYNC.md §Verification),
  * run in the background while a pull stores batches and once it has ended, one run at a time per
  * replica (a run covers what was stored meanwhile); what it passed is cosigned once no pull of the
- * chain is going on (the end of a pull cosigns, not every batch of a catch-up). A failure refuses that gateway's chain:
- * nothing beyond it is cosigned, it is not pulled further, and a restart finds it again. A run
- * interrupted by something other than the chain (a signature worker died) is retried later.
+ * chain is going on (the end of a pull cosigns, not every batch of a catch-up). A failure refuses
+ * that gateway's chain: nothing beyond it is cosigned, it is not pulled further, and a restart
+ * finds it again. A run interrupted by something other than the chain (a signature worker died)
+ * is retried later.
  */
 import { parseOrigin } from '../../ledger/verify.js';
 import type { SyncContext } from './context.js';
