@@ -1,9 +1,11 @@
 /**
  * The audit of peer replicas' lock signatures (ChainReplica.audit, docs/SYNC.md §Verification),
- * run in the background once a pull has ended, one run at a time per replica (a run covers what
- * was stored meanwhile), then what it passed is cosigned. A failure refuses that gateway's chain:
- * nothing beyond it is cosigned, it is not pulled further, and a restart finds it again. A run
- * interrupted by something other than the chain (a signature worker died) is retried later.
+ * run in the background while a pull stores batches and once it has ended, one run at a time per
+ * replica (a run covers what was stored meanwhile); what it passed is cosigned once no pull of the
+ * chain is going on (the end of a pull cosigns, not every batch of a catch-up). A failure refuses
+ * that gateway's chain: nothing beyond it is cosigned, it is not pulled further, and a restart
+ * finds it again. A run interrupted by something other than the chain (a signature worker died)
+ * is retried later.
  */
 import { parseOrigin } from '../../ledger/verify.js';
 import type { SyncContext } from './context.js';
@@ -23,6 +25,8 @@ interface AuditRecord {
   delay: number | undefined;
   /** The audit failed: the chain is refused. */
   failed: boolean;
+  /** A run passed more while a pull was going on: cosign once the pull has ended. */
+  owed: boolean;
 }
 
 export class Auditor {
@@ -33,7 +37,7 @@ export class Auditor {
   #record(origin: string): AuditRecord {
     let r = this.#records.get(origin);
     if (r === undefined) {
-      r = { run: undefined, again: false, retry: undefined, delay: undefined, failed: false };
+      r = { run: undefined, again: false, retry: undefined, delay: undefined, failed: false, owed: false };
       this.#records.set(origin, r);
     }
     return r;
@@ -62,6 +66,12 @@ export class Auditor {
         rec.delay = undefined;
         if (state.size > before) {
           c.emit('audited', { origin, size: state.size });
+          rec.owed = true;
+        }
+        // During a pull, what the audit passed waits for the pull's end (its last run cosigns):
+        // a long catch-up does not cosign each batch's checkpoint on its way.
+        if (rec.owed && c.peers.get(origin)?.pulling === undefined) {
+          rec.owed = false;
           c.cosign(origin);
         }
         if (state.failure !== undefined && !rec.failed) {

@@ -109,7 +109,8 @@ export class Puller {
       .finally(() => {
         c.scheduleState();
         peer.pulling = undefined;
-        // The audit of what was stored comes after the pull, so that a catch-up is not slowed by it.
+        // The audit ran beside the pull (after each stored batch); this run takes what the last
+        // batches stored, and cosigns what it has passed (gateway/sync/audit.ts).
         c.audit(peer.origin);
         void this.#afterPull(peer).catch((e: unknown) => c.refuse(peer.origin, peer.gatewayId, e));
       });
@@ -199,6 +200,11 @@ export class Puller {
         if (complete.length > 0) {
           await replica.append(complete);
           c.emit('progress', progress.at(replica.size, head.size));
+          // The lock signatures of what was stored are audited while the pull goes on: on the
+          // signature workers, one run at a time, each taking what was stored meanwhile. Nothing
+          // is cosigned before the audit has passed it, and not before the pull ends (audit.ts).
+          // The own chain, recovered from peers, was checked whole before it was stored.
+          if (origin !== c.origin) c.audit(origin);
         }
         if (msg.end) return head;
       }
