@@ -412,8 +412,8 @@ export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Pro
   const blocks = cs.blocks(from, to);
   // As spans of the chunks read where the reader has them: a block's entries as views, kept
   // alive while it is checked and the next is read, were most of what young-generation
-  // collections copied (docs/DECISIONS.md §Issue 22, whole-chain verify: the baseline and the
-  // young generation).
+  // collections copied (docs/DECISIONS.md §Issue 22, whole-chain verify: the baseline, and a
+  // block's entries without views).
   const read = async (): Promise<{ block: StoredBlock; entries: readonly Uint8Array[] | EntrySpans } | undefined> => {
     const next = await blocks.next();
     if (next.done === true) return undefined;
