@@ -332,11 +332,20 @@ function scanCose(b: Uint8Array, s: number, e: number, o: LockEventScan): boolea
  * Fills `o` (sigStart -1 for an unsigned event).
  */
 export function scanLockEventEntry(b: Uint8Array, o: LockEventScan): boolean {
-  if (!(b instanceof Uint8Array) || b.length > ENTRY_MAX_BYTES || !matchAt(b, 0, LE_START)) return false;
-  let p = LE_START.length;
+  return b instanceof Uint8Array && scanLockEventEntryAt(b, 0, b.length, o);
+}
+
+/**
+ * scanLockEventEntry() for the entry that is b[s, e) (an entry inside a stored chunk): the same
+ * answer as for a copy of those bytes, with the offsets of `o` in `b`. A field read past `e`
+ * only moves the scan further past it, and the entry must end exactly at `e`.
+ */
+export function scanLockEventEntryAt(b: Uint8Array, s: number, e: number, o: LockEventScan): boolean {
+  if (e - s > ENTRY_MAX_BYTES || e > b.length || !matchAt(b, s, LE_START)) return false;
+  let p = s + LE_START.length;
   if (matchAt(b, p, LE_SIGNED_BODY_KEY)) {
     const n = readHead(b, p + LE_SIGNED_BODY_KEY.length, 2);
-    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return false;
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > e) return false;
     const cs = headEnd;
     const ce = cs + n;
     if (!scanCose(b, cs, ce, o) || !matchAt(b, ce, LE_PROV_SIGNED)) return false;
@@ -345,7 +354,7 @@ export function scanLockEventEntry(b: Uint8Array, o: LockEventScan): boolean {
     p = ce + LE_PROV_SIGNED.length;
   } else if (matchAt(b, p, LE_PROV_UNSIGNED) && matchAt(b, p + LE_PROV_UNSIGNED.length, LE_EVENT_KEY)) {
     const n = readHead(b, p + LE_PROV_UNSIGNED.length + LE_EVENT_KEY.length, 2);
-    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > b.length) return false;
+    if (n < 0 || n > COSE_MAX_BYTES || headEnd + n > e) return false;
     const es = headEnd;
     if (!scanLockEvent(b, es, es + n, o)) return false;
     o.sigStart = -1;
@@ -355,7 +364,7 @@ export function scanLockEventEntry(b: Uint8Array, o: LockEventScan): boolean {
   }
   if (!matchAt(b, p, LE_KIND_TIME)) return false;
   const time = readHead(b, p + LE_KIND_TIME.length, 0);
-  if (time < 0 || headEnd !== b.length) return false;
+  if (time < 0 || headEnd !== e) return false;
   o.entryTime = time;
   return true;
 }

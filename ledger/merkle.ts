@@ -171,7 +171,15 @@ export class CompactRange {
    */
   appendEntry(entry: Uint8Array, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
     checkBytes('entry', entry);
-    const n = entry.length + 1;
+    this.appendEntryAt(entry, 0, entry.length, onNode);
+  }
+
+  /** appendEntry() of the entry that is b[start, end) (an entry inside a stored chunk). */
+  appendEntryAt(b: Uint8Array, start: number, end: number, onNode?: (level: number, index: number, hash: Uint8Array) => void): void {
+    checkBytes('entry', b);
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start || end > b.length) throw new OtiError('ERR_ARGUMENT', `entry bytes [${start}, ${end}) are not within ${b.length} bytes`, { argument: 'entry' });
+    const entry = start === 0 && end === b.length ? b : b.subarray(start, end);
+    const n = end - start + 1;
     // An even size: the leaf becomes a peak as it is, a hash of its own. Without libsodium there
     // is no scratch to gain; a large entry (rare) is hashed as leafHash() hashes it.
     if (this.#size % 2 === 0 || SHA256 === undefined || n > scratch.length) {

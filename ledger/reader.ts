@@ -28,6 +28,16 @@ export interface StoredBlock {
 /** 'self' for a gateway's own chain, 'peer' for a replica of another gateway's. */
 export type ChainRole = 'self' | 'peer';
 
+/**
+ * Entries in order as spans of larger buffers: entry i is bytes [pos[3i + 1], pos[3i + 2]) of
+ * bufs[pos[3i]]. Never written to, like entryRange()'s views.
+ */
+export interface EntrySpans {
+  readonly count: number;
+  readonly bufs: readonly Uint8Array[];
+  readonly pos: Int32Array;
+}
+
 export interface ChainReader extends NodeReader {
   /** `oti/<site>/<gateway>`. */
   readonly origin: string;
@@ -44,6 +54,12 @@ export interface ChainReader extends NodeReader {
   entries(from: number, to: number): AsyncGenerator<{ index: number; bytes: Uint8Array }>;
   /** Entries [from, to) as one array (a block or a page at a time: memory is the caller's bound). */
   entryRange(from: number, to: number): Promise<Uint8Array[]>;
+  /**
+   * entryRange() as where the entries lie in the buffers read (EntrySpans), without a view per
+   * entry: for whole-chain verification, which would otherwise keep a block's views alive across
+   * young-generation collections. Optional: verifyChain uses entryRange() without it.
+   */
+  entrySpans?(from: number, to: number): Promise<EntrySpans>;
   /** Block `n`; ERR_NOT_FOUND past the head. */
   block(n: number): Promise<StoredBlock>;
   /** Blocks n..to (inclusive) in order. */

@@ -73,21 +73,35 @@ export function encodeChunk(entries: readonly Bytes[]): Bytes {
  * with nothing after it.
  */
 export function decodeChunk(v: Bytes, what: string): Bytes[] {
+  const count = chunkSpans(v, what, CHUNK_SPANS, 0);
+  const out: Bytes[] = [];
+  for (let i = 0; i < count; i++) out.push(new Uint8Array(v.buffer, v.byteOffset + CHUNK_SPANS[2 * i]!, CHUNK_SPANS[2 * i + 1]! - CHUNK_SPANS[2 * i]!));
+  return out;
+}
+
+const CHUNK_SPANS = new Int32Array(2 * CHUNK_SIZE);
+
+/**
+ * decodeChunk() without the views: writes where each entry of chunk `v` lies, [start, end) in
+ * `v`, as pairs into `out` from pair `at` on, and returns how many entries the chunk holds. The
+ * same checks and errors as decodeChunk (which is built on it).
+ */
+export function chunkSpans(v: Bytes, what: string, out: Int32Array, at: number): number {
   const malformed = (): OtiError => new OtiError('ERR_STORE_CORRUPT', `${what} is malformed: not an array of up to ${CHUNK_SIZE} entries`, { what });
   if (v.length === 0 || v[0]! >> 5 !== 4) throw malformed();
   const count = readHead(v, 0, HEAD);
   if (count < 0 || count > CHUNK_SIZE) throw malformed();
-  const out: Bytes[] = [];
   let p = HEAD.end;
   for (let i = 0; i < count; i++) {
     if (p >= v.length || v[p]! >> 5 !== 2) throw malformed();
     const n = readHead(v, p, HEAD);
     if (n < 0 || HEAD.end + n > v.length) throw malformed();
-    out.push(new Uint8Array(v.buffer, v.byteOffset + HEAD.end, n));
+    out[2 * (at + i)] = HEAD.end;
+    out[2 * (at + i) + 1] = HEAD.end + n;
     p = HEAD.end + n;
   }
   if (p !== v.length) throw malformed();
-  return out;
+  return count;
 }
 
 const HEAD = { end: 0 };

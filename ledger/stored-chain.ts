@@ -8,7 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ChainStore } from './chain-store.js';
-import type { ChainHead, ChainReader, ChainRole, StoredBlock } from './reader.js';
+import type { ChainHead, ChainReader, ChainRole, EntrySpans, StoredBlock } from './reader.js';
 
 export abstract class StoredChain<E extends Record<keyof E, unknown[]> = Record<never, never>> extends EventEmitter<E> implements ChainReader {
   readonly #store: ChainStore;
@@ -45,6 +45,10 @@ export abstract class StoredChain<E extends Record<keyof E, unknown[]> = Record<
 
   entryRange(from: number, to: number): Promise<Uint8Array[]> {
     return this.#store.entryRange(from, to);
+  }
+
+  entrySpans(from: number, to: number): Promise<EntrySpans> {
+    return this.#store.entrySpans(from, to);
   }
 
   block(n: number): Promise<StoredBlock> {

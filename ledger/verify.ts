@@ -11,14 +11,14 @@
  */
 import { OtiError, isOtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
-import { decodeEntry, latin1, lockEventScan, scanLockEventEntry, type Entry } from './entry.js';
+import { decodeEntry, latin1, lockEventScan, scanLockEventEntryAt, type Entry } from './entry.js';
 import { leafHash, CompactRange } from './merkle.js';
 import { blockHash, decodeBlockHeader, ZERO_HASH } from './block.js';
 import { verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { checkSigned, Roster, type Member, type SiteTrust } from './roster.js';
 import { SigPacker, type SignaturePool } from './sigpool.js';
 import { verifyPacked } from './sigbatch.js';
-import type { ChainReader, StoredBlock } from './reader.js';
+import type { ChainReader, EntrySpans, StoredBlock } from './reader.js';
 import { bytesEqual } from './base/bytes.js';
 import { rebuildRange } from './chain.js';
 import { RosterTree, type RosterDigest } from './roster-commitment.js';
@@ -162,20 +162,29 @@ export class ChainVerifier {
    * decoding, unless `collect` is false: then nothing, and a block's decoded entries die young
    * instead of being kept to its end (whole-chain verification: a V8 heap about 4 MB smaller).
    * `onNode` is handed every interior Merkle node the block's entries complete (CompactRange.append),
-   * for a caller that stores them: it need not hash them again.
+   * for a caller that stores them: it need not hash them again. The entries come as an array or
+   * as spans of the buffers read (ChainReader.entrySpans: no view per entry kept for the block).
    */
-  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[], collect = true, onNode?: OnNode): Promise<CheckedBlock> {
+  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[] | EntrySpans, collect = true, onNode?: OnNode): Promise<CheckedBlock> {
+    const spans = 'pos' in entries ? entries : undefined;
+    const count = spans !== undefined ? spans.count : (entries as readonly Uint8Array[]).length;
     const h = decodeBlockHeader(headerBytes);
     const where = { origin: this.origin, block: h.n };
     if (h.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} belongs to ${h.chain}, not ${this.origin}`, where);
     if (h.n !== this.#nextBlock) throw new OtiError('ERR_BLOCK_LINK', `expected block ${this.#nextBlock}, got ${h.n}`, where);
     if (!bytesEqual(h.prev, this.#prevHash)) throw new OtiError('ERR_BLOCK_LINK', `block ${h.n} does not link to the hash of block ${h.n - 1}`, where);
-    if (h.first !== this.#range.size || h.count !== entries.length) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} claims entries [${h.first}, +${h.count}) but ${entries.length} entries follow position ${this.#range.size}`, where);
+    if (h.first !== this.#range.size || h.count !== count) throw new OtiError('ERR_BLOCK_INVALID', `block ${h.n} claims entries [${h.first}, +${h.count}) but ${count} entries follow position ${this.#range.size}`, where);
     // The checkpoint is signed by the gateway key in force when the block starts.
     const gw = this.#roster.get('gateway', this.gatewayId);
     const startKey = gw?.key;
     const checked: { leaves: Uint8Array[]; entries: Entry[] } | undefined = collect ? { leaves: [], entries: [] } : undefined;
-    for (let i = 0; i < entries.length; i++) this.#addEntry(h.first + i, entries[i]!, checked, onNode);
+    if (spans !== undefined) {
+      const { bufs, pos } = spans;
+      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, bufs[pos[3 * i]!]!, pos[3 * i + 1]!, pos[3 * i + 2]!, checked, onNode);
+    } else {
+      const list = entries as readonly Uint8Array[];
+      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, list[i]!, 0, list[i]!.length, checked, onNode);
+    }
     const root = this.#range.root();
     if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
     const hash = blockHash(headerBytes);
@@ -217,21 +226,23 @@ export class ChainVerifier {
     return { origin: this.origin, ...this.progress, root: this.#range.root(), unsignedEvents: this.#unsigned, checkpoint: this.#checkpoint };
   }
 
-  #addEntry(index: number, bytes: Uint8Array, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined, onNode: OnNode | undefined): void {
+  /** Checks entry `index`, the bytes b[s, e). */
+  #addEntry(index: number, b: Uint8Array, s: number, e: number, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined, onNode: OnNode | undefined): void {
     // Whole-chain verification (nothing collected): a lock event in its one deterministic
     // encoding is checked from where its parts lie, without building its decoding. Anything
     // else, and every entry whose decoding is collected, goes through decodeEntry, which accepts
     // exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
-    if (out === undefined && index > 0 && scanLockEventEntry(bytes, SCAN)) {
-      const member = this.#lockEvent(index, this.#lockAt(bytes, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
+    if (out === undefined && index > 0 && scanLockEventEntryAt(b, s, e, SCAN)) {
+      const member = this.#lockEvent(index, this.#lockAt(b, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
       if (member !== undefined) {
-        this.#packer.addCoseAt(member.key, bytes, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
+        this.#packer.addCoseAt(member.key, b, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
         this.#packed(index);
       }
-      this.#range.appendEntry(bytes, onNode);
+      this.#range.appendEntryAt(b, s, e, onNode);
       this.#entries++;
       return;
     }
+    const bytes = s === 0 && e === b.length ? b : b.subarray(s, e);
     let entry: Entry;
     try {
       entry = decodeEntry(bytes);
@@ -399,11 +410,16 @@ export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Pro
   const verifier = await verifierAt(cs, opts, from);
   // The next block's record and entries are read (on LevelDB's threads) while this one is checked.
   const blocks = cs.blocks(from, to);
-  const read = async (): Promise<{ block: StoredBlock; entries: Uint8Array[] } | undefined> => {
+  // As spans of the chunks read where the reader has them: a block's entries as views, kept
+  // alive while it is checked and the next is read, were most of what young-generation
+  // collections copied (docs/DECISIONS.md §Issue 22, whole-chain verify: the baseline, and a
+  // block's entries without views).
+  const read = async (): Promise<{ block: StoredBlock; entries: readonly Uint8Array[] | EntrySpans } | undefined> => {
     const next = await blocks.next();
     if (next.done === true) return undefined;
     const h = next.value.header;
-    return { block: next.value, entries: await cs.entryRange(h.first, h.first + h.count) };
+    const entries = cs.entrySpans !== undefined ? await cs.entrySpans(h.first, h.first + h.count) : await cs.entryRange(h.first, h.first + h.count);
+    return { block: next.value, entries };
   };
   try {
     let ahead = read();

@@ -9,7 +9,9 @@ import { SignaturePool } from '../../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../../ledger/receipt.js';
 import { compareWithChain, verifyEvidence, encodeEvidence, decodeEvidence } from '../../ledger/evidence.js';
 import { LedgerStore, u64 } from '../../ledger/store.js';
-import { decodeEntry } from '../../ledger/entry.js';
+import { decodeEntry, encodeEntry, lockEventScan, scanLockEventEntry, scanLockEventEntryAt } from '../../ledger/entry.js';
+import { encodeLockEvent } from '../../ledger/lockevent.js';
+import type { EntrySpans } from '../../ledger/reader.js';
 import { Chain } from '../../ledger/chain.js';
 import { fastEncode, decodeTrusted } from '../../ledger/base/cbor.js';
 import { join } from 'node:path';
@@ -177,11 +179,29 @@ void test('whole-chain verification (lock events checked where they lie) and blo
     const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
     return { headerBytes, checkpoint };
   };
-  const check = async (entries: Uint8Array[], collect: boolean): Promise<unknown> => {
+  /** The entries as spans of two buffers, each entry between bytes that do not belong to it (as in a stored chunk). */
+  const asSpans = (entries: Uint8Array[]): EntrySpans => {
+    const half = Math.ceil(entries.length / 2);
+    const pos = new Int32Array(3 * entries.length);
+    const bufs = [entries.slice(0, half), entries.slice(half)].map((part, b) => {
+      const out: number[] = [0xff, 0x1b];
+      part.forEach((e, j) => {
+        const i = b * half + j;
+        pos[3 * i] = b;
+        pos[3 * i + 1] = out.length;
+        out.push(...e);
+        pos[3 * i + 2] = out.length;
+        out.push(0x18, 0xa1, 0x00);
+      });
+      return Uint8Array.from(out);
+    });
+    return { count: entries.length, bufs, pos };
+  };
+  const check = async (entries: Uint8Array[], mode: 'scan' | 'collect' | 'spans'): Promise<unknown> => {
     const v = new ChainVerifier(origin, { trust: site.trust });
     const { headerBytes, checkpoint } = block(entries);
     try {
-      await v.addBlock(headerBytes, checkpoint, entries, collect);
+      await v.addBlock(headerBytes, checkpoint, mode === 'spans' ? asSpans(entries) : entries, mode === 'collect');
       return await v.finish();
     } catch (e) {
       return e;
@@ -195,16 +215,59 @@ void test('whole-chain verification (lock events checked where they lie) and blo
     { entries: [...good, event(c, 9)], code: 'ERR_LOCK_UNKNOWN', index: good.length },
     { entries: [...head, event(c, 1), ...good.slice(head.length)], code: 'ERR_LOCK_UNKNOWN', index: head.length },
   ];
+  // A forged signature, and a lock event whose entry is cut short by a byte.
+  const forged = event(b, 6).slice();
+  const where = lockEventScan();
+  assert.ok(scanLockEventEntry(forged, where));
+  forged[where.sigStart + 5] = forged[where.sigStart + 5]! ^ 1;
+  const cut = event(a, 4).subarray(0, -1);
+  cases.push({ entries: [...good, forged], code: 'ERR_LOCK_SIGNATURE', index: good.length }, { entries: [...good, cut], code: 'ERR_ENCODING_MALFORMED', index: good.length });
   for (const [k, x] of cases.entries()) {
-    for (const collect of [false, true]) {
-      const r = await check(x.entries, collect);
+    for (const mode of ['scan', 'collect', 'spans'] as const) {
+      const r = await check(x.entries, mode);
       if (x.code === undefined) {
-        assert.ok(!(r instanceof Error), `case ${k}, collect ${collect}: ${String(r)}`);
+        assert.ok(!(r instanceof Error), `case ${k}, ${mode}: ${String(r)}`);
         assert.equal((r as { lockSignatures: number }).lockSignatures, 5);
+        assert.deepEqual((r as { root: Uint8Array }).root, (await check(x.entries, 'scan') as { root: Uint8Array }).root);
       } else {
-        assert.ok(isOtiError(r, x.code as never), `case ${k}, collect ${collect}: ${String(r)}`);
+        assert.ok(isOtiError(r, x.code as never), `case ${k}, ${mode}: ${String(r)}`);
         assert.equal((r as { details?: { index?: number } }).details?.index, x.index);
       }
     }
   }
+});
+
+void test('a lock event scanned inside a larger buffer gets the answer and offsets a copy of its bytes gets, wherever its end is put', () => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'door-a');
+  for (const bytes of [encodeEntry({ kind: 'lock-event', cose: signedEvent(lock) }, 1_700_000_000_000).bytes, encodeEntry({ kind: 'lock-event', unsignedEvent: encodeLockEvent({ lock: 'gate', ctr: 1, time: 1, type: 'door-ajar' }) }, 5).bytes]) {
+    // The entry at offset 7 of a buffer that goes on with bytes of another entry.
+    const buf = new Uint8Array(7 + bytes.length + 40);
+    buf.fill(0x1b);
+    buf.set(bytes, 7);
+    buf.set(bytes.subarray(0, 40), 7 + bytes.length);
+    for (let end = bytes.length - 12; end <= bytes.length + 12; end++) {
+      const whole = lockEventScan();
+      const inside = lockEventScan();
+      const ok = scanLockEventEntry(buf.slice(7, 7 + end), whole);
+      assert.equal(scanLockEventEntryAt(buf, 7, 7 + end, inside), ok, `end ${end}`);
+      assert.equal(ok, end === bytes.length);
+      if (ok) for (const k of ['lockStart', 'lockEnd', 'eventStart', 'eventEnd', 'sigStart', ...(whole.sigStart < 0 ? [] : (['coseStart', 'coseEnd'] as const))] as const) assert.equal(inside[k], whole[k] < 0 ? whole[k] : whole[k] + 7, k);
+    }
+  }
+});
+
+void test('a stored range read as spans holds the bytes entryRange gives, and a corrupt chunk is refused the same way', async (t) => {
+  const { oc } = await populated(t, 90);
+  const cs = await oc.store.chain(oc.chain.origin, 'self');
+  for (const [from, to] of [[0, cs.head.size], [5, 6], [15, 17], [16, 32], [3, 61], [40, 40]] as const) {
+    const list = await cs.entryRange(from, to);
+    const spans = await cs.entrySpans(from, to);
+    assert.equal(spans.count, list.length);
+    for (let i = 0; i < list.length; i++) assert.deepEqual(Uint8Array.from(spans.bufs[spans.pos[3 * i]!]!.subarray(spans.pos[3 * i + 1]!, spans.pos[3 * i + 2]!)), Uint8Array.from(list[i]!), `entry ${from + i}`);
+  }
+  const chunk = (await cs.chunks.get(u64(1)))!.slice();
+  await oc.store.write([{ type: 'put', sublevel: cs.chunks, key: u64(1), value: chunk.subarray(0, chunk.length - 1) }]);
+  await assert.rejects(cs.entryRange(0, 40), (e) => isOtiError(e, 'ERR_STORE_CORRUPT'));
+  await assert.rejects(cs.entrySpans(0, 40), (e) => isOtiError(e, 'ERR_STORE_CORRUPT'));
 });
