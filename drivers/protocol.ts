@@ -24,7 +24,7 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, cborHead, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
+import { encode, decode, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
 import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
@@ -127,7 +127,16 @@ export function encodeMessage(m: MessageInput): Uint8Array {
  * make), like the simulated lock, may use this directly.
  */
 export function layoutEventMessage(payload: Uint8Array, signed: boolean, oldest: number): Uint8Array {
-  const b = Buffer.concat([EV_HEAD, signed ? EV_COSE : EV_EVENT, cborHead(2, payload.length), payload, EV_OLDEST, cborHead(0, oldest)]);
+  // Written in place into one buffer from Node's pool (no head buffers, no list of parts).
+  const key = signed ? EV_COSE : EV_EVENT;
+  const b = Buffer.allocUnsafe(EV_HEAD.length + key.length + headLength(payload.length) + payload.length + EV_OLDEST.length + headLength(oldest));
+  b.set(EV_HEAD, 0);
+  b.set(key, EV_HEAD.length);
+  let o = writeHead(b, EV_HEAD.length + key.length, 2, payload.length);
+  b.set(payload, o);
+  o += payload.length;
+  b.set(EV_OLDEST, o);
+  writeHead(b, o + EV_OLDEST.length, 0, oldest);
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
