@@ -67,11 +67,24 @@ abstract class SingleConsumerQueue<T> implements AsyncIterable<T> {
   }
 }
 
+/** What put() returns when the item went in at once. */
+const PUT_DONE: Promise<boolean> = Promise.resolve(true);
+
 export class EventQueue<T> extends SingleConsumerQueue<T> {
   private readonly producers: Array<() => void> = [];
 
-  /** Adds an item once there is room. Resolves false (and drops the item) if the queue closed. */
-  async put(item: T): Promise<boolean> {
+  /**
+   * Adds an item once there is room. Resolves false (and drops the item) if the queue closed.
+   * With room (the common case, once per event), the item is added at once and one shared
+   * resolved promise is returned: no async function and no promise of its own per item.
+   */
+  put(item: T): Promise<boolean> {
+    if (this.closed || (this.consumer === undefined && this.items.length >= this.capacity)) return this.putWhenRoom(item);
+    if (!this.handOver(item)) this.items.push(item);
+    return PUT_DONE;
+  }
+
+  private async putWhenRoom(item: T): Promise<boolean> {
     while (!this.closed && this.consumer === undefined && this.items.length >= this.capacity) {
       await new Promise<void>((resolve) => this.producers.push(resolve));
     }

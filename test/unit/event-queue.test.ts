@@ -1,0 +1,34 @@
+/** drivers/queue.ts EventQueue: put() at once with room, back-pressure while full, false once closed. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventQueue } from '../../drivers/queue.js';
+
+void test('EventQueue.put: true at once with room, waits while full, false once closed', async () => {
+  const q = new EventQueue<number>(2);
+  assert.equal(await q.put(1), true);
+  assert.equal(await q.put(2), true);
+  assert.equal(q.length, 2);
+  // Full: the third waits until the consumer takes one.
+  let third: boolean | undefined;
+  const p3 = q.put(3).then((r) => (third = r));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(third, undefined);
+  const it = q[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { value: 1, done: false });
+  await p3;
+  assert.equal(third, true);
+  assert.deepEqual(await it.next(), { value: 2, done: false });
+  assert.deepEqual(await it.next(), { value: 3, done: false });
+  // A consumer waiting: handed over at once.
+  const next = it.next();
+  assert.equal(await q.put(4), true);
+  assert.deepEqual(await next, { value: 4, done: false });
+  // Full again, then closed: the waiting producer and later ones get false.
+  await q.put(5);
+  await q.put(6);
+  const waiting = q.put(7);
+  q.close();
+  assert.equal(await waiting, false);
+  assert.equal(await q.put(8), false);
+  assert.deepEqual(await it.next(), { value: undefined, done: true });
+});
