@@ -18,6 +18,9 @@ import type { SimLock } from './simlock.js';
  */
 export const INPROCESS_BACKLOG_MAX = 1024;
 
+/** What ack() and nack() return: the answer is on its way at once (one shared resolved promise, not one per event). */
+const ANSWERED: Promise<void> = Promise.resolve();
+
 interface Link {
   readonly lock: SimLock;
   /**
@@ -101,7 +104,7 @@ export class InProcessDriver implements LockDriver {
       this.toLock(link, ackMessage(ev, entry));
       this.counters.acksOut++;
     }
-    return Promise.resolve();
+    return ANSWERED;
   }
 
   nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
@@ -110,7 +113,7 @@ export class InProcessDriver implements LockDriver {
       this.toLock(link, encodeMessage(nackFor(ev, code, retry)));
       this.counters.nacksOut++;
     }
-    return Promise.resolve();
+    return ANSWERED;
   }
 
   status(): DriverStatus {
