@@ -33,6 +33,8 @@ interface Link {
   /** Messages the lock sent while the event queue was full: the link is paused, as a port would be. */
   readonly backlog: Uint8Array[];
   draining: boolean;
+  /** Resumes draining, on a microtask of its own, once the event queue has room (EventQueue.whenRoom). */
+  wake: () => void;
 }
 
 export class InProcessDriver implements LockDriver {
@@ -76,7 +78,9 @@ export class InProcessDriver implements LockDriver {
 
   /** Connects a simulated lock: the link comes up and the gateway greets it. */
   connect(lock: SimLock): void {
-    const link: Link = { lock, from: { driver: this.id, link: lock.id }, info: undefined, backlog: [], draining: false };
+    const link: Link = { lock, from: { driver: this.id, link: lock.id }, info: undefined, backlog: [], draining: false, wake: () => undefined };
+    const resume = (): void => this.drain(link);
+    link.wake = () => queueMicrotask(resume);
     this.links.set(lock.id, link);
     lock.connect((m) => this.fromLock(link, m), { announceInfo: true });
     // In the version the lock announces (its info is already on its way to fromLock).
@@ -155,33 +159,39 @@ export class InProcessDriver implements LockDriver {
       return;
     }
     link.backlog.push(message);
-    if (!link.draining) void this.drain(link);
+    if (!link.draining) this.drain(link);
   }
 
-  private async drain(link: Link): Promise<void> {
+  /**
+   * Hands the link's messages to the event stream in order while it has room; when it is full,
+   * the link waits (draining stays set) until the stream wakes it: no promise per message.
+   */
+  private drain(link: Link): void {
     link.draining = true;
-    try {
-      while (link.backlog.length > 0 && this.links.get(link.lock.id) === link) {
-        const bytes = link.backlog.shift() as Uint8Array;
-        this.counters.framesIn++;
-        let m;
-        try {
-          m = decodeLockMessage(bytes);
-        } catch (e) {
-          this.counters.framesRejected++;
-          this.notices_.push({ kind: 'rejected', from: link.from, code: e instanceof OtiError ? e.code : 'ERR_MESSAGE', detail: (e as Error).message, time: Date.now() });
-          continue;
-        }
-        if (m.t === 'info') {
-          link.info = m.info;
-          this.notices_.push({ kind: 'lock-seen', from: link.from, info: m.info, time: Date.now() });
-          continue;
-        }
-        this.counters.eventsIn++;
-        await this.events_.put(receivedEvent(m, link.from, link.info, Date.now()));
+    while (link.backlog.length > 0 && this.links.get(link.lock.id) === link) {
+      if (!this.events_.hasRoom && !this.events_.isClosed) {
+        this.events_.whenRoom(link.wake);
+        return;
       }
-    } finally {
-      link.draining = false;
+      const bytes = link.backlog.shift() as Uint8Array;
+      this.counters.framesIn++;
+      let m;
+      try {
+        m = decodeLockMessage(bytes);
+      } catch (e) {
+        this.counters.framesRejected++;
+        this.notices_.push({ kind: 'rejected', from: link.from, code: e instanceof OtiError ? e.code : 'ERR_MESSAGE', detail: (e as Error).message, time: Date.now() });
+        continue;
+      }
+      if (m.t === 'info') {
+        link.info = m.info;
+        this.notices_.push({ kind: 'lock-seen', from: link.from, info: m.info, time: Date.now() });
+        continue;
+      }
+      this.counters.eventsIn++;
+      // Dropped once the stream is closed (the driver is stopping), as put() would.
+      this.events_.offer(receivedEvent(m, link.from, link.info, Date.now()));
     }
+    link.draining = false;
   }
 }

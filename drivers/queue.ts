@@ -79,9 +79,29 @@ export class EventQueue<T> extends SingleConsumerQueue<T> {
    * resolved promise is returned: no async function and no promise of its own per item.
    */
   put(item: T): Promise<boolean> {
-    if (this.closed || (this.consumer === undefined && this.items.length >= this.capacity)) return this.putWhenRoom(item);
+    return this.offer(item) ? PUT_DONE : this.putWhenRoom(item);
+  }
+
+  /** Whether offer() would take an item now. */
+  get hasRoom(): boolean {
+    return !this.closed && (this.consumer !== undefined || this.items.length < this.capacity);
+  }
+
+  /**
+   * Adds an item at once if there is room (or the consumer is waiting) and returns true; false,
+   * adding nothing, when the queue is full or closed. With whenRoom(), for a producer that waits
+   * without a promise per item.
+   */
+  offer(item: T): boolean {
+    if (!this.hasRoom) return false;
     if (!this.handOver(item)) this.items.push(item);
-    return PUT_DONE;
+    return true;
+  }
+
+  /** Calls `f` once: when an item is next taken (room may have been made), or when the queue closes. */
+  whenRoom(f: () => void): void {
+    if (this.closed) f();
+    else this.producers.push(f);
   }
 
   private async putWhenRoom(item: T): Promise<boolean> {

@@ -32,3 +32,30 @@ void test('EventQueue.put: true at once with room, waits while full, false once 
   assert.equal(await q.put(8), false);
   assert.deepEqual(await it.next(), { value: undefined, done: true });
 });
+
+void test('EventQueue.offer and whenRoom: a producer that waits without a promise per item', async () => {
+  const q = new EventQueue<number>(1);
+  assert.equal(q.hasRoom, true);
+  assert.equal(q.offer(1), true);
+  assert.equal(q.hasRoom, false);
+  assert.equal(q.offer(2), false, 'full: nothing added');
+  assert.equal(q.length, 1);
+  let woken = 0;
+  q.whenRoom(() => woken++);
+  q.whenRoom(() => woken++);
+  const it = q[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { value: 1, done: false });
+  assert.equal(woken, 1, 'one producer woken per item taken');
+  assert.equal(q.offer(2), true);
+  // The consumer waiting counts as room.
+  assert.deepEqual(await it.next(), { value: 2, done: false });
+  const next = it.next();
+  assert.equal(q.hasRoom, true);
+  assert.equal(q.offer(3), true);
+  assert.deepEqual(await next, { value: 3, done: false });
+  q.close();
+  assert.equal(woken, 2, 'the rest woken when the queue closes');
+  q.whenRoom(() => woken++);
+  assert.equal(woken, 3, 'at once once closed');
+  assert.equal(q.offer(4), false);
+});
