@@ -26,7 +26,7 @@
  * - No byte sequence from a link, and no failure of a device, may throw out of a driver or crash
  *   the process: every such failure is a notice and a status change.
  */
-import { BOUND_ANSWERS_VERSION, eventHash, type EventMessage, type LockInfo, type MessageInput, type UnacceptableEvent } from './protocol.js';
+import { BOUND_ANSWERS_VERSION, encodeAck, eventHash, type EventMessage, type LockInfo, type MessageInput, type UnacceptableEvent } from './protocol.js';
 import type { LockPayload } from '../ledger/entry.js';
 
 /** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
@@ -84,6 +84,14 @@ function bound(ev: ReceivedEvent): { ev?: Uint8Array } {
 /** The ack a driver sends for this event, in the version its lock speaks. */
 export function ackFor(ev: ReceivedEvent, entry: Uint8Array): MessageInput {
   return { t: 'ack', ...bound(ev), lock: ev.lock, ctr: ev.ctr, entry };
+}
+
+/**
+ * The bytes of the ack for this event: encodeMessage(ackFor(ev, entry)), the one message a driver
+ * sends per event, without the message object and its spread.
+ */
+export function ackMessage(ev: ReceivedEvent, entry: Uint8Array): Uint8Array {
+  return encodeAck(ev.lock, ev.ctr, entry, (ev.info?.v ?? 1) >= BOUND_ANSWERS_VERSION ? eventHash(payloadBytes(ev)) : undefined);
 }
 
 /** The nack a driver sends for this event, in the version its lock speaks. */

@@ -8,7 +8,7 @@
 import { OtiError } from '../ledger/base/errors.js';
 import { EventQueue, NoticeQueue } from './queue.js';
 import { decodeLockMessage, encodeMessage, type LockInfo } from './protocol.js';
-import { ackFor, nackFor, receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { ackMessage, nackFor, receivedEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LockDriver, type ReceivedEvent } from './driver.js';
 import type { SimLock } from './simlock.js';
 
 /**
@@ -18,13 +18,23 @@ import type { SimLock } from './simlock.js';
  */
 export const INPROCESS_BACKLOG_MAX = 1024;
 
+/** What ack() and nack() return: the answer is on its way at once (one shared resolved promise, not one per event). */
+const ANSWERED: Promise<void> = Promise.resolve();
+
 interface Link {
   readonly lock: SimLock;
+  /**
+   * Where this link's events come from: one object for the whole session of the link (a new one
+   * when the lock connects again), shared by its events. An answer goes back only to the link
+   * whose `from` its event carries, so answers to an earlier session's events are dropped.
+   */
+  readonly from: LinkRef;
   info: LockInfo | undefined;
   /** Messages the lock sent while the event queue was full: the link is paused, as a port would be. */
   readonly backlog: Uint8Array[];
   draining: boolean;
-  session: number;
+  /** Resumes draining, on a microtask of its own, once the event queue has room (EventQueue.whenRoom). */
+  wake: () => void;
 }
 
 export class InProcessDriver implements LockDriver {
@@ -32,9 +42,8 @@ export class InProcessDriver implements LockDriver {
   private readonly events_: EventQueue<ReceivedEvent>;
   private readonly notices_ = new NoticeQueue<DriverNotice>(256);
   private readonly links = new Map<string, Link>();
-  private readonly sessions = new WeakMap<ReceivedEvent, number>();
-  /** The last link session handed out: one count for the whole driver, so that a lock that reconnects never gets its old session's number again. */
-  private session = 0;
+  /** Answers laid out and not yet delivered: they arrive asynchronously, as over a wire, all in one microtask. */
+  private outbox: Array<Link | Uint8Array> = [];
   private state: DriverState = 'stopped';
   private since = Date.now();
   private started = false;
@@ -69,7 +78,9 @@ export class InProcessDriver implements LockDriver {
 
   /** Connects a simulated lock: the link comes up and the gateway greets it. */
   connect(lock: SimLock): void {
-    const link: Link = { lock, info: undefined, backlog: [], draining: false, session: ++this.session };
+    const link: Link = { lock, from: { driver: this.id, link: lock.id }, info: undefined, backlog: [], draining: false, wake: () => undefined };
+    const resume = (): void => this.drain(link);
+    link.wake = () => queueMicrotask(resume);
     this.links.set(lock.id, link);
     lock.connect((m) => this.fromLock(link, m), { announceInfo: true });
     // In the version the lock announces (its info is already on its way to fromLock).
@@ -92,13 +103,21 @@ export class InProcessDriver implements LockDriver {
   }
 
   ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void> {
-    if (this.toLock(ev, () => encodeMessage(ackFor(ev, entry)))) this.counters.acksOut++;
-    return Promise.resolve();
+    const link = this.linkOf(ev);
+    if (link !== undefined) {
+      this.toLock(link, ackMessage(ev, entry));
+      this.counters.acksOut++;
+    }
+    return ANSWERED;
   }
 
   nack(ev: ReceivedEvent, code: string, retry: boolean): Promise<void> {
-    if (this.toLock(ev, () => encodeMessage(nackFor(ev, code, retry)))) this.counters.nacksOut++;
-    return Promise.resolve();
+    const link = this.linkOf(ev);
+    if (link !== undefined) {
+      this.toLock(link, encodeMessage(nackFor(ev, code, retry)));
+      this.counters.nacksOut++;
+    }
+    return ANSWERED;
   }
 
   status(): DriverStatus {
@@ -111,14 +130,28 @@ export class InProcessDriver implements LockDriver {
     };
   }
 
-  private toLock(ev: ReceivedEvent, message: () => Uint8Array): boolean {
+  /** The link an event came in on, if it is still the same session of that link. */
+  private linkOf(ev: ReceivedEvent): Link | undefined {
     const link = this.links.get(ev.from.link);
-    if (link === undefined || this.sessions.get(ev) !== link.session) return false;
-    // Answers arrive asynchronously, as over a wire.
-    const m = message();
-    queueMicrotask(() => this.links.get(ev.from.link) === link && link.lock.receive(m));
-    return true;
+    return link !== undefined && link.from === ev.from ? link : undefined;
   }
+
+  private toLock(link: Link, m: Uint8Array): void {
+    // Answers arrive asynchronously, as over a wire: the ones laid out in this turn are
+    // delivered together in one microtask (one closure per turn, not one per answer), in order.
+    if (this.outbox.length === 0) queueMicrotask(this.deliver);
+    this.outbox.push(link, m);
+  }
+
+  private readonly deliver = (): void => {
+    const out = this.outbox;
+    this.outbox = [];
+    for (let i = 0; i < out.length; i += 2) {
+      const link = out[i] as Link;
+      // Dropped when the link went away meanwhile, as on a wire.
+      if (this.links.get(link.lock.id) === link) link.lock.receive(out[i + 1] as Uint8Array);
+    }
+  };
 
   private fromLock(link: Link, message: Uint8Array): void {
     if (link.backlog.length >= INPROCESS_BACKLOG_MAX) {
@@ -126,35 +159,39 @@ export class InProcessDriver implements LockDriver {
       return;
     }
     link.backlog.push(message);
-    if (!link.draining) void this.drain(link);
+    if (!link.draining) this.drain(link);
   }
 
-  private async drain(link: Link): Promise<void> {
+  /**
+   * Hands the link's messages to the event stream in order while it has room; when it is full,
+   * the link waits (draining stays set) until the stream wakes it: no promise per message.
+   */
+  private drain(link: Link): void {
     link.draining = true;
-    try {
-      while (link.backlog.length > 0 && this.links.get(link.lock.id) === link) {
-        const bytes = link.backlog.shift() as Uint8Array;
-        this.counters.framesIn++;
-        let m;
-        try {
-          m = decodeLockMessage(bytes);
-        } catch (e) {
-          this.counters.framesRejected++;
-          this.notices_.push({ kind: 'rejected', from: { driver: this.id, link: link.lock.id }, code: e instanceof OtiError ? e.code : 'ERR_MESSAGE', detail: (e as Error).message, time: Date.now() });
-          continue;
-        }
-        if (m.t === 'info') {
-          link.info = m.info;
-          this.notices_.push({ kind: 'lock-seen', from: { driver: this.id, link: link.lock.id }, info: m.info, time: Date.now() });
-          continue;
-        }
-        this.counters.eventsIn++;
-        const ev = receivedEvent(m, { driver: this.id, link: link.lock.id }, link.info, Date.now());
-        this.sessions.set(ev, link.session);
-        await this.events_.put(ev);
+    while (link.backlog.length > 0 && this.links.get(link.lock.id) === link) {
+      if (!this.events_.hasRoom && !this.events_.isClosed) {
+        this.events_.whenRoom(link.wake);
+        return;
       }
-    } finally {
-      link.draining = false;
+      const bytes = link.backlog.shift() as Uint8Array;
+      this.counters.framesIn++;
+      let m;
+      try {
+        m = decodeLockMessage(bytes);
+      } catch (e) {
+        this.counters.framesRejected++;
+        this.notices_.push({ kind: 'rejected', from: link.from, code: e instanceof OtiError ? e.code : 'ERR_MESSAGE', detail: (e as Error).message, time: Date.now() });
+        continue;
+      }
+      if (m.t === 'info') {
+        link.info = m.info;
+        this.notices_.push({ kind: 'lock-seen', from: link.from, info: m.info, time: Date.now() });
+        continue;
+      }
+      this.counters.eventsIn++;
+      // Dropped once the stream is closed (the driver is stopping), as put() would.
+      this.events_.offer(receivedEvent(m, link.from, link.info, Date.now()));
     }
+    link.draining = false;
   }
 }

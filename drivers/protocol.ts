@@ -24,13 +24,13 @@
  * codes for an event payload that is not a valid COSE_Sign1 or lock event. Event signatures are
  * NOT verified here: the gateway does that against the roster before storing.
  */
-import { encode, decode, cborHead, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
+import { encode, decode, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
 import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
-import { PUBLIC_KEY_BYTES, sha256 } from '../ledger/crypto.js';
+import { PUBLIC_KEY_BYTES, sha256Slab } from '../ledger/crypto.js';
 
 /** The lock protocol version a lock speaks unless it announces another (the first one). */
 export const PROTOCOL_VERSION = 1;
@@ -127,7 +127,16 @@ export function encodeMessage(m: MessageInput): Uint8Array {
  * make), like the simulated lock, may use this directly.
  */
 export function layoutEventMessage(payload: Uint8Array, signed: boolean, oldest: number): Uint8Array {
-  const b = Buffer.concat([EV_HEAD, signed ? EV_COSE : EV_EVENT, cborHead(2, payload.length), payload, EV_OLDEST, cborHead(0, oldest)]);
+  // Written in place into one buffer from Node's pool (no head buffers, no list of parts).
+  const key = signed ? EV_COSE : EV_EVENT;
+  const b = Buffer.allocUnsafe(EV_HEAD.length + key.length + headLength(payload.length) + payload.length + EV_OLDEST.length + headLength(oldest));
+  b.set(EV_HEAD, 0);
+  b.set(key, EV_HEAD.length);
+  let o = writeHead(b, EV_HEAD.length + key.length, 2, payload.length);
+  b.set(payload, o);
+  o += payload.length;
+  b.set(EV_OLDEST, o);
+  writeHead(b, o + EV_OLDEST.length, 0, oldest);
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
@@ -139,8 +148,11 @@ const ACK_CTR = Uint8Array.of(0x63, 0x63, 0x74, 0x72);
 const ACK_LOCK = Uint8Array.of(0x64, 0x6c, 0x6f, 0x63, 0x6b);
 const ACK_ENTRY = Uint8Array.of(0x65, 0x65, 0x6e, 0x74, 0x72, 0x79, 0x58, ENTRY_HASH_BYTES);
 
-/** An ack laid out in one buffer, its fields checked as the strict decoder would (with and without `ev`). */
-function encodeAck(lock: string, ctr: number, entry: Uint8Array, ev: Uint8Array | undefined): Uint8Array {
+/**
+ * An ack laid out in one buffer, its fields checked as the strict decoder would (with and without
+ * `ev`): encodeMessage of the same ack, without a message object to build first.
+ */
+export function encodeAck(lock: string, ctr: number, entry: Uint8Array, ev: Uint8Array | undefined): Uint8Array {
   if (!ID_PATTERN.test(lock)) throw new OtiError('ERR_MESSAGE', 'ack.lock must be a lock id', { field: 'ack.lock' });
   if (!Number.isSafeInteger(ctr) || ctr < 1) throw new OtiError('ERR_MESSAGE', 'ack.ctr must be an integer from 1', { field: 'ack.ctr' });
   if (!(entry instanceof Uint8Array) || entry.length !== ENTRY_HASH_BYTES) throw new OtiError('ERR_MESSAGE', `ack.entry must be ${ENTRY_HASH_BYTES} bytes`, { field: 'ack.entry' });
@@ -310,9 +322,13 @@ export function decodeGatewayMessage(b: Uint8Array): GatewayMessage {
   throw new OtiError('ERR_MESSAGE', `an "${m.t}" message goes from lock to gateway, not from a gateway`, { t: m.t });
 }
 
-/** `ev` of a version 2 ack or nack: SHA-256 of the payload bytes (the value of "cose" or "event"). */
+/**
+ * `ev` of a version 2 ack or nack: SHA-256 of the payload bytes (the value of "cose" or "event").
+ * One per event answered (and one per answer a simulated lock checks): a slice of a shared slab
+ * (sha256Slab), not a buffer of its own.
+ */
 export function eventHash(payload: Uint8Array): Uint8Array {
-  return sha256(payload);
+  return sha256Slab(payload);
 }
 
 /** An event message the gateway can never accept, read only as far as needed to refuse it. */

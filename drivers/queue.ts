@@ -67,11 +67,44 @@ abstract class SingleConsumerQueue<T> implements AsyncIterable<T> {
   }
 }
 
+/** What put() returns when the item went in at once. */
+const PUT_DONE: Promise<boolean> = Promise.resolve(true);
+
 export class EventQueue<T> extends SingleConsumerQueue<T> {
   private readonly producers: Array<() => void> = [];
 
-  /** Adds an item once there is room. Resolves false (and drops the item) if the queue closed. */
-  async put(item: T): Promise<boolean> {
+  /**
+   * Adds an item once there is room. Resolves false (and drops the item) if the queue closed.
+   * With room (the common case, once per event), the item is added at once and one shared
+   * resolved promise is returned: no async function and no promise of its own per item.
+   */
+  put(item: T): Promise<boolean> {
+    return this.offer(item) ? PUT_DONE : this.putWhenRoom(item);
+  }
+
+  /** Whether offer() would take an item now. */
+  get hasRoom(): boolean {
+    return !this.closed && (this.consumer !== undefined || this.items.length < this.capacity);
+  }
+
+  /**
+   * Adds an item at once if there is room (or the consumer is waiting) and returns true; false,
+   * adding nothing, when the queue is full or closed. With whenRoom(), for a producer that waits
+   * without a promise per item.
+   */
+  offer(item: T): boolean {
+    if (!this.hasRoom) return false;
+    if (!this.handOver(item)) this.items.push(item);
+    return true;
+  }
+
+  /** Calls `f` once: when an item is next taken (room may have been made), or when the queue closes. */
+  whenRoom(f: () => void): void {
+    if (this.closed) f();
+    else this.producers.push(f);
+  }
+
+  private async putWhenRoom(item: T): Promise<boolean> {
     while (!this.closed && this.consumer === undefined && this.items.length >= this.capacity) {
       await new Promise<void>((resolve) => this.producers.push(resolve));
     }

@@ -23,7 +23,7 @@ import { EventQueue, NoticeQueue } from './queue.js';
 import { FrameDecoder, encodeFrame } from './framing.js';
 import { decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, PROTOCOL_VERSION, PROTOCOL_VERSIONS, readUnacceptableEvent, type LockInfo } from './protocol.js';
 import { Outstanding } from './window.js';
-import { ackFor, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
+import { ackMessage, nackFor, receivedEvent, unacceptableEvent, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LinkStatus, type LockDriver, type ReceivedEvent } from './driver.js';
 import { Backoff } from './backoff.js';
 import { pollingBinding } from './serial-binding.js';
 import type { SerialPort as SerialPortClass } from 'serialport';
@@ -169,7 +169,7 @@ export class SerialDriver implements LockDriver {
 
   ack(ev: ReceivedEvent, entry: Uint8Array): Promise<void> {
     if (this.sessions.get(ev) === this.session) this.outstanding.answered(ev);
-    if (this.send(ev, encodeMessage(ackFor(ev, entry)))) this.counters.acksOut++;
+    if (this.send(ev, ackMessage(ev, entry))) this.counters.acksOut++;
     return Promise.resolve();
   }
 

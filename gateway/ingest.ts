@@ -35,7 +35,7 @@ import type { Chain, AppendResult } from '../ledger/chain.js';
 import type { SignaturePool } from '../ledger/sigpool.js';
 import { sigStructure } from '../ledger/cose.js';
 import { fingerprint, verify } from '../ledger/crypto.js';
-import { decodeEntry, decodeLockPayload, type EntryInput, type LockPayload } from '../ledger/entry.js';
+import { decodeEntry, decodeLockPayload, ScannedLockPayload, type EntryInput, type LockPayload } from '../ledger/entry.js';
 import { bytesEqual } from '../ledger/base/bytes.js';
 import { isOtiError, type ErrorCode } from '../ledger/base/errors.js';
 import { leafHash } from '../ledger/merkle.js';
@@ -114,8 +114,6 @@ interface Waiting {
   ok: boolean | 'unchecked' | undefined;
   /** When it is nacked ERR_BUSY if admitted and not durable by then (receivedAt + the answer deadline). */
   readonly deadline: number;
-  /** Admitted: the lock-event bytes (what a duplicate must match). */
-  payload: Uint8Array | undefined;
   /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
   overdue: boolean;
   /** The entry's leaf hash once durable; null once refused. */
@@ -125,7 +123,7 @@ interface Waiting {
 }
 
 /** An event admitted to the chain, until its entry is durable (or refused). */
-type Flight = Waiting & { readonly payload: Uint8Array };
+type Flight = Waiting;
 
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
@@ -263,7 +261,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, payload: undefined, overdue: false, leaf: undefined, waiters: undefined };
+    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, overdue: false, leaf: undefined, waiters: undefined };
     state.queue.push(w);
     // Checked here, or in the pool, which calls onChecked with the result.
     const checked = this.checkSignature(w);
@@ -327,15 +325,20 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private checkSignature(w: Waiting): boolean | Error | undefined {
     const ev = w.ev;
     if (!('cose' in ev.payload)) return true;
-    let cose;
+    let p;
     try {
-      cose = payloadOf(ev).parsed!;
-      if (this.pool === undefined) return verify(w.key, sigStructure(cose.payload), cose.signature);
+      p = payloadOf(ev);
+      if (this.pool === undefined) {
+        const cose = p.parsed!;
+        return verify(w.key, sigStructure(cose.payload), cose.signature);
+      }
     } catch {
       return false;
     }
     try {
-      this.pool.checkCose(w.key, cose.payload, cose.signature, w, this.onChecked);
+      // Packed from the driver's buffer where the fast decoder found it (no views to hold).
+      if (p instanceof ScannedLockPayload) this.pool.checkCoseAt(w.key, p.source, p.payloadStart, p.payloadEnd, p.sigStart, w, this.onChecked);
+      else this.pool.checkCose(w.key, p.parsed!.payload, p.parsed!.signature, w, this.onChecked);
       return undefined;
     } catch (e) {
       // A key or signature of the wrong length is a bad signature; anything else is the pool's failure.
@@ -400,8 +403,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
-    w.payload = eventBytes(ev);
-    const flight = w as Flight;
+    const flight: Flight = w;
     state.last = ev.ctr;
     state.inFlight.set(ev.ctr, flight);
     this.deadlines.add(flight);
@@ -482,7 +484,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const flying = state.inFlight.get(ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
-      if (bytesEqual(flying.payload, payload)) entry = await durableLeaf(flying);
+      if (bytesEqual(eventBytes(flying.ev), payload)) entry = await durableLeaf(flying);
     } else {
       entry = await this.storedHash(ev, payload);
     }
@@ -564,7 +566,9 @@ function durableLeaf(f: Flight): Promise<Uint8Array | undefined> | Uint8Array | 
 function payloadOf(ev: ReceivedEvent): LockPayload {
   const signed = 'cose' in ev.payload;
   const bytes = 'cose' in ev.payload ? ev.payload.cose : ev.payload.event;
-  return ev.decoded !== undefined && ev.decoded.bytes === bytes && (ev.decoded.parsed !== undefined) === signed ? ev.decoded : decodeLockPayload(bytes, signed);
+  const d = ev.decoded;
+  // (A scanned payload says whether it is signed without making the views of `parsed`.)
+  return d !== undefined && d.bytes === bytes && (d instanceof ScannedLockPayload ? d.sigStart >= 0 : d.parsed !== undefined) === signed ? d : decodeLockPayload(bytes, signed);
 }
 
 /** The lock-event bytes of an event: the COSE payload, or the bare event (what "identical" compares). */

@@ -14,6 +14,7 @@
 import { createHash, hash as hashOnce, createPrivateKey, createPublicKey, generateKeyPairSync, sign as nodeSign, type KeyObject } from 'node:crypto';
 import { OtiError } from './base/errors.js';
 import { SPKI_ED25519_PREFIX, verifyEd25519, type Ed25519Verify } from './ed25519.js';
+import { sodium } from './sodium.js';
 
 export const PUBLIC_KEY_BYTES = 32;
 export const SEED_BYTES = 32;
@@ -44,6 +45,37 @@ export function sha256(...parts: Uint8Array[]): Uint8Array {
   const h = createHash('sha256');
   for (const p of parts) h.update(p);
   return h.digest();
+}
+
+const SODIUM_SHA256 = sodium?.crypto_hash_sha256;
+
+/**
+ * Hashes come out of slabs of 16: a hash someone keeps keeps its slab (512 bytes), as a Buffer
+ * from Node's pool keeps its 8 KB.
+ */
+const SLAB_BYTES = 16 * HASH_BYTES;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsed = 0;
+
+/**
+ * SHA-256 of one input, for the hashes made per entry or per event (Merkle leaves and nodes, the
+ * `ev` of every ack): with libsodium (ledger/sodium.ts) written into a 32-byte slice of a slab,
+ * where node:crypto allocates a buffer with memory of its own per hash (more work for the garbage
+ * collector, and in bench:ingest's closed loop about twice the CPU of libsodium's call). The
+ * result is a Buffer like sha256()'s, but shares its ArrayBuffer with 15 other hashes: never
+ * transfer it or use its `.buffer` as a whole. `input` should lie off V8's heap (see
+ * ledger/sodium.ts); a small on-heap one costs an allocation per call.
+ */
+export function sha256Slab(input: Uint8Array): Uint8Array {
+  if (SODIUM_SHA256 === undefined) return sha256(input);
+  if (slabUsed === SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const out = Buffer.from(slab.buffer, slab.byteOffset + slabUsed, HASH_BYTES);
+  slabUsed += HASH_BYTES;
+  SODIUM_SHA256(out, input);
+  return out;
 }
 
 export function generateKeyPair(): KeyPair {

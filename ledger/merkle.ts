@@ -16,7 +16,7 @@
  * treat every hash they are given as immutable.
  */
 import { createHash, hash as hashOnce } from 'node:crypto';
-import { checkBytes, HASH_BYTES } from './crypto.js';
+import { checkBytes, HASH_BYTES, sha256Slab } from './crypto.js';
 import { OtiError } from './base/errors.js';
 import { bytesEqual } from './base/bytes.js';
 import { sodium } from './sodium.js';
@@ -29,15 +29,15 @@ const NODE_PREFIX = new Uint8Array([0x01]);
 const TWO_POW_32 = 0x1_0000_0000;
 
 /**
- * The prefixed input of a hash is laid out in a scratch buffer and hashed in one call. With
- * libsodium (ledger/sodium.ts) the hash is written into a slice of a small buffer of our own,
- * where node:crypto allocates a buffer with memory of its own per hash: the same time per hash,
- * but less for the garbage collector, which counts where many appends are in flight (bench:ledger,
- * 100,000 pre-verified appends with 8,192 in flight, in turn on one build: 12.4-14.5 against
- * 15.1-16.3 µs of CPU per entry; whole-chain verification saw no difference beyond the noise).
- * Without libsodium, crypto.hash (Node 20.12 and later), else a Hash object per hash: for
- * inputs of 65 to a few hundred bytes, creating one cost two to three times the hashing itself
- * (3.4 against 1.1 µs per interior node).
+ * The prefixed input of a hash is laid out in a scratch buffer and hashed in one call, into a
+ * slice of a slab (sha256Slab, ledger/crypto.ts: libsodium where it loads, where node:crypto
+ * allocates a buffer with memory of its own per hash: the same time per hash, but less for the
+ * garbage collector, which counts where many appends are in flight; bench:ledger, 100,000
+ * pre-verified appends with 8,192 in flight, in turn on one build: 12.4-14.5 against 15.1-16.3 µs
+ * of CPU per entry; whole-chain verification saw no difference beyond the noise). Without
+ * libsodium, crypto.hash (Node 20.12 and later), else a Hash object per hash: for inputs of 65 to
+ * a few hundred bytes, creating one cost two to three times the hashing itself (3.4 against 1.1 µs
+ * per interior node).
  */
 const ONE_SHOT = typeof hashOnce === 'function';
 const SHA256 = sodium?.crypto_hash_sha256;
@@ -46,26 +46,7 @@ const scratch = Buffer.allocUnsafeSlow(1024);
 const scratchViews: Uint8Array[] = [];
 const nodeInput = Buffer.allocUnsafeSlow(1 + 2 * HASH_BYTES);
 nodeInput[0] = 0x01;
-
-/**
- * Hashes come out of slabs of 16: a hash someone keeps keeps its slab (512 bytes), as a Buffer
- * from Node's pool keeps its 8 KB. Buffers, like node:crypto's.
- */
-const SLAB_BYTES = 16 * HASH_BYTES;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsed = 0;
-
-function sha256(input: Uint8Array): Uint8Array {
-  if (SHA256 === undefined) return hashOnce('sha256', input, 'buffer');
-  if (slabUsed === SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const out = Buffer.from(slab.buffer, slab.byteOffset + slabUsed, HASH_BYTES);
-  slabUsed += HASH_BYTES;
-  SHA256(out, input);
-  return out;
-}
+const sha256 = sha256Slab;
 
 /** RFC 9162 §2.1.1: MTH({d(0)}) = HASH(0x00 || d(0)), the hash of one entry. */
 export function leafHash(entry: Uint8Array): Uint8Array {

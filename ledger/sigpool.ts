@@ -240,6 +240,17 @@ export class SignaturePool {
     this.#queued(ctx, done as (ctx: unknown, result: boolean | Error) => void);
   }
 
+  /**
+   * checkCose() for a COSE payload at [start, end) of `b` and its signature at [sigStart,
+   * sigStart + 64) of `b`, packed from where they lie (no views of them needed). Throws
+   * ERR_ARGUMENT for a key of the wrong length or a signature outside `b`.
+   */
+  checkCoseAt<C>(key: Uint8Array, b: Uint8Array, start: number, end: number, sigStart: number, ctx: C, done: (ctx: C, result: boolean | Error) => void): void {
+    if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
+    this.#packer.addCoseAt(key, b, start, end, sigStart);
+    this.#queued(ctx, done as (ctx: unknown, result: boolean | Error) => void);
+  }
+
   /** The batch being coalesced: its items packed as they come, and per item whom to tell. */
   readonly #packer = new SigPacker(16 * 1024);
   #ctxs: unknown[] = [];

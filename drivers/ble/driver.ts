@@ -13,7 +13,7 @@
  * noble is imported lazily in start() (drivers/noble-load.ts); a machine without Bluetooth makes
  * start() reject with ERR_DRIVER_UNAVAILABLE and status() say why, and nothing else happens.
  */
-import { ackFor, nackFor, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LockDriver, type ReceivedEvent } from '../driver.js';
+import { ackMessage, nackFor, type DriverNotice, type DriverState, type DriverStatus, type LinkRef, type LockDriver, type ReceivedEvent } from '../driver.js';
 import { EventQueue, NoticeQueue } from '../queue.js';
 import { PROTOCOL_VERSIONS, WINDOW_MAX, encodeMessage } from '../protocol.js';
 import { OtiError } from '../../ledger/base/errors.js';
@@ -192,7 +192,7 @@ export class BleDriver implements LockDriver {
     if (!(entry instanceof Uint8Array) || entry.length !== 32) throw new OtiError('ERR_ARGUMENT', 'entry must be a 32-byte hash');
     const link = this.inbound.answer(ev);
     if (link === undefined) return;
-    if (await this.gatt.send(link, encodeMessage(ackFor(ev, entry)), 'ack')) this.counters.acksOut++;
+    if (await this.gatt.send(link, ackMessage(ev, entry), 'ack')) this.counters.acksOut++;
   }
 
   /** A `refuse` on the link a lock's info came in on (docs/PROTOCOL.md §Flow, refusals at info). */

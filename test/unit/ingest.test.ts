@@ -66,6 +66,10 @@ void test('checks that end out of order still admit in order; a failing pool ask
     checkCose: <C>(key: Uint8Array, payload: Uint8Array, sig: Uint8Array, ctx: C, done: (ctx: C, result: boolean | Error) => void) => {
       asked.push({ task: { key, msg: sigStructure(payload), sig }, resolve: (ok) => done(ctx, ok), reject: (e) => done(ctx, e) });
     },
+    // The same check with the payload and signature where the driver's decoder found them.
+    checkCoseAt: <C>(key: Uint8Array, b: Uint8Array, start: number, end: number, sigStart: number, ctx: C, done: (ctx: C, result: boolean | Error) => void) => {
+      asked.push({ task: { key, msg: sigStructure(b.subarray(start, end)), sig: b.subarray(sigStart, sigStart + 64) }, resolve: (ok) => done(ctx, ok), reject: (e) => done(ctx, e) });
+    },
   } as unknown as SignaturePool;
   const { chain, lock, driver, ingest, faults } = await rig(t, pool);
   for (let i = 0; i < 5; i++) driver.push(lock, signedEvent(lock), lock.ctr);

@@ -6,6 +6,7 @@ import type { OtiError, ErrorCode } from '../../ledger/base/errors.js';
 import { decode, encode } from '../../ledger/base/cbor.js';
 import { sha256 } from '../../ledger/crypto.js';
 import { decodeLockEvent, encodeLockEvent } from '../../ledger/lockevent.js';
+import type { LockPayload } from '../../ledger/entry.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
 import {
   decodeGatewayMessage,
@@ -105,6 +106,17 @@ function signedEventOf(message: Uint8Array): Uint8Array {
   return Uint8Array.from(m.cose);
 }
 
+/**
+ * A decoded message with its event's `decoded` as the values it gives (the fast decoder's is a
+ * ScannedLockPayload, which also says where the parts lie and makes the views of `parsed` when
+ * asked; the strict decoder's a plain object).
+ */
+function asValues(m: unknown): unknown {
+  if (m === null || typeof m !== 'object' || !('decoded' in m)) return m;
+  const d = (m as { decoded: LockPayload }).decoded;
+  return { ...m, decoded: { bytes: d.bytes, parsed: d.parsed, event: d.event } };
+}
+
 void test('the fast paths (ack encoding, event decoding) agree with the general encoder and the strict decoder', () => {
   fc.assert(
     fc.property(id, fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), fc.uint8Array({ minLength: 32, maxLength: 32 }), (l, ctr, entry) => {
@@ -144,7 +156,7 @@ void test('the fast paths (ack encoding, event decoding) agree with the general 
           return (e as OtiError).code;
         }
       })();
-      assert.deepEqual(fast, strict);
+      assert.deepEqual(asValues(fast), asValues(strict));
     }),
     { numRuns: 3000 },
   );

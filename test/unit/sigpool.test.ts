@@ -139,6 +139,29 @@ void test('checkCose packs COSE checks into the coalesced batch and answers each
   }
 });
 
+void test('checkCoseAt checks a payload and signature where they lie in a larger buffer, as checkCose does', async (t) => {
+  const k = generateKeyPair();
+  const s = new Signer(k.seed);
+  for (const size of [0, 2]) {
+    const pool = new SignaturePool(size);
+    t.after(() => pool.close());
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => {
+        const payload = Buffer.from(`payload ${i}`.repeat(1 + (i % 9)));
+        const sig = s.sign(sigStructure(payload));
+        if (i % 5 === 2) sig[10] = (sig[10] as number) ^ 1;
+        // [i bytes before][payload][2 bytes][signature][3 bytes after], as in a received frame.
+        const b = new Uint8Array(i + payload.length + 2 + 64 + 3).fill(0xee);
+        b.set(payload, i);
+        b.set(sig, i + payload.length + 2);
+        return new Promise<boolean | Error>((resolve) => pool.checkCoseAt(k.publicKey, b, i, i + payload.length, i + payload.length + 2, i, (_, r) => resolve(r)));
+      }),
+    );
+    assert.deepEqual(results, Array.from({ length: 40 }, (_, i) => i % 5 !== 2), `pool of ${size}`);
+    assert.equal(codeOf(() => pool.checkCoseAt(k.publicKey, new Uint8Array(70), 0, 4, 10, 0, () => undefined)), 'ERR_ARGUMENT');
+  }
+});
+
 function codeOf(f: () => void): string | undefined {
   try {
     f();
