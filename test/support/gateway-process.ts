@@ -14,8 +14,8 @@ import type { Topology } from './netns.js';
 import type { TestContext } from 'node:test';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'gateway', 'main.js');
-/** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/). */
-export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=2', '--v8-pool-size=1'] as const;
+/** The V8 flags `npm start` and the systemd unit give the gateway (package.json, deploy/; docs/DECISIONS.md, Memory). */
+export const GATEWAY_NODE_FLAGS = ['--max-semi-space-size=2', '--v8-pool-size=1', '--heap-growing-percent=40'] as const;
 
 export interface LogLine {
   readonly level: number;
