@@ -186,7 +186,6 @@ const EV_COSE = Uint8Array.of(0x64, 0x63, 0x6f, 0x73, 0x65);
 const EV_EVENT = Uint8Array.of(0x65, 0x65, 0x76, 0x65, 0x6e, 0x74);
 const EV_OLDEST = Uint8Array.of(0x66, 0x6f, 0x6c, 0x64, 0x65, 0x73, 0x74);
 
-
 /**
  * Event messages in their one deterministic encoding, decoded without building CBOR values;
  * undefined for anything else, which then goes through the strict decoder (same result or a

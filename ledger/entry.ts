@@ -228,7 +228,6 @@ function readHead(b: Uint8Array, p: number, major: number): number {
   return v;
 }
 
-
 function view(b: Uint8Array, start: number, end: number): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset + start, end - start);
 }
@@ -378,8 +377,6 @@ function eventOf(b: Uint8Array, o: LockEventScan): LockEvent {
   if (o.credStart >= 0) ev.cred = view(b, o.credStart, o.credEnd);
   return ev;
 }
-
-
 
 /**
  * A lock's payload (a COSE_Sign1 or a bare lock event) decoded from exactly `bytes`: the lock

@@ -90,7 +90,6 @@ export function parseOrigin(origin: string): { siteId: string; gatewayId: string
   return { siteId: m[1]!, gatewayId: m[2]! };
 }
 
-
 export class ChainVerifier {
   readonly origin: string;
   readonly gatewayId: string;
