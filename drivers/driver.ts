@@ -77,8 +77,14 @@ export function payloadBytes(ev: ReceivedEvent): Uint8Array {
 }
 
 /** `ev` for an answer to this event: present when the lock announced version 2 (docs/PROTOCOL.md §Messages). */
+function answerEv(ev: ReceivedEvent): Uint8Array | undefined {
+  return (ev.info?.v ?? 1) >= BOUND_ANSWERS_VERSION ? eventHash(payloadBytes(ev)) : undefined;
+}
+
+/** answerEv() as the field of a message input: `{ ev }`, or nothing. */
 function bound(ev: ReceivedEvent): { ev?: Uint8Array } {
-  return (ev.info?.v ?? 1) >= BOUND_ANSWERS_VERSION ? { ev: eventHash(payloadBytes(ev)) } : {};
+  const h = answerEv(ev);
+  return h === undefined ? {} : { ev: h };
 }
 
 /** The ack a driver sends for this event, in the version its lock speaks. */
@@ -91,7 +97,7 @@ export function ackFor(ev: ReceivedEvent, entry: Uint8Array): MessageInput {
  * sends per event, without the message object and its spread.
  */
 export function ackMessage(ev: ReceivedEvent, entry: Uint8Array): Uint8Array {
-  return encodeAck(ev.lock, ev.ctr, entry, (ev.info?.v ?? 1) >= BOUND_ANSWERS_VERSION ? eventHash(payloadBytes(ev)) : undefined);
+  return encodeAck(ev.lock, ev.ctr, entry, answerEv(ev));
 }
 
 /** The nack a driver sends for this event, in the version its lock speaks. */

@@ -47,13 +47,13 @@ export interface StoreHost {
   write(ops: readonly BatchOp[]): Promise<void>;
 }
 
+/** Where a chunk's entries lie (chunkSpans), filled and read without an await between. */
+const SPANS = new Int32Array(2 * CHUNK_SIZE);
+
 /**
  * Reads and writes the stored parts of one chain. It knows nothing of signatures; Chain (our own
  * chain) and the peer-sync code decide what is valid before they hand it operations to write.
  */
-/** Where a chunk's entries lie (chunkSpans), filled and read without an await between. */
-const SPANS = new Int32Array(2 * CHUNK_SIZE);
-
 export class ChainStore implements ChainReader {
   readonly origin: string;
   readonly role: ChainRole;
