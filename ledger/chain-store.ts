@@ -269,7 +269,7 @@ export class ChainStore implements ChainReader {
     const pos = new Int32Array(3 * Math.max(0, to - from));
     let count = 0;
     await this.#chunksOf(from, to, (c, v) => {
-      const n = chunkSpans(v, this.#chunkName(c, from, to), SPANS, 0);
+      const n = chunkSpans(v, this.#chunkName(c, from, to), SPANS);
       const base = c * CHUNK_SIZE;
       const e = Math.min(n, to - base);
       const b = bufs.length;

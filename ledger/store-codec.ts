@@ -73,7 +73,7 @@ export function encodeChunk(entries: readonly Bytes[]): Bytes {
  * with nothing after it.
  */
 export function decodeChunk(v: Bytes, what: string): Bytes[] {
-  const count = chunkSpans(v, what, CHUNK_SPANS, 0);
+  const count = chunkSpans(v, what, CHUNK_SPANS);
   const out: Bytes[] = [];
   for (let i = 0; i < count; i++) out.push(new Uint8Array(v.buffer, v.byteOffset + CHUNK_SPANS[2 * i]!, CHUNK_SPANS[2 * i + 1]! - CHUNK_SPANS[2 * i]!));
   return out;
@@ -83,10 +83,10 @@ const CHUNK_SPANS = new Int32Array(2 * CHUNK_SIZE);
 
 /**
  * decodeChunk() without the views: writes where each entry of chunk `v` lies, [start, end) in
- * `v`, as pairs into `out` from pair `at` on, and returns how many entries the chunk holds. The
- * same checks and errors as decodeChunk (which is built on it).
+ * `v`, as pairs into `out` (entry i at 2i and 2i + 1), and returns how many entries the chunk
+ * holds. The same checks and errors as decodeChunk (which is built on it).
  */
-export function chunkSpans(v: Bytes, what: string, out: Int32Array, at: number): number {
+export function chunkSpans(v: Bytes, what: string, out: Int32Array): number {
   const malformed = (): OtiError => new OtiError('ERR_STORE_CORRUPT', `${what} is malformed: not an array of up to ${CHUNK_SIZE} entries`, { what });
   if (v.length === 0 || v[0]! >> 5 !== 4) throw malformed();
   const count = readHead(v, 0, HEAD);
@@ -96,8 +96,8 @@ export function chunkSpans(v: Bytes, what: string, out: Int32Array, at: number):
     if (p >= v.length || v[p]! >> 5 !== 2) throw malformed();
     const n = readHead(v, p, HEAD);
     if (n < 0 || HEAD.end + n > v.length) throw malformed();
-    out[2 * (at + i)] = HEAD.end;
-    out[2 * (at + i) + 1] = HEAD.end + n;
+    out[2 * i] = HEAD.end;
+    out[2 * i + 1] = HEAD.end + n;
     p = HEAD.end + n;
   }
   if (p !== v.length) throw malformed();
