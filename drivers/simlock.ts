@@ -50,6 +50,23 @@ export interface SimLockOptions {
   readonly privacyKey?: PrivacyPublicKey;
   /** The lock protocol version it speaks and announces (default the newest, 2). */
   readonly protocol?: number;
+  /**
+   * Acknowledged events kept for replay() and its kind (default 64). A benchmark's thousand
+   * locks set 0: 64,000 events held for nothing are work for every full garbage collection.
+   */
+  readonly history?: number;
+}
+
+/**
+ * Payloads signed ahead by one prepare(): laid out one after the other in one buffer, the n-th
+ * ending at `ends[n]`; each view is made when its event is recorded.
+ */
+interface PreparedRun {
+  readonly arena: Uint8Array;
+  readonly ends: number[];
+  readonly signed: boolean;
+  /** The next one to record. */
+  next: number;
 }
 
 interface Held {
@@ -91,10 +108,12 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private readonly now: () => number;
   private readonly privacyKey: PrivacyPublicKey | undefined;
   private readonly buffer: Held[] = [];
-  /** Payloads signed ahead by prepare(), for the next counters in order. */
-  private readonly prepared: Held['payload'][] = [];
+  /** Payloads signed ahead by prepare(), for the next counters in order (preparedCount in all). */
+  private readonly prepared: PreparedRun[] = [];
+  private preparedCount = 0;
   /** Payloads of acknowledged events, kept briefly so that a replay can be staged. */
   private readonly history: Held[] = [];
+  private readonly historySize: number;
   private nextCtr: number;
   private send: ((message: Uint8Array) => void) | undefined;
   private announceInfo = true;
@@ -118,6 +137,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.rememberAcks = opts.rememberAcks ?? true;
     this.privacyKey = opts.privacyKey;
     this.protocol = opts.protocol ?? PROTOCOL_VERSIONS.at(-1)!;
+    this.historySize = opts.history ?? 64;
     if (this.bufferSize < 1 || this.nextCtr < 1) throw new OtiError('ERR_ARGUMENT', 'bufferSize and firstCounter must be at least 1');
   }
 
@@ -150,24 +170,43 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    * simulated locks' signing; record() uses them first (their lock time is when they were made).
    */
   prepare(n: number, types: readonly EventType[] = ['unlocked', 'locked']): void {
-    const made: Held['payload'][] = [];
+    if (n < 1) return;
+    const made: Uint8Array[] = [];
     for (let i = 0; i < n; i++) {
-      const ctr = this.nextCtr + this.prepared.length + i;
-      made.push(this.payload(ctr, types[i % types.length] as EventType, undefined));
+      const ctr = this.nextCtr + this.preparedCount + i;
+      const p = this.payload(ctr, types[i % types.length] as EventType, undefined);
+      made.push('cose' in p ? p.cose : p.event);
     }
-    // Kept as views of one buffer: hundreds of thousands of small buffers held for a whole
-    // benchmark phase (each on a slab of Node's buffer pool) made the process's heap and its
-    // garbage collections the benchmark's own cost rather than the gateway's.
-    const bytesOf = (p: Held['payload']): Uint8Array => ('cose' in p ? p.cose : p.event);
-    const arena = new Uint8Array(made.reduce((sum, p) => sum + bytesOf(p).length, 0));
+    // Kept in one buffer, with no object per event until it is recorded: hundreds of thousands
+    // of small buffers, or of views and payload objects, held for a whole benchmark phase made
+    // the process's heap and its garbage collections the benchmark's own cost rather than the
+    // gateway's (every full collection marks them all again).
+    const arena = new Uint8Array(made.reduce((sum, b) => sum + b.length, 0));
+    const ends: number[] = [];
     let at = 0;
-    for (const p of made) {
-      const b = bytesOf(p);
+    for (const b of made) {
       arena.set(b, at);
-      const view = arena.subarray(at, at + b.length);
       at += b.length;
-      this.prepared.push('cose' in p ? { cose: view } : { event: view });
+      ends.push(at);
     }
+    this.prepared.push({ arena, ends, signed: this.signer !== undefined, next: 0 });
+    this.preparedCount += n;
+  }
+
+  /** The next payload signed ahead, if any. */
+  private takePrepared(): Held['payload'] | undefined {
+    const run = this.prepared[0];
+    if (run === undefined) return undefined;
+    const i = run.next++;
+    const b = run.arena.subarray(i === 0 ? 0 : run.ends[i - 1], run.ends[i]);
+    if (run.next === run.ends.length) this.prepared.shift();
+    this.preparedCount--;
+    return run.signed ? { cose: b } : { event: b };
+  }
+
+  private dropPrepared(): void {
+    this.prepared.length = 0;
+    this.preparedCount = 0;
   }
 
   /**
@@ -176,7 +215,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   record(type: EventType = 'unlocked', cred?: Uint8Array): number {
     const ctr = this.nextCtr++;
-    const payload = this.prepared.shift() ?? this.payload(ctr, type, cred);
+    const payload = this.takePrepared() ?? this.payload(ctr, type, cred);
     this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
     while (this.buffer.length > this.bufferSize) {
       const dropped = this.buffer.shift() as Held;
@@ -337,7 +376,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
 
   /** Skips `n` counters, as a lock whose log overflowed before it could send them. */
   skip(n: number): void {
-    this.prepared.length = 0;
+    this.dropPrepared();
     this.nextCtr += n;
   }
 
@@ -369,7 +408,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   recordInvalid(extBytes = 1100): number {
     const ctr = this.nextCtr++;
-    this.prepared.length = 0;
+    this.dropPrepared();
     const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
     this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
@@ -425,8 +464,9 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private remember(h: Held): void {
+    if (this.historySize === 0) return;
     this.history.push(h);
-    if (this.history.length > 64) this.history.shift();
+    if (this.history.length > this.historySize) this.history.shift();
   }
 
   private eventMessage(h: Held, oldest: number): Uint8Array {
