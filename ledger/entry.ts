@@ -251,8 +251,33 @@ function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
   return true;
 }
 
-/** The text of ASCII bytes b[s, e) (a lock id found by a scanner). */
+/**
+ * Strings latin1() made, by a hash of their bytes: the same few lock ids come back with every
+ * event, and a new string per event (made a character at a time) was both garbage and, for an
+ * event in flight, one more object for every young-generation collection to copy.
+ */
+const LATIN1_SEEN: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined);
+const LATIN1_SEEN_MAX = 64;
+
+/** The text of ASCII bytes b[s, e) (a lock id found by a scanner); the same string for the same bytes while it is remembered. */
 export function latin1(b: Uint8Array, s: number, e: number): string {
+  const n = e - s;
+  if (n > LATIN1_SEEN_MAX) return latin1Text(b, s, e);
+  let h = n;
+  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]!) | 0;
+  const slot = (h ^ (h >>> 12)) & (LATIN1_SEEN.length - 1);
+  const seen = LATIN1_SEEN[slot];
+  if (seen?.length === n) {
+    let i = 0;
+    while (i < n && seen.charCodeAt(i) === b[s + i]) i++;
+    if (i === n) return seen;
+  }
+  const text = latin1Text(b, s, e);
+  LATIN1_SEEN[slot] = text;
+  return text;
+}
+
+function latin1Text(b: Uint8Array, s: number, e: number): string {
   let out = '';
   for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
   return out;
