@@ -314,8 +314,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
           const [h] = this.buffer.splice(i, 1);
           this.remember(h as Held);
         }
-        // A copy: the ack message's buffer is not kept alive by what the lock remembers.
-        const entry = Uint8Array.from(m.entry);
+        // A copy when remembered: the ack message's buffer is not kept alive by what the lock remembers.
+        const entry = this.rememberAcks ? Uint8Array.from(m.entry) : m.entry;
         // An ack for an event no longer held (or already acked) is a repeat: reported once.
         if (this.rememberAcks ? !this.acked.has(m.ctr) : i >= 0) {
           if (this.rememberAcks) this.acked.set(m.ctr, entry);
