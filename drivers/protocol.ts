@@ -205,8 +205,8 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
   const oldest = readHead(b, pe + EV_OLDEST.length, out);
   if (oldest < 1 || out.end !== b.length) return undefined;
   const decoded = fastLockPayload(b, ps, pe, signed);
-  if (decoded === undefined || decoded.event.ctr < 1 || oldest > decoded.event.ctr) return undefined;
-  const { lock, ctr } = decoded.event;
+  if (decoded === undefined || decoded.ctr < 1 || oldest > decoded.ctr) return undefined;
+  const { lock, ctr } = decoded;
   return signed ? { t: 'event', oldest, cose: decoded.bytes, lock, ctr, decoded } : { t: 'event', oldest, event: decoded.bytes, lock, ctr, decoded };
 }
 
