@@ -69,15 +69,36 @@ interface PreparedRun {
   next: number;
 }
 
+type Payload = { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+
+/**
+ * An event the lock holds until it is acknowledged. Its payload is [start, end) of `src` (a COSE_Sign1
+ * when `signed`, else the bare event), a view made only to send or hash it: with a thousand locks
+ * (bench:ingest) every event is held for the time it is in flight, and each object it holds is
+ * copied by the young-generation collections it lives through, in the gateway's process.
+ */
 interface Held {
   readonly ctr: number;
-  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  readonly src: Uint8Array;
+  readonly start: number;
+  readonly end: number;
+  readonly signed: boolean;
   /** When it was last sent in this link session; 0 = not sent. */
   sentAt: number;
   /** Not to be sent before this time (after a nack with retry). */
   notBefore: number;
   /** `ev` of the answers about it (version 2): SHA-256 of the payload bytes, made when first needed. */
   hash?: Uint8Array;
+}
+
+function held(ctr: number, p: Payload): Held {
+  const src = 'cose' in p ? p.cose : p.event;
+  return { ctr, src, start: 0, end: src.length, signed: 'cose' in p, sentAt: 0, notBefore: 0 };
+}
+
+/** The payload bytes of a held event. */
+function bytesOf(h: Held): Uint8Array {
+  return h.start === 0 && h.end === h.src.length ? h.src : h.src.subarray(h.start, h.end);
 }
 
 export interface SimLockEvents {
@@ -193,15 +214,14 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.preparedCount += n;
   }
 
-  /** The next payload signed ahead, if any. */
-  private takePrepared(): Held['payload'] | undefined {
+  /** The next event signed ahead, held under `ctr`, if any. */
+  private takePrepared(ctr: number): Held | undefined {
     const run = this.prepared[0];
     if (run === undefined) return undefined;
     const i = run.next++;
-    const b = run.arena.subarray(i === 0 ? 0 : run.ends[i - 1], run.ends[i]);
     if (run.next === run.ends.length) this.prepared.shift();
     this.preparedCount--;
-    return run.signed ? { cose: b } : { event: b };
+    return { ctr, src: run.arena, start: i === 0 ? 0 : run.ends[i - 1]!, end: run.ends[i]!, signed: run.signed, sentAt: 0, notBefore: 0 };
   }
 
   private dropPrepared(): void {
@@ -215,8 +235,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   record(type: EventType = 'unlocked', cred?: Uint8Array): number {
     const ctr = this.nextCtr++;
-    const payload = this.takePrepared() ?? this.payload(ctr, type, cred);
-    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    this.buffer.push(this.takePrepared(ctr) ?? held(ctr, this.payload(ctr, type, cred)));
     while (this.buffer.length > this.bufferSize) {
       const dropped = this.buffer.shift() as Held;
       this.emit('overflow', dropped.ctr);
@@ -368,7 +387,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private hashOf(h: Held): Uint8Array {
-    h.hash ??= eventHash('cose' in h.payload ? h.payload.cose : h.payload.event);
+    h.hash ??= eventHash(bytesOf(h));
     return h.hash;
   }
 
@@ -394,11 +413,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   replayFlipped(ctr: number): boolean {
     const h = this.history.find((x) => x.ctr === ctr);
-    if (h === undefined || this.send === undefined || !('cose' in h.payload)) return false;
-    const cose = Uint8Array.from(h.payload.cose);
+    if (h === undefined || this.send === undefined || !h.signed) return false;
+    const cose = Uint8Array.from(bytesOf(h));
     // COSE_Sign1 ends with its 64-byte signature.
     cose[cose.length - 1]! ^= 0x01;
-    this.send(this.eventMessage({ ctr, payload: { cose }, sentAt: 0, notBefore: 0 }, ctr));
+    this.send(this.eventMessage(held(ctr, { cose }), ctr));
     return true;
   }
 
@@ -411,7 +430,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.dropPrepared();
     const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
-    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    this.buffer.push(held(ctr, payload));
     this.pump();
     return ctr;
   }
@@ -438,8 +457,10 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   /** The payload bytes held or acknowledged under a counter (for tests that alter them). */
-  payloadOf(ctr: number): { readonly cose: Uint8Array } | { readonly event: Uint8Array } | undefined {
-    return (this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr))?.payload;
+  payloadOf(ctr: number): Payload | undefined {
+    const h = this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr);
+    if (h === undefined) return undefined;
+    return h.signed ? { cose: bytesOf(h) } : { event: bytesOf(h) };
   }
 
   /** Sends an event with the counter of an acknowledged one but different content. */
@@ -447,11 +468,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     if (this.send === undefined) return false;
     const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type: 'tamper' });
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
-    this.send(this.eventMessage({ ctr, payload, sentAt: 0, notBefore: 0 }, ctr));
+    this.send(this.eventMessage(held(ctr, payload), ctr));
     return true;
   }
 
-  private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Held['payload'] {
+  private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Payload {
     const sealed = cred === undefined || this.privacyKey === undefined ? cred : sealCredential(this.privacyKey, this.id, cred);
     const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(sealed === undefined ? {} : { cred: sealed }) });
     return this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
@@ -471,7 +492,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
 
   private eventMessage(h: Held, oldest: number): Uint8Array {
     // The payload was made (and checked) by encodeLockEvent and coseSign1 in this lock.
-    return 'cose' in h.payload ? layoutEventMessage(h.payload.cose, true, oldest) : layoutEventMessage(h.payload.event, false, oldest);
+    return layoutEventMessage(bytesOf(h), h.signed, oldest);
   }
 
   /** Sends what the window allows, strictly in counter order. */
