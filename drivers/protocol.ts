@@ -158,7 +158,10 @@ export function encodeAck(lock: string, ctr: number, entry: Uint8Array, ev: Uint
   if (!(entry instanceof Uint8Array) || entry.length !== ENTRY_HASH_BYTES) throw new OtiError('ERR_MESSAGE', `ack.entry must be ${ENTRY_HASH_BYTES} bytes`, { field: 'ack.entry' });
   if (ev !== undefined && (!(ev instanceof Uint8Array) || ev.length !== EVENT_HASH_BYTES)) throw new OtiError('ERR_MESSAGE', `ack.ev must be ${EVENT_HASH_BYTES} bytes`, { field: 'ack.ev' });
   const head = ev === undefined ? ACK_HEAD.length : ACK_EV_HEAD.length + EVENT_HASH_BYTES + ACK_CTR.length;
-  const b = new Uint8Array(head + headLength(ctr) + ACK_LOCK.length + headLength(lock.length) + lock.length + ACK_ENTRY.length + ENTRY_HASH_BYTES);
+  // Every byte written below, in a slice of Node's pool: a buffer of its own (past 64 bytes) is a
+  // malloc, an ArrayBuffer and a free on V8's helper thread per ack.
+  const pooled = Buffer.allocUnsafe(head + headLength(ctr) + ACK_LOCK.length + headLength(lock.length) + lock.length + ACK_ENTRY.length + ENTRY_HASH_BYTES);
+  const b = new Uint8Array(pooled.buffer, pooled.byteOffset, pooled.length);
   let o: number;
   if (ev === undefined) {
     b.set(ACK_HEAD, 0);
