@@ -130,6 +130,12 @@ interface Waiting {
 /** An event admitted to the chain, until its entry is durable (or refused). */
 type Flight = Waiting;
 
+/** Acks whose driver answered with the same promise: the events and results, in pairs (Ingest.ack). */
+interface AckGroup {
+  readonly sent: Promise<void>;
+  readonly acks: Array<ReceivedEvent | AppendResult>;
+}
+
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
  * checks in flight plus the block being filled plus the block being written (1,024 held the
@@ -157,6 +163,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private closed = false;
   private paused = false;
   private idle: (() => void) | undefined;
+  /** The last group of acks still waiting on its driver's promise (ack()). */
+  private acking: AckGroup | undefined;
 
   constructor(opts: IngestOptions) {
     super();
@@ -480,14 +488,38 @@ export class Ingest extends EventEmitter<IngestEvents> {
     } catch (e) {
       sent = Promise.reject(e as Error);
     }
-    sent.then(() => {
+    // Acks answered with the promise of the ack before (a driver's one shared resolved promise,
+    // drivers/inprocess.ts) wait on it together: a block's acks cost one reaction, not a closure,
+    // a promise and a reaction each. Each is still told only once its own promise settled.
+    const g = this.acking;
+    if (g?.sent === sent) {
+      g.acks.push(ev, result);
+      return;
+    }
+    const group: AckGroup = { sent, acks: [ev, result] };
+    this.acking = group;
+    sent.then(
+      () => this.acked(group),
+      (e: unknown) => {
+        if (this.acking === group) this.acking = undefined;
+        for (let i = 0; i < group.acks.length; i += 2) this.failed(e);
+      },
+    );
+  }
+
+  /** A group of acks went out: tells the listeners and releases their places. */
+  private acked(group: AckGroup): void {
+    if (this.acking === group) this.acking = undefined;
+    const acks = group.acks;
+    for (let i = 0; i < acks.length; i += 2) {
+      const ev = acks[i] as ReceivedEvent;
       try {
-        this.emit('committed', ev, result, this.now() - ev.receivedAt);
+        this.emit('committed', ev, acks[i + 1] as AppendResult, this.now() - ev.receivedAt);
       } catch (e) {
         this.emit('fault', e as Error);
       }
       this.release();
-    }, this.failed);
+    }
   }
 
   /** An answer that could not be sent (or a listener that threw): reported, and the place released. */
