@@ -9,7 +9,10 @@
  *            LevelDB chain with signatures checked in the worker pool → acks: achieved rate and
  *            ack latency p50/p99 (from the lock recording the event to the lock holding its ack)
  *            at offered loads of 100, 1,000 and 10,000 events/s across BENCH_LOCKS locks
- * max        the same, closed loop (every lock keeps its window full): sustainable events/s
+ * max        the same, closed loop (every lock keeps its window full): sustainable events/s, CPU
+ *            per event (the process, its main thread) and the main thread's garbage collections
+ *            per event (max_gc_…: scavenges and full collections per 1,000 events, their pauses,
+ *            bytes allocated young, promoted, and allocated straight into the old generation)
  * process    the real gateway process (dist/gateway/main.js, broker and notifications included)
  *            with locks on kernel ptys at 1,000 events/s: ack latency p50/p99, the gateway
  *            process's peak RSS (from /proc; goal < 100 MB) and its CPU per event acked (from
@@ -55,7 +58,9 @@
  *   BENCH_HEAP_SNAPSHOT_DIR  a heap snapshot of the gateway at the end of the process phase's load
  *   BENCH_ALLOC_PROFILE  samples every allocation of the gateway, young ones included, into
  *                     BENCH_ALLOC_PROFILE.<time>.heapprofile (bench/ack-trace.ts)
- *   BENCH_INPROCESS_PROFILE  a main-thread CPU profile (.cpuprofile) of the max phase's measured window
+ *   BENCH_INPROCESS_PROFILE  a main-thread CPU profile (.cpuprofile) of the max phase's measured window,
+ *                     and its allocations (.heapprofile; BENCH_INPROCESS_HELD=1: only those still alive at its end)
+ *   BENCH_INPROCESS_SNAPSHOT  a heap snapshot (FILE) in the middle of the max phase's window
  *   BENCH_GATEWAY_STDOUT  appends what the gateway printed besides its log lines (--trace-gc) to this file
  * The in-process phases run in this process: pin them with `taskset -c 0 npm run bench:ingest`.
  *
@@ -102,6 +107,8 @@ try {
       // CPU per event acked in the measured window: the process, and its main thread (pipeline and simulated locks).
       figures['max_cpu_us_per_event'] = max.cpu['cpu_us_per_entry'] as number;
       if (max.cpu['main_thread_us_per_entry'] !== undefined) figures['max_main_thread_us_per_event'] = max.cpu['main_thread_us_per_entry'] as number;
+      // The main thread's garbage collections per event (bench/measure.ts GcWindow).
+      for (const [k, v] of Object.entries(max.gc)) figures[`max_${k}`] = v;
       if (f !== undefined) {
         figures['ratio_max_vs_raw_append'] = round(max.events_per_s / f.append, 2);
         figures['ratio_max_vs_raw_verify_one_core'] = round(max.events_per_s / f.verify, 2);

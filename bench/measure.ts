@@ -10,6 +10,7 @@
  * mappings (the node binary, LevelDB's memory-mapped tables), sampled from /proc/self/status.
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import { GCProfiler, getHeapSpaceStatistics } from 'node:v8';
 import { round } from './support.js';
 
 interface ThreadTimes {
@@ -130,5 +131,77 @@ export function processCpuMs(pid: number): number {
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
   } catch {
     return 0;
+  }
+}
+
+interface GcSpaces {
+  readonly young: number;
+  readonly old: number;
+}
+
+/** Young generation (new space and its large objects) and old generation (old space and large objects) in use, from V8's space statistics. */
+function gcSpaces(spaces: readonly { spaceName: string; spaceUsedSize: number }[]): GcSpaces {
+  let young = 0;
+  let old = 0;
+  for (const s of spaces) {
+    if (s.spaceName === 'new_space' || s.spaceName === 'new_large_object_space') young += s.spaceUsedSize;
+    else if (s.spaceName === 'old_space' || s.spaceName === 'large_object_space') old += s.spaceUsedSize;
+  }
+  return { young, old };
+}
+
+/**
+ * This thread's garbage collections over a window (v8.GCProfiler, which reads V8's space
+ * statistics before and after each collection): how many of each kind, their pauses, and what
+ * the program put into each generation meanwhile. Per `units` (events): young-generation
+ * allocation (what each collection found in new space, less what the previous one left there),
+ * promotion (what scavenges moved into old space), and old-generation allocation between
+ * collections (objects V8 allocates there directly: pretenured sites, large objects). Every
+ * object that survives a scavenge is copied, and every promoted one is marked again by each full
+ * collection: with thousands of events in flight, what each holds costs more than what it
+ * allocates.
+ */
+export class GcWindow {
+  readonly #profiler = new GCProfiler();
+  readonly #start: GcSpaces;
+
+  constructor() {
+    this.#start = gcSpaces(getHeapSpaceStatistics().map((s) => ({ spaceName: s.space_name, spaceUsedSize: s.space_used_size })));
+    this.#profiler.start();
+  }
+
+  stop(units: number): Record<string, number> {
+    const stats = this.#profiler.stop().statistics;
+    let scavenges = 0;
+    let full = 0;
+    let pauseUs = 0;
+    let scavengeUs = 0;
+    let young = 0;
+    let promoted = 0;
+    let oldDirect = 0;
+    let prev = this.#start;
+    for (const g of stats) {
+      const before = gcSpaces(g.beforeGC.heapSpaceStatistics);
+      const after = gcSpaces(g.afterGC.heapSpaceStatistics);
+      young += Math.max(0, before.young - prev.young);
+      oldDirect += Math.max(0, before.old - prev.old);
+      if (g.gcType === 'Scavenge') {
+        scavenges++;
+        scavengeUs += g.cost;
+        promoted += Math.max(0, after.old - before.old);
+      } else if (g.gcType === 'MarkSweepCompact') full++;
+      pauseUs += g.cost;
+      prev = after;
+    }
+    const perEvent = (x: number): number => round(x / units, 1);
+    return {
+      gc_scavenges_per_1000: round((1000 * scavenges) / units, 2),
+      gc_mark_compacts_per_1000: round((1000 * full) / units, 3),
+      gc_pause_us_per_event: perEvent(pauseUs),
+      gc_scavenge_pause_us_per_event: perEvent(scavengeUs),
+      gc_young_alloc_bytes_per_event: perEvent(young),
+      gc_promoted_bytes_per_event: perEvent(promoted),
+      gc_old_alloc_bytes_per_event: perEvent(oldDirect),
+    };
   }
 }

@@ -25,7 +25,7 @@
  * NOT verified here: the gateway does that against the roster before storing.
  */
 import { encode, decode, headLength, matchAt, readHead, writeHead, type CborValue } from '../ledger/base/cbor.js';
-import { decodeLockPayload, fastLockPayload, type LockPayload } from '../ledger/entry.js';
+import { decodeLockPayload, fastLockPayload, latin1, type LockPayload } from '../ledger/entry.js';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
 import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../ledger/schema.js';
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
@@ -158,7 +158,10 @@ export function encodeAck(lock: string, ctr: number, entry: Uint8Array, ev: Uint
   if (!(entry instanceof Uint8Array) || entry.length !== ENTRY_HASH_BYTES) throw new OtiError('ERR_MESSAGE', `ack.entry must be ${ENTRY_HASH_BYTES} bytes`, { field: 'ack.entry' });
   if (ev !== undefined && (!(ev instanceof Uint8Array) || ev.length !== EVENT_HASH_BYTES)) throw new OtiError('ERR_MESSAGE', `ack.ev must be ${EVENT_HASH_BYTES} bytes`, { field: 'ack.ev' });
   const head = ev === undefined ? ACK_HEAD.length : ACK_EV_HEAD.length + EVENT_HASH_BYTES + ACK_CTR.length;
-  const b = new Uint8Array(head + headLength(ctr) + ACK_LOCK.length + headLength(lock.length) + lock.length + ACK_ENTRY.length + ENTRY_HASH_BYTES);
+  // Every byte written below, in a slice of Node's pool: a buffer of its own (past 64 bytes) is a
+  // malloc, an ArrayBuffer and a free on V8's helper thread per ack.
+  const pooled = Buffer.allocUnsafe(head + headLength(ctr) + ACK_LOCK.length + headLength(lock.length) + lock.length + ACK_ENTRY.length + ENTRY_HASH_BYTES);
+  const b = new Uint8Array(pooled.buffer, pooled.byteOffset, pooled.length);
   let o: number;
   if (ev === undefined) {
     b.set(ACK_HEAD, 0);
@@ -186,6 +189,9 @@ const EV_COSE = Uint8Array.of(0x64, 0x63, 0x6f, 0x73, 0x65);
 const EV_EVENT = Uint8Array.of(0x65, 0x65, 0x76, 0x65, 0x6e, 0x74);
 const EV_OLDEST = Uint8Array.of(0x66, 0x6f, 0x6c, 0x64, 0x65, 0x73, 0x74);
 
+/** Where the CBOR head readHead() just read ends, for the fast decoders below (they run to completion, one at a time). */
+const HEAD_END = { end: 0 };
+
 /**
  * Event messages in their one deterministic encoding, decoded without building CBOR values;
  * undefined for anything else, which then goes through the strict decoder (same result or a
@@ -195,7 +201,7 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
   if (!matchAt(b, 0, EV_HEAD)) return undefined;
   const signed = matchAt(b, EV_HEAD.length, EV_COSE);
   if (!signed && !matchAt(b, EV_HEAD.length, EV_EVENT)) return undefined;
-  const out = { end: 0 };
+  const out = HEAD_END;
   const n = readHead(b, EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length), out);
   if (n < 0 || b[EV_HEAD.length + (signed ? EV_COSE.length : EV_EVENT.length)]! >> 5 !== 2) return undefined;
   const ps = out.end;
@@ -205,8 +211,8 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
   const oldest = readHead(b, pe + EV_OLDEST.length, out);
   if (oldest < 1 || out.end !== b.length) return undefined;
   const decoded = fastLockPayload(b, ps, pe, signed);
-  if (decoded === undefined || decoded.event.ctr < 1 || oldest > decoded.event.ctr) return undefined;
-  const { lock, ctr } = decoded.event;
+  if (decoded === undefined || decoded.ctr < 1 || oldest > decoded.ctr) return undefined;
+  const { lock, ctr } = decoded;
   return signed ? { t: 'event', oldest, cose: decoded.bytes, lock, ctr, decoded } : { t: 'event', oldest, event: decoded.bytes, lock, ctr, decoded };
 }
 
@@ -240,12 +246,12 @@ function fastAck(b: Uint8Array): GatewayMessage | undefined {
     at = ACK_EV_HEAD.length + EVENT_HASH_BYTES + ACK_CTR.length;
   } else return undefined;
   if (at >= b.length || b[at]! >> 5 !== 0) return undefined;
-  const out = { end: 0 };
+  const out = HEAD_END;
   const ctr = readHead(b, at, out);
   if (ctr < 1 || !matchAt(b, out.end, ACK_LOCK) || b[out.end + ACK_LOCK.length]! >> 5 !== 3) return undefined;
   const n = readHead(b, out.end + ACK_LOCK.length, out);
   if (n < 1 || n > 64 || out.end + n > b.length) return undefined;
-  const lock = Buffer.from(b.buffer, b.byteOffset + out.end, n).toString('latin1');
+  const lock = latin1(b, out.end, out.end + n);
   if (!ID_PATTERN.test(lock)) return undefined;
   const e = out.end + n;
   if (!matchAt(b, e, ACK_ENTRY) || e + ACK_ENTRY.length + ENTRY_HASH_BYTES !== b.length) return undefined;

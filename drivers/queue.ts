@@ -35,6 +35,18 @@ abstract class SingleConsumerQueue<T> implements AsyncIterable<T> {
   /** An item was taken or the consumer is waiting: room may have been made. */
   protected abstract taken(): void;
 
+  /**
+   * The next item if one is waiting, taken as next() would take it; undefined when there is
+   * none (then the consumer awaits next()). For the consumer of a busy stream: next() costs a
+   * promise, an iterator result and a turn of the microtask queue per item.
+   */
+  poll(): T | undefined {
+    if (this.items.length === 0) return undefined;
+    const value = this.items.shift() as T;
+    this.taken();
+    return value;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

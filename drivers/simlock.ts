@@ -50,17 +50,55 @@ export interface SimLockOptions {
   readonly privacyKey?: PrivacyPublicKey;
   /** The lock protocol version it speaks and announces (default the newest, 2). */
   readonly protocol?: number;
+  /**
+   * Acknowledged events kept for replay() and its kind (default 64). A benchmark's thousand
+   * locks set 0: 64,000 events held for nothing are work for every full garbage collection.
+   */
+  readonly history?: number;
 }
 
+/**
+ * Payloads signed ahead by one prepare(): laid out one after the other in one buffer, the n-th
+ * ending at `ends[n]`; each view is made when its event is recorded.
+ */
+interface PreparedRun {
+  readonly arena: Uint8Array;
+  readonly ends: number[];
+  readonly signed: boolean;
+  /** The next one to record. */
+  next: number;
+}
+
+type Payload = { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+
+/**
+ * An event the lock holds until it is acknowledged. Its payload is [start, end) of `src` (a COSE_Sign1
+ * when `signed`, else the bare event), a view made only to send or hash it: with a thousand locks
+ * (bench:ingest) every event is held for the time it is in flight, and each object it holds is
+ * copied by the young-generation collections it lives through, in the gateway's process.
+ */
 interface Held {
   readonly ctr: number;
-  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
+  readonly src: Uint8Array;
+  readonly start: number;
+  readonly end: number;
+  readonly signed: boolean;
   /** When it was last sent in this link session; 0 = not sent. */
   sentAt: number;
   /** Not to be sent before this time (after a nack with retry). */
   notBefore: number;
   /** `ev` of the answers about it (version 2): SHA-256 of the payload bytes, made when first needed. */
   hash?: Uint8Array;
+}
+
+function held(ctr: number, p: Payload): Held {
+  const src = 'cose' in p ? p.cose : p.event;
+  return { ctr, src, start: 0, end: src.length, signed: 'cose' in p, sentAt: 0, notBefore: 0 };
+}
+
+/** The payload bytes of a held event. */
+function bytesOf(h: Held): Uint8Array {
+  return h.start === 0 && h.end === h.src.length ? h.src : h.src.subarray(h.start, h.end);
 }
 
 export interface SimLockEvents {
@@ -91,10 +129,12 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private readonly now: () => number;
   private readonly privacyKey: PrivacyPublicKey | undefined;
   private readonly buffer: Held[] = [];
-  /** Payloads signed ahead by prepare(), for the next counters in order. */
-  private readonly prepared: Held['payload'][] = [];
+  /** Payloads signed ahead by prepare(), for the next counters in order (preparedCount in all). */
+  private readonly prepared: PreparedRun[] = [];
+  private preparedCount = 0;
   /** Payloads of acknowledged events, kept briefly so that a replay can be staged. */
   private readonly history: Held[] = [];
+  private readonly historySize: number;
   private nextCtr: number;
   private send: ((message: Uint8Array) => void) | undefined;
   private announceInfo = true;
@@ -118,6 +158,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     this.rememberAcks = opts.rememberAcks ?? true;
     this.privacyKey = opts.privacyKey;
     this.protocol = opts.protocol ?? PROTOCOL_VERSIONS.at(-1)!;
+    this.historySize = opts.history ?? 64;
     if (this.bufferSize < 1 || this.nextCtr < 1) throw new OtiError('ERR_ARGUMENT', 'bufferSize and firstCounter must be at least 1');
   }
 
@@ -150,24 +191,42 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    * simulated locks' signing; record() uses them first (their lock time is when they were made).
    */
   prepare(n: number, types: readonly EventType[] = ['unlocked', 'locked']): void {
-    const made: Held['payload'][] = [];
+    if (n < 1) return;
+    const made: Uint8Array[] = [];
     for (let i = 0; i < n; i++) {
-      const ctr = this.nextCtr + this.prepared.length + i;
-      made.push(this.payload(ctr, types[i % types.length] as EventType, undefined));
+      const ctr = this.nextCtr + this.preparedCount + i;
+      const p = this.payload(ctr, types[i % types.length] as EventType, undefined);
+      made.push('cose' in p ? p.cose : p.event);
     }
-    // Kept as views of one buffer: hundreds of thousands of small buffers held for a whole
-    // benchmark phase (each on a slab of Node's buffer pool) made the process's heap and its
-    // garbage collections the benchmark's own cost rather than the gateway's.
-    const bytesOf = (p: Held['payload']): Uint8Array => ('cose' in p ? p.cose : p.event);
-    const arena = new Uint8Array(made.reduce((sum, p) => sum + bytesOf(p).length, 0));
+    // Kept in one buffer, with no object per event until it is recorded: hundreds of thousands
+    // of small buffers, or of views and payload objects, held for a whole benchmark phase made
+    // the process's heap and its garbage collections the benchmark's own cost rather than the
+    // gateway's (every full collection marks them all again).
+    const arena = new Uint8Array(made.reduce((sum, b) => sum + b.length, 0));
+    const ends: number[] = [];
     let at = 0;
-    for (const p of made) {
-      const b = bytesOf(p);
+    for (const b of made) {
       arena.set(b, at);
-      const view = arena.subarray(at, at + b.length);
       at += b.length;
-      this.prepared.push('cose' in p ? { cose: view } : { event: view });
+      ends.push(at);
     }
+    this.prepared.push({ arena, ends, signed: this.signer !== undefined, next: 0 });
+    this.preparedCount += n;
+  }
+
+  /** The next event signed ahead, held under `ctr`, if any. */
+  private takePrepared(ctr: number): Held | undefined {
+    const run = this.prepared[0];
+    if (run === undefined) return undefined;
+    const i = run.next++;
+    if (run.next === run.ends.length) this.prepared.shift();
+    this.preparedCount--;
+    return { ctr, src: run.arena, start: i === 0 ? 0 : run.ends[i - 1]!, end: run.ends[i]!, signed: run.signed, sentAt: 0, notBefore: 0 };
+  }
+
+  private dropPrepared(): void {
+    this.prepared.length = 0;
+    this.preparedCount = 0;
   }
 
   /**
@@ -176,8 +235,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   record(type: EventType = 'unlocked', cred?: Uint8Array): number {
     const ctr = this.nextCtr++;
-    const payload = this.prepared.shift() ?? this.payload(ctr, type, cred);
-    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    this.buffer.push(this.takePrepared(ctr) ?? held(ctr, this.payload(ctr, type, cred)));
     while (this.buffer.length > this.bufferSize) {
       const dropped = this.buffer.shift() as Held;
       this.emit('overflow', dropped.ctr);
@@ -275,8 +333,8 @@ export class SimLock extends EventEmitter<SimLockEvents> {
           const [h] = this.buffer.splice(i, 1);
           this.remember(h as Held);
         }
-        // A copy: the ack message's buffer is not kept alive by what the lock remembers.
-        const entry = Uint8Array.from(m.entry);
+        // A copy when remembered: the ack message's buffer is not kept alive by what the lock remembers.
+        const entry = this.rememberAcks ? Uint8Array.from(m.entry) : m.entry;
         // An ack for an event no longer held (or already acked) is a repeat: reported once.
         if (this.rememberAcks ? !this.acked.has(m.ctr) : i >= 0) {
           if (this.rememberAcks) this.acked.set(m.ctr, entry);
@@ -329,7 +387,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private hashOf(h: Held): Uint8Array {
-    h.hash ??= eventHash('cose' in h.payload ? h.payload.cose : h.payload.event);
+    h.hash ??= eventHash(bytesOf(h));
     return h.hash;
   }
 
@@ -337,7 +395,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
 
   /** Skips `n` counters, as a lock whose log overflowed before it could send them. */
   skip(n: number): void {
-    this.prepared.length = 0;
+    this.dropPrepared();
     this.nextCtr += n;
   }
 
@@ -355,11 +413,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   replayFlipped(ctr: number): boolean {
     const h = this.history.find((x) => x.ctr === ctr);
-    if (h === undefined || this.send === undefined || !('cose' in h.payload)) return false;
-    const cose = Uint8Array.from(h.payload.cose);
+    if (h === undefined || this.send === undefined || !h.signed) return false;
+    const cose = Uint8Array.from(bytesOf(h));
     // COSE_Sign1 ends with its 64-byte signature.
     cose[cose.length - 1]! ^= 0x01;
-    this.send(this.eventMessage({ ctr, payload: { cose }, sentAt: 0, notBefore: 0 }, ctr));
+    this.send(this.eventMessage(held(ctr, { cose }), ctr));
     return true;
   }
 
@@ -369,10 +427,10 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    */
   recordInvalid(extBytes = 1100): number {
     const ctr = this.nextCtr++;
-    this.prepared.length = 0;
+    this.dropPrepared();
     const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
-    this.buffer.push({ ctr, payload, sentAt: 0, notBefore: 0 });
+    this.buffer.push(held(ctr, payload));
     this.pump();
     return ctr;
   }
@@ -399,8 +457,10 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   /** The payload bytes held or acknowledged under a counter (for tests that alter them). */
-  payloadOf(ctr: number): { readonly cose: Uint8Array } | { readonly event: Uint8Array } | undefined {
-    return (this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr))?.payload;
+  payloadOf(ctr: number): Payload | undefined {
+    const h = this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr);
+    if (h === undefined) return undefined;
+    return h.signed ? { cose: bytesOf(h) } : { event: bytesOf(h) };
   }
 
   /** Sends an event with the counter of an acknowledged one but different content. */
@@ -408,11 +468,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     if (this.send === undefined) return false;
     const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type: 'tamper' });
     const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
-    this.send(this.eventMessage({ ctr, payload, sentAt: 0, notBefore: 0 }, ctr));
+    this.send(this.eventMessage(held(ctr, payload), ctr));
     return true;
   }
 
-  private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Held['payload'] {
+  private payload(ctr: number, type: EventType, cred: Uint8Array | undefined): Payload {
     const sealed = cred === undefined || this.privacyKey === undefined ? cred : sealCredential(this.privacyKey, this.id, cred);
     const bytes = encodeLockEvent({ lock: this.id, ctr, time: this.now(), type, ...(sealed === undefined ? {} : { cred: sealed }) });
     return this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
@@ -425,13 +485,14 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   }
 
   private remember(h: Held): void {
+    if (this.historySize === 0) return;
     this.history.push(h);
-    if (this.history.length > 64) this.history.shift();
+    if (this.history.length > this.historySize) this.history.shift();
   }
 
   private eventMessage(h: Held, oldest: number): Uint8Array {
     // The payload was made (and checked) by encodeLockEvent and coseSign1 in this lock.
-    return 'cose' in h.payload ? layoutEventMessage(h.payload.cose, true, oldest) : layoutEventMessage(h.payload.event, false, oldest);
+    return layoutEventMessage(bytesOf(h), h.signed, oldest);
   }
 
   /** Sends what the window allows, strictly in counter order. */

@@ -40,8 +40,10 @@ import { bytesEqual } from '../ledger/base/bytes.js';
 import { isOtiError, type ErrorCode } from '../ledger/base/errors.js';
 import { leafHash } from '../ledger/merkle.js';
 import { isSealedCredential } from '../ledger/privacy.js';
+import type { Member } from '../ledger/roster.js';
 import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
+import { EventQueue } from '../drivers/queue.js';
 import { RefusedCounters } from './refusals.js';
 import { AnswerDeadlines } from './answer-deadlines.js';
 
@@ -96,6 +98,9 @@ interface LockState {
   suppressed: number;
   /** Counters refused for good, for telling refusals from losses in gaps. */
   readonly refused: RefusedCounters;
+  /** The lock's roster member as of the roster's version `rosterVersion` (looked up for every event: see member()). */
+  member: Member | undefined;
+  rosterVersion: number;
 }
 
 /**
@@ -125,6 +130,12 @@ interface Waiting {
 /** An event admitted to the chain, until its entry is durable (or refused). */
 type Flight = Waiting;
 
+/** Acks whose driver answered with the same promise: the events and results, in pairs (Ingest.ack). */
+interface AckGroup {
+  readonly sent: Promise<void>;
+  readonly acks: Array<ReceivedEvent | AppendResult>;
+}
+
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
  * checks in flight plus the block being filled plus the block being written (1,024 held the
@@ -152,6 +163,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private closed = false;
   private paused = false;
   private idle: (() => void) | undefined;
+  /** The last group of acks still waiting on its driver's promise (ack()). */
+  private acking: AckGroup | undefined;
 
   constructor(opts: IngestOptions) {
     super();
@@ -196,14 +209,30 @@ export class Ingest extends EventEmitter<IngestEvents> {
   }
 
   private async pullEvents(driver: LockDriver): Promise<void> {
-    for await (const ev of driver.events()) {
-      if (this.closed) {
-        await driver.nack(ev, 'ERR_BUSY', true);
-        continue;
+    const events = driver.events();
+    const it = events[Symbol.asyncIterator]();
+    // A driver's own queue hands over what it holds without a promise per event (drivers/queue.ts).
+    const queue = events instanceof EventQueue ? (events as EventQueue<ReceivedEvent>) : undefined;
+    try {
+      for (;;) {
+        let ev = queue?.poll();
+        if (ev === undefined) {
+          const r = await it.next();
+          if (r.done === true) return;
+          ev = r.value;
+        }
+        if (this.closed) {
+          await driver.nack(ev, 'ERR_BUSY', true);
+          continue;
+        }
+        this.active++;
+        this.handle(driver, ev);
+        while ((this.active >= this.limit || this.paused) && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
       }
-      this.active++;
-      this.handle(driver, ev);
-      while ((this.active >= this.limit || this.paused) && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } catch (e) {
+      // As `for await` would: the stream is told that its consumer is gone.
+      await it.return?.();
+      throw e;
     }
   }
 
@@ -286,7 +315,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
    */
   private screen(driver: LockDriver, ev: ReceivedEvent): { readonly key: Uint8Array } | undefined {
     this.emit('received', ev);
-    const member = this.chain.roster.get('lock', ev.lock);
+    const member = this.member(ev.lock);
     if (member === undefined || member.revoked) {
       this.reportUnenrolled(ev.lock, ev.info, ev.from);
       this.answer(member === undefined ? this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true) : this.refuse(driver, ev, 'ERR_LOCK_REVOKED', false));
@@ -459,14 +488,38 @@ export class Ingest extends EventEmitter<IngestEvents> {
     } catch (e) {
       sent = Promise.reject(e as Error);
     }
-    sent.then(() => {
+    // Acks answered with the promise of the ack before (a driver's one shared resolved promise,
+    // drivers/inprocess.ts) wait on it together: a block's acks cost one reaction, not a closure,
+    // a promise and a reaction each. Each is still told only once its own promise settled.
+    const g = this.acking;
+    if (g?.sent === sent) {
+      g.acks.push(ev, result);
+      return;
+    }
+    const group: AckGroup = { sent, acks: [ev, result] };
+    this.acking = group;
+    sent.then(
+      () => this.acked(group),
+      (e: unknown) => {
+        if (this.acking === group) this.acking = undefined;
+        for (let i = 0; i < group.acks.length; i += 2) this.failed(e);
+      },
+    );
+  }
+
+  /** A group of acks went out: tells the listeners and releases their places. */
+  private acked(group: AckGroup): void {
+    if (this.acking === group) this.acking = undefined;
+    const acks = group.acks;
+    for (let i = 0; i < acks.length; i += 2) {
+      const ev = acks[i] as ReceivedEvent;
       try {
-        this.emit('committed', ev, result, this.now() - ev.receivedAt);
+        this.emit('committed', ev, acks[i + 1] as AppendResult, this.now() - ev.receivedAt);
       } catch (e) {
         this.emit('fault', e as Error);
       }
       this.release();
-    }, this.failed);
+    }
   }
 
   /** An answer that could not be sent (or a listener that threw): reported, and the place released. */
@@ -517,10 +570,27 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.emit('rejected', ev, code, retry);
   }
 
+  /**
+   * The roster member of a lock, remembered by its state while the roster stays the same
+   * (Roster.get makes its key string per call). A lock with no state yet is looked up in the
+   * roster alone: no state is made for ids that may not be enrolled.
+   */
+  private member(lock: string): Member | undefined {
+    const roster = this.chain.roster;
+    const s = this.locks.get(lock);
+    if (s?.rosterVersion === roster.version) return s.member;
+    const m = roster.get('lock', lock);
+    if (s !== undefined) {
+      s.member = m;
+      s.rosterVersion = roster.version;
+    }
+    return m;
+  }
+
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0, refused: new RefusedCounters() };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
       this.locks.set(lock, s);
     }
     return s;

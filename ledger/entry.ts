@@ -251,8 +251,33 @@ function isIdBytes(b: Uint8Array, s: number, e: number): boolean {
   return true;
 }
 
-/** The text of ASCII bytes b[s, e) (a lock id found by a scanner). */
+/**
+ * Strings latin1() made, by a hash of their bytes: the same few lock ids come back with every
+ * event, and a new string per event (made a character at a time) was both garbage and, for an
+ * event in flight, one more object for every young-generation collection to copy.
+ */
+const LATIN1_SEEN: Array<string | undefined> = new Array<string | undefined>(4096).fill(undefined);
+const LATIN1_SEEN_MAX = 64;
+
+/** The text of ASCII bytes b[s, e) (a lock id found by a scanner); the same string for the same bytes while it is remembered. */
 export function latin1(b: Uint8Array, s: number, e: number): string {
+  const n = e - s;
+  if (n > LATIN1_SEEN_MAX) return latin1Text(b, s, e);
+  let h = n;
+  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]!) | 0;
+  const slot = (h ^ (h >>> 12)) & (LATIN1_SEEN.length - 1);
+  const seen = LATIN1_SEEN[slot];
+  if (seen?.length === n) {
+    let i = 0;
+    while (i < n && seen.charCodeAt(i) === b[s + i]) i++;
+    if (i === n) return seen;
+  }
+  const text = latin1Text(b, s, e);
+  LATIN1_SEEN[slot] = text;
+  return text;
+}
+
+function latin1Text(b: Uint8Array, s: number, e: number): string {
   let out = '';
   for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
   return out;
@@ -398,29 +423,51 @@ export interface LockPayload {
  */
 export class ScannedLockPayload implements LockPayload {
   readonly bytes: Uint8Array;
-  readonly event: LockEvent;
+  /** The event's lock and counter (its other fields are read again from `bytes` when `event` is first asked for). */
+  readonly lock: string;
+  readonly ctr: number;
   /** The buffer the payload was read from, and where its COSE payload and signature lie in it (sigStart -1: unsigned). */
   readonly source: Uint8Array;
   readonly payloadStart: number;
   readonly payloadEnd: number;
   readonly sigStart: number;
   #parsed: CoseSign1 | undefined;
+  #event: LockEvent | undefined;
 
-  constructor(bytes: Uint8Array, event: LockEvent, source: Uint8Array, o: LockEventScan, signed: boolean) {
+  constructor(bytes: Uint8Array, source: Uint8Array, o: LockEventScan, signed: boolean) {
     this.bytes = bytes;
-    this.event = event;
+    this.lock = latin1(source, o.lockStart, o.lockEnd);
+    this.ctr = o.ctr;
     this.source = source;
     this.payloadStart = o.eventStart;
     this.payloadEnd = o.eventEnd;
     this.sigStart = signed ? o.sigStart : -1;
     this.#parsed = undefined;
+    this.#event = undefined;
   }
 
   get parsed(): CoseSign1 | undefined {
     if (this.sigStart < 0) return undefined;
     return (this.#parsed ??= { payload: view(this.source, this.payloadStart, this.payloadEnd), signature: view(this.source, this.sigStart, this.sigStart + 64) });
   }
+
+  /**
+   * The event, read again from `bytes` when first asked for (the pipeline asks only with a
+   * privacy key configured): an object and its time held by every event in flight were for
+   * nothing on the common path.
+   */
+  get event(): LockEvent {
+    if (this.#event === undefined) {
+      const b = this.bytes;
+      if (!(this.sigStart >= 0 ? scanCose(b, 0, b.length, RESCAN) : scanLockEvent(b, 0, b.length, RESCAN))) throw new OtiError('ERR_ARGUMENT', 'the bytes of a scanned payload changed');
+      this.#event = eventOf(b, RESCAN);
+    }
+    return this.#event;
+  }
 }
+
+/** Where the parts of a scanned payload lie when its event is read again (ScannedLockPayload.event). */
+const RESCAN = lockEventScan();
 
 /**
  * The fast path for a lock's payload outside an entry (the lock protocol's event messages): a
@@ -431,7 +478,7 @@ export class ScannedLockPayload implements LockPayload {
  */
 export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean): ScannedLockPayload | undefined {
   if (signed ? !scanCose(b, s, e, SCAN) : !scanLockEvent(b, s, e, SCAN)) return undefined;
-  return new ScannedLockPayload(s === 0 && e === b.length ? b : view(b, s, e), eventOf(b, SCAN), b, SCAN, signed);
+  return new ScannedLockPayload(s === 0 && e === b.length ? b : view(b, s, e), b, SCAN, signed);
 }
 
 /** A lock's COSE_Sign1 (`signed`) or bare event `b`, decoded strictly: a coded error if invalid. `bytes` is `b`. */

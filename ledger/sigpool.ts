@@ -365,7 +365,9 @@ export class SigPacker {
     let o = this.#len;
     this.#dv.setUint32(o, msgLen, true);
     buf.set(key, o + 4);
-    buf.set(sig ?? b.subarray(sigStart, sigStart + 64), o + 36);
+    // Copied in place, byte by byte: a view of each part per signature was an allocation.
+    if (sig !== undefined) buf.set(sig, o + 36);
+    else for (let i = 0; i < 64; i++) buf[o + 36 + i] = b[sigStart + i]!;
     o += 100;
     buf.set(SIG_PREFIX, o);
     o += SIG_PREFIX.length;
@@ -382,7 +384,8 @@ export class SigPacker {
       this.#dv.setUint32(o, n, false);
       o += 4;
     }
-    buf.set(start === 0 && end === b.length ? b : b.subarray(start, end), o);
+    if (start === 0 && end === b.length) buf.set(b, o);
+    else for (let i = 0; i < n; i++) buf[o + i] = b[start + i]!;
     this.#len = o + n;
     this.#count++;
   }

@@ -3,6 +3,7 @@
  */
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
+import { writeHeapSnapshot } from 'node:v8';
 import { Session } from 'node:inspector/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Signer, verify, type KeyPair } from '../../ledger/crypto.js';
@@ -15,7 +16,7 @@ import { InProcessDriver } from '../../drivers/inprocess.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { round, percentile, benchChain } from '../support.js';
-import { cpuSnapshot, cpuSince } from '../measure.js';
+import { cpuSnapshot, cpuSince, GcWindow } from '../measure.js';
 import { LOCKS, SECONDS, WINDOW } from './settings.js';
 
 export interface Rig {
@@ -39,7 +40,7 @@ export async function rig(dir: string): Promise<Rig> {
   const locks: SimLock[] = [];
   for (let i = 0; i < LOCKS; i++) {
     const key = await bc.enrolLock(`lock-${i}`);
-    const lock = new SimLock({ id: `lock-${i}`, seed: key.seed, resendMs: 30_000, rememberAcks: false });
+    const lock = new SimLock({ id: `lock-${i}`, seed: key.seed, resendMs: 30_000, rememberAcks: false, history: 0 });
     driver.connect(lock);
     locks.push(lock);
   }
@@ -56,7 +57,7 @@ export async function close(r: Rig): Promise<void> {
 }
 
 /** Measures one phase: `rate` events/s in total (0 = closed loop), for SECONDS. */
-export async function phase(r: Rig, rate: number): Promise<{ events_per_s: number; p50_ms: number; p99_ms: number; rss_mb: number; cpu: Record<string, number | string> }> {
+export async function phase(r: Rig, rate: number): Promise<{ events_per_s: number; p50_ms: number; p99_ms: number; rss_mb: number; cpu: Record<string, number | string>; gc: Record<string, number> }> {
   // Sign the phase's events ahead: the locks' signing is not the gateway's work.
   const expected = rate === 0 ? 20_000 * SECONDS : rate * SECONDS;
   for (const l of r.locks) l.prepare(Math.ceil((expected * 1.2) / r.locks.length) + WINDOW);
@@ -94,11 +95,16 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
     session.connect();
     await session.post('Profiler.enable');
     await session.post('Profiler.start');
-    // Every allocation sampled, young objects included (what the scavenges copy and free).
-    await session.post('HeapProfiler.startSampling', { samplingInterval: 16 * 1024, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    // Every allocation sampled, young objects included (what the scavenges copy and free); with
+    // BENCH_INPROCESS_HELD=1 only what is still alive at the window's end (what the events in
+    // flight hold, each object of which the scavenges copy and promote).
+    const all = process.env['BENCH_INPROCESS_HELD'] !== '1';
+    await session.post('HeapProfiler.startSampling', { samplingInterval: all ? 16 * 1024 : 4 * 1024, includeObjectsCollectedByMajorGC: all, includeObjectsCollectedByMinorGC: all });
   }
   const t0 = performance.now();
   const cpu0 = cpuSnapshot();
+  // The main thread's garbage collections over the window (what each event allocates and holds).
+  const gcs = new GcWindow();
   let timer: NodeJS.Timeout | undefined;
   if (rate === 0) {
     for (const l of r.locks) for (let k = 0; k < WINDOW; k++) record(l);
@@ -111,7 +117,12 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
       for (; sent < due; sent++) record(r.locks[next++ % r.locks.length] as SimLock);
     }, 10);
   }
-  await sleep(SECONDS * 1000);
+  const snapshotTo = rate === 0 ? process.env['BENCH_INPROCESS_SNAPSHOT'] : undefined;
+  if (snapshotTo !== undefined) {
+    await sleep((SECONDS * 1000) / 2);
+    writeHeapSnapshot(snapshotTo);
+    await sleep((SECONDS * 1000) / 2);
+  } else await sleep(SECONDS * 1000);
   measuring = false;
   clearInterval(timer);
   const elapsed = (performance.now() - t0) / 1000;
@@ -120,6 +131,7 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   // pipeline, and the simulated locks' own work: recording, the codec's encoding, the acks'
   // decoding) and each other thread (the two signature workers first).
   const cpu = cpuSince(cpu0, Math.max(1, done));
+  const gc = gcs.stop(Math.max(1, done));
   if (session !== undefined && profileTo !== undefined) {
     const { profile } = await session.post('Profiler.stop');
     writeFileSync(profileTo, JSON.stringify(profile));
@@ -133,7 +145,7 @@ export async function phase(r: Rig, rate: number): Promise<{ events_per_s: numbe
   clearInterval(sampler);
   for (const off of listeners) off();
   latencies.sort((a, b) => a - b);
-  return { events_per_s: Math.round(done / elapsed), p50_ms: round(percentile(latencies, 50), 2), p99_ms: round(percentile(latencies, 99), 2), rss_mb: round(rss / (1024 * 1024), 1), cpu };
+  return { events_per_s: Math.round(done / elapsed), p50_ms: round(percentile(latencies, 50), 2), p99_ms: round(percentile(latencies, 99), 2), rss_mb: round(rss / (1024 * 1024), 1), cpu, gc };
 }
 
 export async function floor(dir: string): Promise<{ append: number; verify: number }> {

@@ -59,3 +59,26 @@ void test('EventQueue.offer and whenRoom: a producer that waits without a promis
   assert.equal(woken, 3, 'at once once closed');
   assert.equal(q.offer(4), false);
 });
+
+void test('EventQueue.poll: takes what is there without a promise, wakes a producer as next() would, undefined when empty', async () => {
+  const q = new EventQueue<number>(2);
+  assert.equal(q.poll(), undefined);
+  q.offer(1);
+  q.offer(2);
+  let woken = 0;
+  q.whenRoom(() => woken++);
+  assert.equal(q.poll(), 1);
+  assert.equal(woken, 1);
+  assert.equal(q.offer(3), true);
+  const it = q[Symbol.asyncIterator]();
+  assert.deepEqual(await it.next(), { value: 2, done: false });
+  assert.equal(q.poll(), 3);
+  assert.equal(q.poll(), undefined);
+  // Empty: the consumer waits on next(), and an item offered then is handed to it, not left for poll().
+  const next = it.next();
+  q.offer(4);
+  assert.equal(q.poll(), undefined);
+  assert.deepEqual(await next, { value: 4, done: false });
+  q.close();
+  assert.equal(q.poll(), undefined);
+});

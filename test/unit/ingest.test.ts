@@ -103,3 +103,34 @@ void test('a paused pipeline takes no more events (they stay with the driver) un
   assert.ok(driver.answers.every((a) => a.ok));
   assert.equal(driver.queued, 0);
 });
+
+void test('acks a driver answers with one shared promise are told and released together once it settles, and each refused as a fault when it rejects', async (t) => {
+  const { lock, driver, ingest, faults } = await rig(t);
+  let settle: { resolve: () => void; reject: (e: Error) => void } = { resolve: () => undefined, reject: () => undefined };
+  const deferred = (): Promise<void> => new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  let shared = deferred();
+  const sent: number[] = [];
+  driver.ack = (ev) => {
+    sent.push(ev.ctr);
+    return shared;
+  };
+  const committed: number[] = [];
+  ingest.on('committed', (ev) => committed.push(ev.ctr));
+  for (let i = 0; i < 3; i++) driver.push(lock, signedEvent(lock), lock.ctr);
+  await waitUntil('three acks sent', () => sent.length === 3);
+  await new Promise((resolve) => setImmediate(resolve));
+  // Sent, not yet gone out: nobody is told and the places are held.
+  assert.deepEqual(committed, []);
+  assert.equal(ingest.depth, 3);
+  settle.resolve();
+  await waitUntil('three committed', () => committed.length === 3);
+  assert.deepEqual(committed, [1, 2, 3]);
+  await waitUntil('places released', () => ingest.depth === 0);
+  shared = deferred();
+  for (let i = 0; i < 2; i++) driver.push(lock, signedEvent(lock), lock.ctr);
+  await waitUntil('two more acks sent', () => sent.length === 5);
+  settle.reject(new Error('the link went away'));
+  await waitUntil('places released', () => ingest.depth === 0);
+  assert.equal(faults.filter((e) => /the link went away/.test(e.message)).length, 2);
+  assert.deepEqual(committed, [1, 2, 3]);
+});
