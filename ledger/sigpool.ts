@@ -68,6 +68,13 @@ export interface PoolOptions {
   readonly elastic?: ElasticOptions;
   /** Verify on the calling thread too, when every worker has a batch waiting (not with `elastic`). */
   readonly callerShare?: boolean;
+  /**
+   * With `callerShare`: how many batches each worker must have (running and waiting) before the
+   * caller checks one itself (default 2: one running, one waiting). A caller that does other work
+   * between batches wants 3: while it checks a batch of its own, a worker with only one batch
+   * waiting can finish it and sit idle until the caller has packed the next.
+   */
+  readonly callerAfter?: number;
 }
 
 export class SignaturePool {
@@ -76,6 +83,7 @@ export class SignaturePool {
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
   readonly #callerShare: boolean;
+  readonly #callerAfter: number;
   /** Batches sent to workers since the caller last checked one itself. */
   #sentSinceCaller = 0;
   #callerBatches = 0;
@@ -93,19 +101,21 @@ export class SignaturePool {
     this.size = size;
     this.#elastic = elastic === undefined ? undefined : { inlineMaxPerS: elastic.inlineMaxPerS ?? 2000, idleMs: elastic.idleMs ?? 60_000 };
     this.#callerShare = opts.callerShare === true;
+    this.#callerAfter = opts.callerAfter ?? 2;
+    if (!Number.isInteger(this.#callerAfter) || this.#callerAfter < 1) throw new OtiError('ERR_ARGUMENT', 'callerAfter must be a whole number of at least 1');
     if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
   }
 
   /**
    * For a pool that shares with its caller: whether this batch is the caller's. It is when each
-   * worker has a batch running and one waiting, and the workers were given at least one batch
+   * worker has a batch running and one waiting (callerAfter, default 2), and the workers were given at least one batch
    * each since the caller last took one (so it takes at most one batch in n + 1). The counts are
    * the workers' own (outstanding()), current even when the caller has not let the event loop
    * turn for a while: with counts that fell only when results were handled, a caller busy with
    * its own batch took the next one too while a worker sat idle with its results unread.
    */
   #callersTurn(): boolean {
-    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= 2)) return false;
+    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= this.#callerAfter)) return false;
     this.#sentSinceCaller = 0;
     return true;
   }

@@ -101,6 +101,26 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
   await none.close();
 });
 
+void test('callerAfter: the caller takes a batch only once each worker has that many to do', async (t) => {
+  // As above, but with three per worker before the caller's turn (what `oti verify` asks for).
+  for (const workers of [1, 2]) {
+    const prepared = Array.from({ length: 13 }, () => tasks(100));
+    const pool = new SignaturePool(workers, { callerShare: true, callerAfter: 3 });
+    t.after(() => pool.close());
+    let seen = '';
+    const batches = prepared.map((batch) => {
+      const before = pool.callerBatches;
+      const b = pool.verifyBatch(batch);
+      seen += pool.callerBatches > before ? 'C' : 'w';
+      return b;
+    });
+    assert.equal(seen.slice(0, 3 * workers + 1), `${'w'.repeat(3 * workers)}C`, `${workers} worker(s): ${seen}`);
+    for (let i = 0; i + workers < seen.length; i++) assert.ok(!/C.*C/.test(seen.slice(i, i + workers + 1)), `${workers} worker(s): two of the caller's within ${workers + 1} in ${seen}`);
+    for (const b of batches) assert.deepEqual([...(await b)], expected(100));
+  }
+  for (const callerAfter of [0, 1.5]) assert.throws(() => new SignaturePool(1, { callerShare: true, callerAfter }), /callerAfter/);
+});
+
 void test('checkCose packs COSE checks into the coalesced batch and answers each with its context, never before it returns', async (t) => {
   const k = generateKeyPair();
   const s = new Signer(k.seed);
