@@ -46,6 +46,13 @@ export interface VerifyOptions {
    * signatures over every worker, for a caller that waits on each block (the archive).
    */
   readonly signatureBatch?: number;
+  /**
+   * Batches of lock signatures that start at or after this entry index are checked on this
+   * thread, not sent to the pool (verifyChain's `tailHere`). For a caller that shares the checks with its pool's
+   * workers and has nothing else to do at the end: while it checks the last ones, the workers
+   * finish the batches they hold, instead of this thread waiting for them.
+   */
+  readonly hereFrom?: number;
 }
 
 export interface VerifyProgress {
@@ -359,6 +366,14 @@ export class ChainVerifier {
       check(verifyPacked(packed, this.#ed25519));
       return;
     }
+    if (indexes[0]! >= (this.#opts.hereFrom ?? Infinity)) {
+      // Checked now, observed in order behind the batches still with the workers (#drain), so
+      // that the failure reported is still the first in chain order.
+      const done = Promise.resolve(verifyPacked(packed, this.#ed25519)).then(check);
+      done.catch(() => undefined); // observed by #drain
+      this.#inFlight.push({ done, onWorker: false });
+      return;
+    }
     const pool = this.#opts.pool;
     const inline = pool.callerBatches;
     const done = pool.verifyPackedBatch(packed).then(check);
@@ -372,14 +387,16 @@ export class ChainVerifier {
 
   async #drain(all: boolean): Promise<void> {
     if (all) this.#sendBatch();
-    // Up to four batches per worker (one running, three waiting; at most a few hundred kB each),
-    // counting only those sent to workers: this thread goes on reading, hashing and taking its
-    // share of the checks while the workers are busy. Counting the batches checked here too
+    // Up to six batches per worker (one running, the rest waiting; at most a few hundred kB
+    // each), counting only those sent to workers: this thread goes on reading, hashing and taking
+    // its share of the checks while the workers are busy. A pool that shares with this thread
+    // keeps about three per worker (`oti verify`'s callerAfter); with four counted here, this
+    // thread waited for a worker now and then instead of taking its next batch itself. Counting the batches checked here too
     // (settled, but kept in order behind a worker's) made this thread wait for the oldest
     // worker batch while it could have worked: about 2 % of a verification's time with one
     // worker (docs/DECISIONS.md §Issue 22, verify and sync audit). Results are observed oldest
     // first, so the failure reported is the first in chain order among those sent.
-    const limit = all ? 0 : 4 * (this.#opts.pool?.size ?? 0);
+    const limit = all ? 0 : 6 * (this.#opts.pool?.size ?? 0);
     while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
       const b = this.#inFlight.shift()!;
       if (b.onWorker) this.#onWorkers--;
@@ -395,6 +412,12 @@ export interface ChainRangeOptions extends VerifyOptions {
   readonly fromBlock?: number;
   /** Last block to check (default the head). */
   readonly toBlock?: number;
+  /**
+   * The lock signatures of the last this many entries are checked on this thread (hereFrom);
+   * default none. `oti verify` asks for the about three batches per worker its pool keeps
+   * waiting.
+   */
+  readonly tailHere?: number;
 }
 
 /**
@@ -406,7 +429,16 @@ export interface ChainRangeOptions extends VerifyOptions {
 export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Promise<VerifyReport> {
   const from = opts.fromBlock ?? 0;
   const to = opts.toBlock ?? cs.head.n;
-  const verifier = await verifierAt(cs, opts, from);
+  let vopts: ChainRangeOptions = opts;
+  if (opts.tailHere !== undefined && opts.tailHere > 0 && to >= from) {
+    let end = cs.head.size;
+    if (to !== cs.head.n) {
+      const h = (await cs.block(to)).header;
+      end = h.first + h.count;
+    }
+    vopts = { ...opts, hereFrom: end - opts.tailHere };
+  }
+  const verifier = await verifierAt(cs, vopts, from);
   // The next block's record and entries are read (on LevelDB's threads) while this one is checked.
   const blocks = cs.blocks(from, to);
   // As spans of the chunks read where the reader has them: a block's entries as views, kept
