@@ -35,6 +35,12 @@ export interface SigTask {
 interface Job {
   resolve: (r: Uint8Array) => void;
   reject: (e: Error) => void;
+  /**
+   * A pool that shares with its caller keeps each batch it posts (a copy goes to the worker)
+   * and a claim on it, 0 until the worker starts it (1) or the caller takes it back (2).
+   */
+  buf?: Uint8Array;
+  claim?: Int32Array;
 }
 
 interface PoolWorker {
@@ -120,6 +126,11 @@ export class SignaturePool {
     return true;
   }
 
+  /** Whether this pool shares with its caller (then batches packed in shared memory cost no copy to post: SigPacker.take(true)). */
+  get sharesWithCaller(): boolean {
+    return this.#callerShare;
+  }
+
   /** Batches checked on the calling thread so far (inline by an elastic pool, or the caller's share). */
   get callerBatches(): number {
     return this.#callerBatches;
@@ -198,8 +209,8 @@ export class SignaturePool {
   }
 
   /**
-   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred and
-   * must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
+   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred (or,
+   * by a pool that shares with its caller, kept for takeBack()) and must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
    */
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
@@ -214,6 +225,13 @@ export class SignaturePool {
     pw.sent++;
     this.#sentSinceCaller++;
     return new Promise<Uint8Array>((resolve, reject) => {
+      if (this.#callerShare) {
+        // Kept here for takeBack(); the worker gets a copy, or the same memory when it is shared.
+        const claim = new Int32Array(new SharedArrayBuffer(4));
+        pw.jobs.set(id, { resolve, reject, buf, claim });
+        pw.worker.postMessage({ id, buf, claim });
+        return;
+      }
       pw.jobs.set(id, { resolve, reject });
       if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
         pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
@@ -221,6 +239,30 @@ export class SignaturePool {
         pw.worker.postMessage({ id, buf });
       }
     });
+  }
+
+  /**
+   * For a pool that shares with its caller: checks here, now, the newest batch that a worker
+   * holds and has not started, and settles it; false when there is none. For a caller that would
+   * otherwise wait for a worker's results: it works instead of waiting, and a worker's queue
+   * never outlasts the caller's own work (the end of a whole-chain verification).
+   */
+  takeBack(): boolean {
+    if (!this.#callerShare) return false;
+    for (const pw of this.#workers) {
+      const ids = [...pw.jobs.keys()];
+      // Newest first: a worker starts its batches in the order they were posted.
+      for (let i = ids.length - 1; i >= 0; i--) {
+        const job = pw.jobs.get(ids[i]!)!;
+        if (job.claim === undefined || job.buf === undefined || Atomics.compareExchange(job.claim, 0, 0, 2) !== 0) break;
+        pw.jobs.delete(ids[i]!);
+        pw.inFlight--;
+        this.#callerBatches++;
+        job.resolve(verifyPacked(job.buf));
+        return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -397,9 +439,17 @@ export class SigPacker {
     this.#count++;
   }
 
-  /** The packed batch (a fresh, exactly sized buffer that can be transferred); resets the packer. */
-  take(): Uint8Array {
-    const out = this.#buf.slice(0, this.#len);
+  /**
+   * The packed batch (a fresh, exactly sized buffer that can be transferred, or with `shared` one
+   * in a SharedArrayBuffer, which a pool that shares with its caller posts without a copy);
+   * resets the packer.
+   */
+  take(shared = false): Uint8Array {
+    let out: Uint8Array;
+    if (shared) {
+      out = new Uint8Array(new SharedArrayBuffer(this.#len));
+      out.set(this.#buf.subarray(0, this.#len));
+    } else out = this.#buf.slice(0, this.#len);
     this.#len = 0;
     this.#count = 0;
     return out;

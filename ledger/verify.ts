@@ -46,13 +46,6 @@ export interface VerifyOptions {
    * signatures over every worker, for a caller that waits on each block (the archive).
    */
   readonly signatureBatch?: number;
-  /**
-   * Batches of lock signatures that start at or after this entry index are checked on this
-   * thread, not sent to the pool (verifyChain's `tailHere`). For a caller that shares the checks with its pool's
-   * workers and has nothing else to do at the end: while it checks the last ones, the workers
-   * finish the batches they hold, instead of this thread waiting for them.
-   */
-  readonly hereFrom?: number;
 }
 
 export interface VerifyProgress {
@@ -118,7 +111,7 @@ export class ChainVerifier {
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
   /** Batches sent to the pool, oldest first, and whether each went to a worker (else the pool checked it here, at once). */
-  readonly #inFlight: { done: Promise<void>; onWorker: boolean }[] = [];
+  readonly #inFlight: { done: Promise<void>; onWorker: boolean; settled: boolean }[] = [];
   /** How many of #inFlight went to a worker. */
   #onWorkers = 0;
   #blocks = 0;
@@ -357,21 +350,13 @@ export class ChainVerifier {
     const indexes = this.#indexes;
     if (indexes.length === 0) return;
     this.#indexes = [];
-    const packed = this.#packer.take();
+    const packed = this.#packer.take(this.#opts.pool?.sharesWithCaller === true);
     const check = (results: Uint8Array): void => {
       const bad = results.findIndex((r) => r !== 1);
       if (bad >= 0) throw new OtiError('ERR_LOCK_SIGNATURE', `entry ${indexes[bad]} of ${this.origin}: the lock signature does not verify`, { origin: this.origin, index: indexes[bad] });
     };
     if (this.#opts.pool === undefined) {
       check(verifyPacked(packed, this.#ed25519));
-      return;
-    }
-    if (indexes[0]! >= (this.#opts.hereFrom ?? Infinity)) {
-      // Checked now, observed in order behind the batches still with the workers (#drain), so
-      // that the failure reported is still the first in chain order.
-      const done = Promise.resolve(verifyPacked(packed, this.#ed25519)).then(check);
-      done.catch(() => undefined); // observed by #drain
-      this.#inFlight.push({ done, onWorker: false });
       return;
     }
     const pool = this.#opts.pool;
@@ -382,7 +367,9 @@ export class ChainVerifier {
     // returns: that batch is settled already and is not waited for below.
     const onWorker = pool.callerBatches === inline;
     if (onWorker) this.#onWorkers++;
-    this.#inFlight.push({ done, onWorker });
+    const batch = { done, onWorker, settled: !onWorker };
+    if (onWorker) done.then(() => (batch.settled = true), () => (batch.settled = true));
+    this.#inFlight.push(batch);
   }
 
   async #drain(all: boolean): Promise<void> {
@@ -400,6 +387,11 @@ export class ChainVerifier {
     while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
       const b = this.#inFlight.shift()!;
       if (b.onWorker) this.#onWorkers--;
+      // Rather than wait for a worker, check here a batch a worker holds and has not started
+      // (a pool that shares with this thread; SignaturePool.takeBack), letting the event loop
+      // turn after each so that results that came meanwhile are seen: at the end of a chain the
+      // worker's queue no longer outlasts this thread's work.
+      while (!b.settled && this.#opts.pool?.takeBack() === true) await new Promise<void>((r) => setImmediate(r));
       await b.done;
     }
     // Batches checked here that are at the head are settled: observed now, without waiting.
@@ -412,12 +404,6 @@ export interface ChainRangeOptions extends VerifyOptions {
   readonly fromBlock?: number;
   /** Last block to check (default the head). */
   readonly toBlock?: number;
-  /**
-   * The lock signatures of the last this many entries are checked on this thread (hereFrom);
-   * default none. `oti verify` asks for the about three batches per worker its pool keeps
-   * waiting.
-   */
-  readonly tailHere?: number;
 }
 
 /**
@@ -429,16 +415,7 @@ export interface ChainRangeOptions extends VerifyOptions {
 export async function verifyChain(cs: ChainReader, opts: ChainRangeOptions): Promise<VerifyReport> {
   const from = opts.fromBlock ?? 0;
   const to = opts.toBlock ?? cs.head.n;
-  let vopts: ChainRangeOptions = opts;
-  if (opts.tailHere !== undefined && opts.tailHere > 0 && to >= from) {
-    let end = cs.head.size;
-    if (to !== cs.head.n) {
-      const h = (await cs.block(to)).header;
-      end = h.first + h.count;
-    }
-    vopts = { ...opts, hereFrom: end - opts.tailHere };
-  }
-  const verifier = await verifierAt(cs, vopts, from);
+  const verifier = await verifierAt(cs, opts, from);
   // The next block's record and entries are read (on LevelDB's threads) while this one is checked.
   const blocks = cs.blocks(from, to);
   // As spans of the chunks read where the reader has them: a block's entries as views, kept

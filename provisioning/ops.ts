@@ -149,10 +149,7 @@ const verify: Command = {
           const cs = await store.chain(c.origin, c.role);
           const bar = term.progress(c.origin);
           try {
-            // The last 1,280 lock signatures are checked here: about what the worker holds
-            // (two or three batches of 512), which it finishes meanwhile instead of this
-            // thread waiting for it at the end.
-            const r = await verifyChain(cs, { trust, pool, tailHere: 1280, onProgress: (pr) => bar.update(pr.size, cs.head.size, `${pr.lockSignatures} signatures`) });
+            const r = await verifyChain(cs, { trust, pool, onProgress: (pr) => bar.update(pr.size, cs.head.size, `${pr.lockSignatures} signatures`) });
             const report = { origin: r.origin, blocks: r.blocks, entries: r.entries, size: r.size, lockSignatures: r.lockSignatures, unsignedEvents: r.unsignedEvents, root: toHex(r.root), rosterCommitted: r.checkpoint?.roster !== undefined };
             // Its blocks verify, but its gateway's key signed another, inconsistent tree too: not ok.
             const ev = evidence.find((e) => e.origin === c.origin && e.refused);

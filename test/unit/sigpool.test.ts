@@ -121,6 +121,29 @@ void test('callerAfter: the caller takes a batch only once each worker has that 
   for (const callerAfter of [0, 1.5]) assert.throws(() => new SignaturePool(1, { callerShare: true, callerAfter }), /callerAfter/);
 });
 
+void test('takeBack: a caller that shares checks a batch a worker has not started, which the worker then skips', async (t) => {
+  const pool = new SignaturePool(1, { callerShare: true, callerAfter: 3 });
+  t.after(() => pool.close());
+  // Posted within one turn: the worker (just started) has begun none of them, or only the first.
+  const batches = [tasks(300), tasks(300), tasks(40)].map((b) => pool.verifyBatch(b));
+  assert.equal(pool.takeBack(), true, 'the newest batch, not started, is taken back');
+  assert.equal(pool.callerBatches, 1);
+  assert.equal(pool.takeBack(), true, 'then the one before it');
+  // The worker never answers a batch taken back: these settle from takeBack() alone.
+  assert.deepEqual([...(await batches[2]!)], expected(40));
+  assert.deepEqual([...(await batches[1]!)], expected(300));
+  assert.deepEqual([...(await batches[0]!)], expected(300));
+  assert.equal(pool.takeBack(), false, 'nothing left to take back');
+  // The worker counted the two it skipped: the next batches go to it again.
+  assert.deepEqual([...(await pool.verifyBatch(tasks(30)))], expected(30));
+  assert.equal(pool.callerBatches, 2);
+  const fixed = new SignaturePool(1);
+  t.after(() => fixed.close());
+  const pending = fixed.verifyBatch(tasks(30));
+  assert.equal(fixed.takeBack(), false, 'a pool that does not share never takes back');
+  assert.deepEqual([...(await pending)], expected(30));
+});
+
 void test('checkCose packs COSE checks into the coalesced batch and answers each with its context, never before it returns', async (t) => {
   const k = generateKeyPair();
   const s = new Signer(k.seed);
