@@ -9,9 +9,11 @@
  *
  * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
  * do, such as `oti verify`) verifies a batch on the calling thread when each worker already has
- * one batch running and one waiting (at most one batch in n + 1, see #callersTurn): with n cores,
+ * one batch running and one waiting (or more: callerAfter; at most one batch in n + 1, see
+ * #callersTurn): with n cores,
  * n - 1 workers and the caller keep them all busy, one V8 isolate fewer than n workers. With size
- * 0 it verifies everything on the calling thread.
+ * 0 it verifies everything on the calling thread. Such a pool also lets its caller take back a
+ * batch that a worker has not started (takeBack), for a caller that would otherwise wait.
  *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
  * calling thread (a worker's V8 isolate costs about 10 MB of a Raspberry Pi's memory, and at a
