@@ -374,16 +374,16 @@ export class ChainVerifier {
 
   async #drain(all: boolean): Promise<void> {
     if (all) this.#sendBatch();
-    // Up to six batches per worker (one running, the rest waiting; at most a few hundred kB
-    // each), counting only those sent to workers: this thread goes on reading, hashing and taking
-    // its share of the checks while the workers are busy. A pool that shares with this thread
-    // keeps about three per worker (`oti verify`'s callerAfter); with four counted here, this
-    // thread waited for a worker now and then instead of taking its next batch itself. Counting the batches checked here too
+    // Up to four batches per worker (six with a pool that shares with this thread, which keeps
+    // about three per worker waiting: `oti verify`'s callerAfter), at most a few hundred kB each,
+    // counting only those sent to workers: this thread goes on reading, hashing and taking its
+    // share of the checks while the workers are busy. Counting the batches checked here too
     // (settled, but kept in order behind a worker's) made this thread wait for the oldest
     // worker batch while it could have worked: about 2 % of a verification's time with one
     // worker (docs/DECISIONS.md §Issue 22, verify and sync audit). Results are observed oldest
     // first, so the failure reported is the first in chain order among those sent.
-    const limit = all ? 0 : 6 * (this.#opts.pool?.size ?? 0);
+    const pool = this.#opts.pool;
+    const limit = all ? 0 : (pool?.sharesWithCaller === true ? 6 : 4) * (pool?.size ?? 0);
     while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
       const b = this.#inFlight.shift()!;
       if (b.onWorker) this.#onWorkers--;
@@ -391,7 +391,7 @@ export class ChainVerifier {
       // (a pool that shares with this thread; SignaturePool.takeBack), letting the event loop
       // turn after each so that results that came meanwhile are seen: at the end of a chain the
       // worker's queue no longer outlasts this thread's work.
-      while (!b.settled && this.#opts.pool?.takeBack() === true) await new Promise<void>((r) => setImmediate(r));
+      while (!b.settled && pool?.takeBack() === true) await new Promise<void>((r) => setImmediate(r));
       await b.done;
     }
     // Batches checked here that are at the head are settled: observed now, without waiting.
