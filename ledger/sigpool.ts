@@ -88,6 +88,8 @@ export interface PoolOptions {
 export class SignaturePool {
   /** The most workers this pool runs. */
   readonly size: number;
+  /** Whether this pool shares with its caller (then batches packed in shared memory cost no copy to post: SigPacker.take(true)). */
+  readonly sharesWithCaller: boolean;
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
   readonly #callerShare: boolean;
@@ -109,6 +111,7 @@ export class SignaturePool {
     this.size = size;
     this.#elastic = elastic === undefined ? undefined : { inlineMaxPerS: elastic.inlineMaxPerS ?? 2000, idleMs: elastic.idleMs ?? 60_000 };
     this.#callerShare = opts.callerShare === true;
+    this.sharesWithCaller = this.#callerShare;
     this.#callerAfter = opts.callerAfter ?? 2;
     if (!Number.isInteger(this.#callerAfter) || this.#callerAfter < 1) throw new OtiError('ERR_ARGUMENT', 'callerAfter must be a whole number of at least 1');
     if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
@@ -126,11 +129,6 @@ export class SignaturePool {
     if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= this.#callerAfter)) return false;
     this.#sentSinceCaller = 0;
     return true;
-  }
-
-  /** Whether this pool shares with its caller (then batches packed in shared memory cost no copy to post: SigPacker.take(true)). */
-  get sharesWithCaller(): boolean {
-    return this.#callerShare;
   }
 
   /** Batches checked on the calling thread so far (inline by an elastic pool, or the caller's share). */

@@ -391,7 +391,7 @@ export class ChainVerifier {
       // (a pool that shares with this thread; SignaturePool.takeBack), letting the event loop
       // turn after each so that results that came meanwhile are seen: at the end of a chain the
       // worker's queue no longer outlasts this thread's work.
-      while (!b.settled && pool?.takeBack() === true) await new Promise<void>((r) => setImmediate(r));
+      while (!b.settled && pool?.sharesWithCaller === true && pool.takeBack()) await new Promise<void>((r) => setImmediate(r));
       await b.done;
     }
     // Batches checked here that are at the head are settled: observed now, without waiting.
