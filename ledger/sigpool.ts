@@ -10,10 +10,10 @@
  * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
  * do, such as `oti verify`) verifies a batch on the calling thread when each worker already has
  * one batch running and one waiting (or more: callerAfter; at most one batch in n + 1, see
- * #callersTurn): with n cores,
- * n - 1 workers and the caller keep them all busy, one V8 isolate fewer than n workers. With size
- * 0 it verifies everything on the calling thread. Such a pool also lets its caller take back a
- * batch that a worker has not started (takeBack), for a caller that would otherwise wait.
+ * #callersTurn): with n cores, n - 1 workers and the caller keep them all busy, one V8 isolate
+ * fewer than n workers. With size 0 it verifies everything on the calling thread. Such a pool
+ * also lets its caller take back a batch that a worker has not started (takeBack), for a caller
+ * that would otherwise wait.
  *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
  * calling thread (a worker's V8 isolate costs about 10 MB of a Raspberry Pi's memory, and at a
@@ -88,7 +88,7 @@ export interface PoolOptions {
 export class SignaturePool {
   /** The most workers this pool runs. */
   readonly size: number;
-  /** Whether this pool shares with its caller (then batches packed in shared memory cost no copy to post: SigPacker.take(true)). */
+  /** Whether this pool shares with its caller (it posts a batch in shared memory without a copy: SigPacker.take(true)). */
   readonly sharesWithCaller: boolean;
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
@@ -119,8 +119,9 @@ export class SignaturePool {
 
   /**
    * For a pool that shares with its caller: whether this batch is the caller's. It is when each
-   * worker has a batch running and one waiting (callerAfter, default 2), and the workers were given at least one batch
-   * each since the caller last took one (so it takes at most one batch in n + 1). The counts are
+   * worker has a batch running and one waiting (callerAfter, default 2), and the workers were
+   * given at least one batch each since the caller last took one (so it takes at most one batch
+   * in n + 1). The counts are
    * the workers' own (outstanding()), current even when the caller has not let the event loop
    * turn for a while: with counts that fell only when results were handled, a caller busy with
    * its own batch took the next one too while a worker sat idle with its results unread.
@@ -210,7 +211,8 @@ export class SignaturePool {
 
   /**
    * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred (or,
-   * by a pool that shares with its caller, kept for takeBack()) and must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
+   * by a pool that shares with its caller, kept for takeBack()) and must not be used afterwards.
+   * Resolves to one byte per item, 1 where the signature is valid.
    */
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
