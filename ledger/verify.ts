@@ -361,7 +361,11 @@ export class ChainVerifier {
     }
     const pool = this.#opts.pool;
     const inline = pool.callerBatches;
-    const done = pool.verifyPackedBatch(packed).then(check);
+    const done = pool.verifyPackedBatch(packed).then((results) => {
+      // Checked: a batch in shared memory can be packed into again (SigPacker.take(true)).
+      this.#packer.release(packed);
+      check(results);
+    });
     done.catch(() => undefined); // observed by #drain
     // A pool checks a batch on this thread (its caller's share, or inline) before the call
     // returns: that batch is settled already and is not waited for below.

@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
-import { SignaturePool, type SigTask } from '../../ledger/sigpool.js';
+import { SignaturePool, SigPacker, type SigTask } from '../../ledger/sigpool.js';
+import { verifyPacked } from '../../ledger/sigbatch.js';
 import { sigStructure } from '../../ledger/cose.js';
 
 function tasks(n: number): SigTask[] {
@@ -142,6 +143,27 @@ void test('takeBack: a caller that shares checks a batch a worker has not starte
   const pending = fixed.verifyBatch(tasks(30));
   assert.equal(fixed.takeBack(), false, 'a pool that does not share never takes back');
   assert.deepEqual([...(await pending)], expected(30));
+});
+
+void test('SigPacker.take(true) packs into shared memory, reused once given back', () => {
+  const packer = new SigPacker(64);
+  const batch = (n: number): Uint8Array => {
+    for (const x of tasks(n)) packer.addRaw(x.key, x.msg, x.sig);
+    return packer.take(true);
+  };
+  const first = batch(5);
+  assert.ok(first.buffer instanceof SharedArrayBuffer);
+  assert.deepEqual([...verifyPacked(first)], expected(5));
+  const second = batch(5);
+  assert.notEqual(second.buffer, first.buffer, 'not given back: a new one');
+  packer.release(first);
+  const third = batch(4);
+  assert.equal(third.buffer, first.buffer, 'given back and large enough: reused');
+  assert.deepEqual([...verifyPacked(third)], expected(4));
+  assert.deepEqual([...verifyPacked(second)], expected(5));
+  packer.release(third);
+  assert.notEqual(batch(40).buffer, first.buffer, 'too small for the batch: a new one');
+  assert.ok(!(packer.take().buffer instanceof SharedArrayBuffer), 'take() without shared: a plain buffer');
 });
 
 void test('checkCose packs COSE checks into the coalesced batch and answers each with its context, never before it returns', async (t) => {
