@@ -9,9 +9,11 @@
  *
  * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
  * do, such as `oti verify`) verifies a batch on the calling thread when each worker already has
- * one batch running and one waiting (at most one batch in n + 1, see #callersTurn): with n cores,
- * n - 1 workers and the caller keep them all busy, one V8 isolate fewer than n workers. With size
- * 0 it verifies everything on the calling thread.
+ * one batch running and one waiting (or more: callerAfter; at most one batch in n + 1, see
+ * #callersTurn): with n cores, n - 1 workers and the caller keep them all busy, one V8 isolate
+ * fewer than n workers. With size 0 it verifies everything on the calling thread. Such a pool
+ * also lets its caller take back a batch that a worker has not started (takeBack), for a caller
+ * that would otherwise wait.
  *
  * An elastic pool (the gateway's) starts no worker: while the load is light it verifies on the
  * calling thread (a worker's V8 isolate costs about 10 MB of a Raspberry Pi's memory, and at a
@@ -35,6 +37,12 @@ export interface SigTask {
 interface Job {
   resolve: (r: Uint8Array) => void;
   reject: (e: Error) => void;
+  /**
+   * A pool that shares with its caller keeps each batch it posts (a copy goes to the worker)
+   * and a claim on it, 0 until the worker starts it (1) or the caller takes it back (2).
+   */
+  buf?: Uint8Array;
+  claim?: Int32Array;
 }
 
 interface PoolWorker {
@@ -68,14 +76,24 @@ export interface PoolOptions {
   readonly elastic?: ElasticOptions;
   /** Verify on the calling thread too, when every worker has a batch waiting (not with `elastic`). */
   readonly callerShare?: boolean;
+  /**
+   * With `callerShare`: how many batches each worker must have (running and waiting) before the
+   * caller checks one itself (default 2: one running, one waiting). A caller that does other work
+   * between batches wants 3: while it checks a batch of its own, a worker with only one batch
+   * waiting can finish it and sit idle until the caller has packed the next.
+   */
+  readonly callerAfter?: number;
 }
 
 export class SignaturePool {
   /** The most workers this pool runs. */
   readonly size: number;
+  /** Whether this pool shares with its caller (it posts a batch in shared memory without a copy: SigPacker.take(true)). */
+  readonly sharesWithCaller: boolean;
   readonly #workers: PoolWorker[] = [];
   readonly #elastic: Required<ElasticOptions> | undefined;
   readonly #callerShare: boolean;
+  readonly #callerAfter: number;
   /** Batches sent to workers since the caller last checked one itself. */
   #sentSinceCaller = 0;
   #callerBatches = 0;
@@ -93,19 +111,23 @@ export class SignaturePool {
     this.size = size;
     this.#elastic = elastic === undefined ? undefined : { inlineMaxPerS: elastic.inlineMaxPerS ?? 2000, idleMs: elastic.idleMs ?? 60_000 };
     this.#callerShare = opts.callerShare === true;
+    this.sharesWithCaller = this.#callerShare;
+    this.#callerAfter = opts.callerAfter ?? 2;
+    if (!Number.isInteger(this.#callerAfter) || this.#callerAfter < 1) throw new OtiError('ERR_ARGUMENT', 'callerAfter must be a whole number of at least 1');
     if (this.#elastic === undefined) for (let i = 0; i < size; i++) this.#workers.push(this.#spawn());
   }
 
   /**
    * For a pool that shares with its caller: whether this batch is the caller's. It is when each
-   * worker has a batch running and one waiting, and the workers were given at least one batch
-   * each since the caller last took one (so it takes at most one batch in n + 1). The counts are
+   * worker has a batch running and one waiting (callerAfter, default 2), and the workers were
+   * given at least one batch each since the caller last took one (so it takes at most one batch
+   * in n + 1). The counts are
    * the workers' own (outstanding()), current even when the caller has not let the event loop
    * turn for a while: with counts that fell only when results were handled, a caller busy with
    * its own batch took the next one too while a worker sat idle with its results unread.
    */
   #callersTurn(): boolean {
-    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= 2)) return false;
+    if (!this.#callerShare || this.#sentSinceCaller < this.#workers.length || !this.#workers.every((w) => outstanding(w) >= this.#callerAfter)) return false;
     this.#sentSinceCaller = 0;
     return true;
   }
@@ -188,8 +210,9 @@ export class SignaturePool {
   }
 
   /**
-   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred and
-   * must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
+   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred (or,
+   * by a pool that shares with its caller, kept for takeBack()) and must not be used afterwards.
+   * Resolves to one byte per item, 1 where the signature is valid.
    */
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
@@ -204,6 +227,13 @@ export class SignaturePool {
     pw.sent++;
     this.#sentSinceCaller++;
     return new Promise<Uint8Array>((resolve, reject) => {
+      if (this.#callerShare) {
+        // Kept here for takeBack(); the worker gets a copy, or the same memory when it is shared.
+        const claim = new Int32Array(new SharedArrayBuffer(4));
+        pw.jobs.set(id, { resolve, reject, buf, claim });
+        pw.worker.postMessage({ id, buf, claim });
+        return;
+      }
       pw.jobs.set(id, { resolve, reject });
       if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
         pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
@@ -211,6 +241,30 @@ export class SignaturePool {
         pw.worker.postMessage({ id, buf });
       }
     });
+  }
+
+  /**
+   * For a pool that shares with its caller: checks here, now, the newest batch that a worker
+   * holds and has not started, and settles it; false when there is none. For a caller that would
+   * otherwise wait for a worker's results: it works instead of waiting, and a worker's queue
+   * never outlasts the caller's own work (the end of a whole-chain verification).
+   */
+  takeBack(): boolean {
+    if (!this.#callerShare) return false;
+    for (const pw of this.#workers) {
+      const ids = [...pw.jobs.keys()];
+      // Newest first: a worker starts its batches in the order they were posted.
+      for (let i = ids.length - 1; i >= 0; i--) {
+        const job = pw.jobs.get(ids[i]!)!;
+        if (job.claim === undefined || job.buf === undefined || Atomics.compareExchange(job.claim, 0, 0, 2) !== 0) break;
+        pw.jobs.delete(ids[i]!);
+        pw.inFlight--;
+        this.#callerBatches++;
+        job.resolve(verifyPacked(job.buf));
+        return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -299,6 +353,9 @@ export class SignaturePool {
 }
 
 const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 };
+
+/** Shared batches a SigPacker keeps for reuse. */
+const MAX_SPARE = 8;
 
 /** Single checks coalesced into one batch at most. */
 const MAX_COALESCED = 512;
@@ -390,12 +447,36 @@ export class SigPacker {
     this.#count++;
   }
 
-  /** The packed batch (a fresh, exactly sized buffer that can be transferred); resets the packer. */
-  take(): Uint8Array {
-    const out = this.#buf.slice(0, this.#len);
+  /**
+   * The packed batch (a fresh, exactly sized buffer that can be transferred, or with `shared` one
+   * in a SharedArrayBuffer, which a pool that shares with its caller posts without a copy);
+   * resets the packer.
+   */
+  take(shared = false): Uint8Array {
+    let out: Uint8Array;
+    if (shared) {
+      // A spare one given back (release()) when one is large enough: shared memory is freed only
+      // once every thread that saw it has collected it, and a SharedArrayBuffer per batch kept
+      // `oti verify` 10-13 MB larger at its peak.
+      const i = this.#spare.findIndex((b) => b.length >= this.#len);
+      const whole = i >= 0 ? this.#spare.splice(i, 1)[0]! : new Uint8Array(new SharedArrayBuffer(Math.ceil(this.#len * 1.25)));
+      whole.set(this.#buf.subarray(0, this.#len));
+      out = whole.subarray(0, this.#len);
+    } else out = this.#buf.slice(0, this.#len);
     this.#len = 0;
     this.#count = 0;
     return out;
+  }
+
+  /** Shared batches given back for reuse (at most MAX_SPARE). */
+  readonly #spare: Uint8Array[] = [];
+
+  /**
+   * Gives back a batch from take(true) for reuse, once nobody reads it any more: its results are
+   * in (a batch a worker failed on may still be read, and is not given back).
+   */
+  release(batch: Uint8Array): void {
+    if (batch.buffer instanceof SharedArrayBuffer && this.#spare.length < MAX_SPARE) this.#spare.push(new Uint8Array(batch.buffer));
   }
 }
 

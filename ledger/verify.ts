@@ -111,7 +111,7 @@ export class ChainVerifier {
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
   /** Batches sent to the pool, oldest first, and whether each went to a worker (else the pool checked it here, at once). */
-  readonly #inFlight: { done: Promise<void>; onWorker: boolean }[] = [];
+  readonly #inFlight: { done: Promise<void>; onWorker: boolean; settled: boolean }[] = [];
   /** How many of #inFlight went to a worker. */
   #onWorkers = 0;
   #blocks = 0;
@@ -350,7 +350,7 @@ export class ChainVerifier {
     const indexes = this.#indexes;
     if (indexes.length === 0) return;
     this.#indexes = [];
-    const packed = this.#packer.take();
+    const packed = this.#packer.take(this.#opts.pool?.sharesWithCaller === true);
     const check = (results: Uint8Array): void => {
       const bad = results.findIndex((r) => r !== 1);
       if (bad >= 0) throw new OtiError('ERR_LOCK_SIGNATURE', `entry ${indexes[bad]} of ${this.origin}: the lock signature does not verify`, { origin: this.origin, index: indexes[bad] });
@@ -361,28 +361,41 @@ export class ChainVerifier {
     }
     const pool = this.#opts.pool;
     const inline = pool.callerBatches;
-    const done = pool.verifyPackedBatch(packed).then(check);
+    const done = pool.verifyPackedBatch(packed).then((results) => {
+      // Checked: a batch in shared memory can be packed into again (SigPacker.take(true)).
+      this.#packer.release(packed);
+      check(results);
+    });
     done.catch(() => undefined); // observed by #drain
     // A pool checks a batch on this thread (its caller's share, or inline) before the call
     // returns: that batch is settled already and is not waited for below.
     const onWorker = pool.callerBatches === inline;
     if (onWorker) this.#onWorkers++;
-    this.#inFlight.push({ done, onWorker });
+    const batch = { done, onWorker, settled: !onWorker };
+    if (onWorker) done.then(() => (batch.settled = true), () => (batch.settled = true));
+    this.#inFlight.push(batch);
   }
 
   async #drain(all: boolean): Promise<void> {
     if (all) this.#sendBatch();
-    // Up to four batches per worker (one running, three waiting; at most a few hundred kB each),
+    // Up to four batches per worker (six with a pool that shares with this thread, which keeps
+    // about three per worker waiting: `oti verify`'s callerAfter), at most a few hundred kB each,
     // counting only those sent to workers: this thread goes on reading, hashing and taking its
     // share of the checks while the workers are busy. Counting the batches checked here too
     // (settled, but kept in order behind a worker's) made this thread wait for the oldest
     // worker batch while it could have worked: about 2 % of a verification's time with one
     // worker (docs/DECISIONS.md §Issue 22, verify and sync audit). Results are observed oldest
     // first, so the failure reported is the first in chain order among those sent.
-    const limit = all ? 0 : 4 * (this.#opts.pool?.size ?? 0);
+    const pool = this.#opts.pool;
+    const limit = all ? 0 : (pool?.sharesWithCaller === true ? 6 : 4) * (pool?.size ?? 0);
     while (this.#onWorkers > limit || (all && this.#inFlight.length > 0)) {
       const b = this.#inFlight.shift()!;
       if (b.onWorker) this.#onWorkers--;
+      // Rather than wait for a worker, check here a batch a worker holds and has not started
+      // (a pool that shares with this thread; SignaturePool.takeBack), letting the event loop
+      // turn after each so that results that came meanwhile are seen: at the end of a chain the
+      // worker's queue no longer outlasts this thread's work.
+      while (!b.settled && pool?.sharesWithCaller === true && pool.takeBack()) await new Promise<void>((r) => setImmediate(r));
       await b.done;
     }
     // Batches checked here that are at the head are settled: observed now, without waiting.

@@ -138,8 +138,10 @@ const verify: Command = {
       const chains = (await store.listChains()).filter((c) => only === undefined || c.origin === only);
       if (only !== undefined && chains.length === 0) throw new OtiError('ERR_NOT_FOUND', `no chain ${only} in ${data}`);
       // The workers and this thread (idle but for reading and hashing) share the checks: one
-      // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory).
-      const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true });
+      // worker fewer than cores, one V8 isolate less to hold (docs/DECISIONS.md §Memory). This
+      // thread takes a batch only when each worker has two waiting behind the one it runs, so
+      // that none runs dry while this thread checks its batch and packs the next.
+      const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true, callerAfter: 3 });
       const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string; rosterCommitted: boolean }; error?: { code: string; message: string }; refused?: { evidence: string; reporter: string | null } }[] = [];
       const evidence = await readEvidence(store);
       try {

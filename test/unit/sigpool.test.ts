@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
-import { SignaturePool, type SigTask } from '../../ledger/sigpool.js';
+import { SignaturePool, SigPacker, type SigTask } from '../../ledger/sigpool.js';
+import { verifyPacked } from '../../ledger/sigbatch.js';
 import { sigStructure } from '../../ledger/cose.js';
 
 function tasks(n: number): SigTask[] {
@@ -99,6 +100,70 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
   assert.deepEqual([...(await none.verifyBatch(tasks(20)))], expected(20));
   assert.equal(none.callerBatches, 1, 'no worker: everything on the caller');
   await none.close();
+});
+
+void test('callerAfter: the caller takes a batch only once each worker has that many to do', async (t) => {
+  // As above, but with three per worker before the caller's turn (what `oti verify` asks for).
+  for (const workers of [1, 2]) {
+    const prepared = Array.from({ length: 13 }, () => tasks(100));
+    const pool = new SignaturePool(workers, { callerShare: true, callerAfter: 3 });
+    t.after(() => pool.close());
+    let seen = '';
+    const batches = prepared.map((batch) => {
+      const before = pool.callerBatches;
+      const b = pool.verifyBatch(batch);
+      seen += pool.callerBatches > before ? 'C' : 'w';
+      return b;
+    });
+    assert.equal(seen.slice(0, 3 * workers + 1), `${'w'.repeat(3 * workers)}C`, `${workers} worker(s): ${seen}`);
+    for (let i = 0; i + workers < seen.length; i++) assert.ok(!/C.*C/.test(seen.slice(i, i + workers + 1)), `${workers} worker(s): two of the caller's within ${workers + 1} in ${seen}`);
+    for (const b of batches) assert.deepEqual([...(await b)], expected(100));
+  }
+  for (const callerAfter of [0, 1.5]) assert.throws(() => new SignaturePool(1, { callerShare: true, callerAfter }), /callerAfter/);
+});
+
+void test('takeBack: a caller that shares checks a batch a worker has not started, which the worker then skips', async (t) => {
+  const pool = new SignaturePool(1, { callerShare: true, callerAfter: 3 });
+  t.after(() => pool.close());
+  // Posted within one turn: the worker (just started) has begun none of them, or only the first.
+  const batches = [tasks(300), tasks(300), tasks(40)].map((b) => pool.verifyBatch(b));
+  assert.equal(pool.takeBack(), true, 'the newest batch, not started, is taken back');
+  assert.equal(pool.callerBatches, 1);
+  assert.equal(pool.takeBack(), true, 'then the one before it');
+  // The worker never answers a batch taken back: these settle from takeBack() alone.
+  assert.deepEqual([...(await batches[2]!)], expected(40));
+  assert.deepEqual([...(await batches[1]!)], expected(300));
+  assert.deepEqual([...(await batches[0]!)], expected(300));
+  assert.equal(pool.takeBack(), false, 'nothing left to take back');
+  // The worker counted the two it skipped: the next batches go to it again.
+  assert.deepEqual([...(await pool.verifyBatch(tasks(30)))], expected(30));
+  assert.equal(pool.callerBatches, 2);
+  const fixed = new SignaturePool(1);
+  t.after(() => fixed.close());
+  const pending = fixed.verifyBatch(tasks(30));
+  assert.equal(fixed.takeBack(), false, 'a pool that does not share never takes back');
+  assert.deepEqual([...(await pending)], expected(30));
+});
+
+void test('SigPacker.take(true) packs into shared memory, reused once given back', () => {
+  const packer = new SigPacker(64);
+  const batch = (n: number): Uint8Array => {
+    for (const x of tasks(n)) packer.addRaw(x.key, x.msg, x.sig);
+    return packer.take(true);
+  };
+  const first = batch(5);
+  assert.ok(first.buffer instanceof SharedArrayBuffer);
+  assert.deepEqual([...verifyPacked(first)], expected(5));
+  const second = batch(5);
+  assert.notEqual(second.buffer, first.buffer, 'not given back: a new one');
+  packer.release(first);
+  const third = batch(4);
+  assert.equal(third.buffer, first.buffer, 'given back and large enough: reused');
+  assert.deepEqual([...verifyPacked(third)], expected(4));
+  assert.deepEqual([...verifyPacked(second)], expected(5));
+  packer.release(third);
+  assert.notEqual(batch(40).buffer, first.buffer, 'too small for the batch: a new one');
+  assert.ok(!(packer.take().buffer instanceof SharedArrayBuffer), 'take() without shared: a plain buffer');
 });
 
 void test('checkCose packs COSE checks into the coalesced batch and answers each with its context, never before it returns', async (t) => {

@@ -237,6 +237,64 @@ void test('whole-chain verification (lock events checked where they lie) and blo
   }
 });
 
+void test('with a pool that shares with this thread and takes batches back, the failure reported is still the first in chain order', async (t) => {
+  const { ChainVerifier } = await import('../../ledger/verify.js');
+  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
+  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
+  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
+  const { Signer } = await import('../../ledger/crypto.js');
+  const site = makeSite();
+  const gw = enrollGateway(site, 'gw-1');
+  const origin = `oti/${site.siteId}/gw-1`;
+  const a = enrollLock(site, 'lock-a');
+  const now = 1_700_000_000_000;
+  const entry = (input: Parameters<typeof encodeEntry>[0]): Uint8Array => encodeEntry(input, now).bytes;
+  const head = [entry({ kind: 'roster', signed: gw.statement }), entry({ kind: 'roster', signed: a.statement })];
+  const events = Array.from({ length: 60 }, (_, i) => entry({ kind: 'lock-event', cose: signedEvent(a, 'unlocked', { ctr: i + 1 }) }));
+  const forge = (e: Uint8Array): Uint8Array => {
+    const out = new Uint8Array(e); // a copy (encodeEntry's bytes are a Buffer, whose slice() is a view)
+    const where = lockEventScan();
+    assert.ok(scanLockEventEntry(out, where));
+    out[where.sigStart + 5] = out[where.sigStart + 5]! ^ 1;
+    return out;
+  };
+  const pool = new SignaturePool(1, { callerShare: true, callerAfter: 3 });
+  t.after(() => pool.close());
+  const check = async (entries: Uint8Array[], withPool: boolean): Promise<unknown> => {
+    const range = CompactRange.empty();
+    for (const e of entries) range.append(leafHash(e));
+    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
+    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
+    // Batches of two: many in flight, most of them still queued for the worker at the end.
+    const v = new ChainVerifier(origin, { trust: site.trust, signatureBatch: 2, ...(withPool ? { pool } : {}) });
+    try {
+      await v.addBlock(headerBytes, checkpoint, entries, false);
+      return await v.finish();
+    } catch (e) {
+      return e;
+    }
+  };
+  const good = [...head, ...events];
+  const before = pool.callerBatches;
+  const pooled = await check(good, true);
+  assert.ok(pool.callerBatches > before, 'this thread checked some of the batches');
+  assert.deepEqual((pooled as { root: Uint8Array }).root, ((await check(good, false)) as { root: Uint8Array }).root);
+  assert.equal((pooled as { lockSignatures: number }).lockSignatures, 60);
+  const cases = [
+    { name: 'one forged', at: [head.length + 33], index: head.length + 33 },
+    { name: 'two forged', at: [head.length + 5, head.length + 51], index: head.length + 5 },
+    { name: 'forged last', at: [good.length - 1], index: good.length - 1 },
+  ];
+  for (const c of cases) {
+    const entries = good.map((e, i) => (c.at.includes(i) ? forge(e) : e));
+    for (const withPool of [true, false]) {
+      const result = await check(entries, withPool);
+      assert.ok(isOtiError(result, 'ERR_LOCK_SIGNATURE'), `${c.name}: ${String(result)}`);
+      assert.equal((result as { details?: { index?: number } }).details?.index, c.index, `${c.name}, pool ${withPool}`);
+    }
+  }
+});
+
 void test('a lock event scanned inside a larger buffer gets the answer and offsets a copy of its bytes gets, wherever its end is put', () => {
   const site = makeSite();
   const lock = enrollLock(site, 'door-a');
