@@ -2,9 +2,16 @@
  * Ed25519 verification on worker threads, for the two places that check many lock signatures:
  * ingest (append with checks) and whole-chain verification.
  *
- * A batch is packed into one transferable buffer, so crossing to a worker costs one copy-free
- * message, not one per signature. Layout per item: u32 message length (LE), 32-byte key,
- * 64-byte signature, message. Results come back as one byte per item (1 = valid).
+ * A batch is packed into one buffer, so crossing to a worker costs one message, not one per
+ * signature. Layout per item: u32 message length (LE), 32-byte key, 64-byte signature, message.
+ * Results come back as one byte per item (1 = valid).
+ *
+ * Batches and results are copied into their messages, never transferred. Transferring detaches
+ * an ArrayBuffer, and the first detach in a V8 isolate invalidates its "array buffer detaching"
+ * protector: every optimised function that reads a typed array is thrown away and compiled
+ * again, with a detach check on each access from then on. In a 100,000-entry sync catch-up that
+ * recompilation cost about 7 µs of CPU per entry (docs/DECISIONS.md, issue 22); the copy costs
+ * two memcpy of about 250 bytes per signature.
  * With size 0 the pool verifies on the calling thread (small machines, tests).
  *
  * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
@@ -188,8 +195,9 @@ export class SignaturePool {
   }
 
   /**
-   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred and
-   * must not be used afterwards. Resolves to one byte per item, 1 where the signature is valid.
+   * Verifies a batch already packed (see pack() and SigPacker); the buffer is copied to the
+   * worker, not transferred (it stays usable). Resolves to one byte per item, 1 where the
+   * signature is valid.
    */
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
@@ -205,11 +213,8 @@ export class SignaturePool {
     this.#sentSinceCaller++;
     return new Promise<Uint8Array>((resolve, reject) => {
       pw.jobs.set(id, { resolve, reject });
-      if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
-        pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
-      } else {
-        pw.worker.postMessage({ id, buf });
-      }
+      // Copied, not transferred (see the comment at the top of this file).
+      pw.worker.postMessage({ id, buf });
     });
   }
 
@@ -387,7 +392,7 @@ export class SigPacker {
     this.#count++;
   }
 
-  /** The packed batch (a fresh, exactly sized buffer that can be transferred); resets the packer. */
+  /** The packed batch (a fresh, exactly sized buffer); resets the packer. */
   take(): Uint8Array {
     const out = this.#buf.slice(0, this.#len);
     this.#len = 0;

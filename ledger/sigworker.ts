@@ -11,5 +11,6 @@ const done = new Int32Array((workerData as { done: SharedArrayBuffer }).done);
 parentPort?.on('message', (m: { id: number; buf: Uint8Array }) => {
   const results = verifyPacked(m.buf);
   Atomics.add(done, 0, 1);
-  parentPort?.postMessage({ id: m.id, results }, [results.buffer as ArrayBuffer]);
+  // Copied, not transferred: a transfer would detach, see ledger/sigpool.ts.
+  parentPort?.postMessage({ id: m.id, results });
 });
