@@ -159,13 +159,17 @@ export class ChainStore implements ChainReader {
     return { type: 'put', sublevel: undefined, key: withPrefix(this.#prefix.ids, key), value: u64(index) };
   }
 
-  /** idOp(lockIdKey(lock, ctr), index), with the key made in one piece. */
-  lockIdOp(lock: string, ctr: number, index: number): BatchOp {
+  /**
+   * idOp(lockIdKey(lock, ctr), index), with the key made in one piece; `idBytes`, when the caller
+   * has them, are the UTF-8 bytes of `lock` (copied, not encoded again).
+   */
+  lockIdOp(lock: string, ctr: number, index: number, idBytes?: Uint8Array): BatchOp {
     const p = this.#prefix.ids;
-    const n = Buffer.byteLength(lock, 'utf8');
+    const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');
     const key = Buffer.allocUnsafe(p.length + n + 9);
     key.set(p, 0);
-    key.write(lock, p.length, 'utf8');
+    if (idBytes !== undefined) key.set(idBytes, p.length);
+    else key.write(lock, p.length, 'utf8');
     key[p.length + n] = 0;
     writeU64(key, p.length + n + 1, ctr);
     return { type: 'put', sublevel: undefined, key, value: u64(index) };
