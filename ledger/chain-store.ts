@@ -122,7 +122,8 @@ export class ChainStore implements ChainReader {
   /**
    * Operations that store `entries` at positions [head.size, ...): rewritten tail chunk plus
    * new chunks, and the interior nodes the range reports. Returns the new tail chunk, which
-   * the caller hands to commit() once the batch is durable.
+   * the caller hands to commit() once the batch is durable: views into the value written for
+   * it, not the entries given (which may be views into a whole sync message, kept alive by them).
    */
   entryOps(first: number, entries: readonly Bytes[], ops: BatchOp[]): Bytes[] {
     if (first !== this.#head.size) throw new OtiError('ERR_ARGUMENT', `entries must start at ${this.#head.size}, not ${first}`);
@@ -136,8 +137,10 @@ export class ChainStore implements ChainReader {
         chunkNo++;
       }
     }
-    if (chunk.length > 0) ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value: encodeChunk(chunk) });
-    return chunk;
+    if (chunk.length === 0) return chunk;
+    const value = encodeChunk(chunk);
+    ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value });
+    return decodeChunk(value, this.#chunkName(chunkNo, first, first + entries.length));
   }
 
   nodeOp(level: number, index: number, hash: Bytes): BatchOp | undefined {
