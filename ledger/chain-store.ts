@@ -37,7 +37,45 @@ export type BinSub = AbstractSublevel<Level<Bytes, Bytes>, Uint8Array | Buffer |
  */
 export type BatchOp =
   | { type: 'put'; sublevel: BinSub | undefined; key: Bytes; value: Bytes }
-  | { type: 'del'; sublevel: BinSub | undefined; key: Bytes };
+  | { type: 'del'; sublevel: BinSub | undefined; key: Bytes }
+  | { type: 'puts'; puts: PackedPuts };
+
+/**
+ * Many puts of whole keys of the root database laid out in one buffer (per put: key length u16,
+ * key, value length u8, value), for the operations made per entry: one object for all of them,
+ * instead of an operation, a key and a value per entry kept alive until the durable write ends
+ * (and so promoted and marked by the garbage collector).
+ */
+export class PackedPuts {
+  #buf = Buffer.allocUnsafeSlow(16 * 1024);
+  #len = 0;
+
+  /** Room for a put of a `klen`-byte key and a `vlen`-byte value; returns where the key goes (the value follows it). */
+  reserve(klen: number, vlen: number): { buf: Buffer; key: number; value: number } {
+    const need = 3 + klen + vlen;
+    if (this.#len + need > this.#buf.length) {
+      const next = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, this.#len + need));
+      this.#buf.copy(next, 0, 0, this.#len);
+      this.#buf = next;
+    }
+    const o = this.#len;
+    this.#buf.writeUInt16BE(klen, o);
+    this.#buf[o + 2 + klen] = vlen;
+    this.#len += need;
+    return { buf: this.#buf, key: o + 2, value: o + 3 + klen };
+  }
+
+  /** Calls `put` with each key and value, in order (views into the buffer, for that call). */
+  forEach(put: (key: Buffer, value: Buffer) => void): void {
+    const b = this.#buf;
+    for (let o = 0; o < this.#len; ) {
+      const klen = b.readUInt16BE(o);
+      const vlen = b[o + 2 + klen]!;
+      put(b.subarray(o + 2, o + 2 + klen), b.subarray(o + 3 + klen, o + 3 + klen + vlen));
+      o += 3 + klen + vlen;
+    }
+  }
+}
 
 /** What a ChainStore needs of the store that holds it (LedgerStore). */
 export interface StoreHost {
@@ -176,6 +214,20 @@ export class ChainStore implements ChainReader {
     key[p.length + n] = 0;
     writeU64(key, p.length + n + 1, ctr);
     return { type: 'put', sublevel: undefined, key, value: u64(index) };
+  }
+
+  /** lockIdOp(), laid out in `puts` instead of an operation of its own. */
+  lockIdPut(puts: PackedPuts, lock: string, ctr: number, index: number, idBytes?: Uint8Array): void {
+    const p = this.#prefix.ids;
+    const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');
+    const at = puts.reserve(p.length + n + 9, 8);
+    const b = at.buf;
+    b.set(p, at.key);
+    if (idBytes !== undefined) b.set(idBytes, at.key + p.length);
+    else b.write(lock, at.key + p.length, 'utf8');
+    b[at.key + p.length + n] = 0;
+    writeU64(b, at.key + p.length + n + 1, ctr);
+    writeU64(b, at.value, index);
   }
 
   /** idOp(hashIdKey(leaf), index), with the key made in one piece. */

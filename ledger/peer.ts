@@ -28,7 +28,7 @@ import { ChainVerifier, type EntrySink, type VerifyOptions } from './verify.js';
 import { verify as nodeVerify } from './crypto.js';
 import { verifyPacked } from './sigbatch.js';
 import { AUDIT_CHUNK_BLOCKS, AUDIT_CHUNK_SIGNATURES, AUDIT_QUEUE_BYTES, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
-import { readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
+import { PackedPuts, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
 import type { ChainHead, ChainRole } from './reader.js';
 import { StoredChain } from './stored-chain.js';
 import type { SignaturePool } from './sigpool.js';
@@ -158,6 +158,9 @@ export class ChainReplica extends StoredChain {
       if (op !== undefined) ops.push(op);
     };
     const all: Uint8Array[] = [];
+    // The entry-id records of lock events, one buffer for all (PackedPuts).
+    const puts = new PackedPuts();
+    ops.push({ type: 'puts', puts });
     const rosterChanged = new Set<string>();
     // Each lock's first event in this session, checked against the stored counters after its block.
     const firstSeen: { lock: string; ctr: number; index: number }[] = [];
@@ -167,7 +170,7 @@ export class ChainReplica extends StoredChain {
           this.#checkedLocks.add(lock);
           firstSeen.push({ lock, ctr, index });
         }
-        ops.push(cs.lockIdOp(lock, ctr, index, idBytes));
+        cs.lockIdPut(puts, lock, ctr, index, idBytes);
       },
       entry: (index, entry, leaf) => {
         ops.push(cs.hashIdOp(leaf, index));
