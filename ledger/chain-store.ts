@@ -37,7 +37,45 @@ export type BinSub = AbstractSublevel<Level<Bytes, Bytes>, Uint8Array | Buffer |
  */
 export type BatchOp =
   | { type: 'put'; sublevel: BinSub | undefined; key: Bytes; value: Bytes }
-  | { type: 'del'; sublevel: BinSub | undefined; key: Bytes };
+  | { type: 'del'; sublevel: BinSub | undefined; key: Bytes }
+  | { type: 'puts'; puts: PackedPuts };
+
+/**
+ * Many puts of whole keys of the root database laid out in one buffer (per put: key length u16,
+ * key, value length u8, value), for the operations made per entry: one object for all of them,
+ * instead of an operation, a key and a value per entry kept alive until the durable write ends
+ * (and so promoted and marked by the garbage collector).
+ */
+export class PackedPuts {
+  #buf = Buffer.allocUnsafeSlow(16 * 1024);
+  #len = 0;
+
+  /** Room for a put of a `klen`-byte key and a `vlen`-byte value; returns where the key goes (the value follows it). */
+  reserve(klen: number, vlen: number): { buf: Buffer; key: number; value: number } {
+    const need = 3 + klen + vlen;
+    if (this.#len + need > this.#buf.length) {
+      const next = Buffer.allocUnsafeSlow(Math.max(2 * this.#buf.length, this.#len + need));
+      this.#buf.copy(next, 0, 0, this.#len);
+      this.#buf = next;
+    }
+    const o = this.#len;
+    this.#buf.writeUInt16BE(klen, o);
+    this.#buf[o + 2 + klen] = vlen;
+    this.#len += need;
+    return { buf: this.#buf, key: o + 2, value: o + 3 + klen };
+  }
+
+  /** Calls `put` with each key and value, in order (views into the buffer, for that call). */
+  forEach(put: (key: Buffer, value: Buffer) => void): void {
+    const b = this.#buf;
+    for (let o = 0; o < this.#len; ) {
+      const klen = b.readUInt16BE(o);
+      const vlen = b[o + 2 + klen]!;
+      put(b.subarray(o + 2, o + 2 + klen), b.subarray(o + 3 + klen, o + 3 + klen + vlen));
+      o += 3 + klen + vlen;
+    }
+  }
+}
 
 /** What a ChainStore needs of the store that holds it (LedgerStore). */
 export interface StoreHost {
@@ -122,7 +160,8 @@ export class ChainStore implements ChainReader {
   /**
    * Operations that store `entries` at positions [head.size, ...): rewritten tail chunk plus
    * new chunks, and the interior nodes the range reports. Returns the new tail chunk, which
-   * the caller hands to commit() once the batch is durable.
+   * the caller hands to commit() once the batch is durable: views into the value written for
+   * it, not the entries given (which may be views into a whole sync message, kept alive by them).
    */
   entryOps(first: number, entries: readonly Bytes[], ops: BatchOp[]): Bytes[] {
     if (first !== this.#head.size) throw new OtiError('ERR_ARGUMENT', `entries must start at ${this.#head.size}, not ${first}`);
@@ -136,8 +175,10 @@ export class ChainStore implements ChainReader {
         chunkNo++;
       }
     }
-    if (chunk.length > 0) ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value: encodeChunk(chunk) });
-    return chunk;
+    if (chunk.length === 0) return chunk;
+    const value = encodeChunk(chunk);
+    ops.push({ type: 'put', sublevel: undefined, key: u64Key(this.#prefix.chunks, chunkNo), value });
+    return decodeChunk(value, this.#chunkName(chunkNo, first, first + entries.length));
   }
 
   nodeOp(level: number, index: number, hash: Bytes): BatchOp | undefined {
@@ -159,16 +200,34 @@ export class ChainStore implements ChainReader {
     return { type: 'put', sublevel: undefined, key: withPrefix(this.#prefix.ids, key), value: u64(index) };
   }
 
-  /** idOp(lockIdKey(lock, ctr), index), with the key made in one piece. */
-  lockIdOp(lock: string, ctr: number, index: number): BatchOp {
+  /**
+   * idOp(lockIdKey(lock, ctr), index), with the key made in one piece; `idBytes`, when the caller
+   * has them, are the UTF-8 bytes of `lock` (copied, not encoded again).
+   */
+  lockIdOp(lock: string, ctr: number, index: number, idBytes?: Uint8Array): BatchOp {
     const p = this.#prefix.ids;
-    const n = Buffer.byteLength(lock, 'utf8');
+    const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');
     const key = Buffer.allocUnsafe(p.length + n + 9);
     key.set(p, 0);
-    key.write(lock, p.length, 'utf8');
+    if (idBytes !== undefined) key.set(idBytes, p.length);
+    else key.write(lock, p.length, 'utf8');
     key[p.length + n] = 0;
     writeU64(key, p.length + n + 1, ctr);
     return { type: 'put', sublevel: undefined, key, value: u64(index) };
+  }
+
+  /** lockIdOp(), laid out in `puts` instead of an operation of its own. */
+  lockIdPut(puts: PackedPuts, lock: string, ctr: number, index: number, idBytes?: Uint8Array): void {
+    const p = this.#prefix.ids;
+    const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');
+    const at = puts.reserve(p.length + n + 9, 8);
+    const b = at.buf;
+    b.set(p, at.key);
+    if (idBytes !== undefined) b.set(idBytes, at.key + p.length);
+    else b.write(lock, at.key + p.length, 'utf8');
+    b[at.key + p.length + n] = 0;
+    writeU64(b, at.key + p.length + n + 1, ctr);
+    writeU64(b, at.value, index);
   }
 
   /** idOp(hashIdKey(leaf), index), with the key made in one piece. */

@@ -4,9 +4,10 @@
  * root and the gateway's signed checkpoint, links, roster, counters), so the audit neither decodes
  * them again nor verifies their checkpoints again.
  *
- * While a replica stores blocks, it packs the lock signatures of the entries it has just decoded
- * (the lock's key as of that entry, the COSE Sig_structure, the signature) into audit chunks of
- * whole blocks, queued in memory up to AUDIT_QUEUE_BYTES. Past that bound, and for blocks stored
+ * While a replica stores blocks, its verifier packs the lock signatures of the entries it checks
+ * (the lock's key as of that entry, the COSE Sig_structure, the signature; ChainVerifier with
+ * lockSignatures 'collect'), which the replica takes into audit chunks of whole blocks, queued
+ * in memory up to AUDIT_QUEUE_BYTES. Past that bound, and for blocks stored
  * before this process (after a restart, or in the other mode), a chunk names only its blocks and
  * the roster before them, and the audit reads those entries back from the store to pack them.
  */
@@ -36,65 +37,6 @@ export interface AuditChunk {
   readonly indexes: readonly number[];
   /** For a chunk read from the store: the roster before block `from` (not to be changed). */
   readonly rosterBefore: Roster | undefined;
-}
-
-/**
- * Packs the lock signatures of blocks being stored, from the entries their verification decoded.
- * `roster` is the roster before the first block; it is not changed (copied at a roster entry).
- */
-export class AuditPacker {
-  #roster: Roster;
-  #copied = false;
-  /** Lock keys looked up in #roster, by lock id (roster.get builds a string per call); cleared when the roster changes. */
-  readonly #keys = new Map<string, Uint8Array | undefined>();
-  #packer = new SigPacker();
-  #indexes: number[] = [];
-  #from = -1;
-  readonly chunks: AuditChunk[] = [];
-  bytes = 0;
-
-  constructor(roster: Roster) {
-    this.#roster = roster;
-  }
-
-  /** One verified block: its number, first entry index, decoded entries. */
-  addBlock(n: number, first: number, entries: readonly Entry[]): void {
-    if (this.#from < 0) this.#from = n;
-    for (let k = 0; k < entries.length; k++) {
-      const body = entries[k]!.body;
-      if (body.kind === 'lock-event') {
-        if (body.prov !== 'lock-signed') continue;
-        const lock = body.event.lock;
-        let key = this.#keys.get(lock);
-        if (key === undefined) {
-          key = this.#roster.get('lock', lock)?.key;
-          this.#keys.set(lock, key);
-        }
-        // Cannot happen after the block verified; the audit would find it in the store.
-        if (key === undefined) throw new OtiError('ERR_LOCK_UNKNOWN', `entry ${first + k}: lock ${body.event.lock} is not enrolled here`);
-        this.#packer.addCose(key, body.parsed.payload, body.parsed.signature);
-        this.#indexes.push(first + k);
-      } else if (body.kind === 'roster') {
-        if (!this.#copied) {
-          this.#roster = this.#roster.clone();
-          this.#copied = true;
-        }
-        this.#roster.apply(body.signed);
-        this.#keys.clear();
-      }
-    }
-    if (this.#indexes.length >= AUDIT_CHUNK_SIGNATURES || n - this.#from + 1 >= AUDIT_CHUNK_BLOCKS) this.close(n, first + entries.length);
-  }
-
-  /** Ends the chunk going on after block `n` (which ends at `sizeAfter`). */
-  close(n: number, sizeAfter: number): void {
-    if (this.#from < 0) return;
-    const packed = this.#packer.take();
-    this.chunks.push({ from: this.#from, to: n, sizeAfter, packed, indexes: this.#indexes, rosterBefore: undefined });
-    this.bytes += packed.length + 8 * this.#indexes.length;
-    this.#indexes = [];
-    this.#from = -1;
-  }
 }
 
 /** The roster before entry `size` of a stored chain (its roster entries read back, already checked when stored). */

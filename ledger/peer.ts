@@ -24,11 +24,11 @@ import { CompactRange } from './merkle.js';
 import { blockHash, ZERO_HASH } from './block.js';
 import type { SignedCheckpoint } from './checkpoint.js';
 import { Roster, type SiteTrust } from './roster.js';
-import { ChainVerifier, type VerifyOptions } from './verify.js';
+import { ChainVerifier, type EntrySink, type VerifyOptions } from './verify.js';
 import { verify as nodeVerify } from './crypto.js';
 import { verifyPacked } from './sigbatch.js';
-import { AUDIT_CHUNK_BLOCKS, AUDIT_QUEUE_BYTES, AuditPacker, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
-import { readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
+import { AUDIT_CHUNK_BLOCKS, AUDIT_CHUNK_SIGNATURES, AUDIT_QUEUE_BYTES, readAuditChunk, storedRosterBefore, type AuditChunk } from './peer-audit.js';
+import { PackedPuts, readU64, u64, type BatchOp, type ChainStore, type LedgerStore } from './store.js';
 import type { ChainHead, ChainRole } from './reader.js';
 import { StoredChain } from './stored-chain.js';
 import type { SignaturePool } from './sigpool.js';
@@ -115,7 +115,7 @@ export class ChainReplica extends StoredChain {
     const audit = { block, size: block === 0 ? 0 : await sizeAfter(cs, block - 1), saved: saved !== undefined, queueBytes: opts.auditQueueBytes ?? AUDIT_QUEUE_BYTES };
     const vopts: VerifyOptions = { trust: opts.trust, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) };
     const mode = opts.lockSignatures ?? 'before-storing';
-    return new ChainReplica(cs, mode === 'audit' ? { ...vopts, lockSignatures: false } : vopts, roster, checkpoint, mode, audit);
+    return new ChainReplica(cs, mode === 'audit' ? { ...vopts, lockSignatures: 'collect' } : vopts, roster, checkpoint, mode, audit);
   }
 
   /** The checkpoint of the last stored block (signed by the chain's gateway). */
@@ -157,36 +157,51 @@ export class ChainReplica extends StoredChain {
       const op = cs.nodeOp(level, i, hash);
       if (op !== undefined) ops.push(op);
     };
-    let index = head.size;
     const all: Uint8Array[] = [];
+    // The entry-id records of lock events, one buffer for all (PackedPuts).
+    const puts = new PackedPuts();
+    ops.push({ type: 'puts', puts });
     const rosterChanged = new Set<string>();
-    // Audit mode: the lock signatures of the entries decoded here are packed for audit(), while
-    // the queue is within its bound and follows on from the stored head; beyond the bound the
-    // queue names the blocks and audit() reads them back.
+    // Each lock's first event in this session, checked against the stored counters after its block.
+    const firstSeen: { lock: string; ctr: number; index: number }[] = [];
+    const sink: EntrySink = {
+      lockEvent: (index, lock, idBytes, ctr) => {
+        if (!this.#checkedLocks.has(lock)) {
+          this.#checkedLocks.add(lock);
+          firstSeen.push({ lock, ctr, index });
+        }
+        cs.lockIdPut(puts, lock, ctr, index, idBytes);
+      },
+      entry: (index, entry, leaf) => {
+        ops.push(cs.hashIdOp(leaf, index));
+        const body = entry.body;
+        if (body.kind === 'roster') rosterChanged.add(`${body.signed.statement.role}/${body.signed.statement.id}`);
+      },
+    };
+    // Audit mode: the verifier packs the lock signatures of the entries it checks (from where they
+    // lie), taken here into chunks for audit() while the queue is within its bound and follows on
+    // from the stored head; beyond the bound they are dropped and the queue names the blocks, which
+    // audit() reads back.
     const last = this.#auditQueue[this.#auditQueue.length - 1];
     const queued = this.#auditing && (last === undefined || last.to === head.n);
-    const packer = queued && this.#auditQueueBytes < this.#auditQueueMax ? new AuditPacker(this.#roster) : undefined;
+    const packing = queued && this.#auditQueueBytes < this.#auditQueueMax;
+    const chunks: AuditChunk[] = [];
+    let chunkFrom = head.n + 1;
+    const takeChunk = (to: number): void => {
+      const { packed, indexes } = v.takeSignatures();
+      if (packing) chunks.push({ from: chunkFrom, to, sizeAfter: v.size, packed, indexes, rosterBefore: undefined });
+      chunkFrom = to + 1;
+    };
     let blockN = head.n;
     for (const b of blocks) {
       blockN++;
-      // The verifier's leaf hashes and decodings serve the store operations too.
-      const checked = await v.addBlock(b.headerBytes, b.checkpoint, b.entries, true, onNode);
-      packer?.addBlock(blockN, index, checked.entries);
-      for (let k = 0; k < b.entries.length; k++, index++) {
-        const bytes = b.entries[k]!;
-        const leaf = checked.leaves[k]!;
-        const body = checked.entries[k]!.body;
-        if (body.kind === 'lock-event') {
-          // Awaited only for a lock's first event in this session (a read), not once per entry.
-          if (!this.#checkedLocks.has(body.event.lock)) await this.#checkStoredCounter(body.event.lock, body.event.ctr, index);
-          ops.push(cs.lockIdOp(body.event.lock, body.event.ctr, index));
-        } else {
-          ops.push(cs.hashIdOp(leaf, index));
-          if (body.kind === 'roster') rosterChanged.add(`${body.signed.statement.role}/${body.signed.statement.id}`);
-        }
-        all.push(bytes);
-      }
+      await v.addBlock(b.headerBytes, b.checkpoint, b.entries, sink, onNode);
+      for (const f of firstSeen) await this.#checkStoredCounter(f.lock, f.ctr, f.index);
+      firstSeen.length = 0;
+      for (const e of b.entries) all.push(e);
+      if (this.#auditing && (v.collected >= AUDIT_CHUNK_SIGNATURES || blockN - chunkFrom + 1 >= AUDIT_CHUNK_BLOCKS)) takeChunk(blockN);
     }
+    if (this.#auditing && chunkFrom <= blockN) takeChunk(blockN);
     await v.finish();
     const tail = cs.entryOps(head.size, all, ops);
     for (const k of rosterChanged) {
@@ -210,10 +225,11 @@ export class ChainReplica extends StoredChain {
       this.#auditSize = newHead.size;
     }
     cs.commit(newHead, tail);
-    if (packer !== undefined) {
-      packer.close(lastN, newHead.size);
-      this.#auditQueue.push(...packer.chunks);
-      this.#auditQueueBytes += packer.bytes;
+    if (packing) {
+      for (const c of chunks) {
+        this.#auditQueue.push(c);
+        this.#auditQueueBytes += c.packed!.length + 8 * c.indexes.length;
+      }
     } else if (queued) {
       this.#auditQueue.push({ from: head.n + 1, to: lastN, sizeAfter: newHead.size, packed: undefined, indexes: [], rosterBefore: this.#roster });
     }
@@ -337,8 +353,6 @@ export class ChainReplica extends StoredChain {
 
   /** A lock's first event in this session must be above the counter stored before it. */
   async #checkStoredCounter(lock: string, ctr: number, index: number): Promise<void> {
-    if (this.#checkedLocks.has(lock)) return;
-    this.#checkedLocks.add(lock);
     const last = await this.#cs.lastLockCounter(lock);
     if (last !== undefined && ctr <= last.ctr) {
       throw new OtiError('ERR_ENTRY_INVALID', `entry ${index} of ${this.origin}: counter ${ctr} of lock ${lock} does not increase (stored ${last.ctr})`, { origin: this.origin, index });

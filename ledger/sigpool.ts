@@ -2,9 +2,16 @@
  * Ed25519 verification on worker threads, for the two places that check many lock signatures:
  * ingest (append with checks) and whole-chain verification.
  *
- * A batch is packed into one transferable buffer, so crossing to a worker costs one copy-free
- * message, not one per signature. Layout per item: u32 message length (LE), 32-byte key,
- * 64-byte signature, message. Results come back as one byte per item (1 = valid).
+ * A batch is packed into one buffer, so crossing to a worker costs one message, not one per
+ * signature. Layout per item: u32 message length (LE), 32-byte key, 64-byte signature, message.
+ * Results come back as one byte per item (1 = valid).
+ *
+ * Batches and results are copied into their messages, never transferred. Transferring detaches
+ * an ArrayBuffer, and the first detach in a V8 isolate invalidates its "array buffer detaching"
+ * protector: every optimised function that reads a typed array is thrown away and compiled
+ * again, with a detach check on each access from then on. In a 100,000-entry sync catch-up that
+ * recompilation cost about 7 µs of CPU per entry (docs/DECISIONS.md, issue 22); the copy costs
+ * two memcpy of about 250 bytes per signature.
  * With size 0 the pool verifies on the calling thread (small machines, tests).
  *
  * A pool that shares with its caller (`callerShare`, for tools whose thread has little else to
@@ -210,9 +217,10 @@ export class SignaturePool {
   }
 
   /**
-   * Verifies a batch already packed (see pack() and SigPacker); the buffer is transferred (or,
-   * by a pool that shares with its caller, kept for takeBack()) and must not be used afterwards.
-   * Resolves to one byte per item, 1 where the signature is valid.
+   * Verifies a batch already packed (see pack() and SigPacker). The buffer is copied to the
+   * worker, not transferred (see the top of this file); a pool that shares with its caller posts
+   * a batch in shared memory as it is and keeps it for takeBack(), so the caller must not change
+   * it afterwards. Resolves to one byte per item, 1 where the signature is valid.
    */
   async verifyPackedBatch(buf: Uint8Array): Promise<Uint8Array> {
     if (this.#closed) throw new OtiError('ERR_STORE_CLOSED', 'the signature pool is closed');
@@ -235,11 +243,8 @@ export class SignaturePool {
         return;
       }
       pw.jobs.set(id, { resolve, reject });
-      if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength && !(buf.buffer instanceof SharedArrayBuffer)) {
-        pw.worker.postMessage({ id, buf }, [buf.buffer as ArrayBuffer]);
-      } else {
-        pw.worker.postMessage({ id, buf });
-      }
+      // Copied, not transferred (see the comment at the top of this file).
+      pw.worker.postMessage({ id, buf });
     });
   }
 
@@ -448,7 +453,7 @@ export class SigPacker {
   }
 
   /**
-   * The packed batch (a fresh, exactly sized buffer that can be transferred, or with `shared` one
+   * The packed batch (a fresh, exactly sized buffer, or with `shared` one
    * in a SharedArrayBuffer, which a pool that shares with its caller posts without a copy);
    * resets the packer.
    */

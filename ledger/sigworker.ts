@@ -17,5 +17,6 @@ parentPort?.on('message', (m: { id: number; buf: Uint8Array; claim?: Int32Array 
   }
   const results = verifyPacked(m.buf);
   Atomics.add(done, 0, 1);
-  parentPort?.postMessage({ id: m.id, results }, [results.buffer as ArrayBuffer]);
+  // Copied, not transferred: a transfer would detach, see ledger/sigpool.ts.
+  parentPort?.postMessage({ id: m.id, results });
 });

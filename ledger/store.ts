@@ -26,7 +26,7 @@ import type { ChainHead, StoredBlock, ChainRole, ChainReader } from './reader.js
 import { ChainStore, type BatchOp, type BinSub, type StoreHost } from './chain-store.js';
 import { named } from './store-codec.js';
 
-export { ChainStore, type BatchOp, type BinSub, type StoreHost } from './chain-store.js';
+export { ChainStore, PackedPuts, type BatchOp, type BinSub, type StoreHost } from './chain-store.js';
 export { CHUNK_BITS, CHUNK_SIZE, STORED_NODE_LEVEL, u64, readU64, lockIdKey, hashIdKey, parseStoredBlock, readFailed } from './store-codec.js';
 export type { ChainHead, StoredBlock, ChainRole, ChainReader };
 
@@ -264,6 +264,10 @@ export class LedgerStore extends EventEmitter<StoreEvents> implements StoreHost 
     // native batch would have each moved off it.
     const batch = this.db.batch();
     for (const op of ops) {
+      if (op.type === 'puts') {
+        op.puts.forEach((k, v) => batch.put(k, v));
+        continue;
+      }
       const key = op.sublevel === undefined ? op.key : Buffer.concat([op.sublevel.prefixKey(NO_KEY, 'buffer'), op.key]);
       if (op.type === 'put') batch.put(key, op.value);
       else batch.del(key);

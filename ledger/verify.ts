@@ -38,9 +38,11 @@ export interface VerifyOptions {
   /**
    * Whether lock signatures are checked (default true). False holds lock events to every other
    * rule (decoding, enrolment, counters, unsigned only where allowed) and leaves their Ed25519
-   * signatures to a later pass: ChainReplica's audit (ledger/peer.ts).
+   * signatures to a later pass. 'collect' does the same and packs each signature (the lock's key
+   * as of the entry, the Sig_structure, the signature) for the caller to take with
+   * takeSignatures(): ChainReplica's audit (ledger/peer.ts).
    */
-  readonly lockSignatures?: boolean;
+  readonly lockSignatures?: boolean | 'collect';
   /**
    * Lock signatures per batch sent to the pool (default 512). Smaller batches spread one block's
    * signatures over every worker, for a caller that waits on each block (the archive).
@@ -65,6 +67,21 @@ const NOTHING_COLLECTED: CheckedBlock = Object.freeze({ leaves: Object.freeze([]
 
 /** Called with each interior Merkle node completed (level >= 1), lowest first (CompactRange.append). */
 export type OnNode = (level: number, index: number, hash: Uint8Array) => void;
+
+/**
+ * What a caller that stores the entries (ChainReplica) is told of each entry addBlock() checked,
+ * in order, instead of collecting decodings: a lock event is checked where it lies, without
+ * building its decoding or keeping its leaf hash.
+ */
+export interface EntrySink {
+  /**
+   * Lock event `index` of lock `lock`, counter `ctr`; `idBytes`, when given, are the lock id's
+   * bytes as the entry holds them (the UTF-8 of `lock`: ids are ASCII). Valid during the call.
+   */
+  lockEvent(index: number, lock: string, idBytes: Uint8Array | undefined, ctr: number): void;
+  /** Any other entry, decoded, with its leaf hash. */
+  entry(index: number, entry: Entry, leaf: Uint8Array): void;
+}
 
 /** What ChainVerifier keeps per lock: its last counter, and its roster member as of the roster's version. */
 interface LockState {
@@ -107,7 +124,7 @@ export class ChainVerifier {
    * a lock whose hash is taken goes by its name.
    */
   readonly #locksByBytes = new Map<number, LockState>();
-  /** Lock signatures not yet sent: packed as they come, with the entry index of each. */
+  /** Lock signatures not yet sent (or taken, lockSignatures 'collect'): packed as they come, with the entry index of each. */
   readonly #packer = new SigPacker();
   #indexes: number[] = [];
   /** Batches sent to the pool, oldest first, and whether each went to a worker (else the pool checked it here, at once). */
@@ -158,13 +175,14 @@ export class ChainVerifier {
   /**
    * Checks one block. Structural checks throw at once; lock signature failures surface from
    * this call or a later one, at the latest from finish(). Returns each entry's leaf hash and
-   * decoding, unless `collect` is false: then nothing, and a block's decoded entries die young
-   * instead of being kept to its end (whole-chain verification: a V8 heap about 4 MB smaller).
+   * decoding when `collect` is true; when it is false, nothing, and a block's decoded entries die
+   * young instead of being kept to its end (whole-chain verification: a V8 heap about 4 MB
+   * smaller); when it is an EntrySink, nothing, and the sink is told of each entry as it passes.
    * `onNode` is handed every interior Merkle node the block's entries complete (CompactRange.append),
    * for a caller that stores them: it need not hash them again. The entries come as an array or
    * as spans of the buffers read (ChainReader.entrySpans: no view per entry kept for the block).
    */
-  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[] | EntrySpans, collect = true, onNode?: OnNode): Promise<CheckedBlock> {
+  async addBlock(headerBytes: Uint8Array, checkpoint: SignedCheckpoint, entries: readonly Uint8Array[] | EntrySpans, collect: boolean | EntrySink = true, onNode?: OnNode): Promise<CheckedBlock> {
     const spans = 'pos' in entries ? entries : undefined;
     const count = spans !== undefined ? spans.count : (entries as readonly Uint8Array[]).length;
     const h = decodeBlockHeader(headerBytes);
@@ -176,13 +194,14 @@ export class ChainVerifier {
     // The checkpoint is signed by the gateway key in force when the block starts.
     const gw = this.#roster.get('gateway', this.gatewayId);
     const startKey = gw?.key;
-    const checked: { leaves: Uint8Array[]; entries: Entry[] } | undefined = collect ? { leaves: [], entries: [] } : undefined;
+    const checked: { leaves: Uint8Array[]; entries: Entry[] } | undefined = collect === true ? { leaves: [], entries: [] } : undefined;
+    const sink = typeof collect === 'object' ? collect : undefined;
     if (spans !== undefined) {
       const { bufs, pos } = spans;
-      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, bufs[pos[3 * i]!]!, pos[3 * i + 1]!, pos[3 * i + 2]!, checked, onNode);
+      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, bufs[pos[3 * i]!]!, pos[3 * i + 1]!, pos[3 * i + 2]!, checked, onNode, sink);
     } else {
       const list = entries as readonly Uint8Array[];
-      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, list[i]!, 0, list[i]!.length, checked, onNode);
+      for (let i = 0; i < count; i++) this.#addEntry(h.first + i, list[i]!, 0, list[i]!.length, checked, onNode, sink);
     }
     const root = this.#range.root();
     if (!bytesEqual(root, h.root)) throw new OtiError('ERR_BLOCK_INVALID', `the entries of block ${h.n} do not hash to its root`, where);
@@ -219,6 +238,21 @@ export class ChainVerifier {
     this.#rosterCommitted = true;
   }
 
+  /** lockSignatures 'collect': the lock signatures packed so far (SigPacker layout), not taken yet. */
+  get collected(): number {
+    return this.#opts.lockSignatures === 'collect' ? this.#indexes.length : 0;
+  }
+
+  /**
+   * lockSignatures 'collect': the lock signatures packed since the last call, in chain order
+   * (SigPacker layout), with the entry index of each; the verifier forgets them.
+   */
+  takeSignatures(): { packed: Uint8Array; indexes: number[] } {
+    const indexes = this.#indexes;
+    this.#indexes = [];
+    return { packed: this.#packer.take(), indexes };
+  }
+
   /** Waits for every outstanding signature check; throws the first failure. */
   async finish(): Promise<VerifyReport> {
     await this.#drain(true);
@@ -226,19 +260,21 @@ export class ChainVerifier {
   }
 
   /** Checks entry `index`, the bytes b[s, e). */
-  #addEntry(index: number, b: Uint8Array, s: number, e: number, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined, onNode: OnNode | undefined): void {
-    // Whole-chain verification (nothing collected): a lock event in its one deterministic
-    // encoding is checked from where its parts lie, without building its decoding. Anything
-    // else, and every entry whose decoding is collected, goes through decodeEntry, which accepts
-    // exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
+  #addEntry(index: number, b: Uint8Array, s: number, e: number, out: { leaves: Uint8Array[]; entries: Entry[] } | undefined, onNode: OnNode | undefined, sink: EntrySink | undefined): void {
+    // Whole-chain verification and a replica's (no decoding collected): a lock event in its one
+    // deterministic encoding is checked from where its parts lie, without building its decoding.
+    // Anything else, and every entry whose decoding is collected, goes through decodeEntry, which
+    // accepts exactly the same lock events (ledger/entry.ts) and gives the coded error for the rest.
     if (out === undefined && index > 0 && scanLockEventEntryAt(b, s, e, SCAN)) {
-      const member = this.#lockEvent(index, this.#lockAt(b, SCAN.lockStart, SCAN.lockEnd), SCAN.ctr, SCAN.sigStart < 0);
+      const state = this.#lockAt(b, SCAN.lockStart, SCAN.lockEnd);
+      const member = this.#lockEvent(index, state, SCAN.ctr, SCAN.sigStart < 0);
       if (member !== undefined) {
         this.#packer.addCoseAt(member.key, b, SCAN.eventStart, SCAN.eventEnd, SCAN.sigStart);
         this.#packed(index);
       }
       this.#range.appendEntryAt(b, s, e, onNode);
       this.#entries++;
+      sink?.lockEvent(index, state.name, state.bytes, SCAN.ctr);
       return;
     }
     const bytes = s === 0 && e === b.length ? b : b.subarray(s, e);
@@ -281,6 +317,10 @@ export class ChainVerifier {
     out?.leaves.push(leaf);
     out?.entries.push(entry);
     this.#entries++;
+    if (sink !== undefined) {
+      if (body.kind === 'lock-event') sink.lockEvent(index, body.event.lock, undefined, body.event.ctr);
+      else sink.entry(index, entry, leaf);
+    }
   }
 
   #invalid(index: number, why: string, code: 'ERR_ENTRY_INVALID' | 'ERR_LOCK_UNKNOWN' | 'ERR_LOCK_SIGNATURE' = 'ERR_ENTRY_INVALID'): OtiError {
@@ -348,7 +388,8 @@ export class ChainVerifier {
 
   #sendBatch(): void {
     const indexes = this.#indexes;
-    if (indexes.length === 0) return;
+    // Collected: the caller takes them (takeSignatures()).
+    if (indexes.length === 0 || this.#opts.lockSignatures === 'collect') return;
     this.#indexes = [];
     const packed = this.#packer.take(this.#opts.pool?.sharesWithCaller === true);
     const check = (results: Uint8Array): void => {

@@ -15,7 +15,7 @@
  *       ? "root": bstr(32), ? "proof": [* bstr(32)] }   (first message when from > 0: the root of
  *                          the responder's tree at `from` and a consistency proof to `head`)
  */
-import { decode, encode, type CborValue } from '../../ledger/base/cbor.js';
+import { decode, decodeViews, encode, headLength, writeHead } from '../../ledger/base/cbor.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import { BLOCK_HEADER_MAX_BYTES } from '../../ledger/block.js';
 import { CHECKPOINT_MAX_BYTES } from '../../ledger/checkpoint.js';
@@ -67,26 +67,102 @@ export function decodeRequest(b: Uint8Array): SyncRequest {
   return r;
 }
 
+/**
+ * Writes deterministic CBOR item by item: first counting (`out` undefined), then into a buffer of
+ * the size counted. For the range message, whose generic encoding (cborg) made a token and a copy
+ * per entry on the serving gateway's main thread.
+ */
+class ItemWriter {
+  o = 0;
+  constructor(readonly out: Uint8Array | undefined) {}
+
+  head(major: number, n: number): void {
+    this.o = this.out === undefined ? this.o + headLength(n) : writeHead(this.out, this.o, major, n);
+  }
+
+  /** Bytes as they are (an encoded key). */
+  raw(b: Uint8Array): void {
+    this.out?.set(b, this.o);
+    this.o += b.length;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.head(2, b.length);
+    this.raw(b);
+  }
+
+  /** A text string, given as its UTF-8 bytes. */
+  text(b: Uint8Array): void {
+    this.head(3, b.length);
+    this.raw(b);
+  }
+}
+
+/** A map key, encoded (a text string). */
+const key = (k: string): Uint8Array => encode(k);
+const K = { v: key('v'), id: key('id'), end: key('end'), head: key('head'), root: key('root'), chain: key('chain'), first: key('first'), proof: key('proof'), blocks: key('blocks'), entries: key('entries'), h: key('h'), cp: key('cp') };
+
+/**
+ * The range message in deterministic CBOR: what encode() makes of the map { v: 1, id, chain,
+ * first, entries, blocks: [{ h, cp }], end, head?, root?, proof? }, written directly (test/unit/
+ * sync-pipe.test.ts compares the two). Keys in the order RFC 8949 §4.2.1 gives: shorter encoded
+ * keys first, then bytewise.
+ */
 export function encodeRange(r: RangeMessage): Uint8Array {
-  const m: { [k: string]: CborValue } = {
-    v: 1,
-    id: r.id,
-    chain: r.chain,
-    first: r.first,
-    entries: [...r.entries],
-    blocks: r.blocks.map((b) => ({ h: b.h, cp: b.cp })),
-    end: r.end,
+  const chain = Buffer.from(r.chain, 'utf8');
+  const head = r.head === undefined ? undefined : Buffer.from(r.head, 'utf8');
+  const cps = r.blocks.map((b) => Buffer.from(b.cp, 'utf8'));
+  const emit = (w: ItemWriter): void => {
+    w.head(5, 7 + (head !== undefined ? 1 : 0) + (r.root !== undefined ? 1 : 0) + (r.proof !== undefined ? 1 : 0));
+    w.raw(K.v);
+    w.head(0, 1);
+    w.raw(K.id);
+    w.head(0, r.id);
+    w.raw(K.end);
+    w.head(7, r.end ? 21 : 20);
+    if (head !== undefined) {
+      w.raw(K.head);
+      w.text(head);
+    }
+    if (r.root !== undefined) {
+      w.raw(K.root);
+      w.bytes(r.root);
+    }
+    w.raw(K.chain);
+    w.text(chain);
+    w.raw(K.first);
+    w.head(0, r.first);
+    if (r.proof !== undefined) {
+      w.raw(K.proof);
+      w.head(4, r.proof.length);
+      for (const p of r.proof) w.bytes(p);
+    }
+    w.raw(K.blocks);
+    w.head(4, r.blocks.length);
+    for (let i = 0; i < r.blocks.length; i++) {
+      w.head(5, 2);
+      w.raw(K.h);
+      w.bytes(r.blocks[i]!.h);
+      w.raw(K.cp);
+      w.text(cps[i]!);
+    }
+    w.raw(K.entries);
+    w.head(4, r.entries.length);
+    for (const e of r.entries) w.bytes(e);
   };
-  if (r.head !== undefined) m['head'] = r.head;
-  if (r.root !== undefined) m['root'] = r.root;
-  if (r.proof !== undefined) m['proof'] = [...r.proof];
-  return encode(m);
+  const count = new ItemWriter(undefined);
+  emit(count);
+  const w = new ItemWriter(Buffer.allocUnsafe(count.o));
+  emit(w);
+  return w.out!;
 }
 
 /** Decodes a range message of at most `maxBytes` bytes. */
 export function decodeRange(b: Uint8Array, maxBytes: number): RangeMessage {
   const w = 'sync range';
-  const m = asMap(decode(b, maxBytes), w, ['v', 'id', 'chain', 'first', 'entries', 'blocks', 'end', 'head', 'root', 'proof']);
+  // The entries as views into the message (decodeViews), not a copy each: they are stored (copied
+  // into chunks) and dropped.
+  const m = asMap(decodeViews(b, maxBytes), w, ['v', 'id', 'chain', 'first', 'entries', 'blocks', 'end', 'head', 'root', 'proof']);
   version(m, w, 1);
   const entries = m['entries'];
   if (!Array.isArray(entries) || !entries.every((e) => e instanceof Uint8Array && e.length > 0 && e.length <= ENTRY_MAX_BYTES)) throw schemaError(`${w}.entries`, 'must be a list of entries');

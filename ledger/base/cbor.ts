@@ -66,6 +66,61 @@ export function decode(bytes: Uint8Array, maxBytes: number): CborValue {
   }
 }
 
+/**
+ * decode(), except that every byte string is a view into `bytes`, not a copy: for messages whose
+ * byte strings are many and short-lived (a sync range's entries: cborg copies each into an
+ * ArrayBuffer of its own, which the garbage collector then tracks and sweeps). The same checks
+ * (checkDeterministic) and the same value otherwise. A view keeps all of `bytes` alive: copy what
+ * is kept for long.
+ */
+export function decodeViews(bytes: Uint8Array, maxBytes: number): CborValue {
+  checkDeterministic(bytes, maxBytes);
+  const at = { p: 0 };
+  return checkedItem(bytes, at);
+}
+
+/** The item at `at.p` of bytes checkDeterministic() accepted; moves `at.p` past it. */
+function checkedItem(b: Uint8Array, at: { p: number }): CborValue {
+  const ib = b[at.p]!;
+  const major = ib >> 5;
+  if (major === 7) {
+    at.p++;
+    return ib === 0xf4 ? false : ib === 0xf5 ? true : null;
+  }
+  const val = readHead(b, at.p, headOut);
+  const p = headOut.end;
+  switch (major) {
+    case 0:
+      at.p = p;
+      return val;
+    case 1:
+      at.p = p;
+      return -1 - val;
+    case 2:
+      at.p = p + val;
+      return new Uint8Array(b.buffer, b.byteOffset + p, val);
+    case 3:
+      at.p = p + val;
+      return Buffer.from(b.buffer, b.byteOffset + p, val).toString('utf8');
+    case 4: {
+      at.p = p;
+      const out: CborValue[] = [];
+      for (let i = 0; i < val; i++) out.push(checkedItem(b, at));
+      return out;
+    }
+    default: {
+      // A map: its keys are text, in strictly increasing order, never "__proto__" (checked).
+      at.p = p;
+      const out: { [key: string]: CborValue } = {};
+      for (let i = 0; i < val; i++) {
+        const k = checkedItem(b, at) as string;
+        out[k] = checkedItem(b, at);
+      }
+      return out;
+    }
+  }
+}
+
 /** Deepest nesting accepted; our formats nest at most 5 levels. */
 export const MAX_DEPTH = 16;
 

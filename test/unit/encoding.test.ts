@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { encode as cborgEncode, decode as cborgDecode, rfc8949EncodeOptions } from 'cborg';
-import { encode, decode, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/base/cbor.js';
+import { encode, decode, decodeViews, fastEncode, MAX_DEPTH, type CborValue } from '../../ledger/base/cbor.js';
 import { encodeEntry, decodeEntry, decodeLockPayload, fastLockPayload } from '../../ledger/entry.js';
 import { parseCoseSign1 } from '../../ledger/cose.js';
 import { makeSite, enrollLock, signedEvent } from '../support/site.js';
@@ -71,6 +71,34 @@ void test('the deterministic check agrees with cborg on random and mutated input
     { numRuns: 30000 },
   );
   assert.ok(accepted > 1000, 'the fuzz run should also reach accepted inputs');
+});
+
+void test('decodeViews gives what decode gives, byte strings as views into the input, and refuses the same inputs with the same codes', () => {
+  /** Whether every byte string in `v` lies inside `input`'s memory. */
+  const inside = (v: unknown, input: Uint8Array): boolean => {
+    if (v instanceof Uint8Array) return v.buffer === input.buffer && v.byteOffset >= input.byteOffset && v.byteOffset + v.length <= input.byteOffset + input.length;
+    if (Array.isArray(v)) return v.every((x) => inside(x, input));
+    if (v !== null && typeof v === 'object') return Object.values(v).every((x) => inside(x, input));
+    return true;
+  };
+  fc.assert(
+    fc.property(cborValue, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 0, maxLength: 2 }), (v, edits) => {
+      // Inside a larger buffer, so that a view's offsets are tested too.
+      const enc = encode(v);
+      const outer = new Uint8Array(enc.length + 6);
+      outer.set(enc, 3);
+      const input = outer.subarray(3, 3 + enc.length);
+      for (const [pos, byte] of edits) if (input.length > 0) input[pos % input.length] = byte;
+      const expected = codeOf(() => decode(input, 1 << 20));
+      assert.equal(codeOf(() => decodeViews(input, 1 << 20)), expected);
+      if (expected !== undefined) return;
+      const views = decodeViews(input, 1 << 20);
+      assert.deepEqual(views, decode(input, 1 << 20));
+      assert.ok(inside(views, input), 'byte strings are views into the input');
+    }),
+    { numRuns: 10000 },
+  );
+  assert.equal(codeOf(() => decodeViews(new Uint8Array(8), 4)), 'ERR_ENCODING_TOO_LARGE');
 });
 
 void test('random bytes never throw anything but a coded error', () => {

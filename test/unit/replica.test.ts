@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { makeSite, enrollLock, openChain, signedEvent, tempDir, type TestSite } from '../support/site.js';
 import { ChainReplica, type ReplicaBlock } from '../../ledger/peer.js';
-import { LedgerStore } from '../../ledger/store.js';
+import { LedgerStore, lockIdKey } from '../../ledger/store.js';
 import type { Chain } from '../../ledger/chain.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
@@ -191,4 +191,19 @@ void test('the audit checks only the lock signatures: a forged one in a block th
     assert.match(state.failure!.message, /entry 421 /);
     assert.ok(state.size <= 421);
   }
+});
+
+void test('a replica\'s entry-id records, written many to a buffer, find every lock event by its lock and counter', async (t) => {
+  const site = makeSite();
+  // 2,100 lock events in one append: their records (about 50 bytes each) outgrow the buffer's first 16 kB.
+  const chain = await source(t, site, 3, 700);
+  const store = await LedgerStore.open(await replicaStore(t));
+  t.after(() => store.close());
+  const r = await ChainReplica.open(store, chain.origin, 'peer', { trust: site.trust, lockSignatures: 'audit' });
+  await r.append(await blocksOf(chain, 0));
+  const cs = await store.chain(chain.origin, 'peer');
+  // Entry 0 enrols the gateway, entry 1 the lock; event ctr is entry ctr + 1.
+  for (let ctr = 1; ctr <= 2100; ctr++) assert.equal(await cs.indexOfId(lockIdKey('door', ctr)), ctr + 1, `counter ${ctr}`);
+  assert.equal(await cs.indexOfId(lockIdKey('door', 2101)), undefined);
+  assert.deepEqual(await cs.lastLockCounter('door'), { ctr: 2100, index: 2101 });
 });

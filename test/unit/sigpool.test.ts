@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
-import { SignaturePool, SigPacker, type SigTask } from '../../ledger/sigpool.js';
+import { SignaturePool, SigPacker, pack, type SigTask } from '../../ledger/sigpool.js';
 import { verifyPacked } from '../../ledger/sigbatch.js';
 import { sigStructure } from '../../ledger/cose.js';
 
@@ -235,3 +235,17 @@ function codeOf(f: () => void): string | undefined {
   }
   return undefined;
 }
+
+void test('a batch sent to a worker is copied, not transferred: nothing in the caller is detached', async (t) => {
+  // A transfer detaches the caller's ArrayBuffer, and V8 then throws away and recompiles every
+  // optimised function that reads typed arrays (ledger/sigpool.ts).
+  const pool = new SignaturePool(1);
+  t.after(() => pool.close());
+  const buf = pack(tasks(40));
+  const before = Buffer.from(buf);
+  const results = await pool.verifyPackedBatch(buf);
+  assert.equal(pool.callerBatches, 0, 'the worker checked it');
+  assert.deepEqual([...results], expected(40));
+  assert.equal(buf.buffer.byteLength, before.length, 'the batch\'s buffer is not detached');
+  assert.deepEqual(Buffer.from(buf), before, 'and holds what it held');
+});

@@ -295,6 +295,75 @@ void test('with a pool that shares with this thread and takes batches back, the 
   }
 });
 
+void test('a verifier that collects lock signatures tells its sink of each entry and hands the signatures over in chain order, holding every other rule', async () => {
+  const { ChainVerifier } = await import('../../ledger/verify.js');
+  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
+  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
+  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
+  const { Signer } = await import('../../ledger/crypto.js');
+  const { SigPacker } = await import('../../ledger/sigpool.js');
+  const { verifyPacked } = await import('../../ledger/sigbatch.js');
+  const site = makeSite();
+  const gw = enrollGateway(site, 'gw-1');
+  const origin = `oti/${site.siteId}/gw-1`;
+  const a = enrollLock(site, 'lock-a');
+  const gate = enrollLock(site, 'gate', { unsigned: true });
+  const now = 1_700_000_000_000;
+  const entry = (input: Parameters<typeof encodeEntry>[0]): Uint8Array => encodeEntry(input, now).bytes;
+  const head = [entry({ kind: 'roster', signed: gw.statement }), entry({ kind: 'roster', signed: a.statement }), entry({ kind: 'roster', signed: gate.statement })];
+  const event = (ctr: number): Uint8Array => entry({ kind: 'lock-event', cose: signedEvent(a, 'unlocked', { ctr }) });
+  const unsigned = (ctr: number): Uint8Array => entry({ kind: 'lock-event', unsignedEvent: encodeLockEvent({ lock: 'gate', ctr, time: 1, type: 'door-ajar' }) });
+  const run = async (entries: Uint8Array[]) => {
+    const range = CompactRange.empty();
+    for (const e of entries) range.append(leafHash(e));
+    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
+    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
+    const v = new ChainVerifier(origin, { trust: site.trust, lockSignatures: 'collect' });
+    const told: unknown[] = [];
+    const sink = {
+      lockEvent: (index: number, lock: string, idBytes: Uint8Array | undefined, ctr: number) => told.push(['lock', index, lock, idBytes === undefined ? undefined : Buffer.from(idBytes).toString('utf8'), ctr]),
+      entry: (index: number, e: ReturnType<typeof decodeEntry>, leaf: Uint8Array) => told.push(['entry', index, e.body.kind, Buffer.from(leaf).toString('hex')]),
+    };
+    const checked = await v.addBlock(headerBytes, checkpoint, entries, sink);
+    assert.equal(checked.entries.length, 0, 'nothing collected beside the sink');
+    await v.finish();
+    return { told, collected: v.collected, taken: v.takeSignatures(), after: v.takeSignatures() };
+  };
+  const good = [...head, event(1), unsigned(1), event(2), event(7)];
+  const r = await run(good);
+  assert.deepEqual(r.told, [
+    ...head.map((e, i) => ['entry', i, 'roster', Buffer.from(leafHash(e)).toString('hex')]),
+    ['lock', 3, 'lock-a', 'lock-a', 1],
+    ['lock', 4, 'gate', 'gate', 1],
+    ['lock', 5, 'lock-a', 'lock-a', 2],
+    ['lock', 6, 'lock-a', 'lock-a', 7],
+  ]);
+  // The signed events' signatures, in chain order, packed as SigPacker packs them from the decodings.
+  assert.equal(r.collected, 3);
+  assert.deepEqual(r.taken.indexes, [3, 5, 6]);
+  const expected = new SigPacker();
+  for (const i of [3, 5, 6]) {
+    const body = decodeEntry(good[i]!).body;
+    assert.ok(body.kind === 'lock-event' && body.prov === 'lock-signed');
+    expected.addCose(a.key.publicKey, body.parsed.payload, body.parsed.signature);
+  }
+  assert.deepEqual(Buffer.from(r.taken.packed), Buffer.from(expected.take()));
+  assert.deepEqual([...verifyPacked(r.taken.packed)], [1, 1, 1]);
+  assert.equal(r.after.indexes.length, 0, 'taken once');
+  // A forged signature is not checked here: it is handed over, and found where it lies.
+  const forged = event(8).slice();
+  const where = lockEventScan();
+  assert.ok(scanLockEventEntry(forged, where));
+  forged[where.sigStart + 5] = forged[where.sigStart + 5]! ^ 1;
+  const f = await run([...good, forged]);
+  assert.deepEqual([...verifyPacked(f.taken.packed)], [1, 1, 1, 0]);
+  assert.equal(f.taken.indexes[3], good.length);
+  // Every other rule still holds: a counter that does not increase, an unknown lock.
+  await assert.rejects(run([...good, event(7)]), (e) => isOtiError(e, 'ERR_ENTRY_INVALID'));
+  const other = enrollLock(site, 'lock-z');
+  await assert.rejects(run([...good, entry({ kind: 'lock-event', cose: signedEvent(other) })]), (e) => isOtiError(e, 'ERR_LOCK_UNKNOWN'));
+});
+
 void test('a lock event scanned inside a larger buffer gets the answer and offsets a copy of its bytes gets, wherever its end is put', () => {
   const site = makeSite();
   const lock = enrollLock(site, 'door-a');
