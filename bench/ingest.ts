@@ -47,9 +47,6 @@
  *                     stages phases run it in turn with this build (figures base_…, ratio_…_vs_base)
  *                     (the trace phase loads that build's own dist/bench/ack-trace.js into it)
  *   BENCH_REPEAT      runs of each of those phases (default 1); the figures are the medians
- *   BENCH_GENERATOR_WARMUP  seconds of one unmeasured real-process run before the first measured
- *                     one (default 3; 0 = none): it warms this process's simulated locks, so that
- *                     the first measured run is not also the load generator's cold start
  *   BENCH_GATEWAY_MAIN  runs another build's dist/gateway/main.js instead of this one's
  *   BENCH_GATEWAY_FLAGS  more node options for the gateway (space-separated), to compare V8 settings
  *   BENCH_PROFILE_DIR keeps the stages phase's .cpuprofile files there (bench/profile-top.ts reads them)
@@ -74,7 +71,7 @@ import { join } from 'node:path';
 import { STAGES } from './cpu-stages.js';
 import { writeResults, round, peakRssMb } from './support.js';
 import { rig, close, phase, floor } from './ingest/inprocess.js';
-import { realProcess, traceProcess, loginFlood, median, warmUpLoadGenerator } from './ingest/phases.js';
+import { realProcess, traceProcess, loginFlood, median } from './ingest/phases.js';
 import { LOCKS, SECONDS, PTY_LOCKS, PHASES, CPUS, COMPARE, REPEAT, UNGUARDED } from './ingest/settings.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'oti-bench-ingest-'));
@@ -118,7 +115,6 @@ try {
   }
   // The real process: each phase REPEAT times, in turn with the BENCH_COMPARE build when given; medians.
   const variants: Array<{ tag: string; main?: string }> = [...(COMPARE !== undefined ? [{ tag: 'base_', main: COMPARE }] : []), { tag: '' }];
-  if (PHASES.has('process') || PHASES.has('stages') || PHASES.has('trace') || PHASES.has('flood')) await warmUpLoadGenerator(join(dir, 'warm-up'));
   for (const cpus of PHASES.has('process') || PHASES.has('stages') || PHASES.has('trace') ? CPUS : []) {
     const name = cpus === undefined ? 'process_1000' : `process_1000_cpus${cpus}`;
     const where = cpus === undefined ? 'every core' : `pinned to ${cpus} core(s)`;

@@ -14,7 +14,7 @@ import { processCpuMs } from '../measure.js';
 import { floodLogins } from '../login-flood.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
 import { processRig, rssParts } from './process-rig.js';
-import { SECONDS, SNAPSHOT_DIR, MALLOC_INFO_DIR, CPUS, FLOOD_SECONDS, FLOOD_WARMUP_SECONDS, GENERATOR_WARMUP_SECONDS, FLOOD_CLIENTS, FLOOD_ADDRESSES } from './settings.js';
+import { SECONDS, SNAPSHOT_DIR, MALLOC_INFO_DIR, CPUS, FLOOD_SECONDS, FLOOD_WARMUP_SECONDS, FLOOD_CLIENTS, FLOOD_ADDRESSES } from './settings.js';
 
 /**
  * glibc's malloc_info() of process `pid` into `file` (XML: each arena's size, what is free in it
@@ -121,19 +121,6 @@ export async function realProcess(dir: string, prefix: string, o: { cpus?: numbe
  * delay, the block's LevelDB write with sync), durable → lock has the ack (ack encoding, the pty,
  * this process).
  */
-/**
- * An unmeasured run of the real process with its pty locks, for GENERATOR_WARMUP_SECONDS: it
- * warms this process's side of the load (the simulated locks' signing and framing, serialport's
- * streams) so that the first measured run starts from the same state as the ones after it.
- */
-export async function warmUpLoadGenerator(dir: string): Promise<void> {
-  if (GENERATOR_WARMUP_SECONDS <= 0) return;
-  const rig = await processRig(dir, CPUS[0] !== undefined ? { cpus: CPUS[0] } : {});
-  await sleep(GENERATOR_WARMUP_SECONDS * 1000);
-  await rig.stop();
-  console.log(`load generator warmed up: ${rig.acks.length} events acked in ${GENERATOR_WARMUP_SECONDS} s (not measured)`);
-}
-
 export async function traceProcess(dir: string, prefix: string, o: { cpus?: number; main?: string } = {}): Promise<Record<string, number>> {
   const traceFile = join(dir, 'ack-trace.json');
   await mkdir(dir, { recursive: true });

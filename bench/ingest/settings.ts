@@ -13,8 +13,6 @@ export const PHASES = new Set((process.env['BENCH_PHASES'] ?? 'floor,offered,max
 export const CPUS = (process.env['BENCH_CPUS'] ?? 'all').split(',').map((c) => (c === 'all' ? undefined : Number(c)));
 export const FLOOD_SECONDS = Number(process.env['BENCH_FLOOD_SECONDS'] ?? 5);
 export const FLOOD_WARMUP_SECONDS = 2;
-/** BENCH_GENERATOR_WARMUP: seconds of an unmeasured real-process run before the measured ones (0 = none). */
-export const GENERATOR_WARMUP_SECONDS = Number(process.env['BENCH_GENERATOR_WARMUP'] ?? 3);
 export const FLOOD_CLIENTS = Number(process.env['BENCH_FLOOD_CLIENTS'] ?? 500);
 export const FLOOD_ADDRESSES = Number(process.env['BENCH_FLOOD_ADDRESSES'] ?? 250);
 /** Login limits lifted as far as the schema allows, for the comparison run (BENCH_FLOOD_UNGUARDED=1). */
