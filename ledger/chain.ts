@@ -6,7 +6,8 @@
  * durable: written with the rest of its block in one LevelDB batch with sync. Concurrent appends
  * share a block: the block is sealed `sealDelayMs` after its first entry arrived, at once when it
  * reaches `maxBlockEntries`, and never while the previous block is still being written (entries
- * arriving meanwhile wait for the next one). One Ed25519 signature and one fsync per block.
+ * arriving meanwhile wait for the next one, which is sealed when that write ends if its first
+ * entry has waited `sealDelayMs` by then). One Ed25519 signature and one fsync per block.
  *
  * A block that cannot be written fails the chain (every later append is refused), except for a
  * full disk: the store then holds the write until there is space (ledger/store.ts), so appends
@@ -184,6 +185,8 @@ export class Chain extends StoredChain<ChainEvents> {
   /** Appends waiting for their checks, admitted in call order (ledger/admission.ts). */
   readonly #admission = new AdmissionQueue<Slot>((slot) => this.#admitSlot(slot));
   #timer: NodeJS.Timeout | undefined;
+  /** When the oldest entry of #pending was admitted (#now()): the seal delay counts from it. */
+  #pendingSince = 0;
   #writing: Promise<void> | undefined;
   #closed = false;
   #failed: Error | undefined;
@@ -336,6 +339,7 @@ export class Chain extends StoredChain<ChainEvents> {
         throw new OtiError('ERR_LOCK_SIGNATURE', `lock ${slot.lock} changed key while its event was checked`, { lock: slot.lock });
       }
       this.#admit(slot);
+      if (this.#pending.length === 0) this.#pendingSince = this.#now();
       this.#pending.push(slot);
       this.#admittedSize++;
       this.#schedule();
@@ -455,15 +459,25 @@ export class Chain extends StoredChain<ChainEvents> {
     }
   }
 
+  /**
+   * Seals the pending block at once when it is full, else when its oldest entry has waited
+   * sealDelayMs: entries that arrived while the block before was written have waited for that
+   * write already, and are sealed as soon as it ends if that was long enough.
+   */
   #schedule(): void {
     if (this.#writing !== undefined) return;
     if (this.#pending.length >= this.#maxBlock) {
       this.#seal();
     } else if (this.#timer === undefined) {
+      const waited = this.#now() - this.#pendingSince;
+      if (this.#sealDelayMs > 0 && waited >= this.#sealDelayMs) {
+        this.#seal();
+        return;
+      }
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
         if (this.#writing === undefined) this.#seal();
-      }, this.#sealDelayMs);
+      }, Math.min(this.#sealDelayMs, Math.max(0, this.#sealDelayMs - waited)));
     }
   }
 
@@ -474,13 +488,11 @@ export class Chain extends StoredChain<ChainEvents> {
     }
     if (this.#pending.length === 0) return;
     const batch = this.#pending.splice(0, this.#maxBlock);
+    // What is left of a full block waits from now on (it is sealed at once if it is full again).
+    if (this.#pending.length > 0) this.#pendingSince = this.#now();
     this.#writing = this.#write(batch).finally(() => {
       this.#writing = undefined;
-      if (this.#pending.length > 0 && this.#failed === undefined) {
-        const waited = this.#pending.length >= this.#maxBlock;
-        if (waited) this.#seal();
-        else this.#schedule();
-      }
+      if (this.#pending.length > 0 && this.#failed === undefined) this.#schedule();
     });
   }
 

@@ -4,10 +4,11 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeSite, enrollLock, signedEvent, openChain, tempDir } from '../support/site.js';
 import { LedgerStore } from '../../ledger/store.js';
+import type { AppendResult } from '../../ledger/chain.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { rangeHash, verifyInclusion, leafHash } from '../../ledger/merkle.js';
 import { verifyCheckpoint } from '../../ledger/checkpoint.js';
-import { decodeEntry, encodeEntry } from '../../ledger/entry.js';
+import { decodeEntry, encodeEntry, type EntryInput } from '../../ledger/entry.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { toHex } from '../../ledger/crypto.js';
 
@@ -119,4 +120,42 @@ void test('a result gives the same id and decoding whichever way its entry was a
   assert.ok(body.kind === 'lock-event' && body.prov === 'lock-signed');
   assert.deepEqual(body.cose, new Uint8Array(cose));
   assert.deepEqual(fast.entry, encodeEntry({ kind: 'lock-event', cose, time: fast.entry.time }, 0).entry);
+});
+
+void test('a block whose first entry came while the block before was written is sealed when its first entry has waited sealDelayMs: at once when that write ends, if it has', async (t) => {
+  const site = makeSite();
+  let clock = 1_700_000_000_000;
+  const oc = await openChain(t, site, { sealDelayMs: 1000, now: () => clock });
+  // Only setTimeout is mocked: LevelDB's writes still complete on their own.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const roster = (id: string): EntryInput => ({ kind: 'roster', signed: enrollLock(site, id).statement });
+  /** Whether `p` settles within `ms` of real time, turning the event loop meanwhile (setImmediate is not mocked). */
+  const settlesWithin = async (p: Promise<unknown>, ms: number): Promise<boolean> => {
+    let done = false;
+    void p.then(() => (done = true), () => (done = true));
+    const end = performance.now() + ms;
+    while (!done && performance.now() < end) await new Promise((r) => setImmediate(r));
+    return done;
+  };
+  /** Appends `first`, seals its block by its timer, and appends `second` while that block is written, `waited` ms before the write ends. */
+  const duringWrite = async (first: string, second: string, waited: number): Promise<[AppendResult, Promise<AppendResult>]> => {
+    const p = oc.chain.append(roster(first));
+    assert.equal(await settlesWithin(p, 200), false, `${first} waits for its seal delay`);
+    t.mock.timers.tick(1000);
+    const q = oc.chain.append(roster(second));
+    clock += waited;
+    return [await p, q];
+  };
+  // b has waited 10 ms when a's write ends: it waits for the rest of its delay.
+  const [ra, b] = await duringWrite('lock-a', 'lock-b', 10);
+  assert.equal(await settlesWithin(b, 300), false, 'b waits for the rest of its seal delay');
+  t.mock.timers.tick(990);
+  assert.equal(await settlesWithin(b, 5000), true, 'b is sealed 1000 ms after it arrived');
+  const rb = await b;
+  assert.equal(rb.block, ra.block + 1);
+  // d has waited the whole delay when c's write ends: it is sealed then, without a timer.
+  const [rc, d] = await duringWrite('lock-c', 'lock-d', 1000);
+  assert.equal(await settlesWithin(d, 5000), true, 'd is sealed when c\'s write ends');
+  assert.equal(rc.block, rb.block + 1);
+  assert.equal((await d).block, rc.block + 1);
 });
