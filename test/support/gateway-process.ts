@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { waitUntil } from './wait.js';
@@ -100,10 +101,50 @@ export function followGateway(proc: ChildProcess): GatewayProcess {
   };
 }
 
-/** A TCP port that was free a moment ago (bound to 0 and released). */
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago, for a gateway (or a server) to listen on
+ * later. It is picked below the kernel's range of ephemeral ports
+ * (/proc/sys/net/ipv4/ip_local_port_range): a port from that range, free when picked, could be
+ * given to some outgoing connection before the gateway listens on it (ERR_PORT_IN_USE). Below
+ * it, only another explicit listen can take it.
+ */
 export async function freePort(): Promise<number> {
+  const below = Math.min(ephemeralStart(), 32768);
+  for (let i = 0; i < 200; i++) {
+    const port = FIRST_PICKED_PORT + Math.floor(Math.random() * (below - FIRST_PICKED_PORT));
+    if (await canListen(port)) return port;
+  }
+  // Nothing free below the range: any port the kernel gives.
+  return listenOn(0);
+}
+
+/** The lowest port picked by freePort (below it: well-known services). */
+const FIRST_PICKED_PORT = 10_000;
+
+function ephemeralStart(): number {
+  try {
+    const lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(lo) && lo > FIRST_PICKED_PORT + 1000 ? lo : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+async function canListen(port: number): Promise<boolean> {
+  try {
+    return (await listenOn(port)) === port;
+  } catch {
+    return false;
+  }
+}
+
+/** Listens on 127.0.0.1:`port` (0: any), closes again, and resolves to the port it had. */
+async function listenOn(port: number): Promise<number> {
   const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, '127.0.0.1', resolve);
+  });
   const addr = srv.address();
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   if (addr === null || typeof addr === 'string') throw new Error('no port');
