@@ -1,5 +1,5 @@
 /** The signature pool: elastic (inline while light, workers when loaded, none when idle), fixed, sharing with its caller. */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
@@ -74,16 +74,21 @@ void test('a pool that shares with its caller checks a batch itself once each wo
   assert.throws(() => new SignaturePool(1, { callerShare: true, elastic: {} }), /elastic or shares/);
 });
 
-void test('a caller sending many batches in one turn keeps at most one in n + 1', async (t) => {
-  // w: the batch went to a worker, C: the caller checked it. Two per worker first (the workers,
-  // just started, have not finished any), then the caller's turn when each worker has two to do,
-  // at most one in n + 1. The counts are the workers' own: a worker that finished a batch while
-  // the caller checked its own gets the next one, so the rest of the order depends on timing.
+/**
+ * Sends 13 batches in one turn to a pool of 1 and of 2 workers that shares with its caller and
+ * checks the order (w: the batch went to a worker, C: the caller checked it): `after` per worker
+ * first (the workers, just started, have not finished any), then the caller's turn when each
+ * worker has `after` to do, at most one in n + 1. The counts are the workers' own: a worker that
+ * finished a batch while the caller checked its own gets the next one, so the rest of the order
+ * depends on timing.
+ */
+async function callerTurns(t: TestContext, after: number | undefined): Promise<void> {
+  const perWorker = after ?? 2;
   for (const workers of [1, 2]) {
     // Signed before the pool starts, so that the 13 batches go out within microseconds, long
     // before a worker (whose start alone takes milliseconds) can have finished one.
     const prepared = Array.from({ length: 13 }, () => tasks(100));
-    const pool = new SignaturePool(workers, { callerShare: true });
+    const pool = new SignaturePool(workers, { callerShare: true, ...(after !== undefined ? { callerAfter: after } : {}) });
     t.after(() => pool.close());
     let seen = '';
     const batches = prepared.map((batch) => {
@@ -92,10 +97,14 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
       seen += pool.callerBatches > before ? 'C' : 'w';
       return b;
     });
-    assert.equal(seen.slice(0, 2 * workers + 1), `${'w'.repeat(2 * workers)}C`, `${workers} worker(s): ${seen}`);
+    assert.equal(seen.slice(0, perWorker * workers + 1), `${'w'.repeat(perWorker * workers)}C`, `${workers} worker(s): ${seen}`);
     for (let i = 0; i + workers < seen.length; i++) assert.ok(!/C.*C/.test(seen.slice(i, i + workers + 1)), `${workers} worker(s): two of the caller's within ${workers + 1} in ${seen}`);
     for (const b of batches) assert.deepEqual([...(await b)], expected(100));
   }
+}
+
+void test('a caller sending many batches in one turn keeps at most one in n + 1', async (t) => {
+  await callerTurns(t, undefined);
   const none = new SignaturePool(0, { callerShare: true });
   assert.deepEqual([...(await none.verifyBatch(tasks(20)))], expected(20));
   assert.equal(none.callerBatches, 1, 'no worker: everything on the caller');
@@ -104,21 +113,7 @@ void test('a caller sending many batches in one turn keeps at most one in n + 1'
 
 void test('callerAfter: the caller takes a batch only once each worker has that many to do', async (t) => {
   // As above, but with three per worker before the caller's turn (what `oti verify` asks for).
-  for (const workers of [1, 2]) {
-    const prepared = Array.from({ length: 13 }, () => tasks(100));
-    const pool = new SignaturePool(workers, { callerShare: true, callerAfter: 3 });
-    t.after(() => pool.close());
-    let seen = '';
-    const batches = prepared.map((batch) => {
-      const before = pool.callerBatches;
-      const b = pool.verifyBatch(batch);
-      seen += pool.callerBatches > before ? 'C' : 'w';
-      return b;
-    });
-    assert.equal(seen.slice(0, 3 * workers + 1), `${'w'.repeat(3 * workers)}C`, `${workers} worker(s): ${seen}`);
-    for (let i = 0; i + workers < seen.length; i++) assert.ok(!/C.*C/.test(seen.slice(i, i + workers + 1)), `${workers} worker(s): two of the caller's within ${workers + 1} in ${seen}`);
-    for (const b of batches) assert.deepEqual([...(await b)], expected(100));
-  }
+  await callerTurns(t, 3);
   for (const callerAfter of [0, 1.5]) assert.throws(() => new SignaturePool(1, { callerShare: true, callerAfter }), /callerAfter/);
 });
 
