@@ -133,11 +133,16 @@ export async function traceProcess(dir: string, prefix: string, o: { cpus?: numb
   const trace = JSON.parse(readFileSync(traceFile, 'utf8')) as AckTrace;
   const names = ['lock_to_decoded', 'decoded_to_taken', 'taken_to_admitted', 'admitted_to_durable', 'durable_to_lock_acked'] as const;
   const rows: number[][] = [];
+  // The first 2 s of load (the gateway's start-up) apart, as in the process phase.
+  const early: number[][] = [];
+  const first = rig.acks[from]?.at ?? 0;
   for (const a of rig.acks.slice(from)) {
     const t = trace.events[a.id];
     if (t === undefined || t.some((x) => x === 0)) continue;
     const [decoded, taken, admitted, durable] = t;
-    rows.push([decoded - a.abs, taken - decoded, admitted - taken, durable - admitted, a.abs + a.ms - durable, a.ms]);
+    const row = [decoded - a.abs, taken - decoded, admitted - taken, durable - admitted, a.abs + a.ms - durable, a.ms];
+    rows.push(row);
+    if (a.at < first + 2000) early.push(row);
   }
   const out: Record<string, number> = { [`${prefix}_events_traced`]: rows.length };
   const total = rows.map((r) => r[5] as number).sort((x, y) => x - y);
@@ -149,7 +154,9 @@ export async function traceProcess(dir: string, prefix: string, o: { cpus?: numb
     out[`${prefix}_${n}_p50_ms`] = round(percentile(col, 50), 2);
     out[`${prefix}_${n}_p99_ms`] = round(percentile(col, 99), 2);
     out[`${prefix}_${n}_slowest1pct_mean_ms`] = round(slowest.reduce((m, r) => m + (r[i] as number), 0) / slowest.length, 2);
+    out[`${prefix}_first_2s_${n}_p99_ms`] = round(percentile(early.map((r) => r[i] as number).sort((x, y) => x - y), 99), 2);
   });
+  out[`${prefix}_first_2s_ack_p99_ms`] = round(percentile(early.map((r) => r[5] as number).sort((x, y) => x - y), 99), 2);
   out[`${prefix}_event_loop_delay_p99_ms`] = round(trace.loop.p99, 2);
   out[`${prefix}_event_loop_delay_max_ms`] = round(trace.loop.max, 2);
   out[`${prefix}_event_loop_stalls_over_10ms`] = trace.loop.over10ms;
