@@ -65,7 +65,11 @@ export interface SerialDriverOptions {
 /** serialport's binding with reads that wait for the fd to be readable first (drivers/serial-binding.ts). */
 let binding: typeof SerialPortClass.binding | undefined;
 
-const defaultOpenPort: OpenPort = async (path, baudRate) => {
+/**
+ * A serialport port for `path` (not opened), 8N1 without flow control, on the polling binding:
+ * the gateway's side of a lock's line, and a simulated lock's side of it (drivers/simlink.ts).
+ */
+export const openSerialPort: OpenPort = async (path, baudRate) => {
   const { SerialPort } = await import('serialport');
   binding ??= pollingBinding(SerialPort.binding);
   // 8N1 and no flow control (docs/PROTOCOL.md §Serial line), stated rather than left to defaults.
@@ -123,7 +127,7 @@ export class SerialDriver implements LockDriver {
       probeMs: opts.probeMs ?? 1000,
     };
     this.id = `serial:${opts.path}`;
-    this.openPort = opts.openPort ?? defaultOpenPort;
+    this.openPort = opts.openPort ?? openSerialPort;
     this.now = opts.now ?? Date.now;
     this.since = this.now();
     this.eventQueue = new EventQueue(this.opts.queueSize);

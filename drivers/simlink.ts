@@ -7,7 +7,7 @@
 import { FrameDecoder, encodeFrame } from './framing.js';
 import { MESSAGE_MAX_BYTES } from './protocol.js';
 import type { SimLock } from './simlock.js';
-import type { OpenPort, PortLike } from './serial.js';
+import { openSerialPort, type OpenPort, type PortLike } from './serial.js';
 
 export interface SerialSimLinkOptions {
   readonly path: string;
@@ -16,11 +16,6 @@ export interface SerialSimLinkOptions {
   readonly reopenMs?: number;
   readonly openPort?: OpenPort;
 }
-
-const defaultOpenPort: OpenPort = async (path, baudRate) => {
-  const { SerialPort } = await import('serialport');
-  return new SerialPort({ path, baudRate, dataBits: 8, parity: 'none', stopBits: 1, rtscts: false, xon: false, xoff: false, autoOpen: false });
-};
 
 export class SerialSimLink {
   /** Frames sent with a byte flipped on purpose. */
@@ -39,7 +34,7 @@ export class SerialSimLink {
     readonly lock: SimLock,
     private readonly opts: SerialSimLinkOptions,
   ) {
-    this.openPort = opts.openPort ?? defaultOpenPort;
+    this.openPort = opts.openPort ?? openSerialPort;
   }
 
   get isOpen(): boolean {
