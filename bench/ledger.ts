@@ -204,16 +204,16 @@ function verifyLoops(f: Ed25519Verify, lists: readonly (readonly Signed[])[]): L
  * The one-core raw verification loop the verify ratios are taken against: RAW_N checks of
  * signatures as the chain holds them (a lock's key, a lock event's Sig_structure, its
  * signature), each of the chain's first ten repeated SLICE times: the floor a verifier competes
- * with, one input over and over. Until issue 22's
- * last session the loop checked one signature, the gateway's over a whole entry's bytes (201
- * bytes against an 82-byte Sig_structure: one more SHA-512 block per verification), a new one
- * drawn each run; still measured, `raw_ed25519_verify_entry_msg_*` (docs/DECISIONS.md §Issue 22,
- * whole-chain verify: the raw loop's input and its slices). Beside it, for comparison only, RAW_N different signatures by
+ * with, one input over and over. Until issue 22's last session the loop checked one signature,
+ * the gateway's over a whole entry's bytes (201 bytes against an 82-byte Sig_structure: one more
+ * SHA-512 block per verification), a new one drawn each run; it is still measured,
+ * `raw_ed25519_verify_entry_msg_*` (docs/DECISIONS.md §Issue 22, whole-chain verify: the raw
+ * loop's input and its slices). Beside them, for comparison only, RAW_N different signatures by
  * the 1,000 lock keys over the lock events' Sig_structures, as a chain holds them: libsodium
  * costs several per cent more per signature there (the same input over and over keeps its
  * branches predicted and its data in cache), which is part of what a whole-chain verification
- * pays above the loop. The three loops run in turn, slice by slice (verifyLoops), and report their slices'
- * rates too.
+ * pays above the loop. The three loops run in turn, slice by slice (verifyLoops), and report
+ * their slices' rates too.
  */
 function phaseRaw(setup: Setup): Record<string, number | string> {
   const { locks } = siteFrom(setup);
