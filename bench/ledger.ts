@@ -8,8 +8,9 @@
  *            signature checked (worker pool); then grows the chain to BENCH_CHAIN_ENTRIES and
  *            lets LevelDB's background compactions finish, as a store does between bursts
  *   raw      the one-core raw verification loop with this machine's verifier (libsodium where
- *            it loads): one signature by one key over one message, RAW_N times; and, for
- *            comparison only, RAW_N different signatures by the chain's 1,000 lock keys
+ *            it loads): one of the chain's lock signatures over and over, ten of them in turn,
+ *            RAW_N checks; and, for comparison only, the loop as it was (the gateway's signature
+ *            over one entry's bytes) and RAW_N different signatures by the chain's 1,000 lock keys
  *   verify   whole-chain verification with every lock signature checked, as users run it: the
  *            `oti verify` command in a process of its own, its peak RSS read from /proc
  *   receipts receipt verification time (this machine's verifier and @noble/ed25519)
@@ -17,7 +18,9 @@
  * before, between and after them (runs + 1 times): each is reported, and the ratios use the
  * medians, so that one raw loop measured in a noisy second does not decide the figure (the
  * loop alone measured 15,885 and 18,466/s in two quiet runs an hour apart); the spread of the
- * raw loops is printed beside them. Ratios are against the floor measured in the same run.
+ * raw loops is printed beside them, and the median of all their slices of SLICE verifications
+ * (`raw_ed25519_verify_slices_median_per_s`, the ratio `…_if_slices`: a loop slowed for part of
+ * its second counts for that part only). Ratios are against the floor measured in the same run.
  * Figures go to bench/results/ledger.json.
  * On a machine shared with other work the rates move with the others' load; the CPU figures
  * (µs of this process's CPU per entry or per verification) move much less, and the *_cpu ratios
@@ -61,6 +64,8 @@ if (!Number.isInteger(VERIFY_RUNS) || VERIFY_RUNS < 1) throw new Error('BENCH_VE
 const LOCKS = 1000;
 /** Verifications per raw loop (about a second each). */
 const RAW_N = 20_000;
+/** Verifications per slice of a raw loop (about 0.1 s). */
+const SLICE = 2_000;
 const IN_FLIGHT = 8192;
 const BLOCK = 1024;
 
@@ -147,7 +152,7 @@ async function phaseFloor(setup: Setup): Promise<Record<string, number | string>
     raw_leveldb_batch_entries_per_s: round(rawLevel, 0),
     raw_leveldb_batch_cpu_us_per_entry: round(rawLevelCpu, 2),
     raw_ed25519_sign_per_s: round(signRate, 0),
-    raw_node_crypto_verify_per_s: round(verifyLoop(verifyWithOpenssl, sigs.map((sig) => ({ key: signer.publicKey, msg, sig }))).rate, 0),
+    raw_node_crypto_verify_per_s: round(verifyLoops(verifyWithOpenssl, [sigs.map((sig) => ({ key: signer.publicKey, msg, sig }))])[0]!.rate, 0),
     entry_bytes_avg: round(entries.reduce((a, e) => a + e.length, 0) / entries.length, 0),
   };
 }
@@ -158,43 +163,93 @@ interface Signed {
   readonly sig: Uint8Array;
 }
 
-/** One pass of `f` over `items` on this thread: the rate, and this process's CPU per verification. */
-function verifyLoop(f: Ed25519Verify, items: readonly Signed[]): { rate: number; cpuUs: number } {
-  const c0 = cpuUs();
-  const t0 = performance.now();
-  for (let i = 0; i < items.length; i++) {
-    const x = items[i]!;
-    if (!f(x.key, x.msg, x.sig)) throw new Error('the raw loop met a signature that does not verify');
-  }
-  return { rate: items.length / ((performance.now() - t0) / 1000), cpuUs: (cpuUs() - c0) / items.length };
+/** A raw loop's figures: its rate, this process's CPU per verification, each slice's rate. */
+interface LoopFigures {
+  rate: number;
+  cpuUs: number;
+  slices: number[];
 }
 
 /**
- * The one-core raw verification loop the verify ratios are taken against: RAW_N checks of one
- * signature by one key over one entry's bytes (as it always was: the floor a verifier competes
- * with). Beside it, for comparison only, RAW_N different signatures by the 1,000 lock keys over
- * the lock events' Sig_structures, as a chain holds them: libsodium costs several per cent more
- * per signature there (the same input over and over keeps its branches predicted and its data
- * in cache), which is part of what a whole-chain verification pays above the loop.
+ * Passes of `f` over each list in `lists` on this thread, in slices of SLICE verifications taken
+ * in turn (a slice of the first list, one of the second, …), so that every list meets the same
+ * seconds of the machine: a second of other work slows a slice of each, and no list goes first
+ * each time. Per list: the rate, this process's CPU per verification, and each slice's rate.
+ */
+function verifyLoops(f: Ed25519Verify, lists: readonly (readonly Signed[])[]): LoopFigures[] {
+  const acc = lists.map(() => ({ ms: 0, cpu: 0, n: 0, slices: [] as number[] }));
+  const rounds = Math.max(...lists.map((l) => Math.ceil(l.length / SLICE)));
+  for (let r = 0; r < rounds; r++) {
+    lists.forEach((items, k) => {
+      const end = Math.min(items.length, (r + 1) * SLICE);
+      if (r * SLICE >= end) return;
+      const c0 = cpuUs();
+      const t0 = performance.now();
+      for (let i = r * SLICE; i < end; i++) {
+        const x = items[i]!;
+        if (!f(x.key, x.msg, x.sig)) throw new Error('the raw loop met a signature that does not verify');
+      }
+      const ms = performance.now() - t0;
+      const a = acc[k]!;
+      a.ms += ms;
+      a.cpu += cpuUs() - c0;
+      a.n += end - r * SLICE;
+      a.slices.push((end - r * SLICE) / (ms / 1000));
+    });
+  }
+  return acc.map((a) => ({ rate: a.n / (a.ms / 1000), cpuUs: a.cpu / a.n, slices: a.slices }));
+}
+
+/**
+ * The one-core raw verification loop the verify ratios are taken against: RAW_N checks of
+ * signatures as the chain holds them (a lock's key, a lock event's Sig_structure, its
+ * signature), each of the chain's first ten repeated SLICE times: the floor a verifier competes
+ * with, one input over and over. Until issue 22's last session the loop checked one signature,
+ * the gateway's over a whole entry's bytes (201 bytes against an 82-byte Sig_structure: one more
+ * SHA-512 block per verification), a new one drawn each run; it is still measured,
+ * `raw_ed25519_verify_entry_msg_*` (docs/DECISIONS.md §Issue 22, whole-chain verify: the raw
+ * loop's input and its slices). Beside them, for comparison only, RAW_N different signatures by
+ * the 1,000 lock keys over the lock events' Sig_structures, as a chain holds them: libsodium
+ * costs several per cent more per signature there (the same input over and over keeps its
+ * branches predicted and its data in cache), which is part of what a whole-chain verification
+ * pays above the loop. The three loops run in turn, slice by slice (verifyLoops), and report
+ * their slices' rates too.
  */
 function phaseRaw(setup: Setup): Record<string, number | string> {
   const { locks } = siteFrom(setup);
   const signer = new Signer(keyPairFromSeed(fromHex('gw', setup.gatewaySeed)).seed);
   const msg = encodeEntry({ kind: 'lock-event', cose: makeEvents(locks, 0, 1)[0]!, time: 1_700_000_000_000 }, 0).bytes;
-  const same: Signed[] = Array.from({ length: RAW_N }, () => ({ key: signer.publicKey, msg, sig: signer.sign(msg) }));
+  const entryMsg: Signed[] = Array.from({ length: RAW_N }, () => ({ key: signer.publicKey, msg, sig: signer.sign(msg) }));
   const distinct: Signed[] = [];
   for (let k = 0; k < RAW_N; k++) {
     const lock = locks[k % locks.length]!;
     const m = sigStructure(encodeLockEvent({ lock: lock.id, ctr: Math.floor(k / locks.length) + 1, time: 1_700_000_000_000 + k, type: k % 2 === 0 ? 'unlocked' : 'locked', cred: Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8) }));
     distinct.push({ key: lock.signer.publicKey, msg: m, sig: lock.signer.sign(m) });
   }
-  verifyLoop(verifyEd25519, distinct.slice(0, 1000)); // warm-up: code, tables, the buffers' first N-API use
-  const raw = verifyLoop(verifyEd25519, same);
-  const other = verifyLoop(verifyEd25519, distinct);
+  // The chain's first RAW_N / SLICE lock signatures (makeEvents(locks, 0, …)), each repeated for a
+  // slice: a signature's cost depends on its bytes (libsodium's double scalar multiplication runs
+  // in variable time; 49.2-51.8 µs between 12 signatures here), so one signature chosen at random
+  // per run made the loop's figure move with the draw. Laid out as the entry-message loop is: one
+  // key and one message per signature, a signature buffer per item, all off V8's heap
+  // (ledger/sodium.ts: a small on-heap array is moved off it on its first N-API call).
+  const same: Signed[] = [];
+  for (let g = 0; g < RAW_N / SLICE; g++) {
+    const x = distinct[g]!;
+    const key = Buffer.from(x.key);
+    const m = Buffer.from(x.msg);
+    for (let i = 0; i < SLICE; i++) same.push({ key, msg: m, sig: Buffer.from(x.sig) });
+  }
+  // Warm-up: code, tables, the buffers' first N-API use.
+  verifyLoops(verifyEd25519, [distinct.slice(0, 1000), same.slice(0, 1000), entryMsg.slice(0, 1000)]);
+  const [raw, old, other] = verifyLoops(verifyEd25519, [same, entryMsg, distinct]) as [LoopFigures, LoopFigures, LoopFigures];
   return {
     raw_ed25519_verifier: ED25519_VERIFIER.name,
     raw_ed25519_verify_per_s: round(raw.rate, 0),
     raw_ed25519_verify_cpu_us: round(raw.cpuUs, 2),
+    raw_ed25519_verify_slices: raw.slices.map((r) => round(r, 0)).join(' '),
+    raw_ed25519_verify_entry_msg_per_s: round(old.rate, 0),
+    raw_ed25519_verify_entry_msg_cpu_us: round(old.cpuUs, 2),
+    raw_ed25519_verify_entry_msg_slices: old.slices.map((r) => round(r, 0)).join(' '),
     raw_ed25519_verify_distinct_per_s: round(other.rate, 0),
     raw_ed25519_verify_distinct_cpu_us: round(other.cpuUs, 2),
   };
@@ -413,6 +468,12 @@ async function main(): Promise<void> {
     const rawRates = raws.map((r) => Number(r['raw_ed25519_verify_per_s']));
     const rawRate = median(rawRates);
     const rawCpu = median(raws.map((r) => Number(r['raw_ed25519_verify_cpu_us'])));
+    // Every slice of every raw loop, pooled: a loop slowed for part of its second by other work
+    // counts for that part only.
+    const slices = raws.flatMap((r) => String(r['raw_ed25519_verify_slices']).split(' ').map(Number));
+    const sliceRate = median(slices);
+    const entryMsgRates = raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_per_s']));
+    const entryMsgSlices = raws.flatMap((r) => String(r['raw_ed25519_verify_entry_msg_slices']).split(' ').map(Number));
     const ver = verifyMedians(vers);
     const verifyRate = Number(ver['verify_entries_per_s']);
     const raw = Number(floor['raw_leveldb_batch_entries_per_s']);
@@ -430,6 +491,12 @@ async function main(): Promise<void> {
       raw_ed25519_verify_max_per_s: Math.max(...rawRates),
       raw_ed25519_verify_spread_pct: round(((Math.max(...rawRates) - Math.min(...rawRates)) / rawRate) * 100, 1),
       raw_ed25519_verify_cpu_us: rawCpu,
+      raw_ed25519_verify_slices_median_per_s: round(sliceRate, 0),
+      raw_ed25519_verify_slices_spread_pct: round(((Math.max(...slices) - Math.min(...slices)) / sliceRate) * 100, 1),
+      raw_ed25519_verify_entry_msg_per_s: median(entryMsgRates),
+      raw_ed25519_verify_entry_msg_spread_pct: round(((Math.max(...entryMsgRates) - Math.min(...entryMsgRates)) / median(entryMsgRates)) * 100, 1),
+      raw_ed25519_verify_entry_msg_slices_median_per_s: round(median(entryMsgSlices), 0),
+      raw_ed25519_verify_entry_msg_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_cpu_us']))),
       raw_ed25519_verify_distinct_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_per_s']))),
       raw_ed25519_verify_distinct_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_cpu_us']))),
       ...ver,
@@ -442,6 +509,11 @@ async function main(): Promise<void> {
       // What the figure would have been against the slowest and the fastest raw loop alone.
       ratio_verify_vs_raw_verify_1_thread_if_raw_min: round(verifyRate / Math.min(...rawRates), 2),
       ratio_verify_vs_raw_verify_1_thread_if_raw_max: round(verifyRate / Math.max(...rawRates), 2),
+      // Against the pooled slices' median, and against the loop as it was before (the gateway's
+      // signature over an entry's bytes: one SHA-512 block more per verification).
+      ratio_verify_vs_raw_verify_1_thread_if_slices: round(verifyRate / sliceRate, 2),
+      ratio_verify_vs_raw_verify_1_thread_if_entry_msg: round(verifyRate / median(entryMsgRates), 2),
+      ratio_verify_vs_raw_verify_1_thread_cpu_if_entry_msg: round((availableParallelism() * median(raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_cpu_us'])))) / Number(ver['verify_cpu_us_per_entry']), 2),
       ratio_verify_vs_raw_verify_1_thread_cpu: round((availableParallelism() * rawCpu) / Number(ver['verify_cpu_us_per_entry']), 2),
       ratio_verify_vs_raw_node_crypto_verify_1_thread: round(verifyRate / Number(floor['raw_node_crypto_verify_per_s']), 2),
       target_append_preverified_met: Number(append['append_preverified_entries_per_s']) >= 50_000,
@@ -449,7 +521,7 @@ async function main(): Promise<void> {
       target_verify_met: verifyRate >= 25_000,
       target_verify_rss_met: Number(ver['verify_rss_peak_mb']) < 150,
     };
-    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone)`);
+    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone; ${figures.ratio_verify_vs_raw_verify_1_thread_if_slices}x against the median of the loops' ${slices.length} slices, ${sliceRate.toFixed(0)}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_entry_msg}x against the loop over an entry's bytes, ${figures.raw_ed25519_verify_entry_msg_per_s}/s)`);
     const path = writeResults('ledger', figures);
     console.log('\nresults:');
     for (const [k, v] of Object.entries(figures)) console.log(`  ${k.padEnd(46)} ${String(v)}`);
