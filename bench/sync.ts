@@ -204,7 +204,7 @@ async function main(): Promise<void> {
     // ledgers (its default storage), and, for comparison, in RAM. First an unmeasured replication
     // of the first HYPERCORE_WARMUP entries in RAM: hypercore's code is compiled and the oti
     // run's garbage collected before the reference is timed (a first, cold replication of 50,000
-    // entries ran 15-25 % slower than the ones after it in the same process).
+    // entries ran 18-25 % slower than the ones after it in the same process).
     const RAM = require('random-access-memory') as unknown;
     await hypercoreReplication(entries.slice(0, Math.min(entries.length, HYPERCORE_WARMUP)), () => RAM);
     const hcDisk = HYPERCORE_DISK ? await hypercoreReplication(entries, (name) => join(dir, `hc-${name}`)) : undefined;
