@@ -44,6 +44,11 @@ export class Inboxes {
     return true;
   }
 
+  /** The next message of a request if one has arrived (without waiting). */
+  take(inbox: Inbox): RangeMessage | undefined {
+    return inbox.queue.shift();
+  }
+
   /** The next message of a request; undefined once it is closed or after `timeoutMs` without one. */
   next(inbox: Inbox, timeoutMs: number): Promise<RangeMessage | undefined> {
     const ready = inbox.queue.shift();

@@ -13,7 +13,7 @@ import { chainOrigin } from '../../ledger/chain.js';
 import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { compareWithChain } from '../../ledger/evidence.js';
 import { verifyConsistency } from '../../ledger/merkle.js';
-import type { ChainReplica } from '../../ledger/peer.js';
+import type { ChainReplica, ReplicaBlock } from '../../ledger/peer.js';
 import { parseOrigin } from '../../ledger/verify.js';
 import { BlockAssembler, PullProgress } from './assembly.js';
 import { DEFAULT_STALL_MS, DEFAULT_WINDOW_ENTRIES, type PeerState, type SyncContext } from './context.js';
@@ -27,6 +27,22 @@ const PULL_RETRY_MS = 1000;
 /** A pull that is refused (a bad proof, a bad block) is tried again after this, doubled each time up to the max. */
 const PULL_BACKOFF_MS = 1000;
 const PULL_BACKOFF_MAX_MS = 60_000;
+/** Range messages already received that a pull stores in one durable write, at most. */
+const STORE_BATCH_MESSAGES = 8;
+
+/**
+ * Stores the blocks of several range messages in one ChainReplica.append. When that fails, they
+ * are stored message by message instead, so that what comes before the first bad block is stored
+ * and the error is the one it gives, as when each message was stored alone.
+ */
+async function storeBatches(replica: ChainReplica, batches: readonly (readonly ReplicaBlock[])[]): Promise<void> {
+  try {
+    await replica.append(batches.flat());
+  } catch (e) {
+    if (batches.length === 1) throw e;
+    for (const b of batches) if (b.length > 0) await replica.append(b);
+  }
+}
 
 export class Puller {
   readonly #window: number;
@@ -196,9 +212,25 @@ export class Puller {
           head = await this.#checkHead(replica, gatewayId, from, msg);
           if (head === undefined) return 'nothing-more';
         }
-        const complete = blocks.take(msg);
-        if (complete.length > 0) {
-          await replica.append(complete);
+        // The messages that arrived while the last batch was being stored go into this one: one
+        // durable write for them all, not one each.
+        const batches = [blocks.take(msg)];
+        let end = msg.end;
+        let later: unknown;
+        while (!end && batches.length < STORE_BATCH_MESSAGES) {
+          const more = this.inboxes.take(inbox);
+          if (more === undefined) break;
+          try {
+            batches.push(blocks.take(more));
+          } catch (e) {
+            // Refused after what came before it is stored, as when each message was stored alone.
+            later = { e };
+            break;
+          }
+          end = more.end;
+        }
+        if (batches.some((b) => b.length > 0)) {
+          await storeBatches(replica, batches);
           c.emit('progress', progress.at(replica.size, head.size));
           // The lock signatures of what was stored are audited while the pull goes on: on the
           // signature workers, one run at a time, each taking what was stored meanwhile. Nothing
@@ -206,7 +238,8 @@ export class Puller {
           // The own chain, recovered from peers, was checked whole before it was stored.
           if (origin !== c.origin) c.audit(origin);
         }
-        if (msg.end) return head;
+        if (later !== undefined) throw (later as { e: unknown }).e;
+        if (end) return head;
       }
     } finally {
       this.inboxes.remove(inbox);

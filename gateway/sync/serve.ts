@@ -16,6 +16,13 @@ import { BLOCK_FRAMING_BYTES, ENTRY_FRAMING_BYTES, RANGE_OVERHEAD_BYTES, decodeR
 
 /** Entries read from the store at once when serving a range (whole blocks, not past the request). */
 const SERVE_READ_ENTRIES = 4096;
+/**
+ * Range messages of one request published and not yet acknowledged (QoS 1 PUBACK), at most.
+ * Waiting for each acknowledgement before the next message left the pull idle for a broker
+ * round trip per message; the broker delivers a client's messages on a topic in order (MQTT
+ * 3.1.1 §4.6, every topic an Ordered Topic), so the requester still gets them in sequence.
+ */
+const SERVE_IN_FLIGHT = 4;
 
 export class Server {
   readonly #serving = new Map<string, { busy: boolean; next: { link: Link; payload: Buffer } | undefined }>();
@@ -94,11 +101,21 @@ export class Server {
     const budget = this.maxBytes - RANGE_OVERHEAD_BYTES;
     let msg: { first: number; entries: Uint8Array[]; blocks: { h: Uint8Array; cp: string }[]; bytes: number } = { first: req.from, entries: [], blocks: [], bytes: 0 };
     let sentFirst = false;
+    // Publications not yet acknowledged, oldest first; the first failure ends the serving (thrown
+    // at the next wait), as a failed publication did when each was awaited.
+    const inFlight: Promise<void>[] = [];
+    let failure: { e: unknown } | undefined;
+    const settle = async (): Promise<void> => {
+      await inFlight.shift();
+      if (failure !== undefined) throw failure.e;
+    };
     const flush = async (end: boolean): Promise<void> => {
       const extras = sentFirst ? {} : firstExtras;
       sentFirst = true;
-      await send(encodeRange({ id: req.id, chain: req.chain, first: msg.first, entries: msg.entries, blocks: msg.blocks, end, ...extras }));
+      const sent = send(encodeRange({ id: req.id, chain: req.chain, first: msg.first, entries: msg.entries, blocks: msg.blocks, end, ...extras }));
+      inFlight.push(sent.catch((e: unknown) => void (failure ??= { e })));
       msg = { first: msg.first + msg.entries.length, entries: [], blocks: [], bytes: 0 };
+      while (inFlight.length >= (end ? 1 : SERVE_IN_FLIGHT)) await settle();
     };
     // Blocks come from one iterator and entries in reads of many blocks at once (up to
     // SERVE_READ_ENTRIES, not past the request), not one store read of each per block: a

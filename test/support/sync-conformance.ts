@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { decodeBlockHeader } from '../../ledger/block.js';
 import { Chain, chainOrigin } from '../../ledger/chain.js';
 import { toHex, type KeyPair } from '../../ledger/crypto.js';
 import { decodeEvidence, verifyEvidence } from '../../ledger/evidence.js';
@@ -329,6 +330,47 @@ export function syncConformance(label: string, factory: SyncNetFactory): void {
     assert.equal(invalid.length, 1, JSON.stringify(refused));
     assert.equal(invalid[0]!.r.peer, 'gw-a');
     assert.equal(invalid[0]!.stored, 0, 'nothing stored from the reordered window');
+    await assertSameChain(f, c, a);
+  });
+
+  it('range messages that arrive together are stored together; one that does not follow: what came before it is stored, then the refusal', async (_t, f) => {
+    const a = await f.gateway('gw-a');
+    const c = await f.gateway('gw-c');
+    await append(a, enrollLock(f.site, 'lock-a'), 1000, 50);
+    const urls = [a.url, c.url];
+    // The first request's range messages are held to its last, then delivered at once in order,
+    // the fourth lost: the first is stored (the pull waits for it), the second and third come in
+    // while it is, and the fifth does not follow the third.
+    let first: number | undefined;
+    let ranges = 0;
+    let storedBefore = 0;
+    const remove = f.net.fault((m) => {
+      if (!isRange(m, 'gw-c')) return 'deliver';
+      const r = decodeRange(m.payload, 1 << 20);
+      first ??= r.id;
+      if (r.id !== first) return 'deliver';
+      ranges++;
+      if (ranges <= 3) for (const b of r.blocks) storedBefore += decodeBlockHeader(b.h).count;
+      if (r.end)
+        setImmediate(() => {
+          remove();
+          f.net.release();
+        });
+      return ranges === 4 ? 'drop' : 'hold';
+    });
+    await f.start(a, urls, { maxMessageBytes: SMALL_MESSAGES });
+    const nc = await f.start(c, urls, { windowEntries: 1000 });
+    const replica = await nc.replica(originOf(f, a));
+    const refused: { r: SyncRefusal; stored: number }[] = [];
+    const progress: number[] = [];
+    nc.on('refused', (r) => refused.push({ r, stored: replica.size }));
+    nc.on('progress', (p) => refused.length === 0 && progress.push(p.size));
+    await untilReplicated(nc, originOf(f, a), a.chain.size);
+    const invalid = refused.filter((x) => x.r.code === 'ERR_BLOCK_INVALID');
+    assert.equal(invalid.length, 1, JSON.stringify(refused));
+    assert.ok(storedBefore > 0 && storedBefore < a.chain.size, `blocks in the first three messages: ${storedBefore} entries`);
+    assert.equal(invalid[0]!.stored, storedBefore, 'the blocks of the three messages before the gap are stored');
+    assert.ok(progress.length < 3, `three messages stored in writes ending at ${progress.join(',')}`);
     await assertSameChain(f, c, a);
   });
 
