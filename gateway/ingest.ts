@@ -95,8 +95,12 @@ interface LockState {
   loading: boolean;
   /** Events waiting for admission, in arrival order; each is admitted once its check is done. */
   readonly queue: Waiting[];
-  /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
-  readonly inFlight: Map<number, Flight>;
+  /**
+   * Events admitted and not yet durable, in counter order (they become durable in that order and
+   * leave from the front): for duplicates that arrive meanwhile. An array, not a Map by counter,
+   * whose table was made again as it grew and shrank with every few events.
+   */
+  readonly inFlight: Flight[];
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
@@ -114,21 +118,22 @@ interface LockState {
  * itself failed) and its turn in the lock's order; once admitted, the context of its append
  * (Chain.appendTo) until its entry is durable or refused.
  */
-interface Waiting {
-  readonly state: LockState;
-  readonly driver: LockDriver;
-  readonly ev: ReceivedEvent;
-  /** The enrolled key of the lock. */
-  readonly key: Uint8Array;
-  ok: boolean | 'unchecked' | undefined;
-  /** When it is nacked ERR_BUSY if admitted and not durable by then (receivedAt + the answer deadline). */
-  readonly deadline: number;
+class Waiting {
+  ok: boolean | 'unchecked' | undefined = undefined;
   /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
-  overdue: boolean;
+  overdue = false;
   /** The entry's leaf hash once durable; null once refused. */
-  leaf: Uint8Array | null | undefined;
+  leaf: Uint8Array | null | undefined = undefined;
   /** Duplicates waiting for this entry's fate. */
-  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined;
+  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined = undefined;
+
+  /** `key`: the enrolled key of the lock. */
+  constructor(readonly state: LockState, readonly driver: LockDriver, readonly ev: ReceivedEvent, readonly key: Uint8Array, private readonly answerMs: number) {}
+
+  /** When it is nacked ERR_BUSY if admitted and not durable by then; computed, not a number boxed per event in flight. */
+  get deadline(): number {
+    return this.ev.receivedAt + this.answerMs;
+  }
 }
 
 /** An event admitted to the chain, until its entry is durable (or refused). */
@@ -287,7 +292,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, overdue: false, leaf: undefined, waiters: undefined };
+    const w = new Waiting(state, driver, ev, member.key, this.answerDeadlineMs);
     state.queue.push(w);
     // Checked here, or in the pool, which calls onChecked with the result.
     const checked = this.checkSignature(w);
@@ -424,7 +429,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     const flight: Flight = w;
     state.last = ev.ctr;
-    state.inFlight.set(ev.ctr, flight);
+    state.inFlight.push(flight);
     this.deadlines.add(flight);
     // Admitted in call order: a gap recorded just above goes in before this event.
     this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
@@ -433,7 +438,10 @@ export class Ingest extends EventEmitter<IngestEvents> {
   /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
   private readonly onDurable = (f: Flight, result: AppendResult | Error): void => {
     const { state, driver, ev } = f;
-    if (state.inFlight.get(ev.ctr) === f) state.inFlight.delete(ev.ctr);
+    const q = state.inFlight;
+    const i = q[0] === f ? 0 : q.indexOf(f);
+    if (i === 0) q.shift();
+    else if (i > 0) q.splice(i, 1);
     f.leaf = result instanceof Error ? null : result.leafHash;
     this.deadlines.settled();
     if (f.waiters !== undefined) for (const w of f.waiters.splice(0)) w(f.leaf ?? undefined);
@@ -455,7 +463,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
    */
   private async earlier(driver: LockDriver, ev: ReceivedEvent, state: LockState): Promise<void> {
     const payload = eventBytes(ev);
-    const flying = state.inFlight.get(ev.ctr);
+    const flying = state.inFlight.findLast((f) => f.ev.ctr === ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
       if (bytesEqual(eventBytes(flying.ev), payload)) entry = await durableLeaf(flying);
@@ -510,7 +518,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
       this.locks.set(lock, s);
     }
     return s;
