@@ -147,6 +147,8 @@ type Flight = Waiting;
 export const DEFAULT_QUEUE_LIMIT = 4096;
 
 const RECORD_INTERVAL_MS = 60_000;
+/** The signature was checked before admission (one object for every append). */
+const PREVERIFIED = { preverified: true } as const;
 const UNENROLLED_REPORT_MS = 60_000;
 
 export class Ingest extends EventEmitter<IngestEvents> {
@@ -432,7 +434,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     state.inFlight.push(flight);
     this.deadlines.add(flight);
     // Admitted in call order: a gap recorded just above goes in before this event.
-    this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
+    this.chain.appendTo(input, PREVERIFIED, flight, this.onDurable);
   }
 
   /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
