@@ -17,6 +17,7 @@ import { Session } from 'node:inspector';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { SerialDriver } from '../drivers/serial.js';
 import { Ingest } from '../gateway/ingest.js';
+import { IngestAnswers } from '../gateway/ingest-answers.js';
 import type { ReceivedEvent } from '../drivers/driver.js';
 
 /** What one event went through, by `<lock>:<ctr>`: decoded, taken, admitted, durable (ack written at once after). */
@@ -79,7 +80,7 @@ if (out !== undefined) {
   wrap(SerialDriver.prototype, 'handOut', 0, 0);
   wrap(Ingest.prototype, 'handle', 1, 1);
   wrap(Ingest.prototype, 'admit', 2, 0);
-  wrap(Ingest.prototype, 'ack', 3, 1);
+  wrap(IngestAnswers.prototype, 'ack', 3, 1);
   const gc: AckTrace['gc'] = [];
   const gcs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.duration >= 10) gc.push([performance.timeOrigin + e.startTime, e.duration, ((e as { detail?: { kind?: number } }).detail?.kind ?? 0)]);

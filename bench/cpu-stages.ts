@@ -43,7 +43,7 @@ const RULES: ReadonlyArray<readonly [RegExp, Stage | null]> = [
   [/\/node_modules\/(classic-level|abstract-level|level|level-transcoder|module-error|maybe-combine-errors)\//, 'ledger'],
   [/\/dist\/drivers\//, 'drivers'],
   [/\/node_modules\/(@serialport|serialport)\//, 'drivers'],
-  [/\/dist\/gateway\/(ingest|refusals)\.js/, 'ingest'],
+  [/\/dist\/gateway\/(ingest|ingest-answers|refusals)\.js/, 'ingest'],
   [/\/dist\/gateway\/notify\//, 'notifications'],
   [/\/dist\/gateway\/broker\//, 'broker'],
   [/\/node_modules\/(aedes|aedes-persistence|aedes-packet|mqemitter|hyperid|fastparallel|fastfall|fastseries|reusify|retimer|qlobber|uuid)\//, 'broker'],

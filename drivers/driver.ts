@@ -28,6 +28,7 @@
  */
 import { BOUND_ANSWERS_VERSION, encodeAck, eventHash, type EventMessage, type LockInfo, type MessageInput, type UnacceptableEvent } from './protocol.js';
 import type { LockPayload } from '../ledger/entry.js';
+import { ScannedEvent } from './received.js';
 
 /** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
 export interface LinkRef {
@@ -63,6 +64,9 @@ export interface ReceivedEvent {
 
 /** The ReceivedEvent for a decoded event message, as every driver hands it to the pipeline. */
 export function receivedEvent(m: EventMessage, from: LinkRef, info: LockInfo | undefined, receivedAt: number): ReceivedEvent {
+  // The fast decoder's payload is the event itself (drivers/received.ts), unless it was told already.
+  const d = m.decoded;
+  if (d instanceof ScannedEvent && d.bytes === ('cose' in m ? m.cose : m.event) && d.received(from, info, receivedAt, m.oldest)) return d;
   return { from, lock: m.lock, ctr: m.ctr, oldest: m.oldest, payload: 'cose' in m ? { cose: m.cose } : { event: m.event }, decoded: m.decoded, info, receivedAt };
 }
 

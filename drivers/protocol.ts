@@ -31,6 +31,7 @@ import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../led
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
 import { PUBLIC_KEY_BYTES, sha256Slab } from '../ledger/crypto.js';
+import { ScannedEvent } from './received.js';
 
 /** The lock protocol version a lock speaks unless it announces another (the first one). */
 export const PROTOCOL_VERSION = 1;
@@ -210,7 +211,8 @@ function fastEvent(b: Uint8Array): EventMessage | undefined {
   if (b[pe + EV_OLDEST.length]! >> 5 !== 0) return undefined;
   const oldest = readHead(b, pe + EV_OLDEST.length, out);
   if (oldest < 1 || out.end !== b.length) return undefined;
-  const decoded = fastLockPayload(b, ps, pe, signed);
+  // Made as the ReceivedEvent the driver hands on (drivers/received.ts): one object per event.
+  const decoded = fastLockPayload(b, ps, pe, signed, ScannedEvent);
   if (decoded === undefined || decoded.ctr < 1 || oldest > decoded.ctr) return undefined;
   const { lock, ctr } = decoded;
   return signed ? { t: 'event', oldest, cose: decoded.bytes, lock, ctr, decoded } : { t: 'event', oldest, event: decoded.bytes, lock, ctr, decoded };

@@ -18,7 +18,6 @@ import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/base/errors.js';
 import { encode } from '../ledger/base/cbor.js';
-import { bytesEqual } from '../ledger/base/bytes.js';
 import { BOUND_ANSWERS_VERSION, decodeGatewayMessage, encodeMessage, eventHash, layoutEventMessage, PROTOCOL_VERSIONS, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
@@ -65,6 +64,8 @@ interface PreparedRun {
   readonly arena: Uint8Array;
   readonly ends: number[];
   readonly signed: boolean;
+  /** Version 2: the SHA-256 of each payload (`ev` of the answers about it), 32 bytes each, made ahead like the signatures. */
+  readonly hashes: Uint8Array | undefined;
   /** The next one to record. */
   next: number;
 }
@@ -87,13 +88,29 @@ interface Held {
   sentAt: number;
   /** Not to be sent before this time (after a nack with retry). */
   notBefore: number;
-  /** `ev` of the answers about it (version 2): SHA-256 of the payload bytes, made when first needed. */
-  hash?: Uint8Array;
+  /**
+   * `ev` of the answers about it (version 2): SHA-256 of the payload bytes, the 32 bytes at
+   * `hashAt` of `hash` (made ahead with the event by prepare(), else when first needed).
+   */
+  hash: Uint8Array | undefined;
+  hashAt: number;
 }
 
 function held(ctr: number, p: Payload): Held {
   const src = 'cose' in p ? p.cose : p.event;
-  return { ctr, src, start: 0, end: src.length, signed: 'cose' in p, sentAt: 0, notBefore: 0 };
+  return { ctr, src, start: 0, end: src.length, signed: 'cose' in p, sentAt: 0, notBefore: 0, hash: undefined, hashAt: 0 };
+}
+
+/** Whether `ev` is the SHA-256 of a held event's payload (compared where the hash lies). */
+function hashIs(h: Held, ev: Uint8Array): boolean {
+  if (h.hash === undefined) {
+    h.hash = eventHash(bytesOf(h));
+    h.hashAt = 0;
+  }
+  if (ev.length !== 32) return false;
+  const b = h.hash;
+  for (let i = 0; i < 32; i++) if (b[h.hashAt + i] !== ev[i]) return false;
+  return true;
 }
 
 /** The payload bytes of a held event. */
@@ -210,7 +227,13 @@ export class SimLock extends EventEmitter<SimLockEvents> {
       at += b.length;
       ends.push(at);
     }
-    this.prepared.push({ arena, ends, signed: this.signer !== undefined, next: 0 });
+    // The hash each answer's `ev` is checked against, made ahead too: the lock's work, not the gateway's.
+    let hashes: Uint8Array | undefined;
+    if (this.protocol >= BOUND_ANSWERS_VERSION) {
+      hashes = new Uint8Array(32 * n);
+      for (let i = 0; i < n; i++) hashes.set(eventHash(made[i]!), 32 * i);
+    }
+    this.prepared.push({ arena, ends, signed: this.signer !== undefined, hashes, next: 0 });
     this.preparedCount += n;
   }
 
@@ -221,7 +244,7 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     const i = run.next++;
     if (run.next === run.ends.length) this.prepared.shift();
     this.preparedCount--;
-    return { ctr, src: run.arena, start: i === 0 ? 0 : run.ends[i - 1]!, end: run.ends[i]!, signed: run.signed, sentAt: 0, notBefore: 0 };
+    return { ctr, src: run.arena, start: i === 0 ? 0 : run.ends[i - 1]!, end: run.ends[i]!, signed: run.signed, sentAt: 0, notBefore: 0, hash: run.hashes, hashAt: 32 * i };
   }
 
   private dropPrepared(): void {
@@ -381,14 +404,9 @@ export class SimLock extends EventEmitter<SimLockEvents> {
   private about(ctr: number, ev: Uint8Array | undefined, code: string | undefined): boolean {
     if (this.protocol < BOUND_ANSWERS_VERSION) return true;
     const h = this.buffer[this.indexOf(ctr)] ?? this.history.find((x) => x.ctr === ctr);
-    if (ev !== undefined && (h === undefined || bytesEqual(this.hashOf(h), ev))) return true;
+    if (ev !== undefined && (h === undefined || hashIs(h, ev))) return true;
     this.emit('foreign', ctr, code);
     return false;
-  }
-
-  private hashOf(h: Held): Uint8Array {
-    h.hash ??= eventHash(bytesOf(h));
-    return h.hash;
   }
 
   // Faults on demand.

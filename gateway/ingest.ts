@@ -29,6 +29,9 @@
  * the locks keep their events. pause() stops the pulling the same way (the runtime pauses while
  * the disk is full: the events taken wait for the ledger and are acked once durable, the rest
  * stay with the locks) until resume().
+ *
+ * How the answers go out (acks grouped by their driver's promise, nacks, the deadline's ERR_BUSY,
+ * the release of an event's place) is gateway/ingest-answers.ts.
  */
 import { EventEmitter } from 'node:events';
 import type { Chain, AppendResult } from '../ledger/chain.js';
@@ -46,6 +49,7 @@ import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../dri
 import { EventQueue } from '../drivers/queue.js';
 import { RefusedCounters } from './refusals.js';
 import { AnswerDeadlines } from './answer-deadlines.js';
+import { IngestAnswers } from './ingest-answers.js';
 
 export interface IngestOptions {
   readonly chain: Chain;
@@ -91,8 +95,12 @@ interface LockState {
   loading: boolean;
   /** Events waiting for admission, in arrival order; each is admitted once its check is done. */
   readonly queue: Waiting[];
-  /** Events admitted and not yet durable, by counter: for duplicates that arrive meanwhile. */
-  readonly inFlight: Map<number, Flight>;
+  /**
+   * Events admitted and not yet durable, in counter order (they become durable in that order and
+   * leave from the front): for duplicates that arrive meanwhile. An array, not a Map by counter,
+   * whose table was made again as it grew and shrank with every few events.
+   */
+  readonly inFlight: Flight[];
   /** Rate limit for health records about this lock. */
   lastRecord: number;
   suppressed: number;
@@ -110,31 +118,26 @@ interface LockState {
  * itself failed) and its turn in the lock's order; once admitted, the context of its append
  * (Chain.appendTo) until its entry is durable or refused.
  */
-interface Waiting {
-  readonly state: LockState;
-  readonly driver: LockDriver;
-  readonly ev: ReceivedEvent;
-  /** The enrolled key of the lock. */
-  readonly key: Uint8Array;
-  ok: boolean | 'unchecked' | undefined;
-  /** When it is nacked ERR_BUSY if admitted and not durable by then (receivedAt + the answer deadline). */
-  readonly deadline: number;
+class Waiting {
+  ok: boolean | 'unchecked' | undefined = undefined;
   /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
-  overdue: boolean;
+  overdue = false;
   /** The entry's leaf hash once durable; null once refused. */
-  leaf: Uint8Array | null | undefined;
+  leaf: Uint8Array | null | undefined = undefined;
   /** Duplicates waiting for this entry's fate. */
-  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined;
+  waiters: Array<(leaf: Uint8Array | undefined) => void> | undefined = undefined;
+
+  /** `key`: the enrolled key of the lock. */
+  constructor(readonly state: LockState, readonly driver: LockDriver, readonly ev: ReceivedEvent, readonly key: Uint8Array, private readonly answerMs: number) {}
+
+  /** When it is nacked ERR_BUSY if admitted and not durable by then; computed, not a number boxed per event in flight. */
+  get deadline(): number {
+    return this.ev.receivedAt + this.answerMs;
+  }
 }
 
 /** An event admitted to the chain, until its entry is durable (or refused). */
 type Flight = Waiting;
-
-/** Acks whose driver answered with the same promise: the events and results, in pairs (Ingest.ack). */
-interface AckGroup {
-  readonly sent: Promise<void>;
-  readonly acks: Array<ReceivedEvent | AppendResult>;
-}
 
 /**
  * Events between arrival and answer. Enough for a full site at the sustained rate: signature
@@ -144,6 +147,8 @@ interface AckGroup {
 export const DEFAULT_QUEUE_LIMIT = 4096;
 
 const RECORD_INTERVAL_MS = 60_000;
+/** The signature was checked before admission (one object for every append). */
+const PREVERIFIED = { preverified: true } as const;
 const UNENROLLED_REPORT_MS = 60_000;
 
 export class Ingest extends EventEmitter<IngestEvents> {
@@ -155,7 +160,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly answerDeadlineMs: number;
   private readonly locks = new Map<string, LockState>();
   /** Admitted events not yet durable, for the answer deadline (one timer for all). */
-  private readonly deadlines = new AnswerDeadlines<Flight>(() => this.now(), (f) => f.leaf !== undefined, (f) => this.busy(f));
+  private readonly deadlines = new AnswerDeadlines<Flight>(() => this.now(), (f) => f.leaf !== undefined, (f) => this.answers.busy(f.driver, f.ev));
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
   private readonly waiting: Array<() => void> = [];
@@ -163,8 +168,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private closed = false;
   private paused = false;
   private idle: (() => void) | undefined;
-  /** The last group of acks still waiting on its driver's promise (ack()). */
-  private acking: AckGroup | undefined;
+  private readonly answers = new IngestAnswers(this, () => this.now(), () => this.release());
 
   constructor(opts: IngestOptions) {
     super();
@@ -286,11 +290,11 @@ export class Ingest extends EventEmitter<IngestEvents> {
     } catch (e) {
       // A listener threw: the event is still answered, and its place released.
       this.emit('fault', e as Error);
-      return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+      return this.answers.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
     }
     if (member === undefined) return;
     const state = this.lockState(ev.lock);
-    const w: Waiting = { state, driver, ev, key: member.key, ok: undefined, deadline: ev.receivedAt + this.answerDeadlineMs, overdue: false, leaf: undefined, waiters: undefined };
+    const w = new Waiting(state, driver, ev, member.key, this.answerDeadlineMs);
     state.queue.push(w);
     // Checked here, or in the pool, which calls onChecked with the result.
     const checked = this.checkSignature(w);
@@ -318,34 +322,27 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const member = this.member(ev.lock);
     if (member === undefined || member.revoked) {
       this.reportUnenrolled(ev.lock, ev.info, ev.from);
-      this.answer(member === undefined ? this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true) : this.refuse(driver, ev, 'ERR_LOCK_REVOKED', false));
+      this.answers.answer(member === undefined ? this.refuse(driver, ev, 'ERR_LOCK_UNKNOWN', true) : this.refuse(driver, ev, 'ERR_LOCK_REVOKED', false));
       return undefined;
     }
     if (ev.invalid !== undefined) {
       const state = this.lockState(ev.lock);
       this.recordAbout(ev.lock, state, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
-      this.answer(this.refuse(driver, ev, 'ERR_EVENT_INVALID', false));
+      this.answers.answer(this.refuse(driver, ev, 'ERR_EVENT_INVALID', false));
       return undefined;
     }
     const signed = 'cose' in ev.payload;
     if (!signed && !member.unsigned) {
-      this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
+      this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
       return undefined;
     }
     if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
       this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
-      this.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
+      this.answers.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
       return undefined;
     }
     return member;
   }
-
-  /** Releases an event's place in the pipeline once its answer went out. */
-  private answer(p: Promise<void>): void {
-    p.then(this.released, this.failed);
-  }
-
-  private readonly released = (): void => this.release();
 
   /**
    * The result when known at once (no pool, unsigned, unreadable, or the pool refused the check:
@@ -390,7 +387,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
         (e: unknown) => {
           state.loading = false;
           this.emit('fault', e as Error);
-          for (const w of state.queue.splice(0)) this.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+          for (const w of state.queue.splice(0)) this.answers.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
         },
       );
       return;
@@ -402,7 +399,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
         this.admit(w, state);
       } catch (e) {
         this.emit('fault', e as Error);
-        this.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+        this.answers.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
       }
     }
     if (q.length > 0 && state.last === undefined) this.admitReady(state);
@@ -411,17 +408,17 @@ export class Ingest extends EventEmitter<IngestEvents> {
   /** Decides an event's fate in its lock's order (state.last is known). */
   private admit(w: Waiting, state: LockState): void {
     const { driver, ev } = w;
-    if (w.ok === 'unchecked') return this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+    if (w.ok === 'unchecked') return this.answers.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
     if (!w.ok) {
       if (ev.info?.key !== undefined && !bytesEqual(ev.info.key, w.key)) {
         // Signed with the key its info announced, not the enrolled one: kept until enrolled again.
-        return this.answer(this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
+        return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
       }
       this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
-      return this.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
+      return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     }
     let expected = state.last! + 1;
-    if (ev.ctr < expected) return this.answer(this.earlier(driver, ev, state));
+    if (ev.ctr < expected) return this.answers.answer(this.earlier(driver, ev, state));
     if (ev.ctr > expected && ev.oldest > expected) {
       // The lock no longer holds expected .. oldest-1: record them as missing, once; those this
       // gateway refused for good as refused (with the code), the rest as lost at the lock.
@@ -430,102 +427,36 @@ export class Ingest extends EventEmitter<IngestEvents> {
       state.last = to;
       expected = ev.oldest;
     }
-    if (ev.ctr > expected) return this.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
+    if (ev.ctr > expected) return this.answers.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     const flight: Flight = w;
     state.last = ev.ctr;
-    state.inFlight.set(ev.ctr, flight);
+    state.inFlight.push(flight);
     this.deadlines.add(flight);
     // Admitted in call order: a gap recorded just above goes in before this event.
-    this.chain.appendTo(input, { preverified: true }, flight, this.onDurable);
+    this.chain.appendTo(input, PREVERIFIED, flight, this.onDurable);
   }
 
   /** An admitted event's append is done: durable (ack it) or refused (nack it). Never throws. */
   private readonly onDurable = (f: Flight, result: AppendResult | Error): void => {
     const { state, driver, ev } = f;
-    if (state.inFlight.get(ev.ctr) === f) state.inFlight.delete(ev.ctr);
+    const q = state.inFlight;
+    const i = q[0] === f ? 0 : q.indexOf(f);
+    if (i === 0) q.shift();
+    else if (i > 0) q.splice(i, 1);
     f.leaf = result instanceof Error ? null : result.leafHash;
     this.deadlines.settled();
     if (f.waiters !== undefined) for (const w of f.waiters.splice(0)) w(f.leaf ?? undefined);
-    if (!(result instanceof Error)) return this.ack(driver, ev, result);
+    if (!(result instanceof Error)) return this.answers.ack(driver, ev, result);
     // Not admitted after all: forget the optimistic counter so that it is read again.
     state.last = undefined;
     const code = isOtiError(result) ? result.code : 'ERR_BUSY';
     if (code === 'ERR_APPEND_ABORTED' || !isOtiError(result)) {
       if (!isOtiError(result)) this.emit('fault', result);
-      this.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+      this.answers.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
     } else {
-      this.answer(this.refuse(driver, ev, code, false));
+      this.answers.answer(this.refuse(driver, ev, code, false));
     }
-  };
-
-  /**
-   * The answer deadline passed before the event became durable: a nack ERR_BUSY (retry=true). The
-   * lock keeps the event; the ack follows when the entry is durable, and a resend meanwhile is
-   * recognised as a duplicate and answered with that ack.
-   */
-  private readonly busy = (f: Flight): void => {
-    let sent: Promise<void>;
-    try {
-      sent = f.driver.nack(f.ev, 'ERR_BUSY', true);
-    } catch (e) {
-      sent = Promise.reject(e as Error);
-    }
-    sent.then(
-      () => this.emit('rejected', f.ev, 'ERR_BUSY', true),
-      (e: unknown) => this.emit('fault', e as Error),
-    );
-  };
-
-  /**
-   * Acks a durable event, then tells the listeners and releases its place. A driver or listener
-   * that throws is reported as a fault (the place is released all the same).
-   */
-  private ack(driver: LockDriver, ev: ReceivedEvent, result: AppendResult): void {
-    let sent: Promise<void>;
-    try {
-      sent = driver.ack(ev, result.leafHash);
-    } catch (e) {
-      sent = Promise.reject(e as Error);
-    }
-    // Acks answered with the promise of the ack before (a driver's one shared resolved promise,
-    // drivers/inprocess.ts) wait on it together: a block's acks cost one reaction, not a closure,
-    // a promise and a reaction each. Each is still told only once its own promise settled.
-    const g = this.acking;
-    if (g?.sent === sent) {
-      g.acks.push(ev, result);
-      return;
-    }
-    const group: AckGroup = { sent, acks: [ev, result] };
-    this.acking = group;
-    sent.then(
-      () => this.acked(group),
-      (e: unknown) => {
-        if (this.acking === group) this.acking = undefined;
-        for (let i = 0; i < group.acks.length; i += 2) this.failed(e);
-      },
-    );
-  }
-
-  /** A group of acks went out: tells the listeners and releases their places. */
-  private acked(group: AckGroup): void {
-    if (this.acking === group) this.acking = undefined;
-    const acks = group.acks;
-    for (let i = 0; i < acks.length; i += 2) {
-      const ev = acks[i] as ReceivedEvent;
-      try {
-        this.emit('committed', ev, acks[i + 1] as AppendResult, this.now() - ev.receivedAt);
-      } catch (e) {
-        this.emit('fault', e as Error);
-      }
-      this.release();
-    }
-  }
-
-  /** An answer that could not be sent (or a listener that threw): reported, and the place released. */
-  private readonly failed = (e: unknown): void => {
-    this.emit('fault', e as Error);
-    this.release();
   };
 
   /**
@@ -534,7 +465,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
    */
   private async earlier(driver: LockDriver, ev: ReceivedEvent, state: LockState): Promise<void> {
     const payload = eventBytes(ev);
-    const flying = state.inFlight.get(ev.ctr);
+    const flying = state.inFlight.findLast((f) => f.ev.ctr === ev.ctr);
     let entry: Uint8Array | undefined;
     if (flying !== undefined) {
       if (bytesEqual(eventBytes(flying.ev), payload)) entry = await durableLeaf(flying);
@@ -566,8 +497,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     if (!retry && code !== 'ERR_REPLAY' && code !== 'ERR_LOCK_REVOKED' && this.chain.roster.get('lock', ev.lock) !== undefined) {
       this.lockState(ev.lock).refused.note(ev.ctr, code);
     }
-    await driver.nack(ev, code, retry);
-    this.emit('rejected', ev, code, retry);
+    await this.answers.nack(driver, ev, code, retry);
   }
 
   /**
@@ -590,7 +520,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: new Map(), lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
       this.locks.set(lock, s);
     }
     return s;

@@ -201,22 +201,9 @@ export class ChainStore implements ChainReader {
   }
 
   /**
-   * idOp(lockIdKey(lock, ctr), index), with the key made in one piece; `idBytes`, when the caller
-   * has them, are the UTF-8 bytes of `lock` (copied, not encoded again).
+   * idOp(lockIdKey(lock, ctr), index), laid out in `puts` instead of an operation of its own;
+   * `idBytes`, when the caller has them, are the UTF-8 bytes of `lock` (copied, not encoded again).
    */
-  lockIdOp(lock: string, ctr: number, index: number, idBytes?: Uint8Array): BatchOp {
-    const p = this.#prefix.ids;
-    const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');
-    const key = Buffer.allocUnsafe(p.length + n + 9);
-    key.set(p, 0);
-    if (idBytes !== undefined) key.set(idBytes, p.length);
-    else key.write(lock, p.length, 'utf8');
-    key[p.length + n] = 0;
-    writeU64(key, p.length + n + 1, ctr);
-    return { type: 'put', sublevel: undefined, key, value: u64(index) };
-  }
-
-  /** lockIdOp(), laid out in `puts` instead of an operation of its own. */
   lockIdPut(puts: PackedPuts, lock: string, ctr: number, index: number, idBytes?: Uint8Array): void {
     const p = this.#prefix.ids;
     const n = idBytes !== undefined ? idBytes.length : Buffer.byteLength(lock, 'utf8');

@@ -22,7 +22,7 @@ import { signCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { sigStructure } from './cose.js';
 import { checkSigned, Roster, type Member, type SignedStatement, type SiteTrust } from './roster.js';
 import type { LedgerStore, ChainStore } from './store.js';
-import { hashIdKey, lockIdKey, type BatchOp } from './store.js';
+import { hashIdKey, lockIdKey, PackedPuts, type BatchOp } from './store.js';
 import type { ChainHead } from './reader.js';
 import { StoredChain } from './stored-chain.js';
 import type { SignaturePool } from './sigpool.js';
@@ -521,9 +521,14 @@ export class Chain extends StoredChain<ChainEvents> {
         }
       }
       const tail = cs.entryOps(first, batch.map((p) => p.bytes), ops);
+      // The entry-id records of lock events in one buffer (PackedPuts, as a replica's): no
+      // operation, key and value per entry kept alive until the block is durable.
+      const puts = new PackedPuts();
+      ops.push({ type: 'puts', puts });
       for (let i = 0; i < batch.length; i++) {
         const p = batch[i]!;
-        ops.push(p.lock !== undefined ? cs.lockIdOp(p.lock, p.ctr, first + i) : cs.hashIdOp(leaves[i]!, first + i));
+        if (p.lock !== undefined) cs.lockIdPut(puts, p.lock, p.ctr, first + i);
+        else ops.push(cs.hashIdOp(leaves[i]!, first + i));
       }
       for (const k of rosterChanged) {
         const [role, id] = k.split('/') as ['gateway' | 'lock', string];

@@ -476,10 +476,16 @@ const RESCAN = lockEventScan();
  * accept the same value or throw a coded error). `bytes` of the result is `b` itself when [s, e)
  * is the whole of it, else a view of [s, e).
  */
-export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean): ScannedLockPayload | undefined {
+export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean): ScannedLockPayload | undefined;
+/** The same, made as `Kind` (a subclass that is more than the payload: drivers/received.ts). */
+export function fastLockPayload<T extends ScannedLockPayload>(b: Uint8Array, s: number, e: number, signed: boolean, Kind: ScannedKind<T>): T | undefined;
+export function fastLockPayload(b: Uint8Array, s: number, e: number, signed: boolean, Kind: ScannedKind<ScannedLockPayload> = ScannedLockPayload): ScannedLockPayload | undefined {
   if (signed ? !scanCose(b, s, e, SCAN) : !scanLockEvent(b, s, e, SCAN)) return undefined;
-  return new ScannedLockPayload(s === 0 && e === b.length ? b : view(b, s, e), b, SCAN, signed);
+  return new Kind(s === 0 && e === b.length ? b : view(b, s, e), b, SCAN, signed);
 }
+
+/** ScannedLockPayload's constructor, or a subclass's with the same arguments. */
+export type ScannedKind<T extends ScannedLockPayload> = new (bytes: Uint8Array, source: Uint8Array, o: LockEventScan, signed: boolean) => T;
 
 /** A lock's COSE_Sign1 (`signed`) or bare event `b`, decoded strictly: a coded error if invalid. `bytes` is `b`. */
 export function decodeLockPayload(b: Uint8Array, signed: boolean): LockPayload {

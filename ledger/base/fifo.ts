@@ -43,6 +43,12 @@ export class Fifo<T> {
     return item;
   }
 
+  /** Drops every item. */
+  clear(): void {
+    this.#items = [];
+    this.#head = 0;
+  }
+
   /** Calls `fn` for every item, front to back; `fn` must not push or shift. */
   forEach(fn: (item: T) => void): void {
     const items = this.#items;

@@ -27,3 +27,16 @@ void test('items leave in the order they came, across compactions and emptying',
   assert.equal(q.length, 1);
   assert.equal(q.shift(), 7);
 });
+
+void test('Fifo.clear drops every item, wherever the head is', () => {
+  const q = new Fifo<number>(2);
+  for (let i = 0; i < 5; i++) q.push(i);
+  q.shift();
+  q.shift();
+  q.clear();
+  assert.equal(q.length, 0);
+  assert.equal(q.peek(), undefined);
+  assert.equal(q.shift(), undefined);
+  q.push(9);
+  assert.deepEqual([q.length, q.shift()], [1, 9]);
+});

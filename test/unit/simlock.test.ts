@@ -70,3 +70,25 @@ void test('SimLock keeps 64 acknowledged events for replay by default', (t) => {
   lock.receive(encodeAck('lock-c', 1, new Uint8Array(32), eventHash(first.cose)));
   assert.equal(lock.replay(1), true);
 });
+
+void test('SimLock.prepare: an answer about an event signed ahead is checked against the hash made ahead with it', (t) => {
+  const key = generateKeyPair();
+  const lock = new SimLock({ id: 'lock-c', seed: key.seed, resendMs: 60_000 });
+  t.after(() => lock.close());
+  lock.prepare(3);
+  const sent = linked(lock, 16);
+  lock.record();
+  lock.record();
+  const [first, second] = sent.map((m) => eventOf(m));
+  assert.ok(first !== undefined && 'cose' in first && second !== undefined && 'cose' in second);
+  const foreign: number[] = [];
+  lock.on('foreign', (ctr) => foreign.push(ctr));
+  // The ack of counter 1 naming the bytes of counter 2: about other bytes, ignored.
+  lock.receive(encodeAck('lock-c', 1, new Uint8Array(32), eventHash(second.cose)));
+  assert.deepEqual(foreign, [1]);
+  assert.equal(lock.ackCount, 0);
+  lock.receive(encodeAck('lock-c', 1, new Uint8Array(32), eventHash(first.cose)));
+  lock.receive(encodeAck('lock-c', 2, new Uint8Array(32), eventHash(second.cose)));
+  assert.deepEqual(foreign, [1]);
+  assert.equal(lock.ackCount, 2);
+});
