@@ -27,40 +27,9 @@
  *   the process: every such failure is a notice and a status change.
  */
 import { BOUND_ANSWERS_VERSION, encodeAck, eventHash, type EventMessage, type LockInfo, type MessageInput, type UnacceptableEvent } from './protocol.js';
-import type { LockPayload } from '../ledger/entry.js';
-import { ScannedEvent } from './received.js';
+import { ScannedEvent, type LinkRef, type ReceivedEvent } from './received.js';
 
-/** Where an event came from: a driver id and the link within it (a port path, a BLE address). */
-export interface LinkRef {
-  readonly driver: string;
-  readonly link: string;
-}
-
-/** A lock event as received, before any check against the roster or the ledger. */
-export interface ReceivedEvent {
-  readonly from: LinkRef;
-  /** The lock id and counter claimed by the event (not yet verified). */
-  readonly lock: string;
-  readonly ctr: number;
-  /**
-   * The lowest counter the lock still holds (it has not yet been acknowledged). Counters below it
-   * that the gateway has never stored are gone from the lock: a gap.
-   */
-  readonly oldest: number;
-  /** The lock's COSE_Sign1 bytes (signed event) or bare event bytes (unsigned lock). */
-  readonly payload: { readonly cose: Uint8Array } | { readonly event: Uint8Array };
-  /** The payload as the driver decoded it (the protocol decoder's `decoded`), so the pipeline need not decode it again. */
-  readonly decoded?: LockPayload | undefined;
-  /** What the lock said about itself on this link, if it said anything yet. */
-  readonly info: LockInfo | undefined;
-  /** Gateway clock (ms since 1970) when the last byte of the event arrived. */
-  readonly receivedAt: number;
-  /**
-   * Set when the payload is not a valid lock event (the strict decoder's code and message): the
-   * gateway can never accept it and refuses it with ERR_EVENT_INVALID. `decoded` is then absent.
-   */
-  readonly invalid?: { readonly code: string; readonly detail: string };
-}
+export type { LinkRef, ReceivedEvent } from './received.js';
 
 /** The ReceivedEvent for a decoded event message, as every driver hands it to the pipeline. */
 export function receivedEvent(m: EventMessage, from: LinkRef, info: LockInfo | undefined, receivedAt: number): ReceivedEvent {

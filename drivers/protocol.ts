@@ -31,7 +31,9 @@ import { asMap, bool, bytes, ID_PATTERN, text, uint, type CborMap } from '../led
 import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
 import { PUBLIC_KEY_BYTES, sha256Slab } from '../ledger/crypto.js';
-import { ScannedEvent } from './received.js';
+import { ScannedEvent, type LockInfo } from './received.js';
+
+export type { LockInfo } from './received.js';
 
 /** The lock protocol version a lock speaks unless it announces another (the first one). */
 export const PROTOCOL_VERSION = 1;
@@ -66,15 +68,6 @@ export const ADV_FLAG_PENDING = 0x01;
 /** "OT", the two bytes after the company id that mark an OTI lock's manufacturer data. */
 const ADV_MAGIC = [0x4f, 0x54] as const;
 const ADV_LENGTH = 5;
-
-export interface LockInfo {
-  /** The lock protocol version the lock announced (absent: 1). */
-  readonly v?: number;
-  readonly lock: string;
-  readonly fw: string;
-  /** The lock's Ed25519 public key; absent for a lock that cannot sign. */
-  readonly key?: Uint8Array;
-}
 
 /** `decoded`: the payload as decoded to find lock and ctr, for the pipeline to use rather than decode it again. */
 export type EventMessage =

@@ -10,8 +10,28 @@
 import type { EventEmitter } from 'node:events';
 import type { AppendResult } from '../ledger/chain.js';
 import type { ErrorCode } from '../ledger/base/errors.js';
-import type { LockDriver, ReceivedEvent } from '../drivers/driver.js';
-import type { IngestEvents } from './ingest.js';
+import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
+import type { LockInfo } from '../drivers/protocol.js';
+
+/** What the pipeline (gateway/ingest.ts) tells its listeners; the answers below emit most of them. */
+export interface IngestEvents {
+  /** An event arrived from a driver (before any check). */
+  received: [ev: ReceivedEvent];
+  /** An event is durable and its ack was sent. `latencyMs`: arrival to ack. */
+  committed: [ev: ReceivedEvent, result: AppendResult, latencyMs: number];
+  /** A duplicate was acknowledged again with the stored entry's hash. */
+  duplicate: [ev: ReceivedEvent, entry: Uint8Array];
+  /** An event was refused with this code. */
+  rejected: [ev: ReceivedEvent, code: ErrorCode, retry: boolean];
+  /** A lock that is not enrolled sent events or identified itself. */
+  unenrolled: [lock: string, info: LockInfo | undefined, from: LinkRef];
+  /** A gap, blind interval or health record was appended. */
+  recorded: [result: AppendResult];
+  /** A driver notice (frames rejected, links up and down, locks seen). */
+  notice: [notice: DriverNotice];
+  /** Something failed that is not an event's fault (the chain could not append, for example). */
+  fault: [error: Error];
+}
 
 /** Acks whose driver answered with the same promise: the events and results, in pairs (IngestAnswers.ack). */
 interface AckGroup {

@@ -44,12 +44,14 @@ import { isOtiError, type ErrorCode } from '../ledger/base/errors.js';
 import { leafHash } from '../ledger/merkle.js';
 import { isSealedCredential } from '../ledger/privacy.js';
 import type { Member } from '../ledger/roster.js';
-import type { DriverNotice, LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
+import type { LinkRef, LockDriver, ReceivedEvent } from '../drivers/driver.js';
 import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../drivers/protocol.js';
 import { EventQueue } from '../drivers/queue.js';
 import { RefusedCounters } from './refusals.js';
 import { AnswerDeadlines } from './answer-deadlines.js';
-import { IngestAnswers } from './ingest-answers.js';
+import { IngestAnswers, type IngestEvents } from './ingest-answers.js';
+
+export type { IngestEvents } from './ingest-answers.js';
 
 export interface IngestOptions {
   readonly chain: Chain;
@@ -67,25 +69,6 @@ export interface IngestOptions {
   readonly privacyKeyIds?: readonly Uint8Array[];
   /** An event not durable this long after arrival is nacked ERR_BUSY (retry=true) meanwhile (default ANSWER_DEADLINE_MS). */
   readonly answerDeadlineMs?: number;
-}
-
-export interface IngestEvents {
-  /** An event arrived from a driver (before any check). */
-  received: [ev: ReceivedEvent];
-  /** An event is durable and its ack was sent. `latencyMs`: arrival to ack. */
-  committed: [ev: ReceivedEvent, result: AppendResult, latencyMs: number];
-  /** A duplicate was acknowledged again with the stored entry's hash. */
-  duplicate: [ev: ReceivedEvent, entry: Uint8Array];
-  /** An event was refused with this code. */
-  rejected: [ev: ReceivedEvent, code: ErrorCode, retry: boolean];
-  /** A lock that is not enrolled sent events or identified itself. */
-  unenrolled: [lock: string, info: LockInfo | undefined, from: LinkRef];
-  /** A gap, blind interval or health record was appended. */
-  recorded: [result: AppendResult];
-  /** A driver notice (frames rejected, links up and down, locks seen). */
-  notice: [notice: DriverNotice];
-  /** Something failed that is not an event's fault (the chain could not append, for example). */
-  fault: [error: Error];
 }
 
 interface LockState {
