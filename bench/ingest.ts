@@ -23,7 +23,8 @@
  *            one-core budget: process_1000_cpusN_…, with ratios to every core)
  * trace      the same run with timestamps on the ack path (bench/ack-trace.ts, loaded into the
  *            gateway with --import): p50/p99 per segment from the lock to its ack, what the
- *            slowest 1 % spent in each, and the event loop's delay (figures trace_1000[_cpusN]_…);
+ *            slowest 1 % spent in each, each segment's p99 in the first 2 s of load apart
+ *            (…_first_2s_…), and the event loop's delay (figures trace_1000[_cpusN]_…);
  *            turns over 40 ms are stalls, reported with how much of them the gateway's main
  *            thread ran and how much it waited for a CPU (/proc/thread-self/schedstat)
  * stages     the same run sampled with --cpu-prof: the share of the gateway's CPU per stage
