@@ -98,13 +98,15 @@ export class LedgerStore extends EventEmitter<StoreEvents> implements StoreHost 
    * ERR_STORE_CORRUPT.
    */
   static async open(path: string, opts: StoreOpenOptions = {}): Promise<LedgerStore> {
-    const db = new Level<Bytes, Bytes>(path, { ...VIEW, ...STORE_TABLE_OPTIONS });
+    let db: Level<Bytes, Bytes> | undefined;
     let attempt = 0;
     for (;;) {
       try {
         // classic-level would create it (and its parents, as here) 0755; the ledger is as private
-        // as the data folder around it.
+        // as the data folder around it. Made before the database object: abstract-level starts
+        // opening (and classic-level creating the folder) as soon as one is constructed.
         await mkdir(path, { recursive: true, mode: 0o700 });
+        db ??= new Level<Bytes, Bytes>(path, { ...VIEW, ...STORE_TABLE_OPTIONS });
         await db.open();
         return new LedgerStore(db, path);
       } catch (e) {
