@@ -15,9 +15,22 @@ import type { EntrySpans } from '../../ledger/reader.js';
 import { Chain } from '../../ledger/chain.js';
 import { fastEncode, decodeTrusted } from '../../ledger/base/cbor.js';
 import { join } from 'node:path';
+import { CompactRange, leafHash } from '../../ledger/merkle.js';
+import { encodeBlockHeader, blockHash, ZERO_HASH } from '../../ledger/block.js';
+import { signCheckpoint } from '../../ledger/checkpoint.js';
+import { Signer } from '../../ledger/crypto.js';
 
 ed.hashes.sha512 = (m: Uint8Array) => new Uint8Array(createHash('sha512').update(m).digest());
 const nobleVerify = (pub: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean => ed.verify(sig, msg, pub);
+
+/** Block 0 of chain `origin` holding `entries`, signed with the gateway key `seed`: its header and checkpoint. */
+function firstBlock(origin: string, seed: Uint8Array, entries: readonly Uint8Array[], time: number): { headerBytes: Uint8Array; checkpoint: ReturnType<typeof signCheckpoint> } {
+  const range = CompactRange.empty();
+  for (const e of entries) range.append(leafHash(e));
+  const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time });
+  const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(seed), origin);
+  return { headerBytes, checkpoint };
+}
 
 async function populated(t: TestContext, events = 400) {
   const site = makeSite();
@@ -156,10 +169,6 @@ void test('a gap of the lock form with a refusal code (docs/PROTOCOL.md §Entrie
 void test('whole-chain verification (lock events checked where they lie) and block by block with decodings hold the same rules on counters and locks', async () => {
   const { ChainVerifier } = await import('../../ledger/verify.js');
   const { encodeEntry } = await import('../../ledger/entry.js');
-  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
-  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
-  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
-  const { Signer } = await import('../../ledger/crypto.js');
   const site = makeSite();
   const gw = enrollGateway(site, 'gw-1');
   const origin = `oti/${site.siteId}/gw-1`;
@@ -172,13 +181,6 @@ void test('whole-chain verification (lock events checked where they lie) and blo
   const head = [entry({ kind: 'roster', signed: gw.statement }), entry({ kind: 'roster', signed: a.statement }), entry({ kind: 'roster', signed: b.statement })];
   const event = (lock: typeof a, ctr: number): Uint8Array => entry({ kind: 'lock-event', cose: signedEvent(lock, 'unlocked', { ctr }) });
   /** One block 0 of `entries`, signed by the gateway. */
-  const block = (entries: Uint8Array[]): { headerBytes: Uint8Array; checkpoint: ReturnType<typeof signCheckpoint> } => {
-    const range = CompactRange.empty();
-    for (const e of entries) range.append(leafHash(e));
-    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
-    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
-    return { headerBytes, checkpoint };
-  };
   /** The entries as spans of two buffers, each entry between bytes that do not belong to it (as in a stored chunk). */
   const asSpans = (entries: Uint8Array[]): EntrySpans => {
     const half = Math.ceil(entries.length / 2);
@@ -199,7 +201,7 @@ void test('whole-chain verification (lock events checked where they lie) and blo
   };
   const check = async (entries: Uint8Array[], mode: 'scan' | 'collect' | 'spans'): Promise<unknown> => {
     const v = new ChainVerifier(origin, { trust: site.trust });
-    const { headerBytes, checkpoint } = block(entries);
+    const { headerBytes, checkpoint } = firstBlock(origin, gw.key.seed, entries, now);
     try {
       await v.addBlock(headerBytes, checkpoint, mode === 'spans' ? asSpans(entries) : entries, mode === 'collect');
       return await v.finish();
@@ -239,10 +241,6 @@ void test('whole-chain verification (lock events checked where they lie) and blo
 
 void test('with a pool that shares with this thread and takes batches back, the failure reported is still the first in chain order', async (t) => {
   const { ChainVerifier } = await import('../../ledger/verify.js');
-  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
-  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
-  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
-  const { Signer } = await import('../../ledger/crypto.js');
   const site = makeSite();
   const gw = enrollGateway(site, 'gw-1');
   const origin = `oti/${site.siteId}/gw-1`;
@@ -261,10 +259,7 @@ void test('with a pool that shares with this thread and takes batches back, the 
   const pool = new SignaturePool(1, { callerShare: true, callerAfter: 3 });
   t.after(() => pool.close());
   const check = async (entries: Uint8Array[], withPool: boolean): Promise<unknown> => {
-    const range = CompactRange.empty();
-    for (const e of entries) range.append(leafHash(e));
-    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
-    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
+    const { headerBytes, checkpoint } = firstBlock(origin, gw.key.seed, entries, now);
     // Batches of two: many in flight, most of them still queued for the worker at the end.
     const v = new ChainVerifier(origin, { trust: site.trust, signatureBatch: 2, ...(withPool ? { pool } : {}) });
     try {
@@ -297,10 +292,6 @@ void test('with a pool that shares with this thread and takes batches back, the 
 
 void test('a verifier that collects lock signatures tells its sink of each entry and hands the signatures over in chain order, holding every other rule', async () => {
   const { ChainVerifier } = await import('../../ledger/verify.js');
-  const { CompactRange, leafHash } = await import('../../ledger/merkle.js');
-  const { encodeBlockHeader, blockHash, ZERO_HASH } = await import('../../ledger/block.js');
-  const { signCheckpoint } = await import('../../ledger/checkpoint.js');
-  const { Signer } = await import('../../ledger/crypto.js');
   const { SigPacker } = await import('../../ledger/sigpool.js');
   const { verifyPacked } = await import('../../ledger/sigbatch.js');
   const site = makeSite();
@@ -314,10 +305,7 @@ void test('a verifier that collects lock signatures tells its sink of each entry
   const event = (ctr: number): Uint8Array => entry({ kind: 'lock-event', cose: signedEvent(a, 'unlocked', { ctr }) });
   const unsigned = (ctr: number): Uint8Array => entry({ kind: 'lock-event', unsignedEvent: encodeLockEvent({ lock: 'gate', ctr, time: 1, type: 'door-ajar' }) });
   const run = async (entries: Uint8Array[]) => {
-    const range = CompactRange.empty();
-    for (const e of entries) range.append(leafHash(e));
-    const headerBytes = encodeBlockHeader({ chain: origin, n: 0, prev: ZERO_HASH, first: 0, count: entries.length, root: range.root(), time: now });
-    const checkpoint = signCheckpoint({ origin, size: entries.length, root: range.root(), block: 0, blockHash: blockHash(headerBytes) }, new Signer(gw.key.seed), origin);
+    const { headerBytes, checkpoint } = firstBlock(origin, gw.key.seed, entries, now);
     const v = new ChainVerifier(origin, { trust: site.trust, lockSignatures: 'collect' });
     const told: unknown[] = [];
     const sink = {
