@@ -17,7 +17,7 @@ import { Signer } from '../ledger/crypto.js';
 import { coseSign1 } from '../ledger/cose.js';
 import { encodeLockEvent, type EventType } from '../ledger/lockevent.js';
 import { OtiError } from '../ledger/base/errors.js';
-import { encode } from '../ledger/base/cbor.js';
+import { encode, matchAt } from '../ledger/base/cbor.js';
 import { BOUND_ANSWERS_VERSION, decodeGatewayMessage, encodeMessage, eventHash, layoutEventMessage, PROTOCOL_VERSIONS, type LockInfo } from './protocol.js';
 import { sealCredential, type PrivacyPublicKey } from '../ledger/privacy.js';
 
@@ -107,10 +107,7 @@ function hashIs(h: Held, ev: Uint8Array): boolean {
     h.hash = eventHash(bytesOf(h));
     h.hashAt = 0;
   }
-  if (ev.length !== 32) return false;
-  const b = h.hash;
-  for (let i = 0; i < 32; i++) if (b[h.hashAt + i] !== ev[i]) return false;
-  return true;
+  return ev.length === 32 && matchAt(h.hash, h.hashAt, ev);
 }
 
 /** The payload bytes of a held event. */
