@@ -57,7 +57,6 @@ export interface LockInfo {
   readonly key?: Uint8Array;
 }
 
-
 /** No link yet (ScannedEvent before receivedEvent()). */
 const NOWHERE: LinkRef = Object.freeze({ driver: '', link: '' });
 
