@@ -9,8 +9,11 @@
  *            lets LevelDB's background compactions finish, as a store does between bursts
  *   raw      the one-core raw verification loop with this machine's verifier (libsodium where
  *            it loads): one of the chain's lock signatures over and over, ten of them in turn,
- *            RAW_N checks; and, for comparison only, the loop as it was (the gateway's signature
- *            over one entry's bytes) and RAW_N different signatures by the chain's 1,000 lock keys
+ *            RAW_N checks; and beside it the loop as it was (the gateway's signature over one
+ *            entry's bytes), RAW_N different signatures by the chain's 1,000 lock keys (the
+ *            ratios `…_if_distinct`), the same ten signatures one after the other, and the RAW_N
+ *            different ones on every core at once (one worker thread per core) against one
+ *            worker alone: what this machine's cores give together
  *   verify   whole-chain verification with every lock signature checked, as users run it: the
  *            `oti verify` command in a process of its own, its peak RSS read from /proc
  *   receipts receipt verification time (this machine's verifier and @noble/ed25519)
@@ -34,6 +37,7 @@
  * (bench/profile-top.ts reads them; its rate is then the profiler's too).
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -201,6 +205,69 @@ function verifyLoops(f: Ed25519Verify, lists: readonly (readonly Signed[])[]): L
 }
 
 /**
+ * The distinct signatures checked on every core at once: one worker thread per core, each over the
+ * whole list with the pool's own loop (verifyPacked, ledger/sigbatch.ts), against one such worker
+ * alone, in turn (alone, all, alone, all). Their ratio is what this machine's cores give
+ * together (cores that share caches, memory bandwidth or a power budget give less than their
+ * number), the ceiling of any verifier that uses them all.
+ */
+const ALL_CORES_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+import(workerData.sigbatch).then(({ verifyPacked }) => {
+  const buf = new Uint8Array(workerData.buf);
+  verifyPacked(buf.subarray(0, workerData.warm));
+  parentPort.on('message', () => {
+    const t = performance.now();
+    const ok = verifyPacked(buf).every((r) => r === 1);
+    parentPort.postMessage({ ms: performance.now() - t, ok });
+  });
+  parentPort.postMessage('ready');
+});`;
+
+async function allCoresRaw(list: readonly Signed[]): Promise<{ one: number; all: number }> {
+  let size = 0;
+  for (const x of list) size += 100 + x.msg.length;
+  const buf = new SharedArrayBuffer(size);
+  const bytes = new Uint8Array(buf);
+  const dv = new DataView(buf);
+  let o = 0;
+  let warm = 0;
+  for (const [i, x] of list.entries()) {
+    if (i === 1000) warm = o;
+    dv.setUint32(o, x.msg.length, true);
+    bytes.set(x.key, o + 4);
+    bytes.set(x.sig, o + 36);
+    bytes.set(x.msg, o + 100);
+    o += 100 + x.msg.length;
+  }
+  const sigbatch = new URL('../ledger/sigbatch.js', import.meta.url).href;
+  const start = async (): Promise<Worker> => {
+    const w = new Worker(ALL_CORES_WORKER, { eval: true, workerData: { sigbatch, buf, warm } });
+    await new Promise((resolve) => w.once('message', resolve));
+    return w;
+  };
+  const run = async (ws: readonly Worker[]): Promise<number> => {
+    const done = ws.map((w) => new Promise<{ ms: number; ok: boolean }>((resolve) => w.once('message', resolve)));
+    for (const w of ws) w.postMessage('go');
+    const rs = await Promise.all(done);
+    if (!rs.every((r) => r.ok)) throw new Error('a raw loop on every core met a signature that does not verify');
+    return rs.reduce((sum, r) => sum + list.length / (r.ms / 1000), 0);
+  };
+  const workers = await Promise.all(Array.from({ length: availableParallelism() }, start));
+  const one: number[] = [];
+  const all: number[] = [];
+  try {
+    for (let r = 0; r < 2; r++) {
+      one.push(await run(workers.slice(0, 1)));
+      all.push(await run(workers));
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  return { one: median(one), all: median(all) };
+}
+
+/**
  * The one-core raw verification loop the verify ratios are taken against: RAW_N checks of
  * signatures as the chain holds them (a lock's key, a lock event's Sig_structure, its
  * signature), each of the chain's first ten repeated SLICE times: the floor a verifier competes
@@ -208,14 +275,19 @@ function verifyLoops(f: Ed25519Verify, lists: readonly (readonly Signed[])[]): L
  * the gateway's over a whole entry's bytes (201 bytes against an 82-byte Sig_structure: one more
  * SHA-512 block per verification), a new one drawn each run; it is still measured,
  * `raw_ed25519_verify_entry_msg_*` (docs/DECISIONS.md §Issue 22, whole-chain verify: the raw
- * loop's input and its slices). Beside them, for comparison only, RAW_N different signatures by
- * the 1,000 lock keys over the lock events' Sig_structures, as a chain holds them: libsodium
- * costs several per cent more per signature there (the same input over and over keeps its
- * branches predicted and its data in cache), which is part of what a whole-chain verification
- * pays above the loop. The three loops run in turn, slice by slice (verifyLoops), and report
- * their slices' rates too.
+ * loop's input and its slices). Beside them:
+ * - `distinct`: RAW_N different signatures by the 1,000 lock keys over the lock events'
+ *   Sig_structures, as a chain holds them and as bench:ingest's floor checks them. libsodium
+ *   costs several per cent more per signature there; the ratios `…_if_distinct` are taken
+ *   against it;
+ * - `in_turn`: the same ten signatures as the main loop, one after the other instead of each for
+ *   a slice: the same inputs and the same bytes in cache, only their order differs. What it
+ *   costs above the main loop is the processor having learnt one input's path through
+ *   libsodium's variable-time code, which no chain repeats (docs/DECISIONS.md §Issue 22,
+ *   whole-chain verify: a repeated signature is cheaper than the chain's).
+ * The loops run in turn, slice by slice (verifyLoops), and report their slices' rates too.
  */
-function phaseRaw(setup: Setup): Record<string, number | string> {
+async function phaseRaw(setup: Setup): Promise<Record<string, number | string>> {
   const { locks } = siteFrom(setup);
   const signer = new Signer(keyPairFromSeed(fromHex('gw', setup.gatewaySeed)).seed);
   const msg = encodeEntry({ kind: 'lock-event', cose: makeEvents(locks, 0, 1)[0]!, time: 1_700_000_000_000 }, 0).bytes;
@@ -224,7 +296,8 @@ function phaseRaw(setup: Setup): Record<string, number | string> {
   for (let k = 0; k < RAW_N; k++) {
     const lock = locks[k % locks.length]!;
     const m = sigStructure(encodeLockEvent({ lock: lock.id, ctr: Math.floor(k / locks.length) + 1, time: 1_700_000_000_000 + k, type: k % 2 === 0 ? 'unlocked' : 'locked', cred: Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8) }));
-    distinct.push({ key: lock.signer.publicKey, msg: m, sig: lock.signer.sign(m) });
+    // Off V8's heap as the other loops' buffers are (a copy made by Buffer.from is).
+    distinct.push({ key: Buffer.from(lock.signer.publicKey), msg: Buffer.from(m), sig: Buffer.from(lock.signer.sign(m)) });
   }
   // The chain's first RAW_N / SLICE lock signatures (makeEvents(locks, 0, …)), each repeated for a
   // slice: a signature's cost depends on its bytes (libsodium's double scalar multiplication runs
@@ -232,16 +305,20 @@ function phaseRaw(setup: Setup): Record<string, number | string> {
   // per run made the loop's figure move with the draw. Laid out as the entry-message loop is: one
   // key and one message per signature, a signature buffer per item, all off V8's heap
   // (ledger/sodium.ts: a small on-heap array is moved off it on its first N-API call).
+  const GROUPS = RAW_N / SLICE;
   const same: Signed[] = [];
-  for (let g = 0; g < RAW_N / SLICE; g++) {
+  const inTurn: Signed[] = [];
+  for (let g = 0; g < GROUPS; g++) {
     const x = distinct[g]!;
     const key = Buffer.from(x.key);
     const m = Buffer.from(x.msg);
     for (let i = 0; i < SLICE; i++) same.push({ key, msg: m, sig: Buffer.from(x.sig) });
   }
+  for (let k = 0; k < RAW_N; k++) inTurn.push(same[(k % GROUPS) * SLICE + Math.floor(k / GROUPS)]!);
   // Warm-up: code, tables, the buffers' first N-API use.
-  verifyLoops(verifyEd25519, [distinct.slice(0, 1000), same.slice(0, 1000), entryMsg.slice(0, 1000)]);
-  const [raw, old, other] = verifyLoops(verifyEd25519, [same, entryMsg, distinct]) as [LoopFigures, LoopFigures, LoopFigures];
+  verifyLoops(verifyEd25519, [distinct.slice(0, 1000), same.slice(0, 1000), entryMsg.slice(0, 1000), inTurn.slice(0, 1000)]);
+  const [raw, old, other, turn] = verifyLoops(verifyEd25519, [same, entryMsg, distinct, inTurn]) as [LoopFigures, LoopFigures, LoopFigures, LoopFigures];
+  const cores = await allCoresRaw(distinct);
   return {
     raw_ed25519_verifier: ED25519_VERIFIER.name,
     raw_ed25519_verify_per_s: round(raw.rate, 0),
@@ -252,6 +329,10 @@ function phaseRaw(setup: Setup): Record<string, number | string> {
     raw_ed25519_verify_entry_msg_slices: old.slices.map((r) => round(r, 0)).join(' '),
     raw_ed25519_verify_distinct_per_s: round(other.rate, 0),
     raw_ed25519_verify_distinct_cpu_us: round(other.cpuUs, 2),
+    raw_ed25519_verify_in_turn_per_s: round(turn.rate, 0),
+    raw_ed25519_verify_in_turn_cpu_us: round(turn.cpuUs, 2),
+    raw_ed25519_verify_distinct_1_worker_per_s: round(cores.one, 0),
+    raw_ed25519_verify_distinct_all_cores_per_s: round(cores.all, 0),
   };
 }
 
@@ -474,6 +555,9 @@ async function main(): Promise<void> {
     const sliceRate = median(slices);
     const entryMsgRates = raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_per_s']));
     const entryMsgSlices = raws.flatMap((r) => String(r['raw_ed25519_verify_entry_msg_slices']).split(' ').map(Number));
+    const distinctRate = median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_per_s'])));
+    const distinctCpu = median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_cpu_us'])));
+    const allCores = median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_all_cores_per_s'])));
     const ver = verifyMedians(vers);
     const verifyRate = Number(ver['verify_entries_per_s']);
     const raw = Number(floor['raw_leveldb_batch_entries_per_s']);
@@ -497,8 +581,15 @@ async function main(): Promise<void> {
       raw_ed25519_verify_entry_msg_spread_pct: round(((Math.max(...entryMsgRates) - Math.min(...entryMsgRates)) / median(entryMsgRates)) * 100, 1),
       raw_ed25519_verify_entry_msg_slices_median_per_s: round(median(entryMsgSlices), 0),
       raw_ed25519_verify_entry_msg_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_cpu_us']))),
-      raw_ed25519_verify_distinct_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_per_s']))),
-      raw_ed25519_verify_distinct_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_cpu_us']))),
+      raw_ed25519_verify_distinct_per_s: distinctRate,
+      raw_ed25519_verify_distinct_cpu_us: distinctCpu,
+      raw_ed25519_verify_in_turn_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_per_s']))),
+      raw_ed25519_verify_in_turn_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_cpu_us']))),
+      raw_ed25519_verify_distinct_1_worker_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_1_worker_per_s']))),
+      raw_ed25519_verify_distinct_all_cores_per_s: allCores,
+      raw_ed25519_verify_cores: availableParallelism(),
+      // What this machine's cores give together, the same loop on one worker and on one per core.
+      ratio_raw_all_cores_vs_1_worker: round(allCores / median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_1_worker_per_s']))), 2),
       ...ver,
       ...receipts,
       ratio_append_preverified_vs_raw_leveldb: round(Number(append['append_preverified_entries_per_s']) / raw, 2),
@@ -515,13 +606,18 @@ async function main(): Promise<void> {
       ratio_verify_vs_raw_verify_1_thread_if_entry_msg: round(verifyRate / median(entryMsgRates), 2),
       ratio_verify_vs_raw_verify_1_thread_cpu_if_entry_msg: round((availableParallelism() * median(raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_cpu_us'])))) / Number(ver['verify_cpu_us_per_entry']), 2),
       ratio_verify_vs_raw_verify_1_thread_cpu: round((availableParallelism() * rawCpu) / Number(ver['verify_cpu_us_per_entry']), 2),
+      // Against the chain's own signatures, each checked once, as the whole-chain run checks them.
+      ratio_verify_vs_raw_verify_1_thread_if_distinct: round(verifyRate / distinctRate, 2),
+      ratio_verify_vs_raw_verify_1_thread_cpu_if_distinct: round((availableParallelism() * distinctCpu) / Number(ver['verify_cpu_us_per_entry']), 2),
+      // The share of that ceiling the whole-chain verification reaches.
+      ratio_verify_vs_raw_all_cores: round(verifyRate / allCores, 2),
       ratio_verify_vs_raw_node_crypto_verify_1_thread: round(verifyRate / Number(floor['raw_node_crypto_verify_per_s']), 2),
       target_append_preverified_met: Number(append['append_preverified_entries_per_s']) >= 50_000,
       target_append_checked_met: Number(append['append_checked_entries_per_s']) >= 15_000,
       target_verify_met: verifyRate >= 25_000,
       target_verify_rss_met: Number(ver['verify_rss_peak_mb']) < 150,
     };
-    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone; ${figures.ratio_verify_vs_raw_verify_1_thread_if_slices}x against the median of the loops' ${slices.length} slices, ${sliceRate.toFixed(0)}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_entry_msg}x against the loop over an entry's bytes, ${figures.raw_ed25519_verify_entry_msg_per_s}/s)`);
+    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone; ${figures.ratio_verify_vs_raw_verify_1_thread_if_slices}x against the median of the loops' ${slices.length} slices, ${sliceRate.toFixed(0)}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_entry_msg}x against the loop over an entry's bytes, ${figures.raw_ed25519_verify_entry_msg_per_s}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_distinct}x against ${RAW_N} distinct signatures of the chain's, ${distinctRate}/s, the same ten signatures in turn ${figures.raw_ed25519_verify_in_turn_per_s}/s); the distinct signatures on all ${availableParallelism()} cores at once: ${allCores}/s, ${figures.ratio_raw_all_cores_vs_1_worker}x one worker alone, of which whole-chain verify reaches ${figures.ratio_verify_vs_raw_all_cores})`);
     const path = writeResults('ledger', figures);
     console.log('\nresults:');
     for (const [k, v] of Object.entries(figures)) console.log(`  ${k.padEnd(46)} ${String(v)}`);
