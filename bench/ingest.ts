@@ -14,7 +14,8 @@
  *            per event (max_gc_…: scavenges and full collections per 1,000 events, their pauses,
  *            bytes allocated young, promoted, and allocated straight into the old generation)
  * process    the real gateway process (dist/gateway/main.js, broker and notifications included)
- *            with locks on kernel ptys at 1,000 events/s: ack latency p50/p99, the gateway
+ *            with locks on kernel ptys at 1,000 events/s (their events signed ahead, as a lock
+ *            signs on its own hardware): ack latency p50/p99, the gateway
  *            process's peak RSS (from /proc; goal < 100 MB) and its CPU per event acked (from
  *            /proc: what a smaller or busier machine pays, moving less with others' load than
  *            latency does); p99 of the first 2 s of load (the gateway's start-up) and of the rest

@@ -18,7 +18,7 @@ import { readKeyFile } from '../../ledger/keyfile.js';
 import { followGateway, freePort, writeGatewayConfig, GATEWAY_NODE_FLAGS } from '../../test/support/gateway-process.js';
 import { threadCpu } from '../cpu-stages.js';
 import { round } from '../support.js';
-import { PTY_LOCKS, EXTRA_FLAGS, GATEWAY_WRAPPER, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
+import { PTY_LOCKS, SECONDS, FLOOD_SECONDS, EXTRA_FLAGS, GATEWAY_WRAPPER, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
 
 /** How the real gateway process runs: on every core, or pinned to the first `cpus` (taskset). */
 export interface ProcessOptions {
@@ -134,6 +134,14 @@ export async function processRig(dir: string, o: ProcessOptions = {}): Promise<P
     peak.rss = Math.max(peak.rss, r.rss);
     peak.anon = Math.max(peak.anon, r.anon);
   }, 100);
+  // The locks sign their events ahead, as the in-process phases' locks do: signing (and laying out
+  // each event and its hash) is the locks' work, done on the lock, not on the gateway's cores.
+  // Here it ran on the same cores as the gateway it measures (docs/DECISIONS.md §Issue 22, ack
+  // p99: the load generator's share of the two cores). Enough for the
+  // longest phase (the flood's warm-up and its two windows) at 1,000 events/s; after them a lock
+  // signs as it records.
+  const ahead = Math.ceil((Math.max(SECONDS, 2 + 2 * FLOOD_SECONDS) + 5) * (1000 / PTY_LOCKS));
+  for (const l of locks) l.prepare(ahead);
   for (const l of locks) l.startAuto(1000 / PTY_LOCKS);
   const stop = async (): Promise<{ unacked: number; threads: ReturnType<typeof threadCpu> }> => {
     for (const l of locks) l.stopAuto();
