@@ -2,14 +2,15 @@
  * npm run bench:ledger — the ledger's throughput against the floor it competes with.
  *
  * Phases, each in a fresh child process so that memory figures are its own:
- *   floor    raw LevelDB batch writes of the same entry bytes (same batch size, sync), raw
+ *   floor    raw LevelDB batch writes of the same entry bytes (same batch size, sync; LevelDB's
+ *            default options, where the store sets its own table cache, table size and memtable), raw
  *            node:crypto Ed25519 signing, and raw verification on one thread with node:crypto
  *   append   durable appends of pre-verified lock events; then appends with every lock
  *            signature checked (worker pool); then grows the chain to BENCH_CHAIN_ENTRIES and
  *            lets LevelDB's background compactions finish, as a store does between bursts
  *   raw      the one-core raw verification loop with this machine's verifier (libsodium where
- *            it loads): one of the chain's lock signatures over and over, ten of them in turn,
- *            RAW_N checks; and beside it the loop as it was (the gateway's signature over one
+ *            it loads): one of the chain's lock signatures over and over, ten of them, each for
+ *            a slice, RAW_N checks; and beside it the loop as it was (the gateway's signature over one
  *            entry's bytes), RAW_N different signatures by the chain's 1,000 lock keys (the
  *            ratios `…_if_distinct`), the same ten signatures one after the other, and the RAW_N
  *            different ones on every core at once (one worker thread per core) against one
@@ -206,10 +207,11 @@ function verifyLoops(f: Ed25519Verify, lists: readonly (readonly Signed[])[]): L
 
 /**
  * The distinct signatures checked on every core at once: one worker thread per core, each over the
- * whole list with the pool's own loop (verifyPacked, ledger/sigbatch.ts), against one such worker
- * alone, in turn (alone, all, alone, all). Their ratio is what this machine's cores give
- * together (cores that share caches, memory bandwidth or a power budget give less than their
- * number), the ceiling of any verifier that uses them all.
+ * whole list with the pool's own loop (verifyPacked, ledger/sigbatch.ts, the verifier
+ * verifyEd25519 picks), against one such worker alone, in turn (alone, all, alone, all), after the
+ * one-thread loops. Their ratio is what this machine's cores give together (cores that share
+ * caches, memory bandwidth or a power budget give less than their number), the ceiling of any
+ * verifier that uses them all.
  */
 const ALL_CORES_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -233,7 +235,7 @@ async function allCoresRaw(list: readonly Signed[]): Promise<{ one: number; all:
   let o = 0;
   let warm = 0;
   for (const [i, x] of list.entries()) {
-    if (i === 1000) warm = o;
+    if (i === Math.min(1000, list.length - 1)) warm = o;
     dv.setUint32(o, x.msg.length, true);
     bytes.set(x.key, o + 4);
     bytes.set(x.sig, o + 36);
@@ -241,22 +243,44 @@ async function allCoresRaw(list: readonly Signed[]): Promise<{ one: number; all:
     o += 100 + x.msg.length;
   }
   const sigbatch = new URL('../ledger/sigbatch.js', import.meta.url).href;
+  /** The worker's next message; a worker that fails or exits meanwhile fails the phase. */
+  const reply = <T>(w: Worker): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const fail = (e: unknown): void => {
+        w.off('message', ok);
+        w.off('exit', fail);
+        reject(e instanceof Error ? e : new Error(`a raw-loop worker exited (code ${String(e)})`));
+      };
+      const ok = (m: T): void => {
+        w.off('error', fail);
+        w.off('exit', fail);
+        resolve(m);
+      };
+      w.once('message', ok);
+      w.once('error', fail);
+      w.once('exit', fail);
+    });
   const start = async (): Promise<Worker> => {
     const w = new Worker(ALL_CORES_WORKER, { eval: true, workerData: { sigbatch, buf, warm } });
-    await new Promise((resolve) => w.once('message', resolve));
+    await reply(w);
     return w;
   };
+  // Every worker's items over the time the slowest took: a worker that started late or was
+  // descheduled does not count as if the others had left it a core of its own.
   const run = async (ws: readonly Worker[]): Promise<number> => {
-    const done = ws.map((w) => new Promise<{ ms: number; ok: boolean }>((resolve) => w.once('message', resolve)));
+    const done = ws.map((w) => reply<{ ms: number; ok: boolean }>(w));
     for (const w of ws) w.postMessage('go');
     const rs = await Promise.all(done);
     if (!rs.every((r) => r.ok)) throw new Error('a raw loop on every core met a signature that does not verify');
-    return rs.reduce((sum, r) => sum + list.length / (r.ms / 1000), 0);
+    return (ws.length * list.length) / (Math.max(...rs.map((r) => r.ms)) / 1000);
   };
   const workers = await Promise.all(Array.from({ length: availableParallelism() }, start));
   const one: number[] = [];
   const all: number[] = [];
   try {
+    // One untimed pass on every worker: a worker's first whole pass runs its loop before V8 has
+    // optimised it (the first timed pass on two cores had one worker 15-20 % behind the other).
+    await run(workers);
     for (let r = 0; r < 2; r++) {
       one.push(await run(workers.slice(0, 1)));
       all.push(await run(workers));
@@ -581,12 +605,12 @@ async function main(): Promise<void> {
       raw_ed25519_verify_entry_msg_spread_pct: round(((Math.max(...entryMsgRates) - Math.min(...entryMsgRates)) / median(entryMsgRates)) * 100, 1),
       raw_ed25519_verify_entry_msg_slices_median_per_s: round(median(entryMsgSlices), 0),
       raw_ed25519_verify_entry_msg_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_entry_msg_cpu_us']))),
-      raw_ed25519_verify_distinct_per_s: distinctRate,
-      raw_ed25519_verify_distinct_cpu_us: distinctCpu,
-      raw_ed25519_verify_in_turn_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_per_s']))),
-      raw_ed25519_verify_in_turn_cpu_us: median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_cpu_us']))),
-      raw_ed25519_verify_distinct_1_worker_per_s: median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_1_worker_per_s']))),
-      raw_ed25519_verify_distinct_all_cores_per_s: allCores,
+      raw_ed25519_verify_distinct_per_s: round(distinctRate, 0),
+      raw_ed25519_verify_distinct_cpu_us: round(distinctCpu, 2),
+      raw_ed25519_verify_in_turn_per_s: round(median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_per_s']))), 0),
+      raw_ed25519_verify_in_turn_cpu_us: round(median(raws.map((r) => Number(r['raw_ed25519_verify_in_turn_cpu_us']))), 2),
+      raw_ed25519_verify_distinct_1_worker_per_s: round(median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_1_worker_per_s']))), 0),
+      raw_ed25519_verify_distinct_all_cores_per_s: round(allCores, 0),
       raw_ed25519_verify_cores: availableParallelism(),
       // What this machine's cores give together, the same loop on one worker and on one per core.
       ratio_raw_all_cores_vs_1_worker: round(allCores / median(raws.map((r) => Number(r['raw_ed25519_verify_distinct_1_worker_per_s']))), 2),
@@ -617,7 +641,7 @@ async function main(): Promise<void> {
       target_verify_met: verifyRate >= 25_000,
       target_verify_rss_met: Number(ver['verify_rss_peak_mb']) < 150,
     };
-    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone; ${figures.ratio_verify_vs_raw_verify_1_thread_if_slices}x against the median of the loops' ${slices.length} slices, ${sliceRate.toFixed(0)}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_entry_msg}x against the loop over an entry's bytes, ${figures.raw_ed25519_verify_entry_msg_per_s}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_distinct}x against ${RAW_N} distinct signatures of the chain's, ${distinctRate}/s, the same ten signatures in turn ${figures.raw_ed25519_verify_in_turn_per_s}/s); the distinct signatures on ${availableParallelism()} core${availableParallelism() === 1 ? '' : 's'} at once: ${allCores}/s, ${figures.ratio_raw_all_cores_vs_1_worker}x one worker alone, of which whole-chain verify reaches ${figures.ratio_verify_vs_raw_all_cores})`);
+    console.log(`\nraw loop: ${rawRate}/s, median of ${rawRates.length} (${rawRates.join(', ')}; spread ${figures.raw_ed25519_verify_spread_pct} %); whole-chain verify: ${verifyRate}/s, median of ${vers.length}: ${figures.ratio_verify_vs_raw_verify_1_thread}x (${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_max}x-${figures.ratio_verify_vs_raw_verify_1_thread_if_raw_min}x against the fastest and slowest raw loop alone; ${figures.ratio_verify_vs_raw_verify_1_thread_if_slices}x against the median of the loops' ${slices.length} slices, ${sliceRate.toFixed(0)}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_entry_msg}x against the loop over an entry's bytes, ${figures.raw_ed25519_verify_entry_msg_per_s}/s; ${figures.ratio_verify_vs_raw_verify_1_thread_if_distinct}x against ${RAW_N} distinct signatures of the chain's, ${figures.raw_ed25519_verify_distinct_per_s}/s, the same ten signatures in turn ${figures.raw_ed25519_verify_in_turn_per_s}/s); the distinct signatures on ${availableParallelism()} core${availableParallelism() === 1 ? '' : 's'} at once: ${figures.raw_ed25519_verify_distinct_all_cores_per_s}/s, ${figures.ratio_raw_all_cores_vs_1_worker}x one worker alone; whole-chain verify ${figures.ratio_verify_vs_raw_all_cores}x that`);
     const path = writeResults('ledger', figures);
     console.log('\nresults:');
     for (const [k, v] of Object.entries(figures)) console.log(`  ${k.padEnd(46)} ${String(v)}`);

@@ -50,9 +50,10 @@ export const STORE_TABLE_BYTES = 1024 * 1024;
 /**
  * LevelDB's memtable: writes are held in memory up to this size, then written out as a table while
  * a new one fills, so up to twice this is held. LevelDB's default is 4 MiB; at 1,000 events/s a
- * gateway writes about 0.5 MB/s into it, and 2 MiB took about 2.3 MB off the gateway's peak RSS
- * with no change beyond the noise in durable append or sync catch-up rates (1 MiB took 4.5 MB
- * but slowed the catch-up by about a sixth). docs/DECISIONS.md §Memory.
+ * gateway writes about 0.5 MB/s into it. 2 MiB lowered the gateway's peak RSS there (median of 4
+ * runs 95.8 against 97.7 MB) with no change beyond the noise in durable append or sync catch-up
+ * rates; 1 MiB lowered it more (94.5 against 99.4 MB) but slowed the catch-up by about a sixth.
+ * docs/DECISIONS.md §Memory.
  */
 export const STORE_WRITE_BUFFER_BYTES = 2 * 1024 * 1024;
 /** The LevelDB options above, for anything that opens a store's folder with level directly. */

@@ -18,7 +18,7 @@ import { readKeyFile } from '../../ledger/keyfile.js';
 import { followGateway, freePort, writeGatewayConfig, GATEWAY_NODE_FLAGS } from '../../test/support/gateway-process.js';
 import { threadCpu } from '../cpu-stages.js';
 import { round } from '../support.js';
-import { PTY_LOCKS, SECONDS, FLOOD_SECONDS, EXTRA_FLAGS, GATEWAY_WRAPPER, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
+import { PTY_LOCKS, SECONDS, FLOOD_SECONDS, FLOOD_WARMUP_SECONDS, EXTRA_FLAGS, GATEWAY_WRAPPER, SNAPSHOT_DIR, ALLOC_PROFILE, GATEWAY_MAIN, ackTraceFor } from './settings.js';
 
 /** How the real gateway process runs: on every core, or pinned to the first `cpus` (taskset). */
 export interface ProcessOptions {
@@ -90,6 +90,16 @@ export async function processRig(dir: string, o: ProcessOptions = {}): Promise<P
   const cmd = [...(o.cpus !== undefined ? ['taskset', '-c', `0-${o.cpus - 1}`] : []), ...GATEWAY_WRAPPER, process.execPath, ...nodeArgs];
   // taskset execs node: the child's pid is the gateway's.
   const env = { ...process.env, ...(o.traceFile !== undefined ? { OTI_ACK_TRACE: o.traceFile } : {}), ...(ALLOC_PROFILE !== undefined && o.profileDir === undefined ? { OTI_ALLOC_PROFILE: `${ALLOC_PROFILE}.${Date.now()}.heapprofile` } : {}) };
+  // The locks sign their events ahead, as the in-process phases' locks do: signing (and laying out
+  // each event and its hash) is the locks' work, done on the lock, not on the gateway's cores.
+  // Here it ran on the same cores as the gateway it measures (docs/DECISIONS.md §Issue 22, ack
+  // p99: the load generator's share of the two cores). Done before the gateway starts (about
+  // 1.3 s for 17,000 events), so that the gateway's start-up and the load begin as far apart as
+  // before. Enough for the longest phase (the flood's warm-up and its two windows) at 1,000
+  // events/s; after them a lock signs as it records.
+  const locks = keys.map((k, i) => new SimLock({ id: `pty-lock-${i}`, seed: k.seed, resendMs: 5000, rememberAcks: false }));
+  const ahead = Math.ceil((Math.max(SECONDS, FLOOD_WARMUP_SECONDS + 2 * FLOOD_SECONDS) + 5) * (1000 / PTY_LOCKS));
+  for (const l of locks) l.prepare(ahead);
   const gw = followGateway(spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env }));
   const pid = gw.proc.pid as number;
   /** VmRSS and its anonymous part (heap, stacks, LevelDB buffers; the rest is mapped files), MB. */
@@ -103,7 +113,6 @@ export async function processRig(dir: string, o: ProcessOptions = {}): Promise<P
     }
   };
   // The gateway logs at warn: wait until every pty is open on its side instead of for a log line.
-  const locks = keys.map((k, i) => new SimLock({ id: `pty-lock-${i}`, seed: k.seed, resendMs: 5000, rememberAcks: false }));
   const links = locks.map((l, i) => new SerialSimLink(l, { path: (ptys[i] as PtyPair).lock, baudRate: 921600 }));
   for (const l of links) l.start();
   const ready = Date.now() + 30_000;
@@ -134,14 +143,6 @@ export async function processRig(dir: string, o: ProcessOptions = {}): Promise<P
     peak.rss = Math.max(peak.rss, r.rss);
     peak.anon = Math.max(peak.anon, r.anon);
   }, 100);
-  // The locks sign their events ahead, as the in-process phases' locks do: signing (and laying out
-  // each event and its hash) is the locks' work, done on the lock, not on the gateway's cores.
-  // Here it ran on the same cores as the gateway it measures (docs/DECISIONS.md §Issue 22, ack
-  // p99: the load generator's share of the two cores). Enough for the
-  // longest phase (the flood's warm-up and its two windows) at 1,000 events/s; after them a lock
-  // signs as it records.
-  const ahead = Math.ceil((Math.max(SECONDS, 2 + 2 * FLOOD_SECONDS) + 5) * (1000 / PTY_LOCKS));
-  for (const l of locks) l.prepare(ahead);
   for (const l of locks) l.startAuto(1000 / PTY_LOCKS);
   const stop = async (): Promise<{ unacked: number; threads: ReturnType<typeof threadCpu> }> => {
     for (const l of locks) l.stopAuto();
