@@ -56,9 +56,9 @@ import { LedgerStore, STORE_TABLE_OPTIONS } from '../ledger/store.js';
 import { Chain } from '../ledger/chain.js';
 import { SignaturePool } from '../ledger/sigpool.js';
 import { receiptFor, verifyReceipt } from '../ledger/receipt.js';
-import { writeResults, round, peakRssMb, runPinned } from './support.js';
+import { writeResults, round, median, peakRssMb, runPinned } from './support.js';
 import { processCpuMs, RssSampler } from './measure.js';
-import { cpuUs, makeEvents, median, siteFrom, type Setup } from './ledger/site.js';
+import { cpuUs, makeEvents, siteFrom, type Setup } from './ledger/site.js';
 import { phaseRaw, verifyLoops, RAW_N } from './ledger/raw.js';
 
 // BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.

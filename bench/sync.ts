@@ -48,7 +48,7 @@ import { SignaturePool } from '../ledger/sigpool.js';
 import { Broker } from '../gateway/broker/broker.js';
 import { SyncNode } from '../gateway/sync/node.js';
 import { gatewayCredentialVerifier } from '../gateway/broker/credentials.js';
-import { writeResults, round, peakRssMb, runPinned } from './support.js';
+import { writeResults, round, median, peakRssMb, runPinned } from './support.js';
 import { cpuSnapshot, cpuSince, RssSampler } from './measure.js';
 
 // BENCH_CPUS=1 (or all,1): the same figures with the whole benchmark pinned to one core.
@@ -219,11 +219,10 @@ async function main(): Promise<void> {
     const hcDisk = HYPERCORE_DISK ? await hypercoreReplication(entries, (name) => join(dir, `hc-${name}`)) : undefined;
     const hcRams: { entries: number; secs: number; rate: number }[] = [];
     for (let i = 0; i < HYPERCORE_RAM_RUNS; i++) hcRams.push(await hypercoreReplication(entries, () => RAM));
-    const byRate = [...hcRams].sort((a, b) => a.rate - b.rate);
-    // The median rate (of an even count, the mean of the middle two), and the time it stands for.
-    const mid = byRate.length / 2;
-    const rate = byRate.length % 2 === 1 ? byRate[Math.floor(mid)]!.rate : (byRate[mid - 1]!.rate + byRate[mid]!.rate) / 2;
-    const hcRam = { entries: byRate[0]!.entries, secs: byRate[0]!.entries / rate, rate };
+    const rates = hcRams.map((r) => r.rate);
+    // The median rate, and the time it stands for.
+    const rate = median(rates);
+    const hcRam = { entries: hcRams[0]!.entries, secs: hcRams[0]!.entries / rate, rate };
     if (hcDisk !== undefined) console.log(`hypercore 10, cores on disk: ${hcDisk.entries} entries replicated in ${round(hcDisk.secs, 2)} s: ${Math.round(hcDisk.rate)} entries/s`);
     console.log(`hypercore 10, cores in RAM:  ${hcRam.entries} entries replicated in ${round(hcRam.secs, 2)} s: ${Math.round(hcRam.rate)} entries/s (median of ${hcRams.length}: ${hcRams.map((r) => Math.round(r.rate)).join(', ')}/s)`);
     const ratio = hcDisk === undefined ? undefined : otiRate / hcDisk.rate;
@@ -244,8 +243,8 @@ async function main(): Promise<void> {
       hypercore_ram_entries_per_s: Math.round(hcRam.rate),
       hypercore_ram_seconds: round(hcRam.secs, 2),
       hypercore_ram_runs: hcRams.length,
-      hypercore_ram_min_entries_per_s: Math.round(byRate[0]!.rate),
-      hypercore_ram_max_entries_per_s: Math.round(byRate[byRate.length - 1]!.rate),
+      hypercore_ram_min_entries_per_s: Math.round(Math.min(...rates)),
+      hypercore_ram_max_entries_per_s: Math.round(Math.max(...rates)),
       hypercore_warmup_entries: Math.min(total, HYPERCORE_WARMUP),
       ...(ratio !== undefined ? { ratio_oti_over_hypercore_disk: round(ratio, 2) } : {}),
       ratio_oti_over_hypercore_ram: round(otiRate / hcRam.rate, 2),

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuByStage, monotonicUs, threadCpu, threadCpuSince, STAGES } from '../cpu-stages.js';
 import type { AckTrace } from '../ack-trace.js';
-import { round, percentile } from '../support.js';
+import { round, percentile, median as middle } from '../support.js';
 import { processCpuMs } from '../measure.js';
 import { floodLogins } from '../login-flood.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
@@ -216,8 +216,7 @@ export async function loginFlood(dir: string, prefix: string, broker: Record<str
   };
 }
 
+/** The median of the runs' figures; a mean of the middle two is rounded to 2 decimals. */
 export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : round(((s[m - 1] as number) + (s[m] as number)) / 2, 2);
+  return xs.length % 2 === 1 ? middle(xs) : round(middle(xs), 2);
 }

@@ -10,8 +10,8 @@ import { ED25519_VERIFIER, verifyEd25519, type Ed25519Verify } from '../../ledge
 import { sigStructure } from '../../ledger/cose.js';
 import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { encodeEntry } from '../../ledger/entry.js';
-import { round } from '../support.js';
-import { cpuUs, makeEvents, median, siteFrom, type Setup } from './site.js';
+import { median, round } from '../support.js';
+import { cpuUs, makeEvents, siteFrom, type Setup } from './site.js';
 
 /** Verifications per raw loop (about a second each). */
 export const RAW_N = 20_000;

@@ -45,9 +45,3 @@ export function cpuUs(): number {
   const u = process.cpuUsage();
   return u.user + u.system;
 }
-
-export function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
