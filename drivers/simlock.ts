@@ -186,6 +186,11 @@ export class SimLock extends EventEmitter<SimLockEvents> {
     return this.buffer.length;
   }
 
+  /** Events signed ahead by prepare() and not recorded yet. */
+  get preparedLeft(): number {
+    return this.preparedCount;
+  }
+
   /** The counter the next recorded event will get. */
   get counter(): number {
     return this.nextCtr;
