@@ -201,11 +201,16 @@ export async function loginFlood(dir: string, prefix: string, broker: Record<str
   const { unacked } = await rig.stop();
   const quiet = p99Between(rig.acks, t0, t1);
   const loud = p99Between(rig.acks, t1, t2);
+  // The flood's first second (every client connects at once) apart from the rest of it.
+  const burst = p99Between(rig.acks, t1, t1 + 1000);
+  const steady = p99Between(rig.acks, t1 + 1000, t2);
   const attempts = Object.values(answers).reduce((a, b) => a + b, 0);
   return {
     [`${prefix}_ack_p99_ms_without`]: quiet.p99,
     [`${prefix}_ack_p99_ms_during`]: loud.p99,
     [`${prefix}_ack_p99_ratio`]: round(loud.p99 / quiet.p99, 2),
+    [`${prefix}_ack_p99_ms_during_first_s`]: burst.p99,
+    [`${prefix}_ack_p99_ms_during_after_first_s`]: steady.p99,
     [`${prefix}_events_during`]: loud.n,
     [`${prefix}_login_attempts_per_s`]: Math.round(attempts / FLOOD_SECONDS),
     [`${prefix}_connack_4_checked`]: answers[4] ?? 0,

@@ -8,7 +8,8 @@
  *   CONNACK 4 (bad user name or password). With no verifier configured, no gateway can log in.
  *   Failed logins are budgeted per source address and overall, and credential checks (scrypt on
  *   the libuv threadpool, which LevelDB shares) run one at a time with a short line
- *   (gateway/broker/login-guard.ts): past the budgets CONNACK 5 or 3, unchecked.
+ *   (gateway/broker/login-guard.ts): past the budgets CONNACK 5 or 3, unchecked. Every refused
+ *   login is answered after about `login.refusalDelayMs` (#refuseLater).
  * - Client ids are scoped to the principal (`<role>:<identity>:<client id>`), so no principal can
  *   take over (MQTT 3.1.1 §3.1.4-2), read or lock out another's connection or session.
  * - Persistent sessions are bounded (gateway/broker/broker-sessions.ts and the files it names): a
@@ -127,6 +128,8 @@ export class Broker {
   readonly #loginsRefused: Record<string, number> = {};
   readonly #guard: LoginGuard;
   readonly #warnedAt = new Map<ErrorCode, number>();
+  /** Refused logins waiting for their answer (#refuseLater), answered at once when the broker closes. */
+  readonly #refusals = new Map<NodeJS.Timeout, () => void>();
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
   #messagesIn = 0;
   #refused = 0;
@@ -249,6 +252,11 @@ export class Broker {
 
   async #close(): Promise<void> {
     this.#sessions.close();
+    for (const [timer, answer] of this.#refusals) {
+      clearTimeout(timer);
+      answer();
+    }
+    this.#refusals.clear();
     const serversClosed = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -283,7 +291,7 @@ export class Broker {
     a.authenticate = (client, username, password, done) => {
       this.#authenticate(client, username, password).then(
         () => done(null, true),
-        (e: unknown) => done(e as AuthError, false),
+        (e: unknown) => this.#refuseLater(() => done(e as AuthError, false)),
       );
     };
     a.authorizePublish = (client, packet, done) => done(this.#authorizePublish(client, packet));
@@ -338,6 +346,30 @@ export class Broker {
     if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
     ticket.succeeded();
     return principal;
+  }
+
+  /**
+   * Answers a refused login after `login.refusalDelayMs`. A client that logs in again as soon as it
+   * is refused (a flood tool, a misconfigured integration) then costs the gateway one connection
+   * per delay rather than one per round trip: without the delay, 500 such clients on loopback made
+   * over 3,000 attempts a second and kept the gateway's main thread busy (docs/DECISIONS.md).
+   */
+  #refuseLater(answer: () => void): void {
+    const delay = (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs;
+    if (delay === 0 || this.#closing !== undefined) {
+      answer();
+      return;
+    }
+    // Spread over half to one and a half times the delay: clients refused together (a flood's
+    // first burst) come back spread out, not all in the same turn of the event loop.
+    const timer = setTimeout(
+      () => {
+        this.#refusals.delete(timer);
+        answer();
+      },
+      delay * (0.5 + Math.random()),
+    );
+    this.#refusals.set(timer, answer);
   }
 
   /** True when a flood-guard refusal with `code` was already logged at warn in the last minute. */

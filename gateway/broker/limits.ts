@@ -164,6 +164,11 @@ export interface LoginLimits {
   readonly failuresPerMinute: number;
   /** Source addresses whose failures are remembered; the least recently seen is forgotten first. */
   readonly trackedAddresses: number;
+  /**
+   * How long a refused login waits for its CONNACK, ms. A client that tries again as soon as it
+   * is refused then tries at most once per delay on each connection.
+   */
+  readonly refusalDelayMs: number;
 }
 
-export const DEFAULT_LOGIN_LIMITS: LoginLimits = { maxConcurrentChecks: 1, maxPendingChecks: 32, failuresPerMinutePerAddress: 10, failuresPerMinute: 30, trackedAddresses: 4096 };
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = { maxConcurrentChecks: 1, maxPendingChecks: 32, failuresPerMinutePerAddress: 10, failuresPerMinute: 30, trackedAddresses: 4096, refusalDelayMs: 1000 };

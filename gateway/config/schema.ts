@@ -160,6 +160,7 @@ export const SCHEMA = section({
       failuresPerMinutePerAddress: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress, doc: 'Failed MQTT logins per minute (and burst) from one source address; beyond, its logins are refused unchecked with CONNACK 5 (ERR_MQTT_LOGIN_RATE).' }),
       failuresPerMinute: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinute, doc: 'Failed MQTT logins per minute (and burst) from all addresses; beyond, logins are refused unchecked with CONNACK 3 (ERR_MQTT_LOGIN_RATE).' }),
       trackedAddresses: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.trackedAddresses, doc: 'Source addresses whose failed logins are remembered; the least recently seen is forgotten first.' }),
+      refusalDelayMs: int({ min: 0, max: 10_000, default: DEFAULT_LOGIN_LIMITS.refusalDelayMs, doc: 'Milliseconds a refused MQTT login waits for its CONNACK (3, 4 or 5), so that a client retrying at once retries at most once per delay; 0 answers at once.' }),
     }),
   }),
   api: section({

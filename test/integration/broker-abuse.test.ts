@@ -10,6 +10,7 @@ import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { waitUntil } from '../support/wait.js';
 import { connackFrom } from '../support/mqtt-connect.js';
 import { openMqtt, startTestBroker } from '../support/broker.js';
+import { DEFAULT_LOGIN_LIMITS } from '../../gateway/broker/limits.js';
 
 const SITE = 'site-1';
 const APP = { username: 'ha', password: 'app-secret-1' };
@@ -189,7 +190,7 @@ function connackFromTo(broker: Broker, localAddress: string, username: string, p
 const tally = (codes: number[]): Record<number, number> => codes.reduce<Record<number, number>>((t, c) => ({ ...t, [c]: (t[c] ?? 0) + 1 }), {});
 
 void test('failed-login flood: one address is cut off unhashed after its budget, others still log in', async (t) => {
-  const broker = await startBroker(t, { login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16 } });
+  const broker = await startBroker(t, { login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16, refusalDelayMs: 0 } });
   const flood = await Promise.all(Array.from({ length: 50 }, () => connackFromTo(broker, '127.0.0.1', APP.username, 'wrong')));
   // Five wrong passwords checked (CONNACK 4), the other 45 refused before any hashing (CONNACK 5).
   assert.deepEqual(tally(flood), { 4: 5, 5: 45 });
@@ -199,7 +200,7 @@ void test('failed-login flood: one address is cut off unhashed after its budget,
 });
 
 void test('failed-login flood: the overall budget and the waiting line refuse with CONNACK 3', async (t) => {
-  const limits = { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 100, failuresPerMinute: 4, trackedAddresses: 64 };
+  const limits = { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 100, failuresPerMinute: 4, trackedAddresses: 64, refusalDelayMs: 0 };
   const broker = await startBroker(t, { login: limits });
   const spread = await Promise.all(Array.from({ length: 20 }, (_, i) => connackFromTo(broker, `127.0.1.${i + 1}`, READER.username, 'wrong')));
   assert.deepEqual(tally(spread), { 3: 16, 4: 4 });
@@ -210,4 +211,41 @@ void test('failed-login flood: the overall budget and the waiting line refuse wi
   assert.ok((queued[3] ?? 0) > 0 && (queued[4] ?? 0) >= 4, JSON.stringify(queued));
   assert.equal((queued[3] ?? 0) + (queued[4] ?? 0), 100);
   assert.deepEqual(busy.stats().loginsRefused, { ERR_MQTT_AUTH: queued[4], ERR_MQTT_BUSY: queued[3] });
+});
+
+void test('a refused login waits for its CONNACK (broker.login.refusalDelayMs): a client retrying at once is held to one try per delay', async (t) => {
+  const delay = 400;
+  const broker = await startBroker(t, { login: { ...DEFAULT_LOGIN_LIMITS, failuresPerMinute: 1000, refusalDelayMs: delay } });
+  // One client that logs in again as soon as it is refused, for 2 s: each answer comes after half
+  // to one and a half times the delay (timers never fire early), so it gets at most 2000 / 200
+  // answers, where without the delay it made hundreds.
+  const codes: number[] = [];
+  const until = performance.now() + 2000;
+  while (performance.now() < until) {
+    const sent = performance.now();
+    codes.push(await connackFromTo(broker, '127.0.3.1', APP.username, 'wrong'));
+    assert.ok(performance.now() - sent >= delay / 2, `answered after ${Math.round(performance.now() - sent)} ms`);
+  }
+  assert.ok(codes.length >= 2 && codes.length <= 2000 / (delay / 2) + 1, `${codes.length} answers`);
+  // The first wrong passwords are checked (4), then the address's budget refuses unchecked (5).
+  assert.equal(codes[0], 4);
+  assert.ok(codes.every((c) => c === 4 || c === 5), codes.join(' '));
+  // Anonymous clients are refused after the delay too; a good login is answered at once (its
+  // answer is not held, whatever its timing).
+  const anonymous = performance.now();
+  await refusedWith(open(t, broker, { clientId: 'anonymous-1', reconnectPeriod: 0 }), 5);
+  assert.ok(performance.now() - anonymous >= delay / 2);
+  assert.equal(await connackFromTo(broker, '127.0.3.3', APP.username, APP.password), 0);
+});
+
+void test('closing the broker answers the refused logins it is holding at once', async (t) => {
+  const broker = await startBroker(t, { login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: 10_000 } });
+  const pending = Promise.allSettled(Array.from({ length: 5 }, (_, i) => connackFromTo(broker, `127.0.4.${i + 1}`, APP.username, 'wrong')));
+  await waitUntil('the refusals to be held', () => (broker.stats().loginsRefused['ERR_MQTT_AUTH'] ?? 0) + (broker.stats().loginsRefused['ERR_MQTT_LOGIN_RATE'] ?? 0) === 5, WAIT_MS);
+  const closing = performance.now();
+  await broker.close();
+  const answers = await pending;
+  // Each client has its refusal (or its connection closed) long before the 10 s delay.
+  assert.ok(performance.now() - closing < 5000, 'close() waited for the held refusals');
+  for (const a of answers) if (a.status === 'fulfilled') assert.ok([4, 5].includes(a.value), String(a.value));
 });

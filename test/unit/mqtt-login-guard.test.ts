@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { LoginGuard } from '../../gateway/broker/login-guard.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 
-const limits = { maxConcurrentChecks: 1, maxPendingChecks: 1, failuresPerMinutePerAddress: 2, failuresPerMinute: 3, trackedAddresses: 2 };
+const limits = { maxConcurrentChecks: 1, maxPendingChecks: 1, failuresPerMinutePerAddress: 2, failuresPerMinute: 3, trackedAddresses: 2, refusalDelayMs: 0 };
 
 void test('failures are counted per address and overall; successes give their reservation back; budgets refill', () => {
   let now = 0;
