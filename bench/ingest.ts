@@ -36,9 +36,12 @@
  *            BENCH_FLOOD_SECONDS of plain load, then for BENCH_FLOOD_SECONDS while
  *            BENCH_FLOOD_CLIENTS clients (from BENCH_FLOOD_ADDRESSES loopback addresses, in a
  *            child process at nice 19) send MQTT logins with wrong passwords as fast as they are answered;
- *            the ratio of the two p99s (goal ≤ 2) and the CONNACK codes (4 checked and wrong,
- *            5 over the address's budget, 3 over the overall budget or too many waiting).
- *            BENCH_FLOOD_UNGUARDED=1 repeats it with the login limits lifted, to compare
+ *            the ratio of the two p99s (goal ≤ 2), the p99 of the flood's first second and of
+ *            the rest, and the CONNACK codes (4 checked and wrong, 5 over the address's budget,
+ *            3 over the overall budget or too many waiting; `unanswered`: closed without one,
+ *            over broker.maxConnections or broker.maxConnectionsPerAddress).
+ *            BENCH_FLOOD_UNGUARDED=1 repeats it with the login limits, the refusal delay and
+ *            the connection caps lifted, to compare
  *
  * Environment: BENCH_LOCKS (default 1000), BENCH_SECONDS (per phase, default 10),
  * BENCH_PTY_LOCKS (default 10), BENCH_PHASES (comma-separated subset of floor,offered,max,process,
@@ -186,7 +189,7 @@ try {
     console.log('failed-login flood, default limits', p);
     Object.assign(figures, p);
     if (process.env['BENCH_FLOOD_UNGUARDED'] === '1') {
-      const u = await loginFlood(join(dir, 'flood-unguarded'), 'login_flood_unguarded', { login: UNGUARDED });
+      const u = await loginFlood(join(dir, 'flood-unguarded'), 'login_flood_unguarded', UNGUARDED);
       console.log('failed-login flood, limits lifted', u);
       Object.assign(figures, u);
     }

@@ -233,6 +233,8 @@ async function compose(c: Composition): Promise<Parts> {
         port: b.port,
         allowAnonymous: b.allowAnonymous,
         maxMessageBytes: b.maxMessageBytes,
+        maxConnections: b.maxConnections,
+        maxConnectionsPerAddress: b.maxConnectionsPerAddress,
         rateLimit: b.rateLimit,
         sessions: b.sessions,
         ...(b.tls.cert !== undefined && b.tls.key !== undefined ? { tls: { port: b.tls.port, cert: b.tls.cert, key: b.tls.key, ...(b.tls.ca !== undefined ? { ca: b.tls.ca } : {}) } } : {}),

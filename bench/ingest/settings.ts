@@ -15,8 +15,12 @@ export const FLOOD_SECONDS = Number(process.env['BENCH_FLOOD_SECONDS'] ?? 5);
 export const FLOOD_WARMUP_SECONDS = 2;
 export const FLOOD_CLIENTS = Number(process.env['BENCH_FLOOD_CLIENTS'] ?? 500);
 export const FLOOD_ADDRESSES = Number(process.env['BENCH_FLOOD_ADDRESSES'] ?? 250);
-/** Login limits lifted as far as the schema allows, for the comparison run (BENCH_FLOOD_UNGUARDED=1). */
-export const UNGUARDED = { maxConcurrentChecks: 64, maxPendingChecks: 10_000, failuresPerMinutePerAddress: 1_000_000, failuresPerMinute: 1_000_000 };
+/** Login limits, the refusal delay and the connection caps lifted as far as the schema allows, for the comparison run (BENCH_FLOOD_UNGUARDED=1). */
+export const UNGUARDED = {
+  maxConnections: 65_536,
+  maxConnectionsPerAddress: 65_536,
+  login: { maxConcurrentChecks: 64, maxPendingChecks: 10_000, failuresPerMinutePerAddress: 1_000_000, failuresPerMinute: 1_000_000, refusalDelayMs: 0 },
+};
 
 /** More node options for the gateway (BENCH_GATEWAY_FLAGS, space-separated), to try V8 settings against the defaults. */
 export const EXTRA_FLAGS = (process.env['BENCH_GATEWAY_FLAGS'] ?? '').split(' ').filter((f) => f !== '');

@@ -10,7 +10,7 @@
  *   without a token is refused at start (ERR_CONFIG).
  * - Bounded: the request target is at most MAX_URL_BYTES, headers and requests time out (checked
  *   every TIMEOUT_CHECK_MS), open connections are capped in all and per remote address
- *   (gateway/api/connection-cap.ts), and a
+ *   (gateway/api/api-connection-cap.ts), and a
  *   listing scans at most SCAN_BUDGET entries per request, reading the chain in ranges of
  *   SCAN_RANGE entries, so no request loads the chain into memory.
  * - Every error is JSON `{ "error": { "code", "message", "details"? } }` with a code of
@@ -20,7 +20,7 @@ import { handleRosterPost, rosterListing, rosterStatus, ROSTER_POST_MAX_BYTES } 
 import { entryJson, type EntryJson, type JsonValue } from './entry-json.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isLoopbackHost } from '../config/config.js';
-import { capConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './connection-cap.js';
+import { capApiConnections, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from './api-connection-cap.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { HealthBoard } from './health.js';
@@ -199,7 +199,7 @@ export class LocalApi {
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
       connectionsCheckingInterval: TIMEOUT_CHECK_MS,
     });
-    capConnections(server, {
+    capApiConnections(server, {
       total: opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       perAddress: opts.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
       onRefused: (reason, address) => {

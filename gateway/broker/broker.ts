@@ -40,8 +40,9 @@ import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.j
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './users.js';
-import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_MQTT_CONNECTION_CAPS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
 import { LoginGuard } from './login-guard.js';
+import { capConnections } from '../connection-cap.js';
 import { RetainedQuota } from './retained.js';
 import { BrokerSessions, type SessionStats } from './broker-sessions.js';
 
@@ -56,6 +57,10 @@ export interface BrokerOptions {
   allowAnonymous: boolean;
   /** Largest MQTT control packet accepted, counted as its Remaining Length (variable header + payload). */
   maxMessageBytes: number;
+  /** Open connections in all, over both listeners; DEFAULT_MQTT_CONNECTION_CAPS.total when not given. */
+  maxConnections?: number;
+  /** Open connections from one remote address; DEFAULT_MQTT_CONNECTION_CAPS.perAddress when not given. */
+  maxConnectionsPerAddress?: number;
   rateLimit: { messagesPerSecond: number; burst: number };
   /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
   sessions?: SessionCaps;
@@ -93,6 +98,8 @@ export interface BrokerStats extends SessionStats {
   retainedNotKept: Record<string, number>;
   /** Logins refused, by error code. */
   loginsRefused: Record<string, number>;
+  /** Connections closed at once because a connection cap was reached, by cap (`address` or `total`). */
+  connectionsRefused: Record<string, number>;
 }
 
 interface Principal {
@@ -126,6 +133,9 @@ export class Broker {
   readonly #publishesRefused: Record<string, number> = {};
   readonly #retainedNotKept: Record<string, number> = {};
   readonly #loginsRefused: Record<string, number> = {};
+  readonly #connectionsRefused: Record<string, number> = {};
+  /** Connections over a cap waiting, unread, to be closed (#closeLater). */
+  readonly #held = new Set<Socket>();
   readonly #guard: LoginGuard;
   readonly #warnedAt = new Map<ErrorCode, number>();
   /** Refused logins waiting for their answer (#refuseLater), answered at once when the broker closes. */
@@ -178,6 +188,7 @@ export class Broker {
       }
       const broker = new Broker(opts, log, topics, aedes, sessions, servers, tlsPort === undefined ? { port } : { port, tlsPort });
       broker.#install();
+      broker.#capConnections();
       onSocket = (socket) => broker.#accept(socket);
       for (const s of servers) {
         s.on('error', (e) => log.error({ err: e.message }, 'MQTT listener error'));
@@ -203,6 +214,7 @@ export class Broker {
       publishesRefused: { ...this.#publishesRefused },
       retainedNotKept: { ...this.#retainedNotKept },
       loginsRefused: { ...this.#loginsRefused },
+      connectionsRefused: { ...this.#connectionsRefused },
     };
   }
 
@@ -265,11 +277,14 @@ export class Broker {
     ]);
     clearTimeout(timer);
     for (const s of this.#sockets) s.destroy();
+    for (const s of this.#held) s.destroy();
     await Promise.all(serversClosed);
     this.#log.info('MQTT broker closed');
   }
 
   #accept(socket: Socket): void {
+    // Refused by a connection cap (#capConnections), or gone before the TLS handshake ended.
+    if (socket.destroyed || this.#held.has(socket)) return;
     if (this.#closing !== undefined) {
       socket.destroy();
       return;
@@ -284,6 +299,50 @@ export class Broker {
       }
     });
     this.#aedes.handle(conn);
+  }
+
+  /**
+   * broker.maxConnections and broker.maxConnectionsPerAddress over both listeners, counted as
+   * each TCP connection is accepted (a TLS one before its handshake): one more is closed at once.
+   */
+  #capConnections(): void {
+    const caps = { total: this.#opts.maxConnections ?? DEFAULT_MQTT_CONNECTION_CAPS.total, perAddress: this.#opts.maxConnectionsPerAddress ?? DEFAULT_MQTT_CONNECTION_CAPS.perAddress };
+    capConnections(
+      this.#servers,
+      {
+        ...caps,
+        onRefused: (reason, address) => {
+          this.#connectionsRefused[reason] = (this.#connectionsRefused[reason] ?? 0) + 1;
+          const key = reason === 'address' ? 'broker.maxConnectionsPerAddress' : 'broker.maxConnections';
+          const code = 'ERR_TOO_MANY_CONNECTIONS';
+          this.#log[this.#quiet(code) ? 'debug' : 'warn']({ remote: address, code, key, limit: reason === 'address' ? caps.perAddress : caps.total }, `MQTT connection closed: ${key} reached`);
+        },
+      },
+      // The plain listener is the first; a TLS connection is closed at once.
+      (socket, _reason, _cap, server) => this.#closeLater(socket, server === this.#servers[0] ? caps.total : 0),
+    );
+  }
+
+  /**
+   * Closes a connection over a cap after about `login.refusalDelayMs`, unread: a client that
+   * connects again as soon as it is closed (a flood's clients beyond the cap) then comes back
+   * about once a delay, as a refused login does, instead of thousands of times a second. At most
+   * `hold` such connections wait (each is a socket and no more); beyond, and for TLS (whose
+   * handshake would go on meanwhile), the connection is closed at once.
+   */
+  #closeLater(socket: Socket, hold: number): void {
+    const delay = (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs;
+    if (delay === 0 || this.#held.size >= hold || this.#closing !== undefined) {
+      socket.destroy();
+      return;
+    }
+    socket.pause();
+    this.#held.add(socket);
+    const timer = setTimeout(() => socket.destroy(), delay * (0.5 + Math.random()));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.#held.delete(socket);
+    });
   }
 
   #install(): void {
@@ -372,9 +431,9 @@ export class Broker {
     this.#refusals.set(timer, answer);
   }
 
-  /** True when a flood-guard refusal with `code` was already logged at warn in the last minute. */
+  /** True when a flood-guard or connection-cap refusal with `code` was already logged at warn in the last minute. */
   #quiet(code: ErrorCode): boolean {
-    if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY') return false;
+    if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY' && code !== 'ERR_TOO_MANY_CONNECTIONS') return false;
     const now = Date.now();
     const last = this.#warnedAt.get(code);
     if (last !== undefined && now - last < 60_000) return true;

@@ -152,6 +152,9 @@ export interface RetainedCapsConfig {
 
 export const DEFAULT_RETAINED_CAPS: RetainedCapsConfig = { maxPerPrincipal: 64, maxBytesPerPrincipal: 1_048_576 };
 
+/** broker.maxConnections and broker.maxConnectionsPerAddress when not given (docs/MQTT.md §Limits). */
+export const DEFAULT_MQTT_CONNECTION_CAPS = { total: 256, perAddress: 32 } as const;
+
 /** Bounds on login attempts (`broker.login.*`); see docs/MQTT.md §Limits. */
 export interface LoginLimits {
   /** Credential checks (scrypt on the libuv threadpool, users file read) running at once. */

@@ -12,8 +12,8 @@
  * always set; one without is `undefined` unless given (or, inside a list item, `required`).
  */
 import { DEFAULT_QUEUE_LIMIT } from '../ingest.js';
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from '../api/connection-cap.js';
-import { DEFAULT_LOGIN_LIMITS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from '../broker/limits.js';
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS } from '../api/api-connection-cap.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_MQTT_CONNECTION_CAPS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS } from '../broker/limits.js';
 
 interface FieldBase {
   readonly doc: string;
@@ -133,6 +133,8 @@ export const SCHEMA = section({
     port: port(1883, 'MQTT port of the embedded broker; 0 picks a free port (for tests).'),
     allowAnonymous: bool({ default: false, doc: 'Let clients connect without credentials (read-only role). Off unless turned on.' }),
     maxMessageBytes: int({ min: 1024, max: 268435455, default: 262144, doc: 'Largest MQTT packet the broker accepts (the protocol maximum is 268435455).' }),
+    maxConnections: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.total, doc: 'Open MQTT connections in all (both listeners, logged in or not yet); more are closed at once, before anything they send is read.' }),
+    maxConnectionsPerAddress: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.perAddress, doc: 'Open MQTT connections from one remote address, so one host cannot take every slot; more are closed at once.' }),
     rateLimit: section({
       messagesPerSecond: int({ min: 1, max: 1_000_000, default: 500, doc: 'Sustained messages per second a client may publish.' }),
       burst: int({ min: 1, max: 1_000_000, default: 1000, doc: 'Messages a client may publish at once above the sustained rate.' }),

@@ -67,7 +67,7 @@ export const ERROR_CODES = {
   ERR_UNAUTHORIZED: 'a request to the local API lacks a valid bearer token',
   ERR_METHOD_NOT_ALLOWED: 'the local API does not allow this HTTP method',
   ERR_INTERNAL: 'an unexpected failure inside the gateway',
-  ERR_TOO_MANY_CONNECTIONS: 'the local API already has as many open connections as its caps allow (in all, or from this address)',
+  ERR_TOO_MANY_CONNECTIONS: 'the local API or the MQTT broker already has as many open connections as its caps allow (in all, or from this address)',
   // Provisioning CLI and installation
   ERR_USAGE: 'a command line has an unknown option, a missing argument or a wrong value',
   ERR_CANCELLED: 'the person at the terminal declined a confirmation',

@@ -4,11 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
+import { connect as netConnect, type Socket } from 'node:net';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Broker, BrokerOptions } from '../../gateway/broker/broker.js';
 import { GatewayMetrics } from '../../gateway/api/metrics.js';
 import { waitUntil } from '../support/wait.js';
-import { connackFrom } from '../support/mqtt-connect.js';
+import { connackFrom, connectPacket } from '../support/mqtt-connect.js';
 import { openMqtt, startTestBroker } from '../support/broker.js';
 import { DEFAULT_LOGIN_LIMITS } from '../../gateway/broker/limits.js';
 
@@ -187,10 +188,14 @@ function connackFromTo(broker: Broker, localAddress: string, username: string, p
   return connackFrom(broker.port, localAddress, username, password, WAIT_MS);
 }
 
+/** Connection caps out of the way, for the tests of the login budgets. */
+const UNCAPPED = { maxConnections: 1000, maxConnectionsPerAddress: 1000 };
+
 const tally = (codes: number[]): Record<number, number> => codes.reduce<Record<number, number>>((t, c) => ({ ...t, [c]: (t[c] ?? 0) + 1 }), {});
 
 void test('failed-login flood: one address is cut off unhashed after its budget, others still log in', async (t) => {
-  const broker = await startBroker(t, { login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16, refusalDelayMs: 0 } });
+  // 50 connections from one address at once: the connection caps are lifted, the login budgets are tested.
+  const broker = await startBroker(t, { ...UNCAPPED, login: { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 5, failuresPerMinute: 1000, trackedAddresses: 16, refusalDelayMs: 0 } });
   const flood = await Promise.all(Array.from({ length: 50 }, () => connackFromTo(broker, '127.0.0.1', APP.username, 'wrong')));
   // Five wrong passwords checked (CONNACK 4), the other 45 refused before any hashing (CONNACK 5).
   assert.deepEqual(tally(flood), { 4: 5, 5: 45 });
@@ -204,7 +209,7 @@ void test('failed-login flood: the overall budget and the waiting line refuse wi
   const broker = await startBroker(t, { login: limits });
   const spread = await Promise.all(Array.from({ length: 20 }, (_, i) => connackFromTo(broker, `127.0.1.${i + 1}`, READER.username, 'wrong')));
   assert.deepEqual(tally(spread), { 3: 16, 4: 4 });
-  const busy = await startBroker(t, { login: { ...limits, failuresPerMinute: 1000, maxPendingChecks: 3 } });
+  const busy = await startBroker(t, { ...UNCAPPED, login: { ...limits, failuresPerMinute: 1000, maxPendingChecks: 3 } });
   const queued = tally(await Promise.all(Array.from({ length: 100 }, () => connackFromTo(busy, '127.0.0.3', READER.username, 'wrong'))));
   // One check runs and three wait; logins arriving while the line is full are told the server is
   // busy. How many arrive while it is full depends on the machine, so only the split is checked.
@@ -248,4 +253,57 @@ void test('closing the broker answers the refused logins it is holding at once',
   // Each client has its refusal (or its connection closed) long before the 10 s delay.
   assert.ok(performance.now() - closing < 5000, 'close() waited for the held refusals');
   for (const a of answers) if (a.status === 'fulfilled') assert.ok([4, 5].includes(a.value), String(a.value));
+});
+
+/** Opens a raw TCP connection from `localAddress`; resolves once connected, with whether the broker closed it within `ms`. */
+async function rawConnection(t: TestContext, broker: Broker, localAddress: string, ms = 300): Promise<{ socket: Socket; closedAtOnce: boolean }> {
+  const socket = netConnect({ host: '127.0.0.1', port: broker.port, localAddress });
+  t.after(() => socket.destroy());
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  const closedAtOnce = await Promise.race([new Promise<boolean>((resolve) => socket.once('close', () => resolve(true))), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms))]);
+  return { socket, closedAtOnce };
+}
+
+void test('connection caps: broker.maxConnectionsPerAddress and broker.maxConnections close one more connection at once; a freed slot is taken again', async (t) => {
+  const broker = await startBroker(t, { maxConnections: 4, maxConnectionsPerAddress: 2, login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: 0 } });
+  const a1 = await rawConnection(t, broker, '127.0.6.1');
+  const a2 = await rawConnection(t, broker, '127.0.6.1');
+  // A third from the same address is closed before it could send a CONNECT (with no refusal delay: at once).
+  const a3 = await rawConnection(t, broker, '127.0.6.1');
+  assert.deepEqual([a1.closedAtOnce, a2.closedAtOnce, a3.closedAtOnce], [false, false, true]);
+  // Other addresses fill the rest of the total, then the next is closed too.
+  const b1 = await rawConnection(t, broker, '127.0.6.2');
+  const { client } = await open(t, broker, { ...APP, clientId: 'within-the-caps' });
+  assert.equal(b1.closedAtOnce, false);
+  const c1 = await rawConnection(t, broker, '127.0.6.3');
+  assert.equal(c1.closedAtOnce, true);
+  assert.deepEqual(broker.stats().connectionsRefused, { address: 1, total: 1 });
+  // The logged-in client is not disturbed; once a connection closes, a new one gets its slot.
+  assert.equal(client.connected, true);
+  a1.socket.destroy();
+  await waitUntil('the freed slot', async () => !(await rawConnection(t, broker, '127.0.6.4', 200)).closedAtOnce, WAIT_MS);
+  // Metrics name the cap.
+  const metrics = new GatewayMetrics();
+  metrics.brokerFrom(() => broker.stats());
+  const text = await metrics.registry.metrics();
+  assert.match(text, /^oti_mqtt_connections_refused_total\{reason="address"\} 1$/m);
+  assert.match(text, /^oti_mqtt_connections_refused_total\{reason="total"\} [1-9]\d*$/m);
+});
+
+void test('a connection over a cap is held unread for about broker.login.refusalDelayMs, then closed', async (t) => {
+  const delay = 400;
+  const broker = await startBroker(t, { maxConnections: 1, maxConnectionsPerAddress: 1, login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: delay } });
+  await rawConnection(t, broker, '127.0.7.1');
+  const sent = performance.now();
+  const over = netConnect({ host: '127.0.0.1', port: broker.port, localAddress: '127.0.7.1' }, () => over.write(connectPacket('over-the-cap', APP.username, APP.password)));
+  t.after(() => over.destroy());
+  over.on('error', () => undefined);
+  let answered = false;
+  over.on('data', () => (answered = true));
+  await new Promise((resolve) => over.once('close', resolve));
+  // Closed no sooner than half the delay (timers never fire early), with its CONNECT never read.
+  assert.ok(performance.now() - sent >= delay / 2, `closed after ${Math.round(performance.now() - sent)} ms`);
+  assert.equal(answered, false);
+  assert.deepEqual(broker.stats().connectionsRefused, { address: 1 });
 });
