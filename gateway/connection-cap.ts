@@ -3,8 +3,8 @@
  * from one remote address and `total` in all, so that one client, slow or many-socketed, cannot
  * take every slot and hold the gateway's memory, and others still get in. The local API answers a
  * connection over a cap with `503` (gateway/api/api-connection-cap.ts); the MQTT broker closes it
- * (MQTT has no way to refuse before a CONNECT is read). Either way the connection is refused
- * before anything it sent is read.
+ * unread after a delay (MQTT has no way to refuse before a CONNECT is read; gateway/broker/broker.ts).
+ * IPv4-mapped IPv6 addresses count as IPv4; other IPv6 addresses count one by one.
  */
 import type { Server, Socket } from 'node:net';
 
@@ -17,6 +17,8 @@ export interface ConnectionCaps {
   readonly perAddress: number;
   /** Told of each refused connection, with the cap it hit. */
   readonly onRefused?: (reason: CapReason, address: string) => void;
+  /** Addresses whose connections are neither counted nor refused. */
+  readonly exempt?: (address: string) => boolean;
 }
 
 /** The remote address a socket counts under: IPv4-mapped IPv6 addresses count as IPv4. */
@@ -35,6 +37,7 @@ export function capConnections(servers: readonly Server[], caps: ConnectionCaps,
   let open = 0;
   const onConnection = (server: Server, socket: Socket): void => {
     const address = addressOf(socket);
+    if (caps.exempt?.(address) === true) return;
     const mine = byAddress.get(address) ?? 0;
     const reason = mine >= caps.perAddress ? 'address' : open >= caps.total ? 'total' : undefined;
     if (reason !== undefined) {

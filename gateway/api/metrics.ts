@@ -263,7 +263,7 @@ export class GatewayMetrics {
     gauge('oti_mqtt_retained_client_bytes', 'Payload bytes of the retained messages clients hold on the broker.', (s) => s.retained.bytes);
     counter('oti_mqtt_publishes_refused_total', 'Client publishes the broker refused (the connection is closed), by error code.', 'code', (s) => s.publishesRefused);
     counter('oti_mqtt_retained_not_kept_total', 'Retained publishes of peer gateways passed on to live subscribers without being retained, by reason (not-on-roster: under the chain of a gateway not on the roster).', 'reason', (s) => s.retainedNotKept);
-    counter('oti_mqtt_connections_refused_total', 'MQTT connections closed at once because a connection cap was reached, by cap (address: broker.maxConnectionsPerAddress, total: broker.maxConnections).', 'reason', (s) => s.connectionsRefused);
+    counter('oti_mqtt_connections_refused_total', 'MQTT connections refused (closed unread) because a connection cap was reached, by cap (address: broker.maxConnectionsPerAddress, total: broker.maxConnections).', 'reason', (s) => s.connectionsRefused);
     counter('oti_mqtt_logins_refused_total', 'MQTT logins refused, by error code (ERR_MQTT_AUTH wrong credentials, ERR_MQTT_LOGIN_RATE too many failures, ERR_MQTT_BUSY too many checks waiting, ERR_MQTT_SESSIONS).', 'code', (s) => s.loginsRefused);
     counter('oti_mqtt_sessions_discarded_total', 'Persistent MQTT sessions discarded, by reason: over the principal\'s cap, or offline past the expiry.', 'reason', (s) => s.sessionsDiscarded);
   }

@@ -61,6 +61,8 @@ export interface BrokerOptions {
   maxConnections?: number;
   /** Open connections from one remote address; DEFAULT_MQTT_CONNECTION_CAPS.perAddress when not given. */
   maxConnectionsPerAddress?: number;
+  /** Time a client has to send its CONNECT, and on the TLS listener to finish its handshake first, ms (default 10 s). */
+  connectTimeoutMs?: number;
   rateLimit: { messagesPerSecond: number; burst: number };
   /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
   sessions?: SessionCaps;
@@ -98,7 +100,7 @@ export interface BrokerStats extends SessionStats {
   retainedNotKept: Record<string, number>;
   /** Logins refused, by error code. */
   loginsRefused: Record<string, number>;
-  /** Connections closed at once because a connection cap was reached, by cap (`address` or `total`). */
+  /** Connections refused (closed unread) because a connection cap was reached, by cap (`address` or `total`). */
   connectionsRefused: Record<string, number>;
 }
 
@@ -111,6 +113,8 @@ interface Principal {
 const CONNACK_SERVER_UNAVAILABLE = 3;
 const CONNACK_BAD_CREDENTIALS = 4;
 const CONNACK_NOT_AUTHORIZED = 5;
+/** Time a client has to send its CONNECT (and to finish a TLS handshake), unless BrokerOptions say otherwise. */
+const CONNECT_TIMEOUT_MS = 10_000;
 /** How long close() waits for clients to go before cutting their sockets. */
 const CLOSE_GRACE_MS = 1500;
 const ANONYMOUS = 'anonymous';
@@ -170,19 +174,22 @@ export class Broker {
     const log = opts.logger ?? silentLogger();
     const sessions = new BrokerSessions(opts.sessions ?? DEFAULT_SESSION_CAPS, log);
     // aedes types its persistence option as the callback interface; it calls the promise one (aedes 1.x).
-    const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout: 10_000, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
+    const connectTimeout = opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    const aedes = new Aedes({ persistence: sessions.persistence as never, connectTimeout, drainTimeout: 30_000, maxTopicLevels: 16, heartbeatInterval: 60_000 });
     const servers: Server[] = [];
     // Connections that arrive before the broker object exists are dropped.
     let onSocket = (socket: Socket): void => void socket.destroy();
     const accept = (socket: Socket): void => onSocket(socket);
     try {
       await aedes.listen();
-      const plain = createTcpServer(accept);
+      // Paused until the broker takes them (#accept): a connection over a cap is never read.
+      const plain = createTcpServer({ pauseOnConnect: true }, accept);
       servers.push(plain);
       const port = await listen(plain, opts.host, opts.port);
       let tlsPort: number | undefined;
       if (opts.tls !== undefined && tlsFiles !== undefined) {
-        const secure = createTlsServer(tlsFiles, accept);
+        // The handshake gets as long as a plain client gets to send its CONNECT.
+        const secure = createTlsServer({ ...tlsFiles, handshakeTimeout: connectTimeout }, accept);
         servers.push(secure);
         tlsPort = await listen(secure, opts.host, opts.tls.port);
       }
@@ -192,7 +199,13 @@ export class Broker {
       onSocket = (socket) => broker.#accept(socket);
       for (const s of servers) {
         s.on('error', (e) => log.error({ err: e.message }, 'MQTT listener error'));
-        s.on('tlsClientError', (e: Error) => log.debug({ err: e.message }, 'TLS handshake failed'));
+        // Node reports a failed or timed-out handshake here and leaves the socket open: closed
+        // here, or a client that never finishes one would hold its connection (and a slot under
+        // the connection caps) for as long as it likes.
+        s.on('tlsClientError', (e: Error, tlsSocket: Socket) => {
+          log.debug({ err: e.message }, 'TLS handshake failed');
+          tlsSocket.destroy();
+        });
       }
       log.debug({ host: opts.host, port, tlsPort }, 'MQTT broker listening');
       return broker;
@@ -299,23 +312,29 @@ export class Broker {
       }
     });
     this.#aedes.handle(conn);
+    socket.resume();
   }
 
   /**
    * broker.maxConnections and broker.maxConnectionsPerAddress over both listeners, counted as
-   * each TCP connection is accepted (a TLS one before its handshake): one more is closed at once.
+   * each TCP connection is accepted (a TLS one before its handshake); one more is refused
+   * (#closeLater). Connections from the gateway's own host (loopback, or the address the broker
+   * is bound to) are not counted: the gateway's own sync link comes from there, and a flood from
+   * the network must not shut it out.
    */
   #capConnections(): void {
     const caps = { total: this.#opts.maxConnections ?? DEFAULT_MQTT_CONNECTION_CAPS.total, perAddress: this.#opts.maxConnectionsPerAddress ?? DEFAULT_MQTT_CONNECTION_CAPS.perAddress };
+    const ownHost = new Set(['127.0.0.1', '::1', this.#opts.host]);
     capConnections(
       this.#servers,
       {
         ...caps,
+        exempt: (address) => ownHost.has(address),
         onRefused: (reason, address) => {
           this.#connectionsRefused[reason] = (this.#connectionsRefused[reason] ?? 0) + 1;
           const key = reason === 'address' ? 'broker.maxConnectionsPerAddress' : 'broker.maxConnections';
           const code = 'ERR_TOO_MANY_CONNECTIONS';
-          this.#log[this.#quiet(code) ? 'debug' : 'warn']({ remote: address, code, key, limit: reason === 'address' ? caps.perAddress : caps.total }, `MQTT connection closed: ${key} reached`);
+          this.#log[this.#quiet(code) ? 'debug' : 'warn']({ remote: address, code, key, limit: reason === 'address' ? caps.perAddress : caps.total }, `MQTT connection refused: ${key} reached; it is closed unread`);
         },
       },
       // The plain listener is the first; a TLS connection is closed at once.

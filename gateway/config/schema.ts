@@ -133,8 +133,8 @@ export const SCHEMA = section({
     port: port(1883, 'MQTT port of the embedded broker; 0 picks a free port (for tests).'),
     allowAnonymous: bool({ default: false, doc: 'Let clients connect without credentials (read-only role). Off unless turned on.' }),
     maxMessageBytes: int({ min: 1024, max: 268435455, default: 262144, doc: 'Largest MQTT packet the broker accepts (the protocol maximum is 268435455).' }),
-    maxConnections: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.total, doc: 'Open MQTT connections in all (both listeners, logged in or not yet); more are closed at once, before anything they send is read.' }),
-    maxConnectionsPerAddress: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.perAddress, doc: 'Open MQTT connections from one remote address, so one host cannot take every slot; more are closed at once.' }),
+    maxConnections: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.total, doc: 'Open MQTT connections in all (both listeners, logged in or not yet; the gateway\'s own host not counted); one more is closed unread after broker.login.refusalDelayMs (at once on the TLS listener).' }),
+    maxConnectionsPerAddress: int({ min: 1, max: 65_536, default: DEFAULT_MQTT_CONNECTION_CAPS.perAddress, doc: 'Open MQTT connections from one remote address, so one host cannot take every slot; one more is refused as for broker.maxConnections.' }),
     rateLimit: section({
       messagesPerSecond: int({ min: 1, max: 1_000_000, default: 500, doc: 'Sustained messages per second a client may publish.' }),
       burst: int({ min: 1, max: 1_000_000, default: 1000, doc: 'Messages a client may publish at once above the sustained rate.' }),
@@ -162,7 +162,7 @@ export const SCHEMA = section({
       failuresPerMinutePerAddress: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress, doc: 'Failed MQTT logins per minute (and burst) from one source address; beyond, its logins are refused unchecked with CONNACK 5 (ERR_MQTT_LOGIN_RATE).' }),
       failuresPerMinute: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.failuresPerMinute, doc: 'Failed MQTT logins per minute (and burst) from all addresses; beyond, logins are refused unchecked with CONNACK 3 (ERR_MQTT_LOGIN_RATE).' }),
       trackedAddresses: int({ min: 1, max: 1_000_000, default: DEFAULT_LOGIN_LIMITS.trackedAddresses, doc: 'Source addresses whose failed logins are remembered; the least recently seen is forgotten first.' }),
-      refusalDelayMs: int({ min: 0, max: 10_000, default: DEFAULT_LOGIN_LIMITS.refusalDelayMs, doc: 'Milliseconds a refused MQTT login waits for its CONNACK (3, 4 or 5), so that a client retrying at once retries at most once per delay; 0 answers at once.' }),
+      refusalDelayMs: int({ min: 0, max: 5000, default: DEFAULT_LOGIN_LIMITS.refusalDelayMs, doc: 'Milliseconds (0.5 to 1.5 times, at random) a refused MQTT login waits for its CONNACK (3, 4 or 5), and a connection over broker.maxConnections or broker.maxConnectionsPerAddress waits unread before it is closed, so that a client retrying at once retries about once per delay; 0 answers and closes at once.' }),
     }),
   }),
   api: section({

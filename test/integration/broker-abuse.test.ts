@@ -265,7 +265,7 @@ async function rawConnection(t: TestContext, broker: Broker, localAddress: strin
   return { socket, closedAtOnce };
 }
 
-void test('connection caps: broker.maxConnectionsPerAddress and broker.maxConnections close one more connection at once; a freed slot is taken again', async (t) => {
+void test('connection caps: broker.maxConnectionsPerAddress and broker.maxConnections refuse one more; the own host is not counted; a freed slot is taken again', async (t) => {
   const broker = await startBroker(t, { maxConnections: 4, maxConnectionsPerAddress: 2, login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: 0 } });
   const a1 = await rawConnection(t, broker, '127.0.6.1');
   const a2 = await rawConnection(t, broker, '127.0.6.1');
@@ -274,13 +274,15 @@ void test('connection caps: broker.maxConnectionsPerAddress and broker.maxConnec
   assert.deepEqual([a1.closedAtOnce, a2.closedAtOnce, a3.closedAtOnce], [false, false, true]);
   // Other addresses fill the rest of the total, then the next is closed too.
   const b1 = await rawConnection(t, broker, '127.0.6.2');
-  const { client } = await open(t, broker, { ...APP, clientId: 'within-the-caps' });
-  assert.equal(b1.closedAtOnce, false);
+  const b2 = await rawConnection(t, broker, '127.0.6.5');
+  assert.deepEqual([b1.closedAtOnce, b2.closedAtOnce], [false, false]);
   const c1 = await rawConnection(t, broker, '127.0.6.3');
   assert.equal(c1.closedAtOnce, true);
   assert.deepEqual(broker.stats().connectionsRefused, { address: 1, total: 1 });
-  // The logged-in client is not disturbed; once a connection closes, a new one gets its slot.
+  // The gateway's own host (here 127.0.0.1, where its own sync link comes from) still gets in.
+  const { client } = await open(t, broker, { ...APP, clientId: 'from-the-own-host' });
   assert.equal(client.connected, true);
+  // Once a connection closes, a new one gets its slot.
   a1.socket.destroy();
   await waitUntil('the freed slot', async () => !(await rawConnection(t, broker, '127.0.6.4', 200)).closedAtOnce, WAIT_MS);
   // Metrics name the cap.
@@ -291,19 +293,38 @@ void test('connection caps: broker.maxConnectionsPerAddress and broker.maxConnec
   assert.match(text, /^oti_mqtt_connections_refused_total\{reason="total"\} [1-9]\d*$/m);
 });
 
-void test('a connection over a cap is held unread for about broker.login.refusalDelayMs, then closed', async (t) => {
-  const delay = 400;
+/** Connects from `localAddress`, sends a CONNECT with the app's credentials, and resolves when the broker closes the connection: after how long, and whether anything came back. */
+async function closedAfter(t: TestContext, broker: Broker, localAddress: string): Promise<{ ms: number; answered: boolean }> {
+  const sent = performance.now();
+  const socket = netConnect({ host: '127.0.0.1', port: broker.port, localAddress }, () => socket.write(connectPacket(`c-${localAddress}`, APP.username, APP.password)));
+  t.after(() => socket.destroy());
+  socket.on('error', () => undefined);
+  let answered = false;
+  socket.on('data', () => (answered = true));
+  await new Promise((resolve) => socket.once('close', resolve));
+  return { ms: performance.now() - sent, answered };
+}
+
+void test('a connection over a cap waits unread for about broker.login.refusalDelayMs, then is closed; past as many waiting, and at close, at once', async (t) => {
+  const delay = 2000;
   const broker = await startBroker(t, { maxConnections: 1, maxConnectionsPerAddress: 1, login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: delay } });
   await rawConnection(t, broker, '127.0.7.1');
-  const sent = performance.now();
-  const over = netConnect({ host: '127.0.0.1', port: broker.port, localAddress: '127.0.7.1' }, () => over.write(connectPacket('over-the-cap', APP.username, APP.password)));
-  t.after(() => over.destroy());
-  over.on('error', () => undefined);
-  let answered = false;
-  over.on('data', () => (answered = true));
-  await new Promise((resolve) => over.once('close', resolve));
-  // Closed no sooner than half the delay (timers never fire early), with its CONNECT never read.
-  assert.ok(performance.now() - sent >= delay / 2, `closed after ${Math.round(performance.now() - sent)} ms`);
-  assert.equal(answered, false);
-  assert.deepEqual(broker.stats().connectionsRefused, { address: 1 });
+  // The first one over the cap waits at least half the delay (timers never fire early), its
+  // CONNECT never read and never answered; meanwhile the next one over it is closed at once
+  // (at most broker.maxConnections refused connections wait).
+  const held = closedAfter(t, broker, '127.0.7.2');
+  await waitUntil('the first refusal', () => broker.stats().connectionsRefused['total'] === 1, WAIT_MS);
+  const next = await rawConnection(t, broker, '127.0.7.3');
+  assert.equal(next.closedAtOnce, true);
+  const first = await held;
+  assert.ok(first.ms >= delay / 2, `closed after ${Math.round(first.ms)} ms`);
+  assert.equal(first.answered, false);
+  assert.deepEqual(broker.stats().connectionsRefused, { total: 2 });
+  // Closing the broker closes a waiting one at once.
+  const waiting = closedAfter(t, broker, '127.0.7.4');
+  await waitUntil('the third refusal', () => broker.stats().connectionsRefused['total'] === 3, WAIT_MS);
+  const closing = performance.now();
+  await broker.close();
+  await waiting;
+  assert.ok(performance.now() - closing < delay / 2, 'close() left a refused connection waiting');
 });

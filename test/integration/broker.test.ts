@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
 import { promisify } from 'node:util';
 import { test, type TestContext } from 'node:test';
 import type { IClientOptions, MqttClient } from 'mqtt';
@@ -315,6 +316,38 @@ void test('MQTT over TLS with a self-signed certificate', async (t) => {
   assert.deepEqual(JSON.parse(m?.payload.toString() ?? ''), committed(1));
   // A client that does not trust the certificate does not get in.
   await assert.rejects(open(t, `mqtts://127.0.0.1:${broker.tlsPort}`, { ...APP, rejectUnauthorized: true }));
+});
+
+void test('a TLS client that never finishes its handshake, and a plain one that never sends CONNECT, are closed after the connect timeout', async (t) => {
+  const dir = await tempDir(t);
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  try {
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  } catch (e) {
+    t.skip(`the openssl CLI could not make a certificate: ${(e as Error).message}`);
+    return;
+  }
+  // Node's own TLS handshake timeout only reports: the socket stayed open, holding a slot under the connection caps.
+  const { broker } = await startBroker(t, { tls: { port: 0, cert, key }, connectTimeoutMs: 300, maxConnections: 2 });
+  const silent = (port: number, localAddress: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+      t.after(() => socket.destroy());
+      socket.on('error', () => undefined);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`a silent connection to ${port} was still open after 10 s`));
+      }, 10_000);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  await Promise.all([silent(broker.tlsPort as number, '127.0.8.1'), silent(broker.port, '127.0.8.2')]);
+  // Their slots are free again: two more fill the cap without being refused.
+  await Promise.all([silent(broker.tlsPort as number, '127.0.8.3'), silent(broker.port, '127.0.8.4')]);
+  assert.deepEqual(broker.stats().connectionsRefused, {});
 });
 
 void test('close disconnects clients and refuses further publishes', async (t) => {
