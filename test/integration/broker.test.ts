@@ -295,7 +295,8 @@ void test('mosquitto_sub with a wrong password is refused', async (t) => {
   assert.notEqual(code, 0);
 });
 
-void test('MQTT over TLS with a self-signed certificate', async (t) => {
+/** A self-signed certificate for 127.0.0.1 made by the openssl CLI; the test is skipped without one. */
+async function selfSigned(t: TestContext): Promise<{ cert: string; key: string } | undefined> {
   const dir = await tempDir(t);
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
@@ -303,8 +304,15 @@ void test('MQTT over TLS with a self-signed certificate', async (t) => {
     await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
   } catch (e) {
     t.skip(`the openssl CLI could not make a certificate: ${(e as Error).message}`);
-    return;
+    return undefined;
   }
+  return { cert, key };
+}
+
+void test('MQTT over TLS with a self-signed certificate', async (t) => {
+  const pem = await selfSigned(t);
+  if (pem === undefined) return;
+  const { cert, key } = pem;
   const { broker } = await startBroker(t, { tls: { port: 0, cert, key } });
   assert.ok(broker.tlsPort !== undefined && broker.tlsPort > 0);
   const topic = broker.topics.status('lock-1', 1);
@@ -319,15 +327,9 @@ void test('MQTT over TLS with a self-signed certificate', async (t) => {
 });
 
 void test('a TLS client that never finishes its handshake, and a plain one that never sends CONNECT, are closed after the connect timeout', async (t) => {
-  const dir = await tempDir(t);
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  try {
-    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1']);
-  } catch (e) {
-    t.skip(`the openssl CLI could not make a certificate: ${(e as Error).message}`);
-    return;
-  }
+  const pem = await selfSigned(t);
+  if (pem === undefined) return;
+  const { cert, key } = pem;
   // Node's own TLS handshake timeout only reports: the socket stayed open, holding a slot under the connection caps.
   const { broker } = await startBroker(t, { tls: { port: 0, cert, key }, connectTimeoutMs: 300, maxConnections: 2 });
   const silent = (port: number, localAddress: string): Promise<void> =>
