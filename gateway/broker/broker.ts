@@ -350,14 +350,14 @@ export class Broker {
    * handshake would go on meanwhile), the connection is closed at once.
    */
   #closeLater(socket: Socket, hold: number): void {
-    const delay = (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs;
-    if (delay === 0 || this.#held.size >= hold || this.#closing !== undefined) {
+    const delay = this.#refusalDelay();
+    if (delay === 0 || this.#held.size >= hold) {
       socket.destroy();
       return;
     }
     socket.pause();
     this.#held.add(socket);
-    const timer = setTimeout(() => socket.destroy(), delay * (0.5 + Math.random()));
+    const timer = setTimeout(() => socket.destroy(), delay);
     socket.once('close', () => {
       clearTimeout(timer);
       this.#held.delete(socket);
@@ -433,21 +433,26 @@ export class Broker {
    * over 3,000 attempts a second and kept the gateway's main thread busy (docs/DECISIONS.md).
    */
   #refuseLater(answer: () => void): void {
-    const delay = (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs;
-    if (delay === 0 || this.#closing !== undefined) {
+    const delay = this.#refusalDelay();
+    if (delay === 0) {
       answer();
       return;
     }
-    // Spread over half to one and a half times the delay: clients refused together (a flood's
-    // first burst) come back spread out, not all in the same turn of the event loop.
-    const timer = setTimeout(
-      () => {
-        this.#refusals.delete(timer);
-        answer();
-      },
-      delay * (0.5 + Math.random()),
-    );
+    const timer = setTimeout(() => {
+      this.#refusals.delete(timer);
+      answer();
+    }, delay);
     this.#refusals.set(timer, answer);
+  }
+
+  /**
+   * How long this refusal waits, ms: `login.refusalDelayMs` times 0.5 to 1.5 at random, so that
+   * clients refused together (a flood's first burst) come back spread out, not all in the same
+   * turn of the event loop; 0 once the broker is closing.
+   */
+  #refusalDelay(): number {
+    if (this.#closing !== undefined) return 0;
+    return (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs * (0.5 + Math.random());
   }
 
   /** True when a flood-guard or connection-cap refusal with `code` was already logged at warn in the last minute. */
