@@ -140,6 +140,7 @@ export class Broker {
   readonly #connectionsRefused: Record<string, number> = {};
   /** Connections over a cap waiting, unread, to be closed (#closeLater). */
   readonly #held = new Set<Socket>();
+  readonly #login: LoginLimits;
   readonly #guard: LoginGuard;
   readonly #warnedAt = new Map<ErrorCode, number>();
   /** Refused logins waiting for their answer (#refuseLater), answered at once when the broker closes. */
@@ -153,7 +154,8 @@ export class Broker {
     this.#opts = opts;
     this.#sessions = sessions;
     const retained = opts.retained ?? DEFAULT_RETAINED_CAPS;
-    this.#guard = new LoginGuard(opts.login ?? DEFAULT_LOGIN_LIMITS);
+    this.#login = opts.login ?? DEFAULT_LOGIN_LIMITS;
+    this.#guard = new LoginGuard(this.#login);
     this.#retained = new RetainedQuota({ maxMessages: retained.maxPerPrincipal, maxBytes: retained.maxBytesPerPrincipal });
     this.topics = topics;
     this.#aedes = aedes;
@@ -355,7 +357,7 @@ export class Broker {
       socket.destroy();
       return;
     }
-    socket.pause();
+    // Not read meanwhile: the plain listener's sockets start paused (pauseOnConnect).
     this.#held.add(socket);
     const timer = setTimeout(() => socket.destroy(), delay);
     socket.once('close', () => {
@@ -452,7 +454,7 @@ export class Broker {
    */
   #refusalDelay(): number {
     if (this.#closing !== undefined) return 0;
-    return (this.#opts.login ?? DEFAULT_LOGIN_LIMITS).refusalDelayMs * (0.5 + Math.random());
+    return this.#login.refusalDelayMs * (0.5 + Math.random());
   }
 
   /** True when a flood-guard or connection-cap refusal with `code` was already logged at warn in the last minute. */
