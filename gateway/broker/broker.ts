@@ -447,11 +447,7 @@ export class Broker {
     this.#refusals.set(timer, answer);
   }
 
-  /**
-   * How long this refusal waits, ms: `login.refusalDelayMs` times 0.5 to 1.5 at random, so that
-   * clients refused together (a flood's first burst) come back spread out, not all in the same
-   * turn of the event loop; 0 once the broker is closing.
-   */
+  /** `login.refusalDelayMs` × 0.5–1.5 at random (clients refused together come back spread out); 0 once closing. */
   #refusalDelay(): number {
     if (this.#closing !== undefined) return 0;
     return this.#login.refusalDelayMs * (0.5 + Math.random());
