@@ -114,6 +114,11 @@ export class PersonKeyStore {
   async put(personId: Uint8Array, wrapped: Uint8Array): Promise<void> {
     if (boxKeyId(wrapped, 32) === undefined || wrapped.length !== WRAPPED_KEY_BYTES) throw new OtiError('ERR_ARGUMENT', 'the person key must be wrapped to the site privacy key (85 bytes)', { argument: 'key' });
     await writeFileAtomic(this.#path(personId), wrapped, { mode: 0o600, overwrite: false });
+    // An erasure applied meanwhile (learnt from a peer's chain) wins: no key beside its marker.
+    if (await this.isErased(personId)) {
+      await this.destroy(personId);
+      throw new OtiError('ERR_PRIVACY_ERASED', `person ${personHex(personId)} was erased: the key just stored was destroyed`, { person: personHex(personId) });
+    }
   }
 
   /** Replaces a wrapped key (after a rotation re-wrapped it). */
@@ -403,6 +408,21 @@ async function locatePerson(chain: Chain, o: PrivacyApiOptions, person: Uint8Arr
 }
 
 /**
+ * A person id is recorded once, by one gateway, and never again once erased: a second holder's key
+ * would outlive an erasure at the first, and a key stored after an erasure would undo it. (An id
+ * with a key here is refused by PersonKeyStore.put.)
+ */
+async function refuseKnownPerson(chain: Chain, o: PrivacyApiOptions, person: Uint8Array): Promise<void> {
+  const hex = toHex(person);
+  if (await o.store.isErased(person)) throw new OtiError('ERR_PRIVACY_ERASED', `person ${hex} was erased: an erased id is never recorded again (record the person under a new id)`, { person: hex });
+  const found = await locatePerson(chain, o, person);
+  if (found !== undefined && found.origin !== chain.origin) {
+    const holder = originGateway(found.origin);
+    throw new OtiError('ERR_ARGUMENT', `person ${hex} is already recorded by gateway ${holder}, which holds their key (a person has one holder)`, { argument: 'person', holder });
+  }
+}
+
+/**
  * Serves /privacy/... for a caller already authorised as a privacy reader. Returns the status and
  * JSON body; throws coded errors (ERR_NOT_FOUND for an unknown path or person, ERR_ARGUMENT,
  * ERR_PRIVACY_ERASED, ERR_PRIVACY_NO_KEY, ERR_PRIVACY_OPEN).
@@ -410,6 +430,7 @@ async function locatePerson(chain: Chain, o: PrivacyApiOptions, person: Uint8Arr
 export async function privacyRoute(chain: Chain, o: PrivacyApiOptions, method: string, path: string, body: () => Promise<Uint8Array>): Promise<{ status: number; json: unknown }> {
   if (method === 'POST' && path === '/privacy/persons') {
     const p = parsePersonPost(await body());
+    await refuseKnownPerson(chain, o, p.person);
     const r = await recordPerson(chain, o.store, p.person, p.fields, p.wrapped);
     return { status: 201, json: { ...r, person: toHex(p.person) } };
   }

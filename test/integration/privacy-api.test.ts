@@ -17,15 +17,16 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, rename } from 'node:fs/promises';
+import { chmod, copyFile, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startTestGateway, freePort, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { ptyPair } from '../../drivers/pty.js';
 import { SerialSimLink } from '../../drivers/simlink.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { generateKeyPair, toHex } from '../../ledger/crypto.js';
-import { readPublicPrivacyFile, SEALED_CRED_BYTES } from '../../ledger/privacy.js';
+import { encryptPersonFields, newPersonKey, readPublicPrivacyFile, SEALED_CRED_BYTES, wrapPersonKey } from '../../ledger/privacy.js';
 import { otiIn as oti, otiSite } from '../support/oti-cli.js';
+import { encode } from '../../ledger/base/cbor.js';
 import { waitUntil } from '../support/wait.js';
 
 const SITE_PASS = 'site passphrase for privacy api tests';
@@ -235,6 +236,15 @@ void test('privacy role over HTTP: sealed credentials only for api.token, pseudo
     const again = await call(base, `/privacy/persons/${person}/erase`, PRIVACY_TOKEN, { method: 'POST' });
     assert.equal(again.status, 200, 'erasure is idempotent');
     assert.equal(again.body['destroyed'], false);
+    // The erased id recorded again (the body `oti privacy person add` would post): refused, and no
+    // key is stored beside the erasure marker.
+    const key = newPersonKey();
+    const id = Buffer.from(person, 'hex');
+    const readd = encode({ key: wrapPersonKey(pub.current, pub.siteId, id, key), fields: encryptPersonFields(key, pub.siteId, id, { name: 'someone else' }), person: id });
+    const refused = await call(base, '/privacy/persons', PRIVACY_TOKEN, { method: 'POST', body: readd, type: 'application/cbor' });
+    assert.equal(refused.status, 410, refused.text);
+    assert.equal(errorCode(refused), 'ERR_PRIVACY_ERASED');
+    assert.deepEqual((await readdir(join(data, 'persons'))).filter((n) => n.startsWith(person)), [`${person}.erased`]);
     // A person id that this gateway never recorded is not "erased" by a typo.
     const never = await call(base, `/privacy/persons/${someone}/erase`, PRIVACY_TOKEN, { method: 'POST' });
     assert.equal(never.status, 404);

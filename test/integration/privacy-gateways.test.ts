@@ -19,6 +19,8 @@ import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, freePort, writeGatewayConfig, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
 import { oti as runOti, type Run } from '../support/oti-cli.js';
+import { encode } from '../../ledger/base/cbor.js';
+import { encryptPersonFields, newPersonKey, readPublicPrivacyFile, wrapPersonKey } from '../../ledger/privacy.js';
 
 const SITE_PASS = 'site passphrase for two gateways';
 const PRIVACY_PASS = 'privacy keyring passphrase 0003';
@@ -43,8 +45,9 @@ interface Answer {
   readonly body: Record<string, unknown>;
 }
 
-async function call(api: string, path: string, method = 'GET'): Promise<Answer> {
-  const r = await fetch(`${api}${path}`, { method, headers: { authorization: `Bearer ${PRIVACY_TOKEN}` } });
+async function call(api: string, path: string, method = 'GET', body?: Uint8Array): Promise<Answer> {
+  const headers = { authorization: `Bearer ${PRIVACY_TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/cbor' } : {}) };
+  const r = await fetch(`${api}${path}`, { method, headers, ...(body !== undefined ? { body } : {}) });
   return { status: r.status, body: (await r.json()) as Record<string, unknown> };
 }
 
@@ -122,6 +125,16 @@ void test('a person key is held by the recording gateway only: other gateways na
     assert.equal(errorOf(a).code, 'ERR_PRIVACY_NO_KEY');
     assert.match(String(errorOf(a).message), /recorded by gateway gw-1, which alone holds the person's key/);
   }
+  // The same person id recorded through gw-2 would give them a second key holder, whose key an
+  // erasure at gw-1 would not destroy: refused, naming gw-1.
+  const pub = await readPublicPrivacyFile(join(dir, 'site', 'privacy.json'));
+  const key = newPersonKey();
+  const id = Buffer.from(person, 'hex');
+  const again = encode({ key: wrapPersonKey(pub.current, pub.siteId, id, key), fields: encryptPersonFields(key, pub.siteId, id, { name: 'a second holder' }), person: id });
+  const twice = await call(gw2.api, '/privacy/persons', 'POST', again);
+  assert.equal(twice.status, 400, JSON.stringify(twice.body));
+  assert.equal(errorOf(twice).code, 'ERR_ARGUMENT');
+  assert.match(String(errorOf(twice).message), /already recorded by gateway gw-1/);
   const viaGw2 = await oti(['privacy', 'erase', person, '--yes', '--api', gw2.api], dir, { OTI_PRIVACY_TOKEN: PRIVACY_TOKEN });
   assert.equal(viaGw2.code, 1);
   assert.match(viaGw2.stderr, /gw-1.*ERR_PRIVACY_NO_KEY/);
