@@ -51,6 +51,22 @@ void test('a rotate statement replayed after a rotation back is refused: a retir
   assert.equal(roster.get('lock', 'door-1')!.history.length, 3);
 });
 
+void test('the same rules hold for gateways: a kept gateway rotation or revocation applies once', () => {
+  const site = makeSite();
+  const [k, x] = [generateKeyPair(), generateKeyPair()];
+  const gw = (s: Omit<RosterStatement, 'site' | 'role' | 'id'>): SignedStatement => sign(site, { role: 'gateway', id: 'gw-2', ...s });
+  const roster = new Roster();
+  roster.apply(gw({ op: 'enroll', key: k.publicKey, time: T }));
+  const r1 = gw({ op: 'rotate', prev: k.publicKey, key: x.publicKey, time: T + 1 });
+  roster.apply(r1);
+  assert.throws(() => roster.apply(gw({ op: 'rotate', prev: x.publicKey, key: k.publicKey, time: T + 2 })), broke('key-held'));
+  assert.throws(() => roster.apply(r1), broke('not-current'));
+  const rv = gw({ op: 'revoke', key: x.publicKey, time: T + 3 });
+  roster.apply(rv);
+  assert.throws(() => roster.apply(rv), broke('already-revoked'));
+  assert.equal(roster.get('gateway', 'gw-2')!.history.length, 3);
+});
+
 void test('a revocation applies once: the same statement again, or a new one, is refused', () => {
   const site = makeSite();
   const k = generateKeyPair();
