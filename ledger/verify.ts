@@ -297,7 +297,7 @@ export class ChainVerifier {
           this.#roster.apply(body.signed);
           this.#rosterDigest = undefined;
         } catch (e) {
-          if (isOtiError(e)) throw new OtiError(e.code, `entry ${index} of ${this.origin}: ${e.message}`, { index }, { cause: e });
+          if (isOtiError(e)) throw new OtiError(e.code, `entry ${index} of ${this.origin}: ${e.message}`, { ...e.details, index }, { cause: e });
           throw e;
         }
         break;

@@ -35,7 +35,8 @@ export interface RosterListingMember {
  * Decodes a signed statement, appends it to `chain` as a roster entry and waits until it is
  * durable. Throws ERR_ARGUMENT (empty or oversized body), ERR_ENCODING_* (not a signed
  * statement), ERR_ROSTER (not signed by a site key, wrong site, or does not fit the roster:
- * unknown member, wrong current key, revoked id), ERR_APPEND_ABORTED (chain closing).
+ * unknown member, wrong current key, a key held before, revoked member, a statement applied
+ * before; details.rule names the rule), ERR_APPEND_ABORTED (chain closing).
  */
 export async function handleRosterPost(chain: Chain, body: Uint8Array): Promise<{ index: number; id: string } | { index: null; id: null; unchanged: true }> {
   if (!(body instanceof Uint8Array) || body.length === 0 || body.length > ROSTER_POST_MAX_BYTES) {
