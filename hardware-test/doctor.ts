@@ -21,7 +21,10 @@ export interface DoctorOptions {
   readonly serialPorts: readonly { readonly path: string; readonly baudRate: number }[];
   /** TX is bridged to RX on every serial port (loopback plug): also check that bytes come back. */
   readonly loopback: boolean;
-  readonly ble: boolean;
+  /** The serial ports the gateway's configuration names (serial.ports): held by it while it runs. */
+  readonly gatewaySerialPorts?: readonly string[];
+  /** Check Bluetooth, or the reason not to (shown as the check's SKIP). */
+  readonly ble: true | { readonly skip: string };
   readonly bleScanSeconds: number;
   readonly brokerHost: string;
   readonly brokerPort: number;
@@ -44,13 +47,15 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckResult[]> {
   add(dir);
   add(dir.status === 'fail' || dir.data?.['missing'] === true ? result('storage fsync', 'skip', 'the data folder is not usable or does not exist yet') : await checkFsync(o.dataDir, o.fsyncFiles));
   if (dir.data?.['missing'] !== true) add(await checkIdentity(o.dataDir, (o.now ?? Date.now)()));
-  if (o.apiUrl !== undefined) add(await checkGatewayRunning(o.apiUrl));
+  const running = o.apiUrl !== undefined ? await checkGatewayRunning(o.apiUrl) : undefined;
+  if (running !== undefined) add(running);
+  const gatewayRuns = running?.data?.['answers'] === true;
   add(checkSignatureVerifier());
   add(checkClockYear((o.now ?? Date.now)()));
   add(await checkNtp());
   if (o.serialPorts.length === 0) add(result('serial', 'skip', 'no serial ports configured (serial.ports, or --serial PATH)'));
-  for (const p of o.serialPorts) add(await checkSerialPort(p.path, p.baudRate, o.loopback));
-  add(o.ble ? await checkBluetooth({ scanSeconds: o.bleScanSeconds, ...(o.loadNoble !== undefined ? { load: o.loadNoble } : {}) }) : result('bluetooth', 'skip', 'ble.enabled is false'));
+  for (const p of o.serialPorts) add(await checkSerialPort(p.path, p.baudRate, o.loopback, undefined, gatewayRuns && (o.gatewaySerialPorts ?? []).includes(p.path)));
+  add(o.ble === true ? await checkBluetooth({ scanSeconds: o.bleScanSeconds, ...(o.loadNoble !== undefined ? { load: o.loadNoble } : {}) }) : result('bluetooth', 'skip', o.ble.skip));
   add(await checkMulticast());
   add(await checkBrokerPort(o.brokerHost, o.brokerPort));
   return out;

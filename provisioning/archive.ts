@@ -6,11 +6,12 @@ import { writeFile } from 'node:fs/promises';
 import { OtiError } from '../ledger/base/errors.js';
 import { RECEIPT_MAX_BYTES } from '../ledger/receipt.js';
 import { TLOG_PROOF_MAX_BYTES } from '../ledger/tlog-proof.js';
-import { ApiClient } from './api-client.js';
+import { ApiClient, type ApiTarget } from './api-client.js';
 import { str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import type { Terminal } from './terminal.js';
 
 const DEFAULT_ARCHIVE = 'http://127.0.0.1:8480';
+const ARCHIVE_API: ApiTarget = { what: 'the archive', address: '--archive or $OTI_ARCHIVE_URL', running: 'it is started with npm run archive, docs/ARCHIVE.md', token: '--token or OTI_ARCHIVE_TOKEN' };
 
 const ARCHIVE_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   archive: { type: 'string', value: 'URL', help: `the archive's HTTP API (default ${DEFAULT_ARCHIVE}, or $OTI_ARCHIVE_URL)` },
@@ -25,7 +26,7 @@ const PAGE_OPTIONS: Readonly<Record<string, OptionSpec>> = {
 };
 
 function client(p: Parsed, term: Terminal): ApiClient {
-  return new ApiClient(str(p, 'archive') ?? term.env('OTI_ARCHIVE_URL') ?? DEFAULT_ARCHIVE, str(p, 'token') ?? term.env('OTI_ARCHIVE_TOKEN'), '--token or OTI_ARCHIVE_TOKEN');
+  return new ApiClient(str(p, 'archive') ?? term.env('OTI_ARCHIVE_URL') ?? DEFAULT_ARCHIVE, str(p, 'token') ?? term.env('OTI_ARCHIVE_TOKEN'), ARCHIVE_API);
 }
 
 function time(p: Parsed, name: string): string | undefined {

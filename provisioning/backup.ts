@@ -23,11 +23,13 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, lstat, access, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, lstat, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep, basename } from 'node:path';
 import { OtiError, isOtiError } from '../ledger/base/errors.js';
-import { flag, str, type Command } from './command.js';
-import { openLedger, snapshotDataDir, type OpenedLedger } from './ledger-access.js';
+import { errnoCode } from '../ledger/base/files.js';
+import { flag, str, type Command, type Outcome, type Parsed } from './command.js';
+import type { Terminal } from './terminal.js';
+import { existingLedger, openLedger, snapshotDataDir, type OpenedLedger } from './ledger-access.js';
 import { keepNewerRecord } from '../gateway/sync/checkpoint-record.js';
 
 const MAGIC = Buffer.from('OTIBAK01', 'latin1');
@@ -88,7 +90,8 @@ async function listFiles(root: string, skip: (rel: string) => boolean): Promise<
 async function holdDataDir(data: string): Promise<{ dir: string; live: boolean; close(): Promise<void> }> {
   let ledger: OpenedLedger | undefined;
   try {
-    ledger = await access(join(data, 'ledger')).then(
+    // A folder without a usable ledger is backed up as it is (LevelDB would create one).
+    ledger = await existingLedger(data).then(
       () => openLedger(data, { copyIfLocked: false }),
       () => undefined,
     );
@@ -98,6 +101,49 @@ async function holdDataDir(data: string): Promise<{ dir: string; live: boolean; 
     return { dir: snap.dir, live: true, close: () => snap.close() };
   }
   return { dir: data, live: false, close: async () => ledger?.close() };
+}
+
+/** ERR_NOT_FOUND unless `data` is a folder: a mistyped --data is said as such, not as a raw ENOENT. */
+async function requireDataDir(data: string): Promise<void> {
+  const st = await stat(data).catch(() => undefined);
+  if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no data folder ${data}: --data names the gateway's data folder (installed: /var/lib/oti-gateway)`, { path: data });
+  if (!st.isDirectory()) throw new OtiError('ERR_ARGUMENT', `${data} is not a folder: --data names the gateway's data folder (installed: /var/lib/oti-gateway)`, { path: data });
+}
+
+type OutProblem = 'EEXIST' | 'ENOENT' | 'EISDIR' | 'EACCES';
+
+function outError(out: string, problem: OutProblem, errno: string = problem): OtiError {
+  if (problem === 'EEXIST') return new OtiError('ERR_ARGUMENT', `${out} already exists; choose another --out, or add --force to overwrite it`, { path: out });
+  if (problem === 'ENOENT') return new OtiError('ERR_NOT_FOUND', `cannot write ${out}: the folder ${dirname(out)} does not exist; create it or choose another --out`, { path: out });
+  if (problem === 'EISDIR') return new OtiError('ERR_ARGUMENT', `${out} is a folder; --out names the backup file to write, e.g. ${join(out, 'gateway.otibak')}`, { path: out });
+  return new OtiError('ERR_ARGUMENT', `cannot write ${out} (${errno}): choose a --out this user may write`, { path: out });
+}
+
+/** The problem an errno of open(--out) stands for, if it is one of a wrong --out. */
+function outProblem(errno: string | undefined): OutProblem | undefined {
+  if (errno === 'EEXIST' || errno === 'EISDIR') return errno;
+  if (errno === 'ENOENT' || errno === 'ENOTDIR') return 'ENOENT';
+  if (errno === 'EACCES' || errno === 'EPERM' || errno === 'EROFS') return 'EACCES';
+  return undefined;
+}
+
+/** Refuses a --out that cannot be written, before anything is copied or a passphrase asked for. */
+async function checkOut(out: string, force: boolean): Promise<void> {
+  const st = await lstat(out).catch(() => undefined);
+  if (st?.isDirectory() === true) throw outError(out, 'EISDIR');
+  if (st !== undefined && !force) throw outError(out, 'EEXIST');
+  if ((await stat(dirname(out)).catch(() => undefined))?.isDirectory() !== true) throw outError(out, 'ENOENT');
+}
+
+/** Opens the backup file to write (0600), with a coded error for each reason it cannot be. */
+async function openOut(out: string, force: boolean): Promise<FileHandle> {
+  try {
+    return await open(out, force ? 'w' : 'wx', 0o600);
+  } catch (e) {
+    const errno = errnoCode(e);
+    const problem = outProblem(errno);
+    throw problem !== undefined ? outError(out, problem, errno) : e;
+  }
 }
 
 const backup: Command = {
@@ -114,6 +160,8 @@ const backup: Command = {
   async run(p, term) {
     const data = str(p, 'data', true);
     const out = str(p, 'out', true);
+    await requireDataDir(data);
+    await checkOut(out, flag(p, 'force'));
     const source = await holdDataDir(data);
     try {
       const files = await listFiles(source.dir, (rel) => rel === 'ledger/LOCK');
@@ -125,7 +173,7 @@ const backup: Command = {
       const cipher = createCipheriv('aes-256-gcm', key, Buffer.from(header.nonce, 'base64'));
       key.fill(0);
       cipher.setAAD(headerBytes);
-      const fh = await open(out, flag(p, 'force') ? 'w' : 'wx', 0o600);
+      const fh = await openOut(out, flag(p, 'force'));
       let total = 0;
       try {
         const len = Buffer.alloc(4);
@@ -241,7 +289,7 @@ const restore: Command = {
   name: 'restore',
   summary: 'Restore a gateway data folder from a backup file (checks the passphrase and integrity first).',
   details: [
-    'Stop the gateway first. An existing data folder is kept as <DIR>.before-restore-<time> (with --force and a confirmation).',
+    'Stop the gateway first: while a gateway holds the data folder’s ledger the restore is refused (ERR_STORE_LOCKED) and nothing is changed. An existing data folder is kept as <DIR>.before-restore-<time> (with --force and a confirmation).',
     'A gateway restored from an older backup must not append before it recovers its newer chain tip from peers: the replaced folder’s last-checkpoint.json is kept when it records a longer chain of the same gateway (docs/SYNC.md §Recovery of the own chain).',
   ],
   positionals: [{ name: 'FILE', help: 'a backup written by oti backup' }],
@@ -258,91 +306,123 @@ const restore: Command = {
     const existing = await lstat(data).catch(() => undefined);
     const nonEmpty = existing !== undefined && (!existing.isDirectory() || (await readdir(data)).length > 0);
     if (nonEmpty && !flag(p, 'force')) throw new OtiError('ERR_ARGUMENT', `${data} exists and is not empty; restore with --force to move it aside`, { path: data });
-    const st = await stat(file).catch(() => undefined);
-    if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no file ${file}`);
-    const head = await open(file, 'r');
-    let header: Header;
-    let headerBytes: Buffer;
-    let start: number;
+    // Held until the folder is moved aside: a running gateway (or one starting meanwhile) would
+    // go on writing into the folder moved aside, and the restored one would lack what it wrote.
+    const held = nonEmpty ? await holdForRestore(data) : undefined;
     try {
-      const pre = Buffer.alloc(12);
-      await head.read(pre, 0, 12, 0);
-      if (!pre.subarray(0, 8).equals(MAGIC)) throw backupError(file, 'is not an OTI backup');
-      const n = pre.readUInt32BE(8);
-      if (n > HEADER_MAX || 12 + n + TAG + 2 > st.size) throw backupError(file, 'has a bad header length');
-      headerBytes = Buffer.alloc(n);
-      await head.read(headerBytes, 0, n, 12);
-      start = 12 + n;
-      header = parseHeader(file, headerBytes);
+      return await restoreInto(p, term, file, data, existing !== undefined, nonEmpty);
     } finally {
-      await head.close();
+      await held?.close();
     }
-    if (nonEmpty) await term.confirm(`Replace the data folder ${data} (it is moved aside) with the backup from ${header.created}?`, flag(p, 'yes'));
-    const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_BACKUP_PASSPHRASE', purpose: 'backup' });
-    const key = await deriveKey(passphrase, header);
-    if (!timingSafeEqual(Buffer.from(passphraseCheck(key), 'base64'), Buffer.from(header.check, 'base64'))) {
-      key.fill(0);
-      throw backupError(file, 'wrong passphrase');
-    }
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(header.nonce, 'base64'));
-    key.fill(0);
-    decipher.setAAD(headerBytes);
-    const tag = Buffer.alloc(TAG);
-    const tfh = await open(file, 'r');
-    await tfh.read(tag, 0, TAG, st.size - TAG);
-    await tfh.close();
-    decipher.setAuthTag(tag);
-    const tmp = join(dirname(data), `.${basename(data)}.restoring-${process.pid}`);
-    await rm(tmp, { recursive: true, force: true });
-    await mkdir(tmp, { mode: 0o700 });
-    const ex = new Extractor(tmp, file);
-    const bar = term.progress('restore');
-    try {
-      let read = 0;
-      const total = st.size - TAG - start;
-      for await (const chunk of createReadStream(file, { start, end: st.size - TAG - 1 })) {
-        read += (chunk as Buffer).length;
-        await ex.push(decipher.update(chunk as Buffer));
-        bar.update(read, total);
-      }
-      try {
-        await ex.push(decipher.final());
-      } catch {
-        throw backupError(file, 'the file was altered or is damaged (authentication tag mismatch)');
-      }
-      if (!ex.done) throw backupError(file, 'is truncated');
-    } catch (e) {
-      await ex.close();
-      await rm(tmp, { recursive: true, force: true });
-      // The tag is checked only at final(), so an altered file may first show as bad records.
-      if (e instanceof OtiError && e.code !== 'ERR_BACKUP') throw backupError(file, `the file was altered or is damaged (${e.message})`);
-      throw e;
-    } finally {
-      bar.end();
-    }
-    let movedAside: string | undefined;
-    if (existing !== undefined) {
-      if (nonEmpty) {
-        movedAside = `${data}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-        await rename(data, movedAside);
-      } else {
-        await rm(data, { recursive: true });
-      }
-    }
-    // The replaced folder's record of a longer chain is kept: the older ledger is then recovered
-    // from peers before the gateway appends (docs/SYNC.md §Recovery of the own chain).
-    const keptRecord = movedAside !== undefined ? await keepNewerRecord(movedAside, tmp) : undefined;
-    await rename(tmp, data);
-    return {
-      json: { data, files: ex.count, movedAside: movedAside ?? null, created: header.created, keptRecord: keptRecord ?? null },
-      text: [
-        `restored ${ex.count} files into ${data} (backup of ${header.created})`,
-        ...(movedAside !== undefined ? [`the previous data folder is in ${movedAside}`] : []),
-        ...(keptRecord !== undefined ? [`kept its last-checkpoint record (${keptRecord} entries): the gateway recovers the newer entries from its peers before it appends, and waits for them (ERR_LEDGER_LOST) if none has them`] : []),
-      ],
-    };
   },
 };
+
+/**
+ * Holds the ledger of the data folder a restore replaces (ERR_STORE_LOCKED while a gateway runs
+ * on it). A folder whose ledger is missing or does not open (the damage a restore repairs) is
+ * held by nobody: undefined.
+ */
+async function holdForRestore(data: string): Promise<OpenedLedger | undefined> {
+  try {
+    await existingLedger(data);
+  } catch {
+    return undefined;
+  }
+  try {
+    return await openLedger(data, { copyIfLocked: false });
+  } catch (e) {
+    if (isOtiError(e, 'ERR_STORE_LOCKED')) {
+      throw new OtiError('ERR_STORE_LOCKED', `a running gateway holds the ledger in ${data}; stop it first (systemctl stop oti-gateway), restore, then start it; nothing was changed`, { path: data }, { cause: e });
+    }
+    return undefined;
+  }
+}
+
+async function restoreInto(p: Parsed, term: Terminal, file: string, data: string, existing: boolean, nonEmpty: boolean): Promise<Outcome> {
+  const st = await stat(file).catch(() => undefined);
+  if (st === undefined) throw new OtiError('ERR_NOT_FOUND', `no file ${file}`);
+  const head = await open(file, 'r');
+  let header: Header;
+  let headerBytes: Buffer;
+  let start: number;
+  try {
+    const pre = Buffer.alloc(12);
+    await head.read(pre, 0, 12, 0);
+    if (!pre.subarray(0, 8).equals(MAGIC)) throw backupError(file, 'is not an OTI backup');
+    const n = pre.readUInt32BE(8);
+    if (n > HEADER_MAX || 12 + n + TAG + 2 > st.size) throw backupError(file, 'has a bad header length');
+    headerBytes = Buffer.alloc(n);
+    await head.read(headerBytes, 0, n, 12);
+    start = 12 + n;
+    header = parseHeader(file, headerBytes);
+  } finally {
+    await head.close();
+  }
+  if (nonEmpty) await term.confirm(`Replace the data folder ${data} (it is moved aside) with the backup from ${header.created}?`, flag(p, 'yes'));
+  const passphrase = await term.passphrase({ file: str(p, 'passphrase-file'), env: 'OTI_BACKUP_PASSPHRASE', purpose: 'backup' });
+  const key = await deriveKey(passphrase, header);
+  if (!timingSafeEqual(Buffer.from(passphraseCheck(key), 'base64'), Buffer.from(header.check, 'base64'))) {
+    key.fill(0);
+    throw backupError(file, 'wrong passphrase');
+  }
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(header.nonce, 'base64'));
+  key.fill(0);
+  decipher.setAAD(headerBytes);
+  const tag = Buffer.alloc(TAG);
+  const tfh = await open(file, 'r');
+  await tfh.read(tag, 0, TAG, st.size - TAG);
+  await tfh.close();
+  decipher.setAuthTag(tag);
+  const tmp = join(dirname(data), `.${basename(data)}.restoring-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { mode: 0o700 });
+  const ex = new Extractor(tmp, file);
+  const bar = term.progress('restore');
+  try {
+    let read = 0;
+    const total = st.size - TAG - start;
+    for await (const chunk of createReadStream(file, { start, end: st.size - TAG - 1 })) {
+      read += (chunk as Buffer).length;
+      await ex.push(decipher.update(chunk as Buffer));
+      bar.update(read, total);
+    }
+    try {
+      await ex.push(decipher.final());
+    } catch {
+      throw backupError(file, 'the file was altered or is damaged (authentication tag mismatch)');
+    }
+    if (!ex.done) throw backupError(file, 'is truncated');
+  } catch (e) {
+    await ex.close();
+    await rm(tmp, { recursive: true, force: true });
+    // The tag is checked only at final(), so an altered file may first show as bad records.
+    if (e instanceof OtiError && e.code !== 'ERR_BACKUP') throw backupError(file, `the file was altered or is damaged (${e.message})`);
+    throw e;
+  } finally {
+    bar.end();
+  }
+  let movedAside: string | undefined;
+  if (existing) {
+    if (nonEmpty) {
+      movedAside = `${data}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      await rename(data, movedAside);
+    } else {
+      await rm(data, { recursive: true });
+    }
+  }
+  // The replaced folder's record of a longer chain is kept: the older ledger is then recovered
+  // from peers before the gateway appends (docs/SYNC.md §Recovery of the own chain).
+  const keptRecord = movedAside !== undefined ? await keepNewerRecord(movedAside, tmp) : undefined;
+  await rename(tmp, data);
+  return {
+    json: { data, files: ex.count, movedAside: movedAside ?? null, created: header.created, keptRecord: keptRecord ?? null },
+    text: [
+      `restored ${ex.count} files into ${data} (backup of ${header.created})`,
+      ...(movedAside !== undefined ? [`the previous data folder is in ${movedAside}`] : []),
+      ...(keptRecord !== undefined ? [`kept its last-checkpoint record (${keptRecord} entries): the gateway recovers the newer entries from its peers before it appends, and waits for them (ERR_LEDGER_LOST) if none has them`] : []),
+    ],
+  };
+}
 
 function parseHeader(file: string, b: Buffer): Header {
   let h: Record<string, unknown>;

@@ -22,8 +22,19 @@ export interface SeenLock {
   readonly pending: boolean;
 }
 
+/** Where the kernel has no Bluetooth at all, or no adapter, rfkill and capabilities do not help. */
+const NO_KERNEL_SUPPORT_REMEDY = 'use a kernel built with Bluetooth (CONFIG_BT, as Raspberry Pi OS and Debian have), or scan from a machine that has one';
+const NO_ADAPTER_REMEDY = 'plug in a Bluetooth adapter or enable the built-in one (a Raspberry Pi: no dtoverlay=disable-bt in config.txt), then check it with bluetoothctl show';
+
+/** The remedy for a reason: EAFNOSUPPORT (no Bluetooth in the kernel), ENODEV (no adapter), else BLE_REMEDY. */
+function remedyFor(reason: string): string {
+  if (reason.includes('EAFNOSUPPORT')) return NO_KERNEL_SUPPORT_REMEDY;
+  if (reason.includes('ENODEV')) return NO_ADAPTER_REMEDY;
+  return BLE_REMEDY;
+}
+
 function unavailable(reason: string, cause?: unknown): OtiError {
-  return new OtiError('ERR_DRIVER_UNAVAILABLE', `Bluetooth unavailable: ${reason}; ${BLE_REMEDY}`, { driver: 'ble' }, cause !== undefined ? { cause } : undefined);
+  return new OtiError('ERR_DRIVER_UNAVAILABLE', `Bluetooth unavailable: ${reason}; ${remedyFor(reason)}`, { driver: 'ble' }, cause !== undefined ? { cause } : undefined);
 }
 
 /**

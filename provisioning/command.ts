@@ -76,6 +76,19 @@ export function usage(message: string): OtiError {
   return new OtiError('ERR_USAGE', message);
 }
 
+/**
+ * parseArgs's "argument is ambiguous" (an option followed by a word that starts with "-", such as
+ * `--expires -5d`), said for people: how to give such a value, and that a negative one is refused.
+ */
+function ambiguousValue(message: string, args: readonly string[]): string | undefined {
+  const m = /^Option '(--[a-z0-9-]+)' argument is ambiguous/.exec(message);
+  if (m === null) return undefined;
+  const option = m[1] as string;
+  const next = args[args.indexOf(option) + 1] ?? '';
+  if (/^-\d/.test(next)) return `${option} ${next}: negative values are refused (a value that starts with "-" is written ${option}=${next})`;
+  return `${option} is followed by "${next}", which starts with "-": give ${option} a value, or write ${option}=${next} if that is its value`;
+}
+
 /** Parses `args` (the words after the command name). Throws ERR_USAGE. */
 export function parseCommand(cmd: Command, args: readonly string[]): Parsed & { help: boolean } {
   const all = { ...cmd.options, ...COMMON_OPTIONS };
@@ -88,7 +101,7 @@ export function parseCommand(cmd: Command, args: readonly string[]): Parsed & { 
     parsed = parseArgs({ args: [...args], options: config, allowPositionals: true, strict: true }) as { values: Values; positionals: string[] };
   } catch (e) {
     // parseArgs throws TypeErrors with codes such as ERR_PARSE_ARGS_UNKNOWN_OPTION.
-    throw usage(`${(e as Error).message.split('\n')[0] ?? 'bad command line'} (see oti ${cmd.name} --help)`);
+    throw usage(`${ambiguousValue((e as Error).message, args) ?? (e as Error).message.split('\n')[0] ?? 'bad command line'} (see oti ${cmd.name} --help)`);
   }
   const help = parsed.values.help === true;
   const specs = cmd.positionals ?? [];
@@ -124,6 +137,7 @@ export function int(p: Parsed, name: string, dflt: number, min: number, max: num
 
 /** "30d", "12h", "90m", "45s" → milliseconds (at most 10 years). */
 export function parseDuration(name: string, s: string): number {
+  if (/^-\d/.test(s)) throw usage(`--${name} must be a duration from now on, such as 30d; a negative one (${s}) is refused`);
   const m = /^(\d{1,6})([smhdw])$/.exec(s);
   if (m === null) throw usage(`--${name} must be a number followed by s, m, h, d or w (e.g. 30d)`);
   const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];

@@ -18,7 +18,7 @@ const doctor: Command = {
   name: 'doctor',
   summary: 'Check this gateway: data folder, identity and enrolment expiry, whether it runs, storage fsync latency, signature verifier, clock, serial ports, Bluetooth, multicast, broker port.',
   details: [
-    'Reads the gateway configuration (--config, or OTI_CONFIG and OTI_* variables) for the data folder, serial ports and broker port; flags override it.',
+    'Reads the gateway configuration (--config, or OTI_CONFIG and OTI_* variables; the installed oti sets OTI_CONFIG=/etc/oti-gateway/config.yaml when it is unset) for the data folder, serial ports and broker port; flags override it.',
     'Each check says PASS, WARN, FAIL (with a remedy) or SKIP (with the reason, e.g. no Bluetooth adapter). Exit code 1 when any check fails.',
     'It writes nothing but its short-lived fsync test files: a missing data folder is reported, not created.',
     'Run it as the gateway user (sudo -u oti oti doctor) so that permissions are checked as the gateway sees them.',
@@ -34,7 +34,7 @@ const doctor: Command = {
     'fsync-files': { type: 'string', value: 'N', help: 'files written for the fsync latency (default 50)' },
     api: { type: 'string', value: 'URL', help: 'the gateway’s local API, to tell whether it runs (default: api.host and api.port of the configuration)' },
   },
-  examples: ['sudo -u oti oti doctor --config /etc/oti-gateway/config.yaml', 'oti doctor --serial /dev/ttyUSB0:57600 --loopback', 'oti doctor --data ./data --no-ble --json'],
+  examples: ['sudo -u oti oti doctor', 'oti doctor --config ./gateway.yaml', 'oti doctor --serial /dev/ttyUSB0:57600 --loopback', 'oti doctor --data ./data --no-ble --json'],
   async run(p, term) {
     const [{ loadConfig }, { runDoctor, healthy }] = await Promise.all([import('../gateway/config/config.js'), import('../hardware-test/doctor.js')]);
     const configFile = str(p, 'config');
@@ -52,7 +52,8 @@ const doctor: Command = {
       dataDir: str(p, 'data') ?? config.dataDir,
       serialPorts,
       loopback: flag(p, 'loopback'),
-      ble: config.ble.enabled && !flag(p, 'no-ble'),
+      gatewaySerialPorts: config.serial.ports.map((x) => x.path),
+      ble: flag(p, 'no-ble') ? { skip: '--no-ble was given' } : config.ble.enabled ? true : { skip: `ble.enabled is false in the configuration (${configFile ?? term.env('OTI_CONFIG') ?? 'no file: the defaults'})` },
       bleScanSeconds: int(p, 'ble-seconds', 3, 1, 60),
       brokerHost: config.broker.host,
       brokerPort: int(p, 'broker-port', config.broker.port, 1, 65535),

@@ -19,7 +19,7 @@ const BUNDLE_PASSPHRASE: Readonly<Record<string, OptionSpec>> = {
 };
 
 function bundlePassphrase(p: Parsed, term: Terminal, confirm: boolean): Promise<string> {
-  return term.passphrase({ file: str(p, 'bundle-passphrase-file'), env: 'OTI_BUNDLE_PASSPHRASE', purpose: 'gateway key in the bundle', confirm });
+  return term.passphrase({ file: str(p, 'bundle-passphrase-file'), fileOption: '--bundle-passphrase-file', env: 'OTI_BUNDLE_PASSPHRASE', purpose: 'gateway key in the bundle', confirm });
 }
 
 const enroll: Command = {

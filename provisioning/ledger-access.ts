@@ -8,8 +8,11 @@
  * written, the log is append-only, and each block of the chain is one write batch: recovery of
  * the copy drops a torn last batch, so the copy holds whole blocks up to some point. A table
  * deleted by a compaction during the copy makes the copy fail; it is retried a few times.
+ *
+ * Nothing here creates a ledger: LevelDB would make an empty database at a mistyped --data, or,
+ * in a ledger folder that lost its CURRENT file, a new database that deletes the old tables.
  */
-import { cp, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { LedgerStore } from '../ledger/store.js';
@@ -37,9 +40,28 @@ function isLocked(e: unknown): boolean {
   return false;
 }
 
-/** Opens <dataDir>/ledger; when a running gateway holds it, a copy (if `copyIfLocked`) or ERR_STORE_LOCKED. */
-export async function openLedger(dataDir: string, opts: { copyIfLocked: boolean }): Promise<OpenedLedger> {
+/**
+ * The path of <dataDir>/ledger when it holds a LevelDB database (its CURRENT file); otherwise
+ * ERR_NOT_FOUND (no such data folder, or no ledger in it) or ERR_STORE_CORRUPT (a ledger folder
+ * with files but no CURRENT, which LevelDB would replace by an empty database).
+ */
+export async function existingLedger(dataDir: string): Promise<string> {
   const path = join(dataDir, 'ledger');
+  if ((await stat(join(path, 'CURRENT')).catch(() => undefined))?.isFile() === true) return path;
+  if ((await stat(dataDir).catch(() => undefined))?.isDirectory() !== true) {
+    throw new OtiError('ERR_NOT_FOUND', `no data folder ${dataDir}: --data names a gateway's data folder (installed: /var/lib/oti-gateway)`, { path: dataDir });
+  }
+  const files = await readdir(path).catch(() => [] as string[]);
+  if (files.length === 0) throw new OtiError('ERR_NOT_FOUND', `${dataDir} holds no ledger (no ${path}); is it a gateway data folder? (installed: /var/lib/oti-gateway)`, { path });
+  throw new OtiError('ERR_STORE_CORRUPT', `${path} holds files but no CURRENT file, so LevelDB cannot open it; restore the data folder from a backup (docs/INSTALL.md §7)`, { path });
+}
+
+/**
+ * Opens <dataDir>/ledger, which must exist (existingLedger); when a running gateway holds it, a
+ * copy (if `copyIfLocked`) or ERR_STORE_LOCKED.
+ */
+export async function openLedger(dataDir: string, opts: { copyIfLocked: boolean }): Promise<OpenedLedger> {
+  const path = await existingLedger(dataDir);
   try {
     const store = await LedgerStore.open(path);
     return { store, copy: false, close: () => store.close() };

@@ -78,14 +78,18 @@ const enroll: Command = {
 const list: Command = {
   name: 'lock list',
   summary: 'List the locks (and gateways) in the roster at the head of the gateway’s chain.',
-  details: ['Reads GET /roster from the gateway, or with --data the ledger in a data folder (a copy when the gateway is running).'],
+  details: ['Reads GET /roster from the gateway, or with --data the ledger in a data folder (a copy when the gateway is running: the output says so, and "copy": true with --json).'],
   options: { all: { type: 'boolean', help: 'include gateways and revoked members' }, ...DATA_OPTION, ...API_OPTIONS },
   examples: ['oti lock list', 'oti lock list --all --json', 'oti lock list --data /var/lib/oti-gateway'],
   async run(p, term) {
     const all = flag(p, 'all');
-    const members = (await readRoster(p, term)).filter((m) => all || (m.role === 'lock' && !m.revoked));
-    const text = members.length === 0 ? ['no locks enrolled'] : members.map((m) => `${m.role.padEnd(8)}${m.id.padEnd(24)}${m.fingerprint}  ${m.revoked ? term.red('revoked') : term.green('active')}${m.unsigned ? ' unsigned' : ''}`);
-    return { json: { members }, text };
+    const roster = await readRoster(p, term);
+    const members = roster.members.filter((m) => all || (m.role === 'lock' && !m.revoked));
+    const text = [
+      ...(roster.copy ? [term.yellow('the gateway is running: read a copy of the ledger')] : []),
+      ...(members.length === 0 ? ['no locks enrolled'] : members.map((m) => `${m.role.padEnd(8)}${m.id.padEnd(24)}${m.fingerprint}  ${m.revoked ? term.red('revoked') : term.green('active')}${m.unsigned ? ' unsigned' : ''}`)),
+    ];
+    return { json: { members, copy: roster.copy }, text };
   },
 };
 

@@ -35,7 +35,7 @@ function username(p: Parsed): string {
 }
 
 function password(p: Parsed, term: Terminal, name: string): Promise<string> {
-  return term.passphrase({ file: str(p, 'password-file'), env: 'OTI_MQTT_PASSWORD', purpose: `MQTT user ${name}`, confirm: true });
+  return term.passphrase({ file: str(p, 'password-file'), fileOption: '--password-file', env: 'OTI_MQTT_PASSWORD', purpose: `MQTT user ${name}`, confirm: true });
 }
 
 const USER: { name: string; help: string } = { name: 'USER', help: 'the MQTT user name (letters a-z, digits, . _ -; up to 64)' };

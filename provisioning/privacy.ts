@@ -34,7 +34,7 @@ import {
 import { chainOrigin } from '../ledger/chain.js';
 import { entryJson, type EntryJson } from '../gateway/api/entry-json.js';
 import { PersonKeyStore, PrivacyReader, parsePersonId } from '../gateway/api/persons.js';
-import { ApiClient, DEFAULT_API } from './api-client.js';
+import { ApiClient, DEFAULT_API, GATEWAY_API } from './api-client.js';
 import { flag, str, usage, type Command, type OptionSpec, type Parsed } from './command.js';
 import { openLedger } from './ledger-access.js';
 import { readSiteTrust, SITE_DIR_OPTION } from './site.js';
@@ -68,7 +68,7 @@ async function unlockKeyring(p: Parsed, term: Terminal): Promise<PrivacyKeyring>
 function privacyApi(p: Parsed, term: Terminal): ApiClient {
   const token = str(p, 'token') ?? term.env('OTI_PRIVACY_TOKEN');
   if (token === undefined) throw usage('the privacy token is needed: --token or $OTI_PRIVACY_TOKEN');
-  return new ApiClient(str(p, 'api') ?? term.env('OTI_API_URL') ?? DEFAULT_API, token, 'the privacy token: --token or OTI_PRIVACY_TOKEN, api.privacyToken in the gateway configuration');
+  return new ApiClient(str(p, 'api') ?? term.env('OTI_API_URL') ?? DEFAULT_API, token, { ...GATEWAY_API, token: 'the privacy token: --token or OTI_PRIVACY_TOKEN, api.privacyToken in the gateway configuration' });
 }
 
 const init: Command = {

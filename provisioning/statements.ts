@@ -27,26 +27,29 @@ export const DELIVERY_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   ...API_OPTIONS,
 };
 
-/** The roster at the head of the gateway's chain: from --data DIR, else GET /roster. */
-export async function readRoster(p: Parsed, term: Terminal): Promise<RosterListingMember[]> {
+/**
+ * The roster at the head of the gateway's chain: from --data DIR, else GET /roster. `copy` is true
+ * when the data folder's ledger was held by a running gateway and a copy of it was read.
+ */
+export async function readRoster(p: Parsed, term: Terminal): Promise<{ members: RosterListingMember[]; copy: boolean }> {
   const data = str(p, 'data');
   if (data === undefined) {
     const v = (await ApiClient.from(p, term).json('/roster')) as { members?: unknown };
     if (!Array.isArray(v.members)) throw new OtiError('ERR_API', 'GET /roster: the answer has no members list');
-    return v.members as RosterListingMember[];
+    return { members: v.members as RosterListingMember[], copy: false };
   }
   const { origin } = await readDataIdentity(data);
-  return withLedger(data, { copyIfLocked: true }, async ({ store }) => {
-    if (!(await store.listChains()).some((c) => c.origin === origin && c.role === 'self')) return [];
+  return withLedger(data, { copyIfLocked: true }, async ({ store, copy }) => {
+    if (!(await store.listChains()).some((c) => c.origin === origin && c.role === 'self')) return { members: [], copy };
     const roster = new Roster();
     for (const m of await (await store.chain(origin, 'self')).rosterMembers()) roster.restore(m);
-    return rosterListing(roster).members;
+    return { members: rosterListing(roster).members, copy };
   });
 }
 
 /** The current member (role, id) or ERR_NOT_FOUND naming where it looked. */
 export async function currentMember(p: Parsed, term: Terminal, role: 'gateway' | 'lock', id: string): Promise<RosterListingMember> {
-  const m = (await readRoster(p, term)).find((x) => x.role === role && x.id === id);
+  const m = (await readRoster(p, term)).members.find((x) => x.role === role && x.id === id);
   if (m === undefined) throw new OtiError('ERR_NOT_FOUND', `${role} ${id} is not in the roster (oti lock list shows who is)`, { role, id });
   return m;
 }

@@ -11,8 +11,10 @@ import { OtiError } from '../ledger/base/errors.js';
 const PASSPHRASE_FILE_MAX = 4096;
 
 export interface PassphraseSource {
-  /** --passphrase-file value, if given. */
+  /** The value of the file option, if given. */
   readonly file?: string | undefined;
+  /** That option's name, for messages (default --passphrase-file). */
+  readonly fileOption?: string;
   /** Environment variable consulted next, e.g. OTI_PASSPHRASE. */
   readonly env: string;
   /** What it unlocks, for the prompt: "site authority key". */
@@ -88,7 +90,7 @@ export class Terminal {
     const fromEnv = this.env(src.env);
     if (fromEnv !== undefined) return long(fromEnv, src.env);
     if (process.stdin.isTTY !== true) {
-      throw new OtiError('ERR_USAGE', `a passphrase for the ${src.purpose} is needed: set ${src.env}, pass --passphrase-file, or run on a terminal`);
+      throw new OtiError('ERR_USAGE', `a passphrase for the ${src.purpose} is needed: set ${src.env}, pass ${src.fileOption ?? '--passphrase-file'} FILE, or run on a terminal`);
     }
     const first = await this.#readLine(`Passphrase for the ${src.purpose}: `, true);
     if (first === '') throw new OtiError('ERR_USAGE', 'the passphrase must not be empty');

@@ -153,10 +153,10 @@ export async function readBundle(bundlePath: string, opts: { now: number }): Pro
   }
   const s = signed.statement;
   if (s.op !== 'enroll' || s.role !== 'gateway' || s.id !== b.gatewayId) {
-    throw bad(bundlePath, `its statement does not enrol gateway ${b.gatewayId} (it is a ${s.op} of ${s.role} ${s.id})`);
+    throw bad(bundlePath, `does not enrol gateway ${b.gatewayId}: its signed statement is op "${s.op}" for ${s.role} ${s.id}`);
   }
-  if (s.expires === undefined) throw bad(bundlePath, 'its enrolment has no expiry');
-  if (Date.parse(b.expires) !== s.expires) throw bad(bundlePath, 'its "expires" differs from the signed enrolment’s');
+  if (s.expires === undefined) throw bad(bundlePath, 'has an enrolment without an expiry');
+  if (Date.parse(b.expires) !== s.expires) throw bad(bundlePath, 'has an "expires" that differs from the signed enrolment’s');
   if (opts.now >= s.expires) {
     throw new OtiError('ERR_BUNDLE_EXPIRED', `${bundlePath}: the enrolment of gateway ${b.gatewayId} expired at ${b.expires}; make a new bundle with oti gateway enroll`, {
       path: bundlePath,
@@ -177,7 +177,7 @@ export async function applyBundle(bundlePath: string, dataDir: string, opts: App
   const key = await unlockKey(bundlePath, dataDir, b.gatewayKey, opts.passphrase);
   if (toHex(key.publicKey) !== toHex(signed.statement.key)) {
     key.seed.fill(0);
-    throw bad(bundlePath, 'its gateway key is not the key its enrolment names');
+    throw bad(bundlePath, 'has a gateway key that is not the key its enrolment names');
   }
   const site = { siteId: b.siteId, siteKeys: [...b.siteKeys], gatewayId: b.gatewayId, enrolment: b.enrolment };
   const sitePath = join(dataDir, 'site.json');
@@ -245,19 +245,19 @@ function checkShape(path: string, doc: unknown): Bundle {
   if (d.version !== BUNDLE_VERSION) throw bad(path, `has version ${String(d.version)}, this gateway reads ${BUNDLE_VERSION}`);
   const id = (k: string): string => {
     const v = d[k];
-    if (typeof v !== 'string' || !ID_PATTERN.test(v)) throw bad(path, `"${k}" is missing or not an id`);
+    if (typeof v !== 'string' || !ID_PATTERN.test(v)) throw bad(path, `has no "${k}" or one that is not an id`);
     return v;
   };
   const siteId = id('siteId');
   const gatewayId = id('gatewayId');
   const keys = d.siteKeys;
   if (!Array.isArray(keys) || keys.length === 0 || keys.length > 16 || !keys.every((k) => typeof k === 'string' && /^[0-9a-f]{64}$/.test(k))) {
-    throw bad(path, '"siteKeys" must be 1 to 16 public keys in lower-case hex');
+    throw bad(path, 'has a "siteKeys" that is not 1 to 16 public keys in lower-case hex');
   }
-  if (typeof d.gatewayKey !== 'object' || d.gatewayKey === null || Array.isArray(d.gatewayKey)) throw bad(path, '"gatewayKey" must be a key file object');
-  if (typeof d.enrolment !== 'string' || !/^([0-9a-f]{2}){1,1400}$/.test(d.enrolment)) throw bad(path, '"enrolment" must be hex');
+  if (typeof d.gatewayKey !== 'object' || d.gatewayKey === null || Array.isArray(d.gatewayKey)) throw bad(path, 'has a "gatewayKey" that is not a key file object');
+  if (typeof d.enrolment !== 'string' || !/^([0-9a-f]{2}){1,1400}$/.test(d.enrolment)) throw bad(path, 'has an "enrolment" that is not hex');
   for (const k of ['created', 'expires']) {
-    if (typeof d[k] !== 'string' || Number.isNaN(Date.parse(d[k] as string))) throw bad(path, `"${k}" must be an ISO 8601 time`);
+    if (typeof d[k] !== 'string' || Number.isNaN(Date.parse(d[k] as string))) throw bad(path, `has a "${k}" that is not an ISO 8601 time`);
   }
   return { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, siteId, siteKeys: keys as string[], gatewayId, gatewayKey: d.gatewayKey as Record<string, unknown>, enrolment: d.enrolment, created: d.created as string, expires: d.expires as string };
 }
@@ -265,7 +265,7 @@ function checkShape(path: string, doc: unknown): Bundle {
 /** Decrypts the embedded key document with ledger/keyfile.ts through a 0600 file in the data folder. */
 async function unlockKey(bundlePath: string, dataDir: string, doc: Record<string, unknown>, passphrase: string | undefined): Promise<KeyPair> {
   const text = JSON.stringify(doc);
-  if (Buffer.byteLength(text) > KEY_FILE_MAX_BYTES) throw bad(bundlePath, '"gatewayKey" is too large');
+  if (Buffer.byteLength(text) > KEY_FILE_MAX_BYTES) throw bad(bundlePath, 'has a "gatewayKey" that is too large');
   const tmp = join(dataDir, `.bundle-key-${process.pid}.tmp`);
   await unlink(tmp).catch(() => undefined);
   await writeFile(tmp, text, { mode: 0o600, flag: 'wx' });
@@ -290,6 +290,7 @@ function sameIdentity(existing: string, site: { siteId: string; gatewayId: strin
   }
 }
 
+/** ERR_BUNDLE; `why` reads on from the path as a sentence: "is not JSON", "has …", "does not …". */
 function bad(path: string, why: string): OtiError {
   return new OtiError('ERR_BUNDLE', `${path} ${why}`, { path });
 }

@@ -45,16 +45,16 @@ export async function checkIdentity(dataDir: string, now: number): Promise<Check
   }
 }
 
-/** Is the gateway running here? Its local API's /health answers (any status) when it does. */
+/** Is the gateway running here? Its local API's /health answers (any status) when it does: data.answers. */
 export async function checkGatewayRunning(apiUrl: string): Promise<CheckResult> {
   const name = 'gateway running';
   try {
     const res = await fetch(`${apiUrl}/health`, { signal: AbortSignal.timeout(3000) });
     const body = (await res.json().catch(() => ({}))) as { status?: unknown; problems?: unknown };
     const status = typeof body.status === 'string' ? body.status : `HTTP ${res.status}`;
-    if (res.status === 200) return result(name, 'pass', `the gateway answers at ${apiUrl} (health ${status})`);
-    return result(name, 'warn', `the gateway answers at ${apiUrl} but its health is ${status}${Array.isArray(body.problems) ? `: ${body.problems.join(', ')}` : ''}`, 'oti status shows why; journalctl -u oti-gateway has the log');
+    if (res.status === 200) return result(name, 'pass', `the gateway answers at ${apiUrl} (health ${status})`, undefined, { answers: true });
+    return result(name, 'warn', `the gateway answers at ${apiUrl} but its health is ${status}${Array.isArray(body.problems) ? `: ${body.problems.join(', ')}` : ''}`, 'oti status shows why; journalctl -u oti-gateway has the log', { answers: true });
   } catch (e) {
-    return result(name, 'warn', `no answer from the gateway's API at ${apiUrl}: ${why((e as { cause?: unknown }).cause ?? e)}`, 'start it (systemctl start oti-gateway) or check api.host/api.port; checks that need the ports free are meaningful only while it is stopped');
+    return result(name, 'warn', `no answer from the gateway's API at ${apiUrl}: ${why((e as { cause?: unknown }).cause ?? e)}`, 'start it (systemctl start oti-gateway) or check api.host/api.port; checks that need the ports free are meaningful only while it is stopped', { answers: false });
   }
 }

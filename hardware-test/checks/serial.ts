@@ -1,6 +1,7 @@
 /**
  * Serial: each configured port opens at its rate; with `loopback` (TX bridged to RX by a
- * loopback plug, or a pty pair in CI) random bytes written come back unchanged.
+ * loopback plug, or a pty pair in CI) random bytes written come back unchanged. A port the
+ * running gateway holds passes as held by it.
  */
 import { randomBytes } from 'node:crypto';
 import { result, why, type CheckResult } from './result.js';
@@ -15,7 +16,15 @@ interface Port {
   isOpen: boolean;
 }
 
-export async function checkSerialPort(path: string, baudRate: number, loopback: boolean, peer?: string): Promise<CheckResult> {
+/** What serialport says when another process holds a port's lock (flock, bindings-cpp serialport_unix.cpp). */
+const HELD = /Cannot lock port|EBUSY|Resource busy/;
+
+/**
+ * `gatewayHolds`: the gateway runs here and the port is one of its serial.ports. A port held by
+ * another process then passes as the gateway's own (as the broker port held by an MQTT broker
+ * does): the gateway keeps its lines open, and the check cannot open one as well.
+ */
+export async function checkSerialPort(path: string, baudRate: number, loopback: boolean, peer?: string, gatewayHolds = false): Promise<CheckResult> {
   const name = `serial ${path}`;
   const { SerialPort } = await import('serialport');
   const port = new SerialPort({ path, baudRate, autoOpen: false }) as unknown as Port;
@@ -23,6 +32,7 @@ export async function checkSerialPort(path: string, baudRate: number, loopback: 
     await new Promise<void>((resolve, reject) => port.open((e) => (e !== null ? reject(e) : resolve())));
   } catch (e) {
     const m = why(e);
+    if (gatewayHolds && HELD.test(m)) return result(name, 'pass', 'held by the running gateway (one of its serial.ports; oti status shows its link); stop the gateway to test the port itself', undefined, { heldByGateway: true });
     const remedy = /EACCES|Permission/.test(m)
       ? 'add the gateway user to the dialout group (usermod -aG dialout oti) and log in again'
       : /ENOENT|No such file/.test(m)
