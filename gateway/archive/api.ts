@@ -21,7 +21,7 @@ import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { decodeReceipt } from '../../ledger/receipt.js';
 import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { checkId, checkTime, type ArchiveQueries } from './queries.js';
-import type { IntakeCounts } from './archiver.js';
+import type { BehindChain, IntakeCounts } from './archiver.js';
 import type { PullStatus } from './site-puller.js';
 
 const MAX_URL_BYTES = 2048;
@@ -35,7 +35,7 @@ export interface ArchiveApiOptions {
   readonly queries: ArchiveQueries;
   readonly token: string;
   readonly pageMax: number;
-  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[] };
+  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[]; behind: readonly BehindChain[] };
   readonly logger: Logger;
 }
 
@@ -84,8 +84,12 @@ export class ArchiveApi {
         case '/v1/gaps':
           if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
           return json(res, await this.#o.queries.gaps({ site, ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
-        case '/v1/chains':
-          return json(res, { chains: await this.#o.queries.chains(site) });
+        case '/v1/chains': {
+          // A chain behind a gap in the intake says so (docs/ARCHIVE.md §Gaps in the intake).
+          const behind = new Map(this.#o.counts().behind.map((b) => [b.origin, b]));
+          const chains = await this.#o.queries.chains(site);
+          return json(res, { chains: chains.map((c) => withBehind(c, behind.get(String(c['origin'])))) });
+        }
         case '/v1/cosignatures': {
           const origin = q('origin') ?? '';
           parseOrigin(origin);
@@ -158,6 +162,12 @@ export class ArchiveApi {
 
 function opt<T>(k: string, v: T | undefined): { [x: string]: T } {
   return v === undefined ? {} : { [k]: v };
+}
+
+/** A chain row of /v1/chains, with `behind` when the intake found a gap in it. */
+function withBehind(c: Record<string, unknown>, b: BehindChain | undefined): Record<string, unknown> {
+  if (b === undefined) return c;
+  return { ...c, behind: { next: b.next, seen: b.seen, setAside: b.setAside, since: b.since, remedy: b.remedy } };
 }
 
 function json(res: ServerResponse, body: unknown): void {
