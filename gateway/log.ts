@@ -15,10 +15,11 @@ const REDACT = ['token', 'secret', 'password', 'passphrase', 'seed', 'privateKey
 
 /**
  * JSON lines, except on a terminal, where a person reads them: there each line is shown as
- * "time level message" (the structured fields stay in the JSON form for machines).
+ * "time level message" (the structured fields stay in the JSON form for machines). Every line
+ * carries `name`: the program's (`oti-gateway`, or `oti-archive` for the fleet archive).
  */
-export function createLogger(level: Level | 'silent', destination?: NodeJS.WritableStream): Logger {
-  const opts = { level, base: { name: 'oti-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } };
+export function createLogger(level: Level | 'silent', destination?: NodeJS.WritableStream, name = 'oti-gateway'): Logger {
+  const opts = { level, base: { name }, redact: { paths: REDACT, censor: '[redacted]' } };
   if (destination !== undefined) return pino(opts, destination);
   return process.stdout.isTTY ? pino(opts, { write: (line: string) => process.stdout.write(human(line)) }) : pino(opts);
 }

@@ -83,7 +83,7 @@ const gaps: Command = {
 
 const chains: Command = {
   name: 'archive chains',
-  summary: 'The archived state of each chain: blocks, entries, last checkpoint, cosigners, confirmed entries, evidence held.',
+  summary: 'The archived state of each chain: blocks, entries, last checkpoint, cosigners, confirmed entries, evidence held, and whether it is behind a gap in the intake.',
   options: { site: { type: 'string', value: 'ID', help: 'only this site' }, ...ARCHIVE_OPTIONS },
   examples: ['oti archive chains', 'oti archive chains --site acme-hq --json'],
   async run(p, term) {
@@ -91,7 +91,9 @@ const chains: Command = {
     const text = (c: Record<string, unknown>): string => {
       const cosigners = (c['cosigners'] as { gateway: string; size: number }[] | undefined) ?? [];
       const who = cosigners.length === 0 ? 'no cosigners' : `cosigned by ${cosigners.map((w) => `${w.gateway}@${w.size}`).join(', ')}`;
-      return `${String(c['origin'])}  ${String(c['blocks'])} blocks  ${String(c['size'])} entries  confirmed ${String(c['confirmed'])} (quorum ${String(c['quorum'])}, ${who})  archived ${new Date(Number(c['archivedAt'])).toISOString()}${Number(c['evidence']) > 0 ? `  EVIDENCE ${String(c['evidence'])}` : ''}`;
+      const behind = c['behind'] as { next: number; seen: number; setAside: number; remedy: string } | undefined;
+      const gap = behind === undefined ? '' : `  BEHIND: block ${behind.next} and later missing, blocks up to ${behind.seen} came after them (${behind.setAside} set aside); ${behind.remedy}`;
+      return `${String(c['origin'])}  ${String(c['blocks'])} blocks  ${String(c['size'])} entries  confirmed ${String(c['confirmed'])} (quorum ${String(c['quorum'])}, ${who})  archived ${new Date(Number(c['archivedAt'])).toISOString()}${Number(c['evidence']) > 0 ? `  EVIDENCE ${String(c['evidence'])}` : ''}${gap}`;
     };
     return { json: r, text: r.chains.map(text) };
   },

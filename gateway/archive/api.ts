@@ -1,7 +1,9 @@
 /**
- * The archive's HTTP API (node:http, GET only; docs/ARCHIVE.md §HTTP API). Every request needs
- * `Authorization: Bearer <token>` (the token file's first line), compared in constant time.
- * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/base/errors.ts.
+ * The archive's HTTP API (node:http, GET and HEAD only; docs/ARCHIVE.md §Queries). Every request
+ * needs `Authorization: Bearer <token>` (the token file's first line), compared in constant time.
+ * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/base/errors.ts: a bad
+ * or repeated query parameter 400 ERR_ARGUMENT, a tlog path that names no archived chain or tile
+ * 404 ERR_NOT_FOUND, the database out of reach 503 ERR_DATABASE_UNAVAILABLE with Retry-After.
  *
  *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
  *   GET /v1/gaps?site=&from=&to=&after=&limit=
@@ -20,8 +22,8 @@ import { parseOrigin } from '../../ledger/verify.js';
 import { parseTilePath, TILE_WIDTH } from '../../ledger/tiles.js';
 import { decodeReceipt } from '../../ledger/receipt.js';
 import { encodeTlogProof } from '../../ledger/tlog-proof.js';
-import { checkId, checkTime, type ArchiveQueries } from './queries.js';
-import type { IntakeCounts } from './archiver.js';
+import { checkId, checkIndex, checkOrigin, checkTime, databaseUnavailable, type ArchiveQueries } from './queries.js';
+import type { BehindChain, IntakeCounts } from './archiver.js';
 import type { PullStatus } from './site-puller.js';
 
 const MAX_URL_BYTES = 2048;
@@ -30,16 +32,27 @@ const TLOG_PREFIX = '/v1/tlog/';
 const IMMUTABLE_CACHE = 'private, max-age=31536000, immutable';
 const SHORT_CACHE = 'private, max-age=5';
 const DEFAULT_LIMIT = 100;
+/** Seconds a client is told to wait while the database is out of reach. */
+const RETRY_AFTER_S = 5;
+const METHODS = 'GET, HEAD';
 
 export interface ArchiveApiOptions {
   readonly queries: ArchiveQueries;
   readonly token: string;
   readonly pageMax: number;
-  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[] };
+  readonly counts: () => IntakeCounts & { connected: boolean; pull: readonly PullStatus[]; behind: readonly BehindChain[] };
   readonly logger: Logger;
 }
 
-const STATUS: Partial<Record<string, number>> = { ERR_UNAUTHORIZED: 401, ERR_NOT_FOUND: 404, ERR_METHOD_NOT_ALLOWED: 405, ERR_ARGUMENT: 400, ERR_PROOF_RANGE: 400, ERR_CHECKPOINT_FORMAT: 400 };
+/** The HTTP status of each code a request may be answered with; any other is 500 (something stored, or the archive, failed). */
+const STATUS: Partial<Record<string, number>> = { ERR_UNAUTHORIZED: 401, ERR_NOT_FOUND: 404, ERR_METHOD_NOT_ALLOWED: 405, ERR_ARGUMENT: 400, ERR_PROOF_RANGE: 400, ERR_DATABASE_UNAVAILABLE: 503 };
+
+/** The one value of query parameter `name`, or undefined; ERR_ARGUMENT when it is given more than once (as the gateway's API). */
+function param(q: URLSearchParams, name: string): string | undefined {
+  const all = q.getAll(name);
+  if (all.length > 1) throw new OtiError('ERR_ARGUMENT', `query parameter ${name} must be given at most once`, { argument: name });
+  return all[0];
+}
 
 export class ArchiveApi {
   readonly #server: Server;
@@ -70,11 +83,11 @@ export class ArchiveApi {
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      if (req.method !== 'GET') throw new OtiError('ERR_METHOD_NOT_ALLOWED', 'the archive API answers GET only');
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new OtiError('ERR_METHOD_NOT_ALLOWED', 'the archive API answers GET and HEAD only');
       this.#authorize(req);
       if ((req.url ?? '').length > MAX_URL_BYTES) throw new OtiError('ERR_ARGUMENT', `the request target is over ${MAX_URL_BYTES} bytes`);
       const url = new URL(req.url ?? '/', 'http://archive');
-      const q = (k: string): string | undefined => url.searchParams.get(k) ?? undefined;
+      const q = (k: string): string | undefined => param(url.searchParams, k);
       if (url.pathname.startsWith(TLOG_PREFIX)) return await this.#tlog(res, url.pathname.slice(TLOG_PREFIX.length));
       const limit = this.#limit(q('limit'));
       const site = checkId('site', q('site'));
@@ -84,20 +97,20 @@ export class ArchiveApi {
         case '/v1/gaps':
           if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
           return json(res, await this.#o.queries.gaps({ site, ...opt('from', checkTime('from', q('from'))), ...opt('to', checkTime('to', q('to'))), ...opt('after', q('after')), limit }));
-        case '/v1/chains':
-          return json(res, { chains: await this.#o.queries.chains(site) });
-        case '/v1/cosignatures': {
-          const origin = q('origin') ?? '';
-          parseOrigin(origin);
-          return json(res, { cosignatures: await this.#o.queries.cosignatures(origin) });
+        case '/v1/chains': {
+          // A chain behind a gap in the intake says so (docs/ARCHIVE.md §Gaps in the intake).
+          const behind = new Map(this.#o.counts().behind.map((b) => [b.origin, b]));
+          const chains = await this.#o.queries.chains(site);
+          return json(res, { chains: chains.map((c) => withBehind(c, behind.get(String(c['origin'])))) });
         }
+        case '/v1/cosignatures':
+          return json(res, { cosignatures: await this.#o.queries.cosignatures(checkOrigin('origin', q('origin'))) });
         case '/v1/evidence':
           if (site === undefined) throw new OtiError('ERR_ARGUMENT', 'site: required');
           return json(res, { evidence: await this.#o.queries.evidence({ site, limit }) });
         case '/v1/receipt': {
-          const origin = q('origin') ?? '';
-          parseOrigin(origin);
-          const index = checkTime('index', q('index'));
+          const origin = checkOrigin('origin', q('origin'));
+          const index = checkIndex('index', q('index'));
           if (index === undefined) throw new OtiError('ERR_ARGUMENT', 'index: required');
           const sizeText = q('size');
           if (sizeText !== undefined && !/^[1-9]\d{0,15}$/.test(sizeText)) throw new OtiError('ERR_ARGUMENT', 'size: must be a tree size (a positive whole number)');
@@ -116,10 +129,21 @@ export class ArchiveApi {
           throw new OtiError('ERR_NOT_FOUND', `no endpoint ${url.pathname}`);
       }
     } catch (e) {
-      const err = isOtiError(e) ? e : new OtiError('ERR_INTERNAL', 'the archive failed to answer');
-      if (!isOtiError(e)) this.#o.logger.error({ err: (e as Error).message }, `archive API: ${(e as Error).message}`);
-      const status = STATUS[err.code] ?? (isOtiError(e) ? 400 : 500);
-      res.writeHead(status, { 'content-type': 'application/json', ...(status === 401 ? { 'www-authenticate': 'Bearer realm="oti-archive"' } : {}) });
+      const down = !isOtiError(e) && databaseUnavailable(e);
+      const err = isOtiError(e) ? e : down ? new OtiError('ERR_DATABASE_UNAVAILABLE', `the archive cannot reach its database now (${String((e as { code?: unknown }).code)}); try again in ${RETRY_AFTER_S} s`) : new OtiError('ERR_INTERNAL', 'the archive failed to answer');
+      const status = STATUS[err.code] ?? 500;
+      if (down) this.#o.logger.warn({ err: (e as Error).message, code: err.code }, `archive API: the database is out of reach (${(e as Error).message}); answered 503`);
+      else if (status >= 500) this.#o.logger.error({ err: (e as Error).message, code: err.code }, `archive API: ${(e as Error).message}`);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        ...(status === 401 ? { 'www-authenticate': 'Bearer realm="oti-archive"' } : {}),
+        ...(status === 405 ? { allow: METHODS } : {}),
+        ...(status === 503 ? { 'retry-after': String(RETRY_AFTER_S) } : {}),
+      });
       res.end(JSON.stringify({ error: { code: err.code, message: err.message } }));
     }
   }
@@ -129,7 +153,11 @@ export class ArchiveApi {
     const parts = path.split('/');
     const origin = parts.slice(0, 3).join('/');
     const rest = parts.slice(3).join('/');
-    parseOrigin(origin);
+    try {
+      parseOrigin(origin);
+    } catch {
+      throw new OtiError('ERR_NOT_FOUND', 'no chain here: the path is /v1/tlog/oti/<site>/<gateway>/ and a tile path or checkpoint');
+    }
     if (rest === 'checkpoint') {
       const note = await this.#o.queries.tlogCheckpoint(origin);
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(note), 'cache-control': SHORT_CACHE });
@@ -160,6 +188,13 @@ function opt<T>(k: string, v: T | undefined): { [x: string]: T } {
   return v === undefined ? {} : { [k]: v };
 }
 
+/** A chain row of /v1/chains, with `behind` when the intake found a gap in it. */
+function withBehind(c: Record<string, unknown>, b: BehindChain | undefined): Record<string, unknown> {
+  if (b === undefined) return c;
+  return { ...c, behind: { next: b.next, seen: b.seen, setAside: b.setAside, since: b.since, remedy: b.remedy } };
+}
+
+/** (A HEAD request gets the same status and headers; node:http sends no body for it.) */
 function json(res: ServerResponse, body: unknown): void {
   const s = JSON.stringify(body);
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });

@@ -38,10 +38,15 @@ export interface IncomingBlock {
   readonly entries: readonly Uint8Array[];
 }
 
-/** What acceptRun() did: a result per block it got to, and the refusal that stopped it, if one did. */
+/**
+ * What acceptRun() did: a result per block it got to, and the refusal that stopped it, if one did;
+ * or, when the run starts past the chain's archive (blocks missing before it: a gap, not a
+ * conflict), `ahead`, and nothing was checked or written.
+ */
 export interface RunResult {
   readonly results: readonly AcceptResult[];
   readonly refusal?: OtiError;
+  readonly ahead?: { readonly next: number; readonly first: number; readonly last: number; readonly size: number };
 }
 
 
@@ -143,6 +148,15 @@ export class ArchivedChain {
     } catch (e) {
       if (e instanceof OtiError) return { results, refusal: e };
       throw e;
+    }
+    const next = this.#base + verifier.progress.blocks;
+    if (i === 0 && blocks.length > 0) {
+      // The run starts after a block the archive lacks: nothing to check it against (it links to the missing one).
+      const first = decodeBlockHeader(blocks[0]!.headerBytes);
+      if (first.n > next && first.chain === this.origin) {
+        const last = decodeBlockHeader(blocks[blocks.length - 1]!.headerBytes);
+        return { results, ahead: { next, first: first.n, last: last.n, size: last.first + last.count } };
+      }
     }
     const fresh: VerifiedBlock[] = [];
     let refusal: OtiError | undefined;

@@ -3,8 +3,15 @@
  * messages, gateway/archive/uplink-intake.ts; ranges pulled from a site, site-puller.ts): one
  * ArchivedChain per chain origin, so runs of one chain go one after the other; cosignatures
  * checked and held back until their block or witness is archived (cosignatures.ts); refusals kept
- * as evidence (`evidence` table, up to maxEvidencePerChain rows per chain), the chain's archive
- * staying where it was and other chains not affected.
+ * as evidence (`evidence` table, up to maxEvidencePerChain rows per chain and code, so that one
+ * kind of refusal cannot crowd out another), the chain's archive staying where it was and other
+ * chains not affected.
+ *
+ * A message whose blocks come after one the archive lacks (the central broker dropped some, or they
+ * were published before the archive's session existed) is a gap, not misbehaviour: it cannot be
+ * checked against anything, so it is set aside (acknowledged, not stored, not evidence), the chain
+ * is listed as behind (behind()), logged at most once a minute, and the listeners (a site puller)
+ * are told, so that a pull brings the missing blocks at once.
  *
  * Methods throw only what says the database failed (isTransient): the caller must not
  * acknowledge the message then. A refusal is recorded and returned normally.
@@ -30,7 +37,33 @@ export interface IntakeCounts {
   /** Cosignatures held back for their block or witness, and those dropped over the cap. */
   cosignaturesPending: number;
   cosignaturesDropped: number;
+  /** Chains behind a gap now, and the blocks set aside since the start because they came after one. */
+  behindChains: number;
+  setAside: number;
 }
+
+/** A chain whose archive lacks blocks that later blocks came after (docs/ARCHIVE.md §Gaps in the intake). */
+export interface BehindChain {
+  readonly origin: string;
+  readonly site: string;
+  /** The first block the archive lacks (every block before it is archived). */
+  readonly next: number;
+  /** The highest block number seen after the gap, and the chain size it ends at (unverified: it links to what is missing). */
+  readonly seen: number;
+  readonly seenSize: number;
+  /** Blocks set aside since the gap was found. */
+  readonly setAside: number;
+  /** When the gap was found (ms since 1970). */
+  readonly since: number;
+  /** What brings the missing blocks. */
+  readonly remedy: string;
+}
+
+/** Told of each message set aside after a gap: the chain, its site, and the size the message ends at. */
+export type GapListener = (origin: string, siteId: string, size: number) => void;
+
+/** A chain behind a gap is logged at most this often. */
+const GAP_LOG_MS = 60_000;
 
 /** How long a block ahead of its chain's archive waits for the chain to move (see #awaitTurn). */
 const AHEAD_WAIT_MS = 10_000;
@@ -51,7 +84,12 @@ export function isTransient(e: unknown): boolean {
 }
 
 export class Archiver {
-  readonly #counts = { archived: 0, duplicates: 0, refused: 0, evidenceDropped: 0, cosignatures: 0, cosignaturesDropped: 0 };
+  readonly #counts = { archived: 0, duplicates: 0, refused: 0, evidenceDropped: 0, cosignatures: 0, cosignaturesDropped: 0, setAside: 0 };
+  /** Chains behind a gap, with when their state was last logged. */
+  readonly #behind = new Map<string, BehindChain & { loggedAt: number; loggedSetAside: number }>();
+  readonly #gapListeners = new Set<GapListener>();
+  /** Sites the archive pulls (their gaps are filled by a pull). */
+  readonly #pulled: ReadonlySet<string>;
   readonly #pending = new Map<string, PendingCosignature>();
   /** Chains whose next block did not come within AHEAD_WAIT_MS, with the block they wait for. */
   readonly #stuck = new Map<string, number>();
@@ -65,6 +103,7 @@ export class Archiver {
   /** `sigPool` checks lock signatures on worker threads; without it, on this thread. */
   constructor(pool: Pool, cfg: ArchiveConfig, log: Logger, sigPool?: SignaturePool) {
     this.#pool = pool;
+    this.#pulled = new Set(cfg.pull.map((p) => p.siteId));
     this.#sigPool = sigPool;
     this.#cfg = cfg;
     this.#log = log;
@@ -72,7 +111,18 @@ export class Archiver {
   }
 
   get counts(): IntakeCounts {
-    return { ...this.#counts, cosignaturesPending: this.#pending.size };
+    return { ...this.#counts, cosignaturesPending: this.#pending.size, behindChains: this.#behind.size };
+  }
+
+  /** The chains behind a gap now, by origin. */
+  behind(): BehindChain[] {
+    return [...this.#behind.values()].map(({ loggedAt: _a, loggedSetAside: _b, ...c }) => c).sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : 0));
+  }
+
+  /** Calls `f` for every message set aside after a gap; returns what stops that. */
+  onGap(f: GapListener): () => void {
+    this.#gapListeners.add(f);
+    return () => this.#gapListeners.delete(f);
   }
 
   /** A message that names no chain: counted, nothing else. */
@@ -99,7 +149,7 @@ export class Archiver {
       await this.#blocks(origin, site, range());
     } catch (e) {
       if (isTransient(e)) throw e;
-      await this.#evidence(origin, siteId, payload, e as OtiError);
+      await this.#evidence(origin, siteId, payload, e as OtiError, 'a block');
     }
   }
 
@@ -109,7 +159,7 @@ export class Archiver {
       await this.#cosignature(origin, siteId, witness, payload);
     } catch (e) {
       if (isTransient(e)) throw e;
-      await this.#evidence(origin, siteId, payload, e as OtiError);
+      await this.#evidence(origin, siteId, payload, e as OtiError, 'a cosignature');
     }
   }
 
@@ -132,16 +182,60 @@ export class Archiver {
     await this.#awaitTurn(origin, chain, decodeBlockHeader(blocks[0]!.headerBytes).n);
     // The message's blocks are one run: verified, then written in one transaction.
     const r = await chain.acceptRun(blocks);
+    if (r.ahead !== undefined) return this.#gap(origin, site.siteId, r.ahead);
     for (const x of r.results) {
       if (x === 'archived') this.#counts.archived++;
       else this.#counts.duplicates++;
     }
     if (r.results.includes('archived')) {
+      if (this.#behind.has(origin)) this.#moved(origin, await chain.nextBlock());
       // A new chain changes the site's majority; new blocks may be what held cosignatures back.
       if (decodeBlockHeader(blocks[0]!.headerBytes).n === 0) await refreshCoverage(this.#pool, site.siteId, site.quorum);
       await this.#retryPending(site.siteId);
     }
     if (r.refusal !== undefined) throw r.refusal;
+  }
+
+  /** A run that starts after blocks the archive lacks: set aside, the chain listed as behind, the listeners told. */
+  #gap(origin: string, siteId: string, a: { next: number; last: number; size: number }): void {
+    this.#counts.setAside++;
+    const now = Date.now();
+    const had = this.#behind.get(origin);
+    const pulled = this.#pulled.has(siteId);
+    const remedy = pulled
+      ? `being pulled from site ${siteId}'s broker (pull)`
+      : `configure pull for site ${siteId} (docs/ARCHIVE.md §Pulling from sites); the central broker dropped them or never had them (its queue for the archive's session, e.g. Mosquitto max_queued_messages, was full while the archive was down, or they were published before that session existed)`;
+    const c = {
+      origin,
+      site: siteId,
+      next: a.next,
+      seen: Math.max(a.last, had?.seen ?? 0),
+      seenSize: Math.max(a.size, had?.seenSize ?? 0),
+      setAside: (had?.setAside ?? 0) + 1,
+      since: had?.since ?? now,
+      remedy,
+      loggedAt: had?.loggedAt ?? 0,
+      loggedSetAside: had?.loggedSetAside ?? 0,
+    };
+    if (now - c.loggedAt >= GAP_LOG_MS) {
+      this.#log.warn({ origin, next: c.next, seen: c.seen, setAside: c.setAside - c.loggedSetAside }, `archive: ${origin} is behind: block ${c.next} and later are missing, blocks up to ${c.seen} came after them (${c.setAside - c.loggedSetAside} set aside since the last such line, not archived, not evidence); ${remedy}`);
+      c.loggedAt = now;
+      c.loggedSetAside = c.setAside;
+    }
+    this.#behind.set(origin, c);
+    for (const f of this.#gapListeners) f(origin, siteId, c.seenSize);
+  }
+
+  /** A chain behind a gap archived blocks: no longer behind once past what came after the gap. */
+  #moved(origin: string, next: number): void {
+    const c = this.#behind.get(origin);
+    if (c === undefined) return;
+    if (next > c.seen) {
+      this.#behind.delete(origin);
+      this.#log.info({ origin, next }, `archive: ${origin} is no longer behind: archived up to block ${next - 1} (${c.setAside} block(s) had been set aside)`);
+    } else {
+      this.#behind.set(origin, { ...c, next });
+    }
   }
 
   async #cosignature(origin: string, siteId: string, witness: string, payload: Buffer): Promise<void> {
@@ -167,8 +261,8 @@ export class Archiver {
    * A block ahead of its chain's archive (blocks missing before it) waits for them as long as the
    * chain moves, and AHEAD_WAIT_MS more: another intake session or a pull may be bringing them (after `broker.sessions`
    * changed, a session may still hold older blocks of a site now taken by another). If they do
-   * not come, the block goes on to be refused (ERR_BLOCK_LINK, evidence), and later blocks of
-   * that chain do not wait again until it moves.
+   * not come, the block is set aside as a gap (#gap), and later blocks of that chain do not wait
+   * again until it moves.
    */
   async #awaitTurn(origin: string, chain: ArchivedChain, n: number): Promise<void> {
     let next = await chain.nextBlock();
@@ -194,16 +288,17 @@ export class Archiver {
       } catch (e) {
         this.#pending.delete(`${p.origin} ${p.witness}`);
         if (isTransient(e)) throw e;
-        await this.#evidence(p.origin, p.siteId, p.payload, e as OtiError);
+        await this.#evidence(p.origin, p.siteId, p.payload, e as OtiError, 'a cosignature');
       }
     }
   }
 
-  async #evidence(origin: string, siteId: string, payload: Buffer, e: OtiError): Promise<void> {
+  /** Keeps a refusal as evidence, up to maxEvidencePerChain rows per chain and code (the first ones: a later flood of one code leaves the others room). */
+  async #evidence(origin: string, siteId: string, payload: Buffer, e: OtiError, what: 'a block' | 'a cosignature'): Promise<void> {
     this.#counts.refused++;
     const block = typeof e.details?.['block'] === 'number' ? e.details['block'] : null;
-    this.#log.warn({ origin, code: e.code, block }, `archive: refused a block of ${origin}: ${e.code} ${e.message}`);
-    const [rows] = await this.#pool.execute('SELECT COUNT(*) AS c FROM evidence WHERE origin = ?', [origin]);
+    this.#log.warn({ origin, code: e.code, block }, `archive: refused ${what} of ${origin}: ${e.code} ${e.message}`);
+    const [rows] = await this.#pool.execute('SELECT COUNT(*) AS c FROM evidence WHERE origin = ? AND code = ?', [origin, e.code]);
     if (Number((rows as { c: number | string }[])[0]?.c ?? 0) >= this.#cfg.maxEvidencePerChain) {
       this.#counts.evidenceDropped++;
       return;

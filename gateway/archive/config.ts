@@ -19,7 +19,7 @@ export interface ArchiveConfig {
   readonly api: { readonly host: string; readonly port: number; readonly tokenFile: string; readonly pageMax: number };
   /** Largest uplink message taken (bytes); bigger ones are refused as evidence-less noise. */
   readonly maxMessageBytes: number;
-  /** Evidence rows kept per chain origin at most; beyond, refusals are only counted and logged. */
+  /** Evidence rows kept per chain origin and code at most; beyond, refusals of that code are only counted and logged. */
   readonly maxEvidencePerChain: number;
   /** Worker threads checking lock signatures (0: on the main thread). */
   readonly verifyThreads: number;

@@ -11,7 +11,7 @@ import { loadArchiveConfig } from './config.js';
 import { startArchive } from './service.js';
 
 async function main(): Promise<void> {
-  const log = createLogger('info');
+  const log = createLogger('info', undefined, 'oti-archive');
   const i = process.argv.indexOf('--config');
   const path = i >= 0 ? process.argv[i + 1] : process.env['OTI_ARCHIVE_CONFIG'];
   if (path === undefined) throw new OtiError('ERR_USAGE', 'usage: npm run archive -- --config <archive.yaml> (or OTI_ARCHIVE_CONFIG)');

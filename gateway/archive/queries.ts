@@ -74,6 +74,34 @@ export function checkTime(key: string, v: string | undefined): number | undefine
   return Number(v);
 }
 
+/** A chain origin, oti/<site>/<gateway>. */
+export function checkOrigin(key: string, v: string | undefined): string {
+  if (v === undefined) throw usage(key, 'required: a chain origin, oti/<site>/<gateway>');
+  try {
+    parseOrigin(v);
+  } catch {
+    throw usage(key, 'must be a chain origin, oti/<site>/<gateway>');
+  }
+  return v;
+}
+
+/** An entry's index in its chain: a whole number from 0. */
+export function checkIndex(key: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^(0|[1-9]\d{0,15})$/.test(v) || !Number.isSafeInteger(Number(v))) throw usage(key, 'must be an entry index (a whole number from 0)');
+  return Number(v);
+}
+
+/** mysql2's codes of a server that is down or unreachable, or a connection lost (not a statement that failed). */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'ER_TOO_MANY_USER_CONNECTIONS']);
+
+/** Whether `e` says the database cannot be reached now (so asking again later may succeed). */
+export function databaseUnavailable(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false;
+  const x = e as { code?: unknown; fatal?: unknown };
+  return (typeof x.code === 'string' && UNREACHABLE.has(x.code)) || x.fatal === true;
+}
+
 interface Cursor {
   readonly time: number;
   readonly origin: string;

@@ -52,6 +52,8 @@ export const MIGRATIONS: readonly (readonly string[])[] = [
     `CREATE TABLE tree_nodes (origin ${ORIGIN}, height TINYINT UNSIGNED NOT NULL, idx BIGINT NOT NULL, hash BINARY(32) NOT NULL,
        PRIMARY KEY (origin, height, idx)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
   ],
+  // 3: evidence counted per chain and code (its cap, docs/ARCHIVE.md §Verification) and per chain (GET /v1/chains) on an index.
+  ['ALTER TABLE evidence ADD KEY evidence_origin_code (origin, code)'],
 ];
 
 /** Brings the database to the newest schema; returns its version. */

@@ -61,8 +61,14 @@ export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ p
       pullers.push(puller);
       await puller.start();
     }
+    // A gap in what the central broker delivers (docs/ARCHIVE.md §Gaps in the intake) is pulled at once where the site is pulled.
+    archiver.onGap((origin, siteId, size) => pullers.find((p) => p.siteId === siteId)?.wake(origin, size));
+    const unpulled = cfg.sites.map((s) => s.siteId).filter((id) => !cfg.pull.some((p) => p.siteId === id));
+    if (unpulled.length > 0) {
+      log.warn({ sites: unpulled.slice(0, 20) }, `archive: ${unpulled.length} trusted site(s) without pull (${unpulled.slice(0, 5).join(', ')}${unpulled.length > 5 ? ', …' : ''}): blocks the central broker drops for the archive (its queue for the archive's session, e.g. Mosquitto max_queued_messages, full during an outage) cannot be recovered for them, and their chains stay behind (docs/ARCHIVE.md §Gaps in the intake)`);
+    }
     const token = await firstLine('api.tokenFile', cfg.api.tokenFile);
-    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...archiver.counts, connected: intake!.connected, pull: pullers.map((p) => p.status()) }), logger: log.child({ part: 'api' }) });
+    const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token, pageMax: cfg.api.pageMax, counts: () => ({ ...archiver.counts, connected: intake!.connected, pull: pullers.map((p) => p.status()), behind: archiver.behind() }), logger: log.child({ part: 'api' }) });
     const port = await api.listen(cfg.api.host, cfg.api.port);
     log.info({ host: cfg.api.host, port }, `archive API listening on ${cfg.api.host}:${port}`);
     return {

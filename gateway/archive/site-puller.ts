@@ -73,6 +73,25 @@ export class SitePuller {
     this.#log = log;
   }
 
+  /** The site pulled. */
+  get siteId(): string {
+    return this.#cfg.siteId;
+  }
+
+  /**
+   * The intake set aside a message of `origin` that ends at `size`, after blocks the archive lacks
+   * (Archiver.onGap): the chain is pulled at once, as when its gateway's checkpoint moves.
+   */
+  wake(origin: string, size: number): void {
+    if (this.#stopped || this.#client?.connected !== true) return;
+    const c = this.#chain(origin);
+    if (size > c.head) {
+      c.head = size;
+      delete c.stuckAt;
+    }
+    this.#pull(origin).catch((e: unknown) => this.#log.warn({ err: (e as Error).message, origin }, `archive pull: ${(e as Error).message}`));
+  }
+
   status(): PullStatus {
     let behindChains = 0;
     let behindEntries = 0;
@@ -103,7 +122,7 @@ export class SitePuller {
       );
     };
     client.on('connect', () => {
-      this.#log.info({ site: this.#cfg.siteId, url: `${url.protocol}//${url.host}` }, `archive: pulling site ${this.#cfg.siteId} from ${url.protocol}//${url.host} as ${this.#cfg.requester}`);
+      this.#log.info({ url: `${url.protocol}//${url.host}` }, `archive: pulling site ${this.#cfg.siteId} from ${url.protocol}//${url.host} as ${this.#cfg.requester}`);
       this.#reset();
       client.subscribe(filters, { qos: 1 });
     });

@@ -51,7 +51,9 @@ export interface UplinkStatus {
   readonly behind: number;
   readonly inFlight: number;
   readonly pushed: number;
+  /** The last failure (a connection, a publish, the cursor file) and when it happened (ms since 1970); cleared by a (re)connection. */
   readonly lastError?: string;
+  readonly lastErrorAt?: number;
 }
 
 export const CURSOR_FILE = 'uplink.cursor';
@@ -93,7 +95,7 @@ export class Uplink {
   readonly #acked = new Set<number>();
   #inFlight = 0;
   #pushed = 0;
-  #lastError: string | undefined;
+  #lastError: { message: string; at: number } | undefined;
   #pumping = false;
   #again = false;
   #savedNext: number;
@@ -135,11 +137,13 @@ export class Uplink {
     const up = new Uplink(o.chain, client, { topic: uplinkTopic(c.topicPrefix, o.chain.origin), window: c.window, cursorPath: join(o.dataDir, CURSOR_FILE), next, url: shown, log: o.logger });
     client.on('connect', () => {
       o.logger?.info({ url: shown, next: up.#next }, `uplink ${shown}: connected, pushing from block ${up.#next}`);
+      // What failed before this connection (ECONNREFUSED, say) is over: /status shows no stale lastError.
+      up.#lastError = undefined;
       up.#pump();
       for (const [witness, c] of up.#cosigs) up.#publishCosignature(witness, c.note);
     });
     client.on('error', (e) => {
-      up.#lastError = e.message;
+      up.#failed(e.message);
       o.logger?.warn({ err: e.message }, `uplink ${shown}: ${e.message}`);
     });
     o.chain.on('block', up.#onBlock);
@@ -159,7 +163,7 @@ export class Uplink {
       behind: Math.max(0, this.#chain.head.n + 1 - this.#next),
       inFlight: this.#inFlight,
       pushed: this.#pushed,
-      ...(this.#lastError !== undefined ? { lastError: this.#lastError } : {}),
+      ...(this.#lastError !== undefined ? { lastError: this.#lastError.message, lastErrorAt: this.#lastError.at } : {}),
     };
   }
 
@@ -180,7 +184,7 @@ export class Uplink {
   #publishCosignature(witness: string, note: string): void {
     if (!this.#client.connected) return; // sent on the next connection
     this.#client.publish(this.#cosigTopic(witness), note, { qos: 1 }, (err) => {
-      if (err !== undefined && err !== null) this.#lastError = err.message;
+      if (err !== undefined && err !== null) this.#failed(err.message);
     });
   }
 
@@ -208,8 +212,8 @@ export class Uplink {
           }
         } while (this.#again && !this.#stopped);
       } catch (e) {
-        this.#lastError = (e as Error).message;
-        this.#log?.error({ err: this.#lastError }, `uplink: ${this.#lastError}`);
+        this.#failed((e as Error).message);
+        this.#log?.error({ err: (e as Error).message }, `uplink: ${(e as Error).message}`);
       } finally {
         this.#pumping = false;
       }
@@ -226,7 +230,7 @@ export class Uplink {
     this.#client.publish(this.#topic, Buffer.from(payload), { qos: 1 }, (err) => {
       this.#inFlight--;
       if (err !== undefined && err !== null) {
-        this.#lastError = err.message;
+        this.#failed(err.message);
         if (n < this.#sendNext) this.#sendNext = n;
         return;
       }
@@ -245,7 +249,11 @@ export class Uplink {
       await writeFileAtomic(this.#cursorPath, JSON.stringify({ next }), { mode: 0o600, overwrite: true });
       this.#savedNext = next;
     }).catch((e: unknown) => {
-      this.#lastError = (e as Error).message;
+      this.#failed((e as Error).message);
     });
+  }
+
+  #failed(message: string): void {
+    this.#lastError = { message, at: Date.now() };
   }
 }

@@ -105,6 +105,8 @@ export const ERROR_CODES = {
   ERR_MQTT_BACKLOG: 'notifications waiting for the external MQTT broker reached notifications.externalBroker.maxPending; new ones are dropped',
   ERR_NODE_VERSION: 'the installed release found no Node.js 20 or later to run on (bin/oti-node, docs/INSTALL.md)',
   ERR_ROSTER_COMMITMENT: 'roster statements do not match the roster a checkpoint commits to (a statement such as a revocation left out, added or changed)',
+  // The fleet archive (docs/ARCHIVE.md)
+  ERR_DATABASE_UNAVAILABLE: 'the archive cannot reach its MySQL/MariaDB database now; try again later',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -13,7 +13,7 @@ import { join, dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from '../support/site.js';
 import { freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { uplinkingGateway, uplinkStatus, archivedCounts, writeArchiveConfig, type FleetGateway } from '../support/fleet.js';
+import { uplinkingGateway, uplinkStatus, archivedCounts, writeArchiveConfig, forgedNext, equivocating, type FleetGateway } from '../support/fleet.js';
 import { startMosquitto, type TlsMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
@@ -21,11 +21,9 @@ import { oti } from '../support/oti-cli.js';
 import { startArchive, stopProc } from '../support/archive-process.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import type { SiteTrust } from '../../ledger/roster.js';
-import { decodeRange, encodeRange } from '../../gateway/sync/wire.js';
-import { fromHex, generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
+import { encodeRange } from '../../gateway/sync/wire.js';
+import { fromHex, generateKeyPair } from '../../ledger/crypto.js';
 import { readKeyFile } from '../../ledger/keyfile.js';
-import { blockHash, decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
-import { signCheckpoint } from '../../ledger/checkpoint.js';
 
 const USERS = { uplink: 'uplink-password-1', archive: 'archive-password-1' };
 const TOKEN = 'archive-api-token-0123456789';
@@ -69,25 +67,6 @@ async function lastBlockMessage(db: TestMariaDb, origin: string): Promise<Buffer
   } finally {
     await c.end();
   }
-}
-
-/** A block that extends the chain, linked correctly, but whose checkpoint is signed by a key that is not the gateway's. */
-function forgedNext(last: Buffer): Buffer {
-  const m = decodeRange(last, 1 << 20);
-  const prev = decodeBlockHeader(m.blocks[0]!.h);
-  const entries = m.entries.slice(-1);
-  const header = encodeBlockHeader({ chain: m.chain, n: prev.n + 1, prev: blockHash(m.blocks[0]!.h), first: prev.first + prev.count, count: entries.length, root: prev.root, time: prev.time + 1 });
-  const cp = signCheckpoint({ origin: m.chain, size: prev.first + prev.count + entries.length, root: prev.root, block: prev.n + 1, blockHash: blockHash(header) }, new Signer(generateKeyPair().seed), m.chain);
-  return Buffer.from(encodeRange({ id: 0, chain: m.chain, first: prev.first + prev.count, entries, blocks: [{ h: header, cp: cp.note }], end: true }));
-}
-
-/** Another block of the same number as `last`, with its checkpoint signed by the gateway's own key: equivocation. */
-function equivocating(last: Buffer, gatewayKey: KeyPair): Buffer {
-  const m = decodeRange(last, 1 << 20);
-  const h = decodeBlockHeader(m.blocks[0]!.h);
-  const header = encodeBlockHeader({ ...h, time: h.time + 1 });
-  const cp = signCheckpoint({ origin: m.chain, size: h.first + h.count, root: h.root, block: h.n, blockHash: blockHash(header) }, new Signer(gatewayKey.seed), m.chain);
-  return Buffer.from(encodeRange({ ...m, blocks: [{ h: header, cp: cp.note }] }));
 }
 
 /** mosquitto_pub of a binary payload (from a file) with QoS 1, as the uplink user. */

@@ -2,7 +2,8 @@
  * The parts of a fleet-tier test: a real gateway process (`--demo`: simulated locks on kernel
  * ptys, its own development site) uplinking to a central broker, its /status, what the
  * archive's tables hold of a chain, a site's own Mosquitto (its users, the ACL docs/ARCHIVE.md
- * §Pulling from sites gives the archive's user) and the archive's configuration file.
+ * §Pulling from sites gives the archive's user) and the archive's configuration file; uplink
+ * messages of a chain's blocks, and the forged and equivocating ones an archive must refuse.
  */
 import type { TestContext } from 'node:test';
 import { writeFile } from 'node:fs/promises';
@@ -13,7 +14,11 @@ import type { TestMariaDb } from './mariadb.js';
 import { startMosquitto, type Mosquitto } from './mosquitto.js';
 import { tempDir } from './site.js';
 import { stopProc } from './archive-process.js';
-import { toHex } from '../../ledger/crypto.js';
+import { toHex, generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
+import { decodeRange, encodeRange } from '../../gateway/sync/wire.js';
+import { blockHash, decodeBlockHeader, encodeBlockHeader } from '../../ledger/block.js';
+import { signCheckpoint } from '../../ledger/checkpoint.js';
+import type { ChainReader } from '../../ledger/reader.js';
 
 export interface FleetGateway {
   readonly gw: GatewayProcess;
@@ -21,15 +26,18 @@ export interface FleetGateway {
   readonly api: number;
 }
 
-/** Gateway `name` in `dir/name`, with `demoLocks` locks at 20 events/s, uplinking as user `uplink` with `password`. */
-export async function uplinkingGateway(t: TestContext, dir: string, name: string, broker: { url: string; caFile: string }, demoLocks: number, password: string): Promise<FleetGateway> {
+/**
+ * Gateway `name` in `dir/name`, with `demoLocks` locks at 20 events/s, uplinking as user `uplink` with `password`;
+ * its embedded broker on `brokerPort` (default: a free one it picks).
+ */
+export async function uplinkingGateway(t: TestContext, dir: string, name: string, broker: { url: string; caFile: string }, demoLocks: number, password: string, brokerPort = 0): Promise<FleetGateway> {
   const data = join(dir, name);
   const passwordFile = join(dir, `${name}.uplink-password`);
   await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
   const api = await freePort();
   const gw = startGateway(
     [
-      ...['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(api), '--ble.enabled', 'false', '--discovery.enabled', 'false'],
+      ...['--broker.host', '127.0.0.1', '--broker.port', String(brokerPort), '--api.port', String(api), '--ble.enabled', 'false', '--discovery.enabled', 'false'],
       ...['--demo.locks', String(demoLocks), '--demo.rate', '20'],
       ...['--uplink.url', broker.url, '--uplink.username', 'uplink', '--uplink.passwordFile', passwordFile, '--uplink.ca', broker.caFile, '--uplink.window', '4'],
     ],
@@ -129,4 +137,30 @@ export async function writeArchiveConfig(dir: string, c: ArchiveTestConfig): Pro
     }),
   );
   return config;
+}
+
+/** The uplink message of block `n` of `chain`: what the uplink sends (docs/ARCHIVE.md §Uplink). */
+export async function blockMessage(chain: ChainReader, n: number): Promise<Buffer> {
+  const b = await chain.block(n);
+  const entries = await chain.entryRange(b.header.first, b.header.first + b.header.count);
+  return Buffer.from(encodeRange({ id: n, chain: chain.origin, first: b.header.first, entries, blocks: [{ h: b.headerBytes, cp: b.checkpoint.note }], end: true }));
+}
+
+/** A block that extends the chain after `last` (an uplink message), linked correctly, but whose checkpoint is signed by a key that is not the gateway's. */
+export function forgedNext(last: Buffer): Buffer {
+  const m = decodeRange(last, 1 << 20);
+  const prev = decodeBlockHeader(m.blocks[0]!.h);
+  const entries = m.entries.slice(-1);
+  const header = encodeBlockHeader({ chain: m.chain, n: prev.n + 1, prev: blockHash(m.blocks[0]!.h), first: prev.first + prev.count, count: entries.length, root: prev.root, time: prev.time + 1 });
+  const cp = signCheckpoint({ origin: m.chain, size: prev.first + prev.count + entries.length, root: prev.root, block: prev.n + 1, blockHash: blockHash(header) }, new Signer(generateKeyPair().seed), m.chain);
+  return Buffer.from(encodeRange({ id: 0, chain: m.chain, first: prev.first + prev.count, entries, blocks: [{ h: header, cp: cp.note }], end: true }));
+}
+
+/** Another block of the same number as `last` (an uplink message), with its checkpoint signed by the gateway's own key: equivocation. */
+export function equivocating(last: Buffer, gatewayKey: KeyPair): Buffer {
+  const m = decodeRange(last, 1 << 20);
+  const h = decodeBlockHeader(m.blocks[0]!.h);
+  const header = encodeBlockHeader({ ...h, time: h.time + 1 });
+  const cp = signCheckpoint({ origin: m.chain, size: h.first + h.count, root: h.root, block: h.n, blockHash: blockHash(header) }, new Signer(gatewayKey.seed), m.chain);
+  return Buffer.from(encodeRange({ ...m, blocks: [{ h: header, cp: cp.note }] }));
 }

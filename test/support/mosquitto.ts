@@ -43,8 +43,10 @@ export interface MosquittoOptions {
   readonly tls?: boolean;
   /** Mosquitto's max_packet_size, when set. */
   readonly maxPacketBytes?: number;
-  /** More lines for mosquitto.conf, after the others (an `acl_file`, a bridge). */
+  /** More lines for mosquitto.conf, after the others (an `acl_file`, a bridge, `max_queued_messages`). */
   readonly moreConfig?: readonly string[];
+  /** The port to listen on (default: a free one): a client may have been pointed at it before the broker starts. */
+  readonly port?: number;
 }
 
 export function startMosquitto(t: TestContext, users: Record<string, string>, opts: MosquittoOptions & { tls: true }): Promise<TlsMosquitto>;
@@ -62,7 +64,7 @@ export async function startMosquitto(t: TestContext, users: Record<string, strin
     await run('mosquitto_passwd', [...(first ? ['-c'] : []), '-b', passwd, u, p]);
     first = false;
   }
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const conf = join(dir, 'mosquitto.conf');
   // Run as this user (as root, Mosquitto would switch to user mosquitto, who cannot read the temp folder).
   const lines = [

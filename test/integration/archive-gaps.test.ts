@@ -1,0 +1,91 @@
+/**
+ * What the archive does with blocks that arrive after a gap, and how its evidence is capped, on a
+ * private MariaDB (docs/ARCHIVE.md §Gaps in the intake, §Verification), the Archiver driven in
+ * this process with the uplink messages of a real chain:
+ *
+ * - a block ahead of the archived chain (blocks missing before it, as after the central broker
+ *   dropped some) is set aside: acknowledged, not refused, not evidence; the chain is listed as
+ *   behind with the remedy, and a gap listener (a site puller) is told the size to pull to; once
+ *   the missing blocks come (a pull's run), the chain is no longer behind;
+ * - evidence is capped per chain and code: forged checkpoints beyond the cap are counted, not
+ *   stored, and the chain's equivocation after them is stored all the same.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { makeSite, enrollLock } from '../support/site.js';
+import { makeGateway, appendEvents } from '../support/sync.js';
+import { startMariaDb } from '../support/mariadb.js';
+import { blockMessage, equivocating, forgedNext } from '../support/fleet.js';
+import { openPool } from '../../gateway/archive/service.js';
+import { migrate } from '../../gateway/archive/schema.js';
+import { parseArchiveConfig } from '../../gateway/archive/config.js';
+import { Archiver } from '../../gateway/archive/archiver.js';
+import { decodeRange, encodeRange, type RangeMessage } from '../../gateway/sync/wire.js';
+import { toHex } from '../../ledger/crypto.js';
+import { silentLogger } from '../../gateway/log.js';
+
+const SITE = 'site-gaps';
+
+void test('archive: blocks after a gap are set aside and the chain shown behind (not evidence) until the missing blocks come; evidence is capped per chain and code, so an equivocation is stored after a flood of forgeries', { timeout: 120_000 }, async (t) => {
+  const s = makeSite(SITE);
+  const g = await makeGateway(t, s, 'gw-1', { broker: false });
+  const lock = enrollLock(s, 'door');
+  while (g.chain.head.n < 7) await appendEvents(g, lock, 2);
+  const origin = g.chain.origin;
+  const msgs: Buffer[] = [];
+  for (let n = 0; n <= g.chain.head.n; n++) msgs.push(await blockMessage(g.chain, n));
+
+  const db = await startMariaDb(t);
+  const pool = await openPool({ host: '127.0.0.1', port: db.port, user: db.user, passwordFile: db.passwordFile, database: db.database, connections: 2 });
+  t.after(() => pool.end());
+  await migrate(pool);
+  const cfg = parseArchiveConfig({ broker: { url: 'mqtt://127.0.0.1:1' }, mysql: { user: db.user, database: db.database }, api: { tokenFile: 'token' }, sites: [{ siteId: SITE, siteKeys: s.trust.siteKeys.map((k) => toHex(k)) }], maxEvidencePerChain: 2, verifyThreads: 0 }, '/');
+  const archiver = new Archiver(pool, cfg, silentLogger());
+  const told: [string, string, number][] = [];
+  archiver.onGap((o, site, size) => told.push([o, site, size]));
+  const send = (m: Buffer): Promise<void> => archiver.range(origin, SITE, () => decodeRange(m, 1 << 20), m);
+  const evidence = async (): Promise<string[]> => {
+    const [rows] = await pool.query('SELECT code FROM evidence WHERE origin = ? ORDER BY id', [origin]);
+    return (rows as { code: string }[]).map((r) => r.code);
+  };
+  const sizeAfter = (m: Buffer): number => {
+    const r = decodeRange(m, 1 << 20);
+    return r.first + r.entries.length;
+  };
+
+  for (const m of msgs.slice(0, 2)) await send(m);
+  assert.equal(await archiver.archivedSize(origin), sizeAfter(msgs[1]!));
+
+  // Blocks 2 and 3 never come (the broker dropped them); 4 comes, waits for them in vain, and is set aside; 5 does not wait.
+  await send(msgs[4]!);
+  await send(msgs[5]!);
+  assert.equal(await archiver.archivedSize(origin), sizeAfter(msgs[1]!), 'nothing after the gap is archived');
+  assert.deepEqual(await evidence(), [], 'a gap is not evidence');
+  const c = archiver.counts;
+  assert.deepEqual([c.refused, c.setAside, c.behindChains, c.evidenceDropped], [0, 2, 1, 0]);
+  const [behind] = archiver.behind();
+  assert.deepEqual([behind?.origin, behind?.site, behind?.next, behind?.seen, behind?.seenSize, behind?.setAside], [origin, SITE, 2, 5, sizeAfter(msgs[5]!), 2]);
+  assert.match(behind!.remedy, /configure pull for site site-gaps/);
+  assert.match(behind!.remedy, /max_queued_messages/);
+  assert.deepEqual(told, [[origin, SITE, sizeAfter(msgs[4]!)], [origin, SITE, sizeAfter(msgs[5]!)]], 'a puller is told at once, each time');
+
+  // A pull brings blocks 2..6 in one run: archived, and the chain is no longer behind.
+  const run = msgs.slice(2, 7).map((m) => decodeRange(m, 1 << 20));
+  const whole: RangeMessage = { id: 1, chain: origin, first: run[0]!.first, entries: run.flatMap((r) => r.entries), blocks: run.flatMap((r) => r.blocks), end: true };
+  const wholeBytes = Buffer.from(encodeRange(whole));
+  await archiver.range(origin, SITE, () => whole, wholeBytes);
+  assert.equal(await archiver.archivedSize(origin), sizeAfter(msgs[6]!));
+  assert.deepEqual(archiver.behind(), []);
+  assert.equal(archiver.counts.behindChains, 0);
+
+  // Forged checkpoints beyond the cap of 2 are counted, not stored; the equivocation that follows is stored all the same.
+  for (let i = 0; i < 3; i++) await send(forgedNext(msgs[6]!));
+  assert.deepEqual(await evidence(), ['ERR_CHECKPOINT_SIGNATURE', 'ERR_CHECKPOINT_SIGNATURE']);
+  assert.equal(archiver.counts.evidenceDropped, 1);
+  await send(equivocating(msgs[6]!, g.key));
+  assert.deepEqual(await evidence(), ['ERR_CHECKPOINT_SIGNATURE', 'ERR_CHECKPOINT_SIGNATURE', 'ERR_EQUIVOCATION']);
+  // The chain goes on: its next block is archived.
+  await send(msgs[7]!);
+  assert.equal(await archiver.archivedSize(origin), sizeAfter(msgs[7]!));
+  assert.equal(archiver.counts.refused, 4);
+});
