@@ -412,19 +412,15 @@ export class Broker {
 
   /** A credential check behind the failed-login guard (gateway/broker/login-guard.ts). */
   async #guardedCheck(username: string, password: Buffer, remote: string, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<Principal> {
-    const ticket = this.#guard.admit(remote);
-    if (ticket === 'address') throw refuse(CONNACK_NOT_AUTHORIZED, `too many failed logins from ${remote} in the last minute`, 'ERR_MQTT_LOGIN_RATE');
-    if (ticket === 'total') throw refuse(CONNACK_SERVER_UNAVAILABLE, 'too many failed logins in the last minute', 'ERR_MQTT_LOGIN_RATE');
     let principal: Principal | undefined;
     try {
-      principal = await this.#guard.check(() => this.#checkCredentials(username, password));
+      principal = await this.#guard.check(remote, () => this.#checkCredentials(username, password));
     } catch (e) {
-      ticket.succeeded();
       if (isOtiError(e, 'ERR_MQTT_BUSY')) throw refuse(CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_BUSY');
+      if (isOtiError(e, 'ERR_MQTT_LOGIN_RATE')) throw refuse(e.details?.['budget'] === 'address' ? CONNACK_NOT_AUTHORIZED : CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_LOGIN_RATE');
       throw e;
     }
     if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
-    ticket.succeeded();
     return principal;
   }
 
