@@ -10,6 +10,7 @@ import type { Ingest } from './ingest.js';
 import type { Discovery } from './discovery/discovery.js';
 import type { SyncNode } from './sync/node.js';
 import type { Logger } from './log.js';
+import { RefusalLog } from './sync/refusal-log.js';
 
 /** Driver and ingest notices that need a technician (a re-keyed, revoked or newer lock, a shared line): logged as warnings. */
 const TECHNICIAN_CODES: ReadonlySet<string> = new Set(['ERR_LOCK_KEY', 'ERR_LOCK_REVOKED', 'ERR_PROTOCOL_VERSION', 'ERR_LINK_SHARED']);
@@ -17,14 +18,29 @@ const TECHNICIAN_CODES: ReadonlySet<string> = new Set(['ERR_LOCK_KEY', 'ERR_LOCK
 /** Catch-up progress is logged at most this often per gateway. */
 export const PROGRESS_LOG_INTERVAL_MS = 2000;
 
-export function logIngest(ingest: Ingest, log: Logger): () => void {
+/**
+ * Ingest and driver notices. A refused frame or message (a bad CRC, a malformed or oversized
+ * frame: line noise, or a lock on the wrong baud rate) is logged at info the first time on its
+ * link with its code, then at most once a minute with the number left out since, and at debug in
+ * between (gateway/sync/refusal-log.ts): a lock that sends garbage all day shows at info without
+ * flooding the log. Every one is counted in oti_driver_notices_total{kind="rejected",code}.
+ */
+export function logIngest(ingest: Ingest, log: Logger, now: () => number = Date.now): () => void {
+  const rejections = new RefusalLog();
   return listen(ingest, {
     fault: (e) => log.error({ err: e }, 'ingest failure'),
     unenrolled: (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`),
     notice: (n) => {
-      // A frame refused is routine (debug); a lock a technician must see to is a warning (docs/PROTOCOL.md §Flow).
-      if (n.kind === 'rejected') (TECHNICIAN_CODES.has(n.code) ? log.warn : log.debug).call(log, { code: n.code, link: n.from.link }, n.detail);
-      else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
+      // A lock a technician must see to is a warning (docs/PROTOCOL.md §Flow).
+      if (n.kind === 'rejected' && TECHNICIAN_CODES.has(n.code)) log.warn({ code: n.code, link: n.from.link }, n.detail);
+      else if (n.kind === 'rejected') {
+        const admitted = rejections.admit(n.from.link, n.code, now());
+        if (admitted === undefined) log.debug({ code: n.code, link: n.from.link }, n.detail);
+        else {
+          const more = admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more ${n.code} on this link since the last such line)` : '';
+          log.info({ code: n.code, link: n.from.link, suppressed: admitted.suppressed }, `refused on ${n.from.link}: ${n.detail}${more}`);
+        }
+      } else if (n.kind === 'link') log.info({ link: n.from.link, state: n.state }, n.detail);
       else if (n.kind === 'blind') log.warn({ driver: n.driver, start: n.start, end: n.end }, `blind interval recorded: ${n.reason}`);
     },
   });

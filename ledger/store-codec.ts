@@ -145,13 +145,15 @@ export async function named<T>(what: string, read: () => Promise<T>): Promise<T>
 /**
  * A read of stored data failed: the same error named by what was read (coded errors keep their
  * code; LevelDB's corruption and I/O errors become ERR_STORE_CORRUPT). Errors about the database
- * itself (closed, closing) are returned unchanged.
+ * itself (closed, closing) are returned unchanged. The new error carries no `cause`: its message
+ * already holds the cause's, which the log would otherwise print twice (pino's err serializer
+ * appends the message of every cause).
  */
 export function readFailed(what: string, e: unknown): unknown {
-  if (isOtiError(e)) return new OtiError(e.code, `${what}: ${e.message}`, { ...e.details, what }, { cause: e });
+  if (isOtiError(e)) return new OtiError(e.code, `${what}: ${e.message}`, { ...e.details, what });
   const code = (e as { code?: unknown }).code;
   if (code === 'LEVEL_CORRUPTION' || code === 'LEVEL_IO_ERROR') {
-    return new OtiError('ERR_STORE_CORRUPT', `${what} cannot be read: LevelDB reports "${(e as Error).message}"`, { what }, { cause: e });
+    return new OtiError('ERR_STORE_CORRUPT', `${what} cannot be read: LevelDB reports "${(e as Error).message}"`, { what });
   }
   return e;
 }

@@ -17,6 +17,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { Ingest } from '../ingest.js';
 import { listen } from '../../ledger/base/events.js';
+import { ERROR_CODES } from '../../ledger/base/errors.js';
 import type { HealthCondition } from './health.js';
 import type { BrokerStats } from '../broker/broker.js';
 import { registerWebhookMetrics } from '../notify/webhook-metrics.js';
@@ -61,7 +62,7 @@ export class GatewayMetrics {
   readonly #rejected: Counter<'code'>;
   readonly #recorded: Counter<'kind'>;
   readonly #unenrolled: Counter;
-  readonly #notices: Counter<'driver' | 'kind'>;
+  readonly #notices: Counter<'driver' | 'kind' | 'code'>;
   readonly #faults: Counter;
   readonly #apiRefused: Counter<'reason'>;
   readonly #copiesRefused: Counter<'code'>;
@@ -85,7 +86,7 @@ export class GatewayMetrics {
     this.#rejected = new Counter({ name: 'oti_events_rejected_total', help: 'Lock events refused, by error code.', labelNames: ['code'], registers });
     this.#recorded = new Counter({ name: 'oti_entries_recorded_total', help: 'Gap and health entries the pipeline appended, by entry kind.', labelNames: ['kind'], registers });
     this.#unenrolled = new Counter({ name: 'oti_unenrolled_lock_reports_total', help: 'Reports of a lock that is not enrolled (at most one per lock per minute).', registers });
-    this.#notices = new Counter({ name: 'oti_driver_notices_total', help: 'Driver notices (rejected frames, link changes, locks seen, blind intervals), by driver and kind.', labelNames: ['driver', 'kind'], registers });
+    this.#notices = new Counter({ name: 'oti_driver_notices_total', help: 'Driver notices (rejected frames, link changes, locks seen, blind intervals), by driver and kind; rejected ones by error code too.', labelNames: ['driver', 'kind', 'code'], registers });
     this.#faults = new Counter({ name: 'oti_ingest_faults_total', help: 'Failures in the pipeline that are not an event\'s fault (the chain could not append).', registers });
     this.#apiRefused = new Counter({ name: 'oti_api_connections_refused_total', help: 'Local API connections refused at once because a connection cap was reached, by cap (address or total).', labelNames: ['reason'], registers });
     this.#copiesRefused = new Counter({ name: 'oti_committed_copies_refused_total', help: 'Later copies of committed events refused (replays, damaged signatures), by error code; the committed status is left alone.', labelNames: ['code'], registers });
@@ -189,7 +190,12 @@ export class GatewayMetrics {
       rejected: (_ev, code) => this.#rejected.inc({ code }),
       recorded: (result) => this.#recorded.inc({ kind: result.entry.body.kind }),
       unenrolled: () => this.#unenrolled.inc(),
-      notice: (n) => this.#notices.inc({ driver: n.kind === 'blind' ? n.driver : n.from.driver, kind: n.kind }),
+      notice: (n) => {
+        const driver = n.kind === 'blind' ? n.driver : n.from.driver;
+        // Codes are the registered error codes (a bounded label set); anything else counts as ERR_INTERNAL.
+        if (n.kind === 'rejected') this.#notices.inc({ driver, kind: n.kind, code: Object.hasOwn(ERROR_CODES, n.code) ? n.code : 'ERR_INTERNAL' });
+        else this.#notices.inc({ driver, kind: n.kind });
+      },
       fault: () => this.#faults.inc(),
     });
     this.#ingests.add(ingest);

@@ -34,7 +34,7 @@ import { consistencyJson, sizeParam, receiptFormat } from './proof-api.js';
 import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
-import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
+import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import type { DriverStatus } from '../../drivers/driver.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeEntry } from '../../ledger/entry.js';
@@ -42,6 +42,7 @@ import type { WebhookStatus } from '../notify/webhooks.js';
 import type { UplinkStatus } from '../sync/uplink.js';
 import { privacyRoute, PERSON_POST_MAX_BYTES, type PrivacyApiOptions } from './persons.js';
 import { TLOG_PREFIX, tlogRoute } from './tlog-routes.js';
+import { HttpError, clientAborted, toHttpError } from './http-error.js';
 
 /** Longest request target (path and query) accepted, in bytes. */
 export const MAX_URL_BYTES = 2048;
@@ -114,43 +115,8 @@ export interface LocalApiOptions {
 /** Who the caller is: an ordinary reader, or a privacy reader (api.privacyToken). */
 type Role = 'reader' | 'privacy';
 
-
-
-/** An error answer: the HTTP status and the coded error that becomes its body. */
-class HttpError extends Error {
-  readonly status: number;
-  readonly code: ErrorCode;
-  readonly details: Record<string, unknown> | undefined;
-  readonly headers: Record<string, string>;
-
-  constructor(status: number, code: ErrorCode, message: string, details?: Record<string, unknown>, headers: Record<string, string> = {}) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.details = details;
-    this.headers = headers;
-  }
-}
-
 function badParam(param: string, allowed: string): HttpError {
   return new HttpError(400, 'ERR_ARGUMENT', `query parameter ${param} must be ${allowed}`, { param });
-}
-
-/** HTTP status for an error a handler let through. */
-function statusOf(code: ErrorCode): number {
-  switch (code) {
-    case 'ERR_ARGUMENT':
-      return 400;
-    case 'ERR_NOT_FOUND':
-      return 404;
-    case 'ERR_PROOF_RANGE':
-      return 400;
-    case 'ERR_STORE_CLOSED':
-    case 'ERR_APPEND_ABORTED':
-      return 503;
-    default:
-      return 500;
-  }
 }
 
 interface Reply {
@@ -258,6 +224,11 @@ export class LocalApi {
     try {
       reply = await this.#route(req, target);
     } catch (e) {
+      // A client that hangs up before its body ends is not our failure, and there is no one to answer.
+      if (clientAborted(req, e)) {
+        this.#opts.logger?.debug({ method: req.method, path: safePath(target) }, 'API request aborted by the client');
+        return;
+      }
       const err = e instanceof HttpError ? e : toHttpError(e);
       if (err.status >= 500) this.#opts.logger?.error({ code: err.code, path: safePath(target), err: e }, 'API request failed');
       headers = err.headers;
@@ -580,11 +551,6 @@ function decodeId(segment: string): string {
   } catch {
     throw new HttpError(400, 'ERR_ARGUMENT', 'the entry id is not valid percent-encoding', { param: 'id' });
   }
-}
-
-function toHttpError(e: unknown): HttpError {
-  if (isOtiError(e)) return new HttpError(statusOf(e.code), e.code, e.message, e.code === 'ERR_ARGUMENT' && typeof e.details?.['param'] === 'string' ? { param: e.details['param'] } : undefined);
-  return new HttpError(500, 'ERR_INTERNAL', 'internal error');
 }
 
 function sha256(s: string): Buffer {

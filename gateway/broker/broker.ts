@@ -34,17 +34,17 @@ import './packet-writer.js';
 import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
 import { createServer as createTcpServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
-import { readFile } from 'node:fs/promises';
 import { silentLogger, type Logger } from '../log.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
 import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind } from './topics.js';
 import { readMqttUsers, verifyMqttUser } from './users.js';
-import { DEFAULT_LOGIN_LIMITS, DEFAULT_MQTT_CONNECTION_CAPS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, MQTT_MAX_REMAINING_LENGTH, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
+import { DEFAULT_LOGIN_LIMITS, DEFAULT_MQTT_CONNECTION_CAPS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, TokenBucket, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
 import { LoginGuard } from './login-guard.js';
 import { capConnections } from '../connection-cap.js';
 import { RetainedQuota } from './retained.js';
 import { BrokerSessions, type SessionStats } from './broker-sessions.js';
+import { checkOptions, readTlsFiles } from './broker-options.js';
 
 /** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
 export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
@@ -308,10 +308,7 @@ export class Broker {
     socket.once('close', () => this.#sockets.delete(socket));
     const conn = new FrameLimit(socket, this.#opts.maxMessageBytes);
     conn.once('error', (e: unknown) => {
-      if (e instanceof OtiError) {
-        this.#refused++;
-        this.#log.warn({ remote: socket.remoteAddress, code: e.code }, 'MQTT connection closed: %s', e.message);
-      }
+      if (e instanceof OtiError) this.#closedFor(e, { remote: socket.remoteAddress });
     });
     this.#aedes.handle(conn);
     socket.resume();
@@ -375,7 +372,11 @@ export class Broker {
       );
     };
     a.authorizePublish = (client, packet, done) => done(this.#authorizePublish(client, packet));
-    a.authorizeSubscribe = (client, sub, done) => done(null, this.#authorizeSubscribe(client, sub));
+    a.authorizeSubscribe = (client, sub, done) => {
+      const r = this.#authorizeSubscribe(client, sub);
+      if (r instanceof OtiError) done(r, null);
+      else done(null, r);
+    };
     a.on('clientError', (client, e) => {
       if (!(e instanceof OtiError)) this.#log.debug({ clientId: client.id, err: e.message }, 'MQTT client error');
     });
@@ -412,19 +413,15 @@ export class Broker {
 
   /** A credential check behind the failed-login guard (gateway/broker/login-guard.ts). */
   async #guardedCheck(username: string, password: Buffer, remote: string, refuse: (returnCode: number, why: string, code?: ErrorCode) => AuthError): Promise<Principal> {
-    const ticket = this.#guard.admit(remote);
-    if (ticket === 'address') throw refuse(CONNACK_NOT_AUTHORIZED, `too many failed logins from ${remote} in the last minute`, 'ERR_MQTT_LOGIN_RATE');
-    if (ticket === 'total') throw refuse(CONNACK_SERVER_UNAVAILABLE, 'too many failed logins in the last minute', 'ERR_MQTT_LOGIN_RATE');
     let principal: Principal | undefined;
     try {
-      principal = await this.#guard.check(() => this.#checkCredentials(username, password));
+      principal = await this.#guard.check(remote, () => this.#checkCredentials(username, password));
     } catch (e) {
-      ticket.succeeded();
       if (isOtiError(e, 'ERR_MQTT_BUSY')) throw refuse(CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_BUSY');
+      if (isOtiError(e, 'ERR_MQTT_LOGIN_RATE')) throw refuse(e.details?.['budget'] === 'address' ? CONNACK_NOT_AUTHORIZED : CONNACK_SERVER_UNAVAILABLE, e.message, 'ERR_MQTT_LOGIN_RATE');
       throw e;
     }
     if (principal === undefined) throw refuse(CONNACK_BAD_CREDENTIALS, 'unknown user or wrong password');
-    ticket.succeeded();
     return principal;
   }
 
@@ -494,6 +491,7 @@ export class Broker {
       return new OtiError(code, why, { topic: packet.topic });
     };
     if (client === null || principal === undefined) return refuse('ERR_MQTT_ACL', 'publish from an unknown client');
+    if (packet.topic.includes('\u0000')) return refuse('ERR_FRAME_MALFORMED', 'the topic holds U+0000 (MQTT 3.1.1 §1.5.3)');
     // A will is published while its client closes; it is not counted against the rate.
     if (!client.closed && this.#buckets.get(client)?.take() !== true) return refuse('ERR_MQTT_RATE', 'over the rate limit');
     if (!this.topics.mayPublish(principal.role, principal.identity, packet.topic)) return refuse('ERR_MQTT_ACL', 'topic not allowed for this role');
@@ -536,48 +534,22 @@ export class Broker {
     return `over the cap of ${cap} per principal`;
   }
 
-  #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null {
+  /** A filter refused gets 0x80 in the SUBACK (null); one that holds U+0000 closes the connection (an error). */
+  #authorizeSubscribe(client: Client, sub: Subscription): Subscription | null | OtiError {
+    // MQTT 3.1.1 §1.5.3: a receiver of a string holding U+0000 MUST close the connection [MQTT-1.5.3-2]; neither aedes nor mqtt-packet checks.
+    if (sub.topic.includes('\u0000')) return this.#closedFor(new OtiError('ERR_FRAME_MALFORMED', 'a topic filter holds U+0000 (MQTT 3.1.1 §1.5.3)'), { clientId: client.id });
     const principal = this.#principals.get(client);
     if (principal !== undefined && this.topics.maySubscribe(principal.role, principal.identity, sub.topic)) return sub;
     this.#refused++;
     this.#log.warn({ clientId: client.id, role: principal?.role, identity: principal?.identity, filter: sub.topic, code: 'ERR_MQTT_ACL' }, 'MQTT subscription refused');
     return null;
   }
-}
-
-function checkOptions(o: BrokerOptions): void {
-  const bad = (key: string, allowed: string): never => {
-    throw new OtiError('ERR_ARGUMENT', `broker option ${key} must be ${allowed}`, { argument: key });
-  };
-  const port = (key: string, v: unknown): void => {
-    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 65535) bad(key, 'an integer from 0 to 65535');
-  };
-  if (typeof o !== 'object' || o === null) bad('options', 'an object');
-  if (typeof o.host !== 'string' || o.host.length === 0) bad('host', 'a host name or address');
-  port('port', o.port);
-  if (typeof o.allowAnonymous !== 'boolean') bad('allowAnonymous', 'true or false');
-  if (!Number.isInteger(o.maxMessageBytes) || o.maxMessageBytes < 64 || o.maxMessageBytes > MQTT_MAX_REMAINING_LENGTH) {
-    bad('maxMessageBytes', `an integer from 64 to ${MQTT_MAX_REMAINING_LENGTH}`);
+  /** Counts and logs a connection closed for malformed or oversized input; returns the error it is closed with. */
+  #closedFor(e: OtiError, who: { remote?: string | undefined; clientId?: string }): OtiError {
+    this.#refused++;
+    this.#log.warn({ ...who, code: e.code }, 'MQTT connection closed: %s', e.message);
+    return e;
   }
-  const r = o.rateLimit as BrokerOptions['rateLimit'] | undefined;
-  if (r === undefined || !(r.messagesPerSecond > 0) || !Number.isFinite(r.messagesPerSecond)) bad('rateLimit.messagesPerSecond', 'a positive number');
-  if (!Number.isInteger(r?.burst) || (r?.burst ?? 0) < 1) bad('rateLimit.burst', 'an integer of at least 1');
-  if (o.tls !== undefined) {
-    port('tls.port', o.tls.port);
-    if (typeof o.tls.cert !== 'string' || typeof o.tls.key !== 'string') bad('tls', 'an object with cert and key file paths');
-  }
-}
-
-async function readTlsFiles(t: NonNullable<BrokerOptions['tls']>): Promise<{ cert: Buffer; key: Buffer; ca?: Buffer }> {
-  const read = async (key: string, path: string): Promise<Buffer> => {
-    try {
-      return await readFile(path);
-    } catch (e) {
-      throw new OtiError('ERR_ARGUMENT', `broker option tls.${key}: cannot read ${path}: ${(e as Error).message}`, { argument: `tls.${key}`, path }, { cause: e });
-    }
-  };
-  const files = { cert: await read('cert', t.cert), key: await read('key', t.key) };
-  return t.ca === undefined ? files : { ...files, ca: await read('ca', t.ca) };
 }
 
 /** Listens and resolves to the bound port; EADDRINUSE becomes ERR_PORT_IN_USE naming host:port. */

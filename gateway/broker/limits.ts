@@ -99,7 +99,8 @@ export class FrameLimit extends Duplex {
 
 /**
  * A token bucket: `burst` tokens, refilled at `perSecond`. `take()` spends one token and says
- * whether there was one. Time comes from `now` (ms, monotonic) so tests can drive it.
+ * whether there was one; `tokens()` says how many there are. Time comes from `now` (ms,
+ * monotonic) so tests can drive it.
  */
 export class TokenBucket {
   #tokens: number;
@@ -115,17 +116,17 @@ export class TokenBucket {
   }
 
   take(): boolean {
-    const t = this.now();
-    this.#tokens = Math.min(this.burst, this.#tokens + ((t - this.#last) * this.perSecond) / 1000);
-    this.#last = t;
-    if (this.#tokens < 1) return false;
+    if (this.tokens() < 1) return false;
     this.#tokens -= 1;
     return true;
   }
 
-  /** Gives back a token taken for something that turned out not to count (never above `burst`). */
-  give(): void {
-    this.#tokens = Math.min(this.burst, this.#tokens + 1);
+  /** The tokens there are now (refilled up to `burst`), whole or not. */
+  tokens(): number {
+    const t = this.now();
+    this.#tokens = Math.min(this.burst, this.#tokens + ((t - this.#last) * this.perSecond) / 1000);
+    this.#last = t;
+    return this.#tokens;
   }
 }
 

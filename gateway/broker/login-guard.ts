@@ -3,23 +3,27 @@
  * 16 MiB, tens of milliseconds of CPU on the libuv threadpool, gateway/broker/users.ts). The
  * threadpool (4 threads unless UV_THREADPOOL_SIZE says otherwise) also runs LevelDB's reads and
  * writes and the file system calls of the ledger, so hundreds of wrong passwords at once would
- * queue the ledger's work behind them and delay lock acknowledgements. Hence:
+ * queue the ledger's work behind them and delay lock acknowledgements. Hence two separate limits:
  *
- * - every credentialed login first reserves a failure from its source address's token bucket and
- *   from the bucket of all addresses; a login that finds its address's bucket empty is refused
- *   at once (CONNACK 5, `address`), one that finds the overall bucket empty too (CONNACK 3,
- *   `total`), without any hashing. A login that succeeds gives its reservation back, so only
- *   failures count;
- * - at most `maxConcurrentChecks` credential checks run at once (the rest of the threadpool stays
- *   free for the ledger), and at most `maxPendingChecks` wait for one; beyond, `busy`.
+ * - a failure budget: a token bucket per source address and one for all addresses. Only a check
+ *   that fails spends from them; a login that succeeds spends nothing, however many arrive at once.
+ *   A login whose address has spent its budget is refused at once (`address`), one that finds the
+ *   overall budget spent too (`total`), without any hashing; so is one that waited in line while
+ *   the checks before it spent the budget. A check starts only while its address's budget and the
+ *   overall one could still pay for it and for every check already running, so even a flood of
+ *   wrong passwords never gets more checks done than the budgets allow;
+ * - concurrency: at most `maxConcurrentChecks` credential checks run at once (the rest of the
+ *   threadpool stays free for the ledger), and at most `maxPendingChecks` wait for one; beyond,
+ *   ERR_MQTT_BUSY.
  */
 import { OtiError } from '../../ledger/base/errors.js';
 import { TokenBucket, type LoginLimits } from './limits.js';
 
-/** One login's reservation; say how it ended. */
-export interface LoginTicket {
-  /** The login succeeded: its reservation is given back. */
-  succeeded(): void;
+/** A login waiting in line for a check. */
+interface Waiter {
+  readonly address: string;
+  start(): void;
+  refuse(e: OtiError): void;
 }
 
 export class LoginGuard {
@@ -28,7 +32,9 @@ export class LoginGuard {
   readonly #total: TokenBucket;
   /** Source address → its bucket, least recently seen first. */
   readonly #addresses = new Map<string, TokenBucket>();
-  readonly #waiting: (() => void)[] = [];
+  /** Source address → its checks running now (at most `maxConcurrentChecks` entries). */
+  readonly #runningFrom = new Map<string, number>();
+  readonly #waiting: Waiter[] = [];
   #running = 0;
 
   constructor(limits: LoginLimits, now: () => number = () => performance.now()) {
@@ -37,43 +43,77 @@ export class LoginGuard {
     this.#total = new TokenBucket(limits.failuresPerMinute / 60, limits.failuresPerMinute, now);
   }
 
-  /** Reserves one failure for a login from `address`, or says which limit refuses it. */
-  admit(address: string): LoginTicket | 'address' | 'total' {
-    const own = this.#bucket(address);
-    if (!own.take()) return 'address';
-    if (!this.#total.take()) {
-      own.give();
-      return 'total';
+  /**
+   * Runs `run`, the credential check of a login from `address`, when a slot is free and the
+   * failure budgets allow. `run` resolves to undefined when the credentials are wrong: that
+   * failure is charged to the address's budget and the overall one. A check that throws is not
+   * charged. Rejects with ERR_MQTT_LOGIN_RATE (`details.budget`: `address` or `total`) when a
+   * budget is spent, before or after waiting in line, and with ERR_MQTT_BUSY when
+   * `maxPendingChecks` logins already wait.
+   */
+  async check<T>(address: string, run: () => Promise<T | undefined>): Promise<T | undefined> {
+    const spent = this.#spent(address);
+    if (spent !== undefined) throw spent;
+    await new Promise<void>((start, refuse) => {
+      this.#waiting.push({ address, start, refuse });
+      this.#pump();
+      const i = this.#waiting.findIndex((w) => w.start === start);
+      if (i >= 0 && this.#waiting.length > this.#limits.maxPendingChecks) {
+        this.#waiting.splice(i, 1);
+        refuse(new OtiError('ERR_MQTT_BUSY', `${this.#waiting.length} logins are already waiting for a credential check`, { limit: this.#limits.maxPendingChecks }));
+      }
+    });
+    let failed = false;
+    try {
+      const result = await run();
+      failed = result === undefined;
+      return result;
+    } finally {
+      if (failed) {
+        this.#bucket(address).take();
+        this.#total.take();
+      }
+      this.#running--;
+      const n = (this.#runningFrom.get(address) ?? 1) - 1;
+      if (n === 0) this.#runningFrom.delete(address);
+      else this.#runningFrom.set(address, n);
+      this.#pump();
     }
-    return {
-      succeeded: () => {
-        own.give();
-        this.#total.give();
-      },
-    };
   }
 
-  /**
-   * Runs a credential check when a slot is free. Rejects with ERR_MQTT_BUSY at once when
-   * `maxPendingChecks` are already waiting.
-   */
-  async check<T>(run: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.#limits.maxConcurrentChecks) {
-      if (this.#waiting.length >= this.#limits.maxPendingChecks) {
-        throw new OtiError('ERR_MQTT_BUSY', `${this.#waiting.length} logins are already waiting for a credential check`, { limit: this.#limits.maxPendingChecks });
+  /** Starts waiting logins in order while slots are free; refuses those whose budget is now spent. */
+  #pump(): void {
+    for (let i = 0; i < this.#waiting.length && this.#running < this.#limits.maxConcurrentChecks; ) {
+      const w = this.#waiting[i] as Waiter;
+      const spent = this.#spent(w.address);
+      if (spent !== undefined) {
+        this.#waiting.splice(i, 1);
+        w.refuse(spent);
+        continue;
       }
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    } else {
+      // Budget left, but the checks running could spend it: this one waits for them (only
+      // possible with more than one check at a time), and the next in line may go first.
+      const running = this.#runningFrom.get(w.address) ?? 0;
+      if (this.#bucket(w.address).tokens() < running + 1 || this.#total.tokens() < this.#running + 1) {
+        i++;
+        continue;
+      }
+      this.#waiting.splice(i, 1);
       this.#running++;
+      this.#runningFrom.set(w.address, running + 1);
+      w.start();
     }
-    try {
-      return await run();
-    } finally {
-      // The slot passes straight to the next waiter, or is freed.
-      const next = this.#waiting.shift();
-      if (next !== undefined) next();
-      else this.#running--;
+  }
+
+  /** The refusal for a login from `address` when its budget or the overall one is spent. */
+  #spent(address: string): OtiError | undefined {
+    if (this.#bucket(address).tokens() < 1) {
+      return new OtiError('ERR_MQTT_LOGIN_RATE', `too many failed logins from ${address} in the last minute`, { budget: 'address', limit: this.#limits.failuresPerMinutePerAddress });
     }
+    if (this.#total.tokens() < 1) {
+      return new OtiError('ERR_MQTT_LOGIN_RATE', 'too many failed logins in the last minute', { budget: 'total', limit: this.#limits.failuresPerMinute });
+    }
+    return undefined;
   }
 
   #bucket(address: string): TokenBucket {

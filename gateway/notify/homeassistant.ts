@@ -29,6 +29,7 @@ import { EVENT_TYPES } from '../../ledger/lockevent.js';
 import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
 import type { AppendResult } from '../../ledger/chain.js';
 import type { Ingest } from '../ingest.js';
+import { RefusalLog } from '../sync/refusal-log.js';
 import { HA_ENTITIES, type HaDiscoveryConfig, type HaEntity, type LockInfoMessage, type TopicMap } from '../broker/topics.js';
 
 const VERSION = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
@@ -99,6 +100,7 @@ export class HomeAssistantBridge {
   readonly #pendingInfo = new Set<string>();
   readonly #pendingClear = new Set<string>();
   readonly #offs: Array<() => void> = [];
+  readonly #birthLog = new RefusalLog();
   #pump: Promise<void> | undefined;
   #stopped = false;
 
@@ -137,7 +139,13 @@ export class HomeAssistantBridge {
    */
   birth(payload: string): void {
     if (payload.trim() !== 'online' || this.#stopped) return;
-    this.#o.logger?.info('Home Assistant is online: publishing the discovery configs again');
+    // Anyone who may publish there (the Home Assistant user) can send thousands of births: the
+    // republishing is coalesced (#kick), and the line is logged once a minute, with a count.
+    const admitted = this.#birthLog.admit('homeassistant', 'online', this.#now());
+    if (admitted !== undefined) {
+      const more = admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more births since the last such line)` : '';
+      this.#o.logger?.info({ suppressed: admitted.suppressed }, `Home Assistant is online: publishing the discovery configs again${more}`);
+    }
     this.#announced.clear();
     for (const lock of this.#facts.keys()) this.#pendingInfo.add(lock);
     this.#syncRoster();

@@ -407,3 +407,27 @@ void test('the overall connection cap: beyond api.maxConnections a connection ge
   await closed;
   await waitUntil('a slot is free again', async () => (await fetch(`${api.url}/health`, { headers: { connection: 'close' } })).status === 200);
 });
+
+void test('a client that hangs up in the middle of its body is not an internal error: logged at debug only, the API goes on', async (t) => {
+  const { chain } = await fixture(t);
+  const lines: { level: string; obj: unknown; msg: string }[] = [];
+  const record = (level: string) => (obj: unknown, msg: string) => {
+    lines.push({ level, obj, msg });
+  };
+  const logger = { debug: record('debug'), info: record('info'), warn: record('warn'), error: record('error') } as unknown as LocalApiOptions['logger'];
+  const { api } = await startApi(t, chain, { logger });
+  const { port } = new URL(api.url);
+  // As the reviewer did: announce 1000 bytes, send 3, close. `Expect: 100-continue` makes the
+  // server say when the request has reached the handler, so the hang-up comes in the body.
+  for (let i = 1; i <= 3; i++) {
+    const s = connect({ host: '127.0.0.1', port: Number(port) });
+    s.on('error', () => undefined);
+    s.write('POST /roster HTTP/1.1\r\nHost: x\r\nContent-Type: application/cbor\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n');
+    await new Promise((resolve) => s.once('data', resolve));
+    s.end('abc', () => s.destroy());
+    await waitUntil('the request to be dealt with', () => lines.filter((l) => l.msg !== 'local API listening').length >= i, 10_000);
+  }
+  assert.deepEqual(lines.filter((l) => l.level !== 'debug'), []);
+  assert.equal(lines.filter((l) => l.msg === 'API request aborted by the client').length, 3);
+  assert.equal((await fetch(`${api.url}/health`)).status, 200);
+});

@@ -204,6 +204,22 @@ void test('failed-login flood: one address is cut off unhashed after its budget,
   for (let i = 0; i < 10; i++) assert.equal(await connackFromTo(broker, '127.0.0.2', APP.username, APP.password), 0);
 });
 
+void test('correct logins arriving together spend no failure budget: from one address, from many, and after another address\'s flood', async (t) => {
+  // A reconnect storm after a restart, or clients behind one NAT, with the default budgets: the
+  // checks wait in line one at a time, and none of them is a failure.
+  const broker = await startBroker(t, { ...UNCAPPED, login: { ...DEFAULT_LOGIN_LIMITS, refusalDelayMs: 0 } });
+  const oneAddress = await Promise.all(Array.from({ length: 30 }, () => connackFromTo(broker, '127.0.5.1', APP.username, APP.password)));
+  assert.deepEqual(tally(oneAddress), { 0: 30 });
+  const manyAddresses = await Promise.all(Array.from({ length: 31 }, (_, i) => connackFromTo(broker, `127.0.6.${i + 1}`, READER.username, READER.password)));
+  assert.deepEqual(tally(manyAddresses), { 0: 31 });
+  // A wrong-password flood from one address spends that address's budget only.
+  const flood = await Promise.all(Array.from({ length: 30 }, () => connackFromTo(broker, '127.0.5.2', APP.username, 'wrong')));
+  assert.deepEqual(tally(flood), { 4: DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress, 5: 30 - DEFAULT_LOGIN_LIMITS.failuresPerMinutePerAddress });
+  const after = await Promise.all(Array.from({ length: 30 }, () => connackFromTo(broker, '127.0.5.3', APP.username, APP.password)));
+  assert.deepEqual(tally(after), { 0: 30 });
+  assert.deepEqual(broker.stats().loginsRefused, { ERR_MQTT_AUTH: 10, ERR_MQTT_LOGIN_RATE: 20 });
+});
+
 void test('failed-login flood: the overall budget and the waiting line refuse with CONNACK 3', async (t) => {
   const limits = { maxConcurrentChecks: 1, maxPendingChecks: 100, failuresPerMinutePerAddress: 100, failuresPerMinute: 4, trackedAddresses: 64, refusalDelayMs: 0 };
   const broker = await startBroker(t, { login: limits });

@@ -241,6 +241,23 @@ void test('a packet over maxMessageBytes closes the connection and is not delive
   await assert.rejects(broker.publish(topic, Buffer.alloc(2000), { qos: 0, retain: false }), (e) => isOtiError(e, 'ERR_FRAME_TOO_LARGE'));
 });
 
+void test('a topic filter or topic name holding U+0000 closes the connection (MQTT 3.1.1 §1.5.3, ERR_FRAME_MALFORMED)', async (t) => {
+  const { broker } = await startBroker(t);
+  const app = await openOn(t, broker, APP);
+  const gone = closed(app);
+  app.subscribe(`${broker.topics.event('a')}\u0000b`, { qos: 1 }, () => undefined);
+  await gone;
+  assert.equal(broker.stats().refused, 1);
+  // The same filter without it is granted, on a new connection.
+  const again = await openOn(t, broker, APP);
+  assert.deepEqual((await again.subscribeAsync(broker.topics.event('a'), { qos: 1 })).map((g) => g.qos), [1]);
+  const gw = await openOn(t, broker, GATEWAY);
+  const gwGone = closed(gw);
+  gw.publish(`${broker.topics.gatewayState('gw-a')}\u0000`, '{"state":"online","at":1}', { qos: 1 });
+  await gwGone;
+  assert.deepEqual(broker.stats().publishesRefused, { ERR_FRAME_MALFORMED: 1 });
+});
+
 void test('a client publishing faster than its rate limit is cut off', async (t) => {
   const { broker } = await startBroker(t, { rateLimit: { messagesPerSecond: 1, burst: 5 } });
   const gw = await openOn(t, broker, GATEWAY);
