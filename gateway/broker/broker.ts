@@ -463,8 +463,11 @@ export class Broker {
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {
     if (this.#opts.usersFile !== undefined) {
       try {
-        const role = await verifyMqttUser(await readMqttUsers(this.#opts.usersFile), username, password);
+        const users = await readMqttUsers(this.#opts.usersFile);
+        const role = await verifyMqttUser(users, username, password);
         if (role !== undefined) return { role, identity: username };
+        // A name of the users file is never a gateway's: a wrong password ends here.
+        if (users.some((u) => u.username === username)) return undefined;
       } catch (e) {
         // No users file yet is normal (a new gateway; gateways log in with their own credentials).
         if (isOtiError(e, 'ERR_NOT_FOUND')) this.#log.debug({ path: this.#opts.usersFile }, 'no MQTT users file: no app or read-only user can log in');

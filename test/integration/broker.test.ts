@@ -114,6 +114,19 @@ void test('clients without credentials or with a wrong password are refused at C
   assert.equal(broker.stats().clients, 0);
 });
 
+void test('a user of the users file with a wrong password is refused without asking the gateway verifier', async (t) => {
+  const asked: string[] = [];
+  const { broker } = await startBroker(t, {
+    verifyGatewayCredential: (username) => {
+      asked.push(username);
+      return Promise.resolve(undefined);
+    },
+  });
+  await refusedWith(openOn(t, broker, { username: APP.username, password: 'wrong' }), 4);
+  await refusedWith(openOn(t, broker, { username: 'nobody', password: 'x' }), 4);
+  assert.deepEqual(asked, ['nobody'], 'only a name missing from the users file goes to the gateway verifier (MQTT.md §Authentication)');
+});
+
 void test('anonymous clients get the read-only role when allowed', async (t) => {
   const { broker } = await startBroker(t, { allowAnonymous: true });
   const anon = await openOn(t, broker, {});
