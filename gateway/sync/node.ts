@@ -104,7 +104,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       blocked: () => this.#evidence.blocked,
       evidence: () => this.#evidence.views(),
       auditFailed: (origin) => this.#audit.failed(origin),
-      revokedHere: (gw) => this.#rosters().some((x) => x.get('gateway', gw)?.revoked === true),
+      revokedHere: (gw) => this.#revoked(gw),
     });
   }
 
@@ -152,16 +152,24 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return this.#evidence.blocked.has(origin) || this.#audit.failed(origin);
   }
 
-  /** This gateway and every gateway whose chain it holds, unless revoked or refused. */
+  /**
+   * This gateway and every gateway whose chain it holds or that announced one, unless refused or
+   * revoked in any roster held here: a revocation is recorded in the chains of the gateways that
+   * took it, never in the revoked gateway's own, so its own roster cannot be the one asked.
+   */
   knownGateways(): string[] {
     const out = new Set<string>([this.#o.gatewayId]);
-    for (const p of this.#peers.values()) if (!this.#refused(p.origin) && p.target !== undefined) out.add(p.gatewayId);
+    for (const p of this.#peers.values()) if (!this.#refused(p.origin) && p.target !== undefined && !this.#revoked(p.gatewayId)) out.add(p.gatewayId);
     for (const r of this.#settled.values()) {
       const { gatewayId } = parseOrigin(r.origin);
-      const m = r.roster.get('gateway', gatewayId);
-      if (m !== undefined && !m.revoked && !this.#refused(r.origin)) out.add(gatewayId);
+      if (r.roster.get('gateway', gatewayId) !== undefined && !this.#revoked(gatewayId) && !this.#refused(r.origin)) out.add(gatewayId);
     }
     return [...out];
+  }
+
+  /** True when a roster held here (a peer chain's or the own) lists `gatewayId` as revoked. */
+  #revoked(gatewayId: string): boolean {
+    return this.#rosters().some((x) => x.get('gateway', gatewayId)?.revoked === true);
   }
 
   /** True when this gateway's rosters list `gatewayId` as revoked or under another key (for credentials). */
