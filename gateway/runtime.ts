@@ -326,6 +326,7 @@ async function compose(c: Composition): Promise<Parts> {
     publicKey: id.key.publicKey,
     waitMs: config.sync.recoverWaitMs,
     timeoutMs: config.sync.recoverTimeoutMs,
+    adopt: (cp) => record.note(cp),
     health,
     log,
     signal: c.stopping,

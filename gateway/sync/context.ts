@@ -30,6 +30,8 @@ export interface Link {
   /** Settles once the link's first subscription is acknowledged: retained messages come right after. */
   readonly subscribed: Promise<void>;
   readonly markSubscribed: () => void;
+  /** Settles once the first connection attempt has ended: true when it connected, false when it failed (retried meanwhile). */
+  readonly firstAttempt: Promise<boolean>;
 }
 
 export interface SyncOptions {

@@ -42,20 +42,21 @@ export class Links {
     });
     let markSubscribed = (): void => undefined;
     const subscribed = new Promise<void>((resolve) => (markSubscribed = resolve));
-    const link: Link = { url, t, subscribed, markSubscribed };
+    let reached = (_: boolean): void => undefined;
+    const firstAttempt = new Promise<boolean>((resolve) => (reached = resolve));
+    const link: Link = { url, t, subscribed, markSubscribed, firstAttempt };
     this.all.push(link);
     t.on('message', (topic, payload) => this.h.message(link, topic, payload));
     t.on('error', (e) => o.logger?.debug({ url, err: e.message }, 'sync link error'));
     t.on('close', () => this.h.close(link));
     t.on('connect', () => void this.h.connect(link));
-    return new Promise((resolve) => {
-      const done = (): void => {
-        t.off('connect', done);
-        t.off('error', done);
-        resolve();
-      };
-      t.once('connect', done);
-      t.once('error', done);
+    const connected = (): void => reached(true);
+    const failed = (): void => reached(false);
+    t.once('connect', connected);
+    t.once('error', failed);
+    return firstAttempt.then(() => {
+      t.off('connect', connected);
+      t.off('error', failed);
     });
   }
 

@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import { Signer } from '../../ledger/crypto.js';
+import type { SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { chainOrigin, type Chain, type BlockEvent } from '../../ledger/chain.js';
 import { ChainReplica } from '../../ledger/peer.js';
 import { parseOrigin } from '../../ledger/verify.js';
@@ -43,6 +44,9 @@ import { MqttTransport } from './transport-mqtt.js';
 import type { EvidenceView, PeerView } from './view.js';
 import { CoverageTracker } from './witness.js';
 import { RANGE_OVERHEAD_BYTES } from './wire.js';
+
+/** Recovery: how long the other peers are waited for after the first answered (when what it holds is not known to be enough). */
+const PROBE_GRACE_MS = 2000;
 
 export { DEFAULT_SYNC_MESSAGE_BYTES, DEFAULT_STALL_MS, DEFAULT_WINDOW_ENTRIES } from './context.js';
 export type { SyncEvents, SyncOptions, SyncProgress, SyncRefusal } from './context.js';
@@ -104,7 +108,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       blocked: () => this.#evidence.blocked,
       evidence: () => this.#evidence.views(),
       auditFailed: (origin) => this.#audit.failed(origin),
-      revokedHere: (gw) => this.#rosters().some((x) => x.get('gateway', gw)?.revoked === true),
+      revokedHere: (gw) => this.#revoked(gw),
     });
   }
 
@@ -152,16 +156,24 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     return this.#evidence.blocked.has(origin) || this.#audit.failed(origin);
   }
 
-  /** This gateway and every gateway whose chain it holds, unless revoked or refused. */
+  /**
+   * This gateway and every gateway whose chain it holds or that announced one, unless refused or
+   * revoked in any roster held here: a revocation is recorded in the chains of the gateways that
+   * took it, never in the revoked gateway's own, so its own roster cannot be the one asked.
+   */
   knownGateways(): string[] {
     const out = new Set<string>([this.#o.gatewayId]);
-    for (const p of this.#peers.values()) if (!this.#refused(p.origin) && p.target !== undefined) out.add(p.gatewayId);
+    for (const p of this.#peers.values()) if (!this.#refused(p.origin) && p.target !== undefined && !this.#revoked(p.gatewayId)) out.add(p.gatewayId);
     for (const r of this.#settled.values()) {
       const { gatewayId } = parseOrigin(r.origin);
-      const m = r.roster.get('gateway', gatewayId);
-      if (m !== undefined && !m.revoked && !this.#refused(r.origin)) out.add(gatewayId);
+      if (r.roster.get('gateway', gatewayId) !== undefined && !this.#revoked(gatewayId) && !this.#refused(r.origin)) out.add(gatewayId);
     }
     return [...out];
+  }
+
+  /** True when a roster held here (a peer chain's or the own) lists `gatewayId` as revoked. */
+  #revoked(gatewayId: string): boolean {
+    return this.#rosters().some((x) => x.get('gateway', gatewayId)?.revoked === true);
   }
 
   /** True when this gateway's rosters list `gatewayId` as revoked or under another key (for credentials). */
@@ -266,23 +278,32 @@ export class SyncNode extends EventEmitter<SyncEvents> {
    * peers for this gateway's own chain beyond what is stored and stores every verified block
    * (role "self"), so that Chain.open continues from the tip and never forks the chain.
    * Peers are those whose retained checkpoints arrive within `settleMs` of subscribing, plus
-   * those whose chains are stored. Returns the size before and after.
+   * those whose chains are stored, less those revoked in a roster held here. All are asked for
+   * their head at once, so that one offline or silent peer cannot use up the time of the others;
+   * those that answered are then pulled from, the longest first (docs/SYNC.md §Recovery).
+   * `need`: the size of the last-checkpoint record, if any. Returns the sizes before and after,
+   * the peers asked and those that answered.
    */
-  async recoverOwnChain(opts: { timeoutMs: number; settleMs?: number }): Promise<{ before: number; after: number; peers: string[] }> {
+  async recoverOwnChain(opts: { timeoutMs: number; settleMs?: number; need?: number }): Promise<{ before: number; after: number; peers: string[]; answered: string[] }> {
     const deadline = this.#now() + opts.timeoutMs;
     const replica = await this.replica(this.origin);
     const before = replica.size;
     // The settle window starts once every link has subscribed (the brokers send their retained
-    // checkpoints right after the SUBACK), so a slow connection does not eat it; an unreachable
-    // broker holds it up for at most half the time allowed.
+    // checkpoints right after the SUBACK), so a slow connection does not eat it; a broker whose
+    // first connection failed (a peer offline) is not waited for, and a slow one holds it up for
+    // at most half the time allowed.
     let bound: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(this.#links.all.map((l) => l.subscribed)), new Promise<void>((resolve) => (bound = setTimeout(resolve, opts.timeoutMs / 2)))]);
+    const subscribed = this.#links.all.map((l) => l.firstAttempt.then((ok) => (ok ? l.subscribed : undefined)));
+    await Promise.race([Promise.all(subscribed), new Promise<void>((resolve) => (bound = setTimeout(resolve, opts.timeoutMs / 2)))]);
     clearTimeout(bound);
     await new Promise((resolve) => setTimeout(resolve, Math.min(opts.settleMs ?? 1000, Math.max(0, deadline - this.#now()))));
     const peers = new Set<string>([...this.#peers.values()].map((p) => p.gatewayId));
     for (const r of this.#settled.values()) peers.add(parseOrigin(r.origin).gatewayId);
     peers.delete(this.#o.gatewayId);
-    for (const gw of peers) {
+    for (const gw of peers) if (this.#revoked(gw)) peers.delete(gw);
+    const heads = await this.#askHeads([...peers], Math.max(opts.need ?? 0, this.#own.retained?.size ?? 0), deadline);
+    for (const [gw, size] of [...heads].sort((x, y) => y[1] - x[1])) {
+      if (size <= replica.size) break;
       // The link the peer was heard on first, then every other connected one: a link can drop
       // during the pull (a broker restarting, a cable), and any broker the peer is linked to reaches it.
       const tried = new Set<Link>();
@@ -297,12 +318,40 @@ export class SyncNode extends EventEmitter<SyncEvents> {
         if (answered) break;
       }
     }
-    const after = replica.size;
-    const retained = this.#own.retained;
-    if (retained !== undefined && retained.size > after) {
-      this.#o.logger?.warn({ retained: retained.size, stored: after }, 'a retained checkpoint of this gateway’s chain is ahead of what the peers could give');
-    }
-    return { before, after, peers: [...peers] };
+    return { before, after: replica.size, peers: [...peers], answered: [...heads.keys()] };
+  }
+
+  /**
+   * Asks every peer at once for its head of the own chain; returns the size each that answered
+   * holds. Stops waiting for the rest once an answer reaches `need` (the most this gateway is known
+   * to have published: nobody holds more); else PROBE_GRACE_MS after the first answer, or after
+   * the start when the ledger already holds `need`; else at `deadline` (a stall at most).
+   */
+  async #askHeads(peers: readonly string[], need: number, deadline: number): Promise<Map<string, number>> {
+    const own = await this.replica(this.origin);
+    const heads = new Map<string, number>();
+    let enough: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (enough = resolve));
+    let grace: NodeJS.Timeout | undefined;
+    if (need > 0 && own.size >= need) grace = setTimeout(enough, PROBE_GRACE_MS);
+    const asked = peers.map(async (gw) => {
+      const link = this.#recoveryLink(gw, new Set());
+      if (link === undefined) return;
+      const h = await this.#pull.head(this.origin, gw, link, deadline).catch((e: unknown) => {
+        this.#refuse(this.origin, gw, e);
+        return 'silent' as const;
+      });
+      if (h === 'silent') return;
+      heads.set(gw, h === 'nothing-more' ? own.size : h.size);
+      if (need > 0 && heads.get(gw)! >= need) enough();
+      grace ??= setTimeout(enough, PROBE_GRACE_MS);
+    });
+    await Promise.race([Promise.all(asked), done]);
+    clearTimeout(grace);
+    // The peers still silent are not waited for: their requests end now.
+    this.#inboxes.closeWhere((i) => i.chain === this.origin);
+    await Promise.all(asked);
+    return heads;
   }
 
   /** A connected link not tried yet for recovering the own chain from `gw`: the one it was heard on first. */
@@ -322,6 +371,11 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     await this.#links.end();
     await Promise.all([...this.#peers.values()].map((p) => p.pulling ?? Promise.resolve()));
     await this.#audit.stop();
+  }
+
+  /** The largest checkpoint of the own chain seen on a broker, verified with this gateway's key (recovery compares it with what it holds). */
+  get retainedOwn(): SignedCheckpoint | undefined {
+    return this.#own.retained;
   }
 
   // ---- links -------------------------------------------------------------------------------

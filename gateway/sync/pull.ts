@@ -186,6 +186,28 @@ export class Puller {
   }
 
   /**
+   * Asks `responder` for its head of chain `origin` (a window of one entry from the stored size,
+   * nothing stored) and waits for the first answer until `deadline` (or a stall): its verified head
+   * when it holds more, 'nothing-more' when it does not, 'silent' when no answer came or the
+   * request was closed. For asking every peer at once (SyncNode.recoverOwnChain).
+   */
+  async head(origin: string, responder: string, link: Link, deadline: number): Promise<SignedCheckpoint | 'nothing-more' | 'silent'> {
+    const c = this.c;
+    const replica = await c.settledReplica(origin);
+    const from = replica.size;
+    const id = (this.#seq = (this.#seq + 1) >>> 0);
+    const inbox = this.inboxes.open(id, responder, origin, link);
+    try {
+      this.links.publish(link, c.topics.syncRequest(responder, c.o.gatewayId), encodeRequest({ id, chain: origin, from, to: from + 1 }), false).catch(() => close(inbox));
+      const msg = await this.inboxes.next(inbox, Math.min(this.#stallMs, Math.max(1, deadline - c.now())));
+      if (msg === undefined) return 'silent';
+      return (await this.#checkHead(replica, parseOrigin(origin).gatewayId, from, msg)) ?? 'nothing-more';
+    } finally {
+      this.inboxes.remove(inbox);
+    }
+  }
+
+  /**
    * One window: asks for entries from the stored size, checks the first message's head (the
    * responder proves that its tree extends the stored one before any block is taken), then
    * stores the blocks as they complete. Returns the verified head; 'nothing-more' when the

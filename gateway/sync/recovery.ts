@@ -7,15 +7,17 @@
  *  1. Peers are looked for for up to `sync.recoverWaitMs` (discovery announces and queries at
  *     once, so a peer on the LAN is found in about a second); with peers, the own chain is asked
  *     for beyond what is stored (SyncNode.recoverOwnChain).
- *  2. The last-checkpoint record (gateway/sync/checkpoint-record.ts) says how long the chain was. A
- *     ledger still shorter than that is lost data: the gateway stays read-only (no chain is
+ *  2. The last-checkpoint record (gateway/sync/checkpoint-record.ts) says how long the chain was;
+ *     a checkpoint of the own chain retained on the brokers that is larger (after a re-flash, or
+ *     the restore of an older data folder) takes its place and is recorded. A ledger still
+ *     shorter than that is lost data: the gateway stays read-only (no chain is
  *     opened: the drivers do not run, so locks keep their events), raises `ledger-lost`
  *     (unavailable, ERR_LEDGER_LOST) on the health board, logs the remedy at error, and keeps
  *     trying peers until it has caught up, or until an operator accepts the loss with
  *     `oti ledger accept-loss` (gateway/sync/ledger-decision.ts).
  *
- * A data folder without a record (a first start, or the whole folder replaced) cannot know
- * whether its chain existed: only step 1 protects it, within `sync.recoverWaitMs`.
+ * A data folder without a record (a first start, or the whole folder replaced) knows that its
+ * chain existed only from the peers: their answers and the checkpoints retained on their brokers.
  */
 import type { Logger } from '../log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -49,6 +51,8 @@ export interface RecoveryOptions {
   readonly log: Logger;
   /** Aborted when the gateway stops meanwhile. */
   readonly signal: AbortSignal;
+  /** Records a checkpoint of the own chain, seen on the brokers, that is ahead of `record` (CheckpointRecord.note). */
+  readonly adopt?: (cp: SignedCheckpoint) => void;
   /** Called once when the gateway becomes read-only; what it returns is closed when that ends. */
   readonly whileReadOnly?: () => Promise<{ close(): Promise<void> }>;
 }
@@ -58,25 +62,40 @@ export type RecoveryOutcome = 'fresh' | 'current' | 'recovered' | 'loss-accepted
 
 export async function recoverBeforeAppending(o: RecoveryOptions): Promise<RecoveryOutcome> {
   const own = await o.sync.replica(o.sync.origin);
-  const need = o.record?.size ?? 0;
   const start = own.size;
   if (!peers(o) && o.discovery !== undefined && o.waitMs > 0) {
     o.log.info(`looking for the site's other gateways for up to ${o.waitMs} ms before opening the chain, in case they hold a newer copy of it (sync.recoverWaitMs)`);
     await waitFor(() => peers(o), o.waitMs, o.signal);
   }
-  if (peers(o)) await askPeers(o);
-  if (own.size >= need) return own.size > start ? 'recovered' : o.record === undefined && own.size === 0 ? 'fresh' : 'current';
-  return readOnlyUntilResolved(o, need, () => own.size);
+  if (peers(o)) await askPeers(o, o.record?.size ?? 0);
+  const record = await newestRecord(o);
+  if (own.size >= (record?.size ?? 0)) return own.size > start ? 'recovered' : record === undefined && own.size === 0 ? 'fresh' : 'current';
+  return readOnlyUntilResolved(o, record!, () => own.size);
 }
 
-async function askPeers(o: RecoveryOptions): Promise<void> {
-  const r = await o.sync.recoverOwnChain({ timeoutMs: o.timeoutMs });
+async function askPeers(o: RecoveryOptions, need: number): Promise<void> {
+  const r = await o.sync.recoverOwnChain({ timeoutMs: o.timeoutMs, need });
   if (r.after > r.before) o.log.warn(r, `recovered this gateway's own chain from peers: ${r.before} → ${r.after} entries (restored from a backup or re-flashed?)`);
-  else o.log.info({ peers: r.peers, size: r.after }, `own chain checked with ${r.peers.length} peer(s): nothing newer`);
+  else o.log.info({ peers: r.peers, answered: r.answered, size: r.after }, `own chain checked with ${r.peers.length} peer(s), ${r.answered.length} answered: nothing newer`);
 }
 
-async function readOnlyUntilResolved(o: RecoveryOptions, need: number, size: () => number): Promise<RecoveryOutcome> {
-  const record = o.record as SignedCheckpoint;
+/**
+ * The record to hold the ledger to: the last-checkpoint record, or a checkpoint of this chain
+ * retained on the brokers (verified with this gateway's key) when it is larger, as after a
+ * re-flash (no record) or the restore of an older data folder: peers saw that checkpoint, so
+ * appending before holding it would fork the chain. Such a checkpoint becomes the record (`adopt`),
+ * so that a restart and `oti ledger accept-loss` find it; one whose loss was accepted is not held to.
+ */
+async function newestRecord(o: RecoveryOptions): Promise<SignedCheckpoint | undefined> {
+  const seen = o.sync.retainedOwn;
+  if (seen === undefined || seen.size <= (o.record?.size ?? 0) || (await lossAccepted(o.dataDir, seen, o.publicKey))) return o.record;
+  o.log.warn({ retained: seen.size, record: o.record?.size ?? null }, `a checkpoint of this gateway's chain at ${seen.size} entries, retained on the brokers, is ahead of its last-checkpoint record: it is the record from now on`);
+  o.adopt?.(seen);
+  return seen;
+}
+
+async function readOnlyUntilResolved(o: RecoveryOptions, record: SignedCheckpoint, size: () => number): Promise<RecoveryOutcome> {
+  const need = record.size;
   const reason = (): string =>
     `the ledger holds ${size()} entries of this gateway's chain, but it signed a checkpoint at ${need} (${LAST_CHECKPOINT_FILE}): ` +
     `nothing is appended until the missing entries are recovered from a peer (start one, or check the network), or an operator accepts the loss with ` +
@@ -94,7 +113,7 @@ async function readOnlyUntilResolved(o: RecoveryOptions, need: number, size: () 
       }
       if (peers(o) && Date.now() - lastTry >= RETRY_PEERS_MS) {
         lastTry = Date.now();
-        await askPeers(o).catch((e: unknown) => o.log.warn({ err: e }, 'asking peers for this gateway’s chain failed'));
+        await askPeers(o, need).catch((e: unknown) => o.log.warn({ err: e }, 'asking peers for this gateway’s chain failed'));
         if (size() >= need) {
           o.log.warn({ stored: size(), record: need }, `ledger recovered from peers: ${size()} entries, at least the ${need} of the last checkpoint this gateway signed; appending again`);
           return 'recovered';
