@@ -21,9 +21,12 @@ rm -rf "$OUT/stage"
 mkdir -p "$OUT/stage"
 
 # Production dependencies, once: a copy of node_modules pruned of the dev tools (offline).
+# node_modules/. copies the folder's contents even where node_modules is a symlink (a git
+# worktree sharing a checkout's): never the link itself, which npm prune would follow.
 prod="$OUT/stage/prod"
-mkdir -p "$prod"
-cp -a package.json package-lock.json node_modules "$prod/"
+mkdir -p "$prod/node_modules"
+cp -a package.json package-lock.json "$prod/"
+cp -a node_modules/. "$prod/node_modules/"
 (cd "$prod" && npm prune --omit=dev --ignore-scripts --offline --no-audit --no-fund --loglevel=error)
 # Compiler leftovers of addons built on this machine: objects, not loadable addons.
 find "$prod/node_modules" -type d \( -name obj.target -o -name .deps \) -prune -exec rm -rf {} +
