@@ -64,7 +64,7 @@ Maintainer: OTI Gateway developers <dev@oti.invalid>
 Section: net
 Priority: optional
 Installed-Size: $(du -sk "$d" | cut -f1)
-Depends: passwd
+Depends: passwd, init-system-helpers (>= 1.54~)
 Recommends: nodejs (>= 20), bluez
 Suggests: avahi-daemon, libcap2-bin
 Description: OTI Gateway: signed, tamper-evident lock event ledger for smart-lock sites
