@@ -41,7 +41,11 @@ tree_for() { # arch → a release tree in $OUT/stage/<arch>/oti-gateway
   cp -a deploy/oti-gateway.service deploy/apply-boot-bundle.sh deploy/install.sh "$t/deploy/"
   cp -a deploy/bin "$t/bin"
   cp -a docs/*.md README.md "$t/docs/"
-  node dist/deploy/native-check.js "$t" "$arch" --prune > "$OUT/stage/$arch.native.txt"
+  node dist/deploy/native-check.js "$t" "$arch" --prune > "$OUT/stage/$arch.native.txt" || {
+    grep -v '^ok' "$OUT/stage/$arch.native.txt" >&2
+    echo "release.sh: the $arch tree failed the native check (deploy/native-check.ts)" >&2
+    exit 1
+  }
   cp "$OUT/stage/$arch.native.txt" "$t/NATIVE.txt"
   printf 'oti-gateway %s linux-%s built %s from %s\n' "$VERSION" "$arch" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" > "$t/RELEASE"
 }
