@@ -6,8 +6,10 @@
 # dist/, the production dependencies only (a copy of node_modules pruned with --omit=dev,
 # nothing run or compiled), and per native module only the prebuilt addons of its architecture,
 # checked by their ELF headers (deploy/native-check.ts). $OTI_RELEASE_VERSION overrides the
-# package version (a rebuilt artifact for an upgrade); $OTI_RELEASE_DEB_COMPRESSION the .deb's
-# compression (xz, the default, is the smallest; gzip is several times faster to build).
+# package version (a rebuilt artifact for an upgrade): it is written into the tree's
+# package.json, which `oti --version`, /status and the MQTT discovery read, as well as into
+# RELEASE, the file names and the .deb's control file. $OTI_RELEASE_DEB_COMPRESSION sets the
+# .deb's compression (xz, the default, is the smallest; gzip is several times faster to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -15,6 +17,11 @@ OUT="$ROOT/release"
 ARCHS="${OTI_RELEASE_ARCHS:-amd64 arm64 armhf}"
 DEB_COMPRESSION="${OTI_RELEASE_DEB_COMPRESSION:-xz}"
 VERSION="${OTI_RELEASE_VERSION:-$(node -p 'require("./package.json").version')}"
+# A version dpkg and npm both read (digits first; letters, digits and . + ~ - after).
+if ! printf '%s' "$VERSION" | grep -Eq '^[0-9][0-9A-Za-z.+~-]*$'; then
+  echo "release.sh: OTI_RELEASE_VERSION '$VERSION' is not a package version (like 0.1.1 or 0.1.0+rebuild1)" >&2
+  exit 2
+fi
 
 npx tsc -p tsconfig.json
 rm -rf "$OUT/stage"
@@ -35,6 +42,8 @@ tree_for() { # arch → a release tree in $OUT/stage/<arch>/oti-gateway
   local arch="$1" t="$OUT/stage/$1/oti-gateway"
   mkdir -p "$t/dist"
   cp -a "$prod/node_modules" package.json package-lock.json "$t/"
+  # The one version the release reports: the runtime reads it from package.json.
+  node -e 'const fs = require("fs"), [f, v] = process.argv.slice(1), p = JSON.parse(fs.readFileSync(f, "utf8")); p.version = v; fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n")' "$t/package.json" "$VERSION"
   (cd dist && cp -a gateway drivers ledger provisioning hardware-test "$t/dist/")
   find "$t/dist" -name '*.map' -delete
   mkdir -p "$t/deploy" "$t/docs"
