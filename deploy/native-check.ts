@@ -1,18 +1,22 @@
 /**
- * The native addons of a release tree, checked for one architecture (`npm run release`):
+ * The native files of a release tree, checked for one architecture (`npm run release`):
  *
  *   node dist/deploy/native-check.js <tree> <amd64|arm64|armhf> [--prune]
  *
- * Lists every `*.node` file under <tree>/node_modules with the machine its ELF header names.
- * With --prune, files for other machines or systems (other prebuilds, a build/ made on this
- * host for another architecture, musl variants) and the addons of packages that Linux never loads
- * (NOT_ON_LINUX) are deleted first. Then each native package must keep at least one addon of the
- * target machine. A package the gateway can run without (OPTIONAL: it falls back, see
- * docs/INSTALL.md §Architectures) is reported as `none`; any other package without one, or a
- * wrong-machine addon left anywhere, fails the check (exit 1).
+ * Lists every native file under <tree>/node_modules with the machine its ELF header names: every
+ * `*.node` and `*.bare` file, every ELF file, and every file in a `prebuilds/` folder. A file is
+ * kept only if Node on Linux for the target loads it: an ELF file of the target machine, for
+ * glibc (no musl variant), and, under `prebuilds/`, a `.node` addon in `prebuilds/linux-<arch>/`.
+ * Everything else is foreign: other machines and systems (Mach-O, PE, android, ios), the `.bare`
+ * builds that only the Bare runtime loads (sodium-native ships one beside each addon), and the
+ * addons of packages that Linux never loads (NOT_ON_LINUX). With --prune the foreign files are
+ * deleted first. Then each native package must keep at least one addon of the target machine. A
+ * package the gateway can run without (OPTIONAL: it falls back, see docs/INSTALL.md
+ * §Architectures) is reported as `none`; any other package without one, or a foreign file left
+ * anywhere, fails the check (exit 1).
  */
-import { readdir, rm, stat } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
 import { MACHINES, MACHINE_NAMES, readElfHeader, type DebianArch } from './elf.js';
 
 /** Native packages whose addon only other systems load, with why: pruned, reported as `n/a`. */
@@ -28,17 +32,21 @@ const OPTIONAL: Readonly<Record<string, string>> = {
 /** Node's name of each architecture (process.arch), as in prebuilds/linux-<arch>/. */
 const NODE_ARCH: Readonly<Record<DebianArch, string>> = { amd64: 'x64', arm64: 'arm64', armhf: 'arm' };
 
-interface Addon {
+interface NativeFile {
   readonly path: string;
   readonly pkg: string;
   readonly machine: number | undefined;
 }
 
-async function findAddons(dir: string, out: string[] = []): Promise<string[]> {
+/** Every file under `dir` that holds or may hold native code (see the header), with its ELF machine. */
+async function findNative(dir: string, out: { path: string; machine: number | undefined }[] = []): Promise<typeof out> {
   for (const d of await readdir(dir, { withFileTypes: true })) {
     const full = join(dir, d.name);
-    if (d.isDirectory()) await findAddons(full, out);
-    else if (d.isFile() && d.name.endsWith('.node')) out.push(full);
+    if (d.isDirectory()) await findNative(full, out);
+    else if (d.isFile()) {
+      const machine = (await readElfHeader(full))?.machine;
+      if (machine !== undefined || /\.(node|bare)$/.test(d.name) || full.includes(`${sep}prebuilds${sep}`)) out.push({ path: full, machine });
+    }
   }
   return out;
 }
@@ -51,9 +59,8 @@ function packageOf(rel: string): string {
   return name.startsWith('@') ? `${name}/${parts[i + 2] ?? ''}` : name;
 }
 
-async function addons(tree: string): Promise<Addon[]> {
-  const found = await findAddons(join(tree, 'node_modules'));
-  return Promise.all(found.map(async (path) => ({ path: relative(tree, path), pkg: packageOf(relative(tree, path)), machine: (await readElfHeader(path))?.machine })));
+async function nativeFiles(tree: string): Promise<NativeFile[]> {
+  return (await findNative(join(tree, 'node_modules'))).map((f) => ({ path: relative(tree, f.path), pkg: packageOf(relative(tree, f.path)), machine: f.machine }));
 }
 
 /** Packages that ship native code: a binding.gyp or a prebuilds/ folder at their root. */
@@ -83,21 +90,35 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = MACHINES[arch as DebianArch];
-  const prebuilds = `prebuilds${sep}linux-${NODE_ARCH[arch as DebianArch]}${sep}`;
-  const foreign = (a: Addon): boolean => a.machine !== want || /musl/.test(a.path) || (a.path.includes(`prebuilds${sep}`) && !a.path.includes(prebuilds));
+  const prebuilds = `${sep}prebuilds${sep}linux-${NODE_ARCH[arch as DebianArch]}${sep}`;
+  /** Why Node on Linux for `arch` never loads `f`, or undefined when it may. */
+  const foreign = (f: NativeFile): string | undefined => {
+    if (f.machine !== want) return 'another machine or system';
+    if (/musl/.test(f.path)) return 'musl';
+    const inPrebuilds = f.path.includes(`${sep}prebuilds${sep}`);
+    if (inPrebuilds && !f.path.includes(prebuilds)) return 'another platform';
+    if (f.path.endsWith('.bare')) return 'Bare runtime only';
+    if (inPrebuilds && !f.path.endsWith('.node')) return 'not a Node addon';
+    if (Object.hasOwn(NOT_ON_LINUX, f.pkg)) return 'not loaded on Linux';
+    return undefined;
+  };
   if (flag === '--prune') {
-    for (const a of await addons(tree)) if (foreign(a) || Object.hasOwn(NOT_ON_LINUX, a.pkg)) await rm(join(tree, a.path));
+    const gone = (await nativeFiles(tree)).filter((f) => foreign(f) !== undefined);
+    for (const f of gone) await rm(join(tree, f.path));
+    // The folders emptied (prebuilds/<platform>/), deepest first; a folder still holding files stays.
+    const dirs = [...new Set(gone.map((f) => dirname(join(tree, f.path))))].sort((a, b) => b.length - a.length);
+    for (const d of dirs) await rmdir(d).catch(() => undefined);
   }
-  const left = await addons(tree);
+  const left = await nativeFiles(tree);
   let ok = true;
-  for (const a of left) {
-    const name = a.machine === undefined ? 'not ELF' : (MACHINE_NAMES[a.machine] ?? `machine 0x${a.machine.toString(16)}`);
-    const good = !foreign(a);
-    ok &&= good;
-    process.stdout.write(`${good ? 'ok  ' : 'BAD '} ${name.padEnd(8)} ${a.path}\n`);
+  for (const f of left) {
+    const name = f.machine === undefined ? 'not ELF' : (MACHINE_NAMES[f.machine] ?? `machine 0x${f.machine.toString(16)}`);
+    const why = foreign(f);
+    ok &&= why === undefined;
+    process.stdout.write(`${why === undefined ? 'ok  ' : 'BAD '} ${name.padEnd(8)} ${f.path}${why === undefined ? '' : ` (${why})`}\n`);
   }
   for (const pkg of await nativePackages(tree)) {
-    if (left.some((a) => a.pkg === pkg && a.machine === want)) continue;
+    if (left.some((f) => f.pkg === pkg && foreign(f) === undefined)) continue;
     const notUsed = Object.hasOwn(NOT_ON_LINUX, pkg) ? NOT_ON_LINUX[pkg] : undefined;
     const fallback = Object.hasOwn(OPTIONAL, pkg) ? OPTIONAL[pkg] : undefined;
     if (notUsed !== undefined) process.stdout.write(`n/a  ${arch.padEnd(8)} ${pkg}: ${notUsed}\n`);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `npm run test:install:arm64` (issue 21): the arm64 Debian package on a fresh Debian bookworm
 # arm64 root, run under qemu user-mode emulation on an amd64 machine. Inside the root: dpkg -i,
-# every native addon of the release loaded and used by the root's Node.js (deploy/load-addons.ts:
-# libsodium, LevelDB, the Bluetooth HCI socket, serial ports, each mapped file's ELF machine
-# checked), a provisioning bundle applied by the unit's ExecStartPre, the gateway started from the
-# unit's ExecStart with Bluetooth enabled (it must start and report the adapter, there is none),
-# /health answered on the host's loopback, `oti doctor` as oti, `oti verify`.
+# the unit enabled offline, no native file of another platform in the package, every native addon
+# of the release loaded and used by the root's Node.js (deploy/load-addons.ts: libsodium, LevelDB,
+# the Bluetooth HCI socket, serial ports, each mapped file's ELF machine checked), a provisioning
+# bundle applied by the unit's ExecStartPre, the gateway started from the unit's ExecStart with
+# Bluetooth enabled (it must start and report the adapter, there is none), /health answered on the
+# host's loopback, the same version from `oti --version`, RELEASE and /status, `oti doctor` as
+# oti, `oti verify`.
 #   deploy/test-install-arm64.sh [--armhf]
 # --armhf also unpacks the armhf tarball in a bookworm armhf root and loads its addons there, as
 # armv6 and as armv7, with Debian's own Node.js 18 (no Node.js 20 for 32-bit ARM is on the npm
@@ -97,6 +99,8 @@ step "dpkg -i oti-gateway_${VERSION}_arm64.deb"
 cp "$WORK/oti-gateway_${VERSION}_arm64.deb" "$R/tmp/"
 in_root dpkg -i "/tmp/oti-gateway_${VERSION}_arm64.deb"
 in_root sh -c 'oti --version; id oti'
+[ -L "$(wants_link)" ] || fail "dpkg -i did not enable the unit: no $(wants_link)"
+check_native "$R/usr/lib/oti-gateway" arm64
 
 step "the release's native addons, loaded by the arm64 Node.js"
 mkdir -p "$R/tmp/oti-check"
@@ -112,6 +116,7 @@ start_gateway /lib/systemd/system/oti-gateway.service
 [ ! -e "$R/boot/firmware/oti-bundle.json" ] || fail "the bundle was left on the boot partition"
 node -e 'for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) { try { const j = JSON.parse(l); if (/ble|Bluetooth|Ed25519|ledger|running/.test(j.msg)) console.log(`gateway log: ${j.msg}`); } catch {} }' "$WORK/gateway.log"
 grep -q '"driver ble started"' "$WORK/gateway.log" || fail "the BLE driver did not start"
+check_version "$VERSION" /usr/lib/oti-gateway
 
 step "oti doctor (as oti)"
 doctor_as_oti --ble-seconds 1

@@ -10,6 +10,11 @@
 #   start_gateway UNIT                        the unit's ExecStartPre (as root) and ExecStart (as
 #                                             its User=) with its Environment, until /health answers
 #   stop_gateway, doctor_as_oti, verify_line
+#   check_native TREE ARCH                    no native file of another platform in the release
+#                                             TREE (a path on the host)
+#   check_version VERSION TREE                `oti --version`, TREE's RELEASE and, while the
+#                                             gateway runs, /status all report VERSION
+#   wants_link                                the unit's multi-user.target.wants link in $R
 
 GW_PID=""
 MOUNTED=()
@@ -100,3 +105,31 @@ doctor_as_oti() { # [doctor options]: exit 0 or 1 (checks failed) is a run; more
 verify_line() {
   in_root oti verify --data /var/lib/oti-gateway --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s);if(!v.ok)process.exit(1);console.log(v.chains.map(c=>`${c.origin} ${c.report.entries} entries root ${c.report.root}`).join("\n"))})'
 }
+
+check_native() { # TREE ARCH
+  local tree="$1" arch="$2" node_arch left
+  node_arch="$(case "$2" in amd64) echo x64 ;; arm64) echo arm64 ;; armhf) echo arm ;; esac)"
+  node "$ROOT/dist/deploy/native-check.js" "$tree" "$arch" > "$WORK/native.txt" || { cat "$WORK/native.txt"; fail "native-check: the release holds native files of another platform"; }
+  # Independently of native-check: under any prebuilds/, only linux-<arch> addons for glibc.
+  left="$({
+    find "$tree/node_modules" -path '*/prebuilds/*' -type f | grep -Ev "/prebuilds/linux-$node_arch/[^/]+\.node\$"
+    find "$tree/node_modules" -path '*/prebuilds/*' -type f -name '*musl*'
+  } || true)"
+  [ -z "$left" ] || { echo "$left"; fail "prebuilds of other platforms are left in $tree"; }
+  echo "native files: $(grep -c . "$WORK/native.txt"), all for linux-$node_arch"
+}
+
+check_version() { # VERSION TREE (inside $R)
+  local got
+  got="$(as_oti oti --version)"
+  [ "$got" = "oti $1" ] || fail "oti --version says '$got', not 'oti $1'"
+  got="$(in_root cut -d' ' -f2 "$2/RELEASE")"
+  [ "$got" = "$1" ] || fail "$2/RELEASE says $got, not $1"
+  if [ -n "$GW_PID" ]; then
+    got="$(curl -fsS "http://127.0.0.1:$API_PORT/status" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).version))')"
+    [ "$got" = "$1" ] || fail "/status says version $got, not $1"
+  fi
+  echo "version $1: oti --version, RELEASE${GW_PID:+ and /status}"
+}
+
+wants_link() { echo "$R/etc/systemd/system/multi-user.target.wants/oti-gateway.service"; }

@@ -3,16 +3,20 @@
 # fresh Debian bookworm root made by mmdebstrap from Debian's packages (with systemd, not
 # running: a chroot), with this machine's Node.js 20 copied to /usr/local/bin (as the nodejs.org
 # tarball puts it). Both forms of the release, each in its own copy of the fresh root:
-# - the Debian package: dpkg -i, its native addons loaded and used (deploy/load-addons.ts),
+# - the Debian package: dpkg -i with the unit enabled although systemd does not run (an image
+#   prepared offline), no native file of another platform in it (deploy/native-check.ts and a
+#   look at every prebuilds/ folder), its native addons loaded and used (deploy/load-addons.ts),
 #   `oti doctor`, a provisioning bundle made outside with the real `oti site init` and
 #   `oti gateway enroll` dropped on the boot partition, the unit's own ExecStartPre and ExecStart
 #   lines (read from the installed unit; no systemd in a chroot) with its Environment, /health
 #   answered on the host's loopback, `oti lock enroll` through the API, an upgrade to a rebuilt
-#   package (dpkg -i again) with the configuration and data kept and the chain intact
-#   (`oti verify`), then remove and purge keeping the data;
+#   package of another version (dpkg -i again) with the configuration and data kept, the chain
+#   intact (`oti verify`) and the new version reported alike by `oti --version`, RELEASE and
+#   /status; then remove (the unit masked), install again (enabled again), an upgrade after
+#   `systemctl disable` (left disabled), and purge (the unit's links gone, the data kept);
 # - the tarball: deploy/install.sh run under umask 077, the same bundle, start, doctor and lock,
 #   an upgrade with install.sh from the rebuilt tarball, and install.sh --rollback, each with the
-#   chain intact.
+#   chain intact and the version of the release in use reported.
 # The arm64 package under emulation is deploy/test-install-arm64.sh (npm run test:install:arm64).
 # Runs as root; everything happens in a private mount namespace under a temporary folder that is
 # removed at the end.
@@ -54,6 +58,12 @@ cp "$WORK/oti-gateway_${VERSION}_amd64.deb" "$R/tmp/"
 in_root dpkg -i "/tmp/oti-gateway_${VERSION}_amd64.deb"
 in_root sh -c 'command -v oti; oti --version; id oti; stat -c "%n %U %a" /var/lib/oti-gateway /etc/oti-gateway/config.yaml'
 [ "$(stat -c %a "$R/var/lib/oti-gateway")" = 700 ] || fail "the data folder is not 0700"
+# Enabled offline, as in an image being prepared: systemd does not run in the chroot.
+[ -L "$(wants_link)" ] || fail "dpkg -i did not enable the unit: no $(wants_link)"
+check_version "$VERSION" /usr/lib/oti-gateway
+
+step "no native file of another platform in the package (deploy/native-check.ts and prebuilds/)"
+check_native "$R/usr/lib/oti-gateway" amd64
 
 step "the package's native addons, loaded and used by the root's Node.js (deploy/load-addons.ts)"
 mkdir -p "$R/tmp/oti-check"
@@ -92,14 +102,31 @@ in_root dpkg -i "/tmp/oti-gateway_${NEW}_amd64.deb"
 in_root dpkg-query -W oti-gateway
 [ "$(sha256sum "$R/etc/oti-gateway/config.yaml")" = "$conf_before" ] || fail "the upgrade changed the configuration"
 [ "$(sha256sum "$R/var/lib/oti-gateway/gateway.key")" = "$key_before" ] || fail "the upgrade changed the gateway key"
+[ -L "$(wants_link)" ] || fail "the upgrade disabled the unit"
 start_gateway "$UNIT"
+check_version "$NEW" /usr/lib/oti-gateway
 after="$(verify_line)"; echo "$after"
 [ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the upgrade"
 stop_gateway
 echo "the configuration, the key and the chain are intact after the upgrade"
 
-step "remove and purge keep the data folder"
+step "remove, then install again: the unit is masked while removed, enabled again after"
+in_root dpkg --remove oti-gateway
+[ "$(readlink "$R/etc/systemd/system/oti-gateway.service")" = /dev/null ] || fail "remove did not mask the unit"
+in_root dpkg -i "/tmp/oti-gateway_${NEW}_amd64.deb"
+[ ! -e "$R/etc/systemd/system/oti-gateway.service" ] || fail "the reinstall left the unit masked"
+[ -L "$(wants_link)" ] || fail "the reinstall did not enable the unit again"
+
+step "an upgrade keeps the administrator's systemctl disable"
+in_root systemctl disable oti-gateway
+in_root dpkg -i "/tmp/oti-gateway_${NEW}_amd64.deb"
+[ ! -e "$(wants_link)" ] || fail "the upgrade enabled a unit the administrator had disabled"
+in_root systemctl enable oti-gateway
+
+step "purge removes the unit's links and keeps the data folder"
 in_root dpkg --purge oti-gateway
+[ ! -L "$(wants_link)" ] || fail "purge left $(wants_link)"
+[ ! -L "$R/etc/systemd/system/oti-gateway.service" ] || fail "purge left the unit masked"
 [ -f "$R/var/lib/oti-gateway/gateway.key" ] || fail "purge deleted the data folder"
 echo "kept: $(ls "$R/var/lib/oti-gateway" | tr '\n' ' ')"
 
@@ -120,7 +147,8 @@ in_root sh -c 'command -v oti; ls -l /usr/local/bin/oti /opt/oti-gateway; id oti
 [ "$(stat -c %a "$R/var/lib/oti-gateway")" = 700 ] || fail "the data folder is not 0700"
 [ -L "$R/etc/systemd/system/multi-user.target.wants/oti-gateway.service" ] || fail "the unit is not enabled"
 grep -q "^ExecStart=/opt/oti-gateway/current/bin/oti-gateway$" "$R$UNIT" || fail "the unit does not start the current release"
-as_oti oti --version
+check_version "$VERSION" /opt/oti-gateway/current
+check_native "$R$(readlink "$R/opt/oti-gateway/current")" amd64
 
 step "tarball: bundle, start from the unit's lines, oti doctor, oti lock enroll"
 put_bundle
@@ -142,6 +170,7 @@ case "$(current)" in "$NEW"-*) ;; *) fail "current is not the new release: $(cur
 [ "$(basename "$(readlink "$R/opt/oti-gateway/previous")")" = "$old" ] || fail "previous is not the release upgraded from"
 [ "$(sha256sum "$R/etc/oti-gateway/config.yaml")" = "$conf_before" ] || fail "the upgrade changed the configuration"
 start_gateway "$UNIT"
+check_version "$NEW" /opt/oti-gateway/current
 after="$(verify_line)"; echo "$after"
 [ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the upgrade"
 stop_gateway
@@ -150,6 +179,7 @@ step "tarball: install.sh --rollback"
 in_root /opt/oti-gateway/current/deploy/install.sh --rollback
 [ "$(current)" = "$old" ] || fail "the rollback did not switch back to $old: $(current)"
 start_gateway "$UNIT"
+check_version "$VERSION" /opt/oti-gateway/current
 after="$(verify_line)"; echo "$after"
 [ "$(echo "$before" | head -1)" = "$(echo "$after" | head -1)" ] || fail "the chain changed across the rollback"
 stop_gateway

@@ -1,7 +1,8 @@
 /**
  * deploy/native-check.ts on copies of the real prebuilt addons of this repository's native
  * dependencies: pruned for one architecture, only that architecture's Linux addons stay (their
- * ELF e_machine read here byte by byte), a foreign addon fails the check, and a package without a
+ * ELF e_machine read here byte by byte) and nothing else under prebuilds/ (sodium-native's `.bare`
+ * builds for the Bare runtime included), a foreign file fails the check, and a package without a
  * prebuild for the architecture is named.
  */
 import { test } from 'node:test';
@@ -24,9 +25,10 @@ async function tree(dir: string): Promise<string> {
   return dir;
 }
 
-async function addons(dir: string): Promise<string[]> {
+/** Every file of the tree but the packages' package.json: what the prune left. */
+async function files(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) if (e.isFile() && e.name.endsWith('.node')) out.push(relative(dir, join(e.parentPath, e.name)));
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) if (e.isFile() && e.name !== 'package.json') out.push(relative(dir, join(e.parentPath, e.name)));
   return out.sort();
 }
 
@@ -45,13 +47,16 @@ void test('pruned for arm64, only linux-arm64 glibc addons of machine aarch64 (0
   assert.equal(before.code, 1, 'an unpruned tree holds addons of other machines');
   assert.match(before.out, /^BAD +x86-64 /m);
   assert.match(before.out, /^BAD +not ELF /m);
+  assert.match(before.out, /^BAD +aarch64 +node_modules\/sodium-native\/prebuilds\/linux-arm64\/sodium-native\.bare \(Bare runtime only\)$/m);
+  assert.match(before.out, /^BAD +aarch64 +node_modules\/sodium-native\/prebuilds\/android-arm64\/sodium-native\.node \(another platform\)$/m);
 
   const after = await check(dir, 'arm64', true);
   assert.equal(after.code, 0, after.out);
-  const left = await addons(dir);
+  const left = await files(dir);
   assert.deepEqual(new Set(left.map((f) => f.split('/prebuilds/')[0])), new Set(PACKAGES.map((p) => `node_modules/${p}`)), 'each package keeps an addon');
+  for (const p of PACKAGES) assert.deepEqual(await readdir(join(dir, 'node_modules', p, 'prebuilds')), ['linux-arm64'], `${p}: the emptied platform folders are gone`);
   for (const f of left) {
-    assert.match(f, /\/prebuilds\/linux-arm64\//);
+    assert.match(f, /\/prebuilds\/linux-arm64\/[^/]+\.node$/);
     assert.doesNotMatch(f, /musl/);
     const b = await readFile(join(dir, f));
     assert.equal(b.readUInt32BE(0), 0x7f454c46, `${f} is ELF`);
@@ -64,7 +69,7 @@ void test('pruned for armhf, the arm (0x28) addons stay and sodium-native is nam
   const r = await check(dir, 'armhf', true);
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /^none armhf +sodium-native: no prebuilt addon/m);
-  const left = await addons(dir);
+  const left = await files(dir);
   assert.ok(left.some((f) => f.startsWith('node_modules/classic-level/prebuilds/linux-arm/')));
   for (const f of left) assert.equal((await readFile(join(dir, f))).readUInt16LE(18), 0x28, `${f} is arm`);
 });
