@@ -28,8 +28,16 @@ export type StaticPeerConfig = GatewayConfig['discovery']['staticPeers'][number]
 
 /** Largest configuration file read. */
 export const CONFIG_FILE_MAX_BYTES = 1 << 20;
-/** OTI_ variables that are not configuration keys. */
-export const NON_CONFIG_ENV = ['OTI_CONFIG', 'OTI_KEY_PASSPHRASE', 'OTI_BUNDLE_PASSPHRASE'] as const;
+/**
+ * OTI_ variables that are not configuration keys: the gateway's own, and those of the `oti` CLI
+ * (docs/CLI.md), which loads the gateway configuration for some commands (`oti mqtt user`,
+ * `oti doctor`) and must not have its own variables taken for mistyped keys (OTI_API_URL sits
+ * under the api section's prefix). OTI_API_TOKEN is both the CLI's and the key api.token.
+ */
+export const NON_CONFIG_ENV = [
+  'OTI_CONFIG', 'OTI_KEY_PASSPHRASE', 'OTI_BUNDLE_PASSPHRASE',
+  'OTI_API_URL', 'OTI_PASSPHRASE', 'OTI_BACKUP_PASSPHRASE', 'OTI_PRIVACY_PASSPHRASE', 'OTI_PRIVACY_TOKEN', 'OTI_MQTT_PASSWORD', 'OTI_ARCHIVE_URL', 'OTI_ARCHIVE_TOKEN',
+] as const;
 
 /** Where values come from: `origin` names the source in errors; relative paths resolve against `base`. */
 interface Source {

@@ -1,7 +1,8 @@
 /**
  * Before the gateway starts anything: its ports are free, its data folder exists, a provisioning
  * bundle is applied on the first start, and its identity is loaded (or, on a development machine,
- * created). Nothing is written before the port check, so a busy port leaves no trace.
+ * created). Nothing is written before the checks (ports, the external brokers' settings and
+ * files), so a wrong setting leaves no trace.
  */
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { OtiError } from '../../ledger/base/errors.js';
 import { fingerprint } from '../../ledger/crypto.js';
 import { applyBundle } from './bundle.js';
 import { checkPortsFree, type PortUse } from './port-check.js';
+import { mqttClientOptions } from './mqtt-client.js';
 import { loadOrCreateIdentity, ensureDataDir, type Identity } from './identity.js';
 import type { GatewayConfig } from './config.js';
 import type { Logger } from '../log.js';
@@ -39,10 +41,22 @@ export function listenPorts(config: GatewayConfig): PortUse[] {
   ];
 }
 
+/**
+ * The settings of the brokers the gateway connects to as a client (URL scheme, certificate and
+ * key together, password, CA and key files readable and private): ERR_CONFIG naming the key.
+ * Checked here, before anything is written; each client reads them again when it starts.
+ */
+async function checkBrokerClients(config: GatewayConfig): Promise<void> {
+  const ext = config.notifications.externalBroker;
+  if (config.notifications.mqtt.enabled && ext.url !== undefined) await mqttClientOptions(ext, 'check', 'notifications.externalBroker');
+  if (config.uplink.url !== undefined) await mqttClientOptions(config.uplink, 'check', 'uplink');
+}
+
 /** The data folder, a provisioning bundle applied on first start, and the identity. `firstStart`: this start made the identity. */
 export async function prepareIdentity(config: GatewayConfig, log: Logger, opts: { passphrase?: string; bundlePassphrase?: string }): Promise<{ identity: Identity; firstStart: boolean }> {
-  // Before anything is written (a development site, an applied bundle): a busy port stops here.
+  // Before anything is written (a development site, an applied bundle): a busy port or a wrong broker setting stops here.
   await checkPortsFree(listenPorts(config));
+  await checkBrokerClients(config);
   try {
     await ensureDataDir(config.dataDir);
   } catch (e) {

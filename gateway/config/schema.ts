@@ -222,7 +222,7 @@ export const SCHEMA = section({
       ca: path({ doc: 'PEM CA bundle that verifies the external broker’s certificate (mqtts://; the system CAs otherwise).' }),
       cert: path({ doc: 'PEM client certificate, for brokers that authenticate clients by certificate; needs key.' }),
       key: path({ doc: 'PEM private key of the client certificate; needs cert.' }),
-      maxPending: int({ min: 1, max: 100_000, default: 1000, doc: 'Notifications waiting for the external broker at most (while it is unreachable); beyond, new ones are dropped and counted.' }),
+      maxPending: int({ min: 1, max: 100_000, default: 1000, doc: 'Notifications handed to the external broker and not yet acknowledged at most (held in memory while it is unreachable); beyond, new ones are refused with ERR_MQTT_BACKLOG and counted (docs/MQTT.md §External broker).' }),
     }),
   }),
   webhooks: list({

@@ -250,6 +250,15 @@ void test('wrong values: type, range, non-integer, enum, format; each names its 
   for (const [input, key] of cases) await configError(() => parse(input), key, 'test');
 });
 
+void test('environment: the oti CLI\'s own variables (docs/CLI.md) are not taken for keys, even under a section\'s prefix', async (t) => {
+  const cwd = await tempDir(t, 'oti-config-');
+  const cli = { OTI_API_URL: 'http://127.0.0.1:22433', OTI_PASSPHRASE: 'p', OTI_BACKUP_PASSPHRASE: 'p', OTI_PRIVACY_PASSPHRASE: 'p', OTI_PRIVACY_TOKEN: 't', OTI_MQTT_PASSWORD: 'p', OTI_ARCHIVE_URL: 'http://a', OTI_ARCHIVE_TOKEN: 't' };
+  const { config: c } = await load([], { ...cli, OTI_API_PORT: '22433' }, cwd);
+  assert.equal(c.api.port, 22433);
+  // A mistyped key under the same prefix is still a mistake.
+  await assert.rejects(load([], { OTI_API_URI: 'http://127.0.0.1:22433' }, cwd), (e) => isOtiError(e, 'ERR_CONFIG'));
+});
+
 void test('unknown keys at every level, with the allowed keys and a suggestion for near misses', async () => {
   const top = await configError(() => parse({ brokr: {} }), 'brokr');
   assert.equal(top['suggestion'], 'broker');
