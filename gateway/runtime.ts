@@ -53,6 +53,7 @@ import { Uplink, type UplinkStatus } from './sync/uplink.js';
 import { MqttNotifier } from './notify/notifier.js';
 import { HomeAssistantBridge } from './notify/homeassistant.js';
 import { ExternalBroker, FanOut } from './notify/external-broker.js';
+import { notificationsStatus, type NotificationsStatus } from './notify/notification-metrics.js';
 import { WebhookDispatcher, type WebhookStatus } from './notify/webhooks.js';
 import { GatewayMetrics } from './api/metrics.js';
 import { HealthBoard } from './api/health.js';
@@ -72,7 +73,8 @@ export interface GatewayStatus {
   readonly ingest: { readonly depth: number };
   readonly broker: { readonly port: number; readonly tlsPort?: number; readonly clients: number };
   readonly drivers: readonly DriverStatus[];
-  readonly notifications: { readonly pending: number; readonly dropped: number };
+  /** The notifier's queue, and the external broker when one is set (docs/API.md §GET /status). */
+  readonly notifications: NotificationsStatus;
   /** Per hook (docs/WEBHOOKS.md §Status): cursor, lag (`behind`), state, last attempt and error, counts. */
   readonly webhooks: readonly WebhookStatus[];
   /** The other gateways as sync sees them, and the site's sync state (docs/API.md §GET /status). */
@@ -103,6 +105,7 @@ interface Parts {
   readonly ingest: Ingest;
   readonly drivers: readonly LockDriver[];
   readonly notifier: MqttNotifier | undefined;
+  readonly externalBroker: ExternalBroker | undefined;
   readonly webhooks: WebhookDispatcher | undefined;
   readonly uplink: Uplink | undefined;
   /** On the first start (identity created or bundle applied): what to try next, to print once. */
@@ -167,7 +170,7 @@ export class Gateway {
 
 /** What GET /status, `oti status` and the start-up line report (docs/API.md §GET /status). */
 function gatewayStatus(p: Omit<Parts, 'nextSteps'>): GatewayStatus {
-  const { identity, chain, broker, ingest, drivers, notifier, webhooks, sync, uplink } = p;
+  const { identity, chain, broker, ingest, drivers, notifier, externalBroker, webhooks, sync, uplink } = p;
   const cp = chain.checkpoint;
   const bs = broker.stats();
   return {
@@ -180,7 +183,7 @@ function gatewayStatus(p: Omit<Parts, 'nextSteps'>): GatewayStatus {
     ingest: { depth: ingest.depth },
     broker: { port: broker.port, ...(broker.tlsPort !== undefined ? { tlsPort: broker.tlsPort } : {}), clients: bs.clients },
     drivers: drivers.map((d) => d.status()),
-    notifications: { pending: notifier?.pending ?? 0, dropped: notifier?.dropped ?? 0 },
+    notifications: notificationsStatus(notifier, externalBroker),
     webhooks: webhooks?.status() ?? [],
     peers: sync.peerViews(),
     sync: { quorum: sync.quorum, confirmed: sync.coverage.confirmedSize, compromised: sync.compromised(), evidence: sync.evidence() },
@@ -401,7 +404,7 @@ async function compose(c: Composition): Promise<Parts> {
     ext = await stages.start('external broker', () => ExternalBroker.start({ ...extConfig, url: extUrl }, { topics, gatewayId: id.gatewayId, logger: log.child({ part: 'external-broker' }) }), (e) => e.close());
     log.info({ url: ext.url, mode: extConfig.mode }, `notifications go to the external MQTT broker ${ext.url} ${extConfig.mode === 'instead' ? 'instead of' : 'beside'} the embedded one`);
   }
-  const out = ext === undefined ? broker : extConfig.mode === 'instead' ? ext : new FanOut([broker, ext]);
+  const out = ext === undefined ? broker : extConfig.mode === 'instead' ? ext : new FanOut(broker, ext);
   let notifier: MqttNotifier | undefined;
   if (mqttOut) {
     const n = await stages.start(
@@ -454,6 +457,7 @@ async function compose(c: Composition): Promise<Parts> {
   metrics.driversFrom(() => drivers.map((d) => d.status()));
   metrics.healthFrom(() => health.list());
   metrics.brokerFrom(() => broker.stats());
+  if (mqttOut) metrics.notificationsFrom(() => notificationsStatus(notifier, ext));
   let webhooks: WebhookDispatcher | undefined;
   if (config.webhooks.length > 0) {
     const hooks = await stages.start(
@@ -508,7 +512,7 @@ async function compose(c: Composition): Promise<Parts> {
     demoWatch = demo.watch;
   }
 
-  const parts = { identity: id, startedAt: c.startedAt, chain, broker, sync, ingest, drivers, notifier, webhooks, uplink };
+  const parts = { identity: id, startedAt: c.startedAt, chain, broker, sync, ingest, drivers, notifier, externalBroker: ext, webhooks, uplink };
   const api = await stages.start(
     'local API',
     () =>

@@ -21,6 +21,7 @@ import { ERROR_CODES } from '../../ledger/base/errors.js';
 import type { HealthCondition } from './health.js';
 import type { BrokerStats } from '../broker/broker.js';
 import { registerWebhookMetrics } from '../notify/webhook-metrics.js';
+import { registerNotificationMetrics, type NotificationsStatus } from '../notify/notification-metrics.js';
 import type { WebhookStatus } from '../notify/webhooks.js';
 
 export const METRIC_PREFIX = 'oti_';
@@ -298,6 +299,11 @@ export class GatewayMetrics {
   /** Registers the webhook gauges (gateway/notify/webhook-metrics.ts); `provider` is read at each scrape. */
   webhooksFrom(provider: () => readonly WebhookStatus[]): void {
     registerWebhookMetrics(this.registry, provider);
+  }
+
+  /** Registers the MQTT notification figures (gateway/notify/notification-metrics.ts); `provider` is read at each scrape. */
+  notificationsFrom(provider: () => NotificationsStatus): void {
+    registerNotificationMetrics(this.registry, provider);
   }
 
   /** The uplink's lag and pushes (docs/ARCHIVE.md §Uplink). */

@@ -82,6 +82,7 @@ export interface GatewayStatusJson {
   readonly sync?: JsonValue;
   /** The uplink to the central broker, when configured: cursor, lag (`behind`), connection (docs/ARCHIVE.md §Uplink). */
   readonly uplink?: UplinkStatus;
+  readonly notifications?: JsonValue; // the MQTT notifier's queue, the external broker (notify/notification-metrics.ts)
 }
 
 export interface LocalApiOptions {
@@ -386,6 +387,7 @@ export class LocalApi {
       webhooks: s.webhooks ?? [],
       ...(s.sync !== undefined ? { sync: s.sync } : {}),
       ...(s.uplink !== undefined ? { uplink: s.uplink } : {}),
+      notifications: s.notifications,
     };
   }
 

@@ -3,7 +3,8 @@
  * (`notifications.externalBroker`, `uplink`, the archive's `broker`): the URL checked (mqtt:// or
  * mqtts://, no credentials in it), the password and TLS files read with the bounds and permission
  * checks of key files, and the mqtt.js options every such client shares (MQTT 3.1.1, clean
- * session, verified TLS). A wrong value is ERR_CONFIG naming `<section>.<key>`.
+ * session, verified TLS, a reconnection every 2 s, also after a refused login). A wrong value is
+ * ERR_CONFIG naming `<section>.<key>`.
  */
 import type { IClientOptions } from 'mqtt';
 import { OtiError } from '../../ledger/base/errors.js';
@@ -59,6 +60,8 @@ export async function mqttClientOptions(c: MqttClientConfig, defaultClientId: st
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: RECONNECT_MS,
+      // Also after a refused login (CONNACK error): mqtt.js would otherwise stop trying for good.
+      reconnectOnConnackError: true,
       rejectUnauthorized: true,
       ...(c.username !== undefined ? { username: c.username } : {}),
       ...(password !== undefined ? { password } : {}),

@@ -7,11 +7,15 @@
  * - The client's last will is `offline` on the gateway's state topic (retained); on every
  *   (re)connection it publishes `online` there again and emits `connect`, so the runtime can
  *   publish Home Assistant's discovery again on a broker that lost it.
- * - Start-up never waits for the external broker: the gateway runs while it is unreachable, and
- *   mqtt.js reconnects every few seconds. Messages published meanwhile wait in mqtt.js's queue;
- *   at most `maxPending` of them (a documented cap), beyond which new ones are refused with
- *   ERR_MQTT_BACKLOG and counted as dropped. Notifications are best effort either way; the
- *   webhooks are the at-least-once path.
+ * - Nothing waits for the external broker: publish() hands the message to mqtt.js and resolves
+ *   at once, so neither start-up nor the embedded broker's notifications nor ingest depend on
+ *   it. mqtt.js sends in the order it was given (per lock, the notifier's order), holds what it
+ *   could not send yet, and sends it after reconnecting. It reconnects every 2 s, also after a
+ *   refused login (CONNACK error). Messages not yet acknowledged are at most `maxPending` (a
+ *   documented cap); beyond it new ones are refused with ERR_MQTT_BACKLOG and counted as dropped.
+ *   Notifications are best effort either way; the webhooks are the at-least-once path.
+ * - Connection failures and drops are logged at warn the first time, then once a minute with the
+ *   number left out (the same failure every 2 s would flood the log).
  * - Only topics of the map are published, as on the embedded broker.
  */
 import { EventEmitter } from 'node:events';
@@ -19,6 +23,7 @@ import { connect, type MqttClient } from 'mqtt';
 import type { Logger } from '../log.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.js';
+import { RefusalLog } from '../sync/refusal-log.js';
 import type { MqttPublisher } from './homeassistant.js';
 import type { TopicMap } from '../broker/topics.js';
 
@@ -27,6 +32,17 @@ export interface ExternalBrokerConfig extends MqttClientConfig {
   readonly mode: 'beside' | 'instead';
   readonly maxPending: number;
 }
+
+/** What GET /status and /metrics show of the external broker (docs/API.md); JSON. */
+export type ExternalBrokerStatus = {
+  readonly url: string;
+  readonly connected: boolean;
+  /** Messages handed to mqtt.js and not yet acknowledged (sent, for QoS 0). */
+  readonly pending: number;
+  readonly maxPending: number;
+  /** Messages refused with ERR_MQTT_BACKLOG since start. */
+  readonly dropped: number;
+};
 
 /** mqtt.js reconnects this often (gateway/config/mqtt-client.ts); said in the log. */
 const RECONNECT_MS = 2000;
@@ -42,6 +58,8 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
   readonly #maxPending: number;
   readonly #topics: TopicMap;
   readonly #log: Logger | undefined;
+  /** Repeated failures (connection, refused login, backlog) logged once a minute. */
+  readonly #quiet = new RefusalLog();
 
   private constructor(client: MqttClient, url: string, topics: TopicMap, maxPending: number, log: Logger | undefined) {
     super();
@@ -53,8 +71,9 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
   }
 
   /**
-   * Checks the configuration (ERR_CONFIG naming the key), reads the password and TLS files, and
-   * starts connecting; resolves at once, connected or not.
+   * Checks the configuration (ERR_CONFIG naming the key; first-start.ts checks it before anything
+   * is written), reads the password and TLS files, and starts connecting; resolves at once,
+   * connected or not.
    */
   static async start(c: ExternalBrokerConfig & { url: string }, o: { topics: TopicMap; gatewayId: string; logger?: Logger }): Promise<ExternalBroker> {
     const { url, options } = await mqttClientOptions(c, `oti-${o.topics.site}-${o.gatewayId}`.slice(0, 128), 'notifications.externalBroker');
@@ -71,10 +90,10 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
       ext.emit('connect');
     });
     client.on('close', () => {
-      if (up) o.logger?.warn({ url: shown }, `external MQTT broker ${shown}: disconnected; reconnecting every ${RECONNECT_MS / 1000} s`);
+      if (up) o.logger?.warn({ url: shown, pending: ext.pending }, `external MQTT broker ${shown}: disconnected; reconnecting every ${RECONNECT_MS / 1000} s`);
       up = false;
     });
-    client.on('error', (e) => o.logger?.warn({ url: shown, err: e.message }, `external MQTT broker ${shown}: ${e.message}`));
+    client.on('error', (e: Error & { code?: unknown }) => ext.#warn(String(e.code ?? e.message), { err: e.message }, `external MQTT broker ${shown}: ${e.message || String(e.code)}; trying again every ${RECONNECT_MS / 1000} s`));
     client.on('message', (topic, payload) => ext.emit('message', topic, payload));
     return ext;
   }
@@ -87,17 +106,26 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
     return this.#pending;
   }
 
+  status(): ExternalBrokerStatus {
+    return { url: this.url, connected: this.connected, pending: this.#pending, maxPending: this.#maxPending, dropped: this.dropped };
+  }
+
+  /**
+   * Hands the message to mqtt.js, which sends it when it can, in order; resolves at once. At
+   * `maxPending` unacknowledged messages it is refused (ERR_MQTT_BACKLOG), counted and logged here.
+   */
   publish(topic: string, payload: string, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
     if (this.#topics.parse(topic) === undefined) return Promise.reject(new OtiError('ERR_ARGUMENT', `${topic} is not a topic of the map`, { argument: 'topic', topic }));
     if (this.#pending >= this.#maxPending) {
       this.dropped++;
-      return Promise.reject(new OtiError('ERR_MQTT_BACKLOG', `${this.#pending} notifications are waiting for ${this.url}; this one is dropped`, { url: this.url, limit: this.#maxPending }));
+      const e = new OtiError('ERR_MQTT_BACKLOG', `${this.#pending} notifications are waiting for ${this.url}; new ones are dropped`, { url: this.url, limit: this.#maxPending });
+      this.#warn(e.code, { code: e.code, dropped: this.dropped }, `external MQTT broker ${this.url}: ${e.message} (${this.dropped} so far)`);
+      return Promise.reject(e);
     }
     this.#pending++;
-    return this.#client
-      .publishAsync(topic, payload, opts)
-      .then(() => undefined)
-      .finally(() => this.#pending--);
+    // The callback comes with the PUBACK (QoS 1), once written (QoS 0), or with an error when the client is closed.
+    this.#client.publish(topic, payload, opts, () => this.#pending--);
+    return Promise.resolve();
   }
 
   /** Subscribes (again after each reconnection) to `topic`, delivered as `message` events. */
@@ -118,19 +146,32 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
     clearTimeout(timer);
     await this.#client.endAsync(true);
   }
+
+  /** A warning of kind `kind`: at once the first time, then once a minute with the number left out. */
+  #warn(kind: string, fields: Record<string, unknown>, message: string): void {
+    const admitted = this.#quiet.admit(this.url, kind, Date.now());
+    if (admitted === undefined) return;
+    const more = admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more like it since the last such line)` : '';
+    this.#log?.warn({ url: this.url, ...fields, suppressed: admitted.suppressed }, `${message}${more}`);
+  }
 }
 
-/** Publishes to every target; fails (after all were tried) with the first failure. */
+/**
+ * Mode `beside`: each message goes to the embedded broker, whose publish is awaited, and is handed
+ * to the external one, whose backlog or outage never delays nor fails it (the external broker
+ * counts and logs its own drops).
+ */
 export class FanOut implements MqttPublisher {
-  readonly #targets: readonly MqttPublisher[];
+  readonly #embedded: MqttPublisher;
+  readonly #external: ExternalBroker;
 
-  constructor(targets: readonly MqttPublisher[]) {
-    this.#targets = targets;
+  constructor(embedded: MqttPublisher, external: ExternalBroker) {
+    this.#embedded = embedded;
+    this.#external = external;
   }
 
   async publish(topic: string, payload: string, opts: { qos: 0 | 1; retain: boolean }): Promise<void> {
-    const results = await Promise.allSettled(this.#targets.map((t) => t.publish(topic, payload, opts)));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed !== undefined) throw failed.reason;
+    this.#external.publish(topic, payload, opts).catch(() => undefined);
+    await this.#embedded.publish(topic, payload, opts);
   }
 }

@@ -16,8 +16,12 @@
  * - `oti/<site>/gateways/<gw>/state` (retained): online while running, offline after stop.
  *
  * MQTT notification is best effort and bounded: statuses are published from a queue of at most
- * `queueMax` items; beyond it the oldest pending notifications are dropped and counted (the
- * webhooks, driven from the chain itself, are the at-least-once path). Retained statuses are
+ * `queueMax` items (20,000); beyond it the oldest pending notifications are dropped and counted
+ * (`dropped`, GET /status, oti_notifications_dropped_total; the webhooks, driven from the chain
+ * itself, are the at-least-once path). Jobs run one at a time, so each destination gets each
+ * lock's notifications in order; only the embedded broker's publish is awaited (an external
+ * broker queues what it is given, gateway/notify/external-broker.ts), so an external broker's
+ * outage never holds the queue. Retained statuses are
  * cleared after `retentionS` seconds, and beyond `retainMax` events the oldest are cleared first,
  * so the broker's retained store stays bounded; older events remain available from the local
  * API and the receipts.
@@ -181,7 +185,8 @@ export class MqttNotifier {
           await job();
           this.published++;
         } catch (e) {
-          if (!this.stopped) this.o.logger?.warn({ err: e }, 'an MQTT notification could not be published');
+          // A full external backlog is counted and logged (once a minute) by the external broker.
+          if (!this.stopped && !isOtiError(e, 'ERR_MQTT_BACKLOG')) this.o.logger?.warn({ err: e }, 'an MQTT notification could not be published');
         }
       }
     } finally {

@@ -9,10 +9,11 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../support/site.js';
 import { startGateway, startTestGateway, freePort, type GatewayProcess } from '../support/gateway-process.js';
-import { mosquittoSub, startMosquitto, type MosquittoSub, type TlsMosquitto } from '../support/mosquitto.js';
+import { mosquittoSub, startMosquitto, type Mosquitto, type MosquittoSub, type TlsMosquitto } from '../support/mosquitto.js';
 import { waitUntil } from '../support/wait.js';
 import { connect } from 'mqtt';
 
@@ -109,9 +110,86 @@ void test('instead of the embedded broker: notifications go only to the external
   await waitUntil('offline from the last will', () => sub.messages().slice(mark).some((m) => /\/gateways\/[^/]+\/state$/.test(m.topic) && /"offline"/.test(m.payload)));
 });
 
-void test('a wrong external broker URL stops start-up with ERR_CONFIG naming the key', async (t) => {
+/** A gateway (demo lock, 20 events/s) whose external broker is plain MQTT at `port`, up or not; its API's base URL. */
+async function plainGateway(t: TestContext, port: number, password: string): Promise<{ gw: GatewayProcess; api: string; data: string; brokerPort: number; site: string }> {
   const dir = await tempDir(t, 'oti-ext-');
-  const gw = startGateway(['--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false', '--discovery.enabled', 'false', '--notifications.externalBroker.url', 'http://127.0.0.1:1883'], { OTI_DATA_DIR: join(dir, 'data') });
-  assert.notEqual(await gw.exited, 0);
-  assert.match(gw.stderr(), /notifications\.externalBroker\.url.*\[ERR_CONFIG\]/);
+  const data = join(dir, 'data');
+  const passwordFile = join(dir, 'broker-password');
+  await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
+  const apiPort = await freePort();
+  const gw = startTestGateway(
+    t,
+    [
+      ...['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(apiPort), '--ble.enabled', 'false', '--discovery.enabled', 'false', '--demo.locks', '1', '--demo.rate', '20'],
+      ...['--notifications.externalBroker.url', `mqtt://127.0.0.1:${port}`, '--notifications.externalBroker.username', 'gateway', '--notifications.externalBroker.passwordFile', passwordFile],
+    ],
+    { OTI_DATA_DIR: data },
+  );
+  const brokerPort = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
+  const site = (await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 15_000)).site as string;
+  return { gw, api: `http://127.0.0.1:${apiPort}`, data, brokerPort, site };
+}
+
+interface ExtStatus {
+  chain: { size: number };
+  notifications: { externalBroker: { connected: boolean; pending: number; dropped: number } };
+}
+
+async function status(api: string): Promise<ExtStatus> {
+  return (await (await fetch(`${api}/status`)).json()) as ExtStatus;
+}
+
+void test('the gateway starts and takes events while the external broker is down, and publishes there once it is up', { timeout: 120_000 }, async (t) => {
+  const port = await freePort();
+  const { api } = await plainGateway(t, port, USERS.gateway);
+  assert.equal((await fetch(`${api}/health`)).status, 200);
+  const first = await status(api);
+  assert.equal(first.notifications.externalBroker.connected, false);
+  await waitUntil('events committed while the external broker is down', async () => (await status(api)).chain.size > first.chain.size + 20);
+  const broker = await startMosquitto(t, USERS, { port });
+  const sub = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(port), '-u', 'integrator', '-P', USERS.integrator, '-q', '1', '-v', '-t', 'oti/#']);
+  await waitUntil('events on the external broker once it is up', () => sub.messages().some((m) => /\/events\/demo-lock-1$/.test(m.topic)), 30_000, () => broker.log());
+  await waitUntil('connected in /status', async () => (await status(api)).notifications.externalBroker.connected);
+});
+
+void test('an external broker that refuses the login: the gateway runs, and tries again every 2 s', { timeout: 120_000 }, async (t) => {
+  const broker = await startMosquitto(t, USERS);
+  const { gw, api } = await plainGateway(t, broker.port, 'not-the-password');
+  assert.equal((await fetch(`${api}/health`)).status, 200);
+  const refusals = (): number => broker.log().match(/not authori[sz]ed/gi)?.length ?? 0;
+  await waitUntil('three refused logins', () => refusals() >= 3, 30_000, () => broker.log());
+  // Logged once, not once per attempt.
+  const lines = gw.logs.filter((l) => typeof l.msg === 'string' && /external MQTT broker .*Not authorized/.test(l.msg));
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+});
+
+void test('beside: while the external broker is down the embedded broker still gets every event live, and the external one gets them again once back', { timeout: 120_000 }, async (t) => {
+  let broker: Mosquitto = await startMosquitto(t, USERS);
+  const { api, data, brokerPort, site } = await plainGateway(t, broker.port, USERS.gateway);
+  await waitUntil('connected', async () => (await status(api)).notifications.externalBroker.connected);
+  const demoPassword = (await readFile(join(data, 'demo', 'mqtt-demo-password'), 'utf8')).trim();
+  const local = await embeddedApp(t, brokerPort, 'demo', demoPassword, [`oti/${site}/events/#`]);
+  await broker.kill();
+  await waitUntil('disconnected in /status', async () => !(await status(api)).notifications.externalBroker.connected);
+  const mark = local.length;
+  await waitUntil('events live on the embedded broker during the outage', () => local.length >= mark + 20);
+  assert.ok((await status(api)).notifications.externalBroker.pending > 0, 'the external broker\'s notifications wait');
+  broker = await startMosquitto(t, USERS, { port: broker.port });
+  const sub = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(broker.port), '-u', 'integrator', '-P', USERS.integrator, '-q', '1', '-v', '-t', 'oti/#']);
+  await waitUntil('events on the external broker again', () => sub.messages().some((m) => /\/events\/demo-lock-1$/.test(m.topic)));
+});
+
+void test('a wrong external broker setting stops start-up with ERR_CONFIG naming the key, before anything is written', async (t) => {
+  const dir = await tempDir(t, 'oti-ext-');
+  const cases: [string[], string][] = [
+    [['--notifications.externalBroker.url', 'http://127.0.0.1:1883'], 'notifications.externalBroker.url'],
+    [['--notifications.externalBroker.url', 'mqtts://127.0.0.1:8883', '--notifications.externalBroker.ca', join(dir, 'missing-ca.pem')], 'notifications.externalBroker.ca'],
+  ];
+  for (const [more, key] of cases) {
+    const data = join(dir, `data-${key}`);
+    const gw = startGateway(['--broker.port', '0', '--api.port', '0', '--ble.enabled', 'false', '--discovery.enabled', 'false', ...more], { OTI_DATA_DIR: data });
+    assert.equal(await gw.exited, 2);
+    assert.match(gw.stderr(), new RegExp(`${key.replaceAll('.', '\\.')}.*\\[ERR_CONFIG\\]`));
+    assert.equal(existsSync(data), false, `${key}: nothing written`);
+  }
 });

@@ -6,7 +6,7 @@
  * broker has. With `tls`, it speaks MQTT over TLS only, with a self-signed certificate for IP
  * 127.0.0.1 made by the openssl CLI (the certificate is also the CA that verifies it). It is ready
  * once it accepts a connection (a TLS handshake with `tls`), and is stopped, its folder removed,
- * on teardown.
+ * on teardown; kill() stops it before (an outage), and `port` starts one again where it was.
  *
  * mosquittoSub(t, args) runs `mosquitto_sub` with `args` and collects its output lines as they
  * come (with `-v`, `topic payload`); it is killed on teardown.
@@ -31,6 +31,8 @@ export interface Mosquitto {
   readonly port: number;
   /** What Mosquitto logged. */
   log(): string;
+  /** Stops it (SIGKILL: no goodbye to its clients); resolves once it has exited. */
+  kill(): Promise<void>;
 }
 
 export interface TlsMosquitto extends Mosquitto {
@@ -45,7 +47,7 @@ export interface MosquittoOptions {
   readonly maxPacketBytes?: number;
   /** More lines for mosquitto.conf, after the others (an `acl_file`, a bridge, `max_queued_messages`). */
   readonly moreConfig?: readonly string[];
-  /** The port to listen on (default: a free one): a client may have been pointed at it before the broker starts. */
+  /** The port to listen on (default: a free one): a client may have been pointed at it before the broker starts, or again after kill(). */
   readonly port?: number;
 }
 
@@ -82,12 +84,13 @@ export async function startMosquitto(t: TestContext, users: Record<string, strin
   const proc = spawn('mosquitto', ['-c', conf, ...(tls ? ['-v'] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
-  t.after(async () => {
-    if (proc.exitCode === null) {
-      proc.kill('SIGTERM');
+  const stop = async (signal: NodeJS.Signals): Promise<void> => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill(signal);
       await once(proc, 'exit');
     }
-  });
+  };
+  t.after(() => stop('SIGTERM'));
   const accepts = (): Promise<boolean> =>
     new Promise<boolean>((resolve) => {
       const sock = tls ? connectTls({ host: '127.0.0.1', port, rejectUnauthorized: false }) : connectTcp(port, '127.0.0.1');
@@ -102,7 +105,8 @@ export async function startMosquitto(t: TestContext, users: Record<string, strin
     return accepts();
   }, WAIT_MS, () => `mosquitto log: ${log}`);
   const url = `${tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`;
-  return tls ? { url, port, caFile: cert, log: () => log } : { url, port, log: () => log };
+  const kill = (): Promise<void> => stop('SIGKILL');
+  return tls ? { url, port, caFile: cert, log: () => log, kill } : { url, port, log: () => log, kill };
 }
 
 export interface MosquittoSub {
