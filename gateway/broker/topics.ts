@@ -134,7 +134,7 @@ export const HA_ENTITIES = { event: 'event', bolt: 'sensor', battery: 'binary_se
 export type HaEntity = keyof typeof HA_ENTITIES;
 
 /**
- * `<prefix>/<component>/oti_<lock>/<entity>/config` (retained): Home Assistant MQTT discovery of
+ * `<prefix>/<component>/oti_<site>/<lock>_<entity>/config` (retained): Home Assistant MQTT discovery of
  * one entity of a lock (gateway/notify/homeassistant.ts builds them; docs/MQTT.md §Home Assistant).
  */
 export interface HaDiscoveryConfig {
@@ -169,7 +169,8 @@ export type TopicDescriptor =
   | { kind: 'syncRange'; site: string; gateway: string; requester: string }
   | { kind: 'evidence'; site: string; gateway: string }
   | { kind: 'lockInfo'; site: string; lock: string }
-  | { kind: 'haDiscovery'; prefix: string; lock: string; entity: HaEntity }
+  /** `legacy`: the topic of earlier releases (`oti_<lock>/<entity>`, without the site), only ever cleared. */
+  | { kind: 'haDiscovery'; prefix: string; lock: string; entity: HaEntity; legacy?: true }
   | { kind: 'haStatus'; prefix: string }
   | { kind: 'refused'; site: string; lock: string; ctr: number };
 
@@ -217,7 +218,7 @@ export const TOPIC_TABLE: readonly TopicInfo[] = [
   { kind: 'syncRange', pattern: 'oti/<site>/chain/<gw>/range/<requester>', qos: 1, retain: false, payload: 'binary (CBOR range from <gw>, see docs/PROTOCOL.md)', publisher: 'gateway <gw>' },
   { kind: 'evidence', pattern: 'oti/<site>/evidence/<gw>', qos: 1, retain: true, payload: 'binary (CBOR, see docs/PROTOCOL.md)', publisher: 'gateway <gw>' },
   { kind: 'lockInfo', pattern: 'oti/<site>/lockinfo/<lock>', qos: 1, retain: true, payload: 'JSON LockInfoMessage', publisher: 'gateway (local)' },
-  { kind: 'haDiscovery', pattern: '<prefix>/<component>/oti_<lock>/<entity>/config', qos: 1, retain: true, payload: 'JSON HaDiscoveryConfig', publisher: 'gateway (local)' },
+  { kind: 'haDiscovery', pattern: '<prefix>/<component>/oti_<site>/<lock>_<entity>/config', qos: 1, retain: true, payload: 'JSON HaDiscoveryConfig', publisher: 'gateway (local)' },
   // Home Assistant publishes its birth and last will here, not retained by default; a retained one is accepted.
   { kind: 'haStatus', pattern: '<prefix>/status', qos: 0, retain: true, payload: 'text: online or offline', publisher: 'Home Assistant (homeassistant role)' },
   { kind: 'refused', pattern: 'oti/<site>/refused/<lock>/<ctr>', qos: 1, retain: false, payload: 'JSON RefusedCopyMessage', publisher: 'gateway (local)' },
@@ -233,11 +234,11 @@ const HA_PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,64}(\/[A-Za-z0-9_-]{1,64}){0,3}$/;
 const HA_OBJECT_PREFIX = 'oti_';
 
 /**
- * A lock id as a Home Assistant discovery node id: those allow only `[a-zA-Z0-9_-]`, so a `.`
- * is written `D` (ids are lower case, so the mapping is one to one).
+ * An id in a Home Assistant discovery node or object id: those allow only `[a-zA-Z0-9_-]`, so a
+ * `.` is written `D` (ids are lower case, so the mapping is one to one).
  */
-function haNode(lock: string): string {
-  return `${HA_OBJECT_PREFIX}${lock.replaceAll('.', 'D')}`;
+function haId(v: string): string {
+  return v.replaceAll('.', 'D');
 }
 
 function id(what: string, v: string): string {
@@ -305,7 +306,13 @@ export class TopicMap {
   }
   haDiscovery(lock: string, entity: HaEntity): string {
     if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
-    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${haNode(id('lock', lock))}/${entity}/config`;
+    // Node id: the site (two sites on one broker may have a lock of the same id); object id: the lock and entity.
+    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${HA_OBJECT_PREFIX}${haId(this.site)}/${haId(id('lock', lock))}_${entity}/config`;
+  }
+  /** The discovery topic of earlier releases, without the site: cleared once by the gateway, never published. */
+  haLegacyDiscovery(lock: string, entity: HaEntity): string {
+    if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
+    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${HA_OBJECT_PREFIX}${haId(id('lock', lock))}/${entity}/config`;
   }
   /** Home Assistant's birth and last-will topic. */
   haStatus(): string {
@@ -329,7 +336,7 @@ export class TopicMap {
       case 'syncRange': return this.syncRange(d.gateway, d.requester);
       case 'evidence': return this.evidence(d.gateway);
       case 'lockInfo': return this.lockInfo(d.lock);
-      case 'haDiscovery': return this.haDiscovery(d.lock, d.entity);
+      case 'haDiscovery': return d.legacy === true ? this.haLegacyDiscovery(d.lock, d.entity) : this.haDiscovery(d.lock, d.entity);
       case 'haStatus': return this.haStatus();
       case 'refused': return this.refused(d.lock, d.ctr);
     }
@@ -342,7 +349,7 @@ export class TopicMap {
   parse(topic: string): TopicDescriptor | undefined {
     if (typeof topic !== 'string' || topic.length > 512) return undefined;
     const ha = this.haPrefix + '/';
-    if (topic.startsWith(ha)) return parseHa(this.haPrefix, topic.slice(ha.length).split('/'));
+    if (topic.startsWith(ha)) return parseHa(this.haPrefix, this.site, topic.slice(ha.length).split('/'));
     const d = parseTopic(topic);
     return d !== undefined && 'site' in d && d.site === this.site ? d : undefined;
   }
@@ -416,14 +423,22 @@ export class TopicMap {
   }
 }
 
-function parseHa(prefix: string, rest: string[]): TopicDescriptor | undefined {
+/** `<component>/oti_<site>/<lock>_<entity>/config`, or the legacy `<component>/oti_<lock>/<entity>/config`, of `site`. */
+function parseHa(prefix: string, site: string, rest: string[]): TopicDescriptor | undefined {
   if (rest.length === 1 && rest[0] === 'status') return { kind: 'haStatus', prefix };
   if (rest.length !== 4 || rest[3] !== 'config') return undefined;
-  const [component, node = '', entity = ''] = rest;
+  const [component, node = '', object = ''] = rest;
+  if (!node.startsWith(HA_OBJECT_PREFIX) || node.includes('.') || object.includes('.')) return undefined;
+  const fromHa = (v: string): string => v.replaceAll('D', '.');
+  // An entity name has no `_`: an object id that is one is the legacy form; the new one ends in `_<entity>`.
+  const legacy = Object.hasOwn(HA_ENTITIES, object);
+  const cut = object.lastIndexOf('_');
+  const entity = legacy ? object : object.slice(cut + 1);
+  if (!legacy && (cut < 1 || node !== `${HA_OBJECT_PREFIX}${haId(site)}`)) return undefined;
   if (!Object.hasOwn(HA_ENTITIES, entity) || HA_ENTITIES[entity as HaEntity] !== component) return undefined;
-  if (!node.startsWith(HA_OBJECT_PREFIX) || node.includes('.')) return undefined;
-  const lock = node.slice(HA_OBJECT_PREFIX.length).replaceAll('D', '.');
-  return ID_PATTERN.test(lock) ? { kind: 'haDiscovery', prefix, lock, entity: entity as HaEntity } : undefined;
+  const lock = fromHa(legacy ? node.slice(HA_OBJECT_PREFIX.length) : object.slice(0, cut));
+  if (!ID_PATTERN.test(lock)) return undefined;
+  return { kind: 'haDiscovery', prefix, lock, entity: entity as HaEntity, ...(legacy ? { legacy: true as const } : {}) };
 }
 
 /** Any `oti/<site>/...` topic of the map as a descriptor, whatever the site; undefined otherwise. */

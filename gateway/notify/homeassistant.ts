@@ -16,10 +16,18 @@
  * in its info. Discovery configs are retained; they are published again when Home Assistant
  * announces `online` on `<prefix>/status` (its birth message), so a restarted Home Assistant
  * finds every lock even on a broker that keeps no retained messages. A revoked lock's configs
- * are cleared (an empty retained message removes the entity).
+ * are cleared (an empty retained message removes the entity). Discovery topics carry the site
+ * (`<prefix>/<component>/oti_<site>/<lock>_<entity>/config`): two sites on one broker may have
+ * locks of the same id. Before a lock's first config since start, its config under the older
+ * topic without the site is cleared (upgrades from earlier releases).
  *
  * What is waiting to be published is one flag per lock and kind (configs, lockinfo), so the work
  * pending is bounded by the roster whatever the event rate.
+ *
+ * The facts live in memory; at start, battery and tamper are read back from each enrolled lock's
+ * last events in the chain (status-rebuild.ts, bounded) and its lockinfo published again, as the
+ * notifier does with the bolt state. Link and firmware are not in the chain: they are known once
+ * the lock is heard.
  */
 import { createRequire } from 'node:module';
 import type { Logger } from '../log.js';
@@ -31,6 +39,8 @@ import type { AppendResult } from '../../ledger/chain.js';
 import type { Ingest } from '../ingest.js';
 import { RefusalLog } from '../sync/refusal-log.js';
 import { HA_ENTITIES, type HaDiscoveryConfig, type HaEntity, type LockInfoMessage, type TopicMap } from '../broker/topics.js';
+import { isOtiError } from '../../ledger/base/errors.js';
+import { chainFacts } from './status-rebuild.js';
 
 const VERSION = (createRequire(import.meta.url)('../../../package.json') as { version: string }).version;
 
@@ -95,6 +105,8 @@ export class HomeAssistantBridge {
   readonly #facts = new Map<string, LockFacts>();
   /** Locks whose discovery configs are published (and with which firmware). */
   readonly #announced = new Map<string, string | null>();
+  /** Locks whose configs under the legacy topics (without the site) were cleared since start. */
+  readonly #legacyCleared = new Set<string>();
   /** Locks whose configs, or lockinfo, wait to be published; revoked locks whose configs wait to be cleared. */
   readonly #pendingConfig = new Set<string>();
   readonly #pendingInfo = new Set<string>();
@@ -102,6 +114,8 @@ export class HomeAssistantBridge {
   readonly #offs: Array<() => void> = [];
   readonly #birthLog = new RefusalLog();
   #pump: Promise<void> | undefined;
+  /** Reading the facts back from the chain, at start. */
+  #rebuilding: Promise<void> | undefined;
   #stopped = false;
 
   constructor(o: HomeAssistantOptions) {
@@ -130,7 +144,31 @@ export class HomeAssistantBridge {
     };
     this.#offs.push(listen(chain, { block: onBlock }), listen(ingest, { received: onReceived, committed: onCommitted, notice: onNotice }));
     this.#syncRoster();
-    return this.idle();
+    this.#rebuilding = this.#rebuild().catch((e: unknown) => this.#o.logger?.warn({ err: e }, 'could not read the locks\' battery and tamper back from the chain'));
+    // Resolves once the configs are published, without waiting for the facts read back.
+    return this.#drained();
+  }
+
+  /** Battery and tamper of every enrolled lock, from the chain; facts heard since start are kept. */
+  async #rebuild(): Promise<void> {
+    let locks = 0;
+    for (const m of [...this.#o.chain.roster.members()]) {
+      if (m.role !== 'lock' || m.revoked || this.#stopped) continue;
+      const facts = await chainFacts(this.#o.chain, m.id);
+      if (!this.#enrolled(m.id)) continue;
+      const f = this.#factsOf(m.id);
+      f.battery ??= facts.battery;
+      f.tamper ??= facts.tamper;
+      this.#pendingInfo.add(m.id);
+      locks++;
+    }
+    this.#kick();
+    this.#o.logger?.debug({ locks }, `lock info of ${locks} locks read back from the ledger`);
+  }
+
+  /** Resolves once the pump has published everything waiting. */
+  async #drained(): Promise<void> {
+    while (this.#pump !== undefined) await this.#pump;
   }
 
   /**
@@ -151,9 +189,10 @@ export class HomeAssistantBridge {
     this.#syncRoster();
   }
 
-  /** Resolves once nothing is waiting to be published. */
+  /** Resolves once nothing is waiting to be published (and the facts are read back from the chain). */
   async idle(): Promise<void> {
-    while (this.#pump !== undefined) await this.#pump;
+    await this.#rebuilding;
+    await this.#drained();
   }
 
   async stop(): Promise<void> {
@@ -228,7 +267,8 @@ export class HomeAssistantBridge {
         if (config !== undefined) await this.#announce(config);
         if (info !== undefined) await this.#publishInfo(info);
       } catch (e) {
-        this.#o.logger?.warn({ err: e }, 'a Home Assistant message could not be published');
+        // A full external backlog is counted and logged (once a minute) by the external broker.
+        if (!isOtiError(e, 'ERR_MQTT_BACKLOG')) this.#o.logger?.warn({ err: e }, 'a Home Assistant message could not be published');
       }
     }
   }
@@ -237,6 +277,12 @@ export class HomeAssistantBridge {
     if (!this.#enrolled(lock)) return;
     const fw = this.#facts.get(lock)?.fw ?? null;
     this.#announced.set(lock, fw);
+    if (!this.#legacyCleared.has(lock)) {
+      // Configs of earlier releases were under topics without the site: cleared first, so
+      // that Home Assistant drops them before it sees the same unique_ids under the new topics.
+      for (const entity of Object.keys(HA_ENTITIES) as HaEntity[]) await this.#o.out.publish(this.#o.topics.haLegacyDiscovery(lock, entity), '', { qos: 1, retain: true });
+      this.#legacyCleared.add(lock);
+    }
     for (const c of haDiscoveryConfigs(this.#o.topics, lock, this.#o.gatewayId, fw)) await this.#o.out.publish(c.topic, JSON.stringify(c.config), { qos: 1, retain: true });
   }
 

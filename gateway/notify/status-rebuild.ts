@@ -1,7 +1,8 @@
 /**
  * What the retained MQTT statuses say, read back from the ledger (docs/MQTT.md §Status): the
  * broker keeps retained messages in memory only, so at start the notifier rebuilds them from
- * the chain, the one record that survives a stop or a crash. Every read here is bounded.
+ * the chain, the one record that survives a stop or a crash; so does Home Assistant's bridge with
+ * the battery and tamper facts it shows. Every read here is bounded.
  */
 import type { Chain } from '../../ledger/chain.js';
 import { decodeEntry } from '../../ledger/entry.js';
@@ -46,17 +47,49 @@ export async function recentLockEvents(chain: Chain, max: number, since: number,
   return found.reverse();
 }
 
-/** The bolt state `lock` was last left in, from its last BOLT_LOOKBACK committed events. */
-export async function lastBoltState(chain: Chain, lock: string): Promise<LockStateMessage | undefined> {
+/**
+ * Calls `visit` with `lock`'s committed events, newest first, until it returns true or
+ * `lookback` counters were looked at (a counter the chain does not hold counts too).
+ */
+async function newestEvents(chain: Chain, lock: string, lookback: number, visit: (type: string, id: string, time: number) => boolean): Promise<void> {
   const last = await chain.lastCounter(lock);
-  for (let ctr = last; ctr >= 0 && ctr > last - BOLT_LOOKBACK; ctr--) {
+  for (let ctr = last; ctr >= 0 && ctr > last - lookback; ctr--) {
     const id = `${lock}:${ctr}`;
     const index = await chain.indexOf(id);
     if (index === undefined) continue;
     const e = decodeEntry(await chain.entry(index));
-    if (e.body.kind !== 'lock-event') continue;
-    const state = BOLT_STATE[e.body.event.type];
-    if (state !== undefined) return { state, id, at: e.time };
+    if (e.body.kind === 'lock-event' && visit(e.body.event.type, id, e.time)) return;
   }
-  return undefined;
+}
+
+/** The bolt state `lock` was last left in, from its last BOLT_LOOKBACK committed events. */
+export async function lastBoltState(chain: Chain, lock: string): Promise<LockStateMessage | undefined> {
+  let found: LockStateMessage | undefined;
+  await newestEvents(chain, lock, BOLT_LOOKBACK, (type, id, at) => {
+    const state = BOLT_STATE[type];
+    if (state !== undefined) found = { state, id, at };
+    return found !== undefined;
+  });
+  return found;
+}
+
+/** Events of one lock looked at, newest first, to find whether it reported battery-low or tamper. */
+export const FACTS_LOOKBACK = 256;
+
+/** What `lockinfo` keeps from the chain (docs/MQTT.md §Home Assistant); null: not reported. */
+export interface ChainFacts {
+  readonly battery: 'low' | null;
+  readonly tamper: true | null;
+}
+
+/** Whether `lock` reported battery-low, and tamper, in its last FACTS_LOOKBACK committed events. */
+export async function chainFacts(chain: Chain, lock: string): Promise<ChainFacts> {
+  let battery: 'low' | null = null;
+  let tamper: true | null = null;
+  await newestEvents(chain, lock, FACTS_LOOKBACK, (type) => {
+    if (type === 'battery-low') battery = 'low';
+    if (type === 'tamper') tamper = true;
+    return battery !== null && tamper !== null;
+  });
+  return { battery, tamper };
 }

@@ -11,6 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { connect } from 'mqtt';
 import { tempDir } from '../support/site.js';
 import { startTestGateway, freePort } from '../support/gateway-process.js';
@@ -35,6 +36,7 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
   );
   const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
   await gw.waitForLog('API', (l) => l.msg.startsWith('local API on'));
+  const site = (await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'))).site as string;
 
   // The technician adds Home Assistant's user while the gateway runs; no restart.
   const added = await oti(['mqtt', 'user', 'add', 'home-assistant', '--role', 'homeassistant', '--file', join(data, 'mqtt-users.json'), '--json'], { env: { OTI_MQTT_PASSWORD: 'ha-password-1' } });
@@ -73,8 +75,9 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
     const parts = discoveryTopicParts('homeassistant', topic);
     assert.ok(parts !== undefined, `${topic} is a discovery topic Home Assistant matches`);
     assert.deepEqual(checkDiscovery(parts.component, config), [], `${topic}: ${JSON.stringify(config)}`);
-    assert.equal(parts.node, 'oti_demo-lock-1');
-    byEntity.set(`${parts.component}/${parts.object}`, config);
+    assert.equal(parts.node, `oti_${site}`, 'the node id is the site');
+    assert.ok(parts.object.startsWith('demo-lock-1_'), 'the object id names the lock');
+    byEntity.set(`${parts.component}/${parts.object.slice('demo-lock-1_'.length)}`, config);
   }
   assert.deepEqual([...byEntity.keys()].sort(), ['binary_sensor/battery', 'binary_sensor/link', 'binary_sensor/tamper', 'event/event', 'sensor/bolt']);
   assert.equal(byEntity.get('binary_sensor/battery')?.device_class, 'battery');
@@ -114,4 +117,36 @@ void test('Home Assistant discovers each demo lock as a device with event, bolt,
   const mark = got.length;
   gw.proc.kill('SIGTERM');
   await waitUntil('the gateway is unavailable', () => got.slice(mark).some((m) => m.topic === availability && /"offline"/.test(m.payload)));
+});
+
+void test('a restart keeps the lock\'s battery in its retained lockinfo: read back from the chain before the lock is heard', { timeout: 120_000 }, async (t) => {
+  const dir = await tempDir(t, 'oti-ha-');
+  const data = join(dir, 'data');
+  const args = ['--broker.host', '127.0.0.1', '--broker.port', '0', '--api.port', String(await freePort()), '--ble.enabled', 'false', '--discovery.enabled', 'false', '--notifications.homeAssistant.enabled', 'true'];
+  const lockinfo = async (gw: ReturnType<typeof startTestGateway>, match: RegExp): Promise<string> => {
+    const port = (await gw.waitForLog('broker', (l) => l.msg.startsWith('MQTT broker listening'))).port as number;
+    const site = (await gw.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'))).site as string;
+    const password = (await readFile(join(data, 'demo', 'mqtt-demo-password'), 'utf8')).trim();
+    const app = connect(`mqtt://127.0.0.1:${port}`, { username: 'demo', password, reconnectPeriod: 0 });
+    t.after(() => app.endAsync(true));
+    let last = '';
+    app.on('message', (_topic, payload) => (last = payload.toString('utf8')));
+    await new Promise<void>((resolve, reject) => {
+      app.once('connect', () => resolve());
+      app.once('error', reject);
+    });
+    await app.subscribeAsync(`oti/${site}/lockinfo/demo-lock-1`, { qos: 1 });
+    await waitUntil(`lockinfo matching ${match}`, () => match.test(last), undefined, () => last);
+    await app.endAsync(true);
+    return last;
+  };
+  // Heard: the demo lock reports battery-low every tenth event.
+  const first = startTestGateway(t, [...args, '--demo.locks', '1', '--demo.rate', '20'], { OTI_DATA_DIR: data });
+  await lockinfo(first, /"battery":"low".*"link":"online"/);
+  first.proc.kill('SIGTERM');
+  assert.equal(await first.exited, 0, first.stderr());
+  // Restarted without the demo: the lock is enrolled but silent; its battery is still known.
+  const again = startTestGateway(t, args, { OTI_DATA_DIR: data });
+  const info = JSON.parse(await lockinfo(again, /"battery":"low"/)) as Record<string, unknown>;
+  assert.equal(info.link, null, 'not heard since the restart');
 });

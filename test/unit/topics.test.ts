@@ -203,9 +203,23 @@ void test('every topic of the map is documented in docs/MQTT.md', async () => {
   for (const row of TOPIC_TABLE) assert.ok(doc.includes(`\`${row.pattern}\``), row.pattern);
 });
 
-void test('a lock id with dots maps one to one onto a Home Assistant node id', () => {
-  const topic = map.haDiscovery('door.2.b', 'tamper');
-  assert.equal(topic, 'homeassistant/binary_sensor/oti_doorD2Db/tamper/config');
-  assert.deepEqual(map.parse(topic), { kind: 'haDiscovery', prefix: 'homeassistant', lock: 'door.2.b', entity: 'tamper' });
-  assert.equal(map.parse('homeassistant/sensor/oti_door/tamper/config'), undefined, 'the component must be the entity’s');
+void test('site and lock ids with dots map one to one onto Home Assistant node and object ids', () => {
+  const dotted = new TopicMap('site.1');
+  const topic = dotted.haDiscovery('door.2.b', 'tamper');
+  assert.equal(topic, 'homeassistant/binary_sensor/oti_siteD1/doorD2Db_tamper/config');
+  assert.deepEqual(dotted.parse(topic), { kind: 'haDiscovery', prefix: 'homeassistant', lock: 'door.2.b', entity: 'tamper' });
+  assert.equal(map.parse(`homeassistant/sensor/oti_${map.site}/door_tamper/config`), undefined, 'the component must be the entity’s');
+  assert.equal(map.parse('homeassistant/sensor/oti_door/tamper/config'), undefined, 'the component must be the entity’s (legacy form)');
+});
+
+void test('discovery topics: two sites never share one, and the legacy form parses only as legacy', () => {
+  const a = new TopicMap('site-a');
+  const b = new TopicMap('site-b');
+  assert.notEqual(a.haDiscovery('lock-1', 'event'), b.haDiscovery('lock-1', 'event'));
+  assert.equal(b.parse(a.haDiscovery('lock-1', 'event')), undefined, 'another site\'s config is not a topic of this site');
+  assert.deepEqual(a.parse(a.haDiscovery('a_b.c', 'battery')), { kind: 'haDiscovery', prefix: 'homeassistant', lock: 'a_b.c', entity: 'battery' });
+  assert.deepEqual(a.parse(a.haLegacyDiscovery('a_b.c', 'battery')), { kind: 'haDiscovery', prefix: 'homeassistant', lock: 'a_b.c', entity: 'battery', legacy: true });
+  assert.equal(a.build({ kind: 'haDiscovery', prefix: 'homeassistant', lock: 'x', entity: 'link', legacy: true }), a.haLegacyDiscovery('x', 'link'));
+  assert.equal(a.parse('homeassistant/sensor/oti_site-a/_bolt/config'), undefined, 'no lock');
+  assert.equal(a.parse('homeassistant/sensor/oti_site-a/lock-1_battery/config'), undefined, 'entity of another component');
 });
