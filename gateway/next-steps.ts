@@ -34,8 +34,11 @@ export function nextSteps(s: NextStepsInput): string[] {
   return [
     `npx oti status --api ${s.apiUrl}`,
     `    this gateway's state: drivers, chain, broker, peers (oti --help lists every command)`,
-    `OTI_MQTT_PASSWORD=... npx oti mqtt user add dashboard --role readonly --file ${users}`,
-    `    an MQTT user (roles: homeassistant, app, readonly; docs/MQTT.md); the running gateway takes it at once`,
+    // Exported, not set for one command: the mosquitto_sub line below reads it too.
+    `export OTI_MQTT_PASSWORD='choose-a-password'`,
+    `    the password of the MQTT user added next, kept in this shell for the commands below`,
+    `npx oti mqtt user add dashboard --role readonly --file ${users}`,
+    `    an MQTT user (roles: homeassistant, app, readonly; docs/MQTT.md) with that password; the running gateway takes it at once`,
     watch,
     `    the notifications as they are published`,
     ...(s.development && s.demoWatch === undefined ? ['npm run demo', '    three simulated locks on ptys (needs socat): events within seconds'] : []),

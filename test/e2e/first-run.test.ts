@@ -54,13 +54,16 @@ void test('a first start makes a development site of its own and prints next ste
   assert.ok(status !== undefined && addUser !== undefined && watch !== undefined, steps.join('\n'));
   assert.ok(steps.includes('npm run demo'));
 
-  // Each printed command, run as printed (in the repository, where npx finds oti).
-  const env = { ...process.env, OTI_MQTT_PASSWORD: 'first-run-password-1' };
+  // The printed commands, run as printed in one shell, one after the other (in the repository,
+  // where npx finds oti): what the newcomer's terminal does. No OTI_MQTT_PASSWORD from outside.
+  const env = { ...process.env };
+  delete env.OTI_MQTT_PASSWORD;
   const shell = (line: string): Promise<{ stdout: string }> => run('sh', ['-c', line], { cwd: ROOT, env, timeout: 60_000 });
   assert.match((await shell(status)).stdout, new RegExp(`site: ${first.site}`));
-  await shell(addUser.replace(/^OTI_MQTT_PASSWORD=\.\.\. /, ''));
-  const seen = await shell(`${watch} -C 1 -W 30`);
-  assert.match(seen.stdout, new RegExp(`^oti/${first.site}/gateways/[^ ]+/state \\{"state":"online"`));
+  const commands = steps.filter((l) => !l.startsWith(' '));
+  const upToWatch = commands.slice(commands.indexOf(status) + 1, commands.indexOf(watch));
+  const seen = await shell(['set -e', ...upToWatch, `${watch} -C 1 -W 30`].join('\n'));
+  assert.match(seen.stdout, new RegExp(`^oti/${first.site}/gateways/[^ ]+/state \\{"state":"online"`, 'm'));
 
   // A restart says nothing more.
   await stop(a);
