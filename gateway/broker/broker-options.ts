@@ -1,11 +1,51 @@
 /**
- * The broker's options checked before it starts: each bad one is ERR_ARGUMENT naming its key, and
- * the TLS files read (a missing one names its path).
+ * The broker's options, and their checks before it starts: each bad one is ERR_ARGUMENT naming
+ * its key, and the TLS files read (a missing one names its path).
  */
 import { readFile } from 'node:fs/promises';
 import { OtiError } from '../../ledger/base/errors.js';
-import { MQTT_MAX_REMAINING_LENGTH } from './limits.js';
-import type { BrokerOptions } from './broker.js';
+import type { Logger } from '../log.js';
+import { MQTT_MAX_REMAINING_LENGTH, type LoginLimits, type RetainedCapsConfig, type SessionCaps } from './limits.js';
+
+/** Checks a gateway's broker credential; resolves to its gateway id, or undefined to refuse. */
+export type GatewayCredentialVerifier = (username: string, password: Buffer) => Promise<{ gatewayId: string } | undefined>;
+
+export interface BrokerOptions {
+  site: string;
+  host: string;
+  /** TCP port; 0 picks a free one (see `Broker.port`). */
+  port: number;
+  allowAnonymous: boolean;
+  /** Largest MQTT control packet accepted, counted as its Remaining Length (variable header + payload). */
+  maxMessageBytes: number;
+  /** Open connections in all, over both listeners; DEFAULT_MQTT_CONNECTION_CAPS.total when not given. */
+  maxConnections?: number;
+  /** Open connections from one remote address; DEFAULT_MQTT_CONNECTION_CAPS.perAddress when not given. */
+  maxConnectionsPerAddress?: number;
+  /** Time a client has to send its CONNECT, and on the TLS listener to finish its handshake first, ms (default 10 s). */
+  connectTimeoutMs?: number;
+  rateLimit: { messagesPerSecond: number; burst: number };
+  /** Caps on persistent sessions and their queues; DEFAULT_SESSION_CAPS when not given. */
+  sessions?: SessionCaps;
+  /** Caps on retained messages per principal; DEFAULT_RETAINED_CAPS when not given. */
+  retained?: RetainedCapsConfig;
+  /** Bounds on credential checks and failed logins; DEFAULT_LOGIN_LIMITS when not given. */
+  login?: LoginLimits;
+  /**
+   * Whether a gateway id is on the site's roster (and not revoked). A peer gateway may retain
+   * messages under another gateway's chain only when that gateway is; without this function,
+   * only under its own.
+   */
+  isRosterGateway?: (gatewayId: string) => boolean;
+  /** A second listener speaking MQTT over TLS; `cert`, `key` and `ca` are paths to PEM files. */
+  tls?: { port: number; cert: string; key: string; ca?: string };
+  /** The users file of apps and read-only clients (gateway/broker/users.ts), read at each login. */
+  usersFile?: string;
+  verifyGatewayCredential?: GatewayCredentialVerifier;
+  /** Home Assistant discovery prefix; default `homeassistant`. */
+  haPrefix?: string;
+  logger?: Logger;
+}
 
 export function checkOptions(o: BrokerOptions): void {
   const bad = (key: string, allowed: string): never => {
