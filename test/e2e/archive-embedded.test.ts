@@ -26,8 +26,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, connectAsync, type MqttClient } from 'mqtt';
 import { makeSite, enrollLock, signedEvent, tempDir, type TestLock } from '../support/site.js';
-import { enrolledGateway, type EnrolledGateway } from '../support/enrolled-gateway.js';
-import { freePort, startTestGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
+import { loopbackSite, type EnrolledGateway } from '../support/enrolled-gateway.js';
+import { startTestGateway, type GatewayProcess } from '../support/gateway-process.js';
 import { startMosquitto } from '../support/mosquitto.js';
 import { startMariaDb, type TestMariaDb } from '../support/mariadb.js';
 import { waitUntil } from '../support/wait.js';
@@ -115,31 +115,20 @@ void test('archive: pulls a site on its embedded brokers with an archive user th
 
   // The site: gw-a and gw-b, chains of a few blocks each; gw-a has an archive user and an uplink, gw-b neither.
   const ids = ['gw-a', 'gw-b'] as const;
-  const ports = await Promise.all(ids.map(async () => ({ broker: await freePort(), api: await freePort() })));
   const locks = { 'gw-a': enrollLock(s, 'door-a'), 'gw-b': enrollLock(s, 'door-b') };
   const uplinkPw = join(dir, 'uplink.password');
   await writeFile(uplinkPw, `${CENTRAL.uplink}\n`, { mode: 0o600 });
-  const gws: Gw[] = [];
-  for (const [i, id] of ids.entries()) {
-    const g = await enrolledGateway(dir, s, id);
-    await fill(g, locks[id], 90, 30);
-    if (id === 'gw-a') {
+  const site = await loopbackSite(dir, s, ids, {
+    prepare: async (g) => {
+      await fill(g, locks[g.id as (typeof ids)[number]], 90, 30);
+      if (g.id !== 'gw-a') return;
       const added = await oti(['mqtt', 'user', 'add', ARCHIVE_USER.username, '--role', 'archive', '--file', join(g.dataDir, 'mqtt-users.json'), '--json'], { env: { OTI_MQTT_PASSWORD: ARCHIVE_USER.password } });
       assert.equal(added.code, 0, added.stderr);
       assert.equal(added.json<{ role: string }>().role, 'archive');
-    }
-    const config = await writeGatewayConfig(join(dir, `${id}.yaml`), {
-      dataDir: g.dataDir,
-      broker: { host: '127.0.0.1', port: ports[i]!.broker },
-      api: { port: ports[i]!.api },
-      serialPorts: [],
-      more: {
-        discovery: { enabled: false, staticPeers: ports.filter((_, j) => j !== i).map((p) => ({ host: '127.0.0.1', port: p.broker })) },
-        ...(id === 'gw-a' ? { uplink: { url: central.url, username: 'uplink', passwordFile: uplinkPw, ca: central.caFile, window: 4 } } : {}),
-      },
-    });
-    gws.push({ g, proc: startTestGateway(t, ['--config', config]), broker: ports[i]!.broker, api: ports[i]!.api, origin: `oti/${SITE}/${id}` });
-  }
+    },
+    more: (id) => (id === 'gw-a' ? { uplink: { url: central.url, username: 'uplink', passwordFile: uplinkPw, ca: central.caFile, window: 4 } } : {}),
+  });
+  const gws: Gw[] = site.map((g) => ({ g, proc: startTestGateway(t, ['--config', g.config]), broker: g.broker, api: g.api, origin: `oti/${SITE}/${g.id}` }));
   for (const gw of gws) await gw.proc.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 90_000);
   const [a, b] = gws as [Gw, Gw];
 

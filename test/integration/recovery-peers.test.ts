@@ -18,8 +18,8 @@ import { copyFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'mqtt';
 import { makeSite, tempDir } from '../support/site.js';
-import { freePort, startGateway, writeGatewayConfig, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
-import { enrolledGateway, type EnrolledGateway } from '../support/enrolled-gateway.js';
+import { startGateway, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
+import { loopbackSite, type LoopbackGateway } from '../support/enrolled-gateway.js';
 import { oti } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 import { applyBundle } from '../../gateway/config/bundle.js';
@@ -35,32 +35,17 @@ const origin = (id: string): string => `oti/${s.siteId}/${id}`;
 /** sync.recoverTimeoutMs's default: before the fix, one silent peer used all of it. */
 const RECOVER_TIMEOUT_MS = 15_000;
 
-interface Gw extends EnrolledGateway {
-  readonly config: string;
-  readonly broker: number;
-  readonly api: number;
+interface Gw extends LoopbackGateway {
   proc: GatewayProcess | undefined;
 }
 
 void test('revoked and offline peers: quorum, recovery at once from the online peer, and no fork past a retained checkpoint', { timeout: 300_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-recovery-peers-');
-  const ports = await Promise.all(IDS.map(async () => ({ broker: await freePort(), api: await freePort() })));
-  const gws: Gw[] = [];
+  const gws: Gw[] = (await loopbackSite(dir, s, IDS)).map((g) => ({ ...g, proc: undefined }));
   t.after(async () => {
     for (const g of gws) g.proc?.proc.kill('SIGKILL');
     await Promise.all(gws.flatMap((g) => (g.proc !== undefined ? [g.proc.exited] : [])));
   });
-  for (const [i, id] of IDS.entries()) {
-    const g = await enrolledGateway(dir, s, id);
-    const config = await writeGatewayConfig(join(dir, `${id}.yaml`), {
-      dataDir: g.dataDir,
-      broker: { host: '127.0.0.1', port: ports[i]!.broker },
-      api: { port: ports[i]!.api },
-      serialPorts: [],
-      more: { discovery: { enabled: false, staticPeers: ports.filter((_, j) => j !== i).map((p) => ({ host: '127.0.0.1', port: p.broker })) } },
-    });
-    gws.push({ ...g, config, broker: ports[i]!.broker, api: ports[i]!.api, proc: undefined });
-  }
   const [a, b, c, d] = gws as [Gw, Gw, Gw, Gw];
   const start = (g: Gw): GatewayProcess => (g.proc = startGateway(['--config', g.config]));
   const running = (g: Gw): Promise<LogLine> => g.proc!.waitForLog(`${g.id} running`, (l) => l.msg.includes('running; press Ctrl+C'), 90_000);

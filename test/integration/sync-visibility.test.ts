@@ -6,10 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { makeSite, tempDir } from '../support/site.js';
-import { freePort, startGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
-import { APP_USER, enrolledGateway } from '../support/enrolled-gateway.js';
+import { startGateway, type GatewayProcess } from '../support/gateway-process.js';
+import { APP_USER, loopbackSite } from '../support/enrolled-gateway.js';
 import { oti } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 import { mosquittoSub } from '../support/mosquitto.js';
@@ -28,25 +27,15 @@ interface PeerJson {
 
 void test('every replica, its state, lag and last contact are visible in the API, metrics, gateways topic and oti status', { timeout: 240_000 }, async (t) => {
   const dir = await tempDir(t, 'oti-sync-vis-');
-  const ports = await Promise.all(IDS.map(async () => ({ broker: await freePort(), api: await freePort() })));
+  const gws = await loopbackSite(dir, s, IDS);
   const procs: GatewayProcess[] = [];
   t.after(async () => {
     for (const p of procs) p.proc.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
   });
-  for (const [i, id] of IDS.entries()) {
-    const g = await enrolledGateway(dir, s, id);
-    const config = await writeGatewayConfig(join(dir, `${id}.yaml`), {
-      dataDir: g.dataDir,
-      broker: { host: '127.0.0.1', port: ports[i]!.broker },
-      api: { port: ports[i]!.api },
-      serialPorts: [],
-      more: { discovery: { enabled: false, staticPeers: ports.filter((_, j) => j !== i).map((p) => ({ host: '127.0.0.1', port: p.broker })) } },
-    });
-    procs.push(startGateway(['--config', config]));
-  }
+  for (const g of gws) procs.push(startGateway(['--config', g.config]));
   for (const p of procs) await p.waitForLog('running', (l) => l.msg.includes('running; press Ctrl+C'), 60_000);
-  const api = (i: number, path: string): Promise<Response> => fetch(`http://127.0.0.1:${ports[i]!.api}${path}`);
+  const api = (i: number, path: string): Promise<Response> => fetch(`http://127.0.0.1:${gws[i]!.api}${path}`);
   const json = async <T>(i: number, path: string): Promise<T> => {
     const r = await api(i, path);
     assert.equal(r.status, 200, `${path}: ${r.status} ${await r.clone().text()}`);
@@ -80,7 +69,7 @@ void test('every replica, its state, lag and last contact are visible in the API
   }
 
   // gw-a's broker holds every gateway's state (retained), each with its view of the others.
-  const sub = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(ports[0]!.broker), '-u', APP_USER.username, '-P', APP_USER.password, '-t', `oti/${s.siteId}/gateways/#`, '-v', '-W', '60']);
+  const sub = mosquittoSub(t, ['-h', '127.0.0.1', '-p', String(gws[0]!.broker), '-u', APP_USER.username, '-P', APP_USER.password, '-t', `oti/${s.siteId}/gateways/#`, '-v', '-W', '60']);
   /** The newest state each gateway published, by gateway. */
   const stateMap = (): Map<string, { state: string; peers?: PeerJson[] }> => {
     const states = new Map<string, { state: string; peers?: PeerJson[] }>();
@@ -94,7 +83,7 @@ void test('every replica, its state, lag and last contact are visible in the API
   assert.deepEqual(stateMap().get('gw-c')!.peers!.map((p) => p.gateway), ['gw-a', 'gw-b']);
 
   // The real oti status shows the peers.
-  const r = await oti(['status', '--api', `http://127.0.0.1:${ports[0]!.api}`]);
+  const r = await oti(['status', '--api', `http://127.0.0.1:${gws[0]!.api}`]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /peer gw-b: synced, \d+ entries stored, lag 0, last contact /);
   assert.match(r.stdout, /peer gw-c: synced/);

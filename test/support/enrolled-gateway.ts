@@ -16,6 +16,7 @@ import { signStatement } from '../../ledger/roster.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { Chain } from '../../ledger/chain.js';
 import type { TestSite } from './site.js';
+import { freePort, writeGatewayConfig } from './gateway-process.js';
 
 export const APP_USER = { username: 'watcher', password: 'watcher-password-123' } as const;
 
@@ -46,6 +47,38 @@ export async function enrolledGateway(dir: string, s: TestSite, id: string, opts
   await chain.close();
   await store.close();
   return { id, dataDir, bundle: kept, lock: { id: opts.lock, key } };
+}
+
+/** An enrolled gateway of a loopback site (loopbackSite): its configuration file and its ports. */
+export interface LoopbackGateway extends EnrolledGateway {
+  readonly config: string;
+  readonly broker: number;
+  readonly api: number;
+}
+
+/**
+ * The gateways `ids` of one site on 127.0.0.1, enrolled: each with a broker and an API port of its
+ * own and every other one as a static peer (discovery off), its configuration written to
+ * `<dir>/<id>.yaml`. `prepare` runs on each data folder before its configuration is written;
+ * `more` adds top-level configuration sections to a gateway's.
+ */
+export async function loopbackSite(dir: string, s: TestSite, ids: readonly string[], o: { prepare?: (g: EnrolledGateway) => Promise<void>; more?: (id: string) => Record<string, unknown> } = {}): Promise<LoopbackGateway[]> {
+  const ports = await Promise.all(ids.map(async () => ({ broker: await freePort(), api: await freePort() })));
+  const gws: LoopbackGateway[] = [];
+  for (const [i, id] of ids.entries()) {
+    const g = await enrolledGateway(dir, s, id);
+    await o.prepare?.(g);
+    const staticPeers = ports.filter((_, j) => j !== i).map((p) => ({ host: '127.0.0.1', port: p.broker }));
+    const config = await writeGatewayConfig(join(dir, `${id}.yaml`), {
+      dataDir: g.dataDir,
+      broker: { host: '127.0.0.1', port: ports[i]!.broker },
+      api: { port: ports[i]!.api },
+      serialPorts: [],
+      more: { discovery: { enabled: false, staticPeers }, ...o.more?.(id) },
+    });
+    gws.push({ ...g, config, broker: ports[i]!.broker, api: ports[i]!.api });
+  }
+  return gws;
 }
 
 /** A development gateway's data folder (its own dev site) with `locks` locks door-0… enrolled in its chain, offline, as an installer prepares it. */
