@@ -7,7 +7,7 @@
  * no roster it holds lists gw-c, and nobody serves gw-c's chain any more; the evidence it finds
  * retained on its peers' brokers carries the site-signed statement of gw-c's key, so it must list
  * gw-c as compromised at once (before the fix: `does not verify here [ERR_PROOF_INVALID]`, and
- * gw-c stayed `syncing, 0`).
+ * gw-c stayed `syncing, 0`), and `oti evidence list` on its data folder says the evidence verifies.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { makeSite, tempDir } from '../support/site.js';
 import { freePort, startTestGateway, writeGatewayConfig, type GatewayProcess } from '../support/gateway-process.js';
 import { enrolledGateway } from '../support/enrolled-gateway.js';
+import { oti } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 import { generateKeyPair } from '../../ledger/crypto.js';
 import { encodeSigned, signStatement } from '../../ledger/roster.js';
@@ -97,4 +98,9 @@ void test('a gateway enrolled after a clone was found lists the cloned gateway a
   // And it still syncs the healthy gateways.
   for (const o of [a, b]) await waitUntil(`gw-d holds ${o.id}'s chain`, async () => (await held(d, o.id)) > 0, 90_000);
   for (const g of [a, b, c, copy, d]) assert.equal(await g.proc!.stop(), 0, `${g.id} stops cleanly`);
+  // What the technician reads on gw-d's data folder says the same.
+  const list = await oti(['evidence', 'list', '--data', d.dataDir]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /compromised \(refused\): gw-c/);
+  assert.match(list.stdout, /gw-c's key signed .* verifies with its enrolled key; its chain is refused/);
 });
