@@ -5,10 +5,14 @@
  *   evidence = { "v": 1, "type": "oti-equivocation", "origin": text,
  *                "a": text, "b": text,            the two signed notes, a.size <= b.size
  *                ? "root": bstr(32),              root of b's tree at a.size (sizes differ)
- *                ? "proof": [* bstr(32)] }        consistency proof from (a.size, root) to b
+ *                ? "proof": [* bstr(32)],         consistency proof from (a.size, root) to b
+ *                ? "statement": bstr }            encodeSigned of the site-signed statement that
+ *                                                 gives the gateway the key (enroll or rotate)
  *
  * Same size: the roots differ. Different sizes: the proof shows that b commits to `root` at
- * a.size, and `root` differs from a's root. Anyone holding the gateway's key can check it.
+ * a.size, and `root` differs from a's root. Anyone holding the gateway's key can check it; with
+ * `statement`, anyone trusting the site's authority keys can (evidenceKey), even without a copy
+ * of the chain.
  */
 import { decode, encode } from './base/cbor.js';
 import { bytesEqual } from './base/bytes.js';
@@ -16,7 +20,9 @@ import { OtiError } from './base/errors.js';
 import { verify as nodeVerify, type Ed25519Verify } from './crypto.js';
 import { parseCheckpoint, verifyCheckpoint, type SignedCheckpoint } from './checkpoint.js';
 import { verifyConsistency, consistencyProof, rangeHash, MAX_PROOF_HASHES, type NodeReader } from './merkle.js';
+import { checkSigned, decodeSigned, encodeSigned, ROSTER_MAX_BYTES, type SignedStatement, type SiteTrust } from './roster.js';
 import { asMap, bytes, oneOf, text, version } from './schema.js';
+import { parseOrigin } from './verify.js';
 
 export interface Equivocation {
   readonly origin: string;
@@ -24,6 +30,8 @@ export interface Equivocation {
   readonly b: SignedCheckpoint;
   readonly root?: Uint8Array;
   readonly proof?: readonly Uint8Array[];
+  /** The site-signed roster statement (enroll, or rotate) that gives the chain's gateway the key that signed a and b. */
+  readonly statement?: SignedStatement;
 }
 
 export function encodeEvidence(e: Equivocation): Uint8Array {
@@ -35,11 +43,12 @@ export function encodeEvidence(e: Equivocation): Uint8Array {
     b: e.b.note,
     ...(e.root !== undefined ? { root: e.root } : {}),
     ...(e.proof !== undefined ? { proof: [...e.proof] } : {}),
+    ...(e.statement !== undefined ? { statement: encodeSigned(e.statement) } : {}),
   });
 }
 
 export function decodeEvidence(b: Uint8Array): Equivocation {
-  const m = asMap(decode(b, 16 * 1024), 'evidence', ['v', 'type', 'origin', 'a', 'b', 'root', 'proof']);
+  const m = asMap(decode(b, 16 * 1024), 'evidence', ['v', 'type', 'origin', 'a', 'b', 'root', 'proof', 'statement']);
   version(m, 'evidence', 1);
   oneOf(m, 'type', 'evidence', ['oti-equivocation']);
   const proof = m['proof'];
@@ -55,7 +64,27 @@ export function decodeEvidence(b: Uint8Array): Equivocation {
     b: parseCheckpoint(bn),
     ...(m['root'] !== undefined ? { root: bytes(m, 'root', 'evidence', 32) } : {}),
     ...(proof !== undefined ? { proof: proof as Uint8Array[] } : {}),
+    ...(m['statement'] !== undefined ? { statement: decodeSigned(bytes(m, 'statement', 'evidence', undefined, ROSTER_MAX_BYTES + 256)) } : {}),
   };
+}
+
+/**
+ * The key the evidence's statement gives the chain's gateway, for a verifier that holds no copy
+ * of the chain: the statement must be signed by an authority key of `trust`'s site and be an
+ * `enroll` or `rotate` of role gateway naming the origin's gateway. Undefined without a
+ * statement; ERR_ROSTER when it is not such a statement. The caller still applies its own
+ * rosters (a gateway revoked there, or holding another key there, is not taken on this word).
+ */
+export function evidenceKey(e: Equivocation, trust: SiteTrust): Uint8Array | undefined {
+  const signed = e.statement;
+  if (signed === undefined) return undefined;
+  checkSigned(signed, trust);
+  const s = signed.statement;
+  const { gatewayId } = parseOrigin(e.origin);
+  if ((s.op !== 'enroll' && s.op !== 'rotate') || s.role !== 'gateway' || s.id !== gatewayId) {
+    throw new OtiError('ERR_ROSTER', `the statement carried by evidence against ${e.origin} does not give that gateway a key (${s.op} of ${s.role} ${s.id})`, { origin: e.origin });
+  }
+  return s.key;
 }
 
 /**

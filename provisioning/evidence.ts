@@ -10,8 +10,8 @@
  */
 import { toHex, fingerprint } from '../ledger/crypto.js';
 import { OtiError } from '../ledger/base/errors.js';
-import { decodeEvidence, verifyEvidence } from '../ledger/evidence.js';
-import { Roster, decodeSigned, type Member } from '../ledger/roster.js';
+import { decodeEvidence, evidenceKey, verifyEvidence, type Equivocation } from '../ledger/evidence.js';
+import { Roster, decodeSigned, type Member, type SiteTrust } from '../ledger/roster.js';
 import { parseOrigin } from '../ledger/verify.js';
 import type { LedgerStore } from '../ledger/store.js';
 import { ID_PATTERN } from '../ledger/schema.js';
@@ -26,7 +26,10 @@ export interface StoredEvidence {
   readonly gateway: string;
   readonly a: { readonly size: number; readonly root: string };
   readonly b: { readonly size: number; readonly root: string };
-  /** Whether it verifies with a key the site's rosters (as stored here) gave that gateway. */
+  /**
+   * Whether it verifies with a key the site's rosters (as stored here) gave that gateway, or, when
+   * none lists it (no copy of its chain here), the key the evidence's site-signed statement gives it.
+   */
   readonly verifies: boolean;
   /** Its chain is refused (false once cleared). */
   readonly refused: boolean;
@@ -51,13 +54,24 @@ function keysOf(m: Member): Uint8Array[] {
   return [m.key, ...m.history.map((h) => decodeSigned(h).statement.key)];
 }
 
-/** The evidence records of a store with the refused flags that name them. */
-export async function readEvidence(store: LedgerStore): Promise<StoredEvidence[]> {
+/** The key the evidence's own statement gives its gateway, when that statement verifies with `trust` (docs/PROTOCOL.md §Equivocation evidence). */
+function statementKey(ev: Equivocation, trust: SiteTrust): Uint8Array[] {
+  try {
+    const k = evidenceKey(ev, trust);
+    return k !== undefined ? [k] : [];
+  } catch {
+    return [];
+  }
+}
+
+/** The evidence records of a store with the refused flags that name them; `trust`: the site keys the statements in evidence are checked with. */
+export async function readEvidence(store: LedgerStore, trust: SiteTrust): Promise<StoredEvidence[]> {
   const { flags, records } = await readEvidenceRecords(store);
   const out: StoredEvidence[] = [];
   for (const { id, ev, flag: flagged } of records) {
     const gateway = parseOrigin(ev.origin).gatewayId;
-    const keys = (await membersOf(store, gateway)).flatMap(keysOf);
+    const members = await membersOf(store, gateway);
+    const keys = members.length > 0 ? members.flatMap(keysOf) : statementKey(ev, trust);
     out.push({
       id,
       origin: ev.origin,
@@ -90,8 +104,9 @@ const list: Command = {
   examples: ['oti evidence list --data /var/lib/oti-gateway', 'oti evidence list --data ./data --json'],
   async run(p) {
     const data = str(p, 'data', true);
+    const { trust } = await readDataIdentity(data);
     return withLedger(data, { copyIfLocked: true }, async ({ store }) => {
-      const evidence = await readEvidence(store);
+      const evidence = await readEvidence(store, trust);
       const compromised = [...new Set(evidence.filter((e) => e.refused).map((e) => e.gateway))].sort();
       return {
         json: { compromised, evidence },

@@ -143,7 +143,7 @@ const verify: Command = {
       // that none runs dry while this thread checks its batch and packs the next.
       const pool = new SignaturePool(availableParallelism() - 1, { callerShare: true, callerAfter: 3 });
       const results: { origin: string; role: string; ok: boolean; report?: Omit<VerifyReport, 'root' | 'checkpoint'> & { root: string; rosterCommitted: boolean }; error?: { code: string; message: string }; refused?: { evidence: string; reporter: string | null } }[] = [];
-      const evidence = await readEvidence(store);
+      const evidence = await readEvidence(store, trust);
       try {
         for (const c of chains) {
           const cs = await store.chain(c.origin, c.role);

@@ -164,6 +164,11 @@ export interface SyncContext {
   blocked(origin: string): boolean;
   /** Refused: after equivocation, or after a failed audit. */
   refused(origin: string): boolean;
+  /**
+   * Received evidence against the chain waits here for its gateway's key (evidence.ts): the chain
+   * is fetched, so that the key becomes known, but neither served nor cosigned meanwhile.
+   */
+  evidenceWaits(origin: string): boolean;
   /** Reports a failure as a 'refused' event (logged, rate-limited). */
   refuse(origin: string | undefined, peer: string, e: unknown): void;
   /** Runs a handler; any failure is refused (never an unhandled rejection). */
@@ -178,5 +183,7 @@ export interface SyncContext {
   audit(origin: string): void;
   retryCosigs(): void;
   checkOwn(cp: SignedCheckpoint): Promise<void>;
+  /** Checks the evidence that waits for a gateway's key, where the key is known by now. */
+  retryEvidence(): Promise<void>;
   closeInboxes(origin: string): void;
 }

@@ -28,7 +28,8 @@ export class Cosigner {
     const r = c.settled(origin);
     const peer = c.peers.get(origin);
     const cp = r?.checkpoint;
-    if (cp === undefined || peer === undefined || c.refused(origin)) return;
+    // Not while evidence against the chain waits for its key: it may be refused as soon as it is checked.
+    if (cp === undefined || peer === undefined || c.refused(origin) || c.evidenceWaits(origin)) return;
     // Only what the audit passed: a cosignature vouches for the lock signatures too.
     if (r!.audited.size < cp.size) {
       c.audit(origin);
@@ -64,7 +65,7 @@ export class Cosigner {
       return;
     }
     this.#pending.delete(witness);
-    if (wm.revoked || c.refused(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused`);
+    if (wm.revoked || c.refused(wOrigin) || c.evidenceWaits(wOrigin)) throw new OtiError('ERR_ROSTER', `witness ${witness} is revoked or refused, or evidence against it waits here for its key`);
     const ts = verifyCosignature(cp, wOrigin, wm.key, Math.floor(c.now() / 1000));
     if (ts === undefined) throw new OtiError('ERR_CHECKPOINT_SIGNATURE', `no valid cosignature by ${witness}`, { origin: c.origin });
     c.contact(witness);

@@ -100,7 +100,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     this.#serve = new Server(this.#c, this.#links, maxBytes);
     this.#audit = new Auditor(this.#c);
     this.#cosign = new Cosigner(this.#c, this.#links, new Signer(opts.key.seed), this.coverage);
-    this.#evidence = new EvidenceBook(this.#c, this.#links, (gw, key) => this.isRefusedGateway(gw, key));
+    this.#evidence = new EvidenceBook(this.#c, this.#links, (gw, key) => this.isRefusedGateway(gw, key), (gw) => this.#rosterKey(gw));
     this.#own = new OwnChainGuard(this.#c);
     this.#status = new SyncStatus(this.#c, this.#links, {
       coverage: this.coverage,
@@ -131,6 +131,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       settled: (origin) => this.#settled.get(origin),
       blocked: (origin) => this.#evidence.blocked.has(origin),
       refused: (origin) => this.#refused(origin),
+      evidenceWaits: (origin) => this.#evidence.waiting(origin),
       refuse: (origin, peer, e) => this.#refuse(origin, peer, e),
       guard: (peer, f) => this.#guard(peer, f),
       emit: (event, ...args) => EventEmitter.prototype.emit.call(this, event, ...args),
@@ -141,6 +142,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
       audit: (origin) => this.#audit.audit(origin),
       retryCosigs: () => this.#cosign.retry(),
       checkOwn: (cp) => this.#own.check(cp),
+      retryEvidence: () => this.#evidence.retry(),
       closeInboxes: (origin) => this.#inboxes.closeWhere((i) => i.chain === origin),
     };
   }
@@ -174,6 +176,15 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   /** True when a roster held here (a peer chain's or the own) lists `gatewayId` as revoked. */
   #revoked(gatewayId: string): boolean {
     return this.#rosters().some((x) => x.get('gateway', gatewayId)?.revoked === true);
+  }
+
+  /** The key a roster held here gives `gatewayId` (the first that lists it), if any. */
+  #rosterKey(gatewayId: string): Uint8Array | undefined {
+    for (const r of this.#rosters()) {
+      const m = r.get('gateway', gatewayId);
+      if (m !== undefined) return m.key;
+    }
+    return undefined;
   }
 
   /** True when this gateway's rosters list `gatewayId` as revoked or under another key (for credentials). */
@@ -262,6 +273,8 @@ export class SyncNode extends EventEmitter<SyncEvents> {
     this.#self = undefined;
     this.#onBlock = () => {
       this.#own.made(chain.checkpoint);
+      // A roster statement appended here (oti roster submit) may give the key that waiting evidence needs.
+      void this.#guard(this.#o.gatewayId, () => this.#evidence.retry());
       this.#links.announce();
       this.#own.grew(chain.checkpoint?.size ?? 0);
     };

@@ -253,6 +253,9 @@ export class Puller {
         }
         if (batches.some((b) => b.length > 0)) {
           await storeBatches(replica, batches);
+          // The blocks stored may give a gateway's key (its chain's first block, a roster statement):
+          // evidence that waited for it is checked before anything else reads them.
+          await c.retryEvidence();
           c.emit('progress', progress.at(replica.size, head.size));
           // The lock signatures of what was stored are audited while the pull goes on: on the
           // signature workers, one run at a time, each taking what was stored meanwhile. Nothing

@@ -56,7 +56,7 @@ export class Server {
   /** The store and latest checkpoint of a chain this gateway can serve. */
   async #source(origin: string): Promise<{ cs: ChainReader; head: SignedCheckpoint } | undefined> {
     const c = this.c;
-    if (c.refused(origin)) return undefined;
+    if (c.refused(origin) || c.evidenceWaits(origin)) return undefined;
     if (origin === c.origin) {
       const chain = c.chain();
       if (chain !== undefined) {
