@@ -126,46 +126,34 @@ export interface Member {
 }
 
 /** Which roster rule a refusal broke (details.rule of its ERR_ROSTER); docs/PROTOCOL.md §Roster rules. */
-export type RosterRule = 'unknown' | 'revoked' | 'other-key' | 'not-current' | 'replayed' | 'key-held' | 'already-revoked';
+export type RosterRule = 'unknown' | 'revoked' | 'other-key' | 'not-current' | 'replayed';
 
 function refuse(rule: RosterRule, s: RosterStatement, why: string): OtiError {
   return new OtiError('ERR_ROSTER', `${s.op} of ${s.role} ${s.id} refused: ${why}`, { rule, role: s.role, id: s.id });
 }
 
-/** Every key a member has held, as hex: its current key and each key its statements named. */
-function keysHeld(m: Member): string[] {
-  const keys = [toHex(m.key)];
-  for (const h of m.history) {
-    const s = decodeSigned(h).statement;
-    keys.push(toHex(s.key));
-    if (s.prev !== undefined) keys.push(toHex(s.prev));
-  }
-  return keys;
-}
-
 /** Whether the member's history holds a statement with the same content as `s` (whichever site key signed it). */
-function appliedBefore(m: Member, s: RosterStatement): boolean {
+export function appliedBefore(m: Member, s: RosterStatement): boolean {
   const stmt = toHex(encodeStatement(s));
   return m.history.some((h) => toHex(encodeStatement(decodeSigned(h).statement)) === stmt);
+}
+
+/** Whether two states of a member are the same (key, revocation, provenance, expiry). */
+export function sameState(a: Member, b: Member): boolean {
+  return toHex(a.key) === toHex(b.key) && a.revoked === b.revoked && a.unsigned === b.unsigned && a.expires === b.expires;
 }
 
 /**
  * The roster as seen at one point of a chain: applied statement by statement in chain order.
  * apply() throws ERR_ROSTER (details.rule says which rule) for a statement that does not fit the
- * current state. The rules make every statement apply at most once, so a statement kept and
- * submitted again later (a replay) is refused, with no clock involved:
- *  - a key belongs to one member, once: an enrolment or rotation to a key any member holds or
- *    ever held (this member's own earlier and current keys included) is refused, so a rotation
- *    can never bring a retired key back, and the `prev` of a rotation never matches again;
- *  - an enrolment of a current member (same key) is refused if the same statement was applied
- *    to it before (a replayed enrolment would undo a later change of `unsigned` or `expires`);
- *  - a revoked member takes no statement at all: not enrolled again, rotated or revoked again.
+ * current state. A statement the member's history already holds may apply again only when it
+ * changes nothing (a second revocation, say): a statement kept and submitted again later (a
+ * replay) can never change a member back, e.g. make a retired key current again after a
+ * rotation back to the first key. No clock is read.
  */
 export class Roster {
   readonly #members = new Map<string, Member>();
   #version = 0;
-  /** Every key any member holds or held (hex) → that member ("role id"); built when first needed. */
-  #held: Map<string, string> | undefined;
 
   /** Changes whenever a member is applied or restored: a cache of get() results is good while it stays the same. */
   get version(): number {
@@ -187,20 +175,23 @@ export class Roster {
   /** Returns what apply() would do, throwing ERR_ROSTER if the statement does not fit. */
   check(s: RosterStatement): Member {
     const cur = this.get(s.role, s.id);
-    if (cur?.revoked === true) {
-      const rule = s.op === 'revoke' ? 'already-revoked' : 'revoked';
-      throw refuse(rule, s, `${s.role} ${s.id} was revoked: a revoked member takes no further statement (its id cannot be enrolled again)`);
+    const next = this.#next(cur, s);
+    if (cur !== undefined && !sameState(cur, next) && appliedBefore(cur, s)) {
+      throw refuse('replayed', s, 'this statement was applied to it before, and applying it again would change it back: a statement kept and submitted again is refused');
     }
+    return next;
+  }
+
+  #next(cur: Member | undefined, s: RosterStatement): Member {
     switch (s.op) {
       case 'enroll':
-        if (cur === undefined) this.#checkUnheld(s);
-        else if (toHex(cur.key) !== toHex(s.key)) throw refuse('other-key', s, `${s.role} ${s.id} is enrolled with another key; use rotate`);
-        else if (appliedBefore(cur, s)) throw refuse('replayed', s, 'this enrolment was applied to it before: a statement applies at most once');
+        if (cur?.revoked === true) throw refuse('revoked', s, `${s.role} ${s.id} was revoked; its id cannot be enrolled again`);
+        if (cur !== undefined && toHex(cur.key) !== toHex(s.key)) throw refuse('other-key', s, `${s.role} ${s.id} is enrolled with another key; use rotate`);
         return { role: s.role, id: s.id, key: s.key, revoked: false, unsigned: s.unsigned === true, history: cur?.history ?? [], ...(s.expires !== undefined ? { expires: s.expires } : {}) };
       case 'rotate':
         if (cur === undefined) throw refuse('unknown', s, `${s.role} ${s.id} is not enrolled`);
+        if (cur.revoked) throw refuse('revoked', s, `${s.role} ${s.id} was revoked`);
         if (s.prev === undefined || toHex(cur.key) !== toHex(s.prev)) throw refuse('not-current', s, `prev is not its current key ${fingerprint(cur.key)}`);
-        this.#checkUnheld(s);
         return { ...cur, key: s.key, ...(s.expires !== undefined ? { expires: s.expires } : {}) };
       case 'revoke':
         if (cur === undefined) throw refuse('unknown', s, `${s.role} ${s.id} is not enrolled`);
@@ -209,36 +200,11 @@ export class Roster {
     }
   }
 
-  /** The statement's key is new to the roster: no member holds it or held it (docs/PROTOCOL.md §Roster rules). */
-  #checkUnheld(s: RosterStatement): void {
-    const holder = this.#heldKeys().get(toHex(s.key));
-    if (holder === undefined) return;
-    const self = holder === `${s.role} ${s.id}`;
-    throw refuse(
-      'key-held',
-      s,
-      self
-        ? `key ${fingerprint(s.key)} is, or was, this member's key: a retired key never becomes a member's key again (rotate to a new key)`
-        : `key ${fingerprint(s.key)} is, or was, the key of ${holder}: a key belongs to one member only`,
-    );
-  }
-
-  #heldKeys(): Map<string, string> {
-    if (this.#held === undefined) {
-      const held = new Map<string, string>();
-      for (const m of this.#members.values()) for (const k of keysHeld(m)) if (!held.has(k)) held.set(k, `${m.role} ${m.id}`);
-      this.#held = held;
-    }
-    return this.#held;
-  }
-
   /** Applies a signed statement (already checked with checkSigned) and records it in the member's history. */
   apply(signed: SignedStatement): Member {
     const m = this.check(signed.statement);
     m.history = [...m.history, encodeSigned(signed)];
     this.#members.set(Roster.keyOf(m.role, m.id), m);
-    const key = toHex(m.key);
-    if (this.#held !== undefined && !this.#held.has(key)) this.#held.set(key, `${m.role} ${m.id}`);
     this.#version++;
     return m;
   }
@@ -246,14 +212,12 @@ export class Roster {
   /** Puts a member as stored (used when loading the roster saved at the head). */
   restore(m: Member): void {
     this.#members.set(Roster.keyOf(m.role, m.id), m);
-    this.#held = undefined;
     this.#version++;
   }
 
   clone(): Roster {
     const r = new Roster();
     for (const m of this.#members.values()) r.restore({ ...m });
-    if (this.#held !== undefined) r.#held = new Map(this.#held);
     return r;
   }
 }

@@ -83,8 +83,11 @@ export async function deliver(p: Parsed, term: Terminal, signed: SignedStatement
   }
   const api = ApiClient.from(p, term);
   const r = await api.request('POST', '/roster', { body: encodeSigned(signed), type: 'application/cbor' });
-  const v = JSON.parse(Buffer.from(r.body).toString('utf8')) as { index?: unknown; id?: unknown; unchanged?: unknown };
-  if (v.unchanged === true) return { json: { ...base, index: null, entry: null, unchanged: true }, text: [`${s.role} ${s.id} is already enrolled with this key at ${api.base}: nothing was recorded`] };
+  const v = JSON.parse(Buffer.from(r.body).toString('utf8')) as { index?: unknown; id?: unknown; unchanged?: unknown; reason?: unknown };
+  if (v.unchanged === true) {
+    const why = v.reason === 'applied-before' ? `${s.op} of ${s.role} ${s.id} was applied before at ${api.base} (this very statement)` : s.op === 'enroll' ? `${s.role} ${s.id} is already enrolled with this key at ${api.base}` : `${s.op} of ${s.role} ${s.id} changes nothing at ${api.base}`;
+    return { json: { ...base, index: null, entry: null, unchanged: true, reason: v.reason }, text: [`${why}: nothing was recorded`] };
+  }
   return { json: { ...base, index: v.index, entry: v.id }, text: [`${summary}: recorded in the chain of ${api.base} at entry ${String(v.index)}`] };
 }
 

@@ -12,7 +12,7 @@
  */
 import { fingerprint, toHex } from '../../ledger/crypto.js';
 import { OtiError, isOtiError, type ErrorCode } from '../../ledger/base/errors.js';
-import { decodeSigned, ROSTER_MAX_BYTES, type Roster, type RosterStatement } from '../../ledger/roster.js';
+import { appliedBefore, decodeSigned, ROSTER_MAX_BYTES, sameState, type Roster, type RosterStatement } from '../../ledger/roster.js';
 import type { Chain } from '../../ledger/chain.js';
 
 /** Largest POST /roster body: one signed statement. */
@@ -33,27 +33,46 @@ export interface RosterListingMember {
 
 /**
  * Decodes a signed statement, appends it to `chain` as a roster entry and waits until it is
- * durable. Throws ERR_ARGUMENT (empty or oversized body), ERR_ENCODING_* (not a signed
- * statement), ERR_ROSTER (not signed by a site key, wrong site, or does not fit the roster:
- * unknown member, wrong current key, a key held before, revoked member, a statement applied
- * before; details.rule names the rule), ERR_APPEND_ABORTED (chain closing).
+ * durable, or answers `unchanged` without recording it (notRecorded). Throws ERR_ARGUMENT (empty
+ * or oversized body), ERR_ENCODING_* (not a signed statement), ERR_ROSTER (not signed by a site
+ * key, wrong site, or does not fit the roster: unknown member, wrong current key, revoked member,
+ * a key another current member holds; details.rule names the rule), ERR_APPEND_ABORTED (chain
+ * closing).
  */
-export async function handleRosterPost(chain: Chain, body: Uint8Array): Promise<{ index: number; id: string } | { index: null; id: null; unchanged: true }> {
+export async function handleRosterPost(chain: Chain, body: Uint8Array): Promise<{ index: number; id: string } | { index: null; id: null; unchanged: true; reason: UnchangedReason }> {
   if (!(body instanceof Uint8Array) || body.length === 0 || body.length > ROSTER_POST_MAX_BYTES) {
     throw new OtiError('ERR_ARGUMENT', `the body must be one CBOR signed statement of 1..${ROSTER_POST_MAX_BYTES} bytes`);
   }
   const signed = decodeSigned(body);
-  // Enrolling a member again exactly as it is enrolled changes nothing: nothing is recorded.
-  if (changesNothing(chain.roster, signed.statement)) return { index: null, id: null, unchanged: true };
+  const reason = notRecorded(chain.roster, signed.statement);
+  if (reason !== undefined) return { index: null, id: null, unchanged: true, reason };
   const r = await chain.append({ kind: 'roster', signed });
   return { index: r.index, id: r.id };
 }
 
-/** An enrol statement for a current member with the same key, provenance and expiry. */
-function changesNothing(roster: Roster, s: RosterStatement): boolean {
-  if (s.op !== 'enroll') return false;
-  const m = roster.get(s.role, s.id);
-  return m !== undefined && !m.revoked && toHex(m.key) === toHex(s.key) && m.unsigned === (s.unsigned === true) && m.expires === s.expires;
+/** Why a statement the roster would take is not recorded (docs/API.md §POST /roster). */
+export type UnchangedReason = 'applied-before' | 'changes-nothing';
+
+/**
+ * A statement already in the member's history is answered "unchanged" (a retry after a lost
+ * answer, or a statement kept and sent again: the chain would refuse it if it changed anything),
+ * as is one that changes nothing (enrolling a member again as it is, revoking a revoked one).
+ * Beside the chain's rules, the gateway refuses a key another current member holds: two ids
+ * sharing a key is a copied key (a revoked member's key may be enrolled under a new id).
+ */
+function notRecorded(roster: Roster, s: RosterStatement): UnchangedReason | undefined {
+  const cur = roster.get(s.role, s.id);
+  if (cur !== undefined && appliedBefore(cur, s)) return 'applied-before';
+  const next = roster.check(s);
+  if (cur !== undefined && sameState(cur, next)) return 'changes-nothing';
+  if (s.op === 'revoke') return undefined;
+  const key = toHex(s.key);
+  for (const m of roster.members()) {
+    if (!m.revoked && toHex(m.key) === key && !(m.role === s.role && m.id === s.id)) {
+      throw new OtiError('ERR_ROSTER', `${s.op} of ${s.role} ${s.id} refused: key ${fingerprint(s.key)} is the current key of ${m.role} ${m.id}; a key belongs to one member (revoke that one first if the key moved)`, { rule: 'key-held', role: s.role, id: s.id });
+    }
+  }
+  return undefined;
 }
 
 /** The roster for GET /roster and `oti lock list`. */

@@ -292,7 +292,8 @@ export class LocalApi {
       return json(recorded, recorded.index === null ? 200 : 201);
     } catch (e) {
       if (!isOtiError(e)) throw e;
-      throw new HttpError(rosterStatus(e), e.code, e.message);
+      const rule = e.code === 'ERR_ROSTER' ? e.details?.['rule'] : undefined;
+      throw new HttpError(rosterStatus(e), e.code, e.message, typeof rule === 'string' ? { rule } : undefined);
     }
   }
 

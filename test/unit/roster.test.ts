@@ -1,27 +1,30 @@
 /**
- * The roster rules (docs/PROTOCOL.md §Roster statements and roster rules): every statement
- * applies at most once, so a statement kept and submitted again is refused, with no clock
- * involved. A key belongs to one member, once; a revoked member takes no further statement; an
- * enrolment already applied is not applied again. The chain refuses such a statement when it is
- * appended, and a verifier refuses a chain that holds one.
+ * The roster rules (docs/PROTOCOL.md §Roster statements and roster rules): a statement the
+ * member's history already holds may apply again only when it changes nothing, so a statement
+ * kept and submitted again can never change a member back (a retired key made current again, a
+ * provenance undone), with no clock involved. The chain refuses such a statement when it is
+ * appended and a verifier refuses a chain that holds one; chains written under the rules before
+ * this one still verify. POST /roster (handleRosterPost) answers "unchanged" for a statement
+ * applied before or changing nothing, and refuses a key another current member holds.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, openChain, type TestSite } from '../support/site.js';
 import { isOtiError } from '../../ledger/base/errors.js';
-import { generateKeyPair, Signer, type KeyPair } from '../../ledger/crypto.js';
-import { Roster, signStatement, type RosterRule, type RosterStatement, type SignedStatement } from '../../ledger/roster.js';
+import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypto.js';
+import { encodeSigned, Roster, signStatement, type RosterRule, type RosterStatement, type SignedStatement } from '../../ledger/roster.js';
 import { encodeEntry } from '../../ledger/entry.js';
-import { ChainVerifier } from '../../ledger/verify.js';
+import { ChainVerifier, verifyChain } from '../../ledger/verify.js';
 import { chainOrigin } from '../../ledger/chain.js';
 import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { encodeBlockHeader, blockHash, ZERO_HASH } from '../../ledger/block.js';
 import { signCheckpoint } from '../../ledger/checkpoint.js';
+import { handleRosterPost } from '../../gateway/api/roster-admin.js';
 
 const T = 1_700_000_000_000;
 
 /** ERR_ROSTER naming `rule` (details.rule), the way callers and tests tell the rules apart. */
-const broke = (rule: RosterRule) => (e: unknown): boolean => isOtiError(e, 'ERR_ROSTER') && e.details?.['rule'] === rule;
+const broke = (rule: RosterRule | 'key-held') => (e: unknown): boolean => isOtiError(e, 'ERR_ROSTER') && e.details?.['rule'] === rule;
 
 function sign(site: TestSite, s: Omit<RosterStatement, 'site'>): SignedStatement {
   return signStatement(site.site, { site: site.siteId, ...s });
@@ -30,28 +33,29 @@ function sign(site: TestSite, s: Omit<RosterStatement, 'site'>): SignedStatement
 const enroll = (site: TestSite, id: string, key: KeyPair, time = T, extra: Partial<RosterStatement> = {}): SignedStatement => sign(site, { op: 'enroll', role: 'lock', id, key: key.publicKey, time, ...extra });
 const rotate = (site: TestSite, id: string, prev: KeyPair, key: KeyPair, time: number): SignedStatement => sign(site, { op: 'rotate', role: 'lock', id, prev: prev.publicKey, key: key.publicKey, time });
 const revoke = (site: TestSite, id: string, key: KeyPair, time: number): SignedStatement => sign(site, { op: 'revoke', role: 'lock', id, key: key.publicKey, time });
+const keyOf = (r: Roster, id: string): string => toHex(r.get('lock', id)!.key);
 
-void test('a rotate statement replayed after a rotation back is refused: a retired key never comes back', () => {
+void test('a rotate statement replayed after a rotation back is refused: a retired key does not come back by replay', () => {
   const site = makeSite();
   const [k, x, y] = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
   const roster = new Roster();
   roster.apply(enroll(site, 'door-1', k));
   const r1 = rotate(site, 'door-1', k, x, T + 1);
   roster.apply(r1);
-  // Back to the original key K, the reviewer's second step: K was retired by r1.
-  assert.throws(() => roster.apply(rotate(site, 'door-1', x, k, T + 2)), broke('key-held'));
-  // To the current key: nothing to hand over.
-  assert.throws(() => roster.apply(rotate(site, 'door-1', x, x, T + 2)), broke('key-held'));
-  assert.equal(Buffer.from(roster.get('lock', 'door-1')!.key).toString('hex'), Buffer.from(x.publicKey).toString('hex'));
-  // r1 again, as it is: its prev K is no longer current, and can never be again.
+  // Back to K by a new statement: the site's decision (undoing a mistaken rotation), applied.
+  roster.apply(rotate(site, 'door-1', x, k, T + 2));
+  assert.equal(keyOf(roster, 'door-1'), toHex(k.publicKey));
+  // r1 again, as it is: its prev K is current once more, but it was applied before.
+  assert.throws(() => roster.apply(r1), broke('replayed'));
+  assert.equal(keyOf(roster, 'door-1'), toHex(k.publicKey));
+  // The same statement signed by another site key is the same statement.
+  assert.throws(() => roster.apply(signStatement(new Signer(generateKeyPair().seed), r1.statement)), broke('replayed'));
+  roster.apply(rotate(site, 'door-1', k, y, T + 3));
   assert.throws(() => roster.apply(r1), broke('not-current'));
-  roster.apply(rotate(site, 'door-1', x, y, T + 3));
-  assert.throws(() => roster.apply(r1), broke('not-current'));
-  assert.throws(() => roster.apply(rotate(site, 'door-1', y, x, T + 4)), broke('key-held'));
-  assert.equal(roster.get('lock', 'door-1')!.history.length, 3);
+  assert.equal(roster.get('lock', 'door-1')!.history.length, 4);
 });
 
-void test('the same rules hold for gateways: a kept gateway rotation or revocation applies once', () => {
+void test('the same rule holds for gateways: a kept gateway rotation does not apply again', () => {
   const site = makeSite();
   const [k, x] = [generateKeyPair(), generateKeyPair()];
   const gw = (s: Omit<RosterStatement, 'site' | 'role' | 'id'>): SignedStatement => sign(site, { role: 'gateway', id: 'gw-2', ...s });
@@ -59,50 +63,27 @@ void test('the same rules hold for gateways: a kept gateway rotation or revocati
   roster.apply(gw({ op: 'enroll', key: k.publicKey, time: T }));
   const r1 = gw({ op: 'rotate', prev: k.publicKey, key: x.publicKey, time: T + 1 });
   roster.apply(r1);
-  assert.throws(() => roster.apply(gw({ op: 'rotate', prev: x.publicKey, key: k.publicKey, time: T + 2 })), broke('key-held'));
-  assert.throws(() => roster.apply(r1), broke('not-current'));
-  const rv = gw({ op: 'revoke', key: x.publicKey, time: T + 3 });
-  roster.apply(rv);
-  assert.throws(() => roster.apply(rv), broke('already-revoked'));
-  assert.equal(roster.get('gateway', 'gw-2')!.history.length, 3);
+  roster.apply(gw({ op: 'rotate', prev: x.publicKey, key: k.publicKey, time: T + 2 }));
+  assert.throws(() => roster.apply(r1), broke('replayed'));
+  assert.equal(toHex(roster.get('gateway', 'gw-2')!.key), toHex(k.publicKey));
 });
 
-void test('a revocation applies once: the same statement again, or a new one, is refused', () => {
+void test('a revoked member stays revoked: a second revocation changes nothing, it is never rotated or enrolled again', () => {
   const site = makeSite();
   const k = generateKeyPair();
   const roster = new Roster();
   roster.apply(enroll(site, 'door-1', k));
   const rv = revoke(site, 'door-1', k, T + 1);
   roster.apply(rv);
-  assert.throws(() => roster.apply(rv), broke('already-revoked'));
-  assert.throws(() => roster.apply(revoke(site, 'door-1', k, T + 2)), broke('already-revoked'));
-  // Nor is a revoked member rotated or enrolled again.
+  // A chain of the previous rules may hold a revocation twice; it changes nothing, so it applies.
+  roster.apply(rv);
+  roster.apply(revoke(site, 'door-1', k, T + 2));
+  assert.equal(roster.get('lock', 'door-1')!.revoked, true);
   assert.throws(() => roster.apply(rotate(site, 'door-1', k, generateKeyPair(), T + 3)), broke('revoked'));
   assert.throws(() => roster.apply(enroll(site, 'door-1', k, T + 4)), broke('revoked'));
-  assert.equal(roster.get('lock', 'door-1')!.history.length, 2);
 });
 
-void test('a key belongs to one member: another id, another role, a retired or a revoked key are refused', () => {
-  const site = makeSite();
-  const [k, x, r, fresh] = [generateKeyPair(), generateKeyPair(), generateKeyPair(), generateKeyPair()];
-  const roster = new Roster();
-  roster.apply(enroll(site, 'door-1', k));
-  roster.apply(enroll(site, 'door-9', r));
-  roster.apply(revoke(site, 'door-9', r, T + 1));
-  // door-1's current key under another lock id, and for a gateway.
-  assert.throws(() => roster.apply(enroll(site, 'door-2', k)), (e) => broke('key-held')(e) && /lock door-1/.test((e as Error).message));
-  assert.throws(() => roster.apply(sign(site, { op: 'enroll', role: 'gateway', id: 'gw-2', key: k.publicKey, time: T })), broke('key-held'));
-  // A revoked member's key.
-  assert.throws(() => roster.apply(enroll(site, 'door-2', r)), broke('key-held'));
-  // A key door-1 held before its rotation, enrolled or rotated to under another id.
-  roster.apply(rotate(site, 'door-1', k, x, T + 2));
-  assert.throws(() => roster.apply(enroll(site, 'door-2', k)), broke('key-held'));
-  roster.apply(enroll(site, 'door-2', fresh));
-  assert.throws(() => roster.apply(rotate(site, 'door-2', fresh, k, T + 3)), broke('key-held'));
-  assert.throws(() => roster.apply(rotate(site, 'door-2', fresh, x, T + 3)), broke('key-held'));
-});
-
-void test('an enrolment applies once: a replayed one cannot undo a later change of provenance', () => {
+void test('a replayed enrolment cannot undo a later change of provenance; a new one can', () => {
   const site = makeSite();
   const k = generateKeyPair();
   const roster = new Roster();
@@ -111,28 +92,35 @@ void test('an enrolment applies once: a replayed one cannot undo a later change 
   roster.apply(enroll(site, 'gate', k, T + 1));
   assert.equal(roster.get('lock', 'gate')!.unsigned, false);
   assert.throws(() => roster.apply(loose), broke('replayed'));
-  // The same statement signed again by another site key is the same statement.
-  const second = new Signer(generateKeyPair().seed);
-  assert.throws(() => roster.apply(signStatement(second, loose.statement)), broke('replayed'));
   assert.equal(roster.get('lock', 'gate')!.unsigned, false);
-  // A new enrolment (a new time) is the site's decision, and applies.
   roster.apply(enroll(site, 'gate', k, T + 2, { unsigned: true }));
   assert.equal(roster.get('lock', 'gate')!.unsigned, true);
 });
 
-void test('a roster restored from stored members, or cloned, still knows every key its members held', () => {
+void test('a roster restored from stored members, or cloned, still refuses a replay (the history travels with the member)', () => {
   const site = makeSite();
   const [k, x] = [generateKeyPair(), generateKeyPair()];
   const roster = new Roster();
   roster.apply(enroll(site, 'door-1', k));
-  roster.apply(rotate(site, 'door-1', k, x, T + 1));
+  const r1 = rotate(site, 'door-1', k, x, T + 1);
+  roster.apply(r1);
+  roster.apply(rotate(site, 'door-1', x, k, T + 2));
   const restored = new Roster();
-  for (const m of roster.members()) restored.restore({ ...m });
-  const back = rotate(site, 'door-1', x, k, T + 2);
-  for (const r of [restored, restored.clone(), roster.clone()]) {
-    assert.throws(() => r.apply(back), broke('key-held'));
-    assert.throws(() => r.apply(enroll(site, 'door-2', k)), broke('key-held'));
+  for (const m of roster.members()) restored.restore({ ...m, history: [...m.history] });
+  for (const r of [restored, restored.clone(), roster.clone()]) assert.throws(() => r.apply(r1), broke('replayed'));
+});
+
+void test('a chain written under the previous rules still verifies: a revocation twice, two ids with one key, a rotation back', async (t) => {
+  const site = makeSite();
+  const [k, x, shared] = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
+  const oc = await openChain(t, site, { sealDelayMs: 1 });
+  for (const signed of [enroll(site, 'door-x', k), revoke(site, 'door-x', k, T + 1), revoke(site, 'door-x', k, T + 2), enroll(site, 'door-y', shared), enroll(site, 'door-z', shared), enroll(site, 'door-w', x), rotate(site, 'door-w', x, k, T + 3), rotate(site, 'door-w', k, x, T + 4)]) {
+    await oc.chain.append({ kind: 'roster', signed });
   }
+  await oc.chain.flush();
+  assert.equal(oc.chain.size, 9);
+  const report = await verifyChain(oc.chain, { trust: site.trust });
+  assert.equal(report.entries, 9);
 });
 
 void test('the chain refuses a replayed rotation when it is appended, also after a reopen, and records nothing', async (t) => {
@@ -143,18 +131,43 @@ void test('the chain refuses a replayed rotation when it is appended, also after
   const x = generateKeyPair();
   const r1 = rotate(site, 'door-1', lock.key, x, T + 1);
   await oc.chain.append({ kind: 'roster', signed: r1 });
+  await oc.chain.append({ kind: 'roster', signed: rotate(site, 'door-1', x, lock.key, T + 2) });
   const size = oc.chain.size;
-  await assert.rejects(oc.chain.append({ kind: 'roster', signed: rotate(site, 'door-1', x, lock.key, T + 2) }), broke('key-held'));
-  await assert.rejects(oc.chain.append({ kind: 'roster', signed: r1 }), broke('not-current'));
-  await assert.rejects(oc.chain.append({ kind: 'roster', signed: enroll(site, 'door-2', lock.key) }), broke('key-held'));
+  await assert.rejects(oc.chain.append({ kind: 'roster', signed: r1 }), broke('replayed'));
   assert.equal(oc.chain.size, size);
   await oc.chain.flush();
-  // Reopened, the roster comes from the stored members: the retired key is still known.
+  // Reopened, the roster comes from the stored members, with their histories.
   const again = await oc.reopen({ sealDelayMs: 1 });
-  await assert.rejects(again.chain.append({ kind: 'roster', signed: rotate(site, 'door-1', x, lock.key, T + 3) }), broke('key-held'));
-  await again.chain.append({ kind: 'roster', signed: revoke(site, 'door-1', x, T + 4) });
-  await assert.rejects(again.chain.append({ kind: 'roster', signed: revoke(site, 'door-1', x, T + 5) }), broke('already-revoked'));
-  assert.equal(again.chain.size, size + 1);
+  await assert.rejects(again.chain.append({ kind: 'roster', signed: r1 }), broke('replayed'));
+  assert.equal(again.chain.size, size);
+});
+
+void test('POST /roster: a statement applied before, or one that changes nothing, is answered unchanged and not recorded; a key another current member holds is refused', async (t) => {
+  const site = makeSite();
+  const lock = enrollLock(site, 'door-1');
+  const oc = await openChain(t, site, { sealDelayMs: 1 });
+  const post = (s: SignedStatement): ReturnType<typeof handleRosterPost> => handleRosterPost(oc.chain, encodeSigned(s));
+  assert.equal(typeof (await post(lock.statement)).index, 'number');
+  const x = generateKeyPair();
+  const r1 = rotate(site, 'door-1', lock.key, x, T + 1);
+  const first = await post(r1);
+  assert.equal(typeof first.index, 'number');
+  const size = oc.chain.size;
+  // A retry after a lost answer, and a replay after a rotation back: both unchanged, nothing recorded.
+  assert.deepEqual(await post(r1), { index: null, id: null, unchanged: true, reason: 'applied-before' });
+  await post(rotate(site, 'door-1', x, lock.key, T + 2));
+  assert.deepEqual(await post(r1), { index: null, id: null, unchanged: true, reason: 'applied-before' });
+  assert.equal(keyOf(oc.chain.roster, 'door-1'), toHex(lock.key.publicKey));
+  // Enrolling again as enrolled, and revoking a revoked member: nothing to record.
+  assert.deepEqual(await post(enroll(site, 'door-1', lock.key, T + 3)), { index: null, id: null, unchanged: true, reason: 'changes-nothing' });
+  // A key another current member holds, under another id or role.
+  await assert.rejects(post(enroll(site, 'door-2', lock.key, T + 4)), (e) => broke('key-held')(e) && /lock door-1/.test((e as Error).message));
+  await assert.rejects(post(sign(site, { op: 'enroll', role: 'gateway', id: 'gw-9', key: lock.key.publicKey, time: T + 4 })), broke('key-held'));
+  await post(revoke(site, 'door-1', lock.key, T + 5));
+  assert.deepEqual(await post(revoke(site, 'door-1', lock.key, T + 6)), { index: null, id: null, unchanged: true, reason: 'changes-nothing' });
+  // Once its holder is revoked, the key may be enrolled under a new id (a lock whose id was revoked by mistake).
+  assert.equal(typeof (await post(enroll(site, 'door-2', lock.key, T + 7))).index, 'number');
+  assert.equal(oc.chain.size, size + 3);
 });
 
 void test('a verifier refuses a chain that holds a replayed rotation (signed by the site, appended by a gateway that did not check)', async () => {
@@ -184,8 +197,8 @@ void test('a verifier refuses a chain that holds a replayed rotation (signed by 
       return e;
     }
   };
-  assert.ok(!(await verify(3) instanceof Error), 'enrolment and one rotation verify');
+  assert.ok(!(await verify(4) instanceof Error), 'enrolment, a rotation and a rotation back verify');
   const refused = await verify(5);
-  assert.ok(broke('key-held')(refused), String(refused));
-  assert.equal((refused as { details?: Record<string, unknown> }).details?.['index'], 3);
+  assert.ok(broke('replayed')(refused), String(refused));
+  assert.equal((refused as { details?: Record<string, unknown> }).details?.['index'], 4);
 });
