@@ -237,6 +237,12 @@ const HA_OBJECT_PREFIX = 'oti_';
  * An id in a Home Assistant discovery node or object id: those allow only `[a-zA-Z0-9_-]`, so a
  * `.` is written `D` (ids are lower case, so the mapping is one to one).
  */
+/** The Home Assistant component of one of our entities; ERR_ARGUMENT for any other name. */
+function haComponent(entity: HaEntity): string {
+  if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
+  return HA_ENTITIES[entity];
+}
+
 function haId(v: string): string {
   return v.replaceAll('.', 'D');
 }
@@ -305,14 +311,12 @@ export class TopicMap {
     return `${this.root}/lockinfo/${id('lock', lock)}`;
   }
   haDiscovery(lock: string, entity: HaEntity): string {
-    if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
     // Node id: the site (two sites on one broker may have a lock of the same id); object id: the lock and entity.
-    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${HA_OBJECT_PREFIX}${haId(this.site)}/${haId(id('lock', lock))}_${entity}/config`;
+    return `${this.haPrefix}/${haComponent(entity)}/${HA_OBJECT_PREFIX}${haId(this.site)}/${haId(id('lock', lock))}_${entity}/config`;
   }
   /** The discovery topic of earlier releases, without the site: cleared once by the gateway, never published. */
   haLegacyDiscovery(lock: string, entity: HaEntity): string {
-    if (!Object.hasOwn(HA_ENTITIES, entity)) throw new OtiError('ERR_ARGUMENT', `entity must be one of ${Object.keys(HA_ENTITIES).join(', ')}`, { argument: 'entity' });
-    return `${this.haPrefix}/${HA_ENTITIES[entity]}/${HA_OBJECT_PREFIX}${haId(id('lock', lock))}/${entity}/config`;
+    return `${this.haPrefix}/${haComponent(entity)}/${HA_OBJECT_PREFIX}${haId(id('lock', lock))}/${entity}/config`;
   }
   /** Home Assistant's birth and last-will topic. */
   haStatus(): string {
