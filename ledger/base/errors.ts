@@ -43,7 +43,7 @@ export const ERROR_CODES = {
   // Lock protocol and drivers
   ERR_FRAME_CRC: 'the CRC-32 of a serial frame does not match its body',
   ERR_FRAME_TOO_LARGE: 'a frame or message is longer than the protocol allows',
-  ERR_FRAME_MALFORMED: 'a frame is not valid COBS or is too short to hold a CRC',
+  ERR_FRAME_MALFORMED: 'a frame is not valid COBS or is too short to hold a CRC; on MQTT, a packet that breaks the protocol (a remaining length over four bytes, a topic holding U+0000)',
   ERR_FRAGMENT: 'a BLE fragment is out of sequence or its lengths disagree',
   ERR_MESSAGE: 'a lock protocol message has an unknown type or wrong fields',
   ERR_REPLAY: 'a lock event repeats a counter with different content or goes backwards',
