@@ -49,6 +49,7 @@ import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../dri
 import { EventQueue } from '../drivers/queue.js';
 import { RefusedCounters } from './refusals.js';
 import { AnswerDeadlines } from './answer-deadlines.js';
+import { LockHealthRecords } from './lock-health.js';
 import { IngestAnswers, type IngestEvents } from './ingest-answers.js';
 
 export type { IngestEvents } from './ingest-answers.js';
@@ -84,9 +85,6 @@ interface LockState {
    * whose table was made again as it grew and shrank with every few events.
    */
   readonly inFlight: Flight[];
-  /** Rate limit for health records about this lock. */
-  lastRecord: number;
-  suppressed: number;
   /** Counters refused for good, for telling refusals from losses in gaps. */
   readonly refused: RefusedCounters;
   /** The lock's roster member as of the roster's version `rosterVersion` (looked up for every event: see member()). */
@@ -129,7 +127,6 @@ type Flight = Waiting;
  */
 export const DEFAULT_QUEUE_LIMIT = 4096;
 
-const RECORD_INTERVAL_MS = 60_000;
 /** The signature was checked before admission (one object for every append). */
 const PREVERIFIED = { preverified: true } as const;
 const UNENROLLED_REPORT_MS = 60_000;
@@ -152,6 +149,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private paused = false;
   private idle: (() => void) | undefined;
   private readonly answers = new IngestAnswers(this, () => this.now(), () => this.release());
+  /** Health entries about locks, at most one a minute per lock (what is held back follows within the minute). */
+  private readonly health = new LockHealthRecords((input) => this.record(input), () => this.now());
 
   constructor(opts: IngestOptions) {
     super();
@@ -193,6 +192,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.closed = true;
     for (const w of this.waiting.splice(0)) w();
     if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.health.close();
   }
 
   private async pullEvents(driver: LockDriver): Promise<void> {
@@ -247,7 +247,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     else if (m.revoked) refusal = ['ERR_LOCK_REVOKED', false, `lock ${info.lock} was revoked`];
     else if (info.key !== undefined && !bytesEqual(info.key, m.key)) {
       refusal = ['ERR_LOCK_KEY', true, `lock ${info.lock} announced key ${fingerprint(info.key)}, enrolled is ${fingerprint(m.key)}`];
-      this.recordAbout(info.lock, this.lockState(info.lock), 'key-mismatch', refusal[2]);
+      this.health.record(info.lock, 'key-mismatch', refusal[2]);
     }
     if (refusal === undefined) return;
     this.reportUnenrolled(info.lock, info, from);
@@ -309,8 +309,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       return undefined;
     }
     if (ev.invalid !== undefined) {
-      const state = this.lockState(ev.lock);
-      this.recordAbout(ev.lock, state, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
+      this.health.record(ev.lock, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
       this.answers.answer(this.refuse(driver, ev, 'ERR_EVENT_INVALID', false));
       return undefined;
     }
@@ -320,7 +319,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       return undefined;
     }
     if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
-      this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
+      this.health.record(ev.lock, 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
       this.answers.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
       return undefined;
     }
@@ -397,7 +396,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
         // Signed with the key its info announced, not the enrolled one: kept until enrolled again.
         return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
       }
-      this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
+      this.health.record(ev.lock, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
       return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     }
     let expected = state.last! + 1;
@@ -460,7 +459,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       this.emit('duplicate', ev, entry);
       return;
     }
-    this.recordAbout(ev.lock, state, 'replay', `counter ${ev.ctr} again, with other content or after it was recorded missing (last ${state.last ?? '?'})`);
+    this.health.record(ev.lock, 'replay', `counter ${ev.ctr} again, with other content or after it was recorded missing (last ${state.last ?? '?'})`);
     return this.refuse(driver, ev, 'ERR_REPLAY', false);
   }
 
@@ -503,7 +502,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
       this.locks.set(lock, s);
     }
     return s;
@@ -516,19 +515,6 @@ export class Ingest extends EventEmitter<IngestEvents> {
     if (this.unenrolledSeen.size >= 1024) this.unenrolledSeen.clear();
     this.unenrolledSeen.set(lock, t);
     this.emit('unenrolled', lock, info, from);
-  }
-
-  /** A health record about a lock, at most one a minute per lock, counting what it held back. */
-  private recordAbout(lock: string, state: LockState, status: string, detail: string): void {
-    const t = this.now();
-    if (t - state.lastRecord < RECORD_INTERVAL_MS) {
-      state.suppressed++;
-      return;
-    }
-    const more = state.suppressed > 0 ? ` (and ${state.suppressed} more since the last record)` : '';
-    state.lastRecord = t;
-    state.suppressed = 0;
-    this.record({ kind: 'health', source: `lock:${lock}`, status, detail: `${detail}${more}` });
   }
 
   private record(input: EntryInput): void {
