@@ -517,10 +517,13 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.emit('unenrolled', lock, info, from);
   }
 
+  /** Appends a gap or health entry; a failure is a fault, except a chain closed before the pipeline's last health entries. */
   private record(input: EntryInput): void {
     this.chain.append(input).then(
       (r) => this.emit('recorded', r),
-      (e: unknown) => this.emit('fault', e as Error),
+      (e: unknown) => {
+        if (!(this.closed && isOtiError(e, 'ERR_APPEND_ABORTED'))) this.emit('fault', e as Error);
+      },
     );
   }
 }
