@@ -1,8 +1,10 @@
 /**
  * Loading @abandonware/noble (lazily: importing it on a machine without Bluetooth throws
  * EAFNOSUPPORT), naming why it failed, and bounding noble's calls, whose promises may never
- * settle. Shared by the BLE driver and the CLI's BLE commands (provisioning/ble.ts).
+ * settle, and telling a machine without Bluetooth from an adapter that is off. Shared by the BLE
+ * driver and the CLI's BLE commands (provisioning/ble.ts).
  */
+import { readdirSync } from 'node:fs';
 import { OtiError } from '../ledger/base/errors.js';
 import type { NobleLike } from './noble-types.js';
 
@@ -44,4 +46,22 @@ export function describeLoadFailure(e: unknown): string {
 export async function importNoble(): Promise<NobleLike> {
   const mod = (await import('@abandonware/noble')) as unknown as { default?: unknown };
   return (mod.default ?? mod) as NobleLike;
+}
+
+/**
+ * Why the kernel offers no Bluetooth adapter, or undefined when it lists one (or when the HCI
+ * transport is a UART, BLUETOOTH_HCI_SOCKET_UART_PORT, which the kernel does not see). The
+ * prebuilt HCI socket loads even on a kernel without Bluetooth and noble then only says
+ * "poweredOff", so this is what tells "no Bluetooth here" from "an adapter that is off" (for the
+ * CLI's `oti ble scan` and `oti doctor`, and for the reason the BLE driver's status gives).
+ */
+export function kernelAdapterAbsence(sysClass = '/sys/class/bluetooth', env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env['BLUETOOTH_HCI_SOCKET_UART_PORT'] !== undefined) return undefined;
+  let names: string[];
+  try {
+    names = readdirSync(sysClass);
+  } catch {
+    return 'no Bluetooth support on this machine (EAFNOSUPPORT: the kernel has no Bluetooth)';
+  }
+  return names.some((n) => /^hci\d+$/.test(n)) ? undefined : 'no Bluetooth adapter found (ENODEV)';
 }

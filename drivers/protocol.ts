@@ -32,6 +32,7 @@ import { COSE_MAX_BYTES } from '../ledger/cose.js';
 import { LOCK_EVENT_MAX_BYTES } from '../ledger/lockevent.js';
 import { PUBLIC_KEY_BYTES, sha256Slab } from '../ledger/crypto.js';
 import { ScannedEvent, type LockInfo } from './received.js';
+import { nameLeniently } from './lenient.js';
 
 export type { LockInfo } from './received.js';
 
@@ -345,9 +346,11 @@ export interface UnacceptableEvent {
 /**
  * For a message the strict decoder refused with `error`: when it is an event message whose
  * envelope is sound (a map of "t": "event", "oldest" ≥ 1 and exactly one of "cose"/"event" as a
- * byte string) and whose payload still names a lock (a valid id) and a counter ≥ `oldest`, the
- * event is one the gateway can never accept and answers with ERR_EVENT_INVALID. Undefined when
- * the message cannot be read that far (then nobody can be answered). Never throws.
+ * byte string) and whose payload, read leniently (drivers/lenient.ts: any well-formed CBOR, tags,
+ * floats, any head widths and key order), still names a lock (a valid id) and a counter ≥
+ * `oldest`, the event is one the gateway can never accept and answers with ERR_EVENT_INVALID.
+ * Undefined when the message cannot be read that far (then nobody can be answered). The envelope
+ * itself is read strictly. Never throws.
  */
 export function readUnacceptableEvent(b: Uint8Array, error: unknown): UnacceptableEvent | undefined {
   try {
@@ -359,7 +362,7 @@ export function readUnacceptableEvent(b: Uint8Array, error: unknown): Unacceptab
     const cose = bytesOf(v['cose']);
     const event = bytesOf(v['event']);
     if (typeof oldest !== 'number' || oldest < 1 || (keys !== 'cose,oldest,t' && keys !== 'event,oldest,t')) return undefined;
-    const named = nameOf(cose ?? event!, cose !== undefined);
+    const named = nameLeniently(cose ?? event!, cose !== undefined, MESSAGE_MAX_BYTES);
     if (named === undefined || named.ctr < oldest) return undefined;
     const e = error as { code?: unknown; message?: unknown };
     return {
@@ -372,20 +375,6 @@ export function readUnacceptableEvent(b: Uint8Array, error: unknown): Unacceptab
   } catch {
     return undefined;
   }
-}
-
-/** The `lock` and `ctr` of a payload read loosely (a COSE_Sign1-like array, or a bare map). */
-function nameOf(payload: Uint8Array, signed: boolean): { lock: string; ctr: number } | undefined {
-  let v = decode(payload, MESSAGE_MAX_BYTES);
-  if (signed) {
-    if (!Array.isArray(v) || v.length !== 4 || !(v[2] instanceof Uint8Array)) return undefined;
-    v = decode(v[2], MESSAGE_MAX_BYTES);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) return undefined;
-  const lock = v['lock'];
-  const ctr = v['ctr'];
-  if (typeof lock !== 'string' || !ID_PATTERN.test(lock) || typeof ctr !== 'number' || !Number.isSafeInteger(ctr) || ctr < 1) return undefined;
-  return { lock, ctr };
 }
 
 /** Manufacturer data for a lock's advertisement. */

@@ -446,11 +446,20 @@ export class SimLock extends EventEmitter<SimLockEvents> {
    * allowed), signed like any other, at the next counter; it is held and sent like any other.
    */
   recordInvalid(extBytes = 1100): number {
+    return this.recordPayload((ctr) => {
+      const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
+      return this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
+    });
+  }
+
+  /**
+   * Records, at the next counter, the payload `make` returns for it, as it is (other firmware's
+   * encodings, say); it is held and sent like any other.
+   */
+  recordPayload(make: (ctr: number) => Payload): number {
     const ctr = this.nextCtr++;
     this.dropPrepared();
-    const bytes = encode({ v: 1, ctr, ext: { pad: new Uint8Array(extBytes) }, lock: this.id, time: this.now(), type: 'unlocked' });
-    const payload = this.signer === undefined ? { event: bytes } : { cose: coseSign1(this.signer, bytes) };
-    this.buffer.push(held(ctr, payload));
+    this.buffer.push(held(ctr, make(ctr)));
     this.pump();
     return ctr;
   }

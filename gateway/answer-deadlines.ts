@@ -1,10 +1,12 @@
 /**
- * The answer deadline of admitted events (gateway/ingest.ts): an event not yet durable when its
- * deadline passes is nacked ERR_BUSY (retry=true) meanwhile, and acked once durable.
+ * The answer deadline of events in the pipeline (gateway/ingest.ts): an event not yet answered
+ * when its deadline passes (still checked, waiting for its turn, not yet durable, or a resend
+ * waiting for the entry of the event it repeats) is nacked ERR_BUSY (retry=true) meanwhile, and
+ * gets its answer (the ack once durable) later.
  *
- * One timer for all of them instead of one per event. Events are held in admission order (about
- * arrival order, but signature checks finishing out of order shuffle it by a batch or so, so it is
- * not deadline order), and leave from the front as soon as every one before them has settled.
+ * One timer for all of them instead of one per event. Events are held in the order the pipeline
+ * took them (about arrival order, but not necessarily deadline order), and leave from the front as
+ * soon as every one before them has settled.
  * The timer is armed for the earliest deadline among those held: an event whose deadline comes
  * before the one armed for re-arms it. When it fires, the whole queue is scanned (at most the
  * pipeline's queue limit, once per deadline), every unsettled event whose deadline has passed is

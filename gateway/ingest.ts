@@ -19,16 +19,17 @@
  *   keeps its events until it is enrolled again with its new key (reported at info).
  * - Counters refused for good that the lock's `oldest` later skips are recorded as a gap with
  *   the refusal code, not as lost at the lock.
- * - The ack is sent only once the entry is durable; an event not durable within the answer
- *   deadline gets a nack ERR_BUSY (retry=true) first, and its ack when it becomes durable.
+ * - The ack is sent only once the entry is durable; an event not answered within the answer
+ *   deadline (checks, its turn, its append, or the entry of the event it repeats) gets a nack
+ *   ERR_BUSY (retry=true) first, and its ack when it becomes durable.
  *
  * Signatures are checked as soon as an event arrives (in the worker pool when there is one), in
  * parallel across events; each lock's events are then admitted to the chain strictly in arrival
  * order. Memory is bounded by `queueLimit`: events between arrival and answer. At the limit the
  * pipeline stops pulling from the drivers, whose own bounded queues then pause their links, and
- * the locks keep their events. pause() stops the pulling the same way (the runtime pauses while
- * the disk is full: the events taken wait for the ledger and are acked once durable, the rest
- * stay with the locks) until resume().
+ * the locks keep their events. While paused (the runtime pauses while the disk is full) the
+ * events taken before wait for the ledger and are acked once durable; each event read meanwhile
+ * is answered ERR_BUSY (retry=true) at once, so the lock keeps it, until resume().
  *
  * How the answers go out (acks grouped by their driver's promise, nacks, the deadline's ERR_BUSY,
  * the release of an event's place) is gateway/ingest-answers.ts.
@@ -49,6 +50,7 @@ import { ANSWER_DEADLINE_MS, BOUND_ANSWERS_VERSION, type LockInfo } from '../dri
 import { EventQueue } from '../drivers/queue.js';
 import { RefusedCounters } from './refusals.js';
 import { AnswerDeadlines } from './answer-deadlines.js';
+import { LockHealthRecords } from './lock-health.js';
 import { IngestAnswers, type IngestEvents } from './ingest-answers.js';
 
 export type { IngestEvents } from './ingest-answers.js';
@@ -84,9 +86,6 @@ interface LockState {
    * whose table was made again as it grew and shrank with every few events.
    */
   readonly inFlight: Flight[];
-  /** Rate limit for health records about this lock. */
-  lastRecord: number;
-  suppressed: number;
   /** Counters refused for good, for telling refusals from losses in gaps. */
   readonly refused: RefusedCounters;
   /** The lock's roster member as of the roster's version `rosterVersion` (looked up for every event: see member()). */
@@ -105,6 +104,8 @@ class Waiting {
   ok: boolean | 'unchecked' | undefined = undefined;
   /** Nacked ERR_BUSY meanwhile (AnswerDeadlines). */
   overdue = false;
+  /** Answered without an entry of its own (refused, or a duplicate acked or refused). */
+  answered = false;
   /** The entry's leaf hash once durable; null once refused. */
   leaf: Uint8Array | null | undefined = undefined;
   /** Duplicates waiting for this entry's fate. */
@@ -113,7 +114,7 @@ class Waiting {
   /** `key`: the enrolled key of the lock. */
   constructor(readonly state: LockState, readonly driver: LockDriver, readonly ev: ReceivedEvent, readonly key: Uint8Array, private readonly answerMs: number) {}
 
-  /** When it is nacked ERR_BUSY if admitted and not durable by then; computed, not a number boxed per event in flight. */
+  /** When it is nacked ERR_BUSY if not answered by then; computed, not a number boxed per event in flight. */
   get deadline(): number {
     return this.ev.receivedAt + this.answerMs;
   }
@@ -129,7 +130,6 @@ type Flight = Waiting;
  */
 export const DEFAULT_QUEUE_LIMIT = 4096;
 
-const RECORD_INTERVAL_MS = 60_000;
 /** The signature was checked before admission (one object for every append). */
 const PREVERIFIED = { preverified: true } as const;
 const UNENROLLED_REPORT_MS = 60_000;
@@ -142,8 +142,12 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private readonly privacyKeyIds: readonly Uint8Array[] | undefined;
   private readonly answerDeadlineMs: number;
   private readonly locks = new Map<string, LockState>();
-  /** Admitted events not yet durable, for the answer deadline (one timer for all). */
-  private readonly deadlines = new AnswerDeadlines<Flight>(() => this.now(), (f) => f.leaf !== undefined, (f) => this.answers.busy(f.driver, f.ev));
+  /**
+   * Events past their screening and not yet answered, for the answer deadline (one timer for
+   * all): waiting for their signature check or their turn, admitted and not yet durable, or
+   * duplicates waiting for the entry of the event they repeat.
+   */
+  private readonly deadlines = new AnswerDeadlines<Waiting>(() => this.now(), (w) => w.answered || w.leaf !== undefined, (w) => this.answers.busy(w.driver, w.ev));
   private readonly unenrolledSeen = new Map<string, number>();
   private readonly loops: Promise<void>[] = [];
   private readonly waiting: Array<() => void> = [];
@@ -152,6 +156,8 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private paused = false;
   private idle: (() => void) | undefined;
   private readonly answers = new IngestAnswers(this, () => this.now(), () => this.release());
+  /** Health entries about locks, at most one a minute per lock (what is held back follows within the minute). */
+  private readonly health = new LockHealthRecords((input) => this.record(input), () => this.now());
 
   constructor(opts: IngestOptions) {
     super();
@@ -177,15 +183,16 @@ export class Ingest extends EventEmitter<IngestEvents> {
     return this.paused;
   }
 
-  /** Takes no more events from the drivers until resume(); the events already taken go on. */
+  /**
+   * Admits no more events until resume(): each one read meanwhile is answered ERR_BUSY (retry) at
+   * once; the events already taken go on.
+   */
   pause(): void {
     this.paused = true;
   }
 
   resume(): void {
-    if (!this.paused) return;
     this.paused = false;
-    for (const w of this.waiting.splice(0)) w();
   }
 
   /** Stops pulling, and waits for every event taken to be answered. */
@@ -193,6 +200,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.closed = true;
     for (const w of this.waiting.splice(0)) w();
     if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.health.close();
   }
 
   private async pullEvents(driver: LockDriver): Promise<void> {
@@ -212,9 +220,15 @@ export class Ingest extends EventEmitter<IngestEvents> {
           await driver.nack(ev, 'ERR_BUSY', true);
           continue;
         }
+        if (this.paused) {
+          // The disk is full: nothing read now could be made durable within the answer deadline,
+          // so the lock keeps it and resends it later (docs/PROTOCOL.md §Flow, answers and resends).
+          await this.answers.nack(driver, ev, 'ERR_BUSY', true).catch((e: unknown) => this.emit('fault', e as Error));
+          continue;
+        }
         this.active++;
         this.handle(driver, ev);
-        while ((this.active >= this.limit || this.paused) && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
+        while (this.active >= this.limit && !this.closed) await new Promise<void>((resolve) => this.waiting.push(resolve));
       }
     } catch (e) {
       // As `for await` would: the stream is told that its consumer is gone.
@@ -247,7 +261,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     else if (m.revoked) refusal = ['ERR_LOCK_REVOKED', false, `lock ${info.lock} was revoked`];
     else if (info.key !== undefined && !bytesEqual(info.key, m.key)) {
       refusal = ['ERR_LOCK_KEY', true, `lock ${info.lock} announced key ${fingerprint(info.key)}, enrolled is ${fingerprint(m.key)}`];
-      this.recordAbout(info.lock, this.lockState(info.lock), 'key-mismatch', refusal[2]);
+      this.health.record(info.lock, 'key-mismatch', refusal[2]);
     }
     if (refusal === undefined) return;
     this.reportUnenrolled(info.lock, info, from);
@@ -279,6 +293,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
     const state = this.lockState(ev.lock);
     const w = new Waiting(state, driver, ev, member.key, this.answerDeadlineMs);
     state.queue.push(w);
+    this.deadlines.add(w);
     // Checked here, or in the pool, which calls onChecked with the result.
     const checked = this.checkSignature(w);
     if (checked !== undefined) this.onChecked(w, checked);
@@ -309,8 +324,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       return undefined;
     }
     if (ev.invalid !== undefined) {
-      const state = this.lockState(ev.lock);
-      this.recordAbout(ev.lock, state, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
+      this.health.record(ev.lock, 'invalid-event', `event ${ev.ctr} refused: ${ev.invalid.code}: ${ev.invalid.detail}`);
       this.answers.answer(this.refuse(driver, ev, 'ERR_EVENT_INVALID', false));
       return undefined;
     }
@@ -320,7 +334,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
       return undefined;
     }
     if (this.privacyKeyIds !== undefined && !credentialSealed(ev, this.privacyKeyIds)) {
-      this.recordAbout(ev.lock, this.lockState(ev.lock), 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
+      this.health.record(ev.lock, 'clear-credential', `event ${ev.ctr} carries a credential reference not sealed to the site privacy key`);
       this.answers.answer(this.refuse(driver, ev, 'ERR_PRIVACY_CLEAR_CREDENTIAL', false));
       return undefined;
     }
@@ -370,7 +384,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
         (e: unknown) => {
           state.loading = false;
           this.emit('fault', e as Error);
-          for (const w of state.queue.splice(0)) this.answers.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+          for (const w of state.queue.splice(0)) this.settle(w, this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
         },
       );
       return;
@@ -382,26 +396,32 @@ export class Ingest extends EventEmitter<IngestEvents> {
         this.admit(w, state);
       } catch (e) {
         this.emit('fault', e as Error);
-        this.answers.answer(this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
+        this.settle(w, this.refuse(w.driver, w.ev, 'ERR_BUSY', true));
       }
     }
     if (q.length > 0 && state.last === undefined) this.admitReady(state);
   }
 
+  /** Answers an event that gets no entry of its own (its deadline no longer runs). */
+  private settle(w: Waiting, answer: Promise<void>): void {
+    w.answered = true;
+    this.answers.answer(answer);
+  }
+
   /** Decides an event's fate in its lock's order (state.last is known). */
   private admit(w: Waiting, state: LockState): void {
     const { driver, ev } = w;
-    if (w.ok === 'unchecked') return this.answers.answer(this.refuse(driver, ev, 'ERR_BUSY', true));
+    if (w.ok === 'unchecked') return this.settle(w, this.refuse(driver, ev, 'ERR_BUSY', true));
     if (!w.ok) {
       if (ev.info?.key !== undefined && !bytesEqual(ev.info.key, w.key)) {
         // Signed with the key its info announced, not the enrolled one: kept until enrolled again.
-        return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
+        return this.settle(w, this.refuse(driver, ev, 'ERR_LOCK_KEY', true));
       }
-      this.recordAbout(ev.lock, state, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
-      return this.answers.answer(this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
+      this.health.record(ev.lock, 'bad-signature', `event ${ev.ctr} is not signed by the enrolled key`);
+      return this.settle(w, this.refuse(driver, ev, 'ERR_LOCK_SIGNATURE', false));
     }
     let expected = state.last! + 1;
-    if (ev.ctr < expected) return this.answers.answer(this.earlier(driver, ev, state));
+    if (ev.ctr < expected) return this.answers.answer(this.earlier(w, state));
     if (ev.ctr > expected && ev.oldest > expected) {
       // The lock no longer holds expected .. oldest-1: record them as missing, once; those this
       // gateway refused for good as refused (with the code), the rest as lost at the lock.
@@ -410,12 +430,11 @@ export class Ingest extends EventEmitter<IngestEvents> {
       state.last = to;
       expected = ev.oldest;
     }
-    if (ev.ctr > expected) return this.answers.answer(this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
+    if (ev.ctr > expected) return this.settle(w, this.refuse(driver, ev, 'ERR_OUT_OF_ORDER', true));
     const input: EntryInput = 'cose' in ev.payload ? { kind: 'lock-event', cose: ev.payload.cose } : { kind: 'lock-event', unsignedEvent: ev.payload.event };
     const flight: Flight = w;
     state.last = ev.ctr;
     state.inFlight.push(flight);
-    this.deadlines.add(flight);
     // Admitted in call order: a gap recorded just above goes in before this event.
     this.chain.appendTo(input, PREVERIFIED, flight, this.onDurable);
   }
@@ -444,24 +463,35 @@ export class Ingest extends EventEmitter<IngestEvents> {
 
   /**
    * An event at or below the last stored counter: a duplicate (the same lock-event bytes as the
-   * stored or in-flight one; its signature was verified before) or a replay.
+   * stored or in-flight one; its signature was verified before) or a replay. A duplicate of an
+   * event not yet durable waits for its entry, under its own answer deadline (ERR_BUSY first if
+   * that passes), and is acked with it; if that event is not stored after all, the lock is told
+   * to resend (ERR_BUSY). Nothing is stored for it.
    */
-  private async earlier(driver: LockDriver, ev: ReceivedEvent, state: LockState): Promise<void> {
-    const payload = eventBytes(ev);
-    const flying = state.inFlight.findLast((f) => f.ev.ctr === ev.ctr);
-    let entry: Uint8Array | undefined;
-    if (flying !== undefined) {
-      if (bytesEqual(eventBytes(flying.ev), payload)) entry = await durableLeaf(flying);
-    } else {
-      entry = await this.storedHash(ev, payload);
+  private async earlier(w: Waiting, state: LockState): Promise<void> {
+    const { driver, ev } = w;
+    try {
+      const payload = eventBytes(ev);
+      const flying = state.inFlight.findLast((f) => f.ev.ctr === ev.ctr);
+      let entry: Uint8Array | undefined;
+      if (flying !== undefined) {
+        if (bytesEqual(eventBytes(flying.ev), payload)) {
+          entry = await durableLeaf(flying);
+          if (entry === undefined) return await this.refuse(driver, ev, 'ERR_BUSY', true);
+        }
+      } else {
+        entry = await this.storedHash(ev, payload);
+      }
+      if (entry !== undefined) {
+        await driver.ack(ev, entry);
+        this.emit('duplicate', ev, entry);
+        return;
+      }
+      this.health.record(ev.lock, 'replay', `counter ${ev.ctr} again, with other content or after it was recorded missing (last ${state.last ?? '?'})`);
+      return await this.refuse(driver, ev, 'ERR_REPLAY', false);
+    } finally {
+      w.answered = true;
     }
-    if (entry !== undefined) {
-      await driver.ack(ev, entry);
-      this.emit('duplicate', ev, entry);
-      return;
-    }
-    this.recordAbout(ev.lock, state, 'replay', `counter ${ev.ctr} again, with other content or after it was recorded missing (last ${state.last ?? '?'})`);
-    return this.refuse(driver, ev, 'ERR_REPLAY', false);
   }
 
   /** The leaf hash of the stored event with this identity, if its payload is the same. */
@@ -503,7 +533,7 @@ export class Ingest extends EventEmitter<IngestEvents> {
   private lockState(lock: string): LockState {
     let s = this.locks.get(lock);
     if (s === undefined) {
-      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], lastRecord: 0, suppressed: 0, refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
+      s = { lock, last: undefined, loading: false, queue: [], inFlight: [], refused: new RefusedCounters(), member: undefined, rosterVersion: -1 };
       this.locks.set(lock, s);
     }
     return s;
@@ -518,23 +548,13 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.emit('unenrolled', lock, info, from);
   }
 
-  /** A health record about a lock, at most one a minute per lock, counting what it held back. */
-  private recordAbout(lock: string, state: LockState, status: string, detail: string): void {
-    const t = this.now();
-    if (t - state.lastRecord < RECORD_INTERVAL_MS) {
-      state.suppressed++;
-      return;
-    }
-    const more = state.suppressed > 0 ? ` (and ${state.suppressed} more since the last record)` : '';
-    state.lastRecord = t;
-    state.suppressed = 0;
-    this.record({ kind: 'health', source: `lock:${lock}`, status, detail: `${detail}${more}` });
-  }
-
+  /** Appends a gap or health entry; a failure is a fault, except a chain closed before the pipeline's last health entries. */
   private record(input: EntryInput): void {
     this.chain.append(input).then(
       (r) => this.emit('recorded', r),
-      (e: unknown) => this.emit('fault', e as Error),
+      (e: unknown) => {
+        if (!(this.closed && isOtiError(e, 'ERR_APPEND_ABORTED'))) this.emit('fault', e as Error);
+      },
     );
   }
 }

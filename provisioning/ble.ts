@@ -5,11 +5,12 @@
  * every radio operation is bounded; a machine without a usable adapter gets
  * ERR_DRIVER_UNAVAILABLE with the reason (drivers/noble-load.ts describeLoadFailure) and a remedy.
  */
-import { readdirSync } from 'node:fs';
-import { bounded, describeLoadFailure, importNoble } from '../drivers/noble-load.js';
+import { bounded, describeLoadFailure, importNoble, kernelAdapterAbsence } from '../drivers/noble-load.js';
 import { INFO_CHAR_UUID, INFO_MAX_BYTES, SERVICE_UUID, decodeLockMessage, parseAdvertisement, type LockInfo } from '../drivers/protocol.js';
 import type { NobleLike, NoblePeripheral } from '../drivers/noble-types.js';
 import { OtiError } from '../ledger/base/errors.js';
+
+export { kernelAdapterAbsence } from '../drivers/noble-load.js';
 
 const POWER_ON_WAIT_MS = 5000;
 const GATT_TIMEOUT_MS = 10_000;
@@ -35,23 +36,6 @@ function remedyFor(reason: string): string {
 
 function unavailable(reason: string, cause?: unknown): OtiError {
   return new OtiError('ERR_DRIVER_UNAVAILABLE', `Bluetooth unavailable: ${reason}; ${remedyFor(reason)}`, { driver: 'ble' }, cause !== undefined ? { cause } : undefined);
-}
-
-/**
- * Why the kernel offers no Bluetooth adapter, or undefined when it lists one (or when the HCI
- * transport is a UART, BLUETOOTH_HCI_SOCKET_UART_PORT, which the kernel does not see). The
- * prebuilt HCI socket loads even on a kernel without Bluetooth and noble then only says
- * "poweredOff", so this is what tells "no Bluetooth here" from "an adapter that is off".
- */
-export function kernelAdapterAbsence(sysClass = '/sys/class/bluetooth', env: NodeJS.ProcessEnv = process.env): string | undefined {
-  if (env['BLUETOOTH_HCI_SOCKET_UART_PORT'] !== undefined) return undefined;
-  let names: string[];
-  try {
-    names = readdirSync(sysClass);
-  } catch {
-    return 'no Bluetooth support on this machine (EAFNOSUPPORT: the kernel has no Bluetooth)';
-  }
-  return names.some((n) => /^hci\d+$/.test(n)) ? undefined : 'no Bluetooth adapter found (ENODEV)';
 }
 
 /** Loads noble and waits until the adapter is powered on. */

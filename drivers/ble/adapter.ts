@@ -34,6 +34,8 @@ export interface AdapterOptions {
   readonly stopping: () => boolean;
   /** The radio is gone: close every link. */
   readonly lost: (reason: string) => void;
+  /** Why the machine has no adapter at all (no Bluetooth in the kernel, no adapter), if it has none. */
+  readonly absence?: (() => string | undefined) | undefined;
   readonly advertised: (p: NoblePeripheral) => void;
 }
 
@@ -123,14 +125,18 @@ export class Adapter {
       void this.startScan();
       return;
     }
-    // Every other state means no radio: unsupported/unauthorized will not fix themselves.
+    // Every other state means no radio: unsupported/unauthorized will not fix themselves, nor will
+    // a kernel without Bluetooth (noble, on the prebuilt HCI socket, then says only "poweredOff").
+    // No adapter at all is told apart from one that is off; one may still be plugged in.
+    const absent = state === 'unsupported' || state === 'unauthorized' ? undefined : this.o.absence?.();
     const reason =
       state === 'unsupported'
         ? 'the Bluetooth adapter does not support Bluetooth Low Energy'
         : state === 'unauthorized'
           ? 'not permitted to use the Bluetooth adapter (grant CAP_NET_RAW or run as root)'
-          : `Bluetooth adapter ${state}`;
-    this.o.setState(state === 'unsupported' || state === 'unauthorized' ? 'unavailable' : 'degraded', reason);
+          : (absent ?? `Bluetooth adapter ${state}`);
+    const gone = state === 'unsupported' || state === 'unauthorized' || absent?.includes('EAFNOSUPPORT') === true;
+    this.o.setState(gone ? 'unavailable' : 'degraded', reason);
     this.notice('closed', reason);
     if (wasOn) this.blindSince = this.o.now();
     this.scanWanted = false;

@@ -18,7 +18,7 @@ import { EventQueue, NoticeQueue } from '../queue.js';
 import { PROTOCOL_VERSIONS, WINDOW_MAX, encodeMessage } from '../protocol.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import type { NobleLike } from '../noble-types.js';
-import { describeLoadFailure, importNoble } from '../noble-load.js';
+import { describeLoadFailure, importNoble, kernelAdapterAbsence } from '../noble-load.js';
 import { Adapter } from './adapter.js';
 import { Gatt } from './gatt.js';
 import { Inbound } from './inbound.js';
@@ -51,6 +51,13 @@ export interface BleDriverOptions {
   readonly idleMs?: number;
   /** Rejections per minute on one link beyond which it is dropped with backoff (default 20). */
   readonly garbagePerMinute?: number;
+  /**
+   * Why this machine has no Bluetooth adapter at all, or undefined when it has one: the reason
+   * status() gives while noble reports the adapter off. Default: the kernel's list
+   * (kernelAdapterAbsence, drivers/noble-load.ts) when noble is imported here; none for a radio
+   * handed in as `noble`.
+   */
+  readonly adapterAbsence?: () => string | undefined;
 }
 
 export interface BleDriverStatus extends DriverStatus {
@@ -166,6 +173,7 @@ export class BleDriver implements LockDriver {
       now: this.now,
       notice: (n) => this.noticeQ.push(n),
       setState: (state, reason) => this.setState(state, reason),
+      absence: this.opts.adapterAbsence ?? (this.opts.noble === undefined ? () => kernelAdapterAbsence() : undefined),
       stopping: () => this.stopping !== undefined,
       lost: (reason) => void this.pool.closeAll(reason),
       advertised: (p) => this.pool.advertised(p),

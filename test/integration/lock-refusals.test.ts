@@ -12,7 +12,8 @@ import * as ed from '@noble/ed25519';
 import { serialRig as rig, storedEvents, bodies } from '../support/serial-rig.js';
 import { waitUntil } from '../support/wait.js';
 import { SimLock } from '../../drivers/simlock.js';
-import { generateKeyPair, verify } from '../../ledger/crypto.js';
+import { generateKeyPair, Signer, verify } from '../../ledger/crypto.js';
+import { nonProfileEvents } from '../support/nonprofile.js';
 import { encode } from '../../ledger/base/cbor.js';
 import { bytesEqual } from '../../ledger/base/bytes.js';
 import { COSE_PROTECTED_EDDSA, parseCoseSign1, sigStructure } from '../../ledger/cose.js';
@@ -99,6 +100,28 @@ void test('3 and 8. an event that can never be accepted is refused for good, rec
   const health = await bodies(r.chain, 'health');
   assert.ok(health.some((b) => b.kind === 'health' && b.source === 'lock:big-ext' && b.status === 'invalid-event' && /ERR_ENCODING_SCHEMA: event\.ext must encode to at most 1024 bytes/.test(b.detail ?? '')), 'the refusal is recorded with the decoder’s reason');
   assert.deepEqual([...(await storedEvents(r.chain, 'big-ext')).keys()], [1, 2, 4]);
+});
+
+void test('3. correctly signed events outside the CBOR profile (other firmware’s encodings) are answered ERR_EVENT_INVALID for good, and their counters are refusals', async (t) => {
+  const r = await rig(t);
+  const { lock, enrolled } = await r.lock('other-fw');
+  const a = answers(lock);
+  const signer = new Signer(enrolled.key.seed);
+  lock.record();
+  const shapes = nonProfileEvents(signer, 'other-fw', 2).map((e) => e.name);
+  for (let i = 0; i < shapes.length; i++) lock.recordPayload((ctr) => ({ cose: nonProfileEvents(signer, 'other-fw', ctr)[i]!.cose }));
+  const last = lock.record();
+  await waitUntil('the first and last acked, the others refused', () => lock.acked.has(1) && lock.acked.has(last) && lock.pending === 0, 20_000);
+  assert.deepEqual(
+    a.nacks.filter(([, code]) => code !== 'ERR_OUT_OF_ORDER'),
+    shapes.map((_, i) => [2 + i, 'ERR_EVENT_INVALID', false]),
+    `each refused for good, once (${shapes.join('; ')})`,
+  );
+  const gaps = (await bodies(r.chain, 'gap')).filter((b) => 'lock' in b);
+  assert.deepEqual(gaps, [{ kind: 'gap', lock: 'other-fw', from: 2, to: 1 + shapes.length, code: 'ERR_EVENT_INVALID' }], 'refused by the gateway, not lost at the lock');
+  const health = await bodies(r.chain, 'health');
+  assert.ok(health.some((b) => b.kind === 'health' && b.source === 'lock:other-fw' && b.status === 'invalid-event' && /ERR_ENCODING_NONCANONICAL/.test(b.detail ?? '')), 'recorded with the strict decoder’s reason');
+  assert.deepEqual([...(await storedEvents(r.chain, 'other-fw')).keys()], [1, last]);
 });
 
 void test('4. an event not durable within the answer deadline gets ERR_BUSY (retry) and then its ack; nothing is lost or doubled', async (t) => {

@@ -3,7 +3,9 @@
  * FrameDecoder → decodeLockMessage / decodeGatewayMessage, and random and mutated BLE fragments
  * through Reassembler → the same decoders. Asserts that nothing but an OtiError escapes, that every
  * rejection's code is in ERROR_CODES, that the decoders' retained buffers stay within their bounds,
- * and that the heap does not grow with the number of inputs.
+ * and that the heap does not grow with the number of inputs. Then random and mutated event payloads
+ * through the lenient reading of refused payloads (drivers/lenient.ts): it never throws, names only
+ * valid ids and counters, and agrees with the strict decoder wherever that one accepts.
  *
  * OTI_FUZZ_FRAMES sets the number of frames (and of fragments) fed; the default is 100,000. The
  * PRNG seed is OTI_FUZZ_SEED or a fixed default, printed so that a failure can be replayed.
@@ -17,6 +19,10 @@ import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { coseSign1 } from '../../ledger/cose.js';
 import { keyPairFromSeed, Signer } from '../../ledger/crypto.js';
 import { decodeGatewayMessage, decodeLockMessage, encodeMessage, MESSAGE_MAX_BYTES, type MessageInput } from '../../drivers/protocol.js';
+import { nameLeniently } from '../../drivers/lenient.js';
+import { decodeLockPayload } from '../../ledger/entry.js';
+import { ID_PATTERN } from '../../ledger/schema.js';
+import { nonProfileEvents } from '../support/nonprofile.js';
 import { cobsMaxEncoded, CRC_BYTES, encodeFrame, fragment, FrameDecoder, Reassembler, type FrameResult, type ReassemblyResult } from '../../drivers/framing.js';
 
 const FRAMES = Number(process.env['OTI_FUZZ_FRAMES'] ?? 100_000);
@@ -176,4 +182,44 @@ void test(`fuzz: ${FRAMES} random and mutated frames and fragments`, (t) => {
   assert.ok(after - before < 16e6, `heap grew by ${after - before} bytes`);
   // The inputs reached every layer: whole messages decoded, and each layer rejected some.
   for (const k of ['decoded', 'ERR_FRAME_CRC', 'ERR_FRAME_MALFORMED', 'ERR_FRAME_TOO_LARGE', 'ERR_FRAGMENT', 'ERR_MESSAGE']) assert.ok((seen.get(k) ?? 0) > 0, `no ${k} outcome`);
+});
+
+void test(`fuzz: the lenient reading of refused payloads (${FRAMES} mutated and random payloads)`, () => {
+  const r = prng(SEED ^ 0x1e41e47);
+  const signer = new Signer(keyPairFromSeed(new Uint8Array(32).fill(7)).seed);
+  const bare = nonProfileEvents(signer, 'front-door', 62).map((e) => e.event);
+  const seeds = [...bare, ...nonProfileEvents(signer, 'front-door', 62).map((e) => e.cose), encodeLockEvent({ lock: 'front-door', ctr: 9, time: 1, type: 'locked', ext: { a: [1, { b: null }] } })];
+  const outcomes = { named: 0, unnamed: 0, strictAgrees: 0 };
+  const started = performance.now();
+  for (let i = 0; i < FRAMES; i++) {
+    const input = r(8) === 0 ? Uint8Array.from({ length: r(200) }, () => r(256)) : mutate(r, seeds[r(seeds.length)]!, seeds[r(seeds.length)]!);
+    const signed = r(2) === 0;
+    // Never throws, and names only a valid id and counter.
+    const named = nameLeniently(input, signed, MESSAGE_MAX_BYTES);
+    if (named === undefined) {
+      outcomes.unnamed++;
+    } else {
+      outcomes.named++;
+      assert.ok(ID_PATTERN.test(named.lock) && Number.isSafeInteger(named.ctr) && named.ctr >= 1);
+    }
+    // Whatever the strict decoder accepts, the lenient reading names the same way.
+    let strict;
+    try {
+      strict = decodeLockPayload(input, signed).event;
+    } catch {
+      continue;
+    }
+    if (strict.ctr >= 1) {
+      assert.deepEqual(named, { lock: strict.lock, ctr: strict.ctr });
+      outcomes.strictAgrees++;
+    }
+  }
+  // Bounded: linear in the input, so the whole run is quick.
+  const ms = performance.now() - started;
+  console.log(`fuzz-drivers lenient: ${JSON.stringify(outcomes)} in ${ms.toFixed(0)} ms`);
+  assert.ok(outcomes.named > 0 && outcomes.unnamed > 0 && outcomes.strictAgrees > 0, JSON.stringify(outcomes));
+  // Nesting far beyond the bound, at the largest size a message allows, costs one pass and names nothing.
+  const deep = Uint8Array.from([...new Array<number>(MESSAGE_MAX_BYTES - 1).fill(0x81), 0x00]);
+  assert.equal(nameLeniently(deep, false, MESSAGE_MAX_BYTES), undefined);
+  assert.equal(nameLeniently(deep, true, MESSAGE_MAX_BYTES), undefined);
 });

@@ -13,13 +13,19 @@ import type { SignaturePool, SigTask } from '../../ledger/sigpool.js';
 import { verify } from '../../ledger/crypto.js';
 import { sigStructure } from '../../ledger/cose.js';
 
-async function rig(t: Parameters<typeof openChain>[0], pool?: SignaturePool) {
+/**
+ * `stalled`: nothing becomes durable until the test calls chain.flush() (a disk that stalls,
+ * deterministically), and answers are due 50 ms after an event is read.
+ */
+async function rig(t: Parameters<typeof openChain>[0], pool?: SignaturePool, stalled = false) {
   const site = makeSite();
-  const { chain } = await openChain(t, site, { sealDelayMs: 1 });
+  const opened = await openChain(t, site, { sealDelayMs: 1 });
   const lock = enrollLock(site, 'front');
-  await chain.append({ kind: 'roster', signed: lock.statement });
+  await opened.chain.append({ kind: 'roster', signed: lock.statement });
+  // Reopened so that blocks are sealed only by flush() (it seals at once).
+  const { chain } = stalled ? await opened.reopen({ sealDelayMs: 600_000 }) : opened;
   const driver = new FakeDriver();
-  const ingest = new Ingest({ chain, ...(pool !== undefined ? { pool } : {}) });
+  const ingest = new Ingest({ chain, ...(pool !== undefined ? { pool } : {}), ...(stalled ? { answerDeadlineMs: 50 } : {}) });
   const faults: Error[] = [];
   ingest.on('fault', (e) => faults.push(e));
   ingest.attach(driver);
@@ -88,20 +94,58 @@ void test('checks that end out of order still admit in order; a failing pool ask
   await waitUntil('depth back to 0', () => ingest.depth === 0);
 });
 
-void test('a paused pipeline takes no more events (they stay with the driver) until resumed', async (t) => {
-  const { lock, driver, ingest } = await rig(t);
-  driver.push(lock, signedEvent(lock), lock.ctr);
-  await waitUntil('the first answer', () => driver.answers.length === 1);
+void test('a paused pipeline (a full disk) answers each event read meanwhile ERR_BUSY at once, and admits again once resumed', async (t) => {
+  const { chain, lock, driver, ingest } = await rig(t, undefined, true);
+  const first = signedEvent(lock);
+  driver.push(lock, first, 1);
+  await waitUntil('event 1 nacked ERR_BUSY at its deadline (not durable)', () => driver.answers.length === 1);
   ingest.pause();
   assert.ok(ingest.isPaused);
-  // The pull that was already waiting takes one more event; the rest stay with the driver.
-  for (let i = 0; i < 3; i++) driver.push(lock, signedEvent(lock), lock.ctr);
-  await waitUntil('the event already pulled is answered', () => driver.answers.length === 2 && ingest.depth === 0);
-  assert.equal(driver.queued, 2);
+  // A resend of the event not yet durable, and the next event: both answered at once.
+  driver.push(lock, first, 1);
+  const second = signedEvent(lock);
+  driver.push(lock, second, 2);
+  await waitUntil('both answered', () => driver.answers.length === 3);
+  assert.deepEqual(driver.answers, [
+    { lock: 'front', ctr: 1, ok: false, code: 'ERR_BUSY' },
+    { lock: 'front', ctr: 1, ok: false, code: 'ERR_BUSY' },
+    { lock: 'front', ctr: 2, ok: false, code: 'ERR_BUSY' },
+  ]);
+  assert.equal(driver.queued, 0, 'nothing left unanswered with the driver');
+  // Space again: event 1 is durable and acked; the lock's resend of 2 is admitted.
   ingest.resume();
-  await waitUntil('the rest answered', () => driver.answers.length === 4);
-  assert.ok(driver.answers.every((a) => a.ok));
-  assert.equal(driver.queued, 0);
+  await waitUntil('event 1 acked once the disk writes again', async () => (await chain.flush(), driver.answers.length === 4));
+  driver.push(lock, second, 2);
+  await waitUntil('event 2 nacked ERR_BUSY at its deadline', () => driver.answers.length === 5);
+  await waitUntil('event 2 acked', async () => (await chain.flush(), driver.answers.length === 6));
+  assert.deepEqual(driver.answers.slice(3), [
+    { lock: 'front', ctr: 1, ok: true },
+    { lock: 'front', ctr: 2, ok: false, code: 'ERR_BUSY' },
+    { lock: 'front', ctr: 2, ok: true },
+  ]);
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
+});
+
+void test('resends of an event not yet durable are answered ERR_BUSY within their own deadline, then acked with its entry; nothing is stored twice', async (t) => {
+  const { chain, lock, driver, ingest } = await rig(t, undefined, true);
+  const duplicates: number[] = [];
+  ingest.on('duplicate', (ev) => duplicates.push(ev.ctr));
+  const first = signedEvent(lock);
+  driver.push(lock, first, 1);
+  await waitUntil('event 1 nacked ERR_BUSY', () => driver.answers.length === 1);
+  // Two resends of it and the next event, while the disk still stalls.
+  driver.push(lock, first, 1);
+  driver.push(lock, first, 1);
+  driver.push(lock, signedEvent(lock), 2);
+  await waitUntil('each answered ERR_BUSY within its deadline', () => driver.answers.length === 4);
+  assert.ok(driver.answers.every((a) => a.code === 'ERR_BUSY'), JSON.stringify(driver.answers));
+  assert.deepEqual(driver.answers.map((a) => a.ctr).sort(), [1, 1, 1, 2]);
+  const before = chain.size;
+  await waitUntil('all four acked once the disk writes again', async () => (await chain.flush(), driver.answers.length === 8));
+  assert.deepEqual(driver.answers.slice(4).map((a) => `${a.ctr} ${a.ok}`).sort(), ['1 true', '1 true', '1 true', '2 true']);
+  assert.deepEqual(duplicates, [1, 1]);
+  assert.equal(chain.size, before + 2, 'the two events, stored once each');
+  await waitUntil('depth back to 0', () => ingest.depth === 0);
 });
 
 void test('acks a driver answers with one shared promise are told and released together once it settles, and each refused as a fault when it rejects', async (t) => {

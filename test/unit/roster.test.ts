@@ -8,6 +8,7 @@
  * applied before or changing nothing, and refuses a key another current member holds.
  */
 import { test } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { makeSite, enrollLock, openChain, type TestSite } from '../support/site.js';
 import { isOtiError } from '../../ledger/base/errors.js';
@@ -15,6 +16,7 @@ import { generateKeyPair, Signer, toHex, type KeyPair } from '../../ledger/crypt
 import { encodeSigned, Roster, signStatement, type RosterRule, type RosterStatement, type SignedStatement } from '../../ledger/roster.js';
 import { encodeEntry } from '../../ledger/entry.js';
 import { ChainVerifier, verifyChain } from '../../ledger/verify.js';
+import { encodeLockEvent } from '../../ledger/lockevent.js';
 import { chainOrigin } from '../../ledger/chain.js';
 import { CompactRange, leafHash } from '../../ledger/merkle.js';
 import { encodeBlockHeader, blockHash, ZERO_HASH } from '../../ledger/block.js';
@@ -201,4 +203,17 @@ void test('a verifier refuses a chain that holds a replayed rotation (signed by 
   const refused = await verify(5);
   assert.ok(broke('replayed')(refused), String(refused));
   assert.equal((refused as { details?: Record<string, unknown> }).details?.['index'], 4);
+});
+
+void test('a lock that cannot sign is enrolled with random bytes as its key (docs/CLI.md): its bare events are stored, verify, and it can be revoked', async (t) => {
+  const site = makeSite();
+  const oc = await openChain(t, site);
+  // What `oti lock enroll --unsigned --key $(openssl rand -hex 32)` signs: 32 random bytes, not a key pair.
+  const key = Uint8Array.from(randomBytes(32));
+  await oc.chain.append({ kind: 'roster', signed: signStatement(site.site, { site: site.siteId, op: 'enroll', role: 'lock', id: 'old-gate', key, time: T, unsigned: true }) });
+  const stored = await oc.chain.append({ kind: 'lock-event', unsignedEvent: encodeLockEvent({ lock: 'old-gate', ctr: 1, time: T, type: 'unlocked' }) });
+  assert.equal(stored.id, 'old-gate:1');
+  await oc.chain.append({ kind: 'roster', signed: signStatement(site.site, { site: site.siteId, op: 'revoke', role: 'lock', id: 'old-gate', key, time: T + 1 }) });
+  const report = await verifyChain(oc.chain, { trust: site.trust });
+  assert.equal(report.entries, oc.chain.size);
 });
