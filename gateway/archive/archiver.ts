@@ -164,7 +164,7 @@ export class Archiver {
 
   #site(siteId: string): ArchiveSite {
     const site = this.#trust.get(siteId);
-    if (site === undefined) throw new OtiError('ERR_ROSTER', `site ${siteId} is not one the archive trusts (add its site.json to sites)`, { site: siteId });
+    if (site === undefined) throw new OtiError('ERR_ROSTER', `site ${siteId} is not one the archive trusts (add its site.json to siteFiles, or its id and keys to sites)`, { site: siteId });
     return site;
   }
 
