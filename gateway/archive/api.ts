@@ -3,7 +3,9 @@
  * needs `Authorization: Bearer <token>` (the token file's first line), compared in constant time.
  * Errors are JSON `{ "error": { "code", "message" } }` with a code of ledger/base/errors.ts: a bad
  * or repeated query parameter 400 ERR_ARGUMENT, a tlog path that names no archived chain or tile
- * 404 ERR_NOT_FOUND, the database out of reach 503 ERR_DATABASE_UNAVAILABLE with Retry-After.
+ * 404 ERR_NOT_FOUND, the database out of reach 503 ERR_DATABASE_UNAVAILABLE with Retry-After
+ * (logged at most once a minute, with how many more were answered so: a client polling while the
+ * database is down does not flood the log).
  *
  *   GET /v1/events?site=&lock=&type=&from=&to=&after=&limit=   (site or lock required)
  *   GET /v1/gaps?site=&from=&to=&after=&limit=
@@ -25,6 +27,7 @@ import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { checkId, checkIndex, checkOrigin, checkTime, databaseUnavailable, type ArchiveQueries } from './queries.js';
 import type { BehindChain, IntakeCounts } from './archiver.js';
 import type { PullStatus } from './site-puller.js';
+import { RefusalLog } from '../sync/refusal-log.js';
 
 const MAX_URL_BYTES = 2048;
 const TLOG_PREFIX = '/v1/tlog/';
@@ -58,6 +61,8 @@ export class ArchiveApi {
   readonly #server: Server;
   readonly #o: ArchiveApiOptions;
   readonly #tokenHash: Buffer;
+  /** 503s for the database out of reach are logged once a minute (and how many were left out). */
+  readonly #downLog = new RefusalLog();
 
   constructor(o: ArchiveApiOptions) {
     this.#o = o;
@@ -132,8 +137,11 @@ export class ArchiveApi {
       const down = !isOtiError(e) && databaseUnavailable(e);
       const err = isOtiError(e) ? e : down ? new OtiError('ERR_DATABASE_UNAVAILABLE', `the archive cannot reach its database now (${String((e as { code?: unknown }).code)}); try again in ${RETRY_AFTER_S} s`) : new OtiError('ERR_INTERNAL', 'the archive failed to answer');
       const status = STATUS[err.code] ?? 500;
-      if (down) this.#o.logger.warn({ err: (e as Error).message, code: err.code }, `archive API: the database is out of reach (${(e as Error).message}); answered 503`);
-      else if (status >= 500) this.#o.logger.error({ err: (e as Error).message, code: err.code }, `archive API: ${(e as Error).message}`);
+      if (down) {
+        const admitted = this.#downLog.admit('database', err.code, Date.now());
+        const more = admitted !== undefined && admitted.suppressed > 0 ? ` (and ${admitted.suppressed} more such answers since the last such line)` : '';
+        if (admitted !== undefined) this.#o.logger.warn({ err: (e as Error).message, code: err.code, suppressed: admitted.suppressed }, `archive API: the database is out of reach (${(e as Error).message}); answered 503${more}`);
+      } else if (status >= 500) this.#o.logger.error({ err: (e as Error).message, code: err.code }, `archive API: ${(e as Error).message}`);
       if (res.headersSent) {
         res.destroy();
         return;

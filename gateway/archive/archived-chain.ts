@@ -39,14 +39,29 @@ export interface IncomingBlock {
 }
 
 /**
+ * A run that starts past the chain's archive (blocks missing before it): the first block the
+ * archive lacks, the run's first and last block, and the size its last checkpoint gives.
+ * `verified`: that checkpoint describes the last block and carries the gateway's signature by the
+ * key the archived chain gives it; false only when the archive holds no key of the gateway (none
+ * of its chain is archived), so that nothing could be checked but the headers' agreement.
+ */
+export interface Ahead {
+  readonly next: number;
+  readonly first: number;
+  readonly last: number;
+  readonly size: number;
+  readonly verified: boolean;
+}
+
+/**
  * What acceptRun() did: a result per block it got to, and the refusal that stopped it, if one did;
- * or, when the run starts past the chain's archive (blocks missing before it: a gap, not a
- * conflict), `ahead`, and nothing was checked or written.
+ * or, when the run starts past the chain's archive and its claim holds (checkAhead), `ahead`, and
+ * nothing was written.
  */
 export interface RunResult {
   readonly results: readonly AcceptResult[];
   readonly refusal?: OtiError;
-  readonly ahead?: { readonly next: number; readonly first: number; readonly last: number; readonly size: number };
+  readonly ahead?: Ahead;
 }
 
 
@@ -151,11 +166,15 @@ export class ArchivedChain {
     }
     const next = this.#base + verifier.progress.blocks;
     if (i === 0 && blocks.length > 0) {
-      // The run starts after a block the archive lacks: nothing to check it against (it links to the missing one).
+      // The run starts after a block the archive lacks: it cannot be verified (it links to the missing one), only what it claims.
       const first = decodeBlockHeader(blocks[0]!.headerBytes);
       if (first.n > next && first.chain === this.origin) {
-        const last = decodeBlockHeader(blocks[blocks.length - 1]!.headerBytes);
-        return { results, ahead: { next, first: first.n, last: last.n, size: last.first + last.count } };
+        try {
+          return { results, ahead: { next, ...this.#checkAhead(verifier, blocks) } };
+        } catch (e) {
+          if (e instanceof OtiError) return { results, refusal: e };
+          throw e;
+        }
       }
     }
     const fresh: VerifiedBlock[] = [];
@@ -226,6 +245,44 @@ export class ArchivedChain {
     await this.#checkCounters(checked.entries, header.n);
     const nodes = frontier.push(checked.leaves);
     return { origin: this.origin, siteId: this.siteId, gatewayId: this.gatewayId, headerBytes: b.headerBytes, header, blockHash: blockHash(b.headerBytes), checkpoint: b.checkpoint, entries: b.entries, decoded: checked.entries, nodes };
+  }
+
+  /**
+   * What a run ahead of the archive claims, checked as far as it can be without the blocks
+   * missing before it (docs/ARCHIVE.md §Gaps in the intake): its headers are consecutive blocks
+   * of this chain, each linked to the one before (ERR_BLOCK_INVALID, ERR_BLOCK_LINK); the last
+   * block's checkpoint describes that block, its hash, root and the size its entries end at
+   * (ERR_CHECKPOINT_MISMATCH); and it carries the gateway's signature by the key the archived
+   * roster gives it (ERR_CHECKPOINT_SIGNATURE; a revoked gateway ERR_ROSTER). The hashes link
+   * every header of the run to the signed one. Nothing of the verifier's state is touched.
+   */
+  #checkAhead(verifier: ChainVerifier, blocks: readonly IncomingBlock[]): Omit<Ahead, 'next'> {
+    let prev: { n: number; hash: Uint8Array } | undefined;
+    let header = decodeBlockHeader(blocks[0]!.headerBytes);
+    for (const b of blocks) {
+      header = decodeBlockHeader(b.headerBytes);
+      const where = { origin: this.origin, block: header.n };
+      if (header.chain !== this.origin) throw new OtiError('ERR_BLOCK_INVALID', `block ${header.n} belongs to ${header.chain}, not ${this.origin}`, where);
+      if (prev !== undefined && (header.n !== prev.n + 1 || !bytesEqual(header.prev, prev.hash))) throw new OtiError('ERR_BLOCK_LINK', `block ${header.n} does not follow block ${prev.n} of the same message`, where);
+      prev = { n: header.n, hash: blockHash(b.headerBytes) };
+    }
+    const cp = blocks[blocks.length - 1]!.checkpoint;
+    const where = { origin: this.origin, block: header.n };
+    const size = header.first + header.count;
+    if (cp.origin !== this.origin || cp.block !== header.n || !bytesEqual(cp.blockHash, prev!.hash) || cp.size !== size || !bytesEqual(cp.root, header.root)) {
+      throw new OtiError('ERR_CHECKPOINT_MISMATCH', `the checkpoint of block ${header.n} does not describe it`, where);
+    }
+    const first = decodeBlockHeader(blocks[0]!.headerBytes).n;
+    const gw = verifier.roster.get('gateway', this.gatewayId);
+    if (gw === undefined) return { first, last: header.n, size, verified: false };
+    if (gw.revoked) throw new OtiError('ERR_ROSTER', `gateway ${this.gatewayId} is revoked in its archived chain`, where);
+    try {
+      verifyCheckpoint(cp, this.origin, gw.key);
+    } catch (e) {
+      if (e instanceof OtiError) throw new OtiError(e.code, e.message, { ...e.details, block: header.n }, { cause: e });
+      throw e;
+    }
+    return { first, last: header.n, size, verified: true };
   }
 
   async #already(n: number, headerBytes: Uint8Array, checkpoint: SignedCheckpoint, verifier: ChainVerifier): Promise<AcceptResult> {

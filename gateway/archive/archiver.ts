@@ -8,10 +8,16 @@
  * chains not affected.
  *
  * A message whose blocks come after one the archive lacks (the central broker dropped some, or they
- * were published before the archive's session existed) is a gap, not misbehaviour: it cannot be
- * checked against anything, so it is set aside (acknowledged, not stored, not evidence), the chain
- * is listed as behind (behind()), logged at most once a minute, and the listeners (a site puller)
- * are told, so that a pull brings the missing blocks at once.
+ * were published before the archive's session existed) is a gap, not misbehaviour, once what it
+ * claims holds (ArchivedChain checkAhead: its last checkpoint describes its last block and carries
+ * the gateway's signature; a message that fails that is refused as evidence like any other): it
+ * is set aside (acknowledged, not stored, not evidence), the chain is listed as behind (behind())
+ * up to the block the message ends at, logged at most once a minute, and the listeners (a site
+ * puller) are told, so that a pull brings the missing blocks at once. The mark goes once the chain
+ * is archived past that block. When the archive holds no key of the gateway (none of its chain),
+ * the signature cannot be checked: the mark then says `verified: false`, does not tell a puller
+ * how far to pull, goes once any block of the chain is archived (later claims are then checked),
+ * and lapses UNVERIFIED_GAP_MS after the last message that made it.
  *
  * Methods throw only what says the database failed (isTransient): the caller must not
  * acknowledge the message then. A refusal is recorded and returned normally.
@@ -23,7 +29,7 @@ import { parseCheckpoint } from '../../ledger/checkpoint.js';
 import { decodeBlockHeader } from '../../ledger/block.js';
 import type { SignaturePool } from '../../ledger/sigpool.js';
 import type { RangeMessage } from '../sync/wire.js';
-import { ArchivedChain, type IncomingBlock } from './archived-chain.js';
+import { ArchivedChain, type Ahead, type IncomingBlock } from './archived-chain.js';
 import type { ArchiveConfig, ArchiveSite } from './config.js';
 import { acceptCosignature, refreshCoverage } from './cosignatures.js';
 
@@ -48,9 +54,13 @@ export interface BehindChain {
   readonly site: string;
   /** The first block the archive lacks (every block before it is archived). */
   readonly next: number;
-  /** The highest block number seen after the gap, and the chain size it ends at (unverified: it links to what is missing). */
+  /** The highest block number seen after the gap, and the chain size it ends at (as its checkpoint says). */
   readonly seen: number;
   readonly seenSize: number;
+  /** Whether that checkpoint carries the gateway's signature (false: the archive holds no key of the gateway yet). */
+  readonly verified: boolean;
+  /** When an unverified mark lapses unless another message renews it (ms since 1970); absent when verified. */
+  readonly until?: number;
   /** Blocks set aside since the gap was found. */
   readonly setAside: number;
   /** When the gap was found (ms since 1970). */
@@ -59,11 +69,24 @@ export interface BehindChain {
   readonly remedy: string;
 }
 
-/** Told of each message set aside after a gap: the chain, its site, and the size the message ends at. */
-export type GapListener = (origin: string, siteId: string, size: number) => void;
+/**
+ * Told of each message set aside after a gap: the chain, its site, and the size the chain's
+ * gateway signed that far (undefined when no signature could be checked: pull to what the site says).
+ */
+export type GapListener = (origin: string, siteId: string, size: number | undefined) => void;
 
 /** A chain behind a gap is logged at most this often. */
 const GAP_LOG_MS = 60_000;
+
+/** How long a mark whose checkpoint could not be checked (no key of the gateway archived) lasts after its last message. */
+export const UNVERIFIED_GAP_MS = 5 * 60_000;
+
+export interface ArchiverOptions {
+  /** Checks lock signatures on worker threads; without it, on this thread. */
+  readonly sigPool?: SignaturePool;
+  /** The clock of the gap marks (ms since 1970; tests move it). */
+  readonly now?: () => number;
+}
 
 /** How long a block ahead of its chain's archive waits for the chain to move (see #awaitTurn). */
 const AHEAD_WAIT_MS = 10_000;
@@ -99,23 +122,26 @@ export class Archiver {
   readonly #trust = new Map<string, ArchiveSite>();
   readonly #chains = new Map<string, ArchivedChain>();
   readonly #sigPool: SignaturePool | undefined;
+  readonly #now: () => number;
 
-  /** `sigPool` checks lock signatures on worker threads; without it, on this thread. */
-  constructor(pool: Pool, cfg: ArchiveConfig, log: Logger, sigPool?: SignaturePool) {
+  constructor(pool: Pool, cfg: ArchiveConfig, log: Logger, opts: ArchiverOptions = {}) {
     this.#pool = pool;
     this.#pulled = new Set(cfg.pull.map((p) => p.siteId));
-    this.#sigPool = sigPool;
+    this.#sigPool = opts.sigPool;
+    this.#now = opts.now ?? Date.now;
     this.#cfg = cfg;
     this.#log = log;
     for (const s of cfg.sites) this.#trust.set(s.siteId, s);
   }
 
   get counts(): IntakeCounts {
+    this.#lapse();
     return { ...this.#counts, cosignaturesPending: this.#pending.size, behindChains: this.#behind.size };
   }
 
   /** The chains behind a gap now, by origin. */
   behind(): BehindChain[] {
+    this.#lapse();
     return [...this.#behind.values()].map(({ loggedAt: _a, loggedSetAside: _b, ...c }) => c).sort((a, b) => (a.origin < b.origin ? -1 : a.origin > b.origin ? 1 : 0));
   }
 
@@ -138,7 +164,7 @@ export class Archiver {
 
   #site(siteId: string): ArchiveSite {
     const site = this.#trust.get(siteId);
-    if (site === undefined) throw new OtiError('ERR_ROSTER', `site ${siteId} is not one the archive trusts (add its site.json to sites)`, { site: siteId });
+    if (site === undefined) throw new OtiError('ERR_ROSTER', `site ${siteId} is not one the archive trusts (add its site.json to siteFiles, or its id and keys to sites)`, { site: siteId });
     return site;
   }
 
@@ -196,11 +222,15 @@ export class Archiver {
     if (r.refusal !== undefined) throw r.refusal;
   }
 
-  /** A run that starts after blocks the archive lacks: set aside, the chain listed as behind, the listeners told. */
-  #gap(origin: string, siteId: string, a: { next: number; last: number; size: number }): void {
+  /** A run that starts after blocks the archive lacks (its claim checked): set aside, the chain listed as behind, the listeners told. */
+  #gap(origin: string, siteId: string, a: Ahead): void {
     this.#counts.setAside++;
-    const now = Date.now();
+    this.#lapse();
+    const now = this.#now();
     const had = this.#behind.get(origin);
+    // An unverified claim never raises (nor replaces) what a signed one says; a signed one replaces an unverified one.
+    const keep = had !== undefined && had.verified && !a.verified;
+    const merge = had !== undefined && had.verified === a.verified;
     const pulled = this.#pulled.has(siteId);
     const remedy = pulled
       ? `being pulled from site ${siteId}'s broker (pull)`
@@ -209,8 +239,10 @@ export class Archiver {
       origin,
       site: siteId,
       next: a.next,
-      seen: Math.max(a.last, had?.seen ?? 0),
-      seenSize: Math.max(a.size, had?.seenSize ?? 0),
+      seen: keep ? had.seen : merge ? Math.max(a.last, had.seen) : a.last,
+      seenSize: keep ? had.seenSize : merge ? Math.max(a.size, had.seenSize) : a.size,
+      verified: keep || a.verified,
+      ...(keep || a.verified ? {} : { until: now + UNVERIFIED_GAP_MS }),
       setAside: (had?.setAside ?? 0) + 1,
       since: had?.since ?? now,
       remedy,
@@ -218,19 +250,33 @@ export class Archiver {
       loggedSetAside: had?.loggedSetAside ?? 0,
     };
     if (now - c.loggedAt >= GAP_LOG_MS) {
-      this.#log.warn({ origin, next: c.next, seen: c.seen, setAside: c.setAside - c.loggedSetAside }, `archive: ${origin} is behind: block ${c.next} and later are missing, blocks up to ${c.seen} came after them (${c.setAside - c.loggedSetAside} set aside since the last such line, not archived, not evidence); ${remedy}`);
+      const unverified = c.verified ? '' : ` (unverified: the archive holds no key of ${origin}'s gateway yet; the mark lapses ${UNVERIFIED_GAP_MS / 60_000} min after the last such block)`;
+      this.#log.warn({ origin, next: c.next, seen: c.seen, verified: c.verified, setAside: c.setAside - c.loggedSetAside }, `archive: ${origin} is behind: block ${c.next} and later are missing, blocks up to ${c.seen} came after them${unverified} (${c.setAside - c.loggedSetAside} set aside since the last such line, not archived, not evidence); ${remedy}`);
       c.loggedAt = now;
       c.loggedSetAside = c.setAside;
     }
     this.#behind.set(origin, c);
-    for (const f of this.#gapListeners) f(origin, siteId, c.seenSize);
+    for (const f of this.#gapListeners) f(origin, siteId, c.verified ? c.seenSize : undefined);
   }
 
-  /** A chain behind a gap archived blocks: no longer behind once past what came after the gap. */
+  /** Unverified marks not renewed in time go (a forged block of a chain the archive holds nothing of). */
+  #lapse(): void {
+    const now = this.#now();
+    for (const [origin, c] of this.#behind) {
+      if (c.until === undefined || now < c.until) continue;
+      this.#behind.delete(origin);
+      this.#log.info({ origin, seen: c.seen }, `archive: ${origin} is no longer shown behind: no block of it came to confirm the unverified block ${c.seen} within ${UNVERIFIED_GAP_MS / 60_000} min`);
+    }
+  }
+
+  /**
+   * A chain behind a gap archived blocks: no longer behind once past what came after the gap; an
+   * unverified mark goes at once (the gateway's key is archived now: a later block's claim is checked).
+   */
   #moved(origin: string, next: number): void {
     const c = this.#behind.get(origin);
     if (c === undefined) return;
-    if (next > c.seen) {
+    if (next > c.seen || !c.verified) {
       this.#behind.delete(origin);
       this.#log.info({ origin, next }, `archive: ${origin} is no longer behind: archived up to block ${next - 1} (${c.setAside} block(s) had been set aside)`);
     } else {

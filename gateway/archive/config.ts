@@ -78,7 +78,11 @@ function int(o: Obj, k: string, key: string, min: number, max: number, dflt?: nu
 
 function site(v: unknown, i: number): ArchiveSite {
   const key = `sites[${i}]`;
-  const o = obj(v, key, ['siteId', 'siteKeys', 'gatewayId', 'enrolment', 'quorum']);
+  return siteTrust(obj(v, key, ['siteId', 'siteKeys', 'gatewayId', 'enrolment', 'quorum']), key);
+}
+
+/** The site id and authority keys of a `sites` entry or a site file, and its quorum if given. */
+function siteTrust(o: Obj, key: string): ArchiveSite {
   const siteId = str(o, 'siteId', key);
   if (!ID_PATTERN.test(siteId)) throw bad(`${key}.siteId`, 'must be a site id');
   const keys = o['siteKeys'];
@@ -118,7 +122,7 @@ export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
   const m = obj(top['mysql'], 'mysql', ['host', 'port', 'socket', 'user', 'passwordFile', 'database', 'connections']);
   const a = obj(top['api'] ?? {}, 'api', ['host', 'port', 'tokenFile', 'pageMax']);
   const sitesRaw = top['sites'] ?? [];
-  if (!Array.isArray(sitesRaw) || sitesRaw.length > 100_000) throw bad('sites', 'must be a list of { siteId, siteKeys } (the site.json of a gateway of the site will do)');
+  if (!Array.isArray(sitesRaw) || sitesRaw.length > 100_000) throw bad('sites', 'must be a list of { siteId, siteKeys } (or give a site.json in siteFiles)');
   const opt = <T>(k: string, v: T | undefined): { [x: string]: T } => (v === undefined ? {} : { [k]: v });
   const sessions = int(b, 'sessions', 'broker', 1, 64, DEFAULTS.sessions);
   const topics = str(b, 'topics', 'broker', sessions > 1 ? 'sites' : 'all');
@@ -155,7 +159,25 @@ export function parseArchiveConfig(doc: unknown, base: string): ArchiveConfig {
   };
 }
 
-/** Reads the configuration file; `siteFiles` entries (paths to a gateway's site.json) join `sites`. */
+/**
+ * A `siteFiles` entry: either public site.json there is, with the same trust (site id and
+ * authority keys, all that is taken): the site folder's from `oti site init` (`format: oti-site`,
+ * `version: 1`) or a gateway data folder's (`gatewayId`, `enrolment` beside them).
+ */
+async function siteFile(path: string, i: number): Promise<ArchiveSite> {
+  const key = `siteFiles[${i}]`;
+  let v: unknown;
+  try {
+    v = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw bad(key, `${path} is not a readable JSON file (${(e as Error).message}); give the site.json of the site folder (oti site init) or of a gateway's data folder`);
+  }
+  const o = obj(v, key, ['format', 'version', 'siteId', 'siteKeys', 'gatewayId', 'enrolment']);
+  if (o['format'] !== undefined && (o['format'] !== 'oti-site' || o['version'] !== 1)) throw bad(`${key}.format`, `${path} is not a site.json of oti site init (format oti-site, version 1) nor of a gateway's data folder`);
+  return siteTrust({ siteId: o['siteId'], siteKeys: o['siteKeys'] }, key);
+}
+
+/** Reads the configuration file; `siteFiles` entries (a site folder's or a gateway's site.json, siteFile) join `sites`. */
 export async function loadArchiveConfig(path: string): Promise<ArchiveConfig> {
   let doc: unknown;
   try {
@@ -163,13 +185,9 @@ export async function loadArchiveConfig(path: string): Promise<ArchiveConfig> {
   } catch (e) {
     throw new OtiError('ERR_CONFIG', `archive configuration ${path}: ${(e as Error).message}`, { key: '(file)' });
   }
-  const top = doc as Obj;
-  const files = top?.['siteFiles'];
-  if (files !== undefined) {
-    if (!Array.isArray(files) || !files.every((f) => typeof f === 'string')) throw bad('siteFiles', 'must be a list of paths');
-    const extra = await Promise.all((files as string[]).map(async (f) => JSON.parse(await readFile(resolve(dirname(path), f), 'utf8')) as unknown));
-    doc = { ...top, sites: [...((top['sites'] as unknown[] | undefined) ?? []), ...extra] };
-    delete (doc as Obj)['siteFiles'];
-  }
-  return parseArchiveConfig(doc, dirname(path));
+  const files = (doc as Obj | null)?.['siteFiles'] ?? [];
+  if (!Array.isArray(files) || !files.every((f) => typeof f === 'string')) throw bad('siteFiles', 'must be a list of paths');
+  const cfg = parseArchiveConfig(doc, dirname(path));
+  const extra = await Promise.all((files as string[]).map((f, i) => siteFile(resolve(dirname(path), f), i)));
+  return { ...cfg, sites: [...cfg.sites, ...extra] };
 }

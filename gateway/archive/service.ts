@@ -52,7 +52,7 @@ export async function startArchive(cfg: ArchiveConfig, log: Logger): Promise<{ p
     const refreshed = await refreshStaleCoverage(pool, (site) => quorums.get(site));
     if (refreshed > 0) log.info({ sites: refreshed }, `archive: confirmation worked out again for ${refreshed} site(s) whose quorum changed`);
     sigPool = cfg.verifyThreads > 0 ? new SignaturePool(cfg.verifyThreads) : undefined;
-    const archiver = new Archiver(pool, cfg, log.child({ part: 'archiver' }), sigPool);
+    const archiver = new Archiver(pool, cfg, log.child({ part: 'archiver' }), sigPool !== undefined ? { sigPool } : {});
     intake = new UplinkIntake(archiver, cfg, log.child({ part: 'intake' }));
     await intake.start();
     checkPullSites(cfg.pull, new Set(cfg.sites.map((s) => s.siteId)));

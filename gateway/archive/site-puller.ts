@@ -80,12 +80,14 @@ export class SitePuller {
 
   /**
    * The intake set aside a message of `origin` that ends at `size`, after blocks the archive lacks
-   * (Archiver.onGap): the chain is pulled at once, as when its gateway's checkpoint moves.
+   * (Archiver.onGap): the chain is pulled at once, as when its gateway's checkpoint moves. `size`
+   * comes from a checkpoint the gateway signed; undefined when that could not be checked (the
+   * pull then goes as far as the gateway's checkpoint on the site's broker says).
    */
-  wake(origin: string, size: number): void {
+  wake(origin: string, size: number | undefined): void {
     if (this.#stopped || this.#client?.connected !== true) return;
     const c = this.#chain(origin);
-    if (size > c.head) {
+    if (size !== undefined && size > c.head) {
       c.head = size;
       delete c.stuckAt;
     }

@@ -3,11 +3,14 @@
  * malformed or repeated parameters are 400 ERR_ARGUMENT naming them (an index is an entry index,
  * not a time; an origin is oti/<site>/<gateway>), a tlog path whose origin is malformed is 404
  * ERR_NOT_FOUND, HEAD answers as GET without a body, other methods are 405 with Allow, and while
- * the database is down every query is 503 ERR_DATABASE_UNAVAILABLE with Retry-After.
+ * the database is down every query is 503 ERR_DATABASE_UNAVAILABLE with Retry-After, logged once
+ * however many come within a minute.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { makeSite, enrollLock } from '../support/site.js';
 import { makeGateway, appendEvents } from '../support/sync.js';
 import { startMariaDb } from '../support/mariadb.js';
@@ -63,7 +66,14 @@ void test('archive API: coded 400s for bad and repeated parameters, 404 for a ma
     await archiver.range(origin, SITE, () => decodeRange(m, 1 << 20), m);
   }
   assert.equal(await archiver.archivedSize(origin), g.chain.head.size);
-  const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token: TOKEN, pageMax: 100, counts: () => ({ ...archiver.counts, connected: true, pull: [], behind: archiver.behind() }), logger: silentLogger() });
+  const lines: { level: number; msg: string }[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
+      done();
+    },
+  });
+  const api = new ArchiveApi({ queries: new ArchiveQueries(pool), token: TOKEN, pageMax: 100, counts: () => ({ ...archiver.counts, connected: true, pull: [], behind: archiver.behind() }), logger: pino({ level: 'info' }, sink) });
   const port = await api.listen('127.0.0.1', 0);
   t.after(() => api.close());
   const o = encodeURIComponent(origin);
@@ -113,4 +123,9 @@ void test('archive API: coded 400s for bad and repeated parameters, 404 for a ma
     assert.deepEqual([a.status, code(a), a.headers['retry-after']], [503, 'ERR_DATABASE_UNAVAILABLE', '5'], path);
   }
   assert.equal((await ask(port, '/v1/intake')).status, 200);
+  // A client polling while the database is down does not flood the log: one line a minute.
+  for (let i = 0; i < 20; i++) assert.equal((await ask(port, '/v1/chains')).status, 503);
+  const down = lines.filter((l) => l.msg.startsWith('archive API: the database is out of reach'));
+  assert.equal(down.length, 1, down.map((l) => l.msg).join('\n'));
+  assert.equal(down[0]!.level, 40);
 });

@@ -164,3 +164,17 @@ export function equivocating(last: Buffer, gatewayKey: KeyPair): Buffer {
   const cp = signCheckpoint({ origin: m.chain, size: h.first + h.count, root: h.root, block: h.n, blockHash: blockHash(header) }, new Signer(gatewayKey.seed), m.chain);
   return Buffer.from(encodeRange({ ...m, blocks: [{ h: header, cp: cp.note }] }));
 }
+
+/**
+ * The uplink message `real` (one block) with its header renumbered to block `n` starting at entry
+ * `first`, ahead of what an archive holds: with the original checkpoint, which then names another
+ * block and size (no signature covers the new header), or, given `signer` (not the gateway's
+ * key), with a checkpoint that describes the new header, signed by it.
+ */
+export function forgedAhead(real: Buffer, n: number, first: number, signer?: Signer): Buffer {
+  const m = decodeRange(real, 1 << 20);
+  const header = encodeBlockHeader({ ...decodeBlockHeader(m.blocks[0]!.h), n, first });
+  const h = decodeBlockHeader(header);
+  const cp = signer === undefined ? m.blocks[0]!.cp : signCheckpoint({ origin: m.chain, size: first + h.count, root: h.root, block: n, blockHash: blockHash(header) }, signer, m.chain).note;
+  return Buffer.from(encodeRange({ ...m, first, blocks: [{ h: header, cp }] }));
+}

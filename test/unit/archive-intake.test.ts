@@ -1,8 +1,15 @@
-/** How the archive's intake splits the trusted sites over its MQTT sessions, and the keys that set it. */
+/**
+ * How the archive's intake splits the trusted sites over its MQTT sessions, and the keys that set
+ * it; the site files that give it the sites it trusts.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { sessionOf, sessionFilters } from '../../gateway/archive/uplink-intake.js';
-import { parseArchiveConfig } from '../../gateway/archive/config.js';
+import { loadArchiveConfig, parseArchiveConfig } from '../../gateway/archive/config.js';
+import { toHex } from '../../ledger/crypto.js';
+import { tempDir } from '../support/site.js';
 
 const KEY = 'ab'.repeat(32);
 const doc = (broker: Record<string, unknown>): unknown => ({ broker: { url: 'mqtt://127.0.0.1:1883', ...broker }, mysql: { user: 'u', database: 'd' }, sites: [{ siteId: 'site-a', siteKeys: [KEY] }], api: { tokenFile: 't' } });
@@ -45,5 +52,25 @@ void test('archive configuration: broker.sessions and broker.topics', () => {
   assert.equal(parseArchiveConfig(doc({ topics: 'sites' }), '/x').broker.topics, 'sites');
   for (const [bad, key] of [[{ sessions: 0 }, 'broker.sessions'], [{ sessions: 65 }, 'broker.sessions'], [{ sessions: 2, topics: 'all' }, 'broker.topics'], [{ topics: 'some' }, 'broker.topics']] as const) {
     assert.throws(() => parseArchiveConfig(doc(bad), '/x'), (e: { code?: string; details?: { key?: string } }) => e.code === 'ERR_CONFIG' && e.details?.key === key, JSON.stringify(bad));
+  }
+});
+
+void test('archive configuration: siteFiles takes the site folder\'s site.json (oti site init) and a gateway\'s, and names the file it cannot take', async (t) => {
+  const dir = await tempDir(t);
+  const other = 'cd'.repeat(32);
+  // The shapes provisioning/site.ts and gateway/config/identity.ts write.
+  await writeFile(join(dir, 'site-folder.json'), JSON.stringify({ format: 'oti-site', version: 1, siteId: 'site-a', siteKeys: [KEY] }));
+  await writeFile(join(dir, 'gateway.json'), JSON.stringify({ siteId: 'site-b', siteKeys: [other], gatewayId: 'gw-1', enrolment: 'aa' }));
+  await writeFile(join(dir, 'other.json'), JSON.stringify({ format: 'oti-bundle', version: 1, siteId: 'site-c', siteKeys: [KEY] }));
+  await writeFile(join(dir, 'not.json'), 'site-c');
+  const config = async (siteFiles: string[]): Promise<string> => {
+    const file = join(dir, 'archive.json');
+    await writeFile(file, JSON.stringify({ broker: { url: 'mqtt://127.0.0.1:1883' }, mysql: { user: 'u', database: 'd' }, api: { tokenFile: 't' }, siteFiles }));
+    return file;
+  };
+  const cfg = await loadArchiveConfig(await config(['site-folder.json', 'gateway.json']));
+  assert.deepEqual(cfg.sites.map((s) => [s.siteId, s.siteKeys.map((k) => toHex(k)), s.quorum]), [['site-a', [KEY], undefined], ['site-b', [other], undefined]]);
+  for (const [file, key, says] of [['other.json', 'siteFiles[0].format', /other\.json is not a site\.json of oti site init/], ['not.json', 'siteFiles[0]', /not\.json is not a readable JSON file/], ['missing.json', 'siteFiles[0]', /missing\.json/]] as const) {
+    await assert.rejects(loadArchiveConfig(await config([file])), (e: { code?: string; message: string; details?: { key?: string } }) => e.code === 'ERR_CONFIG' && e.details?.key === key && says.test(e.message), file);
   }
 });
