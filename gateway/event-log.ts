@@ -10,7 +10,7 @@ import type { Ingest } from './ingest.js';
 import type { Discovery } from './discovery/discovery.js';
 import type { SyncNode } from './sync/node.js';
 import type { Logger } from './log.js';
-import { RefusalLog } from './sync/refusal-log.js';
+import { RepeatLog } from './repeat-log.js';
 
 /** Driver and ingest notices that need a technician (a re-keyed, revoked or newer lock, a shared line): logged as warnings. */
 const TECHNICIAN_CODES: ReadonlySet<string> = new Set(['ERR_LOCK_KEY', 'ERR_LOCK_REVOKED', 'ERR_PROTOCOL_VERSION', 'ERR_LINK_SHARED']);
@@ -22,11 +22,11 @@ export const PROGRESS_LOG_INTERVAL_MS = 2000;
  * Ingest and driver notices. A refused frame or message (a bad CRC, a malformed or oversized
  * frame: line noise, or a lock on the wrong baud rate) is logged at info the first time on its
  * link with its code, then at most once a minute with the number left out since, and at debug in
- * between (gateway/sync/refusal-log.ts): a lock that sends garbage all day shows at info without
+ * between (gateway/repeat-log.ts): a lock that sends garbage all day shows at info without
  * flooding the log. Every one is counted in oti_driver_notices_total{kind="rejected",code}.
  */
 export function logIngest(ingest: Ingest, log: Logger, now: () => number = Date.now): () => void {
-  const rejections = new RefusalLog();
+  const rejections = new RepeatLog();
   return listen(ingest, {
     fault: (e) => log.error({ err: e }, 'ingest failure'),
     unenrolled: (lock, info, from) => log.warn({ lock, fw: info?.fw, key: info?.key !== undefined ? fingerprint(info.key) : undefined, link: from.link }, `lock ${lock} is not enrolled: its events are refused until a technician enrols it (oti lock enroll)`),
@@ -58,7 +58,7 @@ export function logDiscovery(discovery: Discovery, log: Logger): () => void {
 
 /**
  * Evidence, finished catch-ups, and catch-up progress (at most every PROGRESS_LOG_INTERVAL_MS).
- * Refusals are logged by the sync node itself, rate-limited (gateway/sync/refusal-log.ts), and
+ * Refusals are logged by the sync node itself, rate-limited (gateway/repeat-log.ts), and
  * counted in the metrics.
  */
 export function logSync(sync: SyncNode, log: Logger, now: () => number = Date.now): () => void {

@@ -27,7 +27,7 @@ import { encodeTlogProof } from '../../ledger/tlog-proof.js';
 import { checkId, checkIndex, checkOrigin, checkTime, databaseUnavailable, type ArchiveQueries } from './queries.js';
 import type { BehindChain, IntakeCounts } from './archiver.js';
 import type { PullStatus } from './site-puller.js';
-import { RefusalLog } from '../sync/refusal-log.js';
+import { RepeatLog } from '../repeat-log.js';
 
 const MAX_URL_BYTES = 2048;
 const TLOG_PREFIX = '/v1/tlog/';
@@ -62,7 +62,7 @@ export class ArchiveApi {
   readonly #o: ArchiveApiOptions;
   readonly #tokenHash: Buffer;
   /** 503s for the database out of reach are logged once a minute (and how many were left out). */
-  readonly #downLog = new RefusalLog();
+  readonly #downLog = new RepeatLog();
 
   constructor(o: ArchiveApiOptions) {
     this.#o = o;

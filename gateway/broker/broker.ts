@@ -41,6 +41,7 @@ import { TopicMap, TOPIC_TABLE, type Role, type TopicDescriptor, type TopicKind 
 import { readMqttUsers, verifyMqttUser } from './users.js';
 import { DEFAULT_LOGIN_LIMITS, DEFAULT_MQTT_CONNECTION_CAPS, DEFAULT_RETAINED_CAPS, DEFAULT_SESSION_CAPS, FrameLimit, TokenBucket, type LoginLimits } from './limits.js';
 import { LoginGuard } from './login-guard.js';
+import { RepeatLog } from '../repeat-log.js';
 import { capConnections } from '../connection-cap.js';
 import { RetainedQuota } from './retained.js';
 import { BrokerSessions, type SessionStats } from './broker-sessions.js';
@@ -104,7 +105,7 @@ export class Broker {
   readonly #held = new Set<Socket>();
   readonly #login: LoginLimits;
   readonly #guard: LoginGuard;
-  readonly #warnedAt = new Map<ErrorCode, number>();
+  readonly #repeats = new RepeatLog();
   /** Refused logins waiting for their answer (#refuseLater), answered at once when the broker closes. */
   readonly #refusals = new Map<NodeJS.Timeout, () => void>();
   readonly #retainOf = new Map<TopicKind, boolean>(TOPIC_TABLE.map((t) => [t.kind, t.retain]));
@@ -415,11 +416,7 @@ export class Broker {
   /** True when a flood-guard or connection-cap refusal with `code` was already logged at warn in the last minute. */
   #quiet(code: ErrorCode): boolean {
     if (code !== 'ERR_MQTT_LOGIN_RATE' && code !== 'ERR_MQTT_BUSY' && code !== 'ERR_TOO_MANY_CONNECTIONS') return false;
-    const now = Date.now();
-    const last = this.#warnedAt.get(code);
-    if (last !== undefined && now - last < 60_000) return true;
-    this.#warnedAt.set(code, now);
-    return false;
+    return this.#repeats.admit('broker', code, Date.now()) === undefined;
   }
 
   async #checkCredentials(username: string, password: Buffer): Promise<Principal | undefined> {

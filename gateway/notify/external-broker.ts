@@ -23,7 +23,7 @@ import { connect, type MqttClient } from 'mqtt';
 import type { Logger } from '../log.js';
 import { OtiError } from '../../ledger/base/errors.js';
 import { mqttClientOptions, type MqttClientConfig } from '../config/mqtt-client.js';
-import { RefusalLog } from '../sync/refusal-log.js';
+import { RepeatLog } from '../repeat-log.js';
 import type { MqttPublisher } from './homeassistant.js';
 import type { TopicMap } from '../broker/topics.js';
 
@@ -59,7 +59,7 @@ export class ExternalBroker extends EventEmitter<{ connect: []; message: [topic:
   readonly #topics: TopicMap;
   readonly #log: Logger | undefined;
   /** Repeated failures (connection, refused login, backlog) logged once a minute. */
-  readonly #quiet = new RefusalLog();
+  readonly #quiet = new RepeatLog();
 
   private constructor(client: MqttClient, url: string, topics: TopicMap, maxPending: number, log: Logger | undefined) {
     super();

@@ -37,7 +37,7 @@ import { EVENT_TYPES } from '../../ledger/lockevent.js';
 import type { DriverNotice, ReceivedEvent } from '../../drivers/driver.js';
 import type { AppendResult } from '../../ledger/chain.js';
 import type { Ingest } from '../ingest.js';
-import { RefusalLog } from '../sync/refusal-log.js';
+import { RepeatLog } from '../repeat-log.js';
 import { HA_ENTITIES, type HaDiscoveryConfig, type HaEntity, type LockInfoMessage, type TopicMap } from '../broker/topics.js';
 import { isOtiError } from '../../ledger/base/errors.js';
 import { chainFacts } from './status-rebuild.js';
@@ -112,7 +112,7 @@ export class HomeAssistantBridge {
   readonly #pendingInfo = new Set<string>();
   readonly #pendingClear = new Set<string>();
   readonly #offs: Array<() => void> = [];
-  readonly #birthLog = new RefusalLog();
+  readonly #birthLog = new RepeatLog();
   #pump: Promise<void> | undefined;
   /** Reading the facts back from the chain, at start. */
   #rebuilding: Promise<void> | undefined;

@@ -37,7 +37,7 @@ import { Links } from './links.js';
 import type { Link } from './context.js';
 import { OwnChainGuard } from './own-chain.js';
 import { Puller } from './pull.js';
-import { RefusalLog } from './refusal-log.js';
+import { RepeatLog } from '../repeat-log.js';
 import { Server } from './serve.js';
 import { SyncStatus } from './status.js';
 import { MqttTransport } from './transport-mqtt.js';
@@ -69,7 +69,7 @@ export class SyncNode extends EventEmitter<SyncEvents> {
   readonly #evidence: EvidenceBook;
   readonly #own: OwnChainGuard;
   readonly #status: SyncStatus;
-  readonly #refusalLog = new RefusalLog();
+  readonly #refusalLog = new RepeatLog();
   readonly #replicas = new Map<string, Promise<ChainReplica>>();
   /** Replicas opened and known to hold (or be fetching) a peer chain of this site. */
   readonly #settled = new Map<string, ChainReplica>();

@@ -1,10 +1,10 @@
-/** Rate-limited logging of repeated sync refusals (gateway/sync/refusal-log.ts). */
+/** Rate-limited logging of a repeated line, such as a sync refusal (gateway/repeat-log.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RefusalLog } from '../../gateway/sync/refusal-log.js';
+import { RepeatLog } from '../../gateway/repeat-log.js';
 
 void test('the first refusal of a kind is logged, the rest of the window counted, then logged with the count', () => {
-  const log = new RefusalLog(60_000);
+  const log = new RepeatLog(60_000);
   assert.deepEqual(log.admit('gw-b', 'ERR_ROSTER', 0), { suppressed: 0 });
   // 6 a second for a minute: none logged.
   let logged = 0;
@@ -19,7 +19,7 @@ void test('the first refusal of a kind is logged, the rest of the window counted
 });
 
 void test('memory is bounded by the number of kinds kept', () => {
-  const log = new RefusalLog(60_000, 4);
+  const log = new RepeatLog(60_000, 4);
   for (let i = 0; i < 10; i++) log.admit(`gw-${i}`, 'ERR_ROSTER', 0);
   // gw-0 was forgotten (oldest), so it is logged again at once; gw-9 is still in its window.
   assert.deepEqual(log.admit('gw-0', 'ERR_ROSTER', 1), { suppressed: 0 });
