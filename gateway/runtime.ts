@@ -45,7 +45,7 @@ import { Discovery } from './discovery/discovery.js';
 import { SyncNode, DEFAULT_SYNC_MESSAGE_BYTES } from './sync/node.js';
 import { CosignatureBook } from './sync/cosignatures.js';
 import type { EvidenceView, PeerView } from './sync/view.js';
-import { CheckpointRecord, readLastCheckpoint } from './sync/checkpoint-record.js';
+import { CheckpointRecord, readLastCheckpointRecord } from './sync/checkpoint-record.js';
 import { recoverBeforeAppending } from './sync/recovery.js';
 import { startWitnessListener, siteLogKeys } from './sync/witness-listener.js';
 import { WitnessPusher, externalWitnesses } from './sync/witness-push.js';
@@ -54,7 +54,7 @@ import { MqttNotifier } from './notify/notifier.js';
 import { HomeAssistantBridge } from './notify/homeassistant.js';
 import { ExternalBroker, FanOut } from './notify/external-broker.js';
 import { notificationsStatus, type NotificationsStatus } from './notify/notification-metrics.js';
-import { WebhookDispatcher, type WebhookStatus } from './notify/webhooks.js';
+import { WebhookDispatcher, WEBHOOK_CURSOR_DIR, type WebhookStatus } from './notify/webhooks.js';
 import { GatewayMetrics } from './api/metrics.js';
 import { HealthBoard } from './api/health.js';
 import { LocalApi } from './api/server.js';
@@ -256,7 +256,8 @@ async function compose(c: Composition): Promise<Parts> {
   log.info({ host: b.host, port: broker.port, tlsPort: broker.tlsPort }, `MQTT broker listening on ${b.host}:${broker.port}${broker.tlsPort !== undefined ? ` (TLS on ${broker.tlsPort})` : ''}`);
 
   // The last checkpoint this gateway signed, recorded outside the ledger (sync/checkpoint-record.ts).
-  const lastCheckpoint = await readLastCheckpoint(config.dataDir, chainOrigin(id.trust.siteId, id.gatewayId), id.key.publicKey);
+  const lastRecord = await readLastCheckpointRecord(config.dataDir, chainOrigin(id.trust.siteId, id.gatewayId), id.key.publicKey);
+  const lastCheckpoint = lastRecord?.checkpoint;
   const record = await stages.start(
     'last-checkpoint record',
     () => new CheckpointRecord(config.dataDir, lastCheckpoint, (e) => log.warn({ err: e }, `could not write ${config.dataDir}/last-checkpoint.json (retrying; checkpoints are published once it is written)`)),
@@ -325,11 +326,12 @@ async function compose(c: Composition): Promise<Parts> {
     discovery,
     staticPeers: config.discovery.staticPeers.length,
     record: lastCheckpoint,
+    recordSeenByPeers: lastRecord?.seenByPeers === true,
     dataDir: config.dataDir,
     publicKey: id.key.publicKey,
     waitMs: config.sync.recoverWaitMs,
     timeoutMs: config.sync.recoverTimeoutMs,
-    adopt: (cp) => record.note(cp),
+    adopt: (cp) => record.note(cp, { seenByPeers: true }),
     health,
     log,
     signal: c.stopping,
@@ -463,7 +465,7 @@ async function compose(c: Composition): Promise<Parts> {
     const hooks = await stages.start(
       'webhooks',
       async () => {
-        const d = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, 'webhooks'), logger: log.child({ part: 'webhooks' }) });
+        const d = new WebhookDispatcher({ chain, hooks: config.webhooks, cursorDir: join(config.dataDir, WEBHOOK_CURSOR_DIR), logger: log.child({ part: 'webhooks' }) });
         await d.start();
         return d;
       },

@@ -29,23 +29,57 @@
  * gateway/config/identity.ts reads it (site.json and gateway.key, 0600, plain: the gateway starts
  * unattended) and then renamed to `<name>.applied`.
  *
+ * Replacing another identity (`replace`, the CLI's --force) first moves everything of the old
+ * one in the data folder (IDENTITY_STATE: its identity files, its ledger, its last-checkpoint
+ * record and every cursor or state that follows its chain or key; the site's privacy files too
+ * when the site changes) into one new folder `<data>/identity.replaced-<UTC time>/`: the new
+ * identity starts on an empty ledger, and nothing of the old one is written over or deleted.
+ *
  * `siteKeys` come from the bundle itself, so whoever can write the boot partition could enrol
  * a gateway into a site of their own making; the site key fingerprints are printed on apply so
  * that an installer can compare them with the site's (docs/INSTALL.md).
  */
-import { moveAside, writeAtomicJson } from '../../ledger/base/files.js';
-import { mkdtemp, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { errnoCode, writeAtomicJson } from '../../ledger/base/files.js';
+import { lstat, mkdir, mkdtemp, open, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fingerprint, fromHex, generateKeyPair, toHex, type KeyPair, type Signer } from '../../ledger/crypto.js';
 import { readKeyFile, writeKeyFile, KEY_FILE_MAX_BYTES } from '../../ledger/keyfile.js';
 import { checkSigned, decodeSigned, encodeSigned, signStatement, type SignedStatement } from '../../ledger/roster.js';
 import { OtiError, isOtiError } from '../../ledger/base/errors.js';
 import { ID_PATTERN } from '../../ledger/schema.js';
-import { ensureDataDir } from './identity.js';
+import { DEV_SITE_KEY_FILE, GATEWAY_KEY_FILE, SITE_FILE, ensureDataDir } from './identity.js';
+import { LAST_CHECKPOINT_FILE } from '../sync/checkpoint-record.js';
+import { LEDGER_DECISION_FILE } from '../sync/ledger-decision.js';
+import { WITNESS_STATE_FILE } from '../sync/witness-listener.js';
+import { CURSOR_FILE } from '../sync/uplink.js';
+import { WEBHOOK_CURSOR_DIR } from '../notify/webhooks.js';
+import { PERSONS_DIR } from '../api/persons.js';
+import { PRIVACY_KEYRING_FILE, PRIVACY_PUBLIC_FILE } from '../api/privacy-setup.js';
 
 export const BUNDLE_FORMAT = 'oti-provisioning-bundle';
 export const BUNDLE_VERSION = 1;
 export const BUNDLE_MAX_BYTES = 64 * 1024;
+/**
+ * What belongs to one gateway identity in its data folder (docs/INSTALL.md §4), moved aside
+ * together when another identity replaces it. The identity files first: a replacement cut short
+ * leaves a folder that refuses to start (ERR_IDENTITY_INCOMPLETE) rather than a new identity on
+ * the old ledger, and applying again with --force moves the rest.
+ */
+export const IDENTITY_STATE: readonly string[] = [
+  SITE_FILE,
+  GATEWAY_KEY_FILE,
+  DEV_SITE_KEY_FILE,
+  LAST_CHECKPOINT_FILE,
+  LEDGER_DECISION_FILE,
+  'ledger',
+  WITNESS_STATE_FILE,
+  CURSOR_FILE,
+  WEBHOOK_CURSOR_DIR,
+  // The keys of the persons recorded in the old chain (their single holder).
+  PERSONS_DIR,
+];
+/** The site's, not the gateway's: moved aside too only when the new identity is of another site. */
+const SITE_STATE: readonly string[] = [PRIVACY_PUBLIC_FILE, PRIVACY_KEYRING_FILE];
 const MEMBERS = ['format', 'version', 'siteId', 'siteKeys', 'gatewayId', 'gatewayKey', 'enrolment', 'created', 'expires'];
 
 export interface Bundle {
@@ -126,10 +160,15 @@ export interface ApplyResult {
   readonly appliedPath: string | undefined;
   /** The data folder already held exactly this identity; nothing was written. */
   readonly alreadyApplied: boolean;
+  /** With `replace`: the folder the old identity's files were moved into, and their names. */
+  readonly replaced?: { readonly folder: string; readonly gatewayId: string | undefined; readonly moved: readonly string[] };
 }
 
-/** Reads and checks a bundle file without writing anything; see the module comment for the checks. */
-export async function readBundle(bundlePath: string, opts: { now: number }): Promise<{ bundle: Bundle; signed: SignedStatement }> {
+/**
+ * Reads and checks a bundle file without writing anything; see the module comment for the checks.
+ * `acceptExpired`: for its enrolment statement only (`oti gateway revoke --bundle`), not to apply.
+ */
+export async function readBundle(bundlePath: string, opts: { now: number; acceptExpired?: boolean }): Promise<{ bundle: Bundle; signed: SignedStatement }> {
   const raw = await readBounded(bundlePath);
   let doc: unknown;
   try {
@@ -157,7 +196,7 @@ export async function readBundle(bundlePath: string, opts: { now: number }): Pro
   }
   if (s.expires === undefined) throw bad(bundlePath, 'has an enrolment without an expiry');
   if (Date.parse(b.expires) !== s.expires) throw bad(bundlePath, 'has an "expires" that differs from the signed enrolment’s');
-  if (opts.now >= s.expires) {
+  if (opts.now >= s.expires && opts.acceptExpired !== true) {
     throw new OtiError('ERR_BUNDLE_EXPIRED', `${bundlePath}: the enrolment of gateway ${b.gatewayId} expired at ${b.expires}; make a new bundle with oti gateway enroll`, {
       path: bundlePath,
       expires: s.expires,
@@ -186,18 +225,24 @@ export async function applyBundle(bundlePath: string, dataDir: string, opts: App
     throw e;
   });
   let alreadyApplied = false;
+  let previous: { siteId?: unknown; gatewayId?: unknown } | undefined;
   if (existing !== undefined) {
     alreadyApplied = sameIdentity(existing, site);
     if (!alreadyApplied && opts.replace !== true) {
       key.seed.fill(0);
       throw new OtiError('ERR_BUNDLE', `${dataDir} already holds a gateway identity (${sitePath}); move it away or apply with --force to replace it`, { path: sitePath });
     }
+    previous = parseJson(existing);
   }
+  let replaced: ApplyResult['replaced'];
   if (!alreadyApplied) {
     try {
-      // --force replaces an identity, but never writes over its key: the old one is moved aside.
-      if (opts.replace === true) await moveAside(join(dataDir, 'gateway.key'));
-      await writeKeyFile(join(dataDir, 'gateway.key'), key, { label: `gateway ${b.gatewayId}` });
+      // --force replaces an identity, but never writes over anything of it: it is moved aside.
+      if (opts.replace === true) {
+        const moved = await moveIdentityAside(dataDir, previous?.siteId !== undefined && previous.siteId !== b.siteId);
+        if (moved !== undefined) replaced = { ...moved, gatewayId: typeof previous?.gatewayId === 'string' ? previous.gatewayId : undefined };
+      }
+      await writeKeyFile(join(dataDir, GATEWAY_KEY_FILE), key, { label: `gateway ${b.gatewayId}` });
     } finally {
       key.seed.fill(0);
     }
@@ -217,7 +262,47 @@ export async function applyBundle(bundlePath: string, dataDir: string, opts: App
     expires: signed.statement.expires as number,
     appliedPath,
     alreadyApplied,
+    ...(replaced !== undefined ? { replaced } : {}),
   };
+}
+
+/**
+ * Moves every IDENTITY_STATE entry of `dataDir` (and SITE_STATE when `siteChanged`) into a new
+ * folder `identity.replaced-<UTC time>` in it, by rename (same file system, nothing copied).
+ * Undefined when there was nothing to move.
+ */
+async function moveIdentityAside(dataDir: string, siteChanged: boolean): Promise<{ folder: string; moved: string[] } | undefined> {
+  const present: string[] = [];
+  for (const name of [...IDENTITY_STATE, ...(siteChanged ? SITE_STATE : [])]) {
+    if (await lstat(join(dataDir, name)).then(() => true, (e: unknown) => (errnoCode(e) === 'ENOENT' ? false : Promise.reject(e)))) present.push(name);
+  }
+  if (present.length === 0) return undefined;
+  const folder = join(dataDir, `identity.replaced-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  // A new folder, never an existing one (EEXIST): nothing is merged into another replacement's.
+  await mkdir(folder, { mode: 0o700 });
+  for (const name of present) await rename(join(dataDir, name), join(folder, name));
+  await fsyncDir(folder);
+  await fsyncDir(dataDir);
+  return { folder, moved: present };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === 'win32') return;
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function readBounded(path: string): Promise<string> {

@@ -127,6 +127,9 @@ export function redactUrl(url: string): string {
 
 
 /** Delivers the chain to every configured hook. start() once, stop() once. */
+/** The folder of the webhook cursors in the data folder (one per hook: positions in the own chain). */
+export const WEBHOOK_CURSOR_DIR = 'webhooks';
+
 export class WebhookDispatcher {
   readonly #chain: Chain;
   readonly #hooks: readonly WebhookHook[];

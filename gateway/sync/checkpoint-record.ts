@@ -4,7 +4,13 @@
  * whose ledger was deleted, lost or replaced by an older copy never opens a new chain of the
  * same origin (docs/SYNC.md §Recovery, docs/DECISIONS.md §The last-checkpoint record).
  *
- *   { "format": "oti-last-checkpoint", "version": 1, "checkpoint": "<signed checkpoint note>" }
+ *   { "format": "oti-last-checkpoint", "version": 1, "checkpoint": "<signed checkpoint note>",
+ *     "seenByPeers": true }
+ *
+ * `seenByPeers` (only when true) says that a checkpoint of this chain beyond what the ledger held
+ * was seen retained on a peer's broker, so peers hold a checkpoint that covers the lost entries: a
+ * gateway waiting for them tells the operator to retire the id rather than accept the loss
+ * (gateway/sync/recovery.ts, `oti ledger accept-loss`). The chain's next checkpoint drops it.
  *
  * The checkpoint is the chain's own, signed by the gateway key, so the record cannot be made to
  * claim another chain or size without that key; it is checked on every start.
@@ -36,6 +42,11 @@ const RETRY_MS = 1000;
  * ERR_CHECKPOINT_SIGNATURE, naming the file): guessing would risk a fork.
  */
 export async function readLastCheckpoint(dataDir: string, origin: string, publicKey: Uint8Array): Promise<SignedCheckpoint | undefined> {
+  return (await readLastCheckpointRecord(dataDir, origin, publicKey))?.checkpoint;
+}
+
+/** readLastCheckpoint, with whether the record says that peers saw it (`seenByPeers`). */
+export async function readLastCheckpointRecord(dataDir: string, origin: string, publicKey: Uint8Array): Promise<{ checkpoint: SignedCheckpoint; seenByPeers: boolean } | undefined> {
   const path = join(dataDir, LAST_CHECKPOINT_FILE);
   let raw: string;
   try {
@@ -52,7 +63,7 @@ export async function readLastCheckpoint(dataDir: string, origin: string, public
   } catch {
     throw bad('is not valid JSON');
   }
-  const d = doc as { format?: unknown; version?: unknown; checkpoint?: unknown };
+  const d = doc as { format?: unknown; version?: unknown; checkpoint?: unknown; seenByPeers?: unknown };
   if (d.format !== FORMAT || d.version !== VERSION || typeof d.checkpoint !== 'string') throw bad(`is not an ${FORMAT} version ${VERSION}`);
   let cp: SignedCheckpoint;
   try {
@@ -63,14 +74,16 @@ export async function readLastCheckpoint(dataDir: string, origin: string, public
     throw e;
   }
   if (cp.origin !== origin) throw bad(`is for ${cp.origin}, not ${origin}`);
-  return cp;
+  return { checkpoint: cp, seenByPeers: d.seenByPeers === true };
 }
 
 export class CheckpointRecord {
   readonly #path: string;
   readonly #onError: (e: Error) => void;
   #written: SignedCheckpoint | undefined;
+  #writtenSeen = false;
   #latest: SignedCheckpoint | undefined;
+  #latestSeen = false;
   #running: Promise<void> | undefined;
   #stopped = false;
   #closing = false;
@@ -88,10 +101,11 @@ export class CheckpointRecord {
     return this.#written;
   }
 
-  /** Records `cp` (the newest wins; writes are coalesced). */
-  note(cp: SignedCheckpoint): void {
+  /** Records `cp` (the newest wins; writes are coalesced); `seenByPeers` marks it as seen on a peer's broker. */
+  note(cp: SignedCheckpoint, opts: { seenByPeers?: boolean } = {}): void {
     if (this.#stopped) return;
     this.#latest = cp;
+    this.#latestSeen = opts.seenByPeers === true;
     this.#running ??= this.#drain().finally(() => (this.#running = undefined));
   }
 
@@ -109,10 +123,11 @@ export class CheckpointRecord {
   }
 
   async #drain(): Promise<void> {
-    while (this.#latest !== undefined && this.#latest !== this.#written && !this.#stopped) {
+    while (this.#latest !== undefined && (this.#latest !== this.#written || this.#latestSeen !== this.#writtenSeen) && !this.#stopped) {
       const cp = this.#latest;
+      const seen = this.#latestSeen;
       try {
-        await writeFileAtomic(this.#path, `${JSON.stringify({ format: FORMAT, version: VERSION, checkpoint: cp.note })}\n`, { mode: 0o600, overwrite: true });
+        await writeFileAtomic(this.#path, `${JSON.stringify({ format: FORMAT, version: VERSION, checkpoint: cp.note, ...(seen ? { seenByPeers: true } : {}) })}\n`, { mode: 0o600, overwrite: true });
       } catch (e) {
         this.#onError(e as Error);
         if (this.#closing) return;
@@ -120,6 +135,7 @@ export class CheckpointRecord {
         continue;
       }
       this.#written = cp;
+      this.#writtenSeen = seen;
       for (const w of this.#waiters) {
         if (w.size > cp.size) continue;
         this.#waiters.delete(w);

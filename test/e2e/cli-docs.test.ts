@@ -157,11 +157,9 @@ void test('every command of docs/CLI.md runs against a live gateway as documente
   await run('gateway enroll', ['--site-dir', 'site', '--id', 'gw-spare', '--out', 'gw-spare.bundle.json']);
   await mkdir(join(dir, 'spare'), { mode: 0o700 });
   await run('gateway apply-bundle', ['gw-spare.bundle.json', '--data', 'spare']);
-  // The spare's enrolment (in its site.json) reaches this gateway's roster; then it is revoked.
-  const enrolment = (JSON.parse(await readFile(join(dir, 'spare', 'site.json'), 'utf8')) as { enrolment: string }).enrolment;
-  await writeFile(join(dir, 'gw-spare.cbor'), Buffer.from(enrolment, 'hex'));
-  await run('roster submit', ['gw-spare.cbor', ...api]);
-  await run('gateway revoke', ['--site-dir', 'site', '--id', 'gw-spare', '--yes', ...api]);
+  // This gateway's roster does not list the spare (enrolled by bundle): revoke submits its enrolment, from its data folder, first.
+  const revoked = await run('gateway revoke', ['--site-dir', 'site', '--id', 'gw-spare', '--data', 'spare', '--yes', '--json', ...api]);
+  assert.equal(revoked.json<{ enrolment: { op: string } }>().enrolment.op, 'enroll');
   // A simulated lock on an enrolled site: its key (kept in its state file) enrolled first, then
   // it runs until two of its events are acknowledged.
   const simKey = generateKeyPair();

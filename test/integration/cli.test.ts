@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile, writeFile, readdir, stat, mkdir } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '../support/site.js';
@@ -142,7 +142,21 @@ void test('gateway enroll + apply-bundle write the identity the gateway loads; t
   assert.equal((await oti(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-2', '--out', 'c.json'], { cwd: g.dir, env: g.env })).code, 0);
   const other = await oti(['gateway', 'apply-bundle', 'c.json', '--data', 'data'], { cwd: g.dir });
   assert.equal(errorCode(other), 'ERR_BUNDLE');
-  assert.equal((await oti(['gateway', 'apply-bundle', 'c.json', '--data', 'data', '--force'], { cwd: g.dir })).code, 0);
+  // --force moves everything of the old identity aside into one folder: the new one starts on nothing of gw-1's.
+  const state = ['ledger/CURRENT', 'last-checkpoint.json', 'ledger-decision.json', 'uplink.cursor', 'witness-state.json', 'webhooks/h.json', 'persons/p.key'];
+  for (const f of state) {
+    await mkdir(join(g.data, f, '..'), { recursive: true });
+    await writeFile(join(g.data, f), 'old');
+  }
+  const forced = await oti(['gateway', 'apply-bundle', 'c.json', '--data', 'data', '--force'], { cwd: g.dir });
+  assert.equal(forced.code, 0, forced.stderr);
+  const aside = /the old identity \(gateway gw-1\) was moved to (\S+):/.exec(forced.stdout)?.[1];
+  assert.ok(aside !== undefined, forced.stdout);
+  for (const f of ['site.json', 'gateway.key', ...state]) {
+    assert.ok(existsSync(resolve(g.dir, aside, f)), `${f} moved aside`);
+    assert.equal(existsSync(join(g.data, f)), f === 'site.json' || f === 'gateway.key', `${f} in the data folder`);
+  }
+  assert.equal((await loadOrCreateIdentity(g.data)).gatewayId, 'gw-2');
 });
 
 void test('gateway enroll with a wrong site passphrase fails with ERR_KEY_PASSPHRASE and writes nothing', async (t) => {
@@ -269,6 +283,26 @@ async function apiServer(t: TestContext, data: string): Promise<{ url: string; c
   t.after(close);
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, chain, close };
 }
+
+void test('gateway revoke of a gateway enrolled by bundle: its enrolment from --data or --bundle goes first; without either a coded error', async (t) => {
+  const g = await makeGateway(t);
+  const api = await apiServer(t, g.data);
+  const A = ['--site-dir', 'site', '--id', 'gw-2', '--api', api.url, '--yes', '--json'];
+  assert.equal((await oti(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-2', '--out', 'c.json'], { cwd: g.dir, env: g.env })).code, 0);
+  await writeFile(join(g.dir, 'c-kept.json'), await readFile(join(g.dir, 'c.json')));
+  assert.equal((await oti(['gateway', 'apply-bundle', 'c.json', '--data', 'data2'], { cwd: g.dir })).code, 0);
+  const unlisted = await oti(['gateway', 'revoke', ...A], { cwd: g.dir, env: g.env });
+  assert.equal(errorCode(unlisted), 'ERR_NOT_FOUND');
+  assert.match(unlisted.stderr, /--data DIR\) or its bundle \(--bundle FILE\)/);
+  // --out with the bundle: the enrolment is written next to the revocation, and both submit in that order.
+  const out = await oti(['gateway', 'revoke', '--site-dir', 'site', '--id', 'gw-2', '--bundle', 'c-kept.json', '--out', 'rev.cbor', '--yes'], { cwd: g.dir, env: g.env });
+  assert.equal(out.code, 0, out.stderr);
+  assert.ok(existsSync(join(g.dir, 'rev.cbor.enrolment.cbor')));
+  const revoked = await oti(['gateway', 'revoke', ...A, '--data', 'data2'], { cwd: g.dir, env: g.env });
+  assert.equal(revoked.code, 0, revoked.stderr);
+  assert.equal(revoked.json<{ enrolment: { op: string } }>().enrolment.op, 'enroll');
+  assert.equal(rosterListing(api.chain.roster).members.find((m) => m.id === 'gw-2')?.revoked, true);
+});
 
 function lockEvent(key: KeyPair, lock: string, ctr: number): Uint8Array {
   return coseSign1(new Signer(key.seed), encodeLockEvent({ lock, ctr, time: 1_700_000_000_000 + ctr, type: 'unlocked', cred: Uint8Array.of(1, 2) }));

@@ -7,20 +7,26 @@
  *    own) does not count toward the quorum of a gateway that replicates its chain;
  *  - a re-flashed gateway asks its peers at once: an offline peer and a revoked one do not use up
  *    the recovery time, so it recovers its chain from the one online peer within seconds;
+ *  - a re-flashed gateway that recovers all of its chain says nothing about the checkpoint retained
+ *    on the brokers (it is no further than what was recovered);
  *  - a re-flashed gateway that sees, retained on a peer's broker, a checkpoint of its own chain
  *    beyond what the peers could give stays read-only (ERR_LEDGER_LOST) rather than fork, records
- *    that checkpoint, and `oti ledger accept-loss` lets it run again.
+ *    that checkpoint as seen by peers, and says (log, /health, the accept-loss prompt) to retire
+ *    the id rather than accept the loss; the technician then follows docs/SYNC.md with the real
+ *    `oti`: `gateway revoke --data` (its enrolment submitted first, since no peer's roster lists
+ *    it), `gateway enroll` of a new id, `gateway apply-bundle --force` on the same data folder; the
+ *    new id runs there and the peers list the old one revoked.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFile, readFile, rm } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from 'mqtt';
-import { makeSite, tempDir } from '../support/site.js';
+import { makeSite, tempDir, writeSiteDir } from '../support/site.js';
 import { startGateway, type GatewayProcess, type LogLine } from '../support/gateway-process.js';
 import { loopbackSite, type LoopbackGateway } from '../support/enrolled-gateway.js';
-import { oti } from '../support/oti-cli.js';
+import { errorCode, oti, otiIn } from '../support/oti-cli.js';
 import { waitUntil } from '../support/wait.js';
 import { applyBundle } from '../../gateway/config/bundle.js';
 import { loadOrCreateIdentity } from '../../gateway/config/identity.js';
@@ -34,6 +40,7 @@ const IDS = ['gw-a', 'gw-b', 'gw-c', 'gw-d'];
 const origin = (id: string): string => `oti/${s.siteId}/${id}`;
 /** sync.recoverTimeoutMs's default: before the fix, one silent peer used all of it. */
 const RECOVER_TIMEOUT_MS = 15_000;
+const PASS = 'correct horse battery staple';
 
 interface Gw extends LoopbackGateway {
   proc: GatewayProcess | undefined;
@@ -97,6 +104,8 @@ void test('revoked and offline peers: quorum, recovery at once from the online p
   assert.deepEqual(rec['answered'], ['gw-a'], 'gw-a answered; gw-d (offline) did not, gw-b (revoked) was not asked');
   assert.ok(!(rec['peers'] as string[]).includes('gw-b'), 'the revoked gateway is not asked');
   assert.equal(logs.find((l) => /equivocat/i.test(l.msg))?.msg, undefined);
+  // The checkpoint retained on gw-a's broker is no further than what was recovered: no warning about it.
+  assert.equal(logs.find((l) => l.msg.includes('retained on the brokers, is ahead'))?.msg, undefined, 'no warning when everything was recovered');
 
   // gw-c signed a checkpoint that its peers never fetched (it stopped before they pulled it): it
   // stays retained on gw-a's broker. Made here with gw-c's key, as gw-c would have.
@@ -114,18 +123,51 @@ void test('revoked and offline peers: quorum, recovery at once from the online p
   assert.equal(lost['code'], 'ERR_LEDGER_LOST');
   assert.equal(lost['record'], held2 + 3);
   assert.equal(c.proc!.logs.find((l) => l.msg.includes('running; press Ctrl+C')), undefined, 'read-only: not running');
+  // Peers saw that checkpoint: the remedy named is to retire the id, not to accept the loss.
+  assert.equal(lost['seenByPeers'], true);
+  assert.match(lost.msg, /do not accept the loss.*oti gateway revoke --id gw-c --data /);
   const health = await fetch(`http://127.0.0.1:${c.api}/health`);
   assert.equal(health.status, 503);
-  // The retained checkpoint is the record now: a restart keeps waiting, and accept-loss names it.
-  const record = JSON.parse(await readFile(join(c.dataDir, 'last-checkpoint.json'), 'utf8')) as { checkpoint: string };
+  assert.match(await health.text(), /retire the id/);
+  // The retained checkpoint is the record now, marked as seen by peers: a restart keeps waiting, and accept-loss warns.
+  const record = JSON.parse(await readFile(join(c.dataDir, 'last-checkpoint.json'), 'utf8')) as { checkpoint: string; seenByPeers?: boolean };
   assert.equal(record.checkpoint, ahead.note);
-  const r = await oti(['ledger', 'accept-loss', '--data', c.dataDir, '--yes', '--json']);
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal((JSON.parse(r.stdout) as { recordSize: number }).recordSize, held2 + 3);
-  await c.proc!.waitForLog('loss accepted', (l) => l.msg.startsWith('an operator accepted the loss'), 30_000);
+  assert.equal(record.seenByPeers, true);
+  const asked = await oti(['ledger', 'accept-loss', '--data', c.dataDir]);
+  assert.equal(errorCode(asked), 'ERR_USAGE', 'no terminal, no --yes: nothing written');
+  assert.match(asked.stderr, /WARNING: peers saw a checkpoint of gw-c's chain .*compromised.*Retire the id instead/);
+
+  // docs/SYNC.md §Recovery: stop it, revoke gw-c at gw-a (no roster there lists it: its enrolment goes first), enrol a new id, apply it to the same data folder.
+  await stop(c);
+  await writeSiteDir(s, join(dir, 'site'), PASS);
+  const env = { OTI_PASSPHRASE: PASS };
+  const api = ['--api', `http://127.0.0.1:${a.api}`];
+  const unlisted = await otiIn(['gateway', 'revoke', '--site-dir', 'site', '--id', 'gw-c', ...api, '--yes'], dir, env);
+  assert.equal(errorCode(unlisted), 'ERR_NOT_FOUND');
+  assert.match(unlisted.stderr, /not in the roster of .*give its data folder \(--data DIR\) or its bundle \(--bundle FILE\)/);
+  const revoked = await otiIn(['gateway', 'revoke', '--site-dir', 'site', '--id', 'gw-c', '--data', c.dataDir, ...api, '--yes', '--json'], dir, env);
+  assert.equal(revoked.code, 0, revoked.stderr);
+  const rj = revoked.json<{ op: string; index: number; enrolment: { op: string; index: number } }>();
+  assert.equal(rj.enrolment.op, 'enroll');
+  assert.equal(rj.op, 'revoke');
+  assert.ok(rj.index > rj.enrolment.index, 'the enrolment is recorded first, then the revocation');
+  const enrolled = await otiIn(['gateway', 'enroll', '--site-dir', 'site', '--id', 'gw-e', '--out', 'gw-e.bundle.json'], dir, env);
+  assert.equal(enrolled.code, 0, enrolled.stderr);
+  const refused = await otiIn(['gateway', 'apply-bundle', 'gw-e.bundle.json', '--data', c.dataDir], dir);
+  assert.equal(errorCode(refused), 'ERR_BUNDLE');
+  const applied = await otiIn(['gateway', 'apply-bundle', 'gw-e.bundle.json', '--data', c.dataDir, '--force', '--json'], dir);
+  assert.equal(applied.code, 0, applied.stderr);
+  const replaced = applied.json<{ replaced: { folder: string; gatewayId: string; moved: string[] } }>().replaced;
+  assert.equal(replaced.gatewayId, 'gw-c');
+  for (const f of ['site.json', 'gateway.key', 'ledger', 'last-checkpoint.json']) assert.ok(replaced.moved.includes(f), `${f} moved aside`);
+  assert.deepEqual((await readdir(replaced.folder)).sort(), [...replaced.moved].sort());
+  start(c);
   await running(c);
-  const opened = c.proc!.logs.find((l) => /^ledger .*: chain /.test(l.msg))!;
-  assert.equal(Number(opened['entries']), held2, 'it continues from what the peers gave back');
+  assert.equal(c.proc!.logs.find((l) => l['code'] === 'ERR_CHAIN_READ_ONLY' || l['code'] === 'ERR_CHECKPOINT_SIGNATURE')?.msg, undefined, lines(c));
+  assert.equal((await json<{ gatewayId?: string; chain: { origin: string } }>(c, '/status')).chain.origin, origin('gw-e'));
+  const listedAt = async (g: Gw): Promise<{ id: string; revoked: boolean }[]> => (await json<{ members: { role: string; id: string; revoked: boolean }[] }>(g, '/roster')).members.filter((m) => m.role === 'gateway');
+  assert.deepEqual((await listedAt(a)).find((m) => m.id === 'gw-c')?.revoked, true, 'gw-a lists gw-c revoked');
+  await waitUntil("gw-a holds gw-e's chain", async () => (await held(a, { ...c, id: 'gw-e' })) > 0, 90_000, () => lines(c));
 
   for (const g of [a, c]) await stop(g);
 });

@@ -1,5 +1,5 @@
 /** Test fixtures: a site with its authority key, gateways and locks, and temporary stores. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -8,6 +8,7 @@ import { encodeSigned, signStatement, type SignedStatement, type SiteTrust } fro
 import { coseSign1 } from '../../ledger/cose.js';
 import { encodeLockEvent, type EventType, type LockEvent } from '../../ledger/lockevent.js';
 import { LedgerStore } from '../../ledger/store.js';
+import { writeKeyFile } from '../../ledger/keyfile.js';
 import { Chain, type ChainOptions } from '../../ledger/chain.js';
 import type { CrashKeys } from './crash-child.js';
 
@@ -46,6 +47,13 @@ export function signedEvent(lock: TestLock, type: EventType = 'unlocked', extra:
   lock.ctr++;
   const ev: LockEvent = { lock: lock.id, ctr: lock.ctr, time: 1_700_000_000_000 + lock.ctr, type, cred: Uint8Array.of(1, 2, 3, 4), ...extra };
   return coseSign1(lock.signer, encodeLockEvent(ev));
+}
+
+/** The site folder `oti site init` would have written for `s` (site.key encrypted under `passphrase`), for the real `oti` to sign with. */
+export async function writeSiteDir(s: TestSite, dir: string, passphrase: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeKeyFile(join(dir, 'site.key'), s.siteKey, { passphrase, label: `site authority ${s.siteId}` });
+  await writeFile(join(dir, 'site.json'), JSON.stringify({ format: 'oti-site', version: 1, siteId: s.siteId, siteKeys: [toHex(s.siteKey.publicKey)] }));
 }
 
 export async function tempDir(t: TestContext, prefix = 'oti-test-'): Promise<string> {

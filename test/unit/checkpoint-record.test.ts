@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { generateKeyPair, Signer } from '../../ledger/crypto.js';
 import { signCheckpoint, type SignedCheckpoint } from '../../ledger/checkpoint.js';
 import { isOtiError } from '../../ledger/base/errors.js';
-import { CheckpointRecord, readLastCheckpoint, LAST_CHECKPOINT_FILE } from '../../gateway/sync/checkpoint-record.js';
+import { CheckpointRecord, readLastCheckpoint, readLastCheckpointRecord, LAST_CHECKPOINT_FILE } from '../../gateway/sync/checkpoint-record.js';
 import { lossAccepted, writeLedgerDecision, LEDGER_DECISION_FILE } from '../../gateway/sync/ledger-decision.js';
 import { tempDir } from '../support/site.js';
 
@@ -40,6 +40,22 @@ void test('the record follows the newest checkpoint; covering() waits until it i
   await r.close();
   assert.equal((await readLastCheckpoint(dir, ORIGIN, key.publicKey))?.size, 9, 'the newest one was written');
   assert.deepEqual(errors, []);
+});
+
+void test('a record noted as seen by peers says so (also for the checkpoint already on disk); the next checkpoint of the chain drops it', async (t) => {
+  const dir = await tempDir(t, 'oti-record-');
+  const first = checkpoint(4);
+  const r = new CheckpointRecord(dir, undefined, () => undefined);
+  r.note(first);
+  await r.covering(4);
+  assert.equal((await readLastCheckpointRecord(dir, ORIGIN, key.publicKey))?.seenByPeers, false);
+  r.note(first, { seenByPeers: true });
+  await r.close();
+  assert.deepEqual(await readLastCheckpointRecord(dir, ORIGIN, key.publicKey).then((x) => [x?.checkpoint.note, x?.seenByPeers]), [first.note, true]);
+  const again = new CheckpointRecord(dir, first, () => undefined);
+  again.note(checkpoint(6));
+  await again.close();
+  assert.deepEqual(await readLastCheckpointRecord(dir, ORIGIN, key.publicKey).then((x) => [x?.checkpoint.size, x?.seenByPeers]), [6, false]);
 });
 
 void test('a record that is altered, of another chain or signed by another key stops start-up with a code naming the file', async (t) => {
