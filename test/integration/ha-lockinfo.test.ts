@@ -14,7 +14,7 @@ import { TopicMap, HA_ENTITIES, type HaEntity } from '../../gateway/broker/topic
 import { HomeAssistantBridge } from '../../gateway/notify/homeassistant.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
-import { InProcessDriver } from '../../drivers/inprocess.js';
+import { attachInProcessDriver } from '../support/ingest-link.js';
 import { SimLock } from '../../drivers/simlock.js';
 import type { Chain } from '../../ledger/chain.js';
 import { waitUntil } from '../support/wait.js';
@@ -59,13 +59,7 @@ void test('after a restart, battery and tamper are read back from the chain and 
 
   // Before the restart: the lock reports a low battery and tamper among other events.
   const ingest = new Ingest({ chain });
-  const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 4 });
-  await driver.start();
-  ingest.attach(driver);
-  t.after(async () => {
-    await driver.stop();
-    await ingest.close();
-  });
+  const driver = await attachInProcessDriver(t, ingest, 4);
   const lock = new SimLock({ id: 'front.door', seed: l.key.seed, resendMs: 500 });
   t.after(() => lock.close());
   driver.connect(lock);

@@ -15,7 +15,7 @@ import { TopicMap } from '../../gateway/broker/topics.js';
 import { MqttNotifier } from '../../gateway/notify/notifier.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { addMqttUser } from '../../gateway/broker/users.js';
-import { InProcessDriver } from '../../drivers/inprocess.js';
+import { attachInProcessDriver } from '../support/ingest-link.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { verifyReceipt } from '../../ledger/receipt.js';
 import { waitUntil } from '../support/wait.js';
@@ -31,16 +31,10 @@ async function rig(t: TestContext, opts: { retainMax?: number } = {}) {
   t.after(() => broker.close());
   const topics = new TopicMap(s.siteId);
   const ingest = new Ingest({ chain });
-  const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 4 });
-  await driver.start();
-  ingest.attach(driver);
+  const driver = await attachInProcessDriver(t, ingest, 4);
   const notifier = new MqttNotifier({ broker, topics, chain, ingest, gatewayId: 'gw-1', retentionS: 3600, ...(opts.retainMax !== undefined ? { retainMax: opts.retainMax } : {}) });
   await notifier.start();
-  t.after(async () => {
-    await driver.stop();
-    await ingest.close();
-    await notifier.stop();
-  });
+  t.after(() => notifier.stop());
   const lockOf = async (id: string): Promise<SimLock> => {
     const l = enrollLock(s, id);
     await chain.append({ kind: 'roster', signed: l.statement });

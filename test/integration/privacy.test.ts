@@ -18,7 +18,7 @@ import { TopicMap } from '../../gateway/broker/topics.js';
 import { Ingest } from '../../gateway/ingest.js';
 import { PersonKeyStore, PrivacyReader, erasePerson, followChain, recordPerson } from '../../gateway/api/persons.js';
 import { entryJson } from '../../gateway/api/entry-json.js';
-import { InProcessDriver } from '../../drivers/inprocess.js';
+import { attachInProcessDriver } from '../support/ingest-link.js';
 import { SimLock } from '../../drivers/simlock.js';
 import { LedgerStore } from '../../ledger/store.js';
 import { verifyChain } from '../../ledger/verify.js';
@@ -92,13 +92,7 @@ void test('no plaintext personal data in LevelDB files, the person store or MQTT
   const notifier = new MqttNotifier({ broker, topics: new TopicMap('site-1', 'homeassistant'), chain, ingest, gatewayId: 'gw-1', retentionS: 3600 });
   await notifier.start();
   t.after(() => notifier.stop());
-  const driver = new InProcessDriver({ gatewayId: 'gw-1', window: 8 });
-  await driver.start();
-  ingest.attach(driver);
-  t.after(async () => {
-    await driver.stop();
-    await ingest.close();
-  });
+  const driver = await attachInProcessDriver(t, ingest, 8);
 
   // A privacy-aware lock seals; a legacy lock that sends its credential in the clear is refused.
   const lock = new SimLock({ id: 'front-door', seed: front.key.seed, privacyKey: keyring.current });
